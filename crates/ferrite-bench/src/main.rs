@@ -1,0 +1,478 @@
+//! `ferrite-bench`: prints the read path's figures on this machine.
+//!
+//! ```text
+//! cargo run --release -p ferrite-bench -- all
+//! ```
+//! Each benchmark starts its own throwaway Postgres. Figures are medians over `--runs` runs.
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use ferrite_pg::cluster::LocalCluster;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Ferrite read-path benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+    /// Runs per figure (the median is printed).
+    #[arg(long, default_value_t = 3, global = true)]
+    runs: usize,
+}
+
+#[derive(Subcommand, Clone)]
+enum Bench {
+    /// Matching row changes/s into shape logs with 1 and with 1,000 equality shapes.
+    Routing {
+        #[arg(long, default_value_t = 200_000)]
+        changes: u64,
+    },
+    /// Write → client latency with many live long-poll clients.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+    },
+    /// Initial snapshot and catch-up serving rates for a large shape.
+    Snapshot {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
+    /// Server RSS with many concurrent live long-poll clients (server runs as its own process).
+    Rss {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+    },
+    /// Everything above with default sizes.
+    All,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        println!("machine: {} cores, {}", num_cpus(), mem_total());
+        match cli.bench.clone() {
+            Bench::Routing { changes } => routing(changes, cli.runs).await,
+            Bench::Latency { clients, writes } => latency(clients, writes, cli.runs).await,
+            Bench::Snapshot { rows } => snapshot(rows, cli.runs).await,
+            Bench::Rss { clients } => rss(clients).await,
+            Bench::All => {
+                routing(200_000, cli.runs).await?;
+                latency(1000, 200, cli.runs).await?;
+                snapshot(1_000_000, cli.runs).await?;
+                rss(10_000).await
+            }
+        }
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Env {
+    /// Kept alive for the benchmark's duration; dropping it stops Postgres.
+    _cluster: LocalCluster,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+async fn env() -> Result<Env> {
+    let cluster = LocalCluster::temporary().map_err(|e| anyhow!("{e}"))?;
+    let url = cluster.create_database("bench").map_err(|e| anyhow!("{e}"))?;
+    Ok(Env { _cluster: cluster, url, dir: tempfile::tempdir()? })
+}
+
+fn config(env: &Env, sub: &str) -> ferrite_server::ServerConfig {
+    ferrite_server::ServerConfig {
+        database_url: env.url.clone(),
+        data_dir: env.dir.path().join(sub),
+        port: 0,
+        max_concurrent_existing: 50_000,
+        max_concurrent_initial: 5_000,
+        ..Default::default()
+    }
+}
+
+async fn wait_healthy(base: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(format!("{base}/v1/health")).await {
+            if r.status() == 200 {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(anyhow!("server at {base} did not become healthy"))
+}
+
+/// Reads a shape from -1 to up-to-date; returns (handle, offset, messages).
+async fn catch_up(http: &reqwest::Client, shape_url: &str, query: &str) -> Result<(String, String, u64)> {
+    let mut offset = "-1".to_string();
+    let mut handle = String::new();
+    let mut messages = 0u64;
+    loop {
+        let mut url = format!("{shape_url}?{query}&offset={offset}");
+        if !handle.is_empty() {
+            url.push_str(&format!("&handle={handle}"));
+        }
+        let r = http.get(&url).send().await?;
+        if r.status() != 200 {
+            return Err(anyhow!("{url}: {} {}", r.status(), r.text().await.unwrap_or_default()));
+        }
+        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+        handle = h("electric-handle").unwrap_or_default();
+        offset = h("electric-offset").unwrap_or_default();
+        let done = h("electric-up-to-date").is_some();
+        let body = r.bytes().await?;
+        messages += count(&body, b"{\"key\":");
+        if done {
+            return Ok((handle, offset, messages));
+        }
+    }
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> u64 {
+    hay.windows(needle.len()).filter(|w| *w == needle).count() as u64
+}
+
+async fn routing(changes: u64, runs: usize) -> Result<()> {
+    for shapes in [1u64, 1000] {
+        let mut rates = vec![];
+        for _ in 0..runs {
+            rates.push(routing_once(shapes, changes).await?);
+        }
+        println!(
+            "routing: {shapes:>5} equality shape(s): {:>9.0} matching changes/s into shape logs (median of {runs}; {changes} changes per run)",
+            median(rates)
+        );
+    }
+    Ok(())
+}
+
+async fn routing_once(shapes: u64, changes: u64) -> Result<f64> {
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute("CREATE TABLE ev (id bigint PRIMARY KEY, tenant int NOT NULL, payload text)").await?;
+    let cfg = config(&env, "shapes");
+    // Create the shapes, then stop the server so the changes pile up in the slot.
+    {
+        let server = ferrite_server::start(cfg.clone()).await?;
+        wait_healthy(&server.url()).await?;
+        let http = reqwest::Client::new();
+        let shape_url = format!("{}/v1/shape", server.url());
+        let mut tasks = vec![];
+        for t in 0..shapes {
+            let http = http.clone();
+            let shape_url = shape_url.clone();
+            tasks.push(tokio::spawn(async move { catch_up(&http, &shape_url, &format!("table=ev&where=tenant%20%3D%20{t}")).await }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        server.shutdown().await;
+    }
+    let batch = 1000u64;
+    let mut start = 1u64;
+    while start <= changes {
+        let end = (start + batch - 1).min(changes);
+        pg.batch_execute(&format!(
+            "INSERT INTO ev SELECT g, g % {shapes}, 'payload ' || g FROM generate_series({start}, {end}) g"
+        ))
+        .await?;
+        start = end + 1;
+    }
+    let server = ferrite_server::start(cfg).await?;
+    let t0 = Instant::now();
+    let metrics = server.state.metrics.clone();
+    let deadline = t0 + Duration::from_secs(600);
+    while metrics.log_messages.load(Ordering::Relaxed) < changes {
+        if Instant::now() > deadline {
+            return Err(anyhow!("only {} of {changes} changes arrived", metrics.log_messages.load(Ordering::Relaxed)));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    server.shutdown().await;
+    drop(env);
+    Ok(changes as f64 / secs)
+}
+
+async fn latency(clients: usize, writes: usize, runs: usize) -> Result<()> {
+    let mut p50s = (vec![], vec![]);
+    let mut p99s = (vec![], vec![]);
+    for _ in 0..runs {
+        let (engine, total) = latency_once(clients, writes).await?;
+        p50s.0.push(percentile(&engine, 0.5));
+        p99s.0.push(percentile(&engine, 0.99));
+        p50s.1.push(percentile(&total, 0.5));
+        p99s.1.push(percentile(&total, 0.99));
+    }
+    println!(
+        "latency: {clients} live long-poll clients, {writes} single-row writes: engine-added p50 {:.2} ms, p99 {:.2} ms; total write→client p50 {:.2} ms, p99 {:.2} ms (medians of {runs})",
+        median(p50s.0), median(p99s.0), median(p50s.1), median(p99s.1)
+    );
+    Ok(())
+}
+
+async fn latency_once(clients: usize, writes: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    const ROOMS: usize = 10;
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute("CREATE TABLE lat (id bigint PRIMARY KEY, room int NOT NULL)").await?;
+    let server = ferrite_server::start(config(&env, "shapes")).await?;
+    wait_healthy(&server.url()).await?;
+    let shape_url = format!("{}/v1/shape", server.url());
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 16).build()?;
+    let sent: Arc<sent_times::SentTimes> = Arc::new(sent_times::SentTimes::default());
+    let samples = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut handles = vec![];
+    let mut starts = vec![];
+    for room in 0..ROOMS {
+        starts.push(catch_up(&http, &shape_url, &format!("table=lat&where=room%20%3D%20{room}")).await?);
+    }
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for c in 0..clients {
+        let room = c % ROOMS;
+        let (handle, offset, _) = starts[room].clone();
+        let (http, shape_url, sent, samples, stop, state, ready) =
+            (http.clone(), shape_url.clone(), sent.clone(), samples.clone(), stop.clone(), server.state.clone(), ready.clone());
+        handles.push(tokio::spawn(async move {
+            let mut offset = offset;
+            let mut cursor = String::new();
+            let mut first = true;
+            while !stop.load(Ordering::Relaxed) {
+                let url = format!("{shape_url}?table=lat&where=room%20%3D%20{room}&handle={handle}&offset={offset}&live=true&cursor={cursor}");
+                if first {
+                    ready.fetch_add(1, Ordering::Relaxed);
+                    first = false;
+                }
+                let Ok(r) = http.get(&url).send().await else { continue };
+                let got = Instant::now();
+                let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+                if let Some(o) = h("electric-offset") {
+                    offset = o;
+                }
+                cursor = h("electric-cursor").unwrap_or_default();
+                let Ok(body) = r.json::<serde_json::Value>().await else { continue };
+                for m in body.as_array().into_iter().flatten() {
+                    let (Some(id), Some(lsn)) = (m["value"]["id"].as_str(), m["headers"]["lsn"].as_str()) else { continue };
+                    let (Ok(id), Ok(lsn)) = (id.parse::<u64>(), lsn.parse::<u64>()) else { continue };
+                    if let Some(t0) = sent.get(id) {
+                        let total = got.duration_since(t0).as_secs_f64() * 1000.0;
+                        let engine = state.receipt_of(lsn).map(|t| got.duration_since(t).as_secs_f64() * 1000.0);
+                        let mut s = samples.lock().unwrap();
+                        s.1.push(total);
+                        if let Some(e) = engine {
+                            s.0.push(e);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    while ready.load(Ordering::Relaxed) < clients {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..writes {
+        let id = i as u64 + 1;
+        sent.put(id, Instant::now());
+        pg.execute("INSERT INTO lat VALUES ($1, $2)", &[&(id as i64), &((i % ROOMS) as i32)]).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected = writes * clients / ROOMS;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while samples.lock().unwrap().1.len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut engine, mut total) = std::mem::take(&mut *samples.lock().unwrap());
+    if total.len() < expected {
+        eprintln!("warning: only {} of {expected} deliveries observed", total.len());
+    }
+    for h in handles {
+        h.abort();
+    }
+    server.shutdown().await;
+    engine.sort_by(|a, b| a.total_cmp(b));
+    total.sort_by(|a, b| a.total_cmp(b));
+    Ok((engine, total))
+}
+
+/// A tiny id → instant map shared by the writer and the clients.
+mod sent_times {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    #[derive(Default)]
+    pub struct SentTimes(Mutex<HashMap<u64, Instant>>);
+
+    impl SentTimes {
+        pub fn put(&self, k: u64, v: Instant) {
+            self.0.lock().unwrap().insert(k, v);
+        }
+        pub fn get(&self, k: u64) -> Option<Instant> {
+            self.0.lock().unwrap().get(&k).copied()
+        }
+    }
+}
+
+async fn snapshot(rows: u64, runs: usize) -> Result<()> {
+    let mut snap = vec![];
+    let mut serve = vec![];
+    for _ in 0..runs {
+        let (a, b) = snapshot_once(rows).await?;
+        snap.push(a);
+        serve.push(b);
+    }
+    println!(
+        "snapshot: {rows}-row shape: initial snapshot {:.0} rows/s, catch-up serving {:.0} rows/s (medians of {runs})",
+        median(snap),
+        median(serve)
+    );
+    Ok(())
+}
+
+async fn snapshot_once(rows: u64) -> Result<(f64, f64)> {
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute(&format!(
+        "CREATE TABLE big (id int PRIMARY KEY, title text NOT NULL, n int, at timestamptz);
+         INSERT INTO big SELECT g, 'row number ' || g, g % 1000, '2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, {rows}) g;
+         ANALYZE big;"
+    ))
+    .await?;
+    let server = ferrite_server::start(config(&env, "shapes")).await?;
+    wait_healthy(&server.url()).await?;
+    let shape_url = format!("{}/v1/shape", server.url());
+    let http = reqwest::Client::new();
+    let t0 = Instant::now();
+    let (_, _, n1) = catch_up(&http, &shape_url, "table=big").await?;
+    let snap_secs = t0.elapsed().as_secs_f64();
+    if n1 != rows {
+        return Err(anyhow!("snapshot delivered {n1} rows, expected {rows}"));
+    }
+    let t1 = Instant::now();
+    let (_, _, n2) = catch_up(&http, &shape_url, "table=big").await?;
+    let serve_secs = t1.elapsed().as_secs_f64();
+    if n2 != rows {
+        return Err(anyhow!("catch-up delivered {n2} rows, expected {rows}"));
+    }
+    server.shutdown().await;
+    Ok((rows as f64 / snap_secs, rows as f64 / serve_secs))
+}
+
+async fn rss(clients: usize) -> Result<()> {
+    const SHAPES: usize = 10;
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute("CREATE TABLE live (id bigint PRIMARY KEY, room int NOT NULL)").await?;
+    let bin = std::env::current_exe()?.with_file_name("ferrite");
+    if !bin.exists() {
+        return Err(anyhow!("{} not found: build it with `cargo build --release -p ferrite`", bin.display()));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--port", &port.to_string(), "--data-dir"])
+        .arg(env.dir.path().join("rss"))
+        .env("DATABASE_URL", &env.url)
+        .env("FERRITE_LOG", "warn")
+        .env("FERRITE_MAX_CONCURRENT_EXISTING", (clients * 2).to_string())
+        .env("FERRITE_LONG_POLL_TIMEOUT_MS", "60000")
+        .spawn()
+        .context("spawn ferrite serve")?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await?;
+    let shape_url = format!("{base}/v1/shape");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 16).build()?;
+    let mut starts = vec![];
+    for room in 0..SHAPES {
+        starts.push(catch_up(&http, &shape_url, &format!("table=live&where=room%20%3D%20{room}")).await?);
+    }
+    let idle_rss = rss_kib(child.id())?;
+    let mut tasks = vec![];
+    for c in 0..clients {
+        let room = c % SHAPES;
+        let (handle, offset, _) = starts[room].clone();
+        let http = http.clone();
+        let url = format!("{shape_url}?table=live&where=room%20%3D%20{room}&handle={handle}&offset={offset}&live=true&cursor=1");
+        tasks.push(tokio::spawn(async move { http.get(&url).send().await.map(|r| r.status().as_u16()) }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(50);
+    let mut waiting = 0;
+    while Instant::now() < deadline {
+        let m = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+        waiting = m
+            .lines()
+            .find(|l| l.starts_with("ferrite_live_requests_waiting "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+            .unwrap_or(0);
+        if waiting >= clients {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let busy_rss = rss_kib(child.id())?;
+    println!(
+        "rss: {waiting} concurrent live long-poll clients on {SHAPES} shapes: server RSS {:.1} MiB (idle with the shapes: {:.1} MiB)",
+        busy_rss as f64 / 1024.0,
+        idle_rss as f64 / 1024.0
+    );
+    for t in tasks {
+        t.abort();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string()))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map(|k| format!("{:.0} GiB RAM", k / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown RAM".into())
+}
+
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only touch the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

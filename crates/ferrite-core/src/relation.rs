@@ -1,0 +1,166 @@
+//! Qualified table names as clients write them in `?table=` and in write mutations.
+
+use std::fmt;
+
+/// A table identified by schema and name, both already case-folded/unquoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct QualifiedName {
+    /// Schema, `public` when the client gave none.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+}
+
+/// Why a `table` value could not be read as a relation name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelationNameError {
+    /// More than one unquoted `.`.
+    #[error("Invalid relation identifier, too many delimiters")]
+    TooManyDelimiters,
+    /// An unterminated quote or an empty identifier.
+    #[error("Invalid relation identifier: {0}")]
+    Malformed(String),
+}
+
+impl QualifiedName {
+    /// Builds a name from parts that are already exact identifiers.
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        QualifiedName { schema: schema.into(), name: name.into() }
+    }
+
+    /// Parses `foo`, `sch.foo`, `"Foo.bar"."baz"`: unquoted parts are downcased, quoted parts kept
+    /// exactly (with `""` meaning one `"`).
+    pub fn parse(input: &str) -> Result<Self, RelationNameError> {
+        let parts = split_identifiers(input, '.')?;
+        match parts.as_slice() {
+            [name] => Ok(QualifiedName::new("public", name.clone())),
+            [schema, name] => Ok(QualifiedName::new(schema.clone(), name.clone())),
+            _ => Err(RelationNameError::TooManyDelimiters),
+        }
+    }
+
+    /// The SQL spelling with both parts quoted: `"public"."items"`.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+impl fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.quoted())
+    }
+}
+
+/// Quotes an identifier for SQL: `a"b` → `"a""b"`.
+pub fn quote_ident(ident: &str) -> String {
+    let mut out = String::with_capacity(ident.len() + 2);
+    out.push('"');
+    for c in ident.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Splits a list of possibly quoted identifiers on `sep` (outside quotes). Unquoted identifiers are
+/// trimmed and downcased; an empty identifier is an error.
+pub fn split_identifiers(input: &str, sep: char) -> Result<Vec<String>, RelationNameError> {
+    let mut out = Vec::new();
+    let mut chars = input.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut ident = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        ident.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => ident.push(c),
+                    None => {
+                        return Err(RelationNameError::Malformed(format!(
+                            "unterminated quoted identifier in {input:?}"
+                        )))
+                    }
+                }
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            if ident.is_empty() {
+                return Err(RelationNameError::Malformed("Invalid zero-length delimited identifier".into()));
+            }
+            match chars.next() {
+                None => {
+                    out.push(ident);
+                    return Ok(out);
+                }
+                Some(c) if c == sep => out.push(ident),
+                Some(c) => {
+                    return Err(RelationNameError::Malformed(format!(
+                        "unexpected character {c:?} after quoted identifier in {input:?}"
+                    )))
+                }
+            }
+        } else {
+            let mut ended = true;
+            for c in chars.by_ref() {
+                if c == sep {
+                    ended = false;
+                    break;
+                }
+                ident.push(c);
+            }
+            let ident = ident.trim().to_lowercase();
+            if ident.is_empty() {
+                return Err(RelationNameError::Malformed("Invalid zero-length delimited identifier".into()));
+            }
+            if ident.contains('"') {
+                return Err(RelationNameError::Malformed(format!("misplaced quote in {input:?}")));
+            }
+            out.push(ident);
+            if ended {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        assert_eq!(QualifiedName::parse("Foo").unwrap(), QualifiedName::new("public", "foo"));
+        assert_eq!(QualifiedName::parse("sch.foo").unwrap(), QualifiedName::new("sch", "foo"));
+        assert_eq!(
+            QualifiedName::parse("\"foo.woah\".\"bar\"").unwrap(),
+            QualifiedName::new("foo.woah", "bar")
+        );
+        assert_eq!(
+            QualifiedName::parse("electric_test.\"issues for x\"").unwrap(),
+            QualifiedName::new("electric_test", "issues for x")
+        );
+        assert_eq!(QualifiedName::parse("a.b.c"), Err(RelationNameError::TooManyDelimiters));
+        assert!(QualifiedName::parse("\"abc").is_err());
+        assert!(QualifiedName::parse("").is_err());
+    }
+
+    #[test]
+    fn splits_column_lists() {
+        assert_eq!(
+            split_identifiers("id,\"Status-Check\",\"has,comma\",\"has\"\"quote\",PoTaTo", ',').unwrap(),
+            vec!["id", "Status-Check", "has,comma", "has\"quote", "potato"]
+        );
+        assert!(split_identifiers("id,,x", ',').is_err());
+    }
+}

@@ -1,0 +1,442 @@
+//! Shape definitions and how one row change becomes shape-log messages.
+//!
+//! A shape is a table + optional where clause + optional column projection + replica mode. The
+//! conversion here is Electric's `convert_change`: updates that move a row into or out of the
+//! where clause become inserts or deletes, primary-key changes become a delete + insert pair, and
+//! `replica=default` sends only the primary key and changed columns of an update.
+
+use crate::key::row_key;
+use crate::relation::{split_identifiers, QualifiedName};
+use crate::schema::TableSchema;
+use crate::where_clause::{WhereClause, WhereError};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// `replica` parameter: how much of a row updates and deletes carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replica {
+    /// Updates carry PK + changed columns, deletes carry the PK.
+    #[default]
+    Default,
+    /// Updates carry the full new row + `old_value`, deletes the full old row.
+    Full,
+}
+
+/// `log` parameter: whether the shape starts with a snapshot of the existing rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogMode {
+    /// Initial snapshot, then changes.
+    #[default]
+    Full,
+    /// Only changes after the shape was created.
+    ChangesOnly,
+}
+
+/// What identifies a shape: two requests with equal definitions share a shape and its log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ShapeDefinition {
+    /// Root table.
+    pub table: QualifiedName,
+    /// Where clause as the client wrote it.
+    pub where_sql: Option<String>,
+    /// `params[n]` values for `$n` in the where clause.
+    pub params: BTreeMap<String, String>,
+    /// Projection as exact column names, or all columns.
+    pub columns: Option<Vec<String>>,
+    /// Replica mode.
+    pub replica: Replica,
+    /// Log mode.
+    pub log: LogMode,
+}
+
+/// Why a definition could not be compiled against its table; `field` names the request parameter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ShapeError {
+    /// Request field at fault (`where`, `params`, `columns`).
+    pub field: &'static str,
+    /// Message for the client.
+    pub message: String,
+}
+
+impl From<WhereError> for ShapeError {
+    fn from(e: WhereError) -> Self {
+        ShapeError { field: e.field(), message: e.to_string() }
+    }
+}
+
+/// Parses the `columns` parameter (comma list, quoted identifiers allowed).
+pub fn parse_columns_param(raw: &str) -> Result<Vec<String>, String> {
+    split_identifiers(raw, ',').map_err(|e| match e {
+        crate::relation::RelationNameError::Malformed(m) => m,
+        other => other.to_string(),
+    })
+}
+
+/// A definition compiled against the table schema: what the router evaluates per change.
+#[derive(Debug)]
+pub struct ShapeFilter {
+    /// Table schema the shape was compiled against.
+    pub table: Arc<TableSchema>,
+    /// Compiled where clause.
+    pub where_clause: Option<WhereClause>,
+    /// Selected column indexes in table order (always includes the key columns).
+    pub selected: Vec<usize>,
+    /// Replica mode.
+    pub replica: Replica,
+    key_columns: Vec<usize>,
+    relation_json: String,
+}
+
+/// One row change as the replication stream delivers it (values aligned with the table columns).
+#[derive(Debug, Clone, Copy)]
+pub enum RowChange<'a> {
+    /// A new row.
+    Insert { new: &'a [Option<String>] },
+    /// A changed row with its full old version (REPLICA IDENTITY FULL).
+    Update { old: &'a [Option<String>], new: &'a [Option<String>] },
+    /// A removed row.
+    Delete { old: &'a [Option<String>] },
+}
+
+/// A converted message whose transaction position is known but not yet whether it is the
+/// transaction's last one for this shape. [`PendingMessage::finish`] renders the final JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingMessage {
+    /// `op` part of the log offset (2 × change index, +1 for the insert half of a key change).
+    pub op: u64,
+    head: String,
+    tail: String,
+}
+
+impl PendingMessage {
+    /// Final JSON text; `last` marks the transaction's last message for this shape.
+    pub fn finish(&self, last: bool) -> String {
+        let mut s = String::with_capacity(self.head.len() + self.tail.len() + 16);
+        s.push_str(&self.head);
+        s.push_str(&self.tail);
+        if last {
+            s.push_str(",\"last\":true");
+        }
+        s.push_str("}}");
+        s
+    }
+}
+
+impl ShapeFilter {
+    /// Compiles `def` against `table`: resolves the projection and the where clause.
+    pub fn compile(def: &ShapeDefinition, table: Arc<TableSchema>) -> Result<ShapeFilter, ShapeError> {
+        let key_columns = table.key_columns();
+        let selected = match &def.columns {
+            None => (0..table.columns.len()).collect(),
+            Some(names) => {
+                let mut idx = Vec::with_capacity(names.len());
+                for n in names {
+                    match table.column_index(n) {
+                        Some(i) => idx.push(i),
+                        None => {
+                            return Err(ShapeError {
+                                field: "columns",
+                                message: format!("The following columns could not be found: {n}"),
+                            })
+                        }
+                    }
+                }
+                if table.has_primary_key() {
+                    let missing: Vec<&str> = key_columns
+                        .iter()
+                        .filter(|k| !idx.contains(k))
+                        .map(|k| table.columns[*k].name.as_str())
+                        .collect();
+                    if !missing.is_empty() {
+                        return Err(ShapeError {
+                            field: "columns",
+                            message: format!(
+                                "The list of columns must include all primary key columns, missing: {}",
+                                missing.join(", ")
+                            ),
+                        });
+                    }
+                }
+                idx.sort_unstable();
+                idx.dedup();
+                idx
+            }
+        };
+        let where_clause = match &def.where_sql {
+            Some(sql) if !sql.trim().is_empty() => Some(WhereClause::compile(sql, &def.params, &table)?),
+            _ => None,
+        };
+        let relation_json = format!(
+            "[{},{}]",
+            json_str(&table.name.schema),
+            json_str(&table.name.name)
+        );
+        Ok(ShapeFilter { table, where_clause, selected, replica: def.replica, key_columns, relation_json })
+    }
+
+    /// `["schema","table"]` as JSON, for message headers.
+    pub fn relation_json(&self) -> &str {
+        &self.relation_json
+    }
+
+    /// True if the row satisfies the where clause. Rows the evaluator cannot judge (a value it
+    /// cannot parse) do not match; the caller logs it.
+    pub fn row_matches(&self, row: &[Option<String>]) -> bool {
+        match &self.where_clause {
+            None => true,
+            Some(w) => w.matches(row).unwrap_or(false),
+        }
+    }
+
+    /// Converts change number `index` of a transaction into 0, 1 or 2 messages for this shape.
+    pub fn convert(&self, change: RowChange<'_>, index: usize, lsn: u64, xid: u32) -> Vec<PendingMessage> {
+        let op = 2 * index as u64;
+        match change {
+            RowChange::Insert { new } => {
+                if !self.row_matches(new) {
+                    return vec![];
+                }
+                vec![self.message("insert", op, lsn, xid, new, &self.selected, None, None)]
+            }
+            RowChange::Delete { old } => {
+                if !self.row_matches(old) {
+                    return vec![];
+                }
+                vec![self.message("delete", op, lsn, xid, old, self.delete_columns(), None, None)]
+            }
+            RowChange::Update { old, new } => {
+                let was = self.row_matches(old);
+                let is = self.row_matches(new);
+                match (was, is) {
+                    (false, false) => vec![],
+                    (true, false) => {
+                        vec![self.message("delete", op, lsn, xid, old, self.delete_columns(), None, None)]
+                    }
+                    (false, true) => vec![self.message("insert", op, lsn, xid, new, &self.selected, None, None)],
+                    (true, true) => {
+                        let old_key = row_key(&self.table, old);
+                        let new_key = row_key(&self.table, new);
+                        if old_key != new_key {
+                            let del = self.message(
+                                "delete",
+                                op,
+                                lsn,
+                                xid,
+                                old,
+                                self.delete_columns(),
+                                None,
+                                Some(("key_change_to", &new_key)),
+                            );
+                            let ins = self.message(
+                                "insert",
+                                op + 1,
+                                lsn,
+                                xid,
+                                new,
+                                &self.selected,
+                                None,
+                                Some(("key_change_from", &old_key)),
+                            );
+                            return vec![del, ins];
+                        }
+                        let changed: Vec<usize> =
+                            self.selected.iter().copied().filter(|&i| old.get(i) != new.get(i)).collect();
+                        if changed.is_empty() {
+                            return vec![];
+                        }
+                        match self.replica {
+                            Replica::Full => {
+                                vec![self.message("update", op, lsn, xid, new, &self.selected, Some((old, &changed)), None)]
+                            }
+                            Replica::Default => {
+                                let cols: Vec<usize> = self
+                                    .selected
+                                    .iter()
+                                    .copied()
+                                    .filter(|i| self.key_columns.contains(i) || changed.contains(i))
+                                    .collect();
+                                vec![self.message("update", op, lsn, xid, new, &cols, None, None)]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn delete_columns(&self) -> &[usize] {
+        match self.replica {
+            Replica::Full => &self.selected,
+            Replica::Default => &self.key_columns,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &self,
+        operation: &str,
+        op: u64,
+        lsn: u64,
+        xid: u32,
+        row: &[Option<String>],
+        columns: &[usize],
+        old_value: Option<(&[Option<String>], &[usize])>,
+        key_change: Option<(&str, &str)>,
+    ) -> PendingMessage {
+        let mut head = String::with_capacity(128);
+        head.push_str("{\"key\":");
+        head.push_str(&json_str(&row_key(&self.table, row)));
+        head.push_str(",\"value\":");
+        self.push_values(&mut head, row, columns);
+        if let Some((old, changed)) = old_value {
+            head.push_str(",\"old_value\":");
+            self.push_values(&mut head, old, changed);
+        }
+        let _ = write!(
+            head,
+            ",\"headers\":{{\"operation\":\"{operation}\",\"relation\":{},\"txids\":[{xid}],\"lsn\":\"{lsn}\",\"op_position\":{op}",
+            self.relation_json
+        );
+        let mut tail = String::new();
+        if let Some((name, key)) = key_change {
+            let _ = write!(tail, ",\"{name}\":{}", json_str(key));
+        }
+        PendingMessage { op, head, tail }
+    }
+
+    fn push_values(&self, out: &mut String, row: &[Option<String>], columns: &[usize]) {
+        out.push('{');
+        for (n, &i) in columns.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(&json_str(&self.table.columns[i].name));
+            out.push(':');
+            match row.get(i).and_then(|v| v.as_deref()) {
+                Some(v) => out.push_str(&json_str(v)),
+                None => out.push_str("null"),
+            }
+        }
+        out.push('}');
+    }
+}
+
+/// JSON string literal for `s`.
+pub fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Marks the last message of a transaction and renders all of them.
+pub fn finish_transaction(messages: &[PendingMessage]) -> Vec<(u64, String)> {
+    let n = messages.len();
+    messages.iter().enumerate().map(|(i, m)| (m.op, m.finish(i + 1 == n))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Column, TypeKind};
+
+    fn table() -> Arc<TableSchema> {
+        let col = |name: &str, ty: &str, pk: Option<usize>| Column {
+            name: name.into(),
+            type_oid: 25,
+            type_name: ty.into(),
+            base_type_name: ty.into(),
+            dims: 0,
+            kind: TypeKind::Base,
+            typmod: -1,
+            pk_index: pk,
+            not_null: pk.is_some(),
+        };
+        Arc::new(TableSchema {
+            oid: 1,
+            name: QualifiedName::new("public", "items"),
+            columns: vec![col("id", "int4", Some(0)), col("title", "text", None), col("n", "int4", None)],
+        })
+    }
+
+    fn def(replica: Replica, columns: Option<Vec<&str>>) -> ShapeDefinition {
+        ShapeDefinition {
+            table: QualifiedName::new("public", "items"),
+            where_sql: None,
+            params: BTreeMap::new(),
+            columns: columns.map(|c| c.into_iter().map(String::from).collect()),
+            replica,
+            log: LogMode::Full,
+        }
+    }
+
+    fn row(v: &[Option<&str>]) -> Vec<Option<String>> {
+        v.iter().map(|x| x.map(String::from)).collect()
+    }
+
+    fn json(m: &PendingMessage, last: bool) -> serde_json::Value {
+        serde_json::from_str(&m.finish(last)).unwrap()
+    }
+
+    #[test]
+    fn converts_each_operation() {
+        let f = ShapeFilter::compile(&def(Replica::Default, None), table()).unwrap();
+        let new = row(&[Some("1"), Some("a/b"), None]);
+        let ins = f.convert(RowChange::Insert { new: &new }, 3, 100, 7);
+        assert_eq!(ins.len(), 1);
+        assert_eq!(ins[0].op, 6);
+        let v = json(&ins[0], true);
+        assert_eq!(v["key"], "\"public\".\"items\"/\"1\"");
+        assert_eq!(v["value"], serde_json::json!({"id": "1", "title": "a/b", "n": null}));
+        assert_eq!(
+            v["headers"],
+            serde_json::json!({"operation": "insert", "relation": ["public", "items"], "txids": [7], "lsn": "100", "op_position": 6, "last": true})
+        );
+        let changed = row(&[Some("1"), Some("c"), None]);
+        let upd = f.convert(RowChange::Update { old: &new, new: &changed }, 0, 100, 7);
+        assert_eq!(json(&upd[0], false)["value"], serde_json::json!({"id": "1", "title": "c"}));
+        assert!(json(&upd[0], false)["headers"].get("last").is_none());
+        assert!(f.convert(RowChange::Update { old: &new, new: &new }, 0, 100, 7).is_empty(), "no-op updates are dropped");
+        let del = f.convert(RowChange::Delete { old: &new }, 0, 100, 7);
+        assert_eq!(json(&del[0], true)["value"], serde_json::json!({"id": "1"}));
+    }
+
+    #[test]
+    fn replica_full_and_key_changes() {
+        let f = ShapeFilter::compile(&def(Replica::Full, Some(vec!["id", "title"])), table()).unwrap();
+        let old = row(&[Some("1"), Some("a"), Some("5")]);
+        let new = row(&[Some("1"), Some("b"), Some("6")]);
+        let upd = f.convert(RowChange::Update { old: &old, new: &new }, 1, 9, 3);
+        let v = json(&upd[0], true);
+        assert_eq!(v["value"], serde_json::json!({"id": "1", "title": "b"}));
+        assert_eq!(v["old_value"], serde_json::json!({"title": "a"}));
+        let moved = row(&[Some("2"), Some("b"), Some("6")]);
+        let kc = f.convert(RowChange::Update { old: &old, new: &moved }, 1, 9, 3);
+        assert_eq!(kc.len(), 2);
+        assert_eq!((kc[0].op, kc[1].op), (2, 3));
+        assert_eq!(json(&kc[0], false)["headers"]["key_change_to"], "\"public\".\"items\"/\"2\"");
+        assert_eq!(json(&kc[1], true)["headers"]["key_change_from"], "\"public\".\"items\"/\"1\"");
+        let del = f.convert(RowChange::Delete { old: &old }, 0, 9, 3);
+        assert_eq!(json(&del[0], true)["value"], serde_json::json!({"id": "1", "title": "a"}));
+        // Only the unselected column changed: nothing to send.
+        let only_n = row(&[Some("1"), Some("a"), Some("7")]);
+        assert!(f.convert(RowChange::Update { old: &old, new: &only_n }, 0, 9, 3).is_empty());
+    }
+
+    #[test]
+    fn projection_must_keep_the_primary_key() {
+        let e = ShapeFilter::compile(&def(Replica::Default, Some(vec!["title"])), table()).unwrap_err();
+        assert_eq!(e.field, "columns");
+        assert!(e.message.contains("missing: id"));
+        let e = ShapeFilter::compile(&def(Replica::Default, Some(vec!["id", "nope"])), table()).unwrap_err();
+        assert!(e.message.contains("nope"));
+        let last = finish_transaction(&ShapeFilter::compile(&def(Replica::Default, None), table()).unwrap().convert(
+            RowChange::Insert { new: &row(&[Some("1"), None, None]) },
+            0,
+            1,
+            1,
+        ));
+        assert!(last[0].1.ends_with(",\"last\":true}}"));
+    }
+}

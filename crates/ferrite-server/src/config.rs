@@ -1,0 +1,104 @@
+//! Server configuration: the `[server]`-level keys of `ferrite.toml`.
+//!
+//! Every key has a default that works for `ferrite dev`; every key can be overridden by an
+//! environment variable `FERRITE_<KEY>` (upper case), which the binary applies.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Postgres connection URL (`postgres://user:pass@host:port/db`).
+    pub database_url: String,
+    /// Address to listen on.
+    pub listen: String,
+    /// HTTP port (0 = pick a free one).
+    pub port: u16,
+    /// Where shape logs live.
+    pub data_dir: PathBuf,
+    /// Logical replication slot owned by Ferrite.
+    pub slot_name: String,
+    /// Publication owned by Ferrite; tables join it on first use.
+    pub publication: String,
+    /// Shape-log chunk size: a catch-up response never spans more than one chunk.
+    pub chunk_bytes: u64,
+    /// How long a live request waits for changes before answering `up-to-date`.
+    pub long_poll_timeout_ms: u64,
+    /// How long an SSE stream stays open before the client reconnects.
+    pub sse_timeout_secs: u64,
+    /// Seconds of silence after which an SSE stream gets a keep-alive comment.
+    pub sse_keepalive_secs: u64,
+    /// Most shapes kept; the least recently used is evicted beyond it (its clients refetch).
+    pub max_shapes: usize,
+    /// Seconds without a request after which a shape is dropped.
+    pub shape_ttl_secs: u64,
+    /// If set, every `/v1/shape` request must carry `secret=<value>` (or `api_secret`).
+    pub secret: Option<String>,
+    /// `max-age` for non-live catch-up responses.
+    pub cache_max_age: u64,
+    /// `stale-while-revalidate` for non-live catch-up responses.
+    pub cache_stale_age: u64,
+    /// Concurrent requests that create or start reading a shape (`offset=-1`); beyond → 503.
+    pub max_concurrent_initial: usize,
+    /// Concurrent other shape requests (including held live requests); beyond → 503.
+    pub max_concurrent_existing: usize,
+    /// Allow `DELETE /v1/shape`.
+    pub allow_shape_deletion: bool,
+    /// Largest accepted request body.
+    pub max_request_bytes: usize,
+    /// Initial snapshots running at once.
+    pub snapshot_concurrency: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            listen: "127.0.0.1".into(),
+            port: 3000,
+            data_dir: PathBuf::from(".ferrite/shapes"),
+            slot_name: "ferrite_slot".into(),
+            publication: "ferrite_publication".into(),
+            chunk_bytes: 10 * 1024 * 1024,
+            long_poll_timeout_ms: 20_000,
+            sse_timeout_secs: 60,
+            sse_keepalive_secs: 21,
+            max_shapes: 10_000,
+            shape_ttl_secs: 7 * 24 * 3600,
+            secret: None,
+            cache_max_age: 60,
+            cache_stale_age: 300,
+            max_concurrent_initial: 300,
+            max_concurrent_existing: 20_000,
+            allow_shape_deletion: false,
+            max_request_bytes: 1024 * 1024,
+            snapshot_concurrency: 4,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks values that would make the server misbehave; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.chunk_bytes < 1024 {
+            return Err(format!("chunk_bytes must be at least 1024 (got {})", self.chunk_bytes));
+        }
+        if self.long_poll_timeout_ms < 100 {
+            return Err("long_poll_timeout_ms must be at least 100".into());
+        }
+        if self.max_shapes == 0 {
+            return Err("max_shapes must be at least 1".into());
+        }
+        if self.sse_timeout_secs < 2 {
+            return Err("sse_timeout_secs must be at least 2".into());
+        }
+        for (key, v) in [("slot_name", &self.slot_name), ("publication", &self.publication)] {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                return Err(format!("{key} must be lower-case letters, digits and _ (got {v:?})"));
+            }
+        }
+        Ok(())
+    }
+}

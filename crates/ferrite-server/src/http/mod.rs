@@ -1,0 +1,141 @@
+//! The HTTP API: Electric v1 shape endpoints, health, metrics, with CORS on every response.
+
+pub mod params;
+pub mod response;
+pub mod shape;
+pub mod sse;
+
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use axum::middleware::{self, Next};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use std::sync::Arc;
+
+/// Version reported in `electric-server`.
+pub const SERVER_VERSION: &str = concat!("Ferrite/", env!("CARGO_PKG_VERSION"));
+
+/// Headers browsers may read from shape responses.
+const EXPOSE_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,electric-snapshot,retry-after,etag";
+/// Request headers browsers may send (Authorization is for the auth layer).
+const ALLOWED_REQUEST_HEADERS: [&str; 4] = ["if-none-match", "traceparent", "authorization", "content-type"];
+
+/// Builds the router for a server state.
+pub fn router(state: Arc<AppState>) -> Router {
+    let shape_route: MethodRouter<Arc<AppState>> = get(shape::handle)
+        .post(shape::handle)
+        .delete(delete_shape)
+        .options(preflight);
+    Router::new()
+        .route("/v1/shape", shape_route)
+        .route("/v1/health", get(health).options(preflight))
+        .route("/metrics", get(metrics))
+        .route("/", get(|| async { StatusCode::OK }))
+        .fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
+        .layer(middleware::from_fn(common_headers))
+        .with_state(state)
+}
+
+/// Adds `electric-server` and CORS headers to every response.
+async fn common_headers(req: Request, next: Next) -> Response<Body> {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let is_shape = req.uri().path() == "/v1/shape";
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert("electric-server", HeaderValue::from_static(SERVER_VERSION));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*")));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(if is_shape { "GET, POST, HEAD, DELETE, OPTIONS" } else { "GET, HEAD" }),
+    );
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    r
+}
+
+/// CORS preflight: 204 with the allowed request headers.
+async fn preflight(headers: HeaderMap) -> Response<Body> {
+    let requested = headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let allowed: Vec<String> = requested
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| ALLOWED_REQUEST_HEADERS.contains(&h.as_str()))
+        .collect();
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    response::set(&mut r, "access-control-max-age", "86400");
+    if !allowed.is_empty() {
+        response::set(&mut r, "access-control-allow-headers", &allowed.join(", "));
+    }
+    r
+}
+
+/// `{"status":"active"}` once replication runs, `{"status":"starting"}` (202) before.
+async fn health(State(state): State<Arc<AppState>>) -> Response<Body> {
+    let ready = state.replication_ready.load(std::sync::atomic::Ordering::Relaxed);
+    let (status, text) = if ready { (StatusCode::OK, "active") } else { (StatusCode::ACCEPTED, "starting") };
+    let mut r = response::json(status, &serde_json::json!({"status": text}));
+    response::set(&mut r, "cache-control", "no-cache, no-store, must-revalidate");
+    r
+}
+
+/// Prometheus metrics.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response<Body> {
+    let mut r = Response::new(Body::from(state.metrics.render(state.registry.len())));
+    response::set(&mut r, "content-type", "text/plain; version=0.0.4");
+    r
+}
+
+/// `DELETE /v1/shape?table=…[&where…][&handle=H]` or `DELETE /v1/shape?handle=H`.
+async fn delete_shape(State(state): State<Arc<AppState>>, method: Method, RawQuery(q): RawQuery) -> Response<Body> {
+    debug_assert_eq!(method, Method::DELETE);
+    let pairs = shape::query_pairs(&q);
+    if let Some(r) = shape::check_secret(&state, &pairs) {
+        return r;
+    }
+    if !state.config.allow_shape_deletion {
+        return response::error(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"message": "DELETE not allowed"}));
+    }
+    let handle = pairs.iter().rev().find(|(k, _)| k == "handle").map(|(_, v)| v.clone());
+    let has_table = pairs.iter().any(|(k, _)| k == "table");
+    let target = if has_table {
+        let mut with_offset = pairs.clone();
+        with_offset.retain(|(k, _)| k != "offset" && k != "handle" && k != "live");
+        with_offset.push(("offset".into(), "-1".into()));
+        let req = match params::parse_shape_request(&with_offset, None) {
+            Ok(r) => r,
+            Err(errors) => return response::invalid(&errors),
+        };
+        match state.registry.find(&req.definition) {
+            Some(s) if handle.as_ref().is_some_and(|h| *h != s.handle) => {
+                return response::error(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"message": "The specified shape definition and handle do not match. Please ensure the shape definition is correct or omit the shape handle from the request to obtain a new one."}),
+                )
+            }
+            Some(s) => Some(s.handle.clone()),
+            None => None,
+        }
+    } else if let Some(h) = handle {
+        Some(h)
+    } else {
+        return response::invalid_field("handle", "can't be blank when table is missing");
+    };
+    let Some(target) = target else {
+        return response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "No existing shape found"}));
+    };
+    match state.registry.remove(&target, crate::shapes::Removal::Rotated) {
+        Some(_) => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::ACCEPTED;
+            response::set(&mut r, "cache-control", "no-cache");
+            r
+        }
+        None => response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "No existing shape found"})),
+    }
+}

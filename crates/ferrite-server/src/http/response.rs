@@ -1,0 +1,82 @@
+//! Response builders: Electric's status codes, bodies, cache-control strings and headers.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Response, StatusCode};
+use std::collections::BTreeMap;
+
+/// `cache-control` for the first request of a shape (`offset=-1`).
+pub const CACHE_INITIAL: &str = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746";
+/// `cache-control` for live long-poll responses.
+pub const CACHE_LIVE: &str = "public, max-age=5, stale-while-revalidate=5";
+
+/// A JSON response with the given status.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r
+}
+
+/// An error response (≥ 400, not 409): never cached anywhere.
+pub fn error(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut r = json(status, body);
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert("surrogate-control", HeaderValue::from_static("no-store"));
+    r
+}
+
+/// 400 `{"message":"Invalid request","errors":{field:[msg]}}`.
+pub fn invalid(errors: &BTreeMap<String, Vec<String>>) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, &serde_json::json!({"message": "Invalid request", "errors": errors}))
+}
+
+/// 400 for a single field.
+pub fn invalid_field(field: &str, message: &str) -> Response<Body> {
+    let mut m = BTreeMap::new();
+    m.insert(field.to_string(), vec![message.to_string()]);
+    invalid(&m)
+}
+
+/// 409 must-refetch, pointing at the shape's new handle when there is one.
+pub fn must_refetch(new_handle: Option<&str>) -> Response<Body> {
+    let mut r = json(StatusCode::CONFLICT, &serde_json::json!([{"headers": {"control": "must-refetch"}}]));
+    let h = r.headers_mut();
+    match new_handle.and_then(|n| HeaderValue::from_str(n).ok()) {
+        Some(v) => {
+            h.insert("electric-handle", v);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, must-revalidate"));
+        }
+        None => {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=1, must-revalidate"));
+        }
+    }
+    r
+}
+
+/// 503 with `retry-after`.
+pub fn unavailable(retry_after_secs: u64, body: &serde_json::Value) -> Response<Body> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, body);
+    if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// 500 without internals.
+pub fn internal(context: &str, err: &dyn std::fmt::Display) -> Response<Body> {
+    tracing::error!(error = %err, "{context}");
+    error(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({"error": "Internal server error"}))
+}
+
+/// Sets a header from a string, skipping values that are not valid header text.
+pub fn set(r: &mut Response<Body>, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(name, v);
+    }
+}
+
+/// The `up-to-date` control message.
+pub fn up_to_date_message(lsn: u64) -> String {
+    format!("{{\"headers\":{{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"{lsn}\"}}}}")
+}

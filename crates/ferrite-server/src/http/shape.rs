@@ -1,0 +1,502 @@
+//! `GET/HEAD/POST /v1/shape`: initial sync, catch-up, live long-poll, SSE and subset snapshots.
+
+use super::params::{parse_shape_request, parse_subset_body, ShapeRequest};
+use super::response::{self as resp, set, up_to_date_message, CACHE_INITIAL, CACHE_LIVE};
+use crate::shapes::shape::Removal;
+use crate::shapes::snapshot::{subset_snapshot, SubsetQuery};
+use crate::shapes::Shape;
+use crate::state::{AppState, ShapeRequestError};
+use crate::storage::{LogSlice, ReadOutcome};
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, Method, Response, StatusCode};
+use ferrite_core::offset::{LogOffset, RequestOffset};
+use ferrite_core::where_clause::WhereClause;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest a non-live request waits for a snapshot chunk before asking the client to retry.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+
+/// Query pairs of a request.
+pub fn query_pairs(q: &Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()).into_owned().collect()
+}
+
+/// Checks `secret`/`api_secret` when the server has one; `Some(401)` when it does not match.
+pub fn check_secret(state: &AppState, pairs: &[(String, String)]) -> Option<Response<Body>> {
+    let expected = state.config.secret.as_deref()?;
+    let given = pairs.iter().rev().find(|(k, _)| k == "secret" || k == "api_secret").map(|(_, v)| v.as_str());
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        None
+    } else {
+        Some(resp::error(StatusCode::UNAUTHORIZED, &serde_json::json!({"message": "Unauthorized - Invalid API secret"})))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Maps a shape-resolution failure to Electric's responses.
+pub fn request_error(e: ShapeRequestError) -> Response<Body> {
+    match e {
+        ShapeRequestError::Invalid { field, message } => resp::invalid_field(field, &message),
+        ShapeRequestError::DatabaseUnreachable(m) => {
+            tracing::warn!(error = %m, "database unreachable");
+            resp::unavailable(10, &serde_json::json!({"code": "database_unreachable", "error": "Database is unreachable"}))
+        }
+        ShapeRequestError::Internal(m) => resp::internal("shape request failed", &m),
+    }
+}
+
+/// Entry point for shape reads.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    let pairs = query_pairs(&query);
+    if let Some(r) = check_secret(&state, &pairs) {
+        return r;
+    }
+    let mut body_subset = None;
+    if method == Method::POST {
+        let bytes = match axum::body::to_bytes(body, state.config.max_request_bytes).await {
+            Ok(b) => b,
+            Err(_) => {
+                return resp::error(StatusCode::PAYLOAD_TOO_LARGE, &serde_json::json!({"error": "Request body too large"}))
+            }
+        };
+        match parse_subset_body(&bytes) {
+            Ok(s) => body_subset = s,
+            Err((_, v)) => return resp::error(StatusCode::BAD_REQUEST, &v),
+        }
+    }
+    let req = match parse_shape_request(&pairs, body_subset) {
+        Ok(r) => r,
+        Err(errors) => return resp::invalid(&errors),
+    };
+    let initial = req.offset == RequestOffset::BeforeAll;
+    let slots = if initial { &state.initial_slots } else { &state.existing_slots };
+    let Ok(_permit) = slots.try_acquire() else {
+        state.metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
+        let (kind, limit) = if initial {
+            ("initial", state.config.max_concurrent_initial)
+        } else {
+            ("existing", state.config.max_concurrent_existing)
+        };
+        return resp::unavailable(
+            5 + rand::random::<u64>() % 6,
+            &serde_json::json!({"code": "concurrent_request_limit_exceeded",
+                "message": format!("Concurrent {kind} request limit exceeded (limit: {limit}), please retry")}),
+        );
+    };
+
+    let shape = match resolve(&state, &req).await {
+        Ok(Resolved::Shape(s)) => s,
+        Ok(Resolved::Refetch(new_handle)) => return resp::must_refetch(Some(&new_handle)),
+        Err(e) => return request_error(e),
+    };
+    shape.touch();
+
+    if let Some(subset) = &req.subset {
+        return subset_response(&state, &shape, subset).await;
+    }
+    let metrics = &state.metrics;
+    match req.offset {
+        RequestOffset::Now => {
+            metrics.requests_catchup.fetch_add(1, Ordering::Relaxed);
+            now_response(&state, &shape, &req).await
+        }
+        RequestOffset::BeforeAll => {
+            metrics.requests_initial.fetch_add(1, Ordering::Relaxed);
+            catch_up(&state, &shape, &req, &headers, None).await
+        }
+        RequestOffset::At(o) if req.live => {
+            metrics.requests_live.fetch_add(1, Ordering::Relaxed);
+            metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
+            let r = if req.live_sse { super::sse::stream(&state, shape, &req, o).await } else { live(&state, &shape, &req, &headers, o).await };
+            metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
+            r
+        }
+        RequestOffset::At(o) => {
+            metrics.requests_catchup.fetch_add(1, Ordering::Relaxed);
+            catch_up(&state, &shape, &req, &headers, Some(o)).await
+        }
+    }
+}
+
+enum Resolved {
+    Shape(Arc<Shape>),
+    Refetch(String),
+}
+
+/// The shape a request reads: the handle's, or 409 towards the current shape of the definition.
+async fn resolve(state: &Arc<AppState>, req: &ShapeRequest) -> Result<Resolved, ShapeRequestError> {
+    if let Some(h) = &req.handle {
+        if let Some(s) = state.registry.get(h) {
+            if s.definition == req.definition {
+                return Ok(Resolved::Shape(s));
+            }
+        }
+        let current = state.get_or_create(&req.definition).await?;
+        return Ok(Resolved::Refetch(current.handle.clone()));
+    }
+    Ok(Resolved::Shape(state.get_or_create(&req.definition).await?))
+}
+
+/// Response for a shape that went away while the request waited.
+async fn removed_response(state: &Arc<AppState>, shape: &Shape, why: Removal) -> Response<Body> {
+    match why {
+        Removal::Rotated => match state.get_or_create(&shape.definition).await {
+            Ok(s) => resp::must_refetch(Some(&s.handle)),
+            Err(_) => resp::must_refetch(None),
+        },
+        Removal::SnapshotFailed(e) => resp::unavailable(
+            10,
+            &serde_json::json!({"code": "snapshot_failed", "message": format!("Failed to create the shape's snapshot: {e}")}),
+        ),
+    }
+}
+
+fn etag(handle: &str, req_offset: &str, resp_offset: &str, unique: bool) -> String {
+    if unique {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("\"{handle}:{req_offset}:{resp_offset}:{t}\"")
+    } else {
+        format!("\"{handle}:{req_offset}:{resp_offset}\"")
+    }
+}
+
+fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
+    let bare = tag.trim_matches('"');
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().trim_start_matches("W/").trim_matches('"') == bare)
+}
+
+/// Common headers of a 200/304 shape response.
+#[allow(clippy::too_many_arguments)]
+fn shape_response(
+    state: &AppState,
+    shape: &Shape,
+    req: &ShapeRequest,
+    headers: &HeaderMap,
+    slice: Option<&LogSlice>,
+    offset: LogOffset,
+    up_to_date_lsn: Option<u64>,
+    cache_control: &str,
+    unique_etag: bool,
+) -> Response<Body> {
+    let tag = etag(&shape.handle, &req.offset_raw, &offset.to_string(), unique_etag);
+    let not_modified = if_none_match(headers, &tag);
+    let mut r = if not_modified {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut body = Vec::with_capacity(slice.map_or(0, |s| s.body.len()) + 96);
+        body.push(b'[');
+        if let Some(s) = slice {
+            body.extend_from_slice(&s.body);
+        }
+        if let Some(lsn) = up_to_date_lsn {
+            if slice.is_some_and(|s| s.count > 0) {
+                body.push(b',');
+            }
+            body.extend_from_slice(up_to_date_message(lsn).as_bytes());
+        }
+        body.push(b']');
+        let mut r = Response::new(Body::from(body));
+        set(&mut r, "content-type", "application/json; charset=utf-8");
+        r
+    };
+    set(&mut r, "electric-handle", &shape.handle);
+    set(&mut r, "electric-offset", &offset.to_string());
+    set(&mut r, "etag", &tag);
+    set(&mut r, "cache-control", cache_control);
+    set(&mut r, "electric-has-data", if slice.is_some_and(|s| s.count > 0) { "true" } else { "false" });
+    if up_to_date_lsn.is_some() {
+        set(&mut r, "electric-up-to-date", "");
+    }
+    if req.live {
+        let cursor = next_cursor(state, req.cursor);
+        set(&mut r, "electric-cursor", &cursor.to_string());
+    } else {
+        set(&mut r, "electric-schema", &shape.schema_header);
+    }
+    r
+}
+
+/// The next `electric-cursor` value.
+pub fn next_cursor(state: &AppState, previous: Option<u64>) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    ferrite_core::cursor::next_cursor(now, state.config.long_poll_timeout_ms, previous, rand::random())
+}
+
+fn catch_up_cache(state: &AppState, req: &ShapeRequest) -> String {
+    if req.offset == RequestOffset::BeforeAll {
+        CACHE_INITIAL.to_string()
+    } else {
+        format!(
+            "public, max-age={}, stale-while-revalidate={}",
+            state.config.cache_max_age, state.config.cache_stale_age
+        )
+    }
+}
+
+/// Non-live read: one chunk, immutable once served.
+async fn catch_up(
+    state: &Arc<AppState>,
+    shape: &Arc<Shape>,
+    req: &ShapeRequest,
+    headers: &HeaderMap,
+    after: Option<LogOffset>,
+) -> Response<Body> {
+    let mut changes = shape.log.subscribe();
+    let mut removal = shape.removal();
+    let deadline = Instant::now() + SNAPSHOT_WAIT;
+    loop {
+        if let Some(why) = shape.removed() {
+            return removed_response(state, shape, why).await;
+        }
+        let global = state.global_lsn.load(Ordering::Relaxed);
+        let outcome = {
+            let shape = shape.clone();
+            tokio::task::spawn_blocking(move || shape.log.read(after, true, global)).await
+        };
+        let outcome = match outcome {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return resp::internal("reading shape log", &e),
+            Err(e) => return resp::internal("reading shape log", &e),
+        };
+        match outcome {
+            ReadOutcome::Data(slice) => {
+                let lsn = slice.up_to_date.then(|| slice.lsn.max(slice.end.tx));
+                return shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, &catch_up_cache(state, req), false);
+            }
+            ReadOutcome::AtHead => {
+                let offset = after.unwrap_or_default();
+                let lsn = global.max(offset.tx);
+                return shape_response(state, shape, req, headers, None, offset, Some(lsn), &catch_up_cache(state, req), false);
+            }
+            ReadOutcome::NotReady => {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = removal.changed() => {}
+                    _ = tokio::time::sleep_until(deadline.into()) => {
+                        return resp::unavailable(1, &serde_json::json!({"code": "snapshot_in_progress",
+                            "message": "The shape's initial snapshot is still being taken, please retry"}));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `offset=now`: the latest offset at once, no history.
+async fn now_response(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequest) -> Response<Body> {
+    let mut changes = shape.log.subscribe();
+    let deadline = Instant::now() + SNAPSHOT_WAIT;
+    // The latest offset is only meaningful once the snapshot is spliced with the stream.
+    while shape.log.durable_offset() < LogOffset::SNAPSHOT_END {
+        if let Some(why) = shape.removed() {
+            return removed_response(state, shape, why).await;
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                return resp::unavailable(1, &serde_json::json!({"code": "snapshot_in_progress",
+                    "message": "The shape's initial snapshot is still being taken, please retry"}));
+            }
+        }
+    }
+    let offset = shape.log.durable_offset();
+    let lsn = state.global_lsn.load(Ordering::Relaxed).max(offset.tx);
+    let headers = HeaderMap::new();
+    shape_response(state, shape, req, &headers, None, offset, Some(lsn), &catch_up_cache(state, req), true)
+}
+
+/// Long-poll: answer at once if there is data after `o`, else wait for it up to the timeout.
+async fn live(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequest, headers: &HeaderMap, o: LogOffset) -> Response<Body> {
+    let timeout = Duration::from_millis(state.config.long_poll_timeout_ms);
+    // An offset past the shape's log is legitimate up to the LSN the server has processed (SSE
+    // clients resume at `<global_last_seen_lsn>_0`); beyond that it is out of bounds.
+    let beyond = |o: LogOffset| o.tx > state.global_lsn.load(Ordering::Relaxed) && shape.log.durable_offset() < o;
+    let out_of_bounds = beyond(o);
+    let deadline = Instant::now() + if out_of_bounds { timeout / 2 } else { timeout };
+    let mut changes = shape.log.subscribe();
+    let mut removal = shape.removal();
+    loop {
+        if let Some(why) = shape.removed() {
+            return removed_response(state, shape, why).await;
+        }
+        // Processed LSN first, then the log (see `sse::pump`).
+        let processed = state.global_lsn.load(Ordering::Relaxed);
+        let outcome = {
+            let shape = shape.clone();
+            tokio::task::spawn_blocking(move || shape.log.read_live(o)).await
+        };
+        match outcome {
+            Ok(Ok(ReadOutcome::Data(slice))) => {
+                let lsn = slice.up_to_date.then(|| slice.end.tx.max(processed));
+                return shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, CACHE_LIVE, false);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return resp::internal("reading shape log", &e),
+            Err(e) => return resp::internal("reading shape log", &e),
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = removal.changed() => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if out_of_bounds && beyond(o) {
+                    return resp::invalid_field("offset", "out of bounds for this shape");
+                }
+                let lsn = state.global_lsn.load(Ordering::Relaxed).max(o.tx);
+                return shape_response(state, shape, req, headers, None, o, Some(lsn), CACHE_LIVE, true);
+            }
+        }
+    }
+}
+
+/// Subset snapshot: rows matching shape ∧ subset, in a fresh snapshot, as a JSON object.
+async fn subset_response(state: &Arc<AppState>, shape: &Arc<Shape>, subset: &super::params::SubsetParams) -> Response<Body> {
+    let table = &shape.filter.table;
+    let where_clause = match &subset.where_sql {
+        None => None,
+        Some(sql) => match WhereClause::compile(sql, &subset.params, table) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let field = if e.field() == "params" { "subset__params" } else { "subset__where" };
+                return resp::invalid_field(field, &e.to_string());
+            }
+        },
+    };
+    let order_by = match &subset.order_by {
+        None => vec![],
+        Some(o) => match parse_order_by(o, table) {
+            Ok(v) => v,
+            Err(m) => return resp::invalid_field("subset__order_by", &m),
+        },
+    };
+    let q = SubsetQuery { where_clause, order_by, limit: subset.limit, offset: subset.offset };
+    let mut client = match ferrite_pg::connect::connect(&state.config.database_url).await {
+        Ok(c) => c,
+        Err(e) => return request_error(ShapeRequestError::DatabaseUnreachable(e.to_string())),
+    };
+    let result = match subset_snapshot(&mut client, &shape.filter, &q).await {
+        Ok(r) => r,
+        Err(e) => return resp::internal("subset snapshot", &e),
+    };
+    let info = &result.info;
+    let mut body = format!(
+        "{{\"metadata\":{{\"xmin\":\"{}\",\"xmax\":\"{}\",\"xip_list\":[{}],\"database_lsn\":\"{}\",\"snapshot_mark\":{}}},\"data\":[",
+        info.xmin,
+        info.xmax,
+        info.xip.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(","),
+        info.wal_lsn,
+        result.mark
+    );
+    body.push_str(&result.rows.join(","));
+    body.push_str("]}");
+    let mut r = Response::new(Body::from(body));
+    set(&mut r, "content-type", "application/json; charset=utf-8");
+    set(&mut r, "cache-control", "no-cache");
+    set(&mut r, "electric-snapshot", "true");
+    set(&mut r, "electric-handle", &shape.handle);
+    set(&mut r, "electric-schema", &shape.schema_header);
+    set(&mut r, "electric-offset", &shape.log.durable_offset().to_string());
+    r
+}
+
+/// Parses `col [ASC|DESC] [NULLS FIRST|LAST], …` against the table's columns.
+pub fn parse_order_by(
+    text: &str,
+    table: &ferrite_core::schema::TableSchema,
+) -> Result<Vec<(usize, bool, Option<bool>)>, String> {
+    let mut out = vec![];
+    for (name, rest) in split_order_items(text)? {
+        let idx = table.column_index(&name).ok_or_else(|| format!("unknown column {name:?} in order_by"))?;
+        let words: Vec<String> = rest.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let (desc, rest) = match words.as_slice() {
+            ["DESC", rest @ ..] => (true, rest),
+            ["ASC", rest @ ..] => (false, rest),
+            rest => (false, rest),
+        };
+        let nulls = match rest {
+            [] => None,
+            ["NULLS", "FIRST"] => Some(true),
+            ["NULLS", "LAST"] => Some(false),
+            other => return Err(format!("unsupported order_by clause {:?}", other.join(" "))),
+        };
+        out.push((idx, desc, nulls));
+    }
+    Ok(out)
+}
+
+/// Splits an order-by list into (identifier, trailing words) items; identifiers may be quoted.
+fn split_order_items(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut items = vec![];
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut name = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        name.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => name.push(c),
+                    None => return Err("unterminated quoted identifier in order_by".into()),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c.is_alphanumeric() || c == '_' {
+                    name.push(c.to_ascii_lowercase());
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        if name.is_empty() {
+            return Err("order_by must list column names".into());
+        }
+        let mut rest = String::new();
+        for c in chars.by_ref() {
+            if c == ',' {
+                break;
+            }
+            rest.push(c);
+        }
+        if !rest.chars().all(|c| c.is_ascii_alphabetic() || c.is_whitespace()) {
+            return Err(format!("unsupported order_by expression near {:?}", rest.trim()));
+        }
+        items.push((name, rest));
+        if chars.peek().is_none() {
+            return Ok(items);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Live mode over server-sent events: each message as `data: <json>`, an `up-to-date` after
+//! every batch, keep-alive comments in silence, and an end after `sse_timeout_secs` (clients
+//! reconnect).
+
+use super::params::ShapeRequest;
+use super::response::{self as resp, set, up_to_date_message};
+use super::shape::next_cursor;
+use crate::shapes::Shape;
+use crate::state::AppState;
+use crate::storage::ReadOutcome;
+use axum::body::{Body, Bytes};
+use axum::http::Response;
+use ferrite_core::offset::LogOffset;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Starts an SSE response for `shape` from offset `o`.
+pub async fn stream(state: &Arc<AppState>, shape: Arc<Shape>, req: &ShapeRequest, o: LogOffset) -> Response<Body> {
+    if shape.removed().is_some() {
+        return match state.get_or_create(&shape.definition).await {
+            Ok(s) if s.handle != shape.handle => resp::must_refetch(Some(&s.handle)),
+            _ => resp::must_refetch(None),
+        };
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let timeout = Duration::from_secs(state.config.sse_timeout_secs);
+    let keepalive = Duration::from_secs(state.config.sse_keepalive_secs.max(1));
+    let metrics = state.metrics.clone();
+    metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
+    let task_shape = shape.clone();
+    let global = state.global_lsn.clone();
+    tokio::spawn(async move {
+        pump(task_shape, o, tx, timeout, keepalive, global).await;
+        metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    let mut r = Response::new(Body::from_stream(body));
+    set(&mut r, "content-type", "text/event-stream");
+    set(&mut r, "cache-control", &format!("public, max-age={}", state.config.sse_timeout_secs.saturating_sub(1)));
+    set(&mut r, "x-accel-buffering", "no");
+    set(&mut r, "electric-handle", &shape.handle);
+    set(&mut r, "electric-offset", &o.to_string());
+    set(&mut r, "electric-cursor", &next_cursor(state, req.cursor).to_string());
+    r
+}
+
+/// Sends batches as they become durable. The `up-to-date` after each batch carries the LSN the
+/// server has processed: clients resume at `<lsn>_0`, which lies at or after everything sent.
+async fn pump(
+    shape: Arc<Shape>,
+    mut at: LogOffset,
+    tx: mpsc::Sender<Bytes>,
+    timeout: Duration,
+    keepalive: Duration,
+    global: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let end = Instant::now() + timeout;
+    let mut changes = shape.log.subscribe();
+    let mut removal = shape.removal();
+    loop {
+        if shape.removed().is_some() {
+            return;
+        }
+        // Read the processed LSN before the log: everything of this shape up to it is then in
+        // the slice, so a client resuming at `<lsn>_0` misses nothing.
+        let processed = global.load(Ordering::Relaxed);
+        let read = {
+            let shape = shape.clone();
+            tokio::task::spawn_blocking(move || shape.log.read_live(at)).await
+        };
+        match read {
+            Ok(Ok(ReadOutcome::Data(slice))) => {
+                let mut out = Vec::with_capacity(slice.body.len() + slice.count * 8 + 96);
+                let mut start = 0;
+                for &e in &slice.item_ends {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(&slice.body[start..e]);
+                    out.extend_from_slice(b"\n\n");
+                    start = e + 1;
+                }
+                if slice.up_to_date {
+                    let lsn = slice.end.tx.max(processed);
+                    out.extend_from_slice(format!("data: {}\n\n", up_to_date_message(lsn)).as_bytes());
+                }
+                at = slice.end;
+                if tx.send(Bytes::from(out)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(handle = %shape.handle, error = %e, "SSE read failed");
+                return;
+            }
+            Err(_) => return,
+        }
+        let idle_until = (Instant::now() + keepalive).min(end);
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = removal.changed() => return,
+            _ = tokio::time::sleep_until(idle_until.into()) => {
+                if Instant::now() >= end {
+                    return;
+                }
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Ferrite's server: shape registry, change router, shape log storage and the HTTP API.
+//!
+//! Data flow: [`replication`] follows the slot and hands each transaction to the shapes the
+//! [`router`] finds for it; each shape ([`shapes`]) appends to its log ([`storage`]); [`http`]
+//! serves logs by offset. [`server::start`] wires it together.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod replication;
+pub mod router;
+pub mod server;
+pub mod shapes;
+pub mod state;
+pub mod storage;
+
+pub use config::ServerConfig;
+pub use server::{start, RunningServer};

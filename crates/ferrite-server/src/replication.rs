@@ -1,0 +1,233 @@
+//! The replication driver: follows Ferrite's slot, routes each transaction to its shapes, makes
+//! the touched shape logs durable, and only then confirms the LSN to Postgres.
+//!
+//! Reconnects with backoff when Postgres restarts or the network drops. Replay after a restart is
+//! idempotent: shapes skip transactions at or below the last one their log holds, and those their
+//! initial snapshot already contains.
+
+use crate::shapes::shape::ShapeRef;
+use crate::state::AppState;
+use ferrite_core::shape::{PendingMessage, RowChange};
+use ferrite_pg::replication::{Change, Relation, ReplicationConfig, Transaction};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Transactions routed before the touched logs are synced and the LSN confirmed.
+const MAX_BATCH: usize = 512;
+/// Above this many dirty logs one `syncfs` is cheaper than an fsync per file.
+const SYNCFS_THRESHOLD: usize = 32;
+
+/// Runs forever: connect, stream, route; on failure wait (1, 2, 5, 10, 30 s) and reconnect.
+pub async fn run(state: Arc<AppState>) {
+    let flushed = Arc::new(AtomicU64::new(0));
+    let mut failures = 0usize;
+    let mut driver = Driver { state: state.clone(), relations: HashMap::new(), candidates: vec![] };
+    loop {
+        match connect(&state, flushed.clone()).await {
+            Ok((mut rx, task)) => {
+                state.metrics.replication_connects.fetch_add(1, Ordering::Relaxed);
+                state.metrics.replication_connected.store(1, Ordering::Relaxed);
+                state.replication_ready.store(true, Ordering::Relaxed);
+                tracing::info!("replication stream connected");
+                let result = driver.stream(&mut rx, &flushed).await;
+                state.metrics.replication_connected.store(0, Ordering::Relaxed);
+                task.abort();
+                match result {
+                    Ok(()) => tracing::warn!("replication stream ended; reconnecting"),
+                    Err(e) => tracing::warn!(error = %e, "replication stream failed; reconnecting"),
+                }
+                failures = 1;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, attempt = failures, "cannot start replication");
+            }
+        }
+        let wait = [1u64, 2, 5, 10, 30][failures.min(5).saturating_sub(1)];
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
+type Stream = tokio::sync::mpsc::Receiver<Result<Transaction, ferrite_pg::replication::ReplicationError>>;
+
+async fn connect(state: &AppState, flushed: Arc<AtomicU64>) -> Result<(Stream, tokio::task::JoinHandle<()>), String> {
+    let cfg = &state.config;
+    let client = ferrite_pg::connect::connect(&cfg.database_url).await.map_err(|e| e.to_string())?;
+    ferrite_pg::replication::ensure_slot_and_publication(&client, &cfg.slot_name, &cfg.publication)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Everything up to the slot's confirmed position is in the shape logs: clients that resume
+    // at a `global_last_seen_lsn` from before a restart are not out of bounds.
+    if let Ok(Some(slot)) = ferrite_pg::replication::slot_status(&client, &cfg.slot_name).await {
+        state.global_lsn.fetch_max(slot.confirmed_flush_lsn, Ordering::Relaxed);
+    }
+    let rc = ReplicationConfig {
+        url: cfg.database_url.clone(),
+        slot: cfg.slot_name.clone(),
+        publication: cfg.publication.clone(),
+    };
+    ferrite_pg::replication::start_replication(&rc, 0, flushed).await.map_err(|e| e.to_string())
+}
+
+struct Driver {
+    state: Arc<AppState>,
+    /// Last relation seen per table oid, to notice schema changes once per change of relation.
+    relations: HashMap<u32, Arc<Relation>>,
+    candidates: Vec<ShapeRef>,
+}
+
+impl Driver {
+    async fn stream(&mut self, rx: &mut Stream, flushed: &AtomicU64) -> Result<(), String> {
+        loop {
+            let Some(first) = rx.recv().await else { return Ok(()) };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(t) => batch.push(t),
+                    Err(_) => break,
+                }
+            }
+            {
+                let now = std::time::Instant::now();
+                let mut receipts = self.state.receipts.lock();
+                for t in batch.iter().flatten() {
+                    if receipts.len() == crate::state::RECEIPTS {
+                        receipts.pop_front();
+                    }
+                    receipts.push_back((t.commit_lsn, now));
+                }
+            }
+            let mut dirty: HashMap<u64, ShapeRef> = HashMap::new();
+            let mut last: Option<(u64, u64)> = None;
+            let mut failure = None;
+            for item in batch {
+                match item {
+                    Ok(txn) => {
+                        self.process(&txn, &mut dirty).map_err(|e| format!("writing shape logs: {e}"))?;
+                        last = Some((txn.commit_lsn, txn.end_lsn));
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            self.sync(dirty).map_err(|e| format!("syncing shape logs: {e}"))?;
+            if let Some((commit, end)) = last {
+                let m = &self.state.metrics;
+                self.state.global_lsn.fetch_max(commit, Ordering::Relaxed);
+                m.last_commit_lsn.store(commit, Ordering::Relaxed);
+                flushed.fetch_max(end, Ordering::Relaxed);
+                m.confirmed_lsn.store(flushed.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Routes one transaction; shapes whose logs were written land in `dirty`.
+    fn process(&mut self, txn: &Transaction, dirty: &mut HashMap<u64, ShapeRef>) -> std::io::Result<()> {
+        let m = self.state.metrics.clone();
+        m.transactions.fetch_add(1, Ordering::Relaxed);
+        m.changes.fetch_add(txn.changes.len() as u64, Ordering::Relaxed);
+        let registry = self.state.registry.clone();
+        let mut per_shape: HashMap<u64, (ShapeRef, Vec<PendingMessage>)> = HashMap::new();
+        let mut rotate: Vec<u32> = vec![];
+        {
+            let routes = registry.routes();
+            for (i, change) in txn.changes.iter().enumerate() {
+                let (relation, rows, row_change): (&Arc<Relation>, Vec<&[Option<String>]>, RowChange<'_>) = match change {
+                    Change::Insert { relation, new } => (relation, vec![new], RowChange::Insert { new }),
+                    Change::Update { relation, old, new } => match old {
+                        Some(old) => (relation, vec![old, new], RowChange::Update { old, new }),
+                        // Without the old row (not REPLICA IDENTITY FULL) moves cannot be judged;
+                        // treat the new row as also the old one.
+                        None => (relation, vec![new], RowChange::Update { old: new, new }),
+                    },
+                    Change::Delete { relation, old } => (relation, vec![old], RowChange::Delete { old }),
+                    Change::Truncate { relations } => {
+                        rotate.extend(relations.iter().map(|r| r.oid));
+                        continue;
+                    }
+                };
+                let Some(table_routes) = routes.table(relation.oid) else { continue };
+                if rotate.contains(&relation.oid) {
+                    continue;
+                }
+                if self.relation_changed(relation, table_routes) {
+                    rotate.push(relation.oid);
+                    continue;
+                }
+                table_routes.candidates(&rows, &mut self.candidates);
+                for shape in &self.candidates {
+                    let msgs = shape.0.filter.convert(row_change, i, txn.commit_lsn, txn.xid);
+                    if !msgs.is_empty() {
+                        per_shape.entry(shape.0.id).or_insert_with(|| (shape.clone(), vec![])).1.extend(msgs);
+                    }
+                }
+            }
+        }
+        for (id, (shape, msgs)) in per_shape {
+            if rotate.contains(&shape.0.filter.table.oid) {
+                continue;
+            }
+            let n = msgs.len() as u64;
+            if shape.0.apply_transaction(txn.xid, txn.commit_lsn, msgs)? {
+                m.log_messages.fetch_add(n, Ordering::Relaxed);
+                dirty.insert(id, shape);
+            }
+        }
+        for oid in rotate {
+            let n = registry.remove_table(oid);
+            if n > 0 {
+                tracing::info!(oid, shapes = n, "table truncated or its schema changed: shapes rotated");
+            }
+            self.relations.remove(&oid);
+        }
+        Ok(())
+    }
+
+    /// True if the relation's columns no longer match what the table's shapes were built for.
+    fn relation_changed(&mut self, relation: &Arc<Relation>, routes: &crate::router::TableRoutes<ShapeRef>) -> bool {
+        if self.relations.get(&relation.oid).is_some_and(|r| Arc::ptr_eq(r, relation)) {
+            return false;
+        }
+        let changed = routes.shapes().any(|s| {
+            let cols = &s.0.filter.table.columns;
+            cols.len() != relation.columns.len()
+                || cols.iter().zip(&relation.columns).any(|(a, b)| a.name != b.name || a.type_oid != b.type_oid)
+        });
+        if !changed {
+            self.relations.insert(relation.oid, relation.clone());
+        }
+        changed
+    }
+
+    /// Makes the written logs durable and visible.
+    fn sync(&self, dirty: HashMap<u64, ShapeRef>) -> std::io::Result<()> {
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let m = &self.state.metrics;
+        tokio::task::block_in_place(|| {
+            let use_syncfs = dirty.len() > SYNCFS_THRESHOLD;
+            if use_syncfs {
+                if let Some(s) = dirty.values().next() {
+                    // SAFETY: syncfs only reads the descriptor, which the shape keeps open.
+                    let rc = unsafe { libc::syncfs(s.0.log.raw_fd()) };
+                    if rc != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            for s in dirty.values() {
+                s.0.log.sync(!use_syncfs)?;
+            }
+            m.log_syncs.fetch_add(dirty.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+}

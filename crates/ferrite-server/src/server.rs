@@ -1,0 +1,138 @@
+//! Starting and stopping a server: storage, replication driver, maintenance and HTTP listener.
+
+use crate::config::ServerConfig;
+use crate::shapes::Registry;
+use crate::state::AppState;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory {path}: {source}")]
+    Storage {
+        /// Directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running server; dropping it does not stop it, call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Shared state (tests inspect it).
+    pub state: Arc<AppState>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    http: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting requests and background work.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:3000`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Opens storage, starts replication and serves HTTP.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    raise_fd_limit();
+    let registry = Registry::open(&config.data_dir, config.chunk_bytes).map_err(|source| StartError::Storage {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    tracing::info!(shapes = registry.len(), dir = %config.data_dir.display(), "shape storage opened");
+    let addr_text = format!("{}:{}", config.listen, config.port);
+    let listener = tokio::net::TcpListener::bind(&addr_text)
+        .await
+        .map_err(|source| StartError::Listen { addr: addr_text.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: addr_text, source })?;
+    let state = Arc::new(AppState::new(config, Arc::new(registry)));
+    let tasks = vec![
+        tokio::spawn(crate::replication::run(state.clone())),
+        tokio::spawn(maintenance(state.clone())),
+    ];
+    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let app = crate::http::router(state.clone());
+    let http = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%addr, "listening");
+    Ok(RunningServer { addr, state, tasks, shutdown, http })
+}
+
+/// Expires idle shapes and refreshes replication metrics.
+async fn maintenance(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let expired = state.registry.expire_idle(state.config.shape_ttl_secs);
+        if expired > 0 {
+            tracing::info!(expired, "idle shapes expired");
+        }
+        let slot = state.config.slot_name.clone();
+        let status = state
+            .with_db(|c| {
+                Box::pin(async move {
+                    let wal = ferrite_pg::replication::current_wal_lsn(c).await.ok();
+                    let slot = ferrite_pg::replication::slot_status(c, &slot).await.ok().flatten();
+                    (wal, slot)
+                })
+            })
+            .await;
+        if let Ok((wal, slot)) = status {
+            if let Some(w) = wal {
+                state.metrics.server_wal_lsn.store(w, Ordering::Relaxed);
+            }
+            if let Some(s) = slot {
+                state.metrics.retained_wal_bytes.store(s.retained_wal_bytes, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Shapes keep their log files open; allow as many descriptors as the hard limit permits.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

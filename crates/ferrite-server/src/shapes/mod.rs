@@ -1,0 +1,8 @@
+//! Shapes: the registry, each shape's state, and how a new shape gets its initial snapshot.
+
+pub mod registry;
+pub mod shape;
+pub mod snapshot;
+
+pub use registry::Registry;
+pub use shape::{Removal, Shape};

@@ -1,0 +1,281 @@
+//! The set of shapes: lookup by handle and by definition, the routing tables, persistence of
+//! shape metadata, LRU eviction and idle expiry.
+
+use super::shape::{now_secs, Phase, Removal, Shape, ShapeMeta, ShapeRef};
+use crate::router::TableRoutes;
+use crate::storage::shape_log::write_atomic;
+use crate::storage::ShapeLog;
+use ferrite_core::schema::TableSchema;
+use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Routing tables, keyed by table oid.
+pub type Routes = HashMap<u32, TableRoutes<ShapeRef>>;
+
+#[derive(Default)]
+struct Inner {
+    by_handle: HashMap<String, Arc<Shape>>,
+    by_definition: HashMap<ShapeDefinition, Arc<Shape>>,
+    routes: Routes,
+}
+
+/// All shapes of a server.
+pub struct Registry {
+    dir: PathBuf,
+    chunk_bytes: u64,
+    inner: RwLock<Inner>,
+    next_id: AtomicU64,
+    last_handle_micros: Mutex<u64>,
+}
+
+/// Metadata file name inside a shape directory.
+const META_FILE: &str = "shape.json";
+
+impl Registry {
+    /// Opens the registry in `dir`, reopening every shape whose snapshot completed and deleting
+    /// the rest (an unfinished snapshot cannot be resumed; clients holding it get 409).
+    pub fn open(dir: &Path, chunk_bytes: u64) -> io::Result<Registry> {
+        std::fs::create_dir_all(dir)?;
+        let reg = Registry {
+            dir: dir.to_path_buf(),
+            chunk_bytes,
+            inner: RwLock::new(Inner::default()),
+            next_id: AtomicU64::new(1),
+            last_handle_micros: Mutex::new(0),
+        };
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if !path.is_dir() {
+                continue;
+            }
+            match reg.reopen(&path) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(dir = %path.display(), "dropping shape whose snapshot did not finish");
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %path.display(), error = %e, "dropping unreadable shape");
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+        }
+        Ok(reg)
+    }
+
+    fn reopen(&self, path: &Path) -> io::Result<bool> {
+        let meta: ShapeMeta = serde_json::from_slice(&std::fs::read(path.join(META_FILE))?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let (true, Some(info)) = (meta.complete, meta.snapshot.clone()) else {
+            return Ok(false);
+        };
+        let filter = ShapeFilter::compile(&meta.definition, Arc::new(meta.table.clone()))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message))?;
+        let log = ShapeLog::recover(path, self.chunk_bytes, true)?;
+        if let Some(micros) = meta.handle.rsplit('-').next().and_then(|m| m.parse::<u64>().ok()) {
+            let mut last = self.last_handle_micros.lock();
+            *last = (*last).max(micros);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shape = Arc::new(Shape::new(id, meta.handle, meta.definition, filter, log, Phase::Ready(info)));
+        self.index(shape);
+        Ok(true)
+    }
+
+    fn index(&self, shape: Arc<Shape>) {
+        let mut inner = self.inner.write();
+        let term = shape.filter.where_clause.as_ref().and_then(|w| w.equality_index_term());
+        inner
+            .routes
+            .entry(shape.filter.table.oid)
+            .or_default()
+            .add(ShapeRef(shape.clone()), term);
+        inner.by_definition.insert(shape.definition.clone(), shape.clone());
+        inner.by_handle.insert(shape.handle.clone(), shape);
+    }
+
+    /// The shape with this handle, if it exists.
+    pub fn get(&self, handle: &str) -> Option<Arc<Shape>> {
+        self.inner.read().by_handle.get(handle).cloned()
+    }
+
+    /// The current shape for this definition, if any.
+    pub fn find(&self, def: &ShapeDefinition) -> Option<Arc<Shape>> {
+        self.inner.read().by_definition.get(def).cloned()
+    }
+
+    /// Number of shapes.
+    pub fn len(&self) -> usize {
+        self.inner.read().by_handle.len()
+    }
+
+    /// True when there are no shapes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All shapes (for metrics and maintenance).
+    pub fn all(&self) -> Vec<Arc<Shape>> {
+        self.inner.read().by_handle.values().cloned().collect()
+    }
+
+    /// Read access to the routing tables; held while a batch of transactions is routed, so a shape
+    /// is either fully registered for a transaction or not at all.
+    pub fn routes(&self) -> RoutesGuard<'_> {
+        RoutesGuard(self.inner.read())
+    }
+
+    /// Creates a shape in the snapshotting phase and registers it with the router. From this
+    /// moment every routed transaction is buffered for it until its snapshot finishes.
+    pub fn create(&self, def: ShapeDefinition, table: TableSchema) -> Result<Arc<Shape>, CreateError> {
+        let filter = ShapeFilter::compile(&def, Arc::new(table.clone())).map_err(CreateError::Shape)?;
+        let handle = self.new_handle(&def);
+        let path = self.dir.join(&handle);
+        std::fs::create_dir_all(&path).map_err(CreateError::Io)?;
+        let meta = ShapeMeta { handle: handle.clone(), definition: def.clone(), table, snapshot: None, complete: false };
+        write_meta(&path, &meta).map_err(CreateError::Io)?;
+        let log = ShapeLog::create(&path, self.chunk_bytes).map_err(CreateError::Io)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shape = Arc::new(Shape::new(id, handle, def, filter, log, Phase::Snapshotting { buffer: vec![] }));
+        self.index(shape.clone());
+        Ok(shape)
+    }
+
+    /// Records that a shape's snapshot is complete, so it survives restarts.
+    pub fn persist_ready(&self, shape: &Shape, info: &ferrite_core::snapshot_info::SnapshotInfo) -> io::Result<()> {
+        let meta = ShapeMeta {
+            handle: shape.handle.clone(),
+            definition: shape.definition.clone(),
+            table: (*shape.filter.table).clone(),
+            snapshot: Some(info.clone()),
+            complete: true,
+        };
+        write_meta(shape.log.dir(), &meta)
+    }
+
+    /// Removes a shape: clients holding its handle get 409 from now on; its files are deleted.
+    pub fn remove(&self, handle: &str, why: Removal) -> Option<Arc<Shape>> {
+        let shape = {
+            let mut inner = self.inner.write();
+            let shape = inner.by_handle.remove(handle)?;
+            if inner.by_definition.get(&shape.definition).is_some_and(|s| s.id == shape.id) {
+                inner.by_definition.remove(&shape.definition);
+            }
+            let oid = shape.filter.table.oid;
+            if let Some(routes) = inner.routes.get_mut(&oid) {
+                routes.remove(&ShapeRef(shape.clone()));
+                if routes.is_empty() {
+                    inner.routes.remove(&oid);
+                }
+            }
+            shape
+        };
+        tracing::info!(handle = %shape.handle, reason = ?why, "shape removed");
+        shape.mark_removed(why);
+        let dir = shape.log.dir().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        Some(shape)
+    }
+
+    /// Removes every shape on the table with this oid (truncate, schema change).
+    pub fn remove_table(&self, oid: u32) -> usize {
+        let handles: Vec<String> = self
+            .inner
+            .read()
+            .by_handle
+            .values()
+            .filter(|s| s.filter.table.oid == oid)
+            .map(|s| s.handle.clone())
+            .collect();
+        for h in &handles {
+            self.remove(h, Removal::Rotated);
+        }
+        handles.len()
+    }
+
+    /// Evicts least-recently-used shapes until fewer than `max` remain.
+    pub fn evict_to(&self, max: usize) {
+        loop {
+            let victim = {
+                let inner = self.inner.read();
+                if inner.by_handle.len() < max.max(1) {
+                    return;
+                }
+                inner
+                    .by_handle
+                    .values()
+                    .min_by_key(|s| s.last_used.load(Ordering::Relaxed))
+                    .map(|s| s.handle.clone())
+            };
+            match victim {
+                Some(h) => {
+                    self.remove(&h, Removal::Rotated);
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Removes shapes not requested for `ttl_secs`.
+    pub fn expire_idle(&self, ttl_secs: u64) -> usize {
+        let cutoff = now_secs().saturating_sub(ttl_secs);
+        let idle: Vec<String> = self
+            .inner
+            .read()
+            .by_handle
+            .values()
+            .filter(|s| s.last_used.load(Ordering::Relaxed) < cutoff)
+            .map(|s| s.handle.clone())
+            .collect();
+        for h in &idle {
+            self.remove(h, Removal::Rotated);
+        }
+        idle.len()
+    }
+
+    /// A never-reused handle: `<definition hash>-<unix micros>`, micros strictly increasing.
+    fn new_handle(&self, def: &ShapeDefinition) -> String {
+        let hash = crc32fast::hash(serde_json::to_string(def).unwrap_or_default().as_bytes());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let mut last = self.last_handle_micros.lock();
+        let micros = now.max(*last + 1);
+        *last = micros;
+        format!("{hash}-{micros}")
+    }
+}
+
+/// Read guard over the routing tables.
+pub struct RoutesGuard<'a>(RwLockReadGuard<'a, Inner>);
+
+impl RoutesGuard<'_> {
+    /// The routes of a table, if any shape is on it.
+    pub fn table(&self, oid: u32) -> Option<&TableRoutes<ShapeRef>> {
+        self.0.routes.get(&oid)
+    }
+}
+
+/// Why a shape could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The definition does not compile against the table.
+    #[error("{0}")]
+    Shape(ShapeError),
+    /// Storage failed.
+    #[error("shape storage error: {0}")]
+    Io(io::Error),
+}
+
+fn write_meta(dir: &Path, meta: &ShapeMeta) -> io::Result<()> {
+    let bytes = serde_json::to_vec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    write_atomic(&dir.join(META_FILE), &bytes)
+}

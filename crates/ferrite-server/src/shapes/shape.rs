@@ -1,0 +1,218 @@
+//! A live shape: its compiled filter, its log, and where it is in its life (snapshotting, ready).
+
+use crate::storage::ShapeLog;
+use ferrite_core::offset::LogOffset;
+use ferrite_core::schema::TableSchema;
+use ferrite_core::shape::{finish_transaction, PendingMessage, ShapeDefinition, ShapeFilter};
+use ferrite_core::snapshot_info::SnapshotInfo;
+use parking_lot::Mutex;
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What a shape's metadata file holds; enough to reopen the shape after a restart.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ShapeMeta {
+    /// The shape's handle (also its directory name).
+    pub handle: String,
+    /// The definition clients asked for.
+    pub definition: ShapeDefinition,
+    /// The table schema the shape was compiled against.
+    pub table: TableSchema,
+    /// Initial snapshot visibility, once taken.
+    pub snapshot: Option<SnapshotInfo>,
+    /// Whether the initial snapshot was completely written.
+    pub complete: bool,
+}
+
+/// A transaction's messages held back while the initial snapshot is being taken.
+#[derive(Debug)]
+pub struct BufferedTxn {
+    /// 32-bit xid from the stream.
+    pub xid: u32,
+    /// Commit LSN.
+    pub commit_lsn: u64,
+    /// Messages for this shape.
+    pub messages: Vec<PendingMessage>,
+}
+
+/// Where a shape is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    /// Snapshot running; stream transactions wait here.
+    Snapshotting {
+        /// Transactions that arrived since the shape was registered with the router.
+        buffer: Vec<BufferedTxn>,
+    },
+    /// Snapshot written; transactions go straight to the log unless the snapshot holds them.
+    Ready(SnapshotInfo),
+}
+
+/// Why a shape stopped serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Rotated (truncate, schema change, DELETE, eviction): clients must refetch.
+    Rotated,
+    /// The initial snapshot failed.
+    SnapshotFailed(String),
+}
+
+/// One shape. Shared by the router (writer) and HTTP handlers (readers).
+pub struct Shape {
+    /// Process-local id for routing tables.
+    pub id: u64,
+    /// The handle clients hold.
+    pub handle: String,
+    /// The definition.
+    pub definition: ShapeDefinition,
+    /// The compiled filter.
+    pub filter: ShapeFilter,
+    /// The `electric-schema` header value.
+    pub schema_header: String,
+    /// The log.
+    pub log: ShapeLog,
+    /// Phase, guarded so that the snapshot-to-stream splice is atomic.
+    pub phase: Mutex<Phase>,
+    /// Unix seconds of the last request for this shape (LRU / TTL).
+    pub last_used: AtomicU64,
+    removed: watch::Sender<Option<Removal>>,
+}
+
+impl Shape {
+    /// Assembles a shape around an open log.
+    pub fn new(
+        id: u64,
+        handle: String,
+        definition: ShapeDefinition,
+        filter: ShapeFilter,
+        log: ShapeLog,
+        phase: Phase,
+    ) -> Shape {
+        let schema_header = ferrite_core::schema::electric_schema_header(&filter.table, &filter.selected);
+        let (removed, _) = watch::channel(None);
+        Shape {
+            id,
+            handle,
+            definition,
+            filter,
+            schema_header,
+            log,
+            phase: Mutex::new(phase),
+            last_used: AtomicU64::new(now_secs()),
+            removed,
+        }
+    }
+
+    /// Records a request (for LRU and TTL).
+    pub fn touch(&self) {
+        self.last_used.store(now_secs(), AtomicOrdering::Relaxed);
+    }
+
+    /// Watch for removal: live requests end with 409 (or 503) when it fires.
+    pub fn removal(&self) -> watch::Receiver<Option<Removal>> {
+        self.removed.subscribe()
+    }
+
+    /// Whether (and why) the shape was removed.
+    pub fn removed(&self) -> Option<Removal> {
+        self.removed.borrow().clone()
+    }
+
+    /// Marks the shape removed and wakes its waiters.
+    pub fn mark_removed(&self, why: Removal) {
+        self.removed.send_replace(Some(why));
+    }
+
+    /// Applies one stream transaction's messages. Returns true if the log was written.
+    pub fn apply_transaction(&self, xid: u32, commit_lsn: u64, messages: Vec<PendingMessage>) -> io::Result<bool> {
+        let mut phase = self.phase.lock();
+        match &mut *phase {
+            Phase::Snapshotting { buffer } => {
+                buffer.push(BufferedTxn { xid, commit_lsn, messages });
+                Ok(false)
+            }
+            Phase::Ready(info) => {
+                if info.contains(xid, commit_lsn) || commit_lsn <= self.log.last_written_tx() {
+                    return Ok(false);
+                }
+                self.append(commit_lsn, &messages)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Ends the snapshot phase: appends the buffered transactions the snapshot does not contain
+    /// and switches to streaming, atomically with respect to [`Shape::apply_transaction`].
+    pub fn finish_snapshot(&self, info: SnapshotInfo) -> io::Result<()> {
+        let mut phase = self.phase.lock();
+        self.log.complete_snapshot();
+        if let Phase::Snapshotting { buffer } = &mut *phase {
+            for txn in std::mem::take(buffer) {
+                if !info.contains(txn.xid, txn.commit_lsn) && txn.commit_lsn > self.log.last_written_tx() {
+                    self.append(txn.commit_lsn, &txn.messages)?;
+                }
+            }
+        }
+        *phase = Phase::Ready(info);
+        Ok(())
+    }
+
+    fn append(&self, commit_lsn: u64, messages: &[PendingMessage]) -> io::Result<()> {
+        let rendered = finish_transaction(messages);
+        let entries: Vec<(LogOffset, &[u8])> = rendered
+            .iter()
+            .map(|(op, json)| (LogOffset::new(commit_lsn, *op), json.as_bytes()))
+            .collect();
+        self.log.append(&entries, true)
+    }
+
+    /// Number of transactions waiting for the snapshot (for metrics).
+    pub fn buffered(&self) -> usize {
+        match &*self.phase.lock() {
+            Phase::Snapshotting { buffer } => buffer.len(),
+            Phase::Ready(_) => 0,
+        }
+    }
+}
+
+/// Current unix time in seconds.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A shape as a routing-table entry: compared by id.
+#[derive(Clone)]
+pub struct ShapeRef(pub Arc<Shape>);
+
+impl PartialEq for ShapeRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+impl Eq for ShapeRef {}
+impl PartialOrd for ShapeRef {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ShapeRef {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.id.cmp(&other.0.id)
+    }
+}
+impl Hash for ShapeRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state)
+    }
+}
+impl std::fmt::Debug for ShapeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shape({})", self.0.handle)
+    }
+}

@@ -1,0 +1,235 @@
+//! Initial snapshots and subset snapshots: the SQL that reads a shape's rows from Postgres.
+//!
+//! Rows are rendered to protocol messages inside Postgres (one text column per row) so the server
+//! only copies bytes. Values use each type's output function (`concat(col)`), the same text the
+//! replication stream carries, under the session settings `ferrite_pg::connect` applies. The where
+//! clause reaches Postgres only as the re-printed tree with bound parameters.
+
+use super::shape::Shape;
+use ferrite_core::key::key_sql;
+use ferrite_core::offset::LogOffset;
+use ferrite_core::relation::quote_ident;
+use ferrite_core::shape::{json_str, LogMode, ShapeFilter};
+use ferrite_core::snapshot_info::SnapshotInfo;
+use futures_util::{pin_mut, TryStreamExt};
+use tokio_postgres::{Client, IsolationLevel};
+
+/// Why a snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Postgres refused or the connection broke.
+    #[error("snapshot query failed: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// Writing the shape log failed.
+    #[error("writing the snapshot failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// Postgres answered something unexpected.
+    #[error("unexpected answer from Postgres: {0}")]
+    Protocol(String),
+}
+
+fn text_of(filter: &ShapeFilter, i: usize) -> String {
+    let c = quote_ident(&filter.table.columns[i].name);
+    format!("(CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END)")
+}
+
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// SQL rendering one row of the shape's table as an insert message. `extra_headers` is appended
+/// inside `headers` verbatim (e.g. `,"snapshot_mark":7`).
+pub fn row_message_sql(filter: &ShapeFilter, extra_headers: &str) -> String {
+    let mut parts = vec![
+        "'{\"key\":'".to_string(),
+        format!("to_json({})::text", key_sql(&filter.table, |i| text_of(filter, i))),
+        "',\"value\":{'".to_string(),
+    ];
+    for (n, &i) in filter.selected.iter().enumerate() {
+        let name = format!("{}{}:", if n > 0 { "," } else { "" }, json_str(&filter.table.columns[i].name));
+        parts.push(sql_literal(&name));
+        parts.push(format!(
+            "(CASE WHEN {c} IS NULL THEN 'null' ELSE to_json({t})::text END)",
+            c = quote_ident(&filter.table.columns[i].name),
+            t = text_of(filter, i)
+        ));
+    }
+    let tail = format!(
+        "}},\"headers\":{{\"operation\":\"insert\",\"relation\":{}{}}}}}",
+        filter.relation_json(),
+        extra_headers
+    );
+    parts.push(sql_literal(&tail));
+    parts.join(" || ")
+}
+
+/// The `snapshot-end` control message for a snapshot.
+pub fn snapshot_end_message(info: &SnapshotInfo) -> String {
+    let xip: Vec<String> = info.xip.iter().map(|x| format!("\"{x}\"")).collect();
+    format!(
+        "{{\"headers\":{{\"control\":\"snapshot-end\",\"xmin\":\"{}\",\"xmax\":\"{}\",\"xip_list\":[{}]}}}}",
+        info.xmin,
+        info.xmax,
+        xip.join(",")
+    )
+}
+
+/// Parses `pg_lsn` text (`16/B374D848`).
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+async fn snapshot_info(txn: &tokio_postgres::Transaction<'_>) -> Result<SnapshotInfo, SnapshotError> {
+    let row = txn
+        .query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[])
+        .await?;
+    let snap: &str = row.get(0);
+    let lsn: &str = row.get(1);
+    let lsn = parse_lsn(lsn).ok_or_else(|| SnapshotError::Protocol(format!("bad lsn {lsn:?}")))?;
+    SnapshotInfo::parse(snap, lsn).ok_or_else(|| SnapshotError::Protocol(format!("bad snapshot {snap:?}")))
+}
+
+/// Takes the initial snapshot of `shape` into its log, then splices in the stream transactions
+/// buffered meanwhile. Returns the snapshot's visibility info (persisted by the caller).
+pub async fn take_initial_snapshot(client: &mut Client, shape: &Shape, chunk_bytes: u64) -> Result<SnapshotInfo, SnapshotError> {
+    let txn = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let info = snapshot_info(&txn).await?;
+    let filter = &shape.filter;
+    let mut chunk: Vec<String> = Vec::new();
+    let mut chunk_bytes_now = 0u64;
+    let mut chunk_index = 0u64;
+    if shape.definition.log == LogMode::Full {
+        let (where_sql, params) = match &filter.where_clause {
+            Some(w) => {
+                let (sql, params) = w.to_sql(1);
+                (format!(" WHERE {sql}"), params)
+            }
+            None => (String::new(), vec![]),
+        };
+        let sql = format!("SELECT {} FROM {}{}", row_message_sql(filter, ""), filter.table.name.quoted(), where_sql);
+        let rows = txn.query_raw(sql.as_str(), params.iter()).await?;
+        pin_mut!(rows);
+        let mut count = 0u64;
+        while let Some(row) = rows.try_next().await? {
+            let json: String = row.try_get(0)?;
+            chunk_bytes_now += json.len() as u64 + 25;
+            chunk.push(json);
+            count += 1;
+            if chunk_bytes_now >= chunk_bytes {
+                write_chunk(shape, &chunk, chunk_index)?;
+                chunk.clear();
+                chunk_bytes_now = 0;
+                chunk_index += 1;
+            }
+            if count % 100_000 == 0 {
+                tracing::info!(handle = %shape.handle, rows = count, "snapshot in progress");
+            }
+        }
+    }
+    txn.commit().await?;
+    chunk.push(snapshot_end_message(&info));
+    write_chunk(shape, &chunk, chunk_index)?;
+    shape.finish_snapshot(info.clone())?;
+    shape.log.sync(true)?;
+    Ok(info)
+}
+
+fn write_chunk(shape: &Shape, rows: &[String], k: u64) -> std::io::Result<()> {
+    let offset = LogOffset::snapshot_chunk(k);
+    let entries: Vec<(LogOffset, &[u8])> = rows.iter().map(|r| (offset, r.as_bytes())).collect();
+    shape.log.append(&entries, false)?;
+    shape.log.close_chunk(offset)?;
+    shape.log.sync(true)
+}
+
+/// A subset request (progressive loading): extra where, order, limit and offset on a shape.
+#[derive(Debug, Clone, Default)]
+pub struct SubsetQuery {
+    /// Compiled subset where clause, ANDed with the shape's.
+    pub where_clause: Option<ferrite_core::where_clause::WhereClause>,
+    /// `ORDER BY` items: (column index, descending, nulls first).
+    pub order_by: Vec<(usize, bool, Option<bool>)>,
+    /// `LIMIT`.
+    pub limit: Option<u64>,
+    /// `OFFSET`.
+    pub offset: Option<u64>,
+}
+
+/// The result of a subset query: snapshot metadata and the rows as messages.
+#[derive(Debug)]
+pub struct SubsetResult {
+    /// Visibility of the snapshot the rows were read in.
+    pub info: SnapshotInfo,
+    /// Random mark echoed in each row's headers.
+    pub mark: u32,
+    /// Row messages.
+    pub rows: Vec<String>,
+}
+
+/// Runs a subset query in its own REPEATABLE READ snapshot.
+pub async fn subset_snapshot(client: &mut Client, filter: &ShapeFilter, q: &SubsetQuery) -> Result<SubsetResult, SnapshotError> {
+    let txn = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let info = snapshot_info(&txn).await?;
+    let mark = rand::random::<u32>() & 0x7fff_ffff;
+    let mut params: Vec<Option<String>> = vec![];
+    let mut conds = vec![];
+    for w in [filter.where_clause.as_ref(), q.where_clause.as_ref()].into_iter().flatten() {
+        let (sql, p) = w.to_sql(params.len() + 1);
+        conds.push(format!("({sql})"));
+        params.extend(p);
+    }
+    let mut sql = format!(
+        "SELECT {} FROM {}",
+        row_message_sql(filter, &format!(",\"snapshot_mark\":{mark}")),
+        filter.table.name.quoted()
+    );
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    if !q.order_by.is_empty() {
+        let items: Vec<String> = q
+            .order_by
+            .iter()
+            .map(|(i, desc, nulls_first)| {
+                let mut s = quote_ident(&filter.table.columns[*i].name);
+                if *desc {
+                    s.push_str(" DESC");
+                }
+                match nulls_first {
+                    Some(true) => s.push_str(" NULLS FIRST"),
+                    Some(false) => s.push_str(" NULLS LAST"),
+                    None => {}
+                }
+                s
+            })
+            .collect();
+        sql.push_str(" ORDER BY ");
+        sql.push_str(&items.join(", "));
+    }
+    if let Some(l) = q.limit {
+        sql.push_str(&format!(" LIMIT {l}"));
+    }
+    if let Some(o) = q.offset {
+        sql.push_str(&format!(" OFFSET {o}"));
+    }
+    let rows = txn.query_raw(sql.as_str(), params.iter()).await?;
+    pin_mut!(rows);
+    let mut out = vec![];
+    while let Some(row) = rows.try_next().await? {
+        out.push(row.try_get::<_, String>(0)?);
+    }
+    txn.commit().await?;
+    Ok(SubsetResult { info, mark, rows: out })
+}

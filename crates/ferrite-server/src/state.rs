@@ -1,0 +1,179 @@
+//! Shared server state and the one place that creates shapes (Postgres checks, publication,
+//! registry entry, snapshot task).
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::shapes::registry::CreateError;
+use crate::shapes::snapshot::take_initial_snapshot;
+use crate::shapes::{Registry, Removal, Shape};
+use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{Mutex, Semaphore};
+
+/// How many recent transaction arrival times are kept.
+pub const RECEIPTS: usize = 8192;
+
+/// Why a shape request could not get a shape.
+#[derive(Debug, thiserror::Error)]
+pub enum ShapeRequestError {
+    /// Bad definition: answered 400 with `errors.<field>`.
+    #[error("{message}")]
+    Invalid {
+        /// Request field at fault.
+        field: &'static str,
+        /// Message for the client.
+        message: String,
+    },
+    /// Postgres cannot be reached: 503 + retry-after.
+    #[error("Database is unreachable: {0}")]
+    DatabaseUnreachable(String),
+    /// Anything else: 500 without details beyond the message.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ShapeError> for ShapeRequestError {
+    fn from(e: ShapeError) -> Self {
+        ShapeRequestError::Invalid { field: e.field, message: e.message }
+    }
+}
+
+/// Everything request handlers and background tasks share.
+pub struct AppState {
+    /// Configuration.
+    pub config: ServerConfig,
+    /// The shapes.
+    pub registry: Arc<Registry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Commit LSN of the last transaction the server processed (`global_last_seen_lsn`).
+    pub global_lsn: Arc<AtomicU64>,
+    /// True once the replication stream has connected (health reports `active`).
+    pub replication_ready: Arc<AtomicBool>,
+    /// When recent transactions arrived from Postgres (commit LSN, instant), newest last; lets
+    /// benchmarks split latency into replication delay and engine-added time. Bounded.
+    pub receipts: parking_lot::Mutex<std::collections::VecDeque<(u64, std::time::Instant)>>,
+    /// Admission control for initial requests.
+    pub initial_slots: Semaphore,
+    /// Admission control for other requests.
+    pub existing_slots: Semaphore,
+    snapshot_slots: Arc<Semaphore>,
+    create_lock: Mutex<()>,
+    db: Mutex<Option<tokio_postgres::Client>>,
+    published: parking_lot::Mutex<HashSet<u32>>,
+}
+
+impl AppState {
+    /// Builds the state around an opened registry.
+    pub fn new(config: ServerConfig, registry: Arc<Registry>) -> AppState {
+        AppState {
+            initial_slots: Semaphore::new(config.max_concurrent_initial),
+            existing_slots: Semaphore::new(config.max_concurrent_existing),
+            snapshot_slots: Arc::new(Semaphore::new(config.snapshot_concurrency.max(1))),
+            config,
+            registry,
+            metrics: Arc::new(Metrics::default()),
+            global_lsn: Arc::new(AtomicU64::new(0)),
+            replication_ready: Arc::new(AtomicBool::new(false)),
+            receipts: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(RECEIPTS)),
+            create_lock: Mutex::new(()),
+            db: Mutex::new(None),
+            published: parking_lot::Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Arrival time of the transaction that committed at `commit_lsn`, if still remembered.
+    pub fn receipt_of(&self, commit_lsn: u64) -> Option<std::time::Instant> {
+        self.receipts.lock().iter().rev().find(|(l, _)| *l == commit_lsn).map(|(_, t)| *t)
+    }
+
+    /// A connection for catalog queries, reconnecting if the last one broke.
+    pub async fn with_db<T>(
+        &self,
+        f: impl for<'c> FnOnce(&'c tokio_postgres::Client) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'c>>,
+    ) -> Result<T, ShapeRequestError> {
+        let mut guard = self.db.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            let client = ferrite_pg::connect::connect(&self.config.database_url)
+                .await
+                .map_err(|e| ShapeRequestError::DatabaseUnreachable(e.to_string()))?;
+            *guard = Some(client);
+        }
+        match guard.as_ref() {
+            Some(c) => Ok(f(c).await),
+            None => Err(ShapeRequestError::DatabaseUnreachable("no connection".into())),
+        }
+    }
+
+    /// The shape for `def`, created (and its snapshot started) if there is none.
+    pub async fn get_or_create(self: &Arc<Self>, def: &ShapeDefinition) -> Result<Arc<Shape>, ShapeRequestError> {
+        if let Some(s) = self.registry.find(def) {
+            return Ok(s);
+        }
+        let _guard = self.create_lock.lock().await;
+        if let Some(s) = self.registry.find(def) {
+            return Ok(s);
+        }
+        let name = def.table.clone();
+        let table = self
+            .with_db(|c| Box::pin(async move { ferrite_pg::introspect::load_table(c, &name).await }))
+            .await?
+            .map_err(|e| ShapeRequestError::DatabaseUnreachable(e.to_string()))?;
+        let Some(table) = table else {
+            return Err(ShapeRequestError::Invalid {
+                field: "table",
+                message: format!(
+                    "Table {} does not exist. If the table name contains capitals or special characters you must quote it.",
+                    def.table.quoted()
+                ),
+            });
+        };
+        // Validate before touching the publication.
+        ShapeFilter::compile(def, Arc::new(table.clone()))?;
+        if !self.published.lock().contains(&table.oid) {
+            let publication = self.config.publication.clone();
+            let name = def.table.clone();
+            self.with_db(|c| {
+                Box::pin(async move { ferrite_pg::replication::add_table_to_publication(c, &publication, &name).await })
+            })
+            .await?
+            .map_err(|e| ShapeRequestError::Internal(format!("could not add {} to the publication: {e}", def.table)))?;
+            self.published.lock().insert(table.oid);
+        }
+        self.registry.evict_to(self.config.max_shapes);
+        let shape = self.registry.create(def.clone(), table).map_err(|e| match e {
+            CreateError::Shape(e) => e.into(),
+            CreateError::Io(e) => ShapeRequestError::Internal(format!("shape storage error: {e}")),
+        })?;
+        self.metrics.shapes_created.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(handle = %shape.handle, table = %def.table, "shape created");
+        let state = self.clone();
+        let s = shape.clone();
+        tokio::spawn(async move { state.run_snapshot(s).await });
+        Ok(shape)
+    }
+
+    async fn run_snapshot(self: Arc<Self>, shape: Arc<Shape>) {
+        let _permit = self.snapshot_slots.clone().acquire_owned().await;
+        let result = async {
+            let mut client = ferrite_pg::connect::connect(&self.config.database_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let info = take_initial_snapshot(&mut client, &shape, self.config.chunk_bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.registry.persist_ready(&shape, &info).map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(handle = %shape.handle, "snapshot complete"),
+            Err(e) => {
+                tracing::warn!(handle = %shape.handle, error = %e, "snapshot failed");
+                self.registry.remove(&shape.handle, Removal::SnapshotFailed(e));
+            }
+        }
+    }
+}

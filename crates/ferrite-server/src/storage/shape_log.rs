@@ -1,0 +1,438 @@
+//! One shape's append-only log on disk, with the chunk boundaries that make catch-up responses
+//! immutable.
+//!
+//! Files in the shape's directory: `log` (framed entries, see [`super::record`]) and `chunks`
+//! (boundary records). Writers append and call [`ShapeLog::sync`]; readers only ever see data that
+//! `sync` has made durable, so a response can never show something a crash could take back.
+//!
+//! A non-live read at offset `o` returns the entries after `o` up to the first boundary after `o`.
+//! If the read reaches the open end of the log it *pins* a boundary there (durably, before
+//! answering), so the same request is answered with the same entries forever after.
+
+use super::record::*;
+use ferrite_core::offset::LogOffset;
+use parking_lot::Mutex;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tokio::sync::watch;
+
+/// What a reader gets for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSlice {
+    /// The messages, JSON texts joined by `,` (no surrounding brackets).
+    pub body: Vec<u8>,
+    /// Number of messages in `body`.
+    pub count: usize,
+    /// End position in `body` of each message (SSE sends them one by one).
+    pub item_ends: Vec<usize>,
+    /// Offset the client continues from (`electric-offset`).
+    pub end: LogOffset,
+    /// Whether the response ends with an `up-to-date` control message.
+    pub up_to_date: bool,
+    /// `global_last_seen_lsn` recorded with the boundary (0 when not pinned).
+    pub lsn: u64,
+}
+
+/// Outcome of [`ShapeLog::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Entries (or a boundary) after the requested offset.
+    Data(LogSlice),
+    /// Nothing after the offset yet: the reader is at the durable head.
+    AtHead,
+    /// The snapshot has not produced the chunk the reader needs yet.
+    NotReady,
+}
+
+struct Inner {
+    log: File,
+    chunks: File,
+    /// Bytes written to `log` (durable or not).
+    end_pos: u64,
+    /// Offset of the last written entry.
+    end_offset: LogOffset,
+    /// Bytes made durable by the last sync (readers see up to here).
+    durable_pos: u64,
+    durable_offset: LogOffset,
+    /// Durable boundaries, in order.
+    boundaries: Vec<Boundary>,
+    /// Boundaries written since the last sync.
+    pending: Vec<Boundary>,
+    bytes_since_boundary: u64,
+    dirty: bool,
+    /// The snapshot is finished and spliced; readers may go past its chunks.
+    snapshot_complete: bool,
+    /// Set by [`ShapeLog::complete_snapshot`], published to readers by the next sync together
+    /// with the transactions spliced in after the snapshot.
+    snapshot_complete_pending: bool,
+}
+
+/// A shape's log. Cheap when idle: two file handles and the boundary list.
+pub struct ShapeLog {
+    dir: PathBuf,
+    chunk_bytes: u64,
+    inner: Mutex<Inner>,
+    durable_tx: watch::Sender<LogOffset>,
+}
+
+impl ShapeLog {
+    /// Creates an empty log in `dir` (which must exist).
+    pub fn create(dir: &Path, chunk_bytes: u64) -> io::Result<ShapeLog> {
+        let log = open_rw(&dir.join("log"), true)?;
+        let chunks = open_rw(&dir.join("chunks"), true)?;
+        Ok(Self::from_parts(dir, chunk_bytes, log, chunks, 0, LogOffset::default(), vec![], 0, false))
+    }
+
+    /// Reopens a log after a restart or crash: drops anything after the last whole unit and any
+    /// boundary beyond it. `snapshot_complete` comes from the shape's metadata.
+    pub fn recover(dir: &Path, chunk_bytes: u64, snapshot_complete: bool) -> io::Result<ShapeLog> {
+        let log = open_rw(&dir.join("log"), false)?;
+        let chunks = open_rw(&dir.join("chunks"), false)?;
+        let mut raw = Vec::new();
+        {
+            let len = chunks.metadata()?.len();
+            raw.resize(len as usize, 0);
+            chunks.read_exact_at(&mut raw, 0)?;
+        }
+        let mut boundaries: Vec<Boundary> =
+            raw.chunks(BOUNDARY_SIZE).map_while(Boundary::decode).collect();
+        let file_len = log.metadata()?.len();
+        boundaries.retain(|b| b.pos <= file_len);
+        // Scan forward from the last boundary to find the last whole unit.
+        let start = boundaries.last().map(|b| b.pos).unwrap_or(0);
+        let mut buf = vec![0u8; (file_len - start) as usize];
+        log.read_exact_at(&mut buf, start)?;
+        let mut pos = 0usize;
+        let mut good_end = 0usize;
+        let mut good_offset = boundaries.last().map(|b| b.offset).unwrap_or_default();
+        while let Some(r) = decode_record(&buf[pos..]) {
+            pos += r.len;
+            if r.flags & FLAG_COMMIT != 0 {
+                good_end = pos;
+                good_offset = r.offset;
+            }
+        }
+        let end_pos = start + good_end as u64;
+        log.set_len(end_pos)?;
+        log.sync_data()?;
+        chunks.set_len((boundaries.len() * BOUNDARY_SIZE) as u64)?;
+        chunks.sync_data()?;
+        let mut end_offset = good_offset;
+        if snapshot_complete && end_offset < LogOffset::SNAPSHOT_END {
+            end_offset = LogOffset::SNAPSHOT_END;
+        }
+        let since = end_pos - boundaries.last().map(|b| b.pos).unwrap_or(0);
+        Ok(Self::from_parts(dir, chunk_bytes, log, chunks, end_pos, end_offset, boundaries, since, snapshot_complete))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn from_parts(
+        dir: &Path,
+        chunk_bytes: u64,
+        log: File,
+        chunks: File,
+        end_pos: u64,
+        end_offset: LogOffset,
+        boundaries: Vec<Boundary>,
+        bytes_since_boundary: u64,
+        snapshot_complete: bool,
+    ) -> ShapeLog {
+        let (durable_tx, _) = watch::channel(end_offset);
+        ShapeLog {
+            dir: dir.to_path_buf(),
+            chunk_bytes: chunk_bytes.max(1),
+            inner: Mutex::new(Inner {
+                log,
+                chunks,
+                end_pos,
+                end_offset,
+                durable_pos: end_pos,
+                durable_offset: end_offset,
+                boundaries,
+                pending: vec![],
+                bytes_since_boundary,
+                dirty: false,
+                snapshot_complete,
+                snapshot_complete_pending: snapshot_complete,
+            }),
+            durable_tx,
+        }
+    }
+
+    /// The directory holding this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Offset of the last durable entry (`0_inf` for a finished snapshot with no changes yet).
+    pub fn durable_offset(&self) -> LogOffset {
+        self.inner.lock().durable_offset
+    }
+
+    /// Highest transaction LSN written (durable or not): replay skips transactions at or below it.
+    pub fn last_written_tx(&self) -> u64 {
+        self.inner.lock().end_offset.tx
+    }
+
+    /// Bytes in the log file.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.lock().end_pos
+    }
+
+    /// Watch the durable offset: live readers wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<LogOffset> {
+        self.durable_tx.subscribe()
+    }
+
+    /// Appends one unit (a transaction's messages for this shape, or a snapshot chunk's rows).
+    /// With `auto_chunk`, a boundary is added after the unit when the open chunk has reached
+    /// `chunk_bytes`; snapshot chunks manage their boundaries with [`ShapeLog::close_chunk`].
+    pub fn append(&self, entries: &[(LogOffset, &[u8])], auto_chunk: bool) -> io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(entries.iter().map(|(_, j)| j.len() + 32).sum());
+        for (i, (offset, json)) in entries.iter().enumerate() {
+            let flags = if i + 1 == entries.len() { FLAG_COMMIT } else { 0 };
+            encode_record(&mut buf, *offset, flags, json);
+        }
+        let mut inner = self.inner.lock();
+        let pos = inner.end_pos;
+        inner.log.write_all_at(&buf, pos)?;
+        inner.end_pos += buf.len() as u64;
+        inner.bytes_since_boundary += buf.len() as u64;
+        inner.end_offset = entries[entries.len() - 1].0;
+        inner.dirty = true;
+        if auto_chunk && inner.bytes_since_boundary >= self.chunk_bytes {
+            let b = Boundary { offset: inner.end_offset, pos: inner.end_pos, lsn: 0, flags: 0 };
+            Self::write_boundary(&mut inner, b)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the current chunk at the end of the log, reporting `offset` to readers that reach it
+    /// (snapshot chunks are labelled `0_k`).
+    pub fn close_chunk(&self, offset: LogOffset) -> io::Result<()> {
+        let mut inner = self.inner.lock();
+        inner.end_offset = inner.end_offset.max(offset);
+        let b = Boundary { offset, pos: inner.end_pos, lsn: 0, flags: 0 };
+        inner.dirty = true;
+        Self::write_boundary(&mut inner, b)
+    }
+
+    /// Marks the initial snapshot finished: after the next sync the open end of the log is
+    /// readable.
+    pub fn complete_snapshot(&self) {
+        let mut inner = self.inner.lock();
+        inner.snapshot_complete_pending = true;
+        if inner.end_offset < LogOffset::SNAPSHOT_END {
+            inner.end_offset = LogOffset::SNAPSHOT_END;
+        }
+        inner.dirty = true;
+    }
+
+    fn write_boundary(inner: &mut Inner, b: Boundary) -> io::Result<()> {
+        let at = ((inner.boundaries.len() + inner.pending.len()) * BOUNDARY_SIZE) as u64;
+        inner.chunks.write_all_at(&b.encode(), at)?;
+        inner.pending.push(b);
+        inner.bytes_since_boundary = 0;
+        Ok(())
+    }
+
+    /// True if there is written data not yet made durable.
+    pub fn is_dirty(&self) -> bool {
+        self.inner.lock().dirty
+    }
+
+    /// Makes everything written so far durable and visible to readers.
+    /// `fsync_files = false` is for callers that already synced the whole filesystem.
+    pub fn sync(&self, fsync_files: bool) -> io::Result<()> {
+        let mut inner = self.inner.lock();
+        if !inner.dirty {
+            return Ok(());
+        }
+        Self::sync_locked(&mut inner, fsync_files)?;
+        let offset = inner.durable_offset;
+        drop(inner);
+        self.durable_tx.send_replace(offset);
+        Ok(())
+    }
+
+    fn sync_locked(inner: &mut Inner, fsync_files: bool) -> io::Result<()> {
+        if fsync_files {
+            inner.log.sync_data()?;
+            if !inner.pending.is_empty() {
+                inner.chunks.sync_data()?;
+            }
+        }
+        let pending = std::mem::take(&mut inner.pending);
+        inner.boundaries.extend(pending);
+        inner.durable_pos = inner.end_pos;
+        inner.durable_offset = inner.end_offset;
+        inner.snapshot_complete = inner.snapshot_complete_pending;
+        inner.dirty = false;
+        Ok(())
+    }
+
+    /// Raw fd of the log file, for `syncfs` batching.
+    pub fn raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.inner.lock().log.as_raw_fd()
+    }
+
+    /// Reads the entries after `after` (`None` = from the very start). Responses always end at a
+    /// transaction's end, so an offset inside a transaction (SSE clients resume at `<lsn>_0`)
+    /// means "after that whole transaction".
+    /// `pin` (non-live requests) makes a read that reaches the open end fix a boundary there.
+    /// `head_lsn` is the `global_last_seen_lsn` to record with a pinned boundary.
+    pub fn read(&self, after: Option<LogOffset>, pin: bool, head_lsn: u64) -> io::Result<ReadOutcome> {
+        let after = after.map(LogOffset::whole_transaction);
+        let (start_pos, boundary) = {
+            let mut inner = self.inner.lock();
+            let idx = match after {
+                None => 0,
+                Some(o) => inner.boundaries.partition_point(|b| b.offset <= o),
+            };
+            let start_pos = if idx == 0 { 0 } else { inner.boundaries[idx - 1].pos };
+            if let Some(b) = inner.boundaries.get(idx) {
+                (start_pos, *b)
+            } else if !inner.snapshot_complete {
+                return Ok(ReadOutcome::NotReady);
+            } else if after.is_some_and(|o| inner.end_offset <= o) {
+                return Ok(ReadOutcome::AtHead);
+            } else {
+                if pin && inner.dirty {
+                    // Pin only durable data, and keep boundaries in file order: make everything
+                    // written so far durable first (the writer appends whole units under this
+                    // lock, so the end is always at a unit boundary).
+                    Self::sync_locked(&mut inner, true)?;
+                    self.durable_tx.send_replace(inner.durable_offset);
+                }
+                if after.is_some_and(|o| inner.durable_offset <= o) {
+                    return Ok(ReadOutcome::AtHead);
+                }
+                let b = Boundary {
+                    offset: inner.durable_offset,
+                    pos: inner.durable_pos,
+                    lsn: head_lsn,
+                    flags: BOUNDARY_UP_TO_DATE,
+                };
+                if pin {
+                    let at = (inner.boundaries.len() * BOUNDARY_SIZE) as u64;
+                    inner.chunks.write_all_at(&b.encode(), at)?;
+                    inner.chunks.sync_data()?;
+                    inner.boundaries.push(b);
+                    inner.bytes_since_boundary = 0;
+                }
+                (start_pos, b)
+            }
+        };
+        let inner_log = {
+            let inner = self.inner.lock();
+            inner.log.try_clone()?
+        };
+        let mut buf = vec![0u8; (boundary.pos - start_pos) as usize];
+        inner_log.read_exact_at(&mut buf, start_pos)?;
+        let mut body = Vec::with_capacity(buf.len());
+        let mut count = 0;
+        let mut item_ends = Vec::new();
+        let mut pos = 0;
+        while let Some(r) = decode_record(&buf[pos..]) {
+            pos += r.len;
+            if after.is_some_and(|o| r.offset <= o) {
+                continue;
+            }
+            if count > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(r.json);
+            item_ends.push(body.len());
+            count += 1;
+        }
+        if pos != buf.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "shape log is damaged"));
+        }
+        Ok(ReadOutcome::Data(LogSlice {
+            body,
+            count,
+            item_ends,
+            end: boundary.offset,
+            up_to_date: boundary.up_to_date(),
+            lsn: boundary.lsn,
+        }))
+    }
+
+    /// Reads what follows `after` for live requests (long-poll and SSE): up to the durable head,
+    /// without pinning boundaries (live responses are not cached for long), but never more than
+    /// one chunk at a time.
+    pub fn read_live(&self, after: LogOffset) -> io::Result<ReadOutcome> {
+        let after = after.whole_transaction();
+        let (start_pos, end_pos, end, up_to_date) = {
+            let inner = self.inner.lock();
+            if !inner.snapshot_complete {
+                return Ok(ReadOutcome::NotReady);
+            }
+            if inner.durable_offset <= after {
+                return Ok(ReadOutcome::AtHead);
+            }
+            let idx = inner.boundaries.partition_point(|b| b.offset <= after);
+            let start = if idx == 0 { 0 } else { inner.boundaries[idx - 1].pos };
+            // A reader far behind gets one chunk at a time, so memory stays bounded.
+            match inner.boundaries.get(idx) {
+                Some(b) if b.offset < inner.durable_offset => (start, b.pos, b.offset, false),
+                _ => (start, inner.durable_pos, inner.durable_offset, true),
+            }
+        };
+        let file = self.inner.lock().log.try_clone()?;
+        let mut buf = vec![0u8; (end_pos - start_pos) as usize];
+        file.read_exact_at(&mut buf, start_pos)?;
+        let mut body = Vec::with_capacity(buf.len());
+        let mut count = 0;
+        let mut item_ends = Vec::new();
+        let mut pos = 0;
+        while let Some(r) = decode_record(&buf[pos..]) {
+            pos += r.len;
+            if r.offset <= after {
+                continue;
+            }
+            if count > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(r.json);
+            item_ends.push(body.len());
+            count += 1;
+        }
+        Ok(ReadOutcome::Data(LogSlice { body, count, item_ends, end, up_to_date, lsn: 0 }))
+    }
+}
+
+fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if create_new {
+        o.create(true).truncate(true);
+    }
+    o.open(path)
+}
+
+/// Flushes a directory entry (after creating or renaming files in it).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync dir).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}

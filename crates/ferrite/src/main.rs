@@ -1,0 +1,90 @@
+//! The `ferrite` binary: `serve` against a Postgres, `dev` with a throwaway local one.
+
+mod config;
+mod dev;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Ferrite: a local-first sync engine for PostgreSQL.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve shapes from a Postgres database (wal_level=logical).
+    Serve {
+        /// Config file (default: ./ferrite.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Postgres URL; overrides the config file and FERRITE_DATABASE_URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// HTTP port; overrides the config file.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Shape storage directory; overrides the config file.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run everything locally: a throwaway Postgres with the example schema, and the server.
+    Dev {
+        /// Where the dev Postgres cluster and shape logs live (reused by later runs).
+        #[arg(long, default_value = ".ferrite/dev")]
+        dir: PathBuf,
+        /// HTTP port (a free one is chosen if it is taken).
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// Postgres port for the dev cluster.
+        #[arg(long, default_value_t = 54329)]
+        pg_port: u16,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRITE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve { config, database_url, port, data_dir } => {
+                let mut cfg = config::load(config.as_deref(), std::env::vars())?;
+                if let Some(u) = database_url {
+                    cfg.database_url = u;
+                }
+                if let Some(p) = port {
+                    cfg.port = p;
+                }
+                if let Some(d) = data_dir {
+                    cfg.data_dir = d;
+                }
+                let server = ferrite_server::start(cfg).await?;
+                println!("Ferrite is serving shapes at {}/v1/shape", server.url());
+                wait_for_ctrl_c().await;
+                println!("shutting down");
+                server.shutdown().await;
+                Ok(())
+            }
+            Command::Dev { dir, port, pg_port } => dev::run(&dir, port, pg_port).await,
+        }
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_ctrl_c() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

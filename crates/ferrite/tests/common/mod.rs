@@ -1,0 +1,292 @@
+//! Test support: a throwaway Postgres, a Ferrite server (in-process or as a child process), a
+//! minimal shape reader that materialises rows the way a client does, and SQL oracles.
+#![allow(dead_code)]
+
+use ferrite_pg::cluster::LocalCluster;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A Postgres cluster plus a database for one test.
+pub struct TestDb {
+    pub cluster: LocalCluster,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let cluster = LocalCluster::temporary().expect("start a local Postgres (is postgresql installed?)");
+        let url = cluster.create_database("ferrite_test").expect("create database");
+        TestDb { cluster, url }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        ferrite_pg::connect::connect(&self.url).await.expect("connect")
+    }
+}
+
+/// Server settings tests usually want: small chunks, short long-polls, deletion allowed.
+pub fn test_config(db_url: &str, data_dir: &Path) -> ferrite_server::ServerConfig {
+    ferrite_server::ServerConfig {
+        database_url: db_url.to_string(),
+        data_dir: data_dir.to_path_buf(),
+        port: 0,
+        chunk_bytes: 10_000,
+        long_poll_timeout_ms: 2_000,
+        sse_timeout_secs: 5,
+        allow_shape_deletion: true,
+        ..Default::default()
+    }
+}
+
+/// An in-process server with its own data directory.
+pub struct TestServer {
+    pub server: ferrite_server::RunningServer,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(db: &TestDb) -> TestServer {
+        Self::start_with(db, |_| {}).await
+    }
+
+    pub async fn start_with(db: &TestDb, tweak: impl FnOnce(&mut ferrite_server::ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(&db.url, &dir.path().join("shapes"));
+        tweak(&mut cfg);
+        let server = ferrite_server::start(cfg).await.expect("server starts");
+        let base = server.url();
+        wait_healthy(&base).await;
+        TestServer { server, base, dir }
+    }
+
+    pub fn shape_url(&self) -> String {
+        format!("{}/v1/shape", self.base)
+    }
+}
+
+/// Waits until `/v1/health` says active (replication connected).
+pub async fn wait_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/v1/health")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "server at {base} never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One HTTP response, decoded.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+    }
+}
+
+pub async fn get(url: &str) -> Resp {
+    send(reqwest::Client::new().get(url)).await
+}
+
+pub async fn send(req: reqwest::RequestBuilder) -> Resp {
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp { status, headers, body, text }
+}
+
+/// Materialises a shape from the HTTP stream exactly as a client would.
+pub struct ShapeReader {
+    pub base: String,
+    /// Definition query parameters (table, where, params[n], columns, replica).
+    pub params: Vec<(String, String)>,
+    pub handle: Option<String>,
+    pub offset: String,
+    pub cursor: Option<String>,
+    pub rows: BTreeMap<String, Map<String, Value>>,
+    pub up_to_date: bool,
+    pub refetches: usize,
+    /// Every change message key+offset seen, to detect duplicates.
+    pub seen_ops: Vec<(String, String, String)>,
+}
+
+impl ShapeReader {
+    pub fn new(base: &str, params: &[(&str, &str)]) -> ShapeReader {
+        ShapeReader {
+            base: format!("{base}/v1/shape"),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            handle: None,
+            offset: "-1".into(),
+            cursor: None,
+            rows: BTreeMap::new(),
+            up_to_date: false,
+            refetches: 0,
+            seen_ops: vec![],
+        }
+    }
+
+    fn url(&self, live: bool) -> String {
+        let mut q: Vec<(String, String)> = self.params.clone();
+        q.push(("offset".into(), self.offset.clone()));
+        if let Some(h) = &self.handle {
+            q.push(("handle".into(), h.clone()));
+        }
+        if live {
+            q.push(("live".into(), "true".into()));
+            if let Some(c) = &self.cursor {
+                q.push(("cursor".into(), c.clone()));
+            }
+        }
+        let qs = form_urlencoded_serialize(&q);
+        format!("{}?{qs}", self.base)
+    }
+
+    /// One request; applies its messages. Returns the response.
+    pub async fn step(&mut self, live: bool) -> Resp {
+        let r = get(&self.url(live)).await;
+        match r.status {
+            200 => {
+                self.handle = r.header("electric-handle");
+                if let Some(o) = r.header("electric-offset") {
+                    self.offset = o;
+                }
+                if let Some(c) = r.header("electric-cursor") {
+                    self.cursor = Some(c);
+                }
+                if let Value::Array(msgs) = &r.body {
+                    for m in msgs {
+                        self.apply(m);
+                    }
+                }
+            }
+            409 => {
+                self.refetches += 1;
+                self.handle = r.header("electric-handle");
+                self.offset = "-1".into();
+                self.rows.clear();
+                self.up_to_date = false;
+            }
+            other => panic!("unexpected status {other}: {}", r.text),
+        }
+        r
+    }
+
+    fn apply(&mut self, m: &Value) {
+        let headers = &m["headers"];
+        if headers["control"] == "up-to-date" {
+            self.up_to_date = true;
+            return;
+        }
+        let Some(op) = headers["operation"].as_str() else { return };
+        let key = m["key"].as_str().unwrap_or_default().to_string();
+        let value = m["value"].as_object().cloned().unwrap_or_default();
+        let pos = format!("{}/{}", headers["lsn"].as_str().unwrap_or("snap"), headers["op_position"]);
+        self.seen_ops.push((key.clone(), op.to_string(), pos));
+        match op {
+            "insert" => {
+                assert!(!self.rows.contains_key(&key), "duplicate insert for {key}");
+                self.rows.insert(key, value);
+            }
+            "update" => {
+                let row = self.rows.get_mut(&key).unwrap_or_else(|| panic!("update for unknown row {key}"));
+                for (k, v) in value {
+                    row.insert(k, v);
+                }
+            }
+            "delete" => {
+                assert!(self.rows.remove(&key).is_some(), "delete for unknown row {key}");
+            }
+            other => panic!("unknown operation {other}"),
+        }
+    }
+
+    /// Requests until up-to-date (non-live).
+    pub async fn catch_up(&mut self) {
+        self.up_to_date = false;
+        for _ in 0..10_000 {
+            let r = self.step(false).await;
+            if r.status == 200 && r.header("electric-up-to-date").is_some() {
+                return;
+            }
+        }
+        panic!("never caught up");
+    }
+
+    /// Live requests until the rows satisfy `done` (or the timeout passes).
+    pub async fn live_until(&mut self, timeout: Duration, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "live sync did not converge; rows: {:?}", self.rows.keys().collect::<Vec<_>>());
+            if self.handle.is_none() || !self.up_to_date {
+                self.catch_up().await;
+            } else {
+                self.step(true).await;
+            }
+        }
+    }
+
+    /// Rows as sorted JSON objects (for comparing with an oracle).
+    pub fn sorted_rows(&self) -> Vec<Value> {
+        let mut v: Vec<Value> = self.rows.values().map(|r| Value::Object(r.clone())).collect();
+        v.sort_by_key(|a| a.to_string());
+        v
+    }
+}
+
+pub fn form_urlencoded_serialize(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn pct(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `SELECT` rows as JSON objects with every value as Postgres text (the wire format), sorted.
+pub async fn oracle(client: &tokio_postgres::Client, table: &str, columns: &[&str], where_sql: &str) -> Vec<Value> {
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|c| format!("'{c}', CASE WHEN \"{c}\" IS NULL THEN NULL ELSE concat(\"{c}\") END"))
+        .collect();
+    let sql = format!(
+        "SELECT json_build_object({})::text FROM {table}{}",
+        cols.join(", "),
+        if where_sql.is_empty() { String::new() } else { format!(" WHERE {where_sql}") }
+    );
+    let rows = client.query(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("oracle {sql}: {e}"));
+    let mut v: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap())
+        .collect();
+    v.sort_by_key(|a| a.to_string());
+    v
+}
+
+/// Path of the built `ferrite` binary (integration tests of this crate only).
+pub fn ferrite_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferrite"))
+}

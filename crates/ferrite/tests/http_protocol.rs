@@ -1,0 +1,213 @@
+//! The Electric v1 HTTP contract, request by request, against a real Postgres.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+async fn setup() -> (TestDb, TestServer, tokio_postgres::Client) {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, title text, priority int);
+         INSERT INTO items SELECT g, 'item ' || g, g % 3 FROM generate_series(1, 5) g;",
+    )
+    .await
+    .unwrap();
+    let server = TestServer::start(&db).await;
+    (db, server, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_catch_up_and_live_headers() {
+    let (_db, s, c) = setup().await;
+    let url = s.shape_url();
+
+    let r = get(&format!("{url}?table=items&offset=-1")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let handle = r.header("electric-handle").expect("handle");
+    assert_eq!(r.header("electric-offset").as_deref(), Some("0_0"));
+    assert_eq!(
+        r.header("cache-control").as_deref(),
+        Some("public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746")
+    );
+    assert!(r.header("electric-up-to-date").is_none(), "offset=-1 never carries up-to-date");
+    assert_eq!(r.header("etag").unwrap(), format!("\"{handle}:-1:0_0\""));
+    let schema: serde_json::Value = serde_json::from_str(&r.header("electric-schema").unwrap()).unwrap();
+    assert_eq!(schema["id"], json!({"type": "int4", "pk_index": 0, "not_null": true}));
+    assert_eq!(schema["title"], json!({"type": "text"}));
+    assert!(r.header("electric-server").unwrap().starts_with("Ferrite/"));
+    let msgs = r.body.as_array().unwrap();
+    assert_eq!(msgs.len(), 6, "5 rows + snapshot-end: {}", r.text);
+    assert_eq!(msgs[0]["key"], "\"public\".\"items\"/\"1\"");
+    assert_eq!(msgs[0]["value"], json!({"id": "1", "title": "item 1", "priority": "1"}));
+    assert_eq!(msgs[0]["headers"], json!({"operation": "insert", "relation": ["public", "items"]}));
+    assert_eq!(msgs[5]["headers"]["control"], "snapshot-end");
+
+    let r2 = get(&format!("{url}?table=items&offset=0_0&handle={handle}")).await;
+    assert_eq!(r2.status, 200);
+    assert_eq!(r2.header("electric-offset").as_deref(), Some("0_inf"));
+    assert_eq!(r2.header("electric-up-to-date").as_deref(), Some(""));
+    assert_eq!(r2.header("cache-control").as_deref(), Some("public, max-age=60, stale-while-revalidate=300"));
+    assert_eq!(r2.body[0]["headers"]["control"], "up-to-date");
+    assert!(r2.body[0]["headers"]["global_last_seen_lsn"].is_string());
+
+    // ETag revalidation.
+    let etag = r2.header("etag").unwrap();
+    let r3 = send(reqwest::Client::new().get(format!("{url}?table=items&offset=0_0&handle={handle}")).header("if-none-match", &etag)).await;
+    assert_eq!(r3.status, 304);
+
+    // Live: hold, then answer with the change.
+    let live_url = format!("{url}?table=items&offset=0_inf&handle={handle}&live=true&cursor=1");
+    let waiter = tokio::spawn(async move { get(&live_url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.execute("INSERT INTO items VALUES (6, 'six', 0)", &[]).await.unwrap();
+    let r4 = waiter.await.unwrap();
+    assert_eq!(r4.status, 200, "{}", r4.text);
+    assert_eq!(r4.header("cache-control").as_deref(), Some("public, max-age=5, stale-while-revalidate=5"));
+    let cursor: u64 = r4.header("electric-cursor").unwrap().parse().unwrap();
+    assert!(cursor > 1);
+    assert!(r4.header("electric-schema").is_none(), "no schema on live responses");
+    let change = &r4.body[0];
+    assert_eq!(change["headers"]["operation"], "insert");
+    assert_eq!(change["headers"]["op_position"], 0);
+    assert_eq!(change["headers"]["last"], true);
+    let txid = change["headers"]["txids"][0].as_u64().unwrap();
+    assert!(txid > 0);
+    let offset = r4.header("electric-offset").unwrap();
+    let (lsn, op) = offset.split_once('_').unwrap();
+    assert_eq!(change["headers"]["lsn"], lsn);
+    assert_eq!(op, "0");
+    assert_eq!(r4.body[1]["headers"]["control"], "up-to-date");
+
+    // Live timeout: 200 with only up-to-date, has-data false.
+    let r5 = get(&format!("{url}?table=items&offset={offset}&handle={handle}&live=true&cursor={cursor}")).await;
+    assert_eq!(r5.status, 200);
+    assert_eq!(r5.header("electric-has-data").as_deref(), Some("false"));
+    assert_eq!(r5.body.as_array().unwrap().len(), 1);
+    let next: u64 = r5.header("electric-cursor").unwrap().parse().unwrap();
+    assert!(next > cursor, "cursor strictly increases");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_electric_shaped() {
+    let (_db, s, _c) = setup().await;
+    let url = s.shape_url();
+    let cases: &[(&str, &str, &str)] = &[
+        ("offset=-1", "table", "can't be blank"),
+        ("table=items", "offset", "can't be blank"),
+        ("table=items&offset=1_x", "offset", "has invalid format"),
+        ("table=items&offset=5_0", "handle", "can't be blank when offset != -1"),
+        ("table=items&offset=-1&live=true", "live", "can't be true when offset == -1"),
+        ("table=nope&offset=-1", "table", "Table \"public\".\"nope\" does not exist. If the table name contains capitals or special characters you must quote it."),
+        ("table=a.b.c&offset=-1", "table", "Invalid relation identifier, too many delimiters"),
+        ("table=items&offset=-1&columns=title", "columns", "The list of columns must include all primary key columns, missing: id"),
+        ("table=items&offset=-1&replica=half", "replica", ""),
+    ];
+    for (q, field, msg) in cases {
+        let r = get(&format!("{url}?{q}")).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text);
+        assert_eq!(r.body["message"], "Invalid request", "{q}");
+        let got = r.body["errors"][field][0].as_str().unwrap_or_else(|| panic!("{q}: no errors.{field} in {}", r.text));
+        if !msg.is_empty() {
+            assert_eq!(got, *msg, "{q}");
+        }
+        assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    }
+    let r = get(&format!("{url}?table=items&offset=-1&where=id%20%3D%3D%201")).await;
+    assert_eq!(r.status, 400);
+    let m = r.body["errors"]["where"][0].as_str().unwrap();
+    assert!(m.starts_with("At location"), "{m}");
+    let r = get(&format!("{url}?table=items&offset=-1&where=id%20%3D%20%242")).await;
+    assert_eq!(r.status, 400, "missing param: {}", r.text);
+
+    // Unknown handle → 409 with the current handle for the definition.
+    let r = get(&format!("{url}?table=items&offset=0_0&handle=123-456")).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.body, json!([{"headers": {"control": "must-refetch"}}]));
+    assert!(r.header("electric-handle").is_some());
+    assert_eq!(r.header("cache-control").as_deref(), Some("public, max-age=60, must-revalidate"));
+
+    // Routes and preflight.
+    assert_eq!(get(&format!("{}/nope", s.base)).await.status, 404);
+    let health = get(&format!("{}/v1/health", s.base)).await;
+    assert_eq!(health.body, json!({"status": "active"}));
+    let opt = send(
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", "http://app.example")
+            .header("access-control-request-headers", "if-none-match, authorization, x-evil"),
+    )
+    .await;
+    assert_eq!(opt.status, 204);
+    assert_eq!(opt.header("access-control-allow-origin").as_deref(), Some("http://app.example"));
+    assert_eq!(opt.header("access-control-allow-headers").as_deref(), Some("if-none-match, authorization"));
+    assert!(opt.header("access-control-expose-headers").unwrap().contains("electric-offset"));
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ferrite_replication_confirmed_lsn"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_delete_and_subset() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE items (id int PRIMARY KEY, grp text); INSERT INTO items SELECT g, CASE WHEN g % 2 = 0 THEN 'even' ELSE 'odd' END FROM generate_series(1, 10) g;").await.unwrap();
+    let s = TestServer::start_with(&db, |c| c.secret = Some("s3cret".into())).await;
+    let url = s.shape_url();
+    let r = get(&format!("{url}?table=items&offset=-1")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body, json!({"message": "Unauthorized - Invalid API secret"}));
+    let r = get(&format!("{url}?table=items&offset=-1&secret=s3cret")).await;
+    assert_eq!(r.status, 200);
+    let handle = r.header("electric-handle").unwrap();
+
+    // Subset snapshot via GET and POST.
+    let r = get(&format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret&subset__where=grp%20%3D%20%241&subset__params=%7B%221%22%3A%22even%22%7D&subset__order_by=id%20DESC&subset__limit=2")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("electric-snapshot").as_deref(), Some("true"));
+    let ids: Vec<&str> = r.body["data"].as_array().unwrap().iter().map(|m| m["value"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["10", "8"]);
+    assert!(r.body["metadata"]["xmin"].is_string());
+    assert!(r.body["data"][0]["headers"]["snapshot_mark"].is_number());
+    let post = send(
+        reqwest::Client::new()
+            .post(format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret"))
+            .body(r#"{"where":"id <= $1","params":{"1":"3"},"order_by":"id"}"#),
+    )
+    .await;
+    assert_eq!(post.status, 200, "{}", post.text);
+    assert_eq!(post.body["data"].as_array().unwrap().len(), 3);
+    let bad = send(reqwest::Client::new().post(format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret")).body("[1]")).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.body, json!({"error": "Request body must be a JSON object"}));
+    let big = send(reqwest::Client::new().post(format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret")).body(vec![b' '; 2 * 1024 * 1024])).await;
+    assert_eq!(big.status, 413);
+
+    // DELETE rotates: the old handle now gets 409 and a new handle.
+    let del = send(reqwest::Client::new().delete(format!("{url}?handle={handle}&secret=s3cret"))).await;
+    assert_eq!(del.status, 202);
+    let r = get(&format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret")).await;
+    assert_eq!(r.status, 409);
+    let new_handle = r.header("electric-handle").unwrap();
+    assert_ne!(new_handle, handle);
+    let missing = send(reqwest::Client::new().delete(format!("{url}?handle=1-1&secret=s3cret"))).await;
+    assert_eq!(missing.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_disabled_and_offset_now() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1);").await.unwrap();
+    let s = TestServer::start_with(&db, |c| c.allow_shape_deletion = false).await;
+    let url = s.shape_url();
+    let del = send(reqwest::Client::new().delete(format!("{url}?table=items"))).await;
+    assert_eq!(del.status, 405);
+    assert_eq!(del.body, json!({"message": "DELETE not allowed"}));
+    let now = get(&format!("{url}?table=items&offset=now")).await;
+    assert_eq!(now.status, 200, "{}", now.text);
+    assert_eq!(now.header("electric-offset").as_deref(), Some("0_inf"));
+    assert_eq!(now.header("electric-has-data").as_deref(), Some("false"));
+    assert_eq!(now.body.as_array().unwrap().len(), 1);
+    assert_eq!(now.body[0]["headers"]["control"], "up-to-date");
+}
