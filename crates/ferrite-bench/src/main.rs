@@ -408,6 +408,27 @@ async fn rss(clients: usize) -> Result<()> {
         starts.push(catch_up(&http, &shape_url, &format!("table=live&where=room%20%3D%20{room}")).await?);
     }
     let idle_rss = rss_kib(child.id())?;
+    // Memory per idle shape: create many more shapes and divide the growth.
+    const IDLE_SHAPES: usize = 1000;
+    let mut creations = vec![];
+    for i in 0..IDLE_SHAPES {
+        let (http, shape_url) = (http.clone(), shape_url.clone());
+        creations.push(tokio::spawn(async move {
+            catch_up(&http, &shape_url, &format!("table=live&where=room%20%3D%20{}", 1000 + i)).await
+        }));
+    }
+    for c in creations {
+        c.await??;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_idle = rss_kib(child.id())?;
+    println!(
+        "rss: {IDLE_SHAPES} extra idle shapes add {:.1} KiB each (server RSS {:.1} → {:.1} MiB)",
+        (with_idle.saturating_sub(idle_rss)) as f64 / IDLE_SHAPES as f64,
+        idle_rss as f64 / 1024.0,
+        with_idle as f64 / 1024.0
+    );
+    let idle_rss = with_idle;
     let mut tasks = vec![];
     for c in 0..clients {
         let room = c % SHAPES;
@@ -432,7 +453,7 @@ async fn rss(clients: usize) -> Result<()> {
     }
     let busy_rss = rss_kib(child.id())?;
     println!(
-        "rss: {waiting} concurrent live long-poll clients on {SHAPES} shapes: server RSS {:.1} MiB (idle with the shapes: {:.1} MiB)",
+        "rss: {waiting} concurrent live long-poll clients on {SHAPES} shapes: server RSS {:.1} MiB (before the clients: {:.1} MiB)",
         busy_rss as f64 / 1024.0,
         idle_rss as f64 / 1024.0
     );

@@ -1,1 +1,25 @@
-//! placeholder
+//! Postgres I/O for Ferrite.
+//!
+//! Everything that talks to Postgres lives here, so the rest of Ferrite deals in plain data
+//! ([`ferrite_core::schema::TableSchema`], [`replication::Transaction`]):
+//!
+//! - [`connect`]: ordinary connections with the session settings that make Postgres text output
+//!   match what logical replication sends (reference §3.4).
+//! - [`introspect`]: table schemas from the catalog.
+//! - [`replication`]: slot/publication setup, the walsender protocol, pgoutput decoding and the
+//!   transaction stream with durable-position acknowledgement.
+//! - [`cluster`]: throwaway/dev clusters from the local PostgreSQL binaries, for tests and
+//!   `ferrite dev`.
+//! - [`error`]: [`PgError`], which keeps Postgres's message and SQLSTATE.
+//!
+//! Connections do not use TLS.
+
+#![warn(missing_docs)]
+
+pub mod cluster;
+pub mod connect;
+pub mod error;
+pub mod introspect;
+pub mod replication;
+
+pub use error::PgError;

@@ -1,1 +1,181 @@
-//! Where clauses (being written).
+//! Shape where clauses: parsed with libpg_query exactly as Electric does (`SELECT 1 WHERE <sql>`),
+//! typed against the table with Postgres' rules, evaluated in Rust on replicated rows, and printed
+//! back as parameterised SQL for snapshot queries.
+//!
+//! The evaluator must agree with Postgres on every row, because a shape's initial snapshot is
+//! computed by Postgres (from [`WhereClause::to_sql`]) and its changes by [`WhereClause::matches`].
+//! So anything that cannot be evaluated exactly like Postgres is refused when compiling
+//! ([`WhereError`]), and values that cannot be handled at run time give an [`EvalError`], never a
+//! guess. Strings are compared with the `C` collation; `to_sql` says so explicitly. Where Postgres
+//! leaves evaluation order open (the planner reorders AND/OR arguments and folds strict operators
+//! applied to a NULL constant), we take the outcome that avoids an error: a decisive AND/OR argument
+//! wins over a failing one.
+//!
+//! Layout: [`syntax`] runs the parser, [`parse`] types the tree into [`expr`] nodes using
+//! [`types`], [`value`] (with [`numeric`], [`float`], [`datetime`], [`array`]) reads and writes
+//! Postgres text, [`eval`] (with [`like`]) evaluates, [`sql`] prints, [`index`] extracts the
+//! router's equality terms.
+
+mod array;
+mod datetime;
+mod eval;
+mod expr;
+mod float;
+mod index;
+mod like;
+mod numeric;
+mod parse;
+mod sql;
+mod syntax;
+mod types;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use crate::schema::TableSchema;
+use std::collections::BTreeMap;
+
+/// Why a where clause (or its params) was rejected. `Display` is the message for the HTTP client;
+/// [`WhereError::field`] says which request field it belongs to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WhereError {
+    /// libpg_query could not parse it: `At location N: syntax error at or near "x"`.
+    #[error("{0}")]
+    Syntax(String),
+    /// A column name that is not in the table.
+    #[error("Unknown reference \"{0}\"")]
+    UnknownColumn(String),
+    /// A construct, function, operator or type we do not evaluate (subqueries, `now()`, jsonb...).
+    #[error("{0}")]
+    Unsupported(String),
+    /// No operator for these operand types, as Postgres would say.
+    #[error("operator does not exist: {0}")]
+    NoOperator(String),
+    /// Other typing errors (non-boolean WHERE, unmatched types, unknown function signature).
+    #[error("{0}")]
+    Type(String),
+    /// A literal that does not read as the type its context gives it.
+    #[error("{0}")]
+    InvalidLiteral(String),
+    /// A constant part of the expression fails to evaluate (e.g. `1/0`).
+    #[error("{0}")]
+    Eval(String),
+    /// `$n` is used but `params` has no value for it.
+    #[error("Parameter ${0} was not provided")]
+    MissingParam(i32),
+    /// A param value does not read as the type its context gives it.
+    #[error("Parameter ${param}: {message}")]
+    InvalidParam {
+        /// The param number.
+        param: u32,
+        /// Why it does not parse.
+        message: String,
+    },
+}
+
+impl WhereError {
+    /// The request field at fault: `"params"` for missing or malformed param values, else `"where"`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            WhereError::MissingParam(_) | WhereError::InvalidParam { .. } => "params",
+            _ => "where",
+        }
+    }
+}
+
+/// Why a row could not be evaluated. Postgres would raise an error for the same row, so callers
+/// treat the row as not matching (and may log it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// A column value is not valid text for its type.
+    #[error("column \"{column}\": {message}")]
+    BadColumnValue {
+        /// Column name.
+        column: String,
+        /// Why the value does not parse.
+        message: String,
+    },
+    /// The row has fewer values than the table has columns.
+    #[error("row has no value for column \"{0}\"")]
+    MissingColumn(String),
+    /// Text that does not parse as the type it is cast to.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Integer/float/date overflow and similar range errors.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Division or modulo by zero.
+    #[error("division by zero")]
+    DivisionByZero,
+    /// A value outside what this evaluator represents exactly (e.g. numeric beyond 38 digits).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A compiled where clause: a typed expression over the columns of one table.
+#[derive(Debug, Clone)]
+pub struct WhereClause {
+    expr: expr::Expr,
+    column_names: Vec<String>,
+    column_types: Vec<types::Ty>,
+}
+
+impl WhereClause {
+    /// Parses `sql` with libpg_query (as `SELECT 1 WHERE <sql>`), resolves columns against
+    /// `table`, type-checks with Postgres' rules and binds `params` (`"1"` → `$1`, ...) as typed
+    /// values (never as SQL text). Constant subexpressions are evaluated here, so their errors
+    /// surface now.
+    pub fn compile(
+        sql: &str,
+        params: &BTreeMap<String, String>,
+        table: &TableSchema,
+    ) -> Result<WhereClause, WhereError> {
+        let node = syntax::parse_where(sql)?;
+        let compiler = parse::Compiler { table, params };
+        let expr = compiler.compile(&node)?;
+        Ok(WhereClause {
+            expr,
+            column_names: table.columns.iter().map(|c| c.name.clone()).collect(),
+            column_types: table.columns.iter().map(types::Ty::of_column).collect(),
+        })
+    }
+
+    /// Whether `row` (Postgres text values aligned with the table's columns) satisfies the clause.
+    /// A NULL (unknown) result does not match, as in a SQL `WHERE`.
+    pub fn matches(&self, row: &[Option<String>]) -> Result<bool, EvalError> {
+        let r = eval::Row {
+            values: row,
+            names: &self.column_names,
+        };
+        Ok(eval::eval(&self.expr, &r)? == value::Value::Bool(true))
+    }
+
+    /// The clause as SQL for Postgres, with every constant as a bound parameter
+    /// `($<first_param + i>::text)::<type>`, e.g. `("status" = ($3::text)::text)`. Returns the
+    /// SQL and the parameter values as text (`None` = NULL), in order.
+    pub fn to_sql(&self, first_param: usize) -> (String, Vec<Option<String>>) {
+        let mut p = sql::Printer::new(&self.column_names, first_param);
+        p.expr(&self.expr);
+        (p.out, p.params)
+    }
+
+    /// Indexes of the columns the clause reads, ascending, without duplicates.
+    pub fn referenced_columns(&self) -> Vec<usize> {
+        let mut cols = Vec::new();
+        self.expr.collect_columns(&mut cols);
+        cols.sort_unstable();
+        cols.dedup();
+        cols
+    }
+
+    /// For the router's equality index: among the top-level AND conjuncts (or the whole clause)
+    /// of the form `col = const` (either side), `col IN (consts)` or `col = ANY(const array)`,
+    /// on a column whose text form is exactly computable (int2/int4/int8, text/varchar/name,
+    /// uuid, bool, enum), the one with the fewest values, as `(column index, texts)`. A row can
+    /// only match if its text value for that column is one of the texts (bool gives both `t`/
+    /// `true` spellings). An empty list means no row can match.
+    pub fn equality_index_term(&self) -> Option<(usize, Vec<String>)> {
+        index::equality_term(&self.expr, &self.column_types)
+    }
+}

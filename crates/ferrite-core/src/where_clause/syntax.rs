@@ -1,0 +1,126 @@
+//! Running libpg_query on `SELECT 1 WHERE <where>` and turning its errors into Electric's
+//! `At location N: <message>` form.
+//!
+//! The `pg_query` crate drops the error position, so on a parse error we ask libpg_query (linked
+//! by that crate) once more through its C API, which reports `cursorpos`.
+
+use super::WhereError;
+use pg_query::protobuf::node::Node as N;
+use pg_query::protobuf::{Node, SetOperation};
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int};
+
+/// The text the where clause is embedded in; error positions are reported relative to the end
+/// of it, as Electric does.
+pub(crate) const PREFIX: &str = "SELECT 1 WHERE ";
+
+/// `PgQueryError` from libpg_query's `pg_query.h`.
+#[repr(C)]
+struct PgQueryError {
+    message: *mut c_char,
+    funcname: *mut c_char,
+    filename: *mut c_char,
+    lineno: c_int,
+    cursorpos: c_int,
+    context: *mut c_char,
+}
+
+/// `PgQueryParseResult` from libpg_query's `pg_query.h`.
+#[repr(C)]
+struct PgQueryParseResult {
+    parse_tree: *mut c_char,
+    stderr_buffer: *mut c_char,
+    error: *mut PgQueryError,
+}
+
+extern "C" {
+    fn pg_query_parse(input: *const c_char) -> PgQueryParseResult;
+    fn pg_query_free_parse_result(result: PgQueryParseResult);
+}
+
+/// Parses `query` with libpg_query's C API only to learn the error message and its 1-based
+/// character position; `None` if it parses.
+fn parse_error_position(query: &str) -> Option<(String, i32)> {
+    let c = CString::new(query).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; the result is read
+    // only through the pointers libpg_query documents (checked for NULL) and freed exactly once
+    // with the matching free function.
+    unsafe {
+        let result = pg_query_parse(c.as_ptr());
+        let out = if result.error.is_null() {
+            None
+        } else {
+            let err = &*result.error;
+            let message = if err.message.is_null() {
+                String::from("syntax error")
+            } else {
+                CStr::from_ptr(err.message).to_string_lossy().into_owned()
+            };
+            Some((message, err.cursorpos))
+        };
+        pg_query_free_parse_result(result);
+        out
+    }
+}
+
+/// Parses the where clause and returns its expression node.
+pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
+    if sql.contains('\0') {
+        return Err(WhereError::Syntax(
+            "invalid where clause: it contains a NUL character".into(),
+        ));
+    }
+    let full = format!("{PREFIX}{sql}");
+    let parsed = match pg_query::parse(&full, 0) {
+        Ok(p) => p,
+        Err(pg_query::Error::Parse(message)) => {
+            let (message, cursor) = parse_error_position(&full).unwrap_or((message, 0));
+            let location = cursor - PREFIX.chars().count() as i32;
+            return Err(WhereError::Syntax(if cursor > 0 {
+                format!("At location {location}: {message}")
+            } else {
+                message
+            }));
+        }
+        // The parse tree crosses from C as protobuf, whose decoder limits nesting depth.
+        Err(pg_query::Error::Decode(_)) => {
+            return Err(WhereError::Unsupported(
+                "unsupported where clause: expressions nested this deeply are not supported".into(),
+            ))
+        }
+        Err(other) => return Err(WhereError::Syntax(other.to_string())),
+    };
+    let single = || {
+        WhereError::Unsupported(
+            "unsupported where clause: it must be a single boolean expression".into(),
+        )
+    };
+    let stmts = &parsed.protobuf.stmts;
+    if stmts.len() != 1 {
+        return Err(single());
+    }
+    let Some(N::SelectStmt(sel)) = stmts[0].stmt.as_ref().and_then(|s| s.node.as_ref()) else {
+        return Err(single());
+    };
+    let plain = sel.distinct_clause.is_empty()
+        && sel.into_clause.is_none()
+        && sel.target_list.len() == 1
+        && sel.from_clause.is_empty()
+        && sel.group_clause.is_empty()
+        && sel.having_clause.is_none()
+        && sel.window_clause.is_empty()
+        && sel.values_lists.is_empty()
+        && sel.sort_clause.is_empty()
+        && sel.limit_offset.is_none()
+        && sel.limit_count.is_none()
+        && sel.locking_clause.is_empty()
+        && sel.with_clause.is_none()
+        && sel.op == SetOperation::SetopNone as i32;
+    if !plain {
+        return Err(single());
+    }
+    match &sel.where_clause {
+        Some(w) => Ok((**w).clone()),
+        None => Err(single()),
+    }
+}
