@@ -240,6 +240,10 @@ test('bad requests get Electric-style 400s', async () => {
     assert.equal(body.message, 'Invalid request')
     assert.ok(body.errors[field], `${q}: errors.${field} in ${JSON.stringify(body)}`)
   }
-  const stream = new ShapeStream({ url: SHAPE_URL, params: { table: 'no_such_table' }, onError: () => {} })
-  await waitFor('client surfaces the 400', () => stream.error instanceof FetchError && stream.error.status === 400)
+  // The stream only starts once something subscribes; a 400 is not retried and reaches onError.
+  let seen
+  const stream = new ShapeStream({ url: SHAPE_URL, params: { table: 'no_such_table' }, onError: (e) => { seen = e } })
+  stream.subscribe(() => {}, () => {})
+  await waitFor('client surfaces the 400', () => seen instanceof FetchError && seen.status === 400 && stream.error === seen)
+  assert.match(JSON.stringify(seen.json), /does not exist/)
 })

@@ -19,7 +19,8 @@ async fn official_electric_client_works_unchanged() {
     let url = db.url.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .args(["--test", "--test-reporter=spec", "compat.test.mjs"])
+            // `--test-force-exit`: the client library keeps a 60 s localStorage-save timer alive.
+            .args(["--test", "--test-force-exit", "--test-reporter=spec", "compat.test.mjs"])
             .current_dir(&compat)
             .env("FERRITE_URL", base)
             .env("DATABASE_URL", url)

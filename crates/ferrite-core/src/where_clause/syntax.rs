@@ -75,9 +75,10 @@ pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
         Ok(p) => p,
         Err(pg_query::Error::Parse(message)) => {
             let (message, cursor) = parse_error_position(&full).unwrap_or((message, 0));
-            let location = cursor - PREFIX.chars().count() as i32;
+            // Like Electric, the location counts characters of the whole
+            // `SELECT 1 WHERE <where>` statement that was parsed.
             return Err(WhereError::Syntax(if cursor > 0 {
-                format!("At location {location}: {message}")
+                format!("At location {cursor}: {message}")
             } else {
                 message
             }));

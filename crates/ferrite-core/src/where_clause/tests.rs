@@ -125,29 +125,29 @@ fn check_all(cases: &[Case<'_>]) {
 // Parsing and errors
 
 #[test]
-fn syntax_errors_report_location_in_the_where_string() {
+fn syntax_errors_report_location_in_the_parsed_statement() {
     let e = compile_err("i4 = 1 x");
     assert_eq!(
         e.to_string(),
-        "At location 8: syntax error at or near \"x\""
+        "At location 23: syntax error at or near \"x\""
     );
     assert_eq!(e.field(), "where");
     assert_eq!(
         compile_err("i4 =").to_string(),
-        "At location 5: syntax error at end of input"
+        "At location 20: syntax error at end of input"
     );
     assert_eq!(
         compile_err("true) or (true").to_string(),
-        "At location 5: syntax error at or near \")\""
+        "At location 20: syntax error at or near \")\""
     );
     // Characters, not bytes.
     assert_eq!(
         compile_err("t = 'é' x").to_string(),
-        "At location 9: syntax error at or near \"x\""
+        "At location 24: syntax error at or near \"x\""
     );
     assert_eq!(
         compile_err("t = 'abc").to_string(),
-        "At location 5: unterminated quoted string at or near \"'abc\""
+        "At location 20: unterminated quoted string at or near \"'abc\""
     );
     assert!(matches!(compile_err(""), WhereError::Syntax(_)));
     assert!(matches!(compile_err("a\0b"), WhereError::Syntax(_)));

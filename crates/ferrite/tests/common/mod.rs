@@ -290,3 +290,19 @@ pub async fn oracle(client: &tokio_postgres::Client, table: &str, columns: &[&st
 pub fn ferrite_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferrite"))
 }
+
+/// Asserts two sorted row lists are equal, printing only the differing rows (capped) on failure.
+pub fn assert_same_rows(got: &[Value], expected: &[Value], context: &str) {
+    if got == expected {
+        return;
+    }
+    let g: std::collections::BTreeSet<String> = got.iter().map(|v| v.to_string()).collect();
+    let e: std::collections::BTreeSet<String> = expected.iter().map(|v| v.to_string()).collect();
+    let extra: Vec<&String> = g.difference(&e).take(10).collect();
+    let missing: Vec<&String> = e.difference(&g).take(10).collect();
+    panic!(
+        "{context}: got {} rows, expected {}; extra (first 10): {extra:?}; missing (first 10): {missing:?}",
+        got.len(),
+        expected.len()
+    );
+}
