@@ -33,7 +33,12 @@ enum Bench {
     Latency {
         #[arg(long, default_value_t = 1000)]
         clients: usize,
-        #[arg(long, default_value_t = 200)]
+        /// Shapes the clients are spread over (each write reaches clients/shapes of them).
+        /// Default: two figures, with 1,000 and with 10 shapes.
+        #[arg(long)]
+        shapes: Option<usize>,
+        /// Measured writes, one every 20 ms (after 50 unmeasured warm-up writes).
+        #[arg(long, default_value_t = 1000)]
         writes: usize,
     },
     /// Initial snapshot and catch-up serving rates for a large shape.
@@ -58,12 +63,18 @@ fn main() -> Result<()> {
         println!("machine: {} cores, {}", num_cpus(), mem_total());
         match cli.bench.clone() {
             Bench::Routing { changes } => routing(changes, cli.runs).await,
-            Bench::Latency { clients, writes } => latency(clients, writes, cli.runs).await,
+            Bench::Latency { clients, writes, shapes } => {
+                for rooms in shapes.map(|s| vec![s]).unwrap_or(vec![1000, 10]) {
+                    latency(clients, rooms, writes, cli.runs).await?;
+                }
+                Ok(())
+            }
             Bench::Snapshot { rows } => snapshot(rows, cli.runs).await,
             Bench::Rss { clients } => rss(clients).await,
             Bench::All => {
                 routing(200_000, cli.runs).await?;
-                latency(1000, 200, cli.runs).await?;
+                latency(1000, 1000, 1000, cli.runs).await?;
+                latency(1000, 10, 1000, cli.runs).await?;
                 snapshot(1_000_000, cli.runs).await?;
                 rss(10_000).await
             }
@@ -213,25 +224,24 @@ async fn routing_once(shapes: u64, changes: u64) -> Result<f64> {
     Ok(changes as f64 / secs)
 }
 
-async fn latency(clients: usize, writes: usize, runs: usize) -> Result<()> {
+async fn latency(clients: usize, rooms: usize, writes: usize, runs: usize) -> Result<()> {
     let mut p50s = (vec![], vec![]);
     let mut p99s = (vec![], vec![]);
     for _ in 0..runs {
-        let (engine, total) = latency_once(clients, writes).await?;
+        let (engine, total) = latency_once(clients, rooms, writes).await?;
         p50s.0.push(percentile(&engine, 0.5));
         p99s.0.push(percentile(&engine, 0.99));
         p50s.1.push(percentile(&total, 0.5));
         p99s.1.push(percentile(&total, 0.99));
     }
     println!(
-        "latency: {clients} live long-poll clients, {writes} single-row writes: engine-added p50 {:.2} ms, p99 {:.2} ms; total write→client p50 {:.2} ms, p99 {:.2} ms (medians of {runs})",
-        median(p50s.0), median(p99s.0), median(p50s.1), median(p99s.1)
+        "latency: {clients} live long-poll clients on {rooms} shapes ({} per write), {writes} single-row writes: engine-added p50 {:.2} ms, p99 {:.2} ms; total write→client p50 {:.2} ms, p99 {:.2} ms (medians of {runs})",
+        clients / rooms, median(p50s.0), median(p99s.0), median(p50s.1), median(p99s.1)
     );
     Ok(())
 }
 
-async fn latency_once(clients: usize, writes: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-    const ROOMS: usize = 10;
+async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     let env = env().await?;
     let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
     pg.batch_execute("CREATE TABLE lat (id bigint PRIMARY KEY, room int NOT NULL)").await?;
@@ -244,12 +254,12 @@ async fn latency_once(clients: usize, writes: usize) -> Result<(Vec<f64>, Vec<f6
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut handles = vec![];
     let mut starts = vec![];
-    for room in 0..ROOMS {
+    for room in 0..rooms {
         starts.push(catch_up(&http, &shape_url, &format!("table=lat&where=room%20%3D%20{room}")).await?);
     }
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for c in 0..clients {
-        let room = c % ROOMS;
+        let room = c % rooms;
         let (handle, offset, _) = starts[room].clone();
         let (http, shape_url, sent, samples, stop, state, ready) =
             (http.clone(), shape_url.clone(), sent.clone(), samples.clone(), stop.clone(), server.state.clone(), ready.clone());
@@ -270,9 +280,12 @@ async fn latency_once(clients: usize, writes: usize) -> Result<(Vec<f64>, Vec<f6
                     offset = o;
                 }
                 cursor = h("electric-cursor").unwrap_or_default();
-                let Ok(body) = r.json::<serde_json::Value>().await else { continue };
-                for m in body.as_array().into_iter().flatten() {
-                    let (Some(id), Some(lsn)) = (m["value"]["id"].as_str(), m["headers"]["lsn"].as_str()) else { continue };
+                // Decode only the fields needed: the load generator shares the machine's two
+                // cores with the server, so its own cost shows up in the figures.
+                let Ok(bytes) = r.bytes().await else { continue };
+                let Ok(msgs) = serde_json::from_slice::<Vec<LiveMessage>>(&bytes) else { continue };
+                for m in msgs {
+                    let (Some(id), Some(lsn)) = (m.value.and_then(|v| v.id), m.headers.lsn) else { continue };
                     let (Ok(id), Ok(lsn)) = (id.parse::<u64>(), lsn.parse::<u64>()) else { continue };
                     if let Some(t0) = sent.get(id) {
                         let total = got.duration_since(t0).as_secs_f64() * 1000.0;
@@ -291,13 +304,17 @@ async fn latency_once(clients: usize, writes: usize) -> Result<(Vec<f64>, Vec<f6
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for i in 0..writes {
+    // The first writes warm caches and connections and are not measured.
+    const WARMUP: usize = 50;
+    for i in 0..WARMUP + writes {
         let id = i as u64 + 1;
-        sent.put(id, Instant::now());
-        pg.execute("INSERT INTO lat VALUES ($1, $2)", &[&(id as i64), &((i % ROOMS) as i32)]).await?;
+        if i >= WARMUP {
+            sent.put(id, Instant::now());
+        }
+        pg.execute("INSERT INTO lat VALUES ($1, $2)", &[&(id as i64), &((i % rooms) as i32)]).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let expected = writes * clients / ROOMS;
+    let expected = writes * clients / rooms;
     let deadline = Instant::now() + Duration::from_secs(30);
     while samples.lock().unwrap().1.len() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -314,6 +331,23 @@ async fn latency_once(clients: usize, writes: usize) -> Result<(Vec<f64>, Vec<f6
     engine.sort_by(|a, b| a.total_cmp(b));
     total.sort_by(|a, b| a.total_cmp(b));
     Ok((engine, total))
+}
+
+/// The parts of a live message the latency benchmark reads.
+#[derive(serde::Deserialize)]
+struct LiveMessage {
+    headers: LiveHeaders,
+    value: Option<LiveValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiveHeaders {
+    lsn: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiveValue {
+    id: Option<String>,
 }
 
 /// A tiny id → instant map shared by the writer and the clients.
@@ -390,7 +424,7 @@ async fn rss(clients: usize) -> Result<()> {
         return Err(anyhow!("{} not found: build it with `cargo build --release -p ferrite`", bin.display()));
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut child = std::process::Command::new(&bin)
+    let child = std::process::Command::new(&bin)
         .args(["serve", "--port", &port.to_string(), "--data-dir"])
         .arg(env.dir.path().join("rss"))
         .env("DATABASE_URL", &env.url)
@@ -399,6 +433,7 @@ async fn rss(clients: usize) -> Result<()> {
         .env("FERRITE_LONG_POLL_TIMEOUT_MS", "60000")
         .spawn()
         .context("spawn ferrite serve")?;
+    let child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base).await?;
     let shape_url = format!("{base}/v1/shape");
@@ -407,21 +442,24 @@ async fn rss(clients: usize) -> Result<()> {
     for room in 0..SHAPES {
         starts.push(catch_up(&http, &shape_url, &format!("table=live&where=room%20%3D%20{room}")).await?);
     }
-    let idle_rss = rss_kib(child.id())?;
+    let idle_rss = rss_kib(child.0.id())?;
     // Memory per idle shape: create many more shapes and divide the growth.
     const IDLE_SHAPES: usize = 1000;
-    let mut creations = vec![];
-    for i in 0..IDLE_SHAPES {
-        let (http, shape_url) = (http.clone(), shape_url.clone());
-        creations.push(tokio::spawn(async move {
-            catch_up(&http, &shape_url, &format!("table=live&where=room%20%3D%20{}", 1000 + i)).await
-        }));
-    }
-    for c in creations {
-        c.await??;
+    // In waves that stay under the server's initial-request admission limit.
+    for wave in (0..IDLE_SHAPES).collect::<Vec<_>>().chunks(100) {
+        let mut creations = vec![];
+        for &i in wave {
+            let (http, shape_url) = (http.clone(), shape_url.clone());
+            creations.push(tokio::spawn(async move {
+                catch_up(&http, &shape_url, &format!("table=live&where=room%20%3D%20{}", 1000 + i)).await
+            }));
+        }
+        for c in creations {
+            c.await??;
+        }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let with_idle = rss_kib(child.id())?;
+    let with_idle = rss_kib(child.0.id())?;
     println!(
         "rss: {IDLE_SHAPES} extra idle shapes add {:.1} KiB each (server RSS {:.1} → {:.1} MiB)",
         (with_idle.saturating_sub(idle_rss)) as f64 / IDLE_SHAPES as f64,
@@ -451,7 +489,7 @@ async fn rss(clients: usize) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let busy_rss = rss_kib(child.id())?;
+    let busy_rss = rss_kib(child.0.id())?;
     println!(
         "rss: {waiting} concurrent live long-poll clients on {SHAPES} shapes: server RSS {:.1} MiB (before the clients: {:.1} MiB)",
         busy_rss as f64 / 1024.0,
@@ -460,9 +498,18 @@ async fn rss(clients: usize) -> Result<()> {
     for t in tasks {
         t.abort();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     Ok(())
+}
+
+/// The server process under measurement; killed however the benchmark ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {

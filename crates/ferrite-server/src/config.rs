@@ -50,6 +50,12 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Initial snapshots running at once.
     pub snapshot_concurrency: usize,
+    /// Seconds a client may take to send a request's headers (or its body) before the
+    /// connection is closed: slow or abandoned clients cannot hold connections open.
+    pub request_read_timeout_secs: u64,
+    /// Seconds a streaming (SSE) client may go without reading what it was sent before the
+    /// stream is closed, so a stalled reader holds no server memory or task.
+    pub slow_client_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +81,8 @@ impl Default for ServerConfig {
             allow_shape_deletion: false,
             max_request_bytes: 1024 * 1024,
             snapshot_concurrency: 4,
+            request_read_timeout_secs: 10,
+            slow_client_timeout_secs: 30,
         }
     }
 }
@@ -90,6 +98,12 @@ impl ServerConfig {
         }
         if self.max_shapes == 0 {
             return Err("max_shapes must be at least 1".into());
+        }
+        if self.request_read_timeout_secs == 0 {
+            return Err("request_read_timeout_secs must be at least 1".into());
+        }
+        if self.slow_client_timeout_secs == 0 {
+            return Err("slow_client_timeout_secs must be at least 1".into());
         }
         if self.sse_timeout_secs < 2 {
             return Err("sse_timeout_secs must be at least 2".into());

@@ -79,18 +79,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         tokio::spawn(crate::replication::run(state.clone())),
         tokio::spawn(maintenance(state.clone())),
     ];
-    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
     let app = crate::http::router(state.clone());
-    let http = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|v| *v).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let header_timeout = Duration::from_secs(state.config.request_read_timeout_secs);
+    let http = tokio::spawn(crate::http::listener::serve(listener, app, header_timeout, rx));
     tracing::info!(%addr, "listening");
     Ok(RunningServer { addr, state, tasks, shutdown, http })
 }

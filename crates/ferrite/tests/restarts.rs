@@ -10,8 +10,25 @@ use std::time::Duration;
 
 const COLS: &[&str] = &["id", "grp", "n"];
 
-fn spawn_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(ferrite_bin())
+/// A server child process, killed (SIGKILL) when dropped so a failing test leaves none behind.
+struct ServerProcess(Child);
+
+impl ServerProcess {
+    fn kill_9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> ServerProcess {
+    ServerProcess(Command::new(ferrite_bin())
         .args(["serve", "--port", &port.to_string(), "--data-dir"])
         .arg(data_dir)
         .env("DATABASE_URL", db_url)
@@ -21,7 +38,7 @@ fn spawn_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn ferrite serve")
+        .expect("spawn ferrite serve"))
 }
 
 fn free_port() -> u16 {
@@ -102,8 +119,7 @@ async fn kill_9_mid_stream_then_restart() {
                 r.step(true).await;
             }
         }
-        server.kill().unwrap(); // SIGKILL
-        server.wait().unwrap();
+        server.kill_9();
         tokio::time::sleep(Duration::from_millis(300 + 200 * round)).await;
         server = spawn_server(&db.url, dir.path(), port);
         wait_healthy(&base).await;
@@ -125,8 +141,7 @@ async fn kill_9_mid_stream_then_restart() {
     fresh.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
     assert_same_rows(&fresh.sorted_rows(), &expected, "fresh client after the crashes");
     assert_eq!(fresh.refetches, 0);
-    server.kill().ok();
-    server.wait().ok();
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

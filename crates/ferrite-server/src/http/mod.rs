@@ -1,5 +1,6 @@
 //! The HTTP API: Electric v1 shape endpoints, health, metrics, with CORS on every response.
 
+pub mod listener;
 pub mod params;
 pub mod response;
 pub mod shape;

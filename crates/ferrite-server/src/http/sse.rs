@@ -25,15 +25,18 @@ pub async fn stream(state: &Arc<AppState>, shape: Arc<Shape>, req: &ShapeRequest
             _ => resp::must_refetch(None),
         };
     }
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    // Two batches in flight at most (each at most one chunk): a slow reader holds little memory.
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
     let timeout = Duration::from_secs(state.config.sse_timeout_secs);
     let keepalive = Duration::from_secs(state.config.sse_keepalive_secs.max(1));
     let metrics = state.metrics.clone();
     metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
     let task_shape = shape.clone();
     let global = state.global_lsn.clone();
+    let stall = Duration::from_secs(state.config.slow_client_timeout_secs);
+    let out = Outlet { tx, stall };
     tokio::spawn(async move {
-        pump(task_shape, o, tx, timeout, keepalive, global).await;
+        pump(task_shape, o, out, timeout, keepalive, global).await;
         metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -49,12 +52,25 @@ pub async fn stream(state: &Arc<AppState>, shape: Arc<Shape>, req: &ShapeRequest
     r
 }
 
+/// The stream's sending end: a client that stops reading for `stall` is cut off.
+struct Outlet {
+    tx: mpsc::Sender<Bytes>,
+    stall: Duration,
+}
+
+impl Outlet {
+    /// False when the client is gone or stalled: the pump stops and the connection closes.
+    async fn send(&self, bytes: Bytes) -> bool {
+        self.tx.send_timeout(bytes, self.stall).await.is_ok()
+    }
+}
+
 /// Sends batches as they become durable. The `up-to-date` after each batch carries the LSN the
 /// server has processed: clients resume at `<lsn>_0`, which lies at or after everything sent.
 async fn pump(
     shape: Arc<Shape>,
     mut at: LogOffset,
-    tx: mpsc::Sender<Bytes>,
+    out: Outlet,
     timeout: Duration,
     keepalive: Duration,
     global: Arc<std::sync::atomic::AtomicU64>,
@@ -69,36 +85,31 @@ async fn pump(
         // Read the processed LSN before the log: everything of this shape up to it is then in
         // the slice, so a client resuming at `<lsn>_0` misses nothing.
         let processed = global.load(Ordering::Relaxed);
-        let read = {
-            let shape = shape.clone();
-            tokio::task::spawn_blocking(move || shape.log.read_live(at)).await
-        };
-        match read {
-            Ok(Ok(ReadOutcome::Data(slice))) => {
-                let mut out = Vec::with_capacity(slice.body.len() + slice.count * 8 + 96);
+        match super::shape::read_live(&shape, at).await {
+            Ok(ReadOutcome::Data(slice)) => {
+                let mut bytes = Vec::with_capacity(slice.body.len() + slice.count * 8 + 96);
                 let mut start = 0;
                 for &e in &slice.item_ends {
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&slice.body[start..e]);
-                    out.extend_from_slice(b"\n\n");
+                    bytes.extend_from_slice(b"data: ");
+                    bytes.extend_from_slice(&slice.body[start..e]);
+                    bytes.extend_from_slice(b"\n\n");
                     start = e + 1;
                 }
                 if slice.up_to_date {
                     let lsn = slice.end.tx.max(processed);
-                    out.extend_from_slice(format!("data: {}\n\n", up_to_date_message(lsn)).as_bytes());
+                    bytes.extend_from_slice(format!("data: {}\n\n", up_to_date_message(lsn)).as_bytes());
                 }
                 at = slice.end;
-                if tx.send(Bytes::from(out)).await.is_err() {
+                if !out.send(Bytes::from(bytes)).await {
                     return;
                 }
                 continue;
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+            Ok(_) => {}
+            Err(e) => {
                 tracing::warn!(handle = %shape.handle, error = %e, "SSE read failed");
                 return;
             }
-            Err(_) => return,
         }
         let idle_until = (Instant::now() + keepalive).min(end);
         tokio::select! {
@@ -108,7 +119,7 @@ async fn pump(
                 if Instant::now() >= end {
                     return;
                 }
-                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                if !out.send(Bytes::from_static(b": keep-alive\n\n")).await {
                     return;
                 }
             }

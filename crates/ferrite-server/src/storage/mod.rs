@@ -3,7 +3,7 @@
 pub mod record;
 pub mod shape_log;
 
-pub use shape_log::{LogSlice, ReadOutcome, ShapeLog};
+pub use shape_log::{LiveSpan, LogSlice, ReadOutcome, ShapeLog, Span};
 
 #[cfg(test)]
 mod tests;

@@ -47,7 +47,6 @@ pub enum ReadOutcome {
 }
 
 struct Inner {
-    log: File,
     chunks: File,
     /// Bytes written to `log` (durable or not).
     end_pos: u64,
@@ -73,6 +72,8 @@ struct Inner {
 pub struct ShapeLog {
     dir: PathBuf,
     chunk_bytes: u64,
+    /// The entries file. Positioned reads and writes need no lock; `inner` orders them.
+    log: File,
     inner: Mutex<Inner>,
     durable_tx: watch::Sender<LogOffset>,
 }
@@ -143,8 +144,8 @@ impl ShapeLog {
         ShapeLog {
             dir: dir.to_path_buf(),
             chunk_bytes: chunk_bytes.max(1),
+            log,
             inner: Mutex::new(Inner {
-                log,
                 chunks,
                 end_pos,
                 end_offset,
@@ -200,7 +201,7 @@ impl ShapeLog {
         }
         let mut inner = self.inner.lock();
         let pos = inner.end_pos;
-        inner.log.write_all_at(&buf, pos)?;
+        self.log.write_all_at(&buf, pos)?;
         inner.end_pos += buf.len() as u64;
         inner.bytes_since_boundary += buf.len() as u64;
         inner.end_offset = entries[entries.len() - 1].0;
@@ -253,16 +254,16 @@ impl ShapeLog {
         if !inner.dirty {
             return Ok(());
         }
-        Self::sync_locked(&mut inner, fsync_files)?;
+        self.sync_locked(&mut inner, fsync_files)?;
         let offset = inner.durable_offset;
         drop(inner);
         self.durable_tx.send_replace(offset);
         Ok(())
     }
 
-    fn sync_locked(inner: &mut Inner, fsync_files: bool) -> io::Result<()> {
+    fn sync_locked(&self, inner: &mut Inner, fsync_files: bool) -> io::Result<()> {
         if fsync_files {
-            inner.log.sync_data()?;
+            self.log.sync_data()?;
             if !inner.pending.is_empty() {
                 inner.chunks.sync_data()?;
             }
@@ -279,7 +280,7 @@ impl ShapeLog {
     /// Raw fd of the log file, for `syncfs` batching.
     pub fn raw_fd(&self) -> i32 {
         use std::os::fd::AsRawFd;
-        self.inner.lock().log.as_raw_fd()
+        self.log.as_raw_fd()
     }
 
     /// Reads the entries after `after` (`None` = from the very start). Responses always end at a
@@ -307,7 +308,7 @@ impl ShapeLog {
                     // Pin only durable data, and keep boundaries in file order: make everything
                     // written so far durable first (the writer appends whole units under this
                     // lock, so the end is always at a unit boundary).
-                    Self::sync_locked(&mut inner, true)?;
+                    self.sync_locked(&mut inner, true)?;
                     self.durable_tx.send_replace(inner.durable_offset);
                 }
                 if after.is_some_and(|o| inner.durable_offset <= o) {
@@ -329,12 +330,8 @@ impl ShapeLog {
                 (start_pos, b)
             }
         };
-        let inner_log = {
-            let inner = self.inner.lock();
-            inner.log.try_clone()?
-        };
         let mut buf = vec![0u8; (boundary.pos - start_pos) as usize];
-        inner_log.read_exact_at(&mut buf, start_pos)?;
+        self.log.read_exact_at(&mut buf, start_pos)?;
         let mut body = Vec::with_capacity(buf.len());
         let mut count = 0;
         let mut item_ends = Vec::new();
@@ -368,33 +365,47 @@ impl ShapeLog {
     /// without pinning boundaries (live responses are not cached for long), but never more than
     /// one chunk at a time.
     pub fn read_live(&self, after: LogOffset) -> io::Result<ReadOutcome> {
+        match self.live_span(after) {
+            LiveSpan::Bytes(span) => self.read_span(span),
+            LiveSpan::NotReady => Ok(ReadOutcome::NotReady),
+            LiveSpan::AtHead => Ok(ReadOutcome::AtHead),
+        }
+    }
+
+    /// Works out what [`ShapeLog::read_live`] would read, without reading it: callers read small
+    /// spans (a reader at the head) in place and hand big ones to a blocking thread.
+    pub fn live_span(&self, after: LogOffset) -> LiveSpan {
         let after = after.whole_transaction();
-        let (start_pos, end_pos, end, up_to_date) = {
-            let inner = self.inner.lock();
-            if !inner.snapshot_complete {
-                return Ok(ReadOutcome::NotReady);
+        let inner = self.inner.lock();
+        if !inner.snapshot_complete {
+            return LiveSpan::NotReady;
+        }
+        if inner.durable_offset <= after {
+            return LiveSpan::AtHead;
+        }
+        let idx = inner.boundaries.partition_point(|b| b.offset <= after);
+        let start = if idx == 0 { 0 } else { inner.boundaries[idx - 1].pos };
+        // A reader far behind gets one chunk at a time, so memory stays bounded.
+        LiveSpan::Bytes(match inner.boundaries.get(idx) {
+            Some(b) if b.offset < inner.durable_offset => {
+                Span { after, start, end: b.pos, end_offset: b.offset, up_to_date: false }
             }
-            if inner.durable_offset <= after {
-                return Ok(ReadOutcome::AtHead);
-            }
-            let idx = inner.boundaries.partition_point(|b| b.offset <= after);
-            let start = if idx == 0 { 0 } else { inner.boundaries[idx - 1].pos };
-            // A reader far behind gets one chunk at a time, so memory stays bounded.
-            match inner.boundaries.get(idx) {
-                Some(b) if b.offset < inner.durable_offset => (start, b.pos, b.offset, false),
-                _ => (start, inner.durable_pos, inner.durable_offset, true),
-            }
-        };
-        let file = self.inner.lock().log.try_clone()?;
-        let mut buf = vec![0u8; (end_pos - start_pos) as usize];
-        file.read_exact_at(&mut buf, start_pos)?;
+            _ => Span { after, start, end: inner.durable_pos, end_offset: inner.durable_offset, up_to_date: true },
+        })
+    }
+
+    /// Reads a span planned by [`ShapeLog::live_span`]. The bytes are durable, so they never
+    /// change under the reader.
+    pub fn read_span(&self, span: Span) -> io::Result<ReadOutcome> {
+        let mut buf = vec![0u8; span.len() as usize];
+        self.log.read_exact_at(&mut buf, span.start)?;
         let mut body = Vec::with_capacity(buf.len());
         let mut count = 0;
         let mut item_ends = Vec::new();
         let mut pos = 0;
         while let Some(r) = decode_record(&buf[pos..]) {
             pos += r.len;
-            if r.offset <= after {
+            if r.offset <= span.after {
                 continue;
             }
             if count > 0 {
@@ -404,7 +415,47 @@ impl ShapeLog {
             item_ends.push(body.len());
             count += 1;
         }
-        Ok(ReadOutcome::Data(LogSlice { body, count, item_ends, end, up_to_date, lsn: 0 }))
+        Ok(ReadOutcome::Data(LogSlice {
+            body,
+            count,
+            item_ends,
+            end: span.end_offset,
+            up_to_date: span.up_to_date,
+            lsn: 0,
+        }))
+    }
+}
+
+/// What a live read will cover: see [`ShapeLog::live_span`].
+#[derive(Debug, Clone, Copy)]
+pub enum LiveSpan {
+    /// These bytes of the log.
+    Bytes(Span),
+    /// The snapshot has not finished.
+    NotReady,
+    /// Nothing after the offset yet.
+    AtHead,
+}
+
+/// A byte range of durable log entries for one live read.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    after: LogOffset,
+    start: u64,
+    end: u64,
+    end_offset: LogOffset,
+    up_to_date: bool,
+}
+
+impl Span {
+    /// Bytes to read.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// True when there is nothing to read.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
     }
 }
 
