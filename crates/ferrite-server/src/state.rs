@@ -161,7 +161,7 @@ impl AppState {
             let mut client = ferrite_pg::connect::connect(&self.config.database_url)
                 .await
                 .map_err(|e| e.to_string())?;
-            let info = take_initial_snapshot(&mut client, &shape, self.config.chunk_bytes)
+            let info = take_initial_snapshot(&mut client, &shape, self.config.chunk_bytes, &self.metrics.snapshot_rows)
                 .await
                 .map_err(|e| e.to_string())?;
             self.registry.persist_ready(&shape, &info).map_err(|e| e.to_string())?;

@@ -149,6 +149,18 @@ async fn errors_are_electric_shaped() {
     assert!(opt.header("access-control-expose-headers").unwrap().contains("electric-offset"));
     let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("ferrite_replication_confirmed_lsn"));
+    assert!(metrics.contains("ferrite_replication_lag_bytes"));
+    assert!(metrics.contains("ferrite_replication_retained_wal_bytes"));
+    // The 409 above created the items shape; its snapshot rows are counted once it is taken.
+    let mut reader = ShapeReader::new(&s.base, &[("table", "items")]);
+    reader.catch_up().await;
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+    let snapshot_rows = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrite_snapshot_rows_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("snapshot_rows_total");
+    assert_eq!(snapshot_rows, 5, "the items snapshot is counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,7 +78,11 @@ async fn preflight(headers: HeaderMap) -> Response<Body> {
 
 /// `{"status":"active"}` once replication runs, `{"status":"starting"}` (202) before.
 async fn health(State(state): State<Arc<AppState>>) -> Response<Body> {
-    let ready = state.replication_ready.load(std::sync::atomic::Ordering::Relaxed);
+    // Active while the replication stream is connected; while it (re)connects, Electric's
+    // "starting" (202), so load balancers and clients can tell the server is not following
+    // Postgres right now. Shape logs are still served meanwhile.
+    let ready = state.replication_ready.load(std::sync::atomic::Ordering::Relaxed)
+        && state.metrics.replication_connected.load(std::sync::atomic::Ordering::Relaxed) == 1;
     let (status, text) = if ready { (StatusCode::OK, "active") } else { (StatusCode::ACCEPTED, "starting") };
     let mut r = response::json(status, &serde_json::json!({"status": text}));
     response::set(&mut r, "cache-control", "no-cache, no-store, must-revalidate");

@@ -211,7 +211,7 @@ impl Registry {
                 inner
                     .by_handle
                     .values()
-                    .min_by_key(|s| s.last_used.load(Ordering::Relaxed))
+                    .min_by_key(|s| s.use_order.load(Ordering::Relaxed))
                     .map(|s| s.handle.clone())
             };
             match victim {

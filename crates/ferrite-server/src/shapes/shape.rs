@@ -76,8 +76,11 @@ pub struct Shape {
     pub log: ShapeLog,
     /// Phase, guarded so that the snapshot-to-stream splice is atomic.
     pub phase: Mutex<Phase>,
-    /// Unix seconds of the last request for this shape (LRU / TTL).
+    /// Unix seconds of the last request for this shape (idle expiry).
     pub last_used: AtomicU64,
+    /// Position in the process-wide order of uses: least recently used first for eviction
+    /// (seconds are too coarse to order shapes used within the same second).
+    pub use_order: AtomicU64,
     removed: watch::Sender<Option<Removal>>,
 }
 
@@ -102,6 +105,7 @@ impl Shape {
             log,
             phase: Mutex::new(phase),
             last_used: AtomicU64::new(now_secs()),
+            use_order: AtomicU64::new(next_use()),
             removed,
         }
     }
@@ -109,6 +113,7 @@ impl Shape {
     /// Records a request (for LRU and TTL).
     pub fn touch(&self) {
         self.last_used.store(now_secs(), AtomicOrdering::Relaxed);
+        self.use_order.store(next_use(), AtomicOrdering::Relaxed);
     }
 
     /// Watch for removal: live requests end with 409 (or 503) when it fires.
@@ -176,6 +181,12 @@ impl Shape {
             Phase::Ready(_) => 0,
         }
     }
+}
+
+/// The next tick of the use order (see [`Shape::use_order`]).
+fn next_use() -> u64 {
+    static USES: AtomicU64 = AtomicU64::new(0);
+    USES.fetch_add(1, AtomicOrdering::Relaxed)
 }
 
 /// Current unix time in seconds.

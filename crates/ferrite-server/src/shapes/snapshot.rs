@@ -92,7 +92,13 @@ async fn snapshot_info(txn: &tokio_postgres::Transaction<'_>) -> Result<Snapshot
 
 /// Takes the initial snapshot of `shape` into its log, then splices in the stream transactions
 /// buffered meanwhile. Returns the snapshot's visibility info (persisted by the caller).
-pub async fn take_initial_snapshot(client: &mut Client, shape: &Shape, chunk_bytes: u64) -> Result<SnapshotInfo, SnapshotError> {
+/// `rows_written` counts the rows as they reach the shape log (the `snapshot_rows_total` metric).
+pub async fn take_initial_snapshot(
+    client: &mut Client,
+    shape: &Shape,
+    chunk_bytes: u64,
+    rows_written: &std::sync::atomic::AtomicU64,
+) -> Result<SnapshotInfo, SnapshotError> {
     let txn = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -123,6 +129,7 @@ pub async fn take_initial_snapshot(client: &mut Client, shape: &Shape, chunk_byt
             count += 1;
             if chunk_bytes_now >= chunk_bytes {
                 write_chunk(shape, &chunk, chunk_index)?;
+                rows_written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 chunk.clear();
                 chunk_bytes_now = 0;
                 chunk_index += 1;
@@ -133,6 +140,7 @@ pub async fn take_initial_snapshot(client: &mut Client, shape: &Shape, chunk_byt
         }
     }
     txn.commit().await?;
+    rows_written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
     chunk.push(snapshot_end_message(&info));
     write_chunk(shape, &chunk, chunk_index)?;
     shape.finish_snapshot(info.clone())?;
