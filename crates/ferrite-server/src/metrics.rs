@@ -40,6 +40,9 @@ pub struct Metrics {
     pub shapes_created: AtomicU64,
     /// Rows written by initial snapshots.
     pub snapshot_rows: AtomicU64,
+    /// Engine-added latency of live delivery: from a transaction's arrival from Postgres to a
+    /// live response carrying it being handed to the HTTP layer.
+    pub live_delivery: Histogram,
 }
 
 impl Metrics {
@@ -70,6 +73,120 @@ impl Metrics {
         counter("shapes", "Shapes currently registered.", "gauge", shapes as i128);
         counter("shapes_created_total", "Shapes created.", "counter", g(&self.shapes_created));
         counter("snapshot_rows_total", "Rows written by initial snapshots.", "counter", g(&self.snapshot_rows));
+        self.live_delivery.render(
+            &mut out,
+            "ferrite_live_delivery_seconds",
+            "From a transaction's arrival from Postgres to a live response carrying it.",
+        );
         out
+    }
+}
+
+/// A latency histogram with log-spaced buckets (50 µs × 1.25ⁿ up to 10 s, about 12% apart),
+/// fine enough to read medians and tails from, cheap enough to update on every response.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds in seconds, ascending.
+    bounds: Vec<f64>,
+    /// Count per bucket; the last one is `+Inf`.
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        let mut bounds = vec![];
+        let mut b = 50e-6;
+        while b < 10.0 {
+            bounds.push(b);
+            b *= 1.25;
+        }
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Histogram { bounds, counts, sum_micros: AtomicU64::new(0) }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = self.bounds.partition_point(|b| *b < secs);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets all observations (benchmarks use it to measure one phase).
+    pub fn reset(&self) {
+        for c in &self.counts {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.sum_micros.store(0, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile in seconds, interpolated within its bucket (NaN when empty).
+    pub fn quantile(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return f64::NAN;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut seen = 0u64;
+        for (i, &c) in counts.iter().enumerate() {
+            if c > 0 && (seen + c) as f64 >= rank {
+                let lo = if i == 0 { 0.0 } else { self.bounds[i - 1] };
+                let hi = *self.bounds.get(i).unwrap_or(&(lo * 1.25));
+                return lo + (hi - lo) * ((rank - seen as f64) / c as f64).clamp(0.0, 1.0);
+            }
+            seen += c;
+        }
+        *self.bounds.last().unwrap()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            match self.bounds.get(i) {
+                Some(b) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{b:.6}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_quantiles_fall_in_the_right_bucket() {
+        let h = Histogram::default();
+        assert!(h.quantile(0.5).is_nan());
+        for ms in 1..=100u64 {
+            h.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(h.count(), 100);
+        let p50 = h.quantile(0.5) * 1000.0;
+        let p99 = h.quantile(0.99) * 1000.0;
+        assert!((44.0..=56.0).contains(&p50), "p50 {p50}");
+        assert!((88.0..=112.0).contains(&p99), "p99 {p99}");
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "help");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 100"), "{out}");
+        assert!(out.contains("x_seconds_count 100"));
     }
 }

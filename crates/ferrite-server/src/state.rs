@@ -89,6 +89,14 @@ impl AppState {
         self.receipts.lock().iter().rev().find(|(l, _)| *l == commit_lsn).map(|(_, t)| *t)
     }
 
+    /// Records the engine-added latency of a live response whose last transaction committed at
+    /// `commit_lsn` (when its arrival is still remembered).
+    pub fn observe_live_delivery(&self, commit_lsn: u64) {
+        if let Some(t) = self.receipt_of(commit_lsn) {
+            self.metrics.live_delivery.observe(t.elapsed());
+        }
+    }
+
     /// A connection for catalog queries, reconnecting if the last one broke.
     pub async fn with_db<T>(
         &self,

@@ -383,7 +383,9 @@ async fn live(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequest, hea
         match read_live(shape, o).await {
             Ok(ReadOutcome::Data(slice)) => {
                 let lsn = slice.up_to_date.then(|| slice.end.tx.max(processed));
-                return shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, CACHE_LIVE, false);
+                let response = shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, CACHE_LIVE, false);
+                state.observe_live_delivery(slice.end.tx);
+                return response;
             }
             Ok(_) => {}
             Err(e) => return resp::internal("reading shape log", &e),

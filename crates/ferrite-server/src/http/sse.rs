@@ -32,11 +32,11 @@ pub async fn stream(state: &Arc<AppState>, shape: Arc<Shape>, req: &ShapeRequest
     let metrics = state.metrics.clone();
     metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
     let task_shape = shape.clone();
-    let global = state.global_lsn.clone();
+    let pump_state = state.clone();
     let stall = Duration::from_secs(state.config.slow_client_timeout_secs);
     let out = Outlet { tx, stall };
     tokio::spawn(async move {
-        pump(task_shape, o, out, timeout, keepalive, global).await;
+        pump(pump_state, task_shape, o, out, timeout, keepalive).await;
         metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -68,12 +68,12 @@ impl Outlet {
 /// Sends batches as they become durable. The `up-to-date` after each batch carries the LSN the
 /// server has processed: clients resume at `<lsn>_0`, which lies at or after everything sent.
 async fn pump(
+    state: Arc<AppState>,
     shape: Arc<Shape>,
     mut at: LogOffset,
     out: Outlet,
     timeout: Duration,
     keepalive: Duration,
-    global: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let end = Instant::now() + timeout;
     let mut changes = shape.log.subscribe();
@@ -84,7 +84,7 @@ async fn pump(
         }
         // Read the processed LSN before the log: everything of this shape up to it is then in
         // the slice, so a client resuming at `<lsn>_0` misses nothing.
-        let processed = global.load(Ordering::Relaxed);
+        let processed = state.global_lsn.load(Ordering::Relaxed);
         match super::shape::read_live(&shape, at).await {
             Ok(ReadOutcome::Data(slice)) => {
                 let mut bytes = Vec::with_capacity(slice.body.len() + slice.count * 8 + 96);
@@ -103,6 +103,7 @@ async fn pump(
                 if !out.send(Bytes::from(bytes)).await {
                     return;
                 }
+                state.observe_live_delivery(slice.end.tx);
                 continue;
             }
             Ok(_) => {}
