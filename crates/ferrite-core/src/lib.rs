@@ -9,3 +9,6 @@ pub mod cursor;
 pub mod key;
 pub mod shape;
 pub mod snapshot_info;
+pub mod write_protocol;
+pub mod hlc;
+pub mod merge;

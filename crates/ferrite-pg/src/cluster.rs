@@ -353,6 +353,7 @@ impl LocalCluster {
              max_replication_slots = 20\n\
              max_wal_senders = 20\n\
              max_connections = 200\n\
+             track_commit_timestamp = on\n\
              logging_collector = off\n\
              log_destination = 'stderr'\n\
              log_line_prefix = '%m [%p] %q%u@%d '\n",

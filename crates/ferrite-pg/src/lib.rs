@@ -11,6 +11,8 @@
 //! - [`cluster`]: throwaway/dev clusters from the local PostgreSQL binaries, for tests and
 //!   `ferrite dev`.
 //! - [`error`]: [`PgError`], which keeps Postgres's message and SQLSTATE.
+//! - [`write_store`] and [`write_table`]: the write path's bookkeeping tables (exactly-once
+//!   markers, recorded results, column clocks) and the row-level SQL that applies mutations.
 //!
 //! Connections do not use TLS.
 
@@ -21,5 +23,7 @@ pub mod connect;
 pub mod error;
 pub mod introspect;
 pub mod replication;
+pub mod write_store;
+pub mod write_table;
 
 pub use error::PgError;

@@ -4,6 +4,7 @@
 //! environment variable `FERRITE_<KEY>` (upper case), which the binary applies.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Everything the server needs to run.
@@ -56,6 +57,29 @@ pub struct ServerConfig {
     /// Seconds a streaming (SSE) client may go without reading what it was sent before the
     /// stream is closed, so a stalled reader holds no server memory or task.
     pub slow_client_timeout_secs: u64,
+    /// Most client transactions accepted in one `POST /v1/transactions`.
+    pub sync_batch_size: usize,
+    /// How far (ms) a client's HLC may run ahead of the server's before its transaction is
+    /// rejected with `clock_skew`.
+    pub max_clock_skew_ms: u64,
+    /// Postgres connections used to apply client transactions.
+    pub write_connections: usize,
+    /// Per-table write settings (`[tables.<name>]`): conflict policy and row existence rule.
+    pub tables: BTreeMap<String, TableConfig>,
+}
+
+/// Write settings of one table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableConfig {
+    /// `"lww"` (default) or `"server-wins"`.
+    pub conflict: Option<String>,
+    /// Ordered resolution rules instead of `conflict`, e.g. `["max(importance)", "lww"]`.
+    pub resolve: Vec<String>,
+    /// `"add-wins"` or `"delete-wins"` (default): whether a concurrent update revives a deleted row.
+    pub existence: Option<String>,
+    /// Per-column policy inside an `lww` table: column → `"lww"` or `"server-wins"`.
+    pub columns: BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +107,10 @@ impl Default for ServerConfig {
             snapshot_concurrency: 4,
             request_read_timeout_secs: 10,
             slow_client_timeout_secs: 30,
+            sync_batch_size: 100,
+            max_clock_skew_ms: 5 * 60 * 1000,
+            write_connections: 4,
+            tables: BTreeMap::new(),
         }
     }
 }
@@ -104,6 +132,15 @@ impl ServerConfig {
         }
         if self.slow_client_timeout_secs == 0 {
             return Err("slow_client_timeout_secs must be at least 1".into());
+        }
+        if self.sync_batch_size == 0 {
+            return Err("sync_batch_size must be at least 1".into());
+        }
+        if self.write_connections == 0 {
+            return Err("write_connections must be at least 1".into());
+        }
+        for (name, table) in &self.tables {
+            crate::writes::policy::table_policy(table).map_err(|e| format!("tables.{name}: {e}"))?;
         }
         if self.sse_timeout_secs < 2 {
             return Err("sse_timeout_secs must be at least 2".into());

@@ -2,7 +2,8 @@
 //!
 //! Data flow: [`replication`] follows the slot and hands each transaction to the shapes the
 //! [`router`] finds for it; each shape ([`shapes`]) appends to its log ([`storage`]); [`http`]
-//! serves logs by offset. [`server::start`] wires it together.
+//! serves logs by offset. [`writes`] applies client transactions (`POST /v1/transactions`).
+//! [`server::start`] wires it together.
 
 pub mod config;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod server;
 pub mod shapes;
 pub mod state;
 pub mod storage;
+pub mod writes;
 
 pub use config::ServerConfig;
 pub use server::{start, RunningServer};

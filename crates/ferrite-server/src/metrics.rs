@@ -40,12 +40,29 @@ pub struct Metrics {
     pub shapes_created: AtomicU64,
     /// Rows written by initial snapshots.
     pub snapshot_rows: AtomicU64,
+    /// Client transactions by outcome: applied, merged, rejected.
+    pub writes_applied: AtomicU64,
+    /// See `writes_applied`.
+    pub writes_merged: AtomicU64,
+    /// See `writes_applied`.
+    pub writes_rejected: AtomicU64,
     /// Engine-added latency of live delivery: from a transaction's arrival from Postgres to a
     /// live response carrying it being handed to the HTTP layer.
     pub live_delivery: Histogram,
 }
 
 impl Metrics {
+    /// Counts one client transaction's outcome.
+    pub fn count_write_result(&self, status: ferrite_core::write_protocol::Status) {
+        use ferrite_core::write_protocol::Status;
+        let c = match status {
+            Status::Applied => &self.writes_applied,
+            Status::Merged => &self.writes_merged,
+            Status::Rejected => &self.writes_rejected,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Prometheus text exposition. `shapes` is the current shape count.
     pub fn render(&self, shapes: usize) -> String {
         let mut out = String::new();
@@ -73,6 +90,9 @@ impl Metrics {
         counter("shapes", "Shapes currently registered.", "gauge", shapes as i128);
         counter("shapes_created_total", "Shapes created.", "counter", g(&self.shapes_created));
         counter("snapshot_rows_total", "Rows written by initial snapshots.", "counter", g(&self.snapshot_rows));
+        counter("client_transactions_applied_total", "Client transactions applied as sent.", "counter", g(&self.writes_applied));
+        counter("client_transactions_merged_total", "Client transactions committed with some values kept by the conflict policy.", "counter", g(&self.writes_merged));
+        counter("client_transactions_rejected_total", "Client transactions rejected.", "counter", g(&self.writes_rejected));
         self.live_delivery.render(
             &mut out,
             "ferrite_live_delivery_seconds",

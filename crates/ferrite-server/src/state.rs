@@ -55,6 +55,8 @@ pub struct AppState {
     /// When recent transactions arrived from Postgres (commit LSN, instant), newest last; lets
     /// benchmarks split latency into replication delay and engine-added time. Bounded.
     pub receipts: parking_lot::Mutex<std::collections::VecDeque<(u64, std::time::Instant)>>,
+    /// Applies client transactions (the write path).
+    pub writer: crate::writes::apply::Writer,
     /// Admission control for initial requests.
     pub initial_slots: Semaphore,
     /// Admission control for other requests.
@@ -69,6 +71,7 @@ impl AppState {
     /// Builds the state around an opened registry.
     pub fn new(config: ServerConfig, registry: Arc<Registry>) -> AppState {
         AppState {
+            writer: crate::writes::apply::Writer::new(&config),
             initial_slots: Semaphore::new(config.max_concurrent_initial),
             existing_slots: Semaphore::new(config.max_concurrent_existing),
             snapshot_slots: Arc::new(Semaphore::new(config.snapshot_concurrency.max(1))),

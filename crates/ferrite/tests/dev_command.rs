@@ -23,10 +23,6 @@ impl Drop for Dev {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start_dev(dir: &Path, pg_port: u16) -> Dev {
     let mut child = Command::new(ferrite_bin())
         .args(["dev", "--port", "0", "--pg-port", &pg_port.to_string(), "--dir"])

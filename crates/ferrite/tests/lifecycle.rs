@@ -59,7 +59,7 @@ async fn idle_shapes_expire_after_their_ttl() {
     let dir_count = || std::fs::read_dir(s.dir.path().join("shapes")).map(|d| d.count()).unwrap_or(0);
     let with_shape = dir_count();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while s.server.state.registry.len() > 0 {
+    while !s.server.state.registry.is_empty() {
         assert!(Instant::now() < deadline, "the idle shape never expired");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -3,47 +3,11 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const COLS: &[&str] = &["id", "grp", "n"];
-
-/// A server child process, killed (SIGKILL) when dropped so a failing test leaves none behind.
-struct ServerProcess(Child);
-
-impl ServerProcess {
-    fn kill_9(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> ServerProcess {
-    ServerProcess(Command::new(ferrite_bin())
-        .args(["serve", "--port", &port.to_string(), "--data-dir"])
-        .arg(data_dir)
-        .env("DATABASE_URL", db_url)
-        .env("FERRITE_CHUNK_BYTES", "10000")
-        .env("FERRITE_LONG_POLL_TIMEOUT_MS", "1000")
-        .env("FERRITE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ferrite serve"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn start_writer(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {

@@ -32,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/shape", shape_route)
         .route("/v1/health", get(health).options(preflight))
+        .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
         .route("/metrics", get(metrics))
         .route("/", get(|| async { StatusCode::OK }))
         .fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
@@ -42,7 +43,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Adds `electric-server` and CORS headers to every response.
 async fn common_headers(req: Request, next: Next) -> Response<Body> {
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let is_shape = req.uri().path() == "/v1/shape";
+    let methods = match req.uri().path() {
+        "/v1/shape" => "GET, POST, HEAD, DELETE, OPTIONS",
+        "/v1/transactions" => "POST, OPTIONS",
+        _ => "GET, HEAD",
+    };
     let mut r = next.run(req).await;
     let h = r.headers_mut();
     h.insert("electric-server", HeaderValue::from_static(SERVER_VERSION));
@@ -50,7 +55,7 @@ async fn common_headers(req: Request, next: Next) -> Response<Body> {
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(if is_shape { "GET, POST, HEAD, DELETE, OPTIONS" } else { "GET, HEAD" }),
+        HeaderValue::from_static(methods),
     );
     h.append(header::VARY, HeaderValue::from_static("origin"));
     r

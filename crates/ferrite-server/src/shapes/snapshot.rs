@@ -134,7 +134,7 @@ pub async fn take_initial_snapshot(
                 chunk_bytes_now = 0;
                 chunk_index += 1;
             }
-            if count % 100_000 == 0 {
+            if count.is_multiple_of(100_000) {
                 tracing::info!(handle = %shape.handle, rows = count, "snapshot in progress");
             }
         }

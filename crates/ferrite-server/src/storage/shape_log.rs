@@ -330,27 +330,7 @@ impl ShapeLog {
                 (start_pos, b)
             }
         };
-        let mut buf = vec![0u8; (boundary.pos - start_pos) as usize];
-        self.log.read_exact_at(&mut buf, start_pos)?;
-        let mut body = Vec::with_capacity(buf.len());
-        let mut count = 0;
-        let mut item_ends = Vec::new();
-        let mut pos = 0;
-        while let Some(r) = decode_record(&buf[pos..]) {
-            pos += r.len;
-            if after.is_some_and(|o| r.offset <= o) {
-                continue;
-            }
-            if count > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(r.json);
-            item_ends.push(body.len());
-            count += 1;
-        }
-        if pos != buf.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "shape log is damaged"));
-        }
+        let (body, count, item_ends) = self.read_messages(start_pos, boundary.pos, after)?;
         Ok(ReadOutcome::Data(LogSlice {
             body,
             count,
@@ -397,15 +377,31 @@ impl ShapeLog {
     /// Reads a span planned by [`ShapeLog::live_span`]. The bytes are durable, so they never
     /// change under the reader.
     pub fn read_span(&self, span: Span) -> io::Result<ReadOutcome> {
-        let mut buf = vec![0u8; span.len() as usize];
-        self.log.read_exact_at(&mut buf, span.start)?;
+        let (body, count, item_ends) = self.read_messages(span.start, span.end, Some(span.after))?;
+        Ok(ReadOutcome::Data(LogSlice {
+            body,
+            count,
+            item_ends,
+            end: span.end_offset,
+            up_to_date: span.up_to_date,
+            lsn: 0,
+        }))
+    }
+}
+
+impl ShapeLog {
+    /// Reads the records in `start..end` (whole records, durable) and joins the JSON of those
+    /// after `after` with `,`: the body, the message count and each message's end in the body.
+    fn read_messages(&self, start: u64, end: u64, after: Option<LogOffset>) -> io::Result<(Vec<u8>, usize, Vec<usize>)> {
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.log.read_exact_at(&mut buf, start)?;
         let mut body = Vec::with_capacity(buf.len());
         let mut count = 0;
         let mut item_ends = Vec::new();
         let mut pos = 0;
         while let Some(r) = decode_record(&buf[pos..]) {
             pos += r.len;
-            if r.offset <= span.after {
+            if after.is_some_and(|o| r.offset <= o) {
                 continue;
             }
             if count > 0 {
@@ -415,14 +411,10 @@ impl ShapeLog {
             item_ends.push(body.len());
             count += 1;
         }
-        Ok(ReadOutcome::Data(LogSlice {
-            body,
-            count,
-            item_ends,
-            end: span.end_offset,
-            up_to_date: span.up_to_date,
-            lsn: 0,
-        }))
+        if pos != buf.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "shape log is damaged"));
+        }
+        Ok((body, count, item_ends))
     }
 }
 

@@ -6,6 +6,7 @@ use ferrite_pg::cluster::LocalCluster;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A Postgres cluster plus a database for one test.
@@ -306,3 +307,47 @@ pub fn assert_same_rows(got: &[Value], expected: &[Value], context: &str) {
         expected.len()
     );
 }
+
+/// A server child process, killed (SIGKILL) when dropped so a failing test leaves none behind.
+pub struct ServerProcess(pub Child);
+
+impl ServerProcess {
+    pub fn kill_9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ferrite serve` as a child process on `port`, with small chunks and short long-polls.
+pub fn spawn_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> ServerProcess {
+    spawn_server_with_env(db_url, data_dir, port, &[])
+}
+
+/// [`spawn_server`] with extra environment variables (config overrides, test failpoints).
+pub fn spawn_server_with_env(db_url: &str, data_dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> ServerProcess {
+    ServerProcess(Command::new(ferrite_bin())
+        .args(["serve", "--port", &port.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .env("DATABASE_URL", db_url)
+        .env("FERRITE_CHUNK_BYTES", "10000")
+        .env("FERRITE_LONG_POLL_TIMEOUT_MS", "1000")
+        .env("FERRITE_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ferrite serve"))
+}
+
+/// A TCP port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+

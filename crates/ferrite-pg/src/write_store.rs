@@ -1,0 +1,162 @@
+//! Ferrite's own bookkeeping for the write path, kept in Postgres next to the data so it commits
+//! atomically with it (schema `ferrite`):
+//!
+//! - `ferrite.clients`: per client id, the token subject it is bound to and the highest client
+//!   transaction id applied — the exactly-once marker, locked for the duration of each client
+//!   transaction so concurrent retries serialize.
+//! - `ferrite.client_results`: the recorded result of each recent client transaction, returned
+//!   again when a retry arrives.
+//! - `ferrite.row_clocks`: per written row, the stamp of the last write to each column, the
+//!   values Ferrite last wrote (to notice writes made directly in Postgres since), and for
+//!   deleted rows the tombstone (last values and the delete's stamp).
+//!
+//! The server talks to these tables with ordinary SQL inside the client transaction; this module
+//! owns their definition and the row-level SQL around them.
+
+use crate::PgError;
+use serde_json::Value;
+use tokio_postgres::{Client, GenericClient};
+
+/// Creates the bookkeeping schema and tables if they do not exist (idempotent).
+pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS ferrite;
+             CREATE TABLE IF NOT EXISTS ferrite.clients (
+                 client_id text PRIMARY KEY,
+                 subject text,
+                 last_id bigint NOT NULL DEFAULT -1,
+                 updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE IF NOT EXISTS ferrite.client_results (
+                 client_id text NOT NULL,
+                 id bigint NOT NULL,
+                 result jsonb NOT NULL,
+                 PRIMARY KEY (client_id, id));
+             CREATE TABLE IF NOT EXISTS ferrite.row_clocks (
+                 tbl text NOT NULL,
+                 key text NOT NULL,
+                 clocks jsonb NOT NULL,
+                 known jsonb,
+                 deleted text,
+                 born text,
+                 PRIMARY KEY (tbl, key));",
+        )
+        .await?;
+    Ok(())
+}
+
+/// The exactly-once marker of one client, locked until the surrounding transaction ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientProgress {
+    /// Token subject the client id is bound to (`None` when auth is off or not yet bound).
+    pub subject: Option<String>,
+    /// Highest client transaction id applied, -1 before the first.
+    pub last_id: i64,
+}
+
+/// Creates the client's marker if needed and locks it (`FOR UPDATE`): concurrent requests of one
+/// client wait here, so a retry always sees the outcome of the attempt it races with.
+pub async fn lock_client(tx: &impl GenericClient, client_id: &str) -> Result<ClientProgress, PgError> {
+    tx.execute(
+        "INSERT INTO ferrite.clients (client_id) VALUES ($1) ON CONFLICT (client_id) DO NOTHING",
+        &[&client_id],
+    )
+    .await?;
+    let row = tx
+        .query_one("SELECT subject, last_id FROM ferrite.clients WHERE client_id = $1 FOR UPDATE", &[&client_id])
+        .await?;
+    Ok(ClientProgress { subject: row.get(0), last_id: row.get(1) })
+}
+
+/// Binds the client id to a token subject on first use.
+pub async fn bind_subject(tx: &impl GenericClient, client_id: &str, subject: &str) -> Result<(), PgError> {
+    tx.execute("UPDATE ferrite.clients SET subject = $2 WHERE client_id = $1", &[&client_id, &subject])
+        .await?;
+    Ok(())
+}
+
+/// The recorded result of a client transaction, if it is still kept.
+pub async fn recorded_result(tx: &impl GenericClient, client_id: &str, id: i64) -> Result<Option<Value>, PgError> {
+    let row = tx
+        .query_opt(
+            "SELECT result FROM ferrite.client_results WHERE client_id = $1 AND id = $2",
+            &[&client_id, &id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Results kept per client for answering retries; older ones are pruned.
+pub const RESULTS_KEPT: i64 = 10_000;
+
+/// Records a client transaction's result and advances the client's marker to it.
+pub async fn record_result(tx: &impl GenericClient, client_id: &str, id: i64, result: &Value) -> Result<(), PgError> {
+    tx.execute(
+        "INSERT INTO ferrite.client_results (client_id, id, result) VALUES ($1, $2, $3)",
+        &[&client_id, &id, result],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE ferrite.clients SET last_id = $2, updated_at = now() WHERE client_id = $1",
+        &[&client_id, &id],
+    )
+    .await?;
+    if id % 1000 == 0 {
+        tx.execute(
+            "DELETE FROM ferrite.client_results WHERE client_id = $1 AND id < $2",
+            &[&client_id, &(id - RESULTS_KEPT)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One row's clocks as stored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoredClocks {
+    /// Column → stamp text (`"<ms>-<counter>@<writer>"`).
+    pub clocks: serde_json::Map<String, Value>,
+    /// Column → text value Ferrite last wrote (or found), `null` for SQL NULL.
+    pub known: Option<serde_json::Map<String, Value>>,
+    /// For a deleted row: the delete's stamp text.
+    pub deleted: Option<String>,
+    /// Stamp text of the insert that created the row's current incarnation, when known.
+    pub born: Option<String>,
+}
+
+/// Loads (and locks) a row's clocks.
+pub async fn load_clocks(tx: &impl GenericClient, table: &str, key: &str) -> Result<Option<StoredClocks>, PgError> {
+    let row = tx
+        .query_opt(
+            "SELECT clocks, known, deleted, born FROM ferrite.row_clocks WHERE tbl = $1 AND key = $2 FOR UPDATE",
+            &[&table, &key],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let obj = |v: Option<Value>| match v {
+            Some(Value::Object(m)) => Some(m),
+            _ => None,
+        };
+        StoredClocks { clocks: obj(r.get(0)).unwrap_or_default(), known: obj(r.get(1)), deleted: r.get(2), born: r.get(3) }
+    }))
+}
+
+/// Stores a row's clocks (insert or replace).
+pub async fn save_clocks(tx: &impl GenericClient, table: &str, key: &str, c: &StoredClocks) -> Result<(), PgError> {
+    let clocks = Value::Object(c.clocks.clone());
+    let known = c.known.clone().map(Value::Object);
+    tx.execute(
+        "INSERT INTO ferrite.row_clocks (tbl, key, clocks, known, deleted, born) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tbl, key) DO UPDATE
+         SET clocks = EXCLUDED.clocks, known = EXCLUDED.known, deleted = EXCLUDED.deleted, born = EXCLUDED.born",
+        &[&table, &key, &clocks, &known, &c.deleted, &c.born],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The 32-bit xid of the current transaction, as the read path reports it in `headers.txids`.
+pub async fn current_xid(tx: &impl GenericClient) -> Result<u32, PgError> {
+    let row = tx.query_one("SELECT (txid_current() % 4294967296)::bigint", &[]).await?;
+    Ok(row.get::<_, i64>(0) as u32)
+}

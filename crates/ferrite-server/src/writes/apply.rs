@@ -1,0 +1,473 @@
+//! Applying client transactions exactly once, each in one Postgres transaction together with the
+//! client's progress marker and its recorded result.
+//!
+//! Per client transaction: lock the client's marker (concurrent retries wait here); a retry
+//! (id at or below the marker) gets its recorded result back; otherwise the HLC is checked
+//! against the server clock, the mutations run inside a savepoint — each one loads and locks the
+//! row and its column clocks, asks the table's merge policy what to do, and writes the outcome —
+//! and the result is recorded. A mutation that fails (unknown column, bad value, constraint,
+//! server-wins conflict) rolls back to the savepoint, so the transaction is `rejected` with
+//! nothing of it applied, yet its rejection is still recorded and later transactions still run.
+
+use super::pool::Pool;
+use ferrite_core::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
+use ferrite_core::key::row_key;
+use ferrite_core::merge::{self, Action, Current, Incoming, StoredRow, TablePolicy, ValueKind};
+use ferrite_core::relation::QualifiedName;
+use ferrite_core::write_protocol::{
+    ClientTransaction, Mutation, Operation, Overridden, Rejection, RejectionCode, Status, TransactionResult,
+    TransactionsRequest, Values,
+};
+use ferrite_pg::write_store::{self, StoredClocks};
+use ferrite_pg::write_table::{self, WriteTable};
+use ferrite_pg::PgError;
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Why a whole request could not be handled (nothing of it is applied past what is recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Postgres is unreachable or failed mid-request; the client retries later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The client id is bound to another token subject.
+    #[error("client_id {0} belongs to another user")]
+    ClientIdTaken(String),
+}
+
+/// Applies client transactions; shared by all requests.
+pub struct Writer {
+    pool: Pool,
+    policies: HashMap<QualifiedName, TablePolicy>,
+    default_policy: TablePolicy,
+    tables: Mutex<HashMap<QualifiedName, Arc<WriteTable>>>,
+    clock: Mutex<HlcClock>,
+    store_ready: tokio::sync::OnceCell<()>,
+}
+
+/// Why one mutation stops its transaction.
+enum Stop {
+    /// Rejected with a reason the client shows.
+    Rejected(Rejection),
+    /// Postgres failed in a way that is not about this transaction (connection, shutdown).
+    Unavailable(String),
+}
+
+impl From<PgError> for Stop {
+    fn from(e: PgError) -> Self {
+        classify(e, None, None)
+    }
+}
+
+/// Maps a Postgres error to a rejection (data and constraint errors) or an outage.
+fn classify(e: PgError, table: Option<&str>, key: Option<&Values>) -> Stop {
+    let reject = |code, message: String| {
+        Stop::Rejected(Rejection { code, message, table: table.map(String::from), key: key.cloned(), current: None })
+    };
+    match e.db() {
+        Some(db) if db.code.starts_with("23") => {
+            let mut m = db.message.clone();
+            if let Some(d) = &db.detail {
+                m.push_str(&format!(" ({d})"));
+            }
+            reject(RejectionCode::Constraint, m)
+        }
+        // Data exceptions (bad input syntax, out of range), undefined column/table, wrong type.
+        Some(db) if db.code.starts_with("22") || db.code.starts_with("42") => reject(RejectionCode::Invalid, db.message.clone()),
+        Some(db) if db.code.starts_with("40") => Stop::Unavailable(format!("transaction aborted by Postgres: {}", db.message)),
+        _ if e.is_transient() => Stop::Unavailable(e.to_string()),
+        _ => Stop::Unavailable(e.to_string()),
+    }
+}
+
+fn invalid(message: impl Into<String>, table: &str, key: Option<&Values>) -> Stop {
+    Stop::Rejected(Rejection {
+        code: RejectionCode::Invalid,
+        message: message.into(),
+        table: Some(table.to_string()),
+        key: key.cloned(),
+        current: None,
+    })
+}
+
+/// Test failpoint: with `FERRITE_FAILPOINT=crash-after-commit` the process aborts right after a
+/// client transaction commits, before any response is written — the crash the exactly-once
+/// marker exists for. Read once.
+fn crash_after_commit() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FERRITE_FAILPOINT").is_ok_and(|v| v == "crash-after-commit"))
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Writer {
+    /// A writer over `connections` Postgres connections with the configured table policies
+    /// (already validated by [`crate::config::ServerConfig::validate`]).
+    pub fn new(config: &crate::config::ServerConfig) -> Writer {
+        let mut policies = HashMap::new();
+        for (name, cfg) in &config.tables {
+            if let (Ok(q), Ok(p)) = (QualifiedName::parse(name), super::policy::table_policy(cfg)) {
+                policies.insert(q, p);
+            }
+        }
+        Writer {
+            pool: Pool::new(&config.database_url, config.write_connections),
+            policies,
+            default_policy: super::policy::table_policy(&Default::default()).expect("the default policy is valid"),
+            tables: Mutex::new(HashMap::new()),
+            clock: Mutex::new(HlcClock::new(config.max_clock_skew_ms)),
+            store_ready: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Applies a request's transactions in order and returns one result per transaction.
+    pub async fn apply(&self, req: &TransactionsRequest, subject: Option<&str>) -> Result<Vec<TransactionResult>, WriteError> {
+        let mut conn = self.pool.get().await.map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        self.store_ready
+            .get_or_try_init(|| async { write_store::ensure_write_store(conn.client()).await })
+            .await
+            .map_err(|e| WriteError::Unavailable(format!("creating the ferrite schema: {e}")))?;
+        let mut results = Vec::with_capacity(req.transactions.len());
+        for txn in &req.transactions {
+            results.push(self.apply_one(conn.client(), &req.client_id, subject, txn).await?);
+        }
+        Ok(results)
+    }
+
+    async fn apply_one(
+        &self,
+        client: &mut tokio_postgres::Client,
+        client_id: &str,
+        subject: Option<&str>,
+        txn: &ClientTransaction,
+    ) -> Result<TransactionResult, WriteError> {
+        let down = |e: PgError| WriteError::Unavailable(e.to_string());
+        let tx = client.transaction().await.map_err(|e| down(e.into()))?;
+        let progress = write_store::lock_client(&tx, client_id).await.map_err(down)?;
+        if let Some(subject) = subject {
+            match &progress.subject {
+                Some(bound) if bound != subject => return Err(WriteError::ClientIdTaken(client_id.to_string())),
+                Some(_) => {}
+                None => write_store::bind_subject(&tx, client_id, subject).await.map_err(down)?,
+            }
+        }
+        let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
+        if id <= progress.last_id {
+            // A retry: answer what happened the first time.
+            let recorded = write_store::recorded_result(&tx, client_id, id).await.map_err(down)?;
+            tx.commit().await.map_err(|e| down(e.into()))?;
+            return Ok(match recorded.and_then(|v| serde_json::from_value(v).ok()) {
+                Some(r) => r,
+                None => rejected(txn.id, RejectionCode::Invalid, format!(
+                    "transaction {} is at or below the last one applied for this client ({}) and no result is recorded for it",
+                    txn.id, progress.last_id
+                )),
+            });
+        }
+        let result = match self.stamp(client_id, &txn.hlc) {
+            Err((code, message)) => rejected(txn.id, code, message),
+            Ok(stamp) => {
+                tx.batch_execute("SAVEPOINT ferrite_mutations").await.map_err(|e| down(e.into()))?;
+                match self.apply_mutations(&tx, txn, &stamp).await {
+                    Ok(overridden) => {
+                        let xid = write_store::current_xid(&tx).await.map_err(down)?;
+                        TransactionResult {
+                            id: txn.id,
+                            status: if overridden.is_empty() { Status::Applied } else { Status::Merged },
+                            txid: Some(xid.to_string()),
+                            overridden,
+                            error: None,
+                        }
+                    }
+                    Err(Stop::Rejected(rejection)) => {
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT ferrite_mutations").await.map_err(|e| down(e.into()))?;
+                        TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection) }
+                    }
+                    Err(Stop::Unavailable(m)) => return Err(WriteError::Unavailable(m)),
+                }
+            }
+        };
+        let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
+        write_store::record_result(&tx, client_id, id, &recorded).await.map_err(down)?;
+        tx.commit().await.map_err(|e| down(e.into()))?;
+        if crash_after_commit() {
+            std::process::abort();
+        }
+        Ok(result)
+    }
+
+    /// Checks the transaction's HLC against the server clock.
+    fn stamp(&self, client_id: &str, hlc: &str) -> Result<Stamp, (RejectionCode, String)> {
+        let hlc: Hlc = hlc.parse().map_err(|e| (RejectionCode::Invalid, format!("hlc: {e}")))?;
+        self.clock
+            .lock()
+            .receive(hlc, wall_ms())
+            .map_err(|e| (RejectionCode::ClockSkew, e.to_string()))?;
+        Ok(Stamp { hlc, client_id: client_id.to_string() })
+    }
+
+    async fn apply_mutations(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        txn: &ClientTransaction,
+        stamp: &Stamp,
+    ) -> Result<Vec<Overridden>, Stop> {
+        let mut overridden = vec![];
+        for m in &txn.mutations {
+            if let Some(o) = self.apply_mutation(tx, m, stamp).await? {
+                overridden.push(o);
+            }
+        }
+        Ok(overridden)
+    }
+
+    /// The table for a mutation, from the cache or the catalog; reloaded once when the mutation
+    /// names a column the cached copy does not know (the table may have been altered).
+    async fn table_for(&self, tx: &tokio_postgres::Transaction<'_>, m: &Mutation) -> Result<(QualifiedName, Arc<WriteTable>), Stop> {
+        let name = QualifiedName::parse(&m.table).map_err(|e| invalid(format!("table: {e}"), &m.table, None))?;
+        let named = |t: &WriteTable| {
+            [&m.key, &m.value, &m.base]
+                .into_iter()
+                .flatten()
+                .flat_map(|v| v.keys())
+                .all(|c| t.schema.column_index(c).is_some())
+        };
+        if let Some(t) = self.tables.lock().get(&name).cloned() {
+            if named(&t) {
+                return Ok((name, t));
+            }
+        }
+        let loaded = write_table::load_write_table(tx.client(), &name).await?;
+        let Some(t) = loaded else {
+            return Err(invalid(format!("table {} does not exist", name.quoted()), &m.table, None));
+        };
+        let t = Arc::new(t);
+        self.tables.lock().insert(name.clone(), t.clone());
+        Ok((name, t))
+    }
+
+    async fn apply_mutation(&self, tx: &tokio_postgres::Transaction<'_>, m: &Mutation, stamp: &Stamp) -> Result<Option<Overridden>, Stop> {
+        let (name, table) = self.table_for(tx, m).await?;
+        let schema = &table.schema;
+        for c in [&m.key, &m.value, &m.base].into_iter().flatten().flat_map(|v| v.keys()) {
+            if schema.column_index(c).is_none() {
+                return Err(invalid(format!("column {c:?} does not exist in table {}", name.quoted()), &m.table, m.key.as_ref()));
+            }
+        }
+        // The row's key: from `key` (update/delete) or the inserted values.
+        let key_source = match m.op {
+            Operation::Insert => m.value.as_ref(),
+            Operation::Update | Operation::Delete => m.key.as_ref(),
+        };
+        let mut key = Values::new();
+        for i in schema.key_columns() {
+            let col = &schema.columns[i].name;
+            match key_source.and_then(|v| v.get(col)) {
+                Some(Some(v)) => {
+                    key.insert(col.clone(), Some(v.clone()));
+                }
+                _ => return Err(invalid(format!("missing primary key column {col:?}"), &m.table, key_source)),
+            }
+        }
+        if m.op == Operation::Update {
+            if let Some(value) = &m.value {
+                for (col, v) in &key {
+                    if value.get(col).is_some_and(|nv| nv != v) {
+                        return Err(invalid(
+                            format!("primary key column {col:?} cannot be updated: delete the row and insert a new one"),
+                            &m.table,
+                            Some(&key),
+                        ));
+                    }
+                }
+            }
+        }
+        let aligned: Vec<Option<String>> = schema.columns.iter().map(|c| key.get(&c.name).cloned().flatten()).collect();
+        let key_text = row_key(schema, &aligned);
+        let table_text = name.quoted();
+        let reject_here = |e: PgError| classify(e, Some(&m.table), Some(&key));
+
+        let row = table.select_for_update(tx, &key).await.map_err(reject_here)?;
+        let stored = write_store::load_clocks(tx, &table_text, &key_text).await.map_err(reject_here)?;
+        let current = self.current_state(tx, &table, row, stored.as_ref()).await.map_err(reject_here)?;
+
+        let policy = self.policies.get(&name).unwrap_or(&self.default_policy);
+        let kinds = |col: &str| match schema.column_index(col).map(|i| &schema.columns[i]) {
+            Some(c) if c.dims == 0 => ValueKind::from_type_name(&c.base_type_name),
+            _ => ValueKind::Other,
+        };
+        let incoming = match m.op {
+            Operation::Insert => Incoming::Insert { values: m.value.clone().unwrap_or_default() },
+            Operation::Update => Incoming::Update { set: m.value.clone().unwrap_or_default(), base: m.base.clone() },
+            Operation::Delete => Incoming::Delete { base: m.base.clone() },
+        };
+        let decision = merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming, stamp: stamp.clone() });
+
+        match &decision.action {
+            Action::Nothing => return Ok(overridden_of(m, &key, decision.overridden)),
+            Action::Conflict { current } => {
+                return Err(Stop::Rejected(Rejection {
+                    code: RejectionCode::Conflict,
+                    message: format!("the row changed since the client read it ({} has other values)", name.quoted()),
+                    table: Some(m.table.clone()),
+                    key: Some(key),
+                    current: Some(current.as_ref().map(values_json).unwrap_or(Value::Null)),
+                }))
+            }
+            Action::Insert { values, .. } => {
+                if matches!(current, Current::Live(_)) {
+                    table.update(tx, &key, values).await.map_err(reject_here)?;
+                } else {
+                    table.insert(tx, values).await.map_err(reject_here)?;
+                }
+            }
+            Action::Update { set, .. } => {
+                if !set.is_empty() {
+                    table.update(tx, &key, set).await.map_err(reject_here)?;
+                }
+            }
+            Action::Delete { .. } => table.delete(tx, &key).await.map_err(reject_here)?,
+            Action::KeepDeleted { .. } => {}
+        }
+        let clocks = match merge::apply(&current, &decision.action) {
+            Current::Live(row) => {
+                // Remember the row exactly as Postgres now prints it, to notice direct writes later.
+                let after = table.select_for_update(tx, &key).await.map_err(reject_here)?;
+                StoredClocks {
+                    clocks: stamps_json(&row.clocks),
+                    known: after.map(|(values, _)| values_json_map(&aligned_map(&table, &values))),
+                    deleted: None,
+                    born: row.born.map(|b| b.to_string()),
+                }
+            }
+            Current::Deleted { tombstone, deleted } => StoredClocks {
+                clocks: stamps_json(&tombstone.clocks),
+                known: Some(values_json_map(&tombstone.values)),
+                deleted: Some(deleted.to_string()),
+                born: tombstone.born.map(|b| b.to_string()),
+            },
+            Current::Absent => return Ok(overridden_of(m, &key, decision.overridden)),
+        };
+        write_store::save_clocks(tx, &table_text, &key_text, &clocks).await.map_err(reject_here)?;
+        Ok(overridden_of(m, &key, decision.overridden))
+    }
+
+    /// The row as the merge policy sees it. Columns whose value differs from what Ferrite last
+    /// wrote were changed directly in Postgres since: they count as written by [`DIRECT_WRITER`]
+    /// at that transaction's commit time (exact with `track_commit_timestamp = on`; otherwise
+    /// the time the change is noticed, so a direct write is never beaten by an older edit).
+    async fn current_state(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        table: &WriteTable,
+        row: Option<(Vec<Option<String>>, u32)>,
+        stored: Option<&StoredClocks>,
+    ) -> Result<Current, PgError> {
+        let stored_stamps: BTreeMap<String, Stamp> = stored
+            .map(|s| s.clocks.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.parse().ok()?))).collect())
+            .unwrap_or_default();
+        match row {
+            Some((values, xmin)) => {
+                let values = aligned_map(table, &values);
+                let mut clocks = stored_stamps;
+                let known = stored.and_then(|s| s.known.as_ref());
+                let changed: Vec<&String> = match (stored, known) {
+                    // Written by Ferrite before: compare with what it wrote.
+                    (Some(s), Some(k)) if s.deleted.is_none() => {
+                        values.iter().filter(|(c, v)| k.get(*c).map(json_text) != Some(v.as_deref())).map(|(c, _)| c).collect()
+                    }
+                    // Deleted through Ferrite but present again, or never written by Ferrite:
+                    // the current version is Postgres's own.
+                    (Some(_), _) => values.keys().collect(),
+                    // Never written through Ferrite: the row is as old as its commit, when
+                    // Postgres can tell; otherwise it predates every client edit.
+                    (None, _) => {
+                        if let Some(micros) = write_table::commit_time_micros(tx, xmin).await? {
+                            let direct = Stamp::direct(micros.max(0) as u64);
+                            for c in values.keys() {
+                                clocks.insert(c.clone(), direct.clone());
+                            }
+                        }
+                        vec![]
+                    }
+                };
+                if !changed.is_empty() {
+                    let direct = self.direct_stamp(tx, xmin).await?;
+                    for c in changed {
+                        clocks.insert(c.clone(), direct.clone());
+                    }
+                }
+                let born = stored.and_then(|s| s.born.as_deref()).and_then(|b| b.parse().ok());
+                Ok(Current::Live(StoredRow { values, clocks, born }))
+            }
+            None => match stored {
+                Some(s) if s.deleted.is_some() => {
+                    let deleted = s.deleted.as_deref().and_then(|d| d.parse().ok()).unwrap_or_else(|| Stamp {
+                        hlc: Hlc::ZERO,
+                        client_id: DIRECT_WRITER.to_string(),
+                    });
+                    let values = s
+                        .known
+                        .as_ref()
+                        .map(|k| k.iter().map(|(c, v)| (c.clone(), json_text(v).map(String::from))).collect())
+                        .unwrap_or_default();
+                    let born = s.born.as_deref().and_then(|b| b.parse().ok());
+                    Ok(Current::Deleted { tombstone: StoredRow { values, clocks: stored_stamps, born }, deleted })
+                }
+                // Never written by Ferrite, or deleted directly in Postgres.
+                _ => Ok(Current::Absent),
+            },
+        }
+    }
+
+    async fn direct_stamp(&self, tx: &tokio_postgres::Transaction<'_>, xmin: u32) -> Result<Stamp, PgError> {
+        Ok(match write_table::commit_time_micros(tx, xmin).await? {
+            Some(micros) => Stamp::direct(micros.max(0) as u64),
+            None => Stamp { hlc: self.clock.lock().now(wall_ms()), client_id: DIRECT_WRITER.to_string() },
+        })
+    }
+}
+
+fn rejected(id: u64, code: RejectionCode, message: String) -> TransactionResult {
+    TransactionResult {
+        id,
+        status: Status::Rejected,
+        txid: None,
+        overridden: vec![],
+        error: Some(Rejection { code, message, table: None, key: None, current: None }),
+    }
+}
+
+fn overridden_of(m: &Mutation, key: &Values, columns: Vec<String>) -> Option<Overridden> {
+    (!columns.is_empty()).then(|| Overridden { table: m.table.clone(), key: key.clone(), columns })
+}
+
+fn aligned_map(table: &WriteTable, values: &[Option<String>]) -> Values {
+    table.schema.columns.iter().zip(values).map(|(c, v)| (c.name.clone(), v.clone())).collect()
+}
+
+fn json_text(v: &Value) -> Option<&str> {
+    v.as_str()
+}
+
+fn values_json_map(values: &Values) -> Map<String, Value> {
+    values
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_ref().map(|s| Value::String(s.clone())).unwrap_or(Value::Null)))
+        .collect()
+}
+
+fn values_json(values: &Values) -> Value {
+    Value::Object(values_json_map(values))
+}
+
+fn stamps_json(clocks: &BTreeMap<String, Stamp>) -> Map<String, Value> {
+    clocks.iter().map(|(k, s)| (k.clone(), Value::String(s.to_string()))).collect()
+}

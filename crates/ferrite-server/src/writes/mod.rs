@@ -1,0 +1,63 @@
+//! The write path: `POST /v1/transactions` (see `ferrite-write-protocol.md`).
+//!
+//! [`handler`] parses and answers the HTTP request; [`apply`] applies each client transaction
+//! exactly once under the table's conflict policy ([`policy`]), over connections from [`pool`].
+
+pub mod apply;
+pub mod policy;
+pub mod pool;
+
+use crate::http::response as resp;
+use crate::state::AppState;
+use apply::WriteError;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Response, StatusCode};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `POST /v1/transactions`.
+pub async fn handler(State(state): State<Arc<AppState>>, body: Body) -> Response<Body> {
+    let limit = state.config.max_request_bytes;
+    let read = tokio::time::timeout(
+        Duration::from_secs(state.config.request_read_timeout_secs),
+        axum::body::to_bytes(body, limit),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return resp::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"message": format!("Request body too large (limit: {limit} bytes)")}),
+            )
+        }
+        Err(_) => return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"})),
+    };
+    let req = match ferrite_core::write_protocol::parse_request(&bytes, state.config.sync_batch_size) {
+        Ok(r) => r,
+        Err(e) => {
+            return resp::error(
+                StatusCode::BAD_REQUEST,
+                &json!({"message": "Invalid request", "errors": {e.field: [e.message]}}),
+            )
+        }
+    };
+    match state.writer.apply(&req, None).await {
+        Ok(results) => {
+            for r in &results {
+                state.metrics.count_write_result(r.status);
+            }
+            resp::json(StatusCode::OK, &json!({ "results": results }))
+        }
+        Err(WriteError::ClientIdTaken(id)) => resp::error(
+            StatusCode::FORBIDDEN,
+            &json!({"message": format!("client_id {id} is bound to another user")}),
+        ),
+        Err(WriteError::Unavailable(m)) => {
+            tracing::warn!(error = %m, "applying client transactions failed");
+            resp::unavailable(5, &json!({"code": "database_unreachable", "message": "Database is unreachable, please retry"}))
+        }
+    }
+}

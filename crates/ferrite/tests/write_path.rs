@@ -1,0 +1,362 @@
+//! `POST /v1/transactions` against a real Postgres: exactly-once under retries and restarts,
+//! conflict policies, direct writes, validation and constraint errors.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SCHEMA: &str = "
+    CREATE TABLE steps (id uuid PRIMARY KEY, name text NOT NULL, x int NOT NULL DEFAULT 0, y int NOT NULL DEFAULT 0,
+                        CHECK (x >= 0));
+    CREATE TABLE notes (id int PRIMARY KEY, step_id uuid REFERENCES steps(id), body text);";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+async fn post(base: &str, body: &Value) -> Resp {
+    send(reqwest::Client::new().post(format!("{base}/v1/transactions")).json(body)).await
+}
+
+fn txn(id: u64, hlc_ms: u64, mutations: Value) -> Value {
+    json!({"id": id, "hlc": format!("{hlc_ms}-0"), "mutations": mutations})
+}
+
+async fn setup(tweak: impl FnOnce(&mut ferrite_server::ServerConfig)) -> (TestDb, TestServer, tokio_postgres::Client) {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start_with(&db, tweak).await;
+    (db, s, c)
+}
+
+async fn step_row(c: &tokio_postgres::Client, id: &str) -> Option<(String, i32, i32)> {
+    c.query_opt("SELECT name, x, y FROM steps WHERE id = $1::text::uuid", &[&id])
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+}
+
+const A: &str = "00000000-0000-0000-0000-00000000000a";
+const B: &str = "00000000-0000-0000-0000-00000000000b";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_writes_come_back_through_shapes_with_their_txid() {
+    let (_db, s, c) = setup(|_| {}).await;
+    let mut shape = ShapeReader::new(&s.base, &[("table", "steps")]);
+    shape.catch_up().await;
+    let r = post(&s.base, &json!({"client_id": "c1", "transactions": [
+        txn(1, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "Build", "x": "3"}}]))
+    ]}))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let result = &r.body["results"][0];
+    assert_eq!(result["status"], "applied", "{}", r.text);
+    let txid = result["txid"].as_str().unwrap().to_string();
+    assert_eq!(step_row(&c, A).await, Some(("Build".into(), 3, 0)));
+    // The insert arrives in the shape's live stream carrying the same txid.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&format!(
+            "{}/v1/shape?table=steps&handle={}&offset={}&live=true",
+            s.base,
+            shape.handle.clone().unwrap(),
+            shape.offset
+        ))
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        if let Some(insert) = r.body.as_array().unwrap().iter().find(|m| m["headers"]["operation"] == "insert") {
+            let txids: Vec<String> = insert["headers"]["txids"]
+                .as_array()
+                .expect("txids")
+                .iter()
+                .map(|t| t.as_str().map(String::from).unwrap_or_else(|| t.to_string()))
+                .collect();
+            assert_eq!(txids, vec![txid.clone()]);
+            assert_eq!(insert["value"]["name"], "Build");
+            break;
+        }
+        shape.offset = r.header("electric-offset").unwrap();
+        assert!(std::time::Instant::now() < deadline, "the write never came back through the shape");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_storm_applies_once_and_every_retry_gets_the_same_answer() {
+    let (_db, s, c) = setup(|_| {}).await;
+    let body = json!({"client_id": "storm", "transactions": [
+        txn(1, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "one"}}])),
+        txn(2, now_ms(), json!([{"op": "update", "table": "steps", "key": {"id": A}, "value": {"x": "7"}}])),
+    ]});
+    let sends: Vec<_> = (0..10)
+        .map(|_| {
+            let (base, body) = (s.base.clone(), body.clone());
+            tokio::spawn(async move { post(&base, &body).await })
+        })
+        .collect();
+    let mut answers = vec![];
+    for t in sends {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        answers.push(r.body["results"].clone());
+    }
+    for a in &answers {
+        assert_eq!(a, &answers[0], "every retry returns the recorded result");
+    }
+    assert_eq!(answers[0][0]["status"], "applied");
+    assert_eq!(answers[0][1]["status"], "applied");
+    assert_ne!(answers[0][0]["txid"], answers[0][1]["txid"], "one Postgres transaction per client transaction");
+    assert_eq!(step_row(&c, A).await, Some(("one".into(), 7, 0)));
+    let recorded: i64 = c
+        .query_one("SELECT count(*) FROM ferrite.client_results WHERE client_id = 'storm'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_server_restart_returns_the_original_result() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let body = json!({"client_id": "restart", "transactions": [
+        txn(5, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": B, "name": "kept"}}]))
+    ]});
+    let first = {
+        let s = TestServer::start(&db).await;
+        let r = post(&s.base, &body).await;
+        s.server.shutdown().await;
+        r
+    };
+    // The response was lost (say the server died after Postgres committed): the client retries
+    // against a new server process.
+    let s = TestServer::start(&db).await;
+    let again = post(&s.base, &body).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body);
+    assert_eq!(first.body["results"][0]["status"], "applied");
+    let n: i64 = c.query_one("SELECT count(*) FROM steps", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_commit_and_response_is_answered_by_the_retry() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    // Oracle for the txid: Postgres's own decoding of the committed transaction.
+    c.execute("SELECT pg_create_logical_replication_slot('oracle', 'test_decoding')", &[]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = json!({"client_id": "crash", "transactions": [
+        txn(7, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "once"}}]))
+    ]});
+    let port = free_port();
+    let mut doomed = spawn_server_with_env(&db.url, dir.path(), port, &[("FERRITE_FAILPOINT", "crash-after-commit")]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+    let lost = reqwest::Client::new().post(format!("{base}/v1/transactions")).json(&body).send().await;
+    assert!(lost.is_err(), "the server dies before answering: {lost:?}");
+    let status = doomed.0.wait().unwrap();
+    assert!(!status.success(), "aborted");
+    // Postgres committed it; the client never heard. It retries against a fresh server.
+    let decoded: Vec<String> = c
+        .query("SELECT data FROM pg_logical_slot_get_changes('oracle', NULL, NULL)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let insert = decoded.iter().position(|d| d.starts_with("table public.steps: INSERT")).expect("the insert committed");
+    let begin = decoded[..insert].iter().rev().find(|d| d.starts_with("BEGIN ")).unwrap();
+    let xid = begin.trim_start_matches("BEGIN ").to_string();
+    let port = free_port();
+    let _server = spawn_server(&db.url, dir.path(), port);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+    let retry = post(&base, &body).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.body["results"][0]["status"], "applied", "{}", retry.text);
+    assert_eq!(retry.body["results"][0]["txid"], json!(xid), "the original transaction's txid");
+    let n: i64 = c.query_one("SELECT count(*) FROM steps", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "applied once");
+}
+
+/// Applies the two clients' offline transactions in the given order on a fresh database and
+/// returns the final row.
+async fn two_clients(order_a_first: bool, table_cfg: Option<ferrite_server::config::TableConfig>) -> (Option<(String, i32, i32)>, Vec<Value>) {
+    // Offline edits: A renames and moves x at t0+10s; B renames and moves y at t0+20s (later).
+    let a = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from A", "x": "5"}, "base": {"name": "start", "x": "1"}});
+    let b = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from B", "y": "9"}, "base": {"name": "start", "y": "1"}});
+    two_clients_with(order_a_first, table_cfg, a, b).await
+}
+
+/// Like [`two_clients`] with client A's mutation stamped t0+10s and B's t0+20s.
+async fn two_clients_with(
+    order_a_first: bool,
+    table_cfg: Option<ferrite_server::config::TableConfig>,
+    a: Value,
+    b: Value,
+) -> (Option<(String, i32, i32)>, Vec<Value>) {
+    let (_db, s, c) = setup(|cfg| {
+        if let Some(t) = table_cfg {
+            cfg.tables.insert("steps".into(), t);
+        }
+    })
+    .await;
+    let t0 = now_ms() - 60_000;
+    let r = post(&s.base, &json!({"client_id": "setup", "transactions": [
+        txn(1, t0, json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "start", "x": "1", "y": "1"}}]))
+    ]}))
+    .await;
+    assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+    let a = json!({"client_id": "client-a", "transactions": [txn(1, t0 + 10_000, json!([a]))]});
+    let b = json!({"client_id": "client-b", "transactions": [txn(1, t0 + 20_000, json!([b]))]});
+    let (first, second) = if order_a_first { (a, b) } else { (b, a) };
+    let r1 = post(&s.base, &first).await;
+    let r2 = post(&s.base, &second).await;
+    (step_row(&c, A).await, vec![r1.body["results"][0].clone(), r2.body["results"][0].clone()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lww_converges_to_the_same_row_in_both_orders() {
+    let (ab, results_ab) = two_clients(true, None).await;
+    let (ba, results_ba) = two_clients(false, None).await;
+    assert_eq!(ab, ba, "same final row whatever the sync order");
+    // Field-level: B's later name wins, A's x and B's y both survive.
+    assert_eq!(ab, Some(("from B".into(), 5, 9)));
+    assert_eq!(results_ab[0]["status"], "applied");
+    assert_eq!(results_ab[1]["status"], "applied");
+    // In the other order A's name arrives after B's newer one: merged, name overridden.
+    assert_eq!(results_ba[1]["status"], "merged", "{results_ba:?}");
+    assert_eq!(results_ba[1]["overridden"][0]["columns"], json!(["name"]));
+}
+
+/// Both sync orders of A's and B's mutations under `cfg` end in the same row; returns it.
+async fn converges(cfg: ferrite_server::config::TableConfig, a: Value, b: Value) -> Option<(String, i32, i32)> {
+    let (ab, r_ab) = two_clients_with(true, Some(cfg.clone()), a.clone(), b.clone()).await;
+    let (ba, r_ba) = two_clients_with(false, Some(cfg), a, b).await;
+    assert_eq!(ab, ba, "same final row whatever the sync order ({r_ab:?} / {r_ba:?})");
+    for r in r_ab.iter().chain(&r_ba) {
+        assert_ne!(r["status"], "rejected", "{r}");
+    }
+    ab
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existence_and_resolve_policies_converge_in_both_orders() {
+    use ferrite_server::config::TableConfig;
+    let delete = json!({"op": "delete", "table": "steps", "key": {"id": A}});
+    let update = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from B", "y": "9"}});
+    let add_wins = TableConfig { existence: Some("add-wins".into()), ..Default::default() };
+    let delete_wins = TableConfig { existence: Some("delete-wins".into()), ..Default::default() };
+    // A deletes, B (later) updates: add-wins keeps the row with B's change, delete-wins drops it.
+    assert_eq!(converges(add_wins.clone(), delete.clone(), update.clone()).await, Some(("from B".into(), 1, 9)));
+    assert_eq!(converges(delete_wins.clone(), delete.clone(), update.clone()).await, None);
+    // A updates, B (later) deletes: gone under both.
+    let update_a = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"x": "4"}});
+    assert_eq!(converges(add_wins, update_a.clone(), delete.clone()).await, None);
+    assert_eq!(converges(delete_wins, update_a, delete).await, None);
+    // The agent-memory resolver: the bigger x wins over the newer edit, in either order.
+    let resolve = TableConfig { resolve: vec!["max(x)".into(), "lww".into()], ..Default::default() };
+    let a = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from A", "x": "10", "y": "1"}});
+    let b = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from B", "x": "9", "y": "9"}});
+    assert_eq!(converges(resolve, a, b).await, Some(("from A".into(), 10, 1)), "10 > 9 as integers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_wins_rejects_a_stale_base_with_the_current_row() {
+    let cfg = ferrite_server::config::TableConfig { conflict: Some("server-wins".into()), ..Default::default() };
+    let (row, results) = two_clients(true, Some(cfg)).await;
+    assert_eq!(row, Some(("from A".into(), 5, 1)), "the first sync wins, the second is refused");
+    assert_eq!(results[0]["status"], "applied");
+    assert_eq!(results[1]["status"], "rejected");
+    assert_eq!(results[1]["error"]["code"], "conflict");
+    assert_eq!(results[1]["error"]["current"]["name"], "from A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_write_is_not_overwritten_by_an_older_offline_edit() {
+    let (_db, s, c) = setup(|_| {}).await;
+    let t0 = now_ms();
+    let r = post(&s.base, &json!({"client_id": "c", "transactions": [
+        txn(1, t0 - 120_000, json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "v1"}}]))
+    ]}))
+    .await;
+    assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+    // Another program writes directly to Postgres now.
+    c.execute("UPDATE steps SET name = 'direct' WHERE id = $1::text::uuid", &[&A]).await.unwrap();
+    // An offline edit made a minute ago arrives: older than the direct write, it loses.
+    let r = post(&s.base, &json!({"client_id": "c", "transactions": [
+        txn(2, t0 - 60_000, json!([{"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "offline", "x": "2"}}]))
+    ]}))
+    .await;
+    assert_eq!(r.body["results"][0]["status"], "merged", "{}", r.text);
+    assert_eq!(step_row(&c, A).await, Some(("direct".into(), 2, 0)), "the untouched column x still applies");
+    // A newer edit wins over the direct write.
+    let r = post(&s.base, &json!({"client_id": "c", "transactions": [
+        txn(3, now_ms() + 1_000, json!([{"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "newer"}}]))
+    ]}))
+    .await;
+    assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+    assert_eq!(step_row(&c, A).await.unwrap().0, "newer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_apply_nothing_name_the_problem_and_later_transactions_still_run() {
+    let (_db, s, c) = setup(|_| {}).await;
+    let ok = |id: u64, name: &str| {
+        txn(id, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": format!("00000000-0000-0000-0000-0000000000{id:02}"), "name": name}}]))
+    };
+    let r = post(&s.base, &json!({"client_id": "v", "transactions": [
+        // Two mutations, the second violates a CHECK: the first must not stay applied.
+        txn(1, now_ms(), json!([
+            {"op": "insert", "table": "steps", "value": {"id": A, "name": "partial"}},
+            {"op": "update", "table": "steps", "key": {"id": A}, "value": {"x": "-1"}}])),
+        txn(2, now_ms(), json!([{"op": "insert", "table": "notes", "value": {"id": "1", "step_id": B, "body": "dangling"}}])),
+        txn(3, now_ms(), json!([{"op": "insert", "table": "nope", "value": {"id": "1"}}])),
+        txn(4, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": B, "name": "n", "colour": "red"}}])),
+        txn(5, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": B, "name": "n", "x": "many"}}])),
+        txn(6, now_ms(), json!([{"op": "update", "table": "steps", "key": {"name": "n"}, "value": {"x": "1"}}])),
+        txn(7, "99999999999999".parse::<u64>().unwrap(), json!([{"op": "insert", "table": "steps", "value": {"id": B, "name": "future"}}])),
+        ok(8, "fine"),
+    ]}))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let res = r.body["results"].as_array().unwrap();
+    let code = |i: usize| res[i]["error"]["code"].as_str().unwrap_or("").to_string();
+    let msg = |i: usize| res[i]["error"]["message"].as_str().unwrap_or("").to_string();
+    assert_eq!(res[0]["status"], "rejected");
+    assert_eq!(code(0), "constraint");
+    assert!(msg(0).contains("steps_x_check"), "{}", msg(0));
+    assert_eq!(code(1), "constraint");
+    assert!(msg(1).contains("foreign key"), "{}", msg(1));
+    assert_eq!(code(2), "invalid");
+    assert!(msg(2).contains("does not exist"), "{}", msg(2));
+    assert_eq!(code(3), "invalid");
+    assert!(msg(3).contains("colour"), "{}", msg(3));
+    assert_eq!(code(4), "invalid");
+    assert!(msg(4).contains("invalid input syntax for type integer"), "{}", msg(4));
+    assert_eq!(code(5), "invalid");
+    assert!(msg(5).contains("primary key"), "{}", msg(5));
+    assert_eq!(code(6), "clock_skew");
+    assert_eq!(res[7]["status"], "applied");
+    let names: Vec<String> = c.query("SELECT name FROM steps", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, vec!["fine".to_string()], "nothing of the rejected transactions was applied");
+
+    // Request-level errors: 400 naming the field, nothing recorded.
+    for (body, field) in [
+        (json!({"transactions": []}), "client_id"),
+        (json!({"client_id": "v", "transactions": [{"id": 9, "hlc": "1-0", "mutations": [{"op": "merge", "table": "steps"}]}]}), "transactions[0].mutations[0].op"),
+    ] {
+        let r = post(&s.base, &body).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(r.body["errors"][field].is_array(), "{}", r.text);
+    }
+    let too_many: Vec<Value> = (10..=12).map(|i| ok(i, "x")).collect();
+    s.server.shutdown().await; // one server per replication slot
+    let s2 = TestServer::start_with(&_db, |c| c.sync_batch_size = 2).await;
+    let r = post(&s2.base, &json!({"client_id": "v", "transactions": too_many})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}
