@@ -64,8 +64,46 @@ pub struct ServerConfig {
     pub max_clock_skew_ms: u64,
     /// Postgres connections used to apply client transactions.
     pub write_connections: usize,
-    /// Per-table write settings (`[tables.<name>]`): conflict policy and row existence rule.
+    /// Token verification (`[auth]`).
+    pub auth: AuthConfig,
+    /// Seconds a presence member stays in its room without a heartbeat.
+    pub presence_ttl_secs: u64,
+    /// Per-table settings (`[tables.<name>]`): conflict policy, row existence rule, access rules.
     pub tables: BTreeMap<String, TableConfig>,
+}
+
+/// `[auth]`: how requests prove who they are (see [`crate::auth`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `"insecure"` (default: no tokens, everything allowed) or `"jwt"`.
+    pub mode: String,
+    /// HS256 shared secret (at least 32 bytes).
+    pub secret: Option<String>,
+    /// PEM public key (RSA → RS256, EC P-256 → ES256).
+    pub public_key_file: Option<PathBuf>,
+    /// JWKS document with RS256/ES256 keys, chosen by the token's `kid`.
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+    /// Clock tolerance (seconds) for `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: "insecure".into(),
+            secret: None,
+            public_key_file: None,
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+        }
+    }
 }
 
 /// Write settings of one table.
@@ -80,6 +118,12 @@ pub struct TableConfig {
     pub existence: Option<String>,
     /// Per-column policy inside an `lww` table: column → `"lww"` or `"server-wins"`.
     pub columns: BTreeMap<String, String>,
+    /// JWT mode: where clause (may use `claims.<name>`) ANDed into every shape on the table.
+    pub read: Option<String>,
+    /// JWT mode: where clause every written row must satisfy before and after the change.
+    pub write: Option<String>,
+    /// JWT mode: readable by every authenticated client without a `read` rule.
+    pub public: bool,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +154,8 @@ impl Default for ServerConfig {
             sync_batch_size: 100,
             max_clock_skew_ms: 5 * 60 * 1000,
             write_connections: 4,
+            auth: AuthConfig::default(),
+            presence_ttl_secs: 30,
             tables: BTreeMap::new(),
         }
     }
@@ -141,6 +187,10 @@ impl ServerConfig {
         }
         for (name, table) in &self.tables {
             crate::writes::policy::table_policy(table).map_err(|e| format!("tables.{name}: {e}"))?;
+        }
+        crate::auth::Auth::from_config(self)?;
+        if self.presence_ttl_secs == 0 {
+            return Err("presence_ttl_secs must be at least 1".into());
         }
         if self.sse_timeout_secs < 2 {
             return Err("sse_timeout_secs must be at least 2".into());

@@ -15,6 +15,7 @@ pub mod shapes;
 pub mod state;
 pub mod storage;
 pub mod writes;
+pub mod auth;
 
 pub use config::ServerConfig;
 pub use server::{start, RunningServer};

@@ -57,6 +57,8 @@ pub struct AppState {
     pub receipts: parking_lot::Mutex<std::collections::VecDeque<(u64, std::time::Instant)>>,
     /// Applies client transactions (the write path).
     pub writer: crate::writes::apply::Writer,
+    /// Token verification and table access rules.
+    pub auth: Arc<crate::auth::Auth>,
     /// Admission control for initial requests.
     pub initial_slots: Semaphore,
     /// Admission control for other requests.
@@ -70,8 +72,13 @@ pub struct AppState {
 impl AppState {
     /// Builds the state around an opened registry.
     pub fn new(config: ServerConfig, registry: Arc<Registry>) -> AppState {
+        let auth = Arc::new(crate::auth::Auth::from_config(&config).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "auth configuration unusable: refusing every token");
+            crate::auth::Auth::deny_all()
+        }));
         AppState {
-            writer: crate::writes::apply::Writer::new(&config),
+            writer: crate::writes::apply::Writer::new(&config, auth.clone()),
+            auth,
             initial_slots: Semaphore::new(config.max_concurrent_initial),
             existing_slots: Semaphore::new(config.max_concurrent_existing),
             snapshot_slots: Arc::new(Semaphore::new(config.snapshot_concurrency.max(1))),

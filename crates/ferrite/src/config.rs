@@ -1,7 +1,10 @@
 //! Loading `ferrite.toml` with `FERRITE_*` environment overrides.
 //!
 //! Keys are the fields of [`ServerConfig`]; `FERRITE_<KEY>` (upper case) overrides a key, typed
-//! like the key's default. Unknown keys in the file are an error that names them.
+//! like the key's default. Nested keys use `__` between levels: `FERRITE_AUTH__MODE=jwt`,
+//! `FERRITE_TABLES__LEADS__READ="tenant_id = claims.tenant_id"`,
+//! `FERRITE_TABLES__AGENT_MEMORY__RESOLVE='["max(importance)", "lww"]'` (a TOML array).
+//! Unknown keys in the file are an error that names them.
 
 use anyhow::{anyhow, Context, Result};
 use ferrite_server::ServerConfig;
@@ -9,6 +12,45 @@ use std::path::Path;
 
 /// Keys whose values are strings even when they look like numbers.
 const STRING_KEYS: [&str; 6] = ["database_url", "listen", "data_dir", "slot_name", "publication", "secret"];
+/// Nested keys (last level) whose values are strings.
+const NESTED_STRING_KEYS: [&str; 10] =
+    ["mode", "secret", "public_key_file", "jwks_file", "issuer", "audience", "conflict", "existence", "read", "write"];
+
+/// The TOML value of an environment variable for the key at `path`.
+fn env_value(var: &str, path: &[String], v: String) -> Result<toml::Value> {
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    let string_key = match path.as_slice() {
+        [key] => STRING_KEYS.contains(key),
+        [.., "columns", _] => true,
+        [.., last] => NESTED_STRING_KEYS.contains(last),
+        [] => false,
+    };
+    if v.trim_start().starts_with('[') {
+        let parsed: toml::Table = format!("v = {v}").parse().map_err(|e: toml::de::Error| anyhow!("environment variable {var}: {}", e.message()))?;
+        return Ok(parsed["v"].clone());
+    }
+    if string_key {
+        Ok(toml::Value::String(v))
+    } else if let Ok(i) = v.parse::<i64>() {
+        Ok(toml::Value::Integer(i))
+    } else if let Ok(b) = v.parse::<bool>() {
+        Ok(toml::Value::Boolean(b))
+    } else {
+        Err(anyhow!("environment variable {var}={v:?}: expected a number or true/false"))
+    }
+}
+
+/// Sets `path` in `table`, creating intermediate tables.
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value, var: &str) -> Result<()> {
+    let (last, parents) = path.split_last().ok_or_else(|| anyhow!("environment variable {var}: empty key"))?;
+    let mut t = table;
+    for p in parents {
+        let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry.as_table_mut().ok_or_else(|| anyhow!("environment variable {var}: {p} is not a table"))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
 
 /// Reads the config file (if given or present as ./ferrite.toml) and applies the environment.
 pub fn load(path: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<ServerConfig> {
@@ -23,19 +65,13 @@ pub fn load(path: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
     };
     for (k, v) in env {
         let Some(key) = k.strip_prefix("FERRITE_").map(|s| s.to_ascii_lowercase()) else { continue };
-        if !known.contains(&key) {
+        let path: Vec<String> = key.split("__").map(String::from).collect();
+        // Other FERRITE_* variables (FERRITE_LOG, test failpoints) are not configuration keys.
+        if !known.contains(&path[0]) {
             continue;
         }
-        let value = if STRING_KEYS.contains(&key.as_str()) {
-            toml::Value::String(v)
-        } else if let Ok(i) = v.parse::<i64>() {
-            toml::Value::Integer(i)
-        } else if let Ok(b) = v.parse::<bool>() {
-            toml::Value::Boolean(b)
-        } else {
-            return Err(anyhow!("environment variable {k}={v:?}: expected a number or true/false"));
-        };
-        table.insert(key, value);
+        let value = env_value(&k, &path, v)?;
+        set_path(&mut table, &path, value, &k)?;
     }
     let cfg: ServerConfig = toml::Value::Table(table)
         .try_into()
@@ -68,6 +104,36 @@ mod tests {
         assert!(err.contains("prot"), "{err}");
         let err = load(None, vec![("FERRITE_PORT".to_string(), "abc".to_string())].into_iter()).unwrap_err();
         assert!(err.to_string().contains("FERRITE_PORT"));
+    }
+
+    #[test]
+    fn nested_keys_are_overridable_too() {
+        let dir = tempfile_dir();
+        let p = dir.join("nested.toml");
+        std::fs::write(&p, "[tables.leads]\nconflict = \"lww\"\n").unwrap();
+        let env = [
+            ("FERRITE_AUTH__MODE", "jwt"),
+            ("FERRITE_AUTH__SECRET", "0123456789abcdef0123456789abcdef"),
+            ("FERRITE_AUTH__LEEWAY_SECS", "5"),
+            ("FERRITE_TABLES__LEADS__READ", "tenant_id = claims.tenant_id"),
+            ("FERRITE_TABLES__LEADS__PUBLIC", "false"),
+            ("FERRITE_TABLES__MEMORY__RESOLVE", r#"["max(importance)", "lww"]"#),
+            ("FERRITE_TABLES__TASKS__COLUMNS__STATUS", "server-wins"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg = load(Some(&p), env.into_iter()).unwrap();
+        assert_eq!(cfg.auth.mode, "jwt");
+        assert_eq!(cfg.auth.leeway_secs, 5);
+        assert_eq!(cfg.tables["leads"].conflict.as_deref(), Some("lww"), "file values stay");
+        assert_eq!(cfg.tables["leads"].read.as_deref(), Some("tenant_id = claims.tenant_id"));
+        assert_eq!(cfg.tables["memory"].resolve, vec!["max(importance)".to_string(), "lww".into()]);
+        assert_eq!(cfg.tables["tasks"].columns["status"], "server-wins");
+        let bad = [("FERRITE_AUTH__MODE".to_string(), "maybe".to_string())];
+        let err = load(Some(&p), bad.into_iter()).unwrap_err().to_string();
+        assert!(err.contains("auth.mode"), "{err}");
+        let bad = [("FERRITE_TABLES__LEADS__COLOUR".to_string(), "red".to_string())];
+        let err = load(Some(&p), bad.into_iter()).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("colour"), "{err}");
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

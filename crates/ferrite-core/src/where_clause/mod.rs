@@ -113,6 +113,13 @@ pub enum EvalError {
     Unsupported(String),
 }
 
+/// Checks that `sql` is one boolean expression in the supported syntax, without resolving
+/// columns: lets the server AND a client's where with a rule knowing neither can change the
+/// other's meaning (`x) OR (true` is refused here).
+pub fn check_syntax(sql: &str) -> Result<(), WhereError> {
+    syntax::parse_where(sql).map(|_| ())
+}
+
 /// A compiled where clause: a typed expression over the columns of one table.
 #[derive(Debug, Clone)]
 pub struct WhereClause {

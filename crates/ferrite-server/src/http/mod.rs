@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(|| async { StatusCode::OK }))
         .fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
         .layer(middleware::from_fn(common_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), private_when_authenticated))
         .with_state(state)
 }
 
@@ -58,6 +59,24 @@ async fn common_headers(req: Request, next: Next) -> Response<Body> {
         HeaderValue::from_static(methods),
     );
     h.append(header::VARY, HeaderValue::from_static("origin"));
+    r
+}
+
+/// In JWT mode a response depends on who asks (rules are applied server-side, so two tenants
+/// can send the same URL): never let a shared cache keep it.
+async fn private_when_authenticated(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response<Body> {
+    let mut r = next.run(req).await;
+    if state.auth.enabled() {
+        let h = r.headers_mut();
+        if let Some(cc) = h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
+            if let Some(rest) = cc.strip_prefix("public") {
+                if let Ok(v) = HeaderValue::from_str(&format!("private{rest}")) {
+                    h.insert(header::CACHE_CONTROL, v);
+                }
+            }
+        }
+        h.append(header::VARY, HeaderValue::from_static("authorization"));
+    }
     r
 }
 
@@ -110,6 +129,10 @@ async fn delete_shape(State(state): State<Arc<AppState>>, method: Method, RawQue
     }
     if !state.config.allow_shape_deletion {
         return response::error(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"message": "DELETE not allowed"}));
+    }
+    if state.auth.enabled() {
+        // Shapes are shared by every caller with the same rule; no single caller owns one.
+        return response::error(StatusCode::FORBIDDEN, &serde_json::json!({"message": "DELETE is not available with auth.mode = \"jwt\""}));
     }
     let handle = pairs.iter().rev().find(|(k, _)| k == "handle").map(|(_, v)| v.clone());
     let has_table = pairs.iter().any(|(k, _)| k == "table");

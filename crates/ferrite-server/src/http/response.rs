@@ -9,6 +9,19 @@ pub const CACHE_INITIAL: &str = "public, max-age=604800, s-maxage=3600, stale-wh
 /// `cache-control` for live long-poll responses.
 pub const CACHE_LIVE: &str = "public, max-age=5, stale-while-revalidate=5";
 
+/// The response for a refused caller: 401 (with `www-authenticate`) or 403.
+pub fn auth_refused(e: &crate::auth::AuthError) -> Response<Body> {
+    use crate::auth::AuthError;
+    match e {
+        AuthError::Unauthenticated(m) => {
+            let mut r = error(StatusCode::UNAUTHORIZED, &serde_json::json!({"message": m}));
+            set(&mut r, "www-authenticate", "Bearer error=\"invalid_token\"");
+            r
+        }
+        AuthError::Forbidden(m) => error(StatusCode::FORBIDDEN, &serde_json::json!({"message": m})),
+    }
+}
+
 /// A JSON response with the given status.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Body::from(body.to_string()));

@@ -64,7 +64,8 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let req = match Box::pin(read_request(&state, &method, query, body)).await {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let req = match Box::pin(read_request(&state, &method, query, body, authorization)).await {
         Ok(r) => r,
         Err(response) => return response,
     };
@@ -131,13 +132,21 @@ pub async fn handle(
     }
 }
 
-/// Checks the secret, reads a POST body (bounded in size and time) and validates every
-/// parameter; an error is the response to send.
-async fn read_request(state: &AppState, method: &Method, query: Option<String>, body: Body) -> Result<ShapeRequest, Response<Body>> {
+/// Checks the secret and the caller's token, reads a POST body (bounded in size and time),
+/// validates every parameter and restricts the shape to the caller's read rule; an error is the
+/// response to send.
+async fn read_request(
+    state: &AppState,
+    method: &Method,
+    query: Option<String>,
+    body: Body,
+    authorization: Option<&str>,
+) -> Result<ShapeRequest, Response<Body>> {
     let pairs = query_pairs(&query);
     if let Some(r) = check_secret(state, &pairs) {
         return Err(r);
     }
+    let who = state.auth.authenticate(authorization).map_err(|e| resp::auth_refused(&e))?;
     let mut body_subset = None;
     if method == Method::POST {
         let read_limit = Duration::from_secs(state.config.request_read_timeout_secs);
@@ -161,7 +170,14 @@ async fn read_request(state: &AppState, method: &Method, query: Option<String>, 
             Err((_, v)) => return Err(resp::error(StatusCode::BAD_REQUEST, &v)),
         }
     }
-    parse_shape_request(&pairs, body_subset).map_err(|errors| resp::invalid(&errors))
+    let mut req = parse_shape_request(&pairs, body_subset).map_err(|errors| resp::invalid(&errors))?;
+    let rule = state.auth.read_filter(&req.definition.table, who.as_ref()).map_err(|e| resp::auth_refused(&e))?;
+    if let Some(rule) = rule {
+        let restricted = crate::auth::restrict(req.definition.where_sql.as_deref(), &rule)
+            .map_err(|e| resp::invalid_field("where", &e.to_string()))?;
+        req.definition.where_sql = Some(restricted);
+    }
+    Ok(req)
 }
 
 enum Resolved {

@@ -10,6 +10,8 @@
 //! nothing of it applied, yet its rejection is still recorded and later transactions still run.
 
 use super::pool::Pool;
+use crate::auth::{Auth, Identity};
+use ferrite_core::where_clause::WhereClause;
 use ferrite_core::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
 use ferrite_core::key::row_key;
 use ferrite_core::merge::{self, Action, Current, Incoming, StoredRow, TablePolicy, ValueKind};
@@ -45,6 +47,7 @@ pub struct Writer {
     tables: Mutex<HashMap<QualifiedName, Arc<WriteTable>>>,
     clock: Mutex<HlcClock>,
     store_ready: tokio::sync::OnceCell<()>,
+    auth: Arc<Auth>,
 }
 
 /// Why one mutation stops its transaction.
@@ -110,7 +113,7 @@ fn wall_ms() -> u64 {
 impl Writer {
     /// A writer over `connections` Postgres connections with the configured table policies
     /// (already validated by [`crate::config::ServerConfig::validate`]).
-    pub fn new(config: &crate::config::ServerConfig) -> Writer {
+    pub fn new(config: &crate::config::ServerConfig, auth: Arc<Auth>) -> Writer {
         let mut policies = HashMap::new();
         for (name, cfg) in &config.tables {
             if let (Ok(q), Ok(p)) = (QualifiedName::parse(name), super::policy::table_policy(cfg)) {
@@ -124,11 +127,14 @@ impl Writer {
             tables: Mutex::new(HashMap::new()),
             clock: Mutex::new(HlcClock::new(config.max_clock_skew_ms)),
             store_ready: tokio::sync::OnceCell::new(),
+            auth,
         }
     }
 
     /// Applies a request's transactions in order and returns one result per transaction.
-    pub async fn apply(&self, req: &TransactionsRequest, subject: Option<&str>) -> Result<Vec<TransactionResult>, WriteError> {
+    /// `who` is the caller when auth is on: its subject owns the client id, and each table's
+    /// write rule is checked with its claims.
+    pub async fn apply(&self, req: &TransactionsRequest, who: Option<&Identity>) -> Result<Vec<TransactionResult>, WriteError> {
         let mut conn = self.pool.get().await.map_err(|e| WriteError::Unavailable(e.to_string()))?;
         self.store_ready
             .get_or_try_init(|| async { write_store::ensure_write_store(conn.client()).await })
@@ -136,7 +142,7 @@ impl Writer {
             .map_err(|e| WriteError::Unavailable(format!("creating the ferrite schema: {e}")))?;
         let mut results = Vec::with_capacity(req.transactions.len());
         for txn in &req.transactions {
-            results.push(self.apply_one(conn.client(), &req.client_id, subject, txn).await?);
+            results.push(self.apply_one(conn.client(), &req.client_id, who, txn).await?);
         }
         Ok(results)
     }
@@ -145,13 +151,13 @@ impl Writer {
         &self,
         client: &mut tokio_postgres::Client,
         client_id: &str,
-        subject: Option<&str>,
+        who: Option<&Identity>,
         txn: &ClientTransaction,
     ) -> Result<TransactionResult, WriteError> {
         let down = |e: PgError| WriteError::Unavailable(e.to_string());
         let tx = client.transaction().await.map_err(|e| down(e.into()))?;
         let progress = write_store::lock_client(&tx, client_id).await.map_err(down)?;
-        if let Some(subject) = subject {
+        if let Some(subject) = who.map(|w| w.subject.as_str()) {
             match &progress.subject {
                 Some(bound) if bound != subject => return Err(WriteError::ClientIdTaken(client_id.to_string())),
                 Some(_) => {}
@@ -175,7 +181,7 @@ impl Writer {
             Err((code, message)) => rejected(txn.id, code, message),
             Ok(stamp) => {
                 tx.batch_execute("SAVEPOINT ferrite_mutations").await.map_err(|e| down(e.into()))?;
-                match self.apply_mutations(&tx, txn, &stamp).await {
+                match self.apply_mutations(&tx, txn, &stamp, who).await {
                     Ok(overridden) => {
                         let xid = write_store::current_xid(&tx).await.map_err(down)?;
                         TransactionResult {
@@ -218,10 +224,11 @@ impl Writer {
         tx: &tokio_postgres::Transaction<'_>,
         txn: &ClientTransaction,
         stamp: &Stamp,
+        who: Option<&Identity>,
     ) -> Result<Vec<Overridden>, Stop> {
         let mut overridden = vec![];
         for m in &txn.mutations {
-            if let Some(o) = self.apply_mutation(tx, m, stamp).await? {
+            if let Some(o) = self.apply_mutation(tx, m, stamp, who).await? {
                 overridden.push(o);
             }
         }
@@ -253,7 +260,13 @@ impl Writer {
         Ok((name, t))
     }
 
-    async fn apply_mutation(&self, tx: &tokio_postgres::Transaction<'_>, m: &Mutation, stamp: &Stamp) -> Result<Option<Overridden>, Stop> {
+    async fn apply_mutation(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        m: &Mutation,
+        stamp: &Stamp,
+        who: Option<&Identity>,
+    ) -> Result<Option<Overridden>, Stop> {
         let (name, table) = self.table_for(tx, m).await?;
         let schema = &table.schema;
         for c in [&m.key, &m.value, &m.base].into_iter().flatten().flat_map(|v| v.keys()) {
@@ -294,9 +307,44 @@ impl Writer {
         let table_text = name.quoted();
         let reject_here = |e: PgError| classify(e, Some(&m.table), Some(&key));
 
+        let forbidden = |message: String| {
+            Stop::Rejected(Rejection {
+                code: RejectionCode::Forbidden,
+                message,
+                table: Some(m.table.clone()),
+                key: Some(key.clone()),
+                current: None,
+            })
+        };
+        // The caller's write rule, compiled against the table; checked on the row before and after.
+        let rule = match self.auth.write_filter(&name, who) {
+            Err(e) => return Err(forbidden(e.to_string())),
+            Ok(None) => None,
+            Ok(Some(sql)) => Some(
+                WhereClause::compile(&sql, &BTreeMap::new(), schema)
+                    .map_err(|e| forbidden(format!("the write rule of table {} cannot be evaluated: {e}", name.quoted())))?,
+            ),
+        };
+        let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
+        let violation = || forbidden(format!("row violates write rule for table {}", name.quoted()));
+
         let row = table.select_for_update(tx, &key).await.map_err(reject_here)?;
         let stored = write_store::load_clocks(tx, &table_text, &key_text).await.map_err(reject_here)?;
         let current = self.current_state(tx, &table, row, stored.as_ref()).await.map_err(reject_here)?;
+        if let Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } = &current {
+            // The row as it is, and as the mutation asks for it (whether or not the conflict
+            // policy lets it through: asking for a forbidden row is refused either way).
+            if violates(&aligned_vec(&table, values)) {
+                return Err(violation());
+            }
+            if let Some(asked) = m.value.as_ref().filter(|_| m.op != Operation::Delete) {
+                let mut proposed = values.clone();
+                proposed.extend(asked.iter().map(|(c, v)| (c.clone(), v.clone())));
+                if violates(&aligned_vec(&table, &proposed)) {
+                    return Err(violation());
+                }
+            }
+        }
 
         let policy = self.policies.get(&name).unwrap_or(&self.default_policy);
         let kinds = |col: &str| match schema.column_index(col).map(|i| &schema.columns[i]) {
@@ -340,6 +388,9 @@ impl Writer {
             Current::Live(row) => {
                 // Remember the row exactly as Postgres now prints it, to notice direct writes later.
                 let after = table.select_for_update(tx, &key).await.map_err(reject_here)?;
+                if after.as_ref().is_some_and(|(values, _)| violates(values)) {
+                    return Err(violation());
+                }
                 StoredClocks {
                     clocks: stamps_json(&row.clocks),
                     known: after.map(|(values, _)| values_json_map(&aligned_map(&table, &values))),
@@ -347,6 +398,7 @@ impl Writer {
                     born: row.born.map(|b| b.to_string()),
                 }
             }
+            Current::Deleted { tombstone, .. } if violates(&aligned_vec(&table, &tombstone.values)) => return Err(violation()),
             Current::Deleted { tombstone, deleted } => StoredClocks {
                 clocks: stamps_json(&tombstone.clocks),
                 known: Some(values_json_map(&tombstone.values)),
@@ -449,8 +501,14 @@ fn overridden_of(m: &Mutation, key: &Values, columns: Vec<String>) -> Option<Ove
     (!columns.is_empty()).then(|| Overridden { table: m.table.clone(), key: key.clone(), columns })
 }
 
+/// A row as a name → value map.
 fn aligned_map(table: &WriteTable, values: &[Option<String>]) -> Values {
     table.schema.columns.iter().zip(values).map(|(c, v)| (c.name.clone(), v.clone())).collect()
+}
+
+/// A name → value map as values in column order (missing columns NULL).
+fn aligned_vec(table: &WriteTable, values: &Values) -> Vec<Option<String>> {
+    table.schema.columns.iter().map(|c| values.get(&c.name).cloned().flatten()).collect()
 }
 
 fn json_text(v: &Value) -> Option<&str> {

@@ -18,7 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `POST /v1/transactions`.
-pub async fn handler(State(state): State<Arc<AppState>>, body: Body) -> Response<Body> {
+pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: Body) -> Response<Body> {
+    let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let who = match state.auth.authenticate(authorization) {
+        Ok(who) => who,
+        Err(e) => return resp::auth_refused(&e),
+    };
     let limit = state.config.max_request_bytes;
     let read = tokio::time::timeout(
         Duration::from_secs(state.config.request_read_timeout_secs),
@@ -44,7 +49,7 @@ pub async fn handler(State(state): State<Arc<AppState>>, body: Body) -> Response
             )
         }
     };
-    match state.writer.apply(&req, None).await {
+    match state.writer.apply(&req, who.as_ref()).await {
         Ok(results) => {
             for r in &results {
                 state.metrics.count_write_result(r.status);

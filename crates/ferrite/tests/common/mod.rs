@@ -123,6 +123,8 @@ pub struct ShapeReader {
     pub refetches: usize,
     /// Every change message key+offset seen, to detect duplicates.
     pub seen_ops: Vec<(String, String, String)>,
+    /// Bearer token sent with every request (JWT mode).
+    pub token: Option<String>,
 }
 
 impl ShapeReader {
@@ -137,7 +139,14 @@ impl ShapeReader {
             up_to_date: false,
             refetches: 0,
             seen_ops: vec![],
+            token: None,
         }
+    }
+
+    /// The same reader sending `Authorization: Bearer <token>`.
+    pub fn with_token(mut self, token: &str) -> ShapeReader {
+        self.token = Some(token.to_string());
+        self
     }
 
     fn url(&self, live: bool) -> String {
@@ -158,7 +167,11 @@ impl ShapeReader {
 
     /// One request; applies its messages. Returns the response.
     pub async fn step(&mut self, live: bool) -> Resp {
-        let r = get(&self.url(live)).await;
+        let mut req = reqwest::Client::new().get(self.url(live));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let r = send(req).await;
         match r.status {
             200 => {
                 self.handle = r.header("electric-handle");

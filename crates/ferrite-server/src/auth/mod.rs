@@ -1,0 +1,125 @@
+//! Who may read and write what (`[auth]` and the `read`/`write`/`public` keys of
+//! `[tables.<name>]` in `ferrite.toml`).
+//!
+//! - `auth.mode = "insecure"` (default): no tokens; every table is readable and writable.
+//! - `auth.mode = "jwt"`: every shape, transaction and presence request carries
+//!   `Authorization: Bearer <JWT>` ([`jwt`]). A table is readable only if it has a `read` rule
+//!   (ANDed into every shape on it, so a client's own `where` can only narrow it) or is marked
+//!   `public`; it is writable only if it has a `write` rule, which must hold for the row before
+//!   and after each mutation. Rules name token claims as `claims.<name>` ([`rules`]).
+
+pub mod jwt;
+pub mod rules;
+
+use crate::config::ServerConfig;
+use ferrite_core::relation::QualifiedName;
+pub use jwt::Identity;
+use rules::RuleTemplate;
+use std::collections::HashMap;
+
+/// Access rules of one table.
+#[derive(Debug, Clone, Default)]
+struct TableRules {
+    read: Option<RuleTemplate>,
+    write: Option<RuleTemplate>,
+    public: bool,
+}
+
+/// The server's access policy.
+pub struct Auth {
+    verifier: Option<jwt::Verifier>,
+    tables: HashMap<QualifiedName, TableRules>,
+}
+
+/// Why a request is refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No usable token (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token without the right to this table or room (403).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl Auth {
+    /// The policy of a configuration; the error names the bad setting.
+    pub fn from_config(cfg: &ServerConfig) -> Result<Auth, String> {
+        let verifier = match cfg.auth.mode.as_str() {
+            "insecure" => None,
+            "jwt" => Some(jwt::Verifier::from_config(&cfg.auth)?),
+            other => return Err(format!("auth.mode must be \"insecure\" or \"jwt\" (got {other:?})")),
+        };
+        let mut tables = HashMap::new();
+        for (name, t) in &cfg.tables {
+            let q = QualifiedName::parse(name).map_err(|e| format!("tables.{name}: {e}"))?;
+            let rule = |key: &str, text: &Option<String>| {
+                text.as_deref()
+                    .map(|r| RuleTemplate::parse(r).map_err(|e| format!("tables.{name}.{key}: {e}")))
+                    .transpose()
+            };
+            tables.insert(q, TableRules { read: rule("read", &t.read)?, write: rule("write", &t.write)?, public: t.public });
+        }
+        Ok(Auth { verifier, tables })
+    }
+
+    /// A policy that refuses every token (used only if the configuration cannot be loaded
+    /// after validation passed, so the server fails closed).
+    pub fn deny_all() -> Auth {
+        Auth { verifier: Some(jwt::Verifier::none()), tables: HashMap::new() }
+    }
+
+    /// Whether tokens are required.
+    pub fn enabled(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// The caller of a request from its `Authorization` header value: `None` when auth is off.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Option<Identity>, AuthError> {
+        let Some(verifier) = &self.verifier else { return Ok(None) };
+        let Some(value) = authorization else {
+            return Err(AuthError::Unauthenticated("missing Authorization: Bearer <token> header".into()));
+        };
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| AuthError::Unauthenticated("the Authorization header must be \"Bearer <token>\"".into()))?;
+        verifier.verify(token.trim()).map(Some).map_err(AuthError::Unauthenticated)
+    }
+
+    /// The where clause every shape on `table` is restricted to for this caller (`None`: no
+    /// restriction), or why the caller may not read the table at all.
+    pub fn read_filter(&self, table: &QualifiedName, who: Option<&Identity>) -> Result<Option<String>, AuthError> {
+        let Some(who) = who else { return Ok(None) };
+        match self.tables.get(table) {
+            Some(TableRules { read: Some(rule), .. }) => Ok(Some(rule.render(&who.claims))),
+            Some(TableRules { public: true, .. }) => Ok(None),
+            _ => Err(AuthError::Forbidden(format!(
+                "table {} has no read rule and is not public",
+                table.quoted()
+            ))),
+        }
+    }
+
+    /// The where clause a row of `table` must satisfy before and after this caller's mutation
+    /// (`None`: no check), or why the caller may not write the table at all.
+    pub fn write_filter(&self, table: &QualifiedName, who: Option<&Identity>) -> Result<Option<String>, AuthError> {
+        let Some(who) = who else { return Ok(None) };
+        match self.tables.get(table) {
+            Some(TableRules { write: Some(rule), .. }) => Ok(Some(rule.render(&who.claims))),
+            _ => Err(AuthError::Forbidden(format!("table {} has no write rule", table.quoted()))),
+        }
+    }
+}
+
+/// Combines a client's where clause with a rule so that the client can only narrow it: the
+/// client's clause must parse on its own as one expression (else the client's own error).
+pub fn restrict(client_where: Option<&str>, rule: &str) -> Result<String, ferrite_core::where_clause::WhereError> {
+    match client_where {
+        Some(w) => {
+            ferrite_core::where_clause::check_syntax(w)?;
+            Ok(format!("({w}) AND ({rule})"))
+        }
+        None => Ok(rule.to_string()),
+    }
+}
