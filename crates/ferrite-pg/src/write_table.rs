@@ -69,6 +69,15 @@ impl WriteTable {
     /// Reads and locks (`FOR UPDATE`) the row with this key: all columns as text, aligned with
     /// `schema.columns`, plus the row version's xmin.
     pub async fn select_for_update(&self, tx: &impl GenericClient, key: &Values) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
+        self.select_row(tx, key, " FOR UPDATE").await
+    }
+
+    /// Reads the row with this key without locking it (all columns as text, and xmin).
+    pub async fn select(&self, c: &impl GenericClient, key: &Values) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
+        self.select_row(c, key, "").await
+    }
+
+    async fn select_row(&self, tx: &impl GenericClient, key: &Values, lock: &str) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
         let cols = self
             .schema
             .columns
@@ -77,7 +86,7 @@ impl WriteTable {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT {cols}, xmin::text FROM {} WHERE {} FOR UPDATE",
+            "SELECT {cols}, xmin::text FROM {} WHERE {}{lock}",
             self.schema.name.quoted(),
             self.key_filter(1)
         );

@@ -16,6 +16,7 @@ pub mod state;
 pub mod storage;
 pub mod writes;
 pub mod auth;
+pub mod presence;
 
 pub use config::ServerConfig;
 pub use server::{start, RunningServer};

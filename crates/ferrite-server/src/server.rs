@@ -78,6 +78,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let tasks = vec![
         tokio::spawn(crate::replication::run(state.clone())),
         tokio::spawn(maintenance(state.clone())),
+        tokio::spawn(expire_presence(state.clone())),
     ];
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let app = crate::http::router(state.clone());
@@ -85,6 +86,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let http = tokio::spawn(crate::http::listener::serve(listener, app, header_timeout, rx));
     tracing::info!(%addr, "listening");
     Ok(RunningServer { addr, state, tasks, shutdown, http })
+}
+
+/// Drops presence members whose heartbeat stopped (checked every second).
+async fn expire_presence(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        state.presence.expire(std::time::Instant::now());
+    }
 }
 
 /// Expires idle shapes and refreshes replication metrics.

@@ -59,6 +59,8 @@ pub struct AppState {
     pub writer: crate::writes::apply::Writer,
     /// Token verification and table access rules.
     pub auth: Arc<crate::auth::Auth>,
+    /// Presence rooms (in memory only).
+    pub presence: crate::presence::Presence,
     /// Admission control for initial requests.
     pub initial_slots: Semaphore,
     /// Admission control for other requests.
@@ -79,6 +81,7 @@ impl AppState {
         AppState {
             writer: crate::writes::apply::Writer::new(&config, auth.clone()),
             auth,
+            presence: crate::presence::Presence::new(std::time::Duration::from_secs(config.presence_ttl_secs)),
             initial_slots: Semaphore::new(config.max_concurrent_initial),
             existing_slots: Semaphore::new(config.max_concurrent_existing),
             snapshot_slots: Arc::new(Semaphore::new(config.snapshot_concurrency.max(1))),

@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/shape", shape_route)
         .route("/v1/health", get(health).options(preflight))
         .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
+        .route("/v1/presence", get(crate::presence::http::get).post(crate::presence::http::post).options(preflight))
         .route("/metrics", get(metrics))
         .route("/", get(|| async { StatusCode::OK }))
         .fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
@@ -47,6 +48,7 @@ async fn common_headers(req: Request, next: Next) -> Response<Body> {
     let methods = match req.uri().path() {
         "/v1/shape" => "GET, POST, HEAD, DELETE, OPTIONS",
         "/v1/transactions" => "POST, OPTIONS",
+        "/v1/presence" => "GET, POST, OPTIONS",
         _ => "GET, HEAD",
     };
     let mut r = next.run(req).await;

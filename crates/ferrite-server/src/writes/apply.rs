@@ -235,6 +235,36 @@ impl Writer {
         Ok(overridden)
     }
 
+    /// Whether the row of single-column-key `table` whose key is `key_text` exists and matches
+    /// `rule` (a where clause). Used by presence to let a caller into a room named after a row
+    /// it can read; lives here because the writer owns the connections and the table cache.
+    pub async fn row_matches(&self, table: &QualifiedName, key_text: &str, rule: &str) -> Result<bool, String> {
+        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let client = conn.client();
+        let cached = self.tables.lock().get(table).cloned();
+        let t = match cached {
+            Some(t) => t,
+            None => match write_table::load_write_table(client, table).await.map_err(|e| e.to_string())? {
+                Some(t) => {
+                    let t = Arc::new(t);
+                    self.tables.lock().insert(table.clone(), t.clone());
+                    t
+                }
+                None => return Ok(false),
+            },
+        };
+        let [pk] = t.schema.key_columns()[..] else { return Ok(false) };
+        let key: Values = [(t.schema.columns[pk].name.clone(), Some(key_text.to_string()))].into();
+        let row = match t.select(&*client, &key).await {
+            Ok(Some((values, _))) => values,
+            Ok(None) => return Ok(false),
+            Err(e) if e.db().is_some() => return Ok(false), // e.g. not a valid key for the type
+            Err(e) => return Err(e.to_string()),
+        };
+        let rule = WhereClause::compile(rule, &BTreeMap::new(), &t.schema).map_err(|e| e.to_string())?;
+        Ok(rule.matches(&row).unwrap_or(false))
+    }
+
     /// The table for a mutation, from the cache or the catalog; reloaded once when the mutation
     /// names a column the cached copy does not know (the table may have been altered).
     async fn table_for(&self, tx: &tokio_postgres::Transaction<'_>, m: &Mutation) -> Result<(QualifiedName, Arc<WriteTable>), Stop> {

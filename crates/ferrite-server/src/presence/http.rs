@@ -1,0 +1,183 @@
+//! `POST /v1/presence` (join, heartbeat, leave) and `GET /v1/presence?room=…` (the room's
+//! members: once, as a long-poll from an offset, or as a server-sent event stream).
+//!
+//! Same auth as shapes. With `auth.mode = "jwt"` a room is named `<table>:<key>` after a row
+//! (e.g. `pipelines:7f3c…`) and only callers whose read rule on that table admits the row may
+//! join or read it; rooms of public tables are open to every authenticated caller.
+
+use crate::auth::Identity;
+use crate::http::response::{self as resp, set};
+use crate::state::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, Response, StatusCode};
+use ferrite_core::relation::QualifiedName;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest room name accepted.
+const MAX_ROOM_LEN: usize = 256;
+/// Largest `state` accepted (serialized JSON bytes): presence is for small things.
+const MAX_STATE_BYTES: usize = 4096;
+
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Identity>, Response<Body>> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    state.auth.authenticate(authorization).map_err(|e| resp::auth_refused(&e))
+}
+
+/// Whether `who` may join and read `room`.
+async fn admit(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(), Response<Body>> {
+    if room.is_empty() || room.len() > MAX_ROOM_LEN {
+        return Err(resp::invalid_field("room", &format!("must be 1 to {MAX_ROOM_LEN} bytes")));
+    }
+    if who.is_none() {
+        return Ok(());
+    }
+    let forbidden = |m: String| resp::error(StatusCode::FORBIDDEN, &json!({ "message": m }));
+    let Some((table, key)) = room.split_once(':') else {
+        return Err(forbidden(format!(
+            "room {room:?}: with auth.mode = \"jwt\" a room is named <table>:<key> after a row the caller can read"
+        )));
+    };
+    let table = QualifiedName::parse(table).map_err(|e| forbidden(format!("room {room:?}: {e}")))?;
+    match state.auth.read_filter(&table, who) {
+        Err(e) => Err(forbidden(e.to_string())),
+        Ok(None) => Ok(()),
+        Ok(Some(rule)) => match state.writer.row_matches(&table, key, &rule).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(forbidden(format!("room {room:?} is not readable by this caller"))),
+            Err(e) => Err(resp::unavailable(5, &json!({"code": "database_unreachable", "message": e}))),
+        },
+    }
+}
+
+/// `POST /v1/presence` with `{"room", "client_id", "state"}`; `"state": null` leaves the room.
+pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response<Body> {
+    let who = match caller(&state, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let bytes = match tokio::time::timeout(
+        Duration::from_secs(state.config.request_read_timeout_secs),
+        axum::body::to_bytes(body, MAX_STATE_BYTES + MAX_ROOM_LEN + 1024),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return resp::error(StatusCode::PAYLOAD_TOO_LARGE, &json!({"message": "Presence update too large"})),
+        Err(_) => return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"})),
+    };
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes) else {
+        return resp::error(StatusCode::BAD_REQUEST, &json!({"message": "Request body must be a JSON object"}));
+    };
+    let Some(room) = body.get("room").and_then(Value::as_str) else {
+        return resp::invalid_field("room", "must be a string");
+    };
+    let client_id = match body.get("client_id").and_then(Value::as_str) {
+        Some(c) if ferrite_core::write_protocol::valid_client_id(c) => c,
+        _ => return resp::invalid_field("client_id", "must be 1-128 characters of A-Z a-z 0-9 . _ -"),
+    };
+    let member_state = body.get("state").cloned().unwrap_or(Value::Null);
+    if !matches!(member_state, Value::Object(_) | Value::Null) {
+        return resp::invalid_field("state", "must be a JSON object (or null to leave)");
+    }
+    if member_state.to_string().len() > MAX_STATE_BYTES {
+        return resp::invalid_field("state", &format!("must be at most {MAX_STATE_BYTES} bytes of JSON"));
+    }
+    if let Err(r) = admit(&state, who.as_ref(), room).await {
+        return r;
+    }
+    let subject = who.as_ref().map(|w| w.subject.as_str());
+    let result = if member_state.is_null() {
+        state.presence.leave(room, client_id, subject)
+    } else {
+        state.presence.upsert(room, client_id, subject, member_state)
+    };
+    match result {
+        Ok(v) => resp::json(StatusCode::OK, &json!({"offset": v, "ttl_secs": state.config.presence_ttl_secs})),
+        Err(e) => resp::error(StatusCode::FORBIDDEN, &json!({"message": e.to_string()})),
+    }
+}
+
+fn snapshot_body(state: &AppState, room: &str) -> (u64, String) {
+    let (v, members) = state.presence.snapshot(room);
+    (v, json!({"room": room, "offset": v, "members": members}).to_string())
+}
+
+/// `GET /v1/presence?room=R[&offset=V][&live=true | &live_sse=true]`.
+pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response<Body> {
+    let who = match caller(&state, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let pairs = crate::http::shape::query_pairs(&q);
+    let param = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let Some(room) = param("room") else { return resp::invalid_field("room", "can't be blank") };
+    let room = room.to_string();
+    let offset = match param("offset").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(o)) => Some(o),
+        Some(Err(_)) => return resp::invalid_field("offset", "must be a non-negative integer"),
+    };
+    let truthy = |k: &str| param(k).is_some_and(|v| v == "true" || v == "1");
+    let (live, sse) = (truthy("live"), truthy("live_sse"));
+    if let Err(r) = admit(&state, who.as_ref(), &room).await {
+        return r;
+    }
+    if sse {
+        return stream(state, room);
+    }
+    let mut rx = state.presence.subscribe(&room);
+    if live && offset == Some(*rx.borrow_and_update()) {
+        // Nothing new for this reader yet: wait for a change or the long-poll timeout.
+        let wait = Duration::from_millis(state.config.long_poll_timeout_ms);
+        let _ = tokio::time::timeout(wait, rx.changed()).await;
+    }
+    drop(rx);
+    let (_, body) = snapshot_body(&state, &room);
+    let mut r = resp::json(StatusCode::OK, &serde_json::from_str(&body).unwrap_or(Value::Null));
+    set(&mut r, "cache-control", "no-store");
+    r
+}
+
+/// Members as `data:` events: the current state first, then after every change, with keep-alive
+/// comments in silence, ending after `sse_timeout_secs` (clients reconnect).
+fn stream(state: Arc<AppState>, room: String) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let end = Instant::now() + Duration::from_secs(state.config.sse_timeout_secs);
+    let keepalive = Duration::from_secs(state.config.sse_keepalive_secs.max(1));
+    let stall = Duration::from_secs(state.config.slow_client_timeout_secs);
+    let mut changes = state.presence.subscribe(&room);
+    tokio::spawn(async move {
+        loop {
+            changes.borrow_and_update();
+            let (_, body) = snapshot_body(&state, &room);
+            if tx.send_timeout(Bytes::from(format!("data: {body}\n\n")), stall).await.is_err() {
+                return;
+            }
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    return;
+                }
+                match tokio::time::timeout(keepalive.min(end - now), changes.changed()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        if Instant::now() < end && tx.send_timeout(Bytes::from_static(b": keep-alive\n\n"), stall).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    let mut r = Response::new(Body::from_stream(body));
+    set(&mut r, "content-type", "text/event-stream");
+    set(&mut r, "cache-control", "no-store");
+    set(&mut r, "x-accel-buffering", "no");
+    r
+}
