@@ -22,9 +22,9 @@ const MAX_ROOM_LEN: usize = 256;
 /// Largest `state` accepted (serialized JSON bytes): presence is for small things.
 const MAX_STATE_BYTES: usize = 4096;
 
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Identity>, Response<Body>> {
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Identity>, crate::auth::AuthError> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    state.auth.authenticate(authorization).map_err(|e| resp::auth_refused(&e))
+    state.auth.authenticate(authorization)
 }
 
 /// Whether `who` may join and read `room`.
@@ -57,7 +57,7 @@ async fn admit(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(
 pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response<Body> {
     let who = match caller(&state, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(e) => return resp::auth_refused(&e),
     };
     let bytes = match tokio::time::timeout(
         Duration::from_secs(state.config.request_read_timeout_secs),
@@ -110,7 +110,7 @@ fn snapshot_body(state: &AppState, room: &str) -> (u64, String) {
 pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response<Body> {
     let who = match caller(&state, &headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(e) => return resp::auth_refused(&e),
     };
     let pairs = crate::http::shape::query_pairs(&q);
     let param = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
