@@ -136,6 +136,22 @@ mod tests {
         assert!(err.to_lowercase().contains("colour"), "{err}");
     }
 
+    #[test]
+    fn every_example_config_is_valid() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&examples).unwrap() {
+            let p = entry.unwrap().path().join("ferrite.toml");
+            if p.exists() {
+                let env = [("FERRITE_AUTH__SECRET".to_string(), "an-example-secret-of-at-least-32-bytes".to_string())];
+                let cfg = load(Some(&p), env.into_iter()).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                assert!(!cfg.tables.is_empty(), "{}", p.display());
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3, "pipeline-editor, agents-console, lead-forms");
+    }
+
     fn tempfile_dir() -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("ferrite-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();

@@ -7,7 +7,18 @@ use std::path::Path;
 /// The example schema and seed data, compiled in so `ferrite dev` works from any directory.
 const SCHEMA_SQL: &str = include_str!("../../../examples/pipeline-editor/schema.sql");
 const SEED_SQL: &str = include_str!("../../../examples/pipeline-editor/seed.sql");
+/// The example's conflict policies (its `[tables.*]`); its other keys are for `ferrite serve`.
+const EXAMPLE_CONFIG: &str = include_str!("../../../examples/pipeline-editor/ferrite.toml");
 const DATABASE: &str = "ferrite_dev";
+
+/// The `[tables.*]` settings of the pipeline-editor example.
+fn example_tables() -> Result<std::collections::BTreeMap<String, ferrite_server::config::TableConfig>> {
+    let mut doc: toml::Table = EXAMPLE_CONFIG.parse().context("examples/pipeline-editor/ferrite.toml")?;
+    Ok(match doc.remove("tables") {
+        Some(t) => t.try_into().context("examples/pipeline-editor/ferrite.toml [tables]")?,
+        None => Default::default(),
+    })
+}
 
 /// Starts (or reuses) the dev cluster, loads the example once, serves until Ctrl-C.
 pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
@@ -23,6 +34,7 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
         data_dir: dir.join("shapes"),
         port,
         allow_shape_deletion: true,
+        tables: example_tables()?,
         ..Default::default()
     };
     let server = match ferrite_server::start(cfg.clone()).await {
@@ -59,4 +71,13 @@ async fn load_example(url: &str) -> Result<()> {
         client.batch_execute(SEED_SQL).await.context("loading examples/pipeline-editor/seed.sql")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_example_policies_load() {
+        let tables = super::example_tables().unwrap();
+        assert_eq!(tables["connections"].existence.as_deref(), Some("add-wins"));
+    }
 }
