@@ -1,0 +1,153 @@
+//! The shipped examples work as documented: each example's schema loads and its `ferrite.toml`
+//! policies and rules behave as its comments say (agents console: server-wins agent runs, the
+//! importance resolver for agent memory, per-user rows; lead forms: tenant isolation).
+
+mod common;
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "examples-secret-0123456789abcdef012345";
+
+fn example(name: &str, file: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name).join(file);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The example's `[auth]` and `[tables.*]` applied to a test server config.
+fn apply_example(name: &str, cfg: &mut ferrite_server::ServerConfig) {
+    let mut doc: toml::Table = example(name, "ferrite.toml").parse().unwrap();
+    if let Some(t) = doc.remove("tables") {
+        cfg.tables = t.try_into().unwrap();
+    }
+    if let Some(a) = doc.remove("auth") {
+        cfg.auth = a.try_into().unwrap();
+        cfg.auth.secret = Some(SECRET.into());
+    }
+}
+
+fn token(claims: Value) -> String {
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+    let mut c = json!({"exp": exp});
+    c.as_object_mut().unwrap().extend(claims.as_object().unwrap().clone());
+    encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+async fn post(base: &str, token: &str, client_id: &str, txns: Value) -> Vec<Value> {
+    let r = send(
+        reqwest::Client::new()
+            .post(format!("{base}/v1/transactions"))
+            .bearer_auth(token)
+            .json(&json!({"client_id": client_id, "transactions": txns})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["results"].as_array().unwrap().clone()
+}
+
+const RUN: &str = "00000000-0000-0000-0000-0000000000e1";
+const MEM: &str = "00000000-0000-0000-0000-0000000000f1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_console_policies() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(&example("agents-console", "schema.sql")).await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| apply_example("agents-console", cfg)).await;
+    let u1 = token(json!({"sub": "u1"}));
+    let t = now_ms();
+
+    // The agent runtime (a direct Postgres writer) moves a run on; a console that still saw it
+    // queued tries to cancel it: conflict, with the current row.
+    c.execute(
+        "INSERT INTO agent_executions (id, owner_id, agent, status) VALUES ($1::text::uuid, 'u1', 'coder', 'running')",
+        &[&RUN],
+    )
+    .await
+    .unwrap();
+    let r = post(&s.base, &u1, "u1-console", json!([
+        {"id": 1, "hlc": format!("{t}-0"), "mutations": [{"op": "update", "table": "agent_executions", "key": {"id": RUN},
+            "value": {"status": "cancelled"}, "base": {"status": "queued"}}]},
+        {"id": 2, "hlc": format!("{t}-1"), "mutations": [{"op": "update", "table": "agent_executions", "key": {"id": RUN},
+            "value": {"status": "cancelled"}, "base": {"status": "running"}}]},
+    ]))
+    .await;
+    assert_eq!(r[0]["error"]["code"], "conflict", "{r:?}");
+    assert_eq!(r[0]["error"]["current"]["status"], "running");
+    assert_eq!(r[1]["status"], "applied", "on top of what the runtime wrote it applies");
+
+    // Agent memory from two devices: the more important memory wins although it is older.
+    let mem = |id: u64, hlc: u64, importance: &str, content: &str| json!([{"id": id, "hlc": format!("{hlc}-0"), "mutations": [
+        {"op": "insert", "table": "agent_memory", "value": {"id": MEM, "owner_id": "u1", "agent": "coder",
+            "content": content, "importance": importance, "last_accessed_at": "2026-11-01 10:00:00+00"}}]}]);
+    post(&s.base, &u1, "u1-laptop", mem(1, t + 1, "8", "use the staging db")).await;
+    let r = post(&s.base, &u1, "u1-phone", mem(1, t + 2, "3", "use prod")).await;
+    assert_eq!(r[0]["status"], "merged", "{r:?}");
+    let content: String = c.query_one("SELECT content FROM agent_memory", &[]).await.unwrap().get(0);
+    assert_eq!(content, "use the staging db");
+
+    // Rows are per user: u2 sees none of u1's tasks and cannot write them.
+    post(&s.base, &u1, "u1-console", json!([{"id": 3, "hlc": format!("{}-0", t + 3), "mutations": [
+        {"op": "insert", "table": "tasks", "value": {"id": RUN, "owner_id": "u1", "title": "ship it"}}]}]))
+    .await;
+    let mut u2_tasks = ShapeReader::new(&s.base, &[("table", "tasks")]).with_token(&token(json!({"sub": "u2"})));
+    u2_tasks.catch_up().await;
+    assert!(u2_tasks.rows.is_empty());
+    let r = post(&s.base, &token(json!({"sub": "u2"})), "u2-console", json!([{"id": 1, "hlc": format!("{}-0", t + 4), "mutations": [
+        {"op": "update", "table": "tasks", "key": {"id": RUN}, "value": {"title": "mine"}}]}]))
+    .await;
+    assert_eq!(r[0]["error"]["code"], "forbidden");
+    // Workflows are public to read, not writable.
+    let mut wf = ShapeReader::new(&s.base, &[("table", "workflows")]).with_token(&u1);
+    wf.catch_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lead_forms_isolate_tenants() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(&example("lead-forms", "schema.sql")).await.unwrap();
+    c.batch_execute(
+        "INSERT INTO tenants VALUES ('00000000-0000-0000-0000-0000000000a1', 'Acme'), ('00000000-0000-0000-0000-0000000000b2', 'Globex');
+         INSERT INTO leads (tenant_id, name, email, message) VALUES
+           ('00000000-0000-0000-0000-0000000000a1', 'Ann', 'ann@acme.test', 'call me back please'),
+           ('00000000-0000-0000-0000-0000000000b2', 'Bob', 'bob@globex.test', 'send the brochure');",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start_with(&db, |cfg| apply_example("lead-forms", cfg)).await;
+    let acme = token(json!({"sub": "ann", "tenant_id": "00000000-0000-0000-0000-0000000000a1"}));
+    let mut leads = ShapeReader::new(&s.base, &[("table", "leads"), ("where", "email LIKE '%globex%' OR true")]).with_token(&acme);
+    leads.catch_up().await;
+    let names: Vec<&str> = leads.rows.values().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Ann"]);
+
+    // An offline lead syncs into the own tenant; one aimed at another tenant is refused; a bad
+    // lead is refused with Postgres's CHECK message.
+    let t = now_ms();
+    let lead = |id: u64, tenant: &str, message: &str| json!({"id": id, "hlc": format!("{t}-{id}"), "mutations": [
+        {"op": "insert", "table": "leads", "value": {"id": format!("00000000-0000-0000-0000-00000000010{id}"),
+            "tenant_id": tenant, "name": "Cy", "email": "cy@x.test", "message": message}}]});
+    let r = post(&s.base, &acme, "ann-tablet", json!([
+        lead(1, "00000000-0000-0000-0000-0000000000a1", "offline at the trade fair"),
+        lead(2, "00000000-0000-0000-0000-0000000000b2", "offline at the trade fair"),
+        lead(3, "00000000-0000-0000-0000-0000000000a1", "short"),
+    ]))
+    .await;
+    assert_eq!(r[0]["status"], "applied", "{r:?}");
+    assert_eq!(r[1]["error"]["code"], "forbidden");
+    assert_eq!(r[2]["error"]["code"], "constraint");
+    assert!(r[2]["error"]["message"].as_str().unwrap().contains("leads_message_check"), "{r:?}");
+    let globex: i64 = c
+        .query_one("SELECT count(*) FROM leads WHERE tenant_id = '00000000-0000-0000-0000-0000000000b2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(globex, 1);
+}
