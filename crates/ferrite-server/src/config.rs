@@ -64,6 +64,15 @@ pub struct ServerConfig {
     pub max_clock_skew_ms: u64,
     /// Postgres connections used to apply client transactions.
     pub write_connections: usize,
+    /// Largest initial snapshot of one shape (bytes of row JSON); a bigger shape is refused
+    /// with 400 `shape_too_large`. 0 = no limit.
+    pub max_shape_size: u64,
+    /// The conflict policy of tables without their own `conflict`/`resolve`: `"lww"` or
+    /// `"server-wins"`. (The clock is always a hybrid logical clock.)
+    pub default_conflict: String,
+    /// How many unsent transactions a Ferrite client keeps offline before refusing new ones;
+    /// advertised to clients at `GET /v1/config`.
+    pub max_offline_queue: usize,
     /// Token verification (`[auth]`).
     pub auth: AuthConfig,
     /// Seconds a presence member stays in its room without a heartbeat.
@@ -154,6 +163,9 @@ impl Default for ServerConfig {
             sync_batch_size: 100,
             max_clock_skew_ms: 5 * 60 * 1000,
             write_connections: 4,
+            max_shape_size: 0,
+            default_conflict: "lww".into(),
+            max_offline_queue: 1000,
             auth: AuthConfig::default(),
             presence_ttl_secs: 30,
             tables: BTreeMap::new(),
@@ -186,7 +198,10 @@ impl ServerConfig {
             return Err("write_connections must be at least 1".into());
         }
         for (name, table) in &self.tables {
-            crate::writes::policy::table_policy(table).map_err(|e| format!("tables.{name}: {e}"))?;
+            crate::writes::policy::table_policy(table, &self.default_conflict).map_err(|e| format!("tables.{name}: {e}"))?;
+        }
+        if !matches!(self.default_conflict.as_str(), "lww" | "server-wins") {
+            return Err(format!("default_conflict must be \"lww\" or \"server-wins\" (got {:?})", self.default_conflict));
         }
         crate::auth::Auth::from_config(self)?;
         if self.presence_ttl_secs == 0 {

@@ -181,19 +181,23 @@ impl AppState {
         let result = async {
             let mut client = ferrite_pg::connect::connect(&self.config.database_url)
                 .await
-                .map_err(|e| e.to_string())?;
-            let info = take_initial_snapshot(&mut client, &shape, self.config.chunk_bytes, &self.metrics.snapshot_rows)
+                .map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+            let cfg = &self.config;
+            let info = take_initial_snapshot(&mut client, &shape, cfg.chunk_bytes, cfg.max_shape_size, &self.metrics.snapshot_rows)
                 .await
-                .map_err(|e| e.to_string())?;
-            self.registry.persist_ready(&shape, &info).map_err(|e| e.to_string())?;
-            Ok::<_, String>(())
+                .map_err(|e| match e {
+                    e @ crate::shapes::snapshot::SnapshotError::TooLarge { .. } => Removal::TooLarge(e.to_string()),
+                    e => Removal::SnapshotFailed(e.to_string()),
+                })?;
+            self.registry.persist_ready(&shape, &info).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+            Ok::<_, Removal>(())
         }
         .await;
         match result {
             Ok(()) => tracing::info!(handle = %shape.handle, "snapshot complete"),
-            Err(e) => {
-                tracing::warn!(handle = %shape.handle, error = %e, "snapshot failed");
-                self.registry.remove(&shape.handle, Removal::SnapshotFailed(e));
+            Err(why) => {
+                tracing::warn!(handle = %shape.handle, reason = ?why, "snapshot failed");
+                self.registry.remove(&shape.handle, why);
             }
         }
     }

@@ -11,7 +11,7 @@ use ferrite_server::ServerConfig;
 use std::path::Path;
 
 /// Keys whose values are strings even when they look like numbers.
-const STRING_KEYS: [&str; 6] = ["database_url", "listen", "data_dir", "slot_name", "publication", "secret"];
+const STRING_KEYS: [&str; 7] = ["database_url", "listen", "data_dir", "slot_name", "publication", "secret", "default_conflict"];
 /// Nested keys (last level) whose values are strings.
 const NESTED_STRING_KEYS: [&str; 10] =
     ["mode", "secret", "public_key_file", "jwks_file", "issuer", "audience", "conflict", "existence", "read", "write"];

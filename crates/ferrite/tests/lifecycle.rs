@@ -173,3 +173,27 @@ async fn sse_streams_send_keep_alives_in_silence() {
     assert!(text.contains("content-type: text/event-stream"), "{text}");
     assert!(text.contains(": keep-alive"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shape_over_max_shape_size_is_refused_and_a_narrower_one_served() {
+    let db = TestDb::new().await;
+    items(&db).await; // 50 rows of about 120 bytes of JSON messages each
+    let s = TestServer::start_with(&db, |c| c.max_shape_size = 2_500).await;
+    let mut status = 0;
+    let mut body = serde_json::Value::Null;
+    // The snapshot runs in the background: the first answer may come before it fails.
+    for _ in 0..50 {
+        let r = get(&format!("{}?table=items&offset=-1", s.shape_url())).await;
+        if r.status != 200 {
+            (status, body) = (r.status, r.body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "shape_too_large");
+    assert!(body["message"].as_str().unwrap().contains("max_shape_size"), "{body}");
+    // Ten rows fit.
+    let r = reader_for(&s.base, 1).await;
+    assert_eq!(r.rows.len(), 10);
+}

@@ -360,3 +360,35 @@ async fn rejections_apply_nothing_name_the_problem_and_later_transactions_still_
     let r = post(&s2.base, &json!({"client_id": "v", "transactions": too_many})).await;
     assert_eq!(r.status, 400, "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_conflict_applies_to_tables_without_their_own_and_clients_can_read_the_settings() {
+    let (row, results) = {
+        let (db, s, c) = setup(|cfg| {
+            cfg.default_conflict = "server-wins".into();
+            cfg.max_offline_queue = 250;
+        })
+        .await;
+        let r = get(&format!("{}/v1/config", s.base)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["max_offline_queue"], 250);
+        assert_eq!(r.body["sync_batch_size"], 100);
+        assert_eq!(r.body["auth_mode"], "insecure");
+        let t0 = now_ms() - 1000;
+        let first = post(&s.base, &json!({"client_id": "a", "transactions": [
+            txn(1, t0, json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "start"}}])),
+            txn(2, t0 + 1, json!([{"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "a"}, "base": {"name": "start"}}])),
+        ]}))
+        .await;
+        let stale = post(&s.base, &json!({"client_id": "b", "transactions": [
+            txn(1, t0 + 2, json!([{"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "b"}, "base": {"name": "start"}}])),
+        ]}))
+        .await;
+        let row = step_row(&c, A).await;
+        drop(db);
+        (row, vec![first.body["results"][1].clone(), stale.body["results"][0].clone()])
+    };
+    assert_eq!(results[0]["status"], "applied");
+    assert_eq!(results[1]["error"]["code"], "conflict", "server-wins by default: {results:?}");
+    assert_eq!(row.map(|r| r.0), Some("a".to_string()));
+}

@@ -32,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/shape", shape_route)
         .route("/v1/health", get(health).options(preflight))
+        .route("/v1/config", get(client_config).options(preflight))
         .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
         .route("/v1/presence", get(crate::presence::http::get).post(crate::presence::http::post).options(preflight))
         .route("/metrics", get(metrics))
@@ -112,6 +113,24 @@ async fn health(State(state): State<Arc<AppState>>) -> Response<Body> {
     let (status, text) = if ready { (StatusCode::OK, "active") } else { (StatusCode::ACCEPTED, "starting") };
     let mut r = response::json(status, &serde_json::json!({"status": text}));
     response::set(&mut r, "cache-control", "no-cache, no-store, must-revalidate");
+    r
+}
+
+/// The settings clients should follow: batch size, offline queue limit, clock skew allowed,
+/// presence TTL and whether tokens are needed. Public (no secrets).
+async fn client_config(State(state): State<Arc<AppState>>) -> Response<Body> {
+    let c = &state.config;
+    let mut r = response::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "sync_batch_size": c.sync_batch_size,
+            "max_offline_queue": c.max_offline_queue,
+            "max_clock_skew_ms": c.max_clock_skew_ms,
+            "presence_ttl_secs": c.presence_ttl_secs,
+            "auth_mode": c.auth.mode,
+        }),
+    );
+    response::set(&mut r, "cache-control", "no-cache");
     r
 }
 

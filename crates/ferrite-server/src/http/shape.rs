@@ -206,6 +206,7 @@ async fn removed_response(state: &Arc<AppState>, shape: &Shape, why: Removal) ->
             Ok(s) => resp::must_refetch(Some(&s.handle)),
             Err(_) => resp::must_refetch(None),
         },
+        Removal::TooLarge(m) => resp::error(StatusCode::BAD_REQUEST, &serde_json::json!({"code": "shape_too_large", "message": m})),
         Removal::SnapshotFailed(e) => resp::unavailable(
             10,
             &serde_json::json!({"code": "snapshot_failed", "message": format!("Failed to create the shape's snapshot: {e}")}),

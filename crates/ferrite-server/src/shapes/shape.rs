@@ -58,6 +58,8 @@ pub enum Removal {
     Rotated,
     /// The initial snapshot failed.
     SnapshotFailed(String),
+    /// The initial snapshot exceeded `max_shape_size` (the client must ask for less).
+    TooLarge(String),
 }
 
 /// One shape. Shared by the router (writer) and HTTP handlers (readers).

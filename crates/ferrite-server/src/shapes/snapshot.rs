@@ -26,6 +26,12 @@ pub enum SnapshotError {
     /// Postgres answered something unexpected.
     #[error("unexpected answer from Postgres: {0}")]
     Protocol(String),
+    /// The shape's rows exceed `max_shape_size`.
+    #[error("the shape is larger than max_shape_size ({limit} bytes): narrow it with a where clause or fewer columns")]
+    TooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
 }
 
 fn text_of(filter: &ShapeFilter, i: usize) -> String {
@@ -97,6 +103,7 @@ pub async fn take_initial_snapshot(
     client: &mut Client,
     shape: &Shape,
     chunk_bytes: u64,
+    max_shape_bytes: u64,
     rows_written: &std::sync::atomic::AtomicU64,
 ) -> Result<SnapshotInfo, SnapshotError> {
     let txn = client
@@ -122,9 +129,14 @@ pub async fn take_initial_snapshot(
         let rows = txn.query_raw(sql.as_str(), params.iter()).await?;
         pin_mut!(rows);
         let mut count = 0u64;
+        let mut total_bytes = 0u64;
         while let Some(row) = rows.try_next().await? {
             let json: String = row.try_get(0)?;
             chunk_bytes_now += json.len() as u64 + 25;
+            total_bytes += json.len() as u64;
+            if max_shape_bytes > 0 && total_bytes > max_shape_bytes {
+                return Err(SnapshotError::TooLarge { limit: max_shape_bytes });
+            }
             chunk.push(json);
             count += 1;
             if chunk_bytes_now >= chunk_bytes {

@@ -116,14 +116,14 @@ impl Writer {
     pub fn new(config: &crate::config::ServerConfig, auth: Arc<Auth>) -> Writer {
         let mut policies = HashMap::new();
         for (name, cfg) in &config.tables {
-            if let (Ok(q), Ok(p)) = (QualifiedName::parse(name), super::policy::table_policy(cfg)) {
+            if let (Ok(q), Ok(p)) = (QualifiedName::parse(name), super::policy::table_policy(cfg, &config.default_conflict)) {
                 policies.insert(q, p);
             }
         }
         Writer {
             pool: Pool::new(&config.database_url, config.write_connections),
             policies,
-            default_policy: super::policy::table_policy(&Default::default()).expect("the default policy is valid"),
+            default_policy: super::policy::table_policy(&Default::default(), &config.default_conflict).unwrap_or_default(),
             tables: Mutex::new(HashMap::new()),
             clock: Mutex::new(HlcClock::new(config.max_clock_skew_ms)),
             store_ready: tokio::sync::OnceCell::new(),

@@ -4,9 +4,11 @@ use crate::config::TableConfig;
 use ferrite_core::merge::{ColumnPolicy, Existence, Rule, RowPolicy, TablePolicy};
 use std::collections::BTreeMap;
 
-/// The policy for a table's settings; the error names the bad value.
-pub fn table_policy(cfg: &TableConfig) -> Result<TablePolicy, String> {
-    let row = match (cfg.conflict.as_deref(), cfg.resolve.is_empty()) {
+/// The policy for a table's settings (`default_conflict` when it sets no policy of its own);
+/// the error names the bad value.
+pub fn table_policy(cfg: &TableConfig, default_conflict: &str) -> Result<TablePolicy, String> {
+    let conflict = cfg.conflict.as_deref().or(cfg.resolve.is_empty().then_some(default_conflict));
+    let row = match (conflict, cfg.resolve.is_empty()) {
         (Some(_), false) => return Err("set either `conflict` or `resolve`, not both".into()),
         (None, false) => RowPolicy::Resolve(
             cfg.resolve
@@ -44,20 +46,21 @@ mod tests {
 
     #[test]
     fn settings_map_to_policies_and_bad_ones_are_named() {
-        let p = table_policy(&TableConfig::default()).unwrap();
+        let p = table_policy(&TableConfig::default(), "lww").unwrap();
         assert!(matches!(p.row, RowPolicy::Lww));
         assert!(matches!(p.existence, Existence::DeleteWins));
         let cfg = TableConfig { existence: Some("add-wins".into()), ..Default::default() };
-        assert!(matches!(table_policy(&cfg).unwrap().existence, Existence::AddWins));
+        assert!(matches!(table_policy(&cfg, "lww").unwrap().existence, Existence::AddWins));
+        assert!(matches!(table_policy(&TableConfig::default(), "server-wins").unwrap().row, RowPolicy::ServerWins));
         let cfg = TableConfig { resolve: vec!["max(importance)".into(), "lww".into()], ..Default::default() };
-        assert!(matches!(table_policy(&cfg).unwrap().row, RowPolicy::Resolve(_)));
+        assert!(matches!(table_policy(&cfg, "server-wins").unwrap().row, RowPolicy::Resolve(_)));
         for (cfg, needle) in [
             (TableConfig { conflict: Some("first-wins".into()), ..Default::default() }, "first-wins"),
             (TableConfig { existence: Some("maybe".into()), ..Default::default() }, "maybe"),
             (TableConfig { resolve: vec!["biggest(x)".into()], ..Default::default() }, "resolve"),
             (TableConfig { conflict: Some("lww".into()), resolve: vec!["lww".into()], ..Default::default() }, "either"),
         ] {
-            let e = table_policy(&cfg).unwrap_err();
+            let e = table_policy(&cfg, "lww").unwrap_err();
             assert!(e.contains(needle), "{e}");
         }
     }
