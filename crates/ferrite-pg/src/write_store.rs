@@ -13,8 +13,12 @@
 //! The server talks to these tables with ordinary SQL inside the client transaction; this module
 //! owns their definition and the row-level SQL around them.
 
+//! Every statement goes out with explicit parameter types (`*_typed`): one round trip each, no
+//! separate prepare — the write path's throughput is bounded by round trips.
+
 use crate::PgError;
 use serde_json::Value;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient};
 
 /// Creates the bookkeeping schema and tables if they do not exist (idempotent).
@@ -52,35 +56,42 @@ pub struct ClientProgress {
     pub subject: Option<String>,
     /// Highest client transaction id applied, -1 before the first.
     pub last_id: i64,
+    /// The 32-bit xid of the surrounding transaction, as the read path reports it in
+    /// `headers.txids` (the upsert gives the transaction its xid).
+    pub xid: u32,
 }
 
-/// Creates the client's marker if needed and locks it (`FOR UPDATE`): concurrent requests of one
-/// client wait here, so a retry always sees the outcome of the attempt it races with.
+/// Creates the client's marker if needed and locks it (the upsert's row lock): concurrent
+/// requests of one client wait here, so a retry always sees the outcome of the attempt it races
+/// with. One round trip.
 pub async fn lock_client(tx: &impl GenericClient, client_id: &str) -> Result<ClientProgress, PgError> {
-    tx.execute(
-        "INSERT INTO ferrite.clients (client_id) VALUES ($1) ON CONFLICT (client_id) DO NOTHING",
-        &[&client_id],
-    )
-    .await?;
     let row = tx
-        .query_one("SELECT subject, last_id FROM ferrite.clients WHERE client_id = $1 FOR UPDATE", &[&client_id])
+        .query_typed_one(
+            "INSERT INTO ferrite.clients AS c (client_id) VALUES ($1) ON CONFLICT (client_id)
+             DO UPDATE SET client_id = c.client_id
+             RETURNING c.subject, c.last_id, (txid_current() % 4294967296)::bigint",
+            &[(&client_id, Type::TEXT)],
+        )
         .await?;
-    Ok(ClientProgress { subject: row.get(0), last_id: row.get(1) })
+    Ok(ClientProgress { subject: row.get(0), last_id: row.get(1), xid: row.get::<_, i64>(2) as u32 })
 }
 
 /// Binds the client id to a token subject on first use.
 pub async fn bind_subject(tx: &impl GenericClient, client_id: &str, subject: &str) -> Result<(), PgError> {
-    tx.execute("UPDATE ferrite.clients SET subject = $2 WHERE client_id = $1", &[&client_id, &subject])
-        .await?;
+    tx.execute_typed(
+        "UPDATE ferrite.clients SET subject = $2 WHERE client_id = $1",
+        &[(&client_id, Type::TEXT), (&subject, Type::TEXT)],
+    )
+    .await?;
     Ok(())
 }
 
 /// The recorded result of a client transaction, if it is still kept.
 pub async fn recorded_result(tx: &impl GenericClient, client_id: &str, id: i64) -> Result<Option<Value>, PgError> {
     let row = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT result FROM ferrite.client_results WHERE client_id = $1 AND id = $2",
-            &[&client_id, &id],
+            &[(&client_id, Type::TEXT), (&id, Type::INT8)],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
@@ -89,22 +100,19 @@ pub async fn recorded_result(tx: &impl GenericClient, client_id: &str, id: i64) 
 /// Results kept per client for answering retries; older ones are pruned.
 pub const RESULTS_KEPT: i64 = 10_000;
 
-/// Records a client transaction's result and advances the client's marker to it.
+/// Records a client transaction's result and advances the client's marker to it (one round
+/// trip; every thousandth id also prunes old results).
 pub async fn record_result(tx: &impl GenericClient, client_id: &str, id: i64, result: &Value) -> Result<(), PgError> {
-    tx.execute(
-        "INSERT INTO ferrite.client_results (client_id, id, result) VALUES ($1, $2, $3)",
-        &[&client_id, &id, result],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE ferrite.clients SET last_id = $2, updated_at = now() WHERE client_id = $1",
-        &[&client_id, &id],
+    tx.execute_typed(
+        "WITH recorded AS (INSERT INTO ferrite.client_results (client_id, id, result) VALUES ($1, $2, $3))
+         UPDATE ferrite.clients SET last_id = $2, updated_at = now() WHERE client_id = $1",
+        &[(&client_id, Type::TEXT), (&id, Type::INT8), (result, Type::JSONB)],
     )
     .await?;
     if id % 1000 == 0 {
-        tx.execute(
+        tx.execute_typed(
             "DELETE FROM ferrite.client_results WHERE client_id = $1 AND id < $2",
-            &[&client_id, &(id - RESULTS_KEPT)],
+            &[(&client_id, Type::TEXT), (&(id - RESULTS_KEPT), Type::INT8)],
         )
         .await?;
     }
@@ -127,9 +135,9 @@ pub struct StoredClocks {
 /// Loads (and locks) a row's clocks.
 pub async fn load_clocks(tx: &impl GenericClient, table: &str, key: &str) -> Result<Option<StoredClocks>, PgError> {
     let row = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT clocks, known, deleted, born FROM ferrite.row_clocks WHERE tbl = $1 AND key = $2 FOR UPDATE",
-            &[&table, &key],
+            &[(&table, Type::TEXT), (&key, Type::TEXT)],
         )
         .await?;
     Ok(row.map(|r| {
@@ -145,18 +153,19 @@ pub async fn load_clocks(tx: &impl GenericClient, table: &str, key: &str) -> Res
 pub async fn save_clocks(tx: &impl GenericClient, table: &str, key: &str, c: &StoredClocks) -> Result<(), PgError> {
     let clocks = Value::Object(c.clocks.clone());
     let known = c.known.clone().map(Value::Object);
-    tx.execute(
+    tx.execute_typed(
         "INSERT INTO ferrite.row_clocks (tbl, key, clocks, known, deleted, born) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tbl, key) DO UPDATE
          SET clocks = EXCLUDED.clocks, known = EXCLUDED.known, deleted = EXCLUDED.deleted, born = EXCLUDED.born",
-        &[&table, &key, &clocks, &known, &c.deleted, &c.born],
+        &[
+            (&table, Type::TEXT),
+            (&key, Type::TEXT),
+            (&clocks, Type::JSONB),
+            (&known, Type::JSONB),
+            (&c.deleted, Type::TEXT),
+            (&c.born, Type::TEXT),
+        ],
     )
     .await?;
     Ok(())
-}
-
-/// The 32-bit xid of the current transaction, as the read path reports it in `headers.txids`.
-pub async fn current_xid(tx: &impl GenericClient) -> Result<u32, PgError> {
-    let row = tx.query_one("SELECT (txid_current() % 4294967296)::bigint", &[]).await?;
-    Ok(row.get::<_, i64>(0) as u32)
 }

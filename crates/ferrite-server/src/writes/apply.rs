@@ -183,7 +183,7 @@ impl Writer {
                 tx.batch_execute("SAVEPOINT ferrite_mutations").await.map_err(|e| down(e.into()))?;
                 match self.apply_mutations(&tx, txn, &stamp, who).await {
                     Ok(overridden) => {
-                        let xid = write_store::current_xid(&tx).await.map_err(down)?;
+                        let xid = progress.xid;
                         TransactionResult {
                             id: txn.id,
                             status: if overridden.is_empty() { Status::Applied } else { Status::Merged },
@@ -358,8 +358,12 @@ impl Writer {
         let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
         let violation = || forbidden(format!("row violates write rule for table {}", name.quoted()));
 
-        let row = table.select_for_update(tx, &key).await.map_err(reject_here)?;
-        let stored = write_store::load_clocks(tx, &table_text, &key_text).await.map_err(reject_here)?;
+        // Both reads in one round trip (tokio-postgres pipelines concurrent queries).
+        let (row, stored) = tokio::try_join!(
+            table.select_for_update(tx, &key),
+            write_store::load_clocks(tx, &table_text, &key_text)
+        )
+        .map_err(reject_here)?;
         let current = self.current_state(tx, &table, row, stored.as_ref()).await.map_err(reject_here)?;
         if let Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } = &current {
             // The row as it is, and as the mutation asks for it (whether or not the conflict
@@ -399,31 +403,30 @@ impl Writer {
                     current: Some(current.as_ref().map(values_json).unwrap_or(Value::Null)),
                 }))
             }
-            Action::Insert { values, .. } => {
-                if matches!(current, Current::Live(_)) {
-                    table.update(tx, &key, values).await.map_err(reject_here)?;
-                } else {
-                    table.insert(tx, values).await.map_err(reject_here)?;
-                }
-            }
-            Action::Update { set, .. } => {
-                if !set.is_empty() {
-                    table.update(tx, &key, set).await.map_err(reject_here)?;
-                }
-            }
-            Action::Delete { .. } => table.delete(tx, &key).await.map_err(reject_here)?,
-            Action::KeepDeleted { .. } => {}
+            _ => {}
         }
+        // The row as Postgres stored it, when it is live afterwards.
+        let after = match &decision.action {
+            Action::Insert { values, .. } if matches!(current, Current::Live(_)) => {
+                table.update(tx, &key, values).await.map_err(reject_here)?
+            }
+            Action::Insert { values, .. } => Some(table.insert(tx, values).await.map_err(reject_here)?),
+            Action::Update { set, .. } => table.update(tx, &key, set).await.map_err(reject_here)?,
+            Action::Delete { .. } => {
+                table.delete(tx, &key).await.map_err(reject_here)?;
+                None
+            }
+            _ => None,
+        };
         let clocks = match merge::apply(&current, &decision.action) {
             Current::Live(row) => {
-                // Remember the row exactly as Postgres now prints it, to notice direct writes later.
-                let after = table.select_for_update(tx, &key).await.map_err(reject_here)?;
-                if after.as_ref().is_some_and(|(values, _)| violates(values)) {
+                if after.as_ref().is_some_and(|values| violates(values)) {
                     return Err(violation());
                 }
                 StoredClocks {
                     clocks: stamps_json(&row.clocks),
-                    known: after.map(|(values, _)| values_json_map(&aligned_map(&table, &values))),
+                    // Remember the row exactly as Postgres prints it, to notice direct writes later.
+                    known: after.map(|values| values_json_map(&aligned_map(&table, &values))),
                     deleted: None,
                     born: row.born.map(|b| b.to_string()),
                 }
