@@ -132,6 +132,27 @@ pub struct StoredClocks {
     pub born: Option<String>,
 }
 
+/// Serializes writers of one row key until the transaction ends — also while the row does not
+/// exist yet, which row locks cannot cover (two clients inserting the same key at once would
+/// otherwise both see it absent and one would fail on the primary key). A transaction-scoped
+/// advisory lock on a stable 64-bit hash of table and key; a hash collision only serializes two
+/// unrelated rows.
+pub async fn lock_row_key(tx: &impl GenericClient, table: &str, key: &str) -> Result<(), PgError> {
+    tx.query_typed_one("SELECT pg_advisory_xact_lock($1)::text", &[(&row_key_hash(table, key), Type::INT8)])
+        .await?;
+    Ok(())
+}
+
+/// FNV-1a over `table`, a NUL and `key`: the same in every server process.
+fn row_key_hash(table: &str, key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in table.bytes().chain(std::iter::once(0)).chain(key.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
 /// Loads (and locks) a row's clocks.
 pub async fn load_clocks(tx: &impl GenericClient, table: &str, key: &str) -> Result<Option<StoredClocks>, PgError> {
     let row = tx

@@ -392,3 +392,30 @@ async fn default_conflict_applies_to_tables_without_their_own_and_clients_can_re
     assert_eq!(results[1]["error"]["code"], "conflict", "server-wins by default: {results:?}");
     assert_eq!(row.map(|r| r.0), Some("a".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_of_one_key_merge_instead_of_failing() {
+    let (_db, s, c) = setup(|cfg| cfg.write_connections = 8).await;
+    let t0 = now_ms();
+    let key = |k: u64| format!("00000000-0000-0000-0000-{k:012}");
+    // 20 rounds: in each, 8 devices create the same new row at the same moment.
+    for k in 0..20u64 {
+        let posts: Vec<_> = (0..8u64)
+            .map(|i| {
+                let base = s.base.clone();
+                let body = json!({"client_id": format!("device-{i}"), "transactions": [
+                    txn(k + 1, t0 + i, json!([{"op": "insert", "table": "steps", "value": {"id": key(k), "name": format!("from {i}")}}]))
+                ]});
+                tokio::spawn(async move { post(&base, &body).await })
+            })
+            .collect();
+        for p in posts {
+            let r = p.await.unwrap();
+            let status = r.body["results"][0]["status"].as_str().unwrap_or("").to_string();
+            assert!(status == "applied" || status == "merged", "{}", r.text);
+        }
+    }
+    let names: Vec<String> = c.query("SELECT name FROM steps", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names.len(), 20);
+    assert!(names.iter().all(|n| n == "from 7"), "the newest insert wins: {names:?}");
+}

@@ -358,8 +358,11 @@ impl Writer {
         let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
         let violation = || forbidden(format!("row violates write rule for table {}", name.quoted()));
 
-        // Both reads in one round trip (tokio-postgres pipelines concurrent queries).
-        let (row, stored) = tokio::try_join!(
+        // The key lock and both reads in one round trip: tokio-postgres sends concurrent queries
+        // in the order they are first polled (try_join! polls in order) and Postgres runs them
+        // in that order, so the reads happen under the lock.
+        let (_, row, stored) = tokio::try_join!(
+            write_store::lock_row_key(tx, &table_text, &key_text),
             table.select_for_update(tx, &key),
             write_store::load_clocks(tx, &table_text, &key_text)
         )
