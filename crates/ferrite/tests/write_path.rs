@@ -419,3 +419,32 @@ async fn concurrent_inserts_of_one_key_merge_instead_of_failing() {
     assert_eq!(names.len(), 20);
     assert!(names.iter().all(|n| n == "from 7"), "the newest insert wins: {names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_deadlock_with_each_other_are_retried_not_failed() {
+    let (_db, s, c) = setup(|_| {}).await;
+    let t0 = now_ms();
+    let r = post(&s.base, &json!({"client_id": "setup", "transactions": [txn(1, t0, json!([
+        {"op": "insert", "table": "steps", "value": {"id": A, "name": "a"}},
+        {"op": "insert", "table": "steps", "value": {"id": B, "name": "b"}}]))]}))
+    .await;
+    assert_eq!(r.body["results"][0]["status"], "applied");
+    // Two clients touch the same two rows in opposite orders, at the same time, several times:
+    // Postgres aborts one side of each deadlock, and the server runs it again.
+    for round in 1..=6u64 {
+        let (first, second) = if round % 2 == 0 { (A, B) } else { (B, A) };
+        let ab_body = json!({"client_id": "ab", "transactions": [txn(round, t0 + round, json!([
+            {"op": "update", "table": "steps", "key": {"id": first}, "value": {"x": round.to_string()}},
+            {"op": "update", "table": "steps", "key": {"id": second}, "value": {"x": round.to_string()}}]))]});
+        let ba_body = json!({"client_id": "ba", "transactions": [txn(round, t0 + round, json!([
+            {"op": "update", "table": "steps", "key": {"id": second}, "value": {"y": round.to_string()}},
+            {"op": "update", "table": "steps", "key": {"id": first}, "value": {"y": round.to_string()}}]))]});
+        let (ab, ba) = tokio::join!(post(&s.base, &ab_body), post(&s.base, &ba_body));
+        for r in [ab, ba] {
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+        }
+    }
+    assert_eq!(step_row(&c, A).await, Some(("a".into(), 6, 6)));
+    assert_eq!(step_row(&c, B).await, Some(("b".into(), 6, 6)));
+}

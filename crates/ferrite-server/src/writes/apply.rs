@@ -37,7 +37,15 @@ pub enum WriteError {
     /// The client id is bound to another token subject.
     #[error("client_id {0} belongs to another user")]
     ClientIdTaken(String),
+    /// Postgres aborted the transaction to break a deadlock or a serialization conflict with a
+    /// concurrent one; running it again is safe (nothing of it committed).
+    #[error("transaction aborted by Postgres: {0}")]
+    Aborted(String),
 }
+
+/// Attempts per client transaction when Postgres aborts it for a deadlock or serialization
+/// conflict (mutations of several rows locked in different orders by concurrent clients).
+const ATTEMPTS: usize = 4;
 
 /// Applies client transactions; shared by all requests.
 pub struct Writer {
@@ -54,6 +62,8 @@ pub struct Writer {
 enum Stop {
     /// Rejected with a reason the client shows.
     Rejected(Rejection),
+    /// Postgres aborted the transaction (deadlock, serialization failure): try it again.
+    Aborted(String),
     /// Postgres failed in a way that is not about this transaction (connection, shutdown).
     Unavailable(String),
 }
@@ -79,7 +89,7 @@ fn classify(e: PgError, table: Option<&str>, key: Option<&Values>) -> Stop {
         }
         // Data exceptions (bad input syntax, out of range), undefined column/table, wrong type.
         Some(db) if db.code.starts_with("22") || db.code.starts_with("42") => reject(RejectionCode::Invalid, db.message.clone()),
-        Some(db) if db.code.starts_with("40") => Stop::Unavailable(format!("transaction aborted by Postgres: {}", db.message)),
+        Some(db) if db.code.starts_with("40") => Stop::Aborted(db.message.clone()),
         _ if e.is_transient() => Stop::Unavailable(e.to_string()),
         _ => Stop::Unavailable(e.to_string()),
     }
@@ -142,7 +152,18 @@ impl Writer {
             .map_err(|e| WriteError::Unavailable(format!("creating the ferrite schema: {e}")))?;
         let mut results = Vec::with_capacity(req.transactions.len());
         for txn in &req.transactions {
-            results.push(self.apply_one(conn.client(), &req.client_id, who, txn).await?);
+            let mut attempt = 1;
+            let result = loop {
+                match self.apply_one(conn.client(), &req.client_id, who, txn).await {
+                    Err(WriteError::Aborted(m)) if attempt < ATTEMPTS => {
+                        tracing::debug!(client_id = %req.client_id, id = txn.id, attempt, reason = %m, "retrying an aborted client transaction");
+                        attempt += 1;
+                    }
+                    Err(WriteError::Aborted(m)) => break Err(WriteError::Unavailable(format!("transaction aborted by Postgres: {m}"))),
+                    other => break other,
+                }
+            };
+            results.push(result?);
         }
         Ok(results)
     }
@@ -197,6 +218,7 @@ impl Writer {
                         TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection) }
                     }
                     Err(Stop::Unavailable(m)) => return Err(WriteError::Unavailable(m)),
+                    Err(Stop::Aborted(m)) => return Err(WriteError::Aborted(m)),
                 }
             }
         };
@@ -359,9 +381,12 @@ impl Writer {
         let violation = || forbidden(format!("row violates write rule for table {}", name.quoted()));
 
         // The key lock and both reads in one round trip: tokio-postgres sends concurrent queries
-        // in the order they are first polled (try_join! polls in order) and Postgres runs them
-        // in that order, so the reads happen under the lock.
+        // in the order they are first polled (`biased;` makes try_join! poll in the order
+        // written, and report the first statement's error rather than the follow-on "transaction
+        // aborted" of the others), and Postgres runs them in that order: the reads happen under
+        // the lock.
         let (_, row, stored) = tokio::try_join!(
+            biased;
             write_store::lock_row_key(tx, &table_text, &key_text),
             table.select_for_update(tx, &key),
             write_store::load_clocks(tx, &table_text, &key_text)

@@ -60,7 +60,7 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
             StatusCode::FORBIDDEN,
             &json!({"message": format!("client_id {id} is bound to another user")}),
         ),
-        Err(WriteError::Unavailable(m)) => {
+        Err(WriteError::Unavailable(m) | WriteError::Aborted(m)) => {
             tracing::warn!(error = %m, "applying client transactions failed");
             resp::unavailable(5, &json!({"code": "database_unreachable", "message": "Database is unreachable, please retry"}))
         }
