@@ -1,9 +1,11 @@
-//! `ferrite-bench`: prints the read path's figures on this machine.
+//! `ferrite-bench`: prints the read and write paths' figures on this machine.
 //!
 //! ```text
 //! cargo run --release -p ferrite-bench -- all
 //! ```
 //! Each benchmark starts its own throwaway Postgres. Figures are medians over `--runs` runs.
+
+mod writes;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(about = "Ferrite read-path benchmarks")]
+#[command(about = "Ferrite benchmarks")]
 struct Cli {
     #[command(subcommand)]
     bench: Bench,
@@ -51,6 +53,21 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         clients: usize,
     },
+    /// Applied client transactions/s (1-row and 10-row, 100 per request) and write → own-shape latency.
+    Writes {
+        /// Concurrent clients posting batches.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Batches of 100 transactions each client posts per run.
+        #[arg(long, default_value_t = 25)]
+        batches: usize,
+        /// The server's `write_connections`.
+        #[arg(long, default_value_t = 4)]
+        write_connections: usize,
+        /// Measured single transactions for the latency figure.
+        #[arg(long, default_value_t = 200)]
+        latency_writes: usize,
+    },
     /// Everything above with default sizes.
     All,
 }
@@ -71,11 +88,15 @@ fn main() -> Result<()> {
             }
             Bench::Snapshot { rows } => snapshot(rows, cli.runs).await,
             Bench::Rss { clients } => rss(clients).await,
+            Bench::Writes { clients, batches, write_connections, latency_writes } => {
+                writes::writes(clients, batches, write_connections, latency_writes, cli.runs).await
+            }
             Bench::All => {
                 routing(200_000, cli.runs).await?;
                 latency(1000, 1000, 1000, cli.runs).await?;
                 latency(1000, 10, 1000, cli.runs).await?;
                 snapshot(1_000_000, cli.runs).await?;
+                writes::writes(8, 25, 4, 200, cli.runs).await?;
                 rss(10_000).await
             }
         }

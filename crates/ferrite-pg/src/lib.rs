@@ -12,7 +12,8 @@
 //!   `ferrite dev`.
 //! - [`error`]: [`PgError`], which keeps Postgres's message and SQLSTATE.
 //! - [`write_store`] and [`write_table`]: the write path's bookkeeping tables (exactly-once
-//!   markers, recorded results, column clocks) and the row-level SQL that applies mutations.
+//!   markers, recorded results, column clocks) and the row-level SQL that applies mutations,
+//!   over [`prepared`] connections that prepare each statement once.
 //!
 //! Connections do not use TLS.
 
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod connect;
 pub mod error;
 pub mod introspect;
+pub mod prepared;
 pub mod replication;
 pub mod write_store;
 pub mod write_table;

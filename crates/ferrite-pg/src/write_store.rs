@@ -1,25 +1,29 @@
 //! Ferrite's own bookkeeping for the write path, kept in Postgres next to the data so it commits
 //! atomically with it (schema `ferrite`):
 //!
-//! - `ferrite.clients`: per client id, the token subject it is bound to and the highest client
-//!   transaction id applied — the exactly-once marker, locked for the duration of each client
-//!   transaction so concurrent retries serialize.
-//! - `ferrite.client_results`: the recorded result of each recent client transaction, returned
-//!   again when a retry arrives.
+//! - `ferrite.client_results`: the recorded result of each recent client transaction, written in
+//!   the same Postgres transaction as its effects. The highest recorded id of a client is its
+//!   exactly-once marker: an id at or below it is a retry, answered from here.
+//! - `ferrite.clients`: the token subject each client id is bound to (JWT mode).
 //! - `ferrite.row_clocks`: per written row, the stamp of the last write to each column, the
-//!   values Ferrite last wrote (to notice writes made directly in Postgres since), and for
-//!   deleted rows the tombstone (last values and the delete's stamp).
+//!   values Ferrite last wrote (to notice writes made directly in Postgres since), the stamp of
+//!   the insert that created it, and for deleted rows the tombstone (last values and the
+//!   delete's stamp).
 //!
-//! The server talks to these tables with ordinary SQL inside the client transaction; this module
-//! owns their definition and the row-level SQL around them.
+//! Concurrency: a request holds its client's session-level advisory lock from its first client
+//! transaction to its last, so the requests of one client (say, a retry racing the original)
+//! run one after the other and each sees what the other recorded. Writers of one row key are
+//! serialized by a transaction-level advisory lock, which also covers rows that do not exist
+//! yet. Both lock spaces are disjoint (the two-integer and the bigint forms of advisory locks
+//! never collide), and a hash collision only serializes two unrelated clients or rows.
+//!
+//! Statements are prepared once per connection ([`PreparedClient`]) and carry explicit types.
 
-//! Every statement goes out with explicit parameter types (`*_typed`): one round trip each, no
-//! separate prepare — the write path's throughput is bounded by round trips.
-
+use crate::prepared::{Param, PreparedClient};
 use crate::PgError;
 use serde_json::Value;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 
 /// Creates the bookkeeping schema and tables if they do not exist (idempotent).
 pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
@@ -29,7 +33,6 @@ pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
              CREATE TABLE IF NOT EXISTS ferrite.clients (
                  client_id text PRIMARY KEY,
                  subject text,
-                 last_id bigint NOT NULL DEFAULT -1,
                  updated_at timestamptz NOT NULL DEFAULT now());
              CREATE TABLE IF NOT EXISTS ferrite.client_results (
                  client_id text NOT NULL,
@@ -49,37 +52,70 @@ pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
     Ok(())
 }
 
-/// The exactly-once marker of one client, locked until the surrounding transaction ends.
+/// The first key of client locks (`pg_advisory_lock(int, int)`): "FERR".
+const CLIENT_LOCK_SPACE: i32 = 0x4645_5252;
+
+/// FNV-1a over the given parts, separated by NUL: the same in every server process.
+fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, part) in parts.into_iter().enumerate() {
+        let sep: &[u8] = if i == 0 { b"" } else { b"\0" };
+        for &b in sep.iter().chain(part.as_bytes()) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn client_lock_key(client_id: &str) -> i32 {
+    fnv1a([client_id]) as u32 as i32
+}
+
+/// A client's state when its request starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientProgress {
     /// Token subject the client id is bound to (`None` when auth is off or not yet bound).
     pub subject: Option<String>,
-    /// Highest client transaction id applied, -1 before the first.
+    /// Highest client transaction id recorded, -1 before the first.
     pub last_id: i64,
-    /// The 32-bit xid of the surrounding transaction, as the read path reports it in
-    /// `headers.txids` (the upsert gives the transaction its xid).
-    pub xid: u32,
 }
 
-/// Creates the client's marker if needed and locks it (the upsert's row lock): concurrent
-/// requests of one client wait here, so a retry always sees the outcome of the attempt it races
-/// with. One round trip.
-pub async fn lock_client(tx: &impl GenericClient, client_id: &str) -> Result<ClientProgress, PgError> {
-    let row = tx
-        .query_typed_one(
-            "INSERT INTO ferrite.clients AS c (client_id) VALUES ($1) ON CONFLICT (client_id)
-             DO UPDATE SET client_id = c.client_id
-             RETURNING c.subject, c.last_id, (txid_current() % 4294967296)::bigint",
-            &[(&client_id, Type::TEXT)],
+/// Takes the client's session lock (waiting for another request of the same client to finish)
+/// and reads its progress. Release it with [`unlock_client`] — or close the connection.
+///
+/// The read is its own statement after the lock's (pipelined, one round trip): a statement's
+/// snapshot is taken when it starts, so reading in the locking statement could miss what the
+/// request it waited for recorded.
+pub async fn lock_client(c: &PreparedClient, client_id: &str) -> Result<ClientProgress, PgError> {
+    let key = client_lock_key(client_id);
+    let lock_params: [Param<'_>; 2] = [(&CLIENT_LOCK_SPACE, Type::INT4), (&key, Type::INT4)];
+    let read_params: [Param<'_>; 1] = [(&client_id, Type::TEXT)];
+    let (_, row) = tokio::try_join!(
+        biased;
+        c.query_one("SELECT pg_advisory_lock($1, $2)::text", &lock_params),
+        c.query_one(
+            "SELECT coalesce((SELECT max(id) FROM ferrite.client_results WHERE client_id = $1), -1),
+                    (SELECT subject FROM ferrite.clients WHERE client_id = $1)",
+            &read_params,
         )
-        .await?;
-    Ok(ClientProgress { subject: row.get(0), last_id: row.get(1), xid: row.get::<_, i64>(2) as u32 })
+    )?;
+    Ok(ClientProgress { last_id: row.get(0), subject: row.get(1) })
 }
 
-/// Binds the client id to a token subject on first use.
-pub async fn bind_subject(tx: &impl GenericClient, client_id: &str, subject: &str) -> Result<(), PgError> {
-    tx.execute_typed(
-        "UPDATE ferrite.clients SET subject = $2 WHERE client_id = $1",
+/// Releases the lock taken by [`lock_client`].
+pub async fn unlock_client(c: &PreparedClient, client_id: &str) -> Result<(), PgError> {
+    let key = client_lock_key(client_id);
+    c.query_one("SELECT pg_advisory_unlock($1, $2)", &[(&CLIENT_LOCK_SPACE, Type::INT4), (&key, Type::INT4)])
+        .await?;
+    Ok(())
+}
+
+/// Binds the client id to a token subject on first use (under the client's lock).
+pub async fn bind_subject(c: &PreparedClient, client_id: &str, subject: &str) -> Result<(), PgError> {
+    c.execute(
+        "INSERT INTO ferrite.clients (client_id, subject) VALUES ($1, $2)
+         ON CONFLICT (client_id) DO UPDATE SET subject = EXCLUDED.subject, updated_at = now()",
         &[(&client_id, Type::TEXT), (&subject, Type::TEXT)],
     )
     .await?;
@@ -87,9 +123,9 @@ pub async fn bind_subject(tx: &impl GenericClient, client_id: &str, subject: &st
 }
 
 /// The recorded result of a client transaction, if it is still kept.
-pub async fn recorded_result(tx: &impl GenericClient, client_id: &str, id: i64) -> Result<Option<Value>, PgError> {
-    let row = tx
-        .query_typed_opt(
+pub async fn recorded_result(c: &PreparedClient, client_id: &str, id: i64) -> Result<Option<Value>, PgError> {
+    let row = c
+        .query_opt(
             "SELECT result FROM ferrite.client_results WHERE client_id = $1 AND id = $2",
             &[(&client_id, Type::TEXT), (&id, Type::INT8)],
         )
@@ -97,26 +133,41 @@ pub async fn recorded_result(tx: &impl GenericClient, client_id: &str, id: i64) 
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Results kept per client for answering retries; older ones are pruned.
+/// Results kept per client for answering retries; older ones are pruned (the newest is always
+/// kept: it is the client's marker).
 pub const RESULTS_KEPT: i64 = 10_000;
 
-/// Records a client transaction's result and advances the client's marker to it (one round
-/// trip; every thousandth id also prunes old results).
-pub async fn record_result(tx: &impl GenericClient, client_id: &str, id: i64, result: &Value) -> Result<(), PgError> {
-    tx.execute_typed(
-        "WITH recorded AS (INSERT INTO ferrite.client_results (client_id, id, result) VALUES ($1, $2, $3))
-         UPDATE ferrite.clients SET last_id = $2, updated_at = now() WHERE client_id = $1",
+/// Records a client transaction's result — inside its Postgres transaction, or on its own (a
+/// rejection). Every thousandth id also prunes old results.
+pub async fn record_result(c: &PreparedClient, client_id: &str, id: i64, result: &Value) -> Result<(), PgError> {
+    c.execute(
+        "INSERT INTO ferrite.client_results (client_id, id, result) VALUES ($1, $2, $3)",
         &[(&client_id, Type::TEXT), (&id, Type::INT8), (result, Type::JSONB)],
     )
     .await?;
     if id % 1000 == 0 {
-        tx.execute_typed(
+        c.execute(
             "DELETE FROM ferrite.client_results WHERE client_id = $1 AND id < $2",
             &[(&client_id, Type::TEXT), (&(id - RESULTS_KEPT), Type::INT8)],
         )
         .await?;
     }
     Ok(())
+}
+
+/// Serializes writers of one row key until the transaction ends — also while the row does not
+/// exist yet, which row locks cannot cover (two clients inserting the same key at once would
+/// otherwise both see it absent and one would fail on the primary key). Returns the 32-bit xid
+/// of the transaction, as the read path reports it in `headers.txids`.
+pub async fn lock_row_key(c: &PreparedClient, table: &str, key: &str) -> Result<u32, PgError> {
+    let lock = fnv1a([table, key]) as i64;
+    let row = c
+        .query_one(
+            "SELECT pg_advisory_xact_lock($1)::text, (txid_current() % 4294967296)::bigint",
+            &[(&lock, Type::INT8)],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(1) as u32)
 }
 
 /// One row's clocks as stored.
@@ -132,32 +183,11 @@ pub struct StoredClocks {
     pub born: Option<String>,
 }
 
-/// Serializes writers of one row key until the transaction ends — also while the row does not
-/// exist yet, which row locks cannot cover (two clients inserting the same key at once would
-/// otherwise both see it absent and one would fail on the primary key). A transaction-scoped
-/// advisory lock on a stable 64-bit hash of table and key; a hash collision only serializes two
-/// unrelated rows.
-pub async fn lock_row_key(tx: &impl GenericClient, table: &str, key: &str) -> Result<(), PgError> {
-    tx.query_typed_one("SELECT pg_advisory_xact_lock($1)::text", &[(&row_key_hash(table, key), Type::INT8)])
-        .await?;
-    Ok(())
-}
-
-/// FNV-1a over `table`, a NUL and `key`: the same in every server process.
-fn row_key_hash(table: &str, key: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in table.bytes().chain(std::iter::once(0)).chain(key.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
-}
-
-/// Loads (and locks) a row's clocks.
-pub async fn load_clocks(tx: &impl GenericClient, table: &str, key: &str) -> Result<Option<StoredClocks>, PgError> {
-    let row = tx
-        .query_typed_opt(
-            "SELECT clocks, known, deleted, born FROM ferrite.row_clocks WHERE tbl = $1 AND key = $2 FOR UPDATE",
+/// Loads a row's clocks (call under [`lock_row_key`]).
+pub async fn load_clocks(c: &PreparedClient, table: &str, key: &str) -> Result<Option<StoredClocks>, PgError> {
+    let row = c
+        .query_opt(
+            "SELECT clocks, known, deleted, born FROM ferrite.row_clocks WHERE tbl = $1 AND key = $2",
             &[(&table, Type::TEXT), (&key, Type::TEXT)],
         )
         .await?;
@@ -170,23 +200,52 @@ pub async fn load_clocks(tx: &impl GenericClient, table: &str, key: &str) -> Res
     }))
 }
 
-/// Stores a row's clocks (insert or replace).
-pub async fn save_clocks(tx: &impl GenericClient, table: &str, key: &str, c: &StoredClocks) -> Result<(), PgError> {
-    let clocks = Value::Object(c.clocks.clone());
-    let known = c.known.clone().map(Value::Object);
-    tx.execute_typed(
-        "INSERT INTO ferrite.row_clocks (tbl, key, clocks, known, deleted, born) VALUES ($1, $2, $3, $4, $5, $6)
+/// The upsert of a `ferrite.row_clocks` row, with its parameters numbered from `first`: table,
+/// key, clocks (jsonb), deleted, born; `known` is an SQL expression and `from` the rest of its
+/// `SELECT` (empty, or `FROM w` when [`crate::write_table`] embeds it after a row write and
+/// takes `known` from the written row).
+pub fn save_clocks_sql(first: usize, known: &str, from: &str) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    format!(
+        "INSERT INTO ferrite.row_clocks (tbl, key, clocks, known, deleted, born)
+         SELECT {}::text, {}::text, {}::jsonb, {known}, {}::text, {}::text {from}
          ON CONFLICT (tbl, key) DO UPDATE
          SET clocks = EXCLUDED.clocks, known = EXCLUDED.known, deleted = EXCLUDED.deleted, born = EXCLUDED.born",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4)
+    )
+}
+
+/// Stores a row's clocks (insert or replace) on their own.
+pub async fn save_clocks(c: &PreparedClient, table: &str, key: &str, s: &StoredClocks) -> Result<(), PgError> {
+    let clocks = Value::Object(s.clocks.clone());
+    let known = s.known.clone().map(Value::Object);
+    c.execute(
+        &save_clocks_sql(1, "$6::jsonb", ""),
         &[
             (&table, Type::TEXT),
             (&key, Type::TEXT),
             (&clocks, Type::JSONB),
+            (&s.deleted, Type::TEXT),
+            (&s.born, Type::TEXT),
             (&known, Type::JSONB),
-            (&c.deleted, Type::TEXT),
-            (&c.born, Type::TEXT),
         ],
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_separate_their_parts() {
+        assert_eq!(fnv1a(["a"]), 0xaf63_dc4c_8601_ec8c, "FNV-1a of \"a\"");
+        assert_ne!(fnv1a(["ab", "c"]), fnv1a(["a", "bc"]));
+        assert_eq!(client_lock_key("device-1"), client_lock_key("device-1"));
+    }
 }

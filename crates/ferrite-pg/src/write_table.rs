@@ -3,16 +3,20 @@
 //! Values arrive as Postgres text; every one is bound as a `text` parameter and cast to its
 //! column's type (`$n::text::<type>`), so Postgres's own input functions parse them and a bad
 //! value is Postgres's error (SQLSTATE class 22), never SQL injected into the statement.
-//! Identifiers are quoted; type names come from `format_type` in the catalog. Statements go out
-//! typed (`*_typed`: one round trip, no separate prepare), and inserts and updates return the
-//! row as stored, so no second read is needed.
+//! Identifiers are quoted; type names come from `format_type` in the catalog. Statements are
+//! prepared once per connection ([`PreparedClient`]). An insert or update saves the row's
+//! clocks in the same statement (a data-modifying `WITH`), taking the values Ferrite will
+//! remember from the row as stored, and returns that row: one round trip per written row.
 
+use crate::prepared::{Param, PreparedClient};
+use crate::write_store::save_clocks_sql;
 use crate::PgError;
 use ferrite_core::relation::{quote_ident, QualifiedName};
 use ferrite_core::schema::TableSchema;
 use std::collections::BTreeMap;
+use serde_json::Value;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, GenericClient, Row};
+use tokio_postgres::{Client, Row};
 
 /// Column values by name: Postgres text, `None` for NULL.
 pub type Values = BTreeMap<String, Option<String>>;
@@ -68,118 +72,185 @@ impl WriteTable {
             .collect()
     }
 
-    /// Every column as text, then xmin: what reads and `RETURNING` clauses select.
+    /// Every column as text, then xmin: what reads select.
     fn row_columns(&self) -> String {
         let mut cols: Vec<String> = self.schema.columns.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect();
         cols.push("xmin::text".into());
         cols.join(", ")
     }
 
-    fn decode(&self, r: &Row) -> (Vec<Option<String>>, u32) {
-        let n = self.schema.columns.len();
-        let values = (0..n).map(|i| r.get::<_, Option<String>>(i)).collect();
-        let xmin: String = r.get(n);
-        (values, xmin.parse().unwrap_or(0))
+    /// Every column as text under a positional name (`c0`, `c1`, …) for `RETURNING`.
+    fn returning(&self) -> String {
+        self.schema.columns.iter().enumerate().map(|(i, c)| format!("{}::text AS c{i}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `jsonb_build_object('<name>', w.c0, …)`: the written row as Ferrite remembers it.
+    fn known_from_written(&self) -> String {
+        let pairs: Vec<String> = self
+            .schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("'{}', w.c{i}", c.name.replace('\'', "''")))
+            .collect();
+        format!("jsonb_build_object({})", pairs.join(", "))
+    }
+
+    fn decode(&self, r: &Row) -> Vec<Option<String>> {
+        (0..self.schema.columns.len()).map(|i| r.get::<_, Option<String>>(i)).collect()
     }
 
     /// Reads and locks (`FOR UPDATE`) the row with this key: all columns as text, aligned with
     /// `schema.columns`, plus the row version's xmin.
-    pub async fn select_for_update(&self, tx: &impl GenericClient, key: &Values) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
-        self.select_row(tx, key, " FOR UPDATE").await
+    pub async fn select_for_update(&self, c: &PreparedClient, key: &Values) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
+        self.select_row(c, key, " FOR UPDATE").await
     }
 
     /// Reads the row with this key without locking it (all columns as text, and xmin).
-    pub async fn select(&self, c: &impl GenericClient, key: &Values) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
+    pub async fn select(&self, c: &PreparedClient, key: &Values) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
         self.select_row(c, key, "").await
     }
 
-    async fn select_row(&self, c: &impl GenericClient, key: &Values, lock: &str) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
+    async fn select_row(&self, c: &PreparedClient, key: &Values, lock: &str) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
         let sql = format!(
             "SELECT {} FROM {} WHERE {}{lock}",
             self.row_columns(),
             self.schema.name.quoted(),
             self.key_filter(1)
         );
-        let row = c.query_typed_opt(sql.as_str(), &typed(&self.key_params(key))).await?;
-        Ok(row.map(|r| self.decode(&r)))
+        let row = c.query_opt(&sql, &typed(&self.key_params(key))).await?;
+        Ok(row.map(|r| {
+            let xmin: String = r.get(self.schema.columns.len());
+            (self.decode(&r), xmin.parse().unwrap_or(0))
+        }))
     }
 
-    /// Inserts a row from the given columns (others take their defaults); returns it as stored.
-    pub async fn insert(&self, tx: &impl GenericClient, values: &Values) -> Result<Vec<Option<String>>, PgError> {
+    /// Runs `write` (an INSERT or UPDATE … `RETURNING` [`Self::returning`]) and saves the
+    /// row's clocks in the same statement; returns the row as stored (`None` if `write` matched
+    /// no row).
+    async fn write_with_clocks(
+        &self,
+        c: &PreparedClient,
+        write: &str,
+        mut params: Vec<Param<'_>>,
+        save: &ClockSave<'_>,
+    ) -> Result<Option<Vec<Option<String>>>, PgError> {
+        let n = params.len();
+        let sql = format!(
+            "WITH w AS ({write}), saved AS ({}) SELECT * FROM w",
+            save_clocks_sql(n + 1, &self.known_from_written(), "FROM w")
+        );
+        params.push((&save.table, Type::TEXT));
+        params.push((&save.key, Type::TEXT));
+        params.push((save.clocks, Type::JSONB));
+        params.push((&save.deleted, Type::TEXT));
+        params.push((&save.born, Type::TEXT));
+        Ok(c.query_opt(&sql, &params).await?.map(|r| self.decode(&r)))
+    }
+
+    /// Inserts a row from the given columns (others take their defaults) and saves its clocks;
+    /// returns it as stored.
+    pub async fn insert(&self, c: &PreparedClient, values: &Values, save: &ClockSave<'_>) -> Result<Vec<Option<String>>, PgError> {
         let mut cols = vec![];
         let mut exprs = vec![];
         let mut params: Vec<&Option<String>> = vec![];
-        for (i, c) in self.schema.columns.iter().enumerate() {
-            if let Some(v) = values.get(&c.name) {
-                cols.push(quote_ident(&c.name));
+        for (i, col) in self.schema.columns.iter().enumerate() {
+            if let Some(v) = values.get(&col.name) {
+                cols.push(quote_ident(&col.name));
                 params.push(v);
                 exprs.push(self.cast(params.len(), i));
             }
         }
-        let sql = format!(
+        let write = format!(
             "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
             self.schema.name.quoted(),
             cols.join(", "),
             exprs.join(", "),
-            self.row_columns()
+            self.returning()
         );
-        let row = tx.query_typed_one(sql.as_str(), &typed(&params)).await?;
-        Ok(self.decode(&row).0)
+        let row = self.write_with_clocks(c, &write, typed(&params), save).await?;
+        row.ok_or_else(|| PgError::Protocol("INSERT … RETURNING returned no row".into()))
     }
 
-    /// Sets the given columns of the row with this key; returns the row as stored (`None` when
-    /// there is no such row).
-    pub async fn update(&self, tx: &impl GenericClient, key: &Values, set: &Values) -> Result<Option<Vec<Option<String>>>, PgError> {
+    /// Sets the given columns of the row with this key and saves its clocks; returns the row as
+    /// stored (`None` when there is no such row). With no columns to set, only reads the row.
+    pub async fn update(&self, c: &PreparedClient, key: &Values, set: &Values, save: &ClockSave<'_>) -> Result<Option<Vec<Option<String>>>, PgError> {
         let mut params: Vec<&Option<String>> = vec![];
         let mut assignments = vec![];
-        for (i, c) in self.schema.columns.iter().enumerate() {
-            if let Some(v) = set.get(&c.name) {
+        for (i, col) in self.schema.columns.iter().enumerate() {
+            if let Some(v) = set.get(&col.name) {
                 params.push(v);
-                assignments.push(format!("{} = {}", quote_ident(&c.name), self.cast(params.len(), i)));
+                assignments.push(format!("{} = {}", quote_ident(&col.name), self.cast(params.len(), i)));
             }
         }
         if assignments.is_empty() {
-            return Ok(self.select_row(tx, key, "").await?.map(|r| r.0));
+            return Ok(self.select_row(c, key, "").await?.map(|r| r.0));
         }
         let filter = self.key_filter(params.len() + 1);
         params.extend(self.key_params(key));
-        let sql = format!(
+        let write = format!(
             "UPDATE {} SET {} WHERE {filter} RETURNING {}",
             self.schema.name.quoted(),
             assignments.join(", "),
-            self.row_columns()
+            self.returning()
         );
-        let row = tx.query_typed_opt(sql.as_str(), &typed(&params)).await?;
-        Ok(row.map(|r| self.decode(&r).0))
+        self.write_with_clocks(c, &write, typed(&params), save).await
     }
 
     /// Deletes the row with this key.
-    pub async fn delete(&self, tx: &impl GenericClient, key: &Values) -> Result<(), PgError> {
+    pub async fn delete(&self, c: &PreparedClient, key: &Values) -> Result<(), PgError> {
         let sql = format!("DELETE FROM {} WHERE {}", self.schema.name.quoted(), self.key_filter(1));
-        tx.execute_typed(sql.as_str(), &typed(&self.key_params(key))).await?;
+        c.execute(&sql, &typed(&self.key_params(key))).await?;
         Ok(())
     }
 }
 
+/// The clocks saved with a row write (see [`crate::write_store::StoredClocks`]); the values
+/// Ferrite remembers are taken from the written row.
+#[derive(Debug, Clone)]
+pub struct ClockSave<'a> {
+    /// Quoted table name, as the bookkeeping keys rows.
+    pub table: &'a str,
+    /// The row's key text.
+    pub key: &'a str,
+    /// Column → stamp text, as a JSON object.
+    pub clocks: &'a Value,
+    /// Delete stamp (always `None` for a live row).
+    pub deleted: Option<String>,
+    /// Birth stamp.
+    pub born: Option<String>,
+}
+
 /// Text parameters with their type spelled out (see the module docs).
-fn typed<'a>(params: &[&'a Option<String>]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+fn typed<'a>(params: &[&'a Option<String>]) -> Vec<Param<'a>> {
     params.iter().map(|p| (*p as &(dyn ToSql + Sync), Type::TEXT)).collect()
 }
 
 /// Commit time (unix microseconds) of a transaction, when Postgres tracks commit timestamps
-/// (`track_commit_timestamp = on`); `None` otherwise or when too old to know.
-pub async fn commit_time_micros(tx: &impl GenericClient, xid: u32) -> Result<Option<i64>, PgError> {
-    let row = tx
-        .query_typed_one(
+/// (`track_commit_timestamp = on`); `None` otherwise or when too old to know. Runs in a
+/// savepoint: asking about a transaction from before tracking was enabled is an error, which
+/// must not abort the surrounding transaction.
+pub async fn commit_time_micros(c: &PreparedClient, xid: u32) -> Result<Option<i64>, PgError> {
+    let xid = xid.to_string();
+    let params: [Param<'_>; 1] = [(&xid, Type::TEXT)];
+    let (_, row) = tokio::join!(
+        biased;
+        c.client().batch_execute("SAVEPOINT ferrite_commit_time"),
+        c.query_one(
             "SELECT CASE WHEN current_setting('track_commit_timestamp')::bool
                     THEN (extract(epoch FROM pg_xact_commit_timestamp($1::text::xid)) * 1000000)::bigint END",
-            &[(&xid.to_string(), Type::TEXT)],
+            &params,
         )
-        .await;
+    );
     match row {
-        Ok(r) => Ok(r.get(0)),
-        // Commit timestamps of transactions from before tracking was enabled are an error.
-        Err(e) if e.as_db_error().is_some() => Ok(None),
-        Err(e) => Err(e.into()),
+        Ok(r) => {
+            c.client().batch_execute("RELEASE SAVEPOINT ferrite_commit_time").await?;
+            Ok(r.get(0))
+        }
+        Err(e) if e.db().is_some() => {
+            c.client().batch_execute("ROLLBACK TO SAVEPOINT ferrite_commit_time").await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }

@@ -20,8 +20,9 @@ use ferrite_core::write_protocol::{
     ClientTransaction, Mutation, Operation, Overridden, Rejection, RejectionCode, Status, TransactionResult,
     TransactionsRequest, Values,
 };
-use ferrite_pg::write_store::{self, StoredClocks};
-use ferrite_pg::write_table::{self, WriteTable};
+use ferrite_pg::prepared::PreparedClient;
+use ferrite_pg::write_store::{self, ClientProgress, StoredClocks};
+use ferrite_pg::write_table::{self, ClockSave, WriteTable};
 use ferrite_pg::PgError;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -95,6 +96,17 @@ fn classify(e: PgError, table: Option<&str>, key: Option<&Values>) -> Stop {
     }
 }
 
+/// A request-level outage from a Postgres error.
+fn unavailable(e: PgError) -> WriteError {
+    WriteError::Unavailable(e.to_string())
+}
+
+/// Errors that mean the table changed under a cached definition or statement: undefined
+/// column or table, a cached plan whose result type changed.
+fn schema_changed(e: &PgError) -> bool {
+    e.db().is_some_and(|db| matches!(db.code.as_str(), "42703" | "42P01" | "0A000" | "42804"))
+}
+
 fn invalid(message: impl Into<String>, table: &str, key: Option<&Values>) -> Stop {
     Stop::Rejected(Rejection {
         code: RejectionCode::Invalid,
@@ -144,90 +156,139 @@ impl Writer {
     /// Applies a request's transactions in order and returns one result per transaction.
     /// `who` is the caller when auth is on: its subject owns the client id, and each table's
     /// write rule is checked with its claims.
+    ///
+    /// The request holds its client's lock throughout (see [`write_store`]), so the client's
+    /// marker read at the start stays true and is advanced here as transactions are recorded.
+    /// After an error the connection is closed rather than reused: that ends whatever
+    /// transaction and lock it held.
     pub async fn apply(&self, req: &TransactionsRequest, who: Option<&Identity>) -> Result<Vec<TransactionResult>, WriteError> {
-        let mut conn = self.pool.get().await.map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        let conn = self.pool.get().await.map_err(|e| WriteError::Unavailable(e.to_string()))?;
         self.store_ready
-            .get_or_try_init(|| async { write_store::ensure_write_store(conn.client()).await })
+            .get_or_try_init(|| async { write_store::ensure_write_store(conn.client().client()).await })
             .await
             .map_err(|e| WriteError::Unavailable(format!("creating the ferrite schema: {e}")))?;
+        let c = conn.client();
+        let outcome = async {
+            let progress = write_store::lock_client(c, &req.client_id).await.map_err(unavailable)?;
+            let results = self.apply_locked(c, req, who, progress).await;
+            write_store::unlock_client(c, &req.client_id).await.map_err(unavailable)?;
+            results
+        }
+        .await;
+        if outcome.is_err() {
+            conn.discard();
+        }
+        outcome
+    }
+
+    async fn apply_locked(
+        &self,
+        c: &PreparedClient,
+        req: &TransactionsRequest,
+        who: Option<&Identity>,
+        progress: ClientProgress,
+    ) -> Result<Vec<TransactionResult>, WriteError> {
+        let client_id = req.client_id.as_str();
+        if let Some(subject) = who.map(|w| w.subject.as_str()) {
+            match &progress.subject {
+                Some(bound) if bound != subject => return Err(WriteError::ClientIdTaken(client_id.to_string())),
+                Some(_) => {}
+                None => write_store::bind_subject(c, client_id, subject).await.map_err(unavailable)?,
+            }
+        }
+        let mut last_id = progress.last_id;
         let mut results = Vec::with_capacity(req.transactions.len());
         for txn in &req.transactions {
+            let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
+            if id <= last_id {
+                // A retry: answer what happened the first time.
+                let recorded = write_store::recorded_result(c, client_id, id).await.map_err(unavailable)?;
+                results.push(match recorded.and_then(|v| serde_json::from_value(v).ok()) {
+                    Some(r) => r,
+                    None => rejected(txn.id, RejectionCode::Invalid, format!(
+                        "transaction {} is at or below the last one applied for this client ({last_id}) and no result is recorded for it",
+                        txn.id
+                    )),
+                });
+                continue;
+            }
             let mut attempt = 1;
             let result = loop {
-                match self.apply_one(conn.client(), &req.client_id, who, txn).await {
+                match self.apply_one(c, client_id, who, txn).await {
                     Err(WriteError::Aborted(m)) if attempt < ATTEMPTS => {
-                        tracing::debug!(client_id = %req.client_id, id = txn.id, attempt, reason = %m, "retrying an aborted client transaction");
+                        tracing::debug!(client_id, id = txn.id, attempt, reason = %m, "retrying an aborted client transaction");
                         attempt += 1;
                     }
                     Err(WriteError::Aborted(m)) => break Err(WriteError::Unavailable(format!("transaction aborted by Postgres: {m}"))),
                     other => break other,
                 }
-            };
-            results.push(result?);
+            }?;
+            last_id = id;
+            results.push(result);
         }
         Ok(results)
     }
 
-    async fn apply_one(
-        &self,
-        client: &mut tokio_postgres::Client,
-        client_id: &str,
-        who: Option<&Identity>,
-        txn: &ClientTransaction,
-    ) -> Result<TransactionResult, WriteError> {
-        let down = |e: PgError| WriteError::Unavailable(e.to_string());
-        let tx = client.transaction().await.map_err(|e| down(e.into()))?;
-        let progress = write_store::lock_client(&tx, client_id).await.map_err(down)?;
-        if let Some(subject) = who.map(|w| w.subject.as_str()) {
-            match &progress.subject {
-                Some(bound) if bound != subject => return Err(WriteError::ClientIdTaken(client_id.to_string())),
-                Some(_) => {}
-                None => write_store::bind_subject(&tx, client_id, subject).await.map_err(down)?,
-            }
-        }
+    /// One client transaction in one Postgres transaction, recorded with its result; or, when
+    /// rejected, nothing of it and the rejection recorded on its own.
+    async fn apply_one(&self, c: &PreparedClient, client_id: &str, who: Option<&Identity>, txn: &ClientTransaction) -> Result<TransactionResult, WriteError> {
         let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
-        if id <= progress.last_id {
-            // A retry: answer what happened the first time.
-            let recorded = write_store::recorded_result(&tx, client_id, id).await.map_err(down)?;
-            tx.commit().await.map_err(|e| down(e.into()))?;
-            return Ok(match recorded.and_then(|v| serde_json::from_value(v).ok()) {
-                Some(r) => r,
-                None => rejected(txn.id, RejectionCode::Invalid, format!(
-                    "transaction {} is at or below the last one applied for this client ({}) and no result is recorded for it",
-                    txn.id, progress.last_id
-                )),
-            });
-        }
-        let result = match self.stamp(client_id, &txn.hlc) {
-            Err((code, message)) => rejected(txn.id, code, message),
-            Ok(stamp) => {
-                tx.batch_execute("SAVEPOINT ferrite_mutations").await.map_err(|e| down(e.into()))?;
-                match self.apply_mutations(&tx, txn, &stamp, who).await {
-                    Ok(overridden) => {
-                        let xid = progress.xid;
-                        TransactionResult {
-                            id: txn.id,
-                            status: if overridden.is_empty() { Status::Applied } else { Status::Merged },
-                            txid: Some(xid.to_string()),
-                            overridden,
-                            error: None,
-                        }
+        let stamp = match self.stamp(client_id, &txn.hlc) {
+            Ok(s) => s,
+            Err((code, message)) => return self.record_rejection(c, client_id, rejected(txn.id, code, message)).await,
+        };
+        // BEGIN goes out in the same round trip as the first mutation's reads.
+        let begin = async { c.client().batch_execute("BEGIN").await.map_err(|e| Stop::Unavailable(e.to_string())) };
+        let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who)).map(|(_, applied)| applied);
+        let (overridden, xid) = match applied {
+            Ok(done) => done,
+            Err(stop) => {
+                c.client().batch_execute("ROLLBACK").await.map_err(|e| unavailable(e.into()))?;
+                return match stop {
+                    Stop::Rejected(rejection) => {
+                        let result = TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection) };
+                        self.record_rejection(c, client_id, result).await
                     }
-                    Err(Stop::Rejected(rejection)) => {
-                        tx.batch_execute("ROLLBACK TO SAVEPOINT ferrite_mutations").await.map_err(|e| down(e.into()))?;
-                        TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection) }
-                    }
-                    Err(Stop::Unavailable(m)) => return Err(WriteError::Unavailable(m)),
-                    Err(Stop::Aborted(m)) => return Err(WriteError::Aborted(m)),
-                }
+                    Stop::Aborted(m) => Err(WriteError::Aborted(m)),
+                    Stop::Unavailable(m) => Err(WriteError::Unavailable(m)),
+                };
             }
         };
+        let result = TransactionResult {
+            id: txn.id,
+            status: if overridden.is_empty() { Status::Applied } else { Status::Merged },
+            txid: Some(xid.to_string()),
+            overridden,
+            error: None,
+        };
         let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
-        write_store::record_result(&tx, client_id, id, &recorded).await.map_err(down)?;
-        tx.commit().await.map_err(|e| down(e.into()))?;
+        // The result and COMMIT in one round trip; `biased` so a failed INSERT is the error seen
+        // (Postgres then answers the COMMIT with a rollback, not an error).
+        let record = write_store::record_result(c, client_id, id, &recorded);
+        let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
+        if let Err(e) = tokio::try_join!(biased; record, commit) {
+            // A deferred constraint fails at COMMIT: a rejection like any other constraint.
+            return match classify(e, None, None) {
+                Stop::Rejected(rejection) => {
+                    let _ = c.client().batch_execute("ROLLBACK").await;
+                    let result = TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection) };
+                    self.record_rejection(c, client_id, result).await
+                }
+                Stop::Aborted(m) => Err(WriteError::Aborted(m)),
+                Stop::Unavailable(m) => Err(WriteError::Unavailable(m)),
+            };
+        }
         if crash_after_commit() {
             std::process::abort();
         }
+        Ok(result)
+    }
+
+    /// Records a rejected transaction's result on its own (its effects were rolled back).
+    async fn record_rejection(&self, c: &PreparedClient, client_id: &str, result: TransactionResult) -> Result<TransactionResult, WriteError> {
+        let id = i64::try_from(result.id).unwrap_or(i64::MAX);
+        let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
+        write_store::record_result(c, client_id, id, &recorded).await.map_err(unavailable)?;
         Ok(result)
     }
 
@@ -241,32 +302,33 @@ impl Writer {
         Ok(Stamp { hlc, client_id: client_id.to_string() })
     }
 
-    async fn apply_mutations(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        txn: &ClientTransaction,
-        stamp: &Stamp,
-        who: Option<&Identity>,
-    ) -> Result<Vec<Overridden>, Stop> {
+    /// Applies the mutations in order; returns the columns the policy kept and the
+    /// transaction's xid.
+    async fn apply_mutations(&self, c: &PreparedClient, txn: &ClientTransaction, stamp: &Stamp, who: Option<&Identity>) -> Result<(Vec<Overridden>, u32), Stop> {
         let mut overridden = vec![];
+        let mut xid = None;
         for m in &txn.mutations {
-            if let Some(o) = self.apply_mutation(tx, m, stamp, who).await? {
-                overridden.push(o);
-            }
+            let (o, x) = self.apply_mutation(c, m, stamp, who).await?;
+            overridden.extend(o);
+            xid = Some(x);
         }
-        Ok(overridden)
+        let xid = match xid {
+            Some(x) => x,
+            None => c.query_one("SELECT (txid_current() % 4294967296)::bigint", &[]).await?.get::<_, i64>(0) as u32,
+        };
+        Ok((overridden, xid))
     }
 
     /// Whether the row of single-column-key `table` whose key is `key_text` exists and matches
     /// `rule` (a where clause). Used by presence to let a caller into a room named after a row
     /// it can read; lives here because the writer owns the connections and the table cache.
     pub async fn row_matches(&self, table: &QualifiedName, key_text: &str, rule: &str) -> Result<bool, String> {
-        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let conn = self.pool.get().await.map_err(|e| e.to_string())?;
         let client = conn.client();
         let cached = self.tables.lock().get(table).cloned();
         let t = match cached {
             Some(t) => t,
-            None => match write_table::load_write_table(client, table).await.map_err(|e| e.to_string())? {
+            None => match write_table::load_write_table(client.client(), table).await.map_err(|e| e.to_string())? {
                 Some(t) => {
                     let t = Arc::new(t);
                     self.tables.lock().insert(table.clone(), t.clone());
@@ -277,7 +339,7 @@ impl Writer {
         };
         let [pk] = t.schema.key_columns()[..] else { return Ok(false) };
         let key: Values = [(t.schema.columns[pk].name.clone(), Some(key_text.to_string()))].into();
-        let row = match t.select(&*client, &key).await {
+        let row = match t.select(client, &key).await {
             Ok(Some((values, _))) => values,
             Ok(None) => return Ok(false),
             Err(e) if e.db().is_some() => return Ok(false), // e.g. not a valid key for the type
@@ -289,7 +351,7 @@ impl Writer {
 
     /// The table for a mutation, from the cache or the catalog; reloaded once when the mutation
     /// names a column the cached copy does not know (the table may have been altered).
-    async fn table_for(&self, tx: &tokio_postgres::Transaction<'_>, m: &Mutation) -> Result<(QualifiedName, Arc<WriteTable>), Stop> {
+    async fn table_for(&self, c: &PreparedClient, m: &Mutation) -> Result<(QualifiedName, Arc<WriteTable>), Stop> {
         let name = QualifiedName::parse(&m.table).map_err(|e| invalid(format!("table: {e}"), &m.table, None))?;
         let named = |t: &WriteTable| {
             [&m.key, &m.value, &m.base]
@@ -303,7 +365,7 @@ impl Writer {
                 return Ok((name, t));
             }
         }
-        let loaded = write_table::load_write_table(tx.client(), &name).await?;
+        let loaded = write_table::load_write_table(c.client(), &name).await?;
         let Some(t) = loaded else {
             return Err(invalid(format!("table {} does not exist", name.quoted()), &m.table, None));
         };
@@ -312,14 +374,9 @@ impl Writer {
         Ok((name, t))
     }
 
-    async fn apply_mutation(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        m: &Mutation,
-        stamp: &Stamp,
-        who: Option<&Identity>,
-    ) -> Result<Option<Overridden>, Stop> {
-        let (name, table) = self.table_for(tx, m).await?;
+    /// Applies one mutation; returns the columns the policy kept (if any) and the xid.
+    async fn apply_mutation(&self, c: &PreparedClient, m: &Mutation, stamp: &Stamp, who: Option<&Identity>) -> Result<(Option<Overridden>, u32), Stop> {
+        let (name, table) = self.table_for(c, m).await?;
         let schema = &table.schema;
         for c in [&m.key, &m.value, &m.base].into_iter().flatten().flat_map(|v| v.keys()) {
             if schema.column_index(c).is_none() {
@@ -357,7 +414,14 @@ impl Writer {
         let aligned: Vec<Option<String>> = schema.columns.iter().map(|c| key.get(&c.name).cloned().flatten()).collect();
         let key_text = row_key(schema, &aligned);
         let table_text = name.quoted();
-        let reject_here = |e: PgError| classify(e, Some(&m.table), Some(&key));
+        let reject_here = |e: PgError| {
+            if schema_changed(&e) {
+                // The cached table (and statements built from it) may be stale: reload next time.
+                self.tables.lock().remove(&name);
+                c.forget_statements();
+            }
+            classify(e, Some(&m.table), Some(&key))
+        };
 
         let forbidden = |message: String| {
             Stop::Rejected(Rejection {
@@ -385,14 +449,14 @@ impl Writer {
         // written, and report the first statement's error rather than the follow-on "transaction
         // aborted" of the others), and Postgres runs them in that order: the reads happen under
         // the lock.
-        let (_, row, stored) = tokio::try_join!(
+        let (xid, row, stored) = tokio::try_join!(
             biased;
-            write_store::lock_row_key(tx, &table_text, &key_text),
-            table.select_for_update(tx, &key),
-            write_store::load_clocks(tx, &table_text, &key_text)
+            write_store::lock_row_key(c, &table_text, &key_text),
+            table.select_for_update(c, &key),
+            write_store::load_clocks(c, &table_text, &key_text)
         )
         .map_err(reject_here)?;
-        let current = self.current_state(tx, &table, row, stored.as_ref()).await.map_err(reject_here)?;
+        let current = self.current_state(c, &table, row, stored.as_ref()).await.map_err(reject_here)?;
         if let Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } = &current {
             // The row as it is, and as the mutation asks for it (whether or not the conflict
             // policy lets it through: asking for a forbidden row is refused either way).
@@ -421,7 +485,7 @@ impl Writer {
         let decision = merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming, stamp: stamp.clone() });
 
         match &decision.action {
-            Action::Nothing => return Ok(overridden_of(m, &key, decision.overridden)),
+            Action::Nothing => return Ok((overridden_of(m, &key, decision.overridden), xid)),
             Action::Conflict { current } => {
                 return Err(Stop::Rejected(Rejection {
                     code: RejectionCode::Conflict,
@@ -433,43 +497,69 @@ impl Writer {
             }
             _ => {}
         }
+        // The new bookkeeping; a row write saves it in the same statement.
+        let after_state = merge::apply(&current, &decision.action);
+        let clocks_json = match &after_state {
+            Current::Live(row) => Value::Object(stamps_json(&row.clocks)),
+            _ => Value::Null,
+        };
+        let save = ClockSave {
+            table: &table_text,
+            key: &key_text,
+            clocks: &clocks_json,
+            deleted: None,
+            born: match &after_state {
+                Current::Live(row) => row.born.as_ref().map(|b| b.to_string()),
+                _ => None,
+            },
+        };
         // The row as Postgres stored it, when it is live afterwards.
         let after = match &decision.action {
             Action::Insert { values, .. } if matches!(current, Current::Live(_)) => {
-                table.update(tx, &key, values).await.map_err(reject_here)?
+                table.update(c, &key, values, &save).await.map_err(reject_here)?
             }
-            Action::Insert { values, .. } => Some(table.insert(tx, values).await.map_err(reject_here)?),
-            Action::Update { set, .. } => table.update(tx, &key, set).await.map_err(reject_here)?,
+            Action::Insert { values, .. } => Some(table.insert(c, values, &save).await.map_err(reject_here)?),
+            Action::Update { set, .. } if set.is_empty() => {
+                // Only the birth stamp moves: no row write to carry the clocks.
+                let row = table.select(c, &key).await.map_err(reject_here)?.map(|r| r.0);
+                let stored = StoredClocks {
+                    clocks: stamps_json(match &after_state {
+                        Current::Live(r) => &r.clocks,
+                        _ => unreachable!("an update leaves the row live"),
+                    }),
+                    known: row.as_ref().map(|v| values_json_map(&aligned_map(&table, v))),
+                    deleted: None,
+                    born: save.born.clone(),
+                };
+                write_store::save_clocks(c, &table_text, &key_text, &stored).await.map_err(reject_here)?;
+                row
+            }
+            Action::Update { set, .. } => table.update(c, &key, set, &save).await.map_err(reject_here)?,
             Action::Delete { .. } => {
-                table.delete(tx, &key).await.map_err(reject_here)?;
+                table.delete(c, &key).await.map_err(reject_here)?;
                 None
             }
             _ => None,
         };
-        let clocks = match merge::apply(&current, &decision.action) {
-            Current::Live(row) => {
+        match after_state {
+            Current::Live(_) => {
                 if after.as_ref().is_some_and(|values| violates(values)) {
                     return Err(violation());
                 }
-                StoredClocks {
-                    clocks: stamps_json(&row.clocks),
-                    // Remember the row exactly as Postgres prints it, to notice direct writes later.
-                    known: after.map(|values| values_json_map(&aligned_map(&table, &values))),
-                    deleted: None,
-                    born: row.born.map(|b| b.to_string()),
-                }
             }
             Current::Deleted { tombstone, .. } if violates(&aligned_vec(&table, &tombstone.values)) => return Err(violation()),
-            Current::Deleted { tombstone, deleted } => StoredClocks {
-                clocks: stamps_json(&tombstone.clocks),
-                known: Some(values_json_map(&tombstone.values)),
-                deleted: Some(deleted.to_string()),
-                born: tombstone.born.map(|b| b.to_string()),
-            },
-            Current::Absent => return Ok(overridden_of(m, &key, decision.overridden)),
-        };
-        write_store::save_clocks(tx, &table_text, &key_text, &clocks).await.map_err(reject_here)?;
-        Ok(overridden_of(m, &key, decision.overridden))
+            Current::Deleted { tombstone, deleted } => {
+                let stored = StoredClocks {
+                    clocks: stamps_json(&tombstone.clocks),
+                    known: Some(values_json_map(&tombstone.values)),
+                    deleted: Some(deleted.to_string()),
+                    born: tombstone.born.map(|b| b.to_string()),
+                };
+                write_store::save_clocks(c, &table_text, &key_text, &stored).await.map_err(reject_here)?;
+            }
+            Current::Absent => {}
+        }
+        Ok((overridden_of(m, &key, decision.overridden), xid))
     }
 
     /// The row as the merge policy sees it. Columns whose value differs from what Ferrite last
@@ -478,7 +568,7 @@ impl Writer {
     /// the time the change is noticed, so a direct write is never beaten by an older edit).
     async fn current_state(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        c: &PreparedClient,
         table: &WriteTable,
         row: Option<(Vec<Option<String>>, u32)>,
         stored: Option<&StoredClocks>,
@@ -502,7 +592,7 @@ impl Writer {
                     // Never written through Ferrite: the row is as old as its commit, when
                     // Postgres can tell; otherwise it predates every client edit.
                     (None, _) => {
-                        if let Some(micros) = write_table::commit_time_micros(tx, xmin).await? {
+                        if let Some(micros) = write_table::commit_time_micros(c, xmin).await? {
                             let direct = Stamp::direct(micros.max(0) as u64);
                             for c in values.keys() {
                                 clocks.insert(c.clone(), direct.clone());
@@ -512,7 +602,7 @@ impl Writer {
                     }
                 };
                 if !changed.is_empty() {
-                    let direct = self.direct_stamp(tx, xmin).await?;
+                    let direct = self.direct_stamp(c, xmin).await?;
                     for c in changed {
                         clocks.insert(c.clone(), direct.clone());
                     }
@@ -540,8 +630,8 @@ impl Writer {
         }
     }
 
-    async fn direct_stamp(&self, tx: &tokio_postgres::Transaction<'_>, xmin: u32) -> Result<Stamp, PgError> {
-        Ok(match write_table::commit_time_micros(tx, xmin).await? {
+    async fn direct_stamp(&self, c: &PreparedClient, xmin: u32) -> Result<Stamp, PgError> {
+        Ok(match write_table::commit_time_micros(c, xmin).await? {
             Some(micros) => Stamp::direct(micros.max(0) as u64),
             None => Stamp { hlc: self.clock.lock().now(wall_ms()), client_id: DIRECT_WRITER.to_string() },
         })

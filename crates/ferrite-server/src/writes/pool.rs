@@ -1,6 +1,8 @@
 //! A small pool of Postgres connections for applying client transactions: each request holds one
-//! connection for its batch; broken connections are replaced on the next checkout.
+//! connection for its batch; broken connections are replaced on the next checkout. Connections
+//! keep their prepared statements ([`PreparedClient`]) for as long as they live.
 
+use ferrite_pg::prepared::PreparedClient;
 use ferrite_pg::PgError;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -9,14 +11,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Up to `size` connections to one database.
 pub struct Pool {
     url: String,
-    idle: Mutex<Vec<tokio_postgres::Client>>,
+    idle: Mutex<Vec<PreparedClient>>,
     slots: Arc<Semaphore>,
 }
 
 /// A checked-out connection; returned to the pool on drop unless it broke.
 pub struct Pooled<'a> {
     pool: &'a Pool,
-    client: Option<tokio_postgres::Client>,
+    client: Option<PreparedClient>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -40,7 +42,7 @@ impl Pool {
         };
         let client = match reused {
             Some(c) => c,
-            None => ferrite_pg::connect::connect(&self.url).await?,
+            None => PreparedClient::new(ferrite_pg::connect::connect(&self.url).await?),
         };
         Ok(Pooled { pool: self, client: Some(client), _permit: permit })
     }
@@ -48,8 +50,14 @@ impl Pool {
 
 impl Pooled<'_> {
     /// The connection.
-    pub fn client(&mut self) -> &mut tokio_postgres::Client {
-        self.client.as_mut().expect("present until drop")
+    pub fn client(&self) -> &PreparedClient {
+        self.client.as_ref().expect("present until drop")
+    }
+
+    /// Closes the connection instead of returning it to the pool: after an error its session
+    /// state (an open transaction, a held lock) is unknown.
+    pub fn discard(mut self) {
+        self.client = None;
     }
 }
 

@@ -1,0 +1,181 @@
+//! `ferrite-bench writes`: the write path's figures — applied client transactions/s (single-row
+//! and 10-row inserts, 100 transactions per `POST /v1/transactions`, several clients at once) and
+//! the latency from sending a transaction to seeing it, by its txid, in one's own live shape.
+//!
+//! Every result is checked (`applied`), and the table's row count is checked against what was
+//! sent, so a figure can never come from writes that did not happen.
+
+use crate::{config, env, median, percentile, wait_healthy};
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Knobs of one throughput figure.
+#[derive(Clone, Copy)]
+pub struct Load {
+    /// Concurrent clients, each with its own client_id posting batches back to back.
+    pub clients: usize,
+    /// Batches each client posts.
+    pub batches: usize,
+    /// Rows inserted by each client transaction.
+    pub rows_per_txn: usize,
+    /// `write_connections` of the server.
+    pub connections: usize,
+}
+
+const BATCH: usize = 100;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Prints transactions/s (and rows/s) for single-row and 10-row transactions, then the
+/// write → own-shape latency.
+pub async fn writes(clients: usize, batches: usize, connections: usize, latency_writes: usize, runs: usize) -> Result<()> {
+    for rows_per_txn in [1, 10] {
+        let load = Load { clients, batches, rows_per_txn, connections };
+        let mut rates = vec![];
+        for _ in 0..runs {
+            rates.push(throughput_once(load).await?);
+        }
+        let txns = median(rates);
+        println!(
+            "writes: {rows_per_txn:>2}-row transactions, {BATCH} per request, {clients} clients, {connections} write connections: \
+             {txns:>7.0} client transactions/s ({:.0} rows/s) (median of {runs}; {} transactions per run){}",
+            txns * rows_per_txn as f64,
+            clients * batches * BATCH,
+            if rows_per_txn == 1 { "  target ≥ 5,000/s" } else { "" }
+        );
+    }
+    let (mut p50, mut p99) = (vec![], vec![]);
+    for _ in 0..runs {
+        let mut ms = latency_once(latency_writes).await?;
+        ms.sort_by(|a, b| a.total_cmp(b));
+        p50.push(percentile(&ms, 0.5));
+        p99.push(percentile(&ms, 0.99));
+    }
+    println!(
+        "writes: POST of one transaction → its txid seen in the writer's own live shape, {latency_writes} writes one at a time: \
+         p50 {:.2} ms, p99 {:.2} ms (medians of {runs})",
+        median(p50),
+        median(p99)
+    );
+    Ok(())
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Vec<Value>> {
+    let r = http.post(url).json(body).send().await?;
+    let status = r.status();
+    let body: Value = r.json().await?;
+    if status != 200 {
+        return Err(anyhow!("POST /v1/transactions: {status} {body}"));
+    }
+    let results = body["results"].as_array().cloned().unwrap_or_default();
+    if let Some(bad) = results.iter().find(|r| r["status"] != "applied") {
+        return Err(anyhow!("a transaction was not applied: {bad}"));
+    }
+    Ok(results)
+}
+
+/// One throughput run on a fresh Postgres; returns applied client transactions/s.
+async fn throughput_once(load: Load) -> Result<f64> {
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL)").await?;
+    let mut cfg = config(&env, "shapes");
+    cfg.write_connections = load.connections;
+    let server = ferrite_server::start(cfg).await?;
+    wait_healthy(&server.url()).await?;
+    let url = format!("{}/v1/transactions", server.url());
+    let http = reqwest::Client::new();
+    // Warm-up: the first request creates Ferrite's bookkeeping schema.
+    post(&http, &url, &json!({"client_id": "warm-up", "transactions": [
+        {"id": 1, "hlc": format!("{}-0", now_ms()), "mutations": [{"op": "insert", "table": "items", "value": {"id": "-1", "body": "x", "n": "0"}}]}
+    ]}))
+    .await?;
+    let t0 = Instant::now();
+    let mut tasks = vec![];
+    for c in 0..load.clients {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut next_row = (c as u64) * 1_000_000_000;
+            for b in 0..load.batches {
+                let hlc = now_ms();
+                let txns: Vec<Value> = (0..BATCH)
+                    .map(|i| {
+                        let mutations: Vec<Value> = (0..load.rows_per_txn)
+                            .map(|_| {
+                                next_row += 1;
+                                json!({"op": "insert", "table": "items",
+                                       "value": {"id": next_row.to_string(), "body": format!("item {next_row}"), "n": (next_row % 100).to_string()}})
+                            })
+                            .collect();
+                        json!({"id": b * BATCH + i + 1, "hlc": format!("{hlc}-{i}"), "mutations": mutations})
+                    })
+                    .collect();
+                post(&http, &url, &json!({"client_id": format!("bench-{c}"), "transactions": txns})).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let txns = load.clients * load.batches * BATCH;
+    let rows: i64 = pg.query_one("SELECT count(*) FROM items WHERE id >= 0", &[]).await?.get(0);
+    if rows as usize != txns * load.rows_per_txn {
+        return Err(anyhow!("{rows} rows in Postgres, {} sent", txns * load.rows_per_txn));
+    }
+    server.shutdown().await;
+    Ok(txns as f64 / secs)
+}
+
+/// Sends `writes` single-row transactions one at a time (after 20 unmeasured) and times each
+/// from just before the POST until a live response of the writer's own shape carries its txid.
+async fn latency_once(writes: usize) -> Result<Vec<f64>> {
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL)").await?;
+    let server = ferrite_server::start(config(&env, "shapes")).await?;
+    wait_healthy(&server.url()).await?;
+    let http = reqwest::Client::new();
+    let tx_url = format!("{}/v1/transactions", server.url());
+    let shape_url = format!("{}/v1/shape?table=items&where=n%20%3D%207", server.url());
+    let (mut handle, mut offset, _) = crate::catch_up(&http, &format!("{}/v1/shape", server.url()), "table=items&where=n%20%3D%207").await?;
+    let mut cursor = String::new();
+    let mut measured = vec![];
+    for i in 0..writes + 20 {
+        let body = json!({"client_id": "latency", "transactions": [{"id": i + 1, "hlc": format!("{}-0", now_ms()), "mutations": [
+            {"op": "insert", "table": "items", "value": {"id": (i + 1).to_string(), "body": "x", "n": "7"}}]}]});
+        let t0 = Instant::now();
+        let results = post(&http, &tx_url, &body).await?;
+        let txid = results[0]["txid"].as_str().ok_or_else(|| anyhow!("no txid in {:?}", results[0]))?.to_string();
+        let deadline = t0 + Duration::from_secs(10);
+        'wait: loop {
+            if Instant::now() > deadline {
+                return Err(anyhow!("txid {txid} never arrived in the shape"));
+            }
+            let url = format!("{shape_url}&live=true&handle={handle}&offset={offset}&cursor={cursor}");
+            let r = http.get(&url).send().await?;
+            if r.status() != 200 {
+                return Err(anyhow!("{url}: {}", r.status()));
+            }
+            let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+            handle = h("electric-handle").unwrap_or(handle);
+            offset = h("electric-offset").unwrap_or(offset);
+            cursor = h("electric-cursor").unwrap_or_default();
+            let messages: Vec<Value> = r.json().await?;
+            for m in &messages {
+                if m["headers"]["txids"].as_array().is_some_and(|ids| ids.iter().any(|t| t.as_str() == Some(&txid) || t.to_string() == txid)) {
+                    break 'wait;
+                }
+            }
+        }
+        if i >= 20 {
+            measured.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    server.shutdown().await;
+    Ok(measured)
+}
