@@ -56,13 +56,13 @@ enum Bench {
     /// Applied client transactions/s (1-row and 10-row, 100 per request) and write → own-shape latency.
     Writes {
         /// Concurrent clients posting batches.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 16)]
         clients: usize,
         /// Batches of 100 transactions each client posts per run.
-        #[arg(long, default_value_t = 25)]
+        #[arg(long, default_value_t = 20)]
         batches: usize,
         /// The server's `write_connections`.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 8)]
         write_connections: usize,
         /// Measured single transactions for the latency figure.
         #[arg(long, default_value_t = 200)]
@@ -96,7 +96,7 @@ fn main() -> Result<()> {
                 latency(1000, 1000, 1000, cli.runs).await?;
                 latency(1000, 10, 1000, cli.runs).await?;
                 snapshot(1_000_000, cli.runs).await?;
-                writes::writes(8, 25, 4, 200, cli.runs).await?;
+                writes::writes(16, 20, 8, 200, cli.runs).await?;
                 rss(10_000).await
             }
         }

@@ -3,8 +3,13 @@
 //! The write path runs the same few statements per table for every client transaction; parsing
 //! and planning them again each time costs Postgres more CPU than executing them. Statements are
 //! cached per connection by their SQL text (parameter types are fixed by the text, which always
-//! spells its casts). A cache hit needs no round trip, so concurrent queries on one connection
-//! still go out in one pipelined batch.
+//! spells its casts).
+//!
+//! Order matters: the write path pipelines statements (several queries in flight on one
+//! connection, e.g. a row write, its result record and COMMIT), relying on each query being sent
+//! when it is first polled. So every query goes out in full on its first poll — a cached
+//! statement as Bind/Execute, an unknown one as an unnamed Parse/Bind/Execute — and a statement
+//! seen for the first time is prepared for the cache only after it ran.
 
 use crate::PgError;
 use parking_lot::Mutex;
@@ -46,18 +51,20 @@ impl PreparedClient {
         self.statements.lock().clear();
     }
 
-    async fn statement(&self, sql: &str, params: &[Param<'_>]) -> Result<Statement, PgError> {
-        if let Some(s) = self.statements.lock().get(sql) {
-            return Ok(s.clone());
-        }
+    fn cached(&self, sql: &str) -> Option<Statement> {
+        self.statements.lock().get(sql).cloned()
+    }
+
+    /// Prepares `sql` for next time (after it ran unnamed). A failure only means no caching.
+    async fn remember(&self, sql: &str, params: &[Param<'_>]) {
         let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-        let s = self.client.prepare_typed(sql, &types).await?;
-        let mut cache = self.statements.lock();
-        if cache.len() >= MAX_STATEMENTS {
-            cache.clear();
+        if let Ok(s) = self.client.prepare_typed(sql, &types).await {
+            let mut cache = self.statements.lock();
+            if cache.len() >= MAX_STATEMENTS {
+                cache.clear();
+            }
+            cache.insert(sql.to_string(), s);
         }
-        cache.insert(sql.to_string(), s.clone());
-        Ok(s)
     }
 
     fn values<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
@@ -66,25 +73,35 @@ impl PreparedClient {
 
     /// All rows of a statement.
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, PgError> {
-        let s = self.statement(sql, params).await?;
-        Ok(self.client.query(&s, &Self::values(params)).await?)
+        if let Some(s) = self.cached(sql) {
+            return Ok(self.client.query(&s, &Self::values(params)).await?);
+        }
+        let rows = self.client.query_typed(sql, params).await?;
+        self.remember(sql, params).await;
+        Ok(rows)
     }
 
     /// The row of a statement returning at most one.
     pub async fn query_opt(&self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, PgError> {
-        let s = self.statement(sql, params).await?;
-        Ok(self.client.query_opt(&s, &Self::values(params)).await?)
+        let mut rows = self.query(sql, params).await?;
+        match rows.len() {
+            0 | 1 => Ok(rows.pop()),
+            n => Err(PgError::Protocol(format!("expected at most one row, got {n}"))),
+        }
     }
 
     /// The row of a statement returning exactly one.
     pub async fn query_one(&self, sql: &str, params: &[Param<'_>]) -> Result<Row, PgError> {
-        let s = self.statement(sql, params).await?;
-        Ok(self.client.query_one(&s, &Self::values(params)).await?)
+        self.query_opt(sql, params).await?.ok_or_else(|| PgError::Protocol("expected one row, got none".into()))
     }
 
     /// Runs a statement; returns the rows it affected.
     pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, PgError> {
-        let s = self.statement(sql, params).await?;
-        Ok(self.client.execute(&s, &Self::values(params)).await?)
+        if let Some(s) = self.cached(sql) {
+            return Ok(self.client.execute(&s, &Self::values(params)).await?);
+        }
+        let n = self.client.execute_typed(sql, params).await?;
+        self.remember(sql, params).await;
+        Ok(n)
     }
 }

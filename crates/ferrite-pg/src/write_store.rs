@@ -138,20 +138,24 @@ pub async fn recorded_result(c: &PreparedClient, client_id: &str, id: i64) -> Re
 pub const RESULTS_KEPT: i64 = 10_000;
 
 /// Records a client transaction's result — inside its Postgres transaction, or on its own (a
-/// rejection). Every thousandth id also prunes old results.
+/// rejection). One statement, sent on first poll, so it can be pipelined with COMMIT.
 pub async fn record_result(c: &PreparedClient, client_id: &str, id: i64, result: &Value) -> Result<(), PgError> {
     c.execute(
         "INSERT INTO ferrite.client_results (client_id, id, result) VALUES ($1, $2, $3)",
         &[(&client_id, Type::TEXT), (&id, Type::INT8), (result, Type::JSONB)],
     )
     .await?;
-    if id % 1000 == 0 {
-        c.execute(
-            "DELETE FROM ferrite.client_results WHERE client_id = $1 AND id < $2",
-            &[(&client_id, Type::TEXT), (&(id - RESULTS_KEPT), Type::INT8)],
-        )
-        .await?;
-    }
+    Ok(())
+}
+
+/// Drops the client's results older than the last [`RESULTS_KEPT`] before `id` (the newest,
+/// its marker, always stays). Cheap enough to run every thousand transactions.
+pub async fn prune_results(c: &PreparedClient, client_id: &str, id: i64) -> Result<(), PgError> {
+    c.execute(
+        "DELETE FROM ferrite.client_results WHERE client_id = $1 AND id < $2",
+        &[(&client_id, Type::TEXT), (&(id - RESULTS_KEPT), Type::INT8)],
+    )
+    .await?;
     Ok(())
 }
 

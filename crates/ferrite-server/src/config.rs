@@ -162,7 +162,7 @@ impl Default for ServerConfig {
             slow_client_timeout_secs: 30,
             sync_batch_size: 100,
             max_clock_skew_ms: 5 * 60 * 1000,
-            write_connections: 4,
+            write_connections: 8,
             max_shape_size: 0,
             default_conflict: "lww".into(),
             max_offline_queue: 1000,

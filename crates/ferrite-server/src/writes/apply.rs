@@ -224,6 +224,9 @@ impl Writer {
                 }
             }?;
             last_id = id;
+            if id % 1000 == 0 {
+                write_store::prune_results(c, client_id, id).await.map_err(unavailable)?;
+            }
             results.push(result);
         }
         Ok(results)
@@ -239,8 +242,8 @@ impl Writer {
         };
         // BEGIN goes out in the same round trip as the first mutation's reads.
         let begin = async { c.client().batch_execute("BEGIN").await.map_err(|e| Stop::Unavailable(e.to_string())) };
-        let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who)).map(|(_, applied)| applied);
-        let (overridden, xid) = match applied {
+        let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who, client_id)).map(|(_, applied)| applied);
+        let (overridden, xid, committed) = match applied {
             Ok(done) => done,
             Err(stop) => {
                 c.client().batch_execute("ROLLBACK").await.map_err(|e| unavailable(e.into()))?;
@@ -254,19 +257,15 @@ impl Writer {
                 };
             }
         };
-        let result = TransactionResult {
-            id: txn.id,
-            status: if overridden.is_empty() { Status::Applied } else { Status::Merged },
-            txid: Some(xid.to_string()),
-            overridden,
-            error: None,
-        };
-        let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
-        // The result and COMMIT in one round trip; `biased` so a failed INSERT is the error seen
-        // (Postgres then answers the COMMIT with a rollback, not an error).
-        let record = write_store::record_result(c, client_id, id, &recorded);
-        let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
-        if let Err(e) = tokio::try_join!(biased; record, commit) {
+        if let Some(result) = committed {
+            // The last row write carried the result record and COMMIT.
+            if crash_after_commit() {
+                std::process::abort();
+            }
+            return Ok(result);
+        }
+        let result = applied_result(txn.id, xid, overridden);
+        if let Err(e) = record_and_commit(c, client_id, id, &result).await {
             // A deferred constraint fails at COMMIT: a rejection like any other constraint.
             return match classify(e, None, None) {
                 Stop::Rejected(rejection) => {
@@ -302,13 +301,25 @@ impl Writer {
         Ok(Stamp { hlc, client_id: client_id.to_string() })
     }
 
-    /// Applies the mutations in order; returns the columns the policy kept and the
-    /// transaction's xid.
-    async fn apply_mutations(&self, c: &PreparedClient, txn: &ClientTransaction, stamp: &Stamp, who: Option<&Identity>) -> Result<(Vec<Overridden>, u32), Stop> {
+    /// Applies the mutations in order; returns the columns the policy kept, the transaction's
+    /// xid, and — when the last mutation's row write also recorded the result and committed
+    /// (see [`Tail`]) — that result.
+    async fn apply_mutations(
+        &self,
+        c: &PreparedClient,
+        txn: &ClientTransaction,
+        stamp: &Stamp,
+        who: Option<&Identity>,
+        client_id: &str,
+    ) -> Result<(Vec<Overridden>, u32, Option<TransactionResult>), Stop> {
         let mut overridden = vec![];
         let mut xid = None;
-        for m in &txn.mutations {
-            let (o, x) = self.apply_mutation(c, m, stamp, who).await?;
+        for (i, m) in txn.mutations.iter().enumerate() {
+            let tail = (i + 1 == txn.mutations.len()).then(|| Tail { client_id, txn_id: txn.id, overridden: &overridden });
+            let (o, x, committed) = self.apply_mutation(c, m, stamp, who, tail).await?;
+            if committed.is_some() {
+                return Ok((vec![], x, committed));
+            }
             overridden.extend(o);
             xid = Some(x);
         }
@@ -316,7 +327,7 @@ impl Writer {
             Some(x) => x,
             None => c.query_one("SELECT (txid_current() % 4294967296)::bigint", &[]).await?.get::<_, i64>(0) as u32,
         };
-        Ok((overridden, xid))
+        Ok((overridden, xid, None))
     }
 
     /// Whether the row of single-column-key `table` whose key is `key_text` exists and matches
@@ -374,8 +385,16 @@ impl Writer {
         Ok((name, t))
     }
 
-    /// Applies one mutation; returns the columns the policy kept (if any) and the xid.
-    async fn apply_mutation(&self, c: &PreparedClient, m: &Mutation, stamp: &Stamp, who: Option<&Identity>) -> Result<(Option<Overridden>, u32), Stop> {
+    /// Applies one mutation; returns the columns the policy kept (if any), the xid, and the
+    /// transaction's result if `tail` was given and the row write committed it.
+    async fn apply_mutation(
+        &self,
+        c: &PreparedClient,
+        m: &Mutation,
+        stamp: &Stamp,
+        who: Option<&Identity>,
+        tail: Option<Tail<'_>>,
+    ) -> Result<(Option<Overridden>, u32, Option<TransactionResult>), Stop> {
         let (name, table) = self.table_for(c, m).await?;
         let schema = &table.schema;
         for c in [&m.key, &m.value, &m.base].into_iter().flatten().flat_map(|v| v.keys()) {
@@ -485,7 +504,7 @@ impl Writer {
         let decision = merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming, stamp: stamp.clone() });
 
         match &decision.action {
-            Action::Nothing => return Ok((overridden_of(m, &key, decision.overridden), xid)),
+            Action::Nothing => return Ok((overridden_of(m, &key, decision.overridden), xid, None)),
             Action::Conflict { current } => {
                 return Err(Stop::Rejected(Rejection {
                     code: RejectionCode::Conflict,
@@ -513,6 +532,28 @@ impl Writer {
                 _ => None,
             },
         };
+        // A row write that needs no check afterwards can carry the transaction's result record
+        // and COMMIT in its round trip: if the write fails, Postgres answers COMMIT with a
+        // rollback, and the (biased) join reports the write's own error.
+        let single_write = match &decision.action {
+            Action::Insert { values, .. } if !matches!(current, Current::Live(_)) => Some((None, values)),
+            Action::Insert { values, .. } => Some((Some(&key), values)),
+            Action::Update { set, .. } if !set.is_empty() => Some((Some(&key), set)),
+            _ => None,
+        };
+        if let (Some(tail), Some((update_key, values)), None) = (&tail, single_write, &rule) {
+            let own = overridden_of(m, &key, decision.overridden.clone());
+            let result = applied_result(tail.txn_id, xid, tail.overridden.iter().cloned().chain(own.clone()).collect());
+            let write = async {
+                match update_key {
+                    None => table.insert(c, values, &save).await.map(|_| ()),
+                    Some(k) => table.update(c, k, values, &save).await.map(|_| ()),
+                }
+            };
+            let id = i64::try_from(tail.txn_id).unwrap_or(i64::MAX);
+            tokio::try_join!(biased; write, record_and_commit(c, tail.client_id, id, &result)).map_err(reject_here)?;
+            return Ok((own, xid, Some(result)));
+        }
         // The row as Postgres stored it, when it is live afterwards.
         let after = match &decision.action {
             Action::Insert { values, .. } if matches!(current, Current::Live(_)) => {
@@ -559,7 +600,7 @@ impl Writer {
             }
             Current::Absent => {}
         }
-        Ok((overridden_of(m, &key, decision.overridden), xid))
+        Ok((overridden_of(m, &key, decision.overridden), xid, None))
     }
 
     /// The row as the merge policy sees it. Columns whose value differs from what Ferrite last
@@ -636,6 +677,34 @@ impl Writer {
             None => Stamp { hlc: self.clock.lock().now(wall_ms()), client_id: DIRECT_WRITER.to_string() },
         })
     }
+}
+
+/// The end of a client transaction, handed to its last mutation: what to record with COMMIT.
+struct Tail<'a> {
+    client_id: &'a str,
+    txn_id: u64,
+    /// Columns kept by the policy in the transaction's earlier mutations.
+    overridden: &'a [Overridden],
+}
+
+/// The result of a committed client transaction.
+fn applied_result(id: u64, xid: u32, overridden: Vec<Overridden>) -> TransactionResult {
+    TransactionResult {
+        id,
+        status: if overridden.is_empty() { Status::Applied } else { Status::Merged },
+        txid: Some(xid.to_string()),
+        overridden,
+        error: None,
+    }
+}
+
+/// Records `result` and commits, in one round trip (`biased`: a failed INSERT is the error
+/// seen; Postgres then answers COMMIT with a rollback rather than an error).
+async fn record_and_commit(c: &PreparedClient, client_id: &str, id: i64, result: &TransactionResult) -> Result<(), PgError> {
+    let recorded = serde_json::to_value(result).unwrap_or(Value::Null);
+    let record = write_store::record_result(c, client_id, id, &recorded);
+    let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
+    tokio::try_join!(biased; record, commit).map(|_| ())
 }
 
 fn rejected(id: u64, code: RejectionCode, message: String) -> TransactionResult {
