@@ -187,21 +187,16 @@ pub struct StoredClocks {
     pub born: Option<String>,
 }
 
-/// Loads a row's clocks (call under [`lock_row_key`]).
-pub async fn load_clocks(c: &PreparedClient, table: &str, key: &str) -> Result<Option<StoredClocks>, PgError> {
-    let row = c
-        .query_opt(
-            "SELECT clocks, known, deleted, born FROM ferrite.row_clocks WHERE tbl = $1 AND key = $2",
-            &[(&table, Type::TEXT), (&key, Type::TEXT)],
-        )
-        .await?;
-    Ok(row.map(|r| {
+impl StoredClocks {
+    /// The clocks from the columns of a `ferrite.row_clocks` row (`None` when there is none).
+    pub fn from_columns(clocks: Option<Value>, known: Option<Value>, deleted: Option<String>, born: Option<String>) -> Option<StoredClocks> {
         let obj = |v: Option<Value>| match v {
             Some(Value::Object(m)) => Some(m),
             _ => None,
         };
-        StoredClocks { clocks: obj(r.get(0)).unwrap_or_default(), known: obj(r.get(1)), deleted: r.get(2), born: r.get(3) }
-    }))
+        let clocks = obj(clocks)?;
+        Some(StoredClocks { clocks, known: obj(known), deleted, born })
+    }
 }
 
 /// The upsert of a `ferrite.row_clocks` row, with its parameters numbered from `first`: table,

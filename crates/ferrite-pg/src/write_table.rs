@@ -9,7 +9,7 @@
 //! remember from the row as stored, and returns that row: one round trip per written row.
 
 use crate::prepared::{Param, PreparedClient};
-use crate::write_store::save_clocks_sql;
+use crate::write_store::{save_clocks_sql, StoredClocks};
 use crate::PgError;
 use ferrite_core::relation::{quote_ident, QualifiedName};
 use ferrite_core::schema::TableSchema;
@@ -100,10 +100,50 @@ impl WriteTable {
         (0..self.schema.columns.len()).map(|i| r.get::<_, Option<String>>(i)).collect()
     }
 
-    /// Reads and locks (`FOR UPDATE`) the row with this key: all columns as text, aligned with
-    /// `schema.columns`, plus the row version's xmin.
-    pub async fn select_for_update(&self, c: &PreparedClient, key: &Values) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
-        self.select_row(c, key, " FOR UPDATE").await
+    /// Reads and locks (`FOR UPDATE`) the row with this key — all columns as text, aligned with
+    /// `schema.columns`, plus the row version's xmin — together with its stored clocks, in one
+    /// statement. Call it after the row key's lock is held, so its
+    /// snapshot (taken when the statement starts) includes what the lock's previous holder
+    /// wrote.
+    pub async fn select_for_update_with_clocks(
+        &self,
+        c: &PreparedClient,
+        key: &Values,
+        table_text: &str,
+        key_text: &str,
+    ) -> Result<(Option<(Vec<Option<String>>, u32)>, Option<StoredClocks>), PgError> {
+        let n = self.schema.columns.len();
+        let inner: Vec<String> = self
+            .schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}::text AS c{i}", quote_ident(&c.name)))
+            .collect();
+        let outer: Vec<String> = (0..n).map(|i| format!("r.c{i}")).collect();
+        let k = self.schema.key_columns().len();
+        let sql = format!(
+            "SELECT {}, r.xmin, r.present, rc.clocks, rc.known, rc.deleted, rc.born
+             FROM (SELECT 1) AS one
+             LEFT JOIN LATERAL (SELECT {}, xmin::text AS xmin, true AS present FROM {} WHERE {} FOR UPDATE) AS r ON true
+             LEFT JOIN ferrite.row_clocks AS rc ON rc.tbl = ${}::text AND rc.key = ${}::text",
+            outer.join(", "),
+            inner.join(", "),
+            self.schema.name.quoted(),
+            self.key_filter(1),
+            k + 1,
+            k + 2
+        );
+        let mut params = typed(&self.key_params(key));
+        params.push((&table_text, Type::TEXT));
+        params.push((&key_text, Type::TEXT));
+        let r = c.query_one(&sql, &params).await?;
+        let row = r.get::<_, Option<bool>>(n + 1).map(|_| {
+            let xmin: String = r.get(n);
+            (self.decode(&r), xmin.parse().unwrap_or(0))
+        });
+        let clocks = StoredClocks::from_columns(r.get(n + 2), r.get(n + 3), r.get(n + 4), r.get(n + 5));
+        Ok((row, clocks))
     }
 
     /// Reads the row with this key without locking it (all columns as text, and xmin).
@@ -136,8 +176,17 @@ impl WriteTable {
         save: &ClockSave<'_>,
     ) -> Result<Option<Vec<Option<String>>>, PgError> {
         let n = params.len();
+        let record = match &save.record {
+            Some(_) => format!(
+                ", recorded AS (INSERT INTO ferrite.client_results (client_id, id, result) VALUES (${}::text, ${}::bigint, ${}::jsonb))",
+                n + 6,
+                n + 7,
+                n + 8
+            ),
+            None => String::new(),
+        };
         let sql = format!(
-            "WITH w AS ({write}), saved AS ({}) SELECT * FROM w",
+            "WITH w AS ({write}), saved AS ({}){record} SELECT * FROM w",
             save_clocks_sql(n + 1, &self.known_from_written(), "FROM w")
         );
         params.push((&save.table, Type::TEXT));
@@ -145,6 +194,11 @@ impl WriteTable {
         params.push((save.clocks, Type::JSONB));
         params.push((&save.deleted, Type::TEXT));
         params.push((&save.born, Type::TEXT));
+        if let Some(r) = &save.record {
+            params.push((&r.client_id, Type::TEXT));
+            params.push((&r.id, Type::INT8));
+            params.push((r.result, Type::JSONB));
+        }
         Ok(c.query_opt(&sql, &params).await?.map(|r| self.decode(&r)))
     }
 
@@ -219,6 +273,21 @@ pub struct ClockSave<'a> {
     pub deleted: Option<String>,
     /// Birth stamp.
     pub born: Option<String>,
+    /// The client transaction's result, recorded by the same statement (the transaction's
+    /// last write, just before COMMIT).
+    pub record: Option<RecordResult<'a>>,
+}
+
+/// A client transaction's result to record with a row write (see
+/// [`crate::write_store::record_result`]).
+#[derive(Debug, Clone)]
+pub struct RecordResult<'a> {
+    /// The client.
+    pub client_id: &'a str,
+    /// The client transaction's id.
+    pub id: i64,
+    /// The result as JSON.
+    pub result: &'a Value,
 }
 
 /// Text parameters with their type spelled out (see the module docs).

@@ -22,7 +22,7 @@ use ferrite_core::write_protocol::{
 };
 use ferrite_pg::prepared::PreparedClient;
 use ferrite_pg::write_store::{self, ClientProgress, StoredClocks};
-use ferrite_pg::write_table::{self, ClockSave, WriteTable};
+use ferrite_pg::write_table::{self, ClockSave, RecordResult, WriteTable};
 use ferrite_pg::PgError;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -463,16 +463,15 @@ impl Writer {
         let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
         let violation = || forbidden(format!("row violates write rule for table {}", name.quoted()));
 
-        // The key lock and both reads in one round trip: tokio-postgres sends concurrent queries
-        // in the order they are first polled (`biased;` makes try_join! poll in the order
-        // written, and report the first statement's error rather than the follow-on "transaction
-        // aborted" of the others), and Postgres runs them in that order: the reads happen under
-        // the lock.
-        let (xid, row, stored) = tokio::try_join!(
+        // The key lock and the read of the row and its clocks in one round trip: tokio-postgres
+        // sends concurrent queries in the order they are first polled (`biased;` makes try_join!
+        // poll in the order written, and report the first statement's error rather than the
+        // follow-on "transaction aborted" of the other), and Postgres runs them in that order:
+        // the read happens under the lock.
+        let (xid, (row, stored)) = tokio::try_join!(
             biased;
             write_store::lock_row_key(c, &table_text, &key_text),
-            table.select_for_update(c, &key),
-            write_store::load_clocks(c, &table_text, &key_text)
+            table.select_for_update_with_clocks(c, &key, &table_text, &key_text)
         )
         .map_err(reject_here)?;
         let current = self.current_state(c, &table, row, stored.as_ref()).await.map_err(reject_here)?;
@@ -522,7 +521,7 @@ impl Writer {
             Current::Live(row) => Value::Object(stamps_json(&row.clocks)),
             _ => Value::Null,
         };
-        let save = ClockSave {
+        let mut save = ClockSave {
             table: &table_text,
             key: &key_text,
             clocks: &clocks_json,
@@ -531,10 +530,11 @@ impl Writer {
                 Current::Live(row) => row.born.as_ref().map(|b| b.to_string()),
                 _ => None,
             },
+            record: None,
         };
-        // A row write that needs no check afterwards can carry the transaction's result record
-        // and COMMIT in its round trip: if the write fails, Postgres answers COMMIT with a
-        // rollback, and the (biased) join reports the write's own error.
+        // A row write that needs no check afterwards can record the transaction's result in the
+        // same statement and carry COMMIT in its round trip: if the write fails, Postgres
+        // answers COMMIT with a rollback, and the (biased) join reports the write's own error.
         let single_write = match &decision.action {
             Action::Insert { values, .. } if !matches!(current, Current::Live(_)) => Some((None, values)),
             Action::Insert { values, .. } => Some((Some(&key), values)),
@@ -544,14 +544,16 @@ impl Writer {
         if let (Some(tail), Some((update_key, values)), None) = (&tail, single_write, &rule) {
             let own = overridden_of(m, &key, decision.overridden.clone());
             let result = applied_result(tail.txn_id, xid, tail.overridden.iter().cloned().chain(own.clone()).collect());
+            let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
+            save.record = Some(RecordResult { client_id: tail.client_id, id: i64::try_from(tail.txn_id).unwrap_or(i64::MAX), result: &recorded });
             let write = async {
                 match update_key {
                     None => table.insert(c, values, &save).await.map(|_| ()),
                     Some(k) => table.update(c, k, values, &save).await.map(|_| ()),
                 }
             };
-            let id = i64::try_from(tail.txn_id).unwrap_or(i64::MAX);
-            tokio::try_join!(biased; write, record_and_commit(c, tail.client_id, id, &result)).map_err(reject_here)?;
+            let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
+            tokio::try_join!(biased; write, commit).map_err(reject_here)?;
             return Ok((own, xid, Some(result)));
         }
         // The row as Postgres stored it, when it is live afterwards.
