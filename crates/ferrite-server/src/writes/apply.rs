@@ -1,13 +1,19 @@
-//! Applying client transactions exactly once, each in one Postgres transaction together with the
-//! client's progress marker and its recorded result.
+//! Applying client transactions exactly once, each in its own Postgres transaction together
+//! with its recorded result.
 //!
-//! Per client transaction: lock the client's marker (concurrent retries wait here); a retry
-//! (id at or below the marker) gets its recorded result back; otherwise the HLC is checked
-//! against the server clock, the mutations run inside a savepoint — each one loads and locks the
-//! row and its column clocks, asks the table's merge policy what to do, and writes the outcome —
-//! and the result is recorded. A mutation that fails (unknown column, bad value, constraint,
-//! server-wins conflict) rolls back to the savepoint, so the transaction is `rejected` with
-//! nothing of it applied, yet its rejection is still recorded and later transactions still run.
+//! A request takes its client's lock for its whole batch and reads the client's marker (the
+//! newest recorded result): a transaction at or below it is a retry and gets its recorded result
+//! back. Otherwise its HLC is checked against the server clock and its mutations run — each one
+//! takes its row key's lock, reads the row and its column clocks, asks the table's merge policy
+//! ([`ferrite_core::merge`]) what to do, and writes the outcome with its new clocks — and the
+//! result is recorded in the same Postgres transaction. A mutation that fails (unknown column,
+//! bad value, constraint, write rule, server-wins conflict) rolls the whole Postgres transaction
+//! back, so the client transaction is `rejected` with nothing of it applied; its rejection is
+//! then recorded on its own and later transactions still run.
+//!
+//! Round trips are the cost that matters, so statements are pipelined: BEGIN goes out with the
+//! first row's lock and read, and a transaction's last row write records the result in the same
+//! statement and carries COMMIT along.
 
 use super::pool::Pool;
 use crate::auth::{Auth, Identity};
