@@ -1,0 +1,288 @@
+//! The SQLite side: each shape's rows in a local table of the same columns, and the shape's
+//! position (handle, offset, cursor) in `_ferrite_shapes`, always written in the same SQLite
+//! transaction as the rows it describes — so after a crash the file holds a consistent prefix of
+//! the shape's log and syncing resumes exactly where that prefix ends.
+
+use crate::shape::ShapeDef;
+use crate::ClientError;
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
+use serde_json::{Map, Value};
+
+/// SQLite storage class of a Postgres type, and how its text form is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    /// `int2`, `int4`, `int8`, `oid`: stored as SQLite integers.
+    Integer,
+    /// `float4`, `float8`: stored as SQLite reals.
+    Real,
+    /// `bool`: stored as 0/1.
+    Boolean,
+    /// Everything else (text, uuid, numeric — kept exact —, json, timestamps, arrays): Postgres
+    /// text.
+    Text,
+}
+
+impl Affinity {
+    fn of(pg_type: &str, dims: u64) -> Affinity {
+        if dims > 0 {
+            return Affinity::Text;
+        }
+        match pg_type {
+            "int2" | "int4" | "int8" | "oid" => Affinity::Integer,
+            "float4" | "float8" => Affinity::Real,
+            "bool" => Affinity::Boolean,
+            _ => Affinity::Text,
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Affinity::Integer | Affinity::Boolean => "INTEGER",
+            Affinity::Real => "REAL",
+            Affinity::Text => "TEXT",
+        }
+    }
+
+    /// The SQLite value for a Postgres text value (as the shape API sends it).
+    fn value(self, v: &Value) -> rusqlite::types::Value {
+        use rusqlite::types::Value as V;
+        let Some(text) = v.as_str() else {
+            return match v {
+                Value::Null => V::Null,
+                other => V::Text(other.to_string()),
+            };
+        };
+        match self {
+            Affinity::Integer => text.parse::<i64>().map(V::Integer).unwrap_or_else(|_| V::Text(text.into())),
+            Affinity::Real => text.parse::<f64>().map(V::Real).unwrap_or_else(|_| V::Text(text.into())),
+            Affinity::Boolean => match text {
+                "t" | "true" => V::Integer(1),
+                "f" | "false" => V::Integer(0),
+                other => V::Text(other.into()),
+            },
+            Affinity::Text => V::Text(text.into()),
+        }
+    }
+}
+
+/// One column of a shape, from the `electric-schema` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalColumn {
+    /// Column name.
+    pub name: String,
+    /// How it is stored.
+    pub affinity: Affinity,
+    /// Position in the primary key.
+    pub pk_index: Option<u64>,
+}
+
+/// Parses an `electric-schema` header (a JSON object of column → type info, in column order).
+pub fn parse_schema(header: &str) -> Result<Vec<LocalColumn>, ClientError> {
+    let v: Map<String, Value> =
+        serde_json::from_str(header).map_err(|e| ClientError::Protocol(format!("bad electric-schema header: {e}")))?;
+    Ok(v.iter()
+        .map(|(name, info)| LocalColumn {
+            name: name.clone(),
+            affinity: Affinity::of(info["type"].as_str().unwrap_or("text"), info["dims"].as_u64().unwrap_or(0)),
+            pk_index: info["pk_index"].as_u64(),
+        })
+        .collect())
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Where a shape's sync stands, as stored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShapePosition {
+    /// Server handle (`None` before the first response).
+    pub handle: Option<String>,
+    /// Offset to request next (`-1` to start over).
+    pub offset: String,
+    /// Live cursor from the last live response.
+    pub cursor: Option<String>,
+    /// `electric-schema` header the local table was created from.
+    pub schema: Option<String>,
+    /// Whether the last response ended up to date.
+    pub up_to_date: bool,
+}
+
+/// Creates the bookkeeping table if needed.
+pub fn init(db: &Connection) -> Result<(), ClientError> {
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         CREATE TABLE IF NOT EXISTS _ferrite_shapes (
+             local_table TEXT PRIMARY KEY,
+             definition TEXT NOT NULL,
+             handle TEXT,
+             offset TEXT NOT NULL DEFAULT '-1',
+             cursor TEXT,
+             schema TEXT,
+             up_to_date INTEGER NOT NULL DEFAULT 0,
+             last_sync_ms INTEGER);",
+    )?;
+    Ok(())
+}
+
+/// The stored position of a shape; registers the shape on first use. A local table already used
+/// by a different definition is an error (one shape per local table).
+pub fn position(db: &Connection, def: &ShapeDef) -> Result<ShapePosition, ClientError> {
+    let local = def.local_table();
+    let canonical = def.canonical();
+    let row: Option<(String, ShapePosition)> = db
+        .query_row(
+            "SELECT definition, handle, offset, cursor, schema, up_to_date FROM _ferrite_shapes WHERE local_table = ?1",
+            [&local],
+            |r| {
+                let position = ShapePosition { handle: r.get(1)?, offset: r.get(2)?, cursor: r.get(3)?, schema: r.get(4)?, up_to_date: r.get(5)? };
+                Ok((r.get(0)?, position))
+            },
+        )
+        .optional()?;
+    match row {
+        Some((d, _)) if d != canonical => Err(ClientError::TableInUse { local_table: local, definition: d }),
+        Some((_, position)) => Ok(position),
+        None => {
+            db.execute("INSERT INTO _ferrite_shapes (local_table, definition) VALUES (?1, ?2)", params![local, canonical])?;
+            Ok(ShapePosition { offset: "-1".into(), ..Default::default() })
+        }
+    }
+}
+
+/// One response's worth of changes to apply atomically.
+pub struct Batch<'a> {
+    /// The response's messages.
+    pub messages: &'a [Value],
+    /// The position after them.
+    pub next: &'a ShapePosition,
+}
+
+/// (Re)creates the local table for a schema, dropping rows of an older shape incarnation.
+fn ensure_table(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalColumn]) -> Result<(), ClientError> {
+    let mut pk: Vec<&LocalColumn> = columns.iter().filter(|c| c.pk_index.is_some()).collect();
+    pk.sort_by_key(|c| c.pk_index);
+    let cols: Vec<String> = columns.iter().map(|c| format!("{} {}", quote(&c.name), c.affinity.sql())).collect();
+    let key = if pk.is_empty() {
+        String::new()
+    } else {
+        format!(", PRIMARY KEY ({})", pk.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "))
+    };
+    tx.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} ({}{key});",
+        cols.join(", "),
+        t = quote(local)
+    ))?;
+    Ok(())
+}
+
+/// Applies a response's messages and stores the new position, in one SQLite transaction.
+/// `schema` is the response's `electric-schema` (present on non-live responses): when it differs
+/// from the stored one (first response, or a new shape after a 409) the local table is rebuilt.
+pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: Batch<'_>) -> Result<usize, ClientError> {
+    let local = def.local_table();
+    let tx = db.transaction()?;
+    let stored: Option<String> = tx
+        .query_row("SELECT schema FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let schema_text = match (schema, &stored) {
+        (Some(s), Some(old)) if s == old => old.clone(),
+        (Some(s), _) => {
+            ensure_table(&tx, &local, &parse_schema(s)?)?;
+            s.to_string()
+        }
+        (None, Some(old)) => old.clone(),
+        (None, None) if batch.messages.iter().all(|m| m.get("key").is_none()) => String::new(),
+        (None, None) => return Err(ClientError::Protocol("changes arrived before the shape's schema".into())),
+    };
+    let columns = if schema_text.is_empty() { vec![] } else { parse_schema(&schema_text)? };
+    let mut applied = 0;
+    for m in batch.messages {
+        let Some(op) = m["headers"]["operation"].as_str() else { continue };
+        let Some(value) = m["value"].as_object() else { continue };
+        apply_change(&tx, &local, &columns, op, value)?;
+        applied += 1;
+    }
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    tx.execute(
+        "UPDATE _ferrite_shapes SET handle = ?2, offset = ?3, cursor = ?4, schema = ?5, up_to_date = ?6, last_sync_ms = ?7
+         WHERE local_table = ?1",
+        params![
+            local,
+            batch.next.handle,
+            batch.next.offset,
+            batch.next.cursor,
+            (!schema_text.is_empty()).then_some(schema_text),
+            batch.next.up_to_date,
+            now_ms
+        ],
+    )?;
+    tx.commit()?;
+    Ok(applied)
+}
+
+fn apply_change(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalColumn], op: &str, value: &Map<String, Value>) -> Result<(), ClientError> {
+    let affinity = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.affinity).unwrap_or(Affinity::Text);
+    let pk: Vec<&LocalColumn> = {
+        let mut pk: Vec<&LocalColumn> = columns.iter().filter(|c| c.pk_index.is_some()).collect();
+        pk.sort_by_key(|c| c.pk_index);
+        pk
+    };
+    let key_filter = pk.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
+    let key_values: Vec<rusqlite::types::Value> =
+        pk.iter().map(|c| c.affinity.value(value.get(&c.name).unwrap_or(&Value::Null))).collect();
+    let t = quote(local);
+    match op {
+        "insert" => {
+            let names: Vec<&String> = value.keys().collect();
+            let vals: Vec<rusqlite::types::Value> = value.iter().map(|(k, v)| affinity(k).value(v)).collect();
+            let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT OR REPLACE INTO {t} ({}) VALUES ({})",
+                names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
+                placeholders.join(", ")
+            );
+            let refs: Vec<&dyn ToSql> = vals.iter().map(|v| v as &dyn ToSql).collect();
+            tx.prepare_cached(&sql)?.execute(refs.as_slice())?;
+        }
+        "update" => {
+            let set: Vec<(&String, rusqlite::types::Value)> = value
+                .iter()
+                .filter(|(k, _)| !pk.iter().any(|c| &c.name == *k))
+                .map(|(k, v)| (k, affinity(k).value(v)))
+                .collect();
+            if set.is_empty() || pk.is_empty() {
+                return Ok(());
+            }
+            let assignments: Vec<String> = set.iter().enumerate().map(|(i, (k, _))| format!("{} = ?{}", quote(k), pk.len() + i + 1)).collect();
+            let sql = format!("UPDATE {t} SET {} WHERE {key_filter}", assignments.join(", "));
+            let mut all: Vec<&dyn ToSql> = key_values.iter().map(|v| v as &dyn ToSql).collect();
+            all.extend(set.iter().map(|(_, v)| v as &dyn ToSql));
+            tx.prepare_cached(&sql)?.execute(all.as_slice())?;
+        }
+        "delete" if !pk.is_empty() => {
+            let sql = format!("DELETE FROM {t} WHERE {key_filter}");
+            let refs: Vec<&dyn ToSql> = key_values.iter().map(|v| v as &dyn ToSql).collect();
+            tx.prepare_cached(&sql)?.execute(refs.as_slice())?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Starts a shape over after a 409 (the server's shape was replaced): the next sync reads
+/// `new_handle` from offset -1. The old rows stay readable until the new shape's first response
+/// replaces the table (its schema differs from none).
+pub fn reset(db: &mut Connection, def: &ShapeDef, new_handle: Option<&str>) -> Result<(), ClientError> {
+    let local = def.local_table();
+    let tx = db.transaction()?;
+    tx.execute(
+        "UPDATE _ferrite_shapes SET handle = ?2, offset = '-1', cursor = NULL, schema = NULL, up_to_date = 0 WHERE local_table = ?1",
+        params![local, new_handle],
+    )?;
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! Fetching shapes over the Electric v1 shape API and applying them to the replica.
+
+use crate::store::{self, Batch, ShapePosition};
+use crate::{Client, ClientError, ShapeDef};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// What one [`Client::sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// HTTP requests made.
+    pub requests: usize,
+    /// Row changes applied.
+    pub changes: usize,
+    /// 409s followed (the server replaced the shape; it was fetched again).
+    pub refetches: usize,
+}
+
+/// A subscription's state, as a watchable value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// Catching up.
+    Syncing,
+    /// Up to date and waiting for changes.
+    Synced,
+    /// The server cannot be reached; retrying.
+    Offline {
+        /// Local changes not yet pushed (always 0 until the write half exists).
+        pending: usize,
+    },
+    /// The server refused; retrying after `retry_in`.
+    Error {
+        /// What went wrong.
+        reason: String,
+        /// When the next attempt is.
+        retry_in: Duration,
+    },
+}
+
+/// Backoff between failed attempts (jittered by ±20%), unless the server says `retry-after`.
+const BACKOFF_SECS: [u64; 5] = [1, 2, 5, 10, 30];
+
+enum Step {
+    /// Applied a response; whether it ended up to date.
+    Applied { changes: usize, up_to_date: bool },
+    /// 409: the shape starts over.
+    Refetch,
+}
+
+impl Client {
+    /// Catches `def` up from its stored position until the server says up-to-date.
+    pub async fn sync(&self, def: &ShapeDef) -> Result<SyncReport, ClientError> {
+        let mut report = SyncReport::default();
+        loop {
+            report.requests += 1;
+            match self.step(def, false).await? {
+                Step::Applied { changes, up_to_date } => {
+                    report.changes += changes;
+                    if up_to_date {
+                        return Ok(report);
+                    }
+                }
+                Step::Refetch => report.refetches += 1,
+            }
+        }
+    }
+
+    /// Keeps `def` live in the background: catches up, then long-polls; after a failure waits
+    /// (1, 2, 5, 10, 30 s, jittered, or the server's `retry-after`) and tries again.
+    pub fn subscribe(&self, def: ShapeDef) -> Subscription {
+        let (tx, rx) = watch::channel(Status::Syncing);
+        let retry = Arc::new(Notify::new());
+        let (client, wake) = (self.clone(), retry.clone());
+        let task = tokio::spawn(async move {
+            let mut failures = 0usize;
+            let mut live = false;
+            loop {
+                match client.step(&def, live).await {
+                    Ok(Step::Applied { up_to_date, .. }) => {
+                        failures = 0;
+                        live = up_to_date || live;
+                        tx.send_replace(if up_to_date { Status::Synced } else { Status::Syncing });
+                    }
+                    Ok(Step::Refetch) => {
+                        live = false;
+                        tx.send_replace(Status::Syncing);
+                    }
+                    Err(e) => {
+                        let wait = backoff(failures, retry_after(&e));
+                        failures += 1;
+                        tx.send_replace(match &e {
+                            ClientError::Unreachable(_) => Status::Offline { pending: 0 },
+                            other => Status::Error { reason: other.to_string(), retry_in: wait },
+                        });
+                        tracing::debug!(error = %e, ?wait, "shape sync failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = wake.notified() => {}
+                        }
+                    }
+                }
+            }
+        });
+        Subscription { status: rx, retry, task }
+    }
+
+    /// One request from the stored position; applies it (or starts over on 409).
+    async fn step(&self, def: &ShapeDef, live: bool) -> Result<Step, ClientError> {
+        let pos = self.position(def)?;
+        let mut q = def.query();
+        q.push(("offset".into(), pos.offset.clone()));
+        if let Some(h) = &pos.handle {
+            if pos.offset != "-1" || live {
+                q.push(("handle".into(), h.clone()));
+            }
+        }
+        let live = live && pos.offset != "-1";
+        if live {
+            q.push(("live".into(), "true".into()));
+            if let Some(c) = &pos.cursor {
+                q.push(("cursor".into(), c.clone()));
+            }
+        }
+        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&q).finish();
+        let mut req = self.inner.http.get(format!("{}/v1/shape?{query}", self.inner.base));
+        if let Some(t) = self.inner.token.token() {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let status = r.status().as_u16();
+        let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+        if status == 409 {
+            let new_handle = header("electric-handle");
+            let inner = self.inner.clone();
+            let def = def.clone();
+            blocking(move || store::reset(&mut inner.db.lock().unwrap_or_else(|p| p.into_inner()), &def, new_handle.as_deref())).await?;
+            return Ok(Step::Refetch);
+        }
+        if status != 200 {
+            let retry_after = header("retry-after").and_then(|v| v.parse().ok());
+            let body = r.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(String::from))
+                .unwrap_or(body);
+            return Err(ClientError::Refused { status, message, retry_after });
+        }
+        let next = ShapePosition {
+            handle: header("electric-handle").or(pos.handle),
+            offset: header("electric-offset").ok_or_else(|| ClientError::Protocol("response without electric-offset".into()))?,
+            cursor: header("electric-cursor").or(pos.cursor),
+            schema: None,
+            up_to_date: header("electric-up-to-date").is_some(),
+        };
+        let schema = header("electric-schema");
+        let body = r.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let messages: Vec<Value> = if body.is_empty() {
+            vec![]
+        } else {
+            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
+        };
+        let up_to_date = next.up_to_date;
+        let inner = self.inner.clone();
+        let def = def.clone();
+        let changes = blocking(move || {
+            let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
+            store::apply(&mut db, &def, schema.as_deref(), Batch { messages: &messages, next: &next })
+        })
+        .await?;
+        Ok(Step::Applied { changes, up_to_date })
+    }
+}
+
+/// Runs SQLite work on a blocking thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ClientError> + Send + 'static) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?
+}
+
+fn retry_after(e: &ClientError) -> Option<u64> {
+    match e {
+        ClientError::Refused { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+/// The wait before attempt `failures + 1`.
+fn backoff(failures: usize, retry_after: Option<u64>) -> Duration {
+    if let Some(s) = retry_after {
+        return Duration::from_secs(s);
+    }
+    let base = BACKOFF_SECS[failures.min(BACKOFF_SECS.len() - 1)] as f64;
+    Duration::from_secs_f64(base * rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2))
+}
+
+/// A shape kept live in the background; stops when dropped.
+pub struct Subscription {
+    status: watch::Receiver<Status>,
+    retry: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// The subscription's status, to watch.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Ends the wait after a failure and tries again now.
+    pub fn retry_now(&self) {
+        self.retry.notify_one();
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_follows_the_schedule_with_jitter_and_honours_retry_after() {
+        for (failures, base) in [(0, 1.0), (1, 2.0), (2, 5.0), (3, 10.0), (4, 30.0), (9, 30.0)] {
+            let d = backoff(failures, None).as_secs_f64();
+            assert!(d >= base * 0.8 && d <= base * 1.2, "{failures}: {d}");
+        }
+        assert_eq!(backoff(0, Some(7)), Duration::from_secs(7));
+    }
+}
