@@ -79,7 +79,8 @@ impl WriteTable {
         cols.join(", ")
     }
 
-    /// Every column as text under a positional name (`c0`, `c1`, …) for `RETURNING`.
+    /// Every column as text under a positional name (`c0`, `c1`, …), for `RETURNING` and the
+    /// locked read.
     fn returning(&self) -> String {
         self.schema.columns.iter().enumerate().map(|(i, c)| format!("{}::text AS c{i}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ")
     }
@@ -102,9 +103,8 @@ impl WriteTable {
 
     /// Reads and locks (`FOR UPDATE`) the row with this key — all columns as text, aligned with
     /// `schema.columns`, plus the row version's xmin — together with its stored clocks, in one
-    /// statement. Call it after the row key's lock is held, so its
-    /// snapshot (taken when the statement starts) includes what the lock's previous holder
-    /// wrote.
+    /// statement. Call it after the row key's lock is held, so its snapshot (taken when the
+    /// statement starts) includes what the lock's previous holder wrote.
     pub async fn select_for_update_with_clocks(
         &self,
         c: &PreparedClient,
@@ -113,13 +113,6 @@ impl WriteTable {
         key_text: &str,
     ) -> Result<(Option<(Vec<Option<String>>, u32)>, Option<StoredClocks>), PgError> {
         let n = self.schema.columns.len();
-        let inner: Vec<String> = self
-            .schema
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{}::text AS c{i}", quote_ident(&c.name)))
-            .collect();
         let outer: Vec<String> = (0..n).map(|i| format!("r.c{i}")).collect();
         let k = self.schema.key_columns().len();
         let sql = format!(
@@ -128,7 +121,7 @@ impl WriteTable {
              LEFT JOIN LATERAL (SELECT {}, xmin::text AS xmin, true AS present FROM {} WHERE {} FOR UPDATE) AS r ON true
              LEFT JOIN ferrite.row_clocks AS rc ON rc.tbl = ${}::text AND rc.key = ${}::text",
             outer.join(", "),
-            inner.join(", "),
+            self.returning(),
             self.schema.name.quoted(),
             self.key_filter(1),
             k + 1,
