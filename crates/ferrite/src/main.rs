@@ -1,5 +1,7 @@
-//! The `ferrite` binary: `serve` against a Postgres, `dev` with a throwaway local one.
+//! The `ferrite` binary: `serve` against a Postgres, `dev` with a throwaway local one, and
+//! `client` to try the Rust client's local replica.
 
+mod client_cli;
 mod config;
 mod dev;
 
@@ -44,6 +46,11 @@ enum Command {
         #[arg(long, default_value_t = 54329)]
         pg_port: u16,
     },
+    /// The Rust client from the shell: sync shapes into a local SQLite file and query it.
+    Client {
+        #[command(subcommand)]
+        command: client_cli::ClientCommand,
+    },
 }
 
 fn main() -> Result<()> {
@@ -76,6 +83,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Dev { dir, port, pg_port } => dev::run(&dir, port, pg_port).await,
+            Command::Client { command } => client_cli::run(command).await,
         }
     })
 }

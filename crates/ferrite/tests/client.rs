@@ -124,3 +124,31 @@ async fn a_rotated_shape_starts_over_and_a_subscription_stays_live() {
     s.server.shutdown().await;
     tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| matches!(s, Status::Offline { .. }))).await.unwrap().unwrap();
 }
+
+/// Runs `ferrite client <args>` off the async runtime (the server runs on it); its stdout.
+async fn cli(args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(ferrite_bin()).arg("client").args(&args).env("FERRITE_LOG", "warn").output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_syncs_queries_and_reports() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cli.db").to_str().unwrap().to_string();
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = cli(args(&["sync", "--db", &file, "--server", &s.base, "--table", "steps", "--where", "pipeline = 1", "--into", "mine"])).await;
+    assert!(out.contains("up to date (100 changes"), "{out}");
+    let out = cli(args(&["query", "--db", &file, "SELECT count(*), min(id), max(id) FROM mine"])).await;
+    assert_eq!(out.trim(), "[100,1,298]");
+    let out = cli(args(&["status", "--db", &file])).await;
+    assert!(out.starts_with("mine: ") && out.contains("up to date"), "{out}");
+}

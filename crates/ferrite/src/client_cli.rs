@@ -1,0 +1,127 @@
+//! `ferrite client …`: try the Rust client from a shell — sync shapes into a local SQLite file,
+//! query it, see where each shape stands.
+
+use anyhow::{anyhow, Context, Result};
+use clap::Subcommand;
+use ferrite_client::{Client, ShapeDef, TokenSource};
+use std::path::PathBuf;
+
+/// The `client` subcommands.
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Catch a shape up into the local file (resuming where the last sync stopped); with
+    /// `--follow`, keep it live until Ctrl-C.
+    Sync {
+        #[command(flatten)]
+        replica: Replica,
+        /// Table to sync (`name` or `schema.name`).
+        #[arg(long)]
+        table: String,
+        /// Where clause.
+        #[arg(long = "where")]
+        where_sql: Option<String>,
+        /// Columns to sync, comma-separated (must include the primary key).
+        #[arg(long)]
+        columns: Option<String>,
+        /// Local table name (default: the table's name).
+        #[arg(long)]
+        into: Option<String>,
+        /// Keep syncing live until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Run SQL against the local file and print the rows as JSON arrays, one per line.
+    Query {
+        /// The SQLite file.
+        #[arg(long, default_value = "ferrite-replica.db")]
+        db: PathBuf,
+        /// The query.
+        sql: String,
+    },
+    /// Show each synced shape: local table, handle, offset, whether it was up to date.
+    Status {
+        /// The SQLite file.
+        #[arg(long, default_value = "ferrite-replica.db")]
+        db: PathBuf,
+    },
+}
+
+/// Where the replica lives and which server it follows.
+#[derive(clap::Args)]
+pub struct Replica {
+    /// The SQLite file.
+    #[arg(long, default_value = "ferrite-replica.db")]
+    db: PathBuf,
+    /// Ferrite server URL.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    server: String,
+    /// Bearer token (JWT mode), or set FERRITE_TOKEN.
+    #[arg(long, env = "FERRITE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Runs a `client` subcommand.
+pub async fn run(cmd: ClientCommand) -> Result<()> {
+    match cmd {
+        ClientCommand::Sync { replica, table, where_sql, columns, into, follow } => {
+            let token = replica.token.map(TokenSource::Static).unwrap_or_default();
+            let client = Client::open(&replica.db, &replica.server, token).with_context(|| format!("opening {}", replica.db.display()))?;
+            let mut def = ShapeDef::table(&table);
+            def.where_sql = where_sql;
+            def.columns = columns.map(|c| c.split(',').map(|s| s.trim().to_string()).collect());
+            def.local_table = into;
+            let report = client.sync(&def).await.map_err(|e| anyhow!("{e}"))?;
+            println!(
+                "{}: up to date ({} changes in {} requests{}) → table {} in {}",
+                table,
+                report.changes,
+                report.requests,
+                if report.refetches > 0 { format!(", {} refetches", report.refetches) } else { String::new() },
+                def.local_table(),
+                replica.db.display()
+            );
+            if follow {
+                let sub = client.subscribe(def);
+                let mut status = sub.status();
+                println!("following; Ctrl-C to stop");
+                loop {
+                    tokio::select! {
+                        _ = crate::wait_for_ctrl_c() => return Ok(()),
+                        changed = status.changed() => {
+                            if changed.is_err() { return Ok(()); }
+                            println!("status: {:?}", *status.borrow_and_update());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        ClientCommand::Query { db, sql } => {
+            let client = Client::open(&db, "http://unused", TokenSource::None)?;
+            for row in client.query(&sql, &[]).map_err(|e| anyhow!("{e}"))? {
+                println!("{}", serde_json::Value::Array(row));
+            }
+            Ok(())
+        }
+        ClientCommand::Status { db } => {
+            let client = Client::open(&db, "http://unused", TokenSource::None)?;
+            let rows = client
+                .query("SELECT local_table, definition, handle, offset, up_to_date, last_sync_ms FROM _ferrite_shapes ORDER BY local_table", &[])
+                .map_err(|e| anyhow!("{e}"))?;
+            if rows.is_empty() {
+                println!("no shapes synced into {} yet", db.display());
+            }
+            for r in rows {
+                println!(
+                    "{}: {} handle {} offset {} {}",
+                    r[0].as_str().unwrap_or(""),
+                    r[1].as_str().unwrap_or(""),
+                    r[2].as_str().unwrap_or("-"),
+                    r[3].as_str().unwrap_or("-"),
+                    if r[4] == 1 { "up to date" } else { "catching up" }
+                );
+            }
+            Ok(())
+        }
+    }
+}
