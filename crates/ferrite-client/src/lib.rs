@@ -14,16 +14,20 @@
 //! SQLite transaction, so a restart resumes where it stopped without downloading again, and a
 //! 409 (the server replaced the shape) starts the shape over without touching other data.
 //!
-//! Status so far covers the read half: [`Client::sync`] catches a shape up once;
-//! [`Client::subscribe`] keeps it live in the background, reconnecting with backoff.
-//! The write half (outbox, optimistic overlay) is not built yet.
+//! [`Client::sync`] catches a shape up once; [`Client::subscribe`] keeps it live in the
+//! background (pushing queued writes, reconnecting with backoff). [`Client::write`] applies a
+//! transaction locally at once and queues it durably ([`outbox`]); [`Client::push`] sends the
+//! queue; rejected transactions are rolled back locally, accepted ones stay until their txid
+//! comes back through a shape.
 
+pub mod outbox;
 mod shape;
 pub mod store;
 mod sync;
 
+pub use outbox::{Change, Values};
 pub use shape::ShapeDef;
-pub use sync::{Status, Subscription, SyncReport};
+pub use sync::{PushReport, Status, Subscription, SyncReport};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -72,6 +76,18 @@ pub enum ClientError {
     /// The server sent something this client does not understand.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A local write names a table no shape has synced yet (its columns are unknown).
+    #[error("local table {0} is not synced yet: sync its shape before writing to it")]
+    NotSynced(String),
+    /// A local write is malformed (unknown column, missing key).
+    #[error("invalid write: {0}")]
+    Invalid(String),
+    /// `max_offline_queue` transactions are already waiting to be pushed; nothing was written.
+    #[error("the offline queue is full ({limit} transactions wait to be pushed): push before writing more")]
+    QueueFull {
+        /// The limit.
+        limit: usize,
+    },
     /// Another shape already syncs into this local table.
     #[error("local table {local_table} already holds another shape ({definition}); choose another with ShapeDef::into_table")]
     TableInUse {
@@ -88,6 +104,10 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
     pub(crate) token: TokenSource,
+    /// Most unsent transactions kept (`max_offline_queue`).
+    pub(crate) max_queue: std::sync::atomic::AtomicUsize,
+    /// Transactions per push request (`sync_batch_size`).
+    pub(crate) batch: std::sync::atomic::AtomicUsize,
 }
 
 /// A local replica: one SQLite file synced from one Ferrite server.
@@ -102,12 +122,22 @@ impl Client {
     pub fn open(path: impl AsRef<Path>, server_url: &str, token: TokenSource) -> Result<Client, ClientError> {
         let db = rusqlite::Connection::open(path)?;
         store::init(&db)?;
+        outbox::init(&db)?;
+        outbox::client_id(&db)?; // created once, with the file
+
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         Ok(Client {
-            inner: Arc::new(Inner { db: Mutex::new(db), http, base: server_url.trim_end_matches('/').to_string(), token }),
+            inner: Arc::new(Inner {
+                db: Mutex::new(db),
+                http,
+                base: server_url.trim_end_matches('/').to_string(),
+                token,
+                max_queue: 1000.into(),
+                batch: 100.into(),
+            }),
         })
     }
 
@@ -130,6 +160,29 @@ impl Client {
                 .collect()
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sets `max_offline_queue` (default 1,000) and `sync_batch_size` (default 100); the server
+    /// advertises its values at `GET /v1/config`.
+    pub fn set_limits(&self, max_offline_queue: usize, sync_batch_size: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inner.max_queue.store(max_offline_queue.max(1), Relaxed);
+        self.inner.batch.store(sync_batch_size.max(1), Relaxed);
+    }
+
+    /// Writes one transaction locally: visible at once in the local tables, queued durably for
+    /// [`Client::push`]. Returns its client transaction id. Errors (nothing written) when the
+    /// queue is full or the write names an unknown table, column or key.
+    pub fn write(&self, changes: &[Change]) -> Result<u64, ClientError> {
+        let max = self.inner.max_queue.load(std::sync::atomic::Ordering::Relaxed);
+        let mut db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
+        outbox::write(&mut db, changes, max)
+    }
+
+    /// Transactions written locally and not yet answered by the server.
+    pub fn pending(&self) -> Result<usize, ClientError> {
+        let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
+        outbox::pending_count(&db)
     }
 
     /// Where a shape's sync stands locally (registering it on first use).

@@ -44,7 +44,7 @@ impl Affinity {
     }
 
     /// The SQLite value for a Postgres text value (as the shape API sends it).
-    fn value(self, v: &Value) -> rusqlite::types::Value {
+    pub(crate) fn value(self, v: &Value) -> rusqlite::types::Value {
         use rusqlite::types::Value as V;
         let Some(text) = v.as_str() else {
             return match v {
@@ -200,12 +200,24 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
     };
     let columns = if schema_text.is_empty() { vec![] } else { parse_schema(&schema_text)? };
     let mut applied = 0;
+    let mut txids = vec![];
     for m in batch.messages {
         let Some(op) = m["headers"]["operation"].as_str() else { continue };
         let Some(value) = m["value"].as_object() else { continue };
-        apply_change(&tx, &local, &columns, op, value)?;
+        // A row with pending local writes: the change goes to its server version, and the row
+        // is rebuilt with the pending writes on top.
+        match crate::outbox::server_key(&columns, value) {
+            Some(key) if crate::outbox::shadowed(&tx, &local, &key)? => crate::outbox::apply_to_shadow(&tx, &local, &key, op, value)?,
+            _ => apply_change(&tx, &local, &columns, op, value)?,
+        }
+        if let Some(ids) = m["headers"]["txids"].as_array() {
+            txids.extend(ids.iter().map(|t| t.as_str().map(String::from).unwrap_or_else(|| t.to_string())));
+        }
         applied += 1;
     }
+    txids.sort();
+    txids.dedup();
+    crate::outbox::txids_seen(&tx, &txids)?;
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     tx.execute(
         "UPDATE _ferrite_shapes SET handle = ?2, offset = ?3, cursor = ?4, schema = ?5, up_to_date = ?6, last_sync_ms = ?7

@@ -27,7 +27,7 @@ pub enum Status {
     Synced,
     /// The server cannot be reached; retrying.
     Offline {
-        /// Local changes not yet pushed (always 0 until the write half exists).
+        /// Local transactions not yet pushed.
         pending: usize,
     },
     /// The server refused; retrying after `retry_in`.
@@ -67,8 +67,9 @@ impl Client {
         }
     }
 
-    /// Keeps `def` live in the background: catches up, then long-polls; after a failure waits
-    /// (1, 2, 5, 10, 30 s, jittered, or the server's `retry-after`) and tries again.
+    /// Keeps `def` live in the background: pushes queued local writes, catches up, then
+    /// long-polls; after a failure waits (1, 2, 5, 10, 30 s, jittered, or the server's
+    /// `retry-after`) and tries again.
     pub fn subscribe(&self, def: ShapeDef) -> Subscription {
         let (tx, rx) = watch::channel(Status::Syncing);
         let retry = Arc::new(Notify::new());
@@ -77,7 +78,17 @@ impl Client {
             let mut failures = 0usize;
             let mut live = false;
             loop {
-                match client.step(&def, live).await {
+                // Queued local writes go out first whenever the server is reachable.
+                let pushed = match client.pending() {
+                    Ok(0) => Ok(()),
+                    Ok(_) => client.push().await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                let stepped = match pushed {
+                    Ok(()) => client.step(&def, live).await,
+                    Err(e) => Err(e),
+                };
+                match stepped {
                     Ok(Step::Applied { up_to_date, .. }) => {
                         failures = 0;
                         live = up_to_date || live;
@@ -91,7 +102,7 @@ impl Client {
                         let wait = backoff(failures, retry_after(&e));
                         failures += 1;
                         tx.send_replace(match &e {
-                            ClientError::Unreachable(_) => Status::Offline { pending: 0 },
+                            ClientError::Unreachable(_) => Status::Offline { pending: client.pending().unwrap_or(0) },
                             other => Status::Error { reason: other.to_string(), retry_in: wait },
                         });
                         tracing::debug!(error = %e, ?wait, "shape sync failed; retrying");
@@ -230,5 +241,67 @@ mod tests {
             assert!(d >= base * 0.8 && d <= base * 1.2, "{failures}: {d}");
         }
         assert_eq!(backoff(0, Some(7)), Duration::from_secs(7));
+    }
+}
+
+/// What one [`Client::push`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushReport {
+    /// Transactions sent.
+    pub sent: usize,
+    /// Answered `applied` or `merged` (their rows stay as written until their txid comes back
+    /// through a shape).
+    pub accepted: usize,
+    /// Answered `rejected`: rolled back locally; the server's reasons.
+    pub rejected: Vec<Value>,
+}
+
+impl Client {
+    /// Sends every queued transaction, `sync_batch_size` per request, and records the answers.
+    /// A retry after a failure resends what had no answer; the server applies each id once.
+    pub async fn push(&self) -> Result<PushReport, ClientError> {
+        let mut report = PushReport::default();
+        loop {
+            let batch = self.inner.batch.load(std::sync::atomic::Ordering::Relaxed);
+            let inner = self.inner.clone();
+            let (client_id, txns) = blocking(move || {
+                let db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
+                Ok((crate::outbox::client_id(&db)?, crate::outbox::pending(&db, batch)?))
+            })
+            .await?;
+            if txns.is_empty() {
+                return Ok(report);
+            }
+            let mut req = self
+                .inner
+                .http
+                .post(format!("{}/v1/transactions", self.inner.base))
+                .json(&serde_json::json!({"client_id": client_id, "transactions": txns}));
+            if let Some(t) = self.inner.token.token() {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            let status = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            let body: Value = r.json().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            if status != 200 {
+                let message = body["message"].as_str().map(String::from).unwrap_or_else(|| body.to_string());
+                return Err(ClientError::Refused { status, message, retry_after });
+            }
+            let results = body["results"].as_array().cloned().unwrap_or_default();
+            if results.len() != txns.len() {
+                return Err(ClientError::Protocol(format!("{} results for {} transactions", results.len(), txns.len())));
+            }
+            report.sent += txns.len();
+            let inner = self.inner.clone();
+            let recorded = results.clone();
+            let rejected = blocking(move || {
+                let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
+                crate::outbox::record_results(&mut db, &recorded)
+            })
+            .await?;
+            report.accepted += results.len() - rejected.len();
+            report.rejected.extend(rejected);
+        }
     }
 }

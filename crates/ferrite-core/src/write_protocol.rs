@@ -78,6 +78,11 @@ pub struct TransactionResult {
     /// For `rejected`: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Rejection>,
+    /// `true` when it committed but changed no row (every change lost to the policy, or hit a
+    /// row already gone): its txid will not come back through any shape. Sent only when true
+    /// (an extension of the contract: absent means rows changed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 /// Outcome of a client transaction.
@@ -331,7 +336,7 @@ mod tests {
 
     #[test]
     fn results_serialize_as_the_contract_shows() {
-        let r = TransactionResult { id: 44, status: Status::Rejected, txid: None, overridden: vec![], error: Some(Rejection {
+        let r = TransactionResult { id: 44, status: Status::Rejected, txid: None, overridden: vec![], unchanged: false, error: Some(Rejection {
             code: RejectionCode::ClockSkew, message: "m".into(), table: None, key: None, current: None }) };
         assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"id":44,"status":"rejected","error":{"code":"clock_skew","message":"m"}}"#);
     }

@@ -152,3 +152,149 @@ async fn the_cli_syncs_queries_and_reports() {
     let out = cli(args(&["status", "--db", &file])).await;
     assert!(out.starts_with("mine: ") && out.contains("up to date"), "{out}");
 }
+
+fn text(pairs: &[(&str, Option<&str>)]) -> ferrite_client::Values {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.map(String::from))).collect()
+}
+
+fn count(client: &Client, sql: &str) -> i64 {
+    client.query(sql, &[]).unwrap()[0][0].as_i64().unwrap()
+}
+
+/// Syncs until the local table equals Postgres (the txids of pushed writes come back).
+async fn converge(client: &Client, c: &tokio_postgres::Client, def: &ShapeDef) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        client.sync(def).await.unwrap();
+        if local(client, "steps") == oracle(c, "").await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "local {:?}", local(client, "steps").len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_writes_survive_a_restart_and_are_applied_once() {
+    use ferrite_client::Change;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let all = ShapeDef::table("steps");
+    {
+        let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
+        client.sync(&all).await.unwrap();
+        client
+            .write(&[
+                Change::Insert { table: "steps".into(), values: text(&[("id", Some("1000")), ("pipeline", Some("1")), ("name", Some("offline")), ("done", Some("t"))]) },
+                Change::Update { table: "steps".into(), key: text(&[("id", Some("1"))]), set: text(&[("name", Some("edited")), ("note", None)]) },
+            ])
+            .unwrap();
+        client.write(&[Change::Delete { table: "steps".into(), key: text(&[("id", Some("2"))]) }]).unwrap();
+        // Readable at once, before any push.
+        assert_eq!(client.query("SELECT name, done FROM steps WHERE id = 1000", &[]).unwrap(), vec![vec![json!("offline"), json!(1)]]);
+        assert_eq!(client.query("SELECT name, note FROM steps WHERE id = 1", &[]).unwrap(), vec![vec![json!("edited"), Value::Null]]);
+        assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE id = 2"), 0);
+        assert_eq!(client.pending().unwrap(), 2);
+    } // the app is killed before pushing
+    let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
+    assert_eq!(client.pending().unwrap(), 2, "the outbox survived");
+    assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE id = 1000"), 1, "and so did the local effects");
+    // A push whose answer was lost: the server applied it, the client never recorded the results.
+    let lost = {
+        let replica = rusqlite_free_pending(&path);
+        send(reqwest::Client::new().post(format!("{}/v1/transactions", s.base)).json(&replica)).await
+    };
+    assert_eq!(lost.status, 200, "{}", lost.text);
+    let report = client.push().await.unwrap();
+    assert_eq!((report.sent, report.accepted), (2, 2), "{report:?}");
+    assert_eq!(client.push().await.unwrap().sent, 0, "nothing left to send");
+    let applied: i64 = c.query_one("SELECT count(*) FROM ferrite.client_results", &[]).await.unwrap().get(0);
+    assert_eq!(applied, 2, "each transaction applied once");
+    converge(&client, &c, &all).await;
+    assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_outbox"), 0, "txids came back through the shape");
+    assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_shadow"), 0);
+}
+
+/// The replica's pending transactions as a request body, read the way `push` does (used to
+/// replay a push whose response was lost).
+fn rusqlite_free_pending(path: &std::path::Path) -> Value {
+    let client = Client::open(path, "http://unused", TokenSource::None).unwrap();
+    let id = client.query("SELECT value FROM _ferrite_meta WHERE key = 'client_id'", &[]).unwrap();
+    let client_id = id.first().map(|r| r[0].clone()).unwrap_or(Value::Null);
+    let rows = client.query("SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id", &[]).unwrap();
+    let txns: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut mutations: Vec<Value> = serde_json::from_str(r[2].as_str().unwrap()).unwrap();
+            for m in &mut mutations {
+                m.as_object_mut().unwrap().remove("_local");
+            }
+            json!({"id": r[0], "hlc": r[1], "mutations": mutations})
+        })
+        .collect();
+    json!({"client_id": client_id, "transactions": txns})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() {
+    use ferrite_client::{Change, ClientError};
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute("ALTER TABLE steps ADD CHECK (x >= 0)").await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    let all = ShapeDef::table("steps");
+    client.sync(&all).await.unwrap();
+    // A write the server refuses: visible until the answer, then rolled back with the reason.
+    client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("3"))]), set: text(&[("x", Some("-5"))]) }]).unwrap();
+    assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(-5.0)]]);
+    let report = client.push().await.unwrap();
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0]["error"]["code"], "constraint");
+    assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(4.5)]], "rolled back");
+
+    // A pending write on a row the server changes meanwhile: the server's change shows, with
+    // the pending write on top; after the push both are in Postgres and locally.
+    client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("5"))]), set: text(&[("name", Some("mine"))]) }]).unwrap();
+    c.batch_execute("UPDATE steps SET x = 99 WHERE id = 5").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.query("SELECT x FROM steps WHERE id = 5", &[]).unwrap() != vec![vec![json!(99.0)]] {
+        client.sync(&all).await.unwrap();
+        assert!(Instant::now() < deadline, "the server's change never arrived");
+    }
+    assert_eq!(client.query("SELECT name FROM steps WHERE id = 5", &[]).unwrap(), vec![vec![json!("mine")]]);
+    client.push().await.unwrap();
+    converge(&client, &c, &all).await;
+
+    // The offline queue is bounded: a full queue refuses the write and changes nothing.
+    client.set_limits(2, 100);
+    for id in ["6", "7"] {
+        client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some(id))]), set: text(&[("name", Some("q"))]) }]).unwrap();
+    }
+    let full = client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("8"))]), set: text(&[("name", Some("q"))]) }]);
+    assert!(matches!(full, Err(ClientError::QueueFull { limit: 2 })), "{full:?}");
+    assert_eq!(client.pending().unwrap(), 2);
+    assert_ne!(client.query("SELECT name FROM steps WHERE id = 8", &[]).unwrap(), vec![vec![json!("q")]]);
+    // Unknown tables and columns are refused before anything is written.
+    client.set_limits(1000, 100);
+    assert!(matches!(client.write(&[Change::Delete { table: "nope".into(), key: text(&[("id", Some("1"))]) }]), Err(ClientError::NotSynced(_))));
+    assert!(matches!(
+        client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("1"))]), set: text(&[("colour", Some("red"))]) }]),
+        Err(ClientError::Invalid(_))
+    ));
+    // A subscription pushes the queue by itself and converges.
+    let _sub = client.subscribe(all.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.pending().unwrap() > 0 || local(&client, "steps") != oracle(&c, "").await {
+        assert!(Instant::now() < deadline, "the subscription never pushed and converged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names: Vec<String> = c.query("SELECT name FROM steps WHERE id IN (6, 7)", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, vec!["q".to_string(), "q".to_string()]);
+}

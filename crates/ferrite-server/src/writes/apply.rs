@@ -249,13 +249,13 @@ impl Writer {
         // BEGIN goes out in the same round trip as the first mutation's reads.
         let begin = async { c.client().batch_execute("BEGIN").await.map_err(|e| Stop::Unavailable(e.to_string())) };
         let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who, client_id)).map(|(_, applied)| applied);
-        let (overridden, xid, committed) = match applied {
+        let MutationsOutcome { overridden, xid, changed, committed } = match applied {
             Ok(done) => done,
             Err(stop) => {
                 c.client().batch_execute("ROLLBACK").await.map_err(|e| unavailable(e.into()))?;
                 return match stop {
                     Stop::Rejected(rejection) => {
-                        let result = TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection) };
+                        let result = TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], unchanged: false, error: Some(rejection) };
                         self.record_rejection(c, client_id, result).await
                     }
                     Stop::Aborted(m) => Err(WriteError::Aborted(m)),
@@ -270,13 +270,13 @@ impl Writer {
             }
             return Ok(result);
         }
-        let result = applied_result(txn.id, xid, overridden);
+        let result = applied_result(txn.id, xid, overridden, changed);
         if let Err(e) = record_and_commit(c, client_id, id, &result).await {
             // A deferred constraint fails at COMMIT: a rejection like any other constraint.
             return match classify(e, None, None) {
                 Stop::Rejected(rejection) => {
                     let _ = c.client().batch_execute("ROLLBACK").await;
-                    let result = TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection) };
+                    let result = TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], unchanged: false, error: Some(rejection) };
                     self.record_rejection(c, client_id, result).await
                 }
                 Stop::Aborted(m) => Err(WriteError::Aborted(m)),
@@ -307,9 +307,7 @@ impl Writer {
         Ok(Stamp { hlc, client_id: client_id.to_string() })
     }
 
-    /// Applies the mutations in order; returns the columns the policy kept, the transaction's
-    /// xid, and — when the last mutation's row write also recorded the result and committed
-    /// (see [`Tail`]) — that result.
+    /// Applies the mutations in order (see [`MutationsOutcome`]).
     async fn apply_mutations(
         &self,
         c: &PreparedClient,
@@ -317,23 +315,25 @@ impl Writer {
         stamp: &Stamp,
         who: Option<&Identity>,
         client_id: &str,
-    ) -> Result<(Vec<Overridden>, u32, Option<TransactionResult>), Stop> {
+    ) -> Result<MutationsOutcome, Stop> {
         let mut overridden = vec![];
         let mut xid = None;
+        let mut changed = false;
         for (i, m) in txn.mutations.iter().enumerate() {
             let tail = (i + 1 == txn.mutations.len()).then(|| Tail { client_id, txn_id: txn.id, overridden: &overridden });
-            let (o, x, committed) = self.apply_mutation(c, m, stamp, who, tail).await?;
+            let (o, x, wrote, committed) = self.apply_mutation(c, m, stamp, who, tail).await?;
             if committed.is_some() {
-                return Ok((vec![], x, committed));
+                return Ok(MutationsOutcome { overridden: vec![], xid: x, changed: true, committed });
             }
             overridden.extend(o);
             xid = Some(x);
+            changed |= wrote;
         }
         let xid = match xid {
             Some(x) => x,
             None => c.query_one("SELECT (txid_current() % 4294967296)::bigint", &[]).await?.get::<_, i64>(0) as u32,
         };
-        Ok((overridden, xid, None))
+        Ok(MutationsOutcome { overridden, xid, changed, committed: None })
     }
 
     /// Whether the row of single-column-key `table` whose key is `key_text` exists and matches
@@ -400,7 +400,7 @@ impl Writer {
         stamp: &Stamp,
         who: Option<&Identity>,
         tail: Option<Tail<'_>>,
-    ) -> Result<(Option<Overridden>, u32, Option<TransactionResult>), Stop> {
+    ) -> Result<(Option<Overridden>, u32, bool, Option<TransactionResult>), Stop> {
         let (name, table) = self.table_for(c, m).await?;
         let schema = &table.schema;
         for c in [&m.key, &m.value, &m.base].into_iter().flatten().flat_map(|v| v.keys()) {
@@ -509,7 +509,7 @@ impl Writer {
         let decision = merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming, stamp: stamp.clone() });
 
         match &decision.action {
-            Action::Nothing => return Ok((overridden_of(m, &key, decision.overridden), xid, None)),
+            Action::Nothing => return Ok((overridden_of(m, &key, decision.overridden), xid, false, None)),
             Action::Conflict { current } => {
                 return Err(Stop::Rejected(Rejection {
                     code: RejectionCode::Conflict,
@@ -549,7 +549,7 @@ impl Writer {
         };
         if let (Some(tail), Some((update_key, values)), None) = (&tail, single_write, &rule) {
             let own = overridden_of(m, &key, decision.overridden.clone());
-            let result = applied_result(tail.txn_id, xid, tail.overridden.iter().cloned().chain(own.clone()).collect());
+            let result = applied_result(tail.txn_id, xid, tail.overridden.iter().cloned().chain(own.clone()).collect(), true);
             let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
             save.record = Some(RecordResult { client_id: tail.client_id, id: i64::try_from(tail.txn_id).unwrap_or(i64::MAX), result: &recorded });
             let write = async {
@@ -560,7 +560,7 @@ impl Writer {
             };
             let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
             tokio::try_join!(biased; write, commit).map_err(reject_here)?;
-            return Ok((own, xid, Some(result)));
+            return Ok((own, xid, true, Some(result)));
         }
         // The row as Postgres stored it, when it is live afterwards.
         let after = match &decision.action {
@@ -608,7 +608,13 @@ impl Writer {
             }
             Current::Absent => {}
         }
-        Ok((overridden_of(m, &key, decision.overridden), xid, None))
+        // Whether a row of the user's table changed (not so for bookkeeping-only outcomes).
+        let wrote = match &decision.action {
+            Action::Insert { .. } | Action::Delete { .. } => true,
+            Action::Update { set, .. } => !set.is_empty(),
+            _ => false,
+        };
+        Ok((overridden_of(m, &key, decision.overridden), xid, wrote, None))
     }
 
     /// The row as the merge policy sees it. Columns whose value differs from what Ferrite last
@@ -687,6 +693,18 @@ impl Writer {
     }
 }
 
+/// What a client transaction's mutations did.
+struct MutationsOutcome {
+    /// Columns the policy kept, per row.
+    overridden: Vec<Overridden>,
+    /// The transaction's xid.
+    xid: u32,
+    /// Whether any row of a user table changed (else its txid never reaches a shape).
+    changed: bool,
+    /// The result, when the last mutation's row write also recorded it and committed ([`Tail`]).
+    committed: Option<TransactionResult>,
+}
+
 /// The end of a client transaction, handed to its last mutation: what to record with COMMIT.
 struct Tail<'a> {
     client_id: &'a str,
@@ -696,13 +714,14 @@ struct Tail<'a> {
 }
 
 /// The result of a committed client transaction.
-fn applied_result(id: u64, xid: u32, overridden: Vec<Overridden>) -> TransactionResult {
+fn applied_result(id: u64, xid: u32, overridden: Vec<Overridden>, changed: bool) -> TransactionResult {
     TransactionResult {
         id,
         status: if overridden.is_empty() { Status::Applied } else { Status::Merged },
         txid: Some(xid.to_string()),
         overridden,
         error: None,
+        unchanged: !changed,
     }
 }
 
@@ -717,6 +736,7 @@ async fn record_and_commit(c: &PreparedClient, client_id: &str, id: i64, result:
 
 fn rejected(id: u64, code: RejectionCode, message: String) -> TransactionResult {
     TransactionResult {
+        unchanged: false,
         id,
         status: Status::Rejected,
         txid: None,

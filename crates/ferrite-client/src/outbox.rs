@@ -1,0 +1,442 @@
+//! Local writes: applied at once to the local tables (the app reads its own writes through the
+//! same tables) and queued in a durable outbox, in one SQLite transaction — a crash at any point
+//! loses nothing and duplicates nothing (the server applies each client transaction id once).
+//!
+//! For every row a pending write touches, `_ferrite_shadow` keeps the server's version. Server
+//! changes to such a row update the shadow, and the local row is rebuilt as the shadow with the
+//! pending mutations replayed on top ("rebase"). A transaction leaves the outbox when its txid
+//! comes back through a shape (the server's version now includes it) or when the server rejects
+//! it; either way its rows are rebased without it.
+
+use crate::store::{self, quote, Affinity, LocalColumn};
+use crate::ClientError;
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
+use serde_json::{json, Map, Value};
+
+/// Column values as the server takes them: Postgres text, `None` for NULL.
+pub type Values = std::collections::BTreeMap<String, Option<String>>;
+
+/// One local change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new row (all its values, key included).
+    Insert {
+        /// Local table.
+        table: String,
+        /// Column → value.
+        values: Values,
+    },
+    /// Some columns of a row.
+    Update {
+        /// Local table.
+        table: String,
+        /// Primary-key column → value.
+        key: Values,
+        /// Column → new value.
+        set: Values,
+    },
+    /// Removal of a row.
+    Delete {
+        /// Local table.
+        table: String,
+        /// Primary-key column → value.
+        key: Values,
+    },
+}
+
+impl Change {
+    fn table(&self) -> &str {
+        match self {
+            Change::Insert { table, .. } | Change::Update { table, .. } | Change::Delete { table, .. } => table,
+        }
+    }
+}
+
+/// Creates the outbox tables if needed.
+pub fn init(db: &Connection) -> Result<(), ClientError> {
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _ferrite_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         -- AUTOINCREMENT: a client transaction id is never reused, even after the outbox empties
+         -- (the server treats an id at or below the last one it saw as a retry).
+         CREATE TABLE IF NOT EXISTS _ferrite_outbox (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             hlc TEXT NOT NULL,
+             mutations TEXT NOT NULL,
+             txid TEXT,
+             result TEXT);
+         CREATE TABLE IF NOT EXISTS _ferrite_shadow (
+             local_table TEXT NOT NULL,
+             key TEXT NOT NULL,
+             row TEXT,
+             PRIMARY KEY (local_table, key));",
+    )?;
+    Ok(())
+}
+
+fn meta(db: &Connection, key: &str) -> Result<Option<String>, ClientError> {
+    Ok(db.query_row("SELECT value FROM _ferrite_meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+}
+
+fn set_meta(db: &Connection, key: &str, value: &str) -> Result<(), ClientError> {
+    db.execute("INSERT OR REPLACE INTO _ferrite_meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+    Ok(())
+}
+
+/// This replica's client id (created on first use).
+pub fn client_id(db: &Connection) -> Result<String, ClientError> {
+    if let Some(id) = meta(db, "client_id")? {
+        return Ok(id);
+    }
+    let id = format!("replica-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+    set_meta(db, "client_id", &id)?;
+    Ok(id)
+}
+
+/// The next HLC value, persisted so it never goes backwards across restarts.
+fn next_hlc(db: &Connection) -> Result<String, ClientError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let (last_ms, last_counter) = meta(db, "hlc")?
+        .and_then(|h| {
+            let (a, b) = h.split_once('-')?;
+            Some((a.parse::<u64>().ok()?, b.parse::<u32>().ok()?))
+        })
+        .unwrap_or((0, 0));
+    let next = if now > last_ms { (now, 0) } else { (last_ms, last_counter + 1) };
+    let text = format!("{}-{}", next.0, next.1);
+    set_meta(db, "hlc", &text)?;
+    Ok(text)
+}
+
+/// The shape schema and server table of a local table.
+fn table_info(db: &Connection, local: &str) -> Result<(Vec<LocalColumn>, String), ClientError> {
+    let row: Option<(Option<String>, String)> = db
+        .query_row("SELECT schema, definition FROM _ferrite_shapes WHERE local_table = ?1", [local], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((Some(schema), definition)) = row else {
+        return Err(ClientError::NotSynced(local.to_string()));
+    };
+    let def: Value = serde_json::from_str(&definition).unwrap_or(Value::Null);
+    Ok((store::parse_schema(&schema)?, def["table"].as_str().unwrap_or(local).to_string()))
+}
+
+fn pk(columns: &[LocalColumn]) -> Vec<&LocalColumn> {
+    let mut pk: Vec<&LocalColumn> = columns.iter().filter(|c| c.pk_index.is_some()).collect();
+    pk.sort_by_key(|c| c.pk_index);
+    pk
+}
+
+/// The key text of a row (JSON array of its key values, in key order).
+fn key_text(columns: &[LocalColumn], values: &Values) -> Result<String, ClientError> {
+    let key: Vec<Value> = pk(columns)
+        .iter()
+        .map(|c| match values.get(&c.name) {
+            Some(Some(v)) => Ok(Value::String(v.clone())),
+            _ => Err(ClientError::Invalid(format!("missing primary key column {:?}", c.name))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Value::Array(key).to_string())
+}
+
+/// The local row with this key, as text values (what the server would print).
+fn read_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values) -> Result<Option<Values>, ClientError> {
+    let keys = pk(columns);
+    let filter = keys.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {filter}",
+        columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "),
+        quote(local)
+    );
+    let params: Vec<rusqlite::types::Value> =
+        keys.iter().map(|c| c.affinity.to_sqlite(key.get(&c.name).cloned().flatten().as_deref())).collect();
+    let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
+    db.query_row(&sql, refs.as_slice(), |r| {
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Ok((c.name.clone(), c.affinity.to_text(r.get_ref(i)?))))
+            .collect::<Result<Values, _>>()
+    })
+    .optional()
+    .map_err(Into::into)
+}
+
+/// Writes (or removes) the local row with this key.
+fn write_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values, row: Option<&Values>) -> Result<(), ClientError> {
+    let keys = pk(columns);
+    let filter = keys.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
+    let key_params: Vec<rusqlite::types::Value> =
+        keys.iter().map(|c| c.affinity.to_sqlite(key.get(&c.name).cloned().flatten().as_deref())).collect();
+    let refs: Vec<&dyn ToSql> = key_params.iter().map(|p| p as &dyn ToSql).collect();
+    db.execute(&format!("DELETE FROM {} WHERE {filter}", quote(local)), refs.as_slice())?;
+    if let Some(row) = row {
+        let cols: Vec<&LocalColumn> = columns.iter().filter(|c| row.contains_key(&c.name)).collect();
+        let vals: Vec<rusqlite::types::Value> = cols.iter().map(|c| c.affinity.to_sqlite(row[&c.name].as_deref())).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            quote(local),
+            cols.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "),
+            (1..=cols.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+        );
+        let refs: Vec<&dyn ToSql> = vals.iter().map(|p| p as &dyn ToSql).collect();
+        db.execute(&sql, refs.as_slice())?;
+    }
+    Ok(())
+}
+
+fn apply_change(row: Option<Values>, change: &Change) -> Option<Values> {
+    match change {
+        Change::Insert { values, .. } => Some(values.clone()),
+        Change::Update { set, .. } => row.map(|mut r| {
+            r.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            r
+        }),
+        Change::Delete { .. } => None,
+    }
+}
+
+fn change_key(change: &Change) -> &Values {
+    match change {
+        Change::Insert { values, .. } => values,
+        Change::Update { key, .. } | Change::Delete { key, .. } => key,
+    }
+}
+
+/// Queues one client transaction and applies it locally, in one SQLite transaction. Refuses
+/// (typed error, nothing changed) when `max_queue` transactions are already waiting.
+pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Result<u64, ClientError> {
+    let tx = db.transaction()?;
+    let queued: i64 = tx.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL", [], |r| r.get(0))?;
+    if queued as usize >= max_queue {
+        return Err(ClientError::QueueFull { limit: max_queue });
+    }
+    let mut mutations = vec![];
+    for change in changes {
+        let local = change.table();
+        let (columns, server_table) = table_info(&tx, local)?;
+        for name in [change_key(change)].into_iter().chain(match change {
+            Change::Update { set, .. } => Some(set),
+            _ => None,
+        }) {
+            if let Some(bad) = name.keys().find(|k| !columns.iter().any(|c| &c.name == *k)) {
+                return Err(ClientError::Invalid(format!("table {local} has no column {bad:?}")));
+            }
+        }
+        let key_values: Values = pk(&columns).iter().map(|c| (c.name.clone(), change_key(change).get(&c.name).cloned().flatten())).collect();
+        let key = key_text(&columns, &key_values)?;
+        // Remember the server's version before the first pending change to this row.
+        let shadowed: bool = tx
+            .query_row("SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key], |_| Ok(true))
+            .optional()?
+            .is_some();
+        let current = read_row(&tx, local, &columns, &key_values)?;
+        if !shadowed {
+            let row = current.as_ref().map(|r| json!(r).to_string());
+            tx.execute("INSERT INTO _ferrite_shadow (local_table, key, row) VALUES (?1, ?2, ?3)", params![local, key, row])?;
+        }
+        write_row(&tx, local, &columns, &key_values, apply_change(current, change).as_ref())?;
+        mutations.push(match change {
+            Change::Insert { values, .. } => json!({"op": "insert", "table": server_table, "value": values, "_local": local}),
+            Change::Update { set, .. } => json!({"op": "update", "table": server_table, "key": key_values, "value": set, "_local": local}),
+            Change::Delete { .. } => json!({"op": "delete", "table": server_table, "key": key_values, "_local": local}),
+        });
+    }
+    let hlc = next_hlc(&tx)?;
+    tx.execute("INSERT INTO _ferrite_outbox (hlc, mutations) VALUES (?1, ?2)", params![hlc, Value::Array(mutations).to_string()])?;
+    let id = tx.last_insert_rowid() as u64;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Transactions waiting to be sent (no result yet), oldest first, as request entries.
+pub fn pending(db: &Connection, limit: usize) -> Result<Vec<Value>, ClientError> {
+    let mut stmt = db.prepare("SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1")?;
+    let rows = stmt.query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let mut out = vec![];
+    for row in rows {
+        let (id, hlc, mutations) = row?;
+        let mut mutations: Vec<Value> = serde_json::from_str(&mutations).unwrap_or_default();
+        for m in &mut mutations {
+            if let Some(o) = m.as_object_mut() {
+                o.remove("_local");
+            }
+        }
+        out.push(json!({"id": id, "hlc": hlc, "mutations": mutations}));
+    }
+    Ok(out)
+}
+
+/// How many transactions have no result yet.
+pub fn pending_count(db: &Connection) -> Result<usize, ClientError> {
+    Ok(db.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL", [], |r| r.get::<_, i64>(0))? as usize)
+}
+
+/// Stores the server's results; rejected transactions leave the outbox and their rows are
+/// rebased without them. Returns the rejections.
+pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Value>, ClientError> {
+    let tx = db.transaction()?;
+    let mut rejected = vec![];
+    for r in results {
+        let Some(id) = r["id"].as_i64() else { continue };
+        // Rejected, or committed without changing a row (its txid will never come back): the
+        // server's version already is the truth for its rows.
+        if r["status"] == "rejected" || r["unchanged"] == true {
+            let touched = touched_rows(&tx, id)?;
+            tx.execute("DELETE FROM _ferrite_outbox WHERE id = ?1", [id])?;
+            for (local, key) in touched {
+                rebase(&tx, &local, &key)?;
+            }
+            if r["status"] == "rejected" {
+                rejected.push(r.clone());
+            }
+        } else {
+            tx.execute(
+                "UPDATE _ferrite_outbox SET txid = ?2, result = ?3 WHERE id = ?1",
+                params![id, r["txid"].as_str(), r.to_string()],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(rejected)
+}
+
+/// Transactions whose txid arrived through a shape are now part of the server's version:
+/// they leave the outbox and their rows are rebased without them. Call inside the transaction
+/// that applied the shape changes.
+pub fn txids_seen(tx: &Connection, txids: &[String]) -> Result<(), ClientError> {
+    for txid in txids {
+        let ids: Vec<i64> = tx
+            .prepare_cached("SELECT id FROM _ferrite_outbox WHERE txid = ?1")?
+            .query_map([txid], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            let touched = touched_rows(tx, id)?;
+            tx.execute("DELETE FROM _ferrite_outbox WHERE id = ?1", [id])?;
+            for (local, key) in touched {
+                rebase(tx, &local, &key)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (local table, key text) of every row a queued transaction touches.
+fn touched_rows(db: &Connection, id: i64) -> Result<Vec<(String, String)>, ClientError> {
+    let mutations: Option<String> = db.query_row("SELECT mutations FROM _ferrite_outbox WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    let mutations: Vec<Value> = mutations.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default();
+    let mut out = vec![];
+    for m in mutations {
+        let Some(local) = m["_local"].as_str() else { continue };
+        let (columns, _) = table_info(db, local)?;
+        let source = if m["op"] == "insert" { &m["value"] } else { &m["key"] };
+        let key: Values = serde_json::from_value(source.clone()).unwrap_or_default();
+        out.push((local.to_string(), key_text(&columns, &key)?));
+    }
+    Ok(out)
+}
+
+/// Whether a server change to this row must go to its shadow (a pending write covers it).
+pub fn shadowed(tx: &Connection, local: &str, key: &str) -> Result<bool, ClientError> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2")?
+        .query_row(params![local, key], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Applies a server change to a shadowed row's server version, then rebases the row.
+pub fn apply_to_shadow(tx: &Connection, local: &str, key: &str, op: &str, value: &Map<String, Value>) -> Result<(), ClientError> {
+    let row: Option<String> =
+        tx.query_row("SELECT row FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key], |r| r.get(0))?;
+    let current: Option<Values> = row.and_then(|r| serde_json::from_str(&r).ok());
+    let incoming: Values = value.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from))).collect();
+    let next = match op {
+        "insert" => Some(incoming),
+        "update" => current.map(|mut r| {
+            r.extend(incoming);
+            r
+        }),
+        _ => None,
+    };
+    tx.execute(
+        "UPDATE _ferrite_shadow SET row = ?3 WHERE local_table = ?1 AND key = ?2",
+        params![local, key, next.map(|r| json!(r).to_string())],
+    )?;
+    rebase(tx, local, key)
+}
+
+/// The key text of a server row (as the shape sent it).
+pub fn server_key(columns: &[LocalColumn], value: &Map<String, Value>) -> Option<String> {
+    let key: Values = value.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from))).collect();
+    key_text(columns, &key).ok()
+}
+
+/// Rebuilds a local row: the server's version with the still-queued changes replayed on top;
+/// drops the shadow when none are left.
+fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
+    let Some(row): Option<Option<String>> = tx
+        .query_row("SELECT row FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key], |r| r.get(0))
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let (columns, _) = table_info(tx, local)?;
+    let mut current: Option<Values> = row.and_then(|r| serde_json::from_str(&r).ok());
+    let mut still_pending = false;
+    let mut stmt = tx.prepare_cached("SELECT mutations FROM _ferrite_outbox ORDER BY id")?;
+    let all: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for mutations in all {
+        let mutations: Vec<Value> = serde_json::from_str(&mutations).unwrap_or_default();
+        for m in mutations {
+            if m["_local"] != local {
+                continue;
+            }
+            let change = match m["op"].as_str() {
+                Some("insert") => Change::Insert { table: local.into(), values: serde_json::from_value(m["value"].clone()).unwrap_or_default() },
+                Some("update") => Change::Update {
+                    table: local.into(),
+                    key: serde_json::from_value(m["key"].clone()).unwrap_or_default(),
+                    set: serde_json::from_value(m["value"].clone()).unwrap_or_default(),
+                },
+                _ => Change::Delete { table: local.into(), key: serde_json::from_value(m["key"].clone()).unwrap_or_default() },
+            };
+            if key_text(&columns, change_key(&change)).ok().as_deref() == Some(key) {
+                still_pending = true;
+                current = apply_change(current, &change);
+            }
+        }
+    }
+    let key_values: Values = serde_json::from_str::<Vec<Option<String>>>(key)
+        .unwrap_or_default()
+        .into_iter()
+        .zip(pk(&columns))
+        .map(|(v, c)| (c.name.clone(), v))
+        .collect();
+    write_row(tx, local, &columns, &key_values, current.as_ref())?;
+    if !still_pending {
+        tx.execute("DELETE FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key])?;
+    }
+    Ok(())
+}
+
+impl Affinity {
+    /// The SQLite value for a Postgres text value.
+    pub(crate) fn to_sqlite(self, text: Option<&str>) -> rusqlite::types::Value {
+        match text {
+            None => rusqlite::types::Value::Null,
+            Some(t) => self.value(&Value::String(t.to_string())),
+        }
+    }
+
+    /// The Postgres text of a stored value.
+    fn to_text(self, v: rusqlite::types::ValueRef<'_>) -> Option<String> {
+        use rusqlite::types::ValueRef as V;
+        match v {
+            V::Null => None,
+            V::Integer(i) if self == Affinity::Boolean => Some(if i != 0 { "t".into() } else { "f".into() }),
+            V::Integer(i) => Some(i.to_string()),
+            V::Real(f) => Some(f.to_string()),
+            V::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            V::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        }
+    }
+}
