@@ -5,6 +5,7 @@
 //! ```
 //! Each benchmark starts its own throwaway Postgres. Figures are medians over `--runs` runs.
 
+mod client;
 mod writes;
 
 use anyhow::{anyhow, Context, Result};
@@ -68,6 +69,11 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         latency_writes: usize,
     },
+    /// The Rust client: initial sync of a large shape into SQLite, local write latency.
+    Client {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
     /// Everything above with default sizes.
     All,
 }
@@ -88,6 +94,7 @@ fn main() -> Result<()> {
             }
             Bench::Snapshot { rows } => snapshot(rows, cli.runs).await,
             Bench::Rss { clients } => rss(clients).await,
+            Bench::Client { rows } => client::client(rows, cli.runs).await,
             Bench::Writes { clients, batches, write_connections, latency_writes } => {
                 writes::writes(clients, batches, write_connections, latency_writes, cli.runs).await
             }
@@ -97,6 +104,7 @@ fn main() -> Result<()> {
                 latency(1000, 10, 1000, cli.runs).await?;
                 snapshot(1_000_000, cli.runs).await?;
                 writes::writes(16, 20, 8, 200, cli.runs).await?;
+                client::client(1_000_000, cli.runs).await?;
                 rss(10_000).await
             }
         }

@@ -201,14 +201,18 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
     let columns = if schema_text.is_empty() { vec![] } else { parse_schema(&schema_text)? };
     let mut applied = 0;
     let mut txids = vec![];
+    // Rows with pending local writes exist rarely; look them up per row only then.
+    let any_shadow: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1)", [&local], |r| r.get(0))?;
+    let mut sql_cache = SqlCache::default();
     for m in batch.messages {
         let Some(op) = m["headers"]["operation"].as_str() else { continue };
         let Some(value) = m["value"].as_object() else { continue };
         // A row with pending local writes: the change goes to its server version, and the row
         // is rebuilt with the pending writes on top.
-        match crate::outbox::server_key(&columns, value) {
+        let shadow_key = if any_shadow { crate::outbox::server_key(&columns, value) } else { None };
+        match shadow_key {
             Some(key) if crate::outbox::shadowed(&tx, &local, &key)? => crate::outbox::apply_to_shadow(&tx, &local, &key, op, value)?,
-            _ => apply_change(&tx, &local, &columns, op, value)?,
+            _ => apply_change(&tx, &local, &columns, op, value, &mut sql_cache)?,
         }
         if let Some(ids) = m["headers"]["txids"].as_array() {
             txids.extend(ids.iter().map(|t| t.as_str().map(String::from).unwrap_or_else(|| t.to_string())));
@@ -236,7 +240,21 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
     Ok(applied)
 }
 
-fn apply_change(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalColumn], op: &str, value: &Map<String, Value>) -> Result<(), ClientError> {
+/// Insert statements by column list, so a snapshot's rows (all with the same columns) build
+/// their SQL once.
+#[derive(Default)]
+struct SqlCache {
+    inserts: std::collections::HashMap<Vec<String>, String>,
+}
+
+fn apply_change(
+    tx: &rusqlite::Transaction<'_>,
+    local: &str,
+    columns: &[LocalColumn],
+    op: &str,
+    value: &Map<String, Value>,
+    cache: &mut SqlCache,
+) -> Result<(), ClientError> {
     let affinity = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.affinity).unwrap_or(Affinity::Text);
     let pk: Vec<&LocalColumn> = {
         let mut pk: Vec<&LocalColumn> = columns.iter().filter(|c| c.pk_index.is_some()).collect();
@@ -249,16 +267,17 @@ fn apply_change(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalCol
     let t = quote(local);
     match op {
         "insert" => {
-            let names: Vec<&String> = value.keys().collect();
             let vals: Vec<rusqlite::types::Value> = value.iter().map(|(k, v)| affinity(k).value(v)).collect();
-            let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-            let sql = format!(
-                "INSERT OR REPLACE INTO {t} ({}) VALUES ({})",
-                names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
-                placeholders.join(", ")
-            );
+            let names: Vec<String> = value.keys().cloned().collect();
+            let sql = cache.inserts.entry(names).or_insert_with_key(|names| {
+                format!(
+                    "INSERT OR REPLACE INTO {t} ({}) VALUES ({})",
+                    names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
+                    (1..=names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+                )
+            });
             let refs: Vec<&dyn ToSql> = vals.iter().map(|v| v as &dyn ToSql).collect();
-            tx.prepare_cached(&sql)?.execute(refs.as_slice())?;
+            tx.prepare_cached(sql)?.execute(refs.as_slice())?;
         }
         "update" => {
             let set: Vec<(&String, rusqlite::types::Value)> = value

@@ -44,25 +44,44 @@ const BACKOFF_SECS: [u64; 5] = [1, 2, 5, 10, 30];
 
 enum Step {
     /// Applied a response; whether it ended up to date.
-    Applied { changes: usize, up_to_date: bool },
+    Applied { up_to_date: bool },
     /// 409: the shape starts over.
     Refetch,
 }
 
 impl Client {
-    /// Catches `def` up from its stored position until the server says up-to-date.
+    /// Catches `def` up from its stored position until the server says up-to-date. The next
+    /// response downloads while the previous one is applied (in order, each with its position).
     pub async fn sync(&self, def: &ShapeDef) -> Result<SyncReport, ClientError> {
         let mut report = SyncReport::default();
+        let mut pos = self.position(def)?;
+        let mut applying: Option<tokio::task::JoinHandle<Result<usize, ClientError>>> = None;
+        async fn finish(h: Option<tokio::task::JoinHandle<Result<usize, ClientError>>>) -> Result<usize, ClientError> {
+            match h {
+                Some(h) => h.await.map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?,
+                None => Ok(0),
+            }
+        }
         loop {
             report.requests += 1;
-            match self.step(def, false).await? {
-                Step::Applied { changes, up_to_date } => {
-                    report.changes += changes;
-                    if up_to_date {
+            let fetched = self.fetch(def, &pos, false).await;
+            report.changes += finish(applying.take()).await?;
+            match fetched? {
+                Fetched::Refetch(new_handle) => {
+                    report.refetches += 1;
+                    self.reset(def, new_handle).await?;
+                    pos = self.position(def)?;
+                }
+                Fetched::Data(data) => {
+                    pos = data.next.clone();
+                    let done = pos.up_to_date;
+                    let (client, def) = (self.clone(), def.clone());
+                    applying = Some(tokio::spawn(async move { client.apply_fetched(&def, data).await }));
+                    if done {
+                        report.changes += finish(applying.take()).await?;
                         return Ok(report);
                     }
                 }
-                Step::Refetch => report.refetches += 1,
             }
         }
     }
@@ -89,7 +108,7 @@ impl Client {
                     Err(e) => Err(e),
                 };
                 match stepped {
-                    Ok(Step::Applied { up_to_date, .. }) => {
+                    Ok(Step::Applied { up_to_date }) => {
                         failures = 0;
                         live = up_to_date || live;
                         tx.send_replace(if up_to_date { Status::Synced } else { Status::Syncing });
@@ -120,6 +139,37 @@ impl Client {
     /// One request from the stored position; applies it (or starts over on 409).
     async fn step(&self, def: &ShapeDef, live: bool) -> Result<Step, ClientError> {
         let pos = self.position(def)?;
+        match self.fetch(def, &pos, live).await? {
+            Fetched::Refetch(new_handle) => {
+                self.reset(def, new_handle).await?;
+                Ok(Step::Refetch)
+            }
+            Fetched::Data(data) => {
+                let up_to_date = data.next.up_to_date;
+                self.apply_fetched(def, data).await?;
+                Ok(Step::Applied { up_to_date })
+            }
+        }
+    }
+
+    async fn reset(&self, def: &ShapeDef, new_handle: Option<String>) -> Result<(), ClientError> {
+        let inner = self.inner.clone();
+        let def = def.clone();
+        blocking(move || store::reset(&mut inner.db.lock().unwrap_or_else(|p| p.into_inner()), &def, new_handle.as_deref())).await
+    }
+
+    async fn apply_fetched(&self, def: &ShapeDef, data: Data) -> Result<usize, ClientError> {
+        let inner = self.inner.clone();
+        let def = def.clone();
+        blocking(move || {
+            let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
+            store::apply(&mut db, &def, data.schema.as_deref(), Batch { messages: &data.messages, next: &data.next })
+        })
+        .await
+    }
+
+    /// One request from `pos` (nothing applied yet).
+    async fn fetch(&self, def: &ShapeDef, pos: &ShapePosition, live: bool) -> Result<Fetched, ClientError> {
         let mut q = def.query();
         q.push(("offset".into(), pos.offset.clone()));
         if let Some(h) = &pos.handle {
@@ -143,11 +193,7 @@ impl Client {
         let status = r.status().as_u16();
         let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
         if status == 409 {
-            let new_handle = header("electric-handle");
-            let inner = self.inner.clone();
-            let def = def.clone();
-            blocking(move || store::reset(&mut inner.db.lock().unwrap_or_else(|p| p.into_inner()), &def, new_handle.as_deref())).await?;
-            return Ok(Step::Refetch);
+            return Ok(Fetched::Refetch(header("electric-handle")));
         }
         if status != 200 {
             let retry_after = header("retry-after").and_then(|v| v.parse().ok());
@@ -159,9 +205,9 @@ impl Client {
             return Err(ClientError::Refused { status, message, retry_after });
         }
         let next = ShapePosition {
-            handle: header("electric-handle").or(pos.handle),
+            handle: header("electric-handle").or(pos.handle.clone()),
             offset: header("electric-offset").ok_or_else(|| ClientError::Protocol("response without electric-offset".into()))?,
-            cursor: header("electric-cursor").or(pos.cursor),
+            cursor: header("electric-cursor").or(pos.cursor.clone()),
             schema: None,
             up_to_date: header("electric-up-to-date").is_some(),
         };
@@ -172,16 +218,23 @@ impl Client {
         } else {
             serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
         };
-        let up_to_date = next.up_to_date;
-        let inner = self.inner.clone();
-        let def = def.clone();
-        let changes = blocking(move || {
-            let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
-            store::apply(&mut db, &def, schema.as_deref(), Batch { messages: &messages, next: &next })
-        })
-        .await?;
-        Ok(Step::Applied { changes, up_to_date })
+        Ok(Fetched::Data(Data { messages, next, schema }))
     }
+}
+
+/// What a request brought.
+enum Fetched {
+    /// 409: start over at this handle.
+    Refetch(Option<String>),
+    /// Messages to apply.
+    Data(Data),
+}
+
+/// A response's messages and the position after them.
+struct Data {
+    messages: Vec<Value>,
+    next: ShapePosition,
+    schema: Option<String>,
 }
 
 /// Runs SQLite work on a blocking thread.

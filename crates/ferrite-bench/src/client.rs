@@ -1,0 +1,70 @@
+//! `ferrite-bench client`: the Rust client's figures — initial sync of a large shape into
+//! SQLite (download and apply, after the server already holds the shape's snapshot) and local
+//! write → readable latency.
+
+use crate::{config, env, median, percentile, wait_healthy};
+use anyhow::{anyhow, Result};
+use ferrite_client::{Change, Client, ShapeDef, TokenSource};
+use std::time::Instant;
+
+/// Prints the initial-sync apply rate (target ≥ 300k rows/s) and local write latency.
+pub async fn client(rows: u64, runs: usize) -> Result<()> {
+    let mut rates = vec![];
+    let mut writes = vec![];
+    for _ in 0..runs {
+        let (rate, mut w) = client_once(rows).await?;
+        rates.push(rate);
+        w.sort_by(|a, b| a.total_cmp(b));
+        writes.push((percentile(&w, 0.5), percentile(&w, 0.99)));
+    }
+    println!(
+        "client: initial sync of a {rows}-row shape into SQLite: {:.0} rows/s (median of {runs}; target ≥ 300,000/s)",
+        median(rates)
+    );
+    println!(
+        "client: local write → readable (Client::write then a SELECT of the row): p50 {:.3} ms, p99 {:.3} ms (medians of {runs})",
+        median(writes.iter().map(|w| w.0).collect()),
+        median(writes.iter().map(|w| w.1).collect())
+    );
+    Ok(())
+}
+
+async fn client_once(rows: u64) -> Result<(f64, Vec<f64>)> {
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute(&format!(
+        "CREATE TABLE big (id int PRIMARY KEY, title text NOT NULL, n int, at timestamptz);
+         INSERT INTO big SELECT g, 'row number ' || g, g % 1000, '2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, {rows}) g;"
+    ))
+    .await?;
+    let server = ferrite_server::start(config(&env, "shapes")).await?;
+    wait_healthy(&server.url()).await?;
+    // The server takes the snapshot first: the figure is the client's download and apply.
+    crate::catch_up(&reqwest::Client::new(), &format!("{}/v1/shape", server.url()), "table=big").await?;
+    let file = env.dir.path().join("replica.db");
+    let client = Client::open(&file, &server.url(), TokenSource::None).map_err(|e| anyhow!("{e}"))?;
+    let def = ShapeDef::table("big");
+    let t0 = Instant::now();
+    let report = client.sync(&def).await.map_err(|e| anyhow!("{e}"))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n = client.query("SELECT count(*) FROM big", &[]).map_err(|e| anyhow!("{e}"))?[0][0].as_u64().unwrap_or(0);
+    if n != rows || report.changes as u64 != rows {
+        return Err(anyhow!("the replica holds {n} rows ({} changes), expected {rows}", report.changes));
+    }
+    let mut latencies = vec![];
+    for i in 0..500u64 {
+        let id = (i % rows + 1).to_string();
+        let t = Instant::now();
+        let set = [("title".to_string(), Some(format!("edit {i}")))].into();
+        client
+            .write(&[Change::Update { table: "big".into(), key: [("id".to_string(), Some(id.clone()))].into(), set }])
+            .map_err(|e| anyhow!("{e}"))?;
+        let seen = client.query("SELECT title FROM big WHERE id = ?1", &[&id.parse::<i64>()?]).map_err(|e| anyhow!("{e}"))?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        if seen[0][0] != serde_json::json!(format!("edit {i}")) {
+            return Err(anyhow!("write {i} not readable: {seen:?}"));
+        }
+    }
+    server.shutdown().await;
+    Ok((rows as f64 / secs, latencies))
+}
