@@ -421,10 +421,7 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
 impl Affinity {
     /// The SQLite value for a Postgres text value.
     pub(crate) fn to_sqlite(self, text: Option<&str>) -> rusqlite::types::Value {
-        match text {
-            None => rusqlite::types::Value::Null,
-            Some(t) => self.value(&Value::String(t.to_string())),
-        }
+        self.value(text)
     }
 
     /// The Postgres text of a stored value.

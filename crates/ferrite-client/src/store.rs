@@ -7,6 +7,7 @@ use crate::shape::ShapeDef;
 use crate::ClientError;
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// SQLite storage class of a Postgres type, and how its text form is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +44,10 @@ impl Affinity {
         }
     }
 
-    /// The SQLite value for a Postgres text value (as the shape API sends it).
-    pub(crate) fn value(self, v: &Value) -> rusqlite::types::Value {
+    /// The SQLite value for a Postgres text value (as the shape API sends it; `None` = NULL).
+    pub(crate) fn value(self, v: Option<&str>) -> rusqlite::types::Value {
         use rusqlite::types::Value as V;
-        let Some(text) = v.as_str() else {
-            return match v {
-                Value::Null => V::Null,
-                other => V::Text(other.to_string()),
-            };
-        };
+        let Some(text) = v else { return V::Null };
         match self {
             Affinity::Integer => text.parse::<i64>().map(V::Integer).unwrap_or_else(|_| V::Text(text.into())),
             Affinity::Real => text.parse::<f64>().map(V::Real).unwrap_or_else(|_| V::Text(text.into())),
@@ -154,10 +150,35 @@ pub fn position(db: &Connection, def: &ShapeDef) -> Result<ShapePosition, Client
 
 /// One response's worth of changes to apply atomically.
 pub struct Batch<'a> {
-    /// The response's messages.
-    pub messages: &'a [Value],
+    /// The response body: a JSON array of messages (parsed here, borrowing from it).
+    pub body: &'a [u8],
     /// The position after them.
     pub next: &'a ShapePosition,
+}
+
+/// Row values of a message, borrowed from the response body where no unescaping was needed.
+pub type Row<'a> = std::collections::BTreeMap<Cow<'a, str>, Option<Cow<'a, str>>>;
+
+/// One message of a shape response (only what the replica needs).
+#[derive(serde::Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    value: Option<Row<'a>>,
+    #[serde(borrow)]
+    headers: Headers<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct Headers<'a> {
+    #[serde(borrow, default)]
+    operation: Option<Cow<'a, str>>,
+    #[serde(default)]
+    txids: Option<Vec<Value>>,
+}
+
+/// A row as a JSON object (for the rare rows with pending local writes).
+fn row_json(row: &Row<'_>) -> Map<String, Value> {
+    row.iter().map(|(k, v)| (k.to_string(), v.as_ref().map(|s| Value::String(s.to_string())).unwrap_or(Value::Null))).collect()
 }
 
 /// (Re)creates the local table for a schema, dropping rows of an older shape incarnation.
@@ -183,6 +204,11 @@ fn ensure_table(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalCol
 /// from the stored one (first response, or a new shape after a 409) the local table is rebuilt.
 pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: Batch<'_>) -> Result<usize, ClientError> {
     let local = def.local_table();
+    let messages: Vec<Message<'_>> = if batch.body.is_empty() {
+        vec![]
+    } else {
+        serde_json::from_slice(batch.body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
+    };
     let tx = db.transaction()?;
     let stored: Option<String> = tx
         .query_row("SELECT schema FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| r.get(0))
@@ -195,7 +221,7 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
             s.to_string()
         }
         (None, Some(old)) => old.clone(),
-        (None, None) if batch.messages.iter().all(|m| m.get("key").is_none()) => String::new(),
+        (None, None) if messages.iter().all(|m| m.headers.operation.is_none()) => String::new(),
         (None, None) => return Err(ClientError::Protocol("changes arrived before the shape's schema".into())),
     };
     let columns = if schema_text.is_empty() { vec![] } else { parse_schema(&schema_text)? };
@@ -204,17 +230,23 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
     // Rows with pending local writes exist rarely; look them up per row only then.
     let any_shadow: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1)", [&local], |r| r.get(0))?;
     let mut sql_cache = SqlCache::default();
-    for m in batch.messages {
-        let Some(op) = m["headers"]["operation"].as_str() else { continue };
-        let Some(value) = m["value"].as_object() else { continue };
+    for m in &messages {
+        let (Some(op), Some(value)) = (m.headers.operation.as_deref(), m.value.as_ref()) else { continue };
         // A row with pending local writes: the change goes to its server version, and the row
         // is rebuilt with the pending writes on top.
-        let shadow_key = if any_shadow { crate::outbox::server_key(&columns, value) } else { None };
-        match shadow_key {
-            Some(key) if crate::outbox::shadowed(&tx, &local, &key)? => crate::outbox::apply_to_shadow(&tx, &local, &key, op, value)?,
+        let shadow = if any_shadow {
+            let json = row_json(value);
+            crate::outbox::server_key(&columns, &json).map(|key| (key, json))
+        } else {
+            None
+        };
+        match shadow {
+            Some((key, json)) if crate::outbox::shadowed(&tx, &local, &key)? => {
+                crate::outbox::apply_to_shadow(&tx, &local, &key, op, &json)?
+            }
             _ => apply_change(&tx, &local, &columns, op, value, &mut sql_cache)?,
         }
-        if let Some(ids) = m["headers"]["txids"].as_array() {
+        if let Some(ids) = &m.headers.txids {
             txids.extend(ids.iter().map(|t| t.as_str().map(String::from).unwrap_or_else(|| t.to_string())));
         }
         applied += 1;
@@ -240,11 +272,12 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
     Ok(applied)
 }
 
-/// Insert statements by column list, so a snapshot's rows (all with the same columns) build
-/// their SQL once.
+/// The insert statement for the last column list seen, so a snapshot's rows (all with the same
+/// columns) build their SQL once.
 #[derive(Default)]
 struct SqlCache {
-    inserts: std::collections::HashMap<Vec<String>, String>,
+    names: Vec<String>,
+    insert: String,
 }
 
 fn apply_change(
@@ -252,7 +285,7 @@ fn apply_change(
     local: &str,
     columns: &[LocalColumn],
     op: &str,
-    value: &Map<String, Value>,
+    value: &Row<'_>,
     cache: &mut SqlCache,
 ) -> Result<(), ClientError> {
     let affinity = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.affinity).unwrap_or(Affinity::Text);
@@ -261,42 +294,45 @@ fn apply_change(
         pk.sort_by_key(|c| c.pk_index);
         pk
     };
-    let key_filter = pk.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
-    let key_values: Vec<rusqlite::types::Value> =
-        pk.iter().map(|c| c.affinity.value(value.get(&c.name).unwrap_or(&Value::Null))).collect();
+    let key_filter = || pk.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
+    let key_values = || -> Vec<rusqlite::types::Value> {
+        pk.iter().map(|c| c.affinity.value(value.get(c.name.as_str()).and_then(|v| v.as_deref()))).collect()
+    };
     let t = quote(local);
     match op {
         "insert" => {
-            let vals: Vec<rusqlite::types::Value> = value.iter().map(|(k, v)| affinity(k).value(v)).collect();
-            let names: Vec<String> = value.keys().cloned().collect();
-            let sql = cache.inserts.entry(names).or_insert_with_key(|names| {
-                format!(
+            let vals: Vec<rusqlite::types::Value> = value.iter().map(|(k, v)| affinity(k).value(v.as_deref())).collect();
+            if cache.insert.is_empty() || !value.keys().map(|k| k.as_ref()).eq(cache.names.iter().map(String::as_str)) {
+                cache.names = value.keys().map(|k| k.to_string()).collect();
+                cache.insert = format!(
                     "INSERT OR REPLACE INTO {t} ({}) VALUES ({})",
-                    names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
-                    (1..=names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
-                )
-            });
+                    cache.names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
+                    (1..=cache.names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+                );
+            }
             let refs: Vec<&dyn ToSql> = vals.iter().map(|v| v as &dyn ToSql).collect();
-            tx.prepare_cached(sql)?.execute(refs.as_slice())?;
+            tx.prepare_cached(&cache.insert)?.execute(refs.as_slice())?;
         }
         "update" => {
-            let set: Vec<(&String, rusqlite::types::Value)> = value
+            let set: Vec<(&str, rusqlite::types::Value)> = value
                 .iter()
-                .filter(|(k, _)| !pk.iter().any(|c| &c.name == *k))
-                .map(|(k, v)| (k, affinity(k).value(v)))
+                .filter(|(k, _)| !pk.iter().any(|c| c.name == k.as_ref()))
+                .map(|(k, v)| (k.as_ref(), affinity(k).value(v.as_deref())))
                 .collect();
             if set.is_empty() || pk.is_empty() {
                 return Ok(());
             }
             let assignments: Vec<String> = set.iter().enumerate().map(|(i, (k, _))| format!("{} = ?{}", quote(k), pk.len() + i + 1)).collect();
-            let sql = format!("UPDATE {t} SET {} WHERE {key_filter}", assignments.join(", "));
-            let mut all: Vec<&dyn ToSql> = key_values.iter().map(|v| v as &dyn ToSql).collect();
+            let sql = format!("UPDATE {t} SET {} WHERE {}", assignments.join(", "), key_filter());
+            let keys = key_values();
+            let mut all: Vec<&dyn ToSql> = keys.iter().map(|v| v as &dyn ToSql).collect();
             all.extend(set.iter().map(|(_, v)| v as &dyn ToSql));
             tx.prepare_cached(&sql)?.execute(all.as_slice())?;
         }
         "delete" if !pk.is_empty() => {
-            let sql = format!("DELETE FROM {t} WHERE {key_filter}");
-            let refs: Vec<&dyn ToSql> = key_values.iter().map(|v| v as &dyn ToSql).collect();
+            let sql = format!("DELETE FROM {t} WHERE {}", key_filter());
+            let keys = key_values();
+            let refs: Vec<&dyn ToSql> = keys.iter().map(|v| v as &dyn ToSql).collect();
             tx.prepare_cached(&sql)?.execute(refs.as_slice())?;
         }
         _ => {}

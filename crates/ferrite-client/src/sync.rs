@@ -163,7 +163,7 @@ impl Client {
         let def = def.clone();
         blocking(move || {
             let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
-            store::apply(&mut db, &def, data.schema.as_deref(), Batch { messages: &data.messages, next: &data.next })
+            store::apply(&mut db, &def, data.schema.as_deref(), Batch { body: &data.body, next: &data.next })
         })
         .await
     }
@@ -212,13 +212,9 @@ impl Client {
             up_to_date: header("electric-up-to-date").is_some(),
         };
         let schema = header("electric-schema");
+        // Parsed where it is applied, on a blocking thread.
         let body = r.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
-        let messages: Vec<Value> = if body.is_empty() {
-            vec![]
-        } else {
-            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
-        };
-        Ok(Fetched::Data(Data { messages, next, schema }))
+        Ok(Fetched::Data(Data { body, next, schema }))
     }
 }
 
@@ -230,9 +226,9 @@ enum Fetched {
     Data(Data),
 }
 
-/// A response's messages and the position after them.
+/// A response's body (its messages) and the position after them.
 struct Data {
-    messages: Vec<Value>,
+    body: bytes::Bytes,
     next: ShapePosition,
     schema: Option<String>,
 }
