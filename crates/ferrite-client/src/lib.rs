@@ -108,6 +108,37 @@ pub(crate) struct Inner {
     pub(crate) max_queue: std::sync::atomic::AtomicUsize,
     /// Transactions per push request (`sync_batch_size`).
     pub(crate) batch: std::sync::atomic::AtomicUsize,
+    /// Running totals for [`Client::metrics`].
+    pub(crate) counters: Counters,
+}
+
+/// Totals since the client was opened.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) bytes_received: std::sync::atomic::AtomicU64,
+    pub(crate) bytes_sent: std::sync::atomic::AtomicU64,
+    pub(crate) applied: std::sync::atomic::AtomicU64,
+    pub(crate) merged: std::sync::atomic::AtomicU64,
+    pub(crate) rejected: std::sync::atomic::AtomicU64,
+}
+
+/// What an app can show about syncing (see [`Client::metrics`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Local transactions not yet answered by the server.
+    pub pending: usize,
+    /// When a shape last applied a response (Unix ms), if ever.
+    pub last_sync_ms: Option<i64>,
+    /// Response bytes received from the shape API since the client was opened.
+    pub bytes_received: u64,
+    /// Request bytes sent to `/v1/transactions` since the client was opened.
+    pub bytes_sent: u64,
+    /// Pushed transactions the server answered `applied`, since opening.
+    pub applied: u64,
+    /// … answered `merged` (the conflict policy kept other values for some columns).
+    pub merged: u64,
+    /// … answered `rejected` (rolled back locally).
+    pub rejected: u64,
 }
 
 /// A local replica: one SQLite file synced from one Ferrite server.
@@ -137,6 +168,7 @@ impl Client {
                 token,
                 max_queue: 1000.into(),
                 batch: 100.into(),
+                counters: Counters::default(),
             }),
         })
     }
@@ -183,6 +215,23 @@ impl Client {
     pub fn pending(&self) -> Result<usize, ClientError> {
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
         outbox::pending_count(&db)
+    }
+
+    /// Sync figures for the app to show.
+    pub fn metrics(&self) -> Result<Metrics, ClientError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
+        let last_sync_ms: Option<i64> = db.query_row("SELECT max(last_sync_ms) FROM _ferrite_shapes", [], |r| r.get(0))?;
+        let c = &self.inner.counters;
+        Ok(Metrics {
+            pending: outbox::pending_count(&db)?,
+            last_sync_ms,
+            bytes_received: c.bytes_received.load(Relaxed),
+            bytes_sent: c.bytes_sent.load(Relaxed),
+            applied: c.applied.load(Relaxed),
+            merged: c.merged.load(Relaxed),
+            rejected: c.rejected.load(Relaxed),
+        })
     }
 
     /// Where a shape's sync stands locally (registering it on first use).

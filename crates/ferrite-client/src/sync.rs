@@ -214,6 +214,7 @@ impl Client {
         let schema = header("electric-schema");
         // Parsed where it is applied, on a blocking thread.
         let body = r.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        self.inner.counters.bytes_received.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Fetched::Data(Data { body, next, schema }))
     }
 }
@@ -321,11 +322,14 @@ impl Client {
             if txns.is_empty() {
                 return Ok(report);
             }
+            let payload = serde_json::json!({"client_id": client_id, "transactions": txns}).to_string();
+            self.inner.counters.bytes_sent.fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let mut req = self
                 .inner
                 .http
                 .post(format!("{}/v1/transactions", self.inner.base))
-                .json(&serde_json::json!({"client_id": client_id, "transactions": txns}));
+                .header("content-type", "application/json")
+                .body(payload);
             if let Some(t) = self.inner.token.token() {
                 req = req.bearer_auth(t);
             }
@@ -342,6 +346,14 @@ impl Client {
                 return Err(ClientError::Protocol(format!("{} results for {} transactions", results.len(), txns.len())));
             }
             report.sent += txns.len();
+            for r in &results {
+                let counter = match r["status"].as_str() {
+                    Some("applied") => &self.inner.counters.applied,
+                    Some("merged") => &self.inner.counters.merged,
+                    _ => &self.inner.counters.rejected,
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let inner = self.inner.clone();
             let recorded = results.clone();
             let rejected = blocking(move || {

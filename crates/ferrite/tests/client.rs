@@ -212,6 +212,9 @@ async fn offline_writes_survive_a_restart_and_are_applied_once() {
     let report = client.push().await.unwrap();
     assert_eq!((report.sent, report.accepted), (2, 2), "{report:?}");
     assert_eq!(client.push().await.unwrap().sent, 0, "nothing left to send");
+    let m = client.metrics().unwrap();
+    assert_eq!((m.pending, m.applied, m.merged, m.rejected), (0, 2, 0, 0), "{m:?}");
+    assert!(m.bytes_sent > 0 && m.last_sync_ms.is_some(), "{m:?}");
     let applied: i64 = c.query_one("SELECT count(*) FROM ferrite.client_results", &[]).await.unwrap().get(0);
     assert_eq!(applied, 2, "each transaction applied once");
     converge(&client, &c, &all).await;
@@ -258,6 +261,8 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
     assert_eq!(report.rejected.len(), 1);
     assert_eq!(report.rejected[0]["error"]["code"], "constraint");
     assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(4.5)]], "rolled back");
+    assert_eq!(client.metrics().unwrap().rejected, 1);
+    assert!(client.metrics().unwrap().bytes_received > 0);
 
     // A pending write on a row the server changes meanwhile: the server's change shows, with
     // the pending write on top; after the push both are in Postgres and locally.
