@@ -24,7 +24,7 @@ impl Drop for Dev {
 }
 
 fn start_dev(dir: &Path, pg_port: u16) -> Dev {
-    let mut child = Command::new(ferrite_bin())
+    let child = Command::new(ferrite_bin())
         .args(["dev", "--port", "0", "--pg-port", &pg_port.to_string(), "--dir"])
         .arg(dir)
         .env("FERRITE_LOG", "warn")
@@ -32,7 +32,9 @@ fn start_dev(dir: &Path, pg_port: u16) -> Dev {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn ferrite dev");
-    let stdout = child.stdout.take().unwrap();
+    // Owned by the guard from the start: a failed assertion below still kills it.
+    let mut dev = Dev { child, printed: vec![], shape_url: String::new() };
+    let stdout = dev.child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -41,15 +43,14 @@ fn start_dev(dir: &Path, pg_port: u16) -> Dev {
             }
         }
     });
-    let mut printed = vec![];
     loop {
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("ferrite dev prints its URLs");
-        printed.push(line.clone());
+        dev.printed.push(line.clone());
         if let Some(url) = line.trim().strip_prefix("Shape API:") {
-            let url = url.trim().split('?').next().unwrap().to_string();
+            dev.shape_url = url.trim().split('?').next().unwrap().to_string();
             // Keep draining output so the child never blocks on a full pipe.
             std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Dev { child, printed, shape_url: url };
+            return dev;
         }
     }
 }
