@@ -32,6 +32,10 @@ pub use sync::{PushReport, Status, Subscription, SyncReport};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// Where the bearer token for each request comes from.
 #[derive(Clone, Default)]
 pub enum TokenSource {
@@ -155,6 +159,8 @@ impl Client {
         store::init(&db)?;
         outbox::init(&db)?;
         outbox::client_id(&db)?; // created once, with the file
+        let mut db = db;
+        store::drop_expired(&mut db, now_ms())?;
 
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -232,6 +238,14 @@ impl Client {
             merged: c.merged.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
         })
+    }
+
+    /// Drops the local rows of shapes unused beyond their retention ([`ShapeDef::retain_for`]),
+    /// except tables with local writes still pending. Also runs when the replica is opened.
+    /// Returns the local tables dropped.
+    pub fn drop_expired(&self) -> Result<Vec<String>, ClientError> {
+        let mut db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
+        store::drop_expired(&mut db, now_ms())
     }
 
     /// Where a shape's sync stands locally (registering it on first use).

@@ -15,6 +15,9 @@ pub struct ShapeDef {
     pub columns: Option<Vec<String>>,
     /// Local table name; the table's own name (without schema) when `None`.
     pub local_table: Option<String>,
+    /// Drop the local rows when the shape has not been synced for this long
+    /// ([`crate::Client::drop_expired`]); kept for ever when `None`.
+    pub retain: Option<std::time::Duration>,
 }
 
 impl ShapeDef {
@@ -38,6 +41,12 @@ impl ShapeDef {
     /// The same shape stored under another local table name.
     pub fn into_table(mut self, local: &str) -> ShapeDef {
         self.local_table = Some(local.to_string());
+        self
+    }
+
+    /// The same shape, dropped locally after `ttl` without a sync.
+    pub fn retain_for(mut self, ttl: std::time::Duration) -> ShapeDef {
+        self.retain = Some(ttl);
         self
     }
 

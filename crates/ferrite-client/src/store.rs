@@ -118,7 +118,8 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              cursor TEXT,
              schema TEXT,
              up_to_date INTEGER NOT NULL DEFAULT 0,
-             last_sync_ms INTEGER);",
+             last_sync_ms INTEGER,
+             retain_ms INTEGER);",
     )?;
     Ok(())
 }
@@ -138,11 +139,18 @@ pub fn position(db: &Connection, def: &ShapeDef) -> Result<ShapePosition, Client
             },
         )
         .optional()?;
+    let retain_ms = def.retain.map(|d| d.as_millis() as i64);
     match row {
         Some((d, _)) if d != canonical => Err(ClientError::TableInUse { local_table: local, definition: d }),
-        Some((_, position)) => Ok(position),
+        Some((_, position)) => {
+            db.execute("UPDATE _ferrite_shapes SET retain_ms = ?2 WHERE local_table = ?1", params![local, retain_ms])?;
+            Ok(position)
+        }
         None => {
-            db.execute("INSERT INTO _ferrite_shapes (local_table, definition) VALUES (?1, ?2)", params![local, canonical])?;
+            db.execute(
+                "INSERT INTO _ferrite_shapes (local_table, definition, retain_ms) VALUES (?1, ?2, ?3)",
+                params![local, canonical, retain_ms],
+            )?;
             Ok(ShapePosition { offset: "-1".into(), ..Default::default() })
         }
     }
@@ -338,6 +346,27 @@ fn apply_change(
         _ => {}
     }
     Ok(())
+}
+
+/// Drops the shapes not synced for longer than their retention (`ShapeDef::retain_for`): their
+/// local table and position go, unless local writes to the table are still pending. Returns the
+/// local tables dropped.
+pub fn drop_expired(db: &mut Connection, now_ms: i64) -> Result<Vec<String>, ClientError> {
+    let tx = db.transaction()?;
+    let expired: Vec<String> = tx
+        .prepare(
+            "SELECT local_table FROM _ferrite_shapes
+             WHERE retain_ms IS NOT NULL AND coalesce(last_sync_ms, 0) + retain_ms < ?1
+               AND NOT EXISTS (SELECT 1 FROM _ferrite_shadow s WHERE s.local_table = _ferrite_shapes.local_table)",
+        )?
+        .query_map([now_ms], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for local in &expired {
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(local)))?;
+        tx.execute("DELETE FROM _ferrite_shapes WHERE local_table = ?1", [local])?;
+    }
+    tx.commit()?;
+    Ok(expired)
 }
 
 /// Starts a shape over after a 409 (the server's shape was replaced): the next sync reads

@@ -303,3 +303,29 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
     let names: Vec<String> = c.query("SELECT name FROM steps WHERE id IN (6, 7)", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(names, vec!["q".to_string(), "q".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pending() {
+    use ferrite_client::Change;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("t.db"), &s.base, TokenSource::None).unwrap();
+    let short = ShapeDef::table("steps").filter("pipeline = 0").into_table("p0").retain_for(Duration::from_secs(3));
+    let pending = ShapeDef::table("steps").filter("pipeline = 1").into_table("p1").retain_for(Duration::from_secs(3));
+    let kept = ShapeDef::table("steps").filter("pipeline = 2").into_table("p2");
+    for def in [&short, &pending, &kept] {
+        client.sync(def).await.unwrap();
+    }
+    client.write(&[Change::Update { table: "p1".into(), key: text(&[("id", Some("1"))]), set: text(&[("name", Some("local"))]) }]).unwrap();
+    assert!(client.drop_expired().unwrap().is_empty(), "nothing expired yet");
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(client.drop_expired().unwrap(), vec!["p0".to_string()]);
+    assert!(client.query("SELECT count(*) FROM p0", &[]).is_err(), "its rows are gone");
+    assert_eq!(count(&client, "SELECT count(*) FROM p1"), 100, "pending writes keep a table");
+    assert_eq!(count(&client, "SELECT count(*) FROM p2"), 100, "no retention, kept");
+    // Syncing it again starts from scratch.
+    assert_eq!(client.sync(&short).await.unwrap().changes, 100);
+}
