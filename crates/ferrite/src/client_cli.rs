@@ -1,9 +1,9 @@
 //! `ferrite client …`: try the Rust client from a shell — sync shapes into a local SQLite file,
-//! query it, see where each shape stands.
+//! query it, write offline and push later, see where each shape stands.
 
 use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
-use ferrite_client::{Client, ShapeDef, TokenSource};
+use ferrite_client::{Change, Client, ShapeDef, TokenSource};
 use std::path::PathBuf;
 
 /// The `client` subcommands.
@@ -29,6 +29,33 @@ pub enum ClientCommand {
         /// Keep syncing live until interrupted.
         #[arg(long)]
         follow: bool,
+    },
+    /// Write one change locally (visible at once, queued for `push`); works offline. Values are
+    /// JSON objects of column → Postgres text (or null).
+    Write {
+        /// The SQLite file.
+        #[arg(long, default_value = "ferrite-replica.db")]
+        db: PathBuf,
+        /// Local table (synced before).
+        #[arg(long)]
+        table: String,
+        /// Insert this row, e.g. '{"id":"7","name":"Build"}'.
+        #[arg(long, conflicts_with_all = ["update", "delete"])]
+        insert: Option<String>,
+        /// Update the row with this key, e.g. '{"id":"7"}' (with --set).
+        #[arg(long, requires = "set", conflicts_with = "delete")]
+        update: Option<String>,
+        /// The columns to set, e.g. '{"name":"Deploy"}'.
+        #[arg(long)]
+        set: Option<String>,
+        /// Delete the row with this key, e.g. '{"id":"7"}'.
+        #[arg(long)]
+        delete: Option<String>,
+    },
+    /// Send the queued local writes to the server and report what it answered.
+    Push {
+        #[command(flatten)]
+        replica: Replica,
     },
     /// Run SQL against the local file and print the rows as JSON arrays, one per line.
     Query {
@@ -93,6 +120,31 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
                         }
                     }
                 }
+            }
+            Ok(())
+        }
+        ClientCommand::Write { db, table, insert, update, set, delete } => {
+            let client = Client::open(&db, "http://unused", TokenSource::None)?;
+            let values = |flag: &str, json: &str| -> Result<ferrite_client::Values> {
+                serde_json::from_str(json).with_context(|| format!("--{flag} must be a JSON object of column → text or null"))
+            };
+            let change = match (insert, update, set, delete) {
+                (Some(v), None, None, None) => Change::Insert { table, values: values("insert", &v)? },
+                (None, Some(k), Some(s), None) => Change::Update { table, key: values("update", &k)?, set: values("set", &s)? },
+                (None, None, None, Some(k)) => Change::Delete { table, key: values("delete", &k)? },
+                _ => return Err(anyhow!("give one of --insert, --update with --set, or --delete")),
+            };
+            let id = client.write(&[change]).map_err(|e| anyhow!("{e}"))?;
+            println!("written locally as transaction {id}; {} waiting to be pushed", client.pending().map_err(|e| anyhow!("{e}"))?);
+            Ok(())
+        }
+        ClientCommand::Push { replica } => {
+            let token = replica.token.map(TokenSource::Static).unwrap_or_default();
+            let client = Client::open(&replica.db, &replica.server, token)?;
+            let report = client.push().await.map_err(|e| anyhow!("{e}"))?;
+            println!("pushed {} transactions: {} accepted, {} rejected", report.sent, report.accepted, report.rejected.len());
+            for r in &report.rejected {
+                println!("  rejected {}: {} {}", r["id"], r["error"]["code"].as_str().unwrap_or(""), r["error"]["message"].as_str().unwrap_or(""));
             }
             Ok(())
         }

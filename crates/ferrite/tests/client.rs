@@ -151,6 +151,15 @@ async fn the_cli_syncs_queries_and_reports() {
     assert_eq!(out.trim(), "[100,1,298]");
     let out = cli(args(&["status", "--db", &file])).await;
     assert!(out.starts_with("mine: ") && out.contains("up to date"), "{out}");
+    // Offline writes from the shell, pushed later.
+    let out = cli(args(&["write", "--db", &file, "--table", "mine", "--update", r#"{"id":"1"}"#, "--set", r#"{"name":"from the shell"}"#])).await;
+    assert!(out.contains("1 waiting to be pushed"), "{out}");
+    let out = cli(args(&["write", "--db", &file, "--table", "mine", "--insert", r#"{"id":"900","pipeline":"1","name":"new"}"#])).await;
+    assert!(out.contains("2 waiting"), "{out}");
+    let out = cli(args(&["push", "--db", &file, "--server", &s.base])).await;
+    assert!(out.contains("pushed 2 transactions: 2 accepted, 0 rejected"), "{out}");
+    let names: Vec<String> = c.query("SELECT name FROM steps WHERE id IN (1, 900) ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, vec!["from the shell".to_string(), "new".to_string()]);
 }
 
 fn text(pairs: &[(&str, Option<&str>)]) -> ferrite_client::Values {
