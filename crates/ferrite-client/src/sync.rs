@@ -366,3 +366,25 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// Adopts the server's client settings (`GET /v1/config`: `max_offline_queue`,
+    /// `sync_batch_size`), so a deployment tunes its clients in one place.
+    pub async fn configure_from_server(&self) -> Result<(), ClientError> {
+        let r = self
+            .inner
+            .http
+            .get(format!("{}/v1/config", self.inner.base))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(ClientError::Refused { status: r.status().as_u16(), message: "GET /v1/config".into(), retry_after: None });
+        }
+        let v: Value = r.json().await.map_err(|e| ClientError::Protocol(format!("/v1/config: {e}")))?;
+        let queue = v["max_offline_queue"].as_u64().ok_or_else(|| ClientError::Protocol("/v1/config without max_offline_queue".into()))?;
+        let batch = v["sync_batch_size"].as_u64().ok_or_else(|| ClientError::Protocol("/v1/config without sync_batch_size".into()))?;
+        self.set_limits(queue as usize, batch as usize);
+        Ok(())
+    }
+}

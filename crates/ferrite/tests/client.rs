@@ -319,9 +319,10 @@ async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pendi
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start(&db).await;
+    let s = TestServer::start_with(&db, |c| c.max_offline_queue = 1).await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::open(dir.path().join("t.db"), &s.base, TokenSource::None).unwrap();
+    client.configure_from_server().await.unwrap(); // max_offline_queue = 1 from the server
     let short = ShapeDef::table("steps").filter("pipeline = 0").into_table("p0").retain_for(Duration::from_secs(3));
     let pending = ShapeDef::table("steps").filter("pipeline = 1").into_table("p1").retain_for(Duration::from_secs(3));
     let kept = ShapeDef::table("steps").filter("pipeline = 2").into_table("p2");
@@ -329,6 +330,8 @@ async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pendi
         client.sync(def).await.unwrap();
     }
     client.write(&[Change::Update { table: "p1".into(), key: text(&[("id", Some("1"))]), set: text(&[("name", Some("local"))]) }]).unwrap();
+    let over = client.write(&[Change::Update { table: "p1".into(), key: text(&[("id", Some("4"))]), set: text(&[("name", Some("x"))]) }]);
+    assert!(matches!(over, Err(ferrite_client::ClientError::QueueFull { limit: 1 })), "{over:?}");
     assert!(client.drop_expired().unwrap().is_empty(), "nothing expired yet");
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     assert_eq!(client.drop_expired().unwrap(), vec!["p0".to_string()]);
