@@ -319,6 +319,33 @@ pub fn txids_seen(tx: &Connection, txids: &[String]) -> Result<(), ClientError> 
     Ok(())
 }
 
+/// Whether 32-bit `txid` is visible in a snapshot (`xmin`, `xmax`, in-progress `xip`; 64-bit
+/// values compared modulo 2^32, with wraparound).
+fn visible_in(txid: u32, xmin: u64, xmax: u64, xip: &[u64]) -> bool {
+    let before = |a: u32, b: u64| (a.wrapping_sub(b as u32) as i32) < 0;
+    before(txid, xmin) || (before(txid, xmax) && !xip.iter().any(|x| *x as u32 == txid))
+}
+
+/// Retires answered transactions whose effects a snapshot already contains (after a shape
+/// starts over, their txids never come back as changes), rebasing their rows.
+pub fn retire_visible(tx: &Connection, xmin: u64, xmax: u64, xip: &[u64]) -> Result<(), ClientError> {
+    let answered: Vec<(i64, String)> = tx
+        .prepare("SELECT id, txid FROM _ferrite_outbox WHERE txid IS NOT NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, txid) in answered {
+        let Ok(txid) = txid.parse::<u32>() else { continue };
+        if visible_in(txid, xmin, xmax, xip) {
+            let touched = touched_rows(tx, id)?;
+            tx.execute("DELETE FROM _ferrite_outbox WHERE id = ?1", [id])?;
+            for (local, key) in touched {
+                rebase(tx, &local, &key)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// (local table, key text) of every row a queued transaction touches.
 fn touched_rows(db: &Connection, id: i64) -> Result<Vec<(String, String)>, ClientError> {
     let mutations: Option<String> = db.query_row("SELECT mutations FROM _ferrite_outbox WHERE id = ?1", [id], |r| r.get(0)).optional()?;
@@ -368,6 +395,26 @@ pub fn apply_to_shadow(tx: &Connection, local: &str, key: &str, op: &str, value:
 pub fn server_key(columns: &[LocalColumn], value: &Map<String, Value>) -> Option<String> {
     let key: Values = value.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from))).collect();
     key_text(columns, &key).ok()
+}
+
+/// After a shape starts over (409) its rows arrive again from scratch: forget the server
+/// versions kept for rows with pending writes (the new snapshot brings them back) and rebuild
+/// those rows from the pending writes alone; the snapshot then rebases them on what it brings.
+pub fn restart_table(tx: &Connection, local: &str) -> Result<(), ClientError> {
+    tx.execute("UPDATE _ferrite_shadow SET row = NULL WHERE local_table = ?1", [local])?;
+    rebase_table(tx, local)
+}
+
+/// Rebuilds every row of `local` with pending writes.
+pub fn rebase_table(tx: &Connection, local: &str) -> Result<(), ClientError> {
+    let keys: Vec<String> = tx
+        .prepare("SELECT key FROM _ferrite_shadow WHERE local_table = ?1")?
+        .query_map([local], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for key in keys {
+        rebase(tx, local, &key)?;
+    }
+    Ok(())
 }
 
 /// Rebuilds a local row: the server's version with the still-queued changes replayed on top;
@@ -435,5 +482,23 @@ impl Affinity {
             V::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
             V::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible_in;
+
+    #[test]
+    fn snapshot_visibility_follows_postgres_with_wraparound() {
+        assert!(visible_in(99, 100, 110, &[]));
+        assert!(visible_in(105, 100, 110, &[]));
+        assert!(!visible_in(105, 100, 110, &[105]));
+        assert!(!visible_in(110, 100, 110, &[]));
+        // 64-bit snapshot values, 32-bit txids across a wraparound.
+        let epoch = 1u64 << 32;
+        assert!(visible_in(u32::MAX, epoch + 5, epoch + 10, &[]));
+        assert!(visible_in(7, epoch + 5, epoch + 10, &[]));
+        assert!(!visible_in(12, epoch + 5, epoch + 10, &[]));
     }
 }

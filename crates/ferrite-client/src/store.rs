@@ -182,6 +182,16 @@ struct Headers<'a> {
     operation: Option<Cow<'a, str>>,
     #[serde(default)]
     txids: Option<Vec<Value>>,
+    #[serde(borrow, default)]
+    control: Option<Cow<'a, str>>,
+    /// Snapshot visibility (`snapshot-end`): transactions below `xmin`, or below `xmax` and not
+    /// in `xip_list`, are in the snapshot.
+    #[serde(borrow, default)]
+    xmin: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    xmax: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    xip_list: Option<Vec<Cow<'a, str>>>,
 }
 
 /// A row as a JSON object (for the rare rows with pending local writes).
@@ -226,6 +236,13 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
         (Some(s), Some(old)) if s == old => old.clone(),
         (Some(s), _) => {
             ensure_table(&tx, &local, &parse_schema(s)?)?;
+            // A new table for a new shape: rows with pending local writes start from them alone
+            // (their server versions come back with the snapshot).
+            tx.execute(
+                "UPDATE _ferrite_shapes SET schema = ?2 WHERE local_table = ?1",
+                params![local, s],
+            )?;
+            crate::outbox::restart_table(&tx, &local)?;
             s.to_string()
         }
         (None, Some(old)) => old.clone(),
@@ -239,6 +256,14 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
     let any_shadow: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1)", [&local], |r| r.get(0))?;
     let mut sql_cache = SqlCache::default();
     for m in &messages {
+        if m.headers.control.as_deref() == Some("snapshot-end") {
+            // Pushed transactions the snapshot already contains will not come back as changes.
+            let num = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|x| x.parse::<u64>().ok());
+            if let (Some(xmin), Some(xmax)) = (num(&m.headers.xmin), num(&m.headers.xmax)) {
+                let xip: Vec<u64> = m.headers.xip_list.iter().flatten().filter_map(|x| x.parse().ok()).collect();
+                crate::outbox::retire_visible(&tx, xmin, xmax, &xip)?;
+            }
+        }
         let (Some(op), Some(value)) = (m.headers.operation.as_deref(), m.value.as_ref()) else { continue };
         // A row with pending local writes: the change goes to its server version, and the row
         // is rebuilt with the pending writes on top.

@@ -341,3 +341,50 @@ async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pendi
     // Syncing it again starts from scratch.
     assert_eq!(client.sync(&short).await.unwrap().changes, 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_writes_survive_a_rotation_and_a_server_restart() {
+    use ferrite_client::Change;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let all = ShapeDef::table("steps");
+    let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
+    client.sync(&all).await.unwrap();
+    client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("5"))]), set: text(&[("name", Some("mine"))]) }]).unwrap();
+    client
+        .write(&[Change::Insert {
+            table: "steps".into(),
+            values: text(&[("id", Some("777")), ("pipeline", Some("0")), ("name", Some("local")), ("x", Some("0")), ("done", Some("f"))]),
+        }])
+        .unwrap();
+    // The table is truncated and refilled: the shape rotates while the writes are pending.
+    c.batch_execute("TRUNCATE steps; INSERT INTO steps SELECT i, 0, 'again ' || i, 0, false, NULL FROM generate_series(1, 10) i;").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        client.sync(&all).await.unwrap();
+        let rows = client.query("SELECT id, name FROM steps WHERE id IN (5, 777) ORDER BY id", &[]).unwrap();
+        if rows == vec![vec![json!(5), json!("mine")], vec![json!(777), json!("local")]] && count(&client, "SELECT count(*) FROM steps") == 11 {
+            break; // the new snapshot with the pending writes on top
+        }
+        assert!(Instant::now() < deadline, "after the rotation: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The server restarts (new process state, new address) before the client pushes.
+    s.server.shutdown().await;
+    let s2 = TestServer::start(&db).await;
+    drop(client);
+    let client = Client::open(&path, &s2.base, TokenSource::None).unwrap();
+    assert_eq!(client.pending().unwrap(), 2);
+    assert_eq!(client.push().await.unwrap().accepted, 2);
+    converge(&client, &c, &all).await;
+    let names: Vec<String> = c.query("SELECT name FROM steps WHERE id IN (5, 777) ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    // Row 5 was rewritten directly after the offline edit was made: last writer wins, so the
+    // edit is merged away; the new row 777 is in.
+    assert_eq!(names, vec!["again 5".to_string(), "local".to_string()]);
+    assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_shadow"), 0, "nothing left waiting for a txid");
+    assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_outbox"), 0);
+}
