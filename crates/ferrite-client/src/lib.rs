@@ -20,6 +20,8 @@
 //! queue; rejected transactions are rolled back locally, accepted ones stay until their txid
 //! comes back through a shape.
 
+#![warn(missing_docs)]
+
 pub mod outbox;
 mod shape;
 pub mod store;
