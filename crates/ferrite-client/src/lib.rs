@@ -34,7 +34,8 @@ pub use sync::{PushReport, Status, Subscription, SyncReport};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-fn now_ms() -> i64 {
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

@@ -8,7 +8,7 @@
 //! comes back through a shape (the server's version now includes it) or when the server rejects
 //! it; either way its rows are rebased without it.
 
-use crate::store::{self, quote, Affinity, LocalColumn};
+use crate::store::{self, key_columns, quote, Affinity, LocalColumn};
 use crate::ClientError;
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{json, Map, Value};
@@ -94,7 +94,7 @@ pub fn client_id(db: &Connection) -> Result<String, ClientError> {
 
 /// The next HLC value, persisted so it never goes backwards across restarts.
 fn next_hlc(db: &Connection) -> Result<String, ClientError> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now = crate::now_ms().max(0) as u64;
     let (last_ms, last_counter) = meta(db, "hlc")?
         .and_then(|h| {
             let (a, b) = h.split_once('-')?;
@@ -119,15 +119,9 @@ fn table_info(db: &Connection, local: &str) -> Result<(Vec<LocalColumn>, String)
     Ok((store::parse_schema(&schema)?, def["table"].as_str().unwrap_or(local).to_string()))
 }
 
-fn pk(columns: &[LocalColumn]) -> Vec<&LocalColumn> {
-    let mut pk: Vec<&LocalColumn> = columns.iter().filter(|c| c.pk_index.is_some()).collect();
-    pk.sort_by_key(|c| c.pk_index);
-    pk
-}
-
 /// The key text of a row (JSON array of its key values, in key order).
 fn key_text(columns: &[LocalColumn], values: &Values) -> Result<String, ClientError> {
-    let key: Vec<Value> = pk(columns)
+    let key: Vec<Value> = key_columns(columns)
         .iter()
         .map(|c| match values.get(&c.name) {
             Some(Some(v)) => Ok(Value::String(v.clone())),
@@ -139,7 +133,7 @@ fn key_text(columns: &[LocalColumn], values: &Values) -> Result<String, ClientEr
 
 /// The local row with this key, as text values (what the server would print).
 fn read_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values) -> Result<Option<Values>, ClientError> {
-    let keys = pk(columns);
+    let keys = key_columns(columns);
     let filter = keys.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
     let sql = format!(
         "SELECT {} FROM {} WHERE {filter}",
@@ -147,7 +141,7 @@ fn read_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values)
         quote(local)
     );
     let params: Vec<rusqlite::types::Value> =
-        keys.iter().map(|c| c.affinity.to_sqlite(key.get(&c.name).cloned().flatten().as_deref())).collect();
+        keys.iter().map(|c| c.affinity.value(key.get(&c.name).cloned().flatten().as_deref())).collect();
     let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
     db.query_row(&sql, refs.as_slice(), |r| {
         columns
@@ -162,15 +156,15 @@ fn read_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values)
 
 /// Writes (or removes) the local row with this key.
 fn write_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values, row: Option<&Values>) -> Result<(), ClientError> {
-    let keys = pk(columns);
+    let keys = key_columns(columns);
     let filter = keys.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
     let key_params: Vec<rusqlite::types::Value> =
-        keys.iter().map(|c| c.affinity.to_sqlite(key.get(&c.name).cloned().flatten().as_deref())).collect();
+        keys.iter().map(|c| c.affinity.value(key.get(&c.name).cloned().flatten().as_deref())).collect();
     let refs: Vec<&dyn ToSql> = key_params.iter().map(|p| p as &dyn ToSql).collect();
     db.execute(&format!("DELETE FROM {} WHERE {filter}", quote(local)), refs.as_slice())?;
     if let Some(row) = row {
         let cols: Vec<&LocalColumn> = columns.iter().filter(|c| row.contains_key(&c.name)).collect();
-        let vals: Vec<rusqlite::types::Value> = cols.iter().map(|c| c.affinity.to_sqlite(row[&c.name].as_deref())).collect();
+        let vals: Vec<rusqlite::types::Value> = cols.iter().map(|c| c.affinity.value(row[&c.name].as_deref())).collect();
         let sql = format!(
             "INSERT INTO {} ({}) VALUES ({})",
             quote(local),
@@ -221,7 +215,7 @@ pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Resul
                 return Err(ClientError::Invalid(format!("table {local} has no column {bad:?}")));
             }
         }
-        let key_values: Values = pk(&columns).iter().map(|c| (c.name.clone(), change_key(change).get(&c.name).cloned().flatten())).collect();
+        let key_values: Values = key_columns(&columns).iter().map(|c| (c.name.clone(), change_key(change).get(&c.name).cloned().flatten())).collect();
         let key = key_text(&columns, &key_values)?;
         // Remember the server's version before the first pending change to this row.
         let shadowed: bool = tx
@@ -280,11 +274,7 @@ pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Valu
         // Rejected, or committed without changing a row (its txid will never come back): the
         // server's version already is the truth for its rows.
         if r["status"] == "rejected" || r["unchanged"] == true {
-            let touched = touched_rows(&tx, id)?;
-            tx.execute("DELETE FROM _ferrite_outbox WHERE id = ?1", [id])?;
-            for (local, key) in touched {
-                rebase(&tx, &local, &key)?;
-            }
+            retire(&tx, id)?;
             if r["status"] == "rejected" {
                 rejected.push(r.clone());
             }
@@ -309,11 +299,7 @@ pub fn txids_seen(tx: &Connection, txids: &[String]) -> Result<(), ClientError> 
             .query_map([txid], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for id in ids {
-            let touched = touched_rows(tx, id)?;
-            tx.execute("DELETE FROM _ferrite_outbox WHERE id = ?1", [id])?;
-            for (local, key) in touched {
-                rebase(tx, &local, &key)?;
-            }
+            retire(tx, id)?;
         }
     }
     Ok(())
@@ -336,12 +322,18 @@ pub fn retire_visible(tx: &Connection, xmin: u64, xmax: u64, xip: &[u64]) -> Res
     for (id, txid) in answered {
         let Ok(txid) = txid.parse::<u32>() else { continue };
         if visible_in(txid, xmin, xmax, xip) {
-            let touched = touched_rows(tx, id)?;
-            tx.execute("DELETE FROM _ferrite_outbox WHERE id = ?1", [id])?;
-            for (local, key) in touched {
-                rebase(tx, &local, &key)?;
-            }
+            retire(tx, id)?;
         }
+    }
+    Ok(())
+}
+
+/// Takes a transaction out of the outbox and rebuilds the rows it touched without it.
+fn retire(tx: &Connection, id: i64) -> Result<(), ClientError> {
+    let touched = touched_rows(tx, id)?;
+    tx.execute("DELETE FROM _ferrite_outbox WHERE id = ?1", [id])?;
+    for (local, key) in touched {
+        rebase(tx, &local, &key)?;
     }
     Ok(())
 }
@@ -455,7 +447,7 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
     let key_values: Values = serde_json::from_str::<Vec<Option<String>>>(key)
         .unwrap_or_default()
         .into_iter()
-        .zip(pk(&columns))
+        .zip(key_columns(&columns))
         .map(|(v, c)| (c.name.clone(), v))
         .collect();
     write_row(tx, local, &columns, &key_values, current.as_ref())?;
@@ -466,11 +458,6 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
 }
 
 impl Affinity {
-    /// The SQLite value for a Postgres text value.
-    pub(crate) fn to_sqlite(self, text: Option<&str>) -> rusqlite::types::Value {
-        self.value(text)
-    }
-
     /// The Postgres text of a stored value.
     fn to_text(self, v: rusqlite::types::ValueRef<'_>) -> Option<String> {
         use rusqlite::types::ValueRef as V;

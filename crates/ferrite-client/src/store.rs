@@ -199,10 +199,16 @@ fn row_json(row: &Row<'_>) -> Map<String, Value> {
     row.iter().map(|(k, v)| (k.to_string(), v.as_ref().map(|s| Value::String(s.to_string())).unwrap_or(Value::Null))).collect()
 }
 
-/// (Re)creates the local table for a schema, dropping rows of an older shape incarnation.
-fn ensure_table(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalColumn]) -> Result<(), ClientError> {
+/// The primary-key columns, in key order.
+pub(crate) fn key_columns(columns: &[LocalColumn]) -> Vec<&LocalColumn> {
     let mut pk: Vec<&LocalColumn> = columns.iter().filter(|c| c.pk_index.is_some()).collect();
     pk.sort_by_key(|c| c.pk_index);
+    pk
+}
+
+/// (Re)creates the local table for a schema, dropping rows of an older shape incarnation.
+fn ensure_table(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalColumn]) -> Result<(), ClientError> {
+    let pk = key_columns(columns);
     let cols: Vec<String> = columns.iter().map(|c| format!("{} {}", quote(&c.name), c.affinity.sql())).collect();
     let key = if pk.is_empty() {
         String::new()
@@ -287,7 +293,7 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
     txids.sort();
     txids.dedup();
     crate::outbox::txids_seen(&tx, &txids)?;
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now_ms = crate::now_ms();
     tx.execute(
         "UPDATE _ferrite_shapes SET handle = ?2, offset = ?3, cursor = ?4, schema = ?5, up_to_date = ?6, last_sync_ms = ?7
          WHERE local_table = ?1",
@@ -322,11 +328,7 @@ fn apply_change(
     cache: &mut SqlCache,
 ) -> Result<(), ClientError> {
     let affinity = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.affinity).unwrap_or(Affinity::Text);
-    let pk: Vec<&LocalColumn> = {
-        let mut pk: Vec<&LocalColumn> = columns.iter().filter(|c| c.pk_index.is_some()).collect();
-        pk.sort_by_key(|c| c.pk_index);
-        pk
-    };
+    let pk = key_columns(columns);
     let key_filter = || pk.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
     let key_values = || -> Vec<rusqlite::types::Value> {
         pk.iter().map(|c| c.affinity.value(value.get(c.name.as_str()).and_then(|v| v.as_deref()))).collect()

@@ -255,7 +255,7 @@ impl Writer {
                 c.client().batch_execute("ROLLBACK").await.map_err(|e| unavailable(e.into()))?;
                 return match stop {
                     Stop::Rejected(rejection) => {
-                        let result = TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], unchanged: false, error: Some(rejection) };
+                        let result = rejection_result(txn.id, rejection);
                         self.record_rejection(c, client_id, result).await
                     }
                     Stop::Aborted(m) => Err(WriteError::Aborted(m)),
@@ -276,7 +276,7 @@ impl Writer {
             return match classify(e, None, None) {
                 Stop::Rejected(rejection) => {
                     let _ = c.client().batch_execute("ROLLBACK").await;
-                    let result = TransactionResult { id: txn.id, status: Status::Rejected, txid: None, overridden: vec![], unchanged: false, error: Some(rejection) };
+                    let result = rejection_result(txn.id, rejection);
                     self.record_rejection(c, client_id, result).await
                 }
                 Stop::Aborted(m) => Err(WriteError::Aborted(m)),
@@ -735,14 +735,12 @@ async fn record_and_commit(c: &PreparedClient, client_id: &str, id: i64, result:
 }
 
 fn rejected(id: u64, code: RejectionCode, message: String) -> TransactionResult {
-    TransactionResult {
-        unchanged: false,
-        id,
-        status: Status::Rejected,
-        txid: None,
-        overridden: vec![],
-        error: Some(Rejection { code, message, table: None, key: None, current: None }),
-    }
+    rejection_result(id, Rejection { code, message, table: None, key: None, current: None })
+}
+
+/// The result of a rejected client transaction.
+fn rejection_result(id: u64, rejection: Rejection) -> TransactionResult {
+    TransactionResult { id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection), unchanged: false }
 }
 
 fn overridden_of(m: &Mutation, key: &Values, columns: Vec<String>) -> Option<Overridden> {
