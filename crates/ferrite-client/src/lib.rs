@@ -134,6 +134,9 @@ pub(crate) struct Counters {
 pub struct Metrics {
     /// Local transactions not yet answered by the server.
     pub pending: usize,
+    /// Transactions the server accepted whose changes have not come back through a shape yet
+    /// (their rows still show the local version).
+    pub unconfirmed: usize,
     /// When a shape last applied a response (Unix ms), if ever.
     pub last_sync_ms: Option<i64>,
     /// Response bytes received from the shape API since the client was opened.
@@ -234,6 +237,7 @@ impl Client {
         let c = &self.inner.counters;
         Ok(Metrics {
             pending: outbox::pending_count(&db)?,
+            unconfirmed: outbox::unconfirmed_count(&db)?,
             last_sync_ms,
             bytes_received: c.bytes_received.load(Relaxed),
             bytes_sent: c.bytes_sent.load(Relaxed),

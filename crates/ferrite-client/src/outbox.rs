@@ -7,6 +7,11 @@
 //! pending mutations replayed on top ("rebase"). A transaction leaves the outbox when its txid
 //! comes back through a shape (the server's version now includes it) or when the server rejects
 //! it; either way its rows are rebased without it.
+//!
+//! A transaction whose answer was lost is *in doubt*: the server may have applied it, and its
+//! txid may come through a shape before the client learns it (from the answer to the retry).
+//! While any transaction is in doubt, the txids seen through shapes are remembered in
+//! `_ferrite_txids_seen`, so an answer naming one of them retires its transaction at once.
 
 use crate::store::{self, key_columns, quote, Affinity, LocalColumn};
 use crate::ClientError;
@@ -63,13 +68,21 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              hlc TEXT NOT NULL,
              mutations TEXT NOT NULL,
              txid TEXT,
-             result TEXT);
+             result TEXT,
+             -- 1 once the transaction has been sent (its answer may be lost: it is in doubt).
+             sent INTEGER NOT NULL DEFAULT 0);
+         CREATE TABLE IF NOT EXISTS _ferrite_txids_seen (txid TEXT PRIMARY KEY);
          CREATE TABLE IF NOT EXISTS _ferrite_shadow (
              local_table TEXT NOT NULL,
              key TEXT NOT NULL,
              row TEXT,
              PRIMARY KEY (local_table, key));",
     )?;
+    // Replicas created before the `sent` column.
+    let has_sent: bool = db.query_row("SELECT count(*) FROM pragma_table_info('_ferrite_outbox') WHERE name = 'sent'", [], |r| r.get::<_, i64>(0))? > 0;
+    if !has_sent {
+        db.execute_batch("ALTER TABLE _ferrite_outbox ADD COLUMN sent INTEGER NOT NULL DEFAULT 1")?;
+    }
     Ok(())
 }
 
@@ -242,7 +255,12 @@ pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Resul
 }
 
 /// Transactions waiting to be sent (no result yet), oldest first, as request entries.
+/// Marks them sent first (in doubt until answered).
 pub fn pending(db: &Connection, limit: usize) -> Result<Vec<Value>, ClientError> {
+    db.execute(
+        "UPDATE _ferrite_outbox SET sent = 1 WHERE id IN (SELECT id FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1)",
+        [limit as i64],
+    )?;
     let mut stmt = db.prepare("SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1")?;
     let rows = stmt.query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
     let mut out = vec![];
@@ -264,6 +282,11 @@ pub fn pending_count(db: &Connection) -> Result<usize, ClientError> {
     Ok(db.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL", [], |r| r.get::<_, i64>(0))? as usize)
 }
 
+/// How many transactions were accepted and wait for their txid to come through a shape.
+pub fn unconfirmed_count(db: &Connection) -> Result<usize, ClientError> {
+    Ok(db.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NOT NULL", [], |r| r.get::<_, i64>(0))? as usize)
+}
+
 /// Stores the server's results; rejected transactions leave the outbox and their rows are
 /// rebased without them. Returns the rejections.
 pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Value>, ClientError> {
@@ -273,7 +296,12 @@ pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Valu
         let Some(id) = r["id"].as_i64() else { continue };
         // Rejected, or committed without changing a row (its txid will never come back): the
         // server's version already is the truth for its rows.
-        if r["status"] == "rejected" || r["unchanged"] == true {
+        // …or its txid already came through a shape while it was in doubt.
+        let seen = match r["txid"].as_str() {
+            Some(txid) => tx.query_row("SELECT 1 FROM _ferrite_txids_seen WHERE txid = ?1", [txid], |_| Ok(())).optional()?.is_some(),
+            None => false,
+        };
+        if r["status"] == "rejected" || r["unchanged"] == true || seen {
             retire(&tx, id)?;
             if r["status"] == "rejected" {
                 rejected.push(r.clone());
@@ -285,14 +313,28 @@ pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Valu
             )?;
         }
     }
+    if !in_doubt(&tx)? {
+        tx.execute("DELETE FROM _ferrite_txids_seen", [])?;
+    }
     tx.commit()?;
     Ok(rejected)
+}
+
+/// Whether some sent transaction has no answer yet.
+fn in_doubt(db: &Connection) -> Result<bool, ClientError> {
+    Ok(db.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_outbox WHERE sent = 1 AND result IS NULL)", [], |r| r.get(0))?)
 }
 
 /// Transactions whose txid arrived through a shape are now part of the server's version:
 /// they leave the outbox and their rows are rebased without them. Call inside the transaction
 /// that applied the shape changes.
 pub fn txids_seen(tx: &Connection, txids: &[String]) -> Result<(), ClientError> {
+    if !txids.is_empty() && in_doubt(tx)? {
+        let mut remember = tx.prepare_cached("INSERT OR IGNORE INTO _ferrite_txids_seen (txid) VALUES (?1)")?;
+        for txid in txids {
+            remember.execute([txid])?;
+        }
+    }
     for txid in txids {
         let ids: Vec<i64> = tx
             .prepare_cached("SELECT id FROM _ferrite_outbox WHERE txid = ?1")?

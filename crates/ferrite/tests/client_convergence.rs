@@ -1,12 +1,16 @@
 //! Several Rust clients on one table, each going offline at random and writing concurrently —
-//! conflicting columns, deletes against updates, inserts — then all coming back: every replica
-//! ends equal to Postgres. Seeded and replayable: `FERRITE_SEEDS=1,2,3` picks seeds,
-//! `FERRITE_SEEDS=1000` runs seeds 0..1000 (default 200). (A fault-injecting proxy between
-//! clients and server is not part of this test yet.)
+//! conflicting columns, deletes against updates, inserts — through a fault-injecting proxy per
+//! client (requests refused, answers lost or cut, delays, duplicates, old requests replayed
+//! late, connections cut while offline), then all coming back on a clean network: every replica
+//! ends equal to Postgres, with every transaction applied exactly once. Seeded and replayable:
+//! `FERRITE_SEEDS=1,2,3` picks seeds, `FERRITE_SEEDS=1000` runs seeds 0..1000 (default 200).
 
 mod common;
+#[path = "common/fault_proxy.rs"]
+mod fault_proxy;
 use common::*;
-use ferrite_client::{Change, Client, ShapeDef, TokenSource, Values};
+use fault_proxy::{FaultCounts, FaultProxy, Faults};
+use ferrite_client::{Change, Client, ClientError, ShapeDef, TokenSource, Values};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -21,93 +25,226 @@ fn seeds() -> Vec<u64> {
 }
 
 fn text(pairs: &[(&str, Option<String>)]) -> Values {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
-async fn oracle(c: &tokio_postgres::Client, table: &str) -> Vec<Vec<Value>> {
-    c.query(&format!("SELECT id::bigint, a, b FROM {table} ORDER BY id"), &[])
-        .await
-        .unwrap()
+    pairs
         .iter()
-        .map(|r| vec![r.get::<_, i64>(0).into(), r.get::<_, Option<String>>(1).into(), r.get::<_, Option<String>>(2).into()])
+        .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
 
-fn local(client: &Client, table: &str) -> Vec<Vec<Value>> {
-    client.query(&format!("SELECT id, a, b FROM {table} ORDER BY id"), &[]).unwrap()
+async fn oracle(c: &tokio_postgres::Client, table: &str) -> Vec<Vec<Value>> {
+    c.query(
+        &format!("SELECT id::bigint, a, b FROM {table} ORDER BY id"),
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        vec![
+            r.get::<_, i64>(0).into(),
+            r.get::<_, Option<String>>(1).into(),
+            r.get::<_, Option<String>>(2).into(),
+        ]
+    })
+    .collect()
 }
+
+fn local(client: &Client, table: &str) -> Vec<Vec<Value>> {
+    client
+        .query(&format!("SELECT id, a, b FROM {table} ORDER BY id"), &[])
+        .unwrap()
+}
+
+/// Seeds run at once (each on its own table and clients; the run is latency-bound).
+const PARALLEL_SEEDS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_converge_after_random_offline_concurrent_writes() {
     let db = TestDb::new().await;
-    let c = db.client().await;
+    let c = std::sync::Arc::new(db.client().await);
     let s = TestServer::start(&db).await;
     let dir = tempfile::tempdir().unwrap();
+    let mut totals = FaultCounts::default();
+    let mut running = tokio::task::JoinSet::new();
+    let add = |totals: &mut FaultCounts, joined: Result<FaultCounts, tokio::task::JoinError>| {
+        *totals += joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    };
     for seed in seeds() {
-        let table = format!("items_{seed}");
-        c.batch_execute(&format!(
-            "CREATE TABLE {table} (id int PRIMARY KEY, a text, b text);
-             INSERT INTO {table} SELECT i, 'a' || i, 'b' || i FROM generate_series(1, 12) i;"
-        ))
-        .await
-        .unwrap();
-        let def = ShapeDef::table(&table);
-        let mut rng = StdRng::seed_from_u64(seed);
-        let clients: Vec<Client> = (0..3)
-            .map(|i| Client::open(dir.path().join(format!("{seed}-{i}.db")), &s.base, TokenSource::None).unwrap())
-            .collect();
+        if running.len() == PARALLEL_SEEDS {
+            let joined = running.join_next().await.unwrap();
+            add(&mut totals, joined);
+        }
+        running.spawn(run_seed(
+            seed,
+            s.base.clone(),
+            c.clone(),
+            dir.path().to_path_buf(),
+        ));
+    }
+    while let Some(joined) = running.join_next().await {
+        add(&mut totals, joined);
+    }
+    println!("faults injected over all seeds: {totals:?}");
+    // The run must actually have exercised every fault.
+    let FaultCounts {
+        requests,
+        offline,
+        refused,
+        lost,
+        cut,
+        duplicated,
+        replayed,
+    } = totals;
+    assert!(
+        requests > 0
+            && offline > 0
+            && refused > 0
+            && lost > 0
+            && cut > 0
+            && duplicated > 0
+            && replayed > 0,
+        "{totals:?}"
+    );
+}
+
+/// One seed: three clients behind their own proxies on a fresh table; returns the faults met.
+async fn run_seed(
+    seed: u64,
+    server: String,
+    c: std::sync::Arc<tokio_postgres::Client>,
+    dir: std::path::PathBuf,
+) -> FaultCounts {
+    let table = format!("items_{seed}");
+    c.batch_execute(&format!(
+        "CREATE TABLE {table} (id int PRIMARY KEY, a text, b text);
+         INSERT INTO {table} SELECT i, 'a' || i, 'b' || i FROM generate_series(1, 12) i;"
+    ))
+    .await
+    .unwrap();
+    let def = ShapeDef::table(&table);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut proxies = vec![];
+    for i in 0..3u64 {
+        proxies.push(FaultProxy::start(&server, seed * 16 + i, Faults::CHAOTIC).await);
+    }
+    let clients: Vec<Client> = proxies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Client::open(
+                dir.join(format!("{seed}-{i}.db")),
+                &p.base,
+                TokenSource::None,
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut rejected = vec![];
+    for cl in &clients {
+        // The first sync may meet faults too; it just has to get there.
+        while survivable(cl.sync(&def).await).is_none() {}
+    }
+    let mut online = vec![true; clients.len()];
+    let mut next_id = [1000, 2000, 3000];
+    for step in 0..40 {
+        let i = rng.gen_range(0..clients.len());
+        let cl = &clients[i];
+        let id = rng.gen_range(1..=14).to_string();
+        let value = format!("s{seed}c{i}t{step}");
+        match rng.gen_range(0..10) {
+            0..=3 => {
+                let col = if rng.gen_bool(0.5) { "a" } else { "b" };
+                cl.write(&[Change::Update {
+                    table: table.clone(),
+                    key: text(&[("id", Some(id))]),
+                    set: text(&[(col, Some(value))]),
+                }])
+                .unwrap();
+            }
+            4 => {
+                cl.write(&[Change::Delete {
+                    table: table.clone(),
+                    key: text(&[("id", Some(id))]),
+                }])
+                .unwrap();
+            }
+            5 => {
+                next_id[i] += 1;
+                let values = text(&[
+                    ("id", Some(next_id[i].to_string())),
+                    ("a", Some(value.clone())),
+                    ("b", None),
+                ]);
+                cl.write(&[Change::Insert {
+                    table: table.clone(),
+                    values,
+                }])
+                .unwrap();
+            }
+            6 => {
+                online[i] = !online[i];
+                proxies[i].set_online(online[i]);
+            }
+            _ => {
+                // Offline, these fail at once (nothing may be lost); online they meet faults.
+                if let Some(report) = survivable(cl.push().await) {
+                    rejected.extend(report.rejected);
+                }
+                survivable(cl.sync(&def).await);
+            }
+        }
+    }
+    // Everyone comes back, on a clean network.
+    for p in &proxies {
+        p.set_online(true);
+        p.set_faults(Faults::NONE);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
         for cl in &clients {
+            rejected.extend(cl.push().await.unwrap().rejected);
             cl.sync(&def).await.unwrap();
         }
-        let mut online = vec![true; clients.len()];
-        let mut next_id = [1000, 2000, 3000];
-        for step in 0..40 {
-            let i = rng.gen_range(0..clients.len());
-            let cl = &clients[i];
-            let id = rng.gen_range(1..=14).to_string();
-            let value = format!("s{seed}c{i}t{step}");
-            match rng.gen_range(0..10) {
-                0..=3 => {
-                    let col = if rng.gen_bool(0.5) { "a" } else { "b" };
-                    cl.write(&[Change::Update { table: table.clone(), key: text(&[("id", Some(id))]), set: text(&[(col, Some(value))]) }]).unwrap();
-                }
-                4 => {
-                    cl.write(&[Change::Delete { table: table.clone(), key: text(&[("id", Some(id))]) }]).unwrap();
-                }
-                5 => {
-                    next_id[i] += 1;
-                    let values = text(&[("id", Some(next_id[i].to_string())), ("a", Some(value.clone())), ("b", None)]);
-                    cl.write(&[Change::Insert { table: table.clone(), values }]).unwrap();
-                }
-                6 => online[i] = !online[i],
-                _ if online[i] => {
-                    cl.push().await.unwrap();
-                    cl.sync(&def).await.unwrap();
-                }
-                _ => {}
-            }
+        let truth = oracle(&c, &table).await;
+        let mut equal = true;
+        for cl in &clients {
+            let m = cl.metrics().unwrap();
+            equal &= m.pending == 0 && m.unconfirmed == 0 && local(cl, &table) == truth;
         }
-        // Everyone comes back online.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            for cl in &clients {
-                cl.push().await.unwrap();
-                cl.sync(&def).await.unwrap();
-            }
-            let truth = oracle(&c, &table).await;
-            let mut equal = true;
-            for cl in &clients {
-                equal &= cl.pending().unwrap() == 0 && local(cl, &table) == truth;
-            }
-            if equal {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "seed {seed}: replicas never converged\ntruth {truth:?}\n{:?}",
-                clients.iter().map(|cl| local(cl, &table)).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if equal {
+            break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: replicas never converged\ntruth {truth:?}\n{:?}\n(pending, unconfirmed): {:?}",
+            clients.iter().map(|cl| local(cl, &table)).collect::<Vec<_>>(),
+            clients.iter().map(|cl| cl.metrics().map(|m| (m.pending, m.unconfirmed)).unwrap()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Ids are unique per client, so a constraint rejection could only mean a transaction
+    // was applied twice.
+    assert!(
+        !rejected.iter().any(|r| r["error"]["code"] == "constraint"),
+        "seed {seed}: a transaction was applied twice: {rejected:?}"
+    );
+    let mut met = FaultCounts::default();
+    for (i, p) in proxies.iter().enumerate() {
+        let c = p.counts();
+        if std::env::var("FERRITE_SEEDS").is_ok() {
+            println!("seed {seed} client {i}: {c:?}");
+        }
+        met += c;
+    }
+    met
+}
+
+/// The outcome of a client call over a faulty network: faults of the network are expected and
+/// survived (`None`); anything else (a local database error, a refusal) fails the test.
+fn survivable<T>(r: Result<T, ClientError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(ClientError::Unreachable(_)) => None,
+        Err(e) => panic!("not a network fault: {e}"),
     }
 }
