@@ -29,14 +29,34 @@ mod sync;
 
 pub use outbox::{Change, Values};
 pub use shape::ShapeDef;
-pub use sync::{PushReport, Status, Subscription, SyncReport};
+pub use sync::{ConnectionState, PushReport, Status, Subscription, SyncReport, DEFAULT_BACKOFF};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new random (version 4) UUID in its text form: the key for a row created offline, unique
+/// without asking the server (the write protocol expects client-generated keys).
+pub fn new_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Where the bearer token for each request comes from.
@@ -117,6 +137,8 @@ pub(crate) struct Inner {
     pub(crate) batch: std::sync::atomic::AtomicUsize,
     /// Running totals for [`Client::metrics`].
     pub(crate) counters: Counters,
+    /// Waits between failed attempts of a subscription ([`Client::set_backoff`]).
+    pub(crate) backoff: Mutex<Vec<std::time::Duration>>,
 }
 
 /// Totals since the client was opened.
@@ -160,7 +182,11 @@ pub struct Client {
 impl Client {
     /// Opens (or creates) the replica at `path`, syncing from `server_url` (e.g.
     /// `http://127.0.0.1:3000`).
-    pub fn open(path: impl AsRef<Path>, server_url: &str, token: TokenSource) -> Result<Client, ClientError> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        server_url: &str,
+        token: TokenSource,
+    ) -> Result<Client, ClientError> {
         let db = rusqlite::Connection::open(path)?;
         store::init(&db)?;
         outbox::init(&db)?;
@@ -181,12 +207,17 @@ impl Client {
                 max_queue: 1000.into(),
                 batch: 100.into(),
                 counters: Counters::default(),
+                backoff: Mutex::new(DEFAULT_BACKOFF.to_vec()),
             }),
         })
     }
 
     /// Runs a read-only query on the replica; rows as JSON values (integers, reals, text, null).
-    pub fn query(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<Vec<serde_json::Value>>, ClientError> {
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Vec<serde_json::Value>>, ClientError> {
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = db.prepare(sql)?;
         let n = stmt.column_count();
@@ -197,7 +228,9 @@ impl Client {
                         rusqlite::types::ValueRef::Null => serde_json::Value::Null,
                         rusqlite::types::ValueRef::Integer(v) => v.into(),
                         rusqlite::types::ValueRef::Real(v) => v.into(),
-                        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                        rusqlite::types::ValueRef::Text(t) => {
+                            String::from_utf8_lossy(t).into_owned().into()
+                        }
                         rusqlite::types::ValueRef::Blob(b) => format!("{b:?}").into(),
                     })
                 })
@@ -210,15 +243,27 @@ impl Client {
     /// advertises its values at `GET /v1/config`.
     pub fn set_limits(&self, max_offline_queue: usize, sync_batch_size: usize) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.inner.max_queue.store(max_offline_queue.max(1), Relaxed);
+        self.inner
+            .max_queue
+            .store(max_offline_queue.max(1), Relaxed);
         self.inner.batch.store(sync_batch_size.max(1), Relaxed);
+    }
+
+    /// Sets the waits between a subscription's failed attempts (default [`DEFAULT_BACKOFF`]: 1, 2,
+    /// 5, 10, 30 s; the last step repeats; each jittered by ±20%; a server's `retry-after` wins).
+    /// An app on a metered link may want a longer tail, a test a shorter one.
+    pub fn set_backoff(&self, schedule: &[std::time::Duration]) {
+        *self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner()) = schedule.to_vec();
     }
 
     /// Writes one transaction locally: visible at once in the local tables, queued durably for
     /// [`Client::push`]. Returns its client transaction id. Errors (nothing written) when the
     /// queue is full or the write names an unknown table, column or key.
     pub fn write(&self, changes: &[Change]) -> Result<u64, ClientError> {
-        let max = self.inner.max_queue.load(std::sync::atomic::Ordering::Relaxed);
+        let max = self
+            .inner
+            .max_queue
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
         outbox::write(&mut db, changes, max)
     }
@@ -233,7 +278,10 @@ impl Client {
     pub fn metrics(&self) -> Result<Metrics, ClientError> {
         use std::sync::atomic::Ordering::Relaxed;
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
-        let last_sync_ms: Option<i64> = db.query_row("SELECT max(last_sync_ms) FROM _ferrite_shapes", [], |r| r.get(0))?;
+        let last_sync_ms: Option<i64> =
+            db.query_row("SELECT max(last_sync_ms) FROM _ferrite_shapes", [], |r| {
+                r.get(0)
+            })?;
         let c = &self.inner.counters;
         Ok(Metrics {
             pending: outbox::pending_count(&db)?,
@@ -259,5 +307,27 @@ impl Client {
     pub fn position(&self, def: &ShapeDef) -> Result<store::ShapePosition, ClientError> {
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
         store::position(&db, def)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn new_uuids_are_version_4_and_distinct() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| super::new_uuid()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                vec![8, 4, 4, 4, 12],
+                "{id}"
+            );
+            assert!(
+                parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]),
+                "{id}"
+            );
+            assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        }
     }
 }

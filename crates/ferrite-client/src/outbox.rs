@@ -52,7 +52,9 @@ pub enum Change {
 impl Change {
     fn table(&self) -> &str {
         match self {
-            Change::Insert { table, .. } | Change::Update { table, .. } | Change::Delete { table, .. } => table,
+            Change::Insert { table, .. }
+            | Change::Update { table, .. }
+            | Change::Delete { table, .. } => table,
         }
     }
 }
@@ -79,7 +81,11 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              PRIMARY KEY (local_table, key));",
     )?;
     // Replicas created before the `sent` column.
-    let has_sent: bool = db.query_row("SELECT count(*) FROM pragma_table_info('_ferrite_outbox') WHERE name = 'sent'", [], |r| r.get::<_, i64>(0))? > 0;
+    let has_sent: bool = db.query_row(
+        "SELECT count(*) FROM pragma_table_info('_ferrite_outbox') WHERE name = 'sent'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? > 0;
     if !has_sent {
         db.execute_batch("ALTER TABLE _ferrite_outbox ADD COLUMN sent INTEGER NOT NULL DEFAULT 1")?;
     }
@@ -87,11 +93,20 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
 }
 
 fn meta(db: &Connection, key: &str) -> Result<Option<String>, ClientError> {
-    Ok(db.query_row("SELECT value FROM _ferrite_meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    Ok(db
+        .query_row(
+            "SELECT value FROM _ferrite_meta WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 fn set_meta(db: &Connection, key: &str, value: &str) -> Result<(), ClientError> {
-    db.execute("INSERT OR REPLACE INTO _ferrite_meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+    db.execute(
+        "INSERT OR REPLACE INTO _ferrite_meta (key, value) VALUES (?1, ?2)",
+        params![key, value],
+    )?;
     Ok(())
 }
 
@@ -100,7 +115,11 @@ pub fn client_id(db: &Connection) -> Result<String, ClientError> {
     if let Some(id) = meta(db, "client_id")? {
         return Ok(id);
     }
-    let id = format!("replica-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+    let id = format!(
+        "replica-{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
     set_meta(db, "client_id", &id)?;
     Ok(id)
 }
@@ -114,7 +133,11 @@ fn next_hlc(db: &Connection) -> Result<String, ClientError> {
             Some((a.parse::<u64>().ok()?, b.parse::<u32>().ok()?))
         })
         .unwrap_or((0, 0));
-    let next = if now > last_ms { (now, 0) } else { (last_ms, last_counter + 1) };
+    let next = if now > last_ms {
+        (now, 0)
+    } else {
+        (last_ms, last_counter + 1)
+    };
     let text = format!("{}-{}", next.0, next.1);
     set_meta(db, "hlc", &text)?;
     Ok(text)
@@ -123,13 +146,20 @@ fn next_hlc(db: &Connection) -> Result<String, ClientError> {
 /// The shape schema and server table of a local table.
 fn table_info(db: &Connection, local: &str) -> Result<(Vec<LocalColumn>, String), ClientError> {
     let row: Option<(Option<String>, String)> = db
-        .query_row("SELECT schema, definition FROM _ferrite_shapes WHERE local_table = ?1", [local], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT schema, definition FROM _ferrite_shapes WHERE local_table = ?1",
+            [local],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
     let Some((Some(schema), definition)) = row else {
         return Err(ClientError::NotSynced(local.to_string()));
     };
     let def: Value = serde_json::from_str(&definition).unwrap_or(Value::Null);
-    Ok((store::parse_schema(&schema)?, def["table"].as_str().unwrap_or(local).to_string()))
+    Ok((
+        store::parse_schema(&schema)?,
+        def["table"].as_str().unwrap_or(local).to_string(),
+    ))
 }
 
 /// The key text of a row (JSON array of its key values, in key order).
@@ -138,23 +168,45 @@ fn key_text(columns: &[LocalColumn], values: &Values) -> Result<String, ClientEr
         .iter()
         .map(|c| match values.get(&c.name) {
             Some(Some(v)) => Ok(Value::String(v.clone())),
-            _ => Err(ClientError::Invalid(format!("missing primary key column {:?}", c.name))),
+            _ => Err(ClientError::Invalid(format!(
+                "missing primary key column {:?}",
+                c.name
+            ))),
         })
         .collect::<Result<_, _>>()?;
     Ok(Value::Array(key).to_string())
 }
 
 /// The local row with this key, as text values (what the server would print).
-fn read_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values) -> Result<Option<Values>, ClientError> {
+fn read_row(
+    db: &Connection,
+    local: &str,
+    columns: &[LocalColumn],
+    key: &Values,
+) -> Result<Option<Values>, ClientError> {
     let keys = key_columns(columns);
-    let filter = keys.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
+    let filter = keys
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     let sql = format!(
         "SELECT {} FROM {} WHERE {filter}",
-        columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "),
+        columns
+            .iter()
+            .map(|c| quote(&c.name))
+            .collect::<Vec<_>>()
+            .join(", "),
         quote(local)
     );
-    let params: Vec<rusqlite::types::Value> =
-        keys.iter().map(|c| c.affinity.value(key.get(&c.name).cloned().flatten().as_deref())).collect();
+    let params: Vec<rusqlite::types::Value> = keys
+        .iter()
+        .map(|c| {
+            c.affinity
+                .value(key.get(&c.name).cloned().flatten().as_deref())
+        })
+        .collect();
     let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
     db.query_row(&sql, refs.as_slice(), |r| {
         columns
@@ -168,21 +220,52 @@ fn read_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values)
 }
 
 /// Writes (or removes) the local row with this key.
-fn write_row(db: &Connection, local: &str, columns: &[LocalColumn], key: &Values, row: Option<&Values>) -> Result<(), ClientError> {
+fn write_row(
+    db: &Connection,
+    local: &str,
+    columns: &[LocalColumn],
+    key: &Values,
+    row: Option<&Values>,
+) -> Result<(), ClientError> {
     let keys = key_columns(columns);
-    let filter = keys.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
-    let key_params: Vec<rusqlite::types::Value> =
-        keys.iter().map(|c| c.affinity.value(key.get(&c.name).cloned().flatten().as_deref())).collect();
+    let filter = keys
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let key_params: Vec<rusqlite::types::Value> = keys
+        .iter()
+        .map(|c| {
+            c.affinity
+                .value(key.get(&c.name).cloned().flatten().as_deref())
+        })
+        .collect();
     let refs: Vec<&dyn ToSql> = key_params.iter().map(|p| p as &dyn ToSql).collect();
-    db.execute(&format!("DELETE FROM {} WHERE {filter}", quote(local)), refs.as_slice())?;
+    db.execute(
+        &format!("DELETE FROM {} WHERE {filter}", quote(local)),
+        refs.as_slice(),
+    )?;
     if let Some(row) = row {
-        let cols: Vec<&LocalColumn> = columns.iter().filter(|c| row.contains_key(&c.name)).collect();
-        let vals: Vec<rusqlite::types::Value> = cols.iter().map(|c| c.affinity.value(row[&c.name].as_deref())).collect();
+        let cols: Vec<&LocalColumn> = columns
+            .iter()
+            .filter(|c| row.contains_key(&c.name))
+            .collect();
+        let vals: Vec<rusqlite::types::Value> = cols
+            .iter()
+            .map(|c| c.affinity.value(row[&c.name].as_deref()))
+            .collect();
         let sql = format!(
             "INSERT INTO {} ({}) VALUES ({})",
             quote(local),
-            cols.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "),
-            (1..=cols.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+            cols.iter()
+                .map(|c| quote(&c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (1..=cols.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let refs: Vec<&dyn ToSql> = vals.iter().map(|p| p as &dyn ToSql).collect();
         db.execute(&sql, refs.as_slice())?;
@@ -210,9 +293,17 @@ fn change_key(change: &Change) -> &Values {
 
 /// Queues one client transaction and applies it locally, in one SQLite transaction. Refuses
 /// (typed error, nothing changed) when `max_queue` transactions are already waiting.
-pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Result<u64, ClientError> {
+pub fn write(
+    db: &mut Connection,
+    changes: &[Change],
+    max_queue: usize,
+) -> Result<u64, ClientError> {
     let tx = db.transaction()?;
-    let queued: i64 = tx.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL", [], |r| r.get(0))?;
+    let queued: i64 = tx.query_row(
+        "SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
     if queued as usize >= max_queue {
         return Err(ClientError::QueueFull { limit: max_queue });
     }
@@ -225,22 +316,45 @@ pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Resul
             _ => None,
         }) {
             if let Some(bad) = name.keys().find(|k| !columns.iter().any(|c| &c.name == *k)) {
-                return Err(ClientError::Invalid(format!("table {local} has no column {bad:?}")));
+                return Err(ClientError::Invalid(format!(
+                    "table {local} has no column {bad:?}"
+                )));
             }
         }
-        let key_values: Values = key_columns(&columns).iter().map(|c| (c.name.clone(), change_key(change).get(&c.name).cloned().flatten())).collect();
+        let key_values: Values = key_columns(&columns)
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    change_key(change).get(&c.name).cloned().flatten(),
+                )
+            })
+            .collect();
         let key = key_text(&columns, &key_values)?;
         // Remember the server's version before the first pending change to this row.
         let shadowed: bool = tx
-            .query_row("SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key], |_| Ok(true))
+            .query_row(
+                "SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2",
+                params![local, key],
+                |_| Ok(true),
+            )
             .optional()?
             .is_some();
         let current = read_row(&tx, local, &columns, &key_values)?;
         if !shadowed {
             let row = current.as_ref().map(|r| json!(r).to_string());
-            tx.execute("INSERT INTO _ferrite_shadow (local_table, key, row) VALUES (?1, ?2, ?3)", params![local, key, row])?;
+            tx.execute(
+                "INSERT INTO _ferrite_shadow (local_table, key, row) VALUES (?1, ?2, ?3)",
+                params![local, key, row],
+            )?;
         }
-        write_row(&tx, local, &columns, &key_values, apply_change(current, change).as_ref())?;
+        write_row(
+            &tx,
+            local,
+            &columns,
+            &key_values,
+            apply_change(current, change).as_ref(),
+        )?;
         mutations.push(match change {
             Change::Insert { values, .. } => json!({"op": "insert", "table": server_table, "value": values, "_local": local}),
             Change::Update { set, .. } => json!({"op": "update", "table": server_table, "key": key_values, "value": set, "_local": local}),
@@ -248,7 +362,10 @@ pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Resul
         });
     }
     let hlc = next_hlc(&tx)?;
-    tx.execute("INSERT INTO _ferrite_outbox (hlc, mutations) VALUES (?1, ?2)", params![hlc, Value::Array(mutations).to_string()])?;
+    tx.execute(
+        "INSERT INTO _ferrite_outbox (hlc, mutations) VALUES (?1, ?2)",
+        params![hlc, Value::Array(mutations).to_string()],
+    )?;
     let id = tx.last_insert_rowid() as u64;
     tx.commit()?;
     Ok(id)
@@ -261,8 +378,16 @@ pub fn pending(db: &Connection, limit: usize) -> Result<Vec<Value>, ClientError>
         "UPDATE _ferrite_outbox SET sent = 1 WHERE id IN (SELECT id FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1)",
         [limit as i64],
     )?;
-    let mut stmt = db.prepare("SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1")?;
-    let rows = stmt.query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let mut stmt = db.prepare(
+        "SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
     let mut out = vec![];
     for row in rows {
         let (id, hlc, mutations) = row?;
@@ -279,12 +404,20 @@ pub fn pending(db: &Connection, limit: usize) -> Result<Vec<Value>, ClientError>
 
 /// How many transactions have no result yet.
 pub fn pending_count(db: &Connection) -> Result<usize, ClientError> {
-    Ok(db.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL", [], |r| r.get::<_, i64>(0))? as usize)
+    Ok(db.query_row(
+        "SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as usize)
 }
 
 /// How many transactions were accepted and wait for their txid to come through a shape.
 pub fn unconfirmed_count(db: &Connection) -> Result<usize, ClientError> {
-    Ok(db.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NOT NULL", [], |r| r.get::<_, i64>(0))? as usize)
+    Ok(db.query_row(
+        "SELECT count(*) FROM _ferrite_outbox WHERE result IS NOT NULL",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as usize)
 }
 
 /// Stores the server's results; rejected transactions leave the outbox and their rows are
@@ -298,7 +431,14 @@ pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Valu
         // server's version already is the truth for its rows.
         // …or its txid already came through a shape while it was in doubt.
         let seen = match r["txid"].as_str() {
-            Some(txid) => tx.query_row("SELECT 1 FROM _ferrite_txids_seen WHERE txid = ?1", [txid], |_| Ok(())).optional()?.is_some(),
+            Some(txid) => tx
+                .query_row(
+                    "SELECT 1 FROM _ferrite_txids_seen WHERE txid = ?1",
+                    [txid],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some(),
             None => false,
         };
         if r["status"] == "rejected" || r["unchanged"] == true || seen {
@@ -322,7 +462,11 @@ pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Valu
 
 /// Whether some sent transaction has no answer yet.
 fn in_doubt(db: &Connection) -> Result<bool, ClientError> {
-    Ok(db.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_outbox WHERE sent = 1 AND result IS NULL)", [], |r| r.get(0))?)
+    Ok(db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM _ferrite_outbox WHERE sent = 1 AND result IS NULL)",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Transactions whose txid arrived through a shape are now part of the server's version:
@@ -330,7 +474,8 @@ fn in_doubt(db: &Connection) -> Result<bool, ClientError> {
 /// that applied the shape changes.
 pub fn txids_seen(tx: &Connection, txids: &[String]) -> Result<(), ClientError> {
     if !txids.is_empty() && in_doubt(tx)? {
-        let mut remember = tx.prepare_cached("INSERT OR IGNORE INTO _ferrite_txids_seen (txid) VALUES (?1)")?;
+        let mut remember =
+            tx.prepare_cached("INSERT OR IGNORE INTO _ferrite_txids_seen (txid) VALUES (?1)")?;
         for txid in txids {
             remember.execute([txid])?;
         }
@@ -356,13 +501,20 @@ fn visible_in(txid: u32, xmin: u64, xmax: u64, xip: &[u64]) -> bool {
 
 /// Retires answered transactions whose effects a snapshot already contains (after a shape
 /// starts over, their txids never come back as changes), rebasing their rows.
-pub fn retire_visible(tx: &Connection, xmin: u64, xmax: u64, xip: &[u64]) -> Result<(), ClientError> {
+pub fn retire_visible(
+    tx: &Connection,
+    xmin: u64,
+    xmax: u64,
+    xip: &[u64],
+) -> Result<(), ClientError> {
     let answered: Vec<(i64, String)> = tx
         .prepare("SELECT id, txid FROM _ferrite_outbox WHERE txid IS NOT NULL")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (id, txid) in answered {
-        let Ok(txid) = txid.parse::<u32>() else { continue };
+        let Ok(txid) = txid.parse::<u32>() else {
+            continue;
+        };
         if visible_in(txid, xmin, xmax, xip) {
             retire(tx, id)?;
         }
@@ -382,13 +534,27 @@ fn retire(tx: &Connection, id: i64) -> Result<(), ClientError> {
 
 /// (local table, key text) of every row a queued transaction touches.
 fn touched_rows(db: &Connection, id: i64) -> Result<Vec<(String, String)>, ClientError> {
-    let mutations: Option<String> = db.query_row("SELECT mutations FROM _ferrite_outbox WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-    let mutations: Vec<Value> = mutations.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default();
+    let mutations: Option<String> = db
+        .query_row(
+            "SELECT mutations FROM _ferrite_outbox WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mutations: Vec<Value> = mutations
+        .and_then(|m| serde_json::from_str(&m).ok())
+        .unwrap_or_default();
     let mut out = vec![];
     for m in mutations {
-        let Some(local) = m["_local"].as_str() else { continue };
+        let Some(local) = m["_local"].as_str() else {
+            continue;
+        };
         let (columns, _) = table_info(db, local)?;
-        let source = if m["op"] == "insert" { &m["value"] } else { &m["key"] };
+        let source = if m["op"] == "insert" {
+            &m["value"]
+        } else {
+            &m["key"]
+        };
         let key: Values = serde_json::from_value(source.clone()).unwrap_or_default();
         out.push((local.to_string(), key_text(&columns, &key)?));
     }
@@ -405,11 +571,23 @@ pub fn shadowed(tx: &Connection, local: &str, key: &str) -> Result<bool, ClientE
 }
 
 /// Applies a server change to a shadowed row's server version, then rebases the row.
-pub fn apply_to_shadow(tx: &Connection, local: &str, key: &str, op: &str, value: &Map<String, Value>) -> Result<(), ClientError> {
-    let row: Option<String> =
-        tx.query_row("SELECT row FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key], |r| r.get(0))?;
+pub fn apply_to_shadow(
+    tx: &Connection,
+    local: &str,
+    key: &str,
+    op: &str,
+    value: &Map<String, Value>,
+) -> Result<(), ClientError> {
+    let row: Option<String> = tx.query_row(
+        "SELECT row FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2",
+        params![local, key],
+        |r| r.get(0),
+    )?;
     let current: Option<Values> = row.and_then(|r| serde_json::from_str(&r).ok());
-    let incoming: Values = value.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from))).collect();
+    let incoming: Values = value
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map(String::from)))
+        .collect();
     let next = match op {
         "insert" => Some(incoming),
         "update" => current.map(|mut r| {
@@ -427,7 +605,10 @@ pub fn apply_to_shadow(tx: &Connection, local: &str, key: &str, op: &str, value:
 
 /// The key text of a server row (as the shape sent it).
 pub fn server_key(columns: &[LocalColumn], value: &Map<String, Value>) -> Option<String> {
-    let key: Values = value.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from))).collect();
+    let key: Values = value
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map(String::from)))
+        .collect();
     key_text(columns, &key).ok()
 }
 
@@ -435,7 +616,10 @@ pub fn server_key(columns: &[LocalColumn], value: &Map<String, Value>) -> Option
 /// versions kept for rows with pending writes (the new snapshot brings them back) and rebuild
 /// those rows from the pending writes alone; the snapshot then rebases them on what it brings.
 pub fn restart_table(tx: &Connection, local: &str) -> Result<(), ClientError> {
-    tx.execute("UPDATE _ferrite_shadow SET row = NULL WHERE local_table = ?1", [local])?;
+    tx.execute(
+        "UPDATE _ferrite_shadow SET row = NULL WHERE local_table = ?1",
+        [local],
+    )?;
     rebase_table(tx, local)
 }
 
@@ -455,7 +639,11 @@ pub fn rebase_table(tx: &Connection, local: &str) -> Result<(), ClientError> {
 /// drops the shadow when none are left.
 fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
     let Some(row): Option<Option<String>> = tx
-        .query_row("SELECT row FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key], |r| r.get(0))
+        .query_row(
+            "SELECT row FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2",
+            params![local, key],
+            |r| r.get(0),
+        )
         .optional()?
     else {
         return Ok(());
@@ -464,7 +652,9 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
     let mut current: Option<Values> = row.and_then(|r| serde_json::from_str(&r).ok());
     let mut still_pending = false;
     let mut stmt = tx.prepare_cached("SELECT mutations FROM _ferrite_outbox ORDER BY id")?;
-    let all: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let all: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     for mutations in all {
         let mutations: Vec<Value> = serde_json::from_str(&mutations).unwrap_or_default();
         for m in mutations {
@@ -472,13 +662,19 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
                 continue;
             }
             let change = match m["op"].as_str() {
-                Some("insert") => Change::Insert { table: local.into(), values: serde_json::from_value(m["value"].clone()).unwrap_or_default() },
+                Some("insert") => Change::Insert {
+                    table: local.into(),
+                    values: serde_json::from_value(m["value"].clone()).unwrap_or_default(),
+                },
                 Some("update") => Change::Update {
                     table: local.into(),
                     key: serde_json::from_value(m["key"].clone()).unwrap_or_default(),
                     set: serde_json::from_value(m["value"].clone()).unwrap_or_default(),
                 },
-                _ => Change::Delete { table: local.into(), key: serde_json::from_value(m["key"].clone()).unwrap_or_default() },
+                _ => Change::Delete {
+                    table: local.into(),
+                    key: serde_json::from_value(m["key"].clone()).unwrap_or_default(),
+                },
             };
             if key_text(&columns, change_key(&change)).ok().as_deref() == Some(key) {
                 still_pending = true;
@@ -494,7 +690,10 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
         .collect();
     write_row(tx, local, &columns, &key_values, current.as_ref())?;
     if !still_pending {
-        tx.execute("DELETE FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key])?;
+        tx.execute(
+            "DELETE FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2",
+            params![local, key],
+        )?;
     }
     Ok(())
 }
@@ -505,7 +704,9 @@ impl Affinity {
         use rusqlite::types::ValueRef as V;
         match v {
             V::Null => None,
-            V::Integer(i) if self == Affinity::Boolean => Some(if i != 0 { "t".into() } else { "f".into() }),
+            V::Integer(i) if self == Affinity::Boolean => {
+                Some(if i != 0 { "t".into() } else { "f".into() })
+            }
             V::Integer(i) => Some(i.to_string()),
             V::Real(f) => Some(f.to_string()),
             V::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),

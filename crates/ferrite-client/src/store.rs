@@ -49,8 +49,14 @@ impl Affinity {
         use rusqlite::types::Value as V;
         let Some(text) = v else { return V::Null };
         match self {
-            Affinity::Integer => text.parse::<i64>().map(V::Integer).unwrap_or_else(|_| V::Text(text.into())),
-            Affinity::Real => text.parse::<f64>().map(V::Real).unwrap_or_else(|_| V::Text(text.into())),
+            Affinity::Integer => text
+                .parse::<i64>()
+                .map(V::Integer)
+                .unwrap_or_else(|_| V::Text(text.into())),
+            Affinity::Real => text
+                .parse::<f64>()
+                .map(V::Real)
+                .unwrap_or_else(|_| V::Text(text.into())),
             Affinity::Boolean => match text {
                 "t" | "true" => V::Integer(1),
                 "f" | "false" => V::Integer(0),
@@ -74,12 +80,15 @@ pub struct LocalColumn {
 
 /// Parses an `electric-schema` header (a JSON object of column → type info, in column order).
 pub fn parse_schema(header: &str) -> Result<Vec<LocalColumn>, ClientError> {
-    let v: Map<String, Value> =
-        serde_json::from_str(header).map_err(|e| ClientError::Protocol(format!("bad electric-schema header: {e}")))?;
+    let v: Map<String, Value> = serde_json::from_str(header)
+        .map_err(|e| ClientError::Protocol(format!("bad electric-schema header: {e}")))?;
     Ok(v.iter()
         .map(|(name, info)| LocalColumn {
             name: name.clone(),
-            affinity: Affinity::of(info["type"].as_str().unwrap_or("text"), info["dims"].as_u64().unwrap_or(0)),
+            affinity: Affinity::of(
+                info["type"].as_str().unwrap_or("text"),
+                info["dims"].as_u64().unwrap_or(0),
+            ),
             pk_index: info["pk_index"].as_u64(),
         })
         .collect())
@@ -141,9 +150,15 @@ pub fn position(db: &Connection, def: &ShapeDef) -> Result<ShapePosition, Client
         .optional()?;
     let retain_ms = def.retain.map(|d| d.as_millis() as i64);
     match row {
-        Some((d, _)) if d != canonical => Err(ClientError::TableInUse { local_table: local, definition: d }),
+        Some((d, _)) if d != canonical => Err(ClientError::TableInUse {
+            local_table: local,
+            definition: d,
+        }),
         Some((_, position)) => {
-            db.execute("UPDATE _ferrite_shapes SET retain_ms = ?2 WHERE local_table = ?1", params![local, retain_ms])?;
+            db.execute(
+                "UPDATE _ferrite_shapes SET retain_ms = ?2 WHERE local_table = ?1",
+                params![local, retain_ms],
+            )?;
             Ok(position)
         }
         None => {
@@ -151,7 +166,10 @@ pub fn position(db: &Connection, def: &ShapeDef) -> Result<ShapePosition, Client
                 "INSERT INTO _ferrite_shapes (local_table, definition, retain_ms) VALUES (?1, ?2, ?3)",
                 params![local, canonical, retain_ms],
             )?;
-            Ok(ShapePosition { offset: "-1".into(), ..Default::default() })
+            Ok(ShapePosition {
+                offset: "-1".into(),
+                ..Default::default()
+            })
         }
     }
 }
@@ -196,7 +214,16 @@ struct Headers<'a> {
 
 /// A row as a JSON object (for the rare rows with pending local writes).
 fn row_json(row: &Row<'_>) -> Map<String, Value> {
-    row.iter().map(|(k, v)| (k.to_string(), v.as_ref().map(|s| Value::String(s.to_string())).unwrap_or(Value::Null))).collect()
+    row.iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.as_ref()
+                    .map(|s| Value::String(s.to_string()))
+                    .unwrap_or(Value::Null),
+            )
+        })
+        .collect()
 }
 
 /// The primary-key columns, in key order.
@@ -207,13 +234,26 @@ pub(crate) fn key_columns(columns: &[LocalColumn]) -> Vec<&LocalColumn> {
 }
 
 /// (Re)creates the local table for a schema, dropping rows of an older shape incarnation.
-fn ensure_table(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalColumn]) -> Result<(), ClientError> {
+fn ensure_table(
+    tx: &rusqlite::Transaction<'_>,
+    local: &str,
+    columns: &[LocalColumn],
+) -> Result<(), ClientError> {
     let pk = key_columns(columns);
-    let cols: Vec<String> = columns.iter().map(|c| format!("{} {}", quote(&c.name), c.affinity.sql())).collect();
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{} {}", quote(&c.name), c.affinity.sql()))
+        .collect();
     let key = if pk.is_empty() {
         String::new()
     } else {
-        format!(", PRIMARY KEY ({})", pk.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "))
+        format!(
+            ", PRIMARY KEY ({})",
+            pk.iter()
+                .map(|c| quote(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     tx.execute_batch(&format!(
         "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} ({}{key});",
@@ -226,16 +266,26 @@ fn ensure_table(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalCol
 /// Applies a response's messages and stores the new position, in one SQLite transaction.
 /// `schema` is the response's `electric-schema` (present on non-live responses): when it differs
 /// from the stored one (first response, or a new shape after a 409) the local table is rebuilt.
-pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: Batch<'_>) -> Result<usize, ClientError> {
+pub fn apply(
+    db: &mut Connection,
+    def: &ShapeDef,
+    schema: Option<&str>,
+    batch: Batch<'_>,
+) -> Result<usize, ClientError> {
     let local = def.local_table();
     let messages: Vec<Message<'_>> = if batch.body.is_empty() {
         vec![]
     } else {
-        serde_json::from_slice(batch.body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
+        serde_json::from_slice(batch.body)
+            .map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
     };
     let tx = db.transaction()?;
     let stored: Option<String> = tx
-        .query_row("SELECT schema FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| r.get(0))
+        .query_row(
+            "SELECT schema FROM _ferrite_shapes WHERE local_table = ?1",
+            [&local],
+            |r| r.get(0),
+        )
         .optional()?
         .flatten();
     let schema_text = match (schema, &stored) {
@@ -253,24 +303,44 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
         }
         (None, Some(old)) => old.clone(),
         (None, None) if messages.iter().all(|m| m.headers.operation.is_none()) => String::new(),
-        (None, None) => return Err(ClientError::Protocol("changes arrived before the shape's schema".into())),
+        (None, None) => {
+            return Err(ClientError::Protocol(
+                "changes arrived before the shape's schema".into(),
+            ))
+        }
     };
-    let columns = if schema_text.is_empty() { vec![] } else { parse_schema(&schema_text)? };
+    let columns = if schema_text.is_empty() {
+        vec![]
+    } else {
+        parse_schema(&schema_text)?
+    };
     let mut applied = 0;
     let mut txids = vec![];
     // Rows with pending local writes exist rarely; look them up per row only then.
-    let any_shadow: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1)", [&local], |r| r.get(0))?;
+    let any_shadow: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1)",
+        [&local],
+        |r| r.get(0),
+    )?;
     let mut sql_cache = SqlCache::default();
     for m in &messages {
         if m.headers.control.as_deref() == Some("snapshot-end") {
             // Pushed transactions the snapshot already contains will not come back as changes.
             let num = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|x| x.parse::<u64>().ok());
             if let (Some(xmin), Some(xmax)) = (num(&m.headers.xmin), num(&m.headers.xmax)) {
-                let xip: Vec<u64> = m.headers.xip_list.iter().flatten().filter_map(|x| x.parse().ok()).collect();
+                let xip: Vec<u64> = m
+                    .headers
+                    .xip_list
+                    .iter()
+                    .flatten()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
                 crate::outbox::retire_visible(&tx, xmin, xmax, &xip)?;
             }
         }
-        let (Some(op), Some(value)) = (m.headers.operation.as_deref(), m.value.as_ref()) else { continue };
+        let (Some(op), Some(value)) = (m.headers.operation.as_deref(), m.value.as_ref()) else {
+            continue;
+        };
         // A row with pending local writes: the change goes to its server version, and the row
         // is rebuilt with the pending writes on top.
         let shadow = if any_shadow {
@@ -286,7 +356,11 @@ pub fn apply(db: &mut Connection, def: &ShapeDef, schema: Option<&str>, batch: B
             _ => apply_change(&tx, &local, &columns, op, value, &mut sql_cache)?,
         }
         if let Some(ids) = &m.headers.txids {
-            txids.extend(ids.iter().map(|t| t.as_str().map(String::from).unwrap_or_else(|| t.to_string())));
+            txids.extend(ids.iter().map(|t| {
+                t.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| t.to_string())
+            }));
         }
         applied += 1;
     }
@@ -327,22 +401,55 @@ fn apply_change(
     value: &Row<'_>,
     cache: &mut SqlCache,
 ) -> Result<(), ClientError> {
-    let affinity = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.affinity).unwrap_or(Affinity::Text);
+    let affinity = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.affinity)
+            .unwrap_or(Affinity::Text)
+    };
     let pk = key_columns(columns);
-    let key_filter = || pk.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ");
+    let key_filter = || {
+        pk.iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
     let key_values = || -> Vec<rusqlite::types::Value> {
-        pk.iter().map(|c| c.affinity.value(value.get(c.name.as_str()).and_then(|v| v.as_deref()))).collect()
+        pk.iter()
+            .map(|c| {
+                c.affinity
+                    .value(value.get(c.name.as_str()).and_then(|v| v.as_deref()))
+            })
+            .collect()
     };
     let t = quote(local);
     match op {
         "insert" => {
-            let vals: Vec<rusqlite::types::Value> = value.iter().map(|(k, v)| affinity(k).value(v.as_deref())).collect();
-            if cache.insert.is_empty() || !value.keys().map(|k| k.as_ref()).eq(cache.names.iter().map(String::as_str)) {
+            let vals: Vec<rusqlite::types::Value> = value
+                .iter()
+                .map(|(k, v)| affinity(k).value(v.as_deref()))
+                .collect();
+            if cache.insert.is_empty()
+                || !value
+                    .keys()
+                    .map(|k| k.as_ref())
+                    .eq(cache.names.iter().map(String::as_str))
+            {
                 cache.names = value.keys().map(|k| k.to_string()).collect();
                 cache.insert = format!(
                     "INSERT OR REPLACE INTO {t} ({}) VALUES ({})",
-                    cache.names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
-                    (1..=cache.names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+                    cache
+                        .names
+                        .iter()
+                        .map(|n| quote(n))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    (1..=cache.names.len())
+                        .map(|i| format!("?{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             let refs: Vec<&dyn ToSql> = vals.iter().map(|v| v as &dyn ToSql).collect();
@@ -357,8 +464,16 @@ fn apply_change(
             if set.is_empty() || pk.is_empty() {
                 return Ok(());
             }
-            let assignments: Vec<String> = set.iter().enumerate().map(|(i, (k, _))| format!("{} = ?{}", quote(k), pk.len() + i + 1)).collect();
-            let sql = format!("UPDATE {t} SET {} WHERE {}", assignments.join(", "), key_filter());
+            let assignments: Vec<String> = set
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| format!("{} = ?{}", quote(k), pk.len() + i + 1))
+                .collect();
+            let sql = format!(
+                "UPDATE {t} SET {} WHERE {}",
+                assignments.join(", "),
+                key_filter()
+            );
             let keys = key_values();
             let mut all: Vec<&dyn ToSql> = keys.iter().map(|v| v as &dyn ToSql).collect();
             all.extend(set.iter().map(|(_, v)| v as &dyn ToSql));
@@ -390,7 +505,10 @@ pub fn drop_expired(db: &mut Connection, now_ms: i64) -> Result<Vec<String>, Cli
         .collect::<Result<_, _>>()?;
     for local in &expired {
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(local)))?;
-        tx.execute("DELETE FROM _ferrite_shapes WHERE local_table = ?1", [local])?;
+        tx.execute(
+            "DELETE FROM _ferrite_shapes WHERE local_table = ?1",
+            [local],
+        )?;
     }
     tx.commit()?;
     Ok(expired)
@@ -399,7 +517,11 @@ pub fn drop_expired(db: &mut Connection, now_ms: i64) -> Result<Vec<String>, Cli
 /// Starts a shape over after a 409 (the server's shape was replaced): the next sync reads
 /// `new_handle` from offset -1. The old rows stay readable until the new shape's first response
 /// replaces the table (its schema differs from none).
-pub fn reset(db: &mut Connection, def: &ShapeDef, new_handle: Option<&str>) -> Result<(), ClientError> {
+pub fn reset(
+    db: &mut Connection,
+    def: &ShapeDef,
+    new_handle: Option<&str>,
+) -> Result<(), ClientError> {
     let local = def.local_table();
     let tx = db.transaction()?;
     tx.execute(

@@ -39,8 +39,26 @@ pub enum Status {
     },
 }
 
-/// Backoff between failed attempts (jittered by ±20%), unless the server says `retry-after`.
-const BACKOFF_SECS: [u64; 5] = [1, 2, 5, 10, 30];
+/// Whether a subscription is talking to the server, as a watchable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The last attempt could not reach the server; waiting to retry.
+    Disconnected,
+    /// Trying to reach the server (first attempt, or the first after a failure).
+    Connecting,
+    /// The server answered the last request.
+    Connected,
+}
+
+/// Default waits between failed attempts (jittered by ±20%) unless the server says
+/// `retry-after`; see [`Client::set_backoff`].
+pub const DEFAULT_BACKOFF: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+];
 
 enum Step {
     /// Applied a response; whether it ended up to date.
@@ -56,9 +74,13 @@ impl Client {
         let mut report = SyncReport::default();
         let mut pos = self.position(def)?;
         let mut applying: Option<tokio::task::JoinHandle<Result<usize, ClientError>>> = None;
-        async fn finish(h: Option<tokio::task::JoinHandle<Result<usize, ClientError>>>) -> Result<usize, ClientError> {
+        async fn finish(
+            h: Option<tokio::task::JoinHandle<Result<usize, ClientError>>>,
+        ) -> Result<usize, ClientError> {
             match h {
-                Some(h) => h.await.map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?,
+                Some(h) => h
+                    .await
+                    .map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?,
                 None => Ok(0),
             }
         }
@@ -76,7 +98,9 @@ impl Client {
                     pos = data.next.clone();
                     let done = pos.up_to_date;
                     let (client, def) = (self.clone(), def.clone());
-                    applying = Some(tokio::spawn(async move { client.apply_fetched(&def, data).await }));
+                    applying = Some(tokio::spawn(async move {
+                        client.apply_fetched(&def, data).await
+                    }));
                     if done {
                         report.changes += finish(applying.take()).await?;
                         return Ok(report);
@@ -91,12 +115,19 @@ impl Client {
     /// `retry-after`) and tries again.
     pub fn subscribe(&self, def: ShapeDef) -> Subscription {
         let (tx, rx) = watch::channel(Status::Syncing);
+        let (connection_tx, connection) = watch::channel(ConnectionState::Connecting);
+        let set_connection = move |state: ConnectionState| {
+            connection_tx.send_if_modified(|c| std::mem::replace(c, state) != state);
+        };
         let retry = Arc::new(Notify::new());
         let (client, wake) = (self.clone(), retry.clone());
         let task = tokio::spawn(async move {
             let mut failures = 0usize;
             let mut live = false;
             loop {
+                if failures > 0 {
+                    set_connection(ConnectionState::Connecting);
+                }
                 // Queued local writes go out first whenever the server is reachable.
                 let pushed = match client.pending() {
                     Ok(0) => Ok(()),
@@ -110,19 +141,42 @@ impl Client {
                 match stepped {
                     Ok(Step::Applied { up_to_date }) => {
                         failures = 0;
+                        set_connection(ConnectionState::Connected);
                         live = up_to_date || live;
-                        tx.send_replace(if up_to_date { Status::Synced } else { Status::Syncing });
+                        tx.send_replace(if up_to_date {
+                            Status::Synced
+                        } else {
+                            Status::Syncing
+                        });
                     }
                     Ok(Step::Refetch) => {
+                        failures = 0;
+                        set_connection(ConnectionState::Connected);
                         live = false;
                         tx.send_replace(Status::Syncing);
                     }
                     Err(e) => {
-                        let wait = backoff(failures, retry_after(&e));
+                        let schedule = client
+                            .inner
+                            .backoff
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone();
+                        let wait = backoff(&schedule, failures, retry_after(&e));
                         failures += 1;
+                        // A refusal is still an answer: the server is reachable.
+                        set_connection(match &e {
+                            ClientError::Unreachable(_) => ConnectionState::Disconnected,
+                            _ => ConnectionState::Connected,
+                        });
                         tx.send_replace(match &e {
-                            ClientError::Unreachable(_) => Status::Offline { pending: client.pending().unwrap_or(0) },
-                            other => Status::Error { reason: other.to_string(), retry_in: wait },
+                            ClientError::Unreachable(_) => Status::Offline {
+                                pending: client.pending().unwrap_or(0),
+                            },
+                            other => Status::Error {
+                                reason: other.to_string(),
+                                retry_in: wait,
+                            },
                         });
                         tracing::debug!(error = %e, ?wait, "shape sync failed; retrying");
                         tokio::select! {
@@ -133,7 +187,12 @@ impl Client {
                 }
             }
         });
-        Subscription { status: rx, retry, task }
+        Subscription {
+            status: rx,
+            connection,
+            retry,
+            task,
+        }
     }
 
     /// One request from the stored position; applies it (or starts over on 409).
@@ -155,7 +214,14 @@ impl Client {
     async fn reset(&self, def: &ShapeDef, new_handle: Option<String>) -> Result<(), ClientError> {
         let inner = self.inner.clone();
         let def = def.clone();
-        blocking(move || store::reset(&mut inner.db.lock().unwrap_or_else(|p| p.into_inner()), &def, new_handle.as_deref())).await
+        blocking(move || {
+            store::reset(
+                &mut inner.db.lock().unwrap_or_else(|p| p.into_inner()),
+                &def,
+                new_handle.as_deref(),
+            )
+        })
+        .await
     }
 
     async fn apply_fetched(&self, def: &ShapeDef, data: Data) -> Result<usize, ClientError> {
@@ -163,13 +229,26 @@ impl Client {
         let def = def.clone();
         blocking(move || {
             let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
-            store::apply(&mut db, &def, data.schema.as_deref(), Batch { body: &data.body, next: &data.next })
+            store::apply(
+                &mut db,
+                &def,
+                data.schema.as_deref(),
+                Batch {
+                    body: &data.body,
+                    next: &data.next,
+                },
+            )
         })
         .await
     }
 
     /// One request from `pos` (nothing applied yet).
-    async fn fetch(&self, def: &ShapeDef, pos: &ShapePosition, live: bool) -> Result<Fetched, ClientError> {
+    async fn fetch(
+        &self,
+        def: &ShapeDef,
+        pos: &ShapePosition,
+        live: bool,
+    ) -> Result<Fetched, ClientError> {
         let mut q = def.query();
         q.push(("offset".into(), pos.offset.clone()));
         if let Some(h) = &pos.handle {
@@ -184,14 +263,27 @@ impl Client {
                 q.push(("cursor".into(), c.clone()));
             }
         }
-        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&q).finish();
-        let mut req = self.inner.http.get(format!("{}/v1/shape?{query}", self.inner.base));
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&q)
+            .finish();
+        let mut req = self
+            .inner
+            .http
+            .get(format!("{}/v1/shape?{query}", self.inner.base));
         if let Some(t) = self.inner.token.token() {
             req = req.bearer_auth(t);
         }
-        let r = req.send().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let r = req
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let status = r.status().as_u16();
-        let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+        let header = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
         if status == 409 {
             return Ok(Fetched::Refetch(header("electric-handle")));
         }
@@ -202,19 +294,30 @@ impl Client {
                 .ok()
                 .and_then(|v| v["message"].as_str().map(String::from))
                 .unwrap_or(body);
-            return Err(ClientError::Refused { status, message, retry_after });
+            return Err(ClientError::Refused {
+                status,
+                message,
+                retry_after,
+            });
         }
         let next = ShapePosition {
             handle: header("electric-handle").or(pos.handle.clone()),
-            offset: header("electric-offset").ok_or_else(|| ClientError::Protocol("response without electric-offset".into()))?,
+            offset: header("electric-offset")
+                .ok_or_else(|| ClientError::Protocol("response without electric-offset".into()))?,
             cursor: header("electric-cursor").or(pos.cursor.clone()),
             schema: None,
             up_to_date: header("electric-up-to-date").is_some(),
         };
         let schema = header("electric-schema");
         // Parsed where it is applied, on a blocking thread.
-        let body = r.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
-        self.inner.counters.bytes_received.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let body = r
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        self.inner
+            .counters
+            .bytes_received
+            .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Fetched::Data(Data { body, next, schema }))
     }
 }
@@ -235,8 +338,12 @@ struct Data {
 }
 
 /// Runs SQLite work on a blocking thread.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ClientError> + Send + 'static) -> Result<T, ClientError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?
 }
 
 fn retry_after(e: &ClientError) -> Option<u64> {
@@ -246,18 +353,21 @@ fn retry_after(e: &ClientError) -> Option<u64> {
     }
 }
 
-/// The wait before attempt `failures + 1`.
-fn backoff(failures: usize, retry_after: Option<u64>) -> Duration {
+/// The wait before attempt `failures + 1`: the schedule's step (the last one repeats), jittered.
+fn backoff(schedule: &[Duration], failures: usize, retry_after: Option<u64>) -> Duration {
     if let Some(s) = retry_after {
         return Duration::from_secs(s);
     }
-    let base = BACKOFF_SECS[failures.min(BACKOFF_SECS.len() - 1)] as f64;
-    Duration::from_secs_f64(base * rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2))
+    let Some(last) = schedule.len().checked_sub(1) else {
+        return Duration::ZERO;
+    };
+    schedule[failures.min(last)].mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2))
 }
 
 /// A shape kept live in the background; stops when dropped.
 pub struct Subscription {
     status: watch::Receiver<Status>,
+    connection: watch::Receiver<ConnectionState>,
     retry: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -266,6 +376,11 @@ impl Subscription {
     /// The subscription's status, to watch.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// Whether the subscription is reaching the server, to watch.
+    pub fn connection(&self) -> watch::Receiver<ConnectionState> {
+        self.connection.clone()
     }
 
     /// Ends the wait after a failure and tries again now.
@@ -286,11 +401,22 @@ mod tests {
 
     #[test]
     fn backoff_follows_the_schedule_with_jitter_and_honours_retry_after() {
-        for (failures, base) in [(0, 1.0), (1, 2.0), (2, 5.0), (3, 10.0), (4, 30.0), (9, 30.0)] {
-            let d = backoff(failures, None).as_secs_f64();
+        for (failures, base) in [
+            (0, 1.0),
+            (1, 2.0),
+            (2, 5.0),
+            (3, 10.0),
+            (4, 30.0),
+            (9, 30.0),
+        ] {
+            let d = backoff(&DEFAULT_BACKOFF, failures, None).as_secs_f64();
             assert!(d >= base * 0.8 && d <= base * 1.2, "{failures}: {d}");
         }
-        assert_eq!(backoff(0, Some(7)), Duration::from_secs(7));
+        assert_eq!(
+            backoff(&DEFAULT_BACKOFF, 0, Some(7)),
+            Duration::from_secs(7)
+        );
+        assert_eq!(backoff(&[], 3, None), Duration::ZERO);
     }
 }
 
@@ -316,14 +442,21 @@ impl Client {
             let inner = self.inner.clone();
             let (client_id, txns) = blocking(move || {
                 let db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
-                Ok((crate::outbox::client_id(&db)?, crate::outbox::pending(&db, batch)?))
+                Ok((
+                    crate::outbox::client_id(&db)?,
+                    crate::outbox::pending(&db, batch)?,
+                ))
             })
             .await?;
             if txns.is_empty() {
                 return Ok(report);
             }
-            let payload = serde_json::json!({"client_id": client_id, "transactions": txns}).to_string();
-            self.inner.counters.bytes_sent.fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let payload =
+                serde_json::json!({"client_id": client_id, "transactions": txns}).to_string();
+            self.inner
+                .counters
+                .bytes_sent
+                .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let mut req = self
                 .inner
                 .http
@@ -333,17 +466,38 @@ impl Client {
             if let Some(t) = self.inner.token.token() {
                 req = req.bearer_auth(t);
             }
-            let r = req.send().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            let r = req
+                .send()
+                .await
+                .map_err(|e| ClientError::Unreachable(e.to_string()))?;
             let status = r.status().as_u16();
-            let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            let body: Value = r.json().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let body: Value = r
+                .json()
+                .await
+                .map_err(|e| ClientError::Unreachable(e.to_string()))?;
             if status != 200 {
-                let message = body["message"].as_str().map(String::from).unwrap_or_else(|| body.to_string());
-                return Err(ClientError::Refused { status, message, retry_after });
+                let message = body["message"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| body.to_string());
+                return Err(ClientError::Refused {
+                    status,
+                    message,
+                    retry_after,
+                });
             }
             let results = body["results"].as_array().cloned().unwrap_or_default();
             if results.len() != txns.len() {
-                return Err(ClientError::Protocol(format!("{} results for {} transactions", results.len(), txns.len())));
+                return Err(ClientError::Protocol(format!(
+                    "{} results for {} transactions",
+                    results.len(),
+                    txns.len()
+                )));
             }
             report.sent += txns.len();
             for r in &results {
@@ -379,11 +533,22 @@ impl Client {
             .await
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         if !r.status().is_success() {
-            return Err(ClientError::Refused { status: r.status().as_u16(), message: "GET /v1/config".into(), retry_after: None });
+            return Err(ClientError::Refused {
+                status: r.status().as_u16(),
+                message: "GET /v1/config".into(),
+                retry_after: None,
+            });
         }
-        let v: Value = r.json().await.map_err(|e| ClientError::Protocol(format!("/v1/config: {e}")))?;
-        let queue = v["max_offline_queue"].as_u64().ok_or_else(|| ClientError::Protocol("/v1/config without max_offline_queue".into()))?;
-        let batch = v["sync_batch_size"].as_u64().ok_or_else(|| ClientError::Protocol("/v1/config without sync_batch_size".into()))?;
+        let v: Value = r
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("/v1/config: {e}")))?;
+        let queue = v["max_offline_queue"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Protocol("/v1/config without max_offline_queue".into()))?;
+        let batch = v["sync_batch_size"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Protocol("/v1/config without sync_batch_size".into()))?;
         self.set_limits(queue as usize, batch as usize);
         Ok(())
     }

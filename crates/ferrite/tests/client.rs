@@ -3,8 +3,10 @@
 //! rotation starts the shape over, and a subscription stays live.
 
 mod common;
+#[path = "common/fault_proxy.rs"]
+mod fault_proxy;
 use common::*;
-use ferrite_client::{Client, ShapeDef, Status, TokenSource};
+use ferrite_client::{Client, ConnectionState, ShapeDef, Status, TokenSource};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -34,7 +36,12 @@ async fn oracle(c: &tokio_postgres::Client, filter: &str) -> Vec<Vec<Value>> {
 }
 
 fn local(client: &Client, table: &str) -> Vec<Vec<Value>> {
-    client.query(&format!("SELECT id, pipeline, name, x, done, note FROM {table} ORDER BY id"), &[]).unwrap()
+    client
+        .query(
+            &format!("SELECT id, pipeline, name, x, done, note FROM {table} ORDER BY id"),
+            &[],
+        )
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,14 +53,19 @@ async fn shapes_land_in_sqlite_and_a_reopened_replica_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replica.db");
     let all = ShapeDef::table("steps");
-    let one = ShapeDef::table("steps").filter("pipeline = 1").into_table("pipeline_1");
+    let one = ShapeDef::table("steps")
+        .filter("pipeline = 1")
+        .into_table("pipeline_1");
     {
         let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
         let report = client.sync(&all).await.unwrap();
         assert_eq!(report.changes, 300);
         client.sync(&one).await.unwrap();
         assert_eq!(local(&client, "steps"), oracle(&c, "").await);
-        assert_eq!(local(&client, "pipeline_1"), oracle(&c, "WHERE pipeline = 1").await);
+        assert_eq!(
+            local(&client, "pipeline_1"),
+            oracle(&c, "WHERE pipeline = 1").await
+        );
     }
     // While the app is closed: inserts, updates (including to NULL) and deletes.
     c.batch_execute(
@@ -64,25 +76,42 @@ async fn shapes_land_in_sqlite_and_a_reopened_replica_resumes() {
     )
     .await
     .unwrap();
-    let initial_before = s.server.state.metrics.requests_initial.load(Ordering::Relaxed);
+    let initial_before = s
+        .server
+        .state
+        .metrics
+        .requests_initial
+        .load(Ordering::Relaxed);
     let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         client.sync(&all).await.unwrap();
         client.sync(&one).await.unwrap();
-        if local(&client, "steps") == oracle(&c, "").await && local(&client, "pipeline_1") == oracle(&c, "WHERE pipeline = 1").await {
+        if local(&client, "steps") == oracle(&c, "").await
+            && local(&client, "pipeline_1") == oracle(&c, "WHERE pipeline = 1").await
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "the reopened replica never caught up");
+        assert!(
+            Instant::now() < deadline,
+            "the reopened replica never caught up"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        s.server.state.metrics.requests_initial.load(Ordering::Relaxed),
+        s.server
+            .state
+            .metrics
+            .requests_initial
+            .load(Ordering::Relaxed),
         initial_before,
         "resumed from stored offsets: no request started a shape over"
     );
     // One local table per shape.
-    let clash = client.sync(&ShapeDef::table("steps").filter("pipeline = 2")).await.unwrap_err();
+    let clash = client
+        .sync(&ShapeDef::table("steps").filter("pipeline = 2"))
+        .await
+        .unwrap_err();
     assert!(clash.to_string().contains("into_table"), "{clash}");
 }
 
@@ -98,12 +127,17 @@ async fn a_rotated_shape_starts_over_and_a_subscription_stays_live() {
     client.sync(&all).await.unwrap();
     let old_handle = client.position(&all).unwrap().handle.unwrap();
     // TRUNCATE rotates every shape on the table: the next request gets a 409.
-    c.batch_execute("TRUNCATE steps; INSERT INTO steps VALUES (1, 0, 'only', 1.0, false, NULL);").await.unwrap();
+    c.batch_execute("TRUNCATE steps; INSERT INTO steps VALUES (1, 0, 'only', 1.0, false, NULL);")
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut refetches = 0;
     while local(&client, "steps") != oracle(&c, "").await {
         refetches += client.sync(&all).await.unwrap().refetches;
-        assert!(Instant::now() < deadline, "never converged after the rotation");
+        assert!(
+            Instant::now() < deadline,
+            "never converged after the rotation"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(refetches >= 1);
@@ -112,8 +146,16 @@ async fn a_rotated_shape_starts_over_and_a_subscription_stays_live() {
     // Live: changes arrive without asking, and the status says so.
     let sub = client.subscribe(all.clone());
     let mut status = sub.status();
-    tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| *s == Status::Synced)).await.unwrap().unwrap();
-    c.batch_execute("INSERT INTO steps VALUES (2, 0, 'live', 2.0, true, 'y')").await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| *s == Status::Synced),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    c.batch_execute("INSERT INTO steps VALUES (2, 0, 'live', 2.0, true, 'y')")
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while local(&client, "steps") != oracle(&c, "").await {
         assert!(Instant::now() < deadline, "the live change never arrived");
@@ -122,14 +164,29 @@ async fn a_rotated_shape_starts_over_and_a_subscription_stays_live() {
 
     // The server goes away: the subscription reports offline (and keeps retrying with backoff).
     s.server.shutdown().await;
-    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| matches!(s, Status::Offline { .. }))).await.unwrap().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        status.wait_for(|s| matches!(s, Status::Offline { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }
 
 /// Runs `ferrite client <args>` off the async runtime (the server runs on it); its stdout.
 async fn cli(args: Vec<String>) -> String {
     tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(ferrite_bin()).arg("client").args(&args).env("FERRITE_LOG", "warn").output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(ferrite_bin())
+            .arg("client")
+            .args(&args)
+            .env("FERRITE_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     })
     .await
@@ -145,25 +202,82 @@ async fn the_cli_syncs_queries_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cli.db").to_str().unwrap().to_string();
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let out = cli(args(&["sync", "--db", &file, "--server", &s.base, "--table", "steps", "--where", "pipeline = 1", "--into", "mine"])).await;
+    let out = cli(args(&[
+        "sync",
+        "--db",
+        &file,
+        "--server",
+        &s.base,
+        "--table",
+        "steps",
+        "--where",
+        "pipeline = 1",
+        "--into",
+        "mine",
+    ]))
+    .await;
     assert!(out.contains("up to date (100 changes"), "{out}");
-    let out = cli(args(&["query", "--db", &file, "SELECT count(*), min(id), max(id) FROM mine"])).await;
+    let out = cli(args(&[
+        "query",
+        "--db",
+        &file,
+        "SELECT count(*), min(id), max(id) FROM mine",
+    ]))
+    .await;
     assert_eq!(out.trim(), "[100,1,298]");
     let out = cli(args(&["status", "--db", &file])).await;
-    assert!(out.starts_with("mine: ") && out.contains("up to date"), "{out}");
+    assert!(
+        out.starts_with("mine: ") && out.contains("up to date"),
+        "{out}"
+    );
     // Offline writes from the shell, pushed later.
-    let out = cli(args(&["write", "--db", &file, "--table", "mine", "--update", r#"{"id":"1"}"#, "--set", r#"{"name":"from the shell"}"#])).await;
+    let out = cli(args(&[
+        "write",
+        "--db",
+        &file,
+        "--table",
+        "mine",
+        "--update",
+        r#"{"id":"1"}"#,
+        "--set",
+        r#"{"name":"from the shell"}"#,
+    ]))
+    .await;
     assert!(out.contains("1 waiting to be pushed"), "{out}");
-    let out = cli(args(&["write", "--db", &file, "--table", "mine", "--insert", r#"{"id":"900","pipeline":"1","name":"new"}"#])).await;
+    let out = cli(args(&[
+        "write",
+        "--db",
+        &file,
+        "--table",
+        "mine",
+        "--insert",
+        r#"{"id":"900","pipeline":"1","name":"new"}"#,
+    ]))
+    .await;
     assert!(out.contains("2 waiting"), "{out}");
     let out = cli(args(&["push", "--db", &file, "--server", &s.base])).await;
-    assert!(out.contains("pushed 2 transactions: 2 accepted, 0 rejected"), "{out}");
-    let names: Vec<String> = c.query("SELECT name FROM steps WHERE id IN (1, 900) ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(
+        out.contains("pushed 2 transactions: 2 accepted, 0 rejected"),
+        "{out}"
+    );
+    let names: Vec<String> = c
+        .query(
+            "SELECT name FROM steps WHERE id IN (1, 900) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(names, vec!["from the shell".to_string(), "new".to_string()]);
 }
 
 fn text(pairs: &[(&str, Option<&str>)]) -> ferrite_client::Values {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.map(String::from))).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.map(String::from)))
+        .collect()
 }
 
 fn count(client: &Client, sql: &str) -> i64 {
@@ -178,7 +292,11 @@ async fn converge(client: &Client, c: &tokio_postgres::Client, def: &ShapeDef) {
         if local(client, "steps") == oracle(c, "").await {
             return;
         }
-        assert!(Instant::now() < deadline, "local {:?}", local(client, "steps").len());
+        assert!(
+            Instant::now() < deadline,
+            "local {:?}",
+            local(client, "steps").len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -198,36 +316,84 @@ async fn offline_writes_survive_a_restart_and_are_applied_once() {
         client.sync(&all).await.unwrap();
         client
             .write(&[
-                Change::Insert { table: "steps".into(), values: text(&[("id", Some("1000")), ("pipeline", Some("1")), ("name", Some("offline")), ("done", Some("t"))]) },
-                Change::Update { table: "steps".into(), key: text(&[("id", Some("1"))]), set: text(&[("name", Some("edited")), ("note", None)]) },
+                Change::Insert {
+                    table: "steps".into(),
+                    values: text(&[
+                        ("id", Some("1000")),
+                        ("pipeline", Some("1")),
+                        ("name", Some("offline")),
+                        ("done", Some("t")),
+                    ]),
+                },
+                Change::Update {
+                    table: "steps".into(),
+                    key: text(&[("id", Some("1"))]),
+                    set: text(&[("name", Some("edited")), ("note", None)]),
+                },
             ])
             .unwrap();
-        client.write(&[Change::Delete { table: "steps".into(), key: text(&[("id", Some("2"))]) }]).unwrap();
+        client
+            .write(&[Change::Delete {
+                table: "steps".into(),
+                key: text(&[("id", Some("2"))]),
+            }])
+            .unwrap();
         // Readable at once, before any push.
-        assert_eq!(client.query("SELECT name, done FROM steps WHERE id = 1000", &[]).unwrap(), vec![vec![json!("offline"), json!(1)]]);
-        assert_eq!(client.query("SELECT name, note FROM steps WHERE id = 1", &[]).unwrap(), vec![vec![json!("edited"), Value::Null]]);
+        assert_eq!(
+            client
+                .query("SELECT name, done FROM steps WHERE id = 1000", &[])
+                .unwrap(),
+            vec![vec![json!("offline"), json!(1)]]
+        );
+        assert_eq!(
+            client
+                .query("SELECT name, note FROM steps WHERE id = 1", &[])
+                .unwrap(),
+            vec![vec![json!("edited"), Value::Null]]
+        );
         assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE id = 2"), 0);
         assert_eq!(client.pending().unwrap(), 2);
     } // the app is killed before pushing
     let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
     assert_eq!(client.pending().unwrap(), 2, "the outbox survived");
-    assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE id = 1000"), 1, "and so did the local effects");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM steps WHERE id = 1000"),
+        1,
+        "and so did the local effects"
+    );
     // A push whose answer was lost: the server applied it, the client never recorded the results.
     let lost = {
         let replica = rusqlite_free_pending(&path);
-        send(reqwest::Client::new().post(format!("{}/v1/transactions", s.base)).json(&replica)).await
+        send(
+            reqwest::Client::new()
+                .post(format!("{}/v1/transactions", s.base))
+                .json(&replica),
+        )
+        .await
     };
     assert_eq!(lost.status, 200, "{}", lost.text);
     let report = client.push().await.unwrap();
     assert_eq!((report.sent, report.accepted), (2, 2), "{report:?}");
     assert_eq!(client.push().await.unwrap().sent, 0, "nothing left to send");
     let m = client.metrics().unwrap();
-    assert_eq!((m.pending, m.applied, m.merged, m.rejected), (0, 2, 0, 0), "{m:?}");
+    assert_eq!(
+        (m.pending, m.applied, m.merged, m.rejected),
+        (0, 2, 0, 0),
+        "{m:?}"
+    );
     assert!(m.bytes_sent > 0 && m.last_sync_ms.is_some(), "{m:?}");
-    let applied: i64 = c.query_one("SELECT count(*) FROM ferrite.client_results", &[]).await.unwrap().get(0);
+    let applied: i64 = c
+        .query_one("SELECT count(*) FROM ferrite.client_results", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(applied, 2, "each transaction applied once");
     converge(&client, &c, &all).await;
-    assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_outbox"), 0, "txids came back through the shape");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _ferrite_outbox"),
+        0,
+        "txids came back through the shape"
+    );
     assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_shadow"), 0);
 }
 
@@ -235,9 +401,19 @@ async fn offline_writes_survive_a_restart_and_are_applied_once() {
 /// replay a push whose response was lost).
 fn rusqlite_free_pending(path: &std::path::Path) -> Value {
     let client = Client::open(path, "http://unused", TokenSource::None).unwrap();
-    let id = client.query("SELECT value FROM _ferrite_meta WHERE key = 'client_id'", &[]).unwrap();
+    let id = client
+        .query(
+            "SELECT value FROM _ferrite_meta WHERE key = 'client_id'",
+            &[],
+        )
+        .unwrap();
     let client_id = id.first().map(|r| r[0].clone()).unwrap_or(Value::Null);
-    let rows = client.query("SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id", &[]).unwrap();
+    let rows = client
+        .query(
+            "SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id",
+            &[],
+        )
+        .unwrap();
     let txns: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -257,59 +433,135 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
-    c.batch_execute("ALTER TABLE steps ADD CHECK (x >= 0)").await.unwrap();
+    c.batch_execute("ALTER TABLE steps ADD CHECK (x >= 0)")
+        .await
+        .unwrap();
     let s = TestServer::start(&db).await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
     let all = ShapeDef::table("steps");
     client.sync(&all).await.unwrap();
     // A write the server refuses: visible until the answer, then rolled back with the reason.
-    client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("3"))]), set: text(&[("x", Some("-5"))]) }]).unwrap();
-    assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(-5.0)]]);
+    client
+        .write(&[Change::Update {
+            table: "steps".into(),
+            key: text(&[("id", Some("3"))]),
+            set: text(&[("x", Some("-5"))]),
+        }])
+        .unwrap();
+    assert_eq!(
+        client
+            .query("SELECT x FROM steps WHERE id = 3", &[])
+            .unwrap(),
+        vec![vec![json!(-5.0)]]
+    );
     let report = client.push().await.unwrap();
     assert_eq!(report.rejected.len(), 1);
     assert_eq!(report.rejected[0]["error"]["code"], "constraint");
-    assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(4.5)]], "rolled back");
+    assert_eq!(
+        client
+            .query("SELECT x FROM steps WHERE id = 3", &[])
+            .unwrap(),
+        vec![vec![json!(4.5)]],
+        "rolled back"
+    );
     assert_eq!(client.metrics().unwrap().rejected, 1);
     assert!(client.metrics().unwrap().bytes_received > 0);
 
     // A pending write on a row the server changes meanwhile: the server's change shows, with
     // the pending write on top; after the push both are in Postgres and locally.
-    client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("5"))]), set: text(&[("name", Some("mine"))]) }]).unwrap();
-    c.batch_execute("UPDATE steps SET x = 99 WHERE id = 5").await.unwrap();
+    client
+        .write(&[Change::Update {
+            table: "steps".into(),
+            key: text(&[("id", Some("5"))]),
+            set: text(&[("name", Some("mine"))]),
+        }])
+        .unwrap();
+    c.batch_execute("UPDATE steps SET x = 99 WHERE id = 5")
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while client.query("SELECT x FROM steps WHERE id = 5", &[]).unwrap() != vec![vec![json!(99.0)]] {
+    while client
+        .query("SELECT x FROM steps WHERE id = 5", &[])
+        .unwrap()
+        != vec![vec![json!(99.0)]]
+    {
         client.sync(&all).await.unwrap();
-        assert!(Instant::now() < deadline, "the server's change never arrived");
+        assert!(
+            Instant::now() < deadline,
+            "the server's change never arrived"
+        );
     }
-    assert_eq!(client.query("SELECT name FROM steps WHERE id = 5", &[]).unwrap(), vec![vec![json!("mine")]]);
+    assert_eq!(
+        client
+            .query("SELECT name FROM steps WHERE id = 5", &[])
+            .unwrap(),
+        vec![vec![json!("mine")]]
+    );
     client.push().await.unwrap();
     converge(&client, &c, &all).await;
 
     // The offline queue is bounded: a full queue refuses the write and changes nothing.
     client.set_limits(2, 100);
     for id in ["6", "7"] {
-        client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some(id))]), set: text(&[("name", Some("q"))]) }]).unwrap();
+        client
+            .write(&[Change::Update {
+                table: "steps".into(),
+                key: text(&[("id", Some(id))]),
+                set: text(&[("name", Some("q"))]),
+            }])
+            .unwrap();
     }
-    let full = client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("8"))]), set: text(&[("name", Some("q"))]) }]);
-    assert!(matches!(full, Err(ClientError::QueueFull { limit: 2 })), "{full:?}");
+    let full = client.write(&[Change::Update {
+        table: "steps".into(),
+        key: text(&[("id", Some("8"))]),
+        set: text(&[("name", Some("q"))]),
+    }]);
+    assert!(
+        matches!(full, Err(ClientError::QueueFull { limit: 2 })),
+        "{full:?}"
+    );
     assert_eq!(client.pending().unwrap(), 2);
-    assert_ne!(client.query("SELECT name FROM steps WHERE id = 8", &[]).unwrap(), vec![vec![json!("q")]]);
+    assert_ne!(
+        client
+            .query("SELECT name FROM steps WHERE id = 8", &[])
+            .unwrap(),
+        vec![vec![json!("q")]]
+    );
     // Unknown tables and columns are refused before anything is written.
     client.set_limits(1000, 100);
-    assert!(matches!(client.write(&[Change::Delete { table: "nope".into(), key: text(&[("id", Some("1"))]) }]), Err(ClientError::NotSynced(_))));
     assert!(matches!(
-        client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("1"))]), set: text(&[("colour", Some("red"))]) }]),
+        client.write(&[Change::Delete {
+            table: "nope".into(),
+            key: text(&[("id", Some("1"))])
+        }]),
+        Err(ClientError::NotSynced(_))
+    ));
+    assert!(matches!(
+        client.write(&[Change::Update {
+            table: "steps".into(),
+            key: text(&[("id", Some("1"))]),
+            set: text(&[("colour", Some("red"))])
+        }]),
         Err(ClientError::Invalid(_))
     ));
     // A subscription pushes the queue by itself and converges.
     let _sub = client.subscribe(all.clone());
     let deadline = Instant::now() + Duration::from_secs(15);
     while client.pending().unwrap() > 0 || local(&client, "steps") != oracle(&c, "").await {
-        assert!(Instant::now() < deadline, "the subscription never pushed and converged");
+        assert!(
+            Instant::now() < deadline,
+            "the subscription never pushed and converged"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let names: Vec<String> = c.query("SELECT name FROM steps WHERE id IN (6, 7)", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let names: Vec<String> = c
+        .query("SELECT name FROM steps WHERE id IN (6, 7)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(names, vec!["q".to_string(), "q".to_string()]);
 }
 
@@ -323,21 +575,59 @@ async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pendi
     let dir = tempfile::tempdir().unwrap();
     let client = Client::open(dir.path().join("t.db"), &s.base, TokenSource::None).unwrap();
     client.configure_from_server().await.unwrap(); // max_offline_queue = 1 from the server
-    let short = ShapeDef::table("steps").filter("pipeline = 0").into_table("p0").retain_for(Duration::from_secs(3));
-    let pending = ShapeDef::table("steps").filter("pipeline = 1").into_table("p1").retain_for(Duration::from_secs(3));
-    let kept = ShapeDef::table("steps").filter("pipeline = 2").into_table("p2");
+    let short = ShapeDef::table("steps")
+        .filter("pipeline = 0")
+        .into_table("p0")
+        .retain_for(Duration::from_secs(3));
+    let pending = ShapeDef::table("steps")
+        .filter("pipeline = 1")
+        .into_table("p1")
+        .retain_for(Duration::from_secs(3));
+    let kept = ShapeDef::table("steps")
+        .filter("pipeline = 2")
+        .into_table("p2");
     for def in [&short, &pending, &kept] {
         client.sync(def).await.unwrap();
     }
-    client.write(&[Change::Update { table: "p1".into(), key: text(&[("id", Some("1"))]), set: text(&[("name", Some("local"))]) }]).unwrap();
-    let over = client.write(&[Change::Update { table: "p1".into(), key: text(&[("id", Some("4"))]), set: text(&[("name", Some("x"))]) }]);
-    assert!(matches!(over, Err(ferrite_client::ClientError::QueueFull { limit: 1 })), "{over:?}");
-    assert!(client.drop_expired().unwrap().is_empty(), "nothing expired yet");
+    client
+        .write(&[Change::Update {
+            table: "p1".into(),
+            key: text(&[("id", Some("1"))]),
+            set: text(&[("name", Some("local"))]),
+        }])
+        .unwrap();
+    let over = client.write(&[Change::Update {
+        table: "p1".into(),
+        key: text(&[("id", Some("4"))]),
+        set: text(&[("name", Some("x"))]),
+    }]);
+    assert!(
+        matches!(
+            over,
+            Err(ferrite_client::ClientError::QueueFull { limit: 1 })
+        ),
+        "{over:?}"
+    );
+    assert!(
+        client.drop_expired().unwrap().is_empty(),
+        "nothing expired yet"
+    );
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     assert_eq!(client.drop_expired().unwrap(), vec!["p0".to_string()]);
-    assert!(client.query("SELECT count(*) FROM p0", &[]).is_err(), "its rows are gone");
-    assert_eq!(count(&client, "SELECT count(*) FROM p1"), 100, "pending writes keep a table");
-    assert_eq!(count(&client, "SELECT count(*) FROM p2"), 100, "no retention, kept");
+    assert!(
+        client.query("SELECT count(*) FROM p0", &[]).is_err(),
+        "its rows are gone"
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM p1"),
+        100,
+        "pending writes keep a table"
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM p2"),
+        100,
+        "no retention, kept"
+    );
     // Syncing it again starts from scratch.
     assert_eq!(client.sync(&short).await.unwrap().changes, 100);
 }
@@ -354,11 +644,23 @@ async fn pending_writes_survive_a_rotation_and_a_server_restart() {
     let all = ShapeDef::table("steps");
     let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
     client.sync(&all).await.unwrap();
-    client.write(&[Change::Update { table: "steps".into(), key: text(&[("id", Some("5"))]), set: text(&[("name", Some("mine"))]) }]).unwrap();
+    client
+        .write(&[Change::Update {
+            table: "steps".into(),
+            key: text(&[("id", Some("5"))]),
+            set: text(&[("name", Some("mine"))]),
+        }])
+        .unwrap();
     client
         .write(&[Change::Insert {
             table: "steps".into(),
-            values: text(&[("id", Some("777")), ("pipeline", Some("0")), ("name", Some("local")), ("x", Some("0")), ("done", Some("f"))]),
+            values: text(&[
+                ("id", Some("777")),
+                ("pipeline", Some("0")),
+                ("name", Some("local")),
+                ("x", Some("0")),
+                ("done", Some("f")),
+            ]),
         }])
         .unwrap();
     // The table is truncated and refilled: the shape rotates while the writes are pending.
@@ -366,8 +668,19 @@ async fn pending_writes_survive_a_rotation_and_a_server_restart() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         client.sync(&all).await.unwrap();
-        let rows = client.query("SELECT id, name FROM steps WHERE id IN (5, 777) ORDER BY id", &[]).unwrap();
-        if rows == vec![vec![json!(5), json!("mine")], vec![json!(777), json!("local")]] && count(&client, "SELECT count(*) FROM steps") == 11 {
+        let rows = client
+            .query(
+                "SELECT id, name FROM steps WHERE id IN (5, 777) ORDER BY id",
+                &[],
+            )
+            .unwrap();
+        if rows
+            == vec![
+                vec![json!(5), json!("mine")],
+                vec![json!(777), json!("local")],
+            ]
+            && count(&client, "SELECT count(*) FROM steps") == 11
+        {
             break; // the new snapshot with the pending writes on top
         }
         assert!(Instant::now() < deadline, "after the rotation: {rows:?}");
@@ -381,10 +694,98 @@ async fn pending_writes_survive_a_rotation_and_a_server_restart() {
     assert_eq!(client.pending().unwrap(), 2);
     assert_eq!(client.push().await.unwrap().accepted, 2);
     converge(&client, &c, &all).await;
-    let names: Vec<String> = c.query("SELECT name FROM steps WHERE id IN (5, 777) ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let names: Vec<String> = c
+        .query(
+            "SELECT name FROM steps WHERE id IN (5, 777) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     // Row 5 was rewritten directly after the offline edit was made: last writer wins, so the
     // edit is merged away; the new row 777 is in.
     assert_eq!(names, vec!["again 5".to_string(), "local".to_string()]);
-    assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_shadow"), 0, "nothing left waiting for a txid");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _ferrite_shadow"),
+        0,
+        "nothing left waiting for a txid"
+    );
     assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_outbox"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_connection_follow_the_network_and_retry_now_skips_the_backoff() {
+    use ferrite_client::Change;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| cfg.long_poll_timeout_ms = 1_000).await;
+    let network = fault_proxy::FaultProxy::start(&s.base, 1, fault_proxy::Faults::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("r.db"), &network.base, TokenSource::None).unwrap();
+    // Long enough that only retry_now() can explain a quick reconnect.
+    client.set_backoff(&[Duration::from_secs(120)]);
+    let all = ShapeDef::table("steps");
+    let sub = client.subscribe(all.clone());
+    let (mut status, mut connection) = (sub.status(), sub.connection());
+    let within = |secs| Duration::from_secs(secs);
+    tokio::time::timeout(within(10), status.wait_for(|s| *s == Status::Synced))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*connection.borrow(), ConnectionState::Connected);
+
+    // The network goes: the subscription says so, with what waits to be pushed.
+    network.set_online(false);
+    for name in ["offline 1", "offline 2"] {
+        client
+            .write(&[Change::Update {
+                table: "steps".into(),
+                key: text(&[("id", Some("1"))]),
+                set: text(&[("name", Some(name.into()))]),
+            }])
+            .unwrap();
+    }
+    tokio::time::timeout(
+        within(10),
+        connection.wait_for(|c| *c == ConnectionState::Disconnected),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tokio::time::timeout(
+        within(10),
+        status.wait_for(|s| *s == Status::Offline { pending: 2 }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    // Back, and a manual retry: connected, pushed and synced long before the 120 s backoff.
+    network.set_online(true);
+    sub.retry_now();
+    tokio::time::timeout(
+        within(10),
+        connection.wait_for(|c| *c == ConnectionState::Connected),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let deadline = Instant::now() + within(10);
+    while client.pending().unwrap() > 0 || local(&client, "steps") != oracle(&c, "").await {
+        assert!(
+            Instant::now() < deadline,
+            "retry_now did not reconnect, push and converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let name: String = c
+        .query_one("SELECT name FROM steps WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "offline 2");
+    assert!(network.counts().offline > 0);
 }

@@ -3,7 +3,7 @@
 //! client (requests refused, answers lost or cut, delays, duplicates, old requests replayed
 //! late, connections cut while offline), then all coming back on a clean network: every replica
 //! ends equal to Postgres, with every transaction applied exactly once. Seeded and replayable:
-//! `FERRITE_SEEDS=1,2,3` picks seeds, `FERRITE_SEEDS=1000` runs seeds 0..1000 (default 200).
+//! `FERRITE_SEEDS=1,2,3` picks seeds, `FERRITE_SEEDS=1000` runs seeds 0..1000 (default 300).
 
 mod common;
 #[path = "common/fault_proxy.rs"]
@@ -20,7 +20,7 @@ fn seeds() -> Vec<u64> {
     match std::env::var("FERRITE_SEEDS") {
         Ok(s) if s.contains(',') => s.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
         Ok(s) => (0..s.trim().parse().unwrap_or(8)).collect(),
-        Err(_) => (0..200).collect(),
+        Err(_) => (0..300).collect(),
     }
 }
 

@@ -6,6 +6,8 @@
 //! One request per connection: the proxy answers with `connection: close`, which keeps request
 //! boundaries (and so the fault decisions) deterministic without parsing keep-alive streams.
 
+#![allow(dead_code)] // each test uses part of it
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::SocketAddr;
