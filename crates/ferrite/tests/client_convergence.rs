@@ -1,4 +1,4 @@
-//! Several Rust clients on one table, each going offline at random and writing concurrently —
+//! Several Rust clients on one pipeline (a filtered shape of a steps table), each going offline at random and writing concurrently —
 //! conflicting columns, deletes against updates, inserts — through a fault-injecting proxy per
 //! client (requests refused, answers lost or cut, delays, duplicates, old requests replayed
 //! late, connections cut while offline), then all coming back on a clean network: every replica
@@ -33,7 +33,7 @@ fn text(pairs: &[(&str, Option<String>)]) -> Values {
 
 async fn oracle(c: &tokio_postgres::Client, table: &str) -> Vec<Vec<Value>> {
     c.query(
-        &format!("SELECT id::bigint, a, b FROM {table} ORDER BY id"),
+        &format!("SELECT id::bigint, name, note FROM {table} WHERE pipeline_id = 1 ORDER BY id"),
         &[],
     )
     .await
@@ -51,7 +51,7 @@ async fn oracle(c: &tokio_postgres::Client, table: &str) -> Vec<Vec<Value>> {
 
 fn local(client: &Client, table: &str) -> Vec<Vec<Value>> {
     client
-        .query(&format!("SELECT id, a, b FROM {table} ORDER BY id"), &[])
+        .query(&format!("SELECT id, name, note FROM {table} ORDER BY id"), &[])
         .unwrap()
 }
 
@@ -114,14 +114,16 @@ async fn run_seed(
     c: std::sync::Arc<tokio_postgres::Client>,
     dir: std::path::PathBuf,
 ) -> FaultCounts {
-    let table = format!("items_{seed}");
+    let table = format!("steps_{seed}");
     c.batch_execute(&format!(
-        "CREATE TABLE {table} (id int PRIMARY KEY, a text, b text);
-         INSERT INTO {table} SELECT i, 'a' || i, 'b' || i FROM generate_series(1, 12) i;"
+        "CREATE TABLE {table} (id int PRIMARY KEY, pipeline_id int NOT NULL, name text, note text);
+         INSERT INTO {table} SELECT i, 1, 'name' || i, 'note' || i FROM generate_series(1, 12) i;
+             INSERT INTO {table} SELECT i, 2, 'other' || i, NULL FROM generate_series(101, 104) i;"
     ))
     .await
     .unwrap();
-    let def = ShapeDef::table(&table);
+    // Every client follows pipeline 1; pipeline 2 must stay out of their replicas and untouched.
+    let def = ShapeDef::table(&table).filter("pipeline_id = 1");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut proxies = vec![];
     for i in 0..3u64 {
@@ -153,7 +155,7 @@ async fn run_seed(
         let value = format!("s{seed}c{i}t{step}");
         match rng.gen_range(0..10) {
             0..=3 => {
-                let col = if rng.gen_bool(0.5) { "a" } else { "b" };
+                let col = if rng.gen_bool(0.5) { "name" } else { "note" };
                 cl.write(&[Change::Update {
                     table: table.clone(),
                     key: text(&[("id", Some(id))]),
@@ -172,8 +174,9 @@ async fn run_seed(
                 next_id[i] += 1;
                 let values = text(&[
                     ("id", Some(next_id[i].to_string())),
-                    ("a", Some(value.clone())),
-                    ("b", None),
+                    ("pipeline_id", Some("1".into())),
+                    ("name", Some(value.clone())),
+                    ("note", None),
                 ]);
                 cl.write(&[Change::Insert {
                     table: table.clone(),
@@ -222,6 +225,12 @@ async fn run_seed(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let other: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {table} WHERE pipeline_id = 2 AND name LIKE 'other%'"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(other, 4, "seed {seed}: another pipeline's steps were touched");
     // Ids are unique per client, so a constraint rejection could only mean a transaction
     // was applied twice.
     assert!(
