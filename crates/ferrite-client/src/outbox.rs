@@ -74,6 +74,14 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              -- 1 once the transaction has been sent (its answer may be lost: it is in doubt).
              sent INTEGER NOT NULL DEFAULT 0);
          CREATE TABLE IF NOT EXISTS _ferrite_txids_seen (txid TEXT PRIMARY KEY);
+         -- Which rows each queued transaction touches, so rebuilding a row reads only the
+         -- transactions on it (not the whole outbox).
+         CREATE TABLE IF NOT EXISTS _ferrite_outbox_rows (
+             local_table TEXT NOT NULL,
+             key TEXT NOT NULL,
+             outbox_id INTEGER NOT NULL,
+             PRIMARY KEY (local_table, key, outbox_id)) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS _ferrite_outbox_rows_by_id ON _ferrite_outbox_rows (outbox_id);
          CREATE TABLE IF NOT EXISTS _ferrite_shadow (
              local_table TEXT NOT NULL,
              key TEXT NOT NULL,
@@ -89,6 +97,30 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
     if !has_sent {
         db.execute_batch("ALTER TABLE _ferrite_outbox ADD COLUMN sent INTEGER NOT NULL DEFAULT 1")?;
     }
+    // Replicas created before `_ferrite_outbox_rows`: index their queued transactions once.
+    let unindexed: Vec<(i64, String)> = db
+        .prepare(
+            "SELECT id, mutations FROM _ferrite_outbox o
+             WHERE NOT EXISTS (SELECT 1 FROM _ferrite_outbox_rows r WHERE r.outbox_id = o.id)",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, mutations) in unindexed {
+        for m in serde_json::from_str::<Vec<Value>>(&mutations).unwrap_or_default() {
+            let Some(local) = m["_local"].as_str() else { continue };
+            let Ok((columns, _)) = table_info(db, local) else { continue };
+            let source = if m["op"] == "insert" { &m["value"] } else { &m["key"] };
+            let key: Values = serde_json::from_value(source.clone()).unwrap_or_default();
+            index_row(db, local, &key_text(&columns, &key)?, id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that queued transaction `id` touches this row.
+fn index_row(db: &Connection, local: &str, key: &str, id: i64) -> Result<(), ClientError> {
+    db.prepare_cached("INSERT OR IGNORE INTO _ferrite_outbox_rows (local_table, key, outbox_id) VALUES (?1, ?2, ?3)")?
+        .execute(params![local, key, id])?;
     Ok(())
 }
 
@@ -308,6 +340,7 @@ pub fn write(
         return Err(ClientError::QueueFull { limit: max_queue });
     }
     let mut mutations = vec![];
+    let mut touched = vec![];
     for change in changes {
         let local = change.table();
         let (columns, server_table) = table_info(&tx, local)?;
@@ -331,6 +364,7 @@ pub fn write(
             })
             .collect();
         let key = key_text(&columns, &key_values)?;
+        touched.push((local.to_string(), key.clone()));
         // Remember the server's version before the first pending change to this row.
         let shadowed: bool = tx
             .query_row(
@@ -366,9 +400,12 @@ pub fn write(
         "INSERT INTO _ferrite_outbox (hlc, mutations) VALUES (?1, ?2)",
         params![hlc, Value::Array(mutations).to_string()],
     )?;
-    let id = tx.last_insert_rowid() as u64;
+    let id = tx.last_insert_rowid();
+    for (local, key) in touched {
+        index_row(&tx, &local, &key, id)?;
+    }
     tx.commit()?;
-    Ok(id)
+    Ok(id as u64)
 }
 
 /// Transactions waiting to be sent (no result yet), oldest first, as request entries.
@@ -526,6 +563,7 @@ pub fn retire_visible(
 fn retire(tx: &Connection, id: i64) -> Result<(), ClientError> {
     let touched = touched_rows(tx, id)?;
     tx.execute("DELETE FROM _ferrite_outbox WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM _ferrite_outbox_rows WHERE outbox_id = ?1", [id])?;
     for (local, key) in touched {
         rebase(tx, &local, &key)?;
     }
@@ -534,31 +572,10 @@ fn retire(tx: &Connection, id: i64) -> Result<(), ClientError> {
 
 /// (local table, key text) of every row a queued transaction touches.
 fn touched_rows(db: &Connection, id: i64) -> Result<Vec<(String, String)>, ClientError> {
-    let mutations: Option<String> = db
-        .query_row(
-            "SELECT mutations FROM _ferrite_outbox WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let mutations: Vec<Value> = mutations
-        .and_then(|m| serde_json::from_str(&m).ok())
-        .unwrap_or_default();
-    let mut out = vec![];
-    for m in mutations {
-        let Some(local) = m["_local"].as_str() else {
-            continue;
-        };
-        let (columns, _) = table_info(db, local)?;
-        let source = if m["op"] == "insert" {
-            &m["value"]
-        } else {
-            &m["key"]
-        };
-        let key: Values = serde_json::from_value(source.clone()).unwrap_or_default();
-        out.push((local.to_string(), key_text(&columns, &key)?));
-    }
-    Ok(out)
+    Ok(db
+        .prepare_cached("SELECT local_table, key FROM _ferrite_outbox_rows WHERE outbox_id = ?1")?
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?)
 }
 
 /// Whether a server change to this row must go to its shadow (a pending write covers it).
@@ -651,9 +668,12 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
     let (columns, _) = table_info(tx, local)?;
     let mut current: Option<Values> = row.and_then(|r| serde_json::from_str(&r).ok());
     let mut still_pending = false;
-    let mut stmt = tx.prepare_cached("SELECT mutations FROM _ferrite_outbox ORDER BY id")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT o.mutations FROM _ferrite_outbox_rows r JOIN _ferrite_outbox o ON o.id = r.outbox_id
+         WHERE r.local_table = ?1 AND r.key = ?2 ORDER BY o.id",
+    )?;
     let all: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
+        .query_map(params![local, key], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for mutations in all {
         let mutations: Vec<Value> = serde_json::from_str(&mutations).unwrap_or_default();
