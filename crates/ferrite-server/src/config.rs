@@ -79,6 +79,11 @@ pub struct ServerConfig {
     pub presence_ttl_secs: u64,
     /// Per-table settings (`[tables.<name>]`): conflict policy, row existence rule, access rules.
     pub tables: BTreeMap<String, TableConfig>,
+    /// `ferrite dev` only: dev sign-in (tokens for seeded users) and the bundled editor app
+    /// ([`crate::dev`]). Never read from a config file or the environment, so `ferrite serve`
+    /// cannot issue tokens.
+    #[serde(skip)]
+    pub dev: Option<crate::dev::DevOptions>,
 }
 
 /// `[auth]`: how requests prove who they are (see [`crate::auth`]).
@@ -169,6 +174,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             presence_ttl_secs: 30,
             tables: BTreeMap::new(),
+            dev: None,
         }
     }
 }
@@ -204,6 +210,9 @@ impl ServerConfig {
             return Err(format!("default_conflict must be \"lww\" or \"server-wins\" (got {:?})", self.default_conflict));
         }
         crate::auth::Auth::from_config(self)?;
+        if let Some(dev) = &self.dev {
+            dev.validate(self)?;
+        }
         if self.presence_ttl_secs == 0 {
             return Err("presence_ttl_secs must be at least 1".into());
         }

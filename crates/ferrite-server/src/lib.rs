@@ -3,9 +3,11 @@
 //! Data flow: [`replication`] follows the slot and hands each transaction to the shapes the
 //! [`router`] finds for it; each shape ([`shapes`]) appends to its log ([`storage`]); [`http`]
 //! serves logs by offset. [`writes`] applies client transactions (`POST /v1/transactions`).
-//! [`server::start`] wires it together.
+//! [`auth`] checks tokens and table rules, [`presence`] keeps who is where; [`dev`] adds
+//! `ferrite dev`'s sign-in and editor app. [`server::start`] wires it together.
 
 pub mod config;
+pub mod dev;
 pub mod http;
 pub mod metrics;
 pub mod replication;

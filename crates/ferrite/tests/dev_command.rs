@@ -1,5 +1,6 @@
-//! `ferrite dev`: starts its own Postgres, loads the pipeline-editor example once, serves it,
-//! shuts Postgres down cleanly on Ctrl-C, and reuses the data on the next run.
+//! `ferrite dev`: starts its own Postgres, loads the pipeline-editor example once, serves it in
+//! jwt mode with a dev sign-in (real tokens carrying the user's teams at issuance) and the
+//! editor app, shuts Postgres down cleanly on Ctrl-C, and reuses the data on the next run.
 
 mod common;
 use common::*;
@@ -8,6 +9,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+const ADA: &str = "00000000-0000-4000-8000-0000000000a1";
+const GRACE: &str = "00000000-0000-4000-8000-0000000000a2";
+
+/// A token for `user` from the dev sign-in.
+async fn dev_token(base: &str, user: &str) -> String {
+    let r = send(reqwest::Client::new().post(format!("{base}/dev/token")).json(&serde_json::json!({"user_id": user}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["token"].as_str().unwrap().to_string()
+}
 
 /// A running `ferrite dev` and the lines it printed before it was ready.
 struct Dev {
@@ -48,6 +59,9 @@ fn start_dev(dir: &Path, pg_port: u16) -> Dev {
         dev.printed.push(line.clone());
         if let Some(url) = line.trim().strip_prefix("Shape API:") {
             dev.shape_url = url.trim().split('?').next().unwrap().to_string();
+        }
+        // The editor's URL is the last line printed before it is ready.
+        if line.trim().starts_with("Editor:") {
             // Keep draining output so the child never blocks on a full pipe.
             std::thread::spawn(move || while rx.recv().is_ok() {});
             return dev;
@@ -75,13 +89,51 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     let text = dev.printed.join("\n");
     assert!(text.contains("Loading the pipeline-editor example"), "{text}");
     assert!(text.contains(&dir.path().canonicalize().unwrap().display().to_string()), "prints its data directory: {text}");
-    let mut steps = ShapeReader::new(dev.shape_url.trim_end_matches("/v1/shape"), &[("table", "steps")]);
+    let base = dev.shape_url.trim_end_matches("/v1/shape").to_string();
+    assert!(text.contains(&format!("Editor:     {base}/")), "prints the editor's URL: {text}");
+
+    // Shapes need a token; the dev sign-in lists the seeded users and issues real ones.
+    assert_eq!(get(&format!("{base}/v1/shape?table=steps&offset=-1")).await.status, 401);
+    let users = get(&format!("{base}/dev/users")).await;
+    assert_eq!(users.status, 200);
+    let grace = users.body.as_array().unwrap().iter().find(|u| u["id"] == GRACE).expect("Grace is a seeded user");
+    assert_eq!(grace["teams"].as_array().unwrap().len(), 2, "{grace}");
+    let ada = dev_token(&base, ADA).await;
+    let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&ada);
     steps.catch_up().await;
     assert!(!steps.rows.is_empty(), "the seeded steps are served");
+    assert!(steps.rows.values().all(|r| r["team_id"] == "00000000-0000-4000-8000-000000000001"), "only Ada's team's steps");
     let seeded = steps.sorted_rows();
-    let mut teams = ShapeReader::new(dev.shape_url.trim_end_matches("/v1/shape"), &[("table", "teams")]);
+    let mut teams = ShapeReader::new(&base, &[("table", "teams")]).with_token(&ada);
     teams.catch_up().await;
-    assert!(!teams.rows.is_empty());
+    assert_eq!(teams.rows.len(), 1);
+
+    // Bad sign-in requests are refused with a message naming the problem.
+    let bad = send(reqwest::Client::new().post(format!("{base}/dev/token")).body("{\"user_id\": 7}")).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.text.contains("user_id"), "{}", bad.text);
+    let unknown = send(reqwest::Client::new().post(format!("{base}/dev/token")).json(&serde_json::json!({"user_id": "00000000-0000-4000-8000-00000000ffff"}))).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+
+    // The editor app, its service worker and the avatars are served.
+    let index = get(&format!("{base}/")).await;
+    assert_eq!(index.status, 200);
+    assert!(index.text.contains("/app.js"), "{}", index.text);
+    for path in ["/app.js", "/app.css", "/sw.js", "/avatars/ada.svg"] {
+        assert_eq!(get(&format!("{base}{path}")).await.status, 200, "{path}");
+    }
+    assert_eq!(get(&format!("{base}/avatars/nobody.svg")).await.status, 404);
+
+    // Removing a membership revokes access as soon as a new token is taken.
+    let pg_url = dev.printed.iter().find_map(|l| l.trim().strip_prefix("Postgres:")).unwrap().trim().to_string();
+    let (client, conn) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.execute("DELETE FROM team_members WHERE user_id = $1::text::uuid AND team_id = '00000000-0000-4000-8000-000000000002'", &[&GRACE]).await.unwrap();
+    let grace = dev_token(&base, GRACE).await;
+    let mut etl = ShapeReader::new(&base, &[("table", "pipelines")]).with_token(&grace);
+    etl.catch_up().await;
+    assert!(etl.rows.values().all(|r| r["team_id"] == "00000000-0000-4000-8000-000000000001"), "Grace no longer sees the Data team");
+    client.execute("INSERT INTO team_members (team_id, user_id, role) VALUES ('00000000-0000-4000-8000-000000000002', $1::text::uuid, 'viewer')", &[&GRACE]).await.unwrap();
 
     // Ctrl-C: the server stops and Postgres is shut down cleanly (no postmaster.pid left).
     let status = interrupt_and_wait(&mut dev);
@@ -94,7 +146,11 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     let mut again = start_dev(dir.path(), pg_port);
     let text = again.printed.join("\n");
     assert!(!text.contains("Loading the pipeline-editor example"), "{text}");
-    let mut steps = ShapeReader::new(again.shape_url.trim_end_matches("/v1/shape"), &[("table", "steps")]);
+    let base = again.shape_url.trim_end_matches("/v1/shape").to_string();
+    // Each run signs with a new secret: the first run's tokens are worthless now.
+    let stale = send(reqwest::Client::new().get(format!("{base}/v1/shape?table=steps&offset=-1")).bearer_auth(&ada)).await;
+    assert_eq!(stale.status, 401, "{}", stale.text);
+    let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&dev_token(&base, ADA).await);
     steps.catch_up().await;
     assert_eq!(steps.sorted_rows(), seeded);
     assert!(interrupt_and_wait(&mut again).success());

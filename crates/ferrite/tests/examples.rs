@@ -1,6 +1,7 @@
 //! The shipped examples work as documented: each example's schema loads and its `ferrite.toml`
 //! policies and rules behave as its comments say (agents console: server-wins agent runs, the
-//! importance resolver for agent memory, per-user rows; lead forms: tenant isolation).
+//! importance resolver for agent memory, per-user rows; lead forms: tenant isolation; pipeline
+//! editor: team-scoped rows, the composite keys that keep a row's team honest, delete-wins steps).
 
 mod common;
 use common::*;
@@ -150,4 +151,93 @@ async fn lead_forms_isolate_tenants() {
         .unwrap()
         .get(0);
     assert_eq!(globex, 1);
+}
+
+const PLATFORM: &str = "00000000-0000-4000-8000-000000000001";
+const DATA: &str = "00000000-0000-4000-8000-000000000002";
+const BUILD_AND_DEPLOY: &str = "00000000-0000-4000-8000-0000000000b1";
+const NIGHTLY_ETL: &str = "00000000-0000-4000-8000-0000000000b2";
+const TEST_STEP: &str = "00000000-0000-4000-8000-0000000000c3";
+const ADA: &str = "00000000-0000-4000-8000-0000000000a1";
+const GRACE: &str = "00000000-0000-4000-8000-0000000000a2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_editor_rules_and_policies() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(&example("pipeline-editor", "schema.sql")).await.unwrap();
+    c.batch_execute(&example("pipeline-editor", "seed.sql")).await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| apply_example("pipeline-editor", cfg)).await;
+    let ada = token(json!({"sub": ADA, "teams": [PLATFORM]}));
+    let grace = token(json!({"sub": GRACE, "teams": [PLATFORM, DATA]}));
+    let nobody = token(json!({"sub": "00000000-0000-4000-8000-0000000000a4", "teams": []}));
+
+    // Each user reads the rows of their own teams only, whatever they ask for.
+    let rows = |tok: &str, table: &str| {
+        let mut r = ShapeReader::new(&s.base, &[("table", table), ("where", "true")]).with_token(tok);
+        async move {
+            r.catch_up().await;
+            r.rows.into_values().collect::<Vec<_>>()
+        }
+    };
+    for table in ["pipelines", "steps", "connections", "comments", "pipeline_versions"] {
+        let ada_rows = rows(&ada, table).await;
+        assert!(!ada_rows.is_empty(), "{table}");
+        assert!(ada_rows.iter().all(|r| r["team_id"] == PLATFORM), "{table}: {ada_rows:?}");
+        let grace_rows = rows(&grace, table).await;
+        assert!(grace_rows.len() > ada_rows.len() || table == "comments" || table == "pipeline_versions", "{table}");
+        assert!(rows(&nobody, table).await.is_empty(), "{table}");
+    }
+    assert_eq!(rows(&ada, "teams").await.len(), 1);
+    assert_eq!(rows(&ada, "team_members").await.len(), 2);
+    assert_eq!(rows(&nobody, "users").await.len(), 4, "names and avatars are public to signed-in users");
+
+    let t = now_ms();
+    let step = |id: &str, pipeline: &str, team: &str| json!({"op": "insert", "table": "steps", "value": {
+        "id": id, "pipeline_id": pipeline, "team_id": team, "name": "Lint", "type": "shell", "config": "{}", "position": "9"}});
+    let r = post(&s.base, &grace, "grace-laptop", json!([
+        // Into a pipeline of her team: applied.
+        {"id": 1, "hlc": format!("{t}-0"), "mutations": [step("00000000-0000-4000-8000-0000000000f1", BUILD_AND_DEPLOY, PLATFORM)]},
+        // A row that claims Platform for a Data pipeline: the composite key refuses it.
+        {"id": 2, "hlc": format!("{t}-1"), "mutations": [step("00000000-0000-4000-8000-0000000000f2", NIGHTLY_ETL, PLATFORM)]},
+        // A connection between steps of two pipelines: refused too.
+        {"id": 3, "hlc": format!("{t}-2"), "mutations": [{"op": "insert", "table": "connections", "value": {
+            "id": "00000000-0000-4000-8000-0000000000f3", "pipeline_id": BUILD_AND_DEPLOY, "team_id": PLATFORM,
+            "from_step_id": TEST_STEP, "to_step_id": "00000000-0000-4000-8000-0000000000c5"}}]},
+        // A comment in someone else's name: forbidden.
+        {"id": 4, "hlc": format!("{t}-3"), "mutations": [{"op": "insert", "table": "comments", "value": {
+            "id": "00000000-0000-4000-8000-0000000000f4", "pipeline_id": BUILD_AND_DEPLOY, "team_id": PLATFORM,
+            "user_id": ADA, "body": "signed by Ada"}}]},
+    ]))
+    .await;
+    assert_eq!(r[0]["status"], "applied", "{r:?}");
+    assert_eq!(r[1]["error"]["code"], "constraint", "{r:?}");
+    assert_eq!(r[2]["error"]["code"], "constraint", "{r:?}");
+    assert_eq!(r[3]["error"]["code"], "forbidden", "{r:?}");
+    // Ada cannot write into the Data team at all.
+    let r = post(&s.base, &ada, "ada-laptop", json!([{"id": 1, "hlc": format!("{t}-4"),
+        "mutations": [step("00000000-0000-4000-8000-0000000000f5", NIGHTLY_ETL, DATA)]}]))
+    .await;
+    assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
+
+    // Steps are delete-wins: Ada deletes the Test step; Grace's move stamped later (made
+    // offline before she saw the delete) does not bring it back.
+    let r = post(&s.base, &ada, "ada-laptop", json!([{"id": 2, "hlc": format!("{}-0", t + 10),
+        "mutations": [{"op": "delete", "table": "steps", "key": {"id": TEST_STEP}}]}]))
+    .await;
+    assert_eq!(r[0]["status"], "applied", "{r:?}");
+    let r = post(&s.base, &grace, "grace-laptop", json!([{"id": 5, "hlc": format!("{}-0", t + 20),
+        "mutations": [{"op": "update", "table": "steps", "key": {"id": TEST_STEP}, "value": {"x": "999"}}]}]))
+    .await;
+    assert_ne!(r[0]["status"], "rejected", "{r:?}");
+    assert_eq!(r[0]["unchanged"], true, "{r:?}");
+    let left: i64 = c.query_one("SELECT count(*) FROM steps WHERE id = $1::text::uuid", &[&TEST_STEP]).await.unwrap().get(0);
+    assert_eq!(left, 0);
+    // Its connections and comments went with it.
+    let dangling: i64 = c
+        .query_one("SELECT (SELECT count(*) FROM connections WHERE $1::text::uuid IN (from_step_id, to_step_id)) + (SELECT count(*) FROM comments WHERE step_id = $1::text::uuid)", &[&TEST_STEP])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dangling, 0);
 }

@@ -29,14 +29,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .post(shape::handle)
         .delete(delete_shape)
         .options(preflight);
-    Router::new()
+    let router = Router::new()
         .route("/v1/shape", shape_route)
         .route("/v1/health", get(health).options(preflight))
         .route("/v1/config", get(client_config).options(preflight))
         .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
         .route("/v1/presence", get(crate::presence::http::get).post(crate::presence::http::post).options(preflight))
-        .route("/metrics", get(metrics))
-        .route("/", get(|| async { StatusCode::OK }))
+        .route("/metrics", get(metrics));
+    // `ferrite dev` serves its sign-in and the editor app (at `/`); otherwise `/` is Electric's
+    // empty 200.
+    let router = match &state.config.dev {
+        Some(dev) => router.merge(crate::dev::router(dev)),
+        None => router.route("/", get(|| async { StatusCode::OK })),
+    };
+    router
         .fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
         .layer(middleware::from_fn(common_headers))
         .layer(middleware::from_fn_with_state(state.clone(), private_when_authenticated))

@@ -1,0 +1,110 @@
+//! Dev sign-in for the pipeline-editor example (`users`, `teams`, `team_members` tables):
+//!
+//! - `GET /dev/users` → `[{"id", "name", "email", "avatar_url", "color", "teams": [{"id",
+//!   "name", "role"}]}]`, the people a developer can sign in as;
+//! - `POST /dev/token` `{"user_id": "<uuid>"}` → `{"token", "expires_at"}` (Unix seconds): an
+//!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id, `name`, and
+//!   `teams` = the user's teams *at issuance*, read from `team_members`. Removing a membership
+//!   therefore revokes access as soon as the client takes a new token (and at the latest when
+//!   the old one expires, after [`DevOptions::token_ttl_secs`](super::DevOptions)).
+
+use crate::http::response as resp;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Response, StatusCode};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Users with their teams as one JSON array (built by Postgres).
+const USERS_SQL: &str = "
+    SELECT coalesce(json_agg(u ORDER BY u.name), '[]')::text FROM (
+      SELECT u.id, u.name, u.email, u.avatar_url, u.color,
+             coalesce(json_agg(json_build_object('id', t.id, 'name', t.name, 'role', m.role) ORDER BY t.name)
+                        FILTER (WHERE t.id IS NOT NULL), '[]') AS teams
+        FROM users u
+        LEFT JOIN team_members m ON m.user_id = u.id
+        LEFT JOIN teams t ON t.id = m.team_id
+       GROUP BY u.id) u";
+
+/// One user's name and team ids, or no row.
+const USER_SQL: &str = "
+    SELECT u.name, coalesce(array_agg(m.team_id::text ORDER BY m.team_id) FILTER (WHERE m.team_id IS NOT NULL), '{}')
+      FROM users u LEFT JOIN team_members m ON m.user_id = u.id
+     WHERE u.id = $1::text::uuid
+     GROUP BY u.id";
+
+fn unreachable_db(e: impl std::fmt::Display) -> Response<Body> {
+    resp::unavailable(5, &json!({"code": "database_unreachable", "message": e.to_string()}))
+}
+
+/// `GET /dev/users`.
+pub async fn users(State(state): State<Arc<AppState>>) -> Response<Body> {
+    let rows = state.with_db(|c| Box::pin(async move { c.query_one(USERS_SQL, &[]).await })).await;
+    match rows {
+        Ok(Ok(row)) => {
+            let text: String = row.get(0);
+            let mut r = resp::json(StatusCode::OK, &serde_json::from_str::<Value>(&text).unwrap_or(Value::Null));
+            resp::set(&mut r, "cache-control", "no-store");
+            r
+        }
+        Ok(Err(e)) => resp::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"message": format!("listing users (does the database hold the pipeline-editor example?): {e}")}),
+        ),
+        Err(e) => unreachable_db(e),
+    }
+}
+
+/// True for the textual form of a UUID (`8-4-4-4-12` hex digits).
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `POST /dev/token`.
+pub async fn token(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response<Body> {
+    let (Some(dev), Some(secret)) = (&state.config.dev, &state.config.auth.secret) else {
+        return resp::error(StatusCode::NOT_FOUND, &json!({"message": "Not found"}));
+    };
+    let user_id = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(o)) => match o.get("user_id") {
+            Some(Value::String(s)) if is_uuid(s) => s.clone(),
+            _ => return resp::invalid_field("user_id", "must be a user's id (a uuid)"),
+        },
+        _ => return resp::error(StatusCode::BAD_REQUEST, &json!({"message": "Request body must be a JSON object {\"user_id\": \"<uuid>\"}"})),
+    };
+    let id = user_id.clone();
+    let found = state.with_db(|c| Box::pin(async move { c.query_opt(USER_SQL, &[&id]).await })).await;
+    let (name, teams): (String, Vec<String>) = match found {
+        Ok(Ok(Some(row))) => (row.get(0), row.get(1)),
+        Ok(Ok(None)) => return resp::error(StatusCode::NOT_FOUND, &json!({"message": format!("no user with id {user_id}")})),
+        Ok(Err(e)) => return resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("looking up the user: {e}")})),
+        Err(e) => return unreachable_db(e),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let expires_at = now + dev.token_ttl_secs;
+    let claims = json!({"sub": user_id, "name": name, "teams": teams, "iat": now, "exp": expires_at});
+    match encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())) {
+        Ok(token) => {
+            let mut r = resp::json(StatusCode::OK, &json!({"token": token, "expires_at": expires_at}));
+            resp::set(&mut r, "cache-control", "no-store");
+            r
+        }
+        Err(e) => resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uuids() {
+        assert!(super::is_uuid("00000000-0000-4000-8000-0000000000a1"));
+        assert!(!super::is_uuid("00000000-0000-4000-8000-0000000000a"));
+        assert!(!super::is_uuid("'; DROP TABLE users; --"));
+        assert!(!super::is_uuid(""));
+    }
+}

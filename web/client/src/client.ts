@@ -1,0 +1,590 @@
+/**
+ * {@link FerriteClient}: a local replica of some shapes of a Ferrite server, in IndexedDB,
+ * that the app reads synchronously and writes to offline.
+ *
+ * - Reads: each shape is synced by the official `@electric-sql/client` `ShapeStream`; its rows,
+ *   handle and offset are stored together per batch, so a reload (also offline) shows the last
+ *   rows at once and the stream resumes where it stopped, without fetching the shape again.
+ * - Writes: {@link FerriteClient.transaction} applies changes to what the app reads at once (an
+ *   overlay over the server rows) and stores them in an outbox, pushed to
+ *   `POST /v1/transactions` when the server is reachable. A write leaves the outbox when the
+ *   shapes show it (its txid comes back), when the server answers that it changed nothing, or
+ *   when the server rejects it — then its effects vanish and a `rejected` event says why.
+ * - Status: `synced | syncing | offline | error` with the number of pending writes, a
+ *   connection state, backoff 1/2/5/10/30 s with jitter and `Retry-After`, {@link FerriteClient.retryNow}.
+ * - Presence rooms ({@link FerriteClient.presence}).
+ *
+ * Several tabs may open the same database: transaction ids come from IndexedDB, one tab at a
+ * time pushes (Web Locks), and tabs tell each other about outbox changes (BroadcastChannel).
+ */
+
+import { Emitter } from './emitter.js'
+import { formatHlc, nextHlc, parseHlc, type Stamp } from './hlc.js'
+import { isCovered, overlay, touchedShapes, visibleInSnapshot, type Mutation, type PendingTransaction } from './outbox.js'
+import { PresenceRoom } from './presence.js'
+import { ShapeSync, type ShapeBatch, type ShapeOptions } from './shape.js'
+import { Store } from './storage.js'
+import { AbortedError, Transport, describe, type ConnectionState, type TokenSource } from './transport.js'
+import { keyOf, keyValues, rowToText, type Row, type TextValues } from './values.js'
+
+/** Options of {@link FerriteClient.open}. */
+export interface FerriteClientOptions {
+  /** Server base URL, e.g. `http://127.0.0.1:3000` (or `location.origin`). */
+  url: string
+  /**
+   * IndexedDB database name. Rows depend on the caller's read rules, so use one database per
+   * user (e.g. `my-app:<user id>`).
+   */
+  database: string
+  /** The shapes to sync, by the local name the app reads and writes them under. */
+  shapes: Record<string, ShapeOptions>
+  /** Bearer tokens (jwt mode). */
+  token?: TokenSource
+  /** `fetch` to use (default: the global one). */
+  fetch?: typeof fetch
+  /** How often non-live shapes catch up (default 10 s). */
+  pollIntervalMs?: number
+}
+
+/** What the sync indicator shows. */
+export type SyncStatus =
+  | { state: 'synced'; pending: 0 }
+  | { state: 'syncing'; pending: number }
+  | { state: 'offline'; pending: number }
+  | { state: 'error'; pending: number; reason: string; /** ms until the next attempt */ retryIn: number; retryAt: number }
+
+/** A write the server refused (final: its effects were rolled back). */
+export interface Rejection {
+  /** The transaction's id. */
+  id: number
+  /** `forbidden`, `constraint`, `conflict`, `invalid`, `clock_skew`, or `too_large` (refused by the client). */
+  code: string
+  /** The server's explanation. */
+  message: string
+  /** Table and key of the offending row, when known. */
+  table?: string
+  key?: TextValues
+  /** The transaction as it was queued. */
+  transaction: PendingTransaction
+}
+
+/** Events of a {@link FerriteClient}. */
+export interface ClientEvents extends Record<string, unknown> {
+  /** Rows of these shapes changed (server changes, local writes, retirements). */
+  change: Set<string>
+  status: SyncStatus
+  connection: ConnectionState
+  rejected: Rejection
+}
+
+/** Thrown by {@link FerriteClient.transaction} when `max_offline_queue` writes are already waiting. */
+export class QueueFullError extends Error {
+  constructor(readonly limit: number) {
+    super(`${limit} changes are waiting to be sent; reconnect before making more`)
+    this.name = 'QueueFullError'
+  }
+}
+
+/** Builds one transaction's mutations (see {@link FerriteClient.transaction}). */
+export interface TransactionWriter {
+  /** A new row: every column the app wants set, primary key included. */
+  insert(shape: string, row: Row): void
+  /** Changes `set` on the row whose primary key is in `key` (a row or just its key columns). */
+  update(shape: string, key: Row, set: Row): void
+  /** Removes the row whose primary key is in `key`. */
+  delete(shape: string, key: Row): void
+}
+
+const RECENT_TXIDS = 2000
+
+/** The client (see the module docs). Create with {@link FerriteClient.open}. */
+export class FerriteClient {
+  readonly events = new Emitter<ClientEvents>()
+  readonly transport: Transport
+  readonly clientId: string
+  #store: Store
+  #shapes = new Map<string, ShapeSync>()
+  #outbox: PendingTransaction[]
+  #views = new Map<string, ReadonlyMap<string, Row>>()
+  #recent: Map<string, { lsn?: string; shapes: string[] }>
+  #lastHlc: Stamp | undefined
+  #config = { sync_batch_size: 100, max_offline_queue: 1000, presence_ttl_secs: 30 }
+  #batchSize = 100
+  #pushing = false
+  #pushAgain = false
+  #closed = new AbortController()
+  #shapeErrors = new Map<string, string>()
+  #lastStatus = ''
+  #channel: BroadcastChannel | undefined
+  #rooms = new Map<string, PresenceRoom>()
+  #cleanup: (() => void)[] = []
+
+  private constructor(readonly options: FerriteClientOptions, store: Store, clientId: string, loaded: Awaited<ReturnType<Store['load']>>) {
+    this.#store = store
+    this.clientId = clientId
+    this.transport = new Transport({ token: options.token, fetch: options.fetch })
+    this.#outbox = loaded.outbox
+    this.#lastHlc = parseHlc(loaded.meta.get('hlc') as string | undefined)
+    this.#recent = new Map((loaded.meta.get('recent_txids') as [string, { lsn?: string; shapes: string[] }][] | undefined) ?? [])
+    const host = {
+      url: options.url.replace(/\/$/, ''),
+      transport: this.transport,
+      applyBatch: (b: ShapeBatch) => this.#applyBatch(b),
+      shapeError: (shape: string, reason: string | undefined) => {
+        if (reason) this.#shapeErrors.set(shape, reason)
+        else this.#shapeErrors.delete(shape)
+        this.#emitStatus()
+      },
+      pollIntervalMs: options.pollIntervalMs ?? 10_000,
+    }
+    for (const [name, o] of Object.entries(options.shapes)) {
+      this.#shapes.set(name, new ShapeSync(name, o, loaded.shapes.get(name), loaded.rows.get(name), host))
+    }
+  }
+
+  /**
+   * Opens the database, shows what it holds, and starts syncing. Resolves before any network
+   * request completes, so an app opened offline renders its stored rows at once.
+   */
+  static async open(options: FerriteClientOptions): Promise<FerriteClient> {
+    const store = await Store.open(options.database)
+    const loaded = await store.load()
+    let clientId = loaded.meta.get('client_id') as string | undefined
+    if (!clientId) {
+      const bytes = crypto.getRandomValues(new Uint8Array(12))
+      clientId = `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`
+      await store.write((b) => b.putMeta('client_id', clientId))
+    }
+    const client = new FerriteClient(options, store, clientId, loaded)
+    client.#start()
+    return client
+  }
+
+  #start(): void {
+    const t = this.transport
+    this.#cleanup.push(
+      t.events.on('connection', (c) => {
+        this.events.emit('connection', c)
+        if (c === 'connected') {
+          for (const s of this.#shapes.values()) s.poke()
+          this.#schedulePush()
+        }
+        this.#emitStatus()
+      }),
+      t.events.on('error', () => this.#emitStatus()),
+    )
+    if (typeof window !== 'undefined') {
+      const online = () => {
+        this.transport.retryNow()
+        this.#schedulePush()
+      }
+      const offline = () => this.transport.markOffline()
+      window.addEventListener('online', online)
+      window.addEventListener('offline', offline)
+      this.#cleanup.push(() => window.removeEventListener('online', online), () => window.removeEventListener('offline', offline))
+      if (navigator.onLine === false) this.transport.markOffline()
+    }
+    if (typeof BroadcastChannel !== 'undefined') {
+      this.#channel = new BroadcastChannel(`ferrite:${this.options.database}`)
+      this.#channel.onmessage = () => void this.#reloadOutbox()
+    }
+    void this.#loadConfig()
+    for (const s of this.#shapes.values()) s.start()
+    this.#schedulePush()
+    this.#emitStatus()
+  }
+
+  async #loadConfig(): Promise<void> {
+    try {
+      const r = await this.transport.fetch(`${this.#url}/v1/config`, { signal: this.#closed.signal })
+      if (r.ok) {
+        Object.assign(this.#config, await r.json())
+        this.#batchSize = Math.max(1, this.#config.sync_batch_size)
+      }
+    } catch (e) {
+      if (!(e instanceof AbortedError)) console.warn('[ferrite] reading /v1/config', e)
+    }
+  }
+
+  get #url(): string {
+    return this.options.url.replace(/\/$/, '')
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  #shape(name: string): ShapeSync {
+    const s = this.#shapes.get(name)
+    if (!s) throw new Error(`unknown shape ${JSON.stringify(name)} (known: ${[...this.#shapes.keys()].join(', ')})`)
+    return s
+  }
+
+  #view(name: string): ReadonlyMap<string, Row> {
+    let v = this.#views.get(name)
+    if (!v) {
+      v = overlay(this.#shape(name).rows, this.#outbox, name)
+      this.#views.set(name, v)
+    }
+    return v
+  }
+
+  /** The rows of a shape as the app should show them: server rows with pending writes on top. */
+  rows(shape: string): Row[] {
+    return [...this.#view(shape).values()]
+  }
+
+  /** One row by primary key (a row or its key columns), or undefined. */
+  get(shape: string, key: Row): Row | undefined {
+    return this.#view(shape).get(keyOf(key, this.#shape(shape).key))
+  }
+
+  /** Whether the shape has stored or synced rows (false before its first sync completes). */
+  isLoaded(shape: string): boolean {
+    const s = this.#shape(shape)
+    return s.hasStoredState || s.upToDate
+  }
+
+  /** Subscribes to an event; returns the function that unsubscribes. */
+  on<K extends keyof ClientEvents>(event: K, listener: (payload: ClientEvents[K]) => void): () => void {
+    return this.events.on(event, listener)
+  }
+
+  /** Writes not yet confirmed by the server (queued or waiting for their txid). */
+  get pending(): number {
+    return this.#outbox.length
+  }
+
+  /** The pending transactions, oldest first. */
+  get pendingTransactions(): readonly PendingTransaction[] {
+    return this.#outbox
+  }
+
+  /** The connection state. */
+  get connection(): ConnectionState {
+    return this.transport.connection
+  }
+
+  /** The sync status (see {@link SyncStatus}). */
+  get status(): SyncStatus {
+    const pending = this.#outbox.length
+    const err = this.transport.error
+    const shapeError = [...this.#shapeErrors.values()][0]
+    if (err || shapeError) {
+      const retryAt = err?.retryAt ?? Date.now()
+      return { state: 'error', pending, reason: err?.reason ?? shapeError!, retryAt, retryIn: Math.max(0, retryAt - Date.now()) }
+    }
+    if (this.transport.reachable === false) return { state: 'offline', pending }
+    const catchingUp = [...this.#shapes.values()].some((s) => !s.upToDate)
+    if (pending > 0 || catchingUp || this.transport.connection !== 'connected') return { state: 'syncing', pending }
+    return { state: 'synced', pending: 0 }
+  }
+
+  #emitStatus(): void {
+    const s = this.status
+    const text = JSON.stringify({ ...s, retryIn: undefined })
+    if (text !== this.#lastStatus) {
+      this.#lastStatus = text
+      this.events.emit('status', s)
+    }
+  }
+
+  #changed(shapes: Iterable<string>): void {
+    const set = new Set(shapes)
+    if (set.size === 0) return
+    for (const s of set) this.#views.delete(s)
+    this.events.emit('change', set)
+  }
+
+  /** Tries everything now instead of waiting for the backoff (e.g. a Retry button). */
+  retryNow(): void {
+    this.transport.retryNow()
+    for (const s of this.#shapes.values()) s.poke()
+    this.#schedulePush()
+  }
+
+  // ---- applying shape batches ----------------------------------------------------------------
+
+  async #applyBatch(b: ShapeBatch): Promise<void> {
+    for (const { txid, lsn } of b.txids) {
+      const r = this.#recent.get(txid) ?? { lsn, shapes: [] }
+      if (!r.shapes.includes(b.shape)) r.shapes.push(b.shape)
+      r.lsn ??= lsn
+      this.#recent.delete(txid)
+      this.#recent.set(txid, r)
+    }
+    while (this.#recent.size > RECENT_TXIDS) this.#recent.delete(this.#recent.keys().next().value!)
+    const updated = this.#noteCoverage(b.snapshots.length > 0 ? { shape: b.shape, snapshots: b.snapshots } : undefined)
+    const retired = this.#retirable()
+    const retiredIds = new Set(retired.map((t) => t.id))
+    const changed = new Set<string>()
+    if (b.replaced || b.upserts.size > 0 || b.deletes.size > 0) changed.add(b.shape)
+    for (const t of retired) for (const s of touchedShapes(t)) changed.add(s)
+    this.#outbox = this.#outbox.filter((t) => !retired.includes(t))
+    this.#changed(changed)
+    this.#emitStatus()
+    try {
+      await this.#store.write((w) => {
+        if (b.replaced) {
+          w.clearShape(b.shape)
+          for (const [k, row] of b.replaced) w.putRow(b.shape, k, row)
+        } else {
+          for (const [k, row] of b.upserts) w.putRow(b.shape, k, row)
+          for (const k of b.deletes) w.deleteRow(b.shape, k)
+        }
+        if (b.position) w.putShape(b.position)
+        for (const t of retired) if (t.id !== undefined) w.deleteTransaction(t.id)
+        for (const t of updated) if (t.id !== undefined && !retiredIds.has(t.id)) w.putTransaction(t)
+        if (b.txids.length > 0) w.putMeta('recent_txids', [...this.#recent])
+      })
+    } catch (e) {
+      this.transport.reportError({ reason: `storing synced rows failed: ${(e as Error).message}`, retryAt: Date.now() })
+      throw e
+    }
+    if (retired.length > 0) this.#channel?.postMessage('outbox')
+  }
+
+  /** Marks which shapes have shown each answered transaction; returns the ones that changed. */
+  #noteCoverage(snap?: { shape: string; snapshots: ShapeBatch['snapshots'] }): PendingTransaction[] {
+    const updated: PendingTransaction[] = []
+    for (const t of this.#outbox) {
+      if (t.state !== 'answered' || t.txid === undefined) continue
+      const before = `${t.covered.join()}|${t.seenLsn}`
+      const r = this.#recent.get(t.txid)
+      if (r) {
+        for (const s of r.shapes) if (!t.covered.includes(s)) t.covered.push(s)
+        t.seenLsn ??= r.lsn
+      }
+      if (snap && !t.covered.includes(snap.shape)) {
+        const x = Number(t.txid)
+        if (snap.snapshots.some((s) => visibleInSnapshot(x, s.xmin, s.xmax, s.xip))) t.covered.push(snap.shape)
+      }
+      if (`${t.covered.join()}|${t.seenLsn}` !== before) updated.push(t)
+    }
+    return updated
+  }
+
+  #retirable(): PendingTransaction[] {
+    return this.#outbox.filter((t) =>
+      isCovered(
+        t,
+        (s) => this.#shapes.has(s),
+        (s) => this.#shapes.get(s)?.record.lastLsn,
+      ),
+    )
+  }
+
+  // ---- writing -------------------------------------------------------------------------------
+
+  /**
+   * Makes one transaction: the changes `build` records are applied to what the app reads at
+   * once and queued to be sent; they reach Postgres together or not at all. Resolves with the
+   * transaction's id once it is stored (durable across reloads).
+   *
+   * Throws (changing nothing) on an unknown shape, a missing primary key, an update of a primary
+   * key column, an empty transaction, or a full queue ({@link QueueFullError}).
+   */
+  async transaction(build: (tx: TransactionWriter) => void): Promise<number> {
+    if (this.#outbox.length >= this.#config.max_offline_queue) throw new QueueFullError(this.#config.max_offline_queue)
+    const mutations: Mutation[] = []
+    build({
+      insert: (shape, row) => {
+        const s = this.#shape(shape)
+        mutations.push({ op: 'insert', shape, key: keyOf(row, s.key), value: { ...row } })
+      },
+      update: (shape, key, set) => {
+        const s = this.#shape(shape)
+        for (const c of s.key) if (c in set && set[c] !== key[c]) throw new Error(`${shape}: the primary key column ${c} cannot be changed`)
+        if (Object.keys(set).length === 0) throw new Error(`${shape}: an update needs at least one column to set`)
+        mutations.push({ op: 'update', shape, key: keyOf(key, s.key), keyValues: keyValues(key, s.key), value: { ...set } })
+      },
+      delete: (shape, key) => {
+        const s = this.#shape(shape)
+        mutations.push({ op: 'delete', shape, key: keyOf(key, s.key), keyValues: keyValues(key, s.key) })
+      },
+    })
+    if (mutations.length === 0) throw new Error('a transaction needs at least one change')
+    this.#lastHlc = nextHlc(this.#lastHlc, Date.now())
+    const t: PendingTransaction = { hlc: formatHlc(this.#lastHlc), mutations, createdAt: Date.now(), state: 'queued', covered: [] }
+    this.#outbox.push(t)
+    this.#changed(touchedShapes(t))
+    this.#emitStatus()
+    try {
+      t.id = await this.#store.append(t)
+    } catch (e) {
+      // Not stored: take it back out, so what the app sees is what will be sent.
+      this.#outbox = this.#outbox.filter((x) => x !== t)
+      this.#changed(touchedShapes(t))
+      this.#emitStatus()
+      throw e
+    }
+    this.#channel?.postMessage('outbox')
+    this.#schedulePush()
+    return t.id
+  }
+
+  #schedulePush(): void {
+    if (this.#closed.signal.aborted) return
+    if (this.#pushing) {
+      this.#pushAgain = true
+      return
+    }
+    this.#pushing = true
+    queueMicrotask(() => void this.#pushLoop())
+  }
+
+  async #withLock<T>(fn: () => Promise<T>): Promise<T> {
+    const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined
+    if (!locks) return fn()
+    return locks.request(`ferrite-push:${this.options.database}`, fn) as Promise<T>
+  }
+
+  async #pushLoop(): Promise<void> {
+    let attempt = 0
+    try {
+      for (;;) {
+        this.#pushAgain = false
+        const outcome = await this.#withLock(() => this.#pushOnce())
+        if (outcome === 'done') {
+          if (!this.#pushAgain) break
+        } else if (outcome === 'failed') {
+          await this.transport.backoff(attempt++, this.#closed.signal)
+        } else attempt = 0
+      }
+    } catch (e) {
+      if (!(e instanceof AbortedError)) console.error('[ferrite] pushing writes failed', e)
+    } finally {
+      this.#pushing = false
+    }
+  }
+
+  /** Sends one batch of queued transactions: `done` (nothing queued), `sent`, or `failed`. */
+  async #pushOnce(): Promise<'done' | 'sent' | 'failed'> {
+    const stored = await this.#store.outbox()
+    const queued = stored.filter((t) => t.state === 'queued').slice(0, this.#batchSize)
+    if (queued.length === 0) return 'done'
+    const body = JSON.stringify({ client_id: this.clientId, transactions: queued.map((t) => this.#wire(t)) })
+    const r = await this.transport.fetch(`${this.#url}/v1/transactions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+      signal: this.#closed.signal,
+    })
+    if (r.status === 200) {
+      const { results } = (await r.json()) as { results: WireResult[] }
+      await this.#recordResults(results, stored)
+      return 'sent'
+    }
+    if (r.status === 413 && queued.length > 1) {
+      this.#batchSize = Math.max(1, Math.floor(queued.length / 2))
+      return 'sent'
+    }
+    if (r.status === 413) {
+      // One transaction alone is too large for the server: it can never be sent.
+      await this.#recordResults([{ id: queued[0]!.id!, status: 'rejected', error: { code: 'too_large', message: await describe(r) } }], stored)
+      return 'sent'
+    }
+    this.transport.reportError({ reason: `sending changes: ${await describe(r)}`, retryAt: Date.now() + 1000 })
+    return 'failed'
+  }
+
+  #wire(t: PendingTransaction): unknown {
+    return {
+      id: t.id,
+      hlc: t.hlc,
+      mutations: t.mutations.map((m) => {
+        const table = this.#shape(m.shape).options.table
+        switch (m.op) {
+          case 'insert':
+            return { op: 'insert', table, value: rowToText(m.value) }
+          case 'update':
+            return { op: 'update', table, key: m.keyValues, value: rowToText(m.value) }
+          case 'delete':
+            return { op: 'delete', table, key: m.keyValues }
+        }
+      }),
+    }
+  }
+
+  async #recordResults(results: WireResult[], stored: PendingTransaction[]): Promise<void> {
+    // Other tabs may have queued some of these: know them all.
+    for (const t of stored) if (t.id !== undefined && !this.#outbox.some((x) => x.id === t.id)) this.#outbox.push(t)
+    this.#outbox.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity))
+    const gone: PendingTransaction[] = []
+    const rejections: Rejection[] = []
+    for (const r of results) {
+      const t = this.#outbox.find((x) => x.id === r.id)
+      if (!t) continue
+      if (r.status === 'rejected') {
+        gone.push(t)
+        const e = r.error ?? { code: 'invalid', message: 'rejected' }
+        rejections.push({ id: r.id, code: e.code, message: e.message, table: e.table, key: e.key, transaction: t })
+      } else if (r.unchanged) {
+        gone.push(t)
+      } else {
+        t.state = 'answered'
+        t.txid = r.txid
+      }
+    }
+    const updated = this.#noteCoverage()
+    const retired = [...gone, ...this.#retirable()]
+    const changed = new Set<string>()
+    for (const t of retired) for (const s of touchedShapes(t)) changed.add(s)
+    this.#outbox = this.#outbox.filter((t) => !retired.includes(t))
+    await this.#store.write((w) => {
+      for (const t of retired) if (t.id !== undefined) w.deleteTransaction(t.id)
+      for (const t of this.#outbox) if (t.id !== undefined && (t.state === 'answered' || updated.includes(t))) w.putTransaction(t)
+    })
+    this.#changed(changed)
+    this.#emitStatus()
+    for (const r of rejections) this.events.emit('rejected', r)
+    this.#channel?.postMessage('outbox')
+  }
+
+  /** Another tab changed the outbox: take the stored one (keeping writes still being stored). */
+  async #reloadOutbox(): Promise<void> {
+    const stored = await this.#store.outbox()
+    const unsaved = this.#outbox.filter((t) => t.id === undefined)
+    const before = new Set(this.#outbox.flatMap((t) => [...touchedShapes(t)]))
+    this.#outbox = [...stored, ...unsaved]
+    const after = this.#outbox.flatMap((t) => [...touchedShapes(t)])
+    this.#changed([...before, ...after])
+    this.#emitStatus()
+    this.#schedulePush()
+  }
+
+  // ---- presence ------------------------------------------------------------------------------
+
+  /** The presence room `room` (one object per room per client). */
+  presence(room: string): PresenceRoom {
+    let r = this.#rooms.get(room)
+    if (!r) {
+      r = new PresenceRoom({ url: this.#url, transport: this.transport, clientId: this.clientId, ttlSecs: () => this.#config.presence_ttl_secs }, room)
+      this.#rooms.set(room, r)
+    }
+    return r
+  }
+
+  /** Leaves a presence room and forgets it. */
+  leavePresence(room: string): void {
+    this.#rooms.get(room)?.leave()
+    this.#rooms.delete(room)
+  }
+
+  /** Stops syncing and closes the database (leaving presence rooms). */
+  close(): void {
+    this.#closed.abort()
+    for (const s of this.#shapes.values()) s.stop()
+    for (const r of this.#rooms.values()) r.leave()
+    this.#rooms.clear()
+    for (const c of this.#cleanup) c()
+    this.#channel?.close()
+    this.#store.close()
+  }
+}
+
+interface WireResult {
+  id: number
+  status: 'applied' | 'merged' | 'rejected'
+  txid?: string
+  unchanged?: boolean
+  error?: { code: string; message: string; table?: string; key?: TextValues }
+}

@@ -1,0 +1,34 @@
+/**
+ * `@ferrite/client`: a browser client for Ferrite.
+ *
+ * ```ts
+ * import { FerriteClient } from '@ferrite/client'
+ *
+ * const client = await FerriteClient.open({
+ *   url: location.origin,
+ *   database: `my-app:${userId}`,
+ *   token: async () => (await fetch('/my/token')).text(),
+ *   shapes: { todos: { table: 'todos' }, users: { table: 'users', live: false } },
+ * })
+ * client.on('change', () => render(client.rows('todos')))
+ * client.on('status', (s) => showIndicator(s))
+ * client.on('rejected', (r) => toast(r.message))
+ * await client.transaction((tx) => tx.update('todos', { id }, { done: true }))
+ * ```
+ *
+ * See {@link FerriteClient} for what is synced, stored and retried, and how.
+ */
+
+export { FerriteClient, QueueFullError } from './client.js'
+export type { ClientEvents, FerriteClientOptions, Rejection, SyncStatus, TransactionWriter } from './client.js'
+export type { ShapeOptions } from './shape.js'
+export type { PendingTransaction, Mutation } from './outbox.js'
+export { PresenceRoom } from './presence.js'
+export type { PresenceMember } from './presence.js'
+export { Transport, jwtClaims, jwtExpiry } from './transport.js'
+export type { ConnectionState, IssuedToken, TokenSource, TransportError } from './transport.js'
+export { BACKOFF_SCHEDULE_MS, backoffDelay, parseRetryAfter } from './backoff.js'
+export { compareHlc, formatHlc, nextHlc, parseHlc } from './hlc.js'
+export { overlay, isCovered, visibleInSnapshot, applyMutation } from './outbox.js'
+export { keyOf, keyValues, rowToText, toPgText } from './values.js'
+export type { Row, TextValues, Value } from './values.js'

@@ -1,0 +1,260 @@
+/**
+ * One synced shape: a `ShapeStream` of the official `@electric-sql/client`, resumed from the
+ * handle and offset stored with the shape's rows, whose messages are applied to the shape's
+ * server rows batch by batch.
+ *
+ * A shape that starts over (first sync, or the server answering 409 must-refetch — e.g. because
+ * the caller's token now grants different rows) is rebuilt aside and swapped in whole at its
+ * first up-to-date, so readers never see a half-loaded shape and a reload in between still finds
+ * the previous complete state.
+ */
+
+import { ShapeStream, isChangeMessage, isControlMessage, type Message, type Row as ElectricRow } from '@electric-sql/client'
+import type { ShapeRecord } from './storage.js'
+import type { Transport } from './transport.js'
+import { keyOf, type Row } from './values.js'
+
+/** What to sync, and how. */
+export interface ShapeOptions {
+  /** Server table (`name` or `schema.name`). */
+  table: string
+  /** A where clause (the server ANDs the caller's read rule into it). */
+  where?: string
+  /** Values for `$1…$n` in `where`. */
+  params?: string[]
+  /** Columns to sync (must include the primary key); all when omitted. */
+  columns?: string[]
+  /** Primary-key columns (default `["id"]`). */
+  key?: string[]
+  /**
+   * `true` (default): a live stream, changes arrive as they happen. `false`: caught up now and
+   * again every `pollIntervalMs` of the client and whenever the connection comes back — for
+   * rarely changing tables, so they do not hold one of the browser's six connections per server.
+   */
+  live?: boolean
+}
+
+/** A Postgres snapshot (from a `snapshot-end` message). */
+export interface SnapshotBounds {
+  xmin: bigint
+  xmax: bigint
+  xip: bigint[]
+}
+
+/** What one batch of messages did, for the client to persist and reconcile. */
+export interface ShapeBatch {
+  shape: string
+  /** Rows now present (inserted or updated), by key. */
+  upserts: Map<string, Row>
+  /** Keys removed. */
+  deletes: Set<string>
+  /** Set when the shape was rebuilt: every row it now has. */
+  replaced?: Map<string, Row>
+  /** Transaction ids this batch delivered, with their commit LSN. */
+  txids: { txid: string; lsn?: string }[]
+  /** Snapshots a rebuild was taken at. */
+  snapshots: SnapshotBounds[]
+  /** The position to store (undefined while a rebuild is in progress). */
+  position?: ShapeRecord
+  /** The batch ended with up-to-date. */
+  upToDate: boolean
+}
+
+/** Dependencies a shape gets from its client. */
+export interface ShapeHost {
+  url: string
+  transport: Transport
+  /** Persists and reconciles a batch; the stream waits for it before its next request. */
+  applyBatch(batch: ShapeBatch): Promise<void>
+  /** A non-retryable error (4xx) of this shape; the shape restarts after a backoff. */
+  shapeError(shape: string, reason: string | undefined): void
+  pollIntervalMs: number
+}
+
+/** The definition part of a shape (what makes two shapes the same), as stored. */
+export function definitionOf(o: ShapeOptions): string {
+  return JSON.stringify({ table: o.table, where: o.where ?? null, params: o.params ?? null, columns: o.columns ?? null })
+}
+
+/** A synced shape (see the module docs). */
+export class ShapeSync {
+  readonly key: string[]
+  readonly definition: string
+  /** The server's rows, as of the last applied batch. */
+  rows: Map<string, Row>
+  /** Reached up-to-date since it (re)started. */
+  upToDate = false
+  /** The stored position. */
+  record: ShapeRecord
+  #staging: { rows: Map<string, Row>; snapshots: SnapshotBounds[]; txids: { txid: string; lsn?: string }[] } | undefined
+  #abort: AbortController | undefined
+  #timer: ReturnType<typeof setTimeout> | undefined
+  #errors = 0
+  #running = false
+
+  constructor(readonly name: string, readonly options: ShapeOptions, record: ShapeRecord | undefined, rows: Map<string, Row> | undefined, private readonly host: ShapeHost) {
+    this.key = options.key ?? ['id']
+    this.definition = definitionOf(options)
+    if (record && record.definition === this.definition) {
+      this.record = record
+      this.rows = rows ?? new Map()
+    } else {
+      this.record = { name, definition: this.definition, offset: '-1' }
+      this.rows = new Map()
+      this.#staging = { rows: new Map(), snapshots: [], txids: [] }
+    }
+  }
+
+  /** Whether a stored state was found (the app can show rows before any request). */
+  get hasStoredState(): boolean {
+    return this.record.offset !== '-1'
+  }
+
+  get live(): boolean {
+    return this.options.live ?? true
+  }
+
+  /** Starts (or restarts) syncing from the stored position. */
+  start(): void {
+    this.stop()
+    this.#running = true
+    const abort = new AbortController()
+    this.#abort = abort
+    const params: { table: string; where?: string; params?: string[]; columns?: string[] } = { table: this.options.table }
+    if (this.options.where) params.where = this.options.where
+    if (this.options.params) params.params = this.options.params
+    if (this.options.columns) params.columns = this.options.columns
+    const resume = this.#staging === undefined && this.record.offset !== '-1' && this.record.handle
+    const stream = new ShapeStream<ElectricRow>({
+      url: `${this.host.url}/v1/shape`,
+      params,
+      offset: resume ? (this.record.offset as `${number}_${number}`) : undefined,
+      handle: resume ? this.record.handle : undefined,
+      subscribe: this.live,
+      signal: abort.signal,
+      fetchClient: (input, init) => this.host.transport.fetch(input instanceof Request ? input.url : input, init),
+      warnOnHttp: false,
+      onError: (error) => {
+        if (abort.signal.aborted) return
+        this.#errors++
+        const reason = `shape ${this.name}: ${error.message}`
+        this.host.shapeError(this.name, reason)
+        // Start again from the stored position once the backoff has passed.
+        void this.host.transport.backoff(this.#errors - 1, abort.signal).then(
+          () => this.#running && this.start(),
+          () => {},
+        )
+      },
+    })
+    stream.subscribe(async (messages) => {
+      if (abort.signal.aborted) return
+      await this.#onMessages(messages as Message<Row>[], stream)
+    })
+  }
+
+  /** Stops syncing (rows and position stay). */
+  stop(): void {
+    this.#running = false
+    this.#abort?.abort()
+    this.#abort = undefined
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
+  /** A polled shape catches up now (e.g. when the connection comes back). */
+  poke(): void {
+    if (!this.live && this.#running && this.#timer) this.start()
+  }
+
+  async #onMessages(messages: Message<Row>[], stream: ShapeStream<ElectricRow>): Promise<void> {
+    const batch: ShapeBatch = { shape: this.name, upserts: new Map(), deletes: new Set(), txids: [], snapshots: [], upToDate: false }
+    let upToDateLsn: string | undefined
+    for (const m of messages) {
+      if (isChangeMessage(m)) {
+        const target = this.#staging?.rows ?? this.rows
+        const value = m.value as Row
+        let key: string
+        try {
+          key = keyOf(value, this.key)
+        } catch (e) {
+          console.warn(`[ferrite] shape ${this.name}: ${(e as Error).message}; message skipped`)
+          continue
+        }
+        const op = m.headers.operation
+        if (op === 'insert') target.set(key, { ...value })
+        else if (op === 'update') {
+          const old = target.get(key)
+          if (old) target.set(key, { ...old, ...value })
+          else continue
+        } else target.delete(key)
+        if (!this.#staging) {
+          if (op === 'delete') {
+            batch.deletes.add(key)
+            batch.upserts.delete(key)
+          } else {
+            batch.upserts.set(key, target.get(key)!)
+            batch.deletes.delete(key)
+          }
+        }
+        const txids = (m.headers as { txids?: (number | string)[] }).txids ?? []
+        const lsn = (m.headers as { lsn?: string }).lsn
+        for (const t of txids) (this.#staging?.txids ?? batch.txids).push({ txid: String(t), lsn })
+      } else if (isControlMessage(m)) {
+        const h = m.headers as { control: string; global_last_seen_lsn?: string; xmin?: string; xmax?: string; xip_list?: string[] }
+        if (h.control === 'must-refetch') {
+          this.#staging = { rows: new Map(), snapshots: [], txids: [] }
+          this.upToDate = false
+          batch.upserts.clear()
+          batch.deletes.clear()
+        } else if (h.control === 'snapshot-end' && h.xmin !== undefined && h.xmax !== undefined) {
+          const s = { xmin: BigInt(h.xmin), xmax: BigInt(h.xmax), xip: (h.xip_list ?? []).map((x) => BigInt(x)) }
+          ;(this.#staging?.snapshots ?? batch.snapshots).push(s)
+        } else if (h.control === 'up-to-date') {
+          batch.upToDate = true
+          upToDateLsn = h.global_last_seen_lsn
+        }
+      }
+    }
+    if (batch.upToDate && this.#staging) {
+      // The rebuild is complete: swap it in whole.
+      this.rows = this.#staging.rows
+      batch.replaced = this.rows
+      batch.txids.push(...this.#staging.txids)
+      batch.snapshots.push(...this.#staging.snapshots)
+      this.#staging = undefined
+    }
+    if (!this.#staging) {
+      this.record = {
+        name: this.name,
+        definition: this.definition,
+        handle: stream.shapeHandle ?? this.record.handle,
+        offset: stream.lastOffset,
+        lastLsn: maxLsn(this.record.lastLsn, upToDateLsn),
+      }
+      batch.position = this.record
+    }
+    if (batch.upToDate) {
+      this.upToDate = true
+      this.#errors = 0
+      this.host.shapeError(this.name, undefined)
+    }
+    await this.host.applyBatch(batch)
+    if (batch.upToDate && !this.live && this.#running) {
+      // A polled shape: done for now; catch up again later.
+      this.#abort?.abort()
+      if (this.#timer) clearTimeout(this.#timer)
+      this.#timer = setTimeout(() => this.#running && this.start(), this.host.pollIntervalMs)
+    }
+  }
+}
+
+/** The larger of two decimal LSNs. */
+export function maxLsn(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b
+  if (b === undefined) return a
+  try {
+    return BigInt(a) >= BigInt(b) ? a : b
+  } catch {
+    return b
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * The IndexedDB side of a client: shape rows and positions, the outbox, and small metadata —
+ * each change written in one IndexedDB transaction, so a reload (or a crash) finds either all of
+ * a batch or none of it: never rows without the offset they belong to, nor a retired write still
+ * replayed over the rows that already contain it.
+ */
+
+import { compareHlc, parseHlc } from './hlc.js'
+import type { PendingTransaction } from './outbox.js'
+import type { Row } from './values.js'
+
+const VERSION = 1
+
+/** Where a shape's stored rows came from, so its stream resumes instead of starting over. */
+export interface ShapeRecord {
+  /** Local shape name. */
+  name: string
+  /** The shape's definition (table, where, params, columns) as JSON: a changed definition starts over. */
+  definition: string
+  /** Server shape handle. */
+  handle?: string
+  /** Offset to resume from. */
+  offset: string
+  /** `global_last_seen_lsn` of the last up-to-date. */
+  lastLsn?: string
+}
+
+/** Everything stored, as loaded at open. */
+export interface Loaded {
+  meta: Map<string, unknown>
+  shapes: Map<string, ShapeRecord>
+  rows: Map<string, Map<string, Row>>
+  outbox: PendingTransaction[]
+}
+
+/** The changes of one atomic write. */
+export interface WriteBatch {
+  putRow(shape: string, key: string, row: Row): void
+  deleteRow(shape: string, key: string): void
+  /** Removes every row of a shape (before a full replacement). */
+  clearShape(shape: string): void
+  putShape(record: ShapeRecord): void
+  deleteShape(name: string): void
+  putTransaction(t: PendingTransaction): void
+  deleteTransaction(id: number): void
+  putMeta(key: string, value: unknown): void
+}
+
+type Op = (stores: Record<'rows' | 'shapes' | 'outbox' | 'meta', IDBObjectStore>) => void
+
+function promised<T>(req: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result)
+    req.onerror = () => reject(req.error)
+  })
+}
+
+function done(tx: IDBTransaction): Promise<void> {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve()
+    tx.onerror = () => reject(tx.error ?? new Error('IndexedDB transaction failed'))
+    tx.onabort = () => reject(tx.error ?? new Error('IndexedDB transaction aborted'))
+  })
+}
+
+/** One client's IndexedDB database. */
+export class Store {
+  private constructor(readonly db: IDBDatabase) {}
+
+  /** Opens (creating if needed) the database `name`. */
+  static async open(name: string): Promise<Store> {
+    if (typeof indexedDB === 'undefined') throw new Error('IndexedDB is not available in this environment')
+    const req = indexedDB.open(name, VERSION)
+    req.onupgradeneeded = () => {
+      const db = req.result
+      if (!db.objectStoreNames.contains('rows')) db.createObjectStore('rows', { keyPath: ['shape', 'key'] })
+      if (!db.objectStoreNames.contains('shapes')) db.createObjectStore('shapes', { keyPath: 'name' })
+      if (!db.objectStoreNames.contains('outbox')) db.createObjectStore('outbox', { keyPath: 'id' })
+      if (!db.objectStoreNames.contains('meta')) db.createObjectStore('meta', { keyPath: 'key' })
+    }
+    const db = await promised(req)
+    return new Store(db)
+  }
+
+  /** Reads everything (at open). */
+  async load(): Promise<Loaded> {
+    const tx = this.db.transaction(['rows', 'shapes', 'outbox', 'meta'], 'readonly')
+    const [rows, shapes, outbox, meta] = await Promise.all([
+      promised(tx.objectStore('rows').getAll()) as Promise<{ shape: string; key: string; row: Row }[]>,
+      promised(tx.objectStore('shapes').getAll()) as Promise<ShapeRecord[]>,
+      promised(tx.objectStore('outbox').getAll()) as Promise<PendingTransaction[]>,
+      promised(tx.objectStore('meta').getAll()) as Promise<{ key: string; value: unknown }[]>,
+    ])
+    const byShape = new Map<string, Map<string, Row>>()
+    for (const r of rows) {
+      let m = byShape.get(r.shape)
+      if (!m) byShape.set(r.shape, (m = new Map()))
+      m.set(r.key, r.row)
+    }
+    return {
+      rows: byShape,
+      shapes: new Map(shapes.map((s) => [s.name, s])),
+      outbox: outbox.sort((a, b) => (a.id ?? 0) - (b.id ?? 0)),
+      meta: new Map(meta.map((m) => [m.key, m.value])),
+    }
+  }
+
+  /** The stored outbox, oldest first (other tabs of the same database add to it too). */
+  async outbox(): Promise<PendingTransaction[]> {
+    const tx = this.db.transaction('outbox', 'readonly')
+    const all = (await promised(tx.objectStore('outbox').getAll())) as PendingTransaction[]
+    return all.sort((a, b) => (a.id ?? 0) - (b.id ?? 0))
+  }
+
+  /** Applies a batch of changes in one transaction; resolves once it is durable. */
+  async write(build: (batch: WriteBatch) => void): Promise<void> {
+    const ops: Op[] = []
+    build({
+      putRow: (shape, key, row) => ops.push((s) => s.rows.put({ shape, key, row })),
+      deleteRow: (shape, key) => ops.push((s) => s.rows.delete([shape, key])),
+      clearShape: (shape) => ops.push((s) => s.rows.delete(IDBKeyRange.bound([shape, ''], [shape, '\uffff']))),
+      putShape: (record) => ops.push((s) => s.shapes.put(record)),
+      deleteShape: (name) => ops.push((s) => s.shapes.delete(name)),
+      putTransaction: (t) => ops.push((s) => s.outbox.put(t)),
+      deleteTransaction: (id) => ops.push((s) => s.outbox.delete(id)),
+      putMeta: (key, value) => ops.push((s) => s.meta.put({ key, value })),
+    })
+    if (ops.length === 0) return
+    const tx = this.db.transaction(['rows', 'shapes', 'outbox', 'meta'], 'readwrite', { durability: 'strict' })
+    const stores = {
+      rows: tx.objectStore('rows'),
+      shapes: tx.objectStore('shapes'),
+      outbox: tx.objectStore('outbox'),
+      meta: tx.objectStore('meta'),
+    }
+    for (const op of ops) op(stores)
+    await done(tx)
+  }
+
+  /**
+   * Stores a new transaction under the next id, atomically with the id counter and the HLC
+   * (so ids are never reused and stamps never go backwards, also across tabs and reloads).
+   * Returns the id.
+   */
+  async append(t: PendingTransaction): Promise<number> {
+    const tx = this.db.transaction(['outbox', 'meta'], 'readwrite', { durability: 'strict' })
+    const meta = tx.objectStore('meta')
+    const outbox = tx.objectStore('outbox')
+    const [stored, lastHlc] = await Promise.all([promised(meta.get('next_txn_id')), promised(meta.get('hlc'))])
+    const id = Number((stored as { value?: number } | undefined)?.value ?? 1)
+    meta.put({ key: 'next_txn_id', value: id + 1 })
+    const last = parseHlc((lastHlc as { value?: string } | undefined)?.value)
+    const mine = parseHlc(t.hlc)
+    if (mine && (!last || compareHlc(mine, last) > 0)) meta.put({ key: 'hlc', value: t.hlc })
+    outbox.put({ ...t, id })
+    await done(tx)
+    return id
+  }
+
+  /** Closes the connection. */
+  close(): void {
+    this.db.close()
+  }
+}

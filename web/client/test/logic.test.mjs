@@ -1,0 +1,112 @@
+// Unit tests of the client's pure logic (run after `tsc`, against dist/). The browser-facing
+// parts — IndexedDB, the shape streams, the outbox against a real server — are exercised in
+// Chromium by web/editor/tests.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { backoffDelay, parseRetryAfter, BACKOFF_SCHEDULE_MS } from '../dist/backoff.js'
+import { nextHlc, parseHlc, formatHlc, compareHlc } from '../dist/hlc.js'
+import { overlay, isCovered, visibleInSnapshot, applyMutation } from '../dist/outbox.js'
+import { toPgText, keyOf, rowToText } from '../dist/values.js'
+import { jwtExpiry, jwtClaims } from '../dist/transport.js'
+
+test('backoff follows 1/2/5/10/30 s with ±20 % jitter and honours Retry-After', () => {
+  assert.deepEqual(BACKOFF_SCHEDULE_MS, [1000, 2000, 5000, 10000, 30000])
+  assert.equal(backoffDelay(0, 0, 0.5), 1000)
+  assert.equal(backoffDelay(0, 0, 0), 800)
+  assert.equal(backoffDelay(0, 0, 0.999999), 1200)
+  assert.equal(backoffDelay(2, 0, 0.5), 5000)
+  assert.equal(backoffDelay(4, 0, 0.5), 30000)
+  assert.equal(backoffDelay(99, 0, 0.5), 30000, 'the last step repeats')
+  assert.equal(backoffDelay(0, 7000, 0.5), 7000, 'never sooner than Retry-After')
+  assert.equal(parseRetryAfter('5'), 5000)
+  assert.equal(parseRetryAfter(null), 0)
+  assert.equal(parseRetryAfter('soon'), 0)
+  assert.equal(parseRetryAfter(new Date(10_000).toUTCString(), 4_000), 6000)
+})
+
+test('HLC stamps never go backwards', () => {
+  const a = nextHlc(undefined, 1000)
+  assert.equal(formatHlc(a), '1000-0')
+  const b = nextHlc(a, 1000)
+  assert.equal(formatHlc(b), '1000-1')
+  const c = nextHlc(b, 900) // the wall clock went back
+  assert.equal(formatHlc(c), '1000-2')
+  assert.equal(formatHlc(nextHlc(c, 2000)), '2000-0')
+  assert.equal(compareHlc(parseHlc('5-1'), parseHlc('5-0')), 1)
+  assert.equal(parseHlc('12'), undefined)
+})
+
+test('values travel as Postgres text', () => {
+  assert.equal(toPgText('x'), 'x')
+  assert.equal(toPgText(1.5), '1.5')
+  assert.equal(toPgText(10n), '10')
+  assert.equal(toPgText(true), 't')
+  assert.equal(toPgText(null), null)
+  assert.equal(toPgText({ a: [1, 'b'] }), '{"a":[1,"b"]}')
+  assert.deepEqual(rowToText({ id: 'u', n: 3, c: { run: 'x' } }), { id: 'u', n: '3', c: '{"run":"x"}' })
+  assert.equal(keyOf({ id: 7, other: 1 }, ['id']), '["7"]')
+  assert.throws(() => keyOf({ other: 1 }, ['id']), /primary key column "id"/)
+})
+
+const row = (id, name, x = 0) => ({ id, name, x })
+const txn = (mutations, extra = {}) => ({ hlc: '1-0', mutations, createdAt: 0, state: 'queued', covered: [], ...extra })
+
+test('the overlay replays pending writes over server rows, and rebases under server changes', () => {
+  const server = new Map([['["a"]', row('a', 'A')], ['["b"]', row('b', 'B')]])
+  const pending = [
+    txn([{ op: 'update', shape: 'steps', key: '["a"]', keyValues: { id: 'a' }, value: { name: 'A2' } }]),
+    txn([{ op: 'insert', shape: 'steps', key: '["c"]', value: row('c', 'C') }]),
+    txn([{ op: 'delete', shape: 'steps', key: '["b"]', keyValues: { id: 'b' } }]),
+    txn([{ op: 'insert', shape: 'comments', key: '["z"]', value: { id: 'z' } }]),
+  ]
+  const v = overlay(server, pending, 'steps')
+  assert.deepEqual([...v.keys()].sort(), ['["a"]', '["c"]'])
+  assert.equal(v.get('["a"]').name, 'A2')
+  // A server change to another column of a row with a pending write shows under it.
+  server.set('["a"]', row('a', 'A-server', 50))
+  const v2 = overlay(server, pending, 'steps')
+  assert.deepEqual(v2.get('["a"]'), { id: 'a', name: 'A2', x: 50 })
+  // No pending write touches the shape: the server rows themselves.
+  assert.equal(overlay(server, [], 'steps'), server)
+  // An update of a row that is gone changes nothing.
+  assert.equal(applyMutation(undefined, pending[0].mutations[0]), undefined)
+})
+
+test('an answered write retires once every shape it touched has shown it', () => {
+  const t = txn(
+    [
+      { op: 'delete', shape: 'steps', key: '["a"]', keyValues: { id: 'a' } },
+      { op: 'insert', shape: 'comments', key: '["z"]', value: { id: 'z' } },
+      { op: 'insert', shape: 'audit', key: '["q"]', value: { id: 'q' } },
+    ],
+    { state: 'answered', txid: '900' },
+  )
+  const synced = (s) => s !== 'audit'
+  const lsn = { steps: '100', comments: '90' }
+  assert.equal(isCovered(t, synced, (s) => lsn[s]), false)
+  t.covered.push('steps')
+  t.seenLsn = '95'
+  assert.equal(isCovered(t, synced, (s) => lsn[s]), false, 'comments is not past 95 yet')
+  lsn.comments = '95'
+  assert.equal(isCovered(t, synced, (s) => lsn[s]), true, 'comments is up to date past it: it had nothing of it')
+  assert.equal(isCovered({ ...t, state: 'queued' }, synced, (s) => lsn[s]), false, 'not before the server answered')
+})
+
+test('snapshot visibility follows Postgres, with 32-bit wraparound', () => {
+  assert.equal(visibleInSnapshot(99, 100n, 110n, []), true)
+  assert.equal(visibleInSnapshot(105, 100n, 110n, []), true)
+  assert.equal(visibleInSnapshot(105, 100n, 110n, [105n]), false)
+  assert.equal(visibleInSnapshot(110, 100n, 110n, []), false)
+  const epoch = 1n << 32n
+  assert.equal(visibleInSnapshot(0xffffffff, epoch + 5n, epoch + 10n, []), true)
+  assert.equal(visibleInSnapshot(7, epoch + 5n, epoch + 10n, []), true)
+  assert.equal(visibleInSnapshot(12, epoch + 5n, epoch + 10n, []), false)
+})
+
+test('JWT claims and expiry are read without verifying', () => {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url')
+  const token = `${b64({ alg: 'HS256' })}.${b64({ sub: 'u1', exp: 1700000000, name: 'Zoë' })}.sig`
+  assert.equal(jwtExpiry(token), 1700000000 * 1000)
+  assert.equal(jwtClaims(token).name, 'Zoë')
+  assert.equal(jwtExpiry('garbage'), undefined)
+})

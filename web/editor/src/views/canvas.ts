@@ -1,0 +1,274 @@
+/**
+ * The pipeline canvas: steps as nodes at their (x, y), connections as arrows between them, and
+ * the other people's cursors and selections. Dragging a node moves it (one write when it is
+ * dropped); dragging from a node's right-hand port onto another node connects them.
+ */
+
+import { h } from '../dom.js'
+import type { Connection, Step } from '../data.js'
+
+/** Node size (for edge geometry). */
+export const NODE_W = 168
+export const NODE_H = 64
+const SVG_NS = 'http://www.w3.org/2000/svg'
+
+/** Someone else in the room. */
+export interface RemotePerson {
+  key: string
+  userId: string
+  name: string
+  color: string
+  cursor?: { x: number; y: number } | null
+  selected?: string | null
+}
+
+export interface CanvasEvents {
+  select(stepId: string | null): void
+  selectConnection(id: string): void
+  move(stepId: string, x: number, y: number): void
+  connect(from: string, to: string): void
+  cursor(at: { x: number; y: number } | null): void
+}
+
+function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG_NS, tag)
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v))
+  return el
+}
+
+function edgePath(a: { x: number; y: number }, b: { x: number; y: number }): string {
+  const x1 = a.x + NODE_W
+  const y1 = a.y + NODE_H / 2
+  const x2 = b.x
+  const y2 = b.y + NODE_H / 2
+  const bend = Math.max(40, Math.abs(x2 - x1) / 2)
+  return `M ${x1} ${y1} C ${x1 + bend} ${y1}, ${x2 - bend} ${y2}, ${x2} ${y2}`
+}
+
+export class Canvas {
+  readonly el: HTMLElement
+  #surface: HTMLElement
+  #edges: SVGSVGElement
+  #nodes = new Map<string, HTMLElement>()
+  #edgeEls = new Map<string, SVGGElement>()
+  #cursors = new Map<string, HTMLElement>()
+  #steps = new Map<string, Step>()
+  #connections: Connection[] = []
+  #drag: { id: string; startX: number; startY: number; x: number; y: number; moved: boolean } | undefined
+  /** Where a dropped node is drawn until its write shows in the data. */
+  #held = new Map<string, { x: number; y: number }>()
+
+  constructor(private readonly on: CanvasEvents) {
+    this.#edges = svg('svg', { class: 'edges', width: '100%', height: '100%' })
+    const defs = svg('defs', {})
+    const marker = svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' })
+    marker.append(svg('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrow-head' }))
+    defs.append(marker)
+    this.#edges.append(defs)
+    this.#surface = h('div', { class: 'surface' })
+    this.#surface.append(this.#edges)
+    this.el = h('div', { class: 'canvas', 'data-testid': 'canvas' }, this.#surface)
+    this.#surface.addEventListener('pointerdown', (e) => {
+      if (e.target === this.#surface || e.target === this.#edges) this.on.select(null)
+    })
+    this.el.addEventListener('pointermove', (e) => this.on.cursor(this.#point(e)))
+    this.el.addEventListener('pointerleave', () => this.on.cursor(null))
+  }
+
+  /** A pointer event in canvas coordinates. */
+  #point(e: PointerEvent | MouseEvent): { x: number; y: number } {
+    const r = this.#surface.getBoundingClientRect()
+    return { x: Math.round(e.clientX - r.left), y: Math.round(e.clientY - r.top) }
+  }
+
+  #position(id: string): { x: number; y: number } | undefined {
+    if (this.#drag?.id === id) return { x: this.#drag.x, y: this.#drag.y }
+    const held = this.#held.get(id)
+    if (held) return held
+    const s = this.#steps.get(id)
+    return s ? { x: s.x, y: s.y } : undefined
+  }
+
+  update(steps: Step[], connections: Connection[], selected: { step: string | null; connection: string | null }, people: RemotePerson[], comments: Map<string, number>): void {
+    this.#steps = new Map(steps.map((s) => [s.id, s]))
+    this.#connections = connections
+    for (const [id, at] of this.#held) {
+      const s = this.#steps.get(id)
+      if (!s || (s.x === at.x && s.y === at.y)) this.#held.delete(id)
+    }
+    const selectedBy = new Map<string, RemotePerson[]>()
+    for (const p of people) if (p.selected) selectedBy.set(p.selected, [...(selectedBy.get(p.selected) ?? []), p])
+
+    // Nodes.
+    for (const [id, el] of this.#nodes) {
+      if (!this.#steps.has(id)) {
+        el.remove()
+        this.#nodes.delete(id)
+      }
+    }
+    let maxX = 0
+    let maxY = 0
+    for (const s of steps) {
+      let el = this.#nodes.get(s.id)
+      if (!el) {
+        el = this.#createNode(s.id)
+        this.#nodes.set(s.id, el)
+        this.#surface.append(el)
+      }
+      const at = this.#position(s.id)!
+      el.style.left = `${at.x}px`
+      el.style.top = `${at.y}px`
+      maxX = Math.max(maxX, at.x)
+      maxY = Math.max(maxY, at.y)
+      el.querySelector('.step-name')!.textContent = s.name
+      el.querySelector('.step-type')!.textContent = s.type
+      const n = comments.get(s.id) ?? 0
+      const badge = el.querySelector<HTMLElement>('.step-comments')!
+      badge.textContent = n === 1 ? "1 comment" : `${n} comments`
+      badge.hidden = n === 0
+      el.classList.toggle('selected', selected.step === s.id)
+      const by = selectedBy.get(s.id) ?? []
+      el.dataset.selectedBy = by.map((p) => p.userId).join(',')
+      el.style.setProperty('--remote', by[0]?.color ?? 'transparent')
+      el.classList.toggle('remote-selected', by.length > 0)
+      el.querySelector('.step-remote')!.textContent = by.map((p) => p.name.split(' ')[0]).join(', ')
+    }
+    this.#surface.style.width = `${Math.max(1400, maxX + NODE_W + 200)}px`
+    this.#surface.style.height = `${Math.max(700, maxY + NODE_H + 200)}px`
+
+    // Edges.
+    const live = new Set(connections.map((c) => c.id))
+    for (const [id, g] of this.#edgeEls) {
+      if (!live.has(id)) {
+        g.remove()
+        this.#edgeEls.delete(id)
+      }
+    }
+    for (const c of connections) {
+      let g = this.#edgeEls.get(c.id)
+      if (!g) {
+        g = svg('g', { class: 'edge', 'data-testid': 'connection', 'data-connection-id': c.id })
+        const hit = svg('path', { class: 'edge-hit', d: '' })
+        const line = svg('path', { class: 'edge-line', d: '', 'marker-end': 'url(#arrow)' })
+        g.append(hit, line)
+        g.addEventListener('pointerdown', (e) => {
+          e.stopPropagation()
+          this.on.selectConnection(c.id)
+        })
+        this.#edgeEls.set(c.id, g)
+        this.#edges.append(g)
+      }
+      g.dataset.from = c.from_step_id
+      g.dataset.to = c.to_step_id
+      g.classList.toggle('selected', selected.connection === c.id)
+    }
+    this.#drawEdges()
+
+    // Other people's cursors.
+    const seen = new Set<string>()
+    for (const p of people) {
+      if (!p.cursor) continue
+      seen.add(p.key)
+      let el = this.#cursors.get(p.key)
+      if (!el) {
+        el = h('div', { class: 'remote-cursor', 'data-testid': 'remote-cursor' })
+        el.innerHTML = '<svg width="16" height="20" viewBox="0 0 16 20" aria-hidden="true"><path d="M1 1 L1 16 L5 12 L8 19 L11 18 L8 11 L14 11 Z"/></svg><span class="cursor-label"></span>'
+        this.#cursors.set(p.key, el)
+        this.#surface.append(el)
+      }
+      el.dataset.userId = p.userId
+      el.style.left = `${p.cursor.x}px`
+      el.style.top = `${p.cursor.y}px`
+      el.style.setProperty('--color', p.color)
+      el.querySelector('.cursor-label')!.textContent = p.name
+    }
+    for (const [k, el] of this.#cursors) {
+      if (!seen.has(k)) {
+        el.remove()
+        this.#cursors.delete(k)
+      }
+    }
+  }
+
+  #drawEdges(): void {
+    for (const c of this.#connections) {
+      const g = this.#edgeEls.get(c.id)
+      const a = this.#position(c.from_step_id)
+      const b = this.#position(c.to_step_id)
+      if (!g || !a || !b) continue
+      const d = edgePath(a, b)
+      for (const p of g.querySelectorAll('path')) p.setAttribute('d', d)
+    }
+  }
+
+  #createNode(id: string): HTMLElement {
+    const port = h('div', { class: 'port', title: 'Drag onto another step to connect', 'data-testid': 'step-port' })
+    const el = h(
+      'div',
+      { class: 'node', 'data-testid': 'step', 'data-step-id': id, tabindex: '0' },
+      h('div', { class: 'step-name' }),
+      h('div', { class: 'step-meta' }, h('span', { class: 'step-type' }), h('span', { class: 'step-comments' })),
+      h('div', { class: 'step-remote' }),
+      port,
+    )
+    el.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0) return
+      e.stopPropagation()
+      if (e.target === port) return this.#startLink(id, e)
+      const at = this.#position(id)!
+      this.#drag = { id, startX: e.clientX, startY: e.clientY, x: at.x, y: at.y, moved: false }
+      el.setPointerCapture(e.pointerId)
+      el.classList.add('dragging')
+    })
+    el.addEventListener('pointermove', (e) => {
+      const d = this.#drag
+      if (!d || d.id !== id) return
+      const dx = e.clientX - d.startX
+      const dy = e.clientY - d.startY
+      if (!d.moved && Math.hypot(dx, dy) < 3) return
+      d.moved = true
+      const s = this.#steps.get(id)
+      if (!s) return
+      d.x = Math.max(0, Math.round(s.x + dx))
+      d.y = Math.max(0, Math.round(s.y + dy))
+      el.style.left = `${d.x}px`
+      el.style.top = `${d.y}px`
+      this.#drawEdges()
+    })
+    const end = () => {
+      const d = this.#drag
+      if (!d || d.id !== id) return
+      this.#drag = undefined
+      el.classList.remove('dragging')
+      if (d.moved) {
+        this.#held.set(id, { x: d.x, y: d.y })
+        this.on.move(id, d.x, d.y)
+      } else this.on.select(id)
+    }
+    el.addEventListener('pointerup', end)
+    el.addEventListener('pointercancel', end)
+    return el
+  }
+
+  #startLink(from: string, e: PointerEvent): void {
+    const a = this.#position(from)
+    if (!a) return
+    const line = svg('path', { class: 'edge-line linking', d: '' })
+    this.#edges.append(line)
+    const move = (ev: PointerEvent) => {
+      const p = this.#point(ev)
+      line.setAttribute('d', edgePath(a, { x: p.x, y: p.y - NODE_H / 2 }))
+    }
+    const up = (ev: PointerEvent) => {
+      window.removeEventListener('pointermove', move)
+      window.removeEventListener('pointerup', up)
+      line.remove()
+      const target = (document.elementFromPoint(ev.clientX, ev.clientY) as HTMLElement | null)?.closest<HTMLElement>('.node')
+      const to = target?.dataset.stepId
+      if (to && to !== from) this.on.connect(from, to)
+    }
+    move(e)
+    window.addEventListener('pointermove', move)
+    window.addEventListener('pointerup', up)
+  }
+}

@@ -1,0 +1,150 @@
+/** The editor of one pipeline: toolbar, canvas, and the side panels; presence in its room. */
+
+import type { PresenceRoom } from '@ferrite/client'
+import { h, replaceChildren } from '../dom.js'
+import type { Actions, Data, Pipeline } from '../data.js'
+import type { SignedIn } from '../session.js'
+import { Canvas, NODE_H, NODE_W, type RemotePerson } from './canvas.js'
+import { Inspector } from './inspector.js'
+import { CommentsPanel, VersionsPanel } from './panels.js'
+
+export class EditorView {
+  readonly el = h('main', { class: 'editor' })
+  #selected: string | null = null
+  #selectedConnection: string | null = null
+  #canvas: Canvas
+  #inspector: Inspector
+  #comments: CommentsPanel
+  #versions: VersionsPanel
+  #title = h('h1', { class: 'pipeline-title', 'data-testid': 'pipeline-title' })
+  #people = h('div', { class: 'people', 'data-testid': 'presence' })
+  #body = h('div', { class: 'editor-body' })
+  #missing = h('div', { class: 'missing' })
+  #room: PresenceRoom
+  #offRoom: () => void
+  #onKey: (e: KeyboardEvent) => void
+
+  constructor(
+    private readonly data: Data,
+    private readonly actions: Actions,
+    me: SignedIn,
+    readonly pipelineId: string,
+  ) {
+    this.#canvas = new Canvas({
+      select: (id) => this.#select(id),
+      selectConnection: (id) => {
+        this.#selectedConnection = id
+        this.#selected = null
+        this.#room.update({ selected: null })
+        this.render()
+      },
+      move: (id, x, y) => void this.actions.moveStep(id, x, y),
+      connect: (from, to) => {
+        const p = this.data.pipeline(this.pipelineId)
+        if (p && !this.data.connections(p.id).some((c) => c.from_step_id === from && c.to_step_id === to)) void this.actions.connect(p, from, to)
+      },
+      cursor: (at) => this.#room.update({ cursor: at }),
+    })
+    this.#inspector = new Inspector(actions, () => this.#select(null))
+    this.#comments = new CommentsPanel(data, actions, () => this.#select(null))
+    this.#versions = new VersionsPanel(data, actions)
+    const addStep = h('button', { 'data-testid': 'add-step', onclick: () => void this.#addStep() }, '+ Add step')
+    this.el.append(
+      h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back', 'data-testid': 'back' }, '← Pipelines'), this.#title, addStep, this.#people),
+      this.#body,
+    )
+    replaceChildren(this.#body, this.#canvas.el, h('aside', { class: 'side' }, this.#inspector.el, this.#comments.el, this.#versions.el))
+
+    this.#room = data.client.presence(`pipelines:${pipelineId}`)
+    this.#offRoom = this.#room.events.on('change', () => this.render())
+    this.#room.join({ user_id: me.id, name: me.name, color: me.color, avatar_url: me.avatar_url, cursor: null, selected: null })
+    this.#onKey = (e) => {
+      const t = e.target as HTMLElement
+      if (t.closest('input, textarea, select')) return
+      if (e.key !== 'Delete' && e.key !== 'Backspace') return
+      if (this.#selected) {
+        void this.actions.deleteStep(this.#selected)
+        this.#select(null)
+      } else if (this.#selectedConnection) {
+        void this.actions.disconnect(this.#selectedConnection)
+        this.#selectedConnection = null
+      }
+    }
+    document.addEventListener('keydown', this.#onKey)
+  }
+
+  #select(id: string | null): void {
+    this.#selected = id
+    this.#selectedConnection = null
+    this.#room.update({ selected: id })
+    this.render()
+  }
+
+  async #addStep(): Promise<void> {
+    const p = this.data.pipeline(this.pipelineId)
+    if (!p) return
+    const n = this.data.steps(p.id).length
+    const at = { x: 80 + (n % 5) * (NODE_W + 72), y: 280 + Math.floor(n / 5) * (NODE_H + 56) }
+    const id = await this.actions.addStep(p, at)
+    this.#select(id)
+  }
+
+  #others(): RemotePerson[] {
+    return this.#room.others.map((m) => {
+      const s = m.state as { user_id?: string; name?: string; color?: string; cursor?: { x: number; y: number } | null; selected?: string | null }
+      const user = this.data.user(s.user_id ?? m.subject)
+      return {
+        key: m.clientId,
+        userId: s.user_id ?? m.subject ?? m.clientId,
+        name: user?.name ?? s.name ?? 'Someone',
+        color: user?.color ?? s.color ?? '#64748b',
+        cursor: s.cursor ?? null,
+        selected: s.selected ?? null,
+      }
+    })
+  }
+
+  render(): void {
+    const p: Pipeline | undefined = this.data.pipeline(this.pipelineId)
+    if (!p) {
+      this.#title.textContent = ''
+      replaceChildren(
+        this.#missing,
+        this.data.client.isLoaded('pipelines')
+          ? h('p', { 'data-testid': 'pipeline-missing' }, 'This pipeline is not available: it was deleted, or you are no longer in its team. ', h('a', { href: '#/' }, 'Back to the pipelines'))
+          : h('p', { class: 'muted' }, 'Loading…'),
+      )
+      if (this.#body.firstChild !== this.#missing) replaceChildren(this.#body, this.#missing)
+      return
+    }
+    if (this.#body.firstChild === this.#missing) {
+      replaceChildren(this.#body, this.#canvas.el, h('aside', { class: 'side' }, this.#inspector.el, this.#comments.el, this.#versions.el))
+    }
+    this.#title.textContent = p.name
+    const steps = this.data.steps(p.id)
+    const connections = this.data.connections(p.id)
+    if (this.#selected && !steps.some((s) => s.id === this.#selected)) this.#selected = null
+    if (this.#selectedConnection && !connections.some((c) => c.id === this.#selectedConnection)) this.#selectedConnection = null
+    const others = this.#others()
+    this.#canvas.update(steps, connections, { step: this.#selected, connection: this.#selectedConnection }, others, this.data.commentCount(p.id))
+    const step = steps.find((s) => s.id === this.#selected)
+    this.#inspector.update(p, step, steps, connections)
+    this.#comments.update(p, step)
+    this.#versions.update(p)
+    const byUser = new Map(others.map((o) => [o.userId, o]))
+    replaceChildren(
+      this.#people,
+      byUser.size ? h('span', { class: 'muted small' }, 'Here now:') : null,
+      [...byUser.values()].map((o) => {
+        const u = this.data.user(o.userId)
+        return h('img', { class: 'avatar small', 'data-testid': 'presence-avatar', 'data-user-id': o.userId, src: u?.avatar_url ?? '', alt: o.name, title: o.name, style: { outlineColor: o.color } })
+      }),
+    )
+  }
+
+  destroy(): void {
+    document.removeEventListener('keydown', this.#onKey)
+    this.#offRoom()
+    this.data.client.leavePresence(`pipelines:${this.pipelineId}`)
+  }
+}
