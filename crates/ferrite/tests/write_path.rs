@@ -448,3 +448,64 @@ async fn transactions_that_deadlock_with_each_other_are_retried_not_failed() {
     assert_eq!(step_row(&c, A).await, Some(("a".into(), 6, 6)));
     assert_eq!(step_row(&c, B).await, Some(("b".into(), 6, 6)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_row_of_a_transaction_sees_the_effects_of_the_rows_before_it() {
+    // Rows of one transaction are pipelined (a row's write goes out with the next row's read);
+    // the outcome must be what applying them one transaction at a time gives: the same row
+    // written twice, a child inserted under a parent just inserted, a cascade from a delete.
+    let (_db, s, c) = setup(|_| {}).await;
+    for t in ["one", "each"] {
+        c.batch_execute(&format!(
+            "CREATE TABLE parents_{t} (id int PRIMARY KEY, name text NOT NULL);
+             CREATE TABLE children_{t} (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parents_{t}(id) ON DELETE CASCADE, body text);
+             -- Written directly: deciding about these rows takes a query first (their commit time).
+             INSERT INTO parents_{t} VALUES (3, 'direct');
+             INSERT INTO children_{t} VALUES (12, 3, 'direct child');"
+        ))
+        .await
+        .unwrap();
+    }
+    let mutations = |t: &str| {
+        let (p, ch) = (format!("parents_{t}"), format!("children_{t}"));
+        vec![
+            json!({"op": "insert", "table": p, "value": {"id": "1", "name": "a"}}),
+            json!({"op": "update", "table": p, "key": {"id": "1"}, "value": {"name": "b"}}),
+            json!({"op": "insert", "table": ch, "value": {"id": "10", "parent_id": "1", "body": "first"}}),
+            json!({"op": "update", "table": ch, "key": {"id": "10"}, "value": {"body": "x"}}),
+            json!({"op": "update", "table": p, "key": {"id": "1"}, "value": {"name": "c"}}),
+            json!({"op": "insert", "table": p, "value": {"id": "2", "name": "gone"}}),
+            json!({"op": "insert", "table": ch, "value": {"id": "11", "parent_id": "2", "body": "cascaded"}}),
+            json!({"op": "delete", "table": p, "key": {"id": "2"}}),
+            json!({"op": "update", "table": ch, "key": {"id": "11"}, "value": {"body": "after the cascade"}}),
+            json!({"op": "update", "table": p, "key": {"id": "3"}, "value": {"name": "renamed"}}),
+            json!({"op": "delete", "table": p, "key": {"id": "3"}}),
+            json!({"op": "update", "table": ch, "key": {"id": "12"}, "value": {"body": "after the cascade"}}),
+        ]
+    };
+    let t0 = now_ms();
+    let r = post(&s.base, &json!({"client_id": "one", "transactions": [txn(1, t0, Value::Array(mutations("one")))]})).await;
+    // Merged: the updates after a cascade lost to the cascade's delete.
+    assert_eq!(r.body["results"][0]["status"], "merged", "{}", r.text);
+    assert_eq!(
+        r.body["results"][0]["overridden"],
+        json!([{"table": "children_one", "key": {"id": "11"}, "columns": ["body"]}, {"table": "children_one", "key": {"id": "12"}, "columns": ["body"]}])
+    );
+    let each: Vec<Value> = mutations("each").into_iter().enumerate().map(|(i, m)| txn(i as u64 + 1, t0 + i as u64, json!([m]))).collect();
+    let r = post(&s.base, &json!({"client_id": "each", "transactions": each})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for (i, result) in r.body["results"].as_array().unwrap().iter().enumerate() {
+        assert_ne!(result["status"], "rejected", "mutation {i} alone: {result}");
+    }
+    let rows = |t: &'static str| {
+        let c = &c;
+        async move {
+            let q = format!(
+                "SELECT 'p' || id || ':' || name FROM parents_{t} UNION ALL SELECT 'c' || id || ':' || parent_id || ':' || coalesce(body, '') FROM children_{t} ORDER BY 1"
+            );
+            c.query(&q, &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(rows("one").await, vec!["c10:1:x".to_string(), "p1:c".to_string()]);
+    assert_eq!(rows("one").await, rows("each").await);
+}

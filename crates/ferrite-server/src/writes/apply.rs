@@ -12,8 +12,10 @@
 //! then recorded on its own and later transactions still run.
 //!
 //! Round trips are the cost that matters, so statements are pipelined: BEGIN goes out with the
-//! first row's lock and read, and a transaction's last row write records the result in the same
-//! statement and carries COMMIT along.
+//! first row's lock and read, each row's write goes out with the next row's lock and read
+//! right behind it (so a transaction of n rows costs n + 1 round trips, not 2n), and a
+//! transaction's last row write records the result in the same statement and carries COMMIT
+//! along.
 
 use super::pool::Pool;
 use crate::auth::{Auth, Identity};
@@ -34,6 +36,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// Why a whole request could not be handled (nothing of it is applied past what is recorded).
 #[derive(Debug, thiserror::Error)]
@@ -319,9 +322,27 @@ impl Writer {
         let mut overridden = vec![];
         let mut xid = None;
         let mut changed = false;
+        let n = txn.mutations.len();
+        let mut read = match txn.mutations.first() {
+            Some(m) => Some(self.read_row(c, m, who, None).await?),
+            None => None,
+        };
         for (i, m) in txn.mutations.iter().enumerate() {
-            let tail = (i + 1 == txn.mutations.len()).then(|| Tail { client_id, txn_id: txn.id, overridden: &overridden });
-            let (o, x, wrote, committed) = self.apply_mutation(c, m, stamp, who, tail).await?;
+            let Some(row) = read.take() else { break };
+            let tail = (i + 1 == n).then(|| Tail { client_id, txn_id: txn.id, overridden: &overridden });
+            // The next row's lock and read go out right behind this row's write, in the same
+            // round trip; a failure of this row's write is the one reported.
+            let (sent, after) = sent_signal();
+            let write = self.write_row(c, m, stamp, row, tail, sent);
+            let (written, next) = match txn.mutations.get(i + 1) {
+                Some(next) => {
+                    let (w, r) = tokio::join!(biased; write, self.read_row(c, next, who, Some(after)));
+                    (w, Some(r))
+                }
+                None => (write.await, None),
+            };
+            let (o, x, wrote, committed) = written?;
+            read = next.transpose()?;
             if committed.is_some() {
                 return Ok(MutationsOutcome { overridden: vec![], xid: x, changed: true, committed });
             }
@@ -391,16 +412,24 @@ impl Writer {
         Ok((name, t))
     }
 
-    /// Applies one mutation; returns the columns the policy kept (if any), the xid, and the
-    /// transaction's result if `tail` was given and the row write committed it.
-    async fn apply_mutation(
-        &self,
-        c: &PreparedClient,
-        m: &Mutation,
-        stamp: &Stamp,
-        who: Option<&Identity>,
-        tail: Option<Tail<'_>>,
-    ) -> Result<(Option<Overridden>, u32, bool, Option<TransactionResult>), Stop> {
+    /// Why a statement of mutation `m` (on row `key` of `name`) failed. When the table changed
+    /// under the cached copy, that copy and the statements built from it are dropped (reloaded
+    /// on next use).
+    fn reject(&self, c: &PreparedClient, name: &QualifiedName, m: &Mutation, key: &Values, e: PgError) -> Stop {
+        if schema_changed(&e) {
+            self.tables.lock().remove(name);
+            c.forget_statements();
+        }
+        classify(e, Some(&m.table), Some(key))
+    }
+
+    /// Checks one mutation and reads its row and clocks under the row key's lock. Sends nothing
+    /// before `after` fires: the previous mutation's last statement goes out first, so this read
+    /// sees its effects (Postgres runs a connection's statements in the order they are sent).
+    async fn read_row(&self, c: &PreparedClient, m: &Mutation, who: Option<&Identity>, after: Option<oneshot::Receiver<()>>) -> Result<RowRead, Stop> {
+        if let Some(after) = after {
+            let _ = after.await; // fired, or dropped when the previous mutation ended
+        }
         let (name, table) = self.table_for(c, m).await?;
         let schema = &table.schema;
         for c in [&m.key, &m.value, &m.base].into_iter().flatten().flat_map(|v| v.keys()) {
@@ -439,24 +468,9 @@ impl Writer {
         let aligned: Vec<Option<String>> = schema.columns.iter().map(|c| key.get(&c.name).cloned().flatten()).collect();
         let key_text = row_key(schema, &aligned);
         let table_text = name.quoted();
-        let reject_here = |e: PgError| {
-            if schema_changed(&e) {
-                // The cached table (and statements built from it) may be stale: reload next time.
-                self.tables.lock().remove(&name);
-                c.forget_statements();
-            }
-            classify(e, Some(&m.table), Some(&key))
-        };
+        let reject_here = |e: PgError| self.reject(c, &name, m, &key, e);
 
-        let forbidden = |message: String| {
-            Stop::Rejected(Rejection {
-                code: RejectionCode::Forbidden,
-                message,
-                table: Some(m.table.clone()),
-                key: Some(key.clone()),
-                current: None,
-            })
-        };
+        let forbidden = |message: String| forbidden(&m.table, &key, message);
         // The caller's write rule, compiled against the table; checked on the row before and after.
         let rule = match self.auth.write_filter(&name, who) {
             Err(e) => return Err(forbidden(e.to_string())),
@@ -466,8 +480,6 @@ impl Writer {
                     .map_err(|e| forbidden(format!("the write rule of table {} cannot be evaluated: {e}", name.quoted())))?,
             ),
         };
-        let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
-        let violation = || forbidden(format!("row violates write rule for table {}", name.quoted()));
 
         // The key lock and the read of the row and its clocks in one round trip: tokio-postgres
         // sends concurrent queries in the order they are first polled (`biased;` makes try_join!
@@ -480,6 +492,27 @@ impl Writer {
             table.select_for_update_with_clocks(c, &key, &table_text, &key_text)
         )
         .map_err(reject_here)?;
+        Ok(RowRead { name, table, key, key_text, table_text, rule, xid, row, stored })
+    }
+
+    /// Decides one mutation from its row as read and writes the outcome with its clocks; returns
+    /// the columns the policy kept (if any), the xid, whether a row changed, and the
+    /// transaction's result if `tail` was given and the row write committed it. `sent` fires
+    /// once this mutation's last statement has gone out.
+    async fn write_row(
+        &self,
+        c: &PreparedClient,
+        m: &Mutation,
+        stamp: &Stamp,
+        read: RowRead,
+        tail: Option<Tail<'_>>,
+        mut sent: Sent,
+    ) -> Result<(Option<Overridden>, u32, bool, Option<TransactionResult>), Stop> {
+        let RowRead { name, table, key, key_text, table_text, rule, xid, row, stored } = read;
+        let schema = &table.schema;
+        let reject_here = |e: PgError| self.reject(c, &name, m, &key, e);
+        let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
+        let violation = || forbidden(&m.table, &key, format!("row violates write rule for table {}", name.quoted()));
         let current = self.current_state(c, &table, row, stored.as_ref()).await.map_err(reject_here)?;
         if let Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } = &current {
             // The row as it is, and as the mutation asks for it (whether or not the conflict
@@ -565,9 +598,9 @@ impl Writer {
         // The row as Postgres stored it, when it is live afterwards.
         let after = match &decision.action {
             Action::Insert { values, .. } if matches!(current, Current::Live(_)) => {
-                table.update(c, &key, values, &save).await.map_err(reject_here)?
+                sent.after(table.update(c, &key, values, &save)).await.map_err(reject_here)?
             }
-            Action::Insert { values, .. } => Some(table.insert(c, values, &save).await.map_err(reject_here)?),
+            Action::Insert { values, .. } => Some(sent.after(table.insert(c, values, &save)).await.map_err(reject_here)?),
             Action::Update { set, .. } if set.is_empty() => {
                 // Only the birth stamp moves: no row write to carry the clocks.
                 let row = table.select(c, &key).await.map_err(reject_here)?.map(|r| r.0);
@@ -583,7 +616,7 @@ impl Writer {
                 write_store::save_clocks(c, &table_text, &key_text, &stored).await.map_err(reject_here)?;
                 row
             }
-            Action::Update { set, .. } => table.update(c, &key, set, &save).await.map_err(reject_here)?,
+            Action::Update { set, .. } => sent.after(table.update(c, &key, set, &save)).await.map_err(reject_here)?,
             Action::Delete { .. } => {
                 table.delete(c, &key).await.map_err(reject_here)?;
                 None
@@ -703,6 +736,54 @@ struct MutationsOutcome {
     changed: bool,
     /// The result, when the last mutation's row write also recorded it and committed ([`Tail`]).
     committed: Option<TransactionResult>,
+}
+
+/// A mutation checked and its row read under its key lock, ready to be decided and written.
+struct RowRead {
+    name: QualifiedName,
+    table: Arc<WriteTable>,
+    key: Values,
+    key_text: String,
+    table_text: String,
+    /// The caller's write rule on the table, if any.
+    rule: Option<WhereClause>,
+    xid: u32,
+    row: Option<(Vec<Option<String>>, u32)>,
+    stored: Option<StoredClocks>,
+}
+
+/// Fires once a mutation's last statement has gone out (or when the mutation ends, whichever
+/// comes first), letting the next mutation's read go out behind it.
+struct Sent(Option<oneshot::Sender<()>>);
+
+fn sent_signal() -> (Sent, oneshot::Receiver<()>) {
+    let (tx, rx) = oneshot::channel();
+    (Sent(Some(tx)), rx)
+}
+
+impl Sent {
+    fn fire(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Runs `statement` and fires once it has been sent (a query goes out on its first poll).
+    async fn after<T>(&mut self, statement: impl std::future::Future<Output = T>) -> T {
+        let (out, ()) = tokio::join!(biased; statement, async { self.fire() });
+        out
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        self.fire();
+    }
+}
+
+/// A `forbidden` rejection of the row `key` of `table`.
+fn forbidden(table: &str, key: &Values, message: String) -> Stop {
+    Stop::Rejected(Rejection { code: RejectionCode::Forbidden, message, table: Some(table.to_string()), key: Some(key.clone()), current: None })
 }
 
 /// The end of a client transaction, handed to its last mutation: what to record with COMMIT.
