@@ -4,14 +4,18 @@
 //!
 //! For every row a pending write touches, `_ferrite_shadow` keeps the server's version. Server
 //! changes to such a row update the shadow, and the local row is rebuilt as the shadow with the
-//! pending mutations replayed on top ("rebase"). A transaction leaves the outbox when its txid
-//! comes back through a shape (the server's version now includes it) or when the server rejects
-//! it; either way its rows are rebased without it.
+//! pending mutations replayed on top ("rebase"). A transaction leaves the outbox when the server
+//! rejects it, or when every local table it touched shows it: its txid came back through that
+//! table's shape, or that shape has caught up past the point where the txid was seen elsewhere
+//! (a write that left no row in a shape never comes back through it). Either way its rows are
+//! rebased without it — and not before, so a transaction across two tables never shows half
+//! of it reverted while the second shape lags.
 //!
 //! A transaction whose answer was lost is *in doubt*: the server may have applied it, and its
 //! txid may come through a shape before the client learns it (from the answer to the retry).
 //! While any transaction is in doubt, the txids seen through shapes are remembered in
-//! `_ferrite_txids_seen`, so an answer naming one of them retires its transaction at once.
+//! `_ferrite_txids_seen` (with the table and position), so an answer naming one of them counts
+//! those sightings at once.
 
 use crate::store::{self, key_columns, quote, Affinity, LocalColumn};
 use crate::ClientError;
@@ -72,8 +76,16 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              txid TEXT,
              result TEXT,
              -- 1 once the transaction has been sent (its answer may be lost: it is in doubt).
-             sent INTEGER NOT NULL DEFAULT 0);
-         CREATE TABLE IF NOT EXISTS _ferrite_txids_seen (txid TEXT PRIMARY KEY);
+             sent INTEGER NOT NULL DEFAULT 0,
+             -- Local tables whose shapes showed it (JSON array), and the log position (LSN) where
+             -- it was first seen.
+             covered TEXT NOT NULL DEFAULT '[]',
+             seen_lsn INTEGER);
+         CREATE TABLE IF NOT EXISTS _ferrite_txids_seen (
+             txid TEXT NOT NULL,
+             local_table TEXT NOT NULL,
+             lsn INTEGER,
+             PRIMARY KEY (txid, local_table));
          -- Which rows each queued transaction touches, so rebuilding a row reads only the
          -- transactions on it (not the whole outbox).
          CREATE TABLE IF NOT EXISTS _ferrite_outbox_rows (
@@ -95,7 +107,11 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
         |r| r.get::<_, i64>(0),
     )? > 0;
     if !has_sent {
-        db.execute_batch("ALTER TABLE _ferrite_outbox ADD COLUMN sent INTEGER NOT NULL DEFAULT 1")?;
+        db.execute_batch(
+            "ALTER TABLE _ferrite_outbox ADD COLUMN sent INTEGER NOT NULL DEFAULT 1;
+             ALTER TABLE _ferrite_outbox ADD COLUMN covered TEXT NOT NULL DEFAULT '[]';
+             ALTER TABLE _ferrite_outbox ADD COLUMN seen_lsn INTEGER;",
+        )?;
     }
     // Replicas created before `_ferrite_outbox_rows`: index their queued transactions once.
     let unindexed: Vec<(i64, String)> = db
@@ -466,30 +482,30 @@ pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Valu
         let Some(id) = r["id"].as_i64() else { continue };
         // Rejected, or committed without changing a row (its txid will never come back): the
         // server's version already is the truth for its rows.
-        // …or its txid already came through a shape while it was in doubt.
-        let seen = match r["txid"].as_str() {
-            Some(txid) => tx
-                .query_row(
-                    "SELECT 1 FROM _ferrite_txids_seen WHERE txid = ?1",
-                    [txid],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some(),
-            None => false,
-        };
-        if r["status"] == "rejected" || r["unchanged"] == true || seen {
+        if r["status"] == "rejected" || r["unchanged"] == true {
             retire(&tx, id)?;
             if r["status"] == "rejected" {
                 rejected.push(r.clone());
             }
-        } else {
-            tx.execute(
-                "UPDATE _ferrite_outbox SET txid = ?2, result = ?3 WHERE id = ?1",
-                params![id, r["txid"].as_str(), r.to_string()],
-            )?;
+            continue;
+        }
+        let txid = r["txid"].as_str();
+        tx.execute(
+            "UPDATE _ferrite_outbox SET txid = ?2, result = ?3 WHERE id = ?1",
+            params![id, txid, r.to_string()],
+        )?;
+        // Its txid may have come through shapes already, while it was in doubt.
+        if let Some(txid) = txid {
+            let sightings: Vec<(String, Option<i64>)> = tx
+                .prepare_cached("SELECT local_table, lsn FROM _ferrite_txids_seen WHERE txid = ?1")?
+                .query_map([txid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (local, lsn) in sightings {
+                cover(&tx, id, &local, lsn)?;
+            }
         }
     }
+    retire_covered(&tx)?;
     if !in_doubt(&tx)? {
         tx.execute("DELETE FROM _ferrite_txids_seen", [])?;
     }
@@ -506,23 +522,73 @@ fn in_doubt(db: &Connection) -> Result<bool, ClientError> {
     )?)
 }
 
-/// Transactions whose txid arrived through a shape are now part of the server's version:
-/// they leave the outbox and their rows are rebased without them. Call inside the transaction
-/// that applied the shape changes.
-pub fn txids_seen(tx: &Connection, txids: &[String]) -> Result<(), ClientError> {
+/// Notes the txids (with their log positions) that arrived through the shape of `local`.
+/// Call inside the transaction that applied the shape changes, then [`retire_covered`].
+pub fn txids_seen(tx: &Connection, local: &str, txids: &[(String, Option<i64>)]) -> Result<(), ClientError> {
     if !txids.is_empty() && in_doubt(tx)? {
-        let mut remember =
-            tx.prepare_cached("INSERT OR IGNORE INTO _ferrite_txids_seen (txid) VALUES (?1)")?;
-        for txid in txids {
-            remember.execute([txid])?;
+        let mut remember = tx.prepare_cached(
+            "INSERT OR IGNORE INTO _ferrite_txids_seen (txid, local_table, lsn) VALUES (?1, ?2, ?3)",
+        )?;
+        for (txid, lsn) in txids {
+            remember.execute(params![txid, local, lsn])?;
         }
     }
-    for txid in txids {
+    for (txid, lsn) in txids {
         let ids: Vec<i64> = tx
             .prepare_cached("SELECT id FROM _ferrite_outbox WHERE txid = ?1")?
             .query_map([txid], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for id in ids {
+            cover(tx, id, local, *lsn)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that the shape of `local` showed transaction `id` (at `lsn`, when known).
+fn cover(tx: &Connection, id: i64, local: &str, lsn: Option<i64>) -> Result<(), ClientError> {
+    let Some((covered, seen)): Option<(String, Option<i64>)> = tx
+        .query_row("SELECT covered, seen_lsn FROM _ferrite_outbox WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let mut covered: Vec<String> = serde_json::from_str(&covered).unwrap_or_default();
+    if !covered.iter().any(|c| c == local) {
+        covered.push(local.to_string());
+    }
+    let seen = match (seen, lsn) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    tx.execute(
+        "UPDATE _ferrite_outbox SET covered = ?2, seen_lsn = ?3 WHERE id = ?1",
+        params![id, Value::from(covered).to_string(), seen],
+    )?;
+    Ok(())
+}
+
+/// Retires the answered transactions every touched local table shows: its shape brought the
+/// txid, or has caught up past the position where the txid was seen (then it holds all the
+/// transaction will ever bring it).
+pub fn retire_covered(tx: &Connection) -> Result<(), ClientError> {
+    let candidates: Vec<(i64, String, Option<i64>)> = tx
+        .prepare_cached("SELECT id, covered, seen_lsn FROM _ferrite_outbox WHERE txid IS NOT NULL AND covered <> '[]'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, covered, seen_lsn) in candidates {
+        let covered: Vec<String> = serde_json::from_str(&covered).unwrap_or_default();
+        let touched: Vec<(String, Option<i64>)> = tx
+            .prepare_cached(
+                "SELECT DISTINCT r.local_table, s.last_lsn FROM _ferrite_outbox_rows r
+                 LEFT JOIN _ferrite_shapes s ON s.local_table = r.local_table WHERE r.outbox_id = ?1",
+            )?
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let shown = touched.iter().all(|(local, last_lsn)| {
+            covered.contains(local) || matches!((seen_lsn, last_lsn), (Some(seen), Some(last)) if last >= &seen)
+        });
+        if shown {
             retire(tx, id)?;
         }
     }
@@ -537,7 +603,8 @@ fn visible_in(txid: u32, xmin: u64, xmax: u64, xip: &[u64]) -> bool {
 }
 
 /// Retires answered transactions whose effects a snapshot already contains (after a shape
-/// starts over, their txids never come back as changes), rebasing their rows.
+/// starts over, their txids never come back as changes), rebasing their rows. A snapshot gives
+/// no log position to wait for in other tables, so this retires at once.
 pub fn retire_visible(
     tx: &Connection,
     xmin: u64,

@@ -128,8 +128,18 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              schema TEXT,
              up_to_date INTEGER NOT NULL DEFAULT 0,
              last_sync_ms INTEGER,
-             retain_ms INTEGER);",
+             retain_ms INTEGER,
+             -- The log position (LSN) this shape is known to be complete up to.
+             last_lsn INTEGER);",
     )?;
+    let has_lsn: bool = db.query_row(
+        "SELECT count(*) FROM pragma_table_info('_ferrite_shapes') WHERE name = 'last_lsn'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? > 0;
+    if !has_lsn {
+        db.execute_batch("ALTER TABLE _ferrite_shapes ADD COLUMN last_lsn INTEGER")?;
+    }
     Ok(())
 }
 
@@ -210,6 +220,12 @@ struct Headers<'a> {
     xmax: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     xip_list: Option<Vec<Cow<'a, str>>>,
+    /// A change's commit position.
+    #[serde(borrow, default)]
+    lsn: Option<Cow<'a, str>>,
+    /// `up-to-date`: the shape holds every change up to this position.
+    #[serde(borrow, default)]
+    global_last_seen_lsn: Option<Cow<'a, str>>,
 }
 
 /// A row as a JSON object (for the rare rows with pending local writes).
@@ -323,11 +339,16 @@ pub fn apply(
         |r| r.get(0),
     )?;
     let mut sql_cache = SqlCache::default();
+    let num = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|x| x.parse::<i64>().ok());
+    let mut last_lsn: Option<i64> = None;
     for m in &messages {
+        if m.headers.control.as_deref() == Some("up-to-date") {
+            last_lsn = last_lsn.max(num(&m.headers.global_last_seen_lsn));
+        }
         if m.headers.control.as_deref() == Some("snapshot-end") {
             // Pushed transactions the snapshot already contains will not come back as changes.
-            let num = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|x| x.parse::<u64>().ok());
             if let (Some(xmin), Some(xmax)) = (num(&m.headers.xmin), num(&m.headers.xmax)) {
+                let (xmin, xmax) = (xmin as u64, xmax as u64);
                 let xip: Vec<u64> = m
                     .headers
                     .xip_list
@@ -355,18 +376,25 @@ pub fn apply(
             }
             _ => apply_change(&tx, &local, &columns, op, value, &mut sql_cache)?,
         }
+        let lsn = num(&m.headers.lsn);
+        last_lsn = last_lsn.max(lsn);
         if let Some(ids) = &m.headers.txids {
             txids.extend(ids.iter().map(|t| {
-                t.as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| t.to_string())
+                (t.as_str().map(String::from).unwrap_or_else(|| t.to_string()), lsn)
             }));
         }
         applied += 1;
     }
     txids.sort();
     txids.dedup();
-    crate::outbox::txids_seen(&tx, &txids)?;
+    crate::outbox::txids_seen(&tx, &local, &txids)?;
+    if last_lsn.is_some() {
+        tx.execute(
+            "UPDATE _ferrite_shapes SET last_lsn = max(coalesce(last_lsn, 0), ?2) WHERE local_table = ?1",
+            params![local, last_lsn],
+        )?;
+    }
+    crate::outbox::retire_covered(&tx)?;
     let now_ms = crate::now_ms();
     tx.execute(
         "UPDATE _ferrite_shapes SET handle = ?2, offset = ?3, cursor = ?4, schema = ?5, up_to_date = ?6, last_sync_ms = ?7
@@ -525,7 +553,7 @@ pub fn reset(
     let local = def.local_table();
     let tx = db.transaction()?;
     tx.execute(
-        "UPDATE _ferrite_shapes SET handle = ?2, offset = '-1', cursor = NULL, schema = NULL, up_to_date = 0 WHERE local_table = ?1",
+        "UPDATE _ferrite_shapes SET handle = ?2, offset = '-1', cursor = NULL, schema = NULL, up_to_date = 0, last_lsn = NULL WHERE local_table = ?1",
         params![local, new_handle],
     )?;
     tx.commit()?;

@@ -789,3 +789,52 @@ async fn status_and_connection_follow_the_network_and_retry_now_skips_the_backof
     assert_eq!(name, "offline 2");
     assert!(network.counts().offline > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_over_two_tables_stays_whole_until_both_shapes_show_it() {
+    use ferrite_client::Change;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute("CREATE TABLE labels (id int PRIMARY KEY, body text); INSERT INTO labels VALUES (1, 'old');").await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    let steps = ShapeDef::table("steps");
+    // Only labels under 100: a label inserted at 500 never comes back through this shape.
+    let labels = ShapeDef::table("labels").filter("id < 100");
+    client.sync(&steps).await.unwrap();
+    client.sync(&labels).await.unwrap();
+    let label = |id: i64| client.query("SELECT body FROM labels WHERE id = ?1", &[&id]).unwrap();
+    client
+        .write(&[
+            Change::Update { table: "steps".into(), key: text(&[("id", Some("1"))]), set: text(&[("name", Some("both"))]) },
+            Change::Update { table: "labels".into(), key: text(&[("id", Some("1"))]), set: text(&[("body", Some("both"))]) },
+            Change::Insert { table: "labels".into(), values: text(&[("id", Some("500")), ("body", Some("outside"))]) },
+        ])
+        .unwrap();
+    let before = client.position(&steps).unwrap().offset;
+    client.push().await.unwrap();
+    // The steps shape shows the transaction first: the labels it wrote must not revert meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.position(&steps).unwrap().offset == before {
+        client.sync(&steps).await.unwrap();
+        assert!(Instant::now() < deadline, "the steps shape never showed the write");
+    }
+    assert_eq!(client.query("SELECT name FROM steps WHERE id = 1", &[]).unwrap(), vec![vec![json!("both")]]);
+    assert_eq!(label(1), vec![vec![json!("both")]], "half of the transaction was reverted");
+    assert_eq!(label(500), vec![vec![json!("outside")]]);
+    assert_eq!(client.metrics().unwrap().unconfirmed, 1);
+    // Once the labels shape has caught up past it, the transaction leaves the outbox; the row
+    // outside the shape goes with it (the server's version of this shape does not hold it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.metrics().unwrap().unconfirmed > 0 {
+        client.sync(&labels).await.unwrap();
+        assert!(Instant::now() < deadline, "the transaction never left the outbox");
+    }
+    assert_eq!(label(1), vec![vec![json!("both")]]);
+    assert!(label(500).is_empty());
+    let body: String = c.query_one("SELECT body FROM labels WHERE id = 500", &[]).await.unwrap().get(0);
+    assert_eq!(body, "outside");
+}
+

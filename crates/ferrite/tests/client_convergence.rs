@@ -1,4 +1,5 @@
-//! Several Rust clients on one pipeline (a filtered shape of a steps table), each going offline at random and writing concurrently —
+//! Several Rust clients on one pipeline (filtered shapes of a steps and a comments table, some
+//! transactions writing both), each going offline at random and writing concurrently —
 //! conflicting columns, deletes against updates, inserts — through a fault-injecting proxy per
 //! client (requests refused, answers lost or cut, delays, duplicates, old requests replayed
 //! late, connections cut while offline), then all coming back on a clean network: every replica
@@ -115,15 +116,21 @@ async fn run_seed(
     dir: std::path::PathBuf,
 ) -> FaultCounts {
     let table = format!("steps_{seed}");
+    // Comments (name = author, note = body) share transactions with steps: a transaction over
+    // two shapes must stay whole until both show it.
+    let comments = format!("comments_{seed}");
     c.batch_execute(&format!(
         "CREATE TABLE {table} (id int PRIMARY KEY, pipeline_id int NOT NULL, name text, note text);
          INSERT INTO {table} SELECT i, 1, 'name' || i, 'note' || i FROM generate_series(1, 12) i;
-             INSERT INTO {table} SELECT i, 2, 'other' || i, NULL FROM generate_series(101, 104) i;"
+         INSERT INTO {table} SELECT i, 2, 'other' || i, NULL FROM generate_series(101, 104) i;
+         CREATE TABLE {comments} (id int PRIMARY KEY, pipeline_id int NOT NULL, name text, note text);
+         INSERT INTO {comments} SELECT i, 1, 'author' || i, 'comment' || i FROM generate_series(1, 4) i;"
     ))
     .await
     .unwrap();
     // Every client follows pipeline 1; pipeline 2 must stay out of their replicas and untouched.
     let def = ShapeDef::table(&table).filter("pipeline_id = 1");
+    let cdef = ShapeDef::table(&comments).filter("pipeline_id = 1");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut proxies = vec![];
     for i in 0..3u64 {
@@ -145,6 +152,7 @@ async fn run_seed(
     for cl in &clients {
         // The first sync may meet faults too; it just has to get there.
         while survivable(cl.sync(&def).await).is_none() {}
+        while survivable(cl.sync(&cdef).await).is_none() {}
     }
     let mut online = vec![true; clients.len()];
     let mut next_id = [1000, 2000, 3000];
@@ -156,12 +164,20 @@ async fn run_seed(
         match rng.gen_range(0..10) {
             0..=3 => {
                 let col = if rng.gen_bool(0.5) { "name" } else { "note" };
-                cl.write(&[Change::Update {
+                let mut changes = vec![Change::Update {
                     table: table.clone(),
                     key: text(&[("id", Some(id))]),
-                    set: text(&[(col, Some(value))]),
-                }])
-                .unwrap();
+                    set: text(&[(col, Some(value.clone()))]),
+                }];
+                if rng.gen_bool(0.3) {
+                    let comment = rng.gen_range(1..=4).to_string();
+                    changes.push(Change::Update {
+                        table: comments.clone(),
+                        key: text(&[("id", Some(comment))]),
+                        set: text(&[("note", Some(value))]),
+                    });
+                }
+                cl.write(&changes).unwrap();
             }
             4 => {
                 cl.write(&[Change::Delete {
@@ -178,10 +194,23 @@ async fn run_seed(
                     ("name", Some(value.clone())),
                     ("note", None),
                 ]);
-                cl.write(&[Change::Insert {
-                    table: table.clone(),
-                    values,
-                }])
+                // A new step and a comment on it, together.
+                let comment = text(&[
+                    ("id", Some(next_id[i].to_string())),
+                    ("pipeline_id", Some("1".into())),
+                    ("name", Some(format!("client {i}"))),
+                    ("note", Some(format!("about {value}"))),
+                ]);
+                cl.write(&[
+                    Change::Insert {
+                        table: table.clone(),
+                        values,
+                    },
+                    Change::Insert {
+                        table: comments.clone(),
+                        values: comment,
+                    },
+                ])
                 .unwrap();
             }
             6 => {
@@ -193,7 +222,12 @@ async fn run_seed(
                 if let Some(report) = survivable(cl.push().await) {
                     rejected.extend(report.rejected);
                 }
-                survivable(cl.sync(&def).await);
+                // One shape or both, in either order: shapes lag each other.
+                let (first, second) = if rng.gen_bool(0.5) { (&def, &cdef) } else { (&cdef, &def) };
+                survivable(cl.sync(first).await);
+                if rng.gen_bool(0.5) {
+                    survivable(cl.sync(second).await);
+                }
             }
         }
     }
@@ -207,20 +241,26 @@ async fn run_seed(
         for cl in &clients {
             rejected.extend(cl.push().await.unwrap().rejected);
             cl.sync(&def).await.unwrap();
+            cl.sync(&cdef).await.unwrap();
         }
         let truth = oracle(&c, &table).await;
+        let comments_truth = oracle(&c, &comments).await;
         let mut equal = true;
         for cl in &clients {
             let m = cl.metrics().unwrap();
-            equal &= m.pending == 0 && m.unconfirmed == 0 && local(cl, &table) == truth;
+            equal &= m.pending == 0
+                && m.unconfirmed == 0
+                && local(cl, &table) == truth
+                && local(cl, &comments) == comments_truth;
         }
         if equal {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "seed {seed}: replicas never converged\ntruth {truth:?}\n{:?}\n(pending, unconfirmed): {:?}",
+            "seed {seed}: replicas never converged\ntruth {truth:?}\n{:?}\ncomments {comments_truth:?}\n{:?}\n(pending, unconfirmed): {:?}",
             clients.iter().map(|cl| local(cl, &table)).collect::<Vec<_>>(),
+            clients.iter().map(|cl| local(cl, &comments)).collect::<Vec<_>>(),
             clients.iter().map(|cl| cl.metrics().map(|m| (m.pending, m.unconfirmed)).unwrap()).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
