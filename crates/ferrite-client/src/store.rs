@@ -118,6 +118,8 @@ pub struct ShapePosition {
 pub fn init(db: &Connection) -> Result<(), ClientError> {
     db.execute_batch(
         "PRAGMA journal_mode = WAL;
+         -- Synced rows can be fetched again: no flush per commit (local writes flush their own;
+         -- see Client::write).
          PRAGMA synchronous = NORMAL;
          CREATE TABLE IF NOT EXISTS _ferrite_shapes (
              local_table TEXT PRIMARY KEY,
@@ -418,6 +420,7 @@ pub fn apply(
 #[derive(Default)]
 struct SqlCache {
     names: Vec<String>,
+    affinities: Vec<Affinity>,
     insert: String,
 }
 
@@ -436,6 +439,41 @@ fn apply_change(
             .map(|c| c.affinity)
             .unwrap_or(Affinity::Text)
     };
+    // Inserts (every row of a snapshot) come first and cheap: the statement and the columns'
+    // affinities are worked out once per column list.
+    if op == "insert" {
+        if cache.insert.is_empty()
+            || !value
+                .keys()
+                .map(|k| k.as_ref())
+                .eq(cache.names.iter().map(String::as_str))
+        {
+            cache.names = value.keys().map(|k| k.to_string()).collect();
+            cache.affinities = cache.names.iter().map(|n| affinity(n)).collect();
+            cache.insert = format!(
+                "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
+                quote(local),
+                cache
+                    .names
+                    .iter()
+                    .map(|n| quote(n))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                (1..=cache.names.len())
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let vals: Vec<rusqlite::types::Value> = value
+            .values()
+            .zip(&cache.affinities)
+            .map(|(v, a)| a.value(v.as_deref()))
+            .collect();
+        let refs: Vec<&dyn ToSql> = vals.iter().map(|v| v as &dyn ToSql).collect();
+        tx.prepare_cached(&cache.insert)?.execute(refs.as_slice())?;
+        return Ok(());
+    }
     let pk = key_columns(columns);
     let key_filter = || {
         pk.iter()
@@ -454,35 +492,6 @@ fn apply_change(
     };
     let t = quote(local);
     match op {
-        "insert" => {
-            let vals: Vec<rusqlite::types::Value> = value
-                .iter()
-                .map(|(k, v)| affinity(k).value(v.as_deref()))
-                .collect();
-            if cache.insert.is_empty()
-                || !value
-                    .keys()
-                    .map(|k| k.as_ref())
-                    .eq(cache.names.iter().map(String::as_str))
-            {
-                cache.names = value.keys().map(|k| k.to_string()).collect();
-                cache.insert = format!(
-                    "INSERT OR REPLACE INTO {t} ({}) VALUES ({})",
-                    cache
-                        .names
-                        .iter()
-                        .map(|n| quote(n))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    (1..=cache.names.len())
-                        .map(|i| format!("?{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            let refs: Vec<&dyn ToSql> = vals.iter().map(|v| v as &dyn ToSql).collect();
-            tx.prepare_cached(&cache.insert)?.execute(refs.as_slice())?;
-        }
         "update" => {
             let set: Vec<(&str, rusqlite::types::Value)> = value
                 .iter()

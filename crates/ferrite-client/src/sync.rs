@@ -65,6 +65,8 @@ enum Step {
     Applied { up_to_date: bool },
     /// 409: the shape starts over.
     Refetch,
+    /// A local write arrived during a long-poll: the poll was dropped so the write goes out now.
+    Interrupted,
 }
 
 impl Client {
@@ -121,6 +123,7 @@ impl Client {
         };
         let retry = Arc::new(Notify::new());
         let (client, wake) = (self.clone(), retry.clone());
+        let mut outbox = self.inner.outbox_changed.subscribe();
         let task = tokio::spawn(async move {
             let mut failures = 0usize;
             let mut live = false;
@@ -128,14 +131,16 @@ impl Client {
                 if failures > 0 {
                     set_connection(ConnectionState::Connecting);
                 }
-                // Queued local writes go out first whenever the server is reachable.
+                // Queued local writes go out first whenever the server is reachable (writes
+                // made from here on interrupt the next long-poll).
+                outbox.mark_unchanged();
                 let pushed = match client.pending() {
                     Ok(0) => Ok(()),
                     Ok(_) => client.push().await.map(|_| ()),
                     Err(e) => Err(e),
                 };
                 let stepped = match pushed {
-                    Ok(()) => client.step(&def, live).await,
+                    Ok(()) => client.step(&def, live, &mut outbox).await,
                     Err(e) => Err(e),
                 };
                 match stepped {
@@ -155,6 +160,7 @@ impl Client {
                         live = false;
                         tx.send_replace(Status::Syncing);
                     }
+                    Ok(Step::Interrupted) => {}
                     Err(e) => {
                         let schedule = client
                             .inner
@@ -179,9 +185,20 @@ impl Client {
                             },
                         });
                         tracing::debug!(error = %e, ?wait, "shape sync failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = wake.notified() => {}
+                        let until = tokio::time::Instant::now() + wait;
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(until) => break,
+                                _ = wake.notified() => break,
+                                // Writes made offline: the status keeps counting them.
+                                Ok(()) = outbox.changed() => {
+                                    // (The borrow ends before the send: a watch holds one lock.)
+                                    let offline = matches!(*tx.borrow(), Status::Offline { .. });
+                                    if offline {
+                                        tx.send_replace(Status::Offline { pending: client.pending().unwrap_or(0) });
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -195,10 +212,16 @@ impl Client {
         }
     }
 
-    /// One request from the stored position; applies it (or starts over on 409).
-    async fn step(&self, def: &ShapeDef, live: bool) -> Result<Step, ClientError> {
+    /// One request from the stored position; applies it (or starts over on 409). A long-poll
+    /// gives way to a local write (`outbox` changes): nothing is applied and the caller pushes.
+    async fn step(&self, def: &ShapeDef, live: bool, outbox: &mut watch::Receiver<u64>) -> Result<Step, ClientError> {
         let pos = self.position(def)?;
-        match self.fetch(def, &pos, live).await? {
+        let fetched = tokio::select! {
+            biased;
+            Ok(()) = outbox.changed(), if live => return Ok(Step::Interrupted),
+            fetched = self.fetch(def, &pos, live) => fetched?,
+        };
+        match fetched {
             Fetched::Refetch(new_handle) => {
                 self.reset(def, new_handle).await?;
                 Ok(Step::Refetch)
@@ -436,6 +459,8 @@ impl Client {
     /// Sends every queued transaction, `sync_batch_size` per request, and records the answers.
     /// A retry after a failure resends what had no answer; the server applies each id once.
     pub async fn push(&self) -> Result<PushReport, ClientError> {
+        // One push at a time per replica (subscriptions and the app may all push).
+        let _pushing = self.inner.push_lock.lock().await;
         let mut report = PushReport::default();
         loop {
             let batch = self.inner.batch.load(std::sync::atomic::Ordering::Relaxed);

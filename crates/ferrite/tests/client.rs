@@ -716,12 +716,13 @@ async fn pending_writes_survive_a_rotation_and_a_server_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_and_connection_follow_the_network_and_retry_now_skips_the_backoff() {
+async fn status_and_connection_follow_the_network_writes_go_out_at_once_and_retry_now_skips_the_backoff() {
     use ferrite_client::Change;
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start_with(&db, |cfg| cfg.long_poll_timeout_ms = 1_000).await;
+    // Long polls that outlast the test's waits: a write must not wait for one to end.
+    let s = TestServer::start_with(&db, |cfg| cfg.long_poll_timeout_ms = 30_000).await;
     let network = fault_proxy::FaultProxy::start(&s.base, 1, fault_proxy::Faults::NONE).await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::open(dir.path().join("r.db"), &network.base, TokenSource::None).unwrap();
