@@ -248,13 +248,7 @@ fn read_row(
             .join(", "),
         quote(local)
     );
-    let params: Vec<rusqlite::types::Value> = keys
-        .iter()
-        .map(|c| {
-            c.affinity
-                .value(key.get(&c.name).cloned().flatten().as_deref())
-        })
-        .collect();
+    let params = key_params(&keys, key);
     let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
     db.query_row(&sql, refs.as_slice(), |r| {
         columns
@@ -265,6 +259,13 @@ fn read_row(
     })
     .optional()
     .map_err(Into::into)
+}
+
+/// The key's values as SQLite stores them, in key-column order.
+fn key_params(keys: &[&LocalColumn], key: &Values) -> Vec<rusqlite::types::Value> {
+    keys.iter()
+        .map(|c| c.affinity.value(key.get(&c.name).cloned().flatten().as_deref()))
+        .collect()
 }
 
 /// Writes (or removes) the local row with this key.
@@ -282,14 +283,8 @@ fn write_row(
         .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
         .collect::<Vec<_>>()
         .join(" AND ");
-    let key_params: Vec<rusqlite::types::Value> = keys
-        .iter()
-        .map(|c| {
-            c.affinity
-                .value(key.get(&c.name).cloned().flatten().as_deref())
-        })
-        .collect();
-    let refs: Vec<&dyn ToSql> = key_params.iter().map(|p| p as &dyn ToSql).collect();
+    let params = key_params(&keys, key);
+    let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
     db.execute(
         &format!("DELETE FROM {} WHERE {filter}", quote(local)),
         refs.as_slice(),

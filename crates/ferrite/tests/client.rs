@@ -35,6 +35,16 @@ async fn oracle(c: &tokio_postgres::Client, filter: &str) -> Vec<Vec<Value>> {
         .collect()
 }
 
+/// Names of the steps with these ids in Postgres, by id.
+async fn step_names(c: &tokio_postgres::Client, ids: &[i32]) -> Vec<String> {
+    c.query("SELECT name FROM steps WHERE id = ANY($1) ORDER BY id", &[&ids])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 fn local(client: &Client, table: &str) -> Vec<Vec<Value>> {
     client
         .query(
@@ -260,17 +270,7 @@ async fn the_cli_syncs_queries_and_reports() {
         out.contains("pushed 2 transactions: 2 accepted, 0 rejected"),
         "{out}"
     );
-    let names: Vec<String> = c
-        .query(
-            "SELECT name FROM steps WHERE id IN (1, 900) ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(names, vec!["from the shell".to_string(), "new".to_string()]);
+    assert_eq!(step_names(&c, &[1, 900]).await, vec!["from the shell", "new"]);
 }
 
 fn text(pairs: &[(&str, Option<&str>)]) -> ferrite_client::Values {
@@ -555,14 +555,7 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let names: Vec<String> = c
-        .query("SELECT name FROM steps WHERE id IN (6, 7)", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(names, vec!["q".to_string(), "q".to_string()]);
+    assert_eq!(step_names(&c, &[6, 7]).await, vec!["q", "q"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -694,19 +687,10 @@ async fn pending_writes_survive_a_rotation_and_a_server_restart() {
     assert_eq!(client.pending().unwrap(), 2);
     assert_eq!(client.push().await.unwrap().accepted, 2);
     converge(&client, &c, &all).await;
-    let names: Vec<String> = c
-        .query(
-            "SELECT name FROM steps WHERE id IN (5, 777) ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names = step_names(&c, &[5, 777]).await;
     // Row 5 was rewritten directly after the offline edit was made: last writer wins, so the
     // edit is merged away; the new row 777 is in.
-    assert_eq!(names, vec!["again 5".to_string(), "local".to_string()]);
+    assert_eq!(names, vec!["again 5", "local"]);
     assert_eq!(
         count(&client, "SELECT count(*) FROM _ferrite_shadow"),
         0,
