@@ -175,10 +175,17 @@ export class FerriteClient {
     )
     if (typeof window !== 'undefined') {
       const online = () => {
+        for (const s of this.#shapes.values()) s.start()
         this.transport.retryNow()
         this.#schedulePush()
       }
-      const offline = () => this.transport.markOffline()
+      const offline = () => {
+        // A live request in flight can outlive the network (and the browser's offline mode may
+        // keep it): end the streams, so nothing arrives while the browser says offline. They
+        // start again from the stored positions when it is back.
+        for (const s of this.#shapes.values()) s.stop()
+        this.transport.markOffline()
+      }
       window.addEventListener('online', online)
       window.addEventListener('offline', offline)
       this.#cleanup.push(() => window.removeEventListener('online', online), () => window.removeEventListener('offline', offline))

@@ -138,7 +138,10 @@ export class PresenceRoom {
       })
       if (!r.ok) console.warn(`[ferrite] presence in ${this.room}: ${r.status} ${await r.text()}`)
     } catch (e) {
-      if (!(e instanceof AbortedError)) throw e
+      // Best effort: the next heartbeat sends the state again. (Aborts come as the client's
+      // AbortedError or, from fetch itself, as a DOMException named AbortError.)
+      if (e instanceof AbortedError || (e as Error | undefined)?.name === 'AbortError') return
+      console.warn(`[ferrite] presence in ${this.room}:`, e)
     }
   }
 

@@ -101,6 +101,7 @@ export async function shownConnections(page) {
 
 /** Drags a step by (dx, dy) with the mouse. */
 export async function dragStep(page, id, dx, dy) {
+  await step(page, id).scrollIntoViewIfNeeded()
   const box = await step(page, id).boundingBox()
   const x = box.x + 60
   const y = box.y + 20

@@ -84,7 +84,7 @@ export class EditorView {
     const p = this.data.pipeline(this.pipelineId)
     if (!p) return
     const n = this.data.steps(p.id).length
-    const at = { x: 80 + (n % 5) * (NODE_W + 72), y: 280 + Math.floor(n / 5) * (NODE_H + 56) }
+    const at = { x: 80 + (n % 4) * (NODE_W + 52), y: 280 + Math.floor(n / 4) * (NODE_H + 56) }
     const id = await this.actions.addStep(p, at)
     this.#select(id)
   }

@@ -1,0 +1,289 @@
+// The pipeline editor in headless Chromium against a real `ferrite dev` (its Postgres, its
+// dev sign-in): collaboration, offline work, conflicts, rejections. The tests share one server
+// and run in order; each leaves the seeded pipelines in a state the next one expects.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  launch, database, signedIn, openPipeline, step, stepNamed, syncStatus, waitForSync, shownSteps, shownConnections,
+  dragStep, eventually, screenshot, USERS, TEAMS, PIPELINES,
+} from './harness.mjs'
+
+const B = PIPELINES.build
+const STEP = { checkout: '00000000-0000-4000-8000-0000000000c1', build: '00000000-0000-4000-8000-0000000000c2', test: '00000000-0000-4000-8000-0000000000c3', deploy: '00000000-0000-4000-8000-0000000000c4' }
+
+let browser, db, ada, grace
+
+before(async () => {
+  browser = await launch()
+  db = await database()
+  ada = await signedIn(browser, USERS.ada)
+  grace = await signedIn(browser, USERS.grace)
+  await openPipeline(ada.page, B)
+  await openPipeline(grace.page, B)
+})
+
+after(async () => {
+  for (const who of [ada, grace]) if (who) assert.deepEqual(who.page.errors.filter((e) => !/Failed to load resource|ERR_INTERNET_DISCONNECTED/.test(e)), [], 'no errors in the page')
+  await browser?.close()
+  await db?.end()
+})
+
+/** The pipeline as Postgres has it, in the shape shownSteps/shownConnections return. */
+async function inPostgres(pipeline) {
+  const steps = await db.query('SELECT id::text, name, x, y FROM steps WHERE pipeline_id = $1', [pipeline])
+  const conns = await db.query('SELECT from_step_id::text AS f, to_step_id::text AS t FROM connections WHERE pipeline_id = $1', [pipeline])
+  return {
+    steps: Object.fromEntries(steps.rows.map((r) => [r.id, { name: r.name, x: r.x, y: r.y }])),
+    connections: conns.rows.map((r) => `${r.f}>${r.t}`).sort(),
+  }
+}
+
+/** Waits until every page shows exactly what Postgres holds for the pipeline. */
+async function allAgree(pipeline, pages) {
+  await eventually('the pages and Postgres to agree', async () => {
+    const want = await inPostgres(pipeline)
+    for (const page of pages) {
+      const got = { steps: await shownSteps(page), connections: await shownConnections(page) }
+      if (JSON.stringify(sortKeys(got)) !== JSON.stringify(sortKeys(want))) return { want, got }
+    }
+    return true
+  })
+  return inPostgres(pipeline)
+}
+const sortKeys = (o) => ({ steps: Object.fromEntries(Object.entries(o.steps).sort()), connections: o.connections })
+
+async function goOffline(who) {
+  await who.context.setOffline(true)
+  await waitForSync(who.page, 'offline', 'Working offline')
+}
+
+async function goOnline(who) {
+  await who.context.setOffline(false)
+  await waitForSync(who.page, 'synced', 'All changes saved')
+}
+
+async function select(page, id) {
+  await step(page, id).click()
+  await page.locator('[data-testid=step-name-input]').waitFor()
+}
+
+/** Clicks "add step"; the new step's id. (It is selected once stored: wait for a selection that
+ *  was not there before, not whatever was selected when the button was clicked.) */
+async function addStep(page) {
+  const known = new Set(Object.keys(await shownSteps(page)))
+  await page.locator('[data-testid=add-step]').click()
+  let id
+  await eventually('the new step to be selected', async () => {
+    id = await page.locator('[data-testid=step].selected').getAttribute('data-step-id', { timeout: 1000 }).catch(() => null)
+    return Boolean(id) && !known.has(id)
+  })
+  return id
+}
+
+async function rename(page, id, name) {
+  await select(page, id)
+  const input = page.locator('[data-testid=step-name-input]')
+  await input.fill(name)
+  await input.press('Enter')
+}
+
+test('two users on one pipeline see each other\'s edits, cursors and selections live', async () => {
+  await waitForSync(ada.page, 'synced', 'All changes saved')
+  const added = await addStep(ada.page)
+  await step(grace.page, added).waitFor()
+  await rename(grace.page, added, 'Lint')
+  await eventually('Ada to see the rename', async () => (await step(ada.page, added).locator('.step-name').innerText()) === 'Lint')
+
+  // Grace hovers over the canvas: Ada sees her cursor where it is, and which step she has selected.
+  const canvas = await grace.page.locator('[data-testid=canvas]').boundingBox()
+  await grace.page.mouse.move(canvas.x + 420, canvas.y + 360, { steps: 5 })
+  const cursor = ada.page.locator(`[data-testid=remote-cursor][data-user-id="${USERS.grace}"]`)
+  await cursor.waitFor()
+  await eventually('the cursor to land', async () => Math.abs(parseFloat(await cursor.evaluate((e) => e.style.left)) - 420) <= 2)
+  await eventually('Grace\'s selection to show', async () => (await step(ada.page, added).getAttribute('data-selected-by')) === USERS.grace)
+  assert.equal(await ada.page.locator(`[data-testid=presence-avatar][data-user-id="${USERS.grace}"]`).count(), 1)
+  // And the other way round.
+  const adaCanvas = await ada.page.locator('[data-testid=canvas]').boundingBox()
+  await ada.page.mouse.move(adaCanvas.x + 700, adaCanvas.y + 420, { steps: 5 })
+  await grace.page.locator(`[data-testid=remote-cursor][data-user-id="${USERS.ada}"]`).waitFor()
+  await screenshot(ada.page, 'online-ada-sees-grace')
+  await screenshot(grace.page, 'cursors-grace-sees-ada')
+
+  // Moving, connecting by dragging a port, commenting on a step: all live on the other side.
+  await dragStep(ada.page, added, 0, 120)
+  await step(ada.page, STEP.test).scrollIntoViewIfNeeded()
+  const portBox = await step(ada.page, STEP.test).locator('[data-testid=step-port]').boundingBox()
+  const targetBox = await step(ada.page, added).boundingBox()
+  await ada.page.mouse.move(portBox.x + 7, portBox.y + 7)
+  await ada.page.mouse.down()
+  await ada.page.mouse.move(targetBox.x + 80, targetBox.y + 30, { steps: 6 })
+  await ada.page.mouse.up()
+  await select(ada.page, added)
+  await ada.page.locator('[data-testid=comment-input]').fill('Lint before we build?')
+  await ada.page.locator('[data-testid=comment-submit]').click()
+  await select(grace.page, added)
+  await grace.page.locator('[data-testid=comment-body]', { hasText: 'Lint before we build?' }).waitFor()
+  assert.equal(await grace.page.locator('[data-testid=comment-author]').first().innerText(), 'Ada Lovelace')
+  const pgState = await allAgree(B, [ada.page, grace.page])
+  assert.ok(pgState.connections.includes(`${STEP.test}>${added}`), 'the dragged connection reached Postgres')
+  await waitForSync(ada.page, 'synced', 'All changes saved')
+})
+
+test('offline: steps added, moved, connected and commented stay through a reload, then sync', async () => {
+  const before = await inPostgres(B)
+  await goOffline(grace)
+  const add = () => addStep(grace.page)
+  const first = await add()
+  await rename(grace.page, first, 'Package')
+  const second = await add()
+  await dragStep(grace.page, STEP.checkout, 40, 60)
+  await select(grace.page, first)
+  await grace.page.locator('[data-testid=connect-target]').selectOption(second)
+  await grace.page.locator('[data-testid=connect-button]').click()
+  await grace.page.locator('[data-testid=canvas] .surface').click({ position: { x: 20, y: 20 } })
+  await grace.page.locator('[data-testid=comment-input]').fill('Written on a plane')
+  await grace.page.locator('[data-testid=comment-submit]').click()
+  // add, rename, add, move, connect, comment: six transactions waiting.
+  await waitForSync(grace.page, 'offline', '6 pending')
+  assert.deepEqual(await syncStatus(grace.page), { state: 'offline', text: '☁ Working offline 6 pending' })
+  await screenshot(grace.page, 'offline-with-pending')
+  assert.equal(JSON.stringify(await inPostgres(B)), JSON.stringify(before), 'nothing reached Postgres')
+  assert.equal(await step(ada.page, first).count(), 0, 'Ada does not see it yet')
+
+  // A reload while still offline: the app shell comes from the service worker, the rows and the
+  // queued writes from IndexedDB.
+  const shownBefore = await shownSteps(grace.page)
+  await grace.page.reload()
+  await step(grace.page, first).waitFor()
+  await waitForSync(grace.page, 'offline', '6 pending')
+  assert.deepEqual(await shownSteps(grace.page), shownBefore)
+  assert.ok((await shownConnections(grace.page)).includes(`${first}>${second}`))
+  await grace.page.locator('[data-testid=comment-body]', { hasText: 'Written on a plane' }).waitFor()
+
+  await goOnline(grace)
+  const after = await allAgree(B, [ada.page, grace.page])
+  assert.equal(after.steps[first].name, 'Package')
+  assert.equal(after.steps[STEP.checkout].x, before.steps[STEP.checkout].x + 40)
+  assert.ok(after.connections.includes(`${first}>${second}`))
+  // A pipeline comment: Ada sees it with no step selected.
+  await ada.page.locator('[data-testid=canvas] .surface').click({ position: { x: 20, y: 20 } })
+  await ada.page.locator('[data-testid=comment-body]', { hasText: 'Written on a plane' }).waitFor()
+  const { rows } = await db.query("SELECT u.name FROM comments c JOIN users u ON u.id = c.user_id WHERE body = 'Written on a plane'")
+  assert.deepEqual(rows, [{ name: 'Grace Hopper' }])
+})
+
+test('the same step renamed on both sides, one offline: the later edit wins everywhere', async () => {
+  // Grace (offline) renames first, Ada later: Ada's name wins although Grace's arrives last.
+  await goOffline(grace)
+  await rename(grace.page, STEP.build, 'Build (Grace, offline)')
+  await new Promise((r) => setTimeout(r, 20))
+  await rename(ada.page, STEP.build, 'Build (Ada, later)')
+  await eventually('Ada\'s rename in Postgres', async () => (await inPostgres(B)).steps[STEP.build].name === 'Build (Ada, later)')
+  await goOnline(grace)
+  let state = await allAgree(B, [ada.page, grace.page])
+  assert.equal(state.steps[STEP.build].name, 'Build (Ada, later)')
+
+  // Now Ada renames first and Grace, offline, later: Grace's name wins when it arrives.
+  await goOffline(grace)
+  await rename(ada.page, STEP.build, 'Build (Ada, earlier)')
+  await eventually('Ada\'s rename in Postgres', async () => (await inPostgres(B)).steps[STEP.build].name === 'Build (Ada, earlier)')
+  await rename(grace.page, STEP.build, 'Build (Grace, later)')
+  await goOnline(grace)
+  state = await allAgree(B, [ada.page, grace.page])
+  assert.equal(state.steps[STEP.build].name, 'Build (Grace, later)')
+})
+
+test('a step deleted by one user while the other (offline) moves it stays deleted (delete-wins)', async () => {
+  await goOffline(grace)
+  // Ada deletes first; Grace's move is stamped later, and still does not bring the step back.
+  await select(ada.page, STEP.deploy)
+  await ada.page.locator('[data-testid=delete-step]').click()
+  await eventually('the delete in Postgres', async () => !(STEP.deploy in (await inPostgres(B)).steps))
+  await dragStep(grace.page, STEP.deploy, 60, 80)
+  await waitForSync(grace.page, 'offline', '1 pending')
+  await goOnline(grace)
+  const state = await allAgree(B, [ada.page, grace.page])
+  assert.ok(!(STEP.deploy in state.steps))
+  assert.ok(!state.connections.some((c) => c.includes(STEP.deploy)), 'its connections went with it')
+})
+
+test('invalid step config is refused with a message; a valid one is saved', async () => {
+  await select(ada.page, STEP.test)
+  const config = ada.page.locator('[data-testid=step-config-input]')
+  await config.fill('{"run": "cargo test", }')
+  await ada.page.locator('[data-testid=save-config]').click()
+  assert.match(await ada.page.locator('[data-testid=config-error]').innerText(), /Config is not valid JSON/)
+  await config.fill('["not", "an", "object"]')
+  await ada.page.locator('[data-testid=save-config]').click()
+  assert.match(await ada.page.locator('[data-testid=config-error]').innerText(), /must be a JSON object/)
+  await config.fill('{"run": "cargo nextest run", "shards": 4}')
+  await ada.page.locator('[data-testid=save-config]').click()
+  assert.equal(await ada.page.locator('[data-testid=config-error]').count(), 1)
+  assert.equal(await ada.page.locator('[data-testid=config-error]').innerText(), '')
+  await eventually('the config in Postgres', async () => {
+    const { rows } = await db.query('SELECT config FROM steps WHERE id = $1', [STEP.test])
+    return rows[0].config.shards === 4 && rows[0].config.run === 'cargo nextest run'
+  })
+  await select(grace.page, STEP.test)
+  await eventually('Grace to see the config', async () => JSON.parse(await grace.page.locator('[data-testid=step-config-input]').inputValue()).shards === 4)
+})
+
+test('versions: save the pipeline as the next version, restore an earlier one everywhere', async () => {
+  await ada.page.locator('[data-testid=save-version]').click()
+  await grace.page.locator('[data-testid=version][data-version="2"]').waitFor()
+  const saved = await inPostgres(B)
+  const { rows } = await db.query('SELECT snapshot FROM pipeline_versions WHERE pipeline_id = $1 AND version_number = 2', [B])
+  assert.equal(rows[0].snapshot.steps.length, Object.keys(saved.steps).length)
+  // Restore version 1 (Checkout → Build → Test, as seeded).
+  await grace.page.locator('[data-testid=version][data-version="1"] [data-testid=restore-version]').click()
+  const state = await allAgree(B, [ada.page, grace.page])
+  assert.deepEqual(Object.keys(state.steps).sort(), [STEP.checkout, STEP.build, STEP.test].sort())
+  assert.deepEqual(state.connections, [`${STEP.checkout}>${STEP.build}`, `${STEP.build}>${STEP.test}`].sort())
+  assert.equal(state.steps[STEP.build].name, 'Build')
+  // And back to version 2: the steps deleted by the restore come back.
+  await ada.page.locator('[data-testid=version][data-version="2"] [data-testid=restore-version]').click()
+  const back = await allAgree(B, [ada.page, grace.page])
+  assert.deepEqual(Object.keys(back.steps).sort(), Object.keys(saved.steps).sort())
+})
+
+test('a server error shows "Sync error" with Retry, which sends at once', async () => {
+  // The server fails the write path (as when Postgres is unreachable), asking for 30 s.
+  let failing = true
+  await ada.page.route('**/v1/transactions', (route) =>
+    failing
+      ? route.fulfill({ status: 503, headers: { 'retry-after': '30', 'content-type': 'application/json' }, body: '{"code":"database_unreachable","message":"Database is unreachable, please retry"}' })
+      : route.continue(),
+  )
+  await rename(ada.page, STEP.checkout, 'Checkout (retry)')
+  await waitForSync(ada.page, 'error', 'Sync error')
+  assert.match((await syncStatus(ada.page)).text, /Sync error 1 pending retrying in \d+ s Retry/)
+  failing = false
+  const clicked = Date.now()
+  await ada.page.locator('[data-testid=sync-retry]').click()
+  await waitForSync(ada.page, 'synced', 'All changes saved')
+  assert.ok(Date.now() - clicked < 10_000, 'Retry did not wait for the 30 s')
+  await ada.page.unroute('**/v1/transactions')
+  await eventually('the rename in Postgres', async () => (await inPostgres(B)).steps[STEP.checkout].name === 'Checkout (retry)')
+})
+
+test('a write the server rejects (the user left the team while offline) rolls back with a message', async () => {
+  await goOffline(grace)
+  const doomed = await addStep(grace.page)
+  await waitForSync(grace.page, 'offline', '1 pending')
+  // Meanwhile Grace is removed from the team. Her next token lists only her other team.
+  await db.query('DELETE FROM team_members WHERE team_id = $1 AND user_id = $2', [TEAMS.platform, USERS.grace])
+  try {
+    await grace.context.setOffline(false)
+    const toast = grace.page.locator('[data-testid=toast]')
+    await toast.waitFor({ timeout: 20_000 })
+    assert.match(await toast.innerText(), /not saved: you no longer have access to this pipeline/)
+    await eventually('the step to be rolled back', async () => (await step(grace.page, doomed).count()) === 0)
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM steps WHERE id = $1', [doomed])
+    assert.equal(rows[0].n, 0)
+    // The pipeline itself is no longer hers to see.
+    await grace.page.locator('[data-testid=pipeline-missing]').waitFor({ timeout: 20_000 })
+    await waitForSync(grace.page, 'synced', 'All changes saved')
+  } finally {
+    await db.query("INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, 'editor') ON CONFLICT DO NOTHING", [TEAMS.platform, USERS.grace])
+  }
+})
