@@ -266,6 +266,38 @@ test('a server error shows "Sync error" with Retry, which sends at once', async 
   await eventually('the rename in Postgres', async () => (await inPostgres(B)).steps[STEP.checkout].name === 'Checkout (retry)')
 })
 
+test('the list holds the pipelines of the user\'s teams; a type change and a removed connection reach everyone', async () => {
+  const DOCS = PIPELINES.docs
+  const RENDER = '00000000-0000-4000-8000-0000000000c7'
+  const PUBLISH = '00000000-0000-4000-8000-0000000000c8'
+  // Ada is in Platform; Grace in Platform and (as a viewer) in Data.
+  for (const [who, want] of [[ada, [PIPELINES.build, DOCS]], [grace, [PIPELINES.build, PIPELINES.etl, DOCS]]]) {
+    await who.page.locator('[data-testid=back]').click()
+    await who.page.locator('[data-testid=pipeline-link]').first().waitFor()
+    const shown = await who.page.$$eval('[data-testid=pipeline-link]', (els) => els.map((e) => e.dataset.pipelineId).sort())
+    assert.deepEqual(shown, [...want].sort())
+    await openPipeline(who.page, DOCS)
+  }
+  await select(ada.page, RENDER)
+  const type = ada.page.locator('[data-testid=step-type-input]')
+  await type.fill('python')
+  await type.press('Tab')
+  await ada.page.locator('[data-testid=step-connection]').first().waitFor()
+  await ada.page.locator('[data-testid=remove-connection]').first().click()
+  await eventually('the type and the removed connection in Postgres', async () => {
+    const { rows } = await db.query('SELECT type FROM steps WHERE id = $1', [RENDER])
+    const conns = (await inPostgres(DOCS)).connections
+    return rows[0].type === 'python' && !conns.includes(`${RENDER}>${PUBLISH}`)
+  })
+  await eventually('Grace to see both', async () =>
+    (await step(grace.page, RENDER).innerText()).includes('python') && !(await shownConnections(grace.page)).includes(`${RENDER}>${PUBLISH}`))
+  await allAgree(DOCS, [ada.page, grace.page])
+  for (const who of [ada, grace]) {
+    await who.page.locator('[data-testid=back]').click()
+    await openPipeline(who.page, B)
+  }
+})
+
 test('a write the server rejects (the user left the team while offline) rolls back with a message', async () => {
   await goOffline(grace)
   const doomed = await addStep(grace.page)
