@@ -4,11 +4,6 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 const ADA: &str = "00000000-0000-4000-8000-0000000000a1";
 const GRACE: &str = "00000000-0000-4000-8000-0000000000a2";
@@ -20,76 +15,21 @@ async fn dev_token(base: &str, user: &str) -> String {
     r.body["token"].as_str().unwrap().to_string()
 }
 
-/// A running `ferrite dev` and the lines it printed before it was ready.
-struct Dev {
-    child: Child,
-    printed: Vec<String>,
-    shape_url: String,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(dir: &Path, pg_port: u16) -> Dev {
-    let child = Command::new(ferrite_bin())
-        .args(["dev", "--port", "0", "--pg-port", &pg_port.to_string(), "--dir"])
-        .arg(dir)
-        .env("FERRITE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ferrite dev");
-    // Owned by the guard from the start: a failed assertion below still kills it.
-    let mut dev = Dev { child, printed: vec![], shape_url: String::new() };
-    let stdout = dev.child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("ferrite dev prints its URLs");
-        dev.printed.push(line.clone());
-        if let Some(url) = line.trim().strip_prefix("Shape API:") {
-            dev.shape_url = url.trim().split('?').next().unwrap().to_string();
-        }
-        // The editor's URL is the last line printed before it is ready.
-        if line.trim().starts_with("Editor:") {
-            // Keep draining output so the child never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return dev;
-        }
-    }
-}
-
-fn interrupt_and_wait(dev: &mut Dev) -> std::process::ExitStatus {
-    let pid = dev.child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    for _ in 0..300 {
-        if let Some(status) = dev.child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("ferrite dev did not stop on Ctrl-C");
+/// The shape API's base URL a `ferrite dev` printed.
+fn base_of(dev: &DevProcess) -> String {
+    let shapes = dev.printed_value("Shape API").expect("prints the shape API");
+    shapes.split('?').next().unwrap().trim_end_matches("/v1/shape").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_the_example_and_reuses_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let pg_port = free_port();
-    let mut dev = start_dev(dir.path(), pg_port);
+    let mut dev = DevProcess::start(dir.path(), pg_port);
     let text = dev.printed.join("\n");
     assert!(text.contains("Loading the pipeline-editor example"), "{text}");
     assert!(text.contains(&dir.path().canonicalize().unwrap().display().to_string()), "prints its data directory: {text}");
-    let base = dev.shape_url.trim_end_matches("/v1/shape").to_string();
+    let base = base_of(&dev);
     assert!(text.contains(&format!("Editor:     {base}/")), "prints the editor's URL: {text}");
 
     // Shapes need a token; the dev sign-in lists the seeded users and issues real ones.
@@ -125,7 +65,7 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     assert_eq!(get(&format!("{base}/avatars/nobody.svg")).await.status, 404);
 
     // Removing a membership revokes access as soon as a new token is taken.
-    let pg_url = dev.printed.iter().find_map(|l| l.trim().strip_prefix("Postgres:")).unwrap().trim().to_string();
+    let pg_url = dev.printed_value("Postgres").unwrap();
     let (client, conn) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     client.execute("DELETE FROM team_members WHERE user_id = $1::text::uuid AND team_id = '00000000-0000-4000-8000-000000000002'", &[&GRACE]).await.unwrap();
@@ -136,22 +76,22 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     client.execute("INSERT INTO team_members (team_id, user_id, role) VALUES ('00000000-0000-4000-8000-000000000002', $1::text::uuid, 'viewer')", &[&GRACE]).await.unwrap();
 
     // Ctrl-C: the server stops and Postgres is shut down cleanly (no postmaster.pid left).
-    let status = interrupt_and_wait(&mut dev);
+    let status = dev.interrupt_and_wait();
     assert!(status.success(), "exit status {status:?}");
     let pg_dir = dir.path().join("postgres");
     assert!(pg_dir.join("PG_VERSION").exists(), "the cluster is kept");
     assert!(!pg_dir.join("postmaster.pid").exists(), "Postgres was stopped");
 
     // A second run reuses the cluster and does not load the example again.
-    let mut again = start_dev(dir.path(), pg_port);
+    let mut again = DevProcess::start(dir.path(), pg_port);
     let text = again.printed.join("\n");
     assert!(!text.contains("Loading the pipeline-editor example"), "{text}");
-    let base = again.shape_url.trim_end_matches("/v1/shape").to_string();
+    let base = base_of(&again);
     // Each run signs with a new secret: the first run's tokens are worthless now.
     let stale = send(reqwest::Client::new().get(format!("{base}/v1/shape?table=steps&offset=-1")).bearer_auth(&ada)).await;
     assert_eq!(stale.status, 401, "{}", stale.text);
     let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&dev_token(&base, ADA).await);
     steps.catch_up().await;
     assert_eq!(steps.sorted_rows(), seeded);
-    assert!(interrupt_and_wait(&mut again).success());
+    assert!(again.interrupt_and_wait().success());
 }

@@ -6,11 +6,8 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
 fn web() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web").canonicalize().expect("web/ exists")
@@ -35,67 +32,13 @@ fn run(what: &str, cmd: &mut Command) -> Output {
     out
 }
 
-/// A running `ferrite dev`, killed (with its Postgres, which it owns) when dropped.
-struct Dev {
-    child: Child,
-    editor_url: String,
-    database_url: String,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        // SIGINT first: `ferrite dev` stops its Postgres cleanly.
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(dir: &Path) -> Dev {
-    let child = Command::new(ferrite_bin())
-        .args(["dev", "--port", "0", "--pg-port", &free_port().to_string(), "--dir"])
-        .arg(dir)
-        .env("FERRITE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ferrite dev");
-    let mut dev = Dev { child, editor_url: String::new(), database_url: String::new() };
-    let stdout = dev.child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(90)).expect("ferrite dev prints its URLs");
-        let line = line.trim();
-        if let Some(url) = line.strip_prefix("Postgres:") {
-            dev.database_url = url.trim().to_string();
-        }
-        if let Some(url) = line.strip_prefix("Editor:") {
-            dev.editor_url = url.trim().to_string();
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return dev;
-        }
-    }
-}
-
 #[test]
 fn pipeline_editor_in_chromium() {
     require_node_modules();
     let dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(dir.path());
-    assert!(!dev.database_url.is_empty(), "ferrite dev printed its Postgres URL");
+    let dev = DevProcess::start(dir.path(), free_port());
+    let editor_url = dev.printed_value("Editor").expect("ferrite dev prints the editor's URL");
+    let database_url = dev.printed_value("Postgres").expect("ferrite dev prints its Postgres URL");
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/web-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     run(
@@ -103,8 +46,8 @@ fn pipeline_editor_in_chromium() {
         Command::new("node")
             .args(["--test", "--test-reporter=spec", "--test-concurrency=1", "tests/"])
             .current_dir(web().join("editor"))
-            .env("EDITOR_URL", &dev.editor_url)
-            .env("DATABASE_URL", &dev.database_url)
+            .env("EDITOR_URL", &editor_url)
+            .env("DATABASE_URL", &database_url)
             .env("ARTIFACTS", &artifacts),
     );
     for shot in ["online-ada-sees-grace", "cursors-grace-sees-ada", "offline-with-pending"] {

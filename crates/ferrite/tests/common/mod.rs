@@ -364,3 +364,83 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A running `ferrite dev` (its own Postgres under the given directory) and the lines it printed
+/// until it was ready. Dropping it interrupts it, so Postgres stops cleanly, and kills it if it
+/// has not exited within 10 s.
+pub struct DevProcess {
+    pub child: Child,
+    pub printed: Vec<String>,
+}
+
+impl DevProcess {
+    /// Starts `ferrite dev` on a free HTTP port and `pg_port`; returns once it printed the
+    /// editor's URL (its last line before it is ready).
+    pub fn start(dir: &Path, pg_port: u16) -> DevProcess {
+        use std::io::{BufRead, BufReader};
+        let child = Command::new(ferrite_bin())
+            .args(["dev", "--port", "0", "--pg-port", &pg_port.to_string(), "--dir"])
+            .arg(dir)
+            .env("FERRITE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ferrite dev");
+        // Owned by the guard from the start: a failed wait below still stops it.
+        let mut dev = DevProcess { child, printed: vec![] };
+        let stdout = dev.child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        loop {
+            let line = rx.recv_timeout(Duration::from_secs(90)).expect("ferrite dev prints its URLs");
+            let ready = line.trim().starts_with("Editor:");
+            dev.printed.push(line);
+            if ready {
+                // Keep draining its output so the child never blocks on a full pipe.
+                std::thread::spawn(move || while rx.recv().is_ok() {});
+                return dev;
+            }
+        }
+    }
+
+    /// What it printed after `label:` (`"Postgres"`, `"Editor"`, `"Shape API"`, …).
+    pub fn printed_value(&self, label: &str) -> Option<String> {
+        let prefix = format!("{label}:");
+        self.printed.iter().find_map(|l| l.trim().strip_prefix(&prefix)).map(|v| v.trim().to_string())
+    }
+
+    /// Interrupts it (Ctrl-C) and waits for it to exit.
+    pub fn interrupt_and_wait(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("ferrite dev did not stop on Ctrl-C");
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
