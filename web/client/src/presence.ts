@@ -41,8 +41,6 @@ export class PresenceRoom {
   #members: PresenceMember[] = []
   #state: Record<string, unknown> | undefined
   #watch: AbortController | undefined
-  /** The current attempt of the watch stream (ended when the connection drops). */
-  #watchAttempt: AbortController | undefined
   #send: AbortController | undefined
   #heartbeat: ReturnType<typeof setInterval> | undefined
   #sendTimer: ReturnType<typeof setTimeout> | undefined
@@ -52,10 +50,7 @@ export class PresenceRoom {
   constructor(private readonly host: PresenceHost, readonly room: string) {
     // Offline, nobody else is known to be here.
     this.#offOffline = host.transport.events.on('connection', (c) => {
-      if (c === 'disconnected') {
-        this.#watchAttempt?.abort()
-        if (this.#members.length > 0) this.#setMembers([])
-      }
+      if (c === 'disconnected' && this.#members.length > 0) this.#setMembers([])
       if (c === 'connected' && this.#state) this.#schedule()
     })
   }
@@ -164,15 +159,9 @@ export class PresenceRoom {
   async #watchLoop(signal: AbortSignal): Promise<void> {
     let failures = 0
     while (!signal.aborted) {
-      const attempt = new AbortController()
-      this.#watchAttempt = attempt
       try {
         const url = `${this.host.url}/v1/presence?room=${encodeURIComponent(this.room)}&live_sse=true`
-        const r = await this.host.transport.fetch(
-          url,
-          { signal: AbortSignal.any([signal, attempt.signal]), headers: { accept: 'text/event-stream' } },
-          { stream: true },
-        )
+        const r = await this.host.transport.fetch(url, { signal, headers: { accept: 'text/event-stream' } })
         if (!r.ok || !r.body) {
           console.warn(`[ferrite] watching presence in ${this.room}: ${r.status} ${await r.text()}`)
           await this.host.transport.backoff(failures++, signal)
@@ -198,9 +187,8 @@ export class PresenceRoom {
           }
         }
       } catch (e) {
-        if (signal.aborted) return
-        // The stream broke, or the connection dropped (the attempt was abandoned): the
-        // transport waits for the server to be reachable again.
+        if (signal.aborted || e instanceof AbortedError) return
+        // The stream broke (network gone): the transport waits for it to come back.
         if (this.#members.length > 0) this.#setMembers([])
         await this.host.transport.backoff(failures++, signal).catch(() => {})
       }

@@ -84,7 +84,6 @@ export class Transport {
   #token: IssuedToken | undefined
   #tokenRequest: Promise<string> | undefined
   #wakers = new Set<() => void>()
-  #inFlight = new Set<AbortController>()
   #fetch: typeof fetch
   #source: TokenSource | undefined
   #margin: number
@@ -134,14 +133,9 @@ export class Transport {
     }
   }
 
-  /**
-   * The browser reports the network gone: offline at once, without waiting for a request to
-   * fail, and requests in flight are abandoned (and retried like failed ones) — a response that
-   * still trickles in over a connection the browser considers dead is not trusted.
-   */
+  /** The browser reports the network gone: offline at once, without waiting for a request to fail. */
   markOffline(): void {
     this.#setConnection('disconnected')
-    for (const c of [...this.#inFlight]) c.abort()
   }
 
   /** Ends every backoff wait now (the Retry button, the browser coming back online). */
@@ -200,10 +194,9 @@ export class Transport {
   /**
    * `fetch` with auth and retries (see the module docs). Resolves with the first response that
    * is neither 429 nor 5xx (a 401 only after a fresh token was refused too); rejects only with
-   * {@link AbortedError}. The body is read before it resolves, unless `stream` is set (an event
-   * stream is read by the caller, and ends with an error when the browser goes offline).
+   * {@link AbortedError}.
    */
-  async fetch(url: string | URL, init: RequestInit = {}, options: { stream?: boolean } = {}): Promise<Response> {
+  async fetch(url: string | URL, init: RequestInit = {}): Promise<Response> {
     const signal = init.signal ?? undefined
     let attempt = 0
     let refreshed = false
@@ -211,23 +204,14 @@ export class Transport {
       if (signal?.aborted) throw new AbortedError()
       if (this.#connection === 'disconnected') this.#setConnection('connecting')
       let response: Response
-      // Each attempt can be abandoned by the caller (its signal) or by markOffline (this one).
-      // Streams are not abandoned by markOffline: their readers watch the connection themselves.
-      const attemptAbort = new AbortController()
-      const attemptSignal = signal ? AbortSignal.any([signal, attemptAbort.signal]) : attemptAbort.signal
-      if (!options.stream) this.#inFlight.add(attemptAbort)
       try {
         const headers = new Headers(init.headers)
         const token = await this.bearer()
         if (token) headers.set('authorization', `Bearer ${token}`)
-        if (attemptAbort.signal.aborted) throw new TypeError('the browser went offline')
-        response = await this.#fetch(url, { ...init, headers, cache: 'no-store', signal: attemptSignal })
-        // Read the body now (unless it is a stream), so that going offline while it downloads
-        // counts as a failure too.
-        if (!options.stream) response = new Response(response.status === 204 || response.status === 304 ? null : await response.arrayBuffer(), response)
+        response = await this.#fetch(url, { ...init, headers, cache: 'no-store' })
       } catch (e) {
         if (signal?.aborted) throw new AbortedError()
-        if (isNetworkError(e) || attemptAbort.signal.aborted) {
+        if (isNetworkError(e)) {
           // Being offline supersedes whatever failed before.
           this.#setError(undefined)
           this.#setConnection('disconnected')
@@ -238,8 +222,6 @@ export class Transport {
           await this.#sleep(wait, signal)
         }
         continue
-      } finally {
-        this.#inFlight.delete(attemptAbort)
       }
       this.#setConnection('connected')
       if (response.status === 401 && this.#source && !refreshed) {

@@ -1,7 +1,7 @@
 // The pipeline editor in headless Chromium against a real `ferrite dev` (its Postgres, its
 // dev sign-in): collaboration, offline work, conflicts, rejections. The tests share one server
 // and run in order; each leaves the seeded pipelines in a state the next one expects.
-import { test, before, after, beforeEach } from 'node:test'
+import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   launch, database, signedIn, openPipeline, step, stepNamed, syncStatus, waitForSync, shownSteps, shownConnections,
@@ -20,11 +20,6 @@ before(async () => {
   grace = await signedIn(browser, USERS.grace)
   await openPipeline(ada.page, B)
   await openPipeline(grace.page, B)
-})
-
-// A failed test must not leave a context offline for the next one.
-beforeEach(async () => {
-  for (const who of [ada, grace]) await who?.context.setOffline(false)
 })
 
 after(async () => {
@@ -65,12 +60,6 @@ async function goOffline(who) {
 async function goOnline(who) {
   await who.context.setOffline(false)
   await waitForSync(who.page, 'synced', 'All changes saved')
-}
-
-/** Clicks the empty canvas: no step selected, the comments panel shows the pipeline's. */
-async function deselect(page) {
-  await page.locator('[data-testid=canvas] .surface').click({ position: { x: 12, y: 12 } })
-  await page.locator('[data-testid=comments][data-scope=pipeline]').waitFor()
 }
 
 async function select(page, id) {
@@ -151,7 +140,7 @@ test('offline: steps added, moved, connected and commented stay through a reload
   await select(grace.page, first)
   await grace.page.locator('[data-testid=connect-target]').selectOption(second)
   await grace.page.locator('[data-testid=connect-button]').click()
-  await deselect(grace.page)
+  await grace.page.locator('[data-testid=canvas] .surface').click({ position: { x: 20, y: 20 } })
   await grace.page.locator('[data-testid=comment-input]').fill('Written on a plane')
   await grace.page.locator('[data-testid=comment-submit]').click()
   // add, rename, add, move, connect, comment: six transactions waiting.
@@ -177,7 +166,7 @@ test('offline: steps added, moved, connected and commented stay through a reload
   assert.equal(after.steps[STEP.checkout].x, before.steps[STEP.checkout].x + 40)
   assert.ok(after.connections.includes(`${first}>${second}`))
   // A pipeline comment: Ada sees it with no step selected.
-  await deselect(ada.page)
+  await ada.page.locator('[data-testid=canvas] .surface').click({ position: { x: 20, y: 20 } })
   await ada.page.locator('[data-testid=comment-body]', { hasText: 'Written on a plane' }).waitFor()
   const { rows } = await db.query("SELECT u.name FROM comments c JOIN users u ON u.id = c.user_id WHERE body = 'Written on a plane'")
   assert.deepEqual(rows, [{ name: 'Grace Hopper' }])
