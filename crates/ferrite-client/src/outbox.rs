@@ -17,7 +17,7 @@
 //! `_ferrite_txids_seen` (with the table and position), so an answer naming one of them counts
 //! those sightings at once.
 
-use crate::store::{self, key_columns, quote, Affinity, LocalColumn};
+use crate::store::{self, key_columns, key_filter, quote, Affinity, LocalColumn};
 use crate::ClientError;
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{json, Map, Value};
@@ -101,12 +101,7 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              PRIMARY KEY (local_table, key));",
     )?;
     // Replicas created before the `sent` column.
-    let has_sent: bool = db.query_row(
-        "SELECT count(*) FROM pragma_table_info('_ferrite_outbox') WHERE name = 'sent'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )? > 0;
-    if !has_sent {
+    if !store::has_column(db, "_ferrite_outbox", "sent")? {
         db.execute_batch(
             "ALTER TABLE _ferrite_outbox ADD COLUMN sent INTEGER NOT NULL DEFAULT 1;
              ALTER TABLE _ferrite_outbox ADD COLUMN covered TEXT NOT NULL DEFAULT '[]';
@@ -233,12 +228,7 @@ fn read_row(
     key: &Values,
 ) -> Result<Option<Values>, ClientError> {
     let keys = key_columns(columns);
-    let filter = keys
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let filter = key_filter(&keys);
     let sql = format!(
         "SELECT {} FROM {} WHERE {filter}",
         columns
@@ -277,12 +267,7 @@ fn write_row(
     row: Option<&Values>,
 ) -> Result<(), ClientError> {
     let keys = key_columns(columns);
-    let filter = keys
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let filter = key_filter(&keys);
     let params = key_params(&keys, key);
     let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
     db.execute(

@@ -134,12 +134,7 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              -- The log position (LSN) this shape is known to be complete up to.
              last_lsn INTEGER);",
     )?;
-    let has_lsn: bool = db.query_row(
-        "SELECT count(*) FROM pragma_table_info('_ferrite_shapes') WHERE name = 'last_lsn'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )? > 0;
-    if !has_lsn {
+    if !has_column(db, "_ferrite_shapes", "last_lsn")? {
         db.execute_batch("ALTER TABLE _ferrite_shapes ADD COLUMN last_lsn INTEGER")?;
     }
     Ok(())
@@ -242,6 +237,24 @@ fn row_json(row: &Row<'_>) -> Map<String, Value> {
             )
         })
         .collect()
+}
+
+/// `col = ?1 AND …` over the key columns, numbered from 1.
+pub(crate) fn key_filter(keys: &[&LocalColumn]) -> String {
+    keys.iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Whether `table` has `column` (replicas made by an older version lack some).
+pub(crate) fn has_column(db: &Connection, table: &str, column: &str) -> Result<bool, ClientError> {
+    Ok(db.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0),
+    )? > 0)
 }
 
 /// The primary-key columns, in key order.
@@ -475,13 +488,6 @@ fn apply_change(
         return Ok(());
     }
     let pk = key_columns(columns);
-    let key_filter = || {
-        pk.iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
     let key_values = || -> Vec<rusqlite::types::Value> {
         pk.iter()
             .map(|c| {
@@ -509,7 +515,7 @@ fn apply_change(
             let sql = format!(
                 "UPDATE {t} SET {} WHERE {}",
                 assignments.join(", "),
-                key_filter()
+                key_filter(&pk)
             );
             let keys = key_values();
             let mut all: Vec<&dyn ToSql> = keys.iter().map(|v| v as &dyn ToSql).collect();
@@ -517,7 +523,7 @@ fn apply_change(
             tx.prepare_cached(&sql)?.execute(all.as_slice())?;
         }
         "delete" if !pk.is_empty() => {
-            let sql = format!("DELETE FROM {t} WHERE {}", key_filter());
+            let sql = format!("DELETE FROM {t} WHERE {}", key_filter(&pk));
             let keys = key_values();
             let refs: Vec<&dyn ToSql> = keys.iter().map(|v| v as &dyn ToSql).collect();
             tx.prepare_cached(&sql)?.execute(refs.as_slice())?;

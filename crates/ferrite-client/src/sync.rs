@@ -289,17 +289,11 @@ impl Client {
         let query: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&q)
             .finish();
-        let mut req = self
+        let req = self
             .inner
             .http
             .get(format!("{}/v1/shape?{query}", self.inner.base));
-        if let Some(t) = self.inner.token.token() {
-            req = req.bearer_auth(t);
-        }
-        let r = req
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let r = self.send(req).await?;
         let status = r.status().as_u16();
         let header = |n: &str| {
             r.headers()
@@ -342,6 +336,17 @@ impl Client {
             .bytes_received
             .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Fetched::Data(Data { body, next, schema }))
+    }
+}
+
+impl Client {
+    /// Sends a request with the caller's token; a transport failure means the server is
+    /// unreachable (the client retries).
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        if let Some(t) = self.inner.token.token() {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.map_err(|e| ClientError::Unreachable(e.to_string()))
     }
 }
 
@@ -482,19 +487,13 @@ impl Client {
                 .counters
                 .bytes_sent
                 .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            let mut req = self
+            let req = self
                 .inner
                 .http
                 .post(format!("{}/v1/transactions", self.inner.base))
                 .header("content-type", "application/json")
                 .body(payload);
-            if let Some(t) = self.inner.token.token() {
-                req = req.bearer_auth(t);
-            }
-            let r = req
-                .send()
-                .await
-                .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            let r = self.send(req).await?;
             let status = r.status().as_u16();
             let retry_after = r
                 .headers()
