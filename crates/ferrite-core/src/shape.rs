@@ -8,7 +8,7 @@
 use crate::key::row_key;
 use crate::relation::{split_identifiers, QualifiedName};
 use crate::schema::TableSchema;
-use crate::where_clause::{WhereClause, WhereError};
+use crate::where_clause::{BoundRule, WhereClause, WhereError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -50,9 +50,14 @@ pub struct ShapeDefinition {
     pub replica: Replica,
     /// Log mode.
     pub log: LogMode,
+    /// The table's read rule bound to the caller (JWT mode), ANDed with `where_sql` as a
+    /// separately compiled tree. Absent in shapes stored before rules were kept apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<BoundRule>,
 }
 
-/// Why a definition could not be compiled against its table; `field` names the request parameter.
+/// Why a definition could not be compiled against its table; `field` names the request parameter,
+/// or is [`ShapeError::RULE`] when the server's read rule cannot be applied to the caller.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct ShapeError {
@@ -60,6 +65,11 @@ pub struct ShapeError {
     pub field: &'static str,
     /// Message for the client.
     pub message: String,
+}
+
+impl ShapeError {
+    /// `field` of an error in the read rule rather than in anything the client sent.
+    pub const RULE: &'static str = "rule";
 }
 
 impl From<WhereError> for ShapeError {
@@ -166,9 +176,20 @@ impl ShapeFilter {
                 idx
             }
         };
-        let where_clause = match &def.where_sql {
+        let client = match &def.where_sql {
             Some(sql) if !sql.trim().is_empty() => Some(WhereClause::compile(sql, &def.params, &table)?),
             _ => None,
+        };
+        let rule = match &def.rule {
+            Some(rule) => Some(WhereClause::compile_rule(rule, &table).map_err(|e| ShapeError {
+                field: ShapeError::RULE,
+                message: format!("the read rule of table {} cannot be applied to this token: {e}", table.name.quoted()),
+            })?),
+            None => None,
+        };
+        let where_clause = match (client, rule) {
+            (Some(c), Some(r)) => Some(c.and(r)),
+            (c, r) => c.or(r),
         };
         let relation_json = format!(
             "[{},{}]",
@@ -364,6 +385,7 @@ mod tests {
         ShapeDefinition {
             table: QualifiedName::new("public", "items"),
             where_sql: None,
+            rule: None,
             params: BTreeMap::new(),
             columns: columns.map(|c| c.into_iter().map(String::from).collect()),
             replica,

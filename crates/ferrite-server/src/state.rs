@@ -26,6 +26,10 @@ pub enum ShapeRequestError {
         /// Message for the client.
         message: String,
     },
+    /// The table's read rule cannot be applied to the caller's token (a claim that does not
+    /// read as its column's type, or a rule that does not fit the table): 403, fail closed.
+    #[error("{0}")]
+    Forbidden(String),
     /// Postgres cannot be reached: 503 + retry-after.
     #[error("Database is unreachable: {0}")]
     DatabaseUnreachable(String),
@@ -36,6 +40,9 @@ pub enum ShapeRequestError {
 
 impl From<ShapeError> for ShapeRequestError {
     fn from(e: ShapeError) -> Self {
+        if e.field == ShapeError::RULE {
+            return ShapeRequestError::Forbidden(e.message);
+        }
         ShapeRequestError::Invalid { field: e.field, message: e.message }
     }
 }

@@ -23,7 +23,7 @@ fn now() -> u64 {
 
 /// An HS256 token with `claims` plus a subject and an expiry an hour away (unless given).
 fn hs256(claims: Value) -> String {
-    sign(Header::new(Algorithm::HS256), &EncodingKey::from_secret(SECRET.as_bytes()), claims)
+    hs256_token(SECRET, claims)
 }
 
 fn sign(header: Header, key: &EncodingKey, claims: Value) -> String {
@@ -66,64 +66,6 @@ async fn server(db: &TestDb) -> TestServer {
     .await
 }
 
-/// Reads a shape to up-to-date with `token`; the rows' values, or the refusing status and body.
-async fn read(base: &str, token: Option<&str>, params: &[(&str, &str)]) -> Result<Vec<Value>, (u16, String)> {
-    let client = reqwest::Client::new();
-    let mut handle: Option<String> = None;
-    let mut offset = "-1".to_string();
-    let mut rows = std::collections::BTreeMap::new();
-    for _ in 0..100 {
-        let mut q: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        q.push(("offset".into(), offset.clone()));
-        if let Some(h) = &handle {
-            q.push(("handle".into(), h.clone()));
-        }
-        let mut req = client.get(format!("{base}/v1/shape")).query(&q);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let r = send(req).await;
-        match r.status {
-            200 => {}
-            409 => {
-                handle = r.header("electric-handle");
-                offset = "-1".into();
-                rows.clear();
-                continue;
-            }
-            s => return Err((s, r.text)),
-        }
-        handle = r.header("electric-handle");
-        offset = r.header("electric-offset").unwrap();
-        for m in r.body.as_array().unwrap() {
-            if let Some(k) = m["key"].as_str() {
-                match m["headers"]["operation"].as_str() {
-                    Some("delete") => {
-                        rows.remove(k);
-                    }
-                    Some(_) => {
-                        let entry = rows.entry(k.to_string()).or_insert_with(|| json!({}));
-                        entry.as_object_mut().unwrap().extend(m["value"].as_object().unwrap().clone());
-                    }
-                    None => {}
-                }
-            }
-        }
-        if r.header("electric-up-to-date").is_some() {
-            return Ok(rows.into_values().collect());
-        }
-    }
-    panic!("never up to date");
-}
-
-async fn post_tx(base: &str, token: Option<&str>, body: Value) -> Resp {
-    let mut req = reqwest::Client::new().post(format!("{base}/v1/transactions")).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    send(req).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_valid_tokens_get_in() {
     let db = TestDb::new().await;
@@ -131,13 +73,13 @@ async fn only_valid_tokens_get_in() {
     let s = server(&db).await;
     let forms = [("table", "forms")];
     // Valid: HS256, RS256 (PEM key), ES256 (JWKS, by kid).
-    assert!(read(&s.base, Some(&hs256(json!({}))), &forms).await.is_ok());
+    assert!(read_shape(&s.base, Some(&hs256(json!({}))), &forms).await.is_ok());
     let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixtures().join("rsa_private.pem")).unwrap()).unwrap();
-    assert!(read(&s.base, Some(&sign(Header::new(Algorithm::RS256), &rsa, json!({}))), &forms).await.is_ok());
+    assert!(read_shape(&s.base, Some(&sign(Header::new(Algorithm::RS256), &rsa, json!({}))), &forms).await.is_ok());
     let ec = EncodingKey::from_ec_pem(&std::fs::read(fixtures().join("ec_private.pem")).unwrap()).unwrap();
     let mut es = Header::new(Algorithm::ES256);
     es.kid = Some("ec-1".into());
-    assert!(read(&s.base, Some(&sign(es, &ec, json!({}))), &forms).await.is_ok());
+    assert!(read_shape(&s.base, Some(&sign(es, &ec, json!({}))), &forms).await.is_ok());
 
     let b64 = |v: Value| {
         use std::fmt::Write;
@@ -174,7 +116,7 @@ async fn only_valid_tokens_get_in() {
         ("garbage", Some("not.a.token".to_string())),
     ];
     for (what, token) in &refused {
-        let r = read(&s.base, token.as_deref(), &forms).await;
+        let r = read_shape(&s.base, token.as_deref(), &forms).await;
         assert!(matches!(r, Err((401, _))), "{what}: {r:?}");
         let w = post_tx(&s.base, token.as_deref(), json!({"client_id": "c", "transactions": []})).await;
         assert_eq!(w.status, 401, "{what}: {}", w.text);
@@ -223,7 +165,7 @@ async fn a_tenant_cannot_read_another_tenants_rows() {
             if let Some(cols) = cols {
                 params.push(("columns", cols));
             }
-            match read(&s.base, Some(&t1), &params).await {
+            match read_shape(&s.base, Some(&t1), &params).await {
                 Ok(rows) => {
                     let ids = ids_of(&rows);
                     assert!(ids.is_subset(&t1_ids), "where {w:?} columns {cols:?} leaked {:?}", ids.difference(&t1_ids));
@@ -280,7 +222,7 @@ async fn a_tenant_cannot_read_another_tenants_rows() {
     assert!(!shape.rows.keys().any(|k| k.contains("\"100\"")), "{:?}", shape.rows.keys());
 
     // Tables without a read rule are refused unless public; responses are never shared-cacheable.
-    assert!(matches!(read(&s.base, Some(&t1), &[("table", "secrets")]).await, Err((403, _))));
+    assert!(matches!(read_shape(&s.base, Some(&t1), &[("table", "secrets")]).await, Err((403, _))));
     let r = send(reqwest::Client::new().get(format!("{}/v1/shape?table=forms&offset=-1", s.base)).bearer_auth(&t1)).await;
     assert_eq!(r.status, 200);
     assert!(r.header("cache-control").unwrap().starts_with("private"), "{:?}", r.header("cache-control"));
@@ -289,10 +231,10 @@ async fn a_tenant_cannot_read_another_tenants_rows() {
     // Team membership through an array claim.
     let teams = |t: Value| hs256(json!({"teams": t}));
     let names = |rows: Vec<Value>| rows.iter().map(|r| r["name"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
-    let ab = read(&s.base, Some(&teams(json!(["a", "b"]))), &[("table", "pipelines")]).await.unwrap();
+    let ab = read_shape(&s.base, Some(&teams(json!(["a", "b"]))), &[("table", "pipelines")]).await.unwrap();
     assert_eq!(names(ab), ["etl".to_string(), "ml".into()].into());
-    assert!(read(&s.base, Some(&teams(json!([]))), &[("table", "pipelines")]).await.unwrap().is_empty());
-    assert!(read(&s.base, Some(&hs256(json!({}))), &[("table", "pipelines")]).await.unwrap().is_empty(), "no claim, no rows");
+    assert!(read_shape(&s.base, Some(&teams(json!([]))), &[("table", "pipelines")]).await.unwrap().is_empty());
+    assert!(read_shape(&s.base, Some(&hs256(json!({}))), &[("table", "pipelines")]).await.unwrap().is_empty(), "no claim, no rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ mod index;
 mod like;
 mod numeric;
 mod parse;
+mod rule;
 mod sql;
 mod syntax;
 mod types;
@@ -35,6 +36,8 @@ mod tests;
 
 use crate::schema::TableSchema;
 use std::collections::BTreeMap;
+
+pub use rule::{rule_claim_paths, BoundRule, ClaimValue};
 
 /// Why a where clause (or its params) was rejected. `Display` is the message for the HTTP client;
 /// [`WhereError::field`] says which request field it belongs to.
@@ -113,13 +116,6 @@ pub enum EvalError {
     Unsupported(String),
 }
 
-/// Checks that `sql` is one boolean expression in the supported syntax, without resolving
-/// columns: lets the server AND a client's where with a rule knowing neither can change the
-/// other's meaning (`x) OR (true` is refused here).
-pub fn check_syntax(sql: &str) -> Result<(), WhereError> {
-    syntax::parse_where(sql).map(|_| ())
-}
-
 /// A compiled where clause: a typed expression over the columns of one table.
 #[derive(Debug, Clone)]
 pub struct WhereClause {
@@ -139,13 +135,39 @@ impl WhereClause {
         table: &TableSchema,
     ) -> Result<WhereClause, WhereError> {
         let node = syntax::parse_where(sql)?;
-        let compiler = parse::Compiler { table, params };
-        let expr = compiler.compile(&node)?;
-        Ok(WhereClause {
+        let compiler = parse::Compiler { table, params, claims: None };
+        Ok(Self::over(compiler.compile(&node)?, table))
+    }
+
+    /// Compiles a table rule bound to one caller ([`BoundRule`]): `claims.<name>` references
+    /// take the caller's claim values as untyped literals (never as SQL text); the rule takes no
+    /// `$n` parameters.
+    pub fn compile_rule(rule: &BoundRule, table: &TableSchema) -> Result<WhereClause, WhereError> {
+        let node = syntax::parse_where(&rule.sql)?;
+        let compiler = parse::Compiler { table, params: &BTreeMap::new(), claims: Some(&rule.claims) };
+        Ok(Self::over(compiler.compile(&node)?, table))
+    }
+
+    fn over(expr: expr::Expr, table: &TableSchema) -> WhereClause {
+        WhereClause {
             expr,
             column_names: table.columns.iter().map(|c| c.name.clone()).collect(),
             column_types: table.columns.iter().map(types::Ty::of_column).collect(),
-        })
+        }
+    }
+
+    /// Both clauses (of the same table) at once: their compiled trees joined by AND, so neither
+    /// can change the other's meaning. Top-level conjuncts are flattened, so the router's
+    /// equality index sees those of both.
+    pub fn and(self, other: WhereClause) -> WhereClause {
+        let mut args = Vec::new();
+        for e in [self.expr, other.expr] {
+            match e.kind {
+                expr::ExprKind::And(inner) => args.extend(inner),
+                kind => args.push(expr::Expr::new(kind, e.ty)),
+            }
+        }
+        WhereClause { expr: expr::Expr::new(expr::ExprKind::And(args), types::Ty::Bool), ..self }
     }
 
     /// Whether `row` (Postgres text values aligned with the table's columns) satisfies the clause.

@@ -7,6 +7,7 @@ use super::expr::{ArithOp, ArrayOp, BoolTest, CmpOp, Expr, ExprKind, Func};
 use super::numeric::Num;
 use super::types::{common_type, comparison_type, numeric_operator_type, Category, Ty, Typmod};
 use super::value::{self, can_cast, Value};
+use super::rule::{claim_path, ClaimValue};
 use super::{EvalError, WhereError};
 use crate::schema::{TableSchema, TypeKind};
 use pg_query::protobuf::a_const::Val;
@@ -21,6 +22,9 @@ use std::collections::BTreeMap;
 pub(crate) struct Compiler<'a> {
     pub table: &'a TableSchema,
     pub params: &'a BTreeMap<String, String>,
+    /// The caller's claim values when compiling a table rule (`claims.<name>` references);
+    /// `None` for a client's where clause, where `claims.x` is an ordinary column reference.
+    pub claims: Option<&'a [ClaimValue]>,
 }
 
 fn unsupported(msg: impl Into<String>) -> WhereError {
@@ -321,6 +325,15 @@ impl Compiler<'_> {
                     return Err(unsupported("unsupported expression: * is not allowed here"))
                 }
                 _ => return Err(unsupported("unsupported column reference")),
+            }
+        }
+        if let Some(claims) = self.claims {
+            if let Some(path) = claim_path(&parts) {
+                // A bound value, read as the type of its context like a `$n` parameter.
+                let bound = claims.iter().find(|c| c.path == path).ok_or_else(|| {
+                    unsupported(format!("claims.{} is not bound for this rule", path.join(".")))
+                })?;
+                return Ok(unknown(bound.value.clone(), None));
             }
         }
         let t = &self.table.name;

@@ -4,7 +4,8 @@
 //! - `auth.mode = "insecure"` (default): no tokens; every table is readable and writable.
 //! - `auth.mode = "jwt"`: every shape, transaction and presence request carries
 //!   `Authorization: Bearer <JWT>` ([`jwt`]). A table is readable only if it has a `read` rule
-//!   (ANDed into every shape on it, so a client's own `where` can only narrow it) or is marked
+//!   (ANDed into every shape on it as a separately compiled tree, so a client's own `where` can
+//!   only narrow it) or is marked
 //!   `public`; it is writable only if it has a `write` rule, which must hold for the row before
 //!   and after each mutation. Rules name token claims as `claims.<name>` ([`rules`]).
 
@@ -13,6 +14,7 @@ pub mod rules;
 
 use crate::config::ServerConfig;
 use ferrite_core::relation::QualifiedName;
+use ferrite_core::where_clause::BoundRule;
 pub use jwt::Identity;
 use rules::RuleTemplate;
 use std::collections::HashMap;
@@ -87,12 +89,12 @@ impl Auth {
         verifier.verify(token.trim()).map(Some).map_err(AuthError::Unauthenticated)
     }
 
-    /// The where clause every shape on `table` is restricted to for this caller (`None`: no
+    /// The rule every shape on `table` is restricted to for this caller (`None`: no
     /// restriction), or why the caller may not read the table at all.
-    pub fn read_filter(&self, table: &QualifiedName, who: Option<&Identity>) -> Result<Option<String>, AuthError> {
+    pub fn read_filter(&self, table: &QualifiedName, who: Option<&Identity>) -> Result<Option<BoundRule>, AuthError> {
         let Some(who) = who else { return Ok(None) };
         match self.tables.get(table) {
-            Some(TableRules { read: Some(rule), .. }) => Ok(Some(rule.render(&who.claims))),
+            Some(TableRules { read: Some(rule), .. }) => Ok(Some(rule.bind(&who.claims))),
             Some(TableRules { public: true, .. }) => Ok(None),
             _ => Err(AuthError::Forbidden(format!(
                 "table {} has no read rule and is not public",
@@ -101,25 +103,13 @@ impl Auth {
         }
     }
 
-    /// The where clause a row of `table` must satisfy before and after this caller's mutation
+    /// The rule a row of `table` must satisfy before and after this caller's mutation
     /// (`None`: no check), or why the caller may not write the table at all.
-    pub fn write_filter(&self, table: &QualifiedName, who: Option<&Identity>) -> Result<Option<String>, AuthError> {
+    pub fn write_filter(&self, table: &QualifiedName, who: Option<&Identity>) -> Result<Option<BoundRule>, AuthError> {
         let Some(who) = who else { return Ok(None) };
         match self.tables.get(table) {
-            Some(TableRules { write: Some(rule), .. }) => Ok(Some(rule.render(&who.claims))),
+            Some(TableRules { write: Some(rule), .. }) => Ok(Some(rule.bind(&who.claims))),
             _ => Err(AuthError::Forbidden(format!("table {} has no write rule", table.quoted()))),
         }
-    }
-}
-
-/// Combines a client's where clause with a rule so that the client can only narrow it: the
-/// client's clause must parse on its own as one expression (else the client's own error).
-pub fn restrict(client_where: Option<&str>, rule: &str) -> Result<String, ferrite_core::where_clause::WhereError> {
-    match client_where {
-        Some(w) => {
-            ferrite_core::where_clause::check_syntax(w)?;
-            Ok(format!("({w}) AND ({rule})"))
-        }
-        None => Ok(rule.to_string()),
     }
 }

@@ -2,107 +2,53 @@
 //! (or a nested `claims.<a>.<b>`), e.g. `tenant_id = claims.tenant_id` or
 //! `team_id = ANY(claims.teams)`.
 //!
-//! A rule becomes an ordinary where clause per caller by replacing each claim reference with a
-//! quoted SQL literal of the claim's value — untyped, so Postgres (and the shape evaluator) read
-//! it as the type of whatever it is compared with. Strings, numbers and booleans become `'…'`,
-//! arrays become array literals `'{"a","b"}'`, and a missing claim (or an object) becomes `NULL`,
-//! which matches nothing: a token without the claim sees no rows.
+//! A rule is parsed once at startup ([`RuleTemplate::parse`]), which also finds the claims it
+//! names. Per caller it is *bound* ([`RuleTemplate::bind`]): the values of those claims become
+//! Postgres text — strings, numbers and booleans as written, arrays as array literals
+//! (`{"a","b"}`), a missing claim or an object as NULL, which matches nothing — and are compiled
+//! into the rule's tree as untyped values ([`WhereClause::compile_rule`]), never as SQL text. The
+//! rule is never joined with a client's where clause as text either: the two are compiled apart
+//! and ANDed as trees, so nothing in a where clause, a rule or a claim can comment out, close or
+//! reopen the other.
+//!
+//! [`WhereClause::compile_rule`]: ferrite_core::where_clause::WhereClause::compile_rule
 
+use ferrite_core::where_clause::{rule_claim_paths, BoundRule, ClaimValue};
 use serde_json::{Map, Value};
 
 /// A rule as configured, checked once at startup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleTemplate {
     text: String,
+    claim_paths: Vec<Vec<String>>,
 }
 
 impl RuleTemplate {
-    /// Checks that the rule is one boolean expression (with every claim as NULL).
+    /// Checks that the rule is one boolean expression without `$n` parameters and finds the
+    /// claims it names.
     pub fn parse(text: &str) -> Result<RuleTemplate, String> {
-        let t = RuleTemplate { text: text.to_string() };
-        ferrite_core::where_clause::check_syntax(&t.render(&Map::new())).map_err(|e| e.to_string())?;
-        Ok(t)
+        let claim_paths = rule_claim_paths(text).map_err(|e| e.to_string())?;
+        Ok(RuleTemplate { text: text.to_string(), claim_paths })
     }
 
-    /// The rule for one caller: claim references replaced by literals of their values.
-    pub fn render(&self, claims: &Map<String, Value>) -> String {
-        let src = self.text.as_str();
-        let bytes = src.as_bytes();
-        let mut out = String::with_capacity(src.len() + 16);
-        let mut i = 0;
-        while i < bytes.len() {
-            let c = bytes[i];
-            // Copy quoted strings and identifiers verbatim.
-            if c == b'\'' || c == b'"' {
-                let end = closing_quote(bytes, i);
-                out.push_str(&src[i..end]);
-                i = end;
-                continue;
-            }
-            let at_word_start = i == 0 || !is_ident_byte(bytes[i - 1]) && bytes[i - 1] != b'.';
-            if at_word_start && src[i..].starts_with("claims.") {
-                let mut j = i + "claims.".len();
-                let mut path = vec![];
-                loop {
-                    let start = j;
-                    while j < bytes.len() && is_ident_byte(bytes[j]) {
-                        j += 1;
-                    }
-                    if start == j {
-                        break;
-                    }
-                    path.push(&src[start..j]);
-                    if j + 1 < bytes.len() && bytes[j] == b'.' && is_ident_byte(bytes[j + 1]) {
-                        j += 1;
-                    } else {
-                        break;
-                    }
-                }
-                if !path.is_empty() {
-                    out.push_str(&literal(lookup(claims, &path)));
-                    i = j;
-                    continue;
-                }
-            }
-            let ch = src[i..].chars().next().unwrap_or(' ');
-            out.push(ch);
-            i += ch.len_utf8();
-        }
-        out
+    /// The rule for one caller: its text and the caller's values of the claims it names.
+    pub fn bind(&self, claims: &Map<String, Value>) -> BoundRule {
+        let claims = self
+            .claim_paths
+            .iter()
+            .map(|path| ClaimValue { path: path.clone(), value: claim_text(lookup(claims, path)) })
+            .collect();
+        BoundRule { sql: self.text.clone(), claims }
     }
 }
 
-fn is_ident_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
-}
-
-/// Index just past the quote that closes the one at `start` (a doubled quote is an escape).
-fn closing_quote(bytes: &[u8], start: usize) -> usize {
-    let q = bytes[start];
-    let mut i = start + 1;
-    while i < bytes.len() {
-        if bytes[i] == q {
-            if bytes.get(i + 1) == Some(&q) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    bytes.len()
-}
-
-fn lookup<'a>(claims: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
-    let mut v = claims.get(path[0])?;
-    for p in &path[1..] {
-        v = v.as_object()?.get(*p)?;
+fn lookup<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut v = claims.get(first)?;
+    for p in rest {
+        v = v.as_object()?.get(p)?;
     }
     Some(v)
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn scalar_text(v: &Value) -> Option<String> {
@@ -114,10 +60,12 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-/// The SQL literal for a claim value.
-fn literal(v: Option<&Value>) -> String {
-    match v {
-        Some(Value::Array(items)) => {
+/// A claim value as Postgres text: scalars as written, arrays as an array literal whose elements
+/// are double-quoted with `"` and `\` escaped (non-scalar elements become NULL), anything else
+/// NULL.
+fn claim_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Array(items) => {
             let elems: Vec<String> = items
                 .iter()
                 .map(|item| match scalar_text(item) {
@@ -125,10 +73,9 @@ fn literal(v: Option<&Value>) -> String {
                     None => "NULL".to_string(),
                 })
                 .collect();
-            quote(&format!("{{{}}}", elems.join(",")))
+            Some(format!("{{{}}}", elems.join(",")))
         }
-        Some(v) => scalar_text(v).map(|t| quote(&t)).unwrap_or_else(|| "NULL".into()),
-        None => "NULL".into(),
+        v => scalar_text(v),
     }
 }
 
@@ -141,25 +88,31 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
-    #[test]
-    fn claims_become_quoted_literals() {
-        let r = RuleTemplate::parse("tenant_id = claims.tenant_id AND team_id = ANY(claims.teams)").unwrap();
-        let c = claims(json!({"tenant_id": "o'brien", "teams": ["a", "b\"c", 7]}));
-        assert_eq!(r.render(&c), "tenant_id = 'o''brien' AND team_id = ANY('{\"a\",\"b\\\"c\",\"7\"}')");
-        // Missing claims and objects match nothing.
-        assert_eq!(r.render(&claims(json!({"teams": {"x": 1}}))), "tenant_id = NULL AND team_id = ANY(NULL)");
-        // Nested claims, numbers, booleans.
-        let r = RuleTemplate::parse("org = claims.app.org AND level <= claims.level AND claims.admin").unwrap();
-        assert_eq!(
-            r.render(&claims(json!({"app": {"org": 5}, "level": 3, "admin": true}))),
-            "org = '5' AND level <= '3' AND 'true'"
-        );
+    fn values(r: &BoundRule) -> Vec<(String, Option<String>)> {
+        r.claims.iter().map(|c| (c.path.join("."), c.value.clone())).collect()
     }
 
     #[test]
-    fn quoted_text_and_other_names_are_left_alone() {
-        let r = RuleTemplate::parse("note <> 'claims.x' AND \"claims.y\" = 1 AND myclaims.z = 2 AND t.claims.q = 3").unwrap();
-        assert_eq!(r.render(&claims(json!({"x": "X", "y": "Y", "z": "Z", "q": "Q"}))), r.text);
+    fn claims_are_bound_as_text_values() {
+        let r = RuleTemplate::parse("tenant_id = claims.tenant_id AND team_id = ANY(claims.teams)").unwrap();
+        let c = claims(json!({"tenant_id": "o'brien\n) OR (true) --", "teams": ["a", "b\"c\\", 7, {"x": 1}], "exp": 1}));
+        let bound = r.bind(&c);
+        assert_eq!(bound.sql, "tenant_id = claims.tenant_id AND team_id = ANY(claims.teams)");
+        assert_eq!(
+            values(&bound),
+            vec![
+                ("teams".to_string(), Some(r#"{"a","b\"c\\","7",NULL}"#.to_string())),
+                ("tenant_id".to_string(), Some("o'brien\n) OR (true) --".to_string())),
+            ]
+        );
+        // Missing claims and objects are NULL, which matches nothing.
+        assert_eq!(values(&r.bind(&claims(json!({"teams": {"x": 1}})))), vec![("teams".into(), None), ("tenant_id".into(), None)]);
+        // Nested claims, numbers, booleans; claims the rule does not name are left out.
+        let r = RuleTemplate::parse("org = claims.app.org AND level <= claims.level AND claims.admin").unwrap();
+        assert_eq!(
+            values(&r.bind(&claims(json!({"app": {"org": 5}, "level": 3, "admin": true, "iat": 9})))),
+            vec![("admin".into(), Some("true".into())), ("app.org".into(), Some("5".into())), ("level".into(), Some("3".into()))]
+        );
     }
 
     #[test]
@@ -167,5 +120,6 @@ mod tests {
         assert!(RuleTemplate::parse("tenant_id = claims.t) OR (true").is_err());
         assert!(RuleTemplate::parse("true; DROP TABLE x").is_err());
         assert!(RuleTemplate::parse("tenant_id = ").is_err());
+        assert!(RuleTemplate::parse("tenant_id = $1").is_err());
     }
 }

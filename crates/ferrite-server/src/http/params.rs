@@ -172,7 +172,7 @@ pub fn parse_shape_request(pairs: &[(String, String)], body_subset: Option<Subse
         RequestOffset::At(_) => handle,
     };
     Ok(ShapeRequest {
-        definition: ShapeDefinition { table, where_sql, params, columns, replica, log },
+        definition: ShapeDefinition { table, where_sql, params, columns, replica, log, rule: None },
         offset,
         offset_raw,
         handle,

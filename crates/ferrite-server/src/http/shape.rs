@@ -43,6 +43,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn request_error(e: ShapeRequestError) -> Response<Body> {
     match e {
         ShapeRequestError::Invalid { field, message } => resp::invalid_field(field, &message),
+        ShapeRequestError::Forbidden(m) => resp::error(StatusCode::FORBIDDEN, &serde_json::json!({"message": m})),
         ShapeRequestError::DatabaseUnreachable(m) => {
             tracing::warn!(error = %m, "database unreachable");
             resp::unavailable(10, &serde_json::json!({"code": "database_unreachable", "error": "Database is unreachable"}))
@@ -171,12 +172,7 @@ async fn read_request(
         }
     }
     let mut req = parse_shape_request(&pairs, body_subset).map_err(|errors| resp::invalid(&errors))?;
-    let rule = state.auth.read_filter(&req.definition.table, who.as_ref()).map_err(|e| resp::auth_refused(&e))?;
-    if let Some(rule) = rule {
-        let restricted = crate::auth::restrict(req.definition.where_sql.as_deref(), &rule)
-            .map_err(|e| resp::invalid_field("where", &e.to_string()))?;
-        req.definition.where_sql = Some(restricted);
-    }
+    req.definition.rule = state.auth.read_filter(&req.definition.table, who.as_ref()).map_err(|e| resp::auth_refused(&e))?;
     Ok(req)
 }
 

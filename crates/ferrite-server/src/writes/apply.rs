@@ -19,7 +19,7 @@
 
 use super::pool::Pool;
 use crate::auth::{Auth, Identity};
-use ferrite_core::where_clause::WhereClause;
+use ferrite_core::where_clause::{BoundRule, WhereClause};
 use ferrite_core::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
 use ferrite_core::key::row_key;
 use ferrite_core::merge::{self, Action, Current, Incoming, StoredRow, TablePolicy, ValueKind};
@@ -360,7 +360,7 @@ impl Writer {
     /// Whether the row of single-column-key `table` whose key is `key_text` exists and matches
     /// `rule` (a where clause). Used by presence to let a caller into a room named after a row
     /// it can read; lives here because the writer owns the connections and the table cache.
-    pub async fn row_matches(&self, table: &QualifiedName, key_text: &str, rule: &str) -> Result<bool, String> {
+    pub async fn row_matches(&self, table: &QualifiedName, key_text: &str, rule: &BoundRule) -> Result<bool, String> {
         let conn = self.pool.get().await.map_err(|e| e.to_string())?;
         let client = conn.client();
         let cached = self.tables.lock().get(table).cloned();
@@ -383,7 +383,7 @@ impl Writer {
             Err(e) if e.db().is_some() => return Ok(false), // e.g. not a valid key for the type
             Err(e) => return Err(e.to_string()),
         };
-        let rule = WhereClause::compile(rule, &BTreeMap::new(), &t.schema).map_err(|e| e.to_string())?;
+        let rule = WhereClause::compile_rule(rule, &t.schema).map_err(|e| e.to_string())?;
         Ok(rule.matches(&row).unwrap_or(false))
     }
 
@@ -475,8 +475,8 @@ impl Writer {
         let rule = match self.auth.write_filter(&name, who) {
             Err(e) => return Err(forbidden(e.to_string())),
             Ok(None) => None,
-            Ok(Some(sql)) => Some(
-                WhereClause::compile(&sql, &BTreeMap::new(), schema)
+            Ok(Some(rule)) => Some(
+                WhereClause::compile_rule(&rule, schema)
                     .map_err(|e| forbidden(format!("the write rule of table {} cannot be evaluated: {e}", name.quoted())))?,
             ),
         };

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use ferrite_pg::cluster::LocalCluster;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -443,4 +443,72 @@ impl Drop for DevProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads a shape to up-to-date with `token`; the rows' values, or the refusing status and body.
+pub async fn read_shape(base: &str, token: Option<&str>, params: &[(&str, &str)]) -> Result<Vec<Value>, (u16, String)> {
+    let client = reqwest::Client::new();
+    let mut handle: Option<String> = None;
+    let mut offset = "-1".to_string();
+    let mut rows = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        let mut q: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        q.push(("offset".into(), offset.clone()));
+        if let Some(h) = &handle {
+            q.push(("handle".into(), h.clone()));
+        }
+        let mut req = client.get(format!("{base}/v1/shape")).query(&q);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = send(req).await;
+        match r.status {
+            200 => {}
+            409 => {
+                handle = r.header("electric-handle");
+                offset = "-1".into();
+                rows.clear();
+                continue;
+            }
+            s => return Err((s, r.text)),
+        }
+        handle = r.header("electric-handle");
+        offset = r.header("electric-offset").unwrap();
+        for m in r.body.as_array().unwrap() {
+            if let Some(k) = m["key"].as_str() {
+                match m["headers"]["operation"].as_str() {
+                    Some("delete") => {
+                        rows.remove(k);
+                    }
+                    Some(_) => {
+                        let entry = rows.entry(k.to_string()).or_insert_with(|| json!({}));
+                        entry.as_object_mut().unwrap().extend(m["value"].as_object().unwrap().clone());
+                    }
+                    None => {}
+                }
+            }
+        }
+        if r.header("electric-up-to-date").is_some() {
+            return Ok(rows.into_values().collect());
+        }
+    }
+    panic!("never up to date");
+}
+
+pub async fn post_tx(base: &str, token: Option<&str>, body: Value) -> Resp {
+    let mut req = reqwest::Client::new().post(format!("{base}/v1/transactions")).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    send(req).await
+}
+
+/// An HS256 token signed with `secret` carrying `claims` plus a subject and an expiry an hour
+/// away, unless `claims` sets them.
+pub fn hs256_token(secret: &str, claims: Value) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let mut c = json!({"sub": "user", "exp": exp});
+    c.as_object_mut().unwrap().extend(claims.as_object().unwrap().clone());
+    encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
