@@ -10,6 +10,7 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod metrics;
+pub mod pool;
 pub mod replication;
 pub mod router;
 pub mod server;

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex, Semaphore};
 
+/// Postgres connections for presence admission checks (one indexed row read each).
+const PRESENCE_CONNECTIONS: usize = 2;
+
 /// How many recent transaction arrival times are kept.
 pub const RECEIPTS: usize = 8192;
 
@@ -68,6 +71,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Presence rooms (in memory only).
     pub presence: crate::presence::Presence,
+    /// Connections for presence admission checks, apart from the write path's.
+    pub presence_pool: crate::pool::Pool<ferrite_pg::prepared::PreparedClient>,
     /// Admission control for initial requests.
     pub initial_slots: Semaphore,
     /// Admission control for other requests.
@@ -89,6 +94,7 @@ impl AppState {
             writer: crate::writes::apply::Writer::new(&config, auth.clone()),
             auth,
             presence: crate::presence::Presence::new(std::time::Duration::from_secs(config.presence_ttl_secs)),
+            presence_pool: crate::pool::Pool::new(&config.database_url, PRESENCE_CONNECTIONS),
             initial_slots: Semaphore::new(config.max_concurrent_initial),
             existing_slots: Semaphore::new(config.max_concurrent_existing),
             snapshot_slots: Arc::new(Semaphore::new(config.snapshot_concurrency.max(1))),

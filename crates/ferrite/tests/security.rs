@@ -125,3 +125,114 @@ async fn rules_cannot_be_commented_out_closed_or_reopened() {
         assert_eq!(body, "note 1");
     }
 }
+
+/// Waits until no backend holds an advisory lock or sits idle in a transaction: every write,
+/// including those whose requests were cancelled, has ended.
+async fn wait_writes_settled(c: &tokio_postgres::Client) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let row = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'),
+                        (SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND pid <> pg_backend_pid())",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (locks, idle_in_txn): (i64, i64) = (row.get(0), row.get(1));
+        if locks == 0 && idle_in_txn == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{locks} advisory locks and {idle_in_txn} open transactions remain");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Item 2: a write request cancelled at any point (the client hangs up) leaves nothing behind:
+/// each client transaction is all or nothing and recorded exactly once, every client can write
+/// again at once, and every pooled connection is usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_write_requests_leave_nothing_behind() {
+    use rand::{Rng, SeedableRng};
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
+         INSERT INTO items SELECT i, 0 FROM generate_series(1, 400) i;
+         CREATE TABLE applied (client_id text NOT NULL, txn_id bigint NOT NULL, PRIMARY KEY (client_id, txn_id));",
+    )
+    .await
+    .unwrap();
+    let write_connections = 4;
+    let s = TestServer::start_with(&db, |cfg| cfg.write_connections = write_connections).await;
+    let url = format!("{}/v1/transactions", s.base);
+    let http = reqwest::Client::new();
+    let seed: u64 = std::env::var("FERRITE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let clients = 6;
+    let mut cancelled = 0;
+    for round in 0..30u64 {
+        let client_id = format!("c{}", round % clients);
+        let txns: Vec<Value> = (0..3u64)
+            .map(|t| {
+                let id = round * 10 + t;
+                let mut mutations: Vec<Value> = (1..=400)
+                    .map(|row| json!({"op": "update", "table": "items", "key": {"id": row.to_string()}, "value": {"n": id.to_string()}}))
+                    .collect();
+                mutations.push(json!({"op": "insert", "table": "applied", "value": {"client_id": client_id, "txn_id": id.to_string()}}));
+                json!({"id": id, "hlc": hlc(id as u32), "mutations": mutations})
+            })
+            .collect();
+        let body = json!({"client_id": client_id, "transactions": txns});
+        // Hang up after a random delay: before, during or (rarely) after the batch is applied.
+        let delay = std::time::Duration::from_millis(rng.gen_range(0..400));
+        match tokio::time::timeout(delay, http.post(&url).json(&body).send()).await {
+            Err(_) => cancelled += 1,
+            Ok(r) => assert!(r.unwrap().status().is_success()),
+        }
+    }
+    assert!(cancelled >= 20, "most requests must be cut off mid-way ({cancelled} of 30 were)");
+    wait_writes_settled(&c).await;
+
+    // All or nothing: every row carries the value of one transaction (the newest applied one).
+    let distinct: i64 = c.query_one("SELECT count(DISTINCT n) FROM items", &[]).await.unwrap().get(0);
+    assert_eq!(distinct, 1, "a transaction was committed in part");
+    // Exactly once: every committed transaction has its result recorded, and every recorded
+    // application committed.
+    let unrecorded: i64 = c
+        .query_one(
+            "SELECT count(*) FROM applied a WHERE NOT EXISTS (SELECT 1 FROM ferrite.client_results r
+               WHERE r.client_id = a.client_id AND r.id = a.txn_id AND r.result->>'status' IN ('applied', 'merged'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unrecorded, 0, "committed without its exactly-once record");
+    let phantom: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ferrite.client_results r WHERE r.result->>'status' IN ('applied', 'merged')
+               AND NOT EXISTS (SELECT 1 FROM applied a WHERE a.client_id = r.client_id AND a.txn_id = r.id)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phantom, 0, "recorded as applied but not committed");
+
+    // Every client writes again at once, and all pooled connections serve at the same time.
+    let requests = (0..clients + 2 * write_connections as u64).map(|i| {
+        let body = json!({"client_id": format!("c{i}"), "transactions": [
+            {"id": 10_000, "hlc": hlc(0), "mutations": [{"op": "update", "table": "items", "key": {"id": (i + 1).to_string()}, "value": {"n": "-1"}}]}
+        ]});
+        let (http, url) = (http.clone(), url.clone());
+        async move { tokio::time::timeout(std::time::Duration::from_secs(10), http.post(&url).json(&body).send()).await }
+    });
+    for r in futures_util::future::join_all(requests).await {
+        let r = r.expect("a client stayed locked out after a cancelled request").unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["results"][0]["status"], "applied", "{v}");
+    }
+    wait_writes_settled(&c).await;
+}

@@ -45,7 +45,7 @@ async fn admit(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(
     match state.auth.read_filter(&table, who) {
         Err(e) => Err(forbidden(e.to_string())),
         Ok(None) => Ok(()),
-        Ok(Some(rule)) => match state.writer.row_matches(&table, key, &rule).await {
+        Ok(Some(rule)) => match super::rows::row_matches(&state.presence_pool, &state.writer, &table, key, &rule).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(forbidden(format!("room {room:?} is not readable by this caller"))),
             Err(e) => Err(resp::unavailable(5, &json!({"code": "database_unreachable", "message": e}))),

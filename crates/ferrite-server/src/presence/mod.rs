@@ -7,6 +7,7 @@
 //! offset never matches a different room state, even across a room emptied and re-created.
 
 pub mod http;
+pub mod rows;
 
 use parking_lot::Mutex;
 use serde::Serialize;

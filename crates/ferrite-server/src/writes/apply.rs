@@ -17,9 +17,9 @@
 //! transaction's last row write records the result in the same statement and carries COMMIT
 //! along.
 
-use super::pool::Pool;
+use crate::pool::Pool;
 use crate::auth::{Auth, Identity};
-use ferrite_core::where_clause::{BoundRule, WhereClause};
+use ferrite_core::where_clause::WhereClause;
 use ferrite_core::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
 use ferrite_core::key::row_key;
 use ferrite_core::merge::{self, Action, Current, Incoming, StoredRow, TablePolicy, ValueKind};
@@ -59,7 +59,7 @@ const ATTEMPTS: usize = 4;
 
 /// Applies client transactions; shared by all requests.
 pub struct Writer {
-    pool: Pool,
+    pool: Pool<PreparedClient>,
     policies: HashMap<QualifiedName, TablePolicy>,
     default_policy: TablePolicy,
     tables: Mutex<HashMap<QualifiedName, Arc<WriteTable>>>,
@@ -168,8 +168,10 @@ impl Writer {
     ///
     /// The request holds its client's lock throughout (see [`write_store`]), so the client's
     /// marker read at the start stays true and is advanced here as transactions are recorded.
-    /// After an error the connection is closed rather than reused: that ends whatever
-    /// transaction and lock it held.
+    /// The connection goes back to the pool only once the lock is released; after an error, or
+    /// if this future is dropped half way, it is closed instead, which ends whatever transaction
+    /// and lock it held. (The HTTP handler runs this in its own task, so a client that hangs up
+    /// does not cut a batch short.)
     pub async fn apply(&self, req: &TransactionsRequest, who: Option<&Identity>) -> Result<Vec<TransactionResult>, WriteError> {
         let conn = self.pool.get().await.map_err(|e| WriteError::Unavailable(e.to_string()))?;
         self.store_ready
@@ -184,8 +186,8 @@ impl Writer {
             results
         }
         .await;
-        if outcome.is_err() {
-            conn.discard();
+        if outcome.is_ok() {
+            conn.release();
         }
         outcome
     }
@@ -357,34 +359,18 @@ impl Writer {
         Ok(MutationsOutcome { overridden, xid, changed, committed: None })
     }
 
-    /// Whether the row of single-column-key `table` whose key is `key_text` exists and matches
-    /// `rule` (a where clause). Used by presence to let a caller into a room named after a row
-    /// it can read; lives here because the writer owns the connections and the table cache.
-    pub async fn row_matches(&self, table: &QualifiedName, key_text: &str, rule: &BoundRule) -> Result<bool, String> {
-        let conn = self.pool.get().await.map_err(|e| e.to_string())?;
-        let client = conn.client();
-        let cached = self.tables.lock().get(table).cloned();
-        let t = match cached {
-            Some(t) => t,
-            None => match write_table::load_write_table(client.client(), table).await.map_err(|e| e.to_string())? {
-                Some(t) => {
-                    let t = Arc::new(t);
-                    self.tables.lock().insert(table.clone(), t.clone());
-                    t
-                }
-                None => return Ok(false),
-            },
-        };
-        let [pk] = t.schema.key_columns()[..] else { return Ok(false) };
-        let key: Values = [(t.schema.columns[pk].name.clone(), Some(key_text.to_string()))].into();
-        let row = match t.select(client, &key).await {
-            Ok(Some((values, _))) => values,
-            Ok(None) => return Ok(false),
-            Err(e) if e.db().is_some() => return Ok(false), // e.g. not a valid key for the type
-            Err(e) => return Err(e.to_string()),
-        };
-        let rule = WhereClause::compile_rule(rule, &t.schema).map_err(|e| e.to_string())?;
-        Ok(rule.matches(&row).unwrap_or(false))
+    /// The write-side definition of `table` (columns, key, statements), from the cache or, when
+    /// not cached or `reload`, from the catalog over `c`; `None` if there is no such table.
+    pub async fn table(&self, c: &PreparedClient, name: &QualifiedName, reload: bool) -> Result<Option<Arc<WriteTable>>, PgError> {
+        if !reload {
+            if let Some(t) = self.tables.lock().get(name).cloned() {
+                return Ok(Some(t));
+            }
+        }
+        let Some(t) = write_table::load_write_table(c.client(), name).await? else { return Ok(None) };
+        let t = Arc::new(t);
+        self.tables.lock().insert(name.clone(), t.clone());
+        Ok(Some(t))
     }
 
     /// The table for a mutation, from the cache or the catalog; reloaded once when the mutation
@@ -398,18 +384,15 @@ impl Writer {
                 .flat_map(|v| v.keys())
                 .all(|c| t.schema.column_index(c).is_some())
         };
-        if let Some(t) = self.tables.lock().get(&name).cloned() {
+        if let Some(t) = self.table(c, &name, false).await? {
             if named(&t) {
                 return Ok((name, t));
             }
         }
-        let loaded = write_table::load_write_table(c.client(), &name).await?;
-        let Some(t) = loaded else {
-            return Err(invalid(format!("table {} does not exist", name.quoted()), &m.table, None));
-        };
-        let t = Arc::new(t);
-        self.tables.lock().insert(name.clone(), t.clone());
-        Ok((name, t))
+        match self.table(c, &name, true).await? {
+            Some(t) => Ok((name, t)),
+            None => Err(invalid(format!("table {} does not exist", name.quoted()), &m.table, None)),
+        }
     }
 
     /// Why a statement of mutation `m` (on row `key` of `name`) failed. When the table changed

@@ -1,11 +1,11 @@
 //! The write path: `POST /v1/transactions` (see `ferrite-write-protocol.md`).
 //!
 //! [`handler`] parses and answers the HTTP request; [`apply`] applies each client transaction
-//! exactly once under the table's conflict policy ([`policy`]), over connections from [`pool`].
+//! exactly once under the table's conflict policy ([`policy`]), over connections of its own
+//! [`crate::pool`].
 
 pub mod apply;
 pub mod policy;
-pub mod pool;
 
 use crate::http::response as resp;
 use crate::state::AppState;
@@ -49,7 +49,18 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
             )
         }
     };
-    match state.writer.apply(&req, who.as_ref()).await {
+    // The batch runs in its own task: a client that hangs up mid-request does not cut it short
+    // (its connection, transaction and client lock end cleanly, and the result is recorded for
+    // the retry to read back).
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move { state.writer.apply(&req, who.as_ref()).await })
+    };
+    let applied = match task.await {
+        Ok(applied) => applied,
+        Err(e) => return resp::internal("applying client transactions", &e),
+    };
+    match applied {
         Ok(results) => {
             for r in &results {
                 state.metrics.count_write_result(r.status);
