@@ -102,18 +102,24 @@ impl Driver {
             let mut dirty: HashMap<u64, ShapeRef> = HashMap::new();
             let mut last: Option<(u64, u64)> = None;
             let mut failure = None;
-            for item in batch {
-                match item {
-                    Ok(txn) => {
-                        self.process(&txn, &mut dirty).map_err(|e| format!("writing shape logs: {e}"))?;
-                        last = Some((txn.commit_lsn, txn.end_lsn));
-                    }
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        break;
+            // Routing evaluates shape filters (bounded per row by the where clause limits) and
+            // writes logs: CPU and file work, done off the async workers' hands so HTTP requests
+            // keep being served meanwhile.
+            tokio::task::block_in_place(|| {
+                for item in batch {
+                    match item {
+                        Ok(txn) => {
+                            self.process(&txn, &mut dirty).map_err(|e| format!("writing shape logs: {e}"))?;
+                            last = Some((txn.commit_lsn, txn.end_lsn));
+                        }
+                        Err(e) => {
+                            failure = Some(e.to_string());
+                            break;
+                        }
                     }
                 }
-            }
+                Ok::<_, String>(())
+            })?;
             self.sync(dirty).map_err(|e| format!("syncing shape logs: {e}"))?;
             if let Some((commit, end)) = last {
                 let m = &self.state.metrics;

@@ -236,3 +236,35 @@ async fn cancelled_write_requests_leave_nothing_behind() {
     }
     wait_writes_settled(&c).await;
 }
+
+/// Item 3: a LIKE pattern is matched in time linear in the value (the matcher's own unit tests
+/// count its steps), patterns are capped, and a big value under a pattern at the cap does not
+/// hold up another shape's live updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn like_patterns_are_capped_and_cheap() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL);
+         CREATE TABLE pings (id int PRIMARY KEY, note text);",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await;
+    let huge = format!("%{}b%", "a".repeat(20_000));
+    let r = get(&format!("{}?table=docs&offset=-1&where={}", s.shape_url(), pct(&format!("body LIKE '{huge}'")))).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.body["errors"]["where"][0], "LIKE pattern too long: 20003 characters (the limit is 1024)");
+
+    let at_cap = format!("%{}b%", "a".repeat(1_021));
+    let mut docs = ShapeReader::new(&s.base, &[("table", "docs"), ("where", &format!("body LIKE '{at_cap}' OR id = 2"))]);
+    let mut pings = ShapeReader::new(&s.base, &[("table", "pings")]);
+    docs.catch_up().await;
+    pings.catch_up().await;
+    // The backtracking matcher's worst case: a long run of 'a' that never completes the pattern.
+    c.execute("INSERT INTO docs VALUES (1, $1), (2, 'small')", &[&"a".repeat(400_000)]).await.unwrap();
+    c.execute("INSERT INTO pings VALUES (1, 'after the big row')", &[]).await.unwrap();
+    pings.live_until(std::time::Duration::from_secs(10), |p| p.rows.len() == 1).await;
+    docs.live_until(std::time::Duration::from_secs(10), |d| d.rows.len() == 1).await;
+    assert!(docs.rows.keys().all(|k| k.contains("\"2\"")), "{:?}", docs.rows.keys().collect::<Vec<_>>());
+}

@@ -268,22 +268,29 @@ fn any_all(op: CmpOp, all: bool, ty: &Ty, l: &Value, items: &[Value]) -> Value {
     }
 }
 
+/// The non-NULL elements of `a`, sorted, so that membership is a binary search: containment
+/// and overlap then cost O((|a| + |b|) log |a|) instead of comparing every pair (a row's array
+/// may be long).
+fn sorted_elements<'a>(elem: &Ty, a: &'a [Value]) -> Vec<&'a Value> {
+    let mut sorted: Vec<&Value> = a.iter().filter(|v| !v.is_null()).collect();
+    sorted.sort_unstable_by(|x, y| compare(elem, x, y));
+    sorted
+}
+
+fn member(elem: &Ty, sorted: &[&Value], x: &Value) -> bool {
+    !x.is_null() && sorted.binary_search_by(|y| compare(elem, y, x)).is_ok()
+}
+
 /// `a @> b`: every element of `b` is non-NULL and equals some element of `a`.
 fn contains(elem: &Ty, a: &[Value], b: &[Value]) -> bool {
-    b.iter().all(|x| {
-        !x.is_null()
-            && a.iter()
-                .any(|y| !y.is_null() && compare(elem, x, y) == Ordering::Equal)
-    })
+    let sorted = sorted_elements(elem, a);
+    b.iter().all(|x| member(elem, &sorted, x))
 }
 
 /// `a && b`: some non-NULL element is in both.
 fn overlaps(elem: &Ty, a: &[Value], b: &[Value]) -> bool {
-    b.iter().any(|x| {
-        !x.is_null()
-            && a.iter()
-                .any(|y| !y.is_null() && compare(elem, x, y) == Ordering::Equal)
-    })
+    let sorted = sorted_elements(elem, a);
+    b.iter().any(|x| member(elem, &sorted, x))
 }
 
 fn array_concat(lt: &Ty, rt: &Ty, l: Value, r: Value) -> Value {

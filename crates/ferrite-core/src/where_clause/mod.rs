@@ -23,6 +23,7 @@ mod expr;
 mod float;
 mod index;
 mod like;
+pub mod limits;
 mod numeric;
 mod parse;
 mod rule;
@@ -55,6 +56,9 @@ pub enum WhereError {
     /// No operator for these operand types, as Postgres would say.
     #[error("operator does not exist: {0}")]
     NoOperator(String),
+    /// Over one of the cost bounds of [`limits`]; the message names the limit.
+    #[error("{0}")]
+    Limit(String),
     /// Other typing errors (non-boolean WHERE, unmatched types, unknown function signature).
     #[error("{0}")]
     Type(String),
@@ -136,7 +140,7 @@ impl WhereClause {
     ) -> Result<WhereClause, WhereError> {
         let node = syntax::parse_where(sql)?;
         let compiler = parse::Compiler { table, params, claims: None };
-        Ok(Self::over(compiler.compile(&node)?, table))
+        Self::over(compiler.compile(&node)?, table)
     }
 
     /// Compiles a table rule bound to one caller ([`BoundRule`]): `claims.<name>` references
@@ -145,15 +149,17 @@ impl WhereClause {
     pub fn compile_rule(rule: &BoundRule, table: &TableSchema) -> Result<WhereClause, WhereError> {
         let node = syntax::parse_where(&rule.sql)?;
         let compiler = parse::Compiler { table, params: &BTreeMap::new(), claims: Some(&rule.claims) };
-        Ok(Self::over(compiler.compile(&node)?, table))
+        Self::over(compiler.compile(&node)?, table)
     }
 
-    fn over(expr: expr::Expr, table: &TableSchema) -> WhereClause {
-        WhereClause {
+    /// A compiled expression over `table`, within the cost [`limits`].
+    fn over(expr: expr::Expr, table: &TableSchema) -> Result<WhereClause, WhereError> {
+        limits::check(&expr)?;
+        Ok(WhereClause {
             expr,
             column_names: table.columns.iter().map(|c| c.name.clone()).collect(),
             column_types: table.columns.iter().map(types::Ty::of_column).collect(),
-        }
+        })
     }
 
     /// Both clauses (of the same table) at once: their compiled trees joined by AND, so neither

@@ -65,6 +65,7 @@ fn parse_error_position(query: &str) -> Option<(String, i32)> {
 
 /// Parses the where clause and returns its expression node.
 pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
+    super::limits::check_text(sql)?;
     if sql.contains('\0') {
         return Err(WhereError::Syntax(
             "invalid where clause: it contains a NUL character".into(),

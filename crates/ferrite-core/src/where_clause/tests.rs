@@ -1406,11 +1406,17 @@ fn deep_nesting_is_an_error_not_a_crash() {
     );
     let long_sum = format!("i4 {} = 1", "+ 1 ".repeat(2000));
     let _ = WhereClause::compile(&long_sum, &no_params(), &table());
-    let wide_or = (0..2000)
-        .map(|i| format!("i4 = {i}"))
-        .collect::<Vec<_>>()
-        .join(" or ");
-    assert!(is(&wide_or, &[("i4", "1999")]));
+    let wide_or = |n: usize| (0..n).map(|i| format!("i4 = {i}")).collect::<Vec<_>>().join(" or ");
+    assert!(is(&wide_or(60), &[("i4", "59")]));
+    // Beyond the cost limits: refused with a message naming the limit.
+    assert_eq!(
+        compile_err(&wide_or(2000)).to_string(),
+        "where clause too complex: 6001 expression nodes (the limit is 1000)"
+    );
+    assert_eq!(
+        compile_err(&wide_or(100)).to_string(),
+        "where clause too complex: 100 column references (the limit is 64)"
+    );
     let long_in = format!(
         "i4 in ({})",
         (0..5000)
@@ -1421,4 +1427,35 @@ fn deep_nesting_is_an_error_not_a_crash() {
     let w = compile(&long_in);
     assert_eq!(w.to_sql(1).1.len(), 1);
     assert_eq!(w.equality_index_term().map(|t| t.1.len()), Some(5000));
+}
+
+#[test]
+fn cost_limits_are_named_in_the_error() {
+    let long_pattern = format!("t like '%{}%'", "a".repeat(1_100));
+    assert_eq!(compile_err(&long_pattern).to_string(), "LIKE pattern too long: 1102 characters (the limit is 1024)");
+    // A param pattern counts the same; one at the limit is fine.
+    let p = format!("%{}%", "x".repeat(1_022));
+    assert!(WhereClause::compile("t ilike $1", &params(&[&p]), &table()).is_ok());
+    let long = format!("%{}%", "x".repeat(1_023));
+    assert!(matches!(WhereClause::compile("t ilike $1", &params(&[&long]), &table()), Err(WhereError::Limit(_))));
+    assert!(matches!(compile_err("t like v"), WhereError::Unsupported(m) if m.contains("must be constants")));
+    assert!(matches!(compile_err("t like 'a' escape v"), WhereError::Unsupported(_)));
+    let many = (0..10_001).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    assert_eq!(
+        WhereClause::compile("i4 = ANY($1::int[])", &params(&[&format!("{{{many}}}")]), &table()).unwrap_err().to_string(),
+        "list too long: 10001 values (the limit is 10000)"
+    );
+    let text = format!("t = '{}'", "a".repeat(64 * 1024));
+    assert!(compile_err(&text).to_string().starts_with("where clause too long: 65542 bytes (the limit is 65536)"));
+}
+
+#[test]
+fn array_containment_on_long_arrays() {
+    let big: Vec<String> = (0..50_000).map(|i| (i * 3).to_string()).collect();
+    let value = format!("{{{}}}", big.join(","));
+    assert!(is("ia @> '{0,3,149997}'", &[("ia", &value)]));
+    assert!(!is("ia @> '{0,4}'", &[("ia", &value)]));
+    assert!(is("'{1,2,6}' && ia", &[("ia", &value)]));
+    assert!(!is("ia <@ '{0,3}'", &[("ia", &value)]));
+    assert!(!is("ia @> '{0,NULL}'", &[("ia", &value)]));
 }

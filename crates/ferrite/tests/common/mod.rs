@@ -269,7 +269,8 @@ pub fn form_urlencoded_serialize(pairs: &[(String, String)]) -> String {
         .join("&")
 }
 
-fn pct(s: &str) -> String {
+/// Percent-encodes a query parameter value.
+pub fn pct(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
