@@ -39,6 +39,14 @@ impl QualifiedName {
         }
     }
 
+    /// Whether the table lives in a schema no client may read or write through Ferrite:
+    /// Ferrite's own bookkeeping (`ferrite`: recorded results, row clocks) and Postgres's
+    /// catalogs (`pg_catalog`, `information_schema`, `pg_toast`, `pg_temp_*` and any `pg_*`).
+    pub fn is_reserved(&self) -> bool {
+        let s = self.schema.as_str();
+        s == "ferrite" || s == "information_schema" || s.starts_with("pg_")
+    }
+
     /// The SQL spelling with both parts quoted: `"public"."items"`.
     pub fn quoted(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
@@ -137,6 +145,16 @@ pub fn split_identifiers(input: &str, sep: char) -> Result<Vec<String>, Relation
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_schemas() {
+        for t in ["ferrite.clients", "pg_catalog.pg_authid", "information_schema.tables", "pg_temp_3.x", "pg_toast.t"] {
+            assert!(QualifiedName::parse(t).unwrap().is_reserved(), "{t}");
+        }
+        for t in ["items", "public.ferrite", "\"Ferrite\".x", "app.pg"] {
+            assert!(!QualifiedName::parse(t).unwrap().is_reserved(), "{t}");
+        }
+    }
 
     #[test]
     fn parses_names() {

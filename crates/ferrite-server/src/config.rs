@@ -35,7 +35,7 @@ pub struct ServerConfig {
     pub max_shapes: usize,
     /// Seconds without a request after which a shape is dropped.
     pub shape_ttl_secs: u64,
-    /// If set, every `/v1/shape` request must carry `secret=<value>` (or `api_secret`).
+    /// If set, every `/v1` request except `/v1/health` must carry `secret=<value>` (or `api_secret`).
     pub secret: Option<String>,
     /// `max-age` for non-live catch-up responses.
     pub cache_max_age: u64,

@@ -268,3 +268,57 @@ async fn like_patterns_are_capped_and_cheap() {
     docs.live_until(std::time::Duration::from_secs(10), |d| d.rows.len() == 1).await;
     assert!(docs.rows.keys().all(|k| k.contains("\"2\"")), "{:?}", docs.rows.keys().collect::<Vec<_>>());
 }
+
+/// Item 4: with a `secret` configured, every `/v1` route but the health check requires it; and
+/// the write path never touches Ferrite's own schema or Postgres's catalogs (nor can a shape read
+/// them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_guards_every_route_and_bookkeeping_is_out_of_reach() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE items (id int PRIMARY KEY, title text)").await.unwrap();
+    let secret = "s3cret-value";
+    let s = TestServer::start_with(&db, |cfg| cfg.secret = Some(secret.into())).await;
+    let http = reqwest::Client::new();
+    let write = |id: u64, mutation: Value| json!({"client_id": "device", "transactions": [{"id": id, "hlc": hlc(0), "mutations": [mutation]}]});
+    let insert = write(1, json!({"op": "insert", "table": "items", "value": {"id": "1", "title": "a"}}));
+    let presence = json!({"room": "r", "client_id": "device", "state": {"x": 1}});
+
+    for (what, query) in [("no secret", ""), ("a wrong secret", "?secret=nope")] {
+        let refused = [
+            send(http.post(format!("{}/v1/transactions{query}", s.base)).json(&insert)).await,
+            send(http.post(format!("{}/v1/presence{query}", s.base)).json(&presence)).await,
+            send(http.get(format!("{}/v1/presence?room=r{}", s.base, query.replace('?', "&")))).await,
+            send(http.get(format!("{}/v1/config{query}", s.base))).await,
+            send(http.get(format!("{}/v1/shape?table=items&offset=-1{}", s.base, query.replace('?', "&")))).await,
+        ];
+        for r in refused {
+            assert_eq!(r.status, 401, "{what}: {}", r.text);
+        }
+    }
+    assert_eq!(get(&format!("{}/v1/health", s.base)).await.status, 200);
+    let ok = send(http.post(format!("{}/v1/transactions?secret={secret}", s.base)).json(&insert)).await;
+    assert_eq!(ok.body["results"][0]["status"], "applied", "{}", ok.text);
+    let ok = send(http.post(format!("{}/v1/presence?api_secret={secret}", s.base)).json(&presence)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+
+    // Bookkeeping and catalogs: refused as forbidden, nothing changed.
+    let before: i64 = c.query_one("SELECT count(*) FROM ferrite.client_results", &[]).await.unwrap().get(0);
+    let targets = [
+        json!({"op": "delete", "table": "ferrite.client_results", "key": {"client_id": "device", "id": "1"}}),
+        json!({"op": "insert", "table": "ferrite.client_results", "value": {"client_id": "other", "id": "99", "result": "{}"}}),
+        json!({"op": "update", "table": "ferrite.row_clocks", "key": {"tbl": "\"public\".\"items\"", "key": "\"1\""}, "value": {"clocks": "{}"}}),
+        json!({"op": "update", "table": "pg_catalog.pg_database", "key": {"oid": "1"}, "value": {"datallowconn": "false"}}),
+        json!({"op": "insert", "table": "information_schema.sql_features", "value": {"feature_id": "x"}}),
+    ];
+    for (i, m) in targets.into_iter().enumerate() {
+        let r = send(http.post(format!("{}/v1/transactions?secret={secret}", s.base)).json(&write(10 + i as u64, m.clone()))).await;
+        assert_eq!(r.body["results"][0]["error"]["code"], "forbidden", "{m}: {}", r.text);
+    }
+    let after: i64 = c.query_one("SELECT count(*) FROM ferrite.client_results WHERE result->>'status' <> 'rejected'", &[]).await.unwrap().get(0);
+    assert_eq!(after, before, "recorded results are untouched");
+    for table in ["ferrite.client_results", "pg_catalog.pg_authid", "information_schema.tables"] {
+        let r = get(&format!("{}/v1/shape?table={table}&offset=-1&secret={secret}", s.base)).await;
+        assert_eq!(r.status, 400, "{table}: {}", r.text);
+    }
+}

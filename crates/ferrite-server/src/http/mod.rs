@@ -44,9 +44,26 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     router
         .fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
+        .layer(middleware::from_fn_with_state(state.clone(), require_secret))
         .layer(middleware::from_fn(common_headers))
         .layer(middleware::from_fn_with_state(state.clone(), private_when_authenticated))
         .with_state(state)
+}
+
+/// With `secret` configured, every `/v1` request must carry it as `secret=` (or `api_secret=`)
+/// in its query — shapes, writes, presence and config alike — except `/v1/health` (load
+/// balancers probe it; it tells nothing but whether replication runs) and CORS preflights
+/// (which carry no credentials by design). Answered 401 otherwise.
+async fn require_secret(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response<Body> {
+    let path = req.uri().path();
+    let exempt = !path.starts_with("/v1/") || path == "/v1/health" || req.method() == Method::OPTIONS;
+    if !exempt {
+        let pairs = shape::query_pairs(&req.uri().query().map(String::from));
+        if let Some(refused) = shape::check_secret(&state, &pairs) {
+            return refused;
+        }
+    }
+    next.run(req).await
 }
 
 /// Adds `electric-server` and CORS headers to every response.
@@ -151,9 +168,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response<Body> {
 async fn delete_shape(State(state): State<Arc<AppState>>, method: Method, RawQuery(q): RawQuery) -> Response<Body> {
     debug_assert_eq!(method, Method::DELETE);
     let pairs = shape::query_pairs(&q);
-    if let Some(r) = shape::check_secret(&state, &pairs) {
-        return r;
-    }
     if !state.config.allow_shape_deletion {
         return response::error(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"message": "DELETE not allowed"}));
     }

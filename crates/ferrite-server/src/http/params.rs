@@ -30,8 +30,6 @@ pub struct ShapeRequest {
     pub cursor: Option<u64>,
     /// Subset (progressive loading) part, if any.
     pub subset: Option<SubsetParams>,
-    /// `secret` / `api_secret`.
-    pub secret: Option<String>,
 }
 
 /// `subset__*` parameters (or a POST body).
@@ -83,6 +81,10 @@ pub fn parse_shape_request(pairs: &[(String, String)], body_subset: Option<Subse
             None
         }
         Some(t) => match QualifiedName::parse(t) {
+            Ok(q) if q.is_reserved() => {
+                push(&mut errors, "table", format!("{} is in a schema clients cannot read (Ferrite's own or Postgres's)", q.quoted()));
+                None
+            }
             Ok(q) => Some(q),
             Err(e) => {
                 push(&mut errors, "table", e.to_string());
@@ -180,7 +182,6 @@ pub fn parse_shape_request(pairs: &[(String, String)], body_subset: Option<Subse
         live_sse: live && live_sse,
         cursor,
         subset,
-        secret: get("secret").or(get("api_secret")).map(String::from),
     })
 }
 

@@ -377,6 +377,15 @@ impl Writer {
     /// names a column the cached copy does not know (the table may have been altered).
     async fn table_for(&self, c: &PreparedClient, m: &Mutation) -> Result<(QualifiedName, Arc<WriteTable>), Stop> {
         let name = QualifiedName::parse(&m.table).map_err(|e| invalid(format!("table: {e}"), &m.table, None))?;
+        if name.is_reserved() {
+            return Err(Stop::Rejected(Rejection {
+                code: RejectionCode::Forbidden,
+                message: format!("table {} is in a schema clients cannot write (Ferrite's own or Postgres's)", name.quoted()),
+                table: Some(m.table.clone()),
+                key: None,
+                current: None,
+            }));
+        }
         let named = |t: &WriteTable| {
             [&m.key, &m.value, &m.base]
                 .into_iter()
