@@ -322,3 +322,35 @@ async fn the_secret_guards_every_route_and_bookkeeping_is_out_of_reach() {
         assert_eq!(r.status, 400, "{table}: {}", r.text);
     }
 }
+
+/// Item 5: a configured `issuer` / `audience` is required: a token without the claim is refused
+/// like one with a wrong value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_issuer_and_audience_are_required() {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute("CREATE TABLE forms (id int PRIMARY KEY, title text)").await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.auth.mode = "jwt".into();
+        cfg.auth.secret = Some(SECRET.into());
+        cfg.auth.issuer = Some("https://issuer.example".into());
+        cfg.auth.audience = Some("ferrite".into());
+        cfg.tables.insert("forms".into(), ferrite_server::config::TableConfig { public: true, ..Default::default() });
+    })
+    .await;
+    let forms = [("table", "forms")];
+    let ok = token(json!({"iss": "https://issuer.example", "aud": "ferrite"}));
+    assert!(read_shape(&s.base, Some(&ok), &forms).await.is_ok());
+    let refused = [
+        ("no iss", json!({"aud": "ferrite"}), "the token has no iss claim"),
+        ("no aud", json!({"iss": "https://issuer.example"}), "the token has no aud claim"),
+        ("neither", json!({}), "the token has no"),
+        ("wrong iss", json!({"iss": "https://evil.example", "aud": "ferrite"}), "issuer is not accepted"),
+        ("wrong aud", json!({"iss": "https://issuer.example", "aud": "other"}), "audience is not accepted"),
+    ];
+    for (what, claims, message) in refused {
+        match read_shape(&s.base, Some(&token(claims)), &forms).await {
+            Err((401, body)) => assert!(body.contains(message), "{what}: {body}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
