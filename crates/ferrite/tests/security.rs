@@ -354,3 +354,44 @@ async fn configured_issuer_and_audience_are_required() {
         }
     }
 }
+
+/// Item 13: "up-to-date" means up to date with the log when served. A catch-up boundary pinned
+/// at the head by an early reader does not tell a later reader (starting from the beginning,
+/// long after) that it has everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reader_is_not_told_up_to_date_early() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE items (id int PRIMARY KEY, n int); INSERT INTO items SELECT g, 0 FROM generate_series(1, 20) g;")
+        .await
+        .unwrap();
+    let s = TestServer::start(&db).await;
+    let mut early = ShapeReader::new(&s.base, &[("table", "items")]);
+    early.catch_up().await; // pins an up-to-date boundary at the head
+    for i in 1..=30 {
+        c.execute("INSERT INTO items VALUES ($1, $1)", &[&(100 + i)]).await.unwrap();
+    }
+    early.live_until(std::time::Duration::from_secs(10), |r| r.rows.len() == 50).await;
+    // Every response a new reader gets before its first up-to-date, checked one by one.
+    let mut late = ShapeReader::new(&s.base, &[("table", "items")]);
+    loop {
+        let r = late.step(false).await;
+        if r.header("electric-up-to-date").is_some() {
+            assert_eq!(late.rows.len(), 50, "told up-to-date at {} with {} of 50 rows", late.offset, late.rows.len());
+            break;
+        }
+    }
+    // And the Rust client's `sync` into a fresh replica ends with every row.
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica.db");
+    let out = std::process::Command::new(ferrite_bin())
+        .args(["client", "sync", "--server", &s.base, "--db", replica.to_str().unwrap(), "--table", "items"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(ferrite_bin())
+        .args(["client", "query", "--db", replica.to_str().unwrap(), "SELECT count(*) FROM items"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[50]", "{}", String::from_utf8_lossy(&out.stderr));
+}

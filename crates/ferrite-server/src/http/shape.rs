@@ -242,7 +242,10 @@ fn shape_response(
     cache_control: &str,
     unique_etag: bool,
 ) -> Response<Body> {
-    let tag = etag(&shape.handle, &req.offset_raw, &offset.to_string(), unique_etag);
+    // The same entries are served with or without `up-to-date` (see `ShapeLog::read`), so the
+    // tag tells the two apart.
+    let end = if up_to_date_lsn.is_some() { format!("{offset}:u") } else { offset.to_string() };
+    let tag = etag(&shape.handle, &req.offset_raw, &end, unique_etag);
     let not_modified = if_none_match(headers, &tag);
     let mut r = if not_modified {
         let mut r = Response::new(Body::empty());
@@ -329,7 +332,7 @@ async fn catch_up(
         };
         match outcome {
             ReadOutcome::Data(slice) => {
-                let lsn = slice.up_to_date.then(|| slice.lsn.max(slice.end.tx));
+                let lsn = slice.up_to_date.then(|| global.max(slice.lsn).max(slice.end.tx));
                 return shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, &catch_up_cache(state, req), false);
             }
             ReadOutcome::AtHead => {

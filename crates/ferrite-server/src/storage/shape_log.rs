@@ -7,7 +7,9 @@
 //!
 //! A non-live read at offset `o` returns the entries after `o` up to the first boundary after `o`.
 //! If the read reaches the open end of the log it *pins* a boundary there (durably, before
-//! answering), so the same request is answered with the same entries forever after.
+//! answering), so the same request is answered with the same entries forever after. Such a
+//! response ends with `up-to-date` only while its boundary is still the log's head; once more is
+//! logged, the same entries are served without it, so the reader goes on reading.
 
 use super::record::*;
 use ferrite_core::offset::LogOffset;
@@ -31,7 +33,8 @@ pub struct LogSlice {
     pub end: LogOffset,
     /// Whether the response ends with an `up-to-date` control message.
     pub up_to_date: bool,
-    /// `global_last_seen_lsn` recorded with the boundary (0 when not pinned).
+    /// `global_last_seen_lsn` recorded with the boundary when it was pinned (0 when not
+    /// pinned); the head's up-to-date is reported with the server's LSN at the time of reading.
     pub lsn: u64,
 }
 
@@ -298,7 +301,14 @@ impl ShapeLog {
             };
             let start_pos = if idx == 0 { 0 } else { inner.boundaries[idx - 1].pos };
             if let Some(b) = inner.boundaries.get(idx) {
-                (start_pos, *b)
+                // A boundary pinned when it was the head says "up-to-date" only while it still
+                // is: a reader arriving after more was logged continues past it instead of
+                // being told it has everything. (The entries served stay the same.)
+                let mut b = *b;
+                if b.offset < inner.durable_offset {
+                    b.flags &= !BOUNDARY_UP_TO_DATE;
+                }
+                (start_pos, b)
             } else if !inner.snapshot_complete {
                 return Ok(ReadOutcome::NotReady);
             } else if after.is_some_and(|o| inner.end_offset <= o) {

@@ -44,9 +44,11 @@ fn snapshot_chunks_then_head_then_pinned_immutability() {
     assert_eq!(pinned.end, LogOffset::new(100, 2));
     log.append(&[(LogOffset::new(200, 0), b"{\"c\":3}".as_slice())], true).unwrap();
     log.sync(true).unwrap();
-    // Same request, same answer, even though more data arrived.
+    // Same request, same entries and end, even though more data arrived — but no longer
+    // up-to-date: the boundary is not the head any more.
+    assert!(pinned.up_to_date);
     let again = slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 200).unwrap());
-    assert_eq!(again, pinned);
+    assert_eq!(again, LogSlice { up_to_date: false, ..pinned.clone() });
     let next = slice(log.read(Some(pinned.end), true, 200).unwrap());
     assert_eq!(next.body, b"{\"c\":3}");
     // An offset inside a transaction means "after that transaction" (SSE resumes at `<lsn>_0`).
@@ -98,7 +100,7 @@ fn recovery_drops_partial_units_and_keeps_boundaries() {
     }
     let log = ShapeLog::recover(dir.path(), 1 << 20, true).unwrap();
     assert_eq!(log.last_written_tx(), 20);
-    assert_eq!(slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 0).unwrap()), pinned);
+    assert_eq!(slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 0).unwrap()), LogSlice { up_to_date: false, ..pinned.clone() });
     let rest = slice(log.read(Some(pinned.end), true, 0).unwrap());
     assert_eq!(rest.body, b"{\"b\":1}");
     log.append(&[(LogOffset::new(30, 0), b"{\"c\":1}".as_slice())], true).unwrap();
