@@ -3,8 +3,10 @@
 //!
 //! - `ferrite.client_results`: the recorded result of each recent client transaction, written in
 //!   the same Postgres transaction as its effects. The highest recorded id of a client is its
-//!   exactly-once marker: an id at or below it is a retry, answered from here.
-//! - `ferrite.clients`: the token subject each client id is bound to (JWT mode).
+//!   exactly-once marker: an id at or below it is a retry, answered from here. A client is named
+//!   by its *client key*: the client id, and with JWT auth `<client id>@<token subject>`, so two
+//!   users' clients never share state even when they send the same client id (client ids cannot
+//!   contain `@`, so the two forms never collide).
 //! - `ferrite.row_clocks`: per written row, the stamp of the last write to each column, the
 //!   values Ferrite last wrote (to notice writes made directly in Postgres since), the stamp of
 //!   the insert that created it, and for deleted rows the tombstone (last values and the
@@ -25,15 +27,18 @@ use serde_json::Value;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-/// Creates the bookkeeping schema and tables if they do not exist (idempotent).
+/// Creates the bookkeeping schema and tables if they do not exist (idempotent, and safe when
+/// several servers start at once: it runs under a transaction-level advisory lock).
+///
+/// Earlier versions bound client ids to their first token subject in `ferrite.clients`; their
+/// recorded results are moved to the `<client id>@<subject>` client keys and that table dropped,
+/// so no retry is applied twice across the upgrade.
 pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
     client
         .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS ferrite;
-             CREATE TABLE IF NOT EXISTS ferrite.clients (
-                 client_id text PRIMARY KEY,
-                 subject text,
-                 updated_at timestamptz NOT NULL DEFAULT now());
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(4991073711594410497);
+             CREATE SCHEMA IF NOT EXISTS ferrite;
              CREATE TABLE IF NOT EXISTS ferrite.client_results (
                  client_id text NOT NULL,
                  id bigint NOT NULL,
@@ -46,10 +51,28 @@ pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
                  known jsonb,
                  deleted text,
                  born text,
-                 PRIMARY KEY (tbl, key));",
+                 PRIMARY KEY (tbl, key));
+             DO $$ BEGIN
+               IF to_regclass('ferrite.clients') IS NOT NULL THEN
+                 UPDATE ferrite.client_results r SET client_id = r.client_id || '@' || c.subject
+                   FROM ferrite.clients c
+                  WHERE c.client_id = r.client_id AND c.subject IS NOT NULL AND position('@' in r.client_id) = 0;
+                 DROP TABLE ferrite.clients;
+               END IF;
+             END $$;
+             COMMIT;",
         )
         .await?;
     Ok(())
+}
+
+/// The name a client's state is kept under: its id, scoped by its token subject when there is
+/// one (see the module docs).
+pub fn client_key(client_id: &str, subject: Option<&str>) -> String {
+    match subject {
+        Some(s) => format!("{client_id}@{s}"),
+        None => client_id.to_string(),
+    }
 }
 
 /// The first key of client locks (`pg_advisory_lock(int, int)`): "FERR".
@@ -75,12 +98,12 @@ fn client_lock_key(client_id: &str) -> i32 {
 /// A client's state when its request starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientProgress {
-    /// Token subject the client id is bound to (`None` when auth is off or not yet bound).
-    pub subject: Option<String>,
     /// Highest client transaction id recorded, -1 before the first.
     pub last_id: i64,
 }
 
+/// `client_id` here and below is the client key ([`client_key`]).
+///
 /// Takes the client's session lock (waiting for another request of the same client to finish)
 /// and reads its progress. Release it with [`unlock_client`] — or close the connection.
 ///
@@ -95,12 +118,11 @@ pub async fn lock_client(c: &PreparedClient, client_id: &str) -> Result<ClientPr
         biased;
         c.query_one("SELECT pg_advisory_lock($1, $2)::text", &lock_params),
         c.query_one(
-            "SELECT coalesce((SELECT max(id) FROM ferrite.client_results WHERE client_id = $1), -1),
-                    (SELECT subject FROM ferrite.clients WHERE client_id = $1)",
+            "SELECT coalesce((SELECT max(id) FROM ferrite.client_results WHERE client_id = $1), -1)",
             &read_params,
         )
     )?;
-    Ok(ClientProgress { last_id: row.get(0), subject: row.get(1) })
+    Ok(ClientProgress { last_id: row.get(0) })
 }
 
 /// Releases the lock taken by [`lock_client`].
@@ -108,17 +130,6 @@ pub async fn unlock_client(c: &PreparedClient, client_id: &str) -> Result<(), Pg
     let key = client_lock_key(client_id);
     c.query_one("SELECT pg_advisory_unlock($1, $2)", &[(&CLIENT_LOCK_SPACE, Type::INT4), (&key, Type::INT4)])
         .await?;
-    Ok(())
-}
-
-/// Binds the client id to a token subject on first use (under the client's lock).
-pub async fn bind_subject(c: &PreparedClient, client_id: &str, subject: &str) -> Result<(), PgError> {
-    c.execute(
-        "INSERT INTO ferrite.clients (client_id, subject) VALUES ($1, $2)
-         ON CONFLICT (client_id) DO UPDATE SET subject = EXCLUDED.subject, updated_at = now()",
-        &[(&client_id, Type::TEXT), (&subject, Type::TEXT)],
-    )
-    .await?;
     Ok(())
 }
 

@@ -77,6 +77,10 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Seconds a presence member stays in its room without a heartbeat.
     pub presence_ttl_secs: u64,
+    /// Most members in one presence room; a join beyond it is refused (429).
+    pub presence_max_members: usize,
+    /// Most presence rooms held at once (with members or watchers); beyond it, 503.
+    pub presence_max_rooms: usize,
     /// Per-table settings (`[tables.<name>]`): conflict policy, row existence rule, access rules.
     pub tables: BTreeMap<String, TableConfig>,
     /// `ferrite dev` only: dev sign-in (tokens for seeded users) and the bundled editor app
@@ -173,6 +177,8 @@ impl Default for ServerConfig {
             max_offline_queue: 1000,
             auth: AuthConfig::default(),
             presence_ttl_secs: 30,
+            presence_max_members: 100,
+            presence_max_rooms: 100_000,
             tables: BTreeMap::new(),
             dev: None,
         }
@@ -215,6 +221,9 @@ impl ServerConfig {
         }
         if self.presence_ttl_secs == 0 {
             return Err("presence_ttl_secs must be at least 1".into());
+        }
+        if self.presence_max_members == 0 || self.presence_max_rooms == 0 {
+            return Err("presence_max_members and presence_max_rooms must be at least 1".into());
         }
         if self.sse_timeout_secs < 2 {
             return Err("sse_timeout_secs must be at least 2".into());

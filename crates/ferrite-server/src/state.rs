@@ -93,7 +93,11 @@ impl AppState {
         AppState {
             writer: crate::writes::apply::Writer::new(&config, auth.clone()),
             auth,
-            presence: crate::presence::Presence::new(std::time::Duration::from_secs(config.presence_ttl_secs)),
+            presence: crate::presence::Presence::new(crate::presence::PresenceLimits {
+                ttl: std::time::Duration::from_secs(config.presence_ttl_secs),
+                max_members: config.presence_max_members,
+                max_rooms: config.presence_max_rooms,
+            }),
             presence_pool: crate::pool::Pool::new(&config.database_url, PRESENCE_CONNECTIONS),
             initial_slots: Semaphore::new(config.max_concurrent_initial),
             existing_slots: Semaphore::new(config.max_concurrent_existing),

@@ -306,10 +306,16 @@ async fn a_tenant_cannot_write_another_tenants_rows() {
     assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
     assert_eq!(r.body["results"][1]["error"]["code"], "forbidden", "{}", r.text);
 
-    // The client id belongs to its first subject.
+    // A client id is scoped by its subject: another user sending the same id has state of its
+    // own (its transaction 200 is not a retry of anything, and t1-device's history is intact).
     let other = post_tx(&s.base, Some(&tenant("t2")), json!({"client_id": "t1-device", "transactions": [
-        {"id": 200, "hlc": hlc, "mutations": [{"op": "insert", "table": "leads", "value": {"id": "700", "tenant_id": "t2"}}]}
+        {"id": 5, "hlc": hlc, "mutations": [{"op": "insert", "table": "leads", "value": {"id": "700", "tenant_id": "t2"}}]}
     ]}))
     .await;
-    assert_eq!(other.status, 403, "{}", other.text);
+    assert_eq!(other.body["results"][0]["status"], "applied", "{}", other.text);
+    let retry = post_tx(&s.base, Some(&t1), json!({"client_id": "t1-device", "transactions": [
+        {"id": 100, "hlc": hlc, "mutations": [{"op": "insert", "table": "leads", "value": {"id": "600", "tenant_id": "t1", "name": "new"}}]}
+    ]}))
+    .await;
+    assert_eq!(retry.body["results"][0], ok.body["results"][0], "t1's retry is answered from its own record");
 }

@@ -29,7 +29,9 @@ fn members(r: &Resp) -> Vec<(String, Value)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["client_id"].as_str().unwrap().to_string(), m["state"].clone()))
+        .map(|m| (m["state"]["name"].as_str().unwrap_or_default().to_string(), m["state"].clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
         .collect()
 }
 
@@ -43,10 +45,14 @@ async fn members_join_move_leave_and_expire() {
     .await;
     let b = &s.base;
     assert_eq!(post(b, None, json!({"room": "pipelines:1", "client_id": "ann", "state": {"cursor": [1, 2], "name": "Ann"}})).await.status, 200);
-    let r = post(b, None, json!({"room": "pipelines:1", "client_id": "bob", "state": {"cursor": [5, 5], "colour": "#f00"}})).await;
+    let r = post(b, None, json!({"room": "pipelines:1", "client_id": "bob", "state": {"cursor": [5, 5], "name": "Bob"}})).await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let bob_member = r.body["member"].as_str().unwrap().to_string();
     let snap = room(b, None, "room=pipelines:1").await;
-    assert_eq!(members(&snap).iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), ["ann", "bob"]);
+    assert_eq!(members(&snap).iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), ["Ann", "Bob"]);
+    // Members are listed under their member ids, which the poster learns; client ids stay private.
+    assert!(snap.body["members"].as_array().unwrap().iter().any(|m| m["member"] == bob_member.as_str()));
+    assert!(!snap.text.contains("\"bob\"") && !snap.text.contains("client_id"), "{}", snap.text);
     let offset = snap.body["offset"].as_u64().unwrap();
 
     // A long-poll from the current offset waits, and wakes when Ann moves.
@@ -142,8 +148,14 @@ async fn with_jwt_a_room_is_readable_only_by_those_who_can_read_its_row() {
         assert_eq!(room(b, Some(&ann), &format!("room={room_name}")).await.status, 403, "{why}");
     }
     assert_eq!(room(b, None, "room=pipelines:1").await.status, 401);
-    // Another user cannot speak for Ann's client id, even in a room both can read.
+    // Another user posting with Ann's client id is another member: Ann's entry is neither
+    // replaced nor removed, and nobody sees client ids.
     let mallory = token("mallory", json!(["a"]));
-    assert_eq!(post(b, Some(&mallory), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": {"x": 9}})).await.status, 403);
-    assert_eq!(post(b, Some(&mallory), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": null})).await.status, 403);
+    assert_eq!(post(b, Some(&mallory), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": {"x": 9}})).await.status, 200);
+    assert_eq!(post(b, Some(&mallory), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": null})).await.status, 200);
+    let r = room(b, Some(&ann), "room=pipelines:1").await;
+    assert_eq!(r.body["members"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert_eq!(r.body["members"][0]["subject"], "ann");
+    assert_eq!(r.body["members"][0]["state"], json!({"x": 1}));
+    assert!(!r.text.contains("ann-laptop"), "client ids are not published: {}", r.text);
 }

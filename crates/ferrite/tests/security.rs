@@ -395,3 +395,86 @@ async fn a_late_reader_is_not_told_up_to_date_early() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[50]", "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Item 9: client state is keyed by (subject, client id), and presence does not publish client
+/// ids: a teammate who learns or guesses a fresh browser's id cannot lock its offline edits out,
+/// make them look like retries, or take over its presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squatted_client_id_does_not_lock_out_its_owner() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE notes (id int PRIMARY KEY, team_id text NOT NULL, body text)").await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.auth.mode = "jwt".into();
+        cfg.auth.secret = Some(SECRET.into());
+        let rule = Some("team_id = ANY(claims.teams)".to_string());
+        cfg.tables.insert("notes".into(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
+    })
+    .await;
+    let alice = token(json!({"sub": "alice", "teams": ["a"]}));
+    let mallory = token(json!({"sub": "mallory", "teams": ["a"]}));
+    let insert = |id: u64, row: i32| json!({"id": id, "hlc": hlc(id as u32), "mutations": [
+        {"op": "insert", "table": "notes", "value": {"id": row.to_string(), "team_id": "a", "body": "x"}}]});
+    // Mallory squats the id first, with a high transaction id.
+    let r = post_tx(&s.base, Some(&mallory), json!({"client_id": "browser-1", "transactions": [insert(1_000_000, 1)]})).await;
+    assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+    // Alice's offline edits (ids 1..3) are applied, not refused and not taken for retries.
+    let r = post_tx(&s.base, Some(&alice), json!({"client_id": "browser-1", "transactions": [insert(1, 2), insert(2, 3), insert(3, 4)]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for i in 0..3 {
+        assert_eq!(r.body["results"][i]["status"], "applied", "{}", r.text);
+    }
+    let rows: i64 = c.query_one("SELECT count(*) FROM notes", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 4);
+
+    // Presence: Mallory's post under Alice's client id is a member of its own; readers see
+    // member ids, never client ids.
+    let presence = |t: &str, state: Value| {
+        send(reqwest::Client::new().post(format!("{}/v1/presence", s.base)).bearer_auth(t).json(&json!({"room": "notes:2", "client_id": "browser-1", "state": state})))
+    };
+    let mine = presence(&alice, json!({"name": "Alice"})).await;
+    assert_eq!(mine.status, 200, "{}", mine.text);
+    assert_eq!(presence(&mallory, json!({"name": "Alice (not)"})).await.status, 200);
+    assert_eq!(presence(&mallory, Value::Null).await.status, 200);
+    let room = send(reqwest::Client::new().get(format!("{}/v1/presence?room=notes:2", s.base)).bearer_auth(&alice)).await;
+    let members = room.body["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{}", room.text);
+    assert_eq!(members[0]["member"], mine.body["member"]);
+    assert_eq!(members[0]["state"], json!({"name": "Alice"}));
+    assert!(!room.text.contains("browser-1"), "{}", room.text);
+}
+
+/// Item 9, upgrading: results recorded by a server that bound client ids to subjects (the
+/// `ferrite.clients` table) move to the (subject, client id) keys, so a retry across the upgrade
+/// is still answered from its record, never applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_results_survive_the_client_key_upgrade() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        r#"CREATE TABLE notes (id int PRIMARY KEY, team_id text NOT NULL, body text);
+           CREATE SCHEMA ferrite;
+           CREATE TABLE ferrite.clients (client_id text PRIMARY KEY, subject text, updated_at timestamptz NOT NULL DEFAULT now());
+           CREATE TABLE ferrite.client_results (client_id text NOT NULL, id bigint NOT NULL, result jsonb NOT NULL, PRIMARY KEY (client_id, id));
+           INSERT INTO ferrite.clients (client_id, subject) VALUES ('dev', 'alice');
+           INSERT INTO ferrite.client_results VALUES ('dev', 5, '{"id": 5, "status": "applied", "txid": "123"}');"#,
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.auth.mode = "jwt".into();
+        cfg.auth.secret = Some(SECRET.into());
+        let rule = Some("team_id = ANY(claims.teams)".to_string());
+        cfg.tables.insert("notes".into(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
+    })
+    .await;
+    let alice = token(json!({"sub": "alice", "teams": ["a"]}));
+    let r = post_tx(&s.base, Some(&alice), json!({"client_id": "dev", "transactions": [
+        {"id": 5, "hlc": hlc(0), "mutations": [{"op": "insert", "table": "notes", "value": {"id": "1", "team_id": "a"}}]}]}))
+    .await;
+    assert_eq!(r.body["results"][0], json!({"id": 5, "status": "applied", "txid": "123"}), "{}", r.text);
+    let rows: i64 = c.query_one("SELECT count(*) FROM notes", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 0, "the retry was not applied again");
+    let old: Option<String> = c.query_one("SELECT to_regclass('ferrite.clients')::text", &[]).await.unwrap().get(0);
+    assert_eq!(old, None);
+}

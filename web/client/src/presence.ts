@@ -11,8 +11,8 @@ import { AbortedError, type Transport } from './transport.js'
 
 /** One member of a room. */
 export interface PresenceMember {
-  /** The member's client id (one per browser profile and user). */
-  clientId: string
+  /** The member's id in this room, chosen by the server when it joined (client ids are private). */
+  member: string
   /** The member's user (token subject), in jwt mode. */
   subject?: string
   /** What the member last posted. */
@@ -39,6 +39,8 @@ const SEND_INTERVAL_MS = 50
 export class PresenceRoom {
   readonly events = new Emitter<{ change: PresenceMember[] }>()
   #members: PresenceMember[] = []
+  /** This client's member id, once a post has told it. */
+  #self: string | undefined
   #state: Record<string, unknown> | undefined
   #watch: AbortController | undefined
   #send: AbortController | undefined
@@ -136,7 +138,17 @@ export class PresenceRoom {
         body: JSON.stringify({ room: this.room, client_id: this.host.clientId, state: this.#state }),
         signal: abort.signal,
       })
-      if (!r.ok) console.warn(`[ferrite] presence in ${this.room}: ${r.status} ${await r.text()}`)
+      if (!r.ok) {
+        console.warn(`[ferrite] presence in ${this.room}: ${r.status} ${await r.text()}`)
+        return
+      }
+      const { member } = (await r.json()) as { member?: string }
+      if (member && member !== this.#self) {
+        // Members seen before this answer are flagged anew now that this client knows its id.
+        this.#self = member
+        this.#members = this.#members.map((m) => ({ ...m, self: m.member === member }))
+        this.events.emit('change', this.#members)
+      }
     } catch (e) {
       // Best effort: the next heartbeat sends the state again. (Aborts come as the client's
       // AbortedError or, from fetch itself, as a DOMException named AbortError.)
@@ -145,13 +157,13 @@ export class PresenceRoom {
     }
   }
 
-  #setMembers(raw: { client_id: string; subject?: string; state: Record<string, unknown>; updated_at: number }[]): void {
+  #setMembers(raw: { member: string; subject?: string; state: Record<string, unknown>; updated_at: number }[]): void {
     this.#members = raw.map((m) => ({
-      clientId: m.client_id,
+      member: m.member,
       subject: m.subject,
       state: m.state ?? {},
       updatedAt: m.updated_at,
-      self: m.client_id === this.host.clientId,
+      self: m.member === this.#self,
     }))
     this.events.emit('change', this.#members)
   }

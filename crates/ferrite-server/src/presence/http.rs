@@ -1,6 +1,9 @@
 //! `POST /v1/presence` (join, heartbeat, leave) and `GET /v1/presence?room=…` (the room's
 //! members: once, as a long-poll from an offset, or as a server-sent event stream).
 //!
+//! A post answers `{"offset", "ttl_secs", "member"}`: `member` is the poster's id in the room's
+//! member list (client ids are never shown to other readers).
+//!
 //! Same auth as shapes. With `auth.mode = "jwt"` a room is named `<table>:<key>` after a row
 //! (e.g. `pipelines:7f3c…`) and only callers whose read rule on that table admits the row may
 //! join or read it; rooms of public tables are open to every authenticated caller.
@@ -90,15 +93,27 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         return r;
     }
     let subject = who.as_ref().map(|w| w.subject.as_str());
-    let result = if member_state.is_null() {
-        state.presence.leave(room, client_id, subject)
-    } else {
-        state.presence.upsert(room, client_id, subject, member_state)
-    };
-    match result {
-        Ok(v) => resp::json(StatusCode::OK, &json!({"offset": v, "ttl_secs": state.config.presence_ttl_secs})),
-        Err(e) => resp::error(StatusCode::FORBIDDEN, &json!({"message": e.to_string()})),
+    let ttl = state.config.presence_ttl_secs;
+    if member_state.is_null() {
+        let v = state.presence.leave(room, client_id, subject);
+        return resp::json(StatusCode::OK, &json!({"offset": v, "ttl_secs": ttl}));
     }
+    match state.presence.upsert(room, client_id, subject, member_state) {
+        Ok((v, member)) => resp::json(StatusCode::OK, &json!({"offset": v, "ttl_secs": ttl, "member": member})),
+        Err(e) => refused(&e),
+    }
+}
+
+/// The response for a presence limit: 429 for a full room, 503 when the server holds too many
+/// rooms (both with `retry-after`).
+fn refused(e: &super::PresenceError) -> Response<Body> {
+    let status = match e {
+        super::PresenceError::RoomFull(_) => StatusCode::TOO_MANY_REQUESTS,
+        super::PresenceError::TooManyRooms(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut r = resp::error(status, &json!({"message": e.to_string()}));
+    set(&mut r, "retry-after", "5");
+    r
 }
 
 fn snapshot_body(state: &AppState, room: &str) -> (u64, String) {
@@ -127,9 +142,15 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuer
         return r;
     }
     if sse {
-        return stream(state, room);
+        return match state.presence.subscribe(&room) {
+            Ok(changes) => stream(state, room, changes),
+            Err(e) => refused(&e),
+        };
     }
-    let mut rx = state.presence.subscribe(&room);
+    let mut rx = match state.presence.subscribe(&room) {
+        Ok(rx) => rx,
+        Err(e) => return refused(&e),
+    };
     if live && offset == Some(*rx.borrow_and_update()) {
         // Nothing new for this reader yet: wait for a change or the long-poll timeout.
         let wait = Duration::from_millis(state.config.long_poll_timeout_ms);
@@ -144,12 +165,11 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuer
 
 /// Members as `data:` events: the current state first, then after every change, with keep-alive
 /// comments in silence, ending after `sse_timeout_secs` (clients reconnect).
-fn stream(state: Arc<AppState>, room: String) -> Response<Body> {
+fn stream(state: Arc<AppState>, room: String, mut changes: tokio::sync::watch::Receiver<u64>) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
     let end = Instant::now() + Duration::from_secs(state.config.sse_timeout_secs);
     let keepalive = Duration::from_secs(state.config.sse_keepalive_secs.max(1));
     let stall = Duration::from_secs(state.config.slow_client_timeout_secs);
-    let mut changes = state.presence.subscribe(&room);
     tokio::spawn(async move {
         loop {
             changes.borrow_and_update();

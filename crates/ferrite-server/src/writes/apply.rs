@@ -44,9 +44,6 @@ pub enum WriteError {
     /// Postgres is unreachable or failed mid-request; the client retries later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// The client id is bound to another token subject.
-    #[error("client_id {0} belongs to another user")]
-    ClientIdTaken(String),
     /// Postgres aborted the transaction to break a deadlock or a serialization conflict with a
     /// concurrent one; running it again is safe (nothing of it committed).
     #[error("transaction aborted by Postgres: {0}")]
@@ -163,8 +160,8 @@ impl Writer {
     }
 
     /// Applies a request's transactions in order and returns one result per transaction.
-    /// `who` is the caller when auth is on: its subject owns the client id, and each table's
-    /// write rule is checked with its claims.
+    /// `who` is the caller when auth is on: the client's state is kept per (subject, client id),
+    /// and each table's write rule is checked with its claims.
     ///
     /// The request holds its client's lock throughout (see [`write_store`]), so the client's
     /// marker read at the start stays true and is advanced here as transactions are recorded.
@@ -179,10 +176,11 @@ impl Writer {
             .await
             .map_err(|e| WriteError::Unavailable(format!("creating the ferrite schema: {e}")))?;
         let c = conn.client();
+        let key = write_store::client_key(&req.client_id, who.map(|w| w.subject.as_str()));
         let outcome = async {
-            let progress = write_store::lock_client(c, &req.client_id).await.map_err(unavailable)?;
-            let results = self.apply_locked(c, req, who, progress).await;
-            write_store::unlock_client(c, &req.client_id).await.map_err(unavailable)?;
+            let progress = write_store::lock_client(c, &key).await.map_err(unavailable)?;
+            let results = self.apply_locked(c, &key, req, who, progress).await;
+            write_store::unlock_client(c, &key).await.map_err(unavailable)?;
             results
         }
         .await;
@@ -192,21 +190,15 @@ impl Writer {
         outcome
     }
 
+    /// `client_id` is the client key (id scoped by subject, see [`write_store::client_key`]).
     async fn apply_locked(
         &self,
         c: &PreparedClient,
+        client_id: &str,
         req: &TransactionsRequest,
         who: Option<&Identity>,
         progress: ClientProgress,
     ) -> Result<Vec<TransactionResult>, WriteError> {
-        let client_id = req.client_id.as_str();
-        if let Some(subject) = who.map(|w| w.subject.as_str()) {
-            match &progress.subject {
-                Some(bound) if bound != subject => return Err(WriteError::ClientIdTaken(client_id.to_string())),
-                Some(_) => {}
-                None => write_store::bind_subject(c, client_id, subject).await.map_err(unavailable)?,
-            }
-        }
         let mut last_id = progress.last_id;
         let mut results = Vec::with_capacity(req.transactions.len());
         for txn in &req.transactions {

@@ -67,10 +67,6 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
             }
             resp::json(StatusCode::OK, &json!({ "results": results }))
         }
-        Err(WriteError::ClientIdTaken(id)) => resp::error(
-            StatusCode::FORBIDDEN,
-            &json!({"message": format!("client_id {id} is bound to another user")}),
-        ),
         Err(WriteError::Unavailable(m) | WriteError::Aborted(m)) => {
             tracing::warn!(error = %m, "applying client transactions failed");
             resp::unavailable(5, &json!({"code": "database_unreachable", "message": "Database is unreachable, please retry"}))

@@ -94,8 +94,8 @@ export class EditorView {
       const s = m.state as { user_id?: string; name?: string; color?: string; cursor?: { x: number; y: number } | null; selected?: string | null }
       const user = this.data.user(s.user_id ?? m.subject)
       return {
-        key: m.clientId,
-        userId: s.user_id ?? m.subject ?? m.clientId,
+        key: m.member,
+        userId: s.user_id ?? m.subject ?? m.member,
         name: user?.name ?? s.name ?? 'Someone',
         color: user?.color ?? s.color ?? '#64748b',
         cursor: s.cursor ?? null,
