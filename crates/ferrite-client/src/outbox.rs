@@ -582,11 +582,13 @@ fn visible_in(txid: u32, xmin: u64, xmax: u64, xip: &[u64]) -> bool {
     before(txid, xmin) || (before(txid, xmax) && !xip.iter().any(|x| *x as u32 == txid))
 }
 
-/// Retires answered transactions whose effects a snapshot already contains (after a shape
-/// starts over, their txids never come back as changes), rebasing their rows. A snapshot gives
-/// no log position to wait for in other tables, so this retires at once.
-pub fn retire_visible(
+/// Notes answered transactions whose effects the snapshot of `local`'s shape already contains
+/// (after a shape starts over, their txids never come back through it as changes): that table
+/// shows them. They retire through [`retire_covered`] once every table they touched shows them —
+/// a snapshot of one table says nothing of another, whose shape may still lag.
+pub fn cover_visible(
     tx: &Connection,
+    local: &str,
     xmin: u64,
     xmax: u64,
     xip: &[u64],
@@ -600,7 +602,7 @@ pub fn retire_visible(
             continue;
         };
         if visible_in(txid, xmin, xmax, xip) {
-            retire(tx, id)?;
+            cover(tx, id, local, None)?;
         }
     }
     Ok(())

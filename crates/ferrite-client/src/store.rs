@@ -371,7 +371,7 @@ pub fn apply(
                     .flatten()
                     .filter_map(|x| x.parse().ok())
                     .collect();
-                crate::outbox::retire_visible(&tx, xmin, xmax, &xip)?;
+                crate::outbox::cover_visible(&tx, &local, xmin, xmax, &xip)?;
             }
         }
         let (Some(op), Some(value)) = (m.headers.operation.as_deref(), m.value.as_ref()) else {

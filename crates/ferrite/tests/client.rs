@@ -823,3 +823,38 @@ async fn a_transaction_over_two_tables_stays_whole_until_both_shapes_show_it() {
     assert_eq!(body, "outside");
 }
 
+
+/// Issue 10, item 10: a snapshot of one table (a shape starting over, or a new one) retires only
+/// what that table shows. A pushed write to another table stays pending — and visible — until
+/// that table's own shape shows it, instead of reverting meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_one_table_does_not_retire_writes_to_another() {
+    use ferrite_client::Change;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute("CREATE TABLE labels (id int PRIMARY KEY, body text); INSERT INTO labels VALUES (1, 'old');").await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    let labels = ShapeDef::table("labels");
+    client.sync(&ShapeDef::table("steps")).await.unwrap();
+    client.sync(&labels).await.unwrap();
+    let label = || client.query("SELECT body FROM labels WHERE id = 1", &[]).unwrap();
+    client
+        .write(&[Change::Update { table: "labels".into(), key: text(&[("id", Some("1"))]), set: text(&[("body", Some("mine"))]) }])
+        .unwrap();
+    client.push().await.unwrap();
+    assert_eq!(client.metrics().unwrap().unconfirmed, 1);
+    // A new shape of steps: its snapshot was taken after the write committed.
+    client.sync(&ShapeDef::table("steps").filter("id > 0").into_table("steps_again")).await.unwrap();
+    assert_eq!(label(), vec![vec![json!("mine")]], "the labels write reverted on another table's snapshot");
+    assert_eq!(client.metrics().unwrap().unconfirmed, 1, "retired before the labels shape showed it");
+    // The labels shape shows it: retired, and the row keeps the value (now the server's).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.metrics().unwrap().unconfirmed > 0 {
+        client.sync(&labels).await.unwrap();
+        assert!(Instant::now() < deadline, "the write never left the outbox");
+    }
+    assert_eq!(label(), vec![vec![json!("mine")]]);
+}
