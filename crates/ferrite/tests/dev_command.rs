@@ -49,7 +49,7 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     assert_eq!(teams.rows.len(), 1);
 
     // Bad sign-in requests are refused with a message naming the problem.
-    let bad = send(reqwest::Client::new().post(format!("{base}/dev/token")).body("{\"user_id\": 7}")).await;
+    let bad = send(reqwest::Client::new().post(format!("{base}/dev/token")).header("content-type", "application/json").body("{\"user_id\": 7}")).await;
     assert_eq!(bad.status, 400, "{}", bad.text);
     assert!(bad.text.contains("user_id"), "{}", bad.text);
     let unknown = send(reqwest::Client::new().post(format!("{base}/dev/token")).json(&serde_json::json!({"user_id": "00000000-0000-4000-8000-00000000ffff"}))).await;

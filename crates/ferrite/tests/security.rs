@@ -478,3 +478,47 @@ async fn recorded_results_survive_the_client_key_upgrade() {
     let old: Option<String> = c.query_one("SELECT to_regclass('ferrite.clients')::text", &[]).await.unwrap().get(0);
     assert_eq!(old, None);
 }
+
+/// Item 11: another site's page cannot mint dev tokens: the dev sign-in sends no CORS headers,
+/// refuses foreign origins (and other sites' host names, against DNS rebinding), and takes only
+/// JSON bodies (which a cross-origin page cannot send without a preflight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_sites_cannot_mint_dev_tokens() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let example = |file: &str| {
+        std::fs::read_to_string(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-editor").join(file)).unwrap()
+    };
+    c.batch_execute(&example("schema.sql")).await.unwrap();
+    c.batch_execute(&example("seed.sql")).await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.auth.mode = "jwt".into();
+        cfg.auth.secret = Some(SECRET.into());
+        cfg.dev = Some(ferrite_server::dev::DevOptions::default());
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/dev/token", s.base);
+    let body = r#"{"user_id": "00000000-0000-4000-8000-0000000000a1"}"#;
+    let attempts = [
+        ("a simple text/plain post", http.post(&url).header("content-type", "text/plain").body(body), 415),
+        ("a form post", http.post(&url).header("content-type", "application/x-www-form-urlencoded").body(body), 415),
+        ("no content type", http.post(&url).body(body), 415),
+        ("another origin", http.post(&url).header("content-type", "application/json").header("origin", "http://evil.example").body(body), 403),
+        ("another port", http.post(&url).header("content-type", "application/json").header("origin", "http://127.0.0.1:1").body(body), 403),
+        ("a rebound host name", http.post(&url).header("content-type", "application/json").header("host", "evil.example").body(body), 403),
+        ("listing users cross-origin", http.get(format!("{}/dev/users", s.base)).header("origin", "http://evil.example"), 403),
+    ];
+    for (what, req, status) in attempts {
+        let r = send(req).await;
+        assert_eq!(r.status, status, "{what}: {}", r.text);
+        assert!(r.header("access-control-allow-origin").is_none(), "{what}: CORS header sent");
+        assert!(!r.text.contains("token\""), "{what}: {}", r.text);
+    }
+    let preflight = send(http.request(reqwest::Method::OPTIONS, &url).header("origin", "http://evil.example").header("access-control-request-method", "POST")).await;
+    assert!(preflight.header("access-control-allow-origin").is_none());
+    // The editor's own page (same origin, JSON) signs in.
+    let own = send(http.post(&url).header("content-type", "application/json").header("origin", s.base.clone()).body(body)).await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert!(own.body["token"].is_string());
+}

@@ -7,12 +7,17 @@
 //!   `teams` = the user's teams *at issuance*, read from `team_members`. Removing a membership
 //!   therefore revokes access as soon as the client takes a new token (and at the latest when
 //!   the old one expires, after [`DevOptions::token_ttl_secs`](super::DevOptions)).
+//!
+//! Any web page a developer visits could try to mint tokens from `localhost`: these routes send
+//! no CORS headers (a cross-origin page cannot read their answers), refuse a request whose
+//! `Origin` is another site, and `POST /dev/token` accepts only `application/json` bodies — which
+//! a cross-origin page cannot send without a CORS preflight, which fails.
 
 use crate::http::response as resp;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Response, StatusCode};
+use axum::http::{header, HeaderMap, Response, StatusCode};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -40,8 +45,35 @@ fn unreachable_db(e: impl std::fmt::Display) -> Response<Body> {
     resp::unavailable(5, &json!({"code": "database_unreachable", "message": e.to_string()}))
 }
 
+/// Refuses a request from a page of another site: the `Host` must name this machine (a loopback
+/// name, or the address the server listens on — which defeats DNS rebinding, where another
+/// site's name resolves to this machine), and the `Origin`, when present, must be this server's
+/// own (`http://<Host>`).
+fn foreign_origin(headers: &HeaderMap, listen: &str) -> Option<Response<Body>> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let local = matches!(name, "localhost" | "127.0.0.1" | "[::1]") || name == listen;
+    let same_origin = match headers.get(header::ORIGIN) {
+        None => true,
+        Some(origin) => origin.to_str().ok().and_then(|o| o.strip_prefix("http://")) == Some(host),
+    };
+    if local && same_origin {
+        return None;
+    }
+    Some(resp::error(
+        StatusCode::FORBIDDEN,
+        &json!({"message": "the dev sign-in only answers pages served by this server on this machine (cross-origin request refused)"}),
+    ))
+}
+
 /// `GET /dev/users`.
-pub async fn users(State(state): State<Arc<AppState>>) -> Response<Body> {
+pub async fn users(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    if let Some(refused) = foreign_origin(&headers, &state.config.listen) {
+        return refused;
+    }
     let rows = state.with_db(|c| Box::pin(async move { c.query_one(USERS_SQL, &[]).await })).await;
     match rows {
         Ok(Ok(row)) => {
@@ -66,10 +98,23 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// `POST /dev/token`.
-pub async fn token(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response<Body> {
+pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
     let (Some(dev), Some(secret)) = (&state.config.dev, &state.config.auth.secret) else {
         return resp::error(StatusCode::NOT_FOUND, &json!({"message": "Not found"}));
     };
+    if let Some(refused) = foreign_origin(&headers, &state.config.listen) {
+        return refused;
+    }
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json_body {
+        return resp::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &json!({"message": "POST /dev/token takes a JSON body: send content-type: application/json"}),
+        );
+    }
     let user_id = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(o)) => match o.get("user_id") {
             Some(Value::String(s)) if is_uuid(s) => s.clone(),
@@ -100,6 +145,32 @@ pub async fn token(State(state): State<Arc<AppState>>, body: axum::body::Bytes) 
 
 #[cfg(test)]
 mod tests {
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn headers(host: &str, origin: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_this_machines_own_pages_are_answered() {
+        let ok = |host: &str, origin: Option<&str>| super::foreign_origin(&headers(host, origin), "127.0.0.1").is_none();
+        assert!(ok("127.0.0.1:3000", None));
+        assert!(ok("localhost:3000", Some("http://localhost:3000")));
+        assert!(ok("[::1]:3000", Some("http://[::1]:3000")));
+        assert!(!ok("localhost:3000", Some("http://evil.example")));
+        assert!(!ok("localhost:3000", Some("http://localhost:4000")));
+        assert!(!ok("localhost:3000", Some("null")));
+        // DNS rebinding: another site's name pointing at this machine.
+        assert!(!ok("evil.example:3000", Some("http://evil.example:3000")));
+        assert!(!ok("evil.example:3000", None));
+        assert!(super::foreign_origin(&headers("10.0.0.5:3000", None), "10.0.0.5").is_none());
+    }
+
     #[test]
     fn uuids() {
         assert!(super::is_uuid("00000000-0000-4000-8000-0000000000a1"));

@@ -66,7 +66,7 @@ async fn require_secret(State(state): State<Arc<AppState>>, req: Request, next: 
     next.run(req).await
 }
 
-/// Adds `electric-server` and CORS headers to every response.
+/// Adds `electric-server` and CORS headers to every response (but those of the dev sign-in).
 async fn common_headers(req: Request, next: Next) -> Response<Body> {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let methods = match req.uri().path() {
@@ -75,9 +75,15 @@ async fn common_headers(req: Request, next: Next) -> Response<Body> {
         "/v1/presence" => "GET, POST, OPTIONS",
         _ => "GET, HEAD",
     };
+    // The dev sign-in is for pages this server serves itself: no CORS, so no other site's page
+    // can read what it answers.
+    let same_origin_only = req.uri().path().starts_with("/dev/");
     let mut r = next.run(req).await;
     let h = r.headers_mut();
     h.insert("electric-server", HeaderValue::from_static(SERVER_VERSION));
+    if same_origin_only {
+        return r;
+    }
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*")));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
     h.insert(
