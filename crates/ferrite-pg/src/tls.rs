@@ -8,20 +8,21 @@
 //! (the rest goes to `tokio_postgres::Config`), and [`TlsSettings::connector`] builds the
 //! [`TlsConnector`] that both [`crate::connect`] and [`crate::replication::conn`] use.
 //!
-//! | `sslmode` | TLS | server certificate |
+//! | `sslmode` | TLS | server certificate checked |
 //! | --- | --- | --- |
 //! | `disable` | never | — |
-//! | `prefer` (default) | if the server supports it, else plain | not checked, unless `sslrootcert` is set (then as `verify-ca`) |
-//! | `require` | always | not checked, unless `sslrootcert` is set (then as `verify-ca`) |
-//! | `verify-ca` | always | chain checked against `sslrootcert` (or the system roots), host name not checked |
-//! | `verify-full` | always | chain and host name checked |
+//! | `prefer` (default) | when the server offers it | only with `sslrootcert` (then as `verify-ca`) |
+//! | `require` | always | only with `sslrootcert` (then as `verify-ca`) |
+//! | `verify-ca` | always | chain, against `sslrootcert` or the system roots; not the host name |
+//! | `verify-full` | always | chain and host name |
 //!
 //! Differences from libpq: `sslmode=allow` is refused; without `sslrootcert`, `verify-ca` and
 //! `verify-full` use the system's root certificates (libpq would look for
 //! `~/.postgresql/root.crt`); a `sslrootcert` that cannot be read is an error in every mode; and
 //! `sslcert`/`sslkey` have no default files. `sslrootcert=system` means the system roots and, as
-//! in libpq 16, implies (and only allows) `verify-full`. Unix-socket connections never use TLS
-//! (Postgres does not offer it there).
+//! in libpq 16, implies (and only allows) `verify-full`. With `prefer`, only a server that
+//! declines TLS gets a plain connection; a failed handshake is an error, as with tokio-postgres.
+//! Unix-socket connections never use TLS (Postgres does not offer it there).
 //!
 //! Sessions offer ALPN `postgresql` (as libpq 17 does, so `sslnegotiation=direct` works) and
 //! provide `tls-server-end-point` channel binding data, so SCRAM authentication uses

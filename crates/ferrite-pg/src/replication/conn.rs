@@ -91,9 +91,8 @@ impl ReplicationConnection {
                 1 => ports[0],
                 _ => ports.get(i).copied().unwrap_or(5432),
             };
-            let attempt =
-                tokio::time::timeout(timeout, Self::connect_one(host, port, &config, &user, tls.mode, connector.as_ref()))
-                    .await;
+            let one = Self::connect_one(host, port, &config, &user, tls.mode, connector.as_ref());
+            let attempt = tokio::time::timeout(timeout, one).await;
             match attempt {
                 Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(e @ (ReplicationError::Io(_) | ReplicationError::Closed(_)))) => last_error = Some(e),
