@@ -12,6 +12,9 @@
 //! Settings are written to `ferrite.conf` in the data directory (included from
 //! `postgresql.conf`), rewritten on every start so a changed port takes effect. The server log goes
 //! to `postgres.log` in the data directory; start failures quote its tail.
+//!
+//! Tests that need more (TLS: certificate files, `ssl = on`, `hostssl` rules) describe it in a
+//! [`ClusterSetup`] for [`LocalCluster::temporary_with`].
 
 use crate::connect::connect;
 use crate::error::PgError;
@@ -93,6 +96,21 @@ struct Owner {
     gid: u32,
 }
 
+/// Extra server configuration for [`LocalCluster::temporary_with`], for tests that need more than
+/// the defaults — typically TLS: certificate files, `ssl = on` and `hostssl` rules.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSetup {
+    /// Extra `postgresql.conf` settings as `(name, value)`, e.g. `("ssl", "on")`. Values are
+    /// quoted for you. They come after Ferrite's own settings (so they win) and survive restarts.
+    pub settings: Vec<(String, String)>,
+    /// Files written into the data directory before the server first starts, as `(file name,
+    /// contents)`: owned by the server's user with mode 0600, as Postgres demands of a TLS key.
+    /// Settings can name them relative to the data directory (`("ssl_key_file", "server.key")`).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Replaces `pg_hba.conf` when set; the default trusts every local and TCP connection.
+    pub hba: Option<String>,
+}
+
 /// A PostgreSQL cluster (one data directory, one postmaster) managed by this process.
 ///
 /// Dropping it stops the server (`pg_ctl stop -m fast`); a temporary cluster's directory is
@@ -105,6 +123,8 @@ pub struct LocalCluster {
     port: u16,
     owner: Option<Owner>,
     running: bool,
+    /// [`ClusterSetup::settings`], rewritten into `ferrite.conf` on every start.
+    extra_settings: Vec<(String, String)>,
     /// Keeps a temporary cluster's directory alive; declared last so it is removed after `Drop`
     /// has stopped the server.
     temp: Option<tempfile::TempDir>,
@@ -122,19 +142,25 @@ impl LocalCluster {
         let parent = data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
         let name = data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "pgdata".into());
         let socket_dir = parent.join(format!("{name}.sockets"));
-        Self::start_in(data_dir, socket_dir, port, None)
+        Self::start_in(data_dir, socket_dir, port, None, ClusterSetup::default())
     }
 
     /// Starts a fresh cluster in a new temporary directory on a free port — what tests use. The
     /// directory is deleted when the cluster is dropped.
     pub fn temporary() -> Result<LocalCluster, ClusterError> {
+        Self::temporary_with(ClusterSetup::default())
+    }
+
+    /// [`temporary`](Self::temporary) with extra settings, files and client authentication rules
+    /// (for tests of TLS, say), applied before the server first starts.
+    pub fn temporary_with(setup: ClusterSetup) -> Result<LocalCluster, ClusterError> {
         let temp = tempfile::Builder::new()
             .prefix("ferrite-pg-")
             .tempdir()
             .map_err(io_err("creating a temporary directory"))?;
         let data_dir = temp.path().join("data");
         let socket_dir = temp.path().join("sock");
-        Self::start_in(data_dir, socket_dir, None, Some(temp))
+        Self::start_in(data_dir, socket_dir, None, Some(temp), setup)
     }
 
     fn start_in(
@@ -142,6 +168,7 @@ impl LocalCluster {
         socket_dir: PathBuf,
         port: Option<u16>,
         temp: Option<tempfile::TempDir>,
+        setup: ClusterSetup,
     ) -> Result<LocalCluster, ClusterError> {
         let existing_version = std::fs::read_to_string(data_dir.join("PG_VERSION")).ok();
         let bin_dir = find_binaries(existing_version.as_deref().map(str::trim))?;
@@ -151,10 +178,25 @@ impl LocalCluster {
         } else {
             socket_dir
         };
-        let mut cluster = LocalCluster { bin_dir, data_dir, socket_dir, port: 0, owner, running: false, temp };
+        let mut cluster = LocalCluster {
+            bin_dir,
+            data_dir,
+            socket_dir,
+            port: 0,
+            owner,
+            running: false,
+            extra_settings: setup.settings,
+            temp,
+        };
         cluster.prepare_directories()?;
         if existing_version.is_none() {
             cluster.initdb()?;
+        }
+        for (name, contents) in &setup.files {
+            cluster.write_private_file(name, contents)?;
+        }
+        if let Some(hba) = &setup.hba {
+            cluster.write_private_file("pg_hba.conf", hba.as_bytes())?;
         }
         if let Some(port) = cluster.running_port() {
             tracing::info!(port, data_dir = %cluster.data_dir.display(), "adopting the PostgreSQL server already running on this data directory");
@@ -179,6 +221,12 @@ impl LocalCluster {
     /// The data directory (useful for looking at `postgres.log` when a test fails).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The directory holding the server's Unix socket, for URLs such as
+    /// `postgres://postgres@/db?host=<socket_dir>&port=<port>`.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
     }
 
     /// Creates database `name` (no error if it already exists) and returns its URL.
@@ -341,10 +389,22 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Writes `name` in the data directory, readable only by the server's user.
+    fn write_private_file(&self, name: &str, contents: &[u8]) -> Result<(), ClusterError> {
+        let path = self.data_dir.join(name);
+        std::fs::write(&path, contents).map_err(io_err(format!("writing {}", path.display())))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(format!("setting permissions on {}", path.display())))?;
+        if let Some(owner) = self.owner {
+            chown(&path, owner)?;
+        }
+        Ok(())
+    }
+
     /// Writes `ferrite.conf` for the current port.
     fn write_settings(&self) -> Result<(), ClusterError> {
         let socket_dir = self.socket_dir.to_string_lossy().replace('\'', "''");
-        let text = format!(
+        let mut text = format!(
             "# Written by ferrite-pg on every start; edits are lost.\n\
              listen_addresses = '127.0.0.1'\n\
              port = {port}\n\
@@ -359,6 +419,9 @@ impl LocalCluster {
              log_line_prefix = '%m [%p] %q%u@%d '\n",
             port = self.port,
         );
+        for (name, value) in &self.extra_settings {
+            text.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
+        }
         let path = self.data_dir.join(CONF_FILE);
         std::fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))?;
         if let Some(owner) = self.owner {

@@ -15,7 +15,8 @@
 //!   markers, recorded results, column clocks) and the row-level SQL that applies mutations,
 //!   over [`prepared`] connections that prepare each statement once.
 //!
-//! Connections do not use TLS.
+//! - [`tls`]: TLS (rustls) for both connection kinds, chosen by the URL's libpq-style `sslmode`,
+//!   `sslrootcert`, `sslcert` and `sslkey` parameters.
 
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod error;
 pub mod introspect;
 pub mod prepared;
 pub mod replication;
+pub mod tls;
 pub mod write_store;
 pub mod write_table;
 

@@ -2,25 +2,31 @@
 //!
 //! tokio-postgres 0.7 cannot open `replication=database` connections nor handle `CopyBoth`, so
 //! this module speaks the protocol itself, using `postgres-protocol` for message encoding and
-//! authentication (md5, SCRAM-SHA-256) and parsing the few backend messages a walsender sends.
+//! authentication (md5, SCRAM-SHA-256[-PLUS]) and parsing the few backend messages a walsender
+//! sends.
 //!
 //! The connection carries the same session settings as [`crate::connect`] (as startup `options`)
 //! because pgoutput formats values with the walsender's settings: that is what makes replicated
 //! text identical to `col::text` on an ordinary Ferrite connection.
 //!
-//! No TLS: like [`crate::connect`], this is for servers reachable over a trusted network or a Unix
-//! socket.
+//! TLS follows the URL's `sslmode` exactly as for [`crate::connect`] (settings parsed in one place,
+//! [`crate::tls`]): over TCP, unless the mode is `disable`, the client sends an SSLRequest and
+//! wraps the socket in rustls when the server answers `S` (an `N` is fatal unless the mode is
+//! `prefer`); with `sslnegotiation=direct` the handshake starts at once. Unix sockets never use
+//! TLS. Over TLS, SCRAM uses channel binding (`SCRAM-SHA-256-PLUS`) when the server offers it;
+//! `channel_binding=disable|prefer|require` is honoured as tokio-postgres does.
 
 use super::error::ReplicationError;
-use crate::connect::config_for;
+use crate::connect::{config_for, uses_tcp};
 use crate::error::parse_error_fields;
+use crate::tls::{SslMode, TlsConnector};
 use bytes::{Buf, Bytes, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 use postgres_protocol::message::frontend;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{ChannelBinding as ChannelBindingMode, Host, SslNegotiation};
 
 /// How long connecting plus authenticating may take when the URL sets no `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,7 +34,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// status update every second, so a vanished server is noticed within this time.
 const TCP_USER_TIMEOUT_MS: libc::c_int = 30_000;
 
-/// Byte stream of a connection: TCP or Unix socket.
+/// Byte stream of a connection: TCP (plain or TLS) or Unix socket.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -62,9 +68,12 @@ impl std::fmt::Debug for ReplicationConnection {
 impl ReplicationConnection {
     /// Connects to the server in `url` (same URL syntax as [`crate::connect::connect`]) as a
     /// logical-replication walsender for the URL's database, authenticating with trust,
-    /// cleartext, md5 or SCRAM-SHA-256. Hosts are tried in order.
+    /// cleartext, md5, SCRAM-SHA-256 (with channel binding over TLS) or a client certificate.
+    /// Hosts are tried in order; TLS as the URL's `sslmode` says (see the module docs).
     pub async fn connect(url: &str) -> Result<ReplicationConnection, ReplicationError> {
-        let config = config_for(url)?;
+        let (config, tls) = config_for(url)?;
+        // Certificate files are read only when some host is reached over TCP.
+        let connector = if uses_tcp(&config) { tls.connector()? } else { None };
         let user = config
             .get_user()
             .ok_or_else(|| ReplicationError::Config("the database URL names no user".into()))?
@@ -82,7 +91,8 @@ impl ReplicationConnection {
                 1 => ports[0],
                 _ => ports.get(i).copied().unwrap_or(5432),
             };
-            let attempt = tokio::time::timeout(timeout, Self::connect_one(host, port, &config, &user)).await;
+            let one = Self::connect_one(host, port, &config, &user, tls.mode, connector.as_ref());
+            let attempt = tokio::time::timeout(timeout, one).await;
             match attempt {
                 Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(e @ (ReplicationError::Io(_) | ReplicationError::Closed(_)))) => last_error = Some(e),
@@ -102,17 +112,29 @@ impl ReplicationConnection {
         port: u16,
         config: &tokio_postgres::Config,
         user: &str,
+        mode: SslMode,
+        connector: Option<&TlsConnector>,
     ) -> Result<ReplicationConnection, ReplicationError> {
-        let io: Box<dyn Io> = match host {
+        // `binding` is Some over TLS: the channel binding data, if the certificate allows it.
+        let (io, binding): (Box<dyn Io>, Option<Option<Vec<u8>>>) = match host {
             Host::Tcp(name) => {
-                let stream = tokio::net::TcpStream::connect((name.as_str(), port)).await?;
+                let mut stream = tokio::net::TcpStream::connect((name.as_str(), port)).await?;
                 stream.set_nodelay(true)?;
                 configure_keepalive(&stream);
-                Box::new(stream)
+                match connector {
+                    Some(connector) if negotiate_tls(&mut stream, mode, config.get_ssl_negotiation()).await? => {
+                        let tls = connector.handshake(name, stream).await.map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
+                        })?;
+                        let binding = tls.tls_server_end_point();
+                        (Box::new(tls), Some(binding))
+                    }
+                    _ => (Box::new(stream), None),
+                }
             }
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
-                Box::new(tokio::net::UnixStream::connect(path).await?)
+                (Box::new(tokio::net::UnixStream::connect(path).await?), None)
             }
         };
         let mut conn = ReplicationConnection {
@@ -134,13 +156,23 @@ impl ReplicationConnection {
         ];
         frontend::startup_message(params.iter().copied(), &mut conn.write_buf)?;
         conn.flush().await?;
-        conn.authenticate(user, config.get_password()).await?;
+        conn.authenticate(user, config.get_password(), binding, config.get_channel_binding()).await?;
         Ok(conn)
     }
 
-    async fn authenticate(&mut self, user: &str, password: Option<&[u8]>) -> Result<(), ReplicationError> {
+    /// Answers the server's authentication requests until `ReadyForQuery`. `tls_binding` is
+    /// `Some` over TLS (holding the `tls-server-end-point` data when there is any); the SCRAM
+    /// mechanism and channel-binding flag are chosen as tokio-postgres chooses them.
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        password: Option<&[u8]>,
+        tls_binding: Option<Option<Vec<u8>>>,
+        binding_mode: ChannelBindingMode,
+    ) -> Result<(), ReplicationError> {
         let need_password = || ReplicationError::Auth("the server asks for a password and the URL has none".into());
         let mut scram: Option<ScramSha256> = None;
+        let mut bound = false;
         loop {
             let frame = self.read_frame().await?;
             match frame.tag {
@@ -151,7 +183,14 @@ impl ReplicationConnection {
                     }
                     let code = body.get_i32();
                     match code {
-                        0 => {}
+                        0 => {
+                            if binding_mode == ChannelBindingMode::Require && !bound {
+                                return Err(ReplicationError::Auth(
+                                    "channel_binding=require, but the server authenticated without SCRAM channel binding (is TLS in use?)"
+                                        .into(),
+                                ));
+                            }
+                        }
                         3 => {
                             let pw = password.ok_or_else(need_password)?;
                             frontend::password_message(pw, &mut self.write_buf)?;
@@ -173,14 +212,35 @@ impl ReplicationConnection {
                                 .filter(|m| !m.is_empty())
                                 .map(|m| String::from_utf8_lossy(m).into_owned())
                                 .collect();
-                            if !offered.iter().any(|m| m == SCRAM_SHA_256) {
+                            let offers = |m: &str| offered.iter().any(|o| o == m);
+                            let binding_data = match (&tls_binding, binding_mode) {
+                                (_, ChannelBindingMode::Disable) => None,
+                                (Some(data), _) => data.clone(),
+                                (None, _) => None,
+                            };
+                            // Over TLS without PLUS on offer, "y" (we could bind, the server did not
+                            // offer it) lets the server detect a downgrade; without TLS, "n".
+                            let (binding, mechanism) = match binding_data {
+                                Some(data) if offers(SCRAM_SHA_256_PLUS) => {
+                                    (ChannelBinding::tls_server_end_point(data), SCRAM_SHA_256_PLUS)
+                                }
+                                Some(_) => (ChannelBinding::unrequested(), SCRAM_SHA_256),
+                                None => (ChannelBinding::unsupported(), SCRAM_SHA_256),
+                            };
+                            if !offers(mechanism) {
                                 return Err(ReplicationError::Auth(format!(
-                                    "no supported SASL mechanism offered (server offers {offered:?}; TLS channel binding is not supported)"
+                                    "no supported SASL mechanism offered (server offers {offered:?})"
                                 )));
                             }
+                            if mechanism != SCRAM_SHA_256_PLUS && binding_mode == ChannelBindingMode::Require {
+                                return Err(ReplicationError::Auth(
+                                    "channel_binding=require, but SCRAM-SHA-256-PLUS cannot be used (it needs TLS and a server certificate signed with RSA or ECDSA)".into(),
+                                ));
+                            }
+                            bound = mechanism == SCRAM_SHA_256_PLUS;
                             let pw = password.ok_or_else(need_password)?;
-                            let s = ScramSha256::new(pw, ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.write_buf)?;
+                            let s = ScramSha256::new(pw, binding);
+                            frontend::sasl_initial_response(mechanism, s.message(), &mut self.write_buf)?;
                             self.flush().await?;
                             scram = Some(s);
                         }
@@ -328,6 +388,38 @@ impl ReplicationConnection {
         self.io.write_all(&buf).await?;
         self.io.flush().await?;
         Ok(())
+    }
+}
+
+/// Asks the server for TLS on a fresh TCP connection, per libpq's `sslmode`/`sslnegotiation`
+/// rules; true when the TLS handshake should follow. `N` means plain for `prefer` and an error
+/// otherwise. Reads exactly one byte, so nothing the server sends before the handshake can end up
+/// in the (later encrypted) stream's buffer.
+async fn negotiate_tls(
+    stream: &mut tokio::net::TcpStream,
+    mode: SslMode,
+    negotiation: SslNegotiation,
+) -> Result<bool, ReplicationError> {
+    if negotiation == SslNegotiation::Direct {
+        if !mode.requires_tls() {
+            return Err(ReplicationError::Config(format!(
+                "sslmode={mode} may not be used with sslnegotiation=direct (use sslmode=require or stronger)"
+            )));
+        }
+        return Ok(true);
+    }
+    let mut request = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut request);
+    stream.write_all(&request).await?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => Ok(true),
+        b'N' if mode.requires_tls() => Err(ReplicationError::Io(std::io::Error::other(format!(
+            "the server does not support TLS, and sslmode={mode} requires it"
+        )))),
+        b'N' => Ok(false),
+        other => Err(ReplicationError::Protocol(format!("unexpected answer {other:#04x} to SSLRequest"))),
     }
 }
 
