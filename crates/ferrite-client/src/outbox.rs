@@ -371,6 +371,11 @@ pub fn write(
             .optional()?
             .is_some();
         let current = read_row(&tx, local, &columns, &key_values)?;
+        // What the app saw of the row: server-wins tables apply a change only on top of it.
+        let base: Option<Values> = current.as_ref().map(|row| match change {
+            Change::Update { set, .. } => row.iter().filter(|(c, _)| set.contains_key(*c)).map(|(c, v)| (c.clone(), v.clone())).collect(),
+            _ => row.clone(),
+        });
         if !shadowed {
             let row = current.as_ref().map(|r| json!(r).to_string());
             tx.execute(
@@ -385,11 +390,15 @@ pub fn write(
             &key_values,
             apply_change(current, change).as_ref(),
         )?;
-        mutations.push(match change {
+        let mut mutation = match change {
             Change::Insert { values, .. } => json!({"op": "insert", "table": server_table, "value": values, "_local": local}),
             Change::Update { set, .. } => json!({"op": "update", "table": server_table, "key": key_values, "value": set, "_local": local}),
             Change::Delete { .. } => json!({"op": "delete", "table": server_table, "key": key_values, "_local": local}),
-        });
+        };
+        if let (Some(base), false) = (base, matches!(change, Change::Insert { .. })) {
+            mutation["base"] = json!(base);
+        }
+        mutations.push(mutation);
     }
     let hlc = next_hlc(&tx)?;
     tx.execute(

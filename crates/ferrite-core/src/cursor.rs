@@ -16,7 +16,9 @@ pub fn next_cursor(now_unix_secs: u64, long_poll_timeout_ms: u64, previous: Opti
     let diff = now_unix_secs.saturating_sub(CURSOR_EPOCH_SECS);
     let next = diff.div_ceil(secs) * secs;
     match previous {
-        Some(prev) if next <= prev => prev + 1 + jitter % 3600,
+        // The previous cursor comes from the client: never overflow on a huge one (`next` differs
+        // from it anyway, which is all a client needs).
+        Some(prev) if next <= prev => prev.checked_add(1 + jitter % 3600).unwrap_or(next),
         _ => next,
     }
 }
@@ -33,5 +35,8 @@ mod tests {
         let bumped = next_cursor(t, 20_000, Some(60), 7);
         assert!(bumped > 60 && bumped <= 60 + 3600);
         assert_eq!(next_cursor(t, 500, None, 0), 0);
+        // A client-supplied cursor at the end of the range does not overflow.
+        assert_eq!(next_cursor(t, 20_000, Some(u64::MAX), 7), 60);
+        assert_eq!(next_cursor(t, 20_000, Some(u64::MAX - 1), 3599), 60);
     }
 }

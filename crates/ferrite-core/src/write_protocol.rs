@@ -204,10 +204,12 @@ fn parse_transaction(v: &Value, at: &str) -> Result<ClientTransaction, RequestEr
     let Value::Object(obj) = v else {
         return Err(RequestError::new(at, "expected an object"));
     };
+    // Ids are kept as Postgres bigint: larger ones would collapse into one.
     let id = obj
         .get("id")
         .and_then(Value::as_u64)
-        .ok_or_else(|| RequestError::new(format!("{at}.id"), "must be a non-negative integer"))?;
+        .filter(|id| i64::try_from(*id).is_ok())
+        .ok_or_else(|| RequestError::new(format!("{at}.id"), format!("must be an integer from 0 to {}", i64::MAX)))?;
     let hlc = match obj.get("hlc") {
         Some(Value::String(s)) => s.clone(),
         _ => return Err(RequestError::new(format!("{at}.hlc"), "must be a string \"<unix_ms>-<counter>\"")),

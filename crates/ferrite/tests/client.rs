@@ -858,3 +858,33 @@ async fn a_snapshot_of_one_table_does_not_retire_writes_to_another() {
     }
     assert_eq!(label(), vec![vec![json!("mine")]]);
 }
+
+/// Server-wins tables apply a change only on top of what the client saw: the client sends the
+/// row's values as its `base` (floats and booleans as the replica holds them), so its writes
+/// apply, and one based on an outdated row is refused as a conflict and rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_wins_writes_carry_what_the_client_saw() {
+    use ferrite_client::Change;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| cfg.default_conflict = "server-wins".into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    let all = ShapeDef::table("steps");
+    client.sync(&all).await.unwrap();
+    let update = |id: &str, set: &[(&str, Option<&str>)]| Change::Update { table: "steps".into(), key: text(&[("id", Some(id))]), set: text(set) };
+    client.write(&[update("3", &[("x", Some("7.25")), ("done", Some("t"))]), Change::Delete { table: "steps".into(), key: text(&[("id", Some("4"))]) }]).unwrap();
+    let report = client.push().await.unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let row = c.query_one("SELECT x, done, (SELECT count(*) FROM steps WHERE id = 4) FROM steps WHERE id = 3", &[]).await.unwrap();
+    assert_eq!((row.get::<_, f64>(0), row.get::<_, bool>(1), row.get::<_, i64>(2)), (7.25, true, 0));
+    // Someone else changes row 5 before this client has seen it: its change is refused.
+    c.execute("UPDATE steps SET name = 'theirs' WHERE id = 5", &[]).await.unwrap();
+    client.write(&[update("5", &[("name", Some("mine"))])]).unwrap();
+    let report = client.push().await.unwrap();
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0]["error"]["code"], "conflict");
+    converge(&client, &c, &all).await;
+    assert_eq!(client.query("SELECT name FROM steps WHERE id = 5", &[]).unwrap(), vec![vec![json!("theirs")]]);
+}

@@ -522,3 +522,83 @@ async fn other_sites_cannot_mint_dev_tokens() {
     assert_eq!(own.status, 200, "{}", own.text);
     assert!(own.body["token"].is_string());
 }
+
+/// Item 12: transaction ids beyond bigint are refused instead of collapsing into one; a
+/// conflict's `current` row is shown only to a caller whose read rule admits it; server-wins
+/// changes without a `base` are refused instead of applied unconditionally; a client's cursor at
+/// the end of the u64 range does not overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smaller_holes_stay_closed() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE leads (id int PRIMARY KEY, tenant_id text NOT NULL, name text, status text NOT NULL DEFAULT 'new');
+         INSERT INTO leads VALUES (1, 't1', 'Ada', 'new'), (2, 't1', 'Bob', 'new');",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.auth.mode = "jwt".into();
+        cfg.auth.secret = Some(SECRET.into());
+        // Visitors may insert leads of their tenant but read none; staff read and write them.
+        cfg.tables.insert(
+            "leads".into(),
+            ferrite_server::config::TableConfig {
+                conflict: Some("server-wins".into()),
+                read: Some("tenant_id = claims.tenant_id AND claims.role = 'staff'".into()),
+                write: Some("tenant_id = claims.tenant_id".into()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let visitor = token(json!({"sub": "visitor", "tenant_id": "t1", "role": "visitor"}));
+    let staff = token(json!({"sub": "staff", "tenant_id": "t1", "role": "staff"}));
+    let tx = |id: Value, m: Value| json!({"client_id": "dev", "transactions": [{"id": id, "hlc": hlc(0), "mutations": [m]}]});
+
+    // Ids: 2^63 - 1 is the largest; 2^63 and 2^64 - 1 are refused naming the field.
+    let ok = post_tx(&s.base, Some(&staff), tx(json!(i64::MAX), json!({"op": "update", "table": "leads", "key": {"id": "2"}, "value": {"name": "Bo"}, "base": {"name": "Bob"}}))).await;
+    assert_eq!(ok.body["results"][0]["status"], "applied", "{}", ok.text);
+    for id in [json!(1u64 << 63), json!(u64::MAX)] {
+        let r = post_tx(&s.base, Some(&staff), tx(id.clone(), json!({"op": "delete", "table": "leads", "key": {"id": "2"}, "base": {"name": "Bo"}}))).await;
+        assert_eq!(r.status, 400, "{id}: {}", r.text);
+        assert!(r.body["errors"]["transactions[0].id"][0].as_str().unwrap().contains("9223372036854775807"), "{}", r.text);
+    }
+
+    // A visitor's insert over an existing lead conflicts without showing it; staff see it.
+    let insert = json!({"op": "insert", "table": "leads", "value": {"id": "1", "tenant_id": "t1", "name": "Eve"}});
+    let r = post_tx(&s.base, Some(&visitor), json!({"client_id": "kiosk", "transactions": [{"id": 1, "hlc": hlc(0), "mutations": [insert.clone()]}]})).await;
+    assert_eq!(r.body["results"][0]["error"]["code"], "conflict", "{}", r.text);
+    assert!(r.body["results"][0]["error"].get("current").is_none(), "the visitor saw the row: {}", r.text);
+    assert!(!r.text.contains("Ada"), "{}", r.text);
+    let r = post_tx(&s.base, Some(&staff), json!({"client_id": "desk", "transactions": [{"id": 1, "hlc": hlc(0), "mutations": [insert]}]})).await;
+    assert_eq!(r.body["results"][0]["error"]["current"]["name"], "Ada", "{}", r.text);
+
+    // Server-wins: no base, no change; a matching base applies; a stale one conflicts.
+    let update = |base: Option<Value>| {
+        let mut m = json!({"op": "update", "table": "leads", "key": {"id": "1"}, "value": {"status": "won"}});
+        if let Some(b) = base {
+            m["base"] = b;
+        }
+        m
+    };
+    let send_one = |id: u64, m: Value| post_tx(&s.base, Some(&staff), json!({"client_id": "desk", "transactions": [{"id": id, "hlc": hlc(0), "mutations": [m]}]}));
+    let r = send_one(2, update(None)).await;
+    assert_eq!(r.body["results"][0]["error"]["code"], "invalid", "{}", r.text);
+    assert!(r.text.contains("base.status"), "{}", r.text);
+    let r = send_one(3, json!({"op": "delete", "table": "leads", "key": {"id": "1"}})).await;
+    assert_eq!(r.body["results"][0]["error"]["code"], "invalid", "{}", r.text);
+    let status: String = c.query_one("SELECT status FROM leads WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(status, "new", "nothing applied without a base");
+    assert_eq!(send_one(4, update(Some(json!({"status": "new"})))).await.body["results"][0]["status"], "applied");
+    let r = send_one(5, update(Some(json!({"status": "new"})))).await;
+    assert_eq!(r.body["results"][0]["error"]["code"], "conflict", "{}", r.text);
+
+    // A cursor at the end of the range: answered with another cursor, no overflow.
+    let mut shape = ShapeReader::new(&s.base, &[("table", "leads")]).with_token(&staff);
+    shape.catch_up().await;
+    shape.cursor = Some(u64::MAX.to_string());
+    let r = shape.step(true).await;
+    assert_eq!(r.status, 200);
+    assert_ne!(r.header("electric-cursor"), Some(u64::MAX.to_string()));
+}

@@ -401,11 +401,13 @@ export class FerriteClient {
         const s = this.#shape(shape)
         for (const c of s.key) if (c in set && set[c] !== key[c]) throw new Error(`${shape}: the primary key column ${c} cannot be changed`)
         if (Object.keys(set).length === 0) throw new Error(`${shape}: an update needs at least one column to set`)
-        mutations.push({ op: 'update', shape, key: keyOf(key, s.key), keyValues: keyValues(key, s.key), value: { ...set } })
+        const k = keyOf(key, s.key)
+        mutations.push({ op: 'update', shape, key: k, keyValues: keyValues(key, s.key), value: { ...set }, base: this.#base(shape, k, mutations, Object.keys(set)) })
       },
       delete: (shape, key) => {
         const s = this.#shape(shape)
-        mutations.push({ op: 'delete', shape, key: keyOf(key, s.key), keyValues: keyValues(key, s.key) })
+        const k = keyOf(key, s.key)
+        mutations.push({ op: 'delete', shape, key: k, keyValues: keyValues(key, s.key), base: this.#base(shape, k, mutations) })
       },
     })
     if (mutations.length === 0) throw new Error('a transaction needs at least one change')
@@ -426,6 +428,22 @@ export class FerriteClient {
     this.#channel?.postMessage('outbox')
     this.#schedulePush()
     return t.id
+  }
+
+  /**
+   * What the app saw of a row before this change (its `columns`, or all of it), as text: the
+   * `base` a server-wins table applies a change on top of. Earlier changes of the same
+   * transaction count as seen. Undefined for a row the app does not know.
+   */
+  #base(shape: string, key: string, earlier: readonly Mutation[], columns?: string[]): TextValues | undefined {
+    let row: Row | undefined = this.#view(shape).get(key)
+    for (const m of earlier) {
+      if (m.shape !== shape || m.key !== key) continue
+      row = m.op === 'delete' ? undefined : m.op === 'insert' ? { ...m.value } : row && { ...row, ...m.value }
+    }
+    if (!row) return undefined
+    const seen = columns ? Object.fromEntries(columns.filter((c) => c in row).map((c) => [c, row[c]])) : row
+    return rowToText(seen)
   }
 
   #schedulePush(): void {
@@ -503,9 +521,9 @@ export class FerriteClient {
           case 'insert':
             return { op: 'insert', table, value: rowToText(m.value) }
           case 'update':
-            return { op: 'update', table, key: m.keyValues, value: rowToText(m.value) }
+            return { op: 'update', table, key: m.keyValues, value: rowToText(m.value), ...(m.base ? { base: m.base } : {}) }
           case 'delete':
-            return { op: 'delete', table, key: m.keyValues }
+            return { op: 'delete', table, key: m.keyValues, ...(m.base ? { base: m.base } : {}) }
         }
       }),
     }

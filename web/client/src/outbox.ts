@@ -17,8 +17,8 @@ import type { Row, TextValues } from './values.js'
 /** One row change, addressed to a shape (the local name of a synced table). */
 export type Mutation =
   | { op: 'insert'; shape: string; key: string; value: Row }
-  | { op: 'update'; shape: string; key: string; keyValues: TextValues; value: Row }
-  | { op: 'delete'; shape: string; key: string; keyValues: TextValues }
+  | { op: 'update'; shape: string; key: string; keyValues: TextValues; value: Row; base?: TextValues }
+  | { op: 'delete'; shape: string; key: string; keyValues: TextValues; base?: TextValues }
 
 /** A client transaction waiting to be confirmed. */
 export interface PendingTransaction {

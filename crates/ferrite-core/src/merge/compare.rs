@@ -20,6 +20,9 @@ pub enum ValueKind {
     Boolean,
     /// `timestamp`, `timestamptz`, `date`: compared as instants.
     Timestamp,
+    /// `json`, `jsonb`: equal when they parse to the same JSON value (key order and spacing
+    /// aside); otherwise ordered by their compact text.
+    Json,
     /// Everything else: byte order of the text form.
     Other,
 }
@@ -33,6 +36,7 @@ impl ValueKind {
             "float4" | "float8" => ValueKind::Float,
             "bool" => ValueKind::Boolean,
             "timestamp" | "timestamptz" | "date" => ValueKind::Timestamp,
+            "json" | "jsonb" => ValueKind::Json,
             _ => ValueKind::Other,
         }
     }
@@ -56,6 +60,7 @@ impl ValueKind {
                     _ => None,
                 },
                 ValueKind::Timestamp => instant_micros(v).map(Key::Int),
+                ValueKind::Json => serde_json::from_str::<serde_json::Value>(v).ok().map(Key::Json),
                 ValueKind::Other => None,
             }
         };
@@ -74,6 +79,7 @@ enum Key {
     Dec(Decimal),
     Float(f64),
     Bool(bool),
+    Json(serde_json::Value),
 }
 
 impl Eq for Key {}
@@ -93,6 +99,8 @@ impl Ord for Key {
             (Key::Dec(a), Key::Float(b)) => f64::try_from(*a).unwrap_or(0.0).total_cmp(b),
             (Key::Float(a), Key::Dec(b)) => a.total_cmp(&f64::try_from(*b).unwrap_or(0.0)),
             (Key::Bool(a), Key::Bool(b)) => a.cmp(b),
+            (Key::Json(a), Key::Json(b)) if a == b => Ordering::Equal,
+            (Key::Json(a), Key::Json(b)) => a.to_string().cmp(&b.to_string()),
             _ => Ordering::Equal,
         }
     }

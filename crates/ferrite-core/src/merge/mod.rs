@@ -216,9 +216,40 @@ fn keys(v: &Values) -> Vec<String> {
     v.keys().cloned().collect()
 }
 
-/// Whether every `base` value matches the row (no base: the client asked unconditionally).
-fn base_matches(base: Option<&Values>, values: &Values) -> bool {
-    base.is_none_or(|b| b.iter().all(|(c, v)| values.get(c).is_some_and(|cur| cur == v)))
+/// Whether every `base` value matches the row. Values compare by their column's kind, so a
+/// client that re-encodes what it read (`2.50` as `2.5`, JSON with other spacing, `t` for `true`)
+/// still matches. (Without a base the mutation was refused by [`missing_base`] already.)
+fn base_matches(base: Option<&Values>, values: &Values, kind: &dyn Fn(&str) -> ValueKind) -> bool {
+    base.is_none_or(|b| {
+        b.iter().all(|(c, seen)| match (values.get(c), seen) {
+            (Some(None), None) => true,
+            (Some(Some(cur)), Some(seen)) => kind(c).compare(cur, seen) == Ordering::Equal,
+            _ => false,
+        })
+    })
+}
+
+/// Why `op` cannot be decided under `policy`, if it cannot: a change that applies only on top of
+/// what the client saw must say what that was. Under row-level `server-wins`, an update needs a
+/// `base` for every column it sets and a delete a non-empty `base`; a `server-wins` column of an
+/// `lww` table needs a `base` for itself. (Applying such a change unconditionally would silently
+/// overwrite what the policy exists to protect.)
+pub fn missing_base(policy: &TablePolicy, op: &Incoming) -> Option<String> {
+    let in_base = |base: &Option<Values>, col: &str| base.as_ref().is_some_and(|b| b.contains_key(col));
+    match (&policy.row, op) {
+        (RowPolicy::ServerWins, Incoming::Update { set, base }) => set
+            .keys()
+            .find(|c| !in_base(base, c))
+            .map(|c| format!("the table is server-wins: the update must carry base.{c} (the value the client last saw)")),
+        (RowPolicy::ServerWins, Incoming::Delete { base }) if base.as_ref().is_none_or(|b| b.is_empty()) => {
+            Some("the table is server-wins: the delete must carry base (the row as the client last saw it)".into())
+        }
+        (RowPolicy::Lww, Incoming::Update { set, base }) => set
+            .keys()
+            .find(|c| policy.columns.get(*c) == Some(&ColumnPolicy::ServerWins) && !in_base(base, c))
+            .map(|c| format!("column {c} is server-wins: the update must carry base.{c} (the value the client last saw)")),
+        _ => None,
+    }
 }
 
 /// Decides what `m` does to a row in state `current` under `policy`. `kind` gives the comparison
@@ -251,7 +282,7 @@ pub fn decide(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, current: &
         }
         (Incoming::Update { set, base }, Current::Live(row)) => {
             if server_wins {
-                if !base_matches(base.as_ref(), &row.values) {
+                if !base_matches(base.as_ref(), &row.values, kind) {
                     return decision(Action::Conflict { current: Some(row.values.clone()) }, vec![]);
                 }
                 let clocks = set.keys().map(|c| (c.clone(), stamp.clone())).collect();
@@ -285,7 +316,7 @@ pub fn decide(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, current: &
         (Incoming::Delete { base }, Current::Live(row)) => {
             let delete = || Action::Delete { tombstone: row.clone(), stamp: stamp.clone() };
             if server_wins {
-                if !base_matches(base.as_ref(), &row.values) {
+                if !base_matches(base.as_ref(), &row.values, kind) {
                     return decision(Action::Conflict { current: Some(row.values.clone()) }, vec![]);
                 }
                 return decision(delete(), vec![]);
@@ -349,8 +380,8 @@ fn winners(
                 let wins = match policy.columns.get(col).copied().unwrap_or(ColumnPolicy::Lww) {
                     ColumnPolicy::Lww => row.clock(col).is_none_or(|s| stamp >= s),
                     ColumnPolicy::ServerWins => base
-                        .and_then(|b| b.get(col))
-                        .is_none_or(|seen| row.values.get(col).is_some_and(|cur| cur == seen)),
+                        .and_then(|b| b.get_key_value(col))
+                        .is_none_or(|(c, seen)| base_matches(Some(&[(c.clone(), seen.clone())].into()), &row.values, kind)),
                 };
                 if wins {
                     won.insert(col.clone(), v.clone());

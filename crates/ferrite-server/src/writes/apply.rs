@@ -19,7 +19,7 @@
 
 use crate::pool::Pool;
 use crate::auth::{Auth, Identity};
-use ferrite_core::where_clause::WhereClause;
+use ferrite_core::where_clause::{BoundRule, WhereClause};
 use ferrite_core::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
 use ferrite_core::key::row_key;
 use ferrite_core::merge::{self, Action, Current, Incoming, StoredRow, TablePolicy, ValueKind};
@@ -396,6 +396,21 @@ impl Writer {
         }
     }
 
+    /// Whether a caller with `read` access may see `values`, a row of `table`.
+    fn readable(&self, read: &ReadAccess, table: &WriteTable, values: &Values) -> bool {
+        match read {
+            ReadAccess::All => true,
+            ReadAccess::Nothing => false,
+            ReadAccess::Rule(rule) => WhereClause::compile_rule(rule, &table.schema)
+                .is_ok_and(|r| r.matches(&aligned_vec(table, values)).unwrap_or(false)),
+        }
+    }
+
+    /// The conflict policy of a table.
+    fn policy(&self, name: &QualifiedName) -> &TablePolicy {
+        self.policies.get(name).unwrap_or(&self.default_policy)
+    }
+
     /// Why a statement of mutation `m` (on row `key` of `name`) failed. When the table changed
     /// under the cached copy, that copy and the statements built from it are dropped (reloaded
     /// on next use).
@@ -451,6 +466,9 @@ impl Writer {
         }
         let aligned: Vec<Option<String>> = schema.columns.iter().map(|c| key.get(&c.name).cloned().flatten()).collect();
         let key_text = row_key(schema, &aligned);
+        if let Some(why) = merge::missing_base(self.policy(&name), &incoming(m)) {
+            return Err(invalid(why, &m.table, Some(&key)));
+        }
         let table_text = name.quoted();
         let reject_here = |e: PgError| self.reject(c, &name, m, &key, e);
 
@@ -476,7 +494,12 @@ impl Writer {
             table.select_for_update_with_clocks(c, &key, &table_text, &key_text)
         )
         .map_err(reject_here)?;
-        Ok(RowRead { name, table, key, key_text, table_text, rule, xid, row, stored })
+        let read = match self.auth.read_filter(&name, who) {
+            Ok(None) => ReadAccess::All,
+            Ok(Some(rule)) => ReadAccess::Rule(rule),
+            Err(_) => ReadAccess::Nothing,
+        };
+        Ok(RowRead { name, table, key, key_text, table_text, rule, read, xid, row, stored })
     }
 
     /// Decides one mutation from its row as read and writes the outcome with its clocks; returns
@@ -492,7 +515,7 @@ impl Writer {
         tail: Option<Tail<'_>>,
         mut sent: Sent,
     ) -> Result<(Option<Overridden>, u32, bool, Option<TransactionResult>), Stop> {
-        let RowRead { name, table, key, key_text, table_text, rule, xid, row, stored } = read;
+        let RowRead { name, table, key, key_text, table_text, rule, read, xid, row, stored } = read;
         let schema = &table.schema;
         let reject_here = |e: PgError| self.reject(c, &name, m, &key, e);
         let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
@@ -513,27 +536,28 @@ impl Writer {
             }
         }
 
-        let policy = self.policies.get(&name).unwrap_or(&self.default_policy);
+        let policy = self.policy(&name);
         let kinds = |col: &str| match schema.column_index(col).map(|i| &schema.columns[i]) {
             Some(c) if c.dims == 0 => ValueKind::from_type_name(&c.base_type_name),
             _ => ValueKind::Other,
         };
-        let incoming = match m.op {
-            Operation::Insert => Incoming::Insert { values: m.value.clone().unwrap_or_default() },
-            Operation::Update => Incoming::Update { set: m.value.clone().unwrap_or_default(), base: m.base.clone() },
-            Operation::Delete => Incoming::Delete { base: m.base.clone() },
-        };
-        let decision = merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming, stamp: stamp.clone() });
+        let decision = merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming(m), stamp: stamp.clone() });
 
         match &decision.action {
             Action::Nothing => return Ok((overridden_of(m, &key, decision.overridden), xid, false, None)),
             Action::Conflict { current } => {
+                // The row as the server has it, when the caller may read it (its read rule, not
+                // its write rule, says what it may see).
+                let shown = match current {
+                    None => Some(Value::Null),
+                    Some(values) => self.readable(&read, &table, values).then(|| values_json(values)),
+                };
                 return Err(Stop::Rejected(Rejection {
                     code: RejectionCode::Conflict,
                     message: format!("the row changed since the client read it ({} has other values)", name.quoted()),
                     table: Some(m.table.clone()),
                     key: Some(key),
-                    current: Some(current.as_ref().map(values_json).unwrap_or(Value::Null)),
+                    current: shown,
                 }))
             }
             _ => {}
@@ -731,9 +755,21 @@ struct RowRead {
     table_text: String,
     /// The caller's write rule on the table, if any.
     rule: Option<WhereClause>,
+    /// What the caller may read of the table (for a conflict's `current` row).
+    read: ReadAccess,
     xid: u32,
     row: Option<(Vec<Option<String>>, u32)>,
     stored: Option<StoredClocks>,
+}
+
+/// What a caller may read of a table.
+enum ReadAccess {
+    /// Every row (no auth, or a public table).
+    All,
+    /// The rows its bound read rule admits.
+    Rule(BoundRule),
+    /// Nothing (no read rule, not public).
+    Nothing,
 }
 
 /// Fires once a mutation's last statement has gone out (or when the mutation ends, whichever
@@ -762,6 +798,15 @@ impl Sent {
 impl Drop for Sent {
     fn drop(&mut self) {
         self.fire();
+    }
+}
+
+/// The change a mutation asks for, as the merge policy takes it.
+fn incoming(m: &Mutation) -> Incoming {
+    match m.op {
+        Operation::Insert => Incoming::Insert { values: m.value.clone().unwrap_or_default() },
+        Operation::Update => Incoming::Update { set: m.value.clone().unwrap_or_default(), base: m.base.clone() },
+        Operation::Delete => Incoming::Delete { base: m.base.clone() },
     }
 }
 
