@@ -136,6 +136,11 @@ pub enum ClientError {
     },
 }
 
+/// Default most changes per transaction (the server's default `max_mutations_per_transaction`).
+const DEFAULT_MAX_CHANGES: usize = 500;
+/// Default most changes per push request (the server's default `max_mutations_per_request`).
+const DEFAULT_BATCH_CHANGES: usize = 5_000;
+
 pub(crate) struct Inner {
     /// The replica; locked only on blocking threads or briefly, never across an `.await`.
     pub(crate) db: Mutex<rusqlite::Connection>,
@@ -146,6 +151,10 @@ pub(crate) struct Inner {
     pub(crate) max_queue: std::sync::atomic::AtomicUsize,
     /// Transactions per push request (`sync_batch_size`).
     pub(crate) batch: std::sync::atomic::AtomicUsize,
+    /// Most changes in one transaction (`max_mutations_per_transaction`).
+    pub(crate) max_changes: std::sync::atomic::AtomicUsize,
+    /// Most changes in one push request of several transactions (`max_mutations_per_request`).
+    pub(crate) batch_changes: std::sync::atomic::AtomicUsize,
     /// Running totals for [`Client::metrics`].
     pub(crate) counters: Counters,
     /// Waits between failed attempts of a subscription ([`Client::set_backoff`]).
@@ -224,6 +233,8 @@ impl Client {
                 token,
                 max_queue: 1000.into(),
                 batch: 100.into(),
+                max_changes: DEFAULT_MAX_CHANGES.into(),
+                batch_changes: DEFAULT_BATCH_CHANGES.into(),
                 counters: Counters::default(),
                 backoff: Mutex::new(DEFAULT_BACKOFF.to_vec()),
                 durability: Mutex::new(Durability::default()),
@@ -270,6 +281,16 @@ impl Client {
         self.inner.batch.store(sync_batch_size.max(1), Relaxed);
     }
 
+    /// Sets the most changes in one transaction (default 500; a bigger [`Client::write`] is
+    /// refused locally, since the server would reject it) and in one push request of several
+    /// transactions (default 5,000); the server advertises its `max_mutations_per_transaction`
+    /// and `max_mutations_per_request` at `GET /v1/config`.
+    pub fn set_mutation_limits(&self, per_transaction: usize, per_request: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inner.max_changes.store(per_transaction.max(1), Relaxed);
+        self.inner.batch_changes.store(per_request.max(1), Relaxed);
+    }
+
     /// Sets the waits between a subscription's failed attempts (default [`DEFAULT_BACKOFF`]: 1, 2,
     /// 5, 10, 30 s; the last step repeats; each jittered by ±20%; a server's `retry-after` wins).
     /// An app on a metered link may want a longer tail, a test a shorter one.
@@ -281,6 +302,13 @@ impl Client {
     /// [`Client::push`]. Returns its client transaction id. Errors (nothing written) when the
     /// queue is full or the write names an unknown table, column or key.
     pub fn write(&self, changes: &[Change]) -> Result<u64, ClientError> {
+        let max_changes = self.inner.max_changes.load(std::sync::atomic::Ordering::Relaxed);
+        if changes.len() > max_changes {
+            return Err(ClientError::Invalid(format!(
+                "a transaction holds at most {max_changes} changes (the server's max_mutations_per_transaction), got {}",
+                changes.len()
+            )));
+        }
         let max = self
             .inner
             .max_queue

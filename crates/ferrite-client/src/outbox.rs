@@ -413,13 +413,11 @@ pub fn write(
     Ok(id as u64)
 }
 
-/// Transactions waiting to be sent (no result yet), oldest first, as request entries.
-/// Marks them sent first (in doubt until answered).
-pub fn pending(db: &Connection, limit: usize) -> Result<Vec<Value>, ClientError> {
-    db.execute(
-        "UPDATE _ferrite_outbox SET sent = 1 WHERE id IN (SELECT id FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1)",
-        [limit as i64],
-    )?;
+/// Transactions waiting to be sent (no result yet), oldest first, as request entries: at most
+/// `limit` of them holding at most `max_changes` changes together (always at least one, which
+/// the server then judges by its per-transaction limit). Marks them sent first (in doubt until
+/// answered).
+pub fn pending(db: &Connection, limit: usize, max_changes: usize) -> Result<Vec<Value>, ClientError> {
     let mut stmt = db.prepare(
         "SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1",
     )?;
@@ -431,15 +429,26 @@ pub fn pending(db: &Connection, limit: usize) -> Result<Vec<Value>, ClientError>
         ))
     })?;
     let mut out = vec![];
+    let mut ids = vec![];
+    let mut changes = 0;
     for row in rows {
         let (id, hlc, mutations) = row?;
         let mut mutations: Vec<Value> = serde_json::from_str(&mutations).unwrap_or_default();
+        if !out.is_empty() && changes + mutations.len() > max_changes {
+            break;
+        }
+        changes += mutations.len();
         for m in &mut mutations {
             if let Some(o) = m.as_object_mut() {
                 o.remove("_local");
             }
         }
+        ids.push(id);
         out.push(json!({"id": id, "hlc": hlc, "mutations": mutations}));
+    }
+    let mut sent = db.prepare_cached("UPDATE _ferrite_outbox SET sent = 1 WHERE id = ?1")?;
+    for id in ids {
+        sent.execute([id])?;
     }
     Ok(out)
 }

@@ -461,7 +461,8 @@ pub struct PushReport {
 }
 
 impl Client {
-    /// Sends every queued transaction, `sync_batch_size` per request, and records the answers.
+    /// Sends every queued transaction, `sync_batch_size` per request (fewer when they hold more
+    /// than `max_mutations_per_request` changes), and records the answers.
     /// A retry after a failure resends what had no answer; the server applies each id once.
     pub async fn push(&self) -> Result<PushReport, ClientError> {
         // One push at a time per replica (subscriptions and the app may all push).
@@ -469,12 +470,13 @@ impl Client {
         let mut report = PushReport::default();
         loop {
             let batch = self.inner.batch.load(std::sync::atomic::Ordering::Relaxed);
+            let changes = self.inner.batch_changes.load(std::sync::atomic::Ordering::Relaxed);
             let inner = self.inner.clone();
             let (client_id, txns) = blocking(move || {
                 let db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
                 Ok((
                     crate::outbox::client_id(&db)?,
-                    crate::outbox::pending(&db, batch)?,
+                    crate::outbox::pending(&db, batch, changes)?,
                 ))
             })
             .await?;
@@ -547,7 +549,8 @@ impl Client {
 
 impl Client {
     /// Adopts the server's client settings (`GET /v1/config`: `max_offline_queue`,
-    /// `sync_batch_size`), so a deployment tunes its clients in one place.
+    /// `sync_batch_size`, `max_mutations_per_transaction`, `max_mutations_per_request`), so a
+    /// deployment tunes its clients in one place.
     pub async fn configure_from_server(&self) -> Result<(), ClientError> {
         let r = self
             .inner
@@ -574,6 +577,10 @@ impl Client {
             .as_u64()
             .ok_or_else(|| ClientError::Protocol("/v1/config without sync_batch_size".into()))?;
         self.set_limits(queue as usize, batch as usize);
+        // Servers before these limits do not advertise them: keep the defaults.
+        if let (Some(t), Some(r)) = (v["max_mutations_per_transaction"].as_u64(), v["max_mutations_per_request"].as_u64()) {
+            self.set_mutation_limits(t as usize, r as usize);
+        }
         Ok(())
     }
 }

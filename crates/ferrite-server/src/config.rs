@@ -59,6 +59,13 @@ pub struct ServerConfig {
     pub slow_client_timeout_secs: u64,
     /// Most client transactions accepted in one `POST /v1/transactions`.
     pub sync_batch_size: usize,
+    /// Most mutations in one client transaction; a bigger one is rejected (`invalid`, recorded,
+    /// so the client rolls it back). Each mutation holds a lock until its transaction ends, and
+    /// Postgres's lock table is shared by the whole cluster.
+    pub max_mutations_per_transaction: usize,
+    /// Most mutations in one `POST /v1/transactions` of several transactions (400 beyond: send
+    /// fewer at once). A request of one transaction is judged by the per-transaction limit.
+    pub max_mutations_per_request: usize,
     /// How far (ms) a client's HLC may run ahead of the server's before its transaction is
     /// rejected with `clock_skew`.
     pub max_clock_skew_ms: u64,
@@ -170,6 +177,8 @@ impl Default for ServerConfig {
             request_read_timeout_secs: 10,
             slow_client_timeout_secs: 30,
             sync_batch_size: 100,
+            max_mutations_per_transaction: 500,
+            max_mutations_per_request: 5_000,
             max_clock_skew_ms: 5 * 60 * 1000,
             write_connections: 8,
             max_shape_size: 0,
@@ -205,6 +214,12 @@ impl ServerConfig {
         }
         if self.sync_batch_size == 0 {
             return Err("sync_batch_size must be at least 1".into());
+        }
+        if self.max_mutations_per_transaction == 0 || self.max_mutations_per_request < self.max_mutations_per_transaction {
+            return Err(format!(
+                "max_mutations_per_transaction must be at least 1 and at most max_mutations_per_request (got {} and {})",
+                self.max_mutations_per_transaction, self.max_mutations_per_request
+            ));
         }
         if self.write_connections == 0 {
             return Err("write_connections must be at least 1".into());

@@ -888,3 +888,36 @@ async fn server_wins_writes_carry_what_the_client_saw() {
     converge(&client, &c, &all).await;
     assert_eq!(client.query("SELECT name FROM steps WHERE id = 5", &[]).unwrap(), vec![vec![json!("theirs")]]);
 }
+
+/// The client follows the server's mutation limits: a transaction over the per-transaction
+/// limit is refused locally, and pushes split the queue so no request holds more changes than
+/// the per-request limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_respect_the_servers_mutation_limits() {
+    use ferrite_client::{Change, ClientError};
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.max_mutations_per_transaction = 10;
+        cfg.max_mutations_per_request = 25;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    client.configure_from_server().await.unwrap();
+    let all = ShapeDef::table("steps");
+    client.sync(&all).await.unwrap();
+    let rename = |ids: std::ops::Range<i32>| -> Vec<Change> {
+        ids.map(|i| Change::Update { table: "steps".into(), key: text(&[("id", Some(&i.to_string()))]), set: text(&[("name", Some("renamed"))]) })
+            .collect()
+    };
+    assert!(matches!(client.write(&rename(1..12)), Err(ClientError::Invalid(m)) if m.contains("at most 10 changes")));
+    for t in 0..5 {
+        client.write(&rename(1 + t * 10..11 + t * 10)).unwrap();
+    }
+    let report = client.push().await.unwrap();
+    assert_eq!((report.sent, report.accepted), (5, 5), "{:?}", report.rejected);
+    let renamed: i64 = c.query_one("SELECT count(*) FROM steps WHERE name = 'renamed'", &[]).await.unwrap().get(0);
+    assert_eq!(renamed, 50);
+}

@@ -602,3 +602,55 @@ async fn smaller_holes_stay_closed() {
     assert_eq!(r.status, 200);
     assert_ne!(r.header("electric-cursor"), Some(u64::MAX.to_string()));
 }
+
+/// Item 7: mutations are capped per transaction (a bigger one is rejected and recorded, so the
+/// client rolls it back) and per request of several transactions (400), the caps are advertised,
+/// and a write rule that can judge the row from the mutation alone refuses it before any lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_are_capped_and_rules_are_checked_before_locks() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE items (id int PRIMARY KEY, tenant_id text NOT NULL, n int)").await.unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.max_mutations_per_transaction = 50;
+        cfg.max_mutations_per_request = 60;
+        cfg.auth.mode = "jwt".into();
+        cfg.auth.secret = Some(SECRET.into());
+        let rule = Some("tenant_id = claims.tenant_id".to_string());
+        cfg.tables.insert("items".into(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
+    })
+    .await;
+    let t1 = token(json!({"tenant_id": "t1"}));
+    let config = get(&format!("{}/v1/config", s.base)).await;
+    assert_eq!((config.body["max_mutations_per_transaction"].as_u64(), config.body["max_mutations_per_request"].as_u64()), (Some(50), Some(60)));
+    let inserts = |from: usize, n: usize, tenant: &str| -> Vec<Value> {
+        (from..from + n).map(|i| json!({"op": "insert", "table": "items", "value": {"id": i.to_string(), "tenant_id": tenant}})).collect()
+    };
+    let txn = |id: u64, mutations: Vec<Value>| json!({"id": id, "hlc": hlc(id as u32), "mutations": mutations});
+
+    // One transaction over the cap: rejected, recorded (a retry gets the same answer), nothing applied.
+    for _ in 0..2 {
+        let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(1, inserts(0, 51, "t1"))]})).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["results"][0]["error"]["code"], "invalid");
+        assert_eq!(r.body["results"][0]["error"]["message"], "at most 50 mutations per transaction (got 51)");
+    }
+    // Several transactions over the request cap: 400, nothing applied; split, they go through.
+    let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(2, inserts(0, 40, "t1")), txn(3, inserts(40, 40, "t1"))]})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("at most 60 mutations per request (got 80)"), "{}", r.text);
+    let rows: i64 = c.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 0);
+    for (id, from) in [(2, 0), (3, 40)] {
+        let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(id, inserts(from, 40, "t1"))]})).await;
+        assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+    }
+
+    // Forbidden rows the rule can judge from the mutation take no lock: the only transaction id
+    // the request costs is its recorded rejection's (a lock would take one more).
+    let xid = || async { c.query_one("SELECT txid_current()", &[]).await.unwrap().get::<_, i64>(0) };
+    let before = xid().await;
+    let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(4, inserts(100, 50, "t2"))]})).await;
+    assert_eq!(r.body["results"][0]["error"]["code"], "forbidden", "{}", r.text);
+    assert_eq!(xid().await - before, 2, "the request assigned more than its rejection's transaction id");
+}

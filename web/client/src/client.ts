@@ -108,7 +108,13 @@ export class FerriteClient {
   #views = new Map<string, ReadonlyMap<string, Row>>()
   #recent: Map<string, { lsn?: string; shapes: string[] }>
   #lastHlc: Stamp | undefined
-  #config = { sync_batch_size: 100, max_offline_queue: 1000, presence_ttl_secs: 30 }
+  #config = {
+    sync_batch_size: 100,
+    max_offline_queue: 1000,
+    presence_ttl_secs: 30,
+    max_mutations_per_transaction: 500,
+    max_mutations_per_request: 5000,
+  }
   #batchSize = 100
   #pushing = false
   #pushAgain = false
@@ -411,6 +417,8 @@ export class FerriteClient {
       },
     })
     if (mutations.length === 0) throw new Error('a transaction needs at least one change')
+    const most = this.#config.max_mutations_per_transaction
+    if (mutations.length > most) throw new Error(`a transaction holds at most ${most} changes (the server's limit), got ${mutations.length}`)
     this.#lastHlc = nextHlc(this.#lastHlc, Date.now())
     const t: PendingTransaction = { hlc: formatHlc(this.#lastHlc), mutations, createdAt: Date.now(), state: 'queued', covered: [] }
     this.#outbox.push(t)
@@ -484,7 +492,17 @@ export class FerriteClient {
   /** Sends one batch of queued transactions: `done` (nothing queued), `sent`, or `failed`. */
   async #pushOnce(): Promise<'done' | 'sent' | 'failed'> {
     const stored = await this.#store.outbox()
-    const queued = stored.filter((t) => t.state === 'queued').slice(0, this.#batchSize)
+    // At most sync_batch_size transactions holding at most max_mutations_per_request changes
+    // (always at least one: the server judges a lone one by its per-transaction limit).
+    const queued: PendingTransaction[] = []
+    let changes = 0
+    for (const t of stored) {
+      if (t.state !== 'queued') continue
+      if (queued.length >= this.#batchSize) break
+      if (queued.length > 0 && changes + t.mutations.length > this.#config.max_mutations_per_request) break
+      queued.push(t)
+      changes += t.mutations.length
+    }
     if (queued.length === 0) return 'done'
     const body = JSON.stringify({ client_id: this.clientId, transactions: queued.map((t) => this.#wire(t)) })
     const r = await this.transport.fetch(`${this.#url}/v1/transactions`, {

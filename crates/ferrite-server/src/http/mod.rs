@@ -153,6 +153,8 @@ async fn client_config(State(state): State<Arc<AppState>>) -> Response<Body> {
         StatusCode::OK,
         &serde_json::json!({
             "sync_batch_size": c.sync_batch_size,
+            "max_mutations_per_transaction": c.max_mutations_per_transaction,
+            "max_mutations_per_request": c.max_mutations_per_request,
             "max_offline_queue": c.max_offline_queue,
             "max_clock_skew_ms": c.max_clock_skew_ms,
             "presence_ttl_secs": c.presence_ttl_secs,

@@ -63,6 +63,7 @@ pub struct Writer {
     clock: Mutex<HlcClock>,
     store_ready: tokio::sync::OnceCell<()>,
     auth: Arc<Auth>,
+    max_mutations: usize,
 }
 
 /// Why one mutation stops its transaction.
@@ -156,6 +157,7 @@ impl Writer {
             clock: Mutex::new(HlcClock::new(config.max_clock_skew_ms)),
             store_ready: tokio::sync::OnceCell::new(),
             auth,
+            max_mutations: config.max_mutations_per_transaction,
         }
     }
 
@@ -213,6 +215,12 @@ impl Writer {
                         txn.id
                     )),
                 });
+                continue;
+            }
+            if txn.mutations.len() > self.max_mutations {
+                let message = format!("at most {} mutations per transaction (got {})", self.max_mutations, txn.mutations.len());
+                results.push(self.record_rejection(c, client_id, rejected(txn.id, RejectionCode::Invalid, message)).await?);
+                last_id = id;
                 continue;
             }
             let mut attempt = 1;
@@ -482,6 +490,17 @@ impl Writer {
                     .map_err(|e| forbidden(format!("the write rule of table {} cannot be evaluated: {e}", name.quoted())))?,
             ),
         };
+        // Before taking any lock: when the rule reads only columns the mutation gives (its key
+        // and the values it writes), the row it asks for can be judged now. A request of
+        // forbidden rows then costs no lock (the check under the lock, on the row as it is and as
+        // asked, says the same for these columns).
+        if let (Some(rule), Operation::Insert | Operation::Update) = (&rule, m.op) {
+            let given: Values = key.iter().chain(m.value.iter().flatten()).map(|(c, v)| (c.clone(), v.clone())).collect();
+            let judged = rule.referenced_columns().iter().all(|i| given.contains_key(&schema.columns[*i].name));
+            if judged && !rule.matches(&aligned_vec(&table, &given)).unwrap_or(false) {
+                return Err(forbidden(format!("row violates write rule for table {}", name.quoted())));
+            }
+        }
 
         // The key lock and the read of the row and its clocks in one round trip: tokio-postgres
         // sends concurrent queries in the order they are first polled (`biased;` makes try_join!

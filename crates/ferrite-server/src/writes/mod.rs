@@ -49,6 +49,15 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
             )
         }
     };
+    let mutations: usize = req.transactions.iter().map(|t| t.mutations.len()).sum();
+    let limit = state.config.max_mutations_per_request;
+    if req.transactions.len() > 1 && mutations > limit {
+        return resp::error(
+            StatusCode::BAD_REQUEST,
+            &json!({"message": "Invalid request", "errors": {"transactions": [
+                format!("at most {limit} mutations per request (got {mutations}): send fewer transactions at once")]}}),
+        );
+    }
     // The batch runs in its own task: a client that hangs up mid-request does not cut it short
     // (its connection, transaction and client lock end cleanly, and the result is recorded for
     // the retry to read back).
