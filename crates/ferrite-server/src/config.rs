@@ -43,8 +43,14 @@ pub struct ServerConfig {
     pub cache_stale_age: u64,
     /// Concurrent requests that create or start reading a shape (`offset=-1`); beyond → 503.
     pub max_concurrent_initial: usize,
-    /// Concurrent other shape requests (including held live requests); beyond → 503.
+    /// Concurrent other shape requests (including held live requests and SSE streams); beyond → 503.
     pub max_concurrent_existing: usize,
+    /// Concurrent `POST /v1/transactions` requests (each waits for a write connection); beyond → 503.
+    pub max_concurrent_writes: usize,
+    /// Concurrent presence requests (including held long-polls and SSE streams); beyond → 503.
+    pub max_concurrent_presence: usize,
+    /// Requests one token subject may hold at once, all routes together (jwt mode); beyond → 429.
+    pub max_requests_per_subject: usize,
     /// Allow `DELETE /v1/shape`.
     pub allow_shape_deletion: bool,
     /// Largest accepted request body.
@@ -171,6 +177,9 @@ impl Default for ServerConfig {
             cache_stale_age: 300,
             max_concurrent_initial: 300,
             max_concurrent_existing: 20_000,
+            max_concurrent_writes: 1_000,
+            max_concurrent_presence: 20_000,
+            max_requests_per_subject: 200,
             allow_shape_deletion: false,
             max_request_bytes: 1024 * 1024,
             snapshot_concurrency: 4,

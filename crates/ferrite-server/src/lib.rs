@@ -6,6 +6,7 @@
 //! [`auth`] checks tokens and table rules, [`presence`] keeps who is where; [`dev`] adds
 //! `ferrite dev`'s sign-in and editor app. [`server::start`] wires it together.
 
+pub mod admission;
 pub mod config;
 pub mod dev;
 pub mod http;

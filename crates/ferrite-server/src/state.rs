@@ -73,10 +73,8 @@ pub struct AppState {
     pub presence: crate::presence::Presence,
     /// Connections for presence admission checks, apart from the write path's.
     pub presence_pool: crate::pool::Pool<ferrite_pg::prepared::PreparedClient>,
-    /// Admission control for initial requests.
-    pub initial_slots: Semaphore,
-    /// Admission control for other requests.
-    pub existing_slots: Semaphore,
+    /// How many requests each route and each caller may hold at once.
+    pub admission: crate::admission::Admission,
     snapshot_slots: Arc<Semaphore>,
     create_lock: Mutex<()>,
     db: Mutex<Option<tokio_postgres::Client>>,
@@ -99,8 +97,13 @@ impl AppState {
                 max_rooms: config.presence_max_rooms,
             }),
             presence_pool: crate::pool::Pool::new(&config.database_url, PRESENCE_CONNECTIONS),
-            initial_slots: Semaphore::new(config.max_concurrent_initial),
-            existing_slots: Semaphore::new(config.max_concurrent_existing),
+            admission: crate::admission::Admission::new(crate::admission::AdmissionLimits {
+                shape_initial: config.max_concurrent_initial,
+                shape_existing: config.max_concurrent_existing,
+                writes: config.max_concurrent_writes,
+                presence: config.max_concurrent_presence,
+                per_subject: config.max_requests_per_subject,
+            }),
             snapshot_slots: Arc::new(Semaphore::new(config.snapshot_concurrency.max(1))),
             config,
             registry,

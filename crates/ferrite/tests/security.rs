@@ -654,3 +654,138 @@ async fn mutations_are_capped_and_rules_are_checked_before_locks() {
     assert_eq!(r.body["results"][0]["error"]["code"], "forbidden", "{}", r.text);
     assert_eq!(xid().await - before, 2, "the request assigned more than its rejection's transaction id");
 }
+
+/// Opens a streaming GET and returns the response once its headers arrived (the stream stays
+/// open while the response is held).
+async fn open_stream(url: &str, token: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+/// Item 8: admission control covers every route and every caller. SSE streams hold their place
+/// until they end; presence and writes have limits of their own; one subject cannot hold more
+/// than its quota; a room has a member cap; presence checks do not use write connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admission_covers_streams_writes_presence_and_subjects() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE rooms (id int PRIMARY KEY, team_id text NOT NULL, n int); INSERT INTO rooms VALUES (1, 'a', 0), (2, 'a', 0);")
+        .await
+        .unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.auth.mode = "jwt".into();
+        cfg.auth.secret = Some(SECRET.into());
+        let rule = Some("team_id = ANY(claims.teams)".to_string());
+        cfg.tables.insert("rooms".into(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
+        cfg.max_concurrent_existing = 3;
+        cfg.max_concurrent_presence = 3;
+        cfg.max_concurrent_writes = 1;
+        cfg.max_requests_per_subject = 4;
+        cfg.presence_max_members = 2;
+        cfg.write_connections = 1;
+        cfg.sse_timeout_secs = 30;
+    })
+    .await;
+    let user = |sub: &str| token(json!({"sub": sub, "teams": ["a"]}));
+    let (ann, bob, cat) = (user("ann"), user("bob"), user("cat"));
+    let mut shape = ShapeReader::new(&s.base, &[("table", "rooms")]).with_token(&ann);
+    shape.catch_up().await;
+    let live_sse = format!(
+        "{}/v1/shape?table=rooms&handle={}&offset={}&live=true&live_sse=true",
+        s.base,
+        shape.handle.clone().unwrap(),
+        shape.offset
+    );
+
+    // Shape SSE streams keep their place: the fourth live request is refused while they run.
+    let mut streams = vec![];
+    for t in [&ann, &bob, &cat] {
+        let r = open_stream(&live_sse, Some(t)).await;
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let refused = send(reqwest::Client::new().get(&live_sse).bearer_auth(&ann)).await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert_eq!(refused.body["code"], "concurrent_request_limit_exceeded");
+    drop(streams);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let again = loop {
+        let r = open_stream(&live_sse, Some(&ann)).await;
+        if r.status() == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(again.status(), 200, "places of ended streams are given back");
+
+    // One subject's quota (4, all routes): Ann holds one shape stream; three presence streams
+    // take the rest, and her next request is refused while Bob's is not.
+    let presence_sse = |room: &str| format!("{}/v1/presence?room={room}&live_sse=true", s.base);
+    let mut held = vec![again];
+    for _ in 0..3 {
+        let r = open_stream(&presence_sse("rooms:1"), Some(&ann)).await;
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let over = send(reqwest::Client::new().get(format!("{}/v1/config", s.base)).bearer_auth(&ann)).await;
+    assert_eq!(over.status, 200, "routes without admission are not counted");
+    let over = send(reqwest::Client::new().post(format!("{}/v1/presence", s.base)).bearer_auth(&ann).json(&json!({"room": "rooms:1", "client_id": "a", "state": {}}))).await;
+    assert_eq!(over.status, 429, "{}", over.text);
+    assert_eq!(over.body["code"], "subject_request_limit_exceeded");
+    // Presence has a limit of its own (3, held by Ann's streams).
+    let full = send(reqwest::Client::new().get(format!("{}/v1/presence?room=rooms:1", s.base)).bearer_auth(&bob)).await;
+    assert_eq!(full.status, 503, "{}", full.text);
+    drop(held);
+
+    // A room's member cap.
+    let join = |t: String, client: &'static str| {
+        let base = s.base.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let r = send(reqwest::Client::new().post(format!("{base}/v1/presence")).bearer_auth(&t).json(&json!({"room": "rooms:2", "client_id": client, "state": {}}))).await;
+                if r.status != 503 || std::time::Instant::now() > deadline {
+                    return r;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(join(ann.clone(), "a").await.status, 200);
+    assert_eq!(join(bob.clone(), "b").await.status, 200);
+    let third = join(cat.clone(), "c").await;
+    assert_eq!(third.status, 429, "{}", third.text);
+
+    // Writes: the one write place and the one write connection are taken by a write waiting on
+    // a row lock; another write is refused, and presence (its own connections) still works.
+    let mut lock = db.client().await;
+    let blocker = lock.transaction().await.unwrap();
+    blocker.execute("SELECT 1 FROM rooms WHERE id = 1 FOR UPDATE", &[]).await.unwrap();
+    let base = s.base.clone();
+    let ann2 = ann.clone();
+    let waiting = tokio::spawn(async move {
+        post_tx(&base, Some(&ann2), json!({"client_id": "w", "transactions": [
+            {"id": 1, "hlc": hlc(0), "mutations": [{"op": "update", "table": "rooms", "key": {"id": "1"}, "value": {"n": "1"}}]}]}))
+        .await
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waits: i64 = c.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[]).await.unwrap().get(0);
+        if waits > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the write never waited on the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let second = post_tx(&s.base, Some(&bob), json!({"client_id": "w2", "transactions": [
+        {"id": 1, "hlc": hlc(0), "mutations": [{"op": "update", "table": "rooms", "key": {"id": "2"}, "value": {"n": "1"}}]}]}))
+    .await;
+    assert_eq!(second.status, 503, "{}", second.text);
+    let presence = send(reqwest::Client::new().get(format!("{}/v1/presence?room=rooms:2", s.base)).bearer_auth(&cat)).await;
+    assert_eq!(presence.status, 200, "presence waited for a write connection: {}", presence.text);
+    blocker.rollback().await.unwrap();
+    assert_eq!(waiting.await.unwrap().body["results"][0]["status"], "applied");
+}

@@ -93,3 +93,35 @@ pub fn set(r: &mut Response<Body>, name: &'static str, value: &str) {
 pub fn up_to_date_message(lsn: u64) -> String {
     format!("{{\"headers\":{{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"{lsn}\"}}}}")
 }
+
+/// The answer to a request admission control refused: 503 + `retry-after` when a route is at its
+/// limit (Electric's `concurrent_request_limit_exceeded`), 429 + `retry-after` when the caller
+/// holds as many requests as one subject may.
+pub fn refused(why: &crate::admission::Refusal) -> Response<Body> {
+    use crate::admission::{Refusal, Route};
+    match why {
+        Refusal::Route { route, limit } => {
+            let kind = match route {
+                Route::ShapeInitial => "initial",
+                Route::ShapeExisting => "existing",
+                Route::Writes => "write",
+                Route::Presence => "presence",
+            };
+            unavailable(
+                5 + rand::random::<u64>() % 6,
+                &serde_json::json!({"code": "concurrent_request_limit_exceeded",
+                    "message": format!("Concurrent {kind} request limit exceeded (limit: {limit}), please retry")}),
+            )
+        }
+        Refusal::Subject { limit } => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &serde_json::json!({"code": "subject_request_limit_exceeded",
+                    "message": format!("This user holds {limit} requests at once, the most allowed: close some (e.g. live shapes) or retry")}),
+            );
+            set(&mut r, "retry-after", "5");
+            r
+        }
+    }
+}
+

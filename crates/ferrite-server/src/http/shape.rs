@@ -2,6 +2,7 @@
 
 use super::params::{parse_shape_request, parse_subset_body, ShapeRequest};
 use super::response::{self as resp, set, up_to_date_message, CACHE_INITIAL, CACHE_LIVE};
+use crate::admission::Route;
 use crate::shapes::shape::Removal;
 use crate::shapes::snapshot::{subset_snapshot, SubsetQuery};
 use crate::shapes::Shape;
@@ -66,7 +67,7 @@ pub async fn handle(
     body: Body,
 ) -> Response<Body> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let req = match Box::pin(read_request(&state, &method, query, body, authorization)).await {
+    let (req, subject) = match Box::pin(read_request(&state, &method, query, body, authorization)).await {
         Ok(r) => r,
         Err(response) => return response,
     };
@@ -80,20 +81,15 @@ pub async fn handle(
     let headers = conditional;
 
     let initial = req.offset == RequestOffset::BeforeAll;
-    let slots = if initial { &state.initial_slots } else { &state.existing_slots };
-    let Ok(_permit) = slots.try_acquire() else {
-        state.metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
-        let (kind, limit) = if initial {
-            ("initial", state.config.max_concurrent_initial)
-        } else {
-            ("existing", state.config.max_concurrent_existing)
-        };
-        return resp::unavailable(
-            5 + rand::random::<u64>() % 6,
-            &serde_json::json!({"code": "concurrent_request_limit_exceeded",
-                "message": format!("Concurrent {kind} request limit exceeded (limit: {limit}), please retry")}),
-        );
+    let route = if initial { Route::ShapeInitial } else { Route::ShapeExisting };
+    let ticket = match state.admission.admit(route, subject.as_deref()) {
+        Ok(t) => t,
+        Err(why) => {
+            state.metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
+            return resp::refused(&why);
+        }
     };
+    drop(subject);
 
     let shape = match Box::pin(resolve(&state, &req)).await {
         Ok(Resolved::Shape(s)) => s,
@@ -119,7 +115,7 @@ pub async fn handle(
             metrics.requests_live.fetch_add(1, Ordering::Relaxed);
             metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
             let r = if req.live_sse {
-                Box::pin(super::sse::stream(&state, shape, &req, o)).await
+                Box::pin(super::sse::stream(&state, shape, &req, o, ticket)).await
             } else {
                 Box::pin(live(&state, &shape, &req, &headers, o)).await
             };
@@ -142,7 +138,7 @@ async fn read_request(
     query: Option<String>,
     body: Body,
     authorization: Option<&str>,
-) -> Result<ShapeRequest, Response<Body>> {
+) -> Result<(ShapeRequest, Option<String>), Response<Body>> {
     let pairs = query_pairs(&query);
     let who = state.auth.authenticate(authorization).map_err(|e| resp::auth_refused(&e))?;
     let mut body_subset = None;
@@ -170,7 +166,7 @@ async fn read_request(
     }
     let mut req = parse_shape_request(&pairs, body_subset).map_err(|errors| resp::invalid(&errors))?;
     req.definition.rule = state.auth.read_filter(&req.definition.table, who.as_ref()).map_err(|e| resp::auth_refused(&e))?;
-    Ok(req)
+    Ok((req, who.map(|w| w.subject)))
 }
 
 enum Resolved {

@@ -18,7 +18,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Starts an SSE response for `shape` from offset `o`.
-pub async fn stream(state: &Arc<AppState>, shape: Arc<Shape>, req: &ShapeRequest, o: LogOffset) -> Response<Body> {
+/// The stream holds `ticket` (its admission) until it ends, not just until the response starts.
+pub async fn stream(
+    state: &Arc<AppState>,
+    shape: Arc<Shape>,
+    req: &ShapeRequest,
+    o: LogOffset,
+    ticket: crate::admission::Ticket,
+) -> Response<Body> {
     if shape.removed().is_some() {
         return match state.get_or_create(&shape.definition).await {
             Ok(s) if s.handle != shape.handle => resp::must_refetch(Some(&s.handle)),
@@ -38,6 +45,7 @@ pub async fn stream(state: &Arc<AppState>, shape: Arc<Shape>, req: &ShapeRequest
     tokio::spawn(async move {
         pump(pump_state, task_shape, o, out, timeout, keepalive).await;
         metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
+        drop(ticket);
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
@@ -116,6 +124,9 @@ async fn pump(
         tokio::select! {
             _ = changes.changed() => {}
             _ = removal.changed() => return,
+            // The client went away (its response body was dropped): end now, freeing the
+            // stream's admission place, rather than at the next keep-alive.
+            _ = out.tx.closed() => return,
             _ = tokio::time::sleep_until(idle_until.into()) => {
                 if Instant::now() >= end {
                     return;

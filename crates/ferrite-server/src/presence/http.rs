@@ -8,6 +8,7 @@
 //! (e.g. `pipelines:7f3c…`) and only callers whose read rule on that table admits the row may
 //! join or read it; rooms of public tables are open to every authenticated caller.
 
+use crate::admission::Route;
 use crate::auth::Identity;
 use crate::http::response::{self as resp, set};
 use crate::state::AppState;
@@ -61,6 +62,10 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     let who = match caller(&state, &headers) {
         Ok(w) => w,
         Err(e) => return resp::auth_refused(&e),
+    };
+    let _ticket = match state.admission.admit(Route::Presence, who.as_ref().map(|w| w.subject.as_str())) {
+        Ok(t) => t,
+        Err(why) => return resp::refused(&why),
     };
     let bytes = match tokio::time::timeout(
         Duration::from_secs(state.config.request_read_timeout_secs),
@@ -127,6 +132,11 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuer
         Ok(w) => w,
         Err(e) => return resp::auth_refused(&e),
     };
+    // Held while a long-poll waits, and by an SSE stream until it ends.
+    let ticket = match state.admission.admit(Route::Presence, who.as_ref().map(|w| w.subject.as_str())) {
+        Ok(t) => t,
+        Err(why) => return resp::refused(&why),
+    };
     let pairs = crate::http::shape::query_pairs(&q);
     let param = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let Some(room) = param("room") else { return resp::invalid_field("room", "can't be blank") };
@@ -143,7 +153,7 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuer
     }
     if sse {
         return match state.presence.subscribe(&room) {
-            Ok(changes) => stream(state, room, changes),
+            Ok(changes) => stream(state, room, changes, ticket),
             Err(e) => refused(&e),
         };
     }
@@ -165,12 +175,18 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuer
 
 /// Members as `data:` events: the current state first, then after every change, with keep-alive
 /// comments in silence, ending after `sse_timeout_secs` (clients reconnect).
-fn stream(state: Arc<AppState>, room: String, mut changes: tokio::sync::watch::Receiver<u64>) -> Response<Body> {
+fn stream(
+    state: Arc<AppState>,
+    room: String,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    ticket: crate::admission::Ticket,
+) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
     let end = Instant::now() + Duration::from_secs(state.config.sse_timeout_secs);
     let keepalive = Duration::from_secs(state.config.sse_keepalive_secs.max(1));
     let stall = Duration::from_secs(state.config.slow_client_timeout_secs);
     tokio::spawn(async move {
+        let _ticket = ticket;
         loop {
             changes.borrow_and_update();
             let (_, body) = snapshot_body(&state, &room);
@@ -182,7 +198,13 @@ fn stream(state: Arc<AppState>, room: String, mut changes: tokio::sync::watch::R
                 if now >= end {
                     return;
                 }
-                match tokio::time::timeout(keepalive.min(end - now), changes.changed()).await {
+                let wait = tokio::time::timeout(keepalive.min(end - now), changes.changed());
+                let changed = tokio::select! {
+                    changed = wait => changed,
+                    // The client went away: end now, freeing the stream's admission place.
+                    _ = tx.closed() => return,
+                };
+                match changed {
                     Ok(Ok(())) => break,
                     Ok(Err(_)) => return,
                     Err(_) => {

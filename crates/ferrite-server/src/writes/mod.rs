@@ -24,6 +24,11 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
         Ok(who) => who,
         Err(e) => return resp::auth_refused(&e),
     };
+    // Held until the answer is built (the batch itself runs to completion in its own task).
+    let _ticket = match state.admission.admit(crate::admission::Route::Writes, who.as_ref().map(|w| w.subject.as_str())) {
+        Ok(t) => t,
+        Err(why) => return resp::refused(&why),
+    };
     let limit = state.config.max_request_bytes;
     let read = tokio::time::timeout(
         Duration::from_secs(state.config.request_read_timeout_secs),
