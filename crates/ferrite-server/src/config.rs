@@ -55,8 +55,10 @@ pub struct ServerConfig {
     pub allow_shape_deletion: bool,
     /// Largest accepted request body.
     pub max_request_bytes: usize,
-    /// Initial snapshots running at once.
+    /// Snapshots running at once (initial and subset), each on a connection of its own.
     pub snapshot_concurrency: usize,
+    /// Most rows in one subset snapshot answer (400 `subset_too_large` beyond).
+    pub max_subset_rows: u64,
     /// Seconds a client may take to send a request's headers (or its body) before the
     /// connection is closed: slow or abandoned clients cannot hold connections open.
     pub request_read_timeout_secs: u64,
@@ -183,6 +185,7 @@ impl Default for ServerConfig {
             allow_shape_deletion: false,
             max_request_bytes: 1024 * 1024,
             snapshot_concurrency: 4,
+            max_subset_rows: 100_000,
             request_read_timeout_secs: 10,
             slow_client_timeout_secs: 30,
             sync_batch_size: 100,

@@ -10,7 +10,7 @@ use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
 /// Postgres connections for presence admission checks (one indexed row read each).
 const PRESENCE_CONNECTIONS: usize = 2;
@@ -75,7 +75,8 @@ pub struct AppState {
     pub presence_pool: crate::pool::Pool<ferrite_pg::prepared::PreparedClient>,
     /// How many requests each route and each caller may hold at once.
     pub admission: crate::admission::Admission,
-    snapshot_slots: Arc<Semaphore>,
+    /// Connections for initial and subset snapshots (`snapshot_concurrency` of them).
+    pub snapshot_pool: crate::pool::Pool<tokio_postgres::Client>,
     create_lock: Mutex<()>,
     db: Mutex<Option<tokio_postgres::Client>>,
     published: parking_lot::Mutex<HashSet<u32>>,
@@ -104,7 +105,7 @@ impl AppState {
                 presence: config.max_concurrent_presence,
                 per_subject: config.max_requests_per_subject,
             }),
-            snapshot_slots: Arc::new(Semaphore::new(config.snapshot_concurrency.max(1))),
+            snapshot_pool: crate::pool::Pool::new(&config.database_url, config.snapshot_concurrency),
             config,
             registry,
             metrics: Arc::new(Metrics::default()),
@@ -197,18 +198,17 @@ impl AppState {
     }
 
     async fn run_snapshot(self: Arc<Self>, shape: Arc<Shape>) {
-        let _permit = self.snapshot_slots.clone().acquire_owned().await;
         let result = async {
-            let mut client = ferrite_pg::connect::connect(&self.config.database_url)
-                .await
-                .map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+            let mut conn = self.snapshot_pool.get().await.map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
             let cfg = &self.config;
-            let info = take_initial_snapshot(&mut client, &shape, cfg.chunk_bytes, cfg.max_shape_size, &self.metrics.snapshot_rows)
+            let info = take_initial_snapshot(conn.client_mut(), &shape, cfg.chunk_bytes, cfg.max_shape_size, &self.metrics.snapshot_rows)
                 .await
                 .map_err(|e| match e {
                     e @ crate::shapes::snapshot::SnapshotError::TooLarge { .. } => Removal::TooLarge(e.to_string()),
                     e => Removal::SnapshotFailed(e.to_string()),
                 })?;
+            // Its transaction committed: the connection is clean.
+            conn.release();
             self.registry.persist_ready(&shape, &info).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
             Ok::<_, Removal>(())
         }

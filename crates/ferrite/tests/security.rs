@@ -789,3 +789,75 @@ async fn admission_covers_streams_writes_presence_and_subjects() {
     blocker.rollback().await.unwrap();
     assert_eq!(waiting.await.unwrap().body["results"][0]["status"], "applied");
 }
+
+/// Item 6: subset snapshots use the `snapshot_concurrency` pool (a request beyond it waits, then
+/// gets 503 — no connection of its own), are bounded in rows and bytes before any row is sent,
+/// stream their rows, and leave nothing behind when the client hangs up half way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subset_snapshots_are_pooled_bounded_and_streamed() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE big (id int PRIMARY KEY, payload text); INSERT INTO big SELECT g, repeat('x', 20000) FROM generate_series(1, 3000) g;")
+        .await
+        .unwrap();
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.snapshot_concurrency = 2;
+        cfg.max_subset_rows = 2_000;
+        cfg.max_shape_size = 20_000_000;
+    })
+    .await;
+    // A changes-only shape (no initial snapshot of its own) to take subsets of.
+    let r = get(&format!("{}/v1/shape?table=big&offset=-1&log=changes_only", s.base)).await;
+    let handle = r.header("electric-handle").unwrap();
+    let offset = r.header("electric-offset").unwrap();
+    let subset = |query: &str| format!("{}/v1/shape?table=big&log=changes_only&handle={handle}&offset={offset}&{query}", s.base);
+
+    // Bounds, checked before any row goes out.
+    let rows = get(&subset("subset__order_by=id")).await;
+    assert_eq!(rows.status, 400, "{}", rows.text);
+    assert_eq!(rows.body["code"], "subset_too_large");
+    assert!(rows.text.contains("more than 2000 rows"), "{}", rows.text);
+    let bytes = get(&subset("subset__order_by=id&subset__limit=1500")).await;
+    assert_eq!(bytes.status, 400, "{}", bytes.text);
+    assert!(bytes.text.contains("larger than 20000000 bytes"), "{}", bytes.text);
+    let ok = get(&subset("subset__order_by=id&subset__limit=50")).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body["data"].as_array().unwrap().len(), 50);
+
+    // Two readers that stop reading hold both snapshot connections; a third subset waits and is
+    // answered 503 rather than opening a connection of its own.
+    let mut stalled = vec![];
+    for _ in 0..2 {
+        let r = reqwest::Client::new().get(subset("subset__order_by=id&subset__limit=900")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        stalled.push(r);
+    }
+    let in_subsets = || async {
+        c.query_one("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%snapshot_mark%' AND pid <> pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let busy = get(&subset("subset__order_by=id&subset__limit=10")).await;
+    assert_eq!(busy.status, 503, "{}", busy.text);
+    assert_eq!(busy.body["code"], "snapshot_concurrency_exceeded");
+    assert!(in_subsets().await <= 2);
+    // They hang up half way: their transactions end, and subsets are served again.
+    drop(stalled);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let idle_in_txn: i64 = c
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if idle_in_txn == 0 && in_subsets().await == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a cut-off subset left its transaction open");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let again = get(&subset("subset__order_by=id&subset__limit=10")).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["data"][9]["value"]["id"], "10");
+}

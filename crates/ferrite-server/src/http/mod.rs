@@ -5,6 +5,7 @@ pub mod params;
 pub mod response;
 pub mod shape;
 pub mod sse;
+pub mod subset;
 
 use crate::state::AppState;
 use axum::body::Body;

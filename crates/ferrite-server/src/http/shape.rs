@@ -4,7 +4,6 @@ use super::params::{parse_shape_request, parse_subset_body, ShapeRequest};
 use super::response::{self as resp, set, up_to_date_message, CACHE_INITIAL, CACHE_LIVE};
 use crate::admission::Route;
 use crate::shapes::shape::Removal;
-use crate::shapes::snapshot::{subset_snapshot, SubsetQuery};
 use crate::shapes::Shape;
 use crate::state::{AppState, ShapeRequestError};
 use crate::storage::{LiveSpan, LogSlice, ReadOutcome};
@@ -12,7 +11,6 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use ferrite_core::offset::{LogOffset, RequestOffset};
-use ferrite_core::where_clause::WhereClause;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,7 +97,7 @@ pub async fn handle(
     shape.touch();
 
     if let Some(subset) = &req.subset {
-        return Box::pin(subset_response(&state, &shape, subset)).await;
+        return Box::pin(super::subset::response(&state, &shape, subset)).await;
     }
     let metrics = &state.metrics;
     match req.offset {
@@ -427,134 +425,6 @@ pub(super) async fn read_live(shape: &Arc<Shape>, o: LogOffset) -> std::io::Resu
         LiveSpan::Bytes(span) => {
             let shape = shape.clone();
             tokio::task::spawn_blocking(move || shape.log.read_span(span)).await.map_err(std::io::Error::other)?
-        }
-    }
-}
-
-/// Subset snapshot: rows matching shape ∧ subset, in a fresh snapshot, as a JSON object.
-async fn subset_response(state: &Arc<AppState>, shape: &Arc<Shape>, subset: &super::params::SubsetParams) -> Response<Body> {
-    let table = &shape.filter.table;
-    let where_clause = match &subset.where_sql {
-        None => None,
-        Some(sql) => match WhereClause::compile(sql, &subset.params, table) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                let field = if e.field() == "params" { "subset__params" } else { "subset__where" };
-                return resp::invalid_field(field, &e.to_string());
-            }
-        },
-    };
-    let order_by = match &subset.order_by {
-        None => vec![],
-        Some(o) => match parse_order_by(o, table) {
-            Ok(v) => v,
-            Err(m) => return resp::invalid_field("subset__order_by", &m),
-        },
-    };
-    let q = SubsetQuery { where_clause, order_by, limit: subset.limit, offset: subset.offset };
-    let mut client = match ferrite_pg::connect::connect(&state.config.database_url).await {
-        Ok(c) => c,
-        Err(e) => return request_error(ShapeRequestError::DatabaseUnreachable(e.to_string())),
-    };
-    let result = match subset_snapshot(&mut client, &shape.filter, &q).await {
-        Ok(r) => r,
-        Err(e) => return resp::internal("subset snapshot", &e),
-    };
-    let info = &result.info;
-    let mut body = format!(
-        "{{\"metadata\":{{\"xmin\":\"{}\",\"xmax\":\"{}\",\"xip_list\":[{}],\"database_lsn\":\"{}\",\"snapshot_mark\":{}}},\"data\":[",
-        info.xmin,
-        info.xmax,
-        info.xip.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(","),
-        info.wal_lsn,
-        result.mark
-    );
-    body.push_str(&result.rows.join(","));
-    body.push_str("]}");
-    let mut r = Response::new(Body::from(body));
-    set(&mut r, "content-type", "application/json; charset=utf-8");
-    set(&mut r, "cache-control", "no-cache");
-    set(&mut r, "electric-snapshot", "true");
-    set(&mut r, "electric-handle", &shape.handle);
-    set(&mut r, "electric-schema", &shape.schema_header);
-    set(&mut r, "electric-offset", &shape.log.durable_offset().to_string());
-    r
-}
-
-/// Parses `col [ASC|DESC] [NULLS FIRST|LAST], …` against the table's columns.
-pub fn parse_order_by(
-    text: &str,
-    table: &ferrite_core::schema::TableSchema,
-) -> Result<Vec<(usize, bool, Option<bool>)>, String> {
-    let mut out = vec![];
-    for (name, rest) in split_order_items(text)? {
-        let idx = table.column_index(&name).ok_or_else(|| format!("unknown column {name:?} in order_by"))?;
-        let words: Vec<String> = rest.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let (desc, rest) = match words.as_slice() {
-            ["DESC", rest @ ..] => (true, rest),
-            ["ASC", rest @ ..] => (false, rest),
-            rest => (false, rest),
-        };
-        let nulls = match rest {
-            [] => None,
-            ["NULLS", "FIRST"] => Some(true),
-            ["NULLS", "LAST"] => Some(false),
-            other => return Err(format!("unsupported order_by clause {:?}", other.join(" "))),
-        };
-        out.push((idx, desc, nulls));
-    }
-    Ok(out)
-}
-
-/// Splits an order-by list into (identifier, trailing words) items; identifiers may be quoted.
-fn split_order_items(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut items = vec![];
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut name = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        name.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => name.push(c),
-                    None => return Err("unterminated quoted identifier in order_by".into()),
-                }
-            }
-        } else {
-            while let Some(c) = chars.peek().copied() {
-                if c.is_alphanumeric() || c == '_' {
-                    name.push(c.to_ascii_lowercase());
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-        }
-        if name.is_empty() {
-            return Err("order_by must list column names".into());
-        }
-        let mut rest = String::new();
-        for c in chars.by_ref() {
-            if c == ',' {
-                break;
-            }
-            rest.push(c);
-        }
-        if !rest.chars().all(|c| c.is_ascii_alphabetic() || c.is_whitespace()) {
-            return Err(format!("unsupported order_by expression near {:?}", rest.trim()));
-        }
-        items.push((name, rest));
-        if chars.peek().is_none() {
-            return Ok(items);
         }
     }
 }

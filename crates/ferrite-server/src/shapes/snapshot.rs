@@ -86,16 +86,6 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-async fn snapshot_info(txn: &tokio_postgres::Transaction<'_>) -> Result<SnapshotInfo, SnapshotError> {
-    let row = txn
-        .query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[])
-        .await?;
-    let snap: &str = row.get(0);
-    let lsn: &str = row.get(1);
-    let lsn = parse_lsn(lsn).ok_or_else(|| SnapshotError::Protocol(format!("bad lsn {lsn:?}")))?;
-    SnapshotInfo::parse(snap, lsn).ok_or_else(|| SnapshotError::Protocol(format!("bad snapshot {snap:?}")))
-}
-
 /// Takes the initial snapshot of `shape` into its log, then splices in the stream transactions
 /// buffered meanwhile. Returns the snapshot's visibility info (persisted by the caller).
 /// `rows_written` counts the rows as they reach the shape log (the `snapshot_rows_total` metric).
@@ -112,7 +102,7 @@ pub async fn take_initial_snapshot(
         .read_only(true)
         .start()
         .await?;
-    let info = snapshot_info(&txn).await?;
+    let info = current_snapshot(&txn).await?;
     let filter = &shape.filter;
     let mut chunk: Vec<String> = Vec::new();
     let mut chunk_bytes_now = 0u64;
@@ -181,27 +171,9 @@ pub struct SubsetQuery {
     pub offset: Option<u64>,
 }
 
-/// The result of a subset query: snapshot metadata and the rows as messages.
-#[derive(Debug)]
-pub struct SubsetResult {
-    /// Visibility of the snapshot the rows were read in.
-    pub info: SnapshotInfo,
-    /// Random mark echoed in each row's headers.
-    pub mark: u32,
-    /// Row messages.
-    pub rows: Vec<String>,
-}
-
-/// Runs a subset query in its own REPEATABLE READ snapshot.
-pub async fn subset_snapshot(client: &mut Client, filter: &ShapeFilter, q: &SubsetQuery) -> Result<SubsetResult, SnapshotError> {
-    let txn = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let info = snapshot_info(&txn).await?;
-    let mark = rand::random::<u32>() & 0x7fff_ffff;
+/// The `SELECT` of a subset query (one row message per row, `snapshot_mark` in each row's
+/// headers) and its parameters.
+pub fn subset_sql(filter: &ShapeFilter, q: &SubsetQuery, mark: u32) -> (String, Vec<Option<String>>) {
     let mut params: Vec<Option<String>> = vec![];
     let mut conds = vec![];
     for w in [filter.where_clause.as_ref(), q.where_clause.as_ref()].into_iter().flatten() {
@@ -210,7 +182,7 @@ pub async fn subset_snapshot(client: &mut Client, filter: &ShapeFilter, q: &Subs
         params.extend(p);
     }
     let mut sql = format!(
-        "SELECT {} FROM {}",
+        "SELECT {} AS row FROM {}",
         row_message_sql(filter, &format!(",\"snapshot_mark\":{mark}")),
         filter.table.name.quoted()
     );
@@ -244,12 +216,15 @@ pub async fn subset_snapshot(client: &mut Client, filter: &ShapeFilter, q: &Subs
     if let Some(o) = q.offset {
         sql.push_str(&format!(" OFFSET {o}"));
     }
-    let rows = txn.query_raw(sql.as_str(), params.iter()).await?;
-    pin_mut!(rows);
-    let mut out = vec![];
-    while let Some(row) = rows.try_next().await? {
-        out.push(row.try_get::<_, String>(0)?);
-    }
-    txn.commit().await?;
-    Ok(SubsetResult { info, mark, rows: out })
+    (sql, params)
+}
+
+/// The visibility of the snapshot of the transaction running on `client` (its first query
+/// fixes a REPEATABLE READ snapshot).
+pub async fn current_snapshot(client: &impl tokio_postgres::GenericClient) -> Result<SnapshotInfo, SnapshotError> {
+    let row = client.query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[]).await?;
+    let snap: &str = row.get(0);
+    let lsn: &str = row.get(1);
+    let lsn = parse_lsn(lsn).ok_or_else(|| SnapshotError::Protocol(format!("bad lsn {lsn:?}")))?;
+    SnapshotInfo::parse(snap, lsn).ok_or_else(|| SnapshotError::Protocol(format!("bad snapshot {snap:?}")))
 }

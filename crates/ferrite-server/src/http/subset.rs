@@ -1,0 +1,279 @@
+//! Subset snapshots (`subset__*` parameters or a POST body: progressive loading): the rows of a
+//! shape matching an extra where clause, ordered and paged, read in a fresh REPEATABLE READ
+//! snapshot and answered as `{"metadata": {…}, "data": [rows]}`.
+//!
+//! A subset takes one of the `snapshot_concurrency` snapshot connections (503 + `retry-after`
+//! when none frees up in time) and is bounded before any row is sent: at most `max_subset_rows`
+//! rows and, when `max_shape_size` is set, that many bytes of row JSON (400 `subset_too_large`
+//! otherwise). The rows are then streamed as Postgres returns them, so the server holds one row
+//! at a time. A client that hangs up mid-answer drops the stream, which closes the connection
+//! (Postgres rolls the read-only transaction back) — nothing is left behind.
+
+use super::response::{self as resp, set};
+use super::shape::request_error;
+use crate::shapes::snapshot::{current_snapshot, subset_sql, SnapshotError, SubsetQuery};
+use crate::shapes::Shape;
+use crate::state::{AppState, ShapeRequestError};
+use axum::body::{Body, Bytes};
+use axum::http::{Response, StatusCode};
+use ferrite_core::where_clause::WhereClause;
+use futures_util::{pin_mut, StreamExt, TryStreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a subset's queries may run in Postgres.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a subset waits for a snapshot connection before it is answered 503.
+const CONNECTION_WAIT: Duration = Duration::from_secs(10);
+
+/// What the streaming task reports before the first byte: the answer's beginning, or the
+/// response to send instead.
+type Start = Result<String, Response<Body>>;
+
+/// Subset snapshot: rows matching shape ∧ subset, in a fresh snapshot, streamed as a JSON object.
+pub async fn response(state: &Arc<AppState>, shape: &Arc<Shape>, subset: &super::params::SubsetParams) -> Response<Body> {
+    let table = &shape.filter.table;
+    let where_clause = match &subset.where_sql {
+        None => None,
+        Some(sql) => match WhereClause::compile(sql, &subset.params, table) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let field = if e.field() == "params" { "subset__params" } else { "subset__where" };
+                return resp::invalid_field(field, &e.to_string());
+            }
+        },
+    };
+    let order_by = match &subset.order_by {
+        None => vec![],
+        Some(o) => match parse_order_by(o, table) {
+            Ok(v) => v,
+            Err(m) => return resp::invalid_field("subset__order_by", &m),
+        },
+    };
+    let q = SubsetQuery { where_clause, order_by, limit: subset.limit, offset: subset.offset };
+    let conn = match state.snapshot_pool.get_within(CONNECTION_WAIT, state.config.snapshot_concurrency).await {
+        Ok(c) => c,
+        Err(crate::pool::PoolError::Busy(n)) => {
+            return resp::unavailable(
+                2,
+                &serde_json::json!({"code": "snapshot_concurrency_exceeded",
+                    "message": format!("All {n} snapshot connections are busy, please retry")}),
+            )
+        }
+        Err(crate::pool::PoolError::Connect(e)) => return request_error(ShapeRequestError::DatabaseUnreachable(e.to_string())),
+    };
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Start>();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let limits = Limits { rows: state.config.max_subset_rows, bytes: state.config.max_shape_size };
+    let filter_shape = shape.clone();
+    tokio::spawn(async move {
+        let mut start = Some(start_tx);
+        let outcome = stream_rows(conn, &filter_shape, &q, limits, &mut start, &tx).await;
+        if let Err(e) = outcome {
+            match start.take() {
+                // Nothing sent yet: the handler answers with the error.
+                Some(s) => {
+                    let _ = s.send(Err(e));
+                }
+                // Mid-stream: abort the body, so the client sees a failed response rather than
+                // a cut-off one it could take for whole.
+                None => {
+                    let _ = tx.send(Err(std::io::Error::other("subset snapshot failed mid-stream"))).await;
+                }
+            }
+        }
+    });
+    let first = match start_rx.await {
+        Ok(Ok(first)) => first,
+        Ok(Err(response)) => return response,
+        Err(_) => return resp::internal("subset snapshot", &"the snapshot task ended early"),
+    };
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) }).chain(rest);
+    let mut r = Response::new(Body::from_stream(body));
+    set(&mut r, "content-type", "application/json; charset=utf-8");
+    set(&mut r, "cache-control", "no-cache");
+    set(&mut r, "electric-snapshot", "true");
+    set(&mut r, "electric-handle", &shape.handle);
+    set(&mut r, "electric-schema", &shape.schema_header);
+    set(&mut r, "electric-offset", &shape.log.durable_offset().to_string());
+    r
+}
+
+/// Bounds of one subset answer.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// Most rows.
+    rows: u64,
+    /// Most bytes of row JSON (0 = no limit).
+    bytes: u64,
+}
+
+/// Runs the subset in its own snapshot on `conn`: checks the bounds, reports the answer's
+/// beginning through `start`, then sends each row through `tx`. The connection goes back to the
+/// pool only after COMMIT; any other end (an error, the client gone) closes it.
+async fn stream_rows(
+    mut conn: crate::pool::Pooled<tokio_postgres::Client>,
+    shape: &Shape,
+    q: &SubsetQuery,
+    limits: Limits,
+    start: &mut Option<tokio::sync::oneshot::Sender<Start>>,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Result<(), Response<Body>> {
+    let failed = |e: SnapshotError| resp::internal("subset snapshot", &e);
+    let client = conn.client_mut();
+    // The statement timeout bounds what one subset can cost Postgres (it ends with the
+    // transaction).
+    client
+        .batch_execute(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {}", STATEMENT_TIMEOUT.as_millis()))
+        .await
+        .map_err(|e| failed(e.into()))?;
+    let info = current_snapshot(client).await.map_err(failed)?;
+    let mark = rand::random::<u32>() & 0x7fff_ffff;
+    let (sql, params) = subset_sql(&shape.filter, q, mark);
+    // Bounded before the first byte goes out: a LIMIT within the row cap needs no count unless
+    // bytes are capped too.
+    let counted = q.limit.is_none_or(|l| l > limits.rows) || limits.bytes > 0;
+    if counted {
+        let count_sql = format!(
+            "SELECT count(*), coalesce(sum(octet_length(s.row)), 0)::bigint FROM (SELECT q.row FROM ({sql}) q LIMIT {}) s",
+            limits.rows.saturating_add(1)
+        );
+        let row = client.query_one(count_sql.as_str(), &param_refs(&params)).await.map_err(|e| failed(e.into()))?;
+        let (rows, bytes): (i64, i64) = (row.get(0), row.get(1));
+        let too_large = |what: String| {
+            resp::error(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"code": "subset_too_large", "message": format!("{what}: ask for fewer rows (subset limit) or columns")}),
+            )
+        };
+        if rows as u64 > limits.rows {
+            return Err(too_large(format!("the subset has more than {} rows (max_subset_rows)", limits.rows)));
+        }
+        if limits.bytes > 0 && bytes as u64 > limits.bytes {
+            return Err(too_large(format!("the subset is larger than {} bytes (max_shape_size)", limits.bytes)));
+        }
+    }
+    let first = format!(
+        "{{\"metadata\":{{\"xmin\":\"{}\",\"xmax\":\"{}\",\"xip_list\":[{}],\"database_lsn\":\"{}\",\"snapshot_mark\":{}}},\"data\":[",
+        info.xmin,
+        info.xmax,
+        info.xip.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(","),
+        info.wal_lsn,
+        mark
+    );
+    let rows = client.query_raw(sql.as_str(), params.iter()).await.map_err(|e| failed(e.into()))?;
+    if let Some(s) = start.take() {
+        if s.send(Ok(first)).is_err() {
+            return Ok(()); // the handler is gone
+        }
+    }
+    pin_mut!(rows);
+    let mut n = 0u64;
+    loop {
+        let row = match rows.try_next().await {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => return Err(failed(e.into())),
+        };
+        let json: String = row.try_get(0).map_err(|e| failed(e.into()))?;
+        let mut chunk = String::with_capacity(json.len() + 1);
+        if n > 0 {
+            chunk.push(',');
+        }
+        chunk.push_str(&json);
+        n += 1;
+        if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+            return Ok(()); // the client hung up: `conn` is dropped, closing the transaction
+        }
+    }
+    if tx.send(Ok(Bytes::from_static(b"]}"))).await.is_err() {
+        return Ok(());
+    }
+    client.batch_execute("COMMIT").await.map_err(|e| failed(e.into()))?;
+    conn.release();
+    Ok(())
+}
+
+fn param_refs(params: &[Option<String>]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect()
+}
+
+/// Parses `col [ASC|DESC] [NULLS FIRST|LAST], …` against the table's columns.
+pub fn parse_order_by(
+    text: &str,
+    table: &ferrite_core::schema::TableSchema,
+) -> Result<Vec<(usize, bool, Option<bool>)>, String> {
+    let mut out = vec![];
+    for (name, rest) in split_order_items(text)? {
+        let idx = table.column_index(&name).ok_or_else(|| format!("unknown column {name:?} in order_by"))?;
+        let words: Vec<String> = rest.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let (desc, rest) = match words.as_slice() {
+            ["DESC", rest @ ..] => (true, rest),
+            ["ASC", rest @ ..] => (false, rest),
+            rest => (false, rest),
+        };
+        let nulls = match rest {
+            [] => None,
+            ["NULLS", "FIRST"] => Some(true),
+            ["NULLS", "LAST"] => Some(false),
+            other => return Err(format!("unsupported order_by clause {:?}", other.join(" "))),
+        };
+        out.push((idx, desc, nulls));
+    }
+    Ok(out)
+}
+
+/// Splits an order-by list into (identifier, trailing words) items; identifiers may be quoted.
+fn split_order_items(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut items = vec![];
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut name = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        name.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => name.push(c),
+                    None => return Err("unterminated quoted identifier in order_by".into()),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c.is_alphanumeric() || c == '_' {
+                    name.push(c.to_ascii_lowercase());
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        if name.is_empty() {
+            return Err("order_by must list column names".into());
+        }
+        let mut rest = String::new();
+        for c in chars.by_ref() {
+            if c == ',' {
+                break;
+            }
+            rest.push(c);
+        }
+        if !rest.chars().all(|c| c.is_ascii_alphabetic() || c.is_whitespace()) {
+            return Err(format!("unsupported order_by expression near {:?}", rest.trim()));
+        }
+        items.push((name, rest));
+        if chars.peek().is_none() {
+            return Ok(items);
+        }
+    }
+}
+
