@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub allow_shape_deletion: bool,
     /// Largest accepted request body.
     pub max_request_bytes: usize,
+    /// Largest request line plus headers (431 beyond): bounds each connection's read buffer.
+    /// A shape's where clause travels in the URL, so leave room for it (percent-encoded).
+    pub max_header_bytes: usize,
     /// Snapshots running at once (initial and subset), each on a connection of its own.
     pub snapshot_concurrency: usize,
     /// Most rows in one subset snapshot answer (400 `subset_too_large` beyond).
@@ -184,6 +187,7 @@ impl Default for ServerConfig {
             max_requests_per_subject: 200,
             allow_shape_deletion: false,
             max_request_bytes: 1024 * 1024,
+            max_header_bytes: 256 * 1024,
             snapshot_concurrency: 4,
             max_subset_rows: 100_000,
             request_read_timeout_secs: 10,

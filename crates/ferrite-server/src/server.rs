@@ -83,7 +83,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let app = crate::http::router(state.clone());
     let header_timeout = Duration::from_secs(state.config.request_read_timeout_secs);
-    let http = tokio::spawn(crate::http::listener::serve(listener, app, header_timeout, rx));
+    let max_header_bytes = state.config.max_header_bytes;
+    let http = tokio::spawn(crate::http::listener::serve(listener, app, header_timeout, max_header_bytes, rx));
     tracing::info!(%addr, "listening");
     Ok(RunningServer { addr, state, tasks, shutdown, http })
 }

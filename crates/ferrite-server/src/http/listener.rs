@@ -20,9 +20,22 @@ use tokio::sync::watch;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration, mut shutdown: watch::Receiver<bool>) {
+/// `max_header_bytes` bounds a request's line and headers (and so the read buffer each
+/// connection may grow to): beyond it hyper answers 431 (or 414) and closes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    max_header_bytes: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut builder = Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let max_header_bytes = max_header_bytes.max(8192);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_header_size(max_header_bytes)
+        .max_buf_size(max_header_bytes);
     let graceful = GracefulShutdown::new();
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
