@@ -729,7 +729,7 @@ async fn status_and_connection_follow_the_network_writes_go_out_at_once_and_retr
             .write(&[Change::Update {
                 table: "steps".into(),
                 key: text(&[("id", Some("1"))]),
-                set: text(&[("name", Some(name.into()))]),
+                set: text(&[("name", Some(name))]),
             }])
             .unwrap();
     }

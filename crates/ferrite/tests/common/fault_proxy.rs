@@ -212,8 +212,8 @@ fn plan(s: &Shared) -> Plan {
         duplicate: duplicate && !(refuse || lose || cut.is_some()),
         lose: lose && !refuse,
         cut,
-        delay_in: delay(&mut *rng),
-        delay_out: delay(&mut *rng),
+        delay_in: delay(&mut rng),
+        delay_out: delay(&mut rng),
     }
 }
 
