@@ -273,6 +273,18 @@ async fn the_cli_syncs_queries_and_reports() {
     assert_eq!(step_names(&c, &[1, 900]).await, vec!["from the shell", "new"]);
 }
 
+/// The steps schema plus a `labels` table (row 1 reads 'old'), a server and a client replica
+/// (keep the server and the directory alive as long as the client).
+async fn with_labels(db: &TestDb) -> (TestServer, tempfile::TempDir, Client) {
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute("CREATE TABLE labels (id int PRIMARY KEY, body text); INSERT INTO labels VALUES (1, 'old');").await.unwrap();
+    let s = TestServer::start(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    (s, dir, client)
+}
+
 fn text(pairs: &[(&str, Option<&str>)]) -> ferrite_client::Values {
     pairs
         .iter()
@@ -780,11 +792,7 @@ async fn a_transaction_over_two_tables_stays_whole_until_both_shapes_show_it() {
     use ferrite_client::Change;
     let db = TestDb::new().await;
     let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    c.batch_execute("CREATE TABLE labels (id int PRIMARY KEY, body text); INSERT INTO labels VALUES (1, 'old');").await.unwrap();
-    let s = TestServer::start(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    let (_s, _dir, client) = with_labels(&db).await;
     let steps = ShapeDef::table("steps");
     // Only labels under 100: a label inserted at 500 never comes back through this shape.
     let labels = ShapeDef::table("labels").filter("id < 100");
@@ -831,12 +839,7 @@ async fn a_transaction_over_two_tables_stays_whole_until_both_shapes_show_it() {
 async fn a_snapshot_of_one_table_does_not_retire_writes_to_another() {
     use ferrite_client::Change;
     let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    c.batch_execute("CREATE TABLE labels (id int PRIMARY KEY, body text); INSERT INTO labels VALUES (1, 'old');").await.unwrap();
-    let s = TestServer::start(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    let (_s, _dir, client) = with_labels(&db).await;
     let labels = ShapeDef::table("labels");
     client.sync(&ShapeDef::table("steps")).await.unwrap();
     client.sync(&labels).await.unwrap();

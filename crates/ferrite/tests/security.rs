@@ -12,6 +12,16 @@ fn token(claims: Value) -> String {
     hs256_token(SECRET, claims)
 }
 
+/// JWT mode with `rule` as both the read and the write rule of each of `tables`.
+fn jwt_rule(cfg: &mut ferrite_server::ServerConfig, tables: &[&str], rule: &str) {
+    cfg.auth.mode = "jwt".into();
+    cfg.auth.secret = Some(SECRET.into());
+    for t in tables {
+        let rule = Some(rule.to_string());
+        cfg.tables.insert(t.to_string(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
+    }
+}
+
 /// A client HLC of now (later than the rows' own direct writes).
 fn hlc(counter: u32) -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
@@ -45,13 +55,8 @@ async fn rules_cannot_be_commented_out_closed_or_reopened() {
         ("notes_block", "/* own rows */ tenant_id = /* the token's tenant */ claims.tenant_id"),
     ];
     let s = TestServer::start_with(&db, |cfg| {
-        cfg.auth.mode = "jwt".into();
-        cfg.auth.secret = Some(SECRET.into());
         for (table, rule) in rules {
-            cfg.tables.insert(
-                table.into(),
-                ferrite_server::config::TableConfig { read: Some(rule.into()), write: Some(rule.into()), ..Default::default() },
-            );
+            jwt_rule(cfg, &[table], rule);
         }
     })
     .await;
@@ -404,13 +409,7 @@ async fn a_squatted_client_id_does_not_lock_out_its_owner() {
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute("CREATE TABLE notes (id int PRIMARY KEY, team_id text NOT NULL, body text)").await.unwrap();
-    let s = TestServer::start_with(&db, |cfg| {
-        cfg.auth.mode = "jwt".into();
-        cfg.auth.secret = Some(SECRET.into());
-        let rule = Some("team_id = ANY(claims.teams)".to_string());
-        cfg.tables.insert("notes".into(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
-    })
-    .await;
+    let s = TestServer::start_with(&db, |cfg| jwt_rule(cfg, &["notes"], "team_id = ANY(claims.teams)")).await;
     let alice = token(json!({"sub": "alice", "teams": ["a"]}));
     let mallory = token(json!({"sub": "mallory", "teams": ["a"]}));
     let insert = |id: u64, row: i32| json!({"id": id, "hlc": hlc(id as u32), "mutations": [
@@ -461,13 +460,7 @@ async fn recorded_results_survive_the_client_key_upgrade() {
     )
     .await
     .unwrap();
-    let s = TestServer::start_with(&db, |cfg| {
-        cfg.auth.mode = "jwt".into();
-        cfg.auth.secret = Some(SECRET.into());
-        let rule = Some("team_id = ANY(claims.teams)".to_string());
-        cfg.tables.insert("notes".into(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
-    })
-    .await;
+    let s = TestServer::start_with(&db, |cfg| jwt_rule(cfg, &["notes"], "team_id = ANY(claims.teams)")).await;
     let alice = token(json!({"sub": "alice", "teams": ["a"]}));
     let r = post_tx(&s.base, Some(&alice), json!({"client_id": "dev", "transactions": [
         {"id": 5, "hlc": hlc(0), "mutations": [{"op": "insert", "table": "notes", "value": {"id": "1", "team_id": "a"}}]}]}))
@@ -614,10 +607,7 @@ async fn mutations_are_capped_and_rules_are_checked_before_locks() {
     let s = TestServer::start_with(&db, |cfg| {
         cfg.max_mutations_per_transaction = 50;
         cfg.max_mutations_per_request = 60;
-        cfg.auth.mode = "jwt".into();
-        cfg.auth.secret = Some(SECRET.into());
-        let rule = Some("tenant_id = claims.tenant_id".to_string());
-        cfg.tables.insert("items".into(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
+        jwt_rule(cfg, &["items"], "tenant_id = claims.tenant_id");
     })
     .await;
     let t1 = token(json!({"tenant_id": "t1"}));
@@ -676,10 +666,7 @@ async fn admission_covers_streams_writes_presence_and_subjects() {
         .await
         .unwrap();
     let s = TestServer::start_with(&db, |cfg| {
-        cfg.auth.mode = "jwt".into();
-        cfg.auth.secret = Some(SECRET.into());
-        let rule = Some("team_id = ANY(claims.teams)".to_string());
-        cfg.tables.insert("rooms".into(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
+        jwt_rule(cfg, &["rooms"], "team_id = ANY(claims.teams)");
         cfg.max_concurrent_existing = 3;
         cfg.max_concurrent_presence = 3;
         cfg.max_concurrent_writes = 1;
