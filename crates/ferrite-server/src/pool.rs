@@ -45,6 +45,7 @@ impl PoolConnection for PreparedClient {
 
 struct Inner<C> {
     url: String,
+    size: usize,
     idle: Mutex<Vec<C>>,
     slots: Arc<Semaphore>,
 }
@@ -76,7 +77,8 @@ pub enum PoolError {
 impl<C: PoolConnection> Pool<C> {
     /// A pool that opens connections lazily.
     pub fn new(url: &str, size: usize) -> Pool<C> {
-        let inner = Inner { url: url.to_string(), idle: Mutex::new(vec![]), slots: Arc::new(Semaphore::new(size.max(1))) };
+        let size = size.max(1);
+        let inner = Inner { url: url.to_string(), size, idle: Mutex::new(vec![]), slots: Arc::new(Semaphore::new(size)) };
         Pool { inner: Arc::new(inner) }
     }
 
@@ -88,10 +90,10 @@ impl<C: PoolConnection> Pool<C> {
     }
 
     /// Like [`Pool::get`], but gives up with [`PoolError::Busy`] after `wait`.
-    pub async fn get_within(&self, wait: Duration, size: usize) -> Result<Pooled<C>, PoolError> {
+    pub async fn get_within(&self, wait: Duration) -> Result<Pooled<C>, PoolError> {
         let permit = match tokio::time::timeout(wait, self.inner.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
-            _ => return Err(PoolError::Busy(size)),
+            _ => return Err(PoolError::Busy(self.inner.size)),
         };
         Ok(self.checkout(permit).await?)
     }
@@ -111,11 +113,6 @@ impl<C: PoolConnection> Pool<C> {
             None => C::open(ferrite_pg::connect::connect(&self.inner.url).await?),
         };
         Ok(Pooled { inner: self.inner.clone(), client: Some(client), _permit: permit })
-    }
-
-    /// Connections idle in the pool right now (tests and metrics).
-    pub fn idle(&self) -> usize {
-        self.inner.idle.lock().len()
     }
 }
 

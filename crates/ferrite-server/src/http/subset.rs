@@ -51,7 +51,7 @@ pub async fn response(state: &Arc<AppState>, shape: &Arc<Shape>, subset: &super:
         },
     };
     let q = SubsetQuery { where_clause, order_by, limit: subset.limit, offset: subset.offset };
-    let conn = match state.snapshot_pool.get_within(CONNECTION_WAIT, state.config.snapshot_concurrency).await {
+    let conn = match state.snapshot_pool.get_within(CONNECTION_WAIT).await {
         Ok(c) => c,
         Err(crate::pool::PoolError::Busy(n)) => {
             return resp::unavailable(
