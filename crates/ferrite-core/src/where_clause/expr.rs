@@ -351,6 +351,11 @@ impl Expr {
     }
 
     /// Whether any column is read in this subtree.
+    /// Number of nodes in this subtree.
+    pub(crate) fn size(&self) -> usize {
+        1 + self.children().iter().map(|c| c.size()).sum::<usize>()
+    }
+
     pub(crate) fn reads_columns(&self) -> bool {
         matches!(self.kind, ExprKind::Column(_))
             || self.children().iter().any(|c| c.reads_columns())

@@ -23,6 +23,8 @@ pub const MAX_COLUMN_REFS: usize = 64;
 pub const MAX_LIST_ITEMS: usize = 10_000;
 /// Longest `LIKE`/`ILIKE` pattern, in characters. Patterns must be constants.
 pub const MAX_LIKE_PATTERN_CHARS: usize = 1_024;
+/// Longest `char(n)` a value may be cast to (the cast pads every value to `n` characters).
+pub const MAX_BPCHAR_CAST: usize = 10_000;
 
 /// Refuses text beyond [`MAX_WHERE_BYTES`] before it is parsed.
 pub(crate) fn check_text(sql: &str) -> Result<(), WhereError> {

@@ -139,7 +139,7 @@ impl WhereClause {
         table: &TableSchema,
     ) -> Result<WhereClause, WhereError> {
         let node = syntax::parse_where(sql)?;
-        let compiler = parse::Compiler { table, params, claims: None };
+        let compiler = parse::Compiler { table, params, claims: None, copied: Default::default() };
         Self::over(compiler.compile(&node)?, table)
     }
 
@@ -148,7 +148,7 @@ impl WhereClause {
     /// `$n` parameters.
     pub fn compile_rule(rule: &BoundRule, table: &TableSchema) -> Result<WhereClause, WhereError> {
         let node = syntax::parse_where(&rule.sql)?;
-        let compiler = parse::Compiler { table, params: &BTreeMap::new(), claims: Some(&rule.claims) };
+        let compiler = parse::Compiler { table, params: &BTreeMap::new(), claims: Some(&rule.claims), copied: Default::default() };
         Self::over(compiler.compile(&node)?, table)
     }
 

@@ -7,6 +7,7 @@ use super::expr::{ArithOp, ArrayOp, BoolTest, CmpOp, Expr, ExprKind, Func};
 use super::numeric::Num;
 use super::types::{common_type, comparison_type, numeric_operator_type, Category, Ty, Typmod};
 use super::value::{self, can_cast, Value};
+use super::limits::{MAX_BPCHAR_CAST, MAX_NODES};
 use super::rule::{claim_path, ClaimValue};
 use super::{EvalError, WhereError};
 use crate::schema::{TableSchema, TypeKind};
@@ -25,6 +26,8 @@ pub(crate) struct Compiler<'a> {
     /// The caller's claim values when compiling a table rule (`claims.<name>` references);
     /// `None` for a client's where clause, where `claims.x` is an ordinary column reference.
     pub claims: Option<&'a [ClaimValue]>,
+    /// Nodes copied so far for operands used more than once ([`Compiler::dup`]).
+    pub copied: std::cell::Cell<usize>,
 }
 
 fn unsupported(msg: impl Into<String>) -> WhereError {
@@ -115,6 +118,20 @@ fn check_comparable(t: &Ty, op: CmpOp) -> Result<(), WhereError> {
 }
 
 impl Compiler<'_> {
+    /// A copy of `e`, an operand Postgres evaluates more than once (BETWEEN, NULLIF, IN lists).
+    /// Copies count against [`MAX_NODES`] as they are made: nested BETWEENs double the tree at
+    /// every level, so it must be stopped while it grows, not after.
+    fn dup(&self, e: &Expr) -> Result<Expr, WhereError> {
+        let copied = self.copied.get() + e.size();
+        if copied > MAX_NODES {
+            return Err(WhereError::Limit(format!(
+                "where clause too complex: its operands repeat to more than {MAX_NODES} expression nodes (the limit is {MAX_NODES})"
+            )));
+        }
+        self.copied.set(copied);
+        Ok(e.clone())
+    }
+
     /// Compiles the where clause's root node into a boolean expression with constants folded.
     pub(crate) fn compile(&self, node: &Node) -> Result<Expr, WhereError> {
         let e = self.expr(node)?;
@@ -497,6 +514,13 @@ impl Compiler<'_> {
         let typmod = match (&base, mods.as_slice()) {
             (_, []) => Typmod::None,
             (Ty::Varchar, [n]) if (1..=MAX_CHAR_LENGTH).contains(n) => Typmod::Varchar(*n as usize),
+            // char(n) pads every value to n characters: bounded, or one cast could allocate
+            // megabytes per row.
+            (Ty::Bpchar, [n]) if *n > MAX_BPCHAR_CAST as i32 && *n <= MAX_CHAR_LENGTH => {
+                return Err(WhereError::Limit(format!(
+                    "char({n}) too long: casts to char pad every value (the limit is {MAX_BPCHAR_CAST})"
+                )))
+            }
             (Ty::Bpchar, [n]) if (1..=MAX_CHAR_LENGTH).contains(n) => Typmod::Bpchar(*n as usize),
             (Ty::Numeric, [p]) if (1..=1000).contains(p) => Typmod::Numeric(*p as u32, 0),
             (Ty::Numeric, [p, s]) if (1..=1000).contains(p) && (0..=*p).contains(s) => {
@@ -556,7 +580,7 @@ impl Compiler<'_> {
             AExprKind::AexprNullif => {
                 let l = self.child(&a.lexpr)?;
                 let r = self.child(&a.rexpr)?;
-                let cmp = self.compare(CmpOp::Eq, l.clone(), r)?;
+                let cmp = self.compare(CmpOp::Eq, self.dup(&l)?, r)?;
                 let value = if l.ty == Ty::Unknown {
                     let t = match &cmp.kind {
                         ExprKind::Cmp { left, .. } => left.ty.clone(),
@@ -957,7 +981,7 @@ impl Compiler<'_> {
                         .map(|e| self.coerce(e, &t))
                         .collect::<Result<Vec<_>, _>>()?;
                     let arr = Expr::new(ExprKind::ArrayCtor(elems), Ty::Array(Box::new(t)));
-                    parts.push(self.any_all(op.sql(), l.clone(), arr, negated)?);
+                    parts.push(self.any_all(op.sql(), self.dup(&l)?, arr, negated)?);
                 }
                 None => {
                     let mut all = nonvars;
@@ -971,7 +995,7 @@ impl Compiler<'_> {
             rest = all;
         }
         for item in rest {
-            parts.push(self.compare(op, l.clone(), item)?);
+            parts.push(self.compare(op, self.dup(&l)?, item)?);
         }
         Ok(match parts.len() {
             0 => return Err(unsupported("unsupported expression: empty IN list")),
@@ -990,7 +1014,7 @@ impl Compiler<'_> {
     fn between(&self, kind: AExprKind, x: Expr, lo: Expr, hi: Expr) -> Result<Expr, WhereError> {
         let and = |a: Expr, b: Expr| Expr::new(ExprKind::And(vec![a, b]), Ty::Bool);
         let or = |a: Expr, b: Expr| Expr::new(ExprKind::Or(vec![a, b]), Ty::Bool);
-        let c = |op: CmpOp, a: &Expr, b: &Expr| self.compare(op, a.clone(), b.clone());
+        let c = |op: CmpOp, a: &Expr, b: &Expr| self.compare(op, self.dup(a)?, self.dup(b)?);
         use CmpOp::*;
         Ok(match kind {
             AExprKind::AexprBetween => and(c(Ge, &x, &lo)?, c(Le, &x, &hi)?),

@@ -1459,3 +1459,36 @@ fn array_containment_on_long_arrays() {
     assert!(!is("ia <@ '{0,3}'", &[("ia", &value)]));
     assert!(!is("ia @> '{0,NULL}'", &[("ia", &value)]));
 }
+
+/// Operands Postgres evaluates more than once are copied; nesting such constructs must not grow
+/// the compiled tree (and the compile's time and memory) exponentially. Found by fuzzing: 18
+/// nested BETWEENs took 8.5 GB, 22 nested NULLIFs more than 8 GB.
+#[test]
+fn repeated_operands_cannot_blow_up_the_tree() {
+    let mut between = "b".to_string();
+    for _ in 0..18 {
+        between = format!("({between}) BETWEEN false AND true");
+    }
+    assert!(matches!(compile_err(&between), WhereError::Limit(m) if m.contains("repeat")));
+    let mut nullif = "i4".to_string();
+    for _ in 0..22 {
+        nullif = format!("nullif({nullif}, 1)");
+    }
+    assert!(matches!(compile_err(&format!("{nullif} = 2")), WhereError::Limit(_)));
+    let mut symmetric = "i4".to_string();
+    for _ in 0..12 {
+        symmetric = format!("(({symmetric}) BETWEEN SYMMETRIC 1 AND 2)::int");
+    }
+    assert!(matches!(compile_err(&format!("{symmetric} = 1")), WhereError::Limit(_)));
+    // A few levels are fine.
+    assert!(is("((i4 BETWEEN 1 AND 9) BETWEEN false AND true)", &[("i4", "5")]));
+    assert!(is("nullif(nullif(i4, 1), 2) = 3", &[("i4", "3")]));
+}
+
+/// `char(n)` pads every value to n characters: a huge n is refused, not allocated per row.
+#[test]
+fn char_casts_are_bounded() {
+    assert!(matches!(compile_err("'x'::char(10485760) = 'y'"), WhereError::Limit(m) if m.contains("char(10485760)")));
+    assert!(matches!(compile_err("t::char(10001) = 'y'"), WhereError::Limit(_)));
+    assert!(is("t::char(5) = 'ab'", &[("t", "ab")]));
+}
