@@ -8,6 +8,9 @@
 const CURSOR_EPOCH_SECS: u64 = 1_728_432_000;
 
 /// Next cursor for a live response given the time, the long-poll timeout and the client's cursor.
+///
+/// `previous` comes from the request, so any `u64` is possible: the bump saturates (a client
+/// sending `u64::MAX` gets `u64::MAX` back) instead of overflowing.
 pub fn next_cursor(now_unix_secs: u64, long_poll_timeout_ms: u64, previous: Option<u64>, jitter: u64) -> u64 {
     let secs = long_poll_timeout_ms / 1000;
     if secs == 0 {
@@ -16,7 +19,7 @@ pub fn next_cursor(now_unix_secs: u64, long_poll_timeout_ms: u64, previous: Opti
     let diff = now_unix_secs.saturating_sub(CURSOR_EPOCH_SECS);
     let next = diff.div_ceil(secs) * secs;
     match previous {
-        Some(prev) if next <= prev => prev + 1 + jitter % 3600,
+        Some(prev) if next <= prev => prev.saturating_add(1 + jitter % 3600),
         _ => next,
     }
 }
@@ -33,5 +36,13 @@ mod tests {
         let bumped = next_cursor(t, 20_000, Some(60), 7);
         assert!(bumped > 60 && bumped <= 60 + 3600);
         assert_eq!(next_cursor(t, 500, None, 0), 0);
+    }
+
+    /// Found by the `shape_params` fuzz target: `?cursor=18446744073709551615` overflowed.
+    #[test]
+    fn a_huge_client_cursor_saturates() {
+        let t = CURSOR_EPOCH_SECS + 41;
+        assert_eq!(next_cursor(t, 20_000, Some(u64::MAX), u64::MAX), u64::MAX);
+        assert_eq!(next_cursor(t, 20_000, Some(u64::MAX - 1), 0), u64::MAX);
     }
 }
