@@ -12,6 +12,7 @@
 # hooks for it). Environment: FUZZ_SANITIZER=none|address (default none: twice the executions per
 # second and a shorter build; the code under test is safe Rust apart from libpg_query's FFI),
 # FUZZ_TIMEOUT (seconds per input, default 5), FUZZ_JOBS (build jobs, default 2),
+# FUZZ_SEED (libFuzzer's -seed: a fixed one makes a run repeatable, as CI wants; default random),
 # FUZZ_KEEP_GOING=1 (libFuzzer's fork mode: record every crash, timeout and OOM and carry on
 # instead of stopping at the first; for long exploratory runs).
 #
@@ -55,13 +56,15 @@ for t in "${targets[@]}"; do
   log="artifacts/$t/fuzz.log"
   dict=()
   [ ! -f "dict/$t.dict" ] || dict=(-dict="dict/$t.dict")
+  seed=()
+  [ -z "${FUZZ_SEED:-}" ] || seed=(-seed="$FUZZ_SEED")
   fork=()
   [ "${FUZZ_KEEP_GOING:-0}" != 1 ] || fork=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
   before=$(ls "artifacts/$t")
   status=0
   cargo fuzz run -s "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$secs" -timeout="$timeout" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-    -max_len=4096 -print_final_stats=1 "${dict[@]}" "${fork[@]}" >"$log" 2>&1 || status=$?
+    -max_len=4096 -print_final_stats=1 "${dict[@]}" "${seed[@]}" "${fork[@]}" >"$log" 2>&1 || status=$?
   found=$(comm -13 <(echo "$before") <(ls "artifacts/$t") | grep -E '^(crash|timeout|oom|leak|slow-unit)-' || true)
   [ -z "$found" ] || status=1
   # The last status line: "#N  DONE|pulse|NEW  cov: C ft: F corp: K/Sb ... exec/s: E rss: R"

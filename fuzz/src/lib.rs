@@ -167,11 +167,12 @@ pub fn exercise_where(table: &TableSchema, sql: &str, params: &BTreeMap<String, 
         let _ = w.referenced_columns();
         let term = w.equality_index_term();
         for row in rows {
-            let Some((col, texts)) = &term else { break };
+            let matched = w.matches(row);
+            let Some((col, texts)) = &term else { continue };
             let value = row.get(*col).cloned().flatten();
             // The term lists Postgres' own spellings; rows from replication only have those.
             let canonical = value.as_deref().is_none_or(|v| is_canonical(&table.columns[*col], v));
-            if canonical && w.matches(row) == Ok(true) {
+            if canonical && matched == Ok(true) {
                 assert!(
                     value.as_ref().is_some_and(|v| texts.contains(v)),
                     "row matches but its value {value:?} of column {col} is not in the index term {texts:?}"
