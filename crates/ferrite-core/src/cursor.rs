@@ -8,6 +8,9 @@
 const CURSOR_EPOCH_SECS: u64 = 1_728_432_000;
 
 /// Next cursor for a live response given the time, the long-poll timeout and the client's cursor.
+///
+/// `previous` comes from the request, so any `u64` is possible: a bump that would overflow gives
+/// the time bucket instead (different from `previous`, which is all a client needs).
 pub fn next_cursor(now_unix_secs: u64, long_poll_timeout_ms: u64, previous: Option<u64>, jitter: u64) -> u64 {
     let secs = long_poll_timeout_ms / 1000;
     if secs == 0 {
@@ -16,8 +19,6 @@ pub fn next_cursor(now_unix_secs: u64, long_poll_timeout_ms: u64, previous: Opti
     let diff = now_unix_secs.saturating_sub(CURSOR_EPOCH_SECS);
     let next = diff.div_ceil(secs) * secs;
     match previous {
-        // The previous cursor comes from the client: never overflow on a huge one (`next` differs
-        // from it anyway, which is all a client needs).
         Some(prev) if next <= prev => prev.checked_add(1 + jitter % 3600).unwrap_or(next),
         _ => next,
     }

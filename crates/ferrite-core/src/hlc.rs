@@ -22,6 +22,17 @@ pub struct Hlc {
 impl Hlc {
     /// Older than every real clock: what a column never written through Ferrite starts at.
     pub const ZERO: Hlc = Hlc { ms: 0, counter: 0 };
+
+    /// The next clock value: the next counter, or the next millisecond once the counter is
+    /// exhausted (a client may send any counter, `u32::MAX` included, and the clock must still
+    /// move past it). Only `(u64::MAX, u32::MAX)` has no successor and stays as it is.
+    fn successor(self) -> Hlc {
+        match self.counter.checked_add(1) {
+            Some(counter) => Hlc { ms: self.ms, counter },
+            None if self.ms < u64::MAX => Hlc { ms: self.ms + 1, counter: 0 },
+            None => self,
+        }
+    }
 }
 
 impl fmt::Display for Hlc {
@@ -121,11 +132,7 @@ impl HlcClock {
 
     /// A fresh clock value for a local event at wall time `wall_ms`.
     pub fn now(&mut self, wall_ms: u64) -> Hlc {
-        self.last = if wall_ms > self.last.ms {
-            Hlc { ms: wall_ms, counter: 0 }
-        } else {
-            Hlc { ms: self.last.ms, counter: self.last.counter.saturating_add(1) }
-        };
+        self.last = if wall_ms > self.last.ms { Hlc { ms: wall_ms, counter: 0 } } else { self.last.successor() };
         self.last
     }
 
@@ -137,13 +144,12 @@ impl HlcClock {
             return Err(ClockSkew { remote, ahead_ms, max_skew_ms: self.max_skew_ms });
         }
         let ms = self.last.ms.max(remote.ms).max(wall_ms);
-        let counter = match (ms == self.last.ms, ms == remote.ms) {
-            (true, true) => self.last.counter.max(remote.counter).saturating_add(1),
-            (true, false) => self.last.counter.saturating_add(1),
-            (false, true) => remote.counter.saturating_add(1),
-            (false, false) => 0,
+        self.last = match (ms == self.last.ms, ms == remote.ms) {
+            (true, true) => Hlc { ms, counter: self.last.counter.max(remote.counter) }.successor(),
+            (true, false) => self.last.successor(),
+            (false, true) => remote.successor(),
+            (false, false) => Hlc { ms, counter: 0 },
         };
-        self.last = Hlc { ms, counter };
         Ok(self.last)
     }
 }
@@ -186,6 +192,22 @@ mod tests {
         assert!(e.to_string().contains("1001 ms ahead"), "{e}");
         // Clocks behind the server are always fine.
         assert!(c.receive(Hlc { ms: 1, counter: 0 }, 10_000).is_ok());
+    }
+
+    /// Found by the `write_request` fuzz target: a client clock `"<ms>-4294967295"` left the
+    /// server clock equal to it (the counter saturated), and `now()` then stood still.
+    #[test]
+    fn an_exhausted_counter_moves_to_the_next_millisecond() {
+        let mut c = HlcClock::new(1000);
+        let remote = Hlc { ms: 10_000, counter: u32::MAX };
+        let after = c.receive(remote, 10_000).unwrap();
+        assert!(after > remote, "{after} is not after {remote}");
+        assert_eq!(after, Hlc { ms: 10_001, counter: 0 });
+        let next = c.now(10_000);
+        assert!(next > after, "{next} is not after {after}");
+        let mut c = HlcClock::new(1000);
+        c.last = Hlc { ms: 5, counter: u32::MAX };
+        assert_eq!(c.now(5), Hlc { ms: 6, counter: 0 });
     }
 
     proptest! {

@@ -167,6 +167,7 @@ pub async fn start_replication(
 }
 
 /// A transaction between its Begin and Commit.
+#[derive(Debug)]
 struct PendingTxn {
     xid: u32,
     changes: Vec<Change>,
@@ -179,8 +180,7 @@ struct Stream {
     tick: Interval,
     /// When the last status update was sent.
     last_status: Instant,
-    relations: HashMap<u32, Arc<Relation>>,
-    current: Option<PendingTxn>,
+    assembler: Assembler,
     /// `end_lsn` of the last transaction handed to the consumer.
     last_delivered_end: u64,
     /// Highest keepalive position seen while no transaction was open.
@@ -198,8 +198,7 @@ impl Stream {
             flushed,
             tick,
             last_status: Instant::now(),
-            relations: HashMap::new(),
-            current: None,
+            assembler: Assembler::default(),
             last_delivered_end: 0,
             idle_end: 0,
             acked: 0,
@@ -264,30 +263,11 @@ impl Stream {
 
     /// Processes one CopyData message: XLogData (pgoutput) or a primary keepalive. Returns a
     /// transaction when one was committed.
-    fn handle_copy_data(&mut self, mut body: bytes::Bytes) -> Result<Option<Transaction>, ReplicationError> {
-        let short = |what: &str| ReplicationError::Protocol(format!("short {what} message"));
-        if body.is_empty() {
-            return Err(short("CopyData"));
-        }
-        match body.get_u8() {
-            b'w' => {
-                if body.len() < 24 {
-                    return Err(short("XLogData"));
-                }
-                let _start = body.get_u64();
-                let _wal_end = body.get_u64();
-                let _send_time = body.get_i64();
-                let msg = decode(&body)?;
-                self.apply(msg)
-            }
-            b'k' => {
-                if body.len() < 17 {
-                    return Err(short("keepalive"));
-                }
-                let wal_end = body.get_u64();
-                let _send_time = body.get_i64();
-                let reply_requested = body.get_u8() == 1;
-                if self.current.is_none() {
+    fn handle_copy_data(&mut self, body: bytes::Bytes) -> Result<Option<Transaction>, ReplicationError> {
+        match parse_copy_data(body)? {
+            CopyData::XLogData(msg) => self.assembler.apply(msg),
+            CopyData::Keepalive { wal_end, reply_requested } => {
+                if !self.assembler.in_transaction() {
                     self.idle_end = self.idle_end.max(wal_end);
                 }
                 if reply_requested {
@@ -297,12 +277,115 @@ impl Stream {
                 }
                 Ok(None)
             }
-            other => Err(ReplicationError::Protocol(format!("unknown CopyData message {:?}", other as char))),
         }
     }
 
+    /// The position to report: what the consumer made durable, or — when it has everything it was
+    /// given and no transaction is open — the last keepalive position. Never decreases.
+    fn ack_position(&mut self) -> u64 {
+        let flushed = self.flushed.load(Ordering::Acquire);
+        let mut ack = self.acked.max(flushed);
+        if !self.assembler.in_transaction() && flushed >= self.last_delivered_end {
+            ack = ack.max(self.idle_end);
+        }
+        self.acked = ack;
+        ack
+    }
+
+    /// Sends a status update when the position to report advanced or [`STATUS_INTERVAL`] passed.
+    async fn maybe_send_status(&mut self) -> Result<(), ReplicationError> {
+        let previous = self.acked;
+        let ack = self.ack_position();
+        if ack > previous || self.last_status.elapsed() >= STATUS_INTERVAL {
+            self.send_status(ack).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a standby status update ('r') reporting `ack` as written, flushed and applied.
+    async fn send_status(&mut self, ack: u64) -> Result<(), ReplicationError> {
+        self.last_status = Instant::now();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64 - PG_EPOCH_OFFSET_MICROS)
+            .unwrap_or(0);
+        let mut msg = Vec::with_capacity(34);
+        msg.push(b'r');
+        msg.extend_from_slice(&ack.to_be_bytes());
+        msg.extend_from_slice(&ack.to_be_bytes());
+        msg.extend_from_slice(&ack.to_be_bytes());
+        msg.extend_from_slice(&now.to_be_bytes());
+        msg.push(0); // no reply requested
+        self.conn.send_copy_data(&msg).await
+    }
+}
+
+/// One CopyData message of the replication stream.
+///
+/// Public (and hidden) only so that the fuzz target can drive [`parse_copy_data`] and
+/// [`Assembler`] with bytes alone, without a socket; the server uses [`start_replication`].
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CopyData {
+    /// `w`: a pgoutput message (its WAL positions and send time are not needed).
+    XLogData(PgOutputMessage),
+    /// `k`: a primary keepalive.
+    Keepalive {
+        /// The server's current end of WAL.
+        wal_end: u64,
+        /// The server asks for a status update now.
+        reply_requested: bool,
+    },
+}
+
+/// Decodes the body of one CopyData message received while streaming.
+#[doc(hidden)]
+pub fn parse_copy_data(mut body: bytes::Bytes) -> Result<CopyData, ReplicationError> {
+    let short = |what: &str| ReplicationError::Protocol(format!("short {what} message"));
+    if body.is_empty() {
+        return Err(short("CopyData"));
+    }
+    match body.get_u8() {
+        b'w' => {
+            if body.len() < 24 {
+                return Err(short("XLogData"));
+            }
+            let _start = body.get_u64();
+            let _wal_end = body.get_u64();
+            let _send_time = body.get_i64();
+            Ok(CopyData::XLogData(decode(&body)?))
+        }
+        b'k' => {
+            if body.len() < 17 {
+                return Err(short("keepalive"));
+            }
+            let wal_end = body.get_u64();
+            let _send_time = body.get_i64();
+            let reply_requested = body.get_u8() == 1;
+            Ok(CopyData::Keepalive { wal_end, reply_requested })
+        }
+        other => Err(ReplicationError::Protocol(format!("unknown CopyData message {:?}", other as char))),
+    }
+}
+
+/// Assembles pgoutput messages into [`Transaction`]s: keeps the relation cache and the
+/// transaction between its Begin and Commit. A pure state machine (the stream task owns one), so
+/// it is public — hidden — for the fuzz target, which feeds it arbitrary message sequences.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Assembler {
+    relations: HashMap<u32, Arc<Relation>>,
+    current: Option<PendingTxn>,
+}
+
+impl Assembler {
+    /// True between a Begin and its Commit.
+    pub fn in_transaction(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// Applies one pgoutput message to the transaction being assembled.
-    fn apply(&mut self, msg: PgOutputMessage) -> Result<Option<Transaction>, ReplicationError> {
+    pub fn apply(&mut self, msg: PgOutputMessage) -> Result<Option<Transaction>, ReplicationError> {
         match msg {
             PgOutputMessage::Begin { xid, .. } => {
                 if self.current.is_some() {
@@ -368,45 +451,6 @@ impl Stream {
             .get(&id)
             .cloned()
             .ok_or_else(|| ReplicationError::Protocol(format!("change for relation {id} before its Relation message")))
-    }
-
-    /// The position to report: what the consumer made durable, or — when it has everything it was
-    /// given and no transaction is open — the last keepalive position. Never decreases.
-    fn ack_position(&mut self) -> u64 {
-        let flushed = self.flushed.load(Ordering::Acquire);
-        let mut ack = self.acked.max(flushed);
-        if self.current.is_none() && flushed >= self.last_delivered_end {
-            ack = ack.max(self.idle_end);
-        }
-        self.acked = ack;
-        ack
-    }
-
-    /// Sends a status update when the position to report advanced or [`STATUS_INTERVAL`] passed.
-    async fn maybe_send_status(&mut self) -> Result<(), ReplicationError> {
-        let previous = self.acked;
-        let ack = self.ack_position();
-        if ack > previous || self.last_status.elapsed() >= STATUS_INTERVAL {
-            self.send_status(ack).await?;
-        }
-        Ok(())
-    }
-
-    /// Sends a standby status update ('r') reporting `ack` as written, flushed and applied.
-    async fn send_status(&mut self, ack: u64) -> Result<(), ReplicationError> {
-        self.last_status = Instant::now();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64 - PG_EPOCH_OFFSET_MICROS)
-            .unwrap_or(0);
-        let mut msg = Vec::with_capacity(34);
-        msg.push(b'r');
-        msg.extend_from_slice(&ack.to_be_bytes());
-        msg.extend_from_slice(&ack.to_be_bytes());
-        msg.extend_from_slice(&ack.to_be_bytes());
-        msg.extend_from_slice(&now.to_be_bytes());
-        msg.push(0); // no reply requested
-        self.conn.send_copy_data(&msg).await
     }
 }
 
@@ -500,5 +544,46 @@ mod tests {
     #[test]
     fn width_mismatch_is_an_error() {
         assert!(row(&rel(true), vec![TupleValue::Null], "insert").is_err());
+    }
+
+    /// `w` + start, end and send time around a pgoutput message.
+    fn xlog(msg: &[u8]) -> bytes::Bytes {
+        let mut b = vec![b'w'];
+        b.extend_from_slice(&[0; 24]);
+        b.extend_from_slice(msg);
+        b.into()
+    }
+
+    #[test]
+    fn assembles_copy_data_into_a_transaction() {
+        let mut a = Assembler::default();
+        let mut apply = |body: bytes::Bytes| match parse_copy_data(body).unwrap() {
+            CopyData::XLogData(m) => a.apply(m).unwrap(),
+            other => panic!("not XLogData: {other:?}"),
+        };
+        let mut relation = vec![b'R', 0, 0, 0, 1];
+        relation.extend_from_slice(b"public\0t\0f\0\x01\x01id\0\0\0\0\x17\xff\xff\xff\xff");
+        assert_eq!(apply(xlog(&relation)), None);
+        let mut begin = vec![b'B'];
+        begin.extend_from_slice(&[0; 16]);
+        begin.extend_from_slice(&7u32.to_be_bytes());
+        assert_eq!(apply(xlog(&begin)), None);
+        assert_eq!(apply(xlog(b"I\0\0\0\x01N\0\x01t\0\0\0\x0242")), None);
+        let mut commit = vec![b'C', 0];
+        commit.extend_from_slice(&5u64.to_be_bytes());
+        commit.extend_from_slice(&6u64.to_be_bytes());
+        commit.extend_from_slice(&0i64.to_be_bytes());
+        let txn = apply(xlog(&commit)).expect("a committed transaction");
+        assert_eq!((txn.xid, txn.commit_lsn, txn.end_lsn), (7, 5, 6));
+        assert!(matches!(&txn.changes[..], [Change::Insert { new, .. }] if new == &vec![Some("42".to_string())]));
+
+        let mut keepalive = vec![b'k'];
+        keepalive.extend_from_slice(&9u64.to_be_bytes());
+        keepalive.extend_from_slice(&0i64.to_be_bytes());
+        keepalive.push(1);
+        assert_eq!(parse_copy_data(keepalive.into()).unwrap(), CopyData::Keepalive { wal_end: 9, reply_requested: true });
+        for bad in [&b""[..], b"w", b"k\0", b"x"] {
+            assert!(parse_copy_data(bytes::Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
     }
 }
