@@ -82,7 +82,8 @@ async fn client_once(rows: u64) -> Result<(f64, Vec<f64>, f64)> {
         client
             .write(&[Change::Update { table: "big".into(), key: [("id".to_string(), Some(id.clone()))].into(), set }])
             .map_err(|e| anyhow!("{e}"))?;
-        let seen = client.query("SELECT title FROM big WHERE id = ?1", &[&id.parse::<i64>()?]).map_err(|e| anyhow!("{e}"))?;
+        let seen =
+            client.query("SELECT title FROM big WHERE id = ?1", &[&id.parse::<i64>()?]).map_err(|e| anyhow!("{e}"))?;
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         if seen[0][0] != serde_json::json!(format!("edit {i}")) {
             return Err(anyhow!("write {i} not readable: {seen:?}"));

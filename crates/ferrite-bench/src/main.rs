@@ -220,7 +220,9 @@ async fn routing_once(shapes: u64, changes: u64) -> Result<f64> {
         for t in 0..shapes {
             let http = http.clone();
             let shape_url = shape_url.clone();
-            tasks.push(tokio::spawn(async move { catch_up(&http, &shape_url, &format!("table=ev&where=tenant%20%3D%20{t}")).await }));
+            tasks.push(tokio::spawn(async move {
+                catch_up(&http, &shape_url, &format!("table=ev&where=tenant%20%3D%20{t}")).await
+            }));
         }
         for t in tasks {
             t.await??;
@@ -307,8 +309,15 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
     for c in 0..clients {
         let room = c % rooms;
         let (handle, offset, _) = starts[room].clone();
-        let (http, shape_url, sent, samples, stop, state, ready) =
-            (http.clone(), shape_url.clone(), sent.clone(), samples.clone(), stop.clone(), server.state.clone(), ready.clone());
+        let (http, shape_url, sent, samples, stop, state, ready) = (
+            http.clone(),
+            shape_url.clone(),
+            sent.clone(),
+            samples.clone(),
+            stop.clone(),
+            server.state.clone(),
+            ready.clone(),
+        );
         handles.push(tokio::spawn(async move {
             let mut offset = offset;
             let mut cursor = String::new();
@@ -523,7 +532,9 @@ async fn rss(clients: usize) -> Result<()> {
         let room = c % SHAPES;
         let (handle, offset, _) = starts[room].clone();
         let http = http.clone();
-        let url = format!("{shape_url}?table=live&where=room%20%3D%20{room}&handle={handle}&offset={offset}&live=true&cursor=1");
+        let url = format!(
+            "{shape_url}?table=live&where=room%20%3D%20{room}&handle={handle}&offset={offset}&live=true&cursor=1"
+        );
         tasks.push(tokio::spawn(async move { http.get(&url).send().await.map(|r| r.status().as_u16()) }));
     }
     let deadline = Instant::now() + Duration::from_secs(50);

@@ -31,7 +31,13 @@ fn now_ms() -> u64 {
 
 /// Prints transactions/s (and rows/s) for single-row and 10-row transactions, then the
 /// write → own-shape latency.
-pub async fn writes(clients: usize, batches: usize, connections: usize, latency_writes: usize, runs: usize) -> Result<()> {
+pub async fn writes(
+    clients: usize,
+    batches: usize,
+    connections: usize,
+    latency_writes: usize,
+    runs: usize,
+) -> Result<()> {
     for rows_per_txn in [1, 10] {
         let load = Load { clients, batches, rows_per_txn, connections };
         let mut rates = vec![];
@@ -84,7 +90,10 @@ async fn post_raw(http: &reqwest::Client, url: &str, body: bytes::Bytes) -> Resu
     let text = r.bytes().await?;
     let applied = text.windows(18).filter(|w| w == b"\"status\":\"applied\"").count();
     if status != 200 || applied != BATCH {
-        return Err(anyhow!("POST /v1/transactions: {status}, {applied} of {BATCH} applied: {}", String::from_utf8_lossy(&text)));
+        return Err(anyhow!(
+            "POST /v1/transactions: {status}, {applied} of {BATCH} applied: {}",
+            String::from_utf8_lossy(&text)
+        ));
     }
     Ok(())
 }
@@ -165,7 +174,8 @@ async fn latency_once(writes: usize) -> Result<Vec<f64>> {
     let http = reqwest::Client::new();
     let tx_url = format!("{}/v1/transactions", server.url());
     let shape_url = format!("{}/v1/shape?table=items&where=n%20%3D%207", server.url());
-    let (mut handle, mut offset, _) = crate::catch_up(&http, &format!("{}/v1/shape", server.url()), "table=items&where=n%20%3D%207").await?;
+    let (mut handle, mut offset, _) =
+        crate::catch_up(&http, &format!("{}/v1/shape", server.url()), "table=items&where=n%20%3D%207").await?;
     let mut cursor = String::new();
     let mut measured = vec![];
     for i in 0..writes + 20 {
@@ -190,7 +200,11 @@ async fn latency_once(writes: usize) -> Result<Vec<f64>> {
             cursor = h("electric-cursor").unwrap_or_default();
             let messages: Vec<Value> = r.json().await?;
             for m in &messages {
-                if m["headers"]["txids"].as_array().is_some_and(|ids| ids.iter().any(|t| t.as_str() == Some(&txid) || t.as_u64().map(|n| n.to_string()).as_deref() == Some(&txid))) {
+                if m["headers"]["txids"].as_array().is_some_and(|ids| {
+                    ids.iter().any(|t| {
+                        t.as_str() == Some(&txid) || t.as_u64().map(|n| n.to_string()).as_deref() == Some(&txid)
+                    })
+                }) {
                     break 'wait;
                 }
             }

@@ -36,10 +36,7 @@ use std::sync::{Arc, Mutex};
 
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A new random (version 4) UUID in its text form: the key for a row created offline, unique
@@ -49,14 +46,7 @@ pub fn new_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// How durable a local write is when [`Client::write`] returns.
@@ -209,11 +199,7 @@ pub struct Client {
 impl Client {
     /// Opens (or creates) the replica at `path`, syncing from `server_url` (e.g.
     /// `http://127.0.0.1:3000`).
-    pub fn open(
-        path: impl AsRef<Path>,
-        server_url: &str,
-        token: TokenSource,
-    ) -> Result<Client, ClientError> {
+    pub fn open(path: impl AsRef<Path>, server_url: &str, token: TokenSource) -> Result<Client, ClientError> {
         let db = rusqlite::Connection::open(path)?;
         store::init(&db)?;
         outbox::init(&db)?;
@@ -260,9 +246,7 @@ impl Client {
                         rusqlite::types::ValueRef::Null => serde_json::Value::Null,
                         rusqlite::types::ValueRef::Integer(v) => v.into(),
                         rusqlite::types::ValueRef::Real(v) => v.into(),
-                        rusqlite::types::ValueRef::Text(t) => {
-                            String::from_utf8_lossy(t).into_owned().into()
-                        }
+                        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
                         rusqlite::types::ValueRef::Blob(b) => format!("{b:?}").into(),
                     })
                 })
@@ -275,9 +259,7 @@ impl Client {
     /// advertises its values at `GET /v1/config`.
     pub fn set_limits(&self, max_offline_queue: usize, sync_batch_size: usize) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.inner
-            .max_queue
-            .store(max_offline_queue.max(1), Relaxed);
+        self.inner.max_queue.store(max_offline_queue.max(1), Relaxed);
         self.inner.batch.store(sync_batch_size.max(1), Relaxed);
     }
 
@@ -309,10 +291,7 @@ impl Client {
                 changes.len()
             )));
         }
-        let max = self
-            .inner
-            .max_queue
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let max = self.inner.max_queue.load(std::sync::atomic::Ordering::Relaxed);
         let durability = *self.inner.durability.lock().unwrap_or_else(|p| p.into_inner());
         let mut db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
         // Synced rows can be fetched again; a local write exists only here. So only the
@@ -348,9 +327,7 @@ impl Client {
         use std::sync::atomic::Ordering::Relaxed;
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
         let last_sync_ms: Option<i64> =
-            db.query_row("SELECT max(last_sync_ms) FROM _ferrite_shapes", [], |r| {
-                r.get(0)
-            })?;
+            db.query_row("SELECT max(last_sync_ms) FROM _ferrite_shapes", [], |r| r.get(0))?;
         let c = &self.inner.counters;
         Ok(Metrics {
             pending: outbox::pending_count(&db)?,
@@ -387,15 +364,8 @@ mod tests {
         assert_eq!(ids.len(), 1000);
         for id in &ids {
             let parts: Vec<&str> = id.split('-').collect();
-            assert_eq!(
-                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-                vec![8, 4, 4, 4, 12],
-                "{id}"
-            );
-            assert!(
-                parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]),
-                "{id}"
-            );
+            assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![8, 4, 4, 4, 12], "{id}");
+            assert!(parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]), "{id}");
             assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
         }
     }

@@ -56,9 +56,7 @@ pub enum Change {
 impl Change {
     fn table(&self) -> &str {
         match self {
-            Change::Insert { table, .. }
-            | Change::Update { table, .. }
-            | Change::Delete { table, .. } => table,
+            Change::Insert { table, .. } | Change::Update { table, .. } | Change::Delete { table, .. } => table,
         }
     }
 }
@@ -136,20 +134,11 @@ fn index_row(db: &Connection, local: &str, key: &str, id: i64) -> Result<(), Cli
 }
 
 fn meta(db: &Connection, key: &str) -> Result<Option<String>, ClientError> {
-    Ok(db
-        .query_row(
-            "SELECT value FROM _ferrite_meta WHERE key = ?1",
-            [key],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(db.query_row("SELECT value FROM _ferrite_meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 fn set_meta(db: &Connection, key: &str, value: &str) -> Result<(), ClientError> {
-    db.execute(
-        "INSERT OR REPLACE INTO _ferrite_meta (key, value) VALUES (?1, ?2)",
-        params![key, value],
-    )?;
+    db.execute("INSERT OR REPLACE INTO _ferrite_meta (key, value) VALUES (?1, ?2)", params![key, value])?;
     Ok(())
 }
 
@@ -158,11 +147,7 @@ pub fn client_id(db: &Connection) -> Result<String, ClientError> {
     if let Some(id) = meta(db, "client_id")? {
         return Ok(id);
     }
-    let id = format!(
-        "replica-{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    );
+    let id = format!("replica-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
     set_meta(db, "client_id", &id)?;
     Ok(id)
 }
@@ -176,11 +161,7 @@ fn next_hlc(db: &Connection) -> Result<String, ClientError> {
             Some((a.parse::<u64>().ok()?, b.parse::<u32>().ok()?))
         })
         .unwrap_or((0, 0));
-    let next = if now > last_ms {
-        (now, 0)
-    } else {
-        (last_ms, last_counter + 1)
-    };
+    let next = if now > last_ms { (now, 0) } else { (last_ms, last_counter + 1) };
     let text = format!("{}-{}", next.0, next.1);
     set_meta(db, "hlc", &text)?;
     Ok(text)
@@ -189,20 +170,15 @@ fn next_hlc(db: &Connection) -> Result<String, ClientError> {
 /// The shape schema and server table of a local table.
 fn table_info(db: &Connection, local: &str) -> Result<(Vec<LocalColumn>, String), ClientError> {
     let row: Option<(Option<String>, String)> = db
-        .query_row(
-            "SELECT schema, definition FROM _ferrite_shapes WHERE local_table = ?1",
-            [local],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT schema, definition FROM _ferrite_shapes WHERE local_table = ?1", [local], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     let Some((Some(schema), definition)) = row else {
         return Err(ClientError::NotSynced(local.to_string()));
     };
     let def: Value = serde_json::from_str(&definition).unwrap_or(Value::Null);
-    Ok((
-        store::parse_schema(&schema)?,
-        def["table"].as_str().unwrap_or(local).to_string(),
-    ))
+    Ok((store::parse_schema(&schema)?, def["table"].as_str().unwrap_or(local).to_string()))
 }
 
 /// The key text of a row (JSON array of its key values, in key order).
@@ -211,10 +187,7 @@ fn key_text(columns: &[LocalColumn], values: &Values) -> Result<String, ClientEr
         .iter()
         .map(|c| match values.get(&c.name) {
             Some(Some(v)) => Ok(Value::String(v.clone())),
-            _ => Err(ClientError::Invalid(format!(
-                "missing primary key column {:?}",
-                c.name
-            ))),
+            _ => Err(ClientError::Invalid(format!("missing primary key column {:?}", c.name))),
         })
         .collect::<Result<_, _>>()?;
     Ok(Value::Array(key).to_string())
@@ -231,11 +204,7 @@ fn read_row(
     let filter = key_filter(&keys);
     let sql = format!(
         "SELECT {} FROM {} WHERE {filter}",
-        columns
-            .iter()
-            .map(|c| quote(&c.name))
-            .collect::<Vec<_>>()
-            .join(", "),
+        columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "),
         quote(local)
     );
     let params = key_params(&keys, key);
@@ -253,9 +222,7 @@ fn read_row(
 
 /// The key's values as SQLite stores them, in key-column order.
 fn key_params(keys: &[&LocalColumn], key: &Values) -> Vec<rusqlite::types::Value> {
-    keys.iter()
-        .map(|c| c.affinity.value(key.get(&c.name).cloned().flatten().as_deref()))
-        .collect()
+    keys.iter().map(|c| c.affinity.value(key.get(&c.name).cloned().flatten().as_deref())).collect()
 }
 
 /// Writes (or removes) the local row with this key.
@@ -270,30 +237,16 @@ fn write_row(
     let filter = key_filter(&keys);
     let params = key_params(&keys, key);
     let refs: Vec<&dyn ToSql> = params.iter().map(|p| p as &dyn ToSql).collect();
-    db.execute(
-        &format!("DELETE FROM {} WHERE {filter}", quote(local)),
-        refs.as_slice(),
-    )?;
+    db.execute(&format!("DELETE FROM {} WHERE {filter}", quote(local)), refs.as_slice())?;
     if let Some(row) = row {
-        let cols: Vec<&LocalColumn> = columns
-            .iter()
-            .filter(|c| row.contains_key(&c.name))
-            .collect();
-        let vals: Vec<rusqlite::types::Value> = cols
-            .iter()
-            .map(|c| c.affinity.value(row[&c.name].as_deref()))
-            .collect();
+        let cols: Vec<&LocalColumn> = columns.iter().filter(|c| row.contains_key(&c.name)).collect();
+        let vals: Vec<rusqlite::types::Value> =
+            cols.iter().map(|c| c.affinity.value(row[&c.name].as_deref())).collect();
         let sql = format!(
             "INSERT INTO {} ({}) VALUES ({})",
             quote(local),
-            cols.iter()
-                .map(|c| quote(&c.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-            (1..=cols.len())
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            cols.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "),
+            (1..=cols.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
         );
         let refs: Vec<&dyn ToSql> = vals.iter().map(|p| p as &dyn ToSql).collect();
         db.execute(&sql, refs.as_slice())?;
@@ -321,17 +274,9 @@ fn change_key(change: &Change) -> &Values {
 
 /// Queues one client transaction and applies it locally, in one SQLite transaction. Refuses
 /// (typed error, nothing changed) when `max_queue` transactions are already waiting.
-pub fn write(
-    db: &mut Connection,
-    changes: &[Change],
-    max_queue: usize,
-) -> Result<u64, ClientError> {
+pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Result<u64, ClientError> {
     let tx = db.transaction()?;
-    let queued: i64 = tx.query_row(
-        "SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL",
-        [],
-        |r| r.get(0),
-    )?;
+    let queued: i64 = tx.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL", [], |r| r.get(0))?;
     if queued as usize >= max_queue {
         return Err(ClientError::QueueFull { limit: max_queue });
     }
@@ -345,35 +290,28 @@ pub fn write(
             _ => None,
         }) {
             if let Some(bad) = name.keys().find(|k| !columns.iter().any(|c| &c.name == *k)) {
-                return Err(ClientError::Invalid(format!(
-                    "table {local} has no column {bad:?}"
-                )));
+                return Err(ClientError::Invalid(format!("table {local} has no column {bad:?}")));
             }
         }
         let key_values: Values = key_columns(&columns)
             .iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    change_key(change).get(&c.name).cloned().flatten(),
-                )
-            })
+            .map(|c| (c.name.clone(), change_key(change).get(&c.name).cloned().flatten()))
             .collect();
         let key = key_text(&columns, &key_values)?;
         touched.push((local.to_string(), key.clone()));
         // Remember the server's version before the first pending change to this row.
         let shadowed: bool = tx
-            .query_row(
-                "SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2",
-                params![local, key],
-                |_| Ok(true),
-            )
+            .query_row("SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key], |_| {
+                Ok(true)
+            })
             .optional()?
             .is_some();
         let current = read_row(&tx, local, &columns, &key_values)?;
         // What the app saw of the row: server-wins tables apply a change only on top of it.
         let base: Option<Values> = current.as_ref().map(|row| match change {
-            Change::Update { set, .. } => row.iter().filter(|(c, _)| set.contains_key(*c)).map(|(c, v)| (c.clone(), v.clone())).collect(),
+            Change::Update { set, .. } => {
+                row.iter().filter(|(c, _)| set.contains_key(*c)).map(|(c, v)| (c.clone(), v.clone())).collect()
+            }
             _ => row.clone(),
         });
         if !shadowed {
@@ -383,16 +321,14 @@ pub fn write(
                 params![local, key, row],
             )?;
         }
-        write_row(
-            &tx,
-            local,
-            &columns,
-            &key_values,
-            apply_change(current, change).as_ref(),
-        )?;
+        write_row(&tx, local, &columns, &key_values, apply_change(current, change).as_ref())?;
         let mut mutation = match change {
-            Change::Insert { values, .. } => json!({"op": "insert", "table": server_table, "value": values, "_local": local}),
-            Change::Update { set, .. } => json!({"op": "update", "table": server_table, "key": key_values, "value": set, "_local": local}),
+            Change::Insert { values, .. } => {
+                json!({"op": "insert", "table": server_table, "value": values, "_local": local})
+            }
+            Change::Update { set, .. } => {
+                json!({"op": "update", "table": server_table, "key": key_values, "value": set, "_local": local})
+            }
             Change::Delete { .. } => json!({"op": "delete", "table": server_table, "key": key_values, "_local": local}),
         };
         if let (Some(base), false) = (base, matches!(change, Change::Insert { .. })) {
@@ -418,16 +354,10 @@ pub fn write(
 /// the server then judges by its per-transaction limit). Marks them sent first (in doubt until
 /// answered).
 pub fn pending(db: &Connection, limit: usize, max_changes: usize) -> Result<Vec<Value>, ClientError> {
-    let mut stmt = db.prepare(
-        "SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([limit as i64], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
+    let mut stmt =
+        db.prepare("SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1")?;
+    let rows =
+        stmt.query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
     let mut out = vec![];
     let mut ids = vec![];
     let mut changes = 0;
@@ -455,20 +385,13 @@ pub fn pending(db: &Connection, limit: usize, max_changes: usize) -> Result<Vec<
 
 /// How many transactions have no result yet.
 pub fn pending_count(db: &Connection) -> Result<usize, ClientError> {
-    Ok(db.query_row(
-        "SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL",
-        [],
-        |r| r.get::<_, i64>(0),
-    )? as usize)
+    Ok(db.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL", [], |r| r.get::<_, i64>(0))? as usize)
 }
 
 /// How many transactions were accepted and wait for their txid to come through a shape.
 pub fn unconfirmed_count(db: &Connection) -> Result<usize, ClientError> {
-    Ok(db.query_row(
-        "SELECT count(*) FROM _ferrite_outbox WHERE result IS NOT NULL",
-        [],
-        |r| r.get::<_, i64>(0),
-    )? as usize)
+    Ok(db.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NOT NULL", [], |r| r.get::<_, i64>(0))?
+        as usize)
 }
 
 /// Stores the server's results; rejected transactions leave the outbox and their rows are
@@ -513,20 +436,17 @@ pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Valu
 
 /// Whether some sent transaction has no answer yet.
 fn in_doubt(db: &Connection) -> Result<bool, ClientError> {
-    Ok(db.query_row(
-        "SELECT EXISTS (SELECT 1 FROM _ferrite_outbox WHERE sent = 1 AND result IS NULL)",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(db.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_outbox WHERE sent = 1 AND result IS NULL)", [], |r| {
+        r.get(0)
+    })?)
 }
 
 /// Notes the txids (with their log positions) that arrived through the shape of `local`.
 /// Call inside the transaction that applied the shape changes, then [`retire_covered`].
 pub fn txids_seen(tx: &Connection, local: &str, txids: &[(String, Option<i64>)]) -> Result<(), ClientError> {
     if !txids.is_empty() && in_doubt(tx)? {
-        let mut remember = tx.prepare_cached(
-            "INSERT OR IGNORE INTO _ferrite_txids_seen (txid, local_table, lsn) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut remember = tx
+            .prepare_cached("INSERT OR IGNORE INTO _ferrite_txids_seen (txid, local_table, lsn) VALUES (?1, ?2, ?3)")?;
         for (txid, lsn) in txids {
             remember.execute(params![txid, local, lsn])?;
         }
@@ -604,13 +524,7 @@ fn visible_in(txid: u32, xmin: u64, xmax: u64, xip: &[u64]) -> bool {
 /// (after a shape starts over, their txids never come back through it as changes): that table
 /// shows them. They retire through [`retire_covered`] once every table they touched shows them —
 /// a snapshot of one table says nothing of another, whose shape may still lag.
-pub fn cover_visible(
-    tx: &Connection,
-    local: &str,
-    xmin: u64,
-    xmax: u64,
-    xip: &[u64],
-) -> Result<(), ClientError> {
+pub fn cover_visible(tx: &Connection, local: &str, xmin: u64, xmax: u64, xip: &[u64]) -> Result<(), ClientError> {
     let answered: Vec<(i64, String)> = tx
         .prepare("SELECT id, txid FROM _ferrite_outbox WHERE txid IS NOT NULL")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -668,10 +582,7 @@ pub fn apply_to_shadow(
         |r| r.get(0),
     )?;
     let current: Option<Values> = row.and_then(|r| serde_json::from_str(&r).ok());
-    let incoming: Values = value
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map(String::from)))
-        .collect();
+    let incoming: Values = value.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from))).collect();
     let next = match op {
         "insert" => Some(incoming),
         "update" => current.map(|mut r| {
@@ -689,10 +600,7 @@ pub fn apply_to_shadow(
 
 /// The key text of a server row (as the shape sent it).
 pub fn server_key(columns: &[LocalColumn], value: &Map<String, Value>) -> Option<String> {
-    let key: Values = value
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map(String::from)))
-        .collect();
+    let key: Values = value.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from))).collect();
     key_text(columns, &key).ok()
 }
 
@@ -700,10 +608,7 @@ pub fn server_key(columns: &[LocalColumn], value: &Map<String, Value>) -> Option
 /// versions kept for rows with pending writes (the new snapshot brings them back) and rebuild
 /// those rows from the pending writes alone; the snapshot then rebases them on what it brings.
 pub fn restart_table(tx: &Connection, local: &str) -> Result<(), ClientError> {
-    tx.execute(
-        "UPDATE _ferrite_shadow SET row = NULL WHERE local_table = ?1",
-        [local],
-    )?;
+    tx.execute("UPDATE _ferrite_shadow SET row = NULL WHERE local_table = ?1", [local])?;
     rebase_table(tx, local)
 }
 
@@ -723,11 +628,9 @@ pub fn rebase_table(tx: &Connection, local: &str) -> Result<(), ClientError> {
 /// drops the shadow when none are left.
 fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
     let Some(row): Option<Option<String>> = tx
-        .query_row(
-            "SELECT row FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2",
-            params![local, key],
-            |r| r.get(0),
-        )
+        .query_row("SELECT row FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key], |r| {
+            r.get(0)
+        })
         .optional()?
     else {
         return Ok(());
@@ -739,9 +642,7 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
         "SELECT o.mutations FROM _ferrite_outbox_rows r JOIN _ferrite_outbox o ON o.id = r.outbox_id
          WHERE r.local_table = ?1 AND r.key = ?2 ORDER BY o.id",
     )?;
-    let all: Vec<String> = stmt
-        .query_map(params![local, key], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let all: Vec<String> = stmt.query_map(params![local, key], |r| r.get(0))?.collect::<Result<_, _>>()?;
     for mutations in all {
         let mutations: Vec<Value> = serde_json::from_str(&mutations).unwrap_or_default();
         for m in mutations {
@@ -777,10 +678,7 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
         .collect();
     write_row(tx, local, &columns, &key_values, current.as_ref())?;
     if !still_pending {
-        tx.execute(
-            "DELETE FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2",
-            params![local, key],
-        )?;
+        tx.execute("DELETE FROM _ferrite_shadow WHERE local_table = ?1 AND key = ?2", params![local, key])?;
     }
     Ok(())
 }
@@ -791,9 +689,7 @@ impl Affinity {
         use rusqlite::types::ValueRef as V;
         match v {
             V::Null => None,
-            V::Integer(i) if self == Affinity::Boolean => {
-                Some(if i != 0 { "t".into() } else { "f".into() })
-            }
+            V::Integer(i) if self == Affinity::Boolean => Some(if i != 0 { "t".into() } else { "f".into() }),
             V::Integer(i) => Some(i.to_string()),
             V::Real(f) => Some(f.to_string()),
             V::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),

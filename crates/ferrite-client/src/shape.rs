@@ -23,10 +23,7 @@ pub struct ShapeDef {
 impl ShapeDef {
     /// All rows of `table`.
     pub fn table(table: &str) -> ShapeDef {
-        ShapeDef {
-            table: table.to_string(),
-            ..Default::default()
-        }
+        ShapeDef { table: table.to_string(), ..Default::default() }
     }
 
     /// The same shape restricted by `where_sql`.

@@ -49,14 +49,8 @@ impl Affinity {
         use rusqlite::types::Value as V;
         let Some(text) = v else { return V::Null };
         match self {
-            Affinity::Integer => text
-                .parse::<i64>()
-                .map(V::Integer)
-                .unwrap_or_else(|_| V::Text(text.into())),
-            Affinity::Real => text
-                .parse::<f64>()
-                .map(V::Real)
-                .unwrap_or_else(|_| V::Text(text.into())),
+            Affinity::Integer => text.parse::<i64>().map(V::Integer).unwrap_or_else(|_| V::Text(text.into())),
+            Affinity::Real => text.parse::<f64>().map(V::Real).unwrap_or_else(|_| V::Text(text.into())),
             Affinity::Boolean => match text {
                 "t" | "true" => V::Integer(1),
                 "f" | "false" => V::Integer(0),
@@ -80,15 +74,12 @@ pub struct LocalColumn {
 
 /// Parses an `electric-schema` header (a JSON object of column → type info, in column order).
 pub fn parse_schema(header: &str) -> Result<Vec<LocalColumn>, ClientError> {
-    let v: Map<String, Value> = serde_json::from_str(header)
-        .map_err(|e| ClientError::Protocol(format!("bad electric-schema header: {e}")))?;
+    let v: Map<String, Value> =
+        serde_json::from_str(header).map_err(|e| ClientError::Protocol(format!("bad electric-schema header: {e}")))?;
     Ok(v.iter()
         .map(|(name, info)| LocalColumn {
             name: name.clone(),
-            affinity: Affinity::of(
-                info["type"].as_str().unwrap_or("text"),
-                info["dims"].as_u64().unwrap_or(0),
-            ),
+            affinity: Affinity::of(info["type"].as_str().unwrap_or("text"), info["dims"].as_u64().unwrap_or(0)),
             pk_index: info["pk_index"].as_u64(),
         })
         .collect())
@@ -150,22 +141,22 @@ pub fn position(db: &Connection, def: &ShapeDef) -> Result<ShapePosition, Client
             "SELECT definition, handle, offset, cursor, schema, up_to_date FROM _ferrite_shapes WHERE local_table = ?1",
             [&local],
             |r| {
-                let position = ShapePosition { handle: r.get(1)?, offset: r.get(2)?, cursor: r.get(3)?, schema: r.get(4)?, up_to_date: r.get(5)? };
+                let position = ShapePosition {
+                    handle: r.get(1)?,
+                    offset: r.get(2)?,
+                    cursor: r.get(3)?,
+                    schema: r.get(4)?,
+                    up_to_date: r.get(5)?,
+                };
                 Ok((r.get(0)?, position))
             },
         )
         .optional()?;
     let retain_ms = def.retain.map(|d| d.as_millis() as i64);
     match row {
-        Some((d, _)) if d != canonical => Err(ClientError::TableInUse {
-            local_table: local,
-            definition: d,
-        }),
+        Some((d, _)) if d != canonical => Err(ClientError::TableInUse { local_table: local, definition: d }),
         Some((_, position)) => {
-            db.execute(
-                "UPDATE _ferrite_shapes SET retain_ms = ?2 WHERE local_table = ?1",
-                params![local, retain_ms],
-            )?;
+            db.execute("UPDATE _ferrite_shapes SET retain_ms = ?2 WHERE local_table = ?1", params![local, retain_ms])?;
             Ok(position)
         }
         None => {
@@ -173,10 +164,7 @@ pub fn position(db: &Connection, def: &ShapeDef) -> Result<ShapePosition, Client
                 "INSERT INTO _ferrite_shapes (local_table, definition, retain_ms) VALUES (?1, ?2, ?3)",
                 params![local, canonical, retain_ms],
             )?;
-            Ok(ShapePosition {
-                offset: "-1".into(),
-                ..Default::default()
-            })
+            Ok(ShapePosition { offset: "-1".into(), ..Default::default() })
         }
     }
 }
@@ -228,33 +216,20 @@ struct Headers<'a> {
 /// A row as a JSON object (for the rare rows with pending local writes).
 fn row_json(row: &Row<'_>) -> Map<String, Value> {
     row.iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                v.as_ref()
-                    .map(|s| Value::String(s.to_string()))
-                    .unwrap_or(Value::Null),
-            )
-        })
+        .map(|(k, v)| (k.to_string(), v.as_ref().map(|s| Value::String(s.to_string())).unwrap_or(Value::Null)))
         .collect()
 }
 
 /// `col = ?1 AND …` over the key columns, numbered from 1.
 pub(crate) fn key_filter(keys: &[&LocalColumn]) -> String {
-    keys.iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1))
-        .collect::<Vec<_>>()
-        .join(" AND ")
+    keys.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote(&c.name), i + 1)).collect::<Vec<_>>().join(" AND ")
 }
 
 /// Whether `table` has `column` (replicas made by an older version lack some).
 pub(crate) fn has_column(db: &Connection, table: &str, column: &str) -> Result<bool, ClientError> {
-    Ok(db.query_row(
-        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
-        [table, column],
-        |r| r.get::<_, i64>(0),
-    )? > 0)
+    Ok(db.query_row("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", [table, column], |r| {
+        r.get::<_, i64>(0)
+    })? > 0)
 }
 
 /// The primary-key columns, in key order.
@@ -265,26 +240,13 @@ pub(crate) fn key_columns(columns: &[LocalColumn]) -> Vec<&LocalColumn> {
 }
 
 /// (Re)creates the local table for a schema, dropping rows of an older shape incarnation.
-fn ensure_table(
-    tx: &rusqlite::Transaction<'_>,
-    local: &str,
-    columns: &[LocalColumn],
-) -> Result<(), ClientError> {
+fn ensure_table(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalColumn]) -> Result<(), ClientError> {
     let pk = key_columns(columns);
-    let cols: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{} {}", quote(&c.name), c.affinity.sql()))
-        .collect();
+    let cols: Vec<String> = columns.iter().map(|c| format!("{} {}", quote(&c.name), c.affinity.sql())).collect();
     let key = if pk.is_empty() {
         String::new()
     } else {
-        format!(
-            ", PRIMARY KEY ({})",
-            pk.iter()
-                .map(|c| quote(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!(", PRIMARY KEY ({})", pk.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "))
     };
     tx.execute_batch(&format!(
         "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} ({}{key});",
@@ -307,16 +269,11 @@ pub fn apply(
     let messages: Vec<Message<'_>> = if batch.body.is_empty() {
         vec![]
     } else {
-        serde_json::from_slice(batch.body)
-            .map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
+        serde_json::from_slice(batch.body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
     };
     let tx = db.transaction()?;
     let stored: Option<String> = tx
-        .query_row(
-            "SELECT schema FROM _ferrite_shapes WHERE local_table = ?1",
-            [&local],
-            |r| r.get(0),
-        )
+        .query_row("SELECT schema FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| r.get(0))
         .optional()?
         .flatten();
     let schema_text = match (schema, &stored) {
@@ -325,34 +282,20 @@ pub fn apply(
             ensure_table(&tx, &local, &parse_schema(s)?)?;
             // A new table for a new shape: rows with pending local writes start from them alone
             // (their server versions come back with the snapshot).
-            tx.execute(
-                "UPDATE _ferrite_shapes SET schema = ?2 WHERE local_table = ?1",
-                params![local, s],
-            )?;
+            tx.execute("UPDATE _ferrite_shapes SET schema = ?2 WHERE local_table = ?1", params![local, s])?;
             crate::outbox::restart_table(&tx, &local)?;
             s.to_string()
         }
         (None, Some(old)) => old.clone(),
         (None, None) if messages.iter().all(|m| m.headers.operation.is_none()) => String::new(),
-        (None, None) => {
-            return Err(ClientError::Protocol(
-                "changes arrived before the shape's schema".into(),
-            ))
-        }
+        (None, None) => return Err(ClientError::Protocol("changes arrived before the shape's schema".into())),
     };
-    let columns = if schema_text.is_empty() {
-        vec![]
-    } else {
-        parse_schema(&schema_text)?
-    };
+    let columns = if schema_text.is_empty() { vec![] } else { parse_schema(&schema_text)? };
     let mut applied = 0;
     let mut txids = vec![];
     // Rows with pending local writes exist rarely; look them up per row only then.
-    let any_shadow: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1)",
-        [&local],
-        |r| r.get(0),
-    )?;
+    let any_shadow: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1)", [&local], |r| r.get(0))?;
     let mut sql_cache = SqlCache::default();
     let num = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|x| x.parse::<i64>().ok());
     let mut last_lsn: Option<i64> = None;
@@ -364,13 +307,7 @@ pub fn apply(
             // Pushed transactions the snapshot already contains will not come back as changes.
             if let (Some(xmin), Some(xmax)) = (num(&m.headers.xmin), num(&m.headers.xmax)) {
                 let (xmin, xmax) = (xmin as u64, xmax as u64);
-                let xip: Vec<u64> = m
-                    .headers
-                    .xip_list
-                    .iter()
-                    .flatten()
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
+                let xip: Vec<u64> = m.headers.xip_list.iter().flatten().filter_map(|x| x.parse().ok()).collect();
                 crate::outbox::cover_visible(&tx, &local, xmin, xmax, &xip)?;
             }
         }
@@ -394,9 +331,7 @@ pub fn apply(
         let lsn = num(&m.headers.lsn);
         last_lsn = last_lsn.max(lsn);
         if let Some(ids) = &m.headers.txids {
-            txids.extend(ids.iter().map(|t| {
-                (t.as_str().map(String::from).unwrap_or_else(|| t.to_string()), lsn)
-            }));
+            txids.extend(ids.iter().map(|t| (t.as_str().map(String::from).unwrap_or_else(|| t.to_string()), lsn)));
         }
         applied += 1;
     }
@@ -445,56 +380,29 @@ fn apply_change(
     value: &Row<'_>,
     cache: &mut SqlCache,
 ) -> Result<(), ClientError> {
-    let affinity = |name: &str| {
-        columns
-            .iter()
-            .find(|c| c.name == name)
-            .map(|c| c.affinity)
-            .unwrap_or(Affinity::Text)
-    };
+    let affinity = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.affinity).unwrap_or(Affinity::Text);
     // Inserts (every row of a snapshot) come first and cheap: the statement and the columns'
     // affinities are worked out once per column list.
     if op == "insert" {
-        if cache.insert.is_empty()
-            || !value
-                .keys()
-                .map(|k| k.as_ref())
-                .eq(cache.names.iter().map(String::as_str))
-        {
+        if cache.insert.is_empty() || !value.keys().map(|k| k.as_ref()).eq(cache.names.iter().map(String::as_str)) {
             cache.names = value.keys().map(|k| k.to_string()).collect();
             cache.affinities = cache.names.iter().map(|n| affinity(n)).collect();
             cache.insert = format!(
                 "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
                 quote(local),
-                cache
-                    .names
-                    .iter()
-                    .map(|n| quote(n))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                (1..=cache.names.len())
-                    .map(|i| format!("?{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                cache.names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
+                (1..=cache.names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
             );
         }
-        let vals: Vec<rusqlite::types::Value> = value
-            .values()
-            .zip(&cache.affinities)
-            .map(|(v, a)| a.value(v.as_deref()))
-            .collect();
+        let vals: Vec<rusqlite::types::Value> =
+            value.values().zip(&cache.affinities).map(|(v, a)| a.value(v.as_deref())).collect();
         let refs: Vec<&dyn ToSql> = vals.iter().map(|v| v as &dyn ToSql).collect();
         tx.prepare_cached(&cache.insert)?.execute(refs.as_slice())?;
         return Ok(());
     }
     let pk = key_columns(columns);
     let key_values = || -> Vec<rusqlite::types::Value> {
-        pk.iter()
-            .map(|c| {
-                c.affinity
-                    .value(value.get(c.name.as_str()).and_then(|v| v.as_deref()))
-            })
-            .collect()
+        pk.iter().map(|c| c.affinity.value(value.get(c.name.as_str()).and_then(|v| v.as_deref()))).collect()
     };
     let t = quote(local);
     match op {
@@ -507,16 +415,9 @@ fn apply_change(
             if set.is_empty() || pk.is_empty() {
                 return Ok(());
             }
-            let assignments: Vec<String> = set
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| format!("{} = ?{}", quote(k), pk.len() + i + 1))
-                .collect();
-            let sql = format!(
-                "UPDATE {t} SET {} WHERE {}",
-                assignments.join(", "),
-                key_filter(&pk)
-            );
+            let assignments: Vec<String> =
+                set.iter().enumerate().map(|(i, (k, _))| format!("{} = ?{}", quote(k), pk.len() + i + 1)).collect();
+            let sql = format!("UPDATE {t} SET {} WHERE {}", assignments.join(", "), key_filter(&pk));
             let keys = key_values();
             let mut all: Vec<&dyn ToSql> = keys.iter().map(|v| v as &dyn ToSql).collect();
             all.extend(set.iter().map(|(_, v)| v as &dyn ToSql));
@@ -548,10 +449,7 @@ pub fn drop_expired(db: &mut Connection, now_ms: i64) -> Result<Vec<String>, Cli
         .collect::<Result<_, _>>()?;
     for local in &expired {
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(local)))?;
-        tx.execute(
-            "DELETE FROM _ferrite_shapes WHERE local_table = ?1",
-            [local],
-        )?;
+        tx.execute("DELETE FROM _ferrite_shapes WHERE local_table = ?1", [local])?;
     }
     tx.commit()?;
     Ok(expired)
@@ -560,11 +458,7 @@ pub fn drop_expired(db: &mut Connection, now_ms: i64) -> Result<Vec<String>, Cli
 /// Starts a shape over after a 409 (the server's shape was replaced): the next sync reads
 /// `new_handle` from offset -1. The old rows stay readable until the new shape's first response
 /// replaces the table (its schema differs from none).
-pub fn reset(
-    db: &mut Connection,
-    def: &ShapeDef,
-    new_handle: Option<&str>,
-) -> Result<(), ClientError> {
+pub fn reset(db: &mut Connection, def: &ShapeDef, new_handle: Option<&str>) -> Result<(), ClientError> {
     let local = def.local_table();
     let tx = db.transaction()?;
     tx.execute(

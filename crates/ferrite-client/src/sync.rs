@@ -76,13 +76,9 @@ impl Client {
         let mut report = SyncReport::default();
         let mut pos = self.position(def)?;
         let mut applying: Option<tokio::task::JoinHandle<Result<usize, ClientError>>> = None;
-        async fn finish(
-            h: Option<tokio::task::JoinHandle<Result<usize, ClientError>>>,
-        ) -> Result<usize, ClientError> {
+        async fn finish(h: Option<tokio::task::JoinHandle<Result<usize, ClientError>>>) -> Result<usize, ClientError> {
             match h {
-                Some(h) => h
-                    .await
-                    .map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?,
+                Some(h) => h.await.map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?,
                 None => Ok(0),
             }
         }
@@ -100,9 +96,7 @@ impl Client {
                     pos = data.next.clone();
                     let done = pos.up_to_date;
                     let (client, def) = (self.clone(), def.clone());
-                    applying = Some(tokio::spawn(async move {
-                        client.apply_fetched(&def, data).await
-                    }));
+                    applying = Some(tokio::spawn(async move { client.apply_fetched(&def, data).await }));
                     if done {
                         report.changes += finish(applying.take()).await?;
                         return Ok(report);
@@ -148,11 +142,7 @@ impl Client {
                         failures = 0;
                         set_connection(ConnectionState::Connected);
                         live = up_to_date || live;
-                        tx.send_replace(if up_to_date {
-                            Status::Synced
-                        } else {
-                            Status::Syncing
-                        });
+                        tx.send_replace(if up_to_date { Status::Synced } else { Status::Syncing });
                     }
                     Ok(Step::Refetch) => {
                         failures = 0;
@@ -162,12 +152,7 @@ impl Client {
                     }
                     Ok(Step::Interrupted) => {}
                     Err(e) => {
-                        let schedule = client
-                            .inner
-                            .backoff
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clone();
+                        let schedule = client.inner.backoff.lock().unwrap_or_else(|p| p.into_inner()).clone();
                         let wait = backoff(&schedule, failures, retry_after(&e));
                         failures += 1;
                         // A refusal is still an answer: the server is reachable.
@@ -176,13 +161,8 @@ impl Client {
                             _ => ConnectionState::Connected,
                         });
                         tx.send_replace(match &e {
-                            ClientError::Unreachable(_) => Status::Offline {
-                                pending: client.pending().unwrap_or(0),
-                            },
-                            other => Status::Error {
-                                reason: other.to_string(),
-                                retry_in: wait,
-                            },
+                            ClientError::Unreachable(_) => Status::Offline { pending: client.pending().unwrap_or(0) },
+                            other => Status::Error { reason: other.to_string(), retry_in: wait },
                         });
                         tracing::debug!(error = %e, ?wait, "shape sync failed; retrying");
                         let until = tokio::time::Instant::now() + wait;
@@ -204,12 +184,7 @@ impl Client {
                 }
             }
         });
-        Subscription {
-            status: rx,
-            connection,
-            retry,
-            task,
-        }
+        Subscription { status: rx, connection, retry, task }
     }
 
     /// One request from the stored position; applies it (or starts over on 409). A long-poll
@@ -238,11 +213,7 @@ impl Client {
         let inner = self.inner.clone();
         let def = def.clone();
         blocking(move || {
-            store::reset(
-                &mut inner.db.lock().unwrap_or_else(|p| p.into_inner()),
-                &def,
-                new_handle.as_deref(),
-            )
+            store::reset(&mut inner.db.lock().unwrap_or_else(|p| p.into_inner()), &def, new_handle.as_deref())
         })
         .await
     }
@@ -252,26 +223,13 @@ impl Client {
         let def = def.clone();
         blocking(move || {
             let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
-            store::apply(
-                &mut db,
-                &def,
-                data.schema.as_deref(),
-                Batch {
-                    body: &data.body,
-                    next: &data.next,
-                },
-            )
+            store::apply(&mut db, &def, data.schema.as_deref(), Batch { body: &data.body, next: &data.next })
         })
         .await
     }
 
     /// One request from `pos` (nothing applied yet).
-    async fn fetch(
-        &self,
-        def: &ShapeDef,
-        pos: &ShapePosition,
-        live: bool,
-    ) -> Result<Fetched, ClientError> {
+    async fn fetch(&self, def: &ShapeDef, pos: &ShapePosition, live: bool) -> Result<Fetched, ClientError> {
         let mut q = def.query();
         q.push(("offset".into(), pos.offset.clone()));
         if let Some(h) = &pos.handle {
@@ -286,21 +244,11 @@ impl Client {
                 q.push(("cursor".into(), c.clone()));
             }
         }
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&q)
-            .finish();
-        let req = self
-            .inner
-            .http
-            .get(format!("{}/v1/shape?{query}", self.inner.base));
+        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&q).finish();
+        let req = self.inner.http.get(format!("{}/v1/shape?{query}", self.inner.base));
         let r = self.send(req).await?;
         let status = r.status().as_u16();
-        let header = |n: &str| {
-            r.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from)
-        };
+        let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
         if status == 409 {
             return Ok(Fetched::Refetch(header("electric-handle")));
         }
@@ -311,11 +259,7 @@ impl Client {
                 .ok()
                 .and_then(|v| v["message"].as_str().map(String::from))
                 .unwrap_or(body);
-            return Err(ClientError::Refused {
-                status,
-                message,
-                retry_after,
-            });
+            return Err(ClientError::Refused { status, message, retry_after });
         }
         let next = ShapePosition {
             handle: header("electric-handle").or(pos.handle.clone()),
@@ -327,14 +271,8 @@ impl Client {
         };
         let schema = header("electric-schema");
         // Parsed where it is applied, on a blocking thread.
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
-        self.inner
-            .counters
-            .bytes_received
-            .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let body = r.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        self.inner.counters.bytes_received.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Fetched::Data(Data { body, next, schema }))
     }
 }
@@ -369,9 +307,7 @@ struct Data {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
 ) -> Result<T, ClientError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?
 }
 
 fn retry_after(e: &ClientError) -> Option<u64> {
@@ -429,21 +365,11 @@ mod tests {
 
     #[test]
     fn backoff_follows_the_schedule_with_jitter_and_honours_retry_after() {
-        for (failures, base) in [
-            (0, 1.0),
-            (1, 2.0),
-            (2, 5.0),
-            (3, 10.0),
-            (4, 30.0),
-            (9, 30.0),
-        ] {
+        for (failures, base) in [(0, 1.0), (1, 2.0), (2, 5.0), (3, 10.0), (4, 30.0), (9, 30.0)] {
             let d = backoff(&DEFAULT_BACKOFF, failures, None).as_secs_f64();
             assert!(d >= base * 0.8 && d <= base * 1.2, "{failures}: {d}");
         }
-        assert_eq!(
-            backoff(&DEFAULT_BACKOFF, 0, Some(7)),
-            Duration::from_secs(7)
-        );
+        assert_eq!(backoff(&DEFAULT_BACKOFF, 0, Some(7)), Duration::from_secs(7));
         assert_eq!(backoff(&[], 3, None), Duration::ZERO);
     }
 }
@@ -474,21 +400,14 @@ impl Client {
             let inner = self.inner.clone();
             let (client_id, txns) = blocking(move || {
                 let db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
-                Ok((
-                    crate::outbox::client_id(&db)?,
-                    crate::outbox::pending(&db, batch, changes)?,
-                ))
+                Ok((crate::outbox::client_id(&db)?, crate::outbox::pending(&db, batch, changes)?))
             })
             .await?;
             if txns.is_empty() {
                 return Ok(report);
             }
-            let payload =
-                serde_json::json!({"client_id": client_id, "transactions": txns}).to_string();
-            self.inner
-                .counters
-                .bytes_sent
-                .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let payload = serde_json::json!({"client_id": client_id, "transactions": txns}).to_string();
+            self.inner.counters.bytes_sent.fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let req = self
                 .inner
                 .http
@@ -497,25 +416,11 @@ impl Client {
                 .body(payload);
             let r = self.send(req).await?;
             let status = r.status().as_u16();
-            let retry_after = r
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
-            let body: Value = r
-                .json()
-                .await
-                .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            let body: Value = r.json().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
             if status != 200 {
-                let message = body["message"]
-                    .as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| body.to_string());
-                return Err(ClientError::Refused {
-                    status,
-                    message,
-                    retry_after,
-                });
+                let message = body["message"].as_str().map(String::from).unwrap_or_else(|| body.to_string());
+                return Err(ClientError::Refused { status, message, retry_after });
             }
             let results = body["results"].as_array().cloned().unwrap_or_default();
             if results.len() != txns.len() {
@@ -566,10 +471,7 @@ impl Client {
                 retry_after: None,
             });
         }
-        let v: Value = r
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(format!("/v1/config: {e}")))?;
+        let v: Value = r.json().await.map_err(|e| ClientError::Protocol(format!("/v1/config: {e}")))?;
         let queue = v["max_offline_queue"]
             .as_u64()
             .ok_or_else(|| ClientError::Protocol("/v1/config without max_offline_queue".into()))?;
@@ -578,7 +480,9 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("/v1/config without sync_batch_size".into()))?;
         self.set_limits(queue as usize, batch as usize);
         // Servers before these limits do not advertise them: keep the defaults.
-        if let (Some(t), Some(r)) = (v["max_mutations_per_transaction"].as_u64(), v["max_mutations_per_request"].as_u64()) {
+        if let (Some(t), Some(r)) =
+            (v["max_mutations_per_transaction"].as_u64(), v["max_mutations_per_request"].as_u64())
+        {
             self.set_mutation_limits(t as usize, r as usize);
         }
         Ok(())

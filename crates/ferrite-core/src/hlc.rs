@@ -107,7 +107,9 @@ impl FromStr for Stamp {
 
 /// A clock received from a client is too far ahead of the server's wall clock.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("clock {remote} is {ahead_ms} ms ahead of the server's (at most {max_skew_ms} ms allowed): fix the device's clock")]
+#[error(
+    "clock {remote} is {ahead_ms} ms ahead of the server's (at most {max_skew_ms} ms allowed): fix the device's clock"
+)]
 pub struct ClockSkew {
     /// The refused clock.
     pub remote: Hlc,

@@ -160,10 +160,7 @@ mod tests {
     fn parses_names() {
         assert_eq!(QualifiedName::parse("Foo").unwrap(), QualifiedName::new("public", "foo"));
         assert_eq!(QualifiedName::parse("sch.foo").unwrap(), QualifiedName::new("sch", "foo"));
-        assert_eq!(
-            QualifiedName::parse("\"foo.woah\".\"bar\"").unwrap(),
-            QualifiedName::new("foo.woah", "bar")
-        );
+        assert_eq!(QualifiedName::parse("\"foo.woah\".\"bar\"").unwrap(), QualifiedName::new("foo.woah", "bar"));
         assert_eq!(
             QualifiedName::parse("electric_test.\"issues for x\"").unwrap(),
             QualifiedName::new("electric_test", "issues for x")

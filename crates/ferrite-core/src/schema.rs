@@ -64,12 +64,8 @@ impl TableSchema {
     /// Indexes of the primary key columns in key order. Tables without a primary key use all
     /// columns sorted by name (as Electric does), so every row still gets a key.
     pub fn key_columns(&self) -> Vec<usize> {
-        let mut pk: Vec<(usize, usize)> = self
-            .columns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.pk_index.map(|p| (p, i)))
-            .collect();
+        let mut pk: Vec<(usize, usize)> =
+            self.columns.iter().enumerate().filter_map(|(i, c)| c.pk_index.map(|p| (p, i))).collect();
         if pk.is_empty() {
             let mut all: Vec<usize> = (0..self.columns.len()).collect();
             all.sort_by(|a, b| self.columns[*a].name.cmp(&self.columns[*b].name));

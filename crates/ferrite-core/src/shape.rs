@@ -191,11 +191,7 @@ impl ShapeFilter {
             (Some(c), Some(r)) => Some(c.and(r)),
             (c, r) => c.or(r),
         };
-        let relation_json = format!(
-            "[{},{}]",
-            json_str(&table.name.schema),
-            json_str(&table.name.name)
-        );
+        let relation_json = format!("[{},{}]", json_str(&table.name.schema), json_str(&table.name.name));
         Ok(ShapeFilter { table, where_clause, selected, replica: def.replica, key_columns, relation_json })
     }
 
@@ -271,7 +267,16 @@ impl ShapeFilter {
                         }
                         match self.replica {
                             Replica::Full => {
-                                vec![self.message("update", op, lsn, xid, new, &self.selected, Some((old, &changed)), None)]
+                                vec![self.message(
+                                    "update",
+                                    op,
+                                    lsn,
+                                    xid,
+                                    new,
+                                    &self.selected,
+                                    Some((old, &changed)),
+                                    None,
+                                )]
                             }
                             Replica::Default => {
                                 let cols: Vec<usize> = self
@@ -419,7 +424,10 @@ mod tests {
         let upd = f.convert(RowChange::Update { old: &new, new: &changed }, 0, 100, 7);
         assert_eq!(json(&upd[0], false)["value"], serde_json::json!({"id": "1", "title": "c"}));
         assert!(json(&upd[0], false)["headers"].get("last").is_none());
-        assert!(f.convert(RowChange::Update { old: &new, new: &new }, 0, 100, 7).is_empty(), "no-op updates are dropped");
+        assert!(
+            f.convert(RowChange::Update { old: &new, new: &new }, 0, 100, 7).is_empty(),
+            "no-op updates are dropped"
+        );
         let del = f.convert(RowChange::Delete { old: &new }, 0, 100, 7);
         assert_eq!(json(&del[0], true)["value"], serde_json::json!({"id": "1"}));
     }

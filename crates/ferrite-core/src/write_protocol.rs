@@ -167,13 +167,16 @@ pub fn valid_client_id(id: &str) -> bool {
 /// operation, at most `max_transactions` transactions. Per-table checks (columns, types, keys)
 /// need the schema and happen when the transaction is applied.
 pub fn parse_request(body: &[u8], max_transactions: usize) -> Result<TransactionsRequest, RequestError> {
-    let raw: Value = serde_json::from_slice(body).map_err(|e| RequestError::new("body", format!("invalid JSON: {e}")))?;
+    let raw: Value =
+        serde_json::from_slice(body).map_err(|e| RequestError::new("body", format!("invalid JSON: {e}")))?;
     let Value::Object(obj) = raw else {
         return Err(RequestError::new("body", "expected a JSON object"));
     };
     let client_id = match obj.get("client_id") {
         Some(Value::String(s)) if valid_client_id(s) => s.clone(),
-        Some(Value::String(_)) => return Err(RequestError::new("client_id", "must be 1-128 characters of A-Z a-z 0-9 . _ -")),
+        Some(Value::String(_)) => {
+            return Err(RequestError::new("client_id", "must be 1-128 characters of A-Z a-z 0-9 . _ -"))
+        }
         Some(_) => return Err(RequestError::new("client_id", "must be a string")),
         None => return Err(RequestError::new("client_id", "is required")),
     };
@@ -205,11 +208,10 @@ fn parse_transaction(v: &Value, at: &str) -> Result<ClientTransaction, RequestEr
         return Err(RequestError::new(at, "expected an object"));
     };
     // Ids are kept as Postgres bigint: larger ones would collapse into one.
-    let id = obj
-        .get("id")
-        .and_then(Value::as_u64)
-        .filter(|id| i64::try_from(*id).is_ok())
-        .ok_or_else(|| RequestError::new(format!("{at}.id"), format!("must be an integer from 0 to {}", i64::MAX)))?;
+    let id =
+        obj.get("id").and_then(Value::as_u64).filter(|id| i64::try_from(*id).is_ok()).ok_or_else(|| {
+            RequestError::new(format!("{at}.id"), format!("must be an integer from 0 to {}", i64::MAX))
+        })?;
     let hlc = match obj.get("hlc") {
         Some(Value::String(s)) => s.clone(),
         _ => return Err(RequestError::new(format!("{at}.hlc"), "must be a string \"<unix_ms>-<counter>\"")),
@@ -320,10 +322,22 @@ mod tests {
             (r#"{"client_id":"a","transactions":[{"id":-1,"hlc":"1-0","mutations":[]}]}"#, "transactions[0].id"),
             (r#"{"client_id":"a","transactions":[{"id":1,"mutations":[]}]}"#, "transactions[0].hlc"),
             (r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[]}]}"#, "transactions[0].mutations"),
-            (r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[{"op":"upsert","table":"t"}]}]}"#, "transactions[0].mutations[0].op"),
-            (r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[{"op":"update","table":"t","value":{"a":"1"}}]}]}"#, "transactions[0].mutations[0].key"),
-            (r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[{"op":"insert","table":"t","value":{"a":[1]}}]}]}"#, "transactions[0].mutations[0].value.a"),
-            (r#"{"client_id":"a","transactions":[{"id":2,"hlc":"1-0","mutations":[{"op":"delete","table":"t","key":{"a":"1"}}]},{"id":2,"hlc":"1-0","mutations":[{"op":"delete","table":"t","key":{"a":"1"}}]}]}"#, "transactions[1].id"),
+            (
+                r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[{"op":"upsert","table":"t"}]}]}"#,
+                "transactions[0].mutations[0].op",
+            ),
+            (
+                r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[{"op":"update","table":"t","value":{"a":"1"}}]}]}"#,
+                "transactions[0].mutations[0].key",
+            ),
+            (
+                r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[{"op":"insert","table":"t","value":{"a":[1]}}]}]}"#,
+                "transactions[0].mutations[0].value.a",
+            ),
+            (
+                r#"{"client_id":"a","transactions":[{"id":2,"hlc":"1-0","mutations":[{"op":"delete","table":"t","key":{"a":"1"}}]},{"id":2,"hlc":"1-0","mutations":[{"op":"delete","table":"t","key":{"a":"1"}}]}]}"#,
+                "transactions[1].id",
+            ),
         ];
         for (body, field) in cases {
             let e = parse_request(body.as_bytes(), 100).unwrap_err();
@@ -331,15 +345,35 @@ mod tests {
         }
         let many = format!(
             r#"{{"client_id":"a","transactions":[{}]}}"#,
-            (1..=3).map(|i| format!(r#"{{"id":{i},"hlc":"1-0","mutations":[{{"op":"delete","table":"t","key":{{"a":"1"}}}}]}}"#)).collect::<Vec<_>>().join(",")
+            (1..=3)
+                .map(|i| format!(
+                    r#"{{"id":{i},"hlc":"1-0","mutations":[{{"op":"delete","table":"t","key":{{"a":"1"}}}}]}}"#
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         assert_eq!(parse_request(many.as_bytes(), 2).unwrap_err().field, "transactions");
     }
 
     #[test]
     fn results_serialize_as_the_contract_shows() {
-        let r = TransactionResult { id: 44, status: Status::Rejected, txid: None, overridden: vec![], unchanged: false, error: Some(Rejection {
-            code: RejectionCode::ClockSkew, message: "m".into(), table: None, key: None, current: None }) };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"id":44,"status":"rejected","error":{"code":"clock_skew","message":"m"}}"#);
+        let r = TransactionResult {
+            id: 44,
+            status: Status::Rejected,
+            txid: None,
+            overridden: vec![],
+            unchanged: false,
+            error: Some(Rejection {
+                code: RejectionCode::ClockSkew,
+                message: "m".into(),
+                table: None,
+                key: None,
+                current: None,
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"id":44,"status":"rejected","error":{"code":"clock_skew","message":"m"}}"#
+        );
     }
 }

@@ -173,11 +173,8 @@ impl LocalCluster {
         let existing_version = std::fs::read_to_string(data_dir.join("PG_VERSION")).ok();
         let bin_dir = find_binaries(existing_version.as_deref().map(str::trim))?;
         let owner = if is_root() { Some(lookup_user("postgres").ok_or(ClusterError::NoPostgresUser)?) } else { None };
-        let socket_dir = if socket_dir.as_os_str().len() > MAX_SOCKET_DIR_LEN {
-            std::env::temp_dir()
-        } else {
-            socket_dir
-        };
+        let socket_dir =
+            if socket_dir.as_os_str().len() > MAX_SOCKET_DIR_LEN { std::env::temp_dir() } else { socket_dir };
         let mut cluster = LocalCluster {
             bin_dir,
             data_dir,
@@ -334,8 +331,8 @@ impl LocalCluster {
     /// Creates the directories Postgres needs and hands them to the `postgres` user when root.
     fn prepare_directories(&self) -> Result<(), ClusterError> {
         if self.data_dir.exists() && !self.data_dir.join("PG_VERSION").exists() {
-            let mut entries = std::fs::read_dir(&self.data_dir)
-                .map_err(io_err(format!("reading {}", self.data_dir.display())))?;
+            let mut entries =
+                std::fs::read_dir(&self.data_dir).map_err(io_err(format!("reading {}", self.data_dir.display())))?;
             if entries.next().is_some() {
                 return Err(ClusterError::NotADataDirectory(self.data_dir.clone()));
             }
@@ -373,9 +370,16 @@ impl LocalCluster {
 
     fn initdb(&self) -> Result<(), ClusterError> {
         let mut cmd = self.pg_command("initdb");
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+        cmd.arg("-D").arg(&self.data_dir).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
         let out = cmd.output().map_err(io_err("running initdb"))?;
         if !out.status.success() {
             return Err(ClusterError::Command { command: "initdb".into(), output: command_output(&out) });
@@ -383,7 +387,9 @@ impl LocalCluster {
         let conf = self.data_dir.join("postgresql.conf");
         let text = std::fs::read_to_string(&conf).map_err(io_err(format!("reading {}", conf.display())))?;
         if !text.contains(CONF_FILE) {
-            let text = format!("{text}\n# Settings managed by Ferrite (rewritten on every start)\ninclude_if_exists = '{CONF_FILE}'\n");
+            let text = format!(
+                "{text}\n# Settings managed by Ferrite (rewritten on every start)\ninclude_if_exists = '{CONF_FILE}'\n"
+            );
             std::fs::write(&conf, text).map_err(io_err(format!("writing {}", conf.display())))?;
         }
         Ok(())
@@ -462,8 +468,11 @@ impl LocalCluster {
                     if Instant::now() >= deadline {
                         return Err(err);
                     }
-                    let port_conflict = log.contains("could not bind") || log.contains("could not create any TCP/IP sockets");
-                    let leftovers = log.contains("still in use") || log.contains("lock file") || log.contains("is another postmaster");
+                    let port_conflict =
+                        log.contains("could not bind") || log.contains("could not create any TCP/IP sockets");
+                    let leftovers = log.contains("still in use")
+                        || log.contains("lock file")
+                        || log.contains("is another postmaster");
                     if port_conflict && !fixed {
                         tracing::debug!(port = candidate, "port taken; trying another");
                         candidate = pick_free_port()?;

@@ -36,11 +36,7 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
 /// The `options` startup parameter value that applies [`SESSION_SETTINGS`]:
 /// `-c bytea_output=hex -c DateStyle=ISO,DMY …`.
 pub fn session_options() -> String {
-    SESSION_SETTINGS
-        .iter()
-        .map(|(k, v)| format!("-c {k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    SESSION_SETTINGS.iter().map(|(k, v)| format!("-c {k}={v}")).collect::<Vec<_>>().join(" ")
 }
 
 /// Parses a connection URL (or key=value string) and adds Ferrite's session settings to whatever
@@ -135,7 +131,8 @@ mod tests {
 
     #[test]
     fn tls_parameters_are_ours() {
-        let (c, tls) = config_for("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a").unwrap();
+        let (c, tls) =
+            config_for("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a").unwrap();
         assert_eq!(tls.mode, crate::tls::SslMode::VerifyFull);
         assert_eq!(c.get_ssl_mode(), SslMode::Require);
         assert_eq!(c.get_application_name(), Some("a"));

@@ -128,8 +128,7 @@ pub async fn lock_client(c: &PreparedClient, client_id: &str) -> Result<ClientPr
 /// Releases the lock taken by [`lock_client`].
 pub async fn unlock_client(c: &PreparedClient, client_id: &str) -> Result<(), PgError> {
     let key = client_lock_key(client_id);
-    c.query_one("SELECT pg_advisory_unlock($1, $2)", &[(&CLIENT_LOCK_SPACE, Type::INT4), (&key, Type::INT4)])
-        .await?;
+    c.query_one("SELECT pg_advisory_unlock($1, $2)", &[(&CLIENT_LOCK_SPACE, Type::INT4), (&key, Type::INT4)]).await?;
     Ok(())
 }
 
@@ -200,7 +199,12 @@ pub struct StoredClocks {
 
 impl StoredClocks {
     /// The clocks from the columns of a `ferrite.row_clocks` row (`None` when there is none).
-    pub fn from_columns(clocks: Option<Value>, known: Option<Value>, deleted: Option<String>, born: Option<String>) -> Option<StoredClocks> {
+    pub fn from_columns(
+        clocks: Option<Value>,
+        known: Option<Value>,
+        deleted: Option<String>,
+        born: Option<String>,
+    ) -> Option<StoredClocks> {
         let obj = |v: Option<Value>| match v {
             Some(Value::Object(m)) => Some(m),
             _ => None,

@@ -13,8 +13,8 @@ use crate::write_store::{save_clocks_sql, StoredClocks};
 use crate::PgError;
 use ferrite_core::relation::{quote_ident, QualifiedName};
 use ferrite_core::schema::TableSchema;
-use std::collections::BTreeMap;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
@@ -41,11 +41,8 @@ pub async fn load_write_table(client: &Client, name: &QualifiedName) -> Result<O
         )
         .await?;
     let types: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let sql_types = schema
-        .columns
-        .iter()
-        .map(|c| types.get(&c.name).cloned().unwrap_or_else(|| "text".into()))
-        .collect();
+    let sql_types =
+        schema.columns.iter().map(|c| types.get(&c.name).cloned().unwrap_or_else(|| "text".into())).collect();
     Ok(Some(WriteTable { schema, sql_types }))
 }
 
@@ -65,16 +62,13 @@ impl WriteTable {
     }
 
     fn key_params<'a>(&self, key: &'a Values) -> Vec<&'a Option<String>> {
-        self.schema
-            .key_columns()
-            .iter()
-            .map(|&i| key.get(&self.schema.columns[i].name).unwrap_or(&None))
-            .collect()
+        self.schema.key_columns().iter().map(|&i| key.get(&self.schema.columns[i].name).unwrap_or(&None)).collect()
     }
 
     /// Every column as text, then xmin: what reads select.
     fn row_columns(&self) -> String {
-        let mut cols: Vec<String> = self.schema.columns.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect();
+        let mut cols: Vec<String> =
+            self.schema.columns.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect();
         cols.push("xmin::text".into());
         cols.join(", ")
     }
@@ -82,7 +76,13 @@ impl WriteTable {
     /// Every column as text under a positional name (`c0`, `c1`, …), for `RETURNING` and the
     /// locked read.
     fn returning(&self) -> String {
-        self.schema.columns.iter().enumerate().map(|(i, c)| format!("{}::text AS c{i}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ")
+        self.schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}::text AS c{i}", quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `jsonb_build_object('<name>', w.c0, …)`: the written row as Ferrite remembers it.
@@ -140,11 +140,20 @@ impl WriteTable {
     }
 
     /// Reads the row with this key without locking it (all columns as text, and xmin).
-    pub async fn select(&self, c: &PreparedClient, key: &Values) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
+    pub async fn select(
+        &self,
+        c: &PreparedClient,
+        key: &Values,
+    ) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
         self.select_row(c, key, "").await
     }
 
-    async fn select_row(&self, c: &PreparedClient, key: &Values, lock: &str) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
+    async fn select_row(
+        &self,
+        c: &PreparedClient,
+        key: &Values,
+        lock: &str,
+    ) -> Result<Option<(Vec<Option<String>>, u32)>, PgError> {
         let sql = format!(
             "SELECT {} FROM {} WHERE {}{lock}",
             self.row_columns(),
@@ -197,7 +206,12 @@ impl WriteTable {
 
     /// Inserts a row from the given columns (others take their defaults) and saves its clocks;
     /// returns it as stored.
-    pub async fn insert(&self, c: &PreparedClient, values: &Values, save: &ClockSave<'_>) -> Result<Vec<Option<String>>, PgError> {
+    pub async fn insert(
+        &self,
+        c: &PreparedClient,
+        values: &Values,
+        save: &ClockSave<'_>,
+    ) -> Result<Vec<Option<String>>, PgError> {
         let mut cols = vec![];
         let mut exprs = vec![];
         let mut params: Vec<&Option<String>> = vec![];
@@ -221,7 +235,13 @@ impl WriteTable {
 
     /// Sets the given columns of the row with this key and saves its clocks; returns the row as
     /// stored (`None` when there is no such row). With no columns to set, only reads the row.
-    pub async fn update(&self, c: &PreparedClient, key: &Values, set: &Values, save: &ClockSave<'_>) -> Result<Option<Vec<Option<String>>>, PgError> {
+    pub async fn update(
+        &self,
+        c: &PreparedClient,
+        key: &Values,
+        set: &Values,
+        save: &ClockSave<'_>,
+    ) -> Result<Option<Vec<Option<String>>>, PgError> {
         let mut params: Vec<&Option<String>> = vec![];
         let mut assignments = vec![];
         for (i, col) in self.schema.columns.iter().enumerate() {

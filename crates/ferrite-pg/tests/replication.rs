@@ -8,8 +8,8 @@ use ferrite_core::relation::QualifiedName;
 use ferrite_pg::connect::connect;
 use ferrite_pg::replication::conn::ReplicationConnection;
 use ferrite_pg::replication::{
-    add_table_to_publication, current_wal_lsn, ensure_slot_and_publication, format_lsn, slot_status,
-    start_replication, Change, ReplicationConfig, ReplicationError, Transaction,
+    add_table_to_publication, current_wal_lsn, ensure_slot_and_publication, format_lsn, slot_status, start_replication,
+    Change, ReplicationConfig, ReplicationError, Transaction,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,15 +63,24 @@ INSERT INTO vals VALUES (
 
 /// Every column as Postgres text output on an ordinary Ferrite connection (bpchar through
 /// `concat`, which keeps its padding where `::text` trims it).
-async fn text_row(c: &tokio_postgres::Client, table: &str, id: i64, cols: &[&str], bpchar: &[&str]) -> Vec<Option<String>> {
+async fn text_row(
+    c: &tokio_postgres::Client,
+    table: &str,
+    id: i64,
+    cols: &[&str],
+    bpchar: &[&str],
+) -> Vec<Option<String>> {
     let exprs: Vec<String> = cols
         .iter()
-        .map(|c| if bpchar.contains(c) { format!("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END") } else { format!("{c}::text") })
+        .map(|c| {
+            if bpchar.contains(c) {
+                format!("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END")
+            } else {
+                format!("{c}::text")
+            }
+        })
         .collect();
-    let row = c
-        .query_one(&format!("SELECT {} FROM {table} WHERE id = $1", exprs.join(", ")), &[&id])
-        .await
-        .unwrap();
+    let row = c.query_one(&format!("SELECT {} FROM {table} WHERE id = $1", exprs.join(", ")), &[&id]).await.unwrap();
     (0..cols.len()).map(|i| row.get::<_, Option<String>>(i)).collect()
 }
 
@@ -119,7 +128,9 @@ async fn wait_for_confirmed(c: &tokio_postgres::Client, at_least: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_inserts_updates_deletes_and_truncates_with_exact_values() {
     let mut s = setup("repl_values", TYPES_SCHEMA, &["vals"]).await;
-    add_table_to_publication(&s.client, "ferrite_pub", &QualifiedName::new("public", "vals")).await.expect("idempotent");
+    add_table_to_publication(&s.client, "ferrite_pub", &QualifiedName::new("public", "vals"))
+        .await
+        .expect("idempotent");
     let identity: String = s
         .client
         .query_one("SELECT relreplident::text FROM pg_class WHERE oid = 'vals'::regclass", &[])
@@ -293,7 +304,12 @@ async fn unchanged_toast_values_are_filled_from_the_old_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_positions_are_confirmed_and_resumed_from() {
-    let mut s = setup("repl_ack", "CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE unpublished (id int);", &["items"]).await;
+    let mut s = setup(
+        "repl_ack",
+        "CREATE TABLE items (id int PRIMARY KEY, v text); CREATE TABLE unpublished (id int);",
+        &["items"],
+    )
+    .await;
     let initial = slot_status(&s.client, "ferrite_slot").await.unwrap().expect("slot exists");
     assert!(initial.confirmed_flush_lsn > 0);
 
@@ -345,7 +361,8 @@ async fn acknowledged_positions_are_confirmed_and_resumed_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_and_publication_errors_are_clear() {
     let s = setup("repl_errors", "CREATE TABLE items (id int PRIMARY KEY);", &[]).await;
-    let err = add_table_to_publication(&s.client, "ferrite_pub", &QualifiedName::new("public", "missing")).await.unwrap_err();
+    let err =
+        add_table_to_publication(&s.client, "ferrite_pub", &QualifiedName::new("public", "missing")).await.unwrap_err();
     assert!(err.to_string().contains("\"public\".\"missing\""), "{err}");
     assert!(ensure_slot_and_publication(&s.client, "Bad-Name", "p").await.is_err());
 

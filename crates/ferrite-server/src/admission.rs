@@ -140,7 +140,13 @@ mod tests {
 
     #[test]
     fn places_are_limited_per_route_and_subject_and_given_back() {
-        let a = Admission::new(AdmissionLimits { shape_initial: 2, shape_existing: 5, writes: 1, presence: 5, per_subject: 3 });
+        let a = Admission::new(AdmissionLimits {
+            shape_initial: 2,
+            shape_existing: 5,
+            writes: 1,
+            presence: 5,
+            per_subject: 3,
+        });
         let w = a.admit(Route::Writes, None).unwrap();
         assert_eq!(a.admit(Route::Writes, None).err(), Some(Refusal::Route { route: Route::Writes, limit: 1 }));
         drop(w);

@@ -231,7 +231,9 @@ impl ServerConfig {
         if self.sync_batch_size == 0 {
             return Err("sync_batch_size must be at least 1".into());
         }
-        if self.max_mutations_per_transaction == 0 || self.max_mutations_per_request < self.max_mutations_per_transaction {
+        if self.max_mutations_per_transaction == 0
+            || self.max_mutations_per_request < self.max_mutations_per_transaction
+        {
             return Err(format!(
                 "max_mutations_per_transaction must be at least 1 and at most max_mutations_per_request (got {} and {})",
                 self.max_mutations_per_transaction, self.max_mutations_per_request
@@ -241,10 +243,14 @@ impl ServerConfig {
             return Err("write_connections must be at least 1".into());
         }
         for (name, table) in &self.tables {
-            crate::writes::policy::table_policy(table, &self.default_conflict).map_err(|e| format!("tables.{name}: {e}"))?;
+            crate::writes::policy::table_policy(table, &self.default_conflict)
+                .map_err(|e| format!("tables.{name}: {e}"))?;
         }
         if !matches!(self.default_conflict.as_str(), "lww" | "server-wins") {
-            return Err(format!("default_conflict must be \"lww\" or \"server-wins\" (got {:?})", self.default_conflict));
+            return Err(format!(
+                "default_conflict must be \"lww\" or \"server-wins\" (got {:?})",
+                self.default_conflict
+            ));
         }
         crate::auth::Auth::from_config(self)?;
         if let Some(dev) = &self.dev {

@@ -7,11 +7,13 @@
 //! `ferrite dev`'s sign-in and editor app. [`server::start`] wires it together.
 
 pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod http;
 pub mod metrics;
 pub mod pool;
+pub mod presence;
 pub mod replication;
 pub mod router;
 pub mod server;
@@ -19,8 +21,6 @@ pub mod shapes;
 pub mod state;
 pub mod storage;
 pub mod writes;
-pub mod auth;
-pub mod presence;
 
 pub use config::ServerConfig;
 pub use server::{start, RunningServer};

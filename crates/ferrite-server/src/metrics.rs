@@ -70,29 +70,84 @@ impl Metrics {
             let _ = writeln!(out, "# HELP ferrite_{name} {help}\n# TYPE ferrite_{name} {kind}\nferrite_{name} {v}");
         };
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as i128;
-        counter("replication_transactions_total", "Transactions received from Postgres.", "counter", g(&self.transactions));
+        counter(
+            "replication_transactions_total",
+            "Transactions received from Postgres.",
+            "counter",
+            g(&self.transactions),
+        );
         counter("replication_changes_total", "Row changes received from Postgres.", "counter", g(&self.changes));
         counter("shape_log_messages_total", "Messages appended to shape logs.", "counter", g(&self.log_messages));
         counter("shape_log_syncs_total", "Shape log fsyncs.", "counter", g(&self.log_syncs));
-        counter("replication_last_commit_lsn", "Commit LSN of the last processed transaction.", "gauge", g(&self.last_commit_lsn));
+        counter(
+            "replication_last_commit_lsn",
+            "Commit LSN of the last processed transaction.",
+            "gauge",
+            g(&self.last_commit_lsn),
+        );
         counter("replication_confirmed_lsn", "LSN confirmed to Postgres.", "gauge", g(&self.confirmed_lsn));
         let wal = g(&self.server_wal_lsn);
         let lag = if wal > 0 { (wal - g(&self.confirmed_lsn)).max(0) } else { 0 };
         counter("replication_lag_bytes", "Postgres WAL position minus the confirmed LSN.", "gauge", lag);
-        counter("replication_retained_wal_bytes", "WAL retained by Ferrite's slot.", "gauge", g(&self.retained_wal_bytes));
+        counter(
+            "replication_retained_wal_bytes",
+            "WAL retained by Ferrite's slot.",
+            "gauge",
+            g(&self.retained_wal_bytes),
+        );
         counter("replication_connects_total", "Replication (re)connections.", "counter", g(&self.replication_connects));
-        counter("replication_connected", "1 while the replication stream is connected.", "gauge", self.replication_connected.load(Ordering::Relaxed) as i128);
+        counter(
+            "replication_connected",
+            "1 while the replication stream is connected.",
+            "gauge",
+            self.replication_connected.load(Ordering::Relaxed) as i128,
+        );
         counter("shape_requests_initial_total", "Shape requests at offset -1.", "counter", g(&self.requests_initial));
-        counter("shape_requests_catchup_total", "Non-live shape requests after the first.", "counter", g(&self.requests_catchup));
-        counter("shape_requests_live_total", "Live shape requests (long-poll and SSE).", "counter", g(&self.requests_live));
-        counter("shape_requests_rejected_total", "Shape requests refused by admission control.", "counter", g(&self.requests_rejected));
-        counter("live_requests_waiting", "Live requests currently held open.", "gauge", self.live_waiting.load(Ordering::Relaxed) as i128);
+        counter(
+            "shape_requests_catchup_total",
+            "Non-live shape requests after the first.",
+            "counter",
+            g(&self.requests_catchup),
+        );
+        counter(
+            "shape_requests_live_total",
+            "Live shape requests (long-poll and SSE).",
+            "counter",
+            g(&self.requests_live),
+        );
+        counter(
+            "shape_requests_rejected_total",
+            "Shape requests refused by admission control.",
+            "counter",
+            g(&self.requests_rejected),
+        );
+        counter(
+            "live_requests_waiting",
+            "Live requests currently held open.",
+            "gauge",
+            self.live_waiting.load(Ordering::Relaxed) as i128,
+        );
         counter("shapes", "Shapes currently registered.", "gauge", shapes as i128);
         counter("shapes_created_total", "Shapes created.", "counter", g(&self.shapes_created));
         counter("snapshot_rows_total", "Rows written by initial snapshots.", "counter", g(&self.snapshot_rows));
-        counter("client_transactions_applied_total", "Client transactions applied as sent.", "counter", g(&self.writes_applied));
-        counter("client_transactions_merged_total", "Client transactions committed with some values kept by the conflict policy.", "counter", g(&self.writes_merged));
-        counter("client_transactions_rejected_total", "Client transactions rejected.", "counter", g(&self.writes_rejected));
+        counter(
+            "client_transactions_applied_total",
+            "Client transactions applied as sent.",
+            "counter",
+            g(&self.writes_applied),
+        );
+        counter(
+            "client_transactions_merged_total",
+            "Client transactions committed with some values kept by the conflict policy.",
+            "counter",
+            g(&self.writes_merged),
+        );
+        counter(
+            "client_transactions_rejected_total",
+            "Client transactions rejected.",
+            "counter",
+            g(&self.writes_rejected),
+        );
         self.live_delivery.render(
             &mut out,
             "ferrite_live_delivery_seconds",

@@ -78,7 +78,8 @@ impl<C: PoolConnection> Pool<C> {
     /// A pool that opens connections lazily.
     pub fn new(url: &str, size: usize) -> Pool<C> {
         let size = size.max(1);
-        let inner = Inner { url: url.to_string(), size, idle: Mutex::new(vec![]), slots: Arc::new(Semaphore::new(size)) };
+        let inner =
+            Inner { url: url.to_string(), size, idle: Mutex::new(vec![]), slots: Arc::new(Semaphore::new(size)) };
         Pool { inner: Arc::new(inner) }
     }
 

@@ -145,7 +145,8 @@ impl Driver {
         {
             let routes = registry.routes();
             for (i, change) in txn.changes.iter().enumerate() {
-                let (relation, rows, row_change): (&Arc<Relation>, Vec<&[Option<String>]>, RowChange<'_>) = match change {
+                let (relation, rows, row_change): (&Arc<Relation>, Vec<&[Option<String>]>, RowChange<'_>) = match change
+                {
                     Change::Insert { relation, new } => (relation, vec![new], RowChange::Insert { new }),
                     Change::Update { relation, old, new } => match old {
                         Some(old) => (relation, vec![old, new], RowChange::Update { old, new }),

@@ -64,10 +64,8 @@ impl RunningServer {
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
     raise_fd_limit();
-    let registry = Registry::open(&config.data_dir, config.chunk_bytes).map_err(|source| StartError::Storage {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
+    let registry = Registry::open(&config.data_dir, config.chunk_bytes)
+        .map_err(|source| StartError::Storage { path: config.data_dir.display().to_string(), source })?;
     tracing::info!(shapes = registry.len(), dir = %config.data_dir.display(), "shape storage opened");
     let addr_text = format!("{}:{}", config.listen, config.port);
     let listener = tokio::net::TcpListener::bind(&addr_text)

@@ -134,7 +134,9 @@ impl AppState {
     /// A connection for catalog queries, reconnecting if the last one broke.
     pub async fn with_db<T>(
         &self,
-        f: impl for<'c> FnOnce(&'c tokio_postgres::Client) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'c>>,
+        f: impl for<'c> FnOnce(
+            &'c tokio_postgres::Client,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'c>>,
     ) -> Result<T, ShapeRequestError> {
         let mut guard = self.db.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
@@ -201,12 +203,18 @@ impl AppState {
         let result = async {
             let mut conn = self.snapshot_pool.get().await.map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
             let cfg = &self.config;
-            let info = take_initial_snapshot(conn.client_mut(), &shape, cfg.chunk_bytes, cfg.max_shape_size, &self.metrics.snapshot_rows)
-                .await
-                .map_err(|e| match e {
-                    e @ crate::shapes::snapshot::SnapshotError::TooLarge { .. } => Removal::TooLarge(e.to_string()),
-                    e => Removal::SnapshotFailed(e.to_string()),
-                })?;
+            let info = take_initial_snapshot(
+                conn.client_mut(),
+                &shape,
+                cfg.chunk_bytes,
+                cfg.max_shape_size,
+                &self.metrics.snapshot_rows,
+            )
+            .await
+            .map_err(|e| match e {
+                e @ crate::shapes::snapshot::SnapshotError::TooLarge { .. } => Removal::TooLarge(e.to_string()),
+                e => Removal::SnapshotFailed(e.to_string()),
+            })?;
             // Its transaction committed: the connection is clean.
             conn.release();
             self.registry.persist_ready(&shape, &info).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;

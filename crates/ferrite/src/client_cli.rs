@@ -92,7 +92,8 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
     match cmd {
         ClientCommand::Sync { replica, table, where_sql, columns, into, follow } => {
             let token = replica.token.map(TokenSource::Static).unwrap_or_default();
-            let client = Client::open(&replica.db, &replica.server, token).with_context(|| format!("opening {}", replica.db.display()))?;
+            let client = Client::open(&replica.db, &replica.server, token)
+                .with_context(|| format!("opening {}", replica.db.display()))?;
             let mut def = ShapeDef::table(&table);
             def.where_sql = where_sql;
             def.columns = columns.map(|c| c.split(',').map(|s| s.trim().to_string()).collect());
@@ -126,25 +127,41 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
         ClientCommand::Write { db, table, insert, update, set, delete } => {
             let client = Client::open(&db, "http://unused", TokenSource::None)?;
             let values = |flag: &str, json: &str| -> Result<ferrite_client::Values> {
-                serde_json::from_str(json).with_context(|| format!("--{flag} must be a JSON object of column → text or null"))
+                serde_json::from_str(json)
+                    .with_context(|| format!("--{flag} must be a JSON object of column → text or null"))
             };
             let change = match (insert, update, set, delete) {
                 (Some(v), None, None, None) => Change::Insert { table, values: values("insert", &v)? },
-                (None, Some(k), Some(s), None) => Change::Update { table, key: values("update", &k)?, set: values("set", &s)? },
+                (None, Some(k), Some(s), None) => {
+                    Change::Update { table, key: values("update", &k)?, set: values("set", &s)? }
+                }
                 (None, None, None, Some(k)) => Change::Delete { table, key: values("delete", &k)? },
                 _ => return Err(anyhow!("give one of --insert, --update with --set, or --delete")),
             };
             let id = client.write(&[change]).map_err(|e| anyhow!("{e}"))?;
-            println!("written locally as transaction {id}; {} waiting to be pushed", client.pending().map_err(|e| anyhow!("{e}"))?);
+            println!(
+                "written locally as transaction {id}; {} waiting to be pushed",
+                client.pending().map_err(|e| anyhow!("{e}"))?
+            );
             Ok(())
         }
         ClientCommand::Push { replica } => {
             let token = replica.token.map(TokenSource::Static).unwrap_or_default();
             let client = Client::open(&replica.db, &replica.server, token)?;
             let report = client.push().await.map_err(|e| anyhow!("{e}"))?;
-            println!("pushed {} transactions: {} accepted, {} rejected", report.sent, report.accepted, report.rejected.len());
+            println!(
+                "pushed {} transactions: {} accepted, {} rejected",
+                report.sent,
+                report.accepted,
+                report.rejected.len()
+            );
             for r in &report.rejected {
-                println!("  rejected {}: {} {}", r["id"], r["error"]["code"].as_str().unwrap_or(""), r["error"]["message"].as_str().unwrap_or(""));
+                println!(
+                    "  rejected {}: {} {}",
+                    r["id"],
+                    r["error"]["code"].as_str().unwrap_or(""),
+                    r["error"]["message"].as_str().unwrap_or("")
+                );
             }
             Ok(())
         }

@@ -11,7 +11,8 @@ use ferrite_server::ServerConfig;
 use std::path::Path;
 
 /// Keys whose values are strings even when they look like numbers.
-const STRING_KEYS: [&str; 7] = ["database_url", "listen", "data_dir", "slot_name", "publication", "secret", "default_conflict"];
+const STRING_KEYS: [&str; 7] =
+    ["database_url", "listen", "data_dir", "slot_name", "publication", "secret", "default_conflict"];
 /// Nested keys (last level) whose values are strings.
 const NESTED_STRING_KEYS: [&str; 10] =
     ["mode", "secret", "public_key_file", "jwks_file", "issuer", "audience", "conflict", "existence", "read", "write"];
@@ -26,7 +27,9 @@ fn env_value(var: &str, path: &[String], v: String) -> Result<toml::Value> {
         [] => false,
     };
     if v.trim_start().starts_with('[') {
-        let parsed: toml::Table = format!("v = {v}").parse().map_err(|e: toml::de::Error| anyhow!("environment variable {var}: {}", e.message()))?;
+        let parsed: toml::Table = format!("v = {v}")
+            .parse()
+            .map_err(|e: toml::de::Error| anyhow!("environment variable {var}: {}", e.message()))?;
         return Ok(parsed["v"].clone());
     }
     if string_key {
@@ -73,9 +76,8 @@ pub fn load(path: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
         let value = env_value(&k, &path, v)?;
         set_path(&mut table, &path, value, &k)?;
     }
-    let cfg: ServerConfig = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow!("configuration: {}", e.message()))?;
+    let cfg: ServerConfig =
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow!("configuration: {}", e.message()))?;
     cfg.validate().map_err(|e| anyhow!("configuration: {e}"))?;
     Ok(cfg)
 }

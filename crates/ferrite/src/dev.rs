@@ -21,7 +21,11 @@ const DATABASE: &str = "ferrite_dev";
 fn app_files() -> Vec<AppFile> {
     macro_rules! file {
         ($path:literal, $type:literal) => {
-            AppFile { path: $path, content_type: $type, body: include_bytes!(concat!("../../../web/editor/dist", $path)) }
+            AppFile {
+                path: $path,
+                content_type: $type,
+                body: include_bytes!(concat!("../../../web/editor/dist", $path)),
+            }
         };
     }
     vec![
@@ -86,7 +90,11 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
     println!("  Data:       {}", dir.display());
     println!("  Shape API:  {}/v1/shape?table=steps&offset=-1", server.url());
     println!("  Health:     {}/v1/health", server.url());
-    println!("  Sign-in:    {}/dev/users, then POST {{\"user_id\": …}} to {}/dev/token for a token", server.url(), server.url());
+    println!(
+        "  Sign-in:    {}/dev/users, then POST {{\"user_id\": …}} to {}/dev/token for a token",
+        server.url(),
+        server.url()
+    );
     println!("  Editor:     {}/", server.url());
     println!();
     println!("Press Ctrl-C to stop (Postgres is shut down cleanly; data is kept for the next run).");
@@ -99,10 +107,7 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
 
 async fn load_example(url: &str) -> Result<()> {
     let client = ferrite_pg::connect::connect(url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let exists = client
-        .query_one("SELECT to_regclass('public.pipelines') IS NOT NULL", &[])
-        .await?
-        .get::<_, bool>(0);
+    let exists = client.query_one("SELECT to_regclass('public.pipelines') IS NOT NULL", &[]).await?.get::<_, bool>(0);
     if !exists {
         println!("Loading the pipeline-editor example schema and seed data …");
         client.batch_execute(SCHEMA_SQL).await.context("loading examples/pipeline-editor/schema.sql")?;

@@ -57,7 +57,9 @@ async fn slow_headers(addr: SocketAddr, closed: Arc<AtomicUsize>) {
 /// server must answer 408 once the body deadline passes.
 async fn slow_body(addr: SocketAddr, path: &str, timed_out: Arc<AtomicUsize>) {
     let Ok(mut s) = TcpStream::connect(addr).await else { return };
-    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{"
+    );
     let _ = s.write_all(head.as_bytes()).await;
     let (mut r, mut w) = s.into_split();
     let trickle = tokio::spawn(async move {
@@ -87,9 +89,13 @@ async fn aborted(http: &reqwest::Client, base: &str, handle: &str, offset: &str,
         0 => http.get(url("/v1/shape?table=items&offset=-1")),
         1 => http.get(url(&format!("/v1/shape?table=items&handle={handle}&offset={offset}&live=true"))),
         2 => http.get(url(&format!("/v1/shape?table=items&handle={handle}&offset={offset}&live=true&live_sse=true"))),
-        3 => http.post(url(&format!("/v1/shape?table=items&handle={handle}&offset={offset}"))).json(&json!({"where": "id > 10", "order_by": "id", "limit": 20})),
+        3 => http
+            .post(url(&format!("/v1/shape?table=items&handle={handle}&offset={offset}")))
+            .json(&json!({"where": "id > 10", "order_by": "id", "limit": 20})),
         4 => http.post(url("/v1/transactions")).json(&tx),
-        5 => http.post(url("/v1/presence")).json(&json!({"room": "r", "client_id": format!("p{n}"), "state": {"x": n}})),
+        5 => {
+            http.post(url("/v1/presence")).json(&json!({"room": "r", "client_id": format!("p{n}"), "state": {"x": n}}))
+        }
         6 => http.get(url("/v1/presence?room=r&live_sse=true")),
         7 => http.get(url("/v1/presence?room=r&live=true&offset=0")),
         8 => http.get(url("/v1/config")),
@@ -158,7 +164,9 @@ async fn the_server_stays_responsive_under_abuse() {
     for _ in 0..300 {
         abusers.push(tokio::spawn(slow_headers(addr, closed.clone())));
     }
-    for (i, path) in ["/v1/transactions", "/v1/presence", "/v1/shape?table=items&offset=-1"].iter().cycle().take(150).enumerate() {
+    for (i, path) in
+        ["/v1/transactions", "/v1/presence", "/v1/shape?table=items&offset=-1"].iter().cycle().take(150).enumerate()
+    {
         let t = timed_out.clone();
         let p = path.to_string();
         abusers.push(tokio::spawn(async move {
@@ -193,16 +201,22 @@ async fn the_server_stays_responsive_under_abuse() {
         let t = Instant::now();
         let body = json!({"client_id": "good", "transactions": [{"id": id, "hlc": format!("{}-0", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()),
             "mutations": [{"op": "update", "table": "items", "key": {"id": "200"}, "value": {"n": id.to_string()}}]}]});
-        let r = tokio::time::timeout(Duration::from_secs(10), http.post(format!("{base}/v1/transactions")).json(&body).send())
-            .await
-            .expect("a write stalled")
-            .unwrap();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            http.post(format!("{base}/v1/transactions")).json(&body).send(),
+        )
+        .await
+        .expect("a write stalled")
+        .unwrap();
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["results"][0]["status"], "applied", "{v}");
         latencies.push(t.elapsed());
         let t = Instant::now();
-        let h = tokio::time::timeout(Duration::from_secs(10), http.get(format!("{base}/v1/health")).send()).await.expect("health stalled").unwrap();
+        let h = tokio::time::timeout(Duration::from_secs(10), http.get(format!("{base}/v1/health")).send())
+            .await
+            .expect("health stalled")
+            .unwrap();
         assert_eq!(h.status(), 200);
         latencies.push(t.elapsed());
     }
@@ -220,8 +234,16 @@ async fn the_server_stays_responsive_under_abuse() {
         latencies.last().unwrap()
     );
     assert!(latencies.len() >= 30, "too few well-behaved requests completed: {}", latencies.len());
-    assert!(closed.load(Ordering::Relaxed) >= 290, "slow-header connections left open: {} of 300 closed", closed.load(Ordering::Relaxed));
-    assert!(timed_out.load(Ordering::Relaxed) >= 140, "slow bodies answered 408: {} of 150", timed_out.load(Ordering::Relaxed));
+    assert!(
+        closed.load(Ordering::Relaxed) >= 290,
+        "slow-header connections left open: {} of 300 closed",
+        closed.load(Ordering::Relaxed)
+    );
+    assert!(
+        timed_out.load(Ordering::Relaxed) >= 140,
+        "slow bodies answered 408: {} of 150",
+        timed_out.load(Ordering::Relaxed)
+    );
     // Idle connections are closed by the header deadline too.
     let mut idle = idle.lock().await;
     let mut closed_idle = 0;
@@ -235,7 +257,10 @@ async fn the_server_stays_responsive_under_abuse() {
     let r = get(&format!("{base}/v1/health")).await;
     assert_eq!(r.status, 200);
     let left: i64 = c
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -59,9 +59,15 @@ async fn server(db: &TestDb) -> TestServer {
             public,
             ..Default::default()
         };
-        c.tables.insert("leads".into(), t(Some("tenant_id = claims.tenant_id"), Some("tenant_id = claims.tenant_id"), false));
+        c.tables.insert(
+            "leads".into(),
+            t(Some("tenant_id = claims.tenant_id"), Some("tenant_id = claims.tenant_id"), false),
+        );
         c.tables.insert("forms".into(), t(None, None, true));
-        c.tables.insert("public.pipelines".into(), t(Some("team_id = ANY(claims.teams)"), Some("team_id = ANY(claims.teams)"), false));
+        c.tables.insert(
+            "public.pipelines".into(),
+            t(Some("team_id = ANY(claims.teams)"), Some("team_id = ANY(claims.teams)"), false),
+        );
     })
     .await
 }
@@ -95,8 +101,14 @@ async fn only_valid_tokens_get_in() {
         }
         out
     };
-    let unsigned = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(json!({"sub": "x", "exp": now() + 3600})));
-    let forged = encode(&Header::new(Algorithm::HS256), &json!({"sub": "x", "exp": now() + 3600}), &EncodingKey::from_secret(b"some-other-secret-of-32-bytes-or-more")).unwrap();
+    let unsigned =
+        format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(json!({"sub": "x", "exp": now() + 3600})));
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "x", "exp": now() + 3600}),
+        &EncodingKey::from_secret(b"some-other-secret-of-32-bytes-or-more"),
+    )
+    .unwrap();
     // HS256 signed with the public RSA key as the secret (algorithm confusion).
     let confused = encode(
         &Header::new(Algorithm::HS256),
@@ -108,8 +120,28 @@ async fn only_valid_tokens_get_in() {
         ("no token", None),
         ("expired", Some(hs256(json!({"exp": now() - 60})))),
         ("not yet valid", Some(hs256(json!({"nbf": now() + 600})))),
-        ("no exp", Some(encode(&Header::new(Algorithm::HS256), &json!({"sub": "x"}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap())),
-        ("no sub", Some(encode(&Header::new(Algorithm::HS256), &json!({"exp": now() + 60}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap())),
+        (
+            "no exp",
+            Some(
+                encode(
+                    &Header::new(Algorithm::HS256),
+                    &json!({"sub": "x"}),
+                    &EncodingKey::from_secret(SECRET.as_bytes()),
+                )
+                .unwrap(),
+            ),
+        ),
+        (
+            "no sub",
+            Some(
+                encode(
+                    &Header::new(Algorithm::HS256),
+                    &json!({"exp": now() + 60}),
+                    &EncodingKey::from_secret(SECRET.as_bytes()),
+                )
+                .unwrap(),
+            ),
+        ),
         ("forged", Some(forged)),
         ("alg none", Some(unsigned)),
         ("algorithm confusion", Some(confused)),
@@ -121,7 +153,12 @@ async fn only_valid_tokens_get_in() {
         let w = post_tx(&s.base, token.as_deref(), json!({"client_id": "c", "transactions": []})).await;
         assert_eq!(w.status, 401, "{what}: {}", w.text);
     }
-    let r = send(reqwest::Client::new().get(format!("{}/v1/shape?table=forms&offset=-1", s.base)).header("authorization", "Basic abc")).await;
+    let r = send(
+        reqwest::Client::new()
+            .get(format!("{}/v1/shape?table=forms&offset=-1", s.base))
+            .header("authorization", "Basic abc"),
+    )
+    .await;
     assert_eq!(r.status, 401);
     assert!(r.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")));
 }
@@ -133,14 +170,11 @@ async fn a_tenant_cannot_read_another_tenants_rows() {
     c.batch_execute(SCHEMA).await.unwrap();
     let s = server(&db).await;
     let t1 = tenant("t1");
-    let ids_of = |rows: &[Value]| rows.iter().map(|r| r["id"].as_str().unwrap().parse::<i32>().unwrap()).collect::<BTreeSet<_>>();
-    let t1_ids: BTreeSet<i32> = c
-        .query("SELECT id FROM leads WHERE tenant_id = 't1'", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids_of = |rows: &[Value]| {
+        rows.iter().map(|r| r["id"].as_str().unwrap().parse::<i32>().unwrap()).collect::<BTreeSet<_>>()
+    };
+    let t1_ids: BTreeSet<i32> =
+        c.query("SELECT id FROM leads WHERE tenant_id = 't1'", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
 
     let wheres = [
         None,
@@ -168,7 +202,11 @@ async fn a_tenant_cannot_read_another_tenants_rows() {
             match read_shape(&s.base, Some(&t1), &params).await {
                 Ok(rows) => {
                     let ids = ids_of(&rows);
-                    assert!(ids.is_subset(&t1_ids), "where {w:?} columns {cols:?} leaked {:?}", ids.difference(&t1_ids));
+                    assert!(
+                        ids.is_subset(&t1_ids),
+                        "where {w:?} columns {cols:?} leaked {:?}",
+                        ids.difference(&t1_ids)
+                    );
                     if w.is_none() {
                         assert_eq!(ids, t1_ids, "an unfiltered shape shows every own row");
                     }
@@ -187,7 +225,8 @@ async fn a_tenant_cannot_read_another_tenants_rows() {
 
     // Another tenant's handle gets a 409 towards one's own shape, never their rows.
     let t2 = tenant("t2");
-    let r = send(reqwest::Client::new().get(format!("{}/v1/shape?table=leads&offset=-1", s.base)).bearer_auth(&t2)).await;
+    let r =
+        send(reqwest::Client::new().get(format!("{}/v1/shape?table=leads&offset=-1", s.base)).bearer_auth(&t2)).await;
     let t2_handle = r.header("electric-handle").unwrap();
     let r = send(
         reqwest::Client::new()
@@ -223,18 +262,23 @@ async fn a_tenant_cannot_read_another_tenants_rows() {
 
     // Tables without a read rule are refused unless public; responses are never shared-cacheable.
     assert!(matches!(read_shape(&s.base, Some(&t1), &[("table", "secrets")]).await, Err((403, _))));
-    let r = send(reqwest::Client::new().get(format!("{}/v1/shape?table=forms&offset=-1", s.base)).bearer_auth(&t1)).await;
+    let r =
+        send(reqwest::Client::new().get(format!("{}/v1/shape?table=forms&offset=-1", s.base)).bearer_auth(&t1)).await;
     assert_eq!(r.status, 200);
     assert!(r.header("cache-control").unwrap().starts_with("private"), "{:?}", r.header("cache-control"));
     assert!(r.headers.get_all("vary").iter().any(|v| v.to_str().unwrap().contains("authorization")));
 
     // Team membership through an array claim.
     let teams = |t: Value| hs256(json!({"teams": t}));
-    let names = |rows: Vec<Value>| rows.iter().map(|r| r["name"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
+    let names =
+        |rows: Vec<Value>| rows.iter().map(|r| r["name"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
     let ab = read_shape(&s.base, Some(&teams(json!(["a", "b"]))), &[("table", "pipelines")]).await.unwrap();
     assert_eq!(names(ab), ["etl".to_string(), "ml".into()].into());
     assert!(read_shape(&s.base, Some(&teams(json!([]))), &[("table", "pipelines")]).await.unwrap().is_empty());
-    assert!(read_shape(&s.base, Some(&hs256(json!({}))), &[("table", "pipelines")]).await.unwrap().is_empty(), "no claim, no rows");
+    assert!(
+        read_shape(&s.base, Some(&hs256(json!({}))), &[("table", "pipelines")]).await.unwrap().is_empty(),
+        "no claim, no rows"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,22 +297,42 @@ async fn a_tenant_cannot_write_another_tenants_rows() {
         .collect();
     let hlc = format!("{}-0", (now() + 2) * 1000); // after the rows' own (direct) writes
     let attempts = [
-        ("insert into t2", json!({"op": "insert", "table": "leads", "value": {"id": "500", "tenant_id": "t2", "name": "x"}})),
-        ("update t2's row", json!({"op": "update", "table": "leads", "key": {"id": "1"}, "value": {"name": "mine now"}})),
-        ("move own row to t2", json!({"op": "update", "table": "leads", "key": {"id": "2"}, "value": {"tenant_id": "t2"}})),
+        (
+            "insert into t2",
+            json!({"op": "insert", "table": "leads", "value": {"id": "500", "tenant_id": "t2", "name": "x"}}),
+        ),
+        (
+            "update t2's row",
+            json!({"op": "update", "table": "leads", "key": {"id": "1"}, "value": {"name": "mine now"}}),
+        ),
+        (
+            "move own row to t2",
+            json!({"op": "update", "table": "leads", "key": {"id": "2"}, "value": {"tenant_id": "t2"}}),
+        ),
         ("take t2's row", json!({"op": "update", "table": "leads", "key": {"id": "3"}, "value": {"tenant_id": "t1"}})),
         ("delete t2's row", json!({"op": "delete", "table": "leads", "key": {"id": "5"}})),
-        ("upsert over t2's row", json!({"op": "insert", "table": "leads", "value": {"id": "7", "tenant_id": "t1", "name": "x"}})),
-        ("write a public table without a write rule", json!({"op": "insert", "table": "forms", "value": {"id": "2", "title": "x"}})),
-        ("write a table without rules", json!({"op": "update", "table": "secrets", "key": {"id": "1"}, "value": {"body": "x"}})),
+        (
+            "upsert over t2's row",
+            json!({"op": "insert", "table": "leads", "value": {"id": "7", "tenant_id": "t1", "name": "x"}}),
+        ),
+        (
+            "write a public table without a write rule",
+            json!({"op": "insert", "table": "forms", "value": {"id": "2", "title": "x"}}),
+        ),
+        (
+            "write a table without rules",
+            json!({"op": "update", "table": "secrets", "key": {"id": "1"}, "value": {"body": "x"}}),
+        ),
     ];
     let txns: Vec<Value> = attempts
         .iter()
         .enumerate()
-        .map(|(i, (_, m))| json!({"id": i + 1, "hlc": hlc, "mutations": [
+        .map(|(i, (_, m))| {
+            json!({"id": i + 1, "hlc": hlc, "mutations": [
             // Each transaction first makes an allowed change that must not survive the rejection.
             {"op": "update", "table": "leads", "key": {"id": "4"}, "value": {"score": (1000 + i).to_string()}},
-            m]}))
+            m]})
+        })
         .collect();
     let r = post_tx(&s.base, Some(&t1), json!({"client_id": "t1-device", "transactions": txns})).await;
     assert_eq!(r.status, 200, "{}", r.text);

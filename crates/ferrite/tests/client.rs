@@ -46,12 +46,7 @@ async fn step_names(c: &tokio_postgres::Client, ids: &[i32]) -> Vec<String> {
 }
 
 fn local(client: &Client, table: &str) -> Vec<Vec<Value>> {
-    client
-        .query(
-            &format!("SELECT id, pipeline, name, x, done, note FROM {table} ORDER BY id"),
-            &[],
-        )
-        .unwrap()
+    client.query(&format!("SELECT id, pipeline, name, x, done, note FROM {table} ORDER BY id"), &[]).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,19 +58,14 @@ async fn shapes_land_in_sqlite_and_a_reopened_replica_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replica.db");
     let all = ShapeDef::table("steps");
-    let one = ShapeDef::table("steps")
-        .filter("pipeline = 1")
-        .into_table("pipeline_1");
+    let one = ShapeDef::table("steps").filter("pipeline = 1").into_table("pipeline_1");
     {
         let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
         let report = client.sync(&all).await.unwrap();
         assert_eq!(report.changes, 300);
         client.sync(&one).await.unwrap();
         assert_eq!(local(&client, "steps"), oracle(&c, "").await);
-        assert_eq!(
-            local(&client, "pipeline_1"),
-            oracle(&c, "WHERE pipeline = 1").await
-        );
+        assert_eq!(local(&client, "pipeline_1"), oracle(&c, "WHERE pipeline = 1").await);
     }
     // While the app is closed: inserts, updates (including to NULL) and deletes.
     c.batch_execute(
@@ -86,12 +76,7 @@ async fn shapes_land_in_sqlite_and_a_reopened_replica_resumes() {
     )
     .await
     .unwrap();
-    let initial_before = s
-        .server
-        .state
-        .metrics
-        .requests_initial
-        .load(Ordering::Relaxed);
+    let initial_before = s.server.state.metrics.requests_initial.load(Ordering::Relaxed);
     let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -102,26 +87,16 @@ async fn shapes_land_in_sqlite_and_a_reopened_replica_resumes() {
         {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the reopened replica never caught up"
-        );
+        assert!(Instant::now() < deadline, "the reopened replica never caught up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        s.server
-            .state
-            .metrics
-            .requests_initial
-            .load(Ordering::Relaxed),
+        s.server.state.metrics.requests_initial.load(Ordering::Relaxed),
         initial_before,
         "resumed from stored offsets: no request started a shape over"
     );
     // One local table per shape.
-    let clash = client
-        .sync(&ShapeDef::table("steps").filter("pipeline = 2"))
-        .await
-        .unwrap_err();
+    let clash = client.sync(&ShapeDef::table("steps").filter("pipeline = 2")).await.unwrap_err();
     assert!(clash.to_string().contains("into_table"), "{clash}");
 }
 
@@ -137,17 +112,12 @@ async fn a_rotated_shape_starts_over_and_a_subscription_stays_live() {
     client.sync(&all).await.unwrap();
     let old_handle = client.position(&all).unwrap().handle.unwrap();
     // TRUNCATE rotates every shape on the table: the next request gets a 409.
-    c.batch_execute("TRUNCATE steps; INSERT INTO steps VALUES (1, 0, 'only', 1.0, false, NULL);")
-        .await
-        .unwrap();
+    c.batch_execute("TRUNCATE steps; INSERT INTO steps VALUES (1, 0, 'only', 1.0, false, NULL);").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut refetches = 0;
     while local(&client, "steps") != oracle(&c, "").await {
         refetches += client.sync(&all).await.unwrap().refetches;
-        assert!(
-            Instant::now() < deadline,
-            "never converged after the rotation"
-        );
+        assert!(Instant::now() < deadline, "never converged after the rotation");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(refetches >= 1);
@@ -156,16 +126,8 @@ async fn a_rotated_shape_starts_over_and_a_subscription_stays_live() {
     // Live: changes arrive without asking, and the status says so.
     let sub = client.subscribe(all.clone());
     let mut status = sub.status();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        status.wait_for(|s| *s == Status::Synced),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    c.batch_execute("INSERT INTO steps VALUES (2, 0, 'live', 2.0, true, 'y')")
-        .await
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| *s == Status::Synced)).await.unwrap().unwrap();
+    c.batch_execute("INSERT INTO steps VALUES (2, 0, 'live', 2.0, true, 'y')").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while local(&client, "steps") != oracle(&c, "").await {
         assert!(Instant::now() < deadline, "the live change never arrived");
@@ -174,13 +136,10 @@ async fn a_rotated_shape_starts_over_and_a_subscription_stays_live() {
 
     // The server goes away: the subscription reports offline (and keeps retrying with backoff).
     s.server.shutdown().await;
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        status.wait_for(|s| matches!(s, Status::Offline { .. })),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| matches!(s, Status::Offline { .. })))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// Runs `ferrite client <args>` off the async runtime (the server runs on it); its stdout.
@@ -192,11 +151,7 @@ async fn cli(args: Vec<String>) -> String {
             .env("FERRITE_LOG", "warn")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     })
     .await
@@ -227,19 +182,10 @@ async fn the_cli_syncs_queries_and_reports() {
     ]))
     .await;
     assert!(out.contains("up to date (100 changes"), "{out}");
-    let out = cli(args(&[
-        "query",
-        "--db",
-        &file,
-        "SELECT count(*), min(id), max(id) FROM mine",
-    ]))
-    .await;
+    let out = cli(args(&["query", "--db", &file, "SELECT count(*), min(id), max(id) FROM mine"])).await;
     assert_eq!(out.trim(), "[100,1,298]");
     let out = cli(args(&["status", "--db", &file])).await;
-    assert!(
-        out.starts_with("mine: ") && out.contains("up to date"),
-        "{out}"
-    );
+    assert!(out.starts_with("mine: ") && out.contains("up to date"), "{out}");
     // Offline writes from the shell, pushed later.
     let out = cli(args(&[
         "write",
@@ -266,10 +212,7 @@ async fn the_cli_syncs_queries_and_reports() {
     .await;
     assert!(out.contains("2 waiting"), "{out}");
     let out = cli(args(&["push", "--db", &file, "--server", &s.base])).await;
-    assert!(
-        out.contains("pushed 2 transactions: 2 accepted, 0 rejected"),
-        "{out}"
-    );
+    assert!(out.contains("pushed 2 transactions: 2 accepted, 0 rejected"), "{out}");
     assert_eq!(step_names(&c, &[1, 900]).await, vec!["from the shell", "new"]);
 }
 
@@ -278,7 +221,9 @@ async fn the_cli_syncs_queries_and_reports() {
 async fn with_labels(db: &TestDb) -> (TestServer, tempfile::TempDir, Client) {
     let c = db.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
-    c.batch_execute("CREATE TABLE labels (id int PRIMARY KEY, body text); INSERT INTO labels VALUES (1, 'old');").await.unwrap();
+    c.batch_execute("CREATE TABLE labels (id int PRIMARY KEY, body text); INSERT INTO labels VALUES (1, 'old');")
+        .await
+        .unwrap();
     let s = TestServer::start(db).await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
@@ -286,10 +231,7 @@ async fn with_labels(db: &TestDb) -> (TestServer, tempfile::TempDir, Client) {
 }
 
 fn text(pairs: &[(&str, Option<&str>)]) -> ferrite_client::Values {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.map(String::from)))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.map(String::from))).collect()
 }
 
 fn count(client: &Client, sql: &str) -> i64 {
@@ -304,11 +246,7 @@ async fn converge(client: &Client, c: &tokio_postgres::Client, def: &ShapeDef) {
         if local(client, "steps") == oracle(c, "").await {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "local {:?}",
-            local(client, "steps").len()
-        );
+        assert!(Instant::now() < deadline, "local {:?}", local(client, "steps").len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -344,23 +282,14 @@ async fn offline_writes_survive_a_restart_and_are_applied_once() {
                 },
             ])
             .unwrap();
-        client
-            .write(&[Change::Delete {
-                table: "steps".into(),
-                key: text(&[("id", Some("2"))]),
-            }])
-            .unwrap();
+        client.write(&[Change::Delete { table: "steps".into(), key: text(&[("id", Some("2"))]) }]).unwrap();
         // Readable at once, before any push.
         assert_eq!(
-            client
-                .query("SELECT name, done FROM steps WHERE id = 1000", &[])
-                .unwrap(),
+            client.query("SELECT name, done FROM steps WHERE id = 1000", &[]).unwrap(),
             vec![vec![json!("offline"), json!(1)]]
         );
         assert_eq!(
-            client
-                .query("SELECT name, note FROM steps WHERE id = 1", &[])
-                .unwrap(),
+            client.query("SELECT name, note FROM steps WHERE id = 1", &[]).unwrap(),
             vec![vec![json!("edited"), Value::Null]]
         );
         assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE id = 2"), 0);
@@ -368,44 +297,23 @@ async fn offline_writes_survive_a_restart_and_are_applied_once() {
     } // the app is killed before pushing
     let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
     assert_eq!(client.pending().unwrap(), 2, "the outbox survived");
-    assert_eq!(
-        count(&client, "SELECT count(*) FROM steps WHERE id = 1000"),
-        1,
-        "and so did the local effects"
-    );
+    assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE id = 1000"), 1, "and so did the local effects");
     // A push whose answer was lost: the server applied it, the client never recorded the results.
     let lost = {
         let replica = rusqlite_free_pending(&path);
-        send(
-            reqwest::Client::new()
-                .post(format!("{}/v1/transactions", s.base))
-                .json(&replica),
-        )
-        .await
+        send(reqwest::Client::new().post(format!("{}/v1/transactions", s.base)).json(&replica)).await
     };
     assert_eq!(lost.status, 200, "{}", lost.text);
     let report = client.push().await.unwrap();
     assert_eq!((report.sent, report.accepted), (2, 2), "{report:?}");
     assert_eq!(client.push().await.unwrap().sent, 0, "nothing left to send");
     let m = client.metrics().unwrap();
-    assert_eq!(
-        (m.pending, m.applied, m.merged, m.rejected),
-        (0, 2, 0, 0),
-        "{m:?}"
-    );
+    assert_eq!((m.pending, m.applied, m.merged, m.rejected), (0, 2, 0, 0), "{m:?}");
     assert!(m.bytes_sent > 0 && m.last_sync_ms.is_some(), "{m:?}");
-    let applied: i64 = c
-        .query_one("SELECT count(*) FROM ferrite.client_results", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let applied: i64 = c.query_one("SELECT count(*) FROM ferrite.client_results", &[]).await.unwrap().get(0);
     assert_eq!(applied, 2, "each transaction applied once");
     converge(&client, &c, &all).await;
-    assert_eq!(
-        count(&client, "SELECT count(*) FROM _ferrite_outbox"),
-        0,
-        "txids came back through the shape"
-    );
+    assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_outbox"), 0, "txids came back through the shape");
     assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_shadow"), 0);
 }
 
@@ -413,19 +321,10 @@ async fn offline_writes_survive_a_restart_and_are_applied_once() {
 /// replay a push whose response was lost).
 fn rusqlite_free_pending(path: &std::path::Path) -> Value {
     let client = Client::open(path, "http://unused", TokenSource::None).unwrap();
-    let id = client
-        .query(
-            "SELECT value FROM _ferrite_meta WHERE key = 'client_id'",
-            &[],
-        )
-        .unwrap();
+    let id = client.query("SELECT value FROM _ferrite_meta WHERE key = 'client_id'", &[]).unwrap();
     let client_id = id.first().map(|r| r[0].clone()).unwrap_or(Value::Null);
-    let rows = client
-        .query(
-            "SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id",
-            &[],
-        )
-        .unwrap();
+    let rows =
+        client.query("SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id", &[]).unwrap();
     let txns: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -445,9 +344,7 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
-    c.batch_execute("ALTER TABLE steps ADD CHECK (x >= 0)")
-        .await
-        .unwrap();
+    c.batch_execute("ALTER TABLE steps ADD CHECK (x >= 0)").await.unwrap();
     let s = TestServer::start(&db).await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
@@ -461,22 +358,11 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
             set: text(&[("x", Some("-5"))]),
         }])
         .unwrap();
-    assert_eq!(
-        client
-            .query("SELECT x FROM steps WHERE id = 3", &[])
-            .unwrap(),
-        vec![vec![json!(-5.0)]]
-    );
+    assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(-5.0)]]);
     let report = client.push().await.unwrap();
     assert_eq!(report.rejected.len(), 1);
     assert_eq!(report.rejected[0]["error"]["code"], "constraint");
-    assert_eq!(
-        client
-            .query("SELECT x FROM steps WHERE id = 3", &[])
-            .unwrap(),
-        vec![vec![json!(4.5)]],
-        "rolled back"
-    );
+    assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(4.5)]], "rolled back");
     assert_eq!(client.metrics().unwrap().rejected, 1);
     assert!(client.metrics().unwrap().bytes_received > 0);
 
@@ -489,27 +375,13 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
             set: text(&[("name", Some("mine"))]),
         }])
         .unwrap();
-    c.batch_execute("UPDATE steps SET x = 99 WHERE id = 5")
-        .await
-        .unwrap();
+    c.batch_execute("UPDATE steps SET x = 99 WHERE id = 5").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while client
-        .query("SELECT x FROM steps WHERE id = 5", &[])
-        .unwrap()
-        != vec![vec![json!(99.0)]]
-    {
+    while client.query("SELECT x FROM steps WHERE id = 5", &[]).unwrap() != vec![vec![json!(99.0)]] {
         client.sync(&all).await.unwrap();
-        assert!(
-            Instant::now() < deadline,
-            "the server's change never arrived"
-        );
+        assert!(Instant::now() < deadline, "the server's change never arrived");
     }
-    assert_eq!(
-        client
-            .query("SELECT name FROM steps WHERE id = 5", &[])
-            .unwrap(),
-        vec![vec![json!("mine")]]
-    );
+    assert_eq!(client.query("SELECT name FROM steps WHERE id = 5", &[]).unwrap(), vec![vec![json!("mine")]]);
     client.push().await.unwrap();
     converge(&client, &c, &all).await;
 
@@ -529,24 +401,13 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
         key: text(&[("id", Some("8"))]),
         set: text(&[("name", Some("q"))]),
     }]);
-    assert!(
-        matches!(full, Err(ClientError::QueueFull { limit: 2 })),
-        "{full:?}"
-    );
+    assert!(matches!(full, Err(ClientError::QueueFull { limit: 2 })), "{full:?}");
     assert_eq!(client.pending().unwrap(), 2);
-    assert_ne!(
-        client
-            .query("SELECT name FROM steps WHERE id = 8", &[])
-            .unwrap(),
-        vec![vec![json!("q")]]
-    );
+    assert_ne!(client.query("SELECT name FROM steps WHERE id = 8", &[]).unwrap(), vec![vec![json!("q")]]);
     // Unknown tables and columns are refused before anything is written.
     client.set_limits(1000, 100);
     assert!(matches!(
-        client.write(&[Change::Delete {
-            table: "nope".into(),
-            key: text(&[("id", Some("1"))])
-        }]),
+        client.write(&[Change::Delete { table: "nope".into(), key: text(&[("id", Some("1"))]) }]),
         Err(ClientError::NotSynced(_))
     ));
     assert!(matches!(
@@ -561,10 +422,7 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
     let _sub = client.subscribe(all.clone());
     let deadline = Instant::now() + Duration::from_secs(15);
     while client.pending().unwrap() > 0 || local(&client, "steps") != oracle(&c, "").await {
-        assert!(
-            Instant::now() < deadline,
-            "the subscription never pushed and converged"
-        );
+        assert!(Instant::now() < deadline, "the subscription never pushed and converged");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(step_names(&c, &[6, 7]).await, vec!["q", "q"]);
@@ -580,17 +438,9 @@ async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pendi
     let dir = tempfile::tempdir().unwrap();
     let client = Client::open(dir.path().join("t.db"), &s.base, TokenSource::None).unwrap();
     client.configure_from_server().await.unwrap(); // max_offline_queue = 1 from the server
-    let short = ShapeDef::table("steps")
-        .filter("pipeline = 0")
-        .into_table("p0")
-        .retain_for(Duration::from_secs(3));
-    let pending = ShapeDef::table("steps")
-        .filter("pipeline = 1")
-        .into_table("p1")
-        .retain_for(Duration::from_secs(3));
-    let kept = ShapeDef::table("steps")
-        .filter("pipeline = 2")
-        .into_table("p2");
+    let short = ShapeDef::table("steps").filter("pipeline = 0").into_table("p0").retain_for(Duration::from_secs(3));
+    let pending = ShapeDef::table("steps").filter("pipeline = 1").into_table("p1").retain_for(Duration::from_secs(3));
+    let kept = ShapeDef::table("steps").filter("pipeline = 2").into_table("p2");
     for def in [&short, &pending, &kept] {
         client.sync(def).await.unwrap();
     }
@@ -606,33 +456,13 @@ async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pendi
         key: text(&[("id", Some("4"))]),
         set: text(&[("name", Some("x"))]),
     }]);
-    assert!(
-        matches!(
-            over,
-            Err(ferrite_client::ClientError::QueueFull { limit: 1 })
-        ),
-        "{over:?}"
-    );
-    assert!(
-        client.drop_expired().unwrap().is_empty(),
-        "nothing expired yet"
-    );
+    assert!(matches!(over, Err(ferrite_client::ClientError::QueueFull { limit: 1 })), "{over:?}");
+    assert!(client.drop_expired().unwrap().is_empty(), "nothing expired yet");
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     assert_eq!(client.drop_expired().unwrap(), vec!["p0".to_string()]);
-    assert!(
-        client.query("SELECT count(*) FROM p0", &[]).is_err(),
-        "its rows are gone"
-    );
-    assert_eq!(
-        count(&client, "SELECT count(*) FROM p1"),
-        100,
-        "pending writes keep a table"
-    );
-    assert_eq!(
-        count(&client, "SELECT count(*) FROM p2"),
-        100,
-        "no retention, kept"
-    );
+    assert!(client.query("SELECT count(*) FROM p0", &[]).is_err(), "its rows are gone");
+    assert_eq!(count(&client, "SELECT count(*) FROM p1"), 100, "pending writes keep a table");
+    assert_eq!(count(&client, "SELECT count(*) FROM p2"), 100, "no retention, kept");
     // Syncing it again starts from scratch.
     assert_eq!(client.sync(&short).await.unwrap().changes, 100);
 }
@@ -669,21 +499,16 @@ async fn pending_writes_survive_a_rotation_and_a_server_restart() {
         }])
         .unwrap();
     // The table is truncated and refilled: the shape rotates while the writes are pending.
-    c.batch_execute("TRUNCATE steps; INSERT INTO steps SELECT i, 0, 'again ' || i, 0, false, NULL FROM generate_series(1, 10) i;").await.unwrap();
+    c.batch_execute(
+        "TRUNCATE steps; INSERT INTO steps SELECT i, 0, 'again ' || i, 0, false, NULL FROM generate_series(1, 10) i;",
+    )
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         client.sync(&all).await.unwrap();
-        let rows = client
-            .query(
-                "SELECT id, name FROM steps WHERE id IN (5, 777) ORDER BY id",
-                &[],
-            )
-            .unwrap();
-        if rows
-            == vec![
-                vec![json!(5), json!("mine")],
-                vec![json!(777), json!("local")],
-            ]
+        let rows = client.query("SELECT id, name FROM steps WHERE id IN (5, 777) ORDER BY id", &[]).unwrap();
+        if rows == vec![vec![json!(5), json!("mine")], vec![json!(777), json!("local")]]
             && count(&client, "SELECT count(*) FROM steps") == 11
         {
             break; // the new snapshot with the pending writes on top
@@ -703,11 +528,7 @@ async fn pending_writes_survive_a_rotation_and_a_server_restart() {
     // Row 5 was rewritten directly after the offline edit was made: last writer wins, so the
     // edit is merged away; the new row 777 is in.
     assert_eq!(names, vec!["again 5", "local"]);
-    assert_eq!(
-        count(&client, "SELECT count(*) FROM _ferrite_shadow"),
-        0,
-        "nothing left waiting for a txid"
-    );
+    assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_shadow"), 0, "nothing left waiting for a txid");
     assert_eq!(count(&client, "SELECT count(*) FROM _ferrite_outbox"), 0);
 }
 
@@ -728,10 +549,7 @@ async fn status_and_connection_follow_the_network_writes_go_out_at_once_and_retr
     let sub = client.subscribe(all.clone());
     let (mut status, mut connection) = (sub.status(), sub.connection());
     let within = |secs| Duration::from_secs(secs);
-    tokio::time::timeout(within(10), status.wait_for(|s| *s == Status::Synced))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(within(10), status.wait_for(|s| *s == Status::Synced)).await.unwrap().unwrap();
     assert_eq!(*connection.borrow(), ConnectionState::Connected);
 
     // The network goes: the subscription says so, with what waits to be pushed.
@@ -745,44 +563,22 @@ async fn status_and_connection_follow_the_network_writes_go_out_at_once_and_retr
             }])
             .unwrap();
     }
-    tokio::time::timeout(
-        within(10),
-        connection.wait_for(|c| *c == ConnectionState::Disconnected),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    tokio::time::timeout(
-        within(10),
-        status.wait_for(|s| *s == Status::Offline { pending: 2 }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    tokio::time::timeout(within(10), connection.wait_for(|c| *c == ConnectionState::Disconnected))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(within(10), status.wait_for(|s| *s == Status::Offline { pending: 2 })).await.unwrap().unwrap();
 
     // Back, and a manual retry: connected, pushed and synced long before the 120 s backoff.
     network.set_online(true);
     sub.retry_now();
-    tokio::time::timeout(
-        within(10),
-        connection.wait_for(|c| *c == ConnectionState::Connected),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    tokio::time::timeout(within(10), connection.wait_for(|c| *c == ConnectionState::Connected)).await.unwrap().unwrap();
     let deadline = Instant::now() + within(10);
     while client.pending().unwrap() > 0 || local(&client, "steps") != oracle(&c, "").await {
-        assert!(
-            Instant::now() < deadline,
-            "retry_now did not reconnect, push and converge"
-        );
+        assert!(Instant::now() < deadline, "retry_now did not reconnect, push and converge");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let name: String = c
-        .query_one("SELECT name FROM steps WHERE id = 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let name: String = c.query_one("SELECT name FROM steps WHERE id = 1", &[]).await.unwrap().get(0);
     assert_eq!(name, "offline 2");
     assert!(network.counts().offline > 0);
 }
@@ -801,8 +597,16 @@ async fn a_transaction_over_two_tables_stays_whole_until_both_shapes_show_it() {
     let label = |id: i64| client.query("SELECT body FROM labels WHERE id = ?1", &[&id]).unwrap();
     client
         .write(&[
-            Change::Update { table: "steps".into(), key: text(&[("id", Some("1"))]), set: text(&[("name", Some("both"))]) },
-            Change::Update { table: "labels".into(), key: text(&[("id", Some("1"))]), set: text(&[("body", Some("both"))]) },
+            Change::Update {
+                table: "steps".into(),
+                key: text(&[("id", Some("1"))]),
+                set: text(&[("name", Some("both"))]),
+            },
+            Change::Update {
+                table: "labels".into(),
+                key: text(&[("id", Some("1"))]),
+                set: text(&[("body", Some("both"))]),
+            },
             Change::Insert { table: "labels".into(), values: text(&[("id", Some("500")), ("body", Some("outside"))]) },
         ])
         .unwrap();
@@ -831,7 +635,6 @@ async fn a_transaction_over_two_tables_stays_whole_until_both_shapes_show_it() {
     assert_eq!(body, "outside");
 }
 
-
 /// Issue 10, item 10: a snapshot of one table (a shape starting over, or a new one) retires only
 /// what that table shows. A pushed write to another table stays pending — and visible — until
 /// that table's own shape shows it, instead of reverting meanwhile.
@@ -845,7 +648,11 @@ async fn a_snapshot_of_one_table_does_not_retire_writes_to_another() {
     client.sync(&labels).await.unwrap();
     let label = || client.query("SELECT body FROM labels WHERE id = 1", &[]).unwrap();
     client
-        .write(&[Change::Update { table: "labels".into(), key: text(&[("id", Some("1"))]), set: text(&[("body", Some("mine"))]) }])
+        .write(&[Change::Update {
+            table: "labels".into(),
+            key: text(&[("id", Some("1"))]),
+            set: text(&[("body", Some("mine"))]),
+        }])
         .unwrap();
     client.push().await.unwrap();
     assert_eq!(client.metrics().unwrap().unconfirmed, 1);
@@ -876,11 +683,23 @@ async fn server_wins_writes_carry_what_the_client_saw() {
     let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
     let all = ShapeDef::table("steps");
     client.sync(&all).await.unwrap();
-    let update = |id: &str, set: &[(&str, Option<&str>)]| Change::Update { table: "steps".into(), key: text(&[("id", Some(id))]), set: text(set) };
-    client.write(&[update("3", &[("x", Some("7.25")), ("done", Some("t"))]), Change::Delete { table: "steps".into(), key: text(&[("id", Some("4"))]) }]).unwrap();
+    let update = |id: &str, set: &[(&str, Option<&str>)]| Change::Update {
+        table: "steps".into(),
+        key: text(&[("id", Some(id))]),
+        set: text(set),
+    };
+    client
+        .write(&[
+            update("3", &[("x", Some("7.25")), ("done", Some("t"))]),
+            Change::Delete { table: "steps".into(), key: text(&[("id", Some("4"))]) },
+        ])
+        .unwrap();
     let report = client.push().await.unwrap();
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    let row = c.query_one("SELECT x, done, (SELECT count(*) FROM steps WHERE id = 4) FROM steps WHERE id = 3", &[]).await.unwrap();
+    let row = c
+        .query_one("SELECT x, done, (SELECT count(*) FROM steps WHERE id = 4) FROM steps WHERE id = 3", &[])
+        .await
+        .unwrap();
     assert_eq!((row.get::<_, f64>(0), row.get::<_, bool>(1), row.get::<_, i64>(2)), (7.25, true, 0));
     // Someone else changes row 5 before this client has seen it: its change is refused.
     c.execute("UPDATE steps SET name = 'theirs' WHERE id = 5", &[]).await.unwrap();
@@ -912,8 +731,12 @@ async fn pushes_respect_the_servers_mutation_limits() {
     let all = ShapeDef::table("steps");
     client.sync(&all).await.unwrap();
     let rename = |ids: std::ops::Range<i32>| -> Vec<Change> {
-        ids.map(|i| Change::Update { table: "steps".into(), key: text(&[("id", Some(&i.to_string()))]), set: text(&[("name", Some("renamed"))]) })
-            .collect()
+        ids.map(|i| Change::Update {
+            table: "steps".into(),
+            key: text(&[("id", Some(&i.to_string()))]),
+            set: text(&[("name", Some("renamed"))]),
+        })
+        .collect()
     };
     assert!(matches!(client.write(&rename(1..12)), Err(ClientError::Invalid(m)) if m.contains("at most 10 changes")));
     for t in 0..5 {

@@ -26,34 +26,22 @@ fn seeds() -> Vec<u64> {
 }
 
 fn text(pairs: &[(&str, Option<String>)]) -> Values {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 async fn oracle(c: &tokio_postgres::Client, table: &str) -> Vec<Vec<Value>> {
-    c.query(
-        &format!("SELECT id::bigint, name, note FROM {table} WHERE pipeline_id = 1 ORDER BY id"),
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| {
-        vec![
-            r.get::<_, i64>(0).into(),
-            r.get::<_, Option<String>>(1).into(),
-            r.get::<_, Option<String>>(2).into(),
-        ]
-    })
-    .collect()
+    c.query(&format!("SELECT id::bigint, name, note FROM {table} WHERE pipeline_id = 1 ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            vec![r.get::<_, i64>(0).into(), r.get::<_, Option<String>>(1).into(), r.get::<_, Option<String>>(2).into()]
+        })
+        .collect()
 }
 
 fn local(client: &Client, table: &str) -> Vec<Vec<Value>> {
-    client
-        .query(&format!("SELECT id, name, note FROM {table} ORDER BY id"), &[])
-        .unwrap()
+    client.query(&format!("SELECT id, name, note FROM {table} ORDER BY id"), &[]).unwrap()
 }
 
 /// Seeds run at once (each on its own table and clients; the run is latency-bound).
@@ -75,35 +63,16 @@ async fn replicas_converge_after_random_offline_concurrent_writes() {
             let joined = running.join_next().await.unwrap();
             add(&mut totals, joined);
         }
-        running.spawn(run_seed(
-            seed,
-            s.base.clone(),
-            c.clone(),
-            dir.path().to_path_buf(),
-        ));
+        running.spawn(run_seed(seed, s.base.clone(), c.clone(), dir.path().to_path_buf()));
     }
     while let Some(joined) = running.join_next().await {
         add(&mut totals, joined);
     }
     println!("faults injected over all seeds: {totals:?}");
     // The run must actually have exercised every fault.
-    let FaultCounts {
-        requests,
-        offline,
-        refused,
-        lost,
-        cut,
-        duplicated,
-        replayed,
-    } = totals;
+    let FaultCounts { requests, offline, refused, lost, cut, duplicated, replayed } = totals;
     assert!(
-        requests > 0
-            && offline > 0
-            && refused > 0
-            && lost > 0
-            && cut > 0
-            && duplicated > 0
-            && replayed > 0,
+        requests > 0 && offline > 0 && refused > 0 && lost > 0 && cut > 0 && duplicated > 0 && replayed > 0,
         "{totals:?}"
     );
 }
@@ -139,14 +108,7 @@ async fn run_seed(
     let clients: Vec<Client> = proxies
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            Client::open(
-                dir.join(format!("{seed}-{i}.db")),
-                &p.base,
-                TokenSource::None,
-            )
-            .unwrap()
-        })
+        .map(|(i, p)| Client::open(dir.join(format!("{seed}-{i}.db")), &p.base, TokenSource::None).unwrap())
         .collect();
     let mut rejected = vec![];
     for cl in &clients {
@@ -180,11 +142,7 @@ async fn run_seed(
                 cl.write(&changes).unwrap();
             }
             4 => {
-                cl.write(&[Change::Delete {
-                    table: table.clone(),
-                    key: text(&[("id", Some(id))]),
-                }])
-                .unwrap();
+                cl.write(&[Change::Delete { table: table.clone(), key: text(&[("id", Some(id))]) }]).unwrap();
             }
             5 => {
                 next_id[i] += 1;
@@ -202,14 +160,8 @@ async fn run_seed(
                     ("note", Some(format!("about {value}"))),
                 ]);
                 cl.write(&[
-                    Change::Insert {
-                        table: table.clone(),
-                        values,
-                    },
-                    Change::Insert {
-                        table: comments.clone(),
-                        values: comment,
-                    },
+                    Change::Insert { table: table.clone(), values },
+                    Change::Insert { table: comments.clone(), values: comment },
                 ])
                 .unwrap();
             }

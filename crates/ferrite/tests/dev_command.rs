@@ -10,7 +10,8 @@ const GRACE: &str = "00000000-0000-4000-8000-0000000000a2";
 
 /// A token for `user` from the dev sign-in.
 async fn dev_token(base: &str, user: &str) -> String {
-    let r = send(reqwest::Client::new().post(format!("{base}/dev/token")).json(&serde_json::json!({"user_id": user}))).await;
+    let r = send(reqwest::Client::new().post(format!("{base}/dev/token")).json(&serde_json::json!({"user_id": user})))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.body["token"].as_str().unwrap().to_string()
 }
@@ -28,7 +29,10 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     let mut dev = DevProcess::start(dir.path(), pg_port);
     let text = dev.printed.join("\n");
     assert!(text.contains("Loading the pipeline-editor example"), "{text}");
-    assert!(text.contains(&dir.path().canonicalize().unwrap().display().to_string()), "prints its data directory: {text}");
+    assert!(
+        text.contains(&dir.path().canonicalize().unwrap().display().to_string()),
+        "prints its data directory: {text}"
+    );
     let base = base_of(&dev);
     assert!(text.contains(&format!("Editor:     {base}/")), "prints the editor's URL: {text}");
 
@@ -42,17 +46,31 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&ada);
     steps.catch_up().await;
     assert!(!steps.rows.is_empty(), "the seeded steps are served");
-    assert!(steps.rows.values().all(|r| r["team_id"] == "00000000-0000-4000-8000-000000000001"), "only Ada's team's steps");
+    assert!(
+        steps.rows.values().all(|r| r["team_id"] == "00000000-0000-4000-8000-000000000001"),
+        "only Ada's team's steps"
+    );
     let seeded = steps.sorted_rows();
     let mut teams = ShapeReader::new(&base, &[("table", "teams")]).with_token(&ada);
     teams.catch_up().await;
     assert_eq!(teams.rows.len(), 1);
 
     // Bad sign-in requests are refused with a message naming the problem.
-    let bad = send(reqwest::Client::new().post(format!("{base}/dev/token")).header("content-type", "application/json").body("{\"user_id\": 7}")).await;
+    let bad = send(
+        reqwest::Client::new()
+            .post(format!("{base}/dev/token"))
+            .header("content-type", "application/json")
+            .body("{\"user_id\": 7}"),
+    )
+    .await;
     assert_eq!(bad.status, 400, "{}", bad.text);
     assert!(bad.text.contains("user_id"), "{}", bad.text);
-    let unknown = send(reqwest::Client::new().post(format!("{base}/dev/token")).json(&serde_json::json!({"user_id": "00000000-0000-4000-8000-00000000ffff"}))).await;
+    let unknown = send(
+        reqwest::Client::new()
+            .post(format!("{base}/dev/token"))
+            .json(&serde_json::json!({"user_id": "00000000-0000-4000-8000-00000000ffff"})),
+    )
+    .await;
     assert_eq!(unknown.status, 404, "{}", unknown.text);
 
     // The editor app, its service worker and the avatars are served.
@@ -72,7 +90,10 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     let grace = dev_token(&base, GRACE).await;
     let mut etl = ShapeReader::new(&base, &[("table", "pipelines")]).with_token(&grace);
     etl.catch_up().await;
-    assert!(etl.rows.values().all(|r| r["team_id"] == "00000000-0000-4000-8000-000000000001"), "Grace no longer sees the Data team");
+    assert!(
+        etl.rows.values().all(|r| r["team_id"] == "00000000-0000-4000-8000-000000000001"),
+        "Grace no longer sees the Data team"
+    );
     client.execute("INSERT INTO team_members (team_id, user_id, role) VALUES ('00000000-0000-4000-8000-000000000002', $1::text::uuid, 'viewer')", &[&GRACE]).await.unwrap();
 
     // Ctrl-C: the server stops and Postgres is shut down cleanly (no postmaster.pid left).
@@ -88,7 +109,8 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     assert!(!text.contains("Loading the pipeline-editor example"), "{text}");
     let base = base_of(&again);
     // Each run signs with a new secret: the first run's tokens are worthless now.
-    let stale = send(reqwest::Client::new().get(format!("{base}/v1/shape?table=steps&offset=-1")).bearer_auth(&ada)).await;
+    let stale =
+        send(reqwest::Client::new().get(format!("{base}/v1/shape?table=steps&offset=-1")).bearer_auth(&ada)).await;
     assert_eq!(stale.status, 401, "{}", stale.text);
     let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&dev_token(&base, ADA).await);
     steps.catch_up().await;

@@ -84,9 +84,11 @@ async fn agents_console_policies() {
     assert_eq!(r[1]["status"], "applied", "on top of what the runtime wrote it applies");
 
     // Agent memory from two devices: the more important memory wins although it is older.
-    let mem = |id: u64, hlc: u64, importance: &str, content: &str| json!([{"id": id, "hlc": format!("{hlc}-0"), "mutations": [
+    let mem = |id: u64, hlc: u64, importance: &str, content: &str| {
+        json!([{"id": id, "hlc": format!("{hlc}-0"), "mutations": [
         {"op": "insert", "table": "agent_memory", "value": {"id": MEM, "owner_id": "u1", "agent": "coder",
-            "content": content, "importance": importance, "last_accessed_at": "2026-11-01 10:00:00+00"}}]}]);
+            "content": content, "importance": importance, "last_accessed_at": "2026-11-01 10:00:00+00"}}]}])
+    };
     post(&s.base, &u1, "u1-laptop", mem(1, t + 1, "8", "use the staging db")).await;
     let r = post(&s.base, &u1, "u1-phone", mem(1, t + 2, "3", "use prod")).await;
     assert_eq!(r[0]["status"], "merged", "{r:?}");
@@ -94,14 +96,24 @@ async fn agents_console_policies() {
     assert_eq!(content, "use the staging db");
 
     // Rows are per user: u2 sees none of u1's tasks and cannot write them.
-    post(&s.base, &u1, "u1-console", json!([{"id": 3, "hlc": format!("{}-0", t + 3), "mutations": [
-        {"op": "insert", "table": "tasks", "value": {"id": RUN, "owner_id": "u1", "title": "ship it"}}]}]))
+    post(
+        &s.base,
+        &u1,
+        "u1-console",
+        json!([{"id": 3, "hlc": format!("{}-0", t + 3), "mutations": [
+        {"op": "insert", "table": "tasks", "value": {"id": RUN, "owner_id": "u1", "title": "ship it"}}]}]),
+    )
     .await;
     let mut u2_tasks = ShapeReader::new(&s.base, &[("table", "tasks")]).with_token(&token(json!({"sub": "u2"})));
     u2_tasks.catch_up().await;
     assert!(u2_tasks.rows.is_empty());
-    let r = post(&s.base, &token(json!({"sub": "u2"})), "u2-console", json!([{"id": 1, "hlc": format!("{}-0", t + 4), "mutations": [
-        {"op": "update", "table": "tasks", "key": {"id": RUN}, "value": {"title": "mine"}}]}]))
+    let r = post(
+        &s.base,
+        &token(json!({"sub": "u2"})),
+        "u2-console",
+        json!([{"id": 1, "hlc": format!("{}-0", t + 4), "mutations": [
+        {"op": "update", "table": "tasks", "key": {"id": RUN}, "value": {"title": "mine"}}]}]),
+    )
     .await;
     assert_eq!(r[0]["error"]["code"], "forbidden");
     // Workflows are public to read, not writable.
@@ -124,7 +136,8 @@ async fn lead_forms_isolate_tenants() {
     .unwrap();
     let s = TestServer::start_with(&db, |cfg| apply_example("lead-forms", cfg)).await;
     let acme = token(json!({"sub": "ann", "tenant_id": "00000000-0000-0000-0000-0000000000a1"}));
-    let mut leads = ShapeReader::new(&s.base, &[("table", "leads"), ("where", "email LIKE '%globex%' OR true")]).with_token(&acme);
+    let mut leads =
+        ShapeReader::new(&s.base, &[("table", "leads"), ("where", "email LIKE '%globex%' OR true")]).with_token(&acme);
     leads.catch_up().await;
     let names: Vec<&str> = leads.rows.values().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["Ann"]);
@@ -132,14 +145,21 @@ async fn lead_forms_isolate_tenants() {
     // An offline lead syncs into the own tenant; one aimed at another tenant is refused; a bad
     // lead is refused with Postgres's CHECK message.
     let t = now_ms();
-    let lead = |id: u64, tenant: &str, message: &str| json!({"id": id, "hlc": format!("{t}-{id}"), "mutations": [
+    let lead = |id: u64, tenant: &str, message: &str| {
+        json!({"id": id, "hlc": format!("{t}-{id}"), "mutations": [
         {"op": "insert", "table": "leads", "value": {"id": format!("00000000-0000-0000-0000-00000000010{id}"),
-            "tenant_id": tenant, "name": "Cy", "email": "cy@x.test", "message": message}}]});
-    let r = post(&s.base, &acme, "ann-tablet", json!([
-        lead(1, "00000000-0000-0000-0000-0000000000a1", "offline at the trade fair"),
-        lead(2, "00000000-0000-0000-0000-0000000000b2", "offline at the trade fair"),
-        lead(3, "00000000-0000-0000-0000-0000000000a1", "short"),
-    ]))
+            "tenant_id": tenant, "name": "Cy", "email": "cy@x.test", "message": message}}]})
+    };
+    let r = post(
+        &s.base,
+        &acme,
+        "ann-tablet",
+        json!([
+            lead(1, "00000000-0000-0000-0000-0000000000a1", "offline at the trade fair"),
+            lead(2, "00000000-0000-0000-0000-0000000000b2", "offline at the trade fair"),
+            lead(3, "00000000-0000-0000-0000-0000000000a1", "short"),
+        ]),
+    )
     .await;
     assert_eq!(r[0]["status"], "applied", "{r:?}");
     assert_eq!(r[1]["error"]["code"], "forbidden");
@@ -193,8 +213,10 @@ async fn pipeline_editor_rules_and_policies() {
     assert_eq!(rows(&nobody, "users").await.len(), 4, "names and avatars are public to signed-in users");
 
     let t = now_ms();
-    let step = |id: &str, pipeline: &str, team: &str| json!({"op": "insert", "table": "steps", "value": {
-        "id": id, "pipeline_id": pipeline, "team_id": team, "name": "Lint", "type": "shell", "config": "{}", "position": "9"}});
+    let step = |id: &str, pipeline: &str, team: &str| {
+        json!({"op": "insert", "table": "steps", "value": {
+        "id": id, "pipeline_id": pipeline, "team_id": team, "name": "Lint", "type": "shell", "config": "{}", "position": "9"}})
+    };
     let r = post(&s.base, &grace, "grace-laptop", json!([
         // Into a pipeline of her team: applied.
         {"id": 1, "hlc": format!("{t}-0"), "mutations": [step("00000000-0000-4000-8000-0000000000f1", BUILD_AND_DEPLOY, PLATFORM)]},
@@ -215,23 +237,39 @@ async fn pipeline_editor_rules_and_policies() {
     assert_eq!(r[2]["error"]["code"], "constraint", "{r:?}");
     assert_eq!(r[3]["error"]["code"], "forbidden", "{r:?}");
     // Ada cannot write into the Data team at all.
-    let r = post(&s.base, &ada, "ada-laptop", json!([{"id": 1, "hlc": format!("{t}-4"),
-        "mutations": [step("00000000-0000-4000-8000-0000000000f5", NIGHTLY_ETL, DATA)]}]))
+    let r = post(
+        &s.base,
+        &ada,
+        "ada-laptop",
+        json!([{"id": 1, "hlc": format!("{t}-4"),
+        "mutations": [step("00000000-0000-4000-8000-0000000000f5", NIGHTLY_ETL, DATA)]}]),
+    )
     .await;
     assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
 
     // Steps are delete-wins: Ada deletes the Test step; Grace's move stamped later (made
     // offline before she saw the delete) does not bring it back.
-    let r = post(&s.base, &ada, "ada-laptop", json!([{"id": 2, "hlc": format!("{}-0", t + 10),
-        "mutations": [{"op": "delete", "table": "steps", "key": {"id": TEST_STEP}}]}]))
+    let r = post(
+        &s.base,
+        &ada,
+        "ada-laptop",
+        json!([{"id": 2, "hlc": format!("{}-0", t + 10),
+        "mutations": [{"op": "delete", "table": "steps", "key": {"id": TEST_STEP}}]}]),
+    )
     .await;
     assert_eq!(r[0]["status"], "applied", "{r:?}");
-    let r = post(&s.base, &grace, "grace-laptop", json!([{"id": 5, "hlc": format!("{}-0", t + 20),
-        "mutations": [{"op": "update", "table": "steps", "key": {"id": TEST_STEP}, "value": {"x": "999"}}]}]))
+    let r = post(
+        &s.base,
+        &grace,
+        "grace-laptop",
+        json!([{"id": 5, "hlc": format!("{}-0", t + 20),
+        "mutations": [{"op": "update", "table": "steps", "key": {"id": TEST_STEP}, "value": {"x": "999"}}]}]),
+    )
     .await;
     assert_ne!(r[0]["status"], "rejected", "{r:?}");
     assert_eq!(r[0]["unchanged"], true, "{r:?}");
-    let left: i64 = c.query_one("SELECT count(*) FROM steps WHERE id = $1::text::uuid", &[&TEST_STEP]).await.unwrap().get(0);
+    let left: i64 =
+        c.query_one("SELECT count(*) FROM steps WHERE id = $1::text::uuid", &[&TEST_STEP]).await.unwrap().get(0);
     assert_eq!(left, 0);
     // Its connections and comments went with it.
     let dangling: i64 = c

@@ -54,7 +54,12 @@ async fn initial_catch_up_and_live_headers() {
 
     // ETag revalidation.
     let etag = r2.header("etag").unwrap();
-    let r3 = send(reqwest::Client::new().get(format!("{url}?table=items&offset=0_0&handle={handle}")).header("if-none-match", &etag)).await;
+    let r3 = send(
+        reqwest::Client::new()
+            .get(format!("{url}?table=items&offset=0_0&handle={handle}"))
+            .header("if-none-match", &etag),
+    )
+    .await;
     assert_eq!(r3.status, 304);
 
     // Live: hold, then answer with the change.
@@ -181,7 +186,8 @@ async fn secret_delete_and_subset() {
     let r = get(&format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret&subset__where=grp%20%3D%20%241&subset__params=%7B%221%22%3A%22even%22%7D&subset__order_by=id%20DESC&subset__limit=2")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.header("electric-snapshot").as_deref(), Some("true"));
-    let ids: Vec<&str> = r.body["data"].as_array().unwrap().iter().map(|m| m["value"]["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        r.body["data"].as_array().unwrap().iter().map(|m| m["value"]["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["10", "8"]);
     assert!(r.body["metadata"]["xmin"].is_string());
     assert!(r.body["data"][0]["headers"]["snapshot_mark"].is_number());
@@ -193,10 +199,18 @@ async fn secret_delete_and_subset() {
     .await;
     assert_eq!(post.status, 200, "{}", post.text);
     assert_eq!(post.body["data"].as_array().unwrap().len(), 3);
-    let bad = send(reqwest::Client::new().post(format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret")).body("[1]")).await;
+    let bad = send(
+        reqwest::Client::new().post(format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret")).body("[1]"),
+    )
+    .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.body, json!({"error": "Request body must be a JSON object"}));
-    let big = send(reqwest::Client::new().post(format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret")).body(vec![b' '; 2 * 1024 * 1024])).await;
+    let big = send(
+        reqwest::Client::new()
+            .post(format!("{url}?table=items&offset=0_0&handle={handle}&secret=s3cret"))
+            .body(vec![b' '; 2 * 1024 * 1024]),
+    )
+    .await;
     assert_eq!(big.status, 413);
 
     // DELETE rotates: the old handle now gets 409 and a new handle.

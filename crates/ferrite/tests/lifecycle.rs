@@ -38,11 +38,18 @@ async fn least_recently_used_shapes_are_evicted_beyond_max_shapes() {
     let _c = reader_for(&s.base, 2).await;
     assert_eq!(s.server.state.registry.len(), 2);
     // The survivor still resumes from its offset.
-    let r = get(&format!("{}?table=items&where=grp%20%3D%200&handle={}&offset={}", s.shape_url(), a.handle.clone().unwrap(), a.offset)).await;
+    let r = get(&format!(
+        "{}?table=items&where=grp%20%3D%200&handle={}&offset={}",
+        s.shape_url(),
+        a.handle.clone().unwrap(),
+        a.offset
+    ))
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     // The evicted one must refetch (recreating it evicts the next least recently used).
     let evicted = b.handle.clone().unwrap();
-    let r = get(&format!("{}?table=items&where=grp%20%3D%201&handle={evicted}&offset={}", s.shape_url(), b.offset)).await;
+    let r =
+        get(&format!("{}?table=items&where=grp%20%3D%201&handle={evicted}&offset={}", s.shape_url(), b.offset)).await;
     assert_eq!(r.status, 409, "{}", r.text);
     assert_eq!(r.body, json!([{"headers": {"control": "must-refetch"}}]));
     let fresh = r.header("electric-handle").expect("the new handle");
@@ -64,7 +71,8 @@ async fn idle_shapes_expire_after_their_ttl() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(dir_count() < with_shape, "its files are removed");
-    let r = get(&format!("{}?table=items&where=grp%20%3D%203&handle={handle}&offset={}", s.shape_url(), r.offset)).await;
+    let r =
+        get(&format!("{}?table=items&where=grp%20%3D%203&handle={handle}&offset={}", s.shape_url(), r.offset)).await;
     assert_eq!(r.status, 409);
 }
 
@@ -127,7 +135,12 @@ async fn an_unreachable_database_is_a_503_not_a_hang() {
     assert!(new_shape.header("retry-after").is_some());
     assert!(t0.elapsed() < Duration::from_secs(15), "answered promptly");
     // What is already in a shape log is still served.
-    let again = get(&format!("{}?table=items&where=grp%20%3D%200&handle={}&offset=-1", s.shape_url(), r.handle.clone().unwrap())).await;
+    let again = get(&format!(
+        "{}?table=items&where=grp%20%3D%200&handle={}&offset=-1",
+        s.shape_url(),
+        r.handle.clone().unwrap()
+    ))
+    .await;
     assert_eq!(again.status, 200, "{}", again.text);
     // Health says the server is not following Postgres right now (Electric's "starting").
     let deadline = Instant::now() + Duration::from_secs(10);

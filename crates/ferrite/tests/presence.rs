@@ -44,8 +44,15 @@ async fn members_join_move_leave_and_expire() {
     })
     .await;
     let b = &s.base;
-    assert_eq!(post(b, None, json!({"room": "pipelines:1", "client_id": "ann", "state": {"cursor": [1, 2], "name": "Ann"}})).await.status, 200);
-    let r = post(b, None, json!({"room": "pipelines:1", "client_id": "bob", "state": {"cursor": [5, 5], "name": "Bob"}})).await;
+    assert_eq!(
+        post(b, None, json!({"room": "pipelines:1", "client_id": "ann", "state": {"cursor": [1, 2], "name": "Ann"}}))
+            .await
+            .status,
+        200
+    );
+    let r =
+        post(b, None, json!({"room": "pipelines:1", "client_id": "bob", "state": {"cursor": [5, 5], "name": "Bob"}}))
+            .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let bob_member = r.body["member"].as_str().unwrap().to_string();
     let snap = room(b, None, "room=pipelines:1").await;
@@ -69,7 +76,8 @@ async fn members_join_move_leave_and_expire() {
     assert_eq!(members(&woke)[0].1["cursor"], json!([3, 4]));
 
     // SSE: the current members first, then every change.
-    let mut sse = reqwest::Client::new().get(format!("{b}/v1/presence?room=pipelines:1&live_sse=true")).send().await.unwrap();
+    let mut sse =
+        reqwest::Client::new().get(format!("{b}/v1/presence?room=pipelines:1&live_sse=true")).send().await.unwrap();
     assert_eq!(sse.headers()["content-type"], "text/event-stream");
     let mut text = String::new();
     let mut next_event = async || -> Value {
@@ -129,30 +137,59 @@ async fn with_jwt_a_room_is_readable_only_by_those_who_can_read_its_row() {
         c.auth.secret = Some(SECRET.into());
         c.tables.insert(
             "pipelines".into(),
-            ferrite_server::config::TableConfig { read: Some("team_id = ANY(claims.teams)".into()), ..Default::default() },
+            ferrite_server::config::TableConfig {
+                read: Some("team_id = ANY(claims.teams)".into()),
+                ..Default::default()
+            },
         );
     })
     .await;
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
     let token = |sub: &str, teams: Value| {
-        encode(&Header::new(Algorithm::HS256), &json!({"sub": sub, "exp": exp, "teams": teams}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": sub, "exp": exp, "teams": teams}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     };
     let ann = token("ann", json!(["a"]));
     let b = &s.base;
-    assert_eq!(post(b, Some(&ann), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": {"x": 1}})).await.status, 200);
+    assert_eq!(
+        post(b, Some(&ann), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": {"x": 1}})).await.status,
+        200
+    );
     let r = room(b, Some(&ann), "room=pipelines:1").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["members"][0]["subject"], "ann");
-    for (room_name, why) in [("pipelines:2", "other team's pipeline"), ("pipelines:99", "no such row"), ("pipelines:abc", "bad key"), ("lobby", "not a row"), ("secrets:1", "no rule")] {
-        assert_eq!(post(b, Some(&ann), json!({"room": room_name, "client_id": "ann-laptop", "state": {}})).await.status, 403, "{why}");
+    for (room_name, why) in [
+        ("pipelines:2", "other team's pipeline"),
+        ("pipelines:99", "no such row"),
+        ("pipelines:abc", "bad key"),
+        ("lobby", "not a row"),
+        ("secrets:1", "no rule"),
+    ] {
+        assert_eq!(
+            post(b, Some(&ann), json!({"room": room_name, "client_id": "ann-laptop", "state": {}})).await.status,
+            403,
+            "{why}"
+        );
         assert_eq!(room(b, Some(&ann), &format!("room={room_name}")).await.status, 403, "{why}");
     }
     assert_eq!(room(b, None, "room=pipelines:1").await.status, 401);
     // Another user posting with Ann's client id is another member: Ann's entry is neither
     // replaced nor removed, and nobody sees client ids.
     let mallory = token("mallory", json!(["a"]));
-    assert_eq!(post(b, Some(&mallory), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": {"x": 9}})).await.status, 200);
-    assert_eq!(post(b, Some(&mallory), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": null})).await.status, 200);
+    assert_eq!(
+        post(b, Some(&mallory), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": {"x": 9}}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post(b, Some(&mallory), json!({"room": "pipelines:1", "client_id": "ann-laptop", "state": null})).await.status,
+        200
+    );
     let r = room(b, Some(&ann), "room=pipelines:1").await;
     assert_eq!(r.body["members"].as_array().unwrap().len(), 1, "{}", r.text);
     assert_eq!(r.body["members"][0]["subject"], "ann");

@@ -27,7 +27,19 @@ enum Ty {
     IntArr,
 }
 
-const TYPES: &[Ty] = &[Ty::Int4, Ty::Int8, Ty::Text, Ty::Bool, Ty::Numeric, Ty::Float8, Ty::Date, Ty::Timestamptz, Ty::Varchar, Ty::TextArr, Ty::IntArr];
+const TYPES: &[Ty] = &[
+    Ty::Int4,
+    Ty::Int8,
+    Ty::Text,
+    Ty::Bool,
+    Ty::Numeric,
+    Ty::Float8,
+    Ty::Date,
+    Ty::Timestamptz,
+    Ty::Varchar,
+    Ty::TextArr,
+    Ty::IntArr,
+];
 
 impl Ty {
     fn sql(self) -> &'static str {
@@ -60,10 +72,13 @@ impl Ty {
             Ty::Numeric => format!("{}.{:02}", rng.gen_range(-3..=3), [0, 5, 25, 50].choose(rng).unwrap()),
             Ty::Float8 => ["0.5", "-1.25", "3", "1e10", "-0.0", "2.5"].choose(rng).unwrap().to_string(),
             Ty::Date => format!("'2024-0{}-1{}'", rng.gen_range(1..=3), rng.gen_range(0..=2)),
-            Ty::Timestamptz => format!("'2024-01-0{} 1{}:00:00+0{}'", rng.gen_range(1..=3), rng.gen_range(0..=2), rng.gen_range(0..=2)),
+            Ty::Timestamptz => {
+                format!("'2024-01-0{} 1{}:00:00+0{}'", rng.gen_range(1..=3), rng.gen_range(0..=2), rng.gen_range(0..=2))
+            }
             Ty::TextArr => {
                 let n = rng.gen_range(0..=3);
-                let items: Vec<String> = (0..n).map(|_| format!("\"{}\"", ["x", "y", "z w"].choose(rng).unwrap())).collect();
+                let items: Vec<String> =
+                    (0..n).map(|_| format!("\"{}\"", ["x", "y", "z w"].choose(rng).unwrap())).collect();
                 format!("'{{{}}}'", items.join(","))
             }
             Ty::IntArr => {
@@ -94,7 +109,12 @@ fn atom(rng: &mut StdRng, s: &Schema) -> String {
             format!("{c} {}IN ({})", if rng.gen_bool(0.3) { "NOT " } else { "" }, items.join(", "))
         }
         2 if comparable(ty) && ty != Ty::Bool => {
-            format!("{c} {}BETWEEN {} AND {}", if rng.gen_bool(0.2) { "NOT " } else { "" }, ty.literal(rng, false), ty.literal(rng, false))
+            format!(
+                "{c} {}BETWEEN {} AND {}",
+                if rng.gen_bool(0.2) { "NOT " } else { "" },
+                ty.literal(rng, false),
+                ty.literal(rng, false)
+            )
         }
         3 if matches!(ty, Ty::Text | Ty::Varchar) => {
             let pat = ["a%", "%a%", "_e%", "%\\%", "", "%"].choose(rng).unwrap();
@@ -145,13 +165,8 @@ fn row_values(rng: &mut StdRng, s: &Schema) -> Vec<String> {
 }
 
 async fn random_batch(rng: &mut StdRng, c: &tokio_postgres::Client, s: &Schema, next_id: &mut i32) {
-    let ids: Vec<i32> = c
-        .query(&format!("SELECT id FROM {}", s.table), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: Vec<i32> =
+        c.query(&format!("SELECT id FROM {}", s.table), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     let mut sql = String::from("BEGIN;");
     for _ in 0..rng.gen_range(1..25) {
         match rng.gen_range(0..10) {
@@ -163,7 +178,11 @@ async fn random_batch(rng: &mut StdRng, c: &tokio_postgres::Client, s: &Schema, 
             4..=7 if !ids.is_empty() => {
                 let id = ids.choose(rng).unwrap();
                 let (name, ty) = s.cols.choose(rng).unwrap();
-                sql.push_str(&format!("UPDATE {} SET \"{name}\" = {} WHERE id = {id};", s.table, ty.literal(rng, true)));
+                sql.push_str(&format!(
+                    "UPDATE {} SET \"{name}\" = {} WHERE id = {id};",
+                    s.table,
+                    ty.literal(rng, true)
+                ));
             }
             8 if !ids.is_empty() => {
                 // Primary-key change.
@@ -198,12 +217,16 @@ async fn shapes_equal_sql_after_random_batches() {
     for k in 0..cases {
         let schema = random_schema(&mut rng, k);
         let cols: Vec<String> = schema.cols.iter().map(|(n, t)| format!("\"{n}\" {}", t.sql())).collect();
-        c.batch_execute(&format!("CREATE TABLE {} (id int PRIMARY KEY, {})", schema.table, cols.join(", "))).await.unwrap();
+        c.batch_execute(&format!("CREATE TABLE {} (id int PRIMARY KEY, {})", schema.table, cols.join(", ")))
+            .await
+            .unwrap();
         let mut next_id = 0;
         for _ in 0..30 {
             next_id += 1;
             let vals = row_values(&mut rng, &schema);
-            c.batch_execute(&format!("INSERT INTO {} VALUES ({next_id}, {})", schema.table, vals.join(", "))).await.unwrap();
+            c.batch_execute(&format!("INSERT INTO {} VALUES ({next_id}, {})", schema.table, vals.join(", ")))
+                .await
+                .unwrap();
         }
         let col_names: Vec<&str> = std::iter::once("id").chain(schema.cols.iter().map(|(n, _)| n.as_str())).collect();
         let mut shapes = vec![];

@@ -18,7 +18,10 @@ fn jwt_rule(cfg: &mut ferrite_server::ServerConfig, tables: &[&str], rule: &str)
     cfg.auth.secret = Some(SECRET.into());
     for t in tables {
         let rule = Some(rule.to_string());
-        cfg.tables.insert(t.to_string(), ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() });
+        cfg.tables.insert(
+            t.to_string(),
+            ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() },
+        );
     }
 }
 
@@ -93,9 +96,13 @@ async fn rules_cannot_be_commented_out_closed_or_reopened() {
                 }
                 match read_shape(&s.base, Some(&t), &params).await {
                     Ok(rows) => {
-                        let ids: BTreeSet<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+                        let ids: BTreeSet<String> =
+                            rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
                         if !ids.is_subset(&own) {
-                            leaked.push(format!("{table} tenant {tenant:?} where {w:?}: {:?}", ids.difference(&own).collect::<Vec<_>>()));
+                            leaked.push(format!(
+                                "{table} tenant {tenant:?} where {w:?}: {:?}",
+                                ids.difference(&own).collect::<Vec<_>>()
+                            ));
                         }
                         if w.is_none() {
                             assert_eq!(ids, own, "{table}: tenant {tenant:?} sees exactly its own rows");
@@ -148,7 +155,10 @@ async fn wait_writes_settled(c: &tokio_postgres::Client) {
         if locks == 0 && idle_in_txn == 0 {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{locks} advisory locks and {idle_in_txn} open transactions remain");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{locks} advisory locks and {idle_in_txn} open transactions remain"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -262,7 +272,8 @@ async fn like_patterns_are_capped_and_cheap() {
     assert_eq!(r.body["errors"]["where"][0], "LIKE pattern too long: 20003 characters (the limit is 1024)");
 
     let at_cap = format!("%{}b%", "a".repeat(1_021));
-    let mut docs = ShapeReader::new(&s.base, &[("table", "docs"), ("where", &format!("body LIKE '{at_cap}' OR id = 2"))]);
+    let mut docs =
+        ShapeReader::new(&s.base, &[("table", "docs"), ("where", &format!("body LIKE '{at_cap}' OR id = 2"))]);
     let mut pings = ShapeReader::new(&s.base, &[("table", "pings")]);
     docs.catch_up().await;
     pings.catch_up().await;
@@ -317,10 +328,17 @@ async fn the_secret_guards_every_route_and_bookkeeping_is_out_of_reach() {
         json!({"op": "insert", "table": "information_schema.sql_features", "value": {"feature_id": "x"}}),
     ];
     for (i, m) in targets.into_iter().enumerate() {
-        let r = send(http.post(format!("{}/v1/transactions?secret={secret}", s.base)).json(&write(10 + i as u64, m.clone()))).await;
+        let r = send(
+            http.post(format!("{}/v1/transactions?secret={secret}", s.base)).json(&write(10 + i as u64, m.clone())),
+        )
+        .await;
         assert_eq!(r.body["results"][0]["error"]["code"], "forbidden", "{m}: {}", r.text);
     }
-    let after: i64 = c.query_one("SELECT count(*) FROM ferrite.client_results WHERE result->>'status' <> 'rejected'", &[]).await.unwrap().get(0);
+    let after: i64 = c
+        .query_one("SELECT count(*) FROM ferrite.client_results WHERE result->>'status' <> 'rejected'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(after, before, "recorded results are untouched");
     for table in ["ferrite.client_results", "pg_catalog.pg_authid", "information_schema.tables"] {
         let r = get(&format!("{}/v1/shape?table={table}&offset=-1&secret={secret}", s.base)).await;
@@ -367,9 +385,11 @@ async fn configured_issuer_and_audience_are_required() {
 async fn a_late_reader_is_not_told_up_to_date_early() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    c.batch_execute("CREATE TABLE items (id int PRIMARY KEY, n int); INSERT INTO items SELECT g, 0 FROM generate_series(1, 20) g;")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, n int); INSERT INTO items SELECT g, 0 FROM generate_series(1, 20) g;",
+    )
+    .await
+    .unwrap();
     let s = TestServer::start(&db).await;
     let mut early = ShapeReader::new(&s.base, &[("table", "items")]);
     early.catch_up().await; // pins an up-to-date boundary at the head
@@ -412,13 +432,21 @@ async fn a_squatted_client_id_does_not_lock_out_its_owner() {
     let s = TestServer::start_with(&db, |cfg| jwt_rule(cfg, &["notes"], "team_id = ANY(claims.teams)")).await;
     let alice = token(json!({"sub": "alice", "teams": ["a"]}));
     let mallory = token(json!({"sub": "mallory", "teams": ["a"]}));
-    let insert = |id: u64, row: i32| json!({"id": id, "hlc": hlc(id as u32), "mutations": [
-        {"op": "insert", "table": "notes", "value": {"id": row.to_string(), "team_id": "a", "body": "x"}}]});
+    let insert = |id: u64, row: i32| {
+        json!({"id": id, "hlc": hlc(id as u32), "mutations": [
+        {"op": "insert", "table": "notes", "value": {"id": row.to_string(), "team_id": "a", "body": "x"}}]})
+    };
     // Mallory squats the id first, with a high transaction id.
-    let r = post_tx(&s.base, Some(&mallory), json!({"client_id": "browser-1", "transactions": [insert(1_000_000, 1)]})).await;
+    let r = post_tx(&s.base, Some(&mallory), json!({"client_id": "browser-1", "transactions": [insert(1_000_000, 1)]}))
+        .await;
     assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
     // Alice's offline edits (ids 1..3) are applied, not refused and not taken for retries.
-    let r = post_tx(&s.base, Some(&alice), json!({"client_id": "browser-1", "transactions": [insert(1, 2), insert(2, 3), insert(3, 4)]})).await;
+    let r = post_tx(
+        &s.base,
+        Some(&alice),
+        json!({"client_id": "browser-1", "transactions": [insert(1, 2), insert(2, 3), insert(3, 4)]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     for i in 0..3 {
         assert_eq!(r.body["results"][i]["status"], "applied", "{}", r.text);
@@ -429,13 +457,19 @@ async fn a_squatted_client_id_does_not_lock_out_its_owner() {
     // Presence: Mallory's post under Alice's client id is a member of its own; readers see
     // member ids, never client ids.
     let presence = |t: &str, state: Value| {
-        send(reqwest::Client::new().post(format!("{}/v1/presence", s.base)).bearer_auth(t).json(&json!({"room": "notes:2", "client_id": "browser-1", "state": state})))
+        send(
+            reqwest::Client::new()
+                .post(format!("{}/v1/presence", s.base))
+                .bearer_auth(t)
+                .json(&json!({"room": "notes:2", "client_id": "browser-1", "state": state})),
+        )
     };
     let mine = presence(&alice, json!({"name": "Alice"})).await;
     assert_eq!(mine.status, 200, "{}", mine.text);
     assert_eq!(presence(&mallory, json!({"name": "Alice (not)"})).await.status, 200);
     assert_eq!(presence(&mallory, Value::Null).await.status, 200);
-    let room = send(reqwest::Client::new().get(format!("{}/v1/presence?room=notes:2", s.base)).bearer_auth(&alice)).await;
+    let room =
+        send(reqwest::Client::new().get(format!("{}/v1/presence?room=notes:2", s.base)).bearer_auth(&alice)).await;
     let members = room.body["members"].as_array().unwrap();
     assert_eq!(members.len(), 1, "{}", room.text);
     assert_eq!(members[0]["member"], mine.body["member"]);
@@ -480,7 +514,10 @@ async fn other_sites_cannot_mint_dev_tokens() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let example = |file: &str| {
-        std::fs::read_to_string(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-editor").join(file)).unwrap()
+        std::fs::read_to_string(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-editor").join(file),
+        )
+        .unwrap()
     };
     c.batch_execute(&example("schema.sql")).await.unwrap();
     c.batch_execute(&example("seed.sql")).await.unwrap();
@@ -497,10 +534,32 @@ async fn other_sites_cannot_mint_dev_tokens() {
         ("a simple text/plain post", http.post(&url).header("content-type", "text/plain").body(body), 415),
         ("a form post", http.post(&url).header("content-type", "application/x-www-form-urlencoded").body(body), 415),
         ("no content type", http.post(&url).body(body), 415),
-        ("another origin", http.post(&url).header("content-type", "application/json").header("origin", "http://evil.example").body(body), 403),
-        ("another port", http.post(&url).header("content-type", "application/json").header("origin", "http://127.0.0.1:1").body(body), 403),
-        ("a rebound host name", http.post(&url).header("content-type", "application/json").header("host", "evil.example").body(body), 403),
-        ("listing users cross-origin", http.get(format!("{}/dev/users", s.base)).header("origin", "http://evil.example"), 403),
+        (
+            "another origin",
+            http.post(&url)
+                .header("content-type", "application/json")
+                .header("origin", "http://evil.example")
+                .body(body),
+            403,
+        ),
+        (
+            "another port",
+            http.post(&url)
+                .header("content-type", "application/json")
+                .header("origin", "http://127.0.0.1:1")
+                .body(body),
+            403,
+        ),
+        (
+            "a rebound host name",
+            http.post(&url).header("content-type", "application/json").header("host", "evil.example").body(body),
+            403,
+        ),
+        (
+            "listing users cross-origin",
+            http.get(format!("{}/dev/users", s.base)).header("origin", "http://evil.example"),
+            403,
+        ),
     ];
     for (what, req, status) in attempts {
         let r = send(req).await;
@@ -508,10 +567,17 @@ async fn other_sites_cannot_mint_dev_tokens() {
         assert!(r.header("access-control-allow-origin").is_none(), "{what}: CORS header sent");
         assert!(!r.text.contains("token\""), "{what}: {}", r.text);
     }
-    let preflight = send(http.request(reqwest::Method::OPTIONS, &url).header("origin", "http://evil.example").header("access-control-request-method", "POST")).await;
+    let preflight = send(
+        http.request(reqwest::Method::OPTIONS, &url)
+            .header("origin", "http://evil.example")
+            .header("access-control-request-method", "POST"),
+    )
+    .await;
     assert!(preflight.header("access-control-allow-origin").is_none());
     // The editor's own page (same origin, JSON) signs in.
-    let own = send(http.post(&url).header("content-type", "application/json").header("origin", s.base.clone()).body(body)).await;
+    let own =
+        send(http.post(&url).header("content-type", "application/json").header("origin", s.base.clone()).body(body))
+            .await;
     assert_eq!(own.status, 200, "{}", own.text);
     assert!(own.body["token"].is_string());
 }
@@ -553,18 +619,37 @@ async fn smaller_holes_stay_closed() {
     let ok = post_tx(&s.base, Some(&staff), tx(json!(i64::MAX), json!({"op": "update", "table": "leads", "key": {"id": "2"}, "value": {"name": "Bo"}, "base": {"name": "Bob"}}))).await;
     assert_eq!(ok.body["results"][0]["status"], "applied", "{}", ok.text);
     for id in [json!(1u64 << 63), json!(u64::MAX)] {
-        let r = post_tx(&s.base, Some(&staff), tx(id.clone(), json!({"op": "delete", "table": "leads", "key": {"id": "2"}, "base": {"name": "Bo"}}))).await;
+        let r = post_tx(
+            &s.base,
+            Some(&staff),
+            tx(id.clone(), json!({"op": "delete", "table": "leads", "key": {"id": "2"}, "base": {"name": "Bo"}})),
+        )
+        .await;
         assert_eq!(r.status, 400, "{id}: {}", r.text);
-        assert!(r.body["errors"]["transactions[0].id"][0].as_str().unwrap().contains("9223372036854775807"), "{}", r.text);
+        assert!(
+            r.body["errors"]["transactions[0].id"][0].as_str().unwrap().contains("9223372036854775807"),
+            "{}",
+            r.text
+        );
     }
 
     // A visitor's insert over an existing lead conflicts without showing it; staff see it.
     let insert = json!({"op": "insert", "table": "leads", "value": {"id": "1", "tenant_id": "t1", "name": "Eve"}});
-    let r = post_tx(&s.base, Some(&visitor), json!({"client_id": "kiosk", "transactions": [{"id": 1, "hlc": hlc(0), "mutations": [insert.clone()]}]})).await;
+    let r = post_tx(
+        &s.base,
+        Some(&visitor),
+        json!({"client_id": "kiosk", "transactions": [{"id": 1, "hlc": hlc(0), "mutations": [insert.clone()]}]}),
+    )
+    .await;
     assert_eq!(r.body["results"][0]["error"]["code"], "conflict", "{}", r.text);
     assert!(r.body["results"][0]["error"].get("current").is_none(), "the visitor saw the row: {}", r.text);
     assert!(!r.text.contains("Ada"), "{}", r.text);
-    let r = post_tx(&s.base, Some(&staff), json!({"client_id": "desk", "transactions": [{"id": 1, "hlc": hlc(0), "mutations": [insert]}]})).await;
+    let r = post_tx(
+        &s.base,
+        Some(&staff),
+        json!({"client_id": "desk", "transactions": [{"id": 1, "hlc": hlc(0), "mutations": [insert]}]}),
+    )
+    .await;
     assert_eq!(r.body["results"][0]["error"]["current"]["name"], "Ada", "{}", r.text);
 
     // Server-wins: no base, no change; a matching base applies; a stale one conflicts.
@@ -575,7 +660,13 @@ async fn smaller_holes_stay_closed() {
         }
         m
     };
-    let send_one = |id: u64, m: Value| post_tx(&s.base, Some(&staff), json!({"client_id": "desk", "transactions": [{"id": id, "hlc": hlc(0), "mutations": [m]}]}));
+    let send_one = |id: u64, m: Value| {
+        post_tx(
+            &s.base,
+            Some(&staff),
+            json!({"client_id": "desk", "transactions": [{"id": id, "hlc": hlc(0), "mutations": [m]}]}),
+        )
+    };
     let r = send_one(2, update(None)).await;
     assert_eq!(r.body["results"][0]["error"]["code"], "invalid", "{}", r.text);
     assert!(r.text.contains("base.status"), "{}", r.text);
@@ -612,27 +703,40 @@ async fn mutations_are_capped_and_rules_are_checked_before_locks() {
     .await;
     let t1 = token(json!({"tenant_id": "t1"}));
     let config = get(&format!("{}/v1/config", s.base)).await;
-    assert_eq!((config.body["max_mutations_per_transaction"].as_u64(), config.body["max_mutations_per_request"].as_u64()), (Some(50), Some(60)));
+    assert_eq!(
+        (config.body["max_mutations_per_transaction"].as_u64(), config.body["max_mutations_per_request"].as_u64()),
+        (Some(50), Some(60))
+    );
     let inserts = |from: usize, n: usize, tenant: &str| -> Vec<Value> {
-        (from..from + n).map(|i| json!({"op": "insert", "table": "items", "value": {"id": i.to_string(), "tenant_id": tenant}})).collect()
+        (from..from + n)
+            .map(|i| json!({"op": "insert", "table": "items", "value": {"id": i.to_string(), "tenant_id": tenant}}))
+            .collect()
     };
     let txn = |id: u64, mutations: Vec<Value>| json!({"id": id, "hlc": hlc(id as u32), "mutations": mutations});
 
     // One transaction over the cap: rejected, recorded (a retry gets the same answer), nothing applied.
     for _ in 0..2 {
-        let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(1, inserts(0, 51, "t1"))]})).await;
+        let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(1, inserts(0, 51, "t1"))]}))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.body["results"][0]["error"]["code"], "invalid");
         assert_eq!(r.body["results"][0]["error"]["message"], "at most 50 mutations per transaction (got 51)");
     }
     // Several transactions over the request cap: 400, nothing applied; split, they go through.
-    let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(2, inserts(0, 40, "t1")), txn(3, inserts(40, 40, "t1"))]})).await;
+    let r = post_tx(
+        &s.base,
+        Some(&t1),
+        json!({"client_id": "d", "transactions": [txn(2, inserts(0, 40, "t1")), txn(3, inserts(40, 40, "t1"))]}),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("at most 60 mutations per request (got 80)"), "{}", r.text);
     let rows: i64 = c.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
     assert_eq!(rows, 0);
     for (id, from) in [(2, 0), (3, 40)] {
-        let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(id, inserts(from, 40, "t1"))]})).await;
+        let r =
+            post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(id, inserts(from, 40, "t1"))]}))
+                .await;
         assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
     }
 
@@ -640,7 +744,8 @@ async fn mutations_are_capped_and_rules_are_checked_before_locks() {
     // the request costs is its recorded rejection's (a lock would take one more).
     let xid = || async { c.query_one("SELECT txid_current()", &[]).await.unwrap().get::<_, i64>(0) };
     let before = xid().await;
-    let r = post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(4, inserts(100, 50, "t2"))]})).await;
+    let r =
+        post_tx(&s.base, Some(&t1), json!({"client_id": "d", "transactions": [txn(4, inserts(100, 50, "t2"))]})).await;
     assert_eq!(r.body["results"][0]["error"]["code"], "forbidden", "{}", r.text);
     assert_eq!(xid().await - before, 2, "the request assigned more than its rejection's transaction id");
 }
@@ -719,7 +824,13 @@ async fn admission_covers_streams_writes_presence_and_subjects() {
     }
     let over = send(reqwest::Client::new().get(format!("{}/v1/config", s.base)).bearer_auth(&ann)).await;
     assert_eq!(over.status, 200, "routes without admission are not counted");
-    let over = send(reqwest::Client::new().post(format!("{}/v1/presence", s.base)).bearer_auth(&ann).json(&json!({"room": "rooms:1", "client_id": "a", "state": {}}))).await;
+    let over = send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/presence", s.base))
+            .bearer_auth(&ann)
+            .json(&json!({"room": "rooms:1", "client_id": "a", "state": {}})),
+    )
+    .await;
     assert_eq!(over.status, 429, "{}", over.text);
     assert_eq!(over.body["code"], "subject_request_limit_exceeded");
     // Presence has a limit of its own (3, held by Ann's streams).
@@ -733,7 +844,13 @@ async fn admission_covers_streams_writes_presence_and_subjects() {
         async move {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
-                let r = send(reqwest::Client::new().post(format!("{base}/v1/presence")).bearer_auth(&t).json(&json!({"room": "rooms:2", "client_id": client, "state": {}}))).await;
+                let r = send(
+                    reqwest::Client::new()
+                        .post(format!("{base}/v1/presence"))
+                        .bearer_auth(&t)
+                        .json(&json!({"room": "rooms:2", "client_id": client, "state": {}})),
+                )
+                .await;
                 if r.status != 503 || std::time::Instant::now() > deadline {
                     return r;
                 }
@@ -760,7 +877,11 @@ async fn admission_covers_streams_writes_presence_and_subjects() {
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let waits: i64 = c.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[]).await.unwrap().get(0);
+        let waits: i64 = c
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
+            .await
+            .unwrap()
+            .get(0);
         if waits > 0 {
             break;
         }
@@ -771,7 +892,8 @@ async fn admission_covers_streams_writes_presence_and_subjects() {
         {"id": 1, "hlc": hlc(0), "mutations": [{"op": "update", "table": "rooms", "key": {"id": "2"}, "value": {"n": "1"}}]}]}))
     .await;
     assert_eq!(second.status, 503, "{}", second.text);
-    let presence = send(reqwest::Client::new().get(format!("{}/v1/presence?room=rooms:2", s.base)).bearer_auth(&cat)).await;
+    let presence =
+        send(reqwest::Client::new().get(format!("{}/v1/presence?room=rooms:2", s.base)).bearer_auth(&cat)).await;
     assert_eq!(presence.status, 200, "presence waited for a write connection: {}", presence.text);
     blocker.rollback().await.unwrap();
     assert_eq!(waiting.await.unwrap().body["results"][0]["status"], "applied");
@@ -797,7 +919,8 @@ async fn subset_snapshots_are_pooled_bounded_and_streamed() {
     let r = get(&format!("{}/v1/shape?table=big&offset=-1&log=changes_only", s.base)).await;
     let handle = r.header("electric-handle").unwrap();
     let offset = r.header("electric-offset").unwrap();
-    let subset = |query: &str| format!("{}/v1/shape?table=big&log=changes_only&handle={handle}&offset={offset}&{query}", s.base);
+    let subset =
+        |query: &str| format!("{}/v1/shape?table=big&log=changes_only&handle={handle}&offset={offset}&{query}", s.base);
 
     // Bounds, checked before any row goes out.
     let rows = get(&subset("subset__order_by=id")).await;
@@ -820,10 +943,13 @@ async fn subset_snapshots_are_pooled_bounded_and_streamed() {
         stalled.push(r);
     }
     let in_subsets = || async {
-        c.query_one("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%snapshot_mark%' AND pid <> pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%snapshot_mark%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
     };
     let busy = get(&subset("subset__order_by=id&subset__limit=10")).await;
     assert_eq!(busy.status, 503, "{}", busy.text);

@@ -81,7 +81,9 @@ async fn an_sse_reader_that_stops_reading_is_dropped() {
     );
     sse.write_all(req.as_bytes()).await.unwrap();
     let metrics_url = format!("{}/metrics", s.base);
-    let waiting = || async { metric(&reqwest::get(&metrics_url).await.unwrap().text().await.unwrap(), "ferrite_live_requests_waiting") };
+    let waiting = || async {
+        metric(&reqwest::get(&metrics_url).await.unwrap().text().await.unwrap(), "ferrite_live_requests_waiting")
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while waiting().await == 0 {
         assert!(Instant::now() < deadline, "the SSE stream never started");

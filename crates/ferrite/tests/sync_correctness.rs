@@ -104,7 +104,12 @@ async fn moves_key_changes_and_replica_modes() {
     assert_eq!(ops, vec!["insert", "delete", "delete", "insert", "update"]);
 
     // The raw messages of the key change carry key_change_to / key_change_from.
-    let raw = get(&format!("{}/v1/shape?table=mv&where=grp%20%3D%20%27a%27&offset=0_inf&handle={}", s.base, r.handle.clone().unwrap())).await;
+    let raw = get(&format!(
+        "{}/v1/shape?table=mv&where=grp%20%3D%20%27a%27&offset=0_inf&handle={}",
+        s.base,
+        r.handle.clone().unwrap()
+    ))
+    .await;
     let msgs = raw.body.as_array().unwrap();
     let del = msgs.iter().find(|m| m["headers"]["key_change_to"].is_string()).expect("key_change_to");
     assert_eq!(del["headers"]["key_change_to"], "\"public\".\"mv\"/\"30\"");
@@ -117,7 +122,9 @@ async fn moves_key_changes_and_replica_modes() {
     assert_eq!(upd["value"], serde_json::json!({"id": "2", "note": "q"}));
     let all = oracle(&c, "mv", COLS, "").await;
     full.live_until(Duration::from_secs(10), |r| r.sorted_rows() == all).await;
-    let raw_full = get(&format!("{}/v1/shape?table=mv&replica=full&offset=0_inf&handle={}", s.base, full.handle.clone().unwrap())).await;
+    let raw_full =
+        get(&format!("{}/v1/shape?table=mv&replica=full&offset=0_inf&handle={}", s.base, full.handle.clone().unwrap()))
+            .await;
     let upd = raw_full.body.as_array().unwrap().iter().rev().find(|m| m["headers"]["operation"] == "update").unwrap();
     assert_eq!(upd["value"], serde_json::json!({"id": "2", "grp": "a", "n": "2", "note": "q"}));
     assert_eq!(upd["old_value"], serde_json::json!({"note": "y"}));
@@ -168,7 +175,8 @@ async fn catch_up_chunks_are_immutable() {
     loop {
         let before = r.offset.clone();
         let resp = r.step(false).await;
-        served.insert(before, (resp.text.clone(), resp.header("electric-offset").unwrap(), resp.header("etag").unwrap()));
+        served
+            .insert(before, (resp.text.clone(), resp.header("electric-offset").unwrap(), resp.header("etag").unwrap()));
         if resp.header("electric-up-to-date").is_some() {
             break;
         }
@@ -182,7 +190,8 @@ async fn catch_up_chunks_are_immutable() {
     let handle = r.handle.clone().unwrap();
     let without_up_to_date = |body: &str| {
         let v: Value = serde_json::from_str(body).unwrap();
-        let msgs: Vec<Value> = v.as_array().unwrap().iter().filter(|m| m["headers"]["control"] != "up-to-date").cloned().collect();
+        let msgs: Vec<Value> =
+            v.as_array().unwrap().iter().filter(|m| m["headers"]["control"] != "up-to-date").cloned().collect();
         msgs
     };
     for (offset, (body, end, etag)) in &served {
@@ -191,7 +200,11 @@ async fn catch_up_chunks_are_immutable() {
         if body.contains("\"up-to-date\"") {
             // The response that reached the head then is no longer told it has everything: same
             // entries, no up-to-date, another tag.
-            assert_eq!(without_up_to_date(&again.text), without_up_to_date(body), "entries for offset {offset} changed");
+            assert_eq!(
+                without_up_to_date(&again.text),
+                without_up_to_date(body),
+                "entries for offset {offset} changed"
+            );
             assert!(again.header("electric-up-to-date").is_none(), "offset {offset} still claims up-to-date");
             assert_ne!(again.header("etag").as_ref(), Some(etag));
         } else {

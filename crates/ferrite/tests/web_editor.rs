@@ -58,8 +58,14 @@ fn pipeline_editor_in_chromium() {
 #[test]
 fn committed_editor_bundle_matches_its_sources() {
     require_node_modules();
-    run("type-checking the editor", Command::new("npm").args(["run", "typecheck", "-w", "ferrite-pipeline-editor"]).current_dir(web()));
-    run("comparing web/editor/dist with a fresh build", Command::new("node").args(["build.mjs", "--check"]).current_dir(web().join("editor")));
+    run(
+        "type-checking the editor",
+        Command::new("npm").args(["run", "typecheck", "-w", "ferrite-pipeline-editor"]).current_dir(web()),
+    );
+    run(
+        "comparing web/editor/dist with a fresh build",
+        Command::new("node").args(["build.mjs", "--check"]).current_dir(web().join("editor")),
+    );
 }
 
 #[test]

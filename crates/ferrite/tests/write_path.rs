@@ -46,9 +46,12 @@ async fn applied_writes_come_back_through_shapes_with_their_txid() {
     let (_db, s, c) = setup(|_| {}).await;
     let mut shape = ShapeReader::new(&s.base, &[("table", "steps")]);
     shape.catch_up().await;
-    let r = post(&s.base, &json!({"client_id": "c1", "transactions": [
-        txn(1, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "Build", "x": "3"}}]))
-    ]}))
+    let r = post(
+        &s.base,
+        &json!({"client_id": "c1", "transactions": [
+            txn(1, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "Build", "x": "3"}}]))
+        ]}),
+    )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let result = &r.body["results"][0];
@@ -108,11 +111,8 @@ async fn a_retry_storm_applies_once_and_every_retry_gets_the_same_answer() {
     assert_eq!(answers[0][1]["status"], "applied");
     assert_ne!(answers[0][0]["txid"], answers[0][1]["txid"], "one Postgres transaction per client transaction");
     assert_eq!(step_row(&c, A).await, Some(("one".into(), 7, 0)));
-    let recorded: i64 = c
-        .query_one("SELECT count(*) FROM ferrite.client_results WHERE client_id = 'storm'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let recorded: i64 =
+        c.query_one("SELECT count(*) FROM ferrite.client_results WHERE client_id = 'storm'", &[]).await.unwrap().get(0);
     assert_eq!(recorded, 2);
 }
 
@@ -168,7 +168,8 @@ async fn a_crash_between_commit_and_response_is_answered_by_the_retry() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let insert = decoded.iter().position(|d| d.starts_with("table public.steps: INSERT")).expect("the insert committed");
+    let insert =
+        decoded.iter().position(|d| d.starts_with("table public.steps: INSERT")).expect("the insert committed");
     let begin = decoded[..insert].iter().rev().find(|d| d.starts_with("BEGIN ")).unwrap();
     let xid = begin.trim_start_matches("BEGIN ").to_string();
     let port = free_port();
@@ -185,7 +186,10 @@ async fn a_crash_between_commit_and_response_is_answered_by_the_retry() {
 
 /// Applies the two clients' offline transactions in the given order on a fresh database and
 /// returns the final row.
-async fn two_clients(order_a_first: bool, table_cfg: Option<ferrite_server::config::TableConfig>) -> (Option<(String, i32, i32)>, Vec<Value>) {
+async fn two_clients(
+    order_a_first: bool,
+    table_cfg: Option<ferrite_server::config::TableConfig>,
+) -> (Option<(String, i32, i32)>, Vec<Value>) {
     // Offline edits: A renames and moves x at t0+10s; B renames and moves y at t0+20s (later).
     let a = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from A", "x": "5"}, "base": {"name": "start", "x": "1"}});
     let b = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from B", "y": "9"}, "base": {"name": "start", "y": "1"}});
@@ -260,8 +264,10 @@ async fn existence_and_resolve_policies_converge_in_both_orders() {
     assert_eq!(converges(delete_wins, update_a, delete).await, None);
     // The agent-memory resolver: the bigger x wins over the newer edit, in either order.
     let resolve = TableConfig { resolve: vec!["max(x)".into(), "lww".into()], ..Default::default() };
-    let a = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from A", "x": "10", "y": "1"}});
-    let b = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from B", "x": "9", "y": "9"}});
+    let a =
+        json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from A", "x": "10", "y": "1"}});
+    let b =
+        json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from B", "x": "9", "y": "9"}});
     assert_eq!(converges(resolve, a, b).await, Some(("from A".into(), 10, 1)), "10 > 9 as integers");
 }
 
@@ -280,9 +286,12 @@ async fn server_wins_rejects_a_stale_base_with_the_current_row() {
 async fn a_direct_write_is_not_overwritten_by_an_older_offline_edit() {
     let (_db, s, c) = setup(|_| {}).await;
     let t0 = now_ms();
-    let r = post(&s.base, &json!({"client_id": "c", "transactions": [
-        txn(1, t0 - 120_000, json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "v1"}}]))
-    ]}))
+    let r = post(
+        &s.base,
+        &json!({"client_id": "c", "transactions": [
+            txn(1, t0 - 120_000, json!([{"op": "insert", "table": "steps", "value": {"id": A, "name": "v1"}}]))
+        ]}),
+    )
     .await;
     assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
     // Another program writes directly to Postgres now.
@@ -307,7 +316,11 @@ async fn a_direct_write_is_not_overwritten_by_an_older_offline_edit() {
 async fn rejections_apply_nothing_name_the_problem_and_later_transactions_still_run() {
     let (_db, s, c) = setup(|_| {}).await;
     let ok = |id: u64, name: &str| {
-        txn(id, now_ms(), json!([{"op": "insert", "table": "steps", "value": {"id": format!("00000000-0000-0000-0000-0000000000{id:02}"), "name": name}}]))
+        txn(
+            id,
+            now_ms(),
+            json!([{"op": "insert", "table": "steps", "value": {"id": format!("00000000-0000-0000-0000-0000000000{id:02}"), "name": name}}]),
+        )
     };
     let r = post(&s.base, &json!({"client_id": "v", "transactions": [
         // Two mutations, the second violates a CHECK: the first must not stay applied.
@@ -348,7 +361,10 @@ async fn rejections_apply_nothing_name_the_problem_and_later_transactions_still_
     // Request-level errors: 400 naming the field, nothing recorded.
     for (body, field) in [
         (json!({"transactions": []}), "client_id"),
-        (json!({"client_id": "v", "transactions": [{"id": 9, "hlc": "1-0", "mutations": [{"op": "merge", "table": "steps"}]}]}), "transactions[0].mutations[0].op"),
+        (
+            json!({"client_id": "v", "transactions": [{"id": 9, "hlc": "1-0", "mutations": [{"op": "merge", "table": "steps"}]}]}),
+            "transactions[0].mutations[0].op",
+        ),
     ] {
         let r = post(&s.base, &body).await;
         assert_eq!(r.status, 400, "{}", r.text);
@@ -424,9 +440,12 @@ async fn concurrent_inserts_of_one_key_merge_instead_of_failing() {
 async fn transactions_that_deadlock_with_each_other_are_retried_not_failed() {
     let (_db, s, c) = setup(|_| {}).await;
     let t0 = now_ms();
-    let r = post(&s.base, &json!({"client_id": "setup", "transactions": [txn(1, t0, json!([
+    let r = post(
+        &s.base,
+        &json!({"client_id": "setup", "transactions": [txn(1, t0, json!([
         {"op": "insert", "table": "steps", "value": {"id": A, "name": "a"}},
-        {"op": "insert", "table": "steps", "value": {"id": B, "name": "b"}}]))]}))
+        {"op": "insert", "table": "steps", "value": {"id": B, "name": "b"}}]))]}),
+    )
     .await;
     assert_eq!(r.body["results"][0]["status"], "applied");
     // Two clients touch the same two rows in opposite orders, at the same time, several times:
@@ -484,14 +503,16 @@ async fn each_row_of_a_transaction_sees_the_effects_of_the_rows_before_it() {
         ]
     };
     let t0 = now_ms();
-    let r = post(&s.base, &json!({"client_id": "one", "transactions": [txn(1, t0, Value::Array(mutations("one")))]})).await;
+    let r =
+        post(&s.base, &json!({"client_id": "one", "transactions": [txn(1, t0, Value::Array(mutations("one")))]})).await;
     // Merged: the updates after a cascade lost to the cascade's delete.
     assert_eq!(r.body["results"][0]["status"], "merged", "{}", r.text);
     assert_eq!(
         r.body["results"][0]["overridden"],
         json!([{"table": "children_one", "key": {"id": "11"}, "columns": ["body"]}, {"table": "children_one", "key": {"id": "12"}, "columns": ["body"]}])
     );
-    let each: Vec<Value> = mutations("each").into_iter().enumerate().map(|(i, m)| txn(i as u64 + 1, t0 + i as u64, json!([m]))).collect();
+    let each: Vec<Value> =
+        mutations("each").into_iter().enumerate().map(|(i, m)| txn(i as u64 + 1, t0 + i as u64, json!([m]))).collect();
     let r = post(&s.base, &json!({"client_id": "each", "transactions": each})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     for (i, result) in r.body["results"].as_array().unwrap().iter().enumerate() {

@@ -237,17 +237,18 @@ fn base_matches(base: Option<&Values>, values: &Values, kind: &dyn Fn(&str) -> V
 pub fn missing_base(policy: &TablePolicy, op: &Incoming) -> Option<String> {
     let in_base = |base: &Option<Values>, col: &str| base.as_ref().is_some_and(|b| b.contains_key(col));
     match (&policy.row, op) {
-        (RowPolicy::ServerWins, Incoming::Update { set, base }) => set
-            .keys()
-            .find(|c| !in_base(base, c))
-            .map(|c| format!("the table is server-wins: the update must carry base.{c} (the value the client last saw)")),
+        (RowPolicy::ServerWins, Incoming::Update { set, base }) => set.keys().find(|c| !in_base(base, c)).map(|c| {
+            format!("the table is server-wins: the update must carry base.{c} (the value the client last saw)")
+        }),
         (RowPolicy::ServerWins, Incoming::Delete { base }) if base.as_ref().is_none_or(|b| b.is_empty()) => {
             Some("the table is server-wins: the delete must carry base (the row as the client last saw it)".into())
         }
         (RowPolicy::Lww, Incoming::Update { set, base }) => set
             .keys()
             .find(|c| policy.columns.get(*c) == Some(&ColumnPolicy::ServerWins) && !in_base(base, c))
-            .map(|c| format!("column {c} is server-wins: the update must carry base.{c} (the value the client last saw)")),
+            .map(|c| {
+                format!("column {c} is server-wins: the update must carry base.{c} (the value the client last saw)")
+            }),
         _ => None,
     }
 }
@@ -379,9 +380,9 @@ fn winners(
             for (col, v) in set {
                 let wins = match policy.columns.get(col).copied().unwrap_or(ColumnPolicy::Lww) {
                     ColumnPolicy::Lww => row.clock(col).is_none_or(|s| stamp >= s),
-                    ColumnPolicy::ServerWins => base
-                        .and_then(|b| b.get_key_value(col))
-                        .is_none_or(|(c, seen)| base_matches(Some(&[(c.clone(), seen.clone())].into()), &row.values, kind)),
+                    ColumnPolicy::ServerWins => base.and_then(|b| b.get_key_value(col)).is_none_or(|(c, seen)| {
+                        base_matches(Some(&[(c.clone(), seen.clone())].into()), &row.values, kind)
+                    }),
                 };
                 if wins {
                     won.insert(col.clone(), v.clone());
@@ -464,7 +465,9 @@ pub fn apply(current: &Current, action: &Action) -> Current {
             }
             Current::Live(row)
         }
-        Action::Delete { tombstone, stamp } => Current::Deleted { tombstone: tombstone.clone(), deleted: stamp.clone() },
+        Action::Delete { tombstone, stamp } => {
+            Current::Deleted { tombstone: tombstone.clone(), deleted: stamp.clone() }
+        }
         Action::KeepDeleted { tombstone, deleted } => {
             Current::Deleted { tombstone: tombstone.clone(), deleted: deleted.clone() }
         }

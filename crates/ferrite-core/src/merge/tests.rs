@@ -94,7 +94,10 @@ fn server_wins_applies_only_on_top_of_the_seen_version() {
     let p = policy(RowPolicy::ServerWins, Existence::DeleteWins);
     let start = live(&[("id", Some("1")), ("status", Some("running"))], 10);
     let stale = Mutation {
-        op: Incoming::Update { set: vals(&[("status", Some("done"))]), base: Some(vals(&[("status", Some("queued"))])) },
+        op: Incoming::Update {
+            set: vals(&[("status", Some("done"))]),
+            base: Some(vals(&[("status", Some("queued"))])),
+        },
         stamp: st(99, "c1"),
     };
     assert_eq!(
@@ -102,15 +105,25 @@ fn server_wins_applies_only_on_top_of_the_seen_version() {
         Action::Conflict { current: Some(vals(&[("id", Some("1")), ("status", Some("running"))])) }
     );
     let fresh = Mutation {
-        op: Incoming::Update { set: vals(&[("status", Some("done"))]), base: Some(vals(&[("status", Some("running"))])) },
+        op: Incoming::Update {
+            set: vals(&[("status", Some("done"))]),
+            base: Some(vals(&[("status", Some("running"))])),
+        },
         stamp: st(5, "c1"), // older clock, still applies: server-wins ignores clocks
     };
     assert!(matches!(decide(&p, &text_kind, &start, &fresh).action, Action::Update { .. }));
-    let stale_delete = Mutation { op: Incoming::Delete { base: Some(vals(&[("status", Some("queued"))])) }, stamp: st(99, "c1") };
+    let stale_delete =
+        Mutation { op: Incoming::Delete { base: Some(vals(&[("status", Some("queued"))])) }, stamp: st(99, "c1") };
     assert!(matches!(decide(&p, &text_kind, &start, &stale_delete).action, Action::Conflict { .. }));
-    assert!(matches!(decide(&p, &text_kind, &start, &insert(&[("id", Some("1"))], 99, "c1")).action, Action::Conflict { .. }));
+    assert!(matches!(
+        decide(&p, &text_kind, &start, &insert(&[("id", Some("1"))], 99, "c1")).action,
+        Action::Conflict { .. }
+    ));
     let gone = Current::Deleted { tombstone: StoredRow::default(), deleted: st(20, "c2") };
-    assert_eq!(decide(&p, &text_kind, &gone, &update(&[("status", Some("x"))], 99, "c1")).action, Action::Conflict { current: None });
+    assert_eq!(
+        decide(&p, &text_kind, &gone, &update(&[("status", Some("x"))], 99, "c1")).action,
+        Action::Conflict { current: None }
+    );
 }
 
 #[test]
@@ -138,7 +151,10 @@ fn resolve_rules_compare_whole_versions_and_fall_through_on_ties() {
     // Lower importance loses even though it is newer ("9" vs "10" compares as integers).
     let lower = update(&[("importance", Some("8"))], 20, "c1");
     assert_eq!(decide(&p, &int_kind, &start, &lower).action, Action::Nothing);
-    assert!(matches!(decide(&p, &int_kind, &start, &update(&[("importance", Some("10"))], 5, "c1")).action, Action::Update { .. }));
+    assert!(matches!(
+        decide(&p, &int_kind, &start, &update(&[("importance", Some("10"))], 5, "c1")).action,
+        Action::Update { .. }
+    ));
     // Same importance: the later access time wins, whatever the clocks say.
     let later = update(&[("last_accessed_at", Some("2026-01-02 00:00:00+00"))], 5, "c1");
     assert!(matches!(decide(&p, &int_kind, &start, &later).action, Action::Update { .. }));
@@ -155,13 +171,20 @@ fn delete_wins_holds_against_updates_but_not_newer_inserts() {
     let start = live(&[("id", Some("1")), ("name", Some("a"))], 10);
     let deleted = run(&p, &text_kind, &start, &[update(&[("name", Some("b"))], 30, "c1"), delete(20, "c2")]);
     assert!(matches!(deleted, Current::Deleted { .. }));
-    assert!(matches!(run(&p, &text_kind, &deleted, &[update(&[("name", Some("c"))], 40, "c1")]), Current::Deleted { .. }));
+    assert!(matches!(
+        run(&p, &text_kind, &deleted, &[update(&[("name", Some("c"))], 40, "c1")]),
+        Current::Deleted { .. }
+    ));
     let back = run(&p, &text_kind, &deleted, &[insert(&[("id", Some("1")), ("name", Some("again"))], 40, "c1")]);
     assert_eq!(values_of(&back), Some(&vals(&[("id", Some("1")), ("name", Some("again"))])));
     // An insert from before the delete does not bring the row back.
-    assert!(matches!(run(&p, &text_kind, &deleted, &[insert(&[("id", Some("1"))], 15, "c1")]), Current::Deleted { .. }));
+    assert!(matches!(
+        run(&p, &text_kind, &deleted, &[insert(&[("id", Some("1"))], 15, "c1")]),
+        Current::Deleted { .. }
+    ));
     // A delete from before a re-insert does not remove the new incarnation.
-    let reborn = run(&p, &text_kind, &start, &[insert(&[("id", Some("1")), ("name", Some("n"))], 40, "c1"), delete(30, "c2")]);
+    let reborn =
+        run(&p, &text_kind, &start, &[insert(&[("id", Some("1")), ("name", Some("n"))], 40, "c1"), delete(30, "c2")]);
     assert!(matches!(reborn, Current::Live(_)));
 }
 
@@ -191,7 +214,12 @@ const COLS: [&str; 3] = ["a", "b", "c"];
 /// Updates of random columns with distinct clocks (`ms` values are unique per op).
 fn updates(max: usize) -> impl Strategy<Value = Vec<Mutation>> {
     proptest::collection::vec(
-        (proptest::sample::subsequence(COLS.to_vec(), 1..=3), proptest::sample::select(vec!["p", "q", "r"]), 0u8..4, 0u64..3),
+        (
+            proptest::sample::subsequence(COLS.to_vec(), 1..=3),
+            proptest::sample::select(vec!["p", "q", "r"]),
+            0u8..4,
+            0u64..3,
+        ),
         1..max,
     )
     .prop_map(|ops| {

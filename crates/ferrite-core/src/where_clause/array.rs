@@ -5,14 +5,9 @@ use super::EvalError;
 
 /// Splits an array literal into element texts (`None` = NULL). Multi-dimensional arrays and
 /// explicit bounds (`[0:1]={...}`) are refused.
-pub(crate) fn split_array_literal(
-    input: &str,
-    type_name: &str,
-) -> Result<Vec<Option<String>>, EvalError> {
+pub(crate) fn split_array_literal(input: &str, type_name: &str) -> Result<Vec<Option<String>>, EvalError> {
     let bad = |detail: &str| {
-        EvalError::InvalidInput(format!(
-            "malformed array literal: \"{input}\" ({detail}) for type {type_name}"
-        ))
+        EvalError::InvalidInput(format!("malformed array literal: \"{input}\" ({detail}) for type {type_name}"))
     };
     let s = input.trim_matches(|c: char| c.is_ascii_whitespace());
     if s.starts_with('[') {
@@ -25,10 +20,7 @@ pub(crate) fn split_array_literal(
         .and_then(|r| r.strip_suffix('}'))
         .ok_or_else(|| bad("Array value must start with \"{\" or dimension information"))?;
     let mut out = Vec::new();
-    if inner
-        .trim_matches(|c: char| c.is_ascii_whitespace())
-        .is_empty()
-    {
+    if inner.trim_matches(|c: char| c.is_ascii_whitespace()).is_empty() {
         return Ok(out);
     }
     let mut chars = inner.chars().peekable();
@@ -125,8 +117,7 @@ pub(crate) fn format_array_literal(elems: &[Option<String>]) -> String {
             Some(s) => {
                 let needs_quotes = s.is_empty()
                     || s.eq_ignore_ascii_case("null")
-                    || s.chars()
-                        .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || is_pg_space(c));
+                    || s.chars().any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || is_pg_space(c));
                 if needs_quotes {
                     out.push('"');
                     for c in s.chars() {

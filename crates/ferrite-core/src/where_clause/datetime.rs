@@ -43,9 +43,7 @@ pub(crate) struct Interval {
 }
 
 fn invalid(type_name: &str, input: &str) -> EvalError {
-    EvalError::InvalidInput(format!(
-        "invalid input syntax for type {type_name}: \"{input}\""
-    ))
+    EvalError::InvalidInput(format!("invalid input syntax for type {type_name}: \"{input}\""))
 }
 
 fn out_of_range(what: &str) -> EvalError {
@@ -175,11 +173,7 @@ fn parse_clock<'a>(s: &'a str, type_name: &str, input: &str) -> Result<(i64, &'a
                 )));
             }
             let digits = &r[..n];
-            let mut v: i64 = if n == 0 {
-                0
-            } else {
-                digits.parse().map_err(|_| bad())?
-            };
+            let mut v: i64 = if n == 0 { 0 } else { digits.parse().map_err(|_| bad())? };
             for _ in n..6 {
                 v *= 10;
             }
@@ -187,15 +181,11 @@ fn parse_clock<'a>(s: &'a str, type_name: &str, input: &str) -> Result<(i64, &'a
             rest = &r[n..];
         }
     }
-    let field_range =
-        || EvalError::OutOfRange(format!("date/time field value out of range: \"{input}\""));
+    let field_range = || EvalError::OutOfRange(format!("date/time field value out of range: \"{input}\""));
     if h > 24 || mi > 59 || sec > 60 || (h == 24 && (mi > 0 || sec > 0 || frac_us > 0)) {
         return Err(field_range());
     }
-    Ok((
-        h * USECS_PER_HOUR + mi * USECS_PER_MINUTE + sec * USECS_PER_SEC + frac_us,
-        rest,
-    ))
+    Ok((h * USECS_PER_HOUR + mi * USECS_PER_MINUTE + sec * USECS_PER_SEC + frac_us, rest))
 }
 
 /// `Z`, `UTC`, `GMT`, `+HH`, `+HH:MM`, `+HHMM`, `+HH:MM:SS` → seconds east of UTC.
@@ -216,28 +206,13 @@ fn parse_zone(s: &str, type_name: &str, input: &str) -> Result<i64, EvalError> {
     let bad = || invalid(type_name, input);
     let (h, m, sec) = if rest.contains(':') {
         let mut parts = rest.split(':');
-        let h = parts
-            .next()
-            .and_then(|p| take_digits(p, 1, 2))
-            .filter(|(_, r)| r.is_empty())
-            .ok_or_else(bad)?
-            .0;
+        let h = parts.next().and_then(|p| take_digits(p, 1, 2)).filter(|(_, r)| r.is_empty()).ok_or_else(bad)?.0;
         let m = match parts.next() {
-            Some(p) => {
-                take_digits(p, 2, 2)
-                    .filter(|(_, r)| r.is_empty())
-                    .ok_or_else(bad)?
-                    .0
-            }
+            Some(p) => take_digits(p, 2, 2).filter(|(_, r)| r.is_empty()).ok_or_else(bad)?.0,
             None => 0,
         };
         let sec = match parts.next() {
-            Some(p) => {
-                take_digits(p, 2, 2)
-                    .filter(|(_, r)| r.is_empty())
-                    .ok_or_else(bad)?
-                    .0
-            }
+            Some(p) => take_digits(p, 2, 2).filter(|(_, r)| r.is_empty()).ok_or_else(bad)?.0,
             None => 0,
         };
         if parts.next().is_some() {
@@ -258,9 +233,7 @@ fn parse_zone(s: &str, type_name: &str, input: &str) -> Result<i64, EvalError> {
         }
     };
     if h > 15 || m > 59 || sec > 59 {
-        return Err(EvalError::OutOfRange(format!(
-            "time zone displacement out of range: \"{input}\""
-        )));
+        return Err(EvalError::OutOfRange(format!("time zone displacement out of range: \"{input}\"")));
     }
     Ok(sign * (h * 3600 + m * 60 + sec))
 }
@@ -284,23 +257,14 @@ fn parse_date_time_text(input: &str, type_name: &str) -> Result<DateTimeText, Ev
     let rest = rest.strip_prefix('-').ok_or_else(bad)?;
     let (day, rest) = take_digits(rest, 1, 2).ok_or_else(bad)?;
     if year == 0 {
-        return Err(EvalError::OutOfRange(format!(
-            "date/time field value out of range: \"{input}\""
-        )));
+        return Err(EvalError::OutOfRange(format!("date/time field value out of range: \"{input}\"")));
     }
     let astro = if bc { 1 - year } else { year };
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(astro, month as u32) as i64 {
-        return Err(EvalError::OutOfRange(format!(
-            "date/time field value out of range: \"{input}\""
-        )));
+        return Err(EvalError::OutOfRange(format!("date/time field value out of range: \"{input}\"")));
     }
     let days = date_from_parts(astro, month as u32, day as u32);
-    let mut out = DateTimeText {
-        days,
-        time_us: 0,
-        has_time: false,
-        offset_secs: None,
-    };
+    let mut out = DateTimeText { days, time_us: 0, has_time: false, offset_secs: None };
     let rest = if let Some(r) = rest.strip_prefix(['T', 't']) {
         r
     } else if rest.starts_with(' ') {
@@ -340,11 +304,7 @@ pub(crate) fn parse_date(input: &str) -> Result<i64, EvalError> {
 /// Postgres' `timestamp_in` (`with_tz`: `timestamptz_in` in a UTC session). A zone on a plain
 /// timestamp is ignored, as Postgres does.
 pub(crate) fn parse_timestamp(input: &str, with_tz: bool) -> Result<i64, EvalError> {
-    let type_name = if with_tz {
-        "timestamp with time zone"
-    } else {
-        "timestamp without time zone"
-    };
+    let type_name = if with_tz { "timestamp with time zone" } else { "timestamp without time zone" };
     let lower = input.trim().to_ascii_lowercase();
     match lower.as_str() {
         "infinity" | "+infinity" => return Ok(POS_INF),
@@ -361,9 +321,7 @@ pub(crate) fn parse_timestamp(input: &str, with_tz: bool) -> Result<i64, EvalErr
         .ok_or_else(|| out_of_range("timestamp"))?;
     if with_tz {
         if let Some(off) = t.offset_secs {
-            us = us
-                .checked_sub(off * USECS_PER_SEC)
-                .ok_or_else(|| out_of_range("timestamp"))?;
+            us = us.checked_sub(off * USECS_PER_SEC).ok_or_else(|| out_of_range("timestamp"))?;
         }
     }
     let _ = t.has_time;
@@ -382,9 +340,7 @@ pub(crate) fn parse_time(input: &str) -> Result<i64, EvalError> {
         return Err(invalid("time without time zone", input));
     }
     if us > USECS_PER_DAY {
-        return Err(EvalError::OutOfRange(format!(
-            "date/time field value out of range: \"{input}\""
-        )));
+        return Err(EvalError::OutOfRange(format!("date/time field value out of range: \"{input}\"")));
     }
     Ok(us)
 }
@@ -464,9 +420,7 @@ pub(crate) fn date_to_timestamp(days: i64) -> Result<i64, EvalError> {
     if !is_finite(days) {
         return Ok(days);
     }
-    let us = days
-        .checked_mul(USECS_PER_DAY)
-        .ok_or_else(|| out_of_range("date"))?;
+    let us = days.checked_mul(USECS_PER_DAY).ok_or_else(|| out_of_range("date"))?;
     check_timestamp(us).map_err(|_| EvalError::OutOfRange("date out of range for timestamp".into()))
 }
 
@@ -497,9 +451,7 @@ pub(crate) fn date_add_days(days: i64, n: i64) -> Result<i64, EvalError> {
 /// `date - date` → integer days.
 pub(crate) fn date_diff(a: i64, b: i64) -> Result<i64, EvalError> {
     if !is_finite(a) || !is_finite(b) {
-        return Err(EvalError::OutOfRange(
-            "cannot subtract infinite dates".into(),
-        ));
+        return Err(EvalError::OutOfRange("cannot subtract infinite dates".into()));
     }
     Ok(a - b)
 }
@@ -527,26 +479,18 @@ pub(crate) fn timestamp_add_interval(us: i64, iv: Interval) -> Result<i64, EvalE
     }
     if iv.days != 0 {
         us = us
-            .checked_add(
-                (iv.days as i64)
-                    .checked_mul(USECS_PER_DAY)
-                    .ok_or_else(|| out_of_range("timestamp"))?,
-            )
+            .checked_add((iv.days as i64).checked_mul(USECS_PER_DAY).ok_or_else(|| out_of_range("timestamp"))?)
             .ok_or_else(|| out_of_range("timestamp"))?;
         check_timestamp(us)?;
     }
-    us = us
-        .checked_add(iv.micros)
-        .ok_or_else(|| out_of_range("timestamp"))?;
+    us = us.checked_add(iv.micros).ok_or_else(|| out_of_range("timestamp"))?;
     check_timestamp(us)
 }
 
 /// `timestamp - timestamp` → interval, hours justified into days as Postgres does.
 pub(crate) fn timestamp_diff(a: i64, b: i64) -> Result<Interval, EvalError> {
     if !is_finite(a) || !is_finite(b) {
-        return Err(EvalError::OutOfRange(
-            "cannot subtract infinite timestamps".into(),
-        ));
+        return Err(EvalError::OutOfRange("cannot subtract infinite timestamps".into()));
     }
     let diff = a.checked_sub(b).ok_or_else(|| out_of_range("interval"))?;
     let mut days = diff / USECS_PER_DAY;
@@ -558,11 +502,7 @@ pub(crate) fn timestamp_diff(a: i64, b: i64) -> Result<Interval, EvalError> {
         time -= USECS_PER_DAY;
         days += 1;
     }
-    Ok(Interval {
-        months: 0,
-        days: i32::try_from(days).map_err(|_| out_of_range("interval"))?,
-        micros: time,
-    })
+    Ok(Interval { months: 0, days: i32::try_from(days).map_err(|_| out_of_range("interval"))?, micros: time })
 }
 
 impl Interval {
@@ -766,12 +706,8 @@ enum Unit {
 
 fn unit_from_word(w: &str) -> Option<Unit> {
     Some(match w {
-        "microsecond" | "microseconds" | "microsecon" | "us" | "usec" | "usecs" | "useconds" => {
-            Unit::Microsecond
-        }
-        "millisecond" | "milliseconds" | "millisecon" | "ms" | "msec" | "msecs" | "mseconds" => {
-            Unit::Millisecond
-        }
+        "microsecond" | "microseconds" | "microsecon" | "us" | "usec" | "usecs" | "useconds" => Unit::Microsecond,
+        "millisecond" | "milliseconds" | "millisecon" | "ms" | "msec" | "msecs" | "mseconds" => Unit::Millisecond,
         "second" | "seconds" | "s" | "sec" | "secs" => Unit::Second,
         "minute" | "minutes" | "m" | "min" | "mins" => Unit::Minute,
         "hour" | "hours" | "h" | "hr" | "hrs" => Unit::Hour,
@@ -804,11 +740,7 @@ fn split_number(tok: &str) -> Option<(i64, f64)> {
         return None;
     }
     let i: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
-    let f: f64 = if frac.is_empty() {
-        0.0
-    } else {
-        format!("0.{frac}").parse().ok()?
-    };
+    let f: f64 = if frac.is_empty() { 0.0 } else { format!("0.{frac}").parse().ok()? };
     Some(if neg { (-i, -f) } else { (i, f) })
 }
 
@@ -843,10 +775,7 @@ fn parse_verbose_interval(s: &str, input: &str, acc: &mut IntervalAcc) -> Result
             let (i, f) = pending.take().ok_or_else(bad)?;
             acc.add_unit(unit, i, f)?;
         } else {
-            let n = rest
-                .bytes()
-                .take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b':'))
-                .count();
+            let n = rest.bytes().take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b':')).count();
             if n == 0 {
                 return Err(bad());
             }
@@ -880,10 +809,7 @@ fn parse_verbose_interval(s: &str, input: &str, acc: &mut IntervalAcc) -> Result
                 part.add_unit(Unit::Minute, m, 0.0)?;
                 part.add_unit(Unit::Second, si, sf)?;
                 let v = if neg { -part.micros } else { part.micros };
-                acc.micros = acc
-                    .micros
-                    .checked_add(v)
-                    .ok_or_else(IntervalAcc::overflow)?;
+                acc.micros = acc.micros.checked_add(v).ok_or_else(IntervalAcc::overflow)?;
             } else {
                 pending = Some(split_number(tok).ok_or_else(bad)?);
             }
@@ -911,10 +837,7 @@ fn parse_iso8601_interval(s: &str, input: &str, acc: &mut IntervalAcc) -> Result
             rest = r;
             continue;
         }
-        let n = rest
-            .bytes()
-            .take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.'))
-            .count();
+        let n = rest.bytes().take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')).count();
         if n == 0 {
             return Err(bad());
         }

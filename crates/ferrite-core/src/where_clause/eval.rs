@@ -21,21 +21,12 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> Result<Value, EvalError> {
     use ExprKind::*;
     Ok(match &e.kind {
         Column(i) => {
-            let name = || {
-                row.names
-                    .get(*i)
-                    .cloned()
-                    .unwrap_or_else(|| format!("#{i}"))
-            };
+            let name = || row.names.get(*i).cloned().unwrap_or_else(|| format!("#{i}"));
             match row.values.get(*i) {
                 None => return Err(EvalError::MissingColumn(name())),
                 Some(None) => Value::Null,
-                Some(Some(text)) => {
-                    value::input(&e.ty, text).map_err(|err| EvalError::BadColumnValue {
-                        column: name(),
-                        message: err.to_string(),
-                    })?
-                }
+                Some(Some(text)) => value::input(&e.ty, text)
+                    .map_err(|err| EvalError::BadColumnValue { column: name(), message: err.to_string() })?,
             }
         }
         Const(v) => v.clone(),
@@ -63,11 +54,7 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> Result<Value, EvalError> {
                 Value::Bool(op.holds(compare(&left.ty, &l, &r)))
             }
         }
-        Distinct {
-            negated,
-            left,
-            right,
-        } => {
+        Distinct { negated, left, right } => {
             let l = eval(left, row)?;
             let r = eval(right, row)?;
             let distinct = match (l.is_null(), r.is_null()) {
@@ -101,16 +88,8 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> Result<Value, EvalError> {
             }
             _ => Value::Null,
         },
-        ArrayConcat { left, right } => {
-            array_concat(&left.ty, &right.ty, eval(left, row)?, eval(right, row)?)
-        }
-        Like {
-            arg,
-            pattern,
-            escape,
-            case_insensitive,
-            negated,
-        } => {
+        ArrayConcat { left, right } => array_concat(&left.ty, &right.ty, eval(left, row)?, eval(right, row)?),
+        Like { arg, pattern, escape, case_insensitive, negated } => {
             let v = eval(arg, row)?;
             let p = eval(pattern, row)?;
             let esc = match escape {
@@ -121,9 +100,7 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> Result<Value, EvalError> {
                 None => Some('\\'),
             };
             match (v, p) {
-                (Value::Text(s), Value::Text(p)) => {
-                    Value::Bool(like(&s, &p, esc, *case_insensitive)? != *negated)
-                }
+                (Value::Text(s), Value::Text(p)) => Value::Bool(like(&s, &p, esc, *case_insensitive)? != *negated),
                 _ => Value::Null,
             }
         }
@@ -143,12 +120,7 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> Result<Value, EvalError> {
                 BT::IsNotUnknown => b.is_some(),
             })
         }
-        AnyAll {
-            op,
-            all,
-            left,
-            array,
-        } => {
+        AnyAll { op, all, left, array } => {
             let l = eval(left, row)?;
             let items = match eval(array, row)? {
                 Value::Array(items) => items,
@@ -188,9 +160,7 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> Result<Value, EvalError> {
                     None => v,
                     Some(b) => {
                         let o = compare(&e.ty, &v, &b);
-                        if (*greatest && o == Ordering::Greater)
-                            || (!*greatest && o == Ordering::Less)
-                        {
+                        if (*greatest && o == Ordering::Greater) || (!*greatest && o == Ordering::Less) {
                             v
                         } else {
                             b
@@ -347,13 +317,7 @@ fn call(func: Func, args: &[Expr], row: &Row<'_>) -> Result<Value, EvalError> {
     })
 }
 
-fn float_result(
-    single: bool,
-    l: f64,
-    r: f64,
-    result: f64,
-    op: ArithOp,
-) -> Result<Value, EvalError> {
+fn float_result(single: bool, l: f64, r: f64, result: f64, op: ArithOp) -> Result<Value, EvalError> {
     let result = if single { result as f32 as f64 } else { result };
     if result.is_infinite() && !l.is_infinite() && !r.is_infinite() {
         return Err(EvalError::OutOfRange("value out of range: overflow".into()));
@@ -364,9 +328,7 @@ fn float_result(
         _ => false,
     };
     if underflow {
-        return Err(EvalError::OutOfRange(
-            "value out of range: underflow".into(),
-        ));
+        return Err(EvalError::OutOfRange("value out of range: underflow".into()));
     }
     Ok(Value::Float(result))
 }
@@ -397,11 +359,7 @@ fn arith(op: ArithOp, result_ty: &Ty, l: Value, r: Value) -> Result<Value, EvalE
         }
         (Value::Float(a), Value::Float(b)) => {
             let single = *result_ty == Ty::Float4;
-            let (x, y) = if single {
-                (a as f32 as f64, b as f32 as f64)
-            } else {
-                (a, b)
-            };
+            let (x, y) = if single { (a as f32 as f64, b as f32 as f64) } else { (a, b) };
             let raw = match op {
                 ArithOp::Add => {
                     if single {
@@ -451,20 +409,14 @@ fn arith(op: ArithOp, result_ty: &Ty, l: Value, r: Value) -> Result<Value, EvalE
             _ => return Err(type_confusion("date arithmetic")),
         },
         (Value::Int(n), Value::Date(d)) => Value::Date(datetime::date_add_days(d, n)?),
-        (Value::Date(a), Value::Date(b)) => {
-            Value::Int(check_int(&Ty::Int4, datetime::date_diff(a, b)? as i128)?)
-        }
+        (Value::Date(a), Value::Date(b)) => Value::Int(check_int(&Ty::Int4, datetime::date_diff(a, b)? as i128)?),
         (Value::Timestamp(t), Value::Interval(iv)) => match op {
             ArithOp::Add => Value::Timestamp(datetime::timestamp_add_interval(t, iv)?),
             ArithOp::Sub => Value::Timestamp(datetime::timestamp_add_interval(t, iv.neg()?)?),
             _ => return Err(type_confusion("timestamp arithmetic")),
         },
-        (Value::Interval(iv), Value::Timestamp(t)) => {
-            Value::Timestamp(datetime::timestamp_add_interval(t, iv)?)
-        }
-        (Value::Timestamp(a), Value::Timestamp(b)) => {
-            Value::Interval(datetime::timestamp_diff(a, b)?)
-        }
+        (Value::Interval(iv), Value::Timestamp(t)) => Value::Timestamp(datetime::timestamp_add_interval(t, iv)?),
+        (Value::Timestamp(a), Value::Timestamp(b)) => Value::Interval(datetime::timestamp_diff(a, b)?),
         (Value::Interval(a), Value::Interval(b)) => Value::Interval(match op {
             ArithOp::Add => a.add(&b)?,
             ArithOp::Sub => a.add(&b.neg()?)?,

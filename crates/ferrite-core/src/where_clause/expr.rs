@@ -284,12 +284,9 @@ impl Expr {
             Cast { arg, .. } | Not(arg) | Neg(arg) | IsNull { arg, .. } | BoolTest { arg, .. } => {
                 vec![arg]
             }
-            And(v)
-            | Or(v)
-            | Coalesce(v)
-            | ArrayCtor(v)
-            | Func { args: v, .. }
-            | MinMax { args: v, .. } => v.iter().collect(),
+            And(v) | Or(v) | Coalesce(v) | ArrayCtor(v) | Func { args: v, .. } | MinMax { args: v, .. } => {
+                v.iter().collect()
+            }
             Cmp { left, right, .. }
             | Distinct { left, right, .. }
             | Arith { left, right, .. }
@@ -297,12 +294,7 @@ impl Expr {
             | ArrayConcat { left, right }
             | ArrayOp { left, right, .. } => vec![left, right],
             AnyAll { left, array, .. } => vec![left, array],
-            Like {
-                arg,
-                pattern,
-                escape,
-                ..
-            } => {
+            Like { arg, pattern, escape, .. } => {
                 let mut v: Vec<&Expr> = vec![arg, pattern];
                 if let Some(e) = escape {
                     v.push(e);
@@ -321,12 +313,9 @@ impl Expr {
             Cast { arg, .. } | Not(arg) | Neg(arg) | IsNull { arg, .. } | BoolTest { arg, .. } => {
                 vec![arg]
             }
-            And(v)
-            | Or(v)
-            | Coalesce(v)
-            | ArrayCtor(v)
-            | Func { args: v, .. }
-            | MinMax { args: v, .. } => v.iter_mut().collect(),
+            And(v) | Or(v) | Coalesce(v) | ArrayCtor(v) | Func { args: v, .. } | MinMax { args: v, .. } => {
+                v.iter_mut().collect()
+            }
             Cmp { left, right, .. }
             | Distinct { left, right, .. }
             | Arith { left, right, .. }
@@ -334,12 +323,7 @@ impl Expr {
             | ArrayConcat { left, right }
             | ArrayOp { left, right, .. } => vec![left, right],
             AnyAll { left, array, .. } => vec![left, array],
-            Like {
-                arg,
-                pattern,
-                escape,
-                ..
-            } => {
+            Like { arg, pattern, escape, .. } => {
                 let mut v: Vec<&mut Expr> = vec![arg, pattern];
                 if let Some(e) = escape {
                     v.push(e);
@@ -357,8 +341,7 @@ impl Expr {
     }
 
     pub(crate) fn reads_columns(&self) -> bool {
-        matches!(self.kind, ExprKind::Column(_))
-            || self.children().iter().any(|c| c.reads_columns())
+        matches!(self.kind, ExprKind::Column(_)) || self.children().iter().any(|c| c.reads_columns())
     }
 
     /// Collects the column indexes read in this subtree.

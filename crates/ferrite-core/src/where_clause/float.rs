@@ -7,11 +7,7 @@ use super::EvalError;
 /// Postgres' `float8in` (`float4in` when `single`): the value, or the message Postgres gives.
 pub(crate) fn parse_float(input: &str, single: bool) -> Result<f64, EvalError> {
     let type_name = if single { "real" } else { "double precision" };
-    let bad = || {
-        EvalError::InvalidInput(format!(
-            "invalid input syntax for type {type_name}: \"{input}\""
-        ))
-    };
+    let bad = || EvalError::InvalidInput(format!("invalid input syntax for type {type_name}: \"{input}\""));
     let s = input.trim_matches(|c: char| c.is_ascii_whitespace());
     match s.to_ascii_lowercase().as_str() {
         "nan" | "+nan" | "-nan" => return Ok(f64::NAN),
@@ -20,8 +16,7 @@ pub(crate) fn parse_float(input: &str, single: bool) -> Result<f64, EvalError> {
         _ => {}
     }
     let (_, (digits, _), _) = split_decimal(s).ok_or_else(bad)?;
-    let out_of_range =
-        || EvalError::OutOfRange(format!("\"{input}\" is out of range for type {type_name}"));
+    let out_of_range = || EvalError::OutOfRange(format!("\"{input}\" is out of range for type {type_name}"));
     let nonzero = digits.iter().any(|&d| d != b'0');
     if single {
         let v: f32 = s.parse().map_err(|_| bad())?;
@@ -47,30 +42,13 @@ pub(crate) fn format_float(v: f64, single: bool) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
+        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
+        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
     }
-    let (mantissa, exponent) = if single {
-        ryu::f2d_full(v as f32)
-    } else {
-        ryu::d2d_full(v)
-    };
-    to_chars(
-        v.is_sign_negative(),
-        mantissa,
-        exponent,
-        if single { 6 } else { 15 },
-    )
+    let (mantissa, exponent) = if single { ryu::f2d_full(v as f32) } else { ryu::d2d_full(v) };
+    to_chars(v.is_sign_negative(), mantissa, exponent, if single { 6 } else { 15 })
 }
 
 /// Ryu's `to_chars`: `mantissa * 10^exponent` laid out as Postgres prints it.
@@ -278,10 +256,7 @@ mod ryu {
         let (e2, m2) = if ieee_exponent == 0 {
             (1 - 1023 - 52 - 2, ieee_mantissa)
         } else {
-            (
-                ieee_exponent as i32 - 1023 - 52 - 2,
-                (1u64 << 52) | ieee_mantissa,
-            )
+            (ieee_exponent as i32 - 1023 - 52 - 2, (1u64 << 52) | ieee_mantissa)
         };
         let mv = 4 * m2;
         let mm_shift = (ieee_mantissa != 0 || ieee_exponent <= 1) as u64;
@@ -366,10 +341,7 @@ mod ryu {
         let (e2, m2) = if ieee_exponent == 0 {
             (1 - 127 - 23 - 2, ieee_mantissa as u64)
         } else {
-            (
-                ieee_exponent as i32 - 127 - 23 - 2,
-                ((1u32 << 23) | ieee_mantissa) as u64,
-            )
+            (ieee_exponent as i32 - 127 - 23 - 2, ((1u32 << 23) | ieee_mantissa) as u64)
         };
         let mv = 4 * m2;
         let mp = mv + 2;

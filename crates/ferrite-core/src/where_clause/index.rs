@@ -12,11 +12,7 @@ use super::value::Value;
 fn column_of(e: &Expr) -> Option<usize> {
     match &e.kind {
         ExprKind::Column(i) => Some(*i),
-        ExprKind::Cast {
-            arg,
-            typmod: super::types::Typmod::None,
-            ..
-        } => {
+        ExprKind::Cast { arg, typmod: super::types::Typmod::None, .. } => {
             let exact = matches!(
                 (&arg.ty, &e.ty),
                 (Ty::Int2, Ty::Int4 | Ty::Int8 | Ty::Numeric)
@@ -38,32 +34,19 @@ fn column_of(e: &Expr) -> Option<usize> {
 /// (`col = const`, `col = ANY(const array)`, `col IN (consts)`, a bare boolean column or its NOT).
 fn term_values(e: &Expr) -> Option<(usize, Vec<Value>, Ty)> {
     match &e.kind {
-        ExprKind::Cmp {
-            op: CmpOp::Eq,
-            left,
-            right,
-        } => match (&left.kind, &right.kind) {
+        ExprKind::Cmp { op: CmpOp::Eq, left, right } => match (&left.kind, &right.kind) {
             (_, ExprKind::Const(v)) => Some((column_of(left)?, vec![v.clone()], left.ty.clone())),
             (ExprKind::Const(v), _) => Some((column_of(right)?, vec![v.clone()], right.ty.clone())),
             _ => None,
         },
-        ExprKind::AnyAll {
-            op: CmpOp::Eq,
-            all: false,
-            left,
-            array,
-        } => match &array.kind {
-            ExprKind::Const(Value::Array(items)) => {
-                Some((column_of(left)?, items.clone(), left.ty.clone()))
-            }
+        ExprKind::AnyAll { op: CmpOp::Eq, all: false, left, array } => match &array.kind {
+            ExprKind::Const(Value::Array(items)) => Some((column_of(left)?, items.clone(), left.ty.clone())),
             ExprKind::Const(Value::Null) => Some((column_of(left)?, vec![], left.ty.clone())),
             _ => None,
         },
         ExprKind::Column(i) if e.ty == Ty::Bool => Some((*i, vec![Value::Bool(true)], Ty::Bool)),
         ExprKind::Not(arg) => match arg.kind {
-            ExprKind::Column(i) if arg.ty == Ty::Bool => {
-                Some((i, vec![Value::Bool(false)], Ty::Bool))
-            }
+            ExprKind::Column(i) if arg.ty == Ty::Bool => Some((i, vec![Value::Bool(false)], Ty::Bool)),
             _ => None,
         },
         _ => None,

@@ -40,11 +40,7 @@ fn compile(pattern: &str, escape: Option<char>, fold: bool) -> Result<Pattern, E
         let tok = if Some(c) == escape {
             match chars.next() {
                 Some(n) => lit(n),
-                None => {
-                    return Err(EvalError::InvalidInput(
-                        "LIKE pattern must not end with escape character".into(),
-                    ))
-                }
+                None => return Err(EvalError::InvalidInput("LIKE pattern must not end with escape character".into())),
             }
         } else if c == '%' {
             if segments.len() == 1 && segments[0].is_empty() {
@@ -72,12 +68,7 @@ fn compile(pattern: &str, escape: Option<char>, fold: bool) -> Result<Pattern, E
 }
 
 /// Whether `text` matches `pattern`.
-pub(crate) fn like(
-    text: &str,
-    pattern: &str,
-    escape: Option<char>,
-    case_insensitive: bool,
-) -> Result<bool, EvalError> {
+pub(crate) fn like(text: &str, pattern: &str, escape: Option<char>, case_insensitive: bool) -> Result<bool, EvalError> {
     let p = compile(pattern, escape, case_insensitive)?;
     let folded;
     let text = if case_insensitive {
@@ -214,9 +205,7 @@ pub(crate) fn escape_char(e: &str) -> Result<Option<char>, EvalError> {
     match (it.next(), it.next()) {
         (None, _) => Ok(None),
         (Some(c), None) => Ok(Some(c)),
-        _ => Err(EvalError::InvalidInput(
-            "invalid escape string: escape string must be empty or one character".into(),
-        )),
+        _ => Err(EvalError::InvalidInput("invalid escape string: escape string must be empty or one character".into())),
     }
 }
 

@@ -148,7 +148,8 @@ impl WhereClause {
     /// `$n` parameters.
     pub fn compile_rule(rule: &BoundRule, table: &TableSchema) -> Result<WhereClause, WhereError> {
         let node = syntax::parse_where(&rule.sql)?;
-        let compiler = parse::Compiler { table, params: &BTreeMap::new(), claims: Some(&rule.claims), copied: Default::default() };
+        let compiler =
+            parse::Compiler { table, params: &BTreeMap::new(), claims: Some(&rule.claims), copied: Default::default() };
         Self::over(compiler.compile(&node)?, table)
     }
 
@@ -179,10 +180,7 @@ impl WhereClause {
     /// Whether `row` (Postgres text values aligned with the table's columns) satisfies the clause.
     /// A NULL (unknown) result does not match, as in a SQL `WHERE`.
     pub fn matches(&self, row: &[Option<String>]) -> Result<bool, EvalError> {
-        let r = eval::Row {
-            values: row,
-            names: &self.column_names,
-        };
+        let r = eval::Row { values: row, names: &self.column_names };
         Ok(eval::eval(&self.expr, &r)? == value::Value::Bool(true))
     }
 

@@ -56,10 +56,7 @@ impl Dec {
 
     /// An integer as a decimal of scale 0.
     pub(crate) fn from_i64(v: i64) -> Dec {
-        Dec {
-            m: v as i128,
-            scale: 0,
-        }
+        Dec { m: v as i128, scale: 0 }
     }
 
     /// Whether the value is zero (at any scale).
@@ -113,17 +110,11 @@ impl Dec {
     }
 
     fn neg(&self) -> Dec {
-        Dec {
-            m: -self.m,
-            scale: self.scale,
-        }
+        Dec { m: -self.m, scale: self.scale }
     }
 
     fn mul(&self, other: &Dec) -> Result<Dec, EvalError> {
-        Dec::new(
-            self.m.checked_mul(other.m).ok_or_else(unsupported)?,
-            self.scale + other.scale,
-        )
+        Dec::new(self.m.checked_mul(other.m).ok_or_else(unsupported)?, self.scale + other.scale)
     }
 
     /// Postgres' NBASE (10000) weight and first NBASE digit of the value (`select_div_scale`).
@@ -160,10 +151,7 @@ impl Dec {
         if f1 <= f2 {
             qweight -= 1;
         }
-        let rscale = (16 - qweight * 4)
-            .max(self.scale as i64)
-            .max(other.scale as i64)
-            .clamp(0, 1000);
+        let rscale = (16 - qweight * 4).max(self.scale as i64).max(other.scale as i64).clamp(0, 1000);
         if rscale > MAX_DIGITS as i64 {
             return Err(unsupported());
         }
@@ -177,10 +165,7 @@ impl Dec {
             let p = pow10((-k) as u32).ok_or_else(unsupported)?;
             (self.m, other.m.checked_mul(p).ok_or_else(unsupported)?)
         };
-        Dec::new(
-            div_round_half_away(num, den).ok_or_else(unsupported)?,
-            rscale,
-        )
+        Dec::new(div_round_half_away(num, den).ok_or_else(unsupported)?, rscale)
     }
 
     /// Remainder of truncated division; scale is the larger input scale.
@@ -200,10 +185,7 @@ impl Dec {
             return Dec::new(self.at_scale(scale).ok_or_else(unsupported)?, scale);
         }
         let p = pow10(self.scale - scale).ok_or_else(unsupported)?;
-        Dec::new(
-            div_round_half_away(self.m, p).ok_or_else(unsupported)?,
-            scale,
-        )
+        Dec::new(div_round_half_away(self.m, p).ok_or_else(unsupported)?, scale)
     }
 
     /// Nearest integer, half away from zero (numeric → int casts).
@@ -273,11 +255,7 @@ impl fmt::Display for Dec {
 impl Num {
     /// Postgres' `numeric_in`.
     pub(crate) fn parse(input: &str) -> Result<Num, EvalError> {
-        let bad = || {
-            EvalError::InvalidInput(format!(
-                "invalid input syntax for type numeric: \"{input}\""
-            ))
-        };
+        let bad = || EvalError::InvalidInput(format!("invalid input syntax for type numeric: \"{input}\""));
         let s = input.trim_matches(|c: char| c.is_ascii_whitespace());
         match s.to_ascii_lowercase().as_str() {
             "nan" => return Ok(Num::NaN),
@@ -293,10 +271,7 @@ impl Num {
             scale = 0;
         }
         let trimmed: Vec<u8> = {
-            let first = mantissa
-                .iter()
-                .position(|&c| c != b'0')
-                .unwrap_or(mantissa.len());
+            let first = mantissa.iter().position(|&c| c != b'0').unwrap_or(mantissa.len());
             mantissa[first..].to_vec()
         };
         if trimmed.len() > MAX_DIGITS as usize || scale > MAX_DIGITS as i64 {
@@ -325,11 +300,7 @@ impl Num {
         let s = format!("{:.*e}", significant.saturating_sub(1), v);
         // `d.ddddde-5`: strip trailing zeros of the mantissa the way %g does.
         let (mant, exp) = s.split_once('e').ok_or_else(unsupported)?;
-        let mant = if mant.contains('.') {
-            mant.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            mant
-        };
+        let mant = if mant.contains('.') { mant.trim_end_matches('0').trim_end_matches('.') } else { mant };
         Num::parse(&format!("{mant}e{exp}"))
     }
 
@@ -356,12 +327,8 @@ impl Num {
     /// numeric → integer: rounds half away from zero; specials cannot be converted.
     pub(crate) fn to_i128(self) -> Result<i128, EvalError> {
         match self {
-            Num::NaN => Err(EvalError::InvalidInput(
-                "cannot convert NaN to integer".into(),
-            )),
-            Num::PosInf | Num::NegInf => Err(EvalError::InvalidInput(
-                "cannot convert infinity to integer".into(),
-            )),
+            Num::NaN => Err(EvalError::InvalidInput("cannot convert NaN to integer".into())),
+            Num::PosInf | Num::NegInf => Err(EvalError::InvalidInput("cannot convert infinity to integer".into())),
             Num::Fin(d) => Ok(d.round_to_i128()),
         }
     }

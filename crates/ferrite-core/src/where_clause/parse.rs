@@ -4,18 +4,18 @@
 
 use super::eval::{eval, Row};
 use super::expr::{ArithOp, ArrayOp, BoolTest, CmpOp, Expr, ExprKind, Func};
+use super::limits::{MAX_BPCHAR_CAST, MAX_NODES};
 use super::numeric::Num;
+use super::rule::{claim_path, ClaimValue};
 use super::types::{common_type, comparison_type, numeric_operator_type, Category, Ty, Typmod};
 use super::value::{self, can_cast, Value};
-use super::limits::{MAX_BPCHAR_CAST, MAX_NODES};
-use super::rule::{claim_path, ClaimValue};
 use super::{EvalError, WhereError};
 use crate::schema::{TableSchema, TypeKind};
 use pg_query::protobuf::a_const::Val;
 use pg_query::protobuf::node::Node as N;
 use pg_query::protobuf::{
-    AArrayExpr, AConst, AExpr, AExprKind, BoolExprType, BoolTestType, ColumnRef, FuncCall,
-    MinMaxOp, Node, NullTestType, SqlValueFunctionOp, TypeCast, TypeName,
+    AArrayExpr, AConst, AExpr, AExprKind, BoolExprType, BoolTestType, ColumnRef, FuncCall, MinMaxOp, Node,
+    NullTestType, SqlValueFunctionOp, TypeCast, TypeName,
 };
 use std::collections::BTreeMap;
 
@@ -59,20 +59,14 @@ fn builtin_name(nodes: &[Node], what: &str) -> Result<String, WhereError> {
     match names.as_slice() {
         [n] => Ok(n.clone()),
         [s, n] if s == "pg_catalog" => Ok(n.clone()),
-        _ => Err(unsupported(format!(
-            "{what} \"{}\" is not supported",
-            names.join(".")
-        ))),
+        _ => Err(unsupported(format!("{what} \"{}\" is not supported", names.join(".")))),
     }
 }
 
 /// Variant name of a parse node, for "unsupported expression" messages.
 fn node_kind(n: &N) -> String {
     let dbg = format!("{n:?}");
-    dbg.split(['(', ' ', '{'])
-        .next()
-        .unwrap_or("expression")
-        .to_string()
+    dbg.split(['(', ' ', '{']).next().unwrap_or("expression").to_string()
 }
 
 fn type_list(tys: &[&Ty]) -> String {
@@ -87,18 +81,13 @@ fn type_list(tys: &[&Ty]) -> String {
 }
 
 fn unsupported_op(op: &str, tys: &[&Ty]) -> WhereError {
-    unsupported(format!(
-        "operator \"{op}\" is not supported for types {}",
-        type_list(tys)
-    ))
+    unsupported(format!("operator \"{op}\" is not supported for types {}", type_list(tys)))
 }
 
 /// Refuses types that may only be tested for NULL.
 fn only_null_tests(t: &Ty) -> Result<(), WhereError> {
     match t {
-        Ty::Opaque(n) => Err(unsupported(format!(
-            "values of type {n} can only be used with IS [NOT] NULL"
-        ))),
+        Ty::Opaque(n) => Err(unsupported(format!("values of type {n} can only be used with IS [NOT] NULL"))),
         Ty::Array(e) => only_null_tests(e),
         _ => Ok(()),
     }
@@ -150,10 +139,7 @@ impl Compiler<'_> {
                 let v = match text {
                     None => Value::Null,
                     Some(t) => value::input(to, &t).map_err(|err| match (param, err) {
-                        (Some(n), err) => WhereError::InvalidParam {
-                            param: n,
-                            message: err.to_string(),
-                        },
+                        (Some(n), err) => WhereError::InvalidParam { param: n, message: err.to_string() },
                         (None, EvalError::Unsupported(m)) => WhereError::Unsupported(m),
                         (None, err) => WhereError::InvalidLiteral(err.to_string()),
                     })?,
@@ -161,11 +147,7 @@ impl Compiler<'_> {
                 Ok(Expr::new(ExprKind::Const(v), to.clone()))
             }
             kind => Ok(Expr::new(
-                ExprKind::Cast {
-                    arg: boxed(Expr::new(kind, e.ty)),
-                    typmod: Typmod::None,
-                    explicit: false,
-                },
+                ExprKind::Cast { arg: boxed(Expr::new(kind, e.ty)), typmod: Typmod::None, explicit: false },
                 to.clone(),
             )),
         }
@@ -176,10 +158,9 @@ impl Compiler<'_> {
         match e.ty {
             Ty::Bool => Ok(e),
             Ty::Unknown => self.coerce(e, &Ty::Bool),
-            ref t => Err(WhereError::Type(format!(
-                "argument of {context} must be type boolean, not type {}",
-                t.display()
-            ))),
+            ref t => {
+                Err(WhereError::Type(format!("argument of {context} must be type boolean, not type {}", t.display())))
+            }
         }
     }
 
@@ -207,49 +188,25 @@ impl Compiler<'_> {
                     BoolExprType::OrExpr => ("OR", false),
                     BoolExprType::NotExpr => {
                         let [arg] = b.args.as_slice() else {
-                            return Err(unsupported(
-                                "unsupported expression: NOT takes one argument",
-                            ));
+                            return Err(unsupported("unsupported expression: NOT takes one argument"));
                         };
                         let arg = self.expr(arg)?;
-                        return Ok(Expr::new(
-                            ExprKind::Not(boxed(self.to_bool(arg, "NOT")?)),
-                            Ty::Bool,
-                        ));
+                        return Ok(Expr::new(ExprKind::Not(boxed(self.to_bool(arg, "NOT")?)), Ty::Bool));
                     }
-                    BoolExprType::Undefined => {
-                        return Err(unsupported("unsupported boolean expression"))
-                    }
+                    BoolExprType::Undefined => return Err(unsupported("unsupported boolean expression")),
                 };
                 let mut args = Vec::with_capacity(b.args.len());
                 for a in &b.args {
                     let e = self.expr(a)?;
                     args.push(self.to_bool(e, name)?);
                 }
-                Ok(Expr::new(
-                    if is_and {
-                        ExprKind::And(args)
-                    } else {
-                        ExprKind::Or(args)
-                    },
-                    Ty::Bool,
-                ))
+                Ok(Expr::new(if is_and { ExprKind::And(args) } else { ExprKind::Or(args) }, Ty::Bool))
             }
             N::NullTest(t) => {
                 let arg = self.child(&t.arg)?;
-                let arg = if arg.ty == Ty::Unknown {
-                    self.coerce(arg, &Ty::Text)?
-                } else {
-                    arg
-                };
+                let arg = if arg.ty == Ty::Unknown { self.coerce(arg, &Ty::Text)? } else { arg };
                 let negated = NullTestType::try_from(t.nulltesttype) == Ok(NullTestType::IsNotNull);
-                Ok(Expr::new(
-                    ExprKind::IsNull {
-                        arg: boxed(arg),
-                        negated,
-                    },
-                    Ty::Bool,
-                ))
+                Ok(Expr::new(ExprKind::IsNull { arg: boxed(arg), negated }, Ty::Bool))
             }
             N::BooleanTest(t) => {
                 let test = match BoolTestType::try_from(t.booltesttype) {
@@ -263,13 +220,7 @@ impl Compiler<'_> {
                 };
                 let arg = self.child(&t.arg)?;
                 let arg = self.to_bool(arg, test.sql())?;
-                Ok(Expr::new(
-                    ExprKind::BoolTest {
-                        arg: boxed(arg),
-                        test,
-                    },
-                    Ty::Bool,
-                ))
+                Ok(Expr::new(ExprKind::BoolTest { arg: boxed(arg), test }, Ty::Bool))
             }
             N::FuncCall(f) => self.func_call(f),
             N::CoalesceExpr(c) => {
@@ -286,34 +237,21 @@ impl Compiler<'_> {
                 Ok(Expr::new(ExprKind::MinMax { greatest, args }, t))
             }
             N::AArrayExpr(a) => self.array_expr(a),
-            N::SubLink(_) => Err(unsupported(
-                "unsupported expression: subqueries are not supported yet",
-            )),
+            N::SubLink(_) => Err(unsupported("unsupported expression: subqueries are not supported yet")),
             N::CaseExpr(_) => Err(unsupported("unsupported expression: CASE is not supported")),
-            N::CollateClause(_) => Err(unsupported(
-                "unsupported expression: COLLATE is not supported",
-            )),
-            N::RowExpr(_) => Err(unsupported(
-                "unsupported expression: row constructors are not supported",
-            )),
-            N::AIndirection(_) => Err(unsupported(
-                "unsupported expression: array subscripts and field selection are not supported",
-            )),
+            N::CollateClause(_) => Err(unsupported("unsupported expression: COLLATE is not supported")),
+            N::RowExpr(_) => Err(unsupported("unsupported expression: row constructors are not supported")),
+            N::AIndirection(_) => {
+                Err(unsupported("unsupported expression: array subscripts and field selection are not supported"))
+            }
             N::SqlvalueFunction(f) => {
                 let name = SqlValueFunctionOp::try_from(f.op)
                     .map(|o| o.as_str_name().trim_start_matches("SVFOP_").to_string())
                     .unwrap_or_else(|_| "this function".into());
-                Err(unsupported(format!(
-                    "{name} is not supported: it depends on the current time or session"
-                )))
+                Err(unsupported(format!("{name} is not supported: it depends on the current time or session")))
             }
-            N::GroupingFunc(_) => Err(unsupported(
-                "unsupported expression: GROUPING is not supported",
-            )),
-            other => Err(unsupported(format!(
-                "unsupported expression: {}",
-                node_kind(other)
-            ))),
+            N::GroupingFunc(_) => Err(unsupported("unsupported expression: GROUPING is not supported")),
+            other => Err(unsupported(format!("unsupported expression: {}", node_kind(other)))),
         }
     }
 
@@ -326,10 +264,7 @@ impl Compiler<'_> {
         let tys: Vec<&Ty> = args.iter().map(|a| &a.ty).collect();
         let t = common_type(&tys, context)?;
         only_null_tests(&t)?;
-        let args = args
-            .into_iter()
-            .map(|a| self.coerce(a, &t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let args = args.into_iter().map(|a| self.coerce(a, &t)).collect::<Result<Vec<_>, _>>()?;
         Ok((args, t))
     }
 
@@ -338,18 +273,17 @@ impl Compiler<'_> {
         for f in &c.fields {
             match &f.node {
                 Some(N::String(s)) => parts.push(s.sval.clone()),
-                Some(N::AStar(_)) => {
-                    return Err(unsupported("unsupported expression: * is not allowed here"))
-                }
+                Some(N::AStar(_)) => return Err(unsupported("unsupported expression: * is not allowed here")),
                 _ => return Err(unsupported("unsupported column reference")),
             }
         }
         if let Some(claims) = self.claims {
             if let Some(path) = claim_path(&parts) {
                 // A bound value, read as the type of its context like a `$n` parameter.
-                let bound = claims.iter().find(|c| c.path == path).ok_or_else(|| {
-                    unsupported(format!("claims.{} is not bound for this rule", path.join(".")))
-                })?;
+                let bound = claims
+                    .iter()
+                    .find(|c| c.path == path)
+                    .ok_or_else(|| unsupported(format!("claims.{} is not bound for this rule", path.join("."))))?;
                 return Ok(unknown(bound.value.clone(), None));
             }
         }
@@ -360,14 +294,8 @@ impl Compiler<'_> {
             [schema, table, col] if *schema == t.schema && *table == t.name => col,
             _ => return Err(WhereError::UnknownColumn(parts.join("."))),
         };
-        let i = self
-            .table
-            .column_index(name)
-            .ok_or_else(|| WhereError::UnknownColumn(name.clone()))?;
-        Ok(Expr::new(
-            ExprKind::Column(i),
-            Ty::of_column(&self.table.columns[i]),
-        ))
+        let i = self.table.column_index(name).ok_or_else(|| WhereError::UnknownColumn(name.clone()))?;
+        Ok(Expr::new(ExprKind::Column(i), Ty::of_column(&self.table.columns[i])))
     }
 
     fn constant(&self, c: &AConst) -> Result<Expr, WhereError> {
@@ -375,27 +303,17 @@ impl Compiler<'_> {
             return Ok(unknown(None, None));
         }
         match &c.val {
-            Some(Val::Ival(i)) => Ok(Expr::new(
-                ExprKind::Const(Value::Int(i.ival as i64)),
-                Ty::Int4,
-            )),
+            Some(Val::Ival(i)) => Ok(Expr::new(ExprKind::Const(Value::Int(i.ival as i64)), Ty::Int4)),
             Some(Val::Fval(f)) => numeric_literal(&f.fval),
-            Some(Val::Boolval(b)) => {
-                Ok(Expr::new(ExprKind::Const(Value::Bool(b.boolval)), Ty::Bool))
-            }
+            Some(Val::Boolval(b)) => Ok(Expr::new(ExprKind::Const(Value::Bool(b.boolval)), Ty::Bool)),
             Some(Val::Sval(s)) => Ok(unknown(Some(s.sval.clone()), None)),
-            Some(Val::Bsval(_)) => Err(unsupported(
-                "unsupported expression: bit string literals are not supported",
-            )),
+            Some(Val::Bsval(_)) => Err(unsupported("unsupported expression: bit string literals are not supported")),
             None => Ok(unknown(None, None)),
         }
     }
 
     fn param(&self, number: i32) -> Result<Expr, WhereError> {
-        let value = u32::try_from(number)
-            .ok()
-            .filter(|n| *n > 0)
-            .and_then(|n| self.params.get(&n.to_string()));
+        let value = u32::try_from(number).ok().filter(|n| *n > 0).and_then(|n| self.params.get(&n.to_string()));
         match value {
             Some(v) if v.contains('\0') => Err(WhereError::InvalidParam {
                 param: number as u32,
@@ -407,10 +325,7 @@ impl Compiler<'_> {
     }
 
     fn type_cast(&self, tc: &TypeCast) -> Result<Expr, WhereError> {
-        let tn = tc
-            .type_name
-            .as_ref()
-            .ok_or_else(|| unsupported("cast without a type"))?;
+        let tn = tc.type_name.as_ref().ok_or_else(|| unsupported("cast without a type"))?;
         let (ty, typmod) = self.type_name(tn)?;
         // `ARRAY[]::int[]`: an empty array gets its type from the cast.
         if let Some(N::AArrayExpr(a)) = tc.arg.as_deref().and_then(|n| n.node.as_ref()) {
@@ -424,38 +339,18 @@ impl Compiler<'_> {
             if typmod == Typmod::None {
                 return Ok(e);
             }
-            return Ok(Expr::new(
-                ExprKind::Cast {
-                    arg: boxed(e),
-                    typmod,
-                    explicit: true,
-                },
-                ty,
-            ));
+            return Ok(Expr::new(ExprKind::Cast { arg: boxed(e), typmod, explicit: true }, ty));
         }
         if !can_cast(&arg.ty, &ty) {
             return Err(match &arg.ty {
-                Ty::Opaque(_) => only_null_tests(&arg.ty)
-                    .err()
-                    .unwrap_or_else(|| unsupported("unsupported cast")),
-                _ => WhereError::Type(format!(
-                    "cannot cast type {} to {}",
-                    arg.ty.display(),
-                    ty.display()
-                )),
+                Ty::Opaque(_) => only_null_tests(&arg.ty).err().unwrap_or_else(|| unsupported("unsupported cast")),
+                _ => WhereError::Type(format!("cannot cast type {} to {}", arg.ty.display(), ty.display())),
             });
         }
         if arg.ty == ty && typmod == Typmod::None {
             return Ok(arg);
         }
-        Ok(Expr::new(
-            ExprKind::Cast {
-                arg: boxed(arg),
-                typmod,
-                explicit: true,
-            },
-            ty,
-        ))
+        Ok(Expr::new(ExprKind::Cast { arg: boxed(arg), typmod, explicit: true }, ty))
     }
 
     /// Resolves a type name of a cast (built-in names, or an enum type used by the table).
@@ -468,21 +363,12 @@ impl Compiler<'_> {
             [n] => n.clone(),
             [s, n] if s == "pg_catalog" => n.clone(),
             [_, n] => n.clone(),
-            _ => {
-                return Err(unsupported(format!(
-                    "type \"{}\" is not supported",
-                    names.join(".")
-                )))
-            }
+            _ => return Err(unsupported(format!("type \"{}\" is not supported", names.join(".")))),
         };
         let base = match Ty::from_name(&name) {
             Some(t) => t,
             None => {
-                let is_enum = self
-                    .table
-                    .columns
-                    .iter()
-                    .any(|c| c.kind == TypeKind::Enum && c.type_name == name);
+                let is_enum = self.table.columns.iter().any(|c| c.kind == TypeKind::Enum && c.type_name == name);
                 if is_enum {
                     Ty::Enum(name.clone())
                 } else {
@@ -493,23 +379,12 @@ impl Compiler<'_> {
         let mut mods = Vec::new();
         for m in &tn.typmods {
             match &m.node {
-                Some(N::AConst(AConst {
-                    val: Some(Val::Ival(i)),
-                    ..
-                })) => mods.push(i.ival),
-                _ => {
-                    return Err(unsupported(format!(
-                        "type modifiers of {name} are not supported"
-                    )))
-                }
+                Some(N::AConst(AConst { val: Some(Val::Ival(i)), .. })) => mods.push(i.ival),
+                _ => return Err(unsupported(format!("type modifiers of {name} are not supported"))),
             }
         }
         let bad_mod = || {
-            unsupported(format!(
-                "type modifier ({}) for type {} is not supported",
-                join_ints(&mods),
-                base.display()
-            ))
+            unsupported(format!("type modifier ({}) for type {} is not supported", join_ints(&mods), base.display()))
         };
         let typmod = match (&base, mods.as_slice()) {
             (_, []) => Typmod::None,
@@ -551,9 +426,7 @@ impl Compiler<'_> {
                     let r = self.expr(r)?;
                     self.binary_op(&op, l, r)
                 }
-                _ => Err(unsupported(format!(
-                    "unsupported expression: postfix operator \"{op}\""
-                ))),
+                _ => Err(unsupported(format!("unsupported expression: postfix operator \"{op}\""))),
             },
             AExprKind::AexprOpAny | AExprKind::AexprOpAll => {
                 let l = self.child(&a.lexpr)?;
@@ -568,14 +441,7 @@ impl Compiler<'_> {
                 let l = self.coerce(l, &t)?;
                 let r = self.coerce(r, &t)?;
                 let negated = kind == AExprKind::AexprNotDistinct;
-                Ok(Expr::new(
-                    ExprKind::Distinct {
-                        negated,
-                        left: boxed(l),
-                        right: boxed(r),
-                    },
-                    Ty::Bool,
-                ))
+                Ok(Expr::new(ExprKind::Distinct { negated, left: boxed(l), right: boxed(r) }, Ty::Bool))
             }
             AExprKind::AexprNullif => {
                 let l = self.child(&a.lexpr)?;
@@ -591,28 +457,16 @@ impl Compiler<'_> {
                     l
                 };
                 let ty = value.ty.clone();
-                Ok(Expr::new(
-                    ExprKind::NullIf {
-                        value: boxed(value),
-                        cmp: boxed(cmp),
-                    },
-                    ty,
-                ))
+                Ok(Expr::new(ExprKind::NullIf { value: boxed(value), cmp: boxed(cmp) }, ty))
             }
             AExprKind::AexprIn => {
                 let l = self.child(&a.lexpr)?;
                 let items = match a.rexpr.as_deref().and_then(|r| r.node.as_ref()) {
                     Some(N::List(list)) => self.exprs(&list.items)?,
                     Some(N::SubLink(_)) => {
-                        return Err(unsupported(
-                            "unsupported expression: subqueries are not supported yet",
-                        ))
+                        return Err(unsupported("unsupported expression: subqueries are not supported yet"))
                     }
-                    _ => {
-                        return Err(unsupported(
-                            "unsupported expression: IN needs a list of values",
-                        ))
-                    }
+                    _ => return Err(unsupported("unsupported expression: IN needs a list of values")),
                 };
                 self.in_list(l, items, op == "<>")
             }
@@ -621,9 +475,7 @@ impl Compiler<'_> {
                 let (pattern, escape) = self.like_pattern(&a.rexpr)?;
                 self.like(&op, l, pattern, escape)
             }
-            AExprKind::AexprSimilar => Err(unsupported(
-                "unsupported expression: SIMILAR TO is not supported",
-            )),
+            AExprKind::AexprSimilar => Err(unsupported("unsupported expression: SIMILAR TO is not supported")),
             AExprKind::AexprBetween
             | AExprKind::AexprNotBetween
             | AExprKind::AexprBetweenSym
@@ -643,9 +495,7 @@ impl Compiler<'_> {
 
     fn like_pattern(&self, r: &Option<Box<Node>>) -> Result<(Expr, Option<Expr>), WhereError> {
         if let Some(N::FuncCall(f)) = r.as_deref().and_then(|n| n.node.as_ref()) {
-            if builtin_name(&f.funcname, "function").as_deref() == Ok("like_escape")
-                && f.args.len() == 2
-            {
+            if builtin_name(&f.funcname, "function").as_deref() == Ok("like_escape") && f.args.len() == 2 {
                 let p = self.expr(&f.args[0])?;
                 let e = self.expr(&f.args[1])?;
                 return Ok((p, Some(e)));
@@ -662,9 +512,9 @@ impl Compiler<'_> {
                 Ok(Expr::new(ExprKind::Neg(boxed(arg)), ty))
             }
             "+" if numeric_or_interval => Ok(arg),
-            "-" | "+" if arg.ty == Ty::Unknown => Err(WhereError::Type(format!(
-                "operator is not unique: {op} unknown"
-            ))),
+            "-" | "+" if arg.ty == Ty::Unknown => {
+                Err(WhereError::Type(format!("operator is not unique: {op} unknown")))
+            }
             "-" | "+" if !matches!(arg.ty, Ty::Opaque(_)) => {
                 Err(WhereError::NoOperator(format!("{op} {}", arg.ty.display())))
             }
@@ -694,14 +544,7 @@ impl Compiler<'_> {
         check_comparable(&t, op)?;
         let l = self.coerce(l, &t)?;
         let r = self.coerce(r, &t)?;
-        Ok(Expr::new(
-            ExprKind::Cmp {
-                op,
-                left: boxed(l),
-                right: boxed(r),
-            },
-            Ty::Bool,
-        ))
+        Ok(Expr::new(ExprKind::Cmp { op, left: boxed(l), right: boxed(r) }, Ty::Bool))
     }
 
     fn arith(&self, op: ArithOp, l: Expr, r: Expr) -> Result<Expr, WhereError> {
@@ -711,23 +554,15 @@ impl Compiler<'_> {
                 return Err(unsupported_op(sym, &[&l.ty, &r.ty]));
             }
         }
-        let no_op =
-            || WhereError::NoOperator(format!("{} {sym} {}", l.ty.display(), r.ty.display()));
-        let not_unique = || {
-            WhereError::Type(format!(
-                "operator is not unique: {} {sym} {}",
-                l.ty.display(),
-                r.ty.display()
-            ))
-        };
+        let no_op = || WhereError::NoOperator(format!("{} {sym} {}", l.ty.display(), r.ty.display()));
+        let not_unique =
+            || WhereError::Type(format!("operator is not unique: {} {sym} {}", l.ty.display(), r.ty.display()));
         let (lt, rt) = match (&l.ty, &r.ty) {
             (Ty::Unknown, Ty::Unknown) => return Err(not_unique()),
             (Ty::Unknown, t) => {
                 if arith_signature(op, t, t).is_some() {
                     (t.clone(), t.clone())
-                } else if op == ArithOp::Add
-                    && matches!(t, Ty::Timestamp | Ty::Timestamptz | Ty::Date)
-                {
+                } else if op == ArithOp::Add && matches!(t, Ty::Timestamp | Ty::Timestamptz | Ty::Date) {
                     if *t == Ty::Date {
                         return Err(not_unique());
                     }
@@ -739,9 +574,7 @@ impl Compiler<'_> {
             (t, Ty::Unknown) => {
                 if arith_signature(op, t, t).is_some() {
                     (t.clone(), t.clone())
-                } else if op == ArithOp::Add
-                    && matches!(t, Ty::Timestamp | Ty::Timestamptz | Ty::Date)
-                {
+                } else if op == ArithOp::Add && matches!(t, Ty::Timestamp | Ty::Timestamptz | Ty::Date) {
                     if *t == Ty::Date {
                         return Err(not_unique());
                     }
@@ -755,14 +588,7 @@ impl Compiler<'_> {
         let (lt, rt, result) = arith_signature(op, &lt, &rt).ok_or_else(no_op)?;
         let l = self.coerce(l, &lt)?;
         let r = self.coerce(r, &rt)?;
-        Ok(Expr::new(
-            ExprKind::Arith {
-                op,
-                left: boxed(l),
-                right: boxed(r),
-            },
-            result,
-        ))
+        Ok(Expr::new(ExprKind::Arith { op, left: boxed(l), right: boxed(r) }, result))
     }
 
     fn concat(&self, l: Expr, r: Expr) -> Result<Expr, WhereError> {
@@ -772,15 +598,8 @@ impl Compiler<'_> {
             }
         }
         let no_op = || WhereError::NoOperator(format!("{} || {}", l.ty.display(), r.ty.display()));
-        let array_concat = |l: Expr, r: Expr, t: Ty| {
-            Expr::new(
-                ExprKind::ArrayConcat {
-                    left: boxed(l),
-                    right: boxed(r),
-                },
-                t,
-            )
-        };
+        let array_concat =
+            |l: Expr, r: Expr, t: Ty| Expr::new(ExprKind::ArrayConcat { left: boxed(l), right: boxed(r) }, t);
         match (l.ty.clone(), r.ty.clone()) {
             (Ty::Array(a), Ty::Array(b)) => {
                 if a != b {
@@ -811,24 +630,12 @@ impl Compiler<'_> {
                 }
                 let l = self.coerce(l, &Ty::Text)?;
                 let r = self.coerce(r, &Ty::Text)?;
-                Ok(Expr::new(
-                    ExprKind::Concat {
-                        left: boxed(l),
-                        right: boxed(r),
-                    },
-                    Ty::Text,
-                ))
+                Ok(Expr::new(ExprKind::Concat { left: boxed(l), right: boxed(r) }, Ty::Text))
             }
         }
     }
 
-    fn like(
-        &self,
-        op: &str,
-        l: Expr,
-        pattern: Expr,
-        escape: Option<Expr>,
-    ) -> Result<Expr, WhereError> {
+    fn like(&self, op: &str, l: Expr, pattern: Expr, escape: Option<Expr>) -> Result<Expr, WhereError> {
         let (case_insensitive, negated) = match op {
             "~~" => (false, false),
             "!~~" => (false, true),
@@ -843,11 +650,7 @@ impl Compiler<'_> {
         }
         let stringy = |t: &Ty| t.is_string() || *t == Ty::Unknown;
         if !stringy(&l.ty) || !stringy(&pattern.ty) {
-            return Err(WhereError::NoOperator(format!(
-                "{} {op} {}",
-                l.ty.display(),
-                pattern.ty.display()
-            )));
+            return Err(WhereError::NoOperator(format!("{} {op} {}", l.ty.display(), pattern.ty.display())));
         }
         let l = match l.ty {
             Ty::Bpchar | Ty::Name | Ty::Text => l,
@@ -858,20 +661,11 @@ impl Compiler<'_> {
             None => None,
             Some(e) if stringy(&e.ty) => Some(boxed(self.coerce(e, &Ty::Text)?)),
             Some(e) => {
-                return Err(WhereError::Type(format!(
-                    "function like_escape(text, {}) does not exist",
-                    e.ty.display()
-                )))
+                return Err(WhereError::Type(format!("function like_escape(text, {}) does not exist", e.ty.display())))
             }
         };
         Ok(Expr::new(
-            ExprKind::Like {
-                arg: boxed(l),
-                pattern: boxed(pattern),
-                escape,
-                case_insensitive,
-                negated,
-            },
+            ExprKind::Like { arg: boxed(l), pattern: boxed(pattern), escape, case_insensitive, negated },
             Ty::Bool,
         ))
     }
@@ -885,39 +679,19 @@ impl Compiler<'_> {
         };
         let r = match &r.ty {
             Ty::Unknown => {
-                let elem = if l.ty == Ty::Unknown {
-                    Ty::Text
-                } else {
-                    l.ty.clone()
-                };
+                let elem = if l.ty == Ty::Unknown { Ty::Text } else { l.ty.clone() };
                 self.coerce(r, &Ty::Array(Box::new(elem)))?
             }
             Ty::Array(_) => r,
             Ty::Opaque(_) => return Err(unsupported_op(op, &[&l.ty, &r.ty])),
-            _ => {
-                return Err(WhereError::Type(
-                    "op ANY/ALL (array) requires array on right side".into(),
-                ))
-            }
+            _ => return Err(WhereError::Type("op ANY/ALL (array) requires array on right side".into())),
         };
         let elem = r.ty.elem().cloned().unwrap_or(Ty::Text);
         let t = comparison_type(cmp.sql(), &l.ty, &elem)?;
         check_comparable(&t, cmp)?;
         let l = self.coerce(l, &t)?;
-        let r = if elem == t {
-            r
-        } else {
-            self.coerce(r, &Ty::Array(Box::new(t)))?
-        };
-        Ok(Expr::new(
-            ExprKind::AnyAll {
-                op: cmp,
-                all,
-                left: boxed(l),
-                array: boxed(r),
-            },
-            Ty::Bool,
-        ))
+        let r = if elem == t { r } else { self.coerce(r, &Ty::Array(Box::new(t)))? };
+        Ok(Expr::new(ExprKind::AnyAll { op: cmp, all, left: boxed(l), array: boxed(r) }, Ty::Bool))
     }
 
     fn array_op(&self, op: ArrayOp, l: Expr, r: Expr) -> Result<Expr, WhereError> {
@@ -925,11 +699,7 @@ impl Compiler<'_> {
         let (l, r) = match (&l.ty, &r.ty) {
             (Ty::Array(_), Ty::Array(_)) => {
                 if l.ty != r.ty {
-                    return Err(WhereError::NoOperator(format!(
-                        "{} {sym} {}",
-                        l.ty.display(),
-                        r.ty.display()
-                    )));
+                    return Err(WhereError::NoOperator(format!("{} {sym} {}", l.ty.display(), r.ty.display())));
                 }
                 (l, r)
             }
@@ -942,21 +712,12 @@ impl Compiler<'_> {
                 (self.coerce(l, &t)?, r)
             }
             (Ty::Unknown, Ty::Unknown) => {
-                return Err(WhereError::Type(format!(
-                    "operator is not unique: unknown {sym} unknown"
-                )))
+                return Err(WhereError::Type(format!("operator is not unique: unknown {sym} unknown")))
             }
             _ => return Err(unsupported_op(sym, &[&l.ty, &r.ty])),
         };
         only_null_tests(&l.ty)?;
-        Ok(Expr::new(
-            ExprKind::ArrayOp {
-                op,
-                left: boxed(l),
-                right: boxed(r),
-            },
-            Ty::Bool,
-        ))
+        Ok(Expr::new(ExprKind::ArrayOp { op, left: boxed(l), right: boxed(r) }, Ty::Bool))
     }
 
     /// `x [NOT] IN (...)` as Postgres transforms it: constant items (two or more) become one
@@ -964,22 +725,16 @@ impl Compiler<'_> {
     /// become separate comparisons, OR-ed (AND-ed `<>` for NOT IN).
     fn in_list(&self, l: Expr, items: Vec<Expr>, negated: bool) -> Result<Expr, WhereError> {
         let op = if negated { CmpOp::Ne } else { CmpOp::Eq };
-        let (vars, nonvars): (Vec<Expr>, Vec<Expr>) =
-            items.into_iter().partition(|e| e.reads_columns());
+        let (vars, nonvars): (Vec<Expr>, Vec<Expr>) = items.into_iter().partition(|e| e.reads_columns());
         let mut parts = Vec::new();
         let mut rest = vars;
         if nonvars.len() > 1 {
             let mut tys: Vec<&Ty> = vec![&l.ty];
             tys.extend(nonvars.iter().map(|e| &e.ty));
-            let common = common_type(&tys, "IN")
-                .ok()
-                .filter(|t| !matches!(t, Ty::Opaque(_) | Ty::Array(_)));
+            let common = common_type(&tys, "IN").ok().filter(|t| !matches!(t, Ty::Opaque(_) | Ty::Array(_)));
             match common {
                 Some(t) => {
-                    let elems = nonvars
-                        .into_iter()
-                        .map(|e| self.coerce(e, &t))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let elems = nonvars.into_iter().map(|e| self.coerce(e, &t)).collect::<Result<Vec<_>, _>>()?;
                     let arr = Expr::new(ExprKind::ArrayCtor(elems), Ty::Array(Box::new(t)));
                     parts.push(self.any_all(op.sql(), self.dup(&l)?, arr, negated)?);
                 }
@@ -1000,14 +755,7 @@ impl Compiler<'_> {
         Ok(match parts.len() {
             0 => return Err(unsupported("unsupported expression: empty IN list")),
             1 => parts.remove(0),
-            _ => Expr::new(
-                if negated {
-                    ExprKind::And(parts)
-                } else {
-                    ExprKind::Or(parts)
-                },
-                Ty::Bool,
-            ),
+            _ => Expr::new(if negated { ExprKind::And(parts) } else { ExprKind::Or(parts) }, Ty::Bool),
         })
     }
 
@@ -1019,60 +767,35 @@ impl Compiler<'_> {
         Ok(match kind {
             AExprKind::AexprBetween => and(c(Ge, &x, &lo)?, c(Le, &x, &hi)?),
             AExprKind::AexprNotBetween => or(c(Lt, &x, &lo)?, c(Gt, &x, &hi)?),
-            AExprKind::AexprBetweenSym => or(
-                and(c(Ge, &x, &lo)?, c(Le, &x, &hi)?),
-                and(c(Ge, &x, &hi)?, c(Le, &x, &lo)?),
-            ),
-            _ => and(
-                or(c(Lt, &x, &lo)?, c(Gt, &x, &hi)?),
-                or(c(Lt, &x, &hi)?, c(Gt, &x, &lo)?),
-            ),
+            AExprKind::AexprBetweenSym => {
+                or(and(c(Ge, &x, &lo)?, c(Le, &x, &hi)?), and(c(Ge, &x, &hi)?, c(Le, &x, &lo)?))
+            }
+            _ => and(or(c(Lt, &x, &lo)?, c(Gt, &x, &hi)?), or(c(Lt, &x, &hi)?, c(Gt, &x, &lo)?)),
         })
     }
 
     fn array_expr(&self, a: &AArrayExpr) -> Result<Expr, WhereError> {
-        if a.elements
-            .iter()
-            .any(|e| matches!(e.node, Some(N::AArrayExpr(_))))
-        {
-            return Err(unsupported(
-                "unsupported expression: multidimensional arrays are not supported",
-            ));
+        if a.elements.iter().any(|e| matches!(e.node, Some(N::AArrayExpr(_)))) {
+            return Err(unsupported("unsupported expression: multidimensional arrays are not supported"));
         }
         if a.elements.is_empty() {
-            return Err(WhereError::Type(
-                "cannot determine type of empty array".into(),
-            ));
+            return Err(WhereError::Type("cannot determine type of empty array".into()));
         }
         let elems = self.exprs(&a.elements)?;
         let (elems, t) = self.unify(elems, "ARRAY")?;
         if let Ty::Array(_) = t {
-            return Err(unsupported(
-                "unsupported expression: multidimensional arrays are not supported",
-            ));
+            return Err(unsupported("unsupported expression: multidimensional arrays are not supported"));
         }
-        Ok(Expr::new(
-            ExprKind::ArrayCtor(elems),
-            Ty::Array(Box::new(t)),
-        ))
+        Ok(Expr::new(ExprKind::ArrayCtor(elems), Ty::Array(Box::new(t))))
     }
 
     fn func_call(&self, f: &FuncCall) -> Result<Expr, WhereError> {
         let name = builtin_name(&f.funcname, "function")?;
         if f.over.is_some() {
-            return Err(unsupported(format!(
-                "window functions are not supported: \"{name}\""
-            )));
+            return Err(unsupported(format!("window functions are not supported: \"{name}\"")));
         }
-        if f.agg_star
-            || f.agg_distinct
-            || f.agg_filter.is_some()
-            || !f.agg_order.is_empty()
-            || f.agg_within_group
-        {
-            return Err(unsupported(format!(
-                "aggregate functions are not supported: \"{name}\""
-            )));
+        if f.agg_star || f.agg_distinct || f.agg_filter.is_some() || !f.agg_order.is_empty() || f.agg_within_group {
+            return Err(unsupported(format!("aggregate functions are not supported: \"{name}\"")));
         }
         if f.func_variadic {
             return Err(unsupported("VARIADIC function arguments are not supported"));
@@ -1080,10 +803,7 @@ impl Compiler<'_> {
         let args = self.exprs(&f.args)?;
         let signature = || {
             let tys: Vec<String> = args.iter().map(|a| a.ty.display()).collect();
-            WhereError::Type(format!(
-                "function {name}({}) does not exist",
-                tys.join(", ")
-            ))
+            WhereError::Type(format!("function {name}({}) does not exist", tys.join(", ")))
         };
         match name.as_str() {
             "lower" | "upper" | "length" | "char_length" | "character_length" => {
@@ -1101,13 +821,7 @@ impl Compiler<'_> {
                     _ if arg.ty == Ty::Bpchar => (Func::BpcharLength, arg, Ty::Int4),
                     _ => (Func::Length, self.coerce(arg, &Ty::Text)?, Ty::Int4),
                 };
-                Ok(Expr::new(
-                    ExprKind::Func {
-                        func,
-                        args: vec![arg],
-                    },
-                    ty,
-                ))
+                Ok(Expr::new(ExprKind::Func { func, args: vec![arg] }, ty))
             }
             "concat" => {
                 if args.is_empty() {
@@ -1116,25 +830,14 @@ impl Compiler<'_> {
                 let mut out = Vec::with_capacity(args.len());
                 for a in args {
                     only_null_tests(&a.ty)?;
-                    out.push(if a.ty == Ty::Unknown {
-                        self.coerce(a, &Ty::Text)?
-                    } else {
-                        a
-                    });
+                    out.push(if a.ty == Ty::Unknown { self.coerce(a, &Ty::Text)? } else { a });
                 }
-                Ok(Expr::new(
-                    ExprKind::Func {
-                        func: Func::Concat,
-                        args: out,
-                    },
-                    Ty::Text,
-                ))
+                Ok(Expr::new(ExprKind::Func { func: Func::Concat, args: out }, Ty::Text))
             }
-            "count" | "sum" | "avg" | "min" | "max" | "array_agg" | "string_agg" | "bool_and"
-            | "bool_or" | "every" | "json_agg" | "jsonb_agg" | "json_object_agg"
-            | "jsonb_object_agg" => Err(unsupported(format!(
-                "aggregate functions are not supported: \"{name}\""
-            ))),
+            "count" | "sum" | "avg" | "min" | "max" | "array_agg" | "string_agg" | "bool_and" | "bool_or" | "every"
+            | "json_agg" | "jsonb_agg" | "json_object_agg" | "jsonb_object_agg" => {
+                Err(unsupported(format!("aggregate functions are not supported: \"{name}\"")))
+            }
             _ => Err(unsupported(format!("function \"{name}\" is not supported"))),
         }
     }
@@ -1144,10 +847,7 @@ impl Compiler<'_> {
 const MAX_CHAR_LENGTH: i32 = 10_485_760;
 
 fn join_ints(v: &[i32]) -> String {
-    v.iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// An unquoted numeric literal: integer (int4, else int8) or numeric, as Postgres types them.
@@ -1155,11 +855,7 @@ fn numeric_literal(s: &str) -> Result<Expr, WhereError> {
     let digits = s.strip_prefix('-').unwrap_or(s);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         if let Ok(v) = s.parse::<i64>() {
-            let ty = if i32::try_from(v).is_ok() {
-                Ty::Int4
-            } else {
-                Ty::Int8
-            };
+            let ty = if i32::try_from(v).is_ok() { Ty::Int4 } else { Ty::Int8 };
             return Ok(Expr::new(ExprKind::Const(Value::Int(v)), ty));
         }
     }
@@ -1167,13 +863,9 @@ fn numeric_literal(s: &str) -> Result<Expr, WhereError> {
         Ok(n) => Ok(Expr::new(ExprKind::Const(Value::Num(n)), Ty::Numeric)),
         // Beyond the digits we represent: keep the text, so that a float context (`f8 > 1e300`)
         // can still read it; used as numeric it fails when folded.
-        Err(EvalError::Unsupported(_)) => Ok(Expr::new(
-            ExprKind::Unknown {
-                text: Some(s.to_string()),
-                param: None,
-            },
-            Ty::Numeric,
-        )),
+        Err(EvalError::Unsupported(_)) => {
+            Ok(Expr::new(ExprKind::Unknown { text: Some(s.to_string()), param: None }, Ty::Numeric))
+        }
         Err(e) => Err(WhereError::InvalidLiteral(e.to_string())),
     }
 }
@@ -1201,8 +893,9 @@ fn arith_signature(op: ArithOp, l: &Ty, r: &Ty) -> Option<(Ty, Ty, Ty)> {
         (Sub, Timestamp, Timestamp) | (Sub, Date, Timestamp) | (Sub, Timestamp, Date) => {
             (Timestamp, Timestamp, Interval)
         }
-        (Sub, Timestamptz, Timestamptz | Timestamp | Date)
-        | (Sub, Timestamp | Date, Timestamptz) => (Timestamptz, Timestamptz, Interval),
+        (Sub, Timestamptz, Timestamptz | Timestamp | Date) | (Sub, Timestamp | Date, Timestamptz) => {
+            (Timestamptz, Timestamptz, Interval)
+        }
         (Add | Sub, Interval, Interval) => (Interval, Interval, Interval),
         _ => return None,
     })
@@ -1220,21 +913,11 @@ pub(crate) fn fold(mut e: Expr) -> Result<Expr, WhereError> {
     }
     // Like Postgres' planner: a strict operation with a NULL constant argument is NULL, and its
     // other arguments are never evaluated (so they cannot raise errors).
-    if is_strict(&e.kind)
-        && e.children()
-            .iter()
-            .any(|c| c.kind == ExprKind::Const(Value::Null))
-    {
+    if is_strict(&e.kind) && e.children().iter().any(|c| c.kind == ExprKind::Const(Value::Null)) {
         return Ok(Expr::new(ExprKind::Const(Value::Null), e.ty));
     }
-    if e.children()
-        .iter()
-        .all(|c| matches!(c.kind, ExprKind::Const(_)))
-    {
-        let row = Row {
-            values: &[],
-            names: &[],
-        };
+    if e.children().iter().all(|c| matches!(c.kind, ExprKind::Const(_))) {
+        let row = Row { values: &[], names: &[] };
         let v = eval(&e, &row).map_err(|err: EvalError| WhereError::Eval(err.to_string()))?;
         return Ok(Expr::new(ExprKind::Const(v), e.ty));
     }
@@ -1246,14 +929,9 @@ pub(crate) fn fold(mut e: Expr) -> Result<Expr, WhereError> {
 fn is_strict(kind: &ExprKind) -> bool {
     use ExprKind::*;
     match kind {
-        Cast { .. }
-        | Not(_)
-        | Cmp { .. }
-        | Arith { .. }
-        | Neg(_)
-        | Concat { .. }
-        | Like { .. }
-        | ArrayOp { .. } => true,
+        Cast { .. } | Not(_) | Cmp { .. } | Arith { .. } | Neg(_) | Concat { .. } | Like { .. } | ArrayOp { .. } => {
+            true
+        }
         Func { func, .. } => *func != super::expr::Func::Concat,
         _ => false,
     }

@@ -78,9 +78,9 @@ fn collect(node: &Node, out: &mut Vec<Vec<String>>) -> Result<(), WhereError> {
             }
             Ok(())
         }
-        N::ParamRef(_) => Err(WhereError::Unsupported(
-            "a rule cannot use $n parameters: name token claims as claims.<name>".into(),
-        )),
+        N::ParamRef(_) => {
+            Err(WhereError::Unsupported("a rule cannot use $n parameters: name token claims as claims.<name>".into()))
+        }
         N::AExpr(a) => {
             one(&a.lexpr, out)?;
             one(&a.rexpr, out)
@@ -122,7 +122,10 @@ mod tests {
              (claims.a, lower(claims.b))) AND NOT claims.admin IS NULL AND t.claims = 1 AND claims.tenant_id <> ''",
         )
         .unwrap();
-        assert_eq!(paths, vec![p(&["a"]), p(&["admin"]), p(&["app", "org"]), p(&["b"]), p(&["teams"]), p(&["tenant_id"])]);
+        assert_eq!(
+            paths,
+            vec![p(&["a"]), p(&["admin"]), p(&["app", "org"]), p(&["b"]), p(&["teams"]), p(&["tenant_id"])]
+        );
         // Quoted text and other qualified names are not claims.
         assert!(rule_claim_paths("note <> 'claims.x' AND \"claims.y\" = 1 AND myclaims.z = 2").unwrap().is_empty());
     }

@@ -35,10 +35,7 @@ fn transparent_cast(from: &Ty, to: &Ty) -> bool {
     match (from, to) {
         (Ty::Int2, Ty::Int4 | Ty::Int8) | (Ty::Int4, Ty::Int8) | (Ty::Varchar, Ty::Text) => true,
         // `int8 = ANY(int4[])` resolves to the cross-type operator, like the scalar case.
-        (Ty::Array(a), Ty::Array(b)) => matches!(
-            (&**a, &**b),
-            (Ty::Int2, Ty::Int4 | Ty::Int8) | (Ty::Int4, Ty::Int8)
-        ),
+        (Ty::Array(a), Ty::Array(b)) => matches!((&**a, &**b), (Ty::Int2, Ty::Int4 | Ty::Int8) | (Ty::Int4, Ty::Int8)),
         _ => false,
     }
 }
@@ -46,12 +43,7 @@ fn transparent_cast(from: &Ty, to: &Ty) -> bool {
 impl<'a> Printer<'a> {
     /// A printer numbering parameters from `$first_param`.
     pub(crate) fn new(names: &'a [String], first_param: usize) -> Printer<'a> {
-        Printer {
-            names,
-            first_param,
-            params: Vec::new(),
-            out: String::new(),
-        }
+        Printer { names, first_param, params: Vec::new(), out: String::new() }
     }
 
     fn push(&mut self, s: &str) {
@@ -61,8 +53,7 @@ impl<'a> Printer<'a> {
     fn param(&mut self, ty: &Ty, text: Option<String>) {
         let n = self.first_param + self.params.len();
         self.params.push(text);
-        self.out
-            .push_str(&format!("(${n}::text)::{}", ty.sql_name()));
+        self.out.push_str(&format!("(${n}::text)::{}", ty.sql_name()));
     }
 
     /// Prints `e`; `collate` asks for `COLLATE "C"` when `e` is collatable.
@@ -91,11 +82,7 @@ impl<'a> Printer<'a> {
         use ExprKind::*;
         match &e.kind {
             Column(i) => {
-                let name = self
-                    .names
-                    .get(*i)
-                    .map(|n| quote_ident(n))
-                    .unwrap_or_else(|| "NULL".into());
+                let name = self.names.get(*i).map(|n| quote_ident(n)).unwrap_or_else(|| "NULL".into());
                 if let Ty::Enum(_) = e.ty {
                     // Enums are compared as their labels.
                     self.push(&format!("({name})::text"));
@@ -108,11 +95,7 @@ impl<'a> Printer<'a> {
                 self.param(&e.ty, text);
             }
             Unknown { text, .. } => self.param(&Ty::Text, text.clone()),
-            Cast {
-                arg,
-                typmod,
-                explicit,
-            } => {
+            Cast { arg, typmod, explicit } => {
                 if !explicit && *typmod == Typmod::None && transparent_cast(&arg.ty, &e.ty) {
                     self.expr(arg);
                 } else if let Ty::Enum(_) = e.ty {
@@ -132,11 +115,7 @@ impl<'a> Printer<'a> {
                 self.push(")");
             }
             And(args) | Or(args) => {
-                let sep = if matches!(e.kind, And(_)) {
-                    " AND "
-                } else {
-                    " OR "
-                };
+                let sep = if matches!(e.kind, And(_)) { " AND " } else { " OR " };
                 self.push("(");
                 self.list(args, sep, false);
                 self.push(")");
@@ -148,18 +127,10 @@ impl<'a> Printer<'a> {
                 self.expr(right);
                 self.push(")");
             }
-            Distinct {
-                negated,
-                left,
-                right,
-            } => {
+            Distinct { negated, left, right } => {
                 self.push("(");
                 self.expr(left);
-                self.push(if *negated {
-                    " IS NOT DISTINCT FROM "
-                } else {
-                    " IS DISTINCT FROM "
-                });
+                self.push(if *negated { " IS NOT DISTINCT FROM " } else { " IS DISTINCT FROM " });
                 self.expr(right);
                 self.push(")");
             }
@@ -182,13 +153,7 @@ impl<'a> Printer<'a> {
                 self.expr(right);
                 self.push(")");
             }
-            Like {
-                arg,
-                pattern,
-                escape,
-                case_insensitive,
-                negated,
-            } => {
+            Like { arg, pattern, escape, case_insensitive, negated } => {
                 self.push("(");
                 self.operand(arg, *case_insensitive);
                 let kw = match (*negated, *case_insensitive) {
@@ -208,30 +173,17 @@ impl<'a> Printer<'a> {
             IsNull { arg, negated } => {
                 self.push("(");
                 self.expr(arg);
-                self.push(if *negated {
-                    " IS NOT NULL)"
-                } else {
-                    " IS NULL)"
-                });
+                self.push(if *negated { " IS NOT NULL)" } else { " IS NULL)" });
             }
             BoolTest { arg, test } => {
                 self.push("(");
                 self.expr(arg);
                 self.push(&format!(" {})", test.sql()));
             }
-            AnyAll {
-                op,
-                all,
-                left,
-                array,
-            } => {
+            AnyAll { op, all, left, array } => {
                 self.push("(");
                 self.operand(left, op.is_ordering());
-                self.push(&format!(
-                    " {} {} (",
-                    op.sql(),
-                    if *all { "ALL" } else { "ANY" }
-                ));
+                self.push(&format!(" {} {} (", op.sql(), if *all { "ALL" } else { "ANY" }));
                 self.expr(array);
                 self.push("))");
             }

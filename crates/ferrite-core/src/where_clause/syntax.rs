@@ -67,9 +67,7 @@ fn parse_error_position(query: &str) -> Option<(String, i32)> {
 pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
     super::limits::check_text(sql)?;
     if sql.contains('\0') {
-        return Err(WhereError::Syntax(
-            "invalid where clause: it contains a NUL character".into(),
-        ));
+        return Err(WhereError::Syntax("invalid where clause: it contains a NUL character".into()));
     }
     let full = format!("{PREFIX}{sql}");
     let parsed = match pg_query::parse(&full, 0) {
@@ -92,11 +90,7 @@ pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
         }
         Err(other) => return Err(WhereError::Syntax(other.to_string())),
     };
-    let single = || {
-        WhereError::Unsupported(
-            "unsupported where clause: it must be a single boolean expression".into(),
-        )
-    };
+    let single = || WhereError::Unsupported("unsupported where clause: it must be a single boolean expression".into());
     let stmts = &parsed.protobuf.stmts;
     if stmts.len() != 1 {
         return Err(single());

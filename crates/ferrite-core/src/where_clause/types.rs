@@ -186,9 +186,7 @@ impl Ty {
     /// Postgres' type category, which decides which types can meet implicitly.
     pub(crate) fn category(&self) -> Category {
         match self {
-            Ty::Int2 | Ty::Int4 | Ty::Int8 | Ty::Float4 | Ty::Float8 | Ty::Numeric => {
-                Category::Numeric
-            }
+            Ty::Int2 | Ty::Int4 | Ty::Int8 | Ty::Float4 | Ty::Float8 | Ty::Numeric => Category::Numeric,
             Ty::Text | Ty::Varchar | Ty::Bpchar | Ty::Name => Category::String,
             Ty::Bool => Category::Bool,
             Ty::Date | Ty::Time | Ty::Timestamp | Ty::Timestamptz => Category::DateTime,
@@ -267,13 +265,8 @@ pub(crate) fn common_type(types: &[&Ty], context: &str) -> Result<Ty, WhereError
         if c == t {
             continue;
         }
-        let mismatch = || {
-            WhereError::Type(format!(
-                "{context} types {} and {} cannot be matched",
-                c.display(),
-                t.display()
-            ))
-        };
+        let mismatch =
+            || WhereError::Type(format!("{context} types {} and {} cannot be matched", c.display(), t.display()));
         if c.category() != t.category() {
             return Err(mismatch());
         }
@@ -308,14 +301,10 @@ pub(crate) fn common_type(types: &[&Ty], context: &str) -> Result<Ty, WhereError
 pub(crate) fn comparison_type(op: &str, l: &Ty, r: &Ty) -> Result<Ty, WhereError> {
     let no_op = || WhereError::NoOperator(format!("{} {op} {}", l.display(), r.display()));
     if let Ty::Opaque(n) = l {
-        return Err(WhereError::Unsupported(format!(
-            "operator \"{op}\" is not supported for type {n}"
-        )));
+        return Err(WhereError::Unsupported(format!("operator \"{op}\" is not supported for type {n}")));
     }
     if let Ty::Opaque(n) = r {
-        return Err(WhereError::Unsupported(format!(
-            "operator \"{op}\" is not supported for type {n}"
-        )));
+        return Err(WhereError::Unsupported(format!("operator \"{op}\" is not supported for type {n}")));
     }
     match (l, r) {
         (Ty::Unknown, Ty::Unknown) => return Ok(Ty::Text),
@@ -324,11 +313,7 @@ pub(crate) fn comparison_type(op: &str, l: &Ty, r: &Ty) -> Result<Ty, WhereError
         _ => {}
     }
     if l == r {
-        return Ok(if *l == Ty::Varchar {
-            Ty::Text
-        } else {
-            l.clone()
-        });
+        return Ok(if *l == Ty::Varchar { Ty::Text } else { l.clone() });
     }
     match (l.category(), r.category()) {
         (Category::Numeric, Category::Numeric) => Ok(numeric_operator_type(l, r)),

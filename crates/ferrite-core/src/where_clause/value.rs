@@ -64,28 +64,18 @@ fn parse_int(ty: &Ty, input: &str) -> Result<i64, EvalError> {
     let s = input.trim_matches(|c: char| c.is_ascii_whitespace());
     let body = s.strip_prefix(['+', '-']).unwrap_or(s);
     if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(EvalError::InvalidInput(format!(
-            "invalid input syntax for type {name}: \"{input}\""
-        )));
+        return Err(EvalError::InvalidInput(format!("invalid input syntax for type {name}: \"{input}\"")));
     }
     let v: i128 = match s.parse() {
         Ok(v) => v,
-        Err(_) => {
-            return Err(EvalError::OutOfRange(format!(
-                "value \"{input}\" is out of range for type {name}"
-            )))
-        }
+        Err(_) => return Err(EvalError::OutOfRange(format!("value \"{input}\" is out of range for type {name}"))),
     };
-    check_int(ty, v).map_err(|_| {
-        EvalError::OutOfRange(format!("value \"{input}\" is out of range for type {name}"))
-    })
+    check_int(ty, v).map_err(|_| EvalError::OutOfRange(format!("value \"{input}\" is out of range for type {name}")))
 }
 
 /// Postgres' `boolin`: t/true/yes/y/on/1 and f/false/no/n/off/0, any case, unique prefixes.
 pub(crate) fn parse_bool(input: &str) -> Result<bool, EvalError> {
-    let s = input
-        .trim_matches(|c: char| c.is_ascii_whitespace())
-        .to_ascii_lowercase();
+    let s = input.trim_matches(|c: char| c.is_ascii_whitespace()).to_ascii_lowercase();
     let ok = match s.as_str() {
         "1" => Some(true),
         "0" => Some(false),
@@ -98,17 +88,12 @@ pub(crate) fn parse_bool(input: &str) -> Result<bool, EvalError> {
         _ if "no".starts_with(s.as_str()) => Some(false),
         _ => None,
     };
-    ok.ok_or_else(|| {
-        EvalError::InvalidInput(format!(
-            "invalid input syntax for type boolean: \"{input}\""
-        ))
-    })
+    ok.ok_or_else(|| EvalError::InvalidInput(format!("invalid input syntax for type boolean: \"{input}\"")))
 }
 
 /// Postgres' `uuid_in`: 32 hex digits, optional `{}` and a hyphen after any group of four.
 fn parse_uuid(input: &str) -> Result<u128, EvalError> {
-    let bad =
-        || EvalError::InvalidInput(format!("invalid input syntax for type uuid: \"{input}\""));
+    let bad = || EvalError::InvalidInput(format!("invalid input syntax for type uuid: \"{input}\""));
     let b = input.as_bytes();
     let mut i = 0;
     let braces = b.first() == Some(&b'{');
@@ -117,14 +102,8 @@ fn parse_uuid(input: &str) -> Result<u128, EvalError> {
     }
     let mut v: u128 = 0;
     for byte in 0..16 {
-        let hi = b
-            .get(i)
-            .and_then(|c| (*c as char).to_digit(16))
-            .ok_or_else(bad)?;
-        let lo = b
-            .get(i + 1)
-            .and_then(|c| (*c as char).to_digit(16))
-            .ok_or_else(bad)?;
+        let hi = b.get(i).and_then(|c| (*c as char).to_digit(16)).ok_or_else(bad)?;
+        let lo = b.get(i + 1).and_then(|c| (*c as char).to_digit(16)).ok_or_else(bad)?;
         v = (v << 8) | (hi * 16 + lo) as u128;
         i += 2;
         if b.get(i) == Some(&b'-') && byte % 2 == 1 && byte < 15 {
@@ -145,14 +124,7 @@ fn parse_uuid(input: &str) -> Result<u128, EvalError> {
 
 fn format_uuid(v: u128) -> String {
     let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// Truncates to at most `max` bytes on a character boundary.
@@ -278,11 +250,7 @@ pub(crate) fn compare(ty: &Ty, a: &Value, b: &Value) -> Ordering {
 }
 
 fn cast_error(from: &Ty, to: &Ty) -> EvalError {
-    EvalError::Unsupported(format!(
-        "cannot cast type {} to {}",
-        from.display(),
-        to.display()
-    ))
+    EvalError::Unsupported(format!("cannot cast type {} to {}", from.display(), to.display()))
 }
 
 /// Whether an explicit cast `from::to` is one we implement (checked when compiling).
@@ -300,8 +268,7 @@ pub(crate) fn can_cast(from: &Ty, to: &Ty) -> bool {
     }
     match (from, to) {
         (a, b)
-            if a.category() == super::types::Category::Numeric
-                && b.category() == super::types::Category::Numeric =>
+            if a.category() == super::types::Category::Numeric && b.category() == super::types::Category::Numeric =>
         {
             true
         }
@@ -331,9 +298,7 @@ pub(crate) fn to_float4(f: f64) -> Result<f64, EvalError> {
         return Err(EvalError::OutOfRange("value out of range: overflow".into()));
     }
     if r == 0.0 && f != 0.0 {
-        return Err(EvalError::OutOfRange(
-            "value out of range: underflow".into(),
-        ));
+        return Err(EvalError::OutOfRange("value out of range: underflow".into()));
     }
     Ok(r as f64)
 }
@@ -357,11 +322,7 @@ fn cast_inner(from: &Ty, to: &Ty, v: Value) -> Result<Value, EvalError> {
             (Unknown, Value::Text(s)) => s.clone(),
             _ => to_text(from, &v).unwrap_or_default(),
         };
-        return Ok(Value::Text(if *to == Name {
-            truncate_bytes(&text, NAME_MAX_BYTES)
-        } else {
-            text
-        }));
+        return Ok(Value::Text(if *to == Name { truncate_bytes(&text, NAME_MAX_BYTES) } else { text }));
     }
     if from.is_string() || *from == Unknown {
         let text = match &v {
@@ -385,21 +346,15 @@ fn cast_inner(from: &Ty, to: &Ty, v: Value) -> Result<Value, EvalError> {
         (_, Float4, Value::Num(n)) => {
             let f = n.to_f32();
             if f.is_infinite() && !matches!(n, Num::PosInf | Num::NegInf) {
-                return Err(EvalError::OutOfRange(format!(
-                    "\"{n}\" is out of range for type real"
-                )));
+                return Err(EvalError::OutOfRange(format!("\"{n}\" is out of range for type real")));
             }
             Value::Float(f as f64)
         }
         (_, Numeric, Value::Int(i)) => Value::Num(Num::from_i64(i)),
         (Float4, Numeric, Value::Float(f)) => Value::Num(Num::from_float(f, 6)?),
         (_, Numeric, Value::Float(f)) => Value::Num(Num::from_float(f, 15)?),
-        (Date, Timestamp | Timestamptz, Value::Date(d)) => {
-            Value::Timestamp(datetime::date_to_timestamp(d)?)
-        }
-        (Timestamp | Timestamptz, Timestamp | Timestamptz, Value::Timestamp(t)) => {
-            Value::Timestamp(t)
-        }
+        (Date, Timestamp | Timestamptz, Value::Date(d)) => Value::Timestamp(datetime::date_to_timestamp(d)?),
+        (Timestamp | Timestamptz, Timestamp | Timestamptz, Value::Timestamp(t)) => Value::Timestamp(t),
         (_, Date, Value::Timestamp(t)) => Value::Date(datetime::timestamp_to_date(t)),
         (_, Time, Value::Timestamp(t)) => match datetime::timestamp_to_time(t) {
             Some(us) => Value::Time(us),

@@ -123,9 +123,10 @@ impl ReplicationConnection {
                 configure_keepalive(&stream);
                 match connector {
                     Some(connector) if negotiate_tls(&mut stream, mode, config.get_ssl_negotiation()).await? => {
-                        let tls = connector.handshake(name, stream).await.map_err(|e| {
-                            std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
-                        })?;
+                        let tls = connector
+                            .handshake(name, stream)
+                            .await
+                            .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
                         let binding = tls.tls_server_end_point();
                         (Box::new(tls), Some(binding))
                     }

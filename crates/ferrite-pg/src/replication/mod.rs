@@ -19,4 +19,6 @@ pub mod stream;
 pub use error::ReplicationError;
 pub use lsn::{format_lsn, parse_lsn};
 pub use slot::{add_table_to_publication, current_wal_lsn, ensure_slot_and_publication, slot_status, SlotStatus};
-pub use stream::{start_replication, Change, Relation, RelationColumn, ReplicationConfig, Transaction, TransactionReceiver};
+pub use stream::{
+    start_replication, Change, Relation, RelationColumn, ReplicationConfig, Transaction, TransactionReceiver,
+};

@@ -179,7 +179,9 @@ pub fn decode(data: &[u8]) -> Result<PgOutputMessage, DecodeError> {
     let tag = r.u8()?;
     let msg = match tag {
         b'B' => PgOutputMessage::Begin { final_lsn: r.u64()?, commit_time: r.i64()?, xid: r.u32()? },
-        b'C' => PgOutputMessage::Commit { flags: r.u8()?, commit_lsn: r.u64()?, end_lsn: r.u64()?, commit_time: r.i64()? },
+        b'C' => {
+            PgOutputMessage::Commit { flags: r.u8()?, commit_lsn: r.u64()?, end_lsn: r.u64()?, commit_time: r.i64()? }
+        }
         b'O' => PgOutputMessage::Origin { lsn: r.u64()?, name: r.cstr()? },
         b'R' => {
             let oid = r.u32()?;
@@ -365,7 +367,9 @@ impl<'a> Reader<'a> {
                         "column {i} arrived in binary format, which Ferrite never requests"
                     )))
                 }
-                other => return Err(DecodeError(format!("unknown tuple value kind {:?} for column {i}", other as char))),
+                other => {
+                    return Err(DecodeError(format!("unknown tuple value kind {:?} for column {i}", other as char)))
+                }
             };
             values.push(value);
         }
@@ -394,7 +398,10 @@ mod tests {
         m.extend_from_slice(&0x16_B374_D848u64.to_be_bytes());
         m.extend_from_slice(&123i64.to_be_bytes());
         m.extend_from_slice(&756u32.to_be_bytes());
-        assert_eq!(decode(&m).unwrap(), PgOutputMessage::Begin { final_lsn: 0x16_B374_D848, commit_time: 123, xid: 756 });
+        assert_eq!(
+            decode(&m).unwrap(),
+            PgOutputMessage::Begin { final_lsn: 0x16_B374_D848, commit_time: 123, xid: 756 }
+        );
 
         let mut m = vec![b'C', 0];
         m.extend_from_slice(&10u64.to_be_bytes());

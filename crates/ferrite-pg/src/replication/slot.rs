@@ -81,7 +81,8 @@ pub async fn ensure_slot_and_publication(client: &Client, slot: &str, publicatio
             let plugin: Option<String> = row.try_get(0)?;
             let slot_type: Option<String> = row.try_get(1)?;
             let same_db: Option<bool> = row.try_get(2)?;
-            if slot_type.as_deref() != Some("logical") || plugin.as_deref() != Some("pgoutput") || same_db != Some(true) {
+            if slot_type.as_deref() != Some("logical") || plugin.as_deref() != Some("pgoutput") || same_db != Some(true)
+            {
                 return Err(PgError::Config(format!(
                     "replication slot {slot:?} exists but is not a pgoutput logical slot of this database \
                      (type {slot_type:?}, plugin {plugin:?}); drop it or configure another slot name"
@@ -106,7 +107,11 @@ pub async fn ensure_slot_and_publication(client: &Client, slot: &str, publicatio
 /// partitioned table every existing partition gets FULL too (the old row is logged per partition);
 /// partitions attached later need it as well. `ALTER TABLE … REPLICA IDENTITY` requires owning
 /// the table and briefly takes an exclusive lock.
-pub async fn add_table_to_publication(client: &Client, publication: &str, table: &QualifiedName) -> Result<(), PgError> {
+pub async fn add_table_to_publication(
+    client: &Client,
+    publication: &str,
+    table: &QualifiedName,
+) -> Result<(), PgError> {
     let row = client
         .query_opt(
             "SELECT c.oid FROM pg_catalog.pg_class c \

@@ -395,10 +395,8 @@ impl Assembler {
                 Ok(None)
             }
             PgOutputMessage::Commit { commit_lsn, end_lsn, commit_time, .. } => {
-                let txn = self
-                    .current
-                    .take()
-                    .ok_or_else(|| ReplicationError::Protocol("Commit without Begin".into()))?;
+                let txn =
+                    self.current.take().ok_or_else(|| ReplicationError::Protocol("Commit without Begin".into()))?;
                 if txn.changes.is_empty() {
                     return Ok(None);
                 }
@@ -463,7 +461,9 @@ fn row(relation: &Relation, values: Vec<TupleValue>, what: &str) -> Result<Vec<O
         .map(|v| match v {
             TupleValue::Null => Ok(None),
             TupleValue::Text(s) => Ok(Some(s)),
-            TupleValue::UnchangedToast => Err(ReplicationError::ReplicaIdentityNotFull { table: relation.quoted_name() }),
+            TupleValue::UnchangedToast => {
+                Err(ReplicationError::ReplicaIdentityNotFull { table: relation.quoted_name() })
+            }
         })
         .collect()
 }
@@ -526,7 +526,10 @@ mod tests {
 
     #[test]
     fn fills_unchanged_toast_from_full_old_row() {
-        let old = OldTuple { kind: OldTupleKind::Full, values: vec![TupleValue::Text("1".into()), TupleValue::Text("x".repeat(10))] };
+        let old = OldTuple {
+            kind: OldTupleKind::Full,
+            values: vec![TupleValue::Text("1".into()), TupleValue::Text("x".repeat(10))],
+        };
         let (old, new) =
             update_rows(&rel(true), Some(old), vec![TupleValue::Text("2".into()), TupleValue::UnchangedToast]).unwrap();
         assert_eq!(new, vec![Some("2".into()), Some("x".repeat(10))]);
@@ -535,10 +538,17 @@ mod tests {
 
     #[test]
     fn unchanged_toast_without_full_old_row_names_the_table() {
-        let err = update_rows(&rel(false), None, vec![TupleValue::Text("2".into()), TupleValue::UnchangedToast]).unwrap_err();
+        let err =
+            update_rows(&rel(false), None, vec![TupleValue::Text("2".into()), TupleValue::UnchangedToast]).unwrap_err();
         assert!(matches!(&err, ReplicationError::ReplicaIdentityNotFull { table } if table == "\"public\".\"t\""));
-        let key_only = OldTuple { kind: OldTupleKind::Key, values: vec![TupleValue::Text("1".into()), TupleValue::Null] };
-        assert!(update_rows(&rel(false), Some(key_only), vec![TupleValue::Text("2".into()), TupleValue::UnchangedToast]).is_err());
+        let key_only =
+            OldTuple { kind: OldTupleKind::Key, values: vec![TupleValue::Text("1".into()), TupleValue::Null] };
+        assert!(update_rows(
+            &rel(false),
+            Some(key_only),
+            vec![TupleValue::Text("2".into()), TupleValue::UnchangedToast]
+        )
+        .is_err());
     }
 
     #[test]
@@ -581,7 +591,10 @@ mod tests {
         keepalive.extend_from_slice(&9u64.to_be_bytes());
         keepalive.extend_from_slice(&0i64.to_be_bytes());
         keepalive.push(1);
-        assert_eq!(parse_copy_data(keepalive.into()).unwrap(), CopyData::Keepalive { wal_end: 9, reply_requested: true });
+        assert_eq!(
+            parse_copy_data(keepalive.into()).unwrap(),
+            CopyData::Keepalive { wal_end: 9, reply_requested: true }
+        );
         for bad in [&b""[..], b"w", b"k\0", b"x"] {
             assert!(parse_copy_data(bytes::Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }

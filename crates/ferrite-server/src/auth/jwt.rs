@@ -49,17 +49,14 @@ impl Verifier {
             } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
                 Key { kid: None, alg: Algorithm::ES256, key: k }
             } else {
-                return Err(format!(
-                    "auth.public_key_file {}: not a PEM RSA or EC (P-256) public key",
-                    path.display()
-                ));
+                return Err(format!("auth.public_key_file {}: not a PEM RSA or EC (P-256) public key", path.display()));
             };
             keys.push(key);
         }
         if let Some(path) = &cfg.jwks_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("auth.jwks_file {}: {e}", path.display()))?;
-            let set: JwkSet =
-                serde_json::from_str(&text).map_err(|e| format!("auth.jwks_file {}: not a JWKS document: {e}", path.display()))?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|e| format!("auth.jwks_file {}: not a JWKS document: {e}", path.display()))?;
             for jwk in &set.keys {
                 let alg = match &jwk.algorithm {
                     AlgorithmParameters::RSA(_) => Algorithm::RS256,

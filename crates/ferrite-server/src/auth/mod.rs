@@ -60,7 +60,10 @@ impl Auth {
                     .map(|r| RuleTemplate::parse(r).map_err(|e| format!("tables.{name}.{key}: {e}")))
                     .transpose()
             };
-            tables.insert(q, TableRules { read: rule("read", &t.read)?, write: rule("write", &t.write)?, public: t.public });
+            tables.insert(
+                q,
+                TableRules { read: rule("read", &t.read)?, write: rule("write", &t.write)?, public: t.public },
+            );
         }
         Ok(Auth { verifier, tables })
     }
@@ -96,10 +99,7 @@ impl Auth {
         match self.tables.get(table) {
             Some(TableRules { read: Some(rule), .. }) => Ok(Some(rule.bind(&who.claims))),
             Some(TableRules { public: true, .. }) => Ok(None),
-            _ => Err(AuthError::Forbidden(format!(
-                "table {} has no read rule and is not public",
-                table.quoted()
-            ))),
+            _ => Err(AuthError::Forbidden(format!("table {} has no read rule and is not public", table.quoted()))),
         }
     }
 

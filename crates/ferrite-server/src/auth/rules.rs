@@ -95,7 +95,8 @@ mod tests {
     #[test]
     fn claims_are_bound_as_text_values() {
         let r = RuleTemplate::parse("tenant_id = claims.tenant_id AND team_id = ANY(claims.teams)").unwrap();
-        let c = claims(json!({"tenant_id": "o'brien\n) OR (true) --", "teams": ["a", "b\"c\\", 7, {"x": 1}], "exp": 1}));
+        let c =
+            claims(json!({"tenant_id": "o'brien\n) OR (true) --", "teams": ["a", "b\"c\\", 7, {"x": 1}], "exp": 1}));
         let bound = r.bind(&c);
         assert_eq!(bound.sql, "tenant_id = claims.tenant_id AND team_id = ANY(claims.teams)");
         assert_eq!(
@@ -106,12 +107,19 @@ mod tests {
             ]
         );
         // Missing claims and objects are NULL, which matches nothing.
-        assert_eq!(values(&r.bind(&claims(json!({"teams": {"x": 1}})))), vec![("teams".into(), None), ("tenant_id".into(), None)]);
+        assert_eq!(
+            values(&r.bind(&claims(json!({"teams": {"x": 1}})))),
+            vec![("teams".into(), None), ("tenant_id".into(), None)]
+        );
         // Nested claims, numbers, booleans; claims the rule does not name are left out.
         let r = RuleTemplate::parse("org = claims.app.org AND level <= claims.level AND claims.admin").unwrap();
         assert_eq!(
             values(&r.bind(&claims(json!({"app": {"org": 5}, "level": 3, "admin": true, "iat": 9})))),
-            vec![("admin".into(), Some("true".into())), ("app.org".into(), Some("5".into())), ("level".into(), Some("3".into()))]
+            vec![
+                ("admin".into(), Some("true".into())),
+                ("app.org".into(), Some("5".into())),
+                ("level".into(), Some("3".into()))
+            ]
         );
     }
 

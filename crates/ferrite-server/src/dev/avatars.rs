@@ -28,8 +28,12 @@ pub async fn avatar(State(state): State<Arc<AppState>>, Path(file): Path<String>
             resp::set(&mut r, "cache-control", "public, max-age=3600");
             r
         }
-        Ok(Ok(None)) => resp::error(StatusCode::NOT_FOUND, &json!({"message": format!("no user has the avatar {file}")})),
-        Ok(Err(e)) => resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("looking up the avatar: {e}")})),
+        Ok(Ok(None)) => {
+            resp::error(StatusCode::NOT_FOUND, &json!({"message": format!("no user has the avatar {file}")}))
+        }
+        Ok(Err(e)) => {
+            resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("looking up the avatar: {e}")}))
+        }
         Err(e) => resp::unavailable(5, &json!({"code": "database_unreachable", "message": e.to_string()})),
     }
 }

@@ -120,14 +120,26 @@ pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
             Some(Value::String(s)) if is_uuid(s) => s.clone(),
             _ => return resp::invalid_field("user_id", "must be a user's id (a uuid)"),
         },
-        _ => return resp::error(StatusCode::BAD_REQUEST, &json!({"message": "Request body must be a JSON object {\"user_id\": \"<uuid>\"}"})),
+        _ => {
+            return resp::error(
+                StatusCode::BAD_REQUEST,
+                &json!({"message": "Request body must be a JSON object {\"user_id\": \"<uuid>\"}"}),
+            )
+        }
     };
     let id = user_id.clone();
     let found = state.with_db(|c| Box::pin(async move { c.query_opt(USER_SQL, &[&id]).await })).await;
     let (name, teams): (String, Vec<String>) = match found {
         Ok(Ok(Some(row))) => (row.get(0), row.get(1)),
-        Ok(Ok(None)) => return resp::error(StatusCode::NOT_FOUND, &json!({"message": format!("no user with id {user_id}")})),
-        Ok(Err(e)) => return resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("looking up the user: {e}")})),
+        Ok(Ok(None)) => {
+            return resp::error(StatusCode::NOT_FOUND, &json!({"message": format!("no user with id {user_id}")}))
+        }
+        Ok(Err(e)) => {
+            return resp::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"message": format!("looking up the user: {e}")}),
+            )
+        }
         Err(e) => return unreachable_db(e),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -139,7 +151,9 @@ pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
             resp::set(&mut r, "cache-control", "no-store");
             r
         }
-        Err(e) => resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")})),
+        Err(e) => {
+            resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")}))
+        }
     }
 }
 
@@ -158,7 +172,8 @@ mod tests {
 
     #[test]
     fn only_this_machines_own_pages_are_answered() {
-        let ok = |host: &str, origin: Option<&str>| super::foreign_origin(&headers(host, origin), "127.0.0.1").is_none();
+        let ok =
+            |host: &str, origin: Option<&str>| super::foreign_origin(&headers(host, origin), "127.0.0.1").is_none();
         assert!(ok("127.0.0.1:3000", None));
         assert!(ok("localhost:3000", Some("http://localhost:3000")));
         assert!(ok("[::1]:3000", Some("http://[::1]:3000")));

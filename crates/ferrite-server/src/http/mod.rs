@@ -26,10 +26,8 @@ const ALLOWED_REQUEST_HEADERS: [&str; 4] = ["if-none-match", "traceparent", "aut
 
 /// Builds the router for a server state.
 pub fn router(state: Arc<AppState>) -> Router {
-    let shape_route: MethodRouter<Arc<AppState>> = get(shape::handle)
-        .post(shape::handle)
-        .delete(delete_shape)
-        .options(preflight);
+    let shape_route: MethodRouter<Arc<AppState>> =
+        get(shape::handle).post(shape::handle).delete(delete_shape).options(preflight);
     let router = Router::new()
         .route("/v1/shape", shape_route)
         .route("/v1/health", get(health).options(preflight))
@@ -87,10 +85,7 @@ async fn common_headers(req: Request, next: Next) -> Response<Body> {
     }
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*")));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(methods),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
     h.append(header::VARY, HeaderValue::from_static("origin"));
     r
 }
@@ -115,10 +110,7 @@ async fn private_when_authenticated(State(state): State<Arc<AppState>>, req: Req
 
 /// CORS preflight: 204 with the allowed request headers.
 async fn preflight(headers: HeaderMap) -> Response<Body> {
-    let requested = headers
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let requested = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|v| v.to_str().ok()).unwrap_or("");
     let allowed: Vec<String> = requested
         .split(',')
         .map(|h| h.trim().to_ascii_lowercase())
@@ -182,7 +174,10 @@ async fn delete_shape(State(state): State<Arc<AppState>>, method: Method, RawQue
     }
     if state.auth.enabled() {
         // Shapes are shared by every caller with the same rule; no single caller owns one.
-        return response::error(StatusCode::FORBIDDEN, &serde_json::json!({"message": "DELETE is not available with auth.mode = \"jwt\""}));
+        return response::error(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"message": "DELETE is not available with auth.mode = \"jwt\""}),
+        );
     }
     let handle = pairs.iter().rev().find(|(k, _)| k == "handle").map(|(_, v)| v.clone());
     let has_table = pairs.iter().any(|(k, _)| k == "table");

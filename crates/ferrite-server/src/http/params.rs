@@ -56,7 +56,10 @@ fn push(errors: &mut FieldErrors, field: &str, msg: impl Into<String>) {
 }
 
 /// Parses query pairs (and, for POST, the JSON body's subset) into a request.
-pub fn parse_shape_request(pairs: &[(String, String)], body_subset: Option<SubsetParams>) -> Result<ShapeRequest, FieldErrors> {
+pub fn parse_shape_request(
+    pairs: &[(String, String)],
+    body_subset: Option<SubsetParams>,
+) -> Result<ShapeRequest, FieldErrors> {
     let mut errors = FieldErrors::new();
     let get = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let mut params = BTreeMap::new();
@@ -82,7 +85,11 @@ pub fn parse_shape_request(pairs: &[(String, String)], body_subset: Option<Subse
         }
         Some(t) => match QualifiedName::parse(t) {
             Ok(q) if q.is_reserved() => {
-                push(&mut errors, "table", format!("{} is in a schema clients cannot read (Ferrite's own or Postgres's)", q.quoted()));
+                push(
+                    &mut errors,
+                    "table",
+                    format!("{} is in a schema clients cannot read (Ferrite's own or Postgres's)", q.quoted()),
+                );
                 None
             }
             Ok(q) => Some(q),
@@ -210,7 +217,9 @@ fn parse_query_subset<'a>(
                         Some(t) => {
                             s.params.insert(k, t);
                         }
-                        None => push(errors, "subset__params", format!("value of parameter {k} must be a string or number")),
+                        None => {
+                            push(errors, "subset__params", format!("value of parameter {k} must be a string or number"))
+                        }
                     }
                 }
             }
@@ -244,18 +253,16 @@ pub fn parse_subset_body(body: &[u8]) -> Result<Option<SubsetParams>, (u16, serd
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(None);
     }
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        (400, serde_json::json!({"error": "Invalid JSON in request body", "details": e.to_string()}))
-    })?;
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| (400, serde_json::json!({"error": "Invalid JSON in request body", "details": e.to_string()})))?;
     let serde_json::Value::Object(mut obj) = v else {
         return Err((400, serde_json::json!({"error": "Request body must be a JSON object"})));
     };
     if let Some(serde_json::Value::Object(inner)) = obj.remove("subset") {
         obj = inner;
     }
-    let bad = |field: &str, msg: &str| {
-        (400, serde_json::json!({"message": "Invalid request", "errors": {field: [msg]}}))
-    };
+    let bad =
+        |field: &str, msg: &str| (400, serde_json::json!({"message": "Invalid request", "errors": {field: [msg]}}));
     let mut s = SubsetParams::default();
     match obj.get("where") {
         None | Some(serde_json::Value::Null) => {}
@@ -354,7 +361,9 @@ mod tests {
         assert_eq!(s.limit, Some(2));
         let e = parse_shape_request(&q("table=t&offset=-1&subset__limit=2"), None).unwrap_err();
         assert!(e.contains_key("subset"));
-        let b = parse_subset_body(br#"{"subset":{"where":"a > 1","params":["5"],"limit":3,"order_by":"a DESC"}}"#).unwrap().unwrap();
+        let b = parse_subset_body(br#"{"subset":{"where":"a > 1","params":["5"],"limit":3,"order_by":"a DESC"}}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(b.params.get("1").map(String::as_str), Some("5"));
         assert_eq!(parse_subset_body(b"[1]").unwrap_err().0, 400);
         assert_eq!(parse_subset_body(b"{oops").unwrap_err().0, 400);

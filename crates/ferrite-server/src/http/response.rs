@@ -26,8 +26,7 @@ pub fn auth_refused(e: &crate::auth::AuthError) -> Response<Body> {
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     r
 }
 
@@ -124,4 +123,3 @@ pub fn refused(why: &crate::admission::Refusal) -> Response<Body> {
         }
     }
 }
-

@@ -30,7 +30,10 @@ pub fn check_secret(state: &AppState, pairs: &[(String, String)]) -> Option<Resp
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         None
     } else {
-        Some(resp::error(StatusCode::UNAUTHORIZED, &serde_json::json!({"message": "Unauthorized - Invalid API secret"})))
+        Some(resp::error(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"message": "Unauthorized - Invalid API secret"}),
+        ))
     }
 }
 
@@ -45,7 +48,10 @@ pub fn request_error(e: ShapeRequestError) -> Response<Body> {
         ShapeRequestError::Forbidden(m) => resp::error(StatusCode::FORBIDDEN, &serde_json::json!({"message": m})),
         ShapeRequestError::DatabaseUnreachable(m) => {
             tracing::warn!(error = %m, "database unreachable");
-            resp::unavailable(10, &serde_json::json!({"code": "database_unreachable", "error": "Database is unreachable"}))
+            resp::unavailable(
+                10,
+                &serde_json::json!({"code": "database_unreachable", "error": "Database is unreachable"}),
+            )
         }
         ShapeRequestError::Internal(m) => resp::internal("shape request failed", &m),
     }
@@ -142,7 +148,9 @@ async fn read_request(
     let mut body_subset = None;
     if method == Method::POST {
         let read_limit = Duration::from_secs(state.config.request_read_timeout_secs);
-        let bytes = match tokio::time::timeout(read_limit, axum::body::to_bytes(body, state.config.max_request_bytes)).await {
+        let bytes = match tokio::time::timeout(read_limit, axum::body::to_bytes(body, state.config.max_request_bytes))
+            .await
+        {
             Ok(Ok(b)) => b,
             Ok(Err(_)) => {
                 return Err(resp::error(
@@ -163,7 +171,8 @@ async fn read_request(
         }
     }
     let mut req = parse_shape_request(&pairs, body_subset).map_err(|errors| resp::invalid(&errors))?;
-    req.definition.rule = state.auth.read_filter(&req.definition.table, who.as_ref()).map_err(|e| resp::auth_refused(&e))?;
+    req.definition.rule =
+        state.auth.read_filter(&req.definition.table, who.as_ref()).map_err(|e| resp::auth_refused(&e))?;
     Ok((req, who.map(|w| w.subject)))
 }
 
@@ -193,7 +202,9 @@ async fn removed_response(state: &Arc<AppState>, shape: &Shape, why: Removal) ->
             Ok(s) => resp::must_refetch(Some(&s.handle)),
             Err(_) => resp::must_refetch(None),
         },
-        Removal::TooLarge(m) => resp::error(StatusCode::BAD_REQUEST, &serde_json::json!({"code": "shape_too_large", "message": m})),
+        Removal::TooLarge(m) => {
+            resp::error(StatusCode::BAD_REQUEST, &serde_json::json!({"code": "shape_too_large", "message": m}))
+        }
         Removal::SnapshotFailed(e) => resp::unavailable(
             10,
             &serde_json::json!({"code": "snapshot_failed", "message": format!("Failed to create the shape's snapshot: {e}")}),
@@ -203,10 +214,7 @@ async fn removed_response(state: &Arc<AppState>, shape: &Shape, why: Removal) ->
 
 fn etag(handle: &str, req_offset: &str, resp_offset: &str, unique: bool) -> String {
     if unique {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         format!("\"{handle}:{req_offset}:{resp_offset}:{t}\"")
     } else {
         format!("\"{handle}:{req_offset}:{resp_offset}\"")
@@ -281,10 +289,7 @@ fn shape_response(
 
 /// The next `electric-cursor` value.
 pub fn next_cursor(state: &AppState, previous: Option<u64>) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     ferrite_core::cursor::next_cursor(now, state.config.long_poll_timeout_ms, previous, rand::random())
 }
 
@@ -327,12 +332,32 @@ async fn catch_up(
         match outcome {
             ReadOutcome::Data(slice) => {
                 let lsn = slice.up_to_date.then(|| global.max(slice.lsn).max(slice.end.tx));
-                return shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, &catch_up_cache(state, req), false);
+                return shape_response(
+                    state,
+                    shape,
+                    req,
+                    headers,
+                    Some(&slice),
+                    slice.end,
+                    lsn,
+                    &catch_up_cache(state, req),
+                    false,
+                );
             }
             ReadOutcome::AtHead => {
                 let offset = after.unwrap_or_default();
                 let lsn = global.max(offset.tx);
-                return shape_response(state, shape, req, headers, None, offset, Some(lsn), &catch_up_cache(state, req), false);
+                return shape_response(
+                    state,
+                    shape,
+                    req,
+                    headers,
+                    None,
+                    offset,
+                    Some(lsn),
+                    &catch_up_cache(state, req),
+                    false,
+                );
             }
             ReadOutcome::NotReady => {
                 tokio::select! {
@@ -372,7 +397,13 @@ async fn now_response(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequ
 }
 
 /// Long-poll: answer at once if there is data after `o`, else wait for it up to the timeout.
-async fn live(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequest, headers: &HeaderMap, o: LogOffset) -> Response<Body> {
+async fn live(
+    state: &Arc<AppState>,
+    shape: &Arc<Shape>,
+    req: &ShapeRequest,
+    headers: &HeaderMap,
+    o: LogOffset,
+) -> Response<Body> {
     let timeout = Duration::from_millis(state.config.long_poll_timeout_ms);
     // An offset past the shape's log is legitimate up to the LSN the server has processed (SSE
     // clients resume at `<global_last_seen_lsn>_0`); beyond that it is out of bounds.
@@ -390,7 +421,8 @@ async fn live(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequest, hea
         match read_live(shape, o).await {
             Ok(ReadOutcome::Data(slice)) => {
                 let lsn = slice.up_to_date.then(|| slice.end.tx.max(processed));
-                let response = shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, CACHE_LIVE, false);
+                let response =
+                    shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, CACHE_LIVE, false);
                 state.observe_live_delivery(slice.end.tx);
                 return response;
             }

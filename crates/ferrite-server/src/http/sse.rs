@@ -47,9 +47,8 @@ pub async fn stream(
         metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
         drop(ticket);
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
     let mut r = Response::new(Body::from_stream(body));
     set(&mut r, "content-type", "text/event-stream");
     set(&mut r, "cache-control", &format!("public, max-age={}", state.config.sse_timeout_secs.saturating_sub(1)));

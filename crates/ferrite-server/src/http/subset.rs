@@ -31,7 +31,11 @@ const CONNECTION_WAIT: Duration = Duration::from_secs(10);
 type Start = Result<String, Response<Body>>;
 
 /// Subset snapshot: rows matching shape ∧ subset, in a fresh snapshot, streamed as a JSON object.
-pub async fn response(state: &Arc<AppState>, shape: &Arc<Shape>, subset: &super::params::SubsetParams) -> Response<Body> {
+pub async fn response(
+    state: &Arc<AppState>,
+    shape: &Arc<Shape>,
+    subset: &super::params::SubsetParams,
+) -> Response<Body> {
     let table = &shape.filter.table;
     let where_clause = match &subset.where_sql {
         None => None,
@@ -60,7 +64,9 @@ pub async fn response(state: &Arc<AppState>, shape: &Arc<Shape>, subset: &super:
                     "message": format!("All {n} snapshot connections are busy, please retry")}),
             )
         }
-        Err(crate::pool::PoolError::Connect(e)) => return request_error(ShapeRequestError::DatabaseUnreachable(e.to_string())),
+        Err(crate::pool::PoolError::Connect(e)) => {
+            return request_error(ShapeRequestError::DatabaseUnreachable(e.to_string()))
+        }
     };
     let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Start>();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
@@ -125,7 +131,10 @@ async fn stream_rows(
     // The statement timeout bounds what one subset can cost Postgres (it ends with the
     // transaction).
     client
-        .batch_execute(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {}", STATEMENT_TIMEOUT.as_millis()))
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {}",
+            STATEMENT_TIMEOUT.as_millis()
+        ))
         .await
         .map_err(|e| failed(e.into()))?;
     let info = current_snapshot(client).await.map_err(failed)?;
@@ -276,4 +285,3 @@ fn split_order_items(text: &str) -> Result<Vec<(String, String)>, String> {
         }
     }
 }
-

@@ -49,7 +49,8 @@ async fn admit(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(
     match state.auth.read_filter(&table, who) {
         Err(e) => Err(forbidden(e.to_string())),
         Ok(None) => Ok(()),
-        Ok(Some(rule)) => match super::rows::row_matches(&state.presence_pool, &state.writer, &table, key, &rule).await {
+        Ok(Some(rule)) => match super::rows::row_matches(&state.presence_pool, &state.writer, &table, key, &rule).await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(forbidden(format!("room {room:?} is not readable by this caller"))),
             Err(e) => Err(resp::unavailable(5, &json!({"code": "database_unreachable", "message": e}))),
@@ -74,8 +75,12 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     .await
     {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => return resp::error(StatusCode::PAYLOAD_TOO_LARGE, &json!({"message": "Presence update too large"})),
-        Err(_) => return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"})),
+        Ok(Err(_)) => {
+            return resp::error(StatusCode::PAYLOAD_TOO_LARGE, &json!({"message": "Presence update too large"}))
+        }
+        Err(_) => {
+            return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"}))
+        }
     };
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes) else {
         return resp::error(StatusCode::BAD_REQUEST, &json!({"message": "Request body must be a JSON object"}));
@@ -208,7 +213,9 @@ fn stream(
                     Ok(Ok(())) => break,
                     Ok(Err(_)) => return,
                     Err(_) => {
-                        if Instant::now() < end && tx.send_timeout(Bytes::from_static(b": keep-alive\n\n"), stall).await.is_err() {
+                        if Instant::now() < end
+                            && tx.send_timeout(Bytes::from_static(b": keep-alive\n\n"), stall).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -216,7 +223,8 @@ fn stream(
             }
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
     let mut r = Response::new(Body::from_stream(body));
     set(&mut r, "content-type", "text/event-stream");
     set(&mut r, "cache-control", "no-store");

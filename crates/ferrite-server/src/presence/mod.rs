@@ -117,7 +117,13 @@ impl Presence {
 
     /// Joins or refreshes the member (`subject`, `client_id`) in `room` with `state`; returns
     /// the room's new version and the member's id.
-    pub fn upsert(&self, room: &str, client_id: &str, subject: Option<&str>, state: Value) -> Result<(u64, String), PresenceError> {
+    pub fn upsert(
+        &self,
+        room: &str,
+        client_id: &str,
+        subject: Option<&str>,
+        state: Value,
+    ) -> Result<(u64, String), PresenceError> {
         let mut rooms = self.rooms.lock();
         let r = self.room(&mut rooms, room)?;
         let key: MemberKey = (subject.map(String::from), client_id.to_string());

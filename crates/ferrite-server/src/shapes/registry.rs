@@ -90,11 +90,7 @@ impl Registry {
     fn index(&self, shape: Arc<Shape>) {
         let mut inner = self.inner.write();
         let term = shape.filter.where_clause.as_ref().and_then(|w| w.equality_index_term());
-        inner
-            .routes
-            .entry(shape.filter.table.oid)
-            .or_default()
-            .add(ShapeRef(shape.clone()), term);
+        inner.routes.entry(shape.filter.table.oid).or_default().add(ShapeRef(shape.clone()), term);
         inner.by_definition.insert(shape.definition.clone(), shape.clone());
         inner.by_handle.insert(shape.handle.clone(), shape);
     }
@@ -137,7 +133,8 @@ impl Registry {
         let handle = self.new_handle(&def);
         let path = self.dir.join(&handle);
         std::fs::create_dir_all(&path).map_err(CreateError::Io)?;
-        let meta = ShapeMeta { handle: handle.clone(), definition: def.clone(), table, snapshot: None, complete: false };
+        let meta =
+            ShapeMeta { handle: handle.clone(), definition: def.clone(), table, snapshot: None, complete: false };
         write_meta(&path, &meta).map_err(CreateError::Io)?;
         let log = ShapeLog::create(&path, self.chunk_bytes).map_err(CreateError::Io)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -208,11 +205,7 @@ impl Registry {
                 if inner.by_handle.len() < max.max(1) {
                     return;
                 }
-                inner
-                    .by_handle
-                    .values()
-                    .min_by_key(|s| s.use_order.load(Ordering::Relaxed))
-                    .map(|s| s.handle.clone())
+                inner.by_handle.values().min_by_key(|s| s.use_order.load(Ordering::Relaxed)).map(|s| s.handle.clone())
             };
             match victim {
                 Some(h) => {

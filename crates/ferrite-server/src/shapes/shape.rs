@@ -169,10 +169,8 @@ impl Shape {
 
     fn append(&self, commit_lsn: u64, messages: &[PendingMessage]) -> io::Result<()> {
         let rendered = finish_transaction(messages);
-        let entries: Vec<(LogOffset, &[u8])> = rendered
-            .iter()
-            .map(|(op, json)| (LogOffset::new(commit_lsn, *op), json.as_bytes()))
-            .collect();
+        let entries: Vec<(LogOffset, &[u8])> =
+            rendered.iter().map(|(op, json)| (LogOffset::new(commit_lsn, *op), json.as_bytes())).collect();
         self.log.append(&entries, true)
     }
 
@@ -193,10 +191,7 @@ fn next_use() -> u64 {
 
 /// Current unix time in seconds.
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A shape as a routing-table entry: compared by id.

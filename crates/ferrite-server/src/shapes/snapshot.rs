@@ -96,12 +96,8 @@ pub async fn take_initial_snapshot(
     max_shape_bytes: u64,
     rows_written: &std::sync::atomic::AtomicU64,
 ) -> Result<SnapshotInfo, SnapshotError> {
-    let txn = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let txn =
+        client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
     let info = current_snapshot(&txn).await?;
     let filter = &shape.filter;
     let mut chunk: Vec<String> = Vec::new();

@@ -100,8 +100,7 @@ impl ShapeLog {
             raw.resize(len as usize, 0);
             chunks.read_exact_at(&mut raw, 0)?;
         }
-        let mut boundaries: Vec<Boundary> =
-            raw.chunks(BOUNDARY_SIZE).map_while(Boundary::decode).collect();
+        let mut boundaries: Vec<Boundary> = raw.chunks(BOUNDARY_SIZE).map_while(Boundary::decode).collect();
         let file_len = log.metadata()?.len();
         boundaries.retain(|b| b.pos <= file_len);
         // Scan forward from the last boundary to find the last whole unit.
@@ -402,7 +401,12 @@ impl ShapeLog {
 impl ShapeLog {
     /// Reads the records in `start..end` (whole records, durable) and joins the JSON of those
     /// after `after` with `,`: the body, the message count and each message's end in the body.
-    fn read_messages(&self, start: u64, end: u64, after: Option<LogOffset>) -> io::Result<(Vec<u8>, usize, Vec<usize>)> {
+    fn read_messages(
+        &self,
+        start: u64,
+        end: u64,
+        after: Option<LogOffset>,
+    ) -> io::Result<(Vec<u8>, usize, Vec<usize>)> {
         let mut buf = vec![0u8; (end - start) as usize];
         self.log.read_exact_at(&mut buf, start)?;
         let mut body = Vec::with_capacity(buf.len());

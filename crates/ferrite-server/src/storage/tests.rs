@@ -35,7 +35,11 @@ fn snapshot_chunks_then_head_then_pinned_immutability() {
     assert!(head.up_to_date);
     assert_eq!(log.read(Some(head.end), true, 5).unwrap(), ReadOutcome::AtHead);
 
-    log.append(&[(LogOffset::new(100, 0), b"{\"c\":1}".as_slice()), (LogOffset::new(100, 2), b"{\"c\":2}".as_slice())], true).unwrap();
+    log.append(
+        &[(LogOffset::new(100, 0), b"{\"c\":1}".as_slice()), (LogOffset::new(100, 2), b"{\"c\":2}".as_slice())],
+        true,
+    )
+    .unwrap();
     // Not durable yet: invisible to live readers.
     assert_eq!(log.read_live(LogOffset::SNAPSHOT_END).unwrap(), ReadOutcome::AtHead);
     log.sync(true).unwrap();
@@ -61,7 +65,14 @@ fn size_boundaries_never_split_a_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let log = snapshot_log(dir.path(), 30);
     for tx in 1..=5u64 {
-        log.append(&[(LogOffset::new(tx, 0), b"{\"0123456789\":1}".as_slice()), (LogOffset::new(tx, 2), b"{\"x\":2}".as_slice())], true).unwrap();
+        log.append(
+            &[
+                (LogOffset::new(tx, 0), b"{\"0123456789\":1}".as_slice()),
+                (LogOffset::new(tx, 2), b"{\"x\":2}".as_slice()),
+            ],
+            true,
+        )
+        .unwrap();
     }
     log.sync(true).unwrap();
     let mut at = LogOffset::SNAPSHOT_END;
@@ -100,7 +111,10 @@ fn recovery_drops_partial_units_and_keeps_boundaries() {
     }
     let log = ShapeLog::recover(dir.path(), 1 << 20, true).unwrap();
     assert_eq!(log.last_written_tx(), 20);
-    assert_eq!(slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 0).unwrap()), LogSlice { up_to_date: false, ..pinned.clone() });
+    assert_eq!(
+        slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 0).unwrap()),
+        LogSlice { up_to_date: false, ..pinned.clone() }
+    );
     let rest = slice(log.read(Some(pinned.end), true, 0).unwrap());
     assert_eq!(rest.body, b"{\"b\":1}");
     log.append(&[(LogOffset::new(30, 0), b"{\"c\":1}".as_slice())], true).unwrap();

@@ -17,13 +17,13 @@
 //! transaction's last row write records the result in the same statement and carries COMMIT
 //! along.
 
-use crate::pool::Pool;
 use crate::auth::{Auth, Identity};
-use ferrite_core::where_clause::{BoundRule, WhereClause};
+use crate::pool::Pool;
 use ferrite_core::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
 use ferrite_core::key::row_key;
 use ferrite_core::merge::{self, Action, Current, Incoming, StoredRow, TablePolicy, ValueKind};
 use ferrite_core::relation::QualifiedName;
+use ferrite_core::where_clause::{BoundRule, WhereClause};
 use ferrite_core::write_protocol::{
     ClientTransaction, Mutation, Operation, Overridden, Rejection, RejectionCode, Status, TransactionResult,
     TransactionsRequest, Values,
@@ -96,7 +96,9 @@ fn classify(e: PgError, table: Option<&str>, key: Option<&Values>) -> Stop {
             reject(RejectionCode::Constraint, m)
         }
         // Data exceptions (bad input syntax, out of range), undefined column/table, wrong type.
-        Some(db) if db.code.starts_with("22") || db.code.starts_with("42") => reject(RejectionCode::Invalid, db.message.clone()),
+        Some(db) if db.code.starts_with("22") || db.code.starts_with("42") => {
+            reject(RejectionCode::Invalid, db.message.clone())
+        }
         Some(db) if db.code.starts_with("40") => Stop::Aborted(db.message.clone()),
         _ if e.is_transient() => Stop::Unavailable(e.to_string()),
         _ => Stop::Unavailable(e.to_string()),
@@ -133,10 +135,7 @@ fn crash_after_commit() -> bool {
 }
 
 fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Writer {
@@ -145,14 +144,17 @@ impl Writer {
     pub fn new(config: &crate::config::ServerConfig, auth: Arc<Auth>) -> Writer {
         let mut policies = HashMap::new();
         for (name, cfg) in &config.tables {
-            if let (Ok(q), Ok(p)) = (QualifiedName::parse(name), super::policy::table_policy(cfg, &config.default_conflict)) {
+            if let (Ok(q), Ok(p)) =
+                (QualifiedName::parse(name), super::policy::table_policy(cfg, &config.default_conflict))
+            {
                 policies.insert(q, p);
             }
         }
         Writer {
             pool: Pool::new(&config.database_url, config.write_connections),
             policies,
-            default_policy: super::policy::table_policy(&Default::default(), &config.default_conflict).unwrap_or_default(),
+            default_policy: super::policy::table_policy(&Default::default(), &config.default_conflict)
+                .unwrap_or_default(),
             tables: Mutex::new(HashMap::new()),
             clock: Mutex::new(HlcClock::new(config.max_clock_skew_ms)),
             store_ready: tokio::sync::OnceCell::new(),
@@ -171,7 +173,11 @@ impl Writer {
     /// if this future is dropped half way, it is closed instead, which ends whatever transaction
     /// and lock it held. (The HTTP handler runs this in its own task, so a client that hangs up
     /// does not cut a batch short.)
-    pub async fn apply(&self, req: &TransactionsRequest, who: Option<&Identity>) -> Result<Vec<TransactionResult>, WriteError> {
+    pub async fn apply(
+        &self,
+        req: &TransactionsRequest,
+        who: Option<&Identity>,
+    ) -> Result<Vec<TransactionResult>, WriteError> {
         let conn = self.pool.get().await.map_err(|e| WriteError::Unavailable(e.to_string()))?;
         self.store_ready
             .get_or_try_init(|| async { write_store::ensure_write_store(conn.client().client()).await })
@@ -218,8 +224,11 @@ impl Writer {
                 continue;
             }
             if txn.mutations.len() > self.max_mutations {
-                let message = format!("at most {} mutations per transaction (got {})", self.max_mutations, txn.mutations.len());
-                results.push(self.record_rejection(c, client_id, rejected(txn.id, RejectionCode::Invalid, message)).await?);
+                let message =
+                    format!("at most {} mutations per transaction (got {})", self.max_mutations, txn.mutations.len());
+                results.push(
+                    self.record_rejection(c, client_id, rejected(txn.id, RejectionCode::Invalid, message)).await?,
+                );
                 last_id = id;
                 continue;
             }
@@ -230,7 +239,9 @@ impl Writer {
                         tracing::debug!(client_id, id = txn.id, attempt, reason = %m, "retrying an aborted client transaction");
                         attempt += 1;
                     }
-                    Err(WriteError::Aborted(m)) => break Err(WriteError::Unavailable(format!("transaction aborted by Postgres: {m}"))),
+                    Err(WriteError::Aborted(m)) => {
+                        break Err(WriteError::Unavailable(format!("transaction aborted by Postgres: {m}")))
+                    }
                     other => break other,
                 }
             }?;
@@ -245,7 +256,13 @@ impl Writer {
 
     /// One client transaction in one Postgres transaction, recorded with its result; or, when
     /// rejected, nothing of it and the rejection recorded on its own.
-    async fn apply_one(&self, c: &PreparedClient, client_id: &str, who: Option<&Identity>, txn: &ClientTransaction) -> Result<TransactionResult, WriteError> {
+    async fn apply_one(
+        &self,
+        c: &PreparedClient,
+        client_id: &str,
+        who: Option<&Identity>,
+        txn: &ClientTransaction,
+    ) -> Result<TransactionResult, WriteError> {
         let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
         let stamp = match self.stamp(client_id, &txn.hlc) {
             Ok(s) => s,
@@ -253,7 +270,8 @@ impl Writer {
         };
         // BEGIN goes out in the same round trip as the first mutation's reads.
         let begin = async { c.client().batch_execute("BEGIN").await.map_err(|e| Stop::Unavailable(e.to_string())) };
-        let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who, client_id)).map(|(_, applied)| applied);
+        let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who, client_id))
+            .map(|(_, applied)| applied);
         let MutationsOutcome { overridden, xid, changed, committed } = match applied {
             Ok(done) => done,
             Err(stop) => {
@@ -295,7 +313,12 @@ impl Writer {
     }
 
     /// Records a rejected transaction's result on its own (its effects were rolled back).
-    async fn record_rejection(&self, c: &PreparedClient, client_id: &str, result: TransactionResult) -> Result<TransactionResult, WriteError> {
+    async fn record_rejection(
+        &self,
+        c: &PreparedClient,
+        client_id: &str,
+        result: TransactionResult,
+    ) -> Result<TransactionResult, WriteError> {
         let id = i64::try_from(result.id).unwrap_or(i64::MAX);
         let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
         write_store::record_result(c, client_id, id, &recorded).await.map_err(unavailable)?;
@@ -305,10 +328,7 @@ impl Writer {
     /// Checks the transaction's HLC against the server clock.
     fn stamp(&self, client_id: &str, hlc: &str) -> Result<Stamp, (RejectionCode, String)> {
         let hlc: Hlc = hlc.parse().map_err(|e| (RejectionCode::Invalid, format!("hlc: {e}")))?;
-        self.clock
-            .lock()
-            .receive(hlc, wall_ms())
-            .map_err(|e| (RejectionCode::ClockSkew, e.to_string()))?;
+        self.clock.lock().receive(hlc, wall_ms()).map_err(|e| (RejectionCode::ClockSkew, e.to_string()))?;
         Ok(Stamp { hlc, client_id: client_id.to_string() })
     }
 
@@ -361,7 +381,12 @@ impl Writer {
 
     /// The write-side definition of `table` (columns, key, statements), from the cache or, when
     /// not cached or `reload`, from the catalog over `c`; `None` if there is no such table.
-    pub async fn table(&self, c: &PreparedClient, name: &QualifiedName, reload: bool) -> Result<Option<Arc<WriteTable>>, PgError> {
+    pub async fn table(
+        &self,
+        c: &PreparedClient,
+        name: &QualifiedName,
+        reload: bool,
+    ) -> Result<Option<Arc<WriteTable>>, PgError> {
         if !reload {
             if let Some(t) = self.tables.lock().get(name).cloned() {
                 return Ok(Some(t));
@@ -380,7 +405,10 @@ impl Writer {
         if name.is_reserved() {
             return Err(Stop::Rejected(Rejection {
                 code: RejectionCode::Forbidden,
-                message: format!("table {} is in a schema clients cannot write (Ferrite's own or Postgres's)", name.quoted()),
+                message: format!(
+                    "table {} is in a schema clients cannot write (Ferrite's own or Postgres's)",
+                    name.quoted()
+                ),
                 table: Some(m.table.clone()),
                 key: None,
                 current: None,
@@ -433,7 +461,13 @@ impl Writer {
     /// Checks one mutation and reads its row and clocks under the row key's lock. Sends nothing
     /// before `after` fires: the previous mutation's last statement goes out first, so this read
     /// sees its effects (Postgres runs a connection's statements in the order they are sent).
-    async fn read_row(&self, c: &PreparedClient, m: &Mutation, who: Option<&Identity>, after: Option<oneshot::Receiver<()>>) -> Result<RowRead, Stop> {
+    async fn read_row(
+        &self,
+        c: &PreparedClient,
+        m: &Mutation,
+        who: Option<&Identity>,
+        after: Option<oneshot::Receiver<()>>,
+    ) -> Result<RowRead, Stop> {
         if let Some(after) = after {
             let _ = after.await; // fired, or dropped when the previous mutation ended
         }
@@ -441,7 +475,11 @@ impl Writer {
         let schema = &table.schema;
         for c in [&m.key, &m.value, &m.base].into_iter().flatten().flat_map(|v| v.keys()) {
             if schema.column_index(c).is_none() {
-                return Err(invalid(format!("column {c:?} does not exist in table {}", name.quoted()), &m.table, m.key.as_ref()));
+                return Err(invalid(
+                    format!("column {c:?} does not exist in table {}", name.quoted()),
+                    &m.table,
+                    m.key.as_ref(),
+                ));
             }
         }
         // The row's key: from `key` (update/delete) or the inserted values.
@@ -464,7 +502,9 @@ impl Writer {
                 for (col, v) in &key {
                     if value.get(col).is_some_and(|nv| nv != v) {
                         return Err(invalid(
-                            format!("primary key column {col:?} cannot be updated: delete the row and insert a new one"),
+                            format!(
+                                "primary key column {col:?} cannot be updated: delete the row and insert a new one"
+                            ),
                             &m.table,
                             Some(&key),
                         ));
@@ -485,17 +525,17 @@ impl Writer {
         let rule = match self.auth.write_filter(&name, who) {
             Err(e) => return Err(forbidden(e.to_string())),
             Ok(None) => None,
-            Ok(Some(rule)) => Some(
-                WhereClause::compile_rule(&rule, schema)
-                    .map_err(|e| forbidden(format!("the write rule of table {} cannot be evaluated: {e}", name.quoted())))?,
-            ),
+            Ok(Some(rule)) => Some(WhereClause::compile_rule(&rule, schema).map_err(|e| {
+                forbidden(format!("the write rule of table {} cannot be evaluated: {e}", name.quoted()))
+            })?),
         };
         // Before taking any lock: when the rule reads only columns the mutation gives (its key
         // and the values it writes), the row it asks for can be judged now. A request of
         // forbidden rows then costs no lock (the check under the lock, on the row as it is and as
         // asked, says the same for these columns).
         if let (Some(rule), Operation::Insert | Operation::Update) = (&rule, m.op) {
-            let given: Values = key.iter().chain(m.value.iter().flatten()).map(|(c, v)| (c.clone(), v.clone())).collect();
+            let given: Values =
+                key.iter().chain(m.value.iter().flatten()).map(|(c, v)| (c.clone(), v.clone())).collect();
             let judged = rule.referenced_columns().iter().all(|i| given.contains_key(&schema.columns[*i].name));
             if judged && !rule.matches(&aligned_vec(&table, &given)).unwrap_or(false) {
                 return Err(forbidden(format!("row violates write rule for table {}", name.quoted())));
@@ -540,7 +580,9 @@ impl Writer {
         let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
         let violation = || forbidden(&m.table, &key, format!("row violates write rule for table {}", name.quoted()));
         let current = self.current_state(c, &table, row, stored.as_ref()).await.map_err(reject_here)?;
-        if let Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } = &current {
+        if let Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } =
+            &current
+        {
             // The row as it is, and as the mutation asks for it (whether or not the conflict
             // policy lets it through: asking for a forbidden row is refused either way).
             if violates(&aligned_vec(&table, values)) {
@@ -560,7 +602,8 @@ impl Writer {
             Some(c) if c.dims == 0 => ValueKind::from_type_name(&c.base_type_name),
             _ => ValueKind::Other,
         };
-        let decision = merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming(m), stamp: stamp.clone() });
+        let decision =
+            merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming(m), stamp: stamp.clone() });
 
         match &decision.action {
             Action::Nothing => return Ok((overridden_of(m, &key, decision.overridden), xid, false, None)),
@@ -577,7 +620,7 @@ impl Writer {
                     table: Some(m.table.clone()),
                     key: Some(key),
                     current: shown,
-                }))
+                }));
             }
             _ => {}
         }
@@ -609,9 +652,14 @@ impl Writer {
         };
         if let (Some(tail), Some((update_key, values)), None) = (&tail, single_write, &rule) {
             let own = overridden_of(m, &key, decision.overridden.clone());
-            let result = applied_result(tail.txn_id, xid, tail.overridden.iter().cloned().chain(own.clone()).collect(), true);
+            let result =
+                applied_result(tail.txn_id, xid, tail.overridden.iter().cloned().chain(own.clone()).collect(), true);
             let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
-            save.record = Some(RecordResult { client_id: tail.client_id, id: i64::try_from(tail.txn_id).unwrap_or(i64::MAX), result: &recorded });
+            save.record = Some(RecordResult {
+                client_id: tail.client_id,
+                id: i64::try_from(tail.txn_id).unwrap_or(i64::MAX),
+                result: &recorded,
+            });
             let write = async {
                 match update_key {
                     None => table.insert(c, values, &save).await.map(|_| ()),
@@ -627,7 +675,9 @@ impl Writer {
             Action::Insert { values, .. } if matches!(current, Current::Live(_)) => {
                 sent.after(table.update(c, &key, values, &save)).await.map_err(reject_here)?
             }
-            Action::Insert { values, .. } => Some(sent.after(table.insert(c, values, &save)).await.map_err(reject_here)?),
+            Action::Insert { values, .. } => {
+                Some(sent.after(table.insert(c, values, &save)).await.map_err(reject_here)?)
+            }
             Action::Update { set, .. } if set.is_empty() => {
                 // Only the birth stamp moves: no row write to carry the clocks.
                 let row = table.select(c, &key).await.map_err(reject_here)?.map(|r| r.0);
@@ -656,7 +706,9 @@ impl Writer {
                     return Err(violation());
                 }
             }
-            Current::Deleted { tombstone, .. } if violates(&aligned_vec(&table, &tombstone.values)) => return Err(violation()),
+            Current::Deleted { tombstone, .. } if violates(&aligned_vec(&table, &tombstone.values)) => {
+                return Err(violation())
+            }
             Current::Deleted { tombstone, deleted } => {
                 let stored = StoredClocks {
                     clocks: stamps_json(&tombstone.clocks),
@@ -698,9 +750,11 @@ impl Writer {
                 let known = stored.and_then(|s| s.known.as_ref());
                 let changed: Vec<&String> = match (stored, known) {
                     // Written by Ferrite before: compare with what it wrote.
-                    (Some(s), Some(k)) if s.deleted.is_none() => {
-                        values.iter().filter(|(c, v)| k.get(*c).map(json_text) != Some(v.as_deref())).map(|(c, _)| c).collect()
-                    }
+                    (Some(s), Some(k)) if s.deleted.is_none() => values
+                        .iter()
+                        .filter(|(c, v)| k.get(*c).map(json_text) != Some(v.as_deref()))
+                        .map(|(c, _)| c)
+                        .collect(),
                     // Deleted through Ferrite but present again, or never written by Ferrite:
                     // the current version is Postgres's own.
                     (Some(_), _) => values.keys().collect(),
@@ -727,10 +781,11 @@ impl Writer {
             }
             None => match stored {
                 Some(s) if s.deleted.is_some() => {
-                    let deleted = s.deleted.as_deref().and_then(|d| d.parse().ok()).unwrap_or_else(|| Stamp {
-                        hlc: Hlc::ZERO,
-                        client_id: DIRECT_WRITER.to_string(),
-                    });
+                    let deleted = s
+                        .deleted
+                        .as_deref()
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or_else(|| Stamp { hlc: Hlc::ZERO, client_id: DIRECT_WRITER.to_string() });
                     let values = s
                         .known
                         .as_ref()
@@ -831,7 +886,13 @@ fn incoming(m: &Mutation) -> Incoming {
 
 /// A `forbidden` rejection of the row `key` of `table`.
 fn forbidden(table: &str, key: &Values, message: String) -> Stop {
-    Stop::Rejected(Rejection { code: RejectionCode::Forbidden, message, table: Some(table.to_string()), key: Some(key.clone()), current: None })
+    Stop::Rejected(Rejection {
+        code: RejectionCode::Forbidden,
+        message,
+        table: Some(table.to_string()),
+        key: Some(key.clone()),
+        current: None,
+    })
 }
 
 /// The end of a client transaction, handed to its last mutation: what to record with COMMIT.
@@ -856,7 +917,12 @@ fn applied_result(id: u64, xid: u32, overridden: Vec<Overridden>, changed: bool)
 
 /// Records `result` and commits, in one round trip (`biased`: a failed INSERT is the error
 /// seen; Postgres then answers COMMIT with a rollback rather than an error).
-async fn record_and_commit(c: &PreparedClient, client_id: &str, id: i64, result: &TransactionResult) -> Result<(), PgError> {
+async fn record_and_commit(
+    c: &PreparedClient,
+    client_id: &str,
+    id: i64,
+    result: &TransactionResult,
+) -> Result<(), PgError> {
     let recorded = serde_json::to_value(result).unwrap_or(Value::Null);
     let record = write_store::record_result(c, client_id, id, &recorded);
     let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
@@ -869,7 +935,14 @@ fn rejected(id: u64, code: RejectionCode, message: String) -> TransactionResult 
 
 /// The result of a rejected client transaction.
 fn rejection_result(id: u64, rejection: Rejection) -> TransactionResult {
-    TransactionResult { id, status: Status::Rejected, txid: None, overridden: vec![], error: Some(rejection), unchanged: false }
+    TransactionResult {
+        id,
+        status: Status::Rejected,
+        txid: None,
+        overridden: vec![],
+        error: Some(rejection),
+        unchanged: false,
+    }
 }
 
 fn overridden_of(m: &Mutation, key: &Values, columns: Vec<String>) -> Option<Overridden> {

@@ -25,7 +25,8 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
         Err(e) => return resp::auth_refused(&e),
     };
     // Held until the answer is built (the batch itself runs to completion in its own task).
-    let _ticket = match state.admission.admit(crate::admission::Route::Writes, who.as_ref().map(|w| w.subject.as_str())) {
+    let _ticket = match state.admission.admit(crate::admission::Route::Writes, who.as_ref().map(|w| w.subject.as_str()))
+    {
         Ok(t) => t,
         Err(why) => return resp::refused(&why),
     };
@@ -43,7 +44,9 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
                 &json!({"message": format!("Request body too large (limit: {limit} bytes)")}),
             )
         }
-        Err(_) => return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"})),
+        Err(_) => {
+            return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"}))
+        }
     };
     let req = match ferrite_core::write_protocol::parse_request(&bytes, state.config.sync_batch_size) {
         Ok(r) => r,
@@ -83,7 +86,10 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
         }
         Err(WriteError::Unavailable(m) | WriteError::Aborted(m)) => {
             tracing::warn!(error = %m, "applying client transactions failed");
-            resp::unavailable(5, &json!({"code": "database_unreachable", "message": "Database is unreachable, please retry"}))
+            resp::unavailable(
+                5,
+                &json!({"code": "database_unreachable", "message": "Database is unreachable, please retry"}),
+            )
         }
     }
 }

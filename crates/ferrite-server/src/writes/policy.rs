@@ -1,7 +1,7 @@
 //! Turning `[tables.<name>]` settings into the merge policies of `ferrite_core::merge`.
 
 use crate::config::TableConfig;
-use ferrite_core::merge::{ColumnPolicy, Existence, Rule, RowPolicy, TablePolicy};
+use ferrite_core::merge::{ColumnPolicy, Existence, RowPolicy, Rule, TablePolicy};
 use std::collections::BTreeMap;
 
 /// The policy for a table's settings (`default_conflict` when it sets no policy of its own);

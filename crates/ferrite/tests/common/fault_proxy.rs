@@ -108,11 +108,8 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy to `upstream` (`http://host:port`) with its own seeded RNG.
     pub async fn start(upstream: &str, seed: u64, faults: Faults) -> FaultProxy {
-        let upstream: SocketAddr = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
-            .expect("upstream host:port");
+        let upstream: SocketAddr =
+            upstream.trim_start_matches("http://").trim_end_matches('/').parse().expect("upstream host:port");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Shared {
@@ -178,11 +175,7 @@ fn plan(s: &Shared) -> Plan {
     let f = *s.faults.lock().unwrap();
     let mut rng = s.rng.lock().unwrap();
     let delay = |rng: &mut StdRng| {
-        Duration::from_millis(if f.max_delay_ms > 0 {
-            rng.gen_range(0..=f.max_delay_ms)
-        } else {
-            0
-        })
+        Duration::from_millis(if f.max_delay_ms > 0 { rng.gen_range(0..=f.max_delay_ms) } else { 0 })
     };
     let mut stash = s.stash.lock().unwrap();
     let replay = if !stash.is_empty() && rng.gen_bool(0.5) {
@@ -197,13 +190,8 @@ fn plan(s: &Shared) -> Plan {
         at += p;
         roll < at
     };
-    let (refuse, lose, cut, duplicate, keep) = (
-        pick(f.refuse),
-        pick(f.lose_response),
-        pick(f.cut_response),
-        pick(f.duplicate),
-        pick(f.replay_later),
-    );
+    let (refuse, lose, cut, duplicate, keep) =
+        (pick(f.refuse), pick(f.lose_response), pick(f.cut_response), pick(f.duplicate), pick(f.replay_later));
     let cut = (cut && !lose && !refuse).then(|| rng.gen_range(0.0..1.0));
     Plan {
         replay,
@@ -276,10 +264,7 @@ async fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> 
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    assert!(
-        !head.contains("transfer-encoding: chunked"),
-        "the fault proxy only handles content-length request bodies"
-    );
+    assert!(!head.contains("transfer-encoding: chunked"), "the fault proxy only handles content-length request bodies");
     let body_len: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
@@ -306,14 +291,10 @@ async fn forward(upstream: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8
 
 /// An HTTP message with its `connection` header replaced by `connection: close`.
 fn rewrite_connection(message: &[u8]) -> Vec<u8> {
-    let head_end = find(message, b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(message.len());
+    let head_end = find(message, b"\r\n\r\n").map(|i| i + 4).unwrap_or(message.len());
     let head = String::from_utf8_lossy(&message[..head_end]);
-    let mut lines: Vec<&str> = head
-        .split("\r\n")
-        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-        .collect();
+    let mut lines: Vec<&str> =
+        head.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
     // lines: start line, headers…, "", "" (the blank line and the empty tail after it).
     lines.insert(1, "connection: close");
     let mut out = lines.join("\r\n").into_bytes();

@@ -244,7 +244,11 @@ impl ShapeReader {
     pub async fn live_until(&mut self, timeout: Duration, mut done: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + timeout;
         while !done(self) {
-            assert!(Instant::now() < deadline, "live sync did not converge; rows: {:?}", self.rows.keys().collect::<Vec<_>>());
+            assert!(
+                Instant::now() < deadline,
+                "live sync did not converge; rows: {:?}",
+                self.rows.keys().collect::<Vec<_>>()
+            );
             if self.handle.is_none() || !self.up_to_date {
                 self.catch_up().await;
             } else {
@@ -262,11 +266,7 @@ impl ShapeReader {
 }
 
 pub fn form_urlencoded_serialize(pairs: &[(String, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", pct(k), pct(v))).collect::<Vec<_>>().join("&")
 }
 
 /// Percent-encodes a query parameter value.
@@ -293,10 +293,7 @@ pub async fn oracle(client: &tokio_postgres::Client, table: &str, columns: &[&st
         if where_sql.is_empty() { String::new() } else { format!(" WHERE {where_sql}") }
     );
     let rows = client.query(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("oracle {sql}: {e}"));
-    let mut v: Vec<Value> = rows
-        .iter()
-        .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap())
-        .collect();
+    let mut v: Vec<Value> = rows.iter().map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap()).collect();
     v.sort_by_key(|a| a.to_string());
     v
 }
@@ -345,19 +342,26 @@ pub fn spawn_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> Serv
 }
 
 /// [`spawn_server`] with extra environment variables (config overrides, test failpoints).
-pub fn spawn_server_with_env(db_url: &str, data_dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> ServerProcess {
-    ServerProcess(Command::new(ferrite_bin())
-        .args(["serve", "--port", &port.to_string(), "--data-dir"])
-        .arg(data_dir)
-        .env("DATABASE_URL", db_url)
-        .env("FERRITE_CHUNK_BYTES", "10000")
-        .env("FERRITE_LONG_POLL_TIMEOUT_MS", "1000")
-        .env("FERRITE_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ferrite serve"))
+pub fn spawn_server_with_env(
+    db_url: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> ServerProcess {
+    ServerProcess(
+        Command::new(ferrite_bin())
+            .args(["serve", "--port", &port.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .env("DATABASE_URL", db_url)
+            .env("FERRITE_CHUNK_BYTES", "10000")
+            .env("FERRITE_LONG_POLL_TIMEOUT_MS", "1000")
+            .env("FERRITE_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ferrite serve"),
+    )
 }
 
 /// A TCP port free right now.
