@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: Rust unit and integration tests (real Postgres clusters started by the tests),
-# the official Electric client compatibility suite (Node), and the pipeline editor in headless
-# Chromium against a real `ferrite dev` (web/), all via cargo-nextest.
+# Runs every check and test: formatting and clippy (warnings are errors), then Rust unit and
+# integration tests (real Postgres clusters started by the tests), the official Electric client
+# compatibility suite (Node), and the pipeline editor in headless Chromium against a real
+# `ferrite dev` (web/), all via cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,9 @@ fi
 if [ ! -d web/node_modules/playwright-core ]; then
   (cd web && npm ci --no-audit --no-fund)
 fi
+# Style and lints first: they fail in seconds where the tests take minutes.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
