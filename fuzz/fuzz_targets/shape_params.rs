@@ -4,8 +4,8 @@
 //! Input: the query string, then optionally a NUL and the POST body.
 #![no_main]
 
-use ferrite_core::cursor::next_cursor;
-use ferrite_core::offset::{LogOffset, RequestOffset};
+use ferrite_protocol::cursor::next_cursor;
+use ferrite_protocol::offset::{LogOffset, RequestOffset};
 use ferrite_core::shape::{RowChange, ShapeFilter};
 use ferrite_fuzz::params::{parse_shape_request, parse_subset_body};
 use ferrite_fuzz::{on_server_stack, tables};
@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = filter.convert(RowChange::Delete { old: &row }, 2, 1, 1);
         if let Some(subset) = &req.subset {
             if let Some(sql) = &subset.where_sql {
-                let _ = ferrite_core::where_clause::WhereClause::compile(sql, &subset.params, &table);
+                let _ = ferrite_where::WhereClause::compile(sql, &subset.params, &table);
             }
         }
     });

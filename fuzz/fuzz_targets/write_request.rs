@@ -2,8 +2,8 @@
 //! as the server reads it (`Hlc`, `HlcClock::receive`) and the `hlc@client` stamp.
 #![no_main]
 
-use ferrite_core::hlc::{Hlc, HlcClock, Stamp};
-use ferrite_core::write_protocol::{parse_request, valid_client_id};
+use ferrite_protocol::hlc::{Hlc, HlcClock, Stamp};
+use ferrite_protocol::write_protocol::{parse_request, valid_client_id};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

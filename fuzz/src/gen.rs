@@ -9,7 +9,7 @@
 //! input into a `-timeout` finding.
 
 use arbitrary::{Arbitrary, Unstructured};
-use ferrite_core::schema::TableSchema;
+use ferrite_protocol::schema::TableSchema;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

@@ -16,9 +16,9 @@ pub mod gen;
 #[path = "../../crates/ferrite-server/src/http/params.rs"]
 pub mod params;
 
-use ferrite_core::relation::QualifiedName;
-use ferrite_core::schema::{Column, TableSchema, TypeKind};
-use ferrite_core::where_clause::WhereClause;
+use ferrite_protocol::relation::QualifiedName;
+use ferrite_protocol::schema::{Column, TableSchema, TypeKind};
+use ferrite_where::WhereClause;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -55,7 +55,7 @@ fn col(name: &str, ty: &str, kind: TypeKind, dims: u32, typmod: i32, pk: Option<
 fn build_tables() -> Vec<TableSchema> {
     use TypeKind::*;
     vec![
-        // Every type the evaluator knows, as in `where_clause/tests.rs`.
+        // Every type the evaluator knows, as in `crates/ferrite-where/src/tests.rs`.
         TableSchema {
             oid: 1,
             name: QualifiedName::new("public", "wt"),

@@ -1,14 +1,6 @@
-//! Ferrite's pure logic: everything here is deterministic and free of I/O so it can be unit- and
-//! property-tested in isolation, and shared by the server and the clients.
+//! Ferrite's pure logic: deterministic and free of I/O so it can be unit- and property-tested in
+//! isolation — what a shape is and how one row change becomes its messages ([`shape`]), and how
+//! concurrent writes to a row are resolved ([`merge`]).
 
-pub mod cursor;
-pub mod hlc;
-pub mod key;
 pub mod merge;
-pub mod offset;
-pub mod relation;
-pub mod schema;
 pub mod shape;
-pub mod snapshot_info;
-pub mod where_clause;
-pub mod write_protocol;

@@ -5,10 +5,10 @@
 //! where clause become inserts or deletes, primary-key changes become a delete + insert pair, and
 //! `replica=default` sends only the primary key and changed columns of an update.
 
-use crate::key::row_key;
-use crate::relation::{split_identifiers, QualifiedName};
-use crate::schema::TableSchema;
-use crate::where_clause::{BoundRule, WhereClause, WhereError};
+use ferrite_protocol::key::row_key;
+use ferrite_protocol::relation::{split_identifiers, QualifiedName};
+use ferrite_protocol::schema::TableSchema;
+use ferrite_where::{BoundRule, WhereClause, WhereError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ impl From<WhereError> for ShapeError {
 /// Parses the `columns` parameter (comma list, quoted identifiers allowed).
 pub fn parse_columns_param(raw: &str) -> Result<Vec<String>, String> {
     split_identifiers(raw, ',').map_err(|e| match e {
-        crate::relation::RelationNameError::Malformed(m) => m,
+        ferrite_protocol::relation::RelationNameError::Malformed(m) => m,
         other => other.to_string(),
     })
 }
@@ -365,7 +365,7 @@ pub fn finish_transaction(messages: &[PendingMessage]) -> Vec<(u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{Column, TypeKind};
+    use ferrite_protocol::schema::{Column, TypeKind};
 
     fn table() -> Arc<TableSchema> {
         let col = |name: &str, ty: &str, pk: Option<usize>| Column {

@@ -232,7 +232,7 @@ impl LocalCluster {
     /// code: the SQL runs on a helper thread with its own small runtime.
     pub fn create_database(&self, name: &str) -> Result<String, ClusterError> {
         let admin_url = self.url("postgres");
-        let sql = format!("CREATE DATABASE {}", ferrite_core::relation::quote_ident(name));
+        let sql = format!("CREATE DATABASE {}", ferrite_protocol::relation::quote_ident(name));
         let worker = std::thread::spawn(move || -> Result<(), PgError> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

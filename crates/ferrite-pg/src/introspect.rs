@@ -9,8 +9,8 @@
 //! so including them would misalign every replicated row).
 
 use crate::error::PgError;
-use ferrite_core::relation::QualifiedName;
-use ferrite_core::schema::{Column, TableSchema, TypeKind};
+use ferrite_protocol::relation::QualifiedName;
+use ferrite_protocol::schema::{Column, TableSchema, TypeKind};
 use tokio_postgres::Client;
 
 /// How deep we follow domains-over-domains before giving up (Postgres itself allows any depth,

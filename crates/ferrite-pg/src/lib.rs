@@ -1,7 +1,7 @@
 //! Postgres I/O for Ferrite.
 //!
 //! Everything that talks to Postgres lives here, so the rest of Ferrite deals in plain data
-//! ([`ferrite_core::schema::TableSchema`], [`replication::Transaction`]):
+//! ([`ferrite_protocol::schema::TableSchema`], [`replication::Transaction`]):
 //!
 //! - [`connect`]: ordinary connections with the session settings that make Postgres text output
 //!   match what logical replication sends (reference §3.4).

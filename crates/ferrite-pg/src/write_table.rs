@@ -11,8 +11,8 @@
 use crate::prepared::{Param, PreparedClient};
 use crate::write_store::{save_clocks_sql, StoredClocks};
 use crate::PgError;
-use ferrite_core::relation::{quote_ident, QualifiedName};
-use ferrite_core::schema::TableSchema;
+use ferrite_protocol::relation::{quote_ident, QualifiedName};
+use ferrite_protocol::schema::TableSchema;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use tokio_postgres::types::{ToSql, Type};

@@ -2,10 +2,10 @@
 
 mod common;
 
-use ferrite_core::relation::QualifiedName;
-use ferrite_core::schema::{Column, TypeKind};
 use ferrite_pg::connect::connect;
 use ferrite_pg::introspect::{load_table, load_table_by_oid};
+use ferrite_protocol::relation::QualifiedName;
+use ferrite_protocol::schema::{Column, TypeKind};
 
 const SCHEMA: &str = r#"
 CREATE SCHEMA app;

@@ -4,13 +4,13 @@
 mod common;
 
 use common::{assert_quiet, cluster_with_db, next, next_txn, txn};
-use ferrite_core::relation::QualifiedName;
 use ferrite_pg::connect::connect;
 use ferrite_pg::replication::conn::ReplicationConnection;
 use ferrite_pg::replication::{
     add_table_to_publication, current_wal_lsn, ensure_slot_and_publication, format_lsn, slot_status, start_replication,
     Change, ReplicationConfig, ReplicationError, Transaction,
 };
+use ferrite_protocol::relation::QualifiedName;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

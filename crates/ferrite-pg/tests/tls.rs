@@ -8,13 +8,13 @@
 mod common;
 
 use common::next_txn;
-use ferrite_core::relation::QualifiedName;
 use ferrite_pg::cluster::{ClusterSetup, LocalCluster};
 use ferrite_pg::connect::connect;
 use ferrite_pg::replication::conn::ReplicationConnection;
 use ferrite_pg::replication::{
     add_table_to_publication, ensure_slot_and_publication, start_replication, Change, ReplicationConfig,
 };
+use ferrite_protocol::relation::QualifiedName;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;

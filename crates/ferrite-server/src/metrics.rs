@@ -53,8 +53,8 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts one client transaction's outcome.
-    pub fn count_write_result(&self, status: ferrite_core::write_protocol::Status) {
-        use ferrite_core::write_protocol::Status;
+    pub fn count_write_result(&self, status: ferrite_protocol::write_protocol::Status) {
+        use ferrite_protocol::write_protocol::Status;
         let c = match status {
             Status::Applied => &self.writes_applied,
             Status::Merged => &self.writes_merged,

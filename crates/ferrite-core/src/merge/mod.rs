@@ -34,8 +34,8 @@ mod tests;
 
 pub use compare::{Rule, ValueKind};
 
-use crate::hlc::Stamp;
-use crate::write_protocol::Values;
+use ferrite_protocol::hlc::Stamp;
+use ferrite_protocol::write_protocol::Values;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Unit tests for each policy and property tests for the promises the module docs make.
 
 use super::*;
-use crate::hlc::{Hlc, Stamp, DIRECT_WRITER};
+use ferrite_protocol::hlc::{Hlc, Stamp, DIRECT_WRITER};
 use proptest::prelude::*;
 
 fn st(ms: u64, client: &str) -> Stamp {

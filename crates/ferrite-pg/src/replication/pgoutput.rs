@@ -22,7 +22,7 @@ pub struct DecodeError(pub String);
 /// A table as described by a pgoutput `Relation` message.
 ///
 /// Postgres sends one before the first change to a table in each session and again whenever the
-/// table's definition changed, so comparing it with the known [`ferrite_core::schema::TableSchema`]
+/// table's definition changed, so comparing it with the known [`ferrite_protocol::schema::TableSchema`]
 /// is how schema changes are noticed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
@@ -42,7 +42,7 @@ pub struct Relation {
 impl Relation {
     /// `"schema"."name"`, for messages.
     pub fn quoted_name(&self) -> String {
-        ferrite_core::relation::QualifiedName::new(self.schema.clone(), self.name.clone()).quoted()
+        ferrite_protocol::relation::QualifiedName::new(self.schema.clone(), self.name.clone()).quoted()
     }
 }
 

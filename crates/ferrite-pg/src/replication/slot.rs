@@ -6,7 +6,7 @@
 
 use super::lsn::parse_lsn;
 use crate::error::PgError;
-use ferrite_core::relation::{quote_ident, QualifiedName};
+use ferrite_protocol::relation::{quote_ident, QualifiedName};
 use tokio_postgres::Client;
 
 /// Position and WAL retention of a replication slot, for metrics and for resuming.

@@ -130,7 +130,7 @@ pub async fn start_replication(
     flushed: Arc<AtomicU64>,
 ) -> Result<(TransactionReceiver, tokio::task::JoinHandle<()>), ReplicationError> {
     validate_slot_name(&cfg.slot)?;
-    let publication = ferrite_core::relation::quote_ident(&cfg.publication).replace('\'', "''");
+    let publication = ferrite_protocol::relation::quote_ident(&cfg.publication).replace('\'', "''");
     let command = format!(
         "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names '{}')",
         cfg.slot,

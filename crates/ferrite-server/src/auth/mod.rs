@@ -13,8 +13,8 @@ pub mod jwt;
 pub mod rules;
 
 use crate::config::ServerConfig;
-use ferrite_core::relation::QualifiedName;
-use ferrite_core::where_clause::BoundRule;
+use ferrite_protocol::relation::QualifiedName;
+use ferrite_where::BoundRule;
 pub use jwt::Identity;
 use rules::RuleTemplate;
 use std::collections::HashMap;

@@ -11,9 +11,9 @@
 //! and ANDed as trees, so nothing in a where clause, a rule or a claim can comment out, close or
 //! reopen the other.
 //!
-//! [`WhereClause::compile_rule`]: ferrite_core::where_clause::WhereClause::compile_rule
+//! [`WhereClause::compile_rule`]: ferrite_where::WhereClause::compile_rule
 
-use ferrite_core::where_clause::{rule_claim_paths, BoundRule, ClaimValue};
+use ferrite_where::{rule_claim_paths, BoundRule, ClaimValue};
 use serde_json::{Map, Value};
 
 /// A rule as configured, checked once at startup.

@@ -3,9 +3,9 @@
 //! Unknown parameters are ignored (clients add cache busters). Every problem is collected into an
 //! `errors` map keyed by parameter, the body of Electric's 400 response.
 
-use ferrite_core::offset::RequestOffset;
-use ferrite_core::relation::QualifiedName;
 use ferrite_core::shape::{parse_columns_param, LogMode, Replica, ShapeDefinition};
+use ferrite_protocol::offset::RequestOffset;
+use ferrite_protocol::relation::QualifiedName;
 use std::collections::BTreeMap;
 
 /// Validation errors by parameter name.

@@ -10,7 +10,7 @@ use crate::storage::{LiveSpan, LogSlice, ReadOutcome};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use ferrite_core::offset::{LogOffset, RequestOffset};
+use ferrite_protocol::offset::{LogOffset, RequestOffset};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -290,7 +290,7 @@ fn shape_response(
 /// The next `electric-cursor` value.
 pub fn next_cursor(state: &AppState, previous: Option<u64>) -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    ferrite_core::cursor::next_cursor(now, state.config.long_poll_timeout_ms, previous, rand::random())
+    ferrite_protocol::cursor::next_cursor(now, state.config.long_poll_timeout_ms, previous, rand::random())
 }
 
 fn catch_up_cache(state: &AppState, req: &ShapeRequest) -> String {

@@ -10,7 +10,7 @@ use crate::state::AppState;
 use crate::storage::ReadOutcome;
 use axum::body::{Body, Bytes};
 use axum::http::Response;
-use ferrite_core::offset::LogOffset;
+use ferrite_protocol::offset::LogOffset;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use crate::shapes::Shape;
 use crate::state::{AppState, ShapeRequestError};
 use axum::body::{Body, Bytes};
 use axum::http::{Response, StatusCode};
-use ferrite_core::where_clause::WhereClause;
+use ferrite_where::WhereClause;
 use futures_util::{pin_mut, StreamExt, TryStreamExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,7 +211,7 @@ fn param_refs(params: &[Option<String>]) -> Vec<&(dyn tokio_postgres::types::ToS
 /// Parses `col [ASC|DESC] [NULLS FIRST|LAST], …` against the table's columns.
 pub fn parse_order_by(
     text: &str,
-    table: &ferrite_core::schema::TableSchema,
+    table: &ferrite_protocol::schema::TableSchema,
 ) -> Result<Vec<(usize, bool, Option<bool>)>, String> {
     let mut out = vec![];
     for (name, rest) in split_order_items(text)? {

@@ -15,7 +15,7 @@ use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, Response, StatusCode};
-use ferrite_core::relation::QualifiedName;
+use ferrite_protocol::relation::QualifiedName;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         return resp::invalid_field("room", "must be a string");
     };
     let client_id = match body.get("client_id").and_then(Value::as_str) {
-        Some(c) if ferrite_core::write_protocol::valid_client_id(c) => c,
+        Some(c) if ferrite_protocol::write_protocol::valid_client_id(c) => c,
         _ => return resp::invalid_field("client_id", "must be 1-128 characters of A-Z a-z 0-9 . _ -"),
     };
     let member_state = body.get("state").cloned().unwrap_or(Value::Null);

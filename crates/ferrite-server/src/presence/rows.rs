@@ -4,10 +4,10 @@
 
 use crate::pool::Pool;
 use crate::writes::apply::Writer;
-use ferrite_core::relation::QualifiedName;
-use ferrite_core::where_clause::{BoundRule, WhereClause};
-use ferrite_core::write_protocol::Values;
 use ferrite_pg::prepared::PreparedClient;
+use ferrite_protocol::relation::QualifiedName;
+use ferrite_protocol::write_protocol::Values;
+use ferrite_where::{BoundRule, WhereClause};
 
 /// Whether the row of single-column-key `table` whose key is `key_text` exists and matches
 /// `rule`. The table's definition comes from the writer's cache.

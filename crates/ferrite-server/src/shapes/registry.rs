@@ -5,8 +5,8 @@ use super::shape::{now_secs, Phase, Removal, Shape, ShapeMeta, ShapeRef};
 use crate::router::TableRoutes;
 use crate::storage::shape_log::write_atomic;
 use crate::storage::ShapeLog;
-use ferrite_core::schema::TableSchema;
 use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter};
+use ferrite_protocol::schema::TableSchema;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use std::collections::HashMap;
 use std::io;
@@ -144,7 +144,7 @@ impl Registry {
     }
 
     /// Records that a shape's snapshot is complete, so it survives restarts.
-    pub fn persist_ready(&self, shape: &Shape, info: &ferrite_core::snapshot_info::SnapshotInfo) -> io::Result<()> {
+    pub fn persist_ready(&self, shape: &Shape, info: &ferrite_protocol::snapshot_info::SnapshotInfo) -> io::Result<()> {
         let meta = ShapeMeta {
             handle: shape.handle.clone(),
             definition: shape.definition.clone(),

@@ -1,10 +1,10 @@
 //! A live shape: its compiled filter, its log, and where it is in its life (snapshotting, ready).
 
 use crate::storage::ShapeLog;
-use ferrite_core::offset::LogOffset;
-use ferrite_core::schema::TableSchema;
 use ferrite_core::shape::{finish_transaction, PendingMessage, ShapeDefinition, ShapeFilter};
-use ferrite_core::snapshot_info::SnapshotInfo;
+use ferrite_protocol::offset::LogOffset;
+use ferrite_protocol::schema::TableSchema;
+use ferrite_protocol::snapshot_info::SnapshotInfo;
 use parking_lot::Mutex;
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
@@ -96,7 +96,7 @@ impl Shape {
         log: ShapeLog,
         phase: Phase,
     ) -> Shape {
-        let schema_header = ferrite_core::schema::electric_schema_header(&filter.table, &filter.selected);
+        let schema_header = ferrite_protocol::schema::electric_schema_header(&filter.table, &filter.selected);
         let (removed, _) = watch::channel(None);
         Shape {
             id,

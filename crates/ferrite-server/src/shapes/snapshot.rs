@@ -6,11 +6,11 @@
 //! clause reaches Postgres only as the re-printed tree with bound parameters.
 
 use super::shape::Shape;
-use ferrite_core::key::key_sql;
-use ferrite_core::offset::LogOffset;
-use ferrite_core::relation::quote_ident;
 use ferrite_core::shape::{json_str, LogMode, ShapeFilter};
-use ferrite_core::snapshot_info::SnapshotInfo;
+use ferrite_protocol::key::key_sql;
+use ferrite_protocol::offset::LogOffset;
+use ferrite_protocol::relation::quote_ident;
+use ferrite_protocol::snapshot_info::SnapshotInfo;
 use futures_util::{pin_mut, TryStreamExt};
 use tokio_postgres::{Client, IsolationLevel};
 
@@ -158,7 +158,7 @@ fn write_chunk(shape: &Shape, rows: &[String], k: u64) -> std::io::Result<()> {
 #[derive(Debug, Clone, Default)]
 pub struct SubsetQuery {
     /// Compiled subset where clause, ANDed with the shape's.
-    pub where_clause: Option<ferrite_core::where_clause::WhereClause>,
+    pub where_clause: Option<ferrite_where::WhereClause>,
     /// `ORDER BY` items: (column index, descending, nulls first).
     pub order_by: Vec<(usize, bool, Option<bool>)>,
     /// `LIMIT`.

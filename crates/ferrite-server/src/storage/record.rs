@@ -7,7 +7,7 @@
 //!
 //! Boundary record (fixed 40 bytes): `[u64 tx][u64 op][u64 pos][u64 lsn][u32 flags][u32 crc]`.
 
-use ferrite_core::offset::LogOffset;
+use ferrite_protocol::offset::LogOffset;
 
 /// Header bytes before a log record's payload.
 pub const RECORD_HEADER: usize = 8;

@@ -12,7 +12,7 @@
 //! logged, the same entries are served without it, so the reader goes on reading.
 
 use super::record::*;
-use ferrite_core::offset::LogOffset;
+use ferrite_protocol::offset::LogOffset;
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -1,5 +1,5 @@
 use super::shape_log::*;
-use ferrite_core::offset::LogOffset;
+use ferrite_protocol::offset::LogOffset;
 
 fn slice(o: ReadOutcome) -> LogSlice {
     match o {

@@ -19,19 +19,19 @@
 
 use crate::auth::{Auth, Identity};
 use crate::pool::Pool;
-use ferrite_core::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
-use ferrite_core::key::row_key;
 use ferrite_core::merge::{self, Action, Current, Incoming, StoredRow, TablePolicy, ValueKind};
-use ferrite_core::relation::QualifiedName;
-use ferrite_core::where_clause::{BoundRule, WhereClause};
-use ferrite_core::write_protocol::{
-    ClientTransaction, Mutation, Operation, Overridden, Rejection, RejectionCode, Status, TransactionResult,
-    TransactionsRequest, Values,
-};
 use ferrite_pg::prepared::PreparedClient;
 use ferrite_pg::write_store::{self, ClientProgress, StoredClocks};
 use ferrite_pg::write_table::{self, ClockSave, RecordResult, WriteTable};
 use ferrite_pg::PgError;
+use ferrite_protocol::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
+use ferrite_protocol::key::row_key;
+use ferrite_protocol::relation::QualifiedName;
+use ferrite_protocol::write_protocol::{
+    ClientTransaction, Mutation, Operation, Overridden, Rejection, RejectionCode, Status, TransactionResult,
+    TransactionsRequest, Values,
+};
+use ferrite_where::{BoundRule, WhereClause};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};

@@ -48,7 +48,7 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
             return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"}))
         }
     };
-    let req = match ferrite_core::write_protocol::parse_request(&bytes, state.config.sync_batch_size) {
+    let req = match ferrite_protocol::write_protocol::parse_request(&bytes, state.config.sync_batch_size) {
         Ok(r) => r,
         Err(e) => {
             return resp::error(

@@ -10,7 +10,7 @@ use super::rule::{claim_path, ClaimValue};
 use super::types::{common_type, comparison_type, numeric_operator_type, Category, Ty, Typmod};
 use super::value::{self, can_cast, Value};
 use super::{EvalError, WhereError};
-use crate::schema::{TableSchema, TypeKind};
+use ferrite_protocol::schema::{TableSchema, TypeKind};
 use pg_query::protobuf::a_const::Val;
 use pg_query::protobuf::node::Node as N;
 use pg_query::protobuf::{

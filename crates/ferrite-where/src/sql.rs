@@ -9,7 +9,7 @@
 use super::expr::{Expr, ExprKind, Func as F};
 use super::types::{Ty, Typmod};
 use super::value::output;
-use crate::relation::quote_ident;
+use ferrite_protocol::relation::quote_ident;
 
 /// Accumulates SQL text and the parameter values it references.
 pub(crate) struct Printer<'a> {

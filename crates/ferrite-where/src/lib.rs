@@ -35,7 +35,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
-use crate::schema::TableSchema;
+use ferrite_protocol::schema::TableSchema;
 use std::collections::BTreeMap;
 
 pub use rule::{rule_claim_paths, BoundRule, ClaimValue};

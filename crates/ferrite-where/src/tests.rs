@@ -2,8 +2,8 @@
 //! Ferrite's session settings (DateStyle ISO, TimeZone UTC, IntervalStyle iso_8601, C collation).
 
 use super::*;
-use crate::relation::QualifiedName;
-use crate::schema::{Column, TableSchema, TypeKind};
+use ferrite_protocol::relation::QualifiedName;
+use ferrite_protocol::schema::{Column, TableSchema, TypeKind};
 
 fn col(name: &str, ty: &str, kind: TypeKind, dims: u32) -> Column {
     Column {

@@ -6,7 +6,7 @@
 //! their base type, and enums are compared as their labels.
 
 use super::WhereError;
-use crate::schema::{Column, TypeKind};
+use ferrite_protocol::schema::{Column, TypeKind};
 
 /// A type as the evaluator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,20 @@
+//! Ferrite's wire protocol: what travels between the server and its clients, as types and pure
+//! functions — no I/O, no SQL parser — so the server, the Rust client and (through generated
+//! TypeScript) the web client agree on one definition.
+//!
+//! - [`offset`], [`cursor`]: positions in a shape's log and the live-request cursor;
+//! - [`relation`], [`schema`], [`key`]: table names as `?table=` spells them, the columns a shape
+//!   describes (`electric-schema`), and row keys as messages carry them;
+//! - [`snapshot_info`]: snapshot visibility (`snapshot-end`), to tell whether a transaction is in
+//!   a snapshot;
+//! - [`hlc`]: hybrid logical clocks that stamp client transactions;
+//! - [`write_protocol`]: `POST /v1/transactions` requests and results.
+
+pub mod cursor;
+pub mod hlc;
+pub mod key;
+pub mod offset;
+pub mod relation;
+pub mod schema;
+pub mod snapshot_info;
+pub mod write_protocol;
