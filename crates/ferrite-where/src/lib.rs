@@ -25,6 +25,7 @@ mod index;
 mod like;
 pub mod limits;
 mod numeric;
+pub mod order;
 mod parse;
 mod rule;
 mod sql;
@@ -38,6 +39,7 @@ mod tests;
 use ferrite_protocol::schema::TableSchema;
 use std::collections::BTreeMap;
 
+pub use order::ColumnOrder;
 pub use rule::{rule_claim_paths, BoundRule, ClaimValue};
 
 /// Why a where clause (or its params) was rejected. `Display` is the message for the HTTP client;

@@ -28,11 +28,12 @@
 //! Writes that lose still leave their values in the tombstone, so whichever order the server
 //! sees a set of mutations in, it ends in the same state.
 
-mod compare;
+mod rule;
 #[cfg(test)]
 mod tests;
 
-pub use compare::{Rule, ValueKind};
+pub use ferrite_where::ColumnOrder;
+pub use rule::Rule;
 
 use ferrite_protocol::hlc::Stamp;
 use ferrite_protocol::write_protocol::Values;
@@ -216,14 +217,14 @@ fn keys(v: &Values) -> Vec<String> {
     v.keys().cloned().collect()
 }
 
-/// Whether every `base` value matches the row. Values compare by their column's kind, so a
+/// Whether every `base` value matches the row. Values compare by their column's type ([`ColumnOrder`]), so a
 /// client that re-encodes what it read (`2.50` as `2.5`, JSON with other spacing, `t` for `true`)
 /// still matches. (Without a base the mutation was refused by [`missing_base`] already.)
-fn base_matches(base: Option<&Values>, values: &Values, kind: &dyn Fn(&str) -> ValueKind) -> bool {
+fn base_matches(base: Option<&Values>, values: &Values, order: &dyn Fn(&str) -> ColumnOrder) -> bool {
     base.is_none_or(|b| {
         b.iter().all(|(c, seen)| match (values.get(c), seen) {
             (Some(None), None) => true,
-            (Some(Some(cur)), Some(seen)) => kind(c).compare(cur, seen) == Ordering::Equal,
+            (Some(Some(cur)), Some(seen)) => order(c).equal(cur, seen),
             _ => false,
         })
     })
@@ -253,9 +254,9 @@ pub fn missing_base(policy: &TablePolicy, op: &Incoming) -> Option<String> {
     }
 }
 
-/// Decides what `m` does to a row in state `current` under `policy`. `kind` gives the comparison
-/// kind of a column (for `resolve` rules).
-pub fn decide(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, current: &Current, m: &Mutation) -> Decision {
+/// Decides what `m` does to a row in state `current` under `policy`. `order` gives how a
+/// column's values compare (for `resolve` rules and `base` checks).
+pub fn decide(policy: &TablePolicy, order: &dyn Fn(&str) -> ColumnOrder, current: &Current, m: &Mutation) -> Decision {
     let stamp = &m.stamp;
     let server_wins = policy.row == RowPolicy::ServerWins;
     match (&m.op, current) {
@@ -265,7 +266,7 @@ pub fn decide(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, current: &
                 decision(fresh_insert(values, stamp), vec![])
             } else {
                 // An insert from before the delete: it leaves its values in the tombstone.
-                let (tombstone, _) = merge_into(policy, kind, tombstone, values, None, stamp);
+                let (tombstone, _) = merge_into(policy, order, tombstone, values, None, stamp);
                 decision(Action::KeepDeleted { tombstone, deleted: deleted.clone() }, keys(values))
             }
         }
@@ -274,7 +275,7 @@ pub fn decide(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, current: &
                 return decision(Action::Conflict { current: Some(row.values.clone()) }, vec![]);
             }
             // Another client created the same row: merge as an update, and remember the newer birth.
-            let (set, clocks, lost) = winners(policy, kind, row, values, None, stamp);
+            let (set, clocks, lost) = winners(policy, order, row, values, None, stamp);
             let born = (row.born.as_ref() < Some(stamp)).then(|| stamp.clone());
             if set.is_empty() && born.is_none() {
                 return decision(Action::Nothing, lost);
@@ -283,13 +284,13 @@ pub fn decide(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, current: &
         }
         (Incoming::Update { set, base }, Current::Live(row)) => {
             if server_wins {
-                if !base_matches(base.as_ref(), &row.values, kind) {
+                if !base_matches(base.as_ref(), &row.values, order) {
                     return decision(Action::Conflict { current: Some(row.values.clone()) }, vec![]);
                 }
                 let clocks = set.keys().map(|c| (c.clone(), stamp.clone())).collect();
                 return decision(Action::Update { set: set.clone(), clocks, born: None }, vec![]);
             }
-            let (set, clocks, lost) = winners(policy, kind, row, set, base.as_ref(), stamp);
+            let (set, clocks, lost) = winners(policy, order, row, set, base.as_ref(), stamp);
             if set.is_empty() {
                 return decision(Action::Nothing, lost);
             }
@@ -299,7 +300,7 @@ pub fn decide(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, current: &
             if server_wins {
                 return decision(Action::Conflict { current: None }, vec![]);
             }
-            let (merged, lost) = merge_into(policy, kind, tombstone, set, base.as_ref(), stamp);
+            let (merged, lost) = merge_into(policy, order, tombstone, set, base.as_ref(), stamp);
             if policy.existence == Existence::AddWins && stamp > deleted {
                 // Revived: the tombstone's values with the update on top.
                 let StoredRow { values, clocks, born } = merged;
@@ -317,7 +318,7 @@ pub fn decide(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, current: &
         (Incoming::Delete { base }, Current::Live(row)) => {
             let delete = || Action::Delete { tombstone: row.clone(), stamp: stamp.clone() };
             if server_wins {
-                if !base_matches(base.as_ref(), &row.values, kind) {
+                if !base_matches(base.as_ref(), &row.values, order) {
                     return decision(Action::Conflict { current: Some(row.values.clone()) }, vec![]);
                 }
                 return decision(delete(), vec![]);
@@ -357,7 +358,7 @@ fn fresh_insert(values: &Values, stamp: &Stamp) -> Action {
 /// their new stamps, columns that lost).
 fn winners(
     policy: &TablePolicy,
-    kind: &dyn Fn(&str) -> ValueKind,
+    order: &dyn Fn(&str) -> ColumnOrder,
     row: &StoredRow,
     set: &Values,
     base: Option<&Values>,
@@ -370,7 +371,7 @@ fn winners(
             let mut candidate = row.values.clone();
             candidate.extend(set.iter().map(|(c, v)| (c.clone(), v.clone())));
             let theirs = row.newest();
-            if incoming_wins(rules, kind, &candidate, stamp, &row.values, theirs) {
+            if incoming_wins(rules, order, &candidate, stamp, &row.values, theirs) {
                 won = set.clone();
             } else {
                 lost = keys(set);
@@ -381,7 +382,7 @@ fn winners(
                 let wins = match policy.columns.get(col).copied().unwrap_or(ColumnPolicy::Lww) {
                     ColumnPolicy::Lww => row.clock(col).is_none_or(|s| stamp >= s),
                     ColumnPolicy::ServerWins => base.and_then(|b| b.get_key_value(col)).is_none_or(|(c, seen)| {
-                        base_matches(Some(&[(c.clone(), seen.clone())].into()), &row.values, kind)
+                        base_matches(Some(&[(c.clone(), seen.clone())].into()), &row.values, order)
                     }),
                 };
                 if wins {
@@ -399,13 +400,13 @@ fn winners(
 /// `row` with the winning part of `set` merged in, and the columns that lost.
 fn merge_into(
     policy: &TablePolicy,
-    kind: &dyn Fn(&str) -> ValueKind,
+    order: &dyn Fn(&str) -> ColumnOrder,
     row: &StoredRow,
     set: &Values,
     base: Option<&Values>,
     stamp: &Stamp,
 ) -> (StoredRow, Vec<String>) {
-    let (won, clocks, lost) = winners(policy, kind, row, set, base, stamp);
+    let (won, clocks, lost) = winners(policy, order, row, set, base, stamp);
     let mut merged = row.clone();
     merged.values.extend(won);
     merged.clocks.extend(clocks);
@@ -415,7 +416,7 @@ fn merge_into(
 /// Whether the incoming version beats the stored one under `rules` (then `lww`).
 fn incoming_wins(
     rules: &[Rule],
-    kind: &dyn Fn(&str) -> ValueKind,
+    order: &dyn Fn(&str) -> ColumnOrder,
     ours: &Values,
     our_stamp: &Stamp,
     theirs: &Values,
@@ -423,8 +424,8 @@ fn incoming_wins(
 ) -> bool {
     for rule in rules {
         let order = match rule {
-            Rule::Max(col) => compare_present(kind(col), ours.get(col), theirs.get(col)),
-            Rule::Min(col) => compare_present(kind(col), theirs.get(col), ours.get(col)),
+            Rule::Max(col) => compare_present(&order(col), ours.get(col), theirs.get(col)),
+            Rule::Min(col) => compare_present(&order(col), theirs.get(col), ours.get(col)),
             Rule::Lww => break,
         };
         match order {
@@ -436,10 +437,11 @@ fn incoming_wins(
     their_stamp.is_none_or(|s| our_stamp >= s)
 }
 
-/// `a` against `b` where a missing or NULL value loses to any value.
-fn compare_present(kind: ValueKind, a: Option<&Option<String>>, b: Option<&Option<String>>) -> Ordering {
+/// `a` against `b` where a missing or NULL value loses to any value; values Postgres cannot order
+/// (or that do not read as their type) tie, so the next rule decides.
+fn compare_present(order: &ColumnOrder, a: Option<&Option<String>>, b: Option<&Option<String>>) -> Ordering {
     match (a.and_then(|v| v.as_deref()), b.and_then(|v| v.as_deref())) {
-        (Some(a), Some(b)) => kind.compare(a, b),
+        (Some(a), Some(b)) => order.compare(a, b).unwrap_or(Ordering::Equal),
         (Some(_), None) => Ordering::Greater,
         (None, Some(_)) => Ordering::Less,
         (None, None) => Ordering::Equal,

@@ -18,16 +18,12 @@ fn live(pairs: &[(&str, Option<&str>)], ms: u64) -> Current {
     Current::Live(StoredRow { values, clocks, born: Some(st(ms, "init")) })
 }
 
-fn text_kind(_: &str) -> ValueKind {
-    ValueKind::Other
+fn text_kind(_: &str) -> ColumnOrder {
+    ColumnOrder::of_type_name("text")
 }
 
-fn int_kind(c: &str) -> ValueKind {
-    if c == "importance" {
-        ValueKind::Integer
-    } else {
-        ValueKind::Other
-    }
+fn int_kind(c: &str) -> ColumnOrder {
+    ColumnOrder::of_type_name(if c == "importance" { "int4" } else { "text" })
 }
 
 fn update(set: &[(&str, Option<&str>)], ms: u64, client: &str) -> Mutation {
@@ -42,7 +38,7 @@ fn insert(values: &[(&str, Option<&str>)], ms: u64, client: &str) -> Mutation {
     Mutation { op: Incoming::Insert { values: vals(values) }, stamp: st(ms, client) }
 }
 
-fn run(policy: &TablePolicy, kind: &dyn Fn(&str) -> ValueKind, start: &Current, ops: &[Mutation]) -> Current {
+fn run(policy: &TablePolicy, kind: &dyn Fn(&str) -> ColumnOrder, start: &Current, ops: &[Mutation]) -> Current {
     ops.iter().fold(start.clone(), |cur, m| apply(&cur, &decide(policy, kind, &cur, m).action))
 }
 

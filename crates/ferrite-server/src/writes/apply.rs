@@ -19,7 +19,7 @@
 
 use crate::auth::{Auth, Identity};
 use crate::pool::Pool;
-use ferrite_core::merge::{self, Action, Current, Incoming, StoredRow, TablePolicy, ValueKind};
+use ferrite_core::merge::{self, Action, ColumnOrder, Current, Incoming, StoredRow, TablePolicy};
 use ferrite_pg::prepared::PreparedClient;
 use ferrite_pg::write_store::{self, ClientProgress, StoredClocks};
 use ferrite_pg::write_table::{self, ClockSave, RecordResult, WriteTable};
@@ -598,9 +598,9 @@ impl Writer {
         }
 
         let policy = self.policy(&name);
-        let kinds = |col: &str| match schema.column_index(col).map(|i| &schema.columns[i]) {
-            Some(c) if c.dims == 0 => ValueKind::from_type_name(&c.base_type_name),
-            _ => ValueKind::Other,
+        let kinds = |col: &str| match schema.column_index(col) {
+            Some(i) => ColumnOrder::of(&schema.columns[i]),
+            None => ColumnOrder::of_type_name("text"),
         };
         let decision =
             merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming(m), stamp: stamp.clone() });
