@@ -4,8 +4,8 @@
 //! settings (`DateStyle`, `TimeZone`, `IntervalStyle`, `bytea_output`, `extra_float_digits`), and
 //! the snapshot path (ordinary connections) must produce exactly the same text as the replication
 //! path (the walsender). Both therefore force the same settings that Electric forces
-//! (reference §3.4). They are sent as startup `options`, so they hold for every statement of the
-//! session, and `RESET ALL` returns to them rather than to the server's defaults.
+//! (`docs/http-protocol.md#values`). They are sent as startup `options`, so they hold for every
+//! statement of the session, and `RESET ALL` returns to them rather than to the server's defaults.
 //!
 //! TLS follows the URL's `sslmode` (libpq's default `prefer` when absent: TLS when the server
 //! offers it, plain otherwise), with `sslrootcert`, `sslcert` and `sslkey`, as described in

@@ -4,7 +4,7 @@
 //! ([`ferrite_protocol::schema::TableSchema`], [`replication::Transaction`]):
 //!
 //! - [`connect`]: ordinary connections with the session settings that make Postgres text output
-//!   match what logical replication sends (reference §3.4).
+//!   match what logical replication sends (`docs/http-protocol.md#values`).
 //! - [`introspect`]: table schemas from the catalog.
 //! - [`replication`]: slot/publication setup, the walsender protocol, pgoutput decoding and the
 //!   transaction stream with durable-position acknowledgement.

@@ -25,7 +25,7 @@ async fn temporary_cluster_has_the_settings_ferrite_needs() {
     assert_eq!(show(&client, "listen_addresses").await, "127.0.0.1");
     assert_eq!(show(&client, "server_encoding").await, "UTF8");
     assert_eq!(show(&client, "fsync").await, "on");
-    // The session settings `connect` forces (reference §3.4).
+    // The session settings `connect` forces (`docs/http-protocol.md#values`).
     assert_eq!(show(&client, "DateStyle").await, "ISO, DMY");
     assert_eq!(show(&client, "TimeZone").await, "UTC");
     assert_eq!(show(&client, "IntervalStyle").await, "iso_8601");

@@ -1,6 +1,6 @@
 //! Hybrid logical clocks: the order in which concurrent writes to the same column win.
 //!
-//! An [`Hlc`] is `"<unix_ms>-<counter>"` on the wire (see `ferrite-write-protocol.md`); a
+//! An [`Hlc`] is `"<unix_ms>-<counter>"` on the wire (see `docs/write-protocol.md`); a
 //! [`Stamp`] adds the writer's client id so that two writes never compare equal unless they come
 //! from the same client transaction. The server keeps an [`HlcClock`] that follows every clock it
 //! receives and refuses clocks too far ahead of its wall clock, so one client with a wrong clock

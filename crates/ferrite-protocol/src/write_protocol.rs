@@ -1,4 +1,4 @@
-//! The wire messages of `POST /v1/transactions` (see `ferrite-write-protocol.md`), shared by the
+//! The wire messages of `POST /v1/transactions` (see `docs/write-protocol.md`), shared by the
 //! server that applies them and the clients that send them.
 //!
 //! Parsing is strict about what the contract fixes (client id grammar, increasing ids, the

@@ -3,7 +3,7 @@
 //! state inside the client's Postgres transaction, calls [`decide`], runs the resulting SQL and
 //! stores [`apply`]'s new state.
 //!
-//! The policies (see `ferrite-write-protocol.md`):
+//! The policies (see `docs/write-protocol.md`):
 //!
 //! - [`RowPolicy::Lww`]: each column keeps the value with the highest [`Stamp`]. A column may
 //!   instead be [`ColumnPolicy::ServerWins`]: its change applies only if the client's `base`

@@ -1,4 +1,4 @@
-//! The write path: `POST /v1/transactions` (see `ferrite-write-protocol.md`).
+//! The write path: `POST /v1/transactions` (see `docs/write-protocol.md`).
 //!
 //! [`handler`] parses and answers the HTTP request; [`apply`] applies each client transaction
 //! exactly once under the table's conflict policy ([`policy`]), over connections of its own
