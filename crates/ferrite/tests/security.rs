@@ -591,7 +591,7 @@ async fn smaller_holes_stay_closed() {
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute(
-        "CREATE TABLE leads (id int PRIMARY KEY, tenant_id text NOT NULL, name text, status text NOT NULL DEFAULT 'new');
+        "CREATE TABLE leads (id int PRIMARY KEY, tenant_id text NOT NULL, name text UNIQUE, status text NOT NULL DEFAULT 'new');
          INSERT INTO leads VALUES (1, 't1', 'Ada', 'new'), (2, 't1', 'Bob', 'new');",
     )
     .await
@@ -651,6 +651,17 @@ async fn smaller_holes_stay_closed() {
     )
     .await;
     assert_eq!(r.body["results"][0]["error"]["current"]["name"], "Ada", "{}", r.text);
+    // A constraint rejection names the constraint but not the row it collided with (its DETAIL
+    // would tell a visitor that a lead named Ada exists).
+    let dup = json!({"op": "insert", "table": "leads", "value": {"id": "9", "tenant_id": "t1", "name": "Ada"}});
+    let r = post_tx(
+        &s.base,
+        Some(&visitor),
+        json!({"client_id": "kiosk", "transactions": [{"id": 2, "hlc": hlc(0), "mutations": [dup]}]}),
+    )
+    .await;
+    assert_eq!(r.body["results"][0]["error"]["code"], "constraint", "{}", r.text);
+    assert!(!r.text.contains("Ada"), "{}", r.text);
 
     // Server-wins: no base, no change; a matching base applies; a stale one conflicts.
     let update = |base: Option<Value>| {

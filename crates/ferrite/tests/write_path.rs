@@ -530,3 +530,24 @@ async fn each_row_of_a_transaction_sees_the_effects_of_the_rows_before_it() {
     assert_eq!(rows("one").await, vec!["c10:1:x".to_string(), "p1:c".to_string()]);
     assert_eq!(rows("one").await, rows("each").await);
 }
+
+/// Recorded results are pruned each time a client's ids cross a multiple of 1,000, also when its
+/// ids skip the multiples (found by the docs review: pruning ran only on ids exactly divisible by
+/// 1,000, so such a client's results grew for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_results_are_pruned_even_when_ids_skip_the_thousands() {
+    let (_db, s, c) = setup(|_| {}).await;
+    let note = |id: u64| json!([{"op": "insert", "table": "notes", "value": {"id": id.to_string(), "body": "x"}}]);
+    for id in [1u64, 7, 20_001] {
+        let r = post(&s.base, &json!({"client_id": "skipper", "transactions": [txn(id, now_ms(), note(id))]})).await;
+        assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+    }
+    let kept: Vec<i64> = c
+        .query("SELECT id FROM ferrite.client_results WHERE client_id = 'skipper' ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, vec![20_001], "results more than 10,000 ids old are pruned");
+}

@@ -424,8 +424,8 @@ fn incoming_wins(
 ) -> bool {
     for rule in rules {
         let order = match rule {
-            Rule::Max(col) => compare_present(&order(col), ours.get(col), theirs.get(col)),
-            Rule::Min(col) => compare_present(&order(col), theirs.get(col), ours.get(col)),
+            Rule::Max(col) => compare_present(&order(col), ours.get(col), theirs.get(col), false),
+            Rule::Min(col) => compare_present(&order(col), ours.get(col), theirs.get(col), true),
             Rule::Lww => break,
         };
         match order {
@@ -437,11 +437,24 @@ fn incoming_wins(
     their_stamp.is_none_or(|s| our_stamp >= s)
 }
 
-/// `a` against `b` where a missing or NULL value loses to any value; values Postgres cannot order
-/// (or that do not read as their type) tie, so the next rule decides.
-fn compare_present(order: &ColumnOrder, a: Option<&Option<String>>, b: Option<&Option<String>>) -> Ordering {
+/// How `a` ranks against `b` under `max` (or `min` when `smaller_wins`): a missing or NULL value
+/// loses to any value either way; values Postgres cannot order (or that do not read as their
+/// type) tie, so the next rule decides.
+fn compare_present(
+    order: &ColumnOrder,
+    a: Option<&Option<String>>,
+    b: Option<&Option<String>>,
+    smaller_wins: bool,
+) -> Ordering {
     match (a.and_then(|v| v.as_deref()), b.and_then(|v| v.as_deref())) {
-        (Some(a), Some(b)) => order.compare(a, b).unwrap_or(Ordering::Equal),
+        (Some(a), Some(b)) => {
+            let o = order.compare(a, b).unwrap_or(Ordering::Equal);
+            if smaller_wins {
+                o.reverse()
+            } else {
+                o
+            }
+        }
         (Some(_), None) => Ordering::Greater,
         (None, Some(_)) => Ordering::Less,
         (None, None) => Ordering::Equal,

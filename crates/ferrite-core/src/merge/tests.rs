@@ -161,6 +161,28 @@ fn resolve_rules_compare_whole_versions_and_fall_through_on_ties() {
     assert_eq!(decide(&p, &int_kind, &start, &same_older).action, Action::Nothing);
 }
 
+/// NULL loses under `min` as under `max`: found by the docs review (an older write setting the
+/// column to NULL beat a stored 5 under `min`).
+#[test]
+fn null_loses_under_min_and_max() {
+    for rule in [Rule::Min("importance".into()), Rule::Max("importance".into())] {
+        let p = policy(RowPolicy::Resolve(vec![rule.clone()]), Existence::DeleteWins);
+        let start = live(&[("importance", Some("5"))], 10);
+        let null = update(&[("importance", None)], 20, "c1");
+        assert_eq!(decide(&p, &int_kind, &start, &null).action, Action::Nothing, "{rule}: NULL won");
+        let from_null = live(&[("importance", None)], 10);
+        let value = update(&[("importance", Some("5"))], 5, "c1");
+        assert!(matches!(decide(&p, &int_kind, &from_null, &value).action, Action::Update { .. }), "{rule}");
+    }
+    let p = policy(RowPolicy::Resolve(vec![Rule::Min("importance".into())]), Existence::DeleteWins);
+    let start = live(&[("importance", Some("5"))], 10);
+    assert!(matches!(
+        decide(&p, &int_kind, &start, &update(&[("importance", Some("3"))], 5, "c1")).action,
+        Action::Update { .. }
+    ));
+    assert_eq!(decide(&p, &int_kind, &start, &update(&[("importance", Some("7"))], 20, "c1")).action, Action::Nothing);
+}
+
 #[test]
 fn delete_wins_holds_against_updates_but_not_newer_inserts() {
     let p = TablePolicy::default();

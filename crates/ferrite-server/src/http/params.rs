@@ -47,7 +47,9 @@ pub struct SubsetParams {
     pub order_by: Option<String>,
 }
 
-fn truthy(v: &str) -> bool {
+/// How a boolean query parameter reads (`live`, `live_sse`, on every route): anything but
+/// `false` is true, as Electric reads them.
+pub(crate) fn truthy(v: &str) -> bool {
     v != "false"
 }
 
@@ -294,7 +296,8 @@ pub fn parse_subset_body(body: &[u8]) -> Result<Option<SubsetParams>, (u16, serd
         match obj.get(key) {
             None | Some(serde_json::Value::Null) => {}
             Some(v) => {
-                let n = v.as_u64().filter(|n| *n >= min).ok_or_else(|| bad(key, "must be a non-negative integer"))?;
+                let message = if min == 0 { "must be a non-negative integer" } else { "must be a positive integer" };
+                let n = v.as_u64().filter(|n| *n >= min).ok_or_else(|| bad(key, message))?;
                 if key == "limit" {
                     s.limit = Some(n);
                 } else {
@@ -367,5 +370,7 @@ mod tests {
         assert_eq!(b.params.get("1").map(String::as_str), Some("5"));
         assert_eq!(parse_subset_body(b"[1]").unwrap_err().0, 400);
         assert_eq!(parse_subset_body(b"{oops").unwrap_err().0, 400);
+        let zero = parse_subset_body(br#"{"limit": 0, "order_by": "a"}"#).unwrap_err().1;
+        assert_eq!(zero["errors"]["limit"][0], "must be a positive integer");
     }
 }

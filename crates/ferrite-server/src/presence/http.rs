@@ -151,7 +151,7 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuer
         Some(Ok(o)) => Some(o),
         Some(Err(_)) => return resp::invalid_field("offset", "must be a non-negative integer"),
     };
-    let truthy = |k: &str| param(k).is_some_and(|v| v == "true" || v == "1");
+    let truthy = |k: &str| param(k).is_some_and(crate::http::params::truthy);
     let (live, sse) = (truthy("live"), truthy("live_sse"));
     if let Err(r) = admit(&state, who.as_ref(), &room).await {
         return r;

@@ -78,19 +78,21 @@ enum Stop {
 
 impl From<PgError> for Stop {
     fn from(e: PgError) -> Self {
-        classify(e, None, None)
+        classify(e, None, None, false)
     }
 }
 
-/// Maps a Postgres error to a rejection (data and constraint errors) or an outage.
-fn classify(e: PgError, table: Option<&str>, key: Option<&Values>) -> Stop {
+/// Maps a Postgres error to a rejection (data and constraint errors) or an outage. A constraint's
+/// DETAIL (e.g. the key of the row a unique constraint collided with) is passed on only with
+/// `detail`: with auth on it could reveal rows outside the caller's read rule.
+fn classify(e: PgError, table: Option<&str>, key: Option<&Values>, detail: bool) -> Stop {
     let reject = |code, message: String| {
         Stop::Rejected(Rejection { code, message, table: table.map(String::from), key: key.cloned(), current: None })
     };
     match e.db() {
         Some(db) if db.code.starts_with("23") => {
             let mut m = db.message.clone();
-            if let Some(d) = &db.detail {
+            if let Some(d) = db.detail.as_ref().filter(|_| detail) {
                 m.push_str(&format!(" ({d})"));
             }
             reject(RejectionCode::Constraint, m)
@@ -245,10 +247,12 @@ impl Writer {
                     other => break other,
                 }
             }?;
-            last_id = id;
-            if id % 1000 == 0 {
+            // Old results are pruned each time the ids cross a multiple of 1,000 (a client's ids
+            // may skip any given value).
+            if id / 1000 != last_id.max(0) / 1000 {
                 write_store::prune_results(c, client_id, id).await.map_err(unavailable)?;
             }
+            last_id = id;
             results.push(result);
         }
         Ok(results)
@@ -296,7 +300,7 @@ impl Writer {
         let result = applied_result(txn.id, xid, overridden, changed);
         if let Err(e) = record_and_commit(c, client_id, id, &result).await {
             // A deferred constraint fails at COMMIT: a rejection like any other constraint.
-            return match classify(e, None, None) {
+            return match classify(e, None, None, !self.auth.enabled()) {
                 Stop::Rejected(rejection) => {
                     let _ = c.client().batch_execute("ROLLBACK").await;
                     let result = rejection_result(txn.id, rejection);
@@ -455,7 +459,7 @@ impl Writer {
             self.tables.lock().remove(name);
             c.forget_statements();
         }
-        classify(e, Some(&m.table), Some(key))
+        classify(e, Some(&m.table), Some(key), !self.auth.enabled())
     }
 
     /// Checks one mutation and reads its row and clocks under the row key's lock. Sends nothing
