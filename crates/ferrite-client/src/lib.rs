@@ -27,6 +27,9 @@ mod shape;
 pub mod store;
 mod sync;
 
+/// The wire protocol the client speaks (shared with the server).
+pub use ferrite_protocol as protocol;
+pub use ferrite_protocol::write_protocol::{Rejection, RejectionCode, TransactionResult};
 pub use outbox::{Change, Values};
 pub use shape::ShapeDef;
 pub use sync::{ConnectionState, PushReport, Status, Subscription, SyncReport, DEFAULT_BACKOFF};

@@ -19,11 +19,41 @@
 
 use crate::store::{self, key_columns, key_filter, quote, Affinity, LocalColumn};
 use crate::ClientError;
+use ferrite_protocol::hlc::Hlc;
+use ferrite_protocol::snapshot_info::SnapshotInfo;
+use ferrite_protocol::write_protocol::{ClientTransaction, Mutation, Status, TransactionResult};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{json, Map, Value};
 
 /// Column values as the server takes them: Postgres text, `None` for NULL.
-pub type Values = std::collections::BTreeMap<String, Option<String>>;
+pub use ferrite_protocol::write_protocol::Values;
+
+/// A queued mutation as the outbox keeps it: the mutation as it will be sent, and the local table
+/// it was made on (stored as the mutation's JSON with a `_local` field).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Queued {
+    #[serde(flatten)]
+    mutation: Mutation,
+    #[serde(rename = "_local")]
+    local: String,
+}
+
+impl Queued {
+    /// The local change this mutation made.
+    fn change(&self) -> Change {
+        let table = self.local.clone();
+        match &self.mutation {
+            Mutation::Insert { value, .. } => Change::Insert { table, values: value.clone() },
+            Mutation::Update { key, value, .. } => Change::Update { table, key: key.clone(), set: value.clone() },
+            Mutation::Delete { key, .. } => Change::Delete { table, key: key.clone() },
+        }
+    }
+}
+
+/// The mutations of a stored transaction (a damaged entry reads as none).
+fn queued(mutations: &str) -> Vec<Queued> {
+    serde_json::from_str(mutations).unwrap_or_default()
+}
 
 /// One local change.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,12 +145,9 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (id, mutations) in unindexed {
-        for m in serde_json::from_str::<Vec<Value>>(&mutations).unwrap_or_default() {
-            let Some(local) = m["_local"].as_str() else { continue };
-            let Ok((columns, _)) = table_info(db, local) else { continue };
-            let source = if m["op"] == "insert" { &m["value"] } else { &m["key"] };
-            let key: Values = serde_json::from_value(source.clone()).unwrap_or_default();
-            index_row(db, local, &key_text(&columns, &key)?, id)?;
+        for q in queued(&mutations) {
+            let Ok((columns, _)) = table_info(db, &q.local) else { continue };
+            index_row(db, &q.local, &key_text(&columns, q.mutation.key_source())?, id)?;
         }
     }
     Ok(())
@@ -153,18 +180,11 @@ pub fn client_id(db: &Connection) -> Result<String, ClientError> {
 }
 
 /// The next HLC value, persisted so it never goes backwards across restarts.
-fn next_hlc(db: &Connection) -> Result<String, ClientError> {
-    let now = crate::now_ms().max(0) as u64;
-    let (last_ms, last_counter) = meta(db, "hlc")?
-        .and_then(|h| {
-            let (a, b) = h.split_once('-')?;
-            Some((a.parse::<u64>().ok()?, b.parse::<u32>().ok()?))
-        })
-        .unwrap_or((0, 0));
-    let next = if now > last_ms { (now, 0) } else { (last_ms, last_counter + 1) };
-    let text = format!("{}-{}", next.0, next.1);
-    set_meta(db, "hlc", &text)?;
-    Ok(text)
+fn next_hlc(db: &Connection) -> Result<Hlc, ClientError> {
+    let last: Hlc = meta(db, "hlc")?.and_then(|h| h.parse().ok()).unwrap_or(Hlc::ZERO);
+    let next = last.tick(crate::now_ms().max(0) as u64);
+    set_meta(db, "hlc", &next.to_string())?;
+    Ok(next)
 }
 
 /// The shape schema and server table of a local table.
@@ -322,25 +342,18 @@ pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Resul
             )?;
         }
         write_row(&tx, local, &columns, &key_values, apply_change(current, change).as_ref())?;
-        let mut mutation = match change {
-            Change::Insert { values, .. } => {
-                json!({"op": "insert", "table": server_table, "value": values, "_local": local})
-            }
+        let mutation = match change {
+            Change::Insert { values, .. } => Mutation::Insert { table: server_table, value: values.clone() },
             Change::Update { set, .. } => {
-                json!({"op": "update", "table": server_table, "key": key_values, "value": set, "_local": local})
+                Mutation::Update { table: server_table, key: key_values, value: set.clone(), base }
             }
-            Change::Delete { .. } => json!({"op": "delete", "table": server_table, "key": key_values, "_local": local}),
+            Change::Delete { .. } => Mutation::Delete { table: server_table, key: key_values, base },
         };
-        if let (Some(base), false) = (base, matches!(change, Change::Insert { .. })) {
-            mutation["base"] = json!(base);
-        }
-        mutations.push(mutation);
+        mutations.push(Queued { mutation, local: local.to_string() });
     }
     let hlc = next_hlc(&tx)?;
-    tx.execute(
-        "INSERT INTO _ferrite_outbox (hlc, mutations) VALUES (?1, ?2)",
-        params![hlc, Value::Array(mutations).to_string()],
-    )?;
+    let mutations = serde_json::to_string(&mutations).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    tx.execute("INSERT INTO _ferrite_outbox (hlc, mutations) VALUES (?1, ?2)", params![hlc.to_string(), mutations])?;
     let id = tx.last_insert_rowid();
     for (local, key) in touched {
         index_row(&tx, &local, &key, id)?;
@@ -353,32 +366,26 @@ pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Resul
 /// `limit` of them holding at most `max_changes` changes together (always at least one, which
 /// the server then judges by its per-transaction limit). Marks them sent first (in doubt until
 /// answered).
-pub fn pending(db: &Connection, limit: usize, max_changes: usize) -> Result<Vec<Value>, ClientError> {
+pub fn pending(db: &Connection, limit: usize, max_changes: usize) -> Result<Vec<ClientTransaction>, ClientError> {
     let mut stmt =
         db.prepare("SELECT id, hlc, mutations FROM _ferrite_outbox WHERE result IS NULL ORDER BY id LIMIT ?1")?;
     let rows =
         stmt.query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-    let mut out = vec![];
-    let mut ids = vec![];
+    let mut out: Vec<ClientTransaction> = vec![];
     let mut changes = 0;
     for row in rows {
         let (id, hlc, mutations) = row?;
-        let mut mutations: Vec<Value> = serde_json::from_str(&mutations).unwrap_or_default();
+        let mutations: Vec<Mutation> = queued(&mutations).into_iter().map(|q| q.mutation).collect();
         if !out.is_empty() && changes + mutations.len() > max_changes {
             break;
         }
         changes += mutations.len();
-        for m in &mut mutations {
-            if let Some(o) = m.as_object_mut() {
-                o.remove("_local");
-            }
-        }
-        ids.push(id);
-        out.push(json!({"id": id, "hlc": hlc, "mutations": mutations}));
+        let hlc = hlc.parse().map_err(|e| ClientError::Protocol(format!("queued transaction {id}: {e}")))?;
+        out.push(ClientTransaction { id: id as u64, hlc, mutations });
     }
     let mut sent = db.prepare_cached("UPDATE _ferrite_outbox SET sent = 1 WHERE id = ?1")?;
-    for id in ids {
-        sent.execute([id])?;
+    for t in &out {
+        sent.execute([t.id as i64])?;
     }
     Ok(out)
 }
@@ -396,25 +403,26 @@ pub fn unconfirmed_count(db: &Connection) -> Result<usize, ClientError> {
 
 /// Stores the server's results; rejected transactions leave the outbox and their rows are
 /// rebased without them. Returns the rejections.
-pub fn record_results(db: &mut Connection, results: &[Value]) -> Result<Vec<Value>, ClientError> {
+pub fn record_results(
+    db: &mut Connection,
+    results: &[TransactionResult],
+) -> Result<Vec<TransactionResult>, ClientError> {
     let tx = db.transaction()?;
     let mut rejected = vec![];
     for r in results {
-        let Some(id) = r["id"].as_i64() else { continue };
+        let id = r.id as i64;
         // Rejected, or committed without changing a row (its txid will never come back): the
         // server's version already is the truth for its rows.
-        if r["status"] == "rejected" || r["unchanged"] == true {
+        if r.status == Status::Rejected || r.unchanged {
             retire(&tx, id)?;
-            if r["status"] == "rejected" {
+            if r.status == Status::Rejected {
                 rejected.push(r.clone());
             }
             continue;
         }
-        let txid = r["txid"].as_str();
-        tx.execute(
-            "UPDATE _ferrite_outbox SET txid = ?2, result = ?3 WHERE id = ?1",
-            params![id, txid, r.to_string()],
-        )?;
+        let txid = r.txid.as_deref();
+        let recorded = serde_json::to_string(r).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        tx.execute("UPDATE _ferrite_outbox SET txid = ?2, result = ?3 WHERE id = ?1", params![id, txid, recorded])?;
         // Its txid may have come through shapes already, while it was in doubt.
         if let Some(txid) = txid {
             let sightings: Vec<(String, Option<i64>)> = tx
@@ -513,18 +521,11 @@ pub fn retire_covered(tx: &Connection) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Whether 32-bit `txid` is visible in a snapshot (`xmin`, `xmax`, in-progress `xip`; 64-bit
-/// values compared modulo 2^32, with wraparound).
-fn visible_in(txid: u32, xmin: u64, xmax: u64, xip: &[u64]) -> bool {
-    let before = |a: u32, b: u64| (a.wrapping_sub(b as u32) as i32) < 0;
-    before(txid, xmin) || (before(txid, xmax) && !xip.iter().any(|x| *x as u32 == txid))
-}
-
 /// Notes answered transactions whose effects the snapshot of `local`'s shape already contains
 /// (after a shape starts over, their txids never come back through it as changes): that table
 /// shows them. They retire through [`retire_covered`] once every table they touched shows them —
 /// a snapshot of one table says nothing of another, whose shape may still lag.
-pub fn cover_visible(tx: &Connection, local: &str, xmin: u64, xmax: u64, xip: &[u64]) -> Result<(), ClientError> {
+pub fn cover_visible(tx: &Connection, local: &str, snapshot: &SnapshotInfo) -> Result<(), ClientError> {
     let answered: Vec<(i64, String)> = tx
         .prepare("SELECT id, txid FROM _ferrite_outbox WHERE txid IS NOT NULL")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -533,7 +534,7 @@ pub fn cover_visible(tx: &Connection, local: &str, xmin: u64, xmax: u64, xip: &[
         let Ok(txid) = txid.parse::<u32>() else {
             continue;
         };
-        if visible_in(txid, xmin, xmax, xip) {
+        if snapshot.includes(txid) {
             cover(tx, id, local, None)?;
         }
     }
@@ -644,26 +645,11 @@ fn rebase(tx: &Connection, local: &str, key: &str) -> Result<(), ClientError> {
     )?;
     let all: Vec<String> = stmt.query_map(params![local, key], |r| r.get(0))?.collect::<Result<_, _>>()?;
     for mutations in all {
-        let mutations: Vec<Value> = serde_json::from_str(&mutations).unwrap_or_default();
-        for m in mutations {
-            if m["_local"] != local {
+        for q in queued(&mutations) {
+            if q.local != local {
                 continue;
             }
-            let change = match m["op"].as_str() {
-                Some("insert") => Change::Insert {
-                    table: local.into(),
-                    values: serde_json::from_value(m["value"].clone()).unwrap_or_default(),
-                },
-                Some("update") => Change::Update {
-                    table: local.into(),
-                    key: serde_json::from_value(m["key"].clone()).unwrap_or_default(),
-                    set: serde_json::from_value(m["value"].clone()).unwrap_or_default(),
-                },
-                _ => Change::Delete {
-                    table: local.into(),
-                    key: serde_json::from_value(m["key"].clone()).unwrap_or_default(),
-                },
-            };
+            let change = q.change();
             if key_text(&columns, change_key(&change)).ok().as_deref() == Some(key) {
                 still_pending = true;
                 current = apply_change(current, &change);
@@ -695,23 +681,5 @@ impl Affinity {
             V::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
             V::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::visible_in;
-
-    #[test]
-    fn snapshot_visibility_follows_postgres_with_wraparound() {
-        assert!(visible_in(99, 100, 110, &[]));
-        assert!(visible_in(105, 100, 110, &[]));
-        assert!(!visible_in(105, 100, 110, &[105]));
-        assert!(!visible_in(110, 100, 110, &[]));
-        // 64-bit snapshot values, 32-bit txids across a wraparound.
-        let epoch = 1u64 << 32;
-        assert!(visible_in(u32::MAX, epoch + 5, epoch + 10, &[]));
-        assert!(visible_in(7, epoch + 5, epoch + 10, &[]));
-        assert!(!visible_in(12, epoch + 5, epoch + 10, &[]));
     }
 }

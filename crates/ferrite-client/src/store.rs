@@ -7,7 +7,6 @@ use crate::shape::ShapeDef;
 use crate::ClientError;
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 
 /// SQLite storage class of a Postgres type, and how its text form is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,41 +176,8 @@ pub struct Batch<'a> {
     pub next: &'a ShapePosition,
 }
 
-/// Row values of a message, borrowed from the response body where no unescaping was needed.
-pub type Row<'a> = std::collections::BTreeMap<Cow<'a, str>, Option<Cow<'a, str>>>;
-
-/// One message of a shape response (only what the replica needs).
-#[derive(serde::Deserialize)]
-struct Message<'a> {
-    #[serde(borrow, default)]
-    value: Option<Row<'a>>,
-    #[serde(borrow)]
-    headers: Headers<'a>,
-}
-
-#[derive(serde::Deserialize)]
-struct Headers<'a> {
-    #[serde(borrow, default)]
-    operation: Option<Cow<'a, str>>,
-    #[serde(default)]
-    txids: Option<Vec<Value>>,
-    #[serde(borrow, default)]
-    control: Option<Cow<'a, str>>,
-    /// Snapshot visibility (`snapshot-end`): transactions below `xmin`, or below `xmax` and not
-    /// in `xip_list`, are in the snapshot.
-    #[serde(borrow, default)]
-    xmin: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    xmax: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    xip_list: Option<Vec<Cow<'a, str>>>,
-    /// A change's commit position.
-    #[serde(borrow, default)]
-    lsn: Option<Cow<'a, str>>,
-    /// `up-to-date`: the shape holds every change up to this position.
-    #[serde(borrow, default)]
-    global_last_seen_lsn: Option<Cow<'a, str>>,
-}
+pub use ferrite_protocol::messages::Row;
+use ferrite_protocol::messages::ShapeMessage;
 
 /// A row as a JSON object (for the rare rows with pending local writes).
 fn row_json(row: &Row<'_>) -> Map<String, Value> {
@@ -266,7 +232,7 @@ pub fn apply(
     batch: Batch<'_>,
 ) -> Result<usize, ClientError> {
     let local = def.local_table();
-    let messages: Vec<Message<'_>> = if batch.body.is_empty() {
+    let messages: Vec<ShapeMessage<'_>> = if batch.body.is_empty() {
         vec![]
     } else {
         serde_json::from_slice(batch.body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
@@ -297,7 +263,7 @@ pub fn apply(
     let any_shadow: bool =
         tx.query_row("SELECT EXISTS (SELECT 1 FROM _ferrite_shadow WHERE local_table = ?1)", [&local], |r| r.get(0))?;
     let mut sql_cache = SqlCache::default();
-    let num = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|x| x.parse::<i64>().ok());
+    let num = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().and_then(|x| x.parse::<i64>().ok());
     let mut last_lsn: Option<i64> = None;
     for m in &messages {
         if m.headers.control.as_deref() == Some("up-to-date") {
@@ -305,10 +271,8 @@ pub fn apply(
         }
         if m.headers.control.as_deref() == Some("snapshot-end") {
             // Pushed transactions the snapshot already contains will not come back as changes.
-            if let (Some(xmin), Some(xmax)) = (num(&m.headers.xmin), num(&m.headers.xmax)) {
-                let (xmin, xmax) = (xmin as u64, xmax as u64);
-                let xip: Vec<u64> = m.headers.xip_list.iter().flatten().filter_map(|x| x.parse().ok()).collect();
-                crate::outbox::cover_visible(&tx, &local, xmin, xmax, &xip)?;
+            if let Some(snapshot) = m.headers.snapshot() {
+                crate::outbox::cover_visible(&tx, &local, &snapshot)?;
             }
         }
         let (Some(op), Some(value)) = (m.headers.operation.as_deref(), m.value.as_ref()) else {

@@ -2,6 +2,9 @@
 
 use crate::store::{self, Batch, ShapePosition};
 use crate::{Client, ClientError, ShapeDef};
+use ferrite_protocol::write_protocol::{
+    Status as ResultStatus, TransactionResult, TransactionsRequest, TransactionsResponse,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -382,8 +385,8 @@ pub struct PushReport {
     /// Answered `applied` or `merged` (their rows stay as written until their txid comes back
     /// through a shape).
     pub accepted: usize,
-    /// Answered `rejected`: rolled back locally; the server's reasons.
-    pub rejected: Vec<Value>,
+    /// Answered `rejected`: rolled back locally; the server's reasons (`error`).
+    pub rejected: Vec<TransactionResult>,
 }
 
 impl Client {
@@ -406,7 +409,9 @@ impl Client {
             if txns.is_empty() {
                 return Ok(report);
             }
-            let payload = serde_json::json!({"client_id": client_id, "transactions": txns}).to_string();
+            let sent = txns.len();
+            let request = TransactionsRequest { client_id, transactions: txns };
+            let payload = serde_json::to_string(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
             self.inner.counters.bytes_sent.fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let req = self
                 .inner
@@ -417,25 +422,25 @@ impl Client {
             let r = self.send(req).await?;
             let status = r.status().as_u16();
             let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            let body: Value = r.json().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            let body = r.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
             if status != 200 {
-                let message = body["message"].as_str().map(String::from).unwrap_or_else(|| body.to_string());
+                let message = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(String::from))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
                 return Err(ClientError::Refused { status, message, retry_after });
             }
-            let results = body["results"].as_array().cloned().unwrap_or_default();
-            if results.len() != txns.len() {
-                return Err(ClientError::Protocol(format!(
-                    "{} results for {} transactions",
-                    results.len(),
-                    txns.len()
-                )));
+            let TransactionsResponse { results } = serde_json::from_slice(&body)
+                .map_err(|e| ClientError::Protocol(format!("POST /v1/transactions answered: {e}")))?;
+            if results.len() != sent {
+                return Err(ClientError::Protocol(format!("{} results for {sent} transactions", results.len())));
             }
-            report.sent += txns.len();
+            report.sent += sent;
             for r in &results {
-                let counter = match r["status"].as_str() {
-                    Some("applied") => &self.inner.counters.applied,
-                    Some("merged") => &self.inner.counters.merged,
-                    _ => &self.inner.counters.rejected,
+                let counter = match r.status {
+                    ResultStatus::Applied => &self.inner.counters.applied,
+                    ResultStatus::Merged => &self.inner.counters.merged,
+                    ResultStatus::Rejected => &self.inner.counters.rejected,
                 };
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

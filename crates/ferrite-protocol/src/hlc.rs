@@ -23,6 +23,17 @@ impl Hlc {
     /// Older than every real clock: what a column never written through Ferrite starts at.
     pub const ZERO: Hlc = Hlc { ms: 0, counter: 0 };
 
+    /// The clock for a local event at wall time `wall_ms` that follows this one: the wall clock
+    /// when it has moved on, else the next counter. What a client stamps its next transaction
+    /// with, given the last stamp it handed out (persisted, so it never goes backwards).
+    pub fn tick(self, wall_ms: u64) -> Hlc {
+        if wall_ms > self.ms {
+            Hlc { ms: wall_ms, counter: 0 }
+        } else {
+            self.successor()
+        }
+    }
+
     /// The next clock value: the next counter, or the next millisecond once the counter is
     /// exhausted (a client may send any counter, `u32::MAX` included, and the clock must still
     /// move past it). Only `(u64::MAX, u32::MAX)` has no successor and stays as it is.
@@ -59,6 +70,20 @@ impl FromStr for Hlc {
             return Err(bad());
         }
         Ok(Hlc { ms: ms.parse().map_err(|_| bad())?, counter: counter.parse().map_err(|_| bad())? })
+    }
+}
+
+/// On the wire an HLC is its text form, `"<unix_ms>-<counter>"`.
+impl serde::Serialize for Hlc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hlc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hlc, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -134,7 +159,7 @@ impl HlcClock {
 
     /// A fresh clock value for a local event at wall time `wall_ms`.
     pub fn now(&mut self, wall_ms: u64) -> Hlc {
-        self.last = if wall_ms > self.last.ms { Hlc { ms: wall_ms, counter: 0 } } else { self.last.successor() };
+        self.last = self.last.tick(wall_ms);
         self.last
     }
 

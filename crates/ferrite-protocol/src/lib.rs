@@ -5,6 +5,7 @@
 //! - [`offset`], [`cursor`]: positions in a shape's log and the live-request cursor;
 //! - [`relation`], [`schema`], [`key`]: table names as `?table=` spells them, the columns a shape
 //!   describes (`electric-schema`), and row keys as messages carry them;
+//! - [`messages`]: the row changes and control messages of a shape response;
 //! - [`snapshot_info`]: snapshot visibility (`snapshot-end`), to tell whether a transaction is in
 //!   a snapshot;
 //! - [`hlc`]: hybrid logical clocks that stamp client transactions;
@@ -13,6 +14,7 @@
 pub mod cursor;
 pub mod hlc;
 pub mod key;
+pub mod messages;
 pub mod offset;
 pub mod relation;
 pub mod schema;

@@ -32,32 +32,43 @@ impl SnapshotInfo {
         Some(SnapshotInfo { xmin, xmax, xip, wal_lsn })
     }
 
-    /// Widens a 32-bit xid from the replication stream to the xid8 epoch of this snapshot.
-    /// Valid for transactions near the snapshot, which are the only ones this is asked about.
-    pub fn widen_xid(&self, xid: u32) -> u64 {
-        let epoch = self.xmax >> 32;
-        let full = (epoch << 32) | xid as u64;
-        if full > self.xmax && epoch > 0 {
-            full - (1 << 32)
-        } else {
-            full
-        }
-    }
-
     /// True if the snapshot already contains the effects of the transaction `xid` that committed
     /// at `commit_lsn`. Transactions committed after the recorded WAL position cannot be visible.
     pub fn contains(&self, xid: u32, commit_lsn: u64) -> bool {
-        if commit_lsn >= self.wal_lsn {
-            return false;
-        }
-        let x = self.widen_xid(xid);
-        x < self.xmin || (x < self.xmax && !self.xip.contains(&x))
+        commit_lsn < self.wal_lsn && self.includes(xid)
+    }
+
+    /// True if transaction `xid` (32 bits, as `txid` headers and write results carry it)
+    /// committed before the snapshot was taken: below `xmin`, or below `xmax` and not in
+    /// progress. Clients ask this of a `snapshot-end` to tell which of their answered writes it
+    /// already holds. 32-bit xids compare modulo 2^32 (Postgres's own rule for them), so a
+    /// transaction that began after the snapshot is never taken for one before it, across a
+    /// wraparound too.
+    pub fn includes(&self, xid: u32) -> bool {
+        let before = |a: u32, b: u64| (a.wrapping_sub(b as u32) as i32) < 0;
+        before(xid, self.xmin) || (before(xid, self.xmax) && !self.xip.iter().any(|x| *x as u32 == xid))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a client asks of a `snapshot-end`: 32-bit txids against 64-bit snapshot values,
+    /// across a wraparound.
+    #[test]
+    fn includes_follows_postgres_with_wraparound() {
+        let snap =
+            |xmin: u64, xmax: u64, xip: &[u64]| SnapshotInfo { xmin, xmax, xip: xip.to_vec(), wal_lsn: u64::MAX };
+        assert!(snap(100, 110, &[]).includes(99));
+        assert!(snap(100, 110, &[]).includes(105));
+        assert!(!snap(100, 110, &[105]).includes(105));
+        assert!(!snap(100, 110, &[]).includes(110));
+        let epoch = 1u64 << 32;
+        assert!(snap(epoch + 5, epoch + 10, &[]).includes(u32::MAX));
+        assert!(snap(epoch + 5, epoch + 10, &[]).includes(7));
+        assert!(!snap(epoch + 5, epoch + 10, &[]).includes(12));
+    }
 
     #[test]
     fn visibility() {
@@ -68,8 +79,9 @@ mod tests {
         assert!(!s.contains(103, 10));
         assert!(!s.contains(105, 10));
         assert!(!s.contains(99, 5000), "committed after the snapshot position");
-        let e = SnapshotInfo::parse("4294967390:4294967400:", 1).unwrap();
-        assert_eq!(e.widen_xid(100), 4294967396);
+        // Across a wraparound: xid8 4294967396 is 32-bit xid 100.
+        let e = SnapshotInfo::parse("4294967390:4294967400:", 1000).unwrap();
+        assert!(e.contains(90, 10) && !e.contains(110, 10));
         assert!(SnapshotInfo::parse("1:2", 0).is_none());
     }
 }

@@ -5,6 +5,7 @@
 //! operation's required fields) and tolerant of unknown extra fields, so newer clients can add
 //! optional ones.
 
+use crate::hlc::Hlc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -24,42 +25,97 @@ pub struct TransactionsRequest {
 /// One client transaction: applied all or nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientTransaction {
-    /// Per-client, strictly increasing; at or below the last seen id it is a retry.
+    /// Per-client, strictly increasing, at most `i64::MAX`; at or below the last seen id it is a
+    /// retry.
     pub id: u64,
-    /// The client's HLC when it made the transaction, `"<unix_ms>-<counter>"`.
-    pub hlc: String,
+    /// The client's clock when it made the transaction (`"<unix_ms>-<counter>"` on the wire).
+    pub hlc: Hlc,
     /// The changes, in order.
     pub mutations: Vec<Mutation>,
 }
 
-/// One row change.
+/// One row change, tagged by `op` on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mutation {
-    /// What to do.
-    pub op: Operation,
-    /// `name` (schema `public`) or `schema.name`, as in `?table=`.
-    pub table: String,
-    /// Primary-key columns → values (updates and deletes; inserts take the key from `value`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<Values>,
-    /// New values: the whole row for inserts, the changed columns for updates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Values>,
-    /// The values the client last saw for the columns it changes (server-wins policy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<Values>,
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Mutation {
+    /// A new row.
+    Insert {
+        /// `name` (schema `public`) or `schema.name`, as in `?table=`.
+        table: String,
+        /// Its values, the primary key included.
+        value: Values,
+    },
+    /// Some columns of an existing row.
+    Update {
+        /// The table, as for inserts.
+        table: String,
+        /// Primary-key columns → values.
+        key: Values,
+        /// The changed columns → new values.
+        value: Values,
+        /// The values the client last saw for those columns (required by server-wins).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<Values>,
+    },
+    /// Removal of a row.
+    Delete {
+        /// The table, as for inserts.
+        table: String,
+        /// Primary-key columns → values.
+        key: Values,
+        /// The row as the client last saw it (required by server-wins).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<Values>,
+    },
 }
 
-/// The kind of a [`Mutation`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Operation {
-    /// A new row.
-    Insert,
-    /// Changed columns of an existing row.
-    Update,
-    /// Removal of a row.
-    Delete,
+impl Mutation {
+    /// The table the mutation writes.
+    pub fn table(&self) -> &str {
+        match self {
+            Mutation::Insert { table, .. } | Mutation::Update { table, .. } | Mutation::Delete { table, .. } => table,
+        }
+    }
+
+    /// Where the row's primary key is read from: the inserted values, or `key`.
+    pub fn key_source(&self) -> &Values {
+        match self {
+            Mutation::Insert { value, .. } => value,
+            Mutation::Update { key, .. } | Mutation::Delete { key, .. } => key,
+        }
+    }
+
+    /// The values it writes: the whole row of an insert, the changed columns of an update.
+    pub fn written(&self) -> Option<&Values> {
+        match self {
+            Mutation::Insert { value, .. } | Mutation::Update { value, .. } => Some(value),
+            Mutation::Delete { .. } => None,
+        }
+    }
+
+    /// What the client says it last saw of the row.
+    pub fn base(&self) -> Option<&Values> {
+        match self {
+            Mutation::Insert { .. } => None,
+            Mutation::Update { base, .. } | Mutation::Delete { base, .. } => base.as_ref(),
+        }
+    }
+
+    /// Every column it names (key, values, base), possibly more than once.
+    pub fn columns(&self) -> impl Iterator<Item = &String> {
+        let key = match self {
+            Mutation::Insert { .. } => None,
+            Mutation::Update { key, .. } | Mutation::Delete { key, .. } => Some(key),
+        };
+        key.into_iter().chain(self.written()).chain(self.base()).flat_map(|v| v.keys())
+    }
+}
+
+/// The answer to a request: one result per transaction, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactionsResponse {
+    /// The results.
+    pub results: Vec<TransactionResult>,
 }
 
 /// What happened to one client transaction.
@@ -142,6 +198,19 @@ pub enum RejectionCode {
     ClockSkew,
 }
 
+impl RejectionCode {
+    /// The code as the wire spells it (`forbidden`, `clock_skew`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionCode::Forbidden => "forbidden",
+            RejectionCode::Constraint => "constraint",
+            RejectionCode::Conflict => "conflict",
+            RejectionCode::Invalid => "invalid",
+            RejectionCode::ClockSkew => "clock_skew",
+        }
+    }
+}
+
 /// Why a whole request is refused (answered 400, nothing applied).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -213,7 +282,9 @@ fn parse_transaction(v: &Value, at: &str) -> Result<ClientTransaction, RequestEr
             RequestError::new(format!("{at}.id"), format!("must be an integer from 0 to {}", i64::MAX))
         })?;
     let hlc = match obj.get("hlc") {
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => {
+            s.parse::<Hlc>().map_err(|e| RequestError::new(format!("{at}.hlc"), e.to_string()))?
+        }
         _ => return Err(RequestError::new(format!("{at}.hlc"), "must be a string \"<unix_ms>-<counter>\"")),
     };
     let Some(Value::Array(muts)) = obj.get("mutations") else {
@@ -234,32 +305,31 @@ fn parse_mutation(v: &Value, at: &str) -> Result<Mutation, RequestError> {
     let Value::Object(obj) = v else {
         return Err(RequestError::new(at, "expected an object"));
     };
-    let op = match obj.get("op").and_then(Value::as_str) {
-        Some("insert") => Operation::Insert,
-        Some("update") => Operation::Update,
-        Some("delete") => Operation::Delete,
-        _ => return Err(RequestError::new(format!("{at}.op"), "must be \"insert\", \"update\" or \"delete\"")),
-    };
     let table = match obj.get("table") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(RequestError::new(format!("{at}.table"), "must be a table name")),
     };
-    let key = values_field(obj, "key", at)?;
-    let value = values_field(obj, "value", at)?;
-    let base = values_field(obj, "base", at)?;
-    match op {
-        Operation::Insert if value.as_ref().is_none_or(|v| v.is_empty()) => {
-            return Err(RequestError::new(format!("{at}.value"), "an insert needs the row's values"))
+    let required = |name: &str, what: &str| -> Result<Values, RequestError> {
+        match values_field(obj, name, at)? {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(RequestError::new(format!("{at}.{name}"), what)),
         }
-        Operation::Update | Operation::Delete if key.as_ref().is_none_or(|k| k.is_empty()) => {
-            return Err(RequestError::new(format!("{at}.key"), "an update or delete needs the row's key"))
-        }
-        Operation::Update if value.as_ref().is_none_or(|v| v.is_empty()) => {
-            return Err(RequestError::new(format!("{at}.value"), "an update needs the changed columns"))
-        }
-        _ => {}
+    };
+    match obj.get("op").and_then(Value::as_str) {
+        Some("insert") => Ok(Mutation::Insert { table, value: required("value", "an insert needs the row's values")? }),
+        Some("update") => Ok(Mutation::Update {
+            table,
+            key: required("key", "an update or delete needs the row's key")?,
+            value: required("value", "an update needs the changed columns")?,
+            base: values_field(obj, "base", at)?,
+        }),
+        Some("delete") => Ok(Mutation::Delete {
+            table,
+            key: required("key", "an update or delete needs the row's key")?,
+            base: values_field(obj, "base", at)?,
+        }),
+        _ => Err(RequestError::new(format!("{at}.op"), "must be \"insert\", \"update\" or \"delete\"")),
     }
-    Ok(Mutation { op, table, key, value, base })
 }
 
 /// A `{column: "text" | null}` object.
@@ -306,9 +376,18 @@ mod tests {
         assert_eq!(r.client_id, "9b2f1c64-x");
         let t = &r.transactions[0];
         assert_eq!(t.id, 42);
-        assert_eq!(t.mutations[0].value.as_ref().unwrap()["position"].as_deref(), Some("1"));
-        assert_eq!(t.mutations[1].base.as_ref().unwrap()["name"].as_deref(), Some("Build"));
-        assert_eq!(t.mutations[2].op, Operation::Delete);
+        assert_eq!(t.hlc, "1795012345678-0".parse().unwrap());
+        assert_eq!(t.mutations[0].written().unwrap()["position"].as_deref(), Some("1"));
+        assert_eq!(t.mutations[1].base().unwrap()["name"].as_deref(), Some("Build"));
+        assert!(matches!(&t.mutations[2], Mutation::Delete { table, .. } if table == "connections"));
+        // The typed request serializes back to the same contract (what clients send).
+        let again = serde_json::to_value(&r).unwrap();
+        assert_eq!(again["transactions"][0]["hlc"], "1795012345678-0");
+        assert_eq!(
+            again["transactions"][0]["mutations"][2],
+            serde_json::json!({"op": "delete", "table": "connections", "key": {"id": "c"}})
+        );
+        assert_eq!(serde_json::from_value::<TransactionsRequest>(again).unwrap(), r);
     }
 
     #[test]
@@ -321,6 +400,7 @@ mod tests {
             (r#"{"client_id":"a"}"#, "transactions"),
             (r#"{"client_id":"a","transactions":[{"id":-1,"hlc":"1-0","mutations":[]}]}"#, "transactions[0].id"),
             (r#"{"client_id":"a","transactions":[{"id":1,"mutations":[]}]}"#, "transactions[0].hlc"),
+            (r#"{"client_id":"a","transactions":[{"id":1,"hlc":"soon","mutations":[]}]}"#, "transactions[0].hlc"),
             (r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[]}]}"#, "transactions[0].mutations"),
             (
                 r#"{"client_id":"a","transactions":[{"id":1,"hlc":"1-0","mutations":[{"op":"upsert","table":"t"}]}]}"#,
@@ -375,5 +455,14 @@ mod tests {
             serde_json::to_string(&r).unwrap(),
             r#"{"id":44,"status":"rejected","error":{"code":"clock_skew","message":"m"}}"#
         );
+        for code in [
+            RejectionCode::Forbidden,
+            RejectionCode::Constraint,
+            RejectionCode::Conflict,
+            RejectionCode::Invalid,
+            RejectionCode::ClockSkew,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 }

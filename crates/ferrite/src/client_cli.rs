@@ -156,12 +156,9 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
                 report.rejected.len()
             );
             for r in &report.rejected {
-                println!(
-                    "  rejected {}: {} {}",
-                    r["id"],
-                    r["error"]["code"].as_str().unwrap_or(""),
-                    r["error"]["message"].as_str().unwrap_or("")
-                );
+                let (code, message) =
+                    r.error.as_ref().map(|e| (e.code.as_str(), e.message.as_str())).unwrap_or(("", ""));
+                println!("  rejected {}: {code} {message}", r.id);
             }
             Ok(())
         }

@@ -361,7 +361,7 @@ async fn rejections_roll_back_server_changes_rebase_and_the_queue_has_a_limit() 
     assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(-5.0)]]);
     let report = client.push().await.unwrap();
     assert_eq!(report.rejected.len(), 1);
-    assert_eq!(report.rejected[0]["error"]["code"], "constraint");
+    assert_eq!(report.rejected[0].error.as_ref().unwrap().code, ferrite_client::RejectionCode::Constraint);
     assert_eq!(client.query("SELECT x FROM steps WHERE id = 3", &[]).unwrap(), vec![vec![json!(4.5)]], "rolled back");
     assert_eq!(client.metrics().unwrap().rejected, 1);
     assert!(client.metrics().unwrap().bytes_received > 0);
@@ -706,7 +706,7 @@ async fn server_wins_writes_carry_what_the_client_saw() {
     client.write(&[update("5", &[("name", Some("mine"))])]).unwrap();
     let report = client.push().await.unwrap();
     assert_eq!(report.rejected.len(), 1);
-    assert_eq!(report.rejected[0]["error"]["code"], "conflict");
+    assert_eq!(report.rejected[0].error.as_ref().unwrap().code, ferrite_client::RejectionCode::Conflict);
     converge(&client, &c, &all).await;
     assert_eq!(client.query("SELECT name FROM steps WHERE id = 5", &[]).unwrap(), vec![vec![json!("theirs")]]);
 }

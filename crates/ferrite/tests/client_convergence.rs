@@ -226,7 +226,7 @@ async fn run_seed(
     // Ids are unique per client, so a constraint rejection could only mean a transaction
     // was applied twice.
     assert!(
-        !rejected.iter().any(|r| r["error"]["code"] == "constraint"),
+        !rejected.iter().any(|r| r.error.as_ref().is_some_and(|e| e.code == ferrite_client::RejectionCode::Constraint)),
         "seed {seed}: a transaction was applied twice: {rejected:?}"
     );
     let mut met = FaultCounts::default();

@@ -52,7 +52,9 @@ pub fn invalid_field(field: &str, message: &str) -> Response<Body> {
 
 /// 409 must-refetch, pointing at the shape's new handle when there is one.
 pub fn must_refetch(new_handle: Option<&str>) -> Response<Body> {
-    let mut r = json(StatusCode::CONFLICT, &serde_json::json!([{"headers": {"control": "must-refetch"}}]));
+    let mut r = Response::new(Body::from(ferrite_protocol::messages::MUST_REFETCH));
+    *r.status_mut() = StatusCode::CONFLICT;
+    set(&mut r, "content-type", "application/json; charset=utf-8");
     let h = r.headers_mut();
     match new_handle.and_then(|n| HeaderValue::from_str(n).ok()) {
         Some(v) => {
@@ -86,11 +88,6 @@ pub fn set(r: &mut Response<Body>, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         r.headers_mut().insert(name, v);
     }
-}
-
-/// The `up-to-date` control message.
-pub fn up_to_date_message(lsn: u64) -> String {
-    format!("{{\"headers\":{{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"{lsn}\"}}}}")
 }
 
 /// The answer to a request admission control refused: 503 + `retry-after` when a route is at its

@@ -1,7 +1,7 @@
 //! `GET/HEAD/POST /v1/shape`: initial sync, catch-up, live long-poll, SSE and subset snapshots.
 
 use super::params::{parse_shape_request, parse_subset_body, ShapeRequest};
-use super::response::{self as resp, set, up_to_date_message, CACHE_INITIAL, CACHE_LIVE};
+use super::response::{self as resp, set, CACHE_INITIAL, CACHE_LIVE};
 use crate::admission::Route;
 use crate::shapes::shape::Removal;
 use crate::shapes::Shape;
@@ -263,7 +263,7 @@ fn shape_response(
             if slice.is_some_and(|s| s.count > 0) {
                 body.push(b',');
             }
-            body.extend_from_slice(up_to_date_message(lsn).as_bytes());
+            body.extend_from_slice(ferrite_protocol::messages::up_to_date(lsn).as_bytes());
         }
         body.push(b']');
         let mut r = Response::new(Body::from(body));

@@ -3,7 +3,7 @@
 //! reconnect).
 
 use super::params::ShapeRequest;
-use super::response::{self as resp, set, up_to_date_message};
+use super::response::{self as resp, set};
 use super::shape::next_cursor;
 use crate::shapes::Shape;
 use crate::state::AppState;
@@ -104,7 +104,9 @@ async fn pump(
                 }
                 if slice.up_to_date {
                     let lsn = slice.end.tx.max(processed);
-                    bytes.extend_from_slice(format!("data: {}\n\n", up_to_date_message(lsn)).as_bytes());
+                    bytes.extend_from_slice(
+                        format!("data: {}\n\n", ferrite_protocol::messages::up_to_date(lsn)).as_bytes(),
+                    );
                 }
                 at = slice.end;
                 if !out.send(Bytes::from(bytes)).await {

@@ -69,17 +69,6 @@ pub fn row_message_sql(filter: &ShapeFilter, extra_headers: &str) -> String {
     parts.join(" || ")
 }
 
-/// The `snapshot-end` control message for a snapshot.
-pub fn snapshot_end_message(info: &SnapshotInfo) -> String {
-    let xip: Vec<String> = info.xip.iter().map(|x| format!("\"{x}\"")).collect();
-    format!(
-        "{{\"headers\":{{\"control\":\"snapshot-end\",\"xmin\":\"{}\",\"xmax\":\"{}\",\"xip_list\":[{}]}}}}",
-        info.xmin,
-        info.xmax,
-        xip.join(",")
-    )
-}
-
 /// Parses `pg_lsn` text (`16/B374D848`).
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;
@@ -139,7 +128,7 @@ pub async fn take_initial_snapshot(
     }
     txn.commit().await?;
     rows_written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    chunk.push(snapshot_end_message(&info));
+    chunk.push(ferrite_protocol::messages::snapshot_end(&info));
     write_chunk(shape, &chunk, chunk_index)?;
     shape.finish_snapshot(info.clone())?;
     shape.log.sync(true)?;

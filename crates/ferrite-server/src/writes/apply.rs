@@ -28,8 +28,8 @@ use ferrite_protocol::hlc::{Hlc, HlcClock, Stamp, DIRECT_WRITER};
 use ferrite_protocol::key::row_key;
 use ferrite_protocol::relation::QualifiedName;
 use ferrite_protocol::write_protocol::{
-    ClientTransaction, Mutation, Operation, Overridden, Rejection, RejectionCode, Status, TransactionResult,
-    TransactionsRequest, Values,
+    ClientTransaction, Mutation, Overridden, Rejection, RejectionCode, Status, TransactionResult, TransactionsRequest,
+    Values,
 };
 use ferrite_where::{BoundRule, WhereClause};
 use parking_lot::Mutex;
@@ -268,7 +268,7 @@ impl Writer {
         txn: &ClientTransaction,
     ) -> Result<TransactionResult, WriteError> {
         let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
-        let stamp = match self.stamp(client_id, &txn.hlc) {
+        let stamp = match self.stamp(client_id, txn.hlc) {
             Ok(s) => s,
             Err((code, message)) => return self.record_rejection(c, client_id, rejected(txn.id, code, message)).await,
         };
@@ -330,8 +330,7 @@ impl Writer {
     }
 
     /// Checks the transaction's HLC against the server clock.
-    fn stamp(&self, client_id: &str, hlc: &str) -> Result<Stamp, (RejectionCode, String)> {
-        let hlc: Hlc = hlc.parse().map_err(|e| (RejectionCode::Invalid, format!("hlc: {e}")))?;
+    fn stamp(&self, client_id: &str, hlc: Hlc) -> Result<Stamp, (RejectionCode, String)> {
         self.clock.lock().receive(hlc, wall_ms()).map_err(|e| (RejectionCode::ClockSkew, e.to_string()))?;
         Ok(Stamp { hlc, client_id: client_id.to_string() })
     }
@@ -405,7 +404,7 @@ impl Writer {
     /// The table for a mutation, from the cache or the catalog; reloaded once when the mutation
     /// names a column the cached copy does not know (the table may have been altered).
     async fn table_for(&self, c: &PreparedClient, m: &Mutation) -> Result<(QualifiedName, Arc<WriteTable>), Stop> {
-        let name = QualifiedName::parse(&m.table).map_err(|e| invalid(format!("table: {e}"), &m.table, None))?;
+        let name = QualifiedName::parse(m.table()).map_err(|e| invalid(format!("table: {e}"), m.table(), None))?;
         if name.is_reserved() {
             return Err(Stop::Rejected(Rejection {
                 code: RejectionCode::Forbidden,
@@ -413,18 +412,12 @@ impl Writer {
                     "table {} is in a schema clients cannot write (Ferrite's own or Postgres's)",
                     name.quoted()
                 ),
-                table: Some(m.table.clone()),
+                table: Some(m.table().to_string()),
                 key: None,
                 current: None,
             }));
         }
-        let named = |t: &WriteTable| {
-            [&m.key, &m.value, &m.base]
-                .into_iter()
-                .flatten()
-                .flat_map(|v| v.keys())
-                .all(|c| t.schema.column_index(c).is_some())
-        };
+        let named = |t: &WriteTable| m.columns().all(|c| t.schema.column_index(c).is_some());
         if let Some(t) = self.table(c, &name, false).await? {
             if named(&t) {
                 return Ok((name, t));
@@ -432,7 +425,7 @@ impl Writer {
         }
         match self.table(c, &name, true).await? {
             Some(t) => Ok((name, t)),
-            None => Err(invalid(format!("table {} does not exist", name.quoted()), &m.table, None)),
+            None => Err(invalid(format!("table {} does not exist", name.quoted()), m.table(), None)),
         }
     }
 
@@ -459,7 +452,7 @@ impl Writer {
             self.tables.lock().remove(name);
             c.forget_statements();
         }
-        classify(e, Some(&m.table), Some(key), !self.auth.enabled())
+        classify(e, Some(m.table()), Some(key), !self.auth.enabled())
     }
 
     /// Checks one mutation and reads its row and clocks under the row key's lock. Sends nothing
@@ -477,54 +470,47 @@ impl Writer {
         }
         let (name, table) = self.table_for(c, m).await?;
         let schema = &table.schema;
-        for c in [&m.key, &m.value, &m.base].into_iter().flatten().flat_map(|v| v.keys()) {
+        for c in m.columns() {
             if schema.column_index(c).is_none() {
                 return Err(invalid(
                     format!("column {c:?} does not exist in table {}", name.quoted()),
-                    &m.table,
-                    m.key.as_ref(),
+                    m.table(),
+                    Some(m.key_source()),
                 ));
             }
         }
         // The row's key: from `key` (update/delete) or the inserted values.
-        let key_source = match m.op {
-            Operation::Insert => m.value.as_ref(),
-            Operation::Update | Operation::Delete => m.key.as_ref(),
-        };
+        let key_source = m.key_source();
         let mut key = Values::new();
         for i in schema.key_columns() {
             let col = &schema.columns[i].name;
-            match key_source.and_then(|v| v.get(col)) {
+            match key_source.get(col) {
                 Some(Some(v)) => {
                     key.insert(col.clone(), Some(v.clone()));
                 }
-                _ => return Err(invalid(format!("missing primary key column {col:?}"), &m.table, key_source)),
+                _ => return Err(invalid(format!("missing primary key column {col:?}"), m.table(), Some(key_source))),
             }
         }
-        if m.op == Operation::Update {
-            if let Some(value) = &m.value {
-                for (col, v) in &key {
-                    if value.get(col).is_some_and(|nv| nv != v) {
-                        return Err(invalid(
-                            format!(
-                                "primary key column {col:?} cannot be updated: delete the row and insert a new one"
-                            ),
-                            &m.table,
-                            Some(&key),
-                        ));
-                    }
+        if let Mutation::Update { value, .. } = m {
+            for (col, v) in &key {
+                if value.get(col).is_some_and(|nv| nv != v) {
+                    return Err(invalid(
+                        format!("primary key column {col:?} cannot be updated: delete the row and insert a new one"),
+                        m.table(),
+                        Some(&key),
+                    ));
                 }
             }
         }
         let aligned: Vec<Option<String>> = schema.columns.iter().map(|c| key.get(&c.name).cloned().flatten()).collect();
         let key_text = row_key(schema, &aligned);
         if let Some(why) = merge::missing_base(self.policy(&name), &incoming(m)) {
-            return Err(invalid(why, &m.table, Some(&key)));
+            return Err(invalid(why, m.table(), Some(&key)));
         }
         let table_text = name.quoted();
         let reject_here = |e: PgError| self.reject(c, &name, m, &key, e);
 
-        let forbidden = |message: String| forbidden(&m.table, &key, message);
+        let forbidden = |message: String| forbidden(m.table(), &key, message);
         // The caller's write rule, compiled against the table; checked on the row before and after.
         let rule = match self.auth.write_filter(&name, who) {
             Err(e) => return Err(forbidden(e.to_string())),
@@ -537,9 +523,8 @@ impl Writer {
         // and the values it writes), the row it asks for can be judged now. A request of
         // forbidden rows then costs no lock (the check under the lock, on the row as it is and as
         // asked, says the same for these columns).
-        if let (Some(rule), Operation::Insert | Operation::Update) = (&rule, m.op) {
-            let given: Values =
-                key.iter().chain(m.value.iter().flatten()).map(|(c, v)| (c.clone(), v.clone())).collect();
+        if let (Some(rule), Some(written)) = (&rule, m.written()) {
+            let given: Values = key.iter().chain(written).map(|(c, v)| (c.clone(), v.clone())).collect();
             let judged = rule.referenced_columns().iter().all(|i| given.contains_key(&schema.columns[*i].name));
             if judged && !rule.matches(&aligned_vec(&table, &given)).unwrap_or(false) {
                 return Err(forbidden(format!("row violates write rule for table {}", name.quoted())));
@@ -582,7 +567,7 @@ impl Writer {
         let schema = &table.schema;
         let reject_here = |e: PgError| self.reject(c, &name, m, &key, e);
         let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
-        let violation = || forbidden(&m.table, &key, format!("row violates write rule for table {}", name.quoted()));
+        let violation = || forbidden(m.table(), &key, format!("row violates write rule for table {}", name.quoted()));
         let current = self.current_state(c, &table, row, stored.as_ref()).await.map_err(reject_here)?;
         if let Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } =
             &current
@@ -592,7 +577,7 @@ impl Writer {
             if violates(&aligned_vec(&table, values)) {
                 return Err(violation());
             }
-            if let Some(asked) = m.value.as_ref().filter(|_| m.op != Operation::Delete) {
+            if let Some(asked) = m.written() {
                 let mut proposed = values.clone();
                 proposed.extend(asked.iter().map(|(c, v)| (c.clone(), v.clone())));
                 if violates(&aligned_vec(&table, &proposed)) {
@@ -621,7 +606,7 @@ impl Writer {
                 return Err(Stop::Rejected(Rejection {
                     code: RejectionCode::Conflict,
                     message: format!("the row changed since the client read it ({} has other values)", name.quoted()),
-                    table: Some(m.table.clone()),
+                    table: Some(m.table().to_string()),
                     key: Some(key),
                     current: shown,
                 }));
@@ -881,10 +866,10 @@ impl Drop for Sent {
 
 /// The change a mutation asks for, as the merge policy takes it.
 fn incoming(m: &Mutation) -> Incoming {
-    match m.op {
-        Operation::Insert => Incoming::Insert { values: m.value.clone().unwrap_or_default() },
-        Operation::Update => Incoming::Update { set: m.value.clone().unwrap_or_default(), base: m.base.clone() },
-        Operation::Delete => Incoming::Delete { base: m.base.clone() },
+    match m {
+        Mutation::Insert { value, .. } => Incoming::Insert { values: value.clone() },
+        Mutation::Update { value, base, .. } => Incoming::Update { set: value.clone(), base: base.clone() },
+        Mutation::Delete { base, .. } => Incoming::Delete { base: base.clone() },
     }
 }
 
@@ -950,7 +935,7 @@ fn rejection_result(id: u64, rejection: Rejection) -> TransactionResult {
 }
 
 fn overridden_of(m: &Mutation, key: &Values, columns: Vec<String>) -> Option<Overridden> {
-    (!columns.is_empty()).then(|| Overridden { table: m.table.clone(), key: key.clone(), columns })
+    (!columns.is_empty()).then(|| Overridden { table: m.table().to_string(), key: key.clone(), columns })
 }
 
 /// A row as a name → value map.

@@ -13,6 +13,7 @@ use apply::WriteError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Response, StatusCode};
+use ferrite_protocol::write_protocol::TransactionsResponse;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +83,8 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
             for r in &results {
                 state.metrics.count_write_result(r.status);
             }
-            resp::json(StatusCode::OK, &json!({ "results": results }))
+            let body = serde_json::to_value(TransactionsResponse { results }).unwrap_or_default();
+            resp::json(StatusCode::OK, &body)
         }
         Err(WriteError::Unavailable(m) | WriteError::Aborted(m)) => {
             tracing::warn!(error = %m, "applying client transactions failed");
