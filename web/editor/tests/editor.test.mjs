@@ -5,11 +5,13 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   launch, database, signedIn, openPipeline, step, stepNamed, syncStatus, waitForSync, shownSteps, shownConnections,
-  dragStep, eventually, screenshot, USERS, TEAMS, PIPELINES,
+  dragStep, eventually, screenshot, USERS, TEAMS, PIPELINES, EDITOR_URL,
 } from './harness.mjs'
 
 const B = PIPELINES.build
 const STEP = { checkout: '00000000-0000-4000-8000-0000000000c1', build: '00000000-0000-4000-8000-0000000000c2', test: '00000000-0000-4000-8000-0000000000c3', deploy: '00000000-0000-4000-8000-0000000000c4' }
+/** Page errors that are no fault of the page (requests that failed, on purpose or offline). */
+const expectedErrors = /Failed to load resource|ERR_INTERNET_DISCONNECTED/
 
 let browser, db, ada, grace
 
@@ -23,7 +25,7 @@ before(async () => {
 })
 
 after(async () => {
-  for (const who of [ada, grace]) if (who) assert.deepEqual(who.page.errors.filter((e) => !/Failed to load resource|ERR_INTERNET_DISCONNECTED/.test(e)), [], 'no errors in the page')
+  for (const who of [ada, grace]) if (who) assert.deepEqual(who.page.errors.filter((e) => !expectedErrors.test(e)), [], 'no errors in the page')
   await browser?.close()
   await db?.end()
 })
@@ -86,6 +88,46 @@ async function rename(page, id, name) {
   await input.fill(name)
   await input.press('Enter')
 }
+
+test('a sign-in the server refuses shows its message as words (not its JSON), with a retry', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } })
+  const page = await context.newPage()
+  try {
+    const refuse = (status, message) => (route) =>
+      route.fulfill({ status, contentType: 'application/json', headers: { 'retry-after': '5' }, body: JSON.stringify({ code: 'database_unreachable', message }) })
+    const error = page.locator('main.sign-in .error')
+    const retry = page.getByRole('button', { name: 'Try again' })
+    const noJson = async () => assert.doesNotMatch(await page.locator('main').innerText(), /[{}"]|database_unreachable/)
+
+    // The users cannot be listed.
+    await page.route('**/dev/users', refuse(503, 'Database is unreachable, please retry'))
+    await page.goto(`${EDITOR_URL}/`)
+    assert.equal(await error.innerText(), 'Could not list the users: Database is unreachable, please retry')
+    await noJson()
+    await page.unroute('**/dev/users')
+    await retry.click()
+    await page.locator(`[data-testid=user-option][data-user-id="${USERS.ada}"]`).waitFor()
+    assert.equal(await error.count(), 0)
+
+    // No token is issued for the person picked: the sign-in stays, with the reason.
+    await page.route('**/dev/token', refuse(503, 'Database is unreachable, please retry'))
+    await page.locator(`[data-testid=user-option][data-user-id="${USERS.ada}"]`).click()
+    assert.equal(await error.innerText(), 'Could not sign in as Ada Lovelace: Database is unreachable, please retry')
+    await noJson()
+    await page.unroute('**/dev/token')
+    await page.route('**/dev/token', refuse(404, `no user with id ${USERS.ada}`))
+    await retry.click()
+    assert.equal(await error.innerText(), `Could not sign in as Ada Lovelace: no user with id ${USERS.ada}`)
+    await noJson()
+    assert.equal(await page.locator('[data-testid=me]').count(), 0, 'not signed in')
+    await screenshot(page, 'sign-in-refused')
+    await page.unroute('**/dev/token')
+    await retry.click()
+    await page.locator(`[data-testid=me][data-user-id="${USERS.ada}"]`).waitFor()
+  } finally {
+    await context.close()
+  }
+})
 
 test('two users on one pipeline see each other\'s edits, cursors and selections live', async () => {
   await waitForSync(ada.page, 'synced', 'All changes saved')
