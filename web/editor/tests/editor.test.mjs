@@ -10,6 +10,7 @@ import {
 
 const B = PIPELINES.build
 const STEP = { checkout: '00000000-0000-4000-8000-0000000000c1', build: '00000000-0000-4000-8000-0000000000c2', test: '00000000-0000-4000-8000-0000000000c3', deploy: '00000000-0000-4000-8000-0000000000c4' }
+const EXTRACT = '00000000-0000-4000-8000-0000000000c5'
 /** Page errors that are no fault of the page (requests that failed, on purpose or offline). */
 const expectedErrors = /Failed to load resource|ERR_INTERNET_DISCONNECTED/
 
@@ -127,6 +128,50 @@ test('a sign-in the server refuses shows its message as words (not its JSON), wi
   } finally {
     await context.close()
   }
+})
+
+/** Linus and a second device of Grace's (her first is in another pipeline) in the Nightly ETL,
+ *  Grace with its first step selected; `check` gets Grace's page and Linus's view of her. */
+async function graceAndLinusInEtl(check) {
+  const linus = await signedIn(browser, USERS.linus)
+  const other = await signedIn(browser, USERS.grace)
+  try {
+    await openPipeline(linus.page, PIPELINES.etl)
+    await openPipeline(other.page, PIPELINES.etl)
+    const avatar = linus.page.locator(`[data-testid=presence-avatar][data-user-id="${USERS.grace}"]`)
+    const outline = () => step(linus.page, EXTRACT).getAttribute('data-selected-by')
+    await select(other.page, EXTRACT)
+    await avatar.waitFor()
+    await eventually('Grace\'s selection to show', async () => (await outline()).split(',').includes(USERS.grace))
+    await check(other.page, avatar, outline)
+    assert.deepEqual(linus.page.errors.filter((e) => !expectedErrors.test(e)), [], 'no errors in the page')
+  } finally {
+    await linus.context.close()
+    await other.context.close()
+  }
+}
+
+test('a closed tab leaves the pipeline at once: the others stop showing it well within the presence TTL', async () => {
+  await graceAndLinusInEtl(async (grace, avatar, outline) => {
+    // Gone for Linus at once, not after the server's 30 s TTL: avatar and outline.
+    const closed = Date.now()
+    await grace.close()
+    await avatar.waitFor({ state: 'detached', timeout: 5_000 })
+    await eventually('Grace\'s outline to go', async () => (await outline()) === '', 5_000)
+    assert.ok(Date.now() - closed < 5_000, `left after ${Date.now() - closed} ms`)
+  })
+})
+
+test('a page put in the back/forward cache leaves the pipeline, and joins again when it is shown', async () => {
+  await graceAndLinusInEtl(async (grace, avatar, outline) => {
+    // (Playwright's Chromium runs without that cache: its events are dispatched here.)
+    await grace.evaluate(() => window.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true })))
+    await avatar.waitFor({ state: 'detached', timeout: 5_000 })
+    assert.equal(await outline(), '')
+    await grace.evaluate(() => window.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true })))
+    await avatar.waitFor({ timeout: 5_000 })
+    await eventually('Grace\'s selection to show again', async () => (await outline()).split(',').includes(USERS.grace), 5_000)
+  })
 })
 
 test('two users on one pipeline see each other\'s edits, cursors and selections live', async () => {
