@@ -90,6 +90,83 @@ async function rename(page, id, name) {
   await input.press('Enter')
 }
 
+/**
+ * Whether step `id` is wholly in the canvas's view: inside the canvas's visible box (so not
+ * under the side panel, nor scrolled off), and what is drawn at its middle and corners is the step.
+ */
+async function inView(page, id) {
+  return page.evaluate((id) => {
+    const node = document.querySelector(`[data-testid=step][data-step-id="${id}"]`)
+    const canvas = document.querySelector('[data-testid=canvas]')
+    const side = document.querySelector('aside.side')
+    if (!node || !canvas || !side) return `missing: ${[!node && 'step', !canvas && 'canvas', !side && 'panel'].filter(Boolean)}`
+    const n = node.getBoundingClientRect()
+    const c = canvas.getBoundingClientRect()
+    const view = { left: c.left + canvas.clientLeft, top: c.top + canvas.clientTop, right: c.left + canvas.clientLeft + canvas.clientWidth, bottom: c.top + canvas.clientTop + canvas.clientHeight }
+    const panel = side.getBoundingClientRect().left
+    if (n.left < view.left || n.top < view.top || n.right > Math.min(view.right, panel) || n.bottom > view.bottom) {
+      return { step: [n.left, n.top, n.right, n.bottom], view: [view.left, view.top, view.right, view.bottom], panel }
+    }
+    // (Inside the rounded corners.)
+    for (const [x, y] of [[(n.left + n.right) / 2, (n.top + n.bottom) / 2], [n.left + 8, n.top + 8], [n.right - 8, n.top + 8], [n.left + 8, n.bottom - 8], [n.right - 8, n.bottom - 8]]) {
+      if (!document.elementFromPoint(x, y)?.closest(`[data-step-id="${id}"]`)) return `covered at (${x}, ${y}) by ${document.elementFromPoint(x, y)?.className}`
+    }
+    return true
+  }, id)
+}
+
+test('at 1280×800 every step can be seen, none under the side panel, and a new step shows where the canvas is scrolled', async () => {
+  const small = await signedIn(browser, USERS.ada, { viewport: { width: 1280, height: 800 } })
+  const page = small.page
+  try {
+    await openPipeline(page, B)
+    const seeded = Object.values(STEP)
+    await eventually('the seeded steps', async () => (await page.locator('[data-testid=step]').count()) === seeded.length)
+    // On opening, the pipeline is fitted into the view: all four steps at once, at a readable zoom.
+    for (const id of seeded) await eventually(`step ${id} in view`, () => inView(page, id), 5_000)
+    const zoom = parseInt(await page.locator('[data-testid=zoom-level]').innerText(), 10)
+    assert.ok(zoom >= 60 && zoom <= 100, `zoom ${zoom}%`)
+    await screenshot(page, 'canvas-1280-fitted')
+
+    // At 100% the canvas scrolls over the steps' extent (and not much further), and each step can be scrolled to.
+    await page.locator('[data-testid=zoom-level]').click()
+    assert.equal(await page.locator('[data-testid=zoom-level]').innerText(), '100%')
+    const { scrollWidth, clientWidth } = await page.locator('[data-testid=canvas]').evaluate((c) => ({ scrollWidth: c.scrollWidth, clientWidth: c.clientWidth }))
+    const right = Math.max(...Object.values(await shownSteps(page)).map((s) => s.x + 168))
+    assert.ok(clientWidth < right && scrollWidth >= right && scrollWidth <= right + 240, `scrolls over ${scrollWidth} px for steps up to ${right} px in a view of ${clientWidth} px`)
+    for (const id of seeded) {
+      await step(page, id).scrollIntoViewIfNeeded()
+      await eventually(`step ${id} scrolled into view`, () => inView(page, id), 5_000)
+    }
+
+    // Scrolled to the far right, a new step is placed in view (clear of the others).
+    await page.locator('[data-testid=canvas]').evaluate((c) => {
+      c.scrollLeft = c.scrollWidth
+      c.scrollTop = c.scrollHeight
+    })
+    const added = await addStep(page)
+    await eventually('the new step in view', () => inView(page, added), 5_000)
+    const shown = await shownSteps(page)
+    for (const id of seeded) {
+      const [a, b] = [shown[added], shown[id]]
+      assert.ok(a.x + 168 <= b.x || b.x + 168 <= a.x || a.y + 64 <= b.y || b.y + 64 <= a.y, `the new step is clear of ${id}`)
+    }
+    await screenshot(page, 'canvas-1280-added')
+    // "Fit" shows all five.
+    await page.locator('[data-testid=zoom-fit]').click()
+    for (const id of [...seeded, added]) await eventually(`step ${id} in view after Fit`, () => inView(page, id), 5_000)
+
+    // The pipeline as the next tests expect it: without the new step.
+    await select(page, added)
+    await page.locator('[data-testid=delete-step]').click()
+    await eventually('the new step gone from Postgres', async () => !(added in (await inPostgres(B)).steps))
+    await eventually('the new step gone from the other pages', async () => (await step(ada.page, added).count()) === 0 && (await step(grace.page, added).count()) === 0)
+    assert.deepEqual(page.errors.filter((e) => !expectedErrors.test(e)), [], 'no errors in the page')
+  } finally {
+    await small.context.close()
+  }
+})
+
 test('a sign-in the server refuses shows its message as words (not its JSON), with a retry', async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } })
   const page = await context.newPage()

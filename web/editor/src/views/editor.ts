@@ -4,7 +4,7 @@ import type { PresenceRoom } from '@ferrite/client'
 import { h, replaceChildren } from '../dom.js'
 import type { Actions, Data, Pipeline } from '../data.js'
 import type { SignedIn } from '../session.js'
-import { Canvas, NODE_H, NODE_W, type RemotePerson } from './canvas.js'
+import { Canvas, type RemotePerson } from './canvas.js'
 import { Inspector } from './inspector.js'
 import { CommentsPanel, VersionsPanel } from './panels.js'
 
@@ -55,7 +55,7 @@ export class EditorView {
     this.#versions = new VersionsPanel(data, actions)
     const addStep = h('button', { 'data-testid': 'add-step', onclick: () => void this.#addStep() }, '+ Add step')
     this.el.append(
-      h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back', 'data-testid': 'back' }, '← Pipelines'), this.#title, addStep, this.#people),
+      h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back', 'data-testid': 'back' }, '← Pipelines'), this.#title, addStep, this.#canvas.controls, this.#people),
       this.#body,
     )
     replaceChildren(this.#body, this.#canvas.el, h('aside', { class: 'side' }, this.#inspector.el, this.#comments.el, this.#versions.el))
@@ -114,10 +114,10 @@ export class EditorView {
   async #addStep(): Promise<void> {
     const p = this.data.pipeline(this.pipelineId)
     if (!p) return
-    const n = this.data.steps(p.id).length
-    const at = { x: 80 + (n % 4) * (NODE_W + 52), y: 280 + Math.floor(n / 4) * (NODE_H + 56) }
-    const id = await this.actions.addStep(p, at)
+    // Where it can be seen: a free place in the part of the canvas in view.
+    const id = await this.actions.addStep(p, this.#canvas.freeSpot())
     this.#select(id)
+    this.#canvas.reveal(id)
   }
 
   #others(): RemotePerson[] {
