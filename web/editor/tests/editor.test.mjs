@@ -5,11 +5,14 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   launch, database, signedIn, openPipeline, step, stepNamed, syncStatus, waitForSync, shownSteps, shownConnections,
-  dragStep, eventually, screenshot, USERS, TEAMS, PIPELINES,
+  dragStep, eventually, screenshot, USERS, TEAMS, PIPELINES, EDITOR_URL,
 } from './harness.mjs'
 
 const B = PIPELINES.build
 const STEP = { checkout: '00000000-0000-4000-8000-0000000000c1', build: '00000000-0000-4000-8000-0000000000c2', test: '00000000-0000-4000-8000-0000000000c3', deploy: '00000000-0000-4000-8000-0000000000c4' }
+const EXTRACT = '00000000-0000-4000-8000-0000000000c5'
+/** Page errors that are no fault of the page (requests that failed, on purpose or offline). */
+const expectedErrors = /Failed to load resource|ERR_INTERNET_DISCONNECTED/
 
 let browser, db, ada, grace
 
@@ -23,7 +26,7 @@ before(async () => {
 })
 
 after(async () => {
-  for (const who of [ada, grace]) if (who) assert.deepEqual(who.page.errors.filter((e) => !/Failed to load resource|ERR_INTERNET_DISCONNECTED/.test(e)), [], 'no errors in the page')
+  for (const who of [ada, grace]) if (who) assert.deepEqual(who.page.errors.filter((e) => !expectedErrors.test(e)), [], 'no errors in the page')
   await browser?.close()
   await db?.end()
 })
@@ -86,6 +89,167 @@ async function rename(page, id, name) {
   await input.fill(name)
   await input.press('Enter')
 }
+
+/**
+ * Whether step `id` is wholly in the canvas's view: inside the canvas's visible box (so not
+ * under the side panel, nor scrolled off), and what is drawn at its middle and corners is the step.
+ */
+async function inView(page, id) {
+  return page.evaluate((id) => {
+    const node = document.querySelector(`[data-testid=step][data-step-id="${id}"]`)
+    const canvas = document.querySelector('[data-testid=canvas]')
+    const side = document.querySelector('aside.side')
+    if (!node || !canvas || !side) return `missing: ${[!node && 'step', !canvas && 'canvas', !side && 'panel'].filter(Boolean)}`
+    const n = node.getBoundingClientRect()
+    const c = canvas.getBoundingClientRect()
+    const view = { left: c.left + canvas.clientLeft, top: c.top + canvas.clientTop, right: c.left + canvas.clientLeft + canvas.clientWidth, bottom: c.top + canvas.clientTop + canvas.clientHeight }
+    const panel = side.getBoundingClientRect().left
+    if (n.left < view.left || n.top < view.top || n.right > Math.min(view.right, panel) || n.bottom > view.bottom) {
+      return { step: [n.left, n.top, n.right, n.bottom], view: [view.left, view.top, view.right, view.bottom], panel }
+    }
+    // (Inside the rounded corners.)
+    for (const [x, y] of [[(n.left + n.right) / 2, (n.top + n.bottom) / 2], [n.left + 8, n.top + 8], [n.right - 8, n.top + 8], [n.left + 8, n.bottom - 8], [n.right - 8, n.bottom - 8]]) {
+      if (!document.elementFromPoint(x, y)?.closest(`[data-step-id="${id}"]`)) return `covered at (${x}, ${y}) by ${document.elementFromPoint(x, y)?.className}`
+    }
+    return true
+  }, id)
+}
+
+test('at 1280×800 every step can be seen, none under the side panel, and a new step shows where the canvas is scrolled', async () => {
+  const small = await signedIn(browser, USERS.ada, { viewport: { width: 1280, height: 800 } })
+  const page = small.page
+  try {
+    await openPipeline(page, B)
+    const seeded = Object.values(STEP)
+    await eventually('the seeded steps', async () => (await page.locator('[data-testid=step]').count()) === seeded.length)
+    // On opening, the pipeline is fitted into the view: all four steps at once, at a readable zoom.
+    for (const id of seeded) await eventually(`step ${id} in view`, () => inView(page, id), 5_000)
+    const zoom = parseInt(await page.locator('[data-testid=zoom-level]').innerText(), 10)
+    assert.ok(zoom >= 60 && zoom <= 100, `zoom ${zoom}%`)
+    await screenshot(page, 'canvas-1280-fitted')
+
+    // At 100% the canvas scrolls over the steps' extent (and not much further), and each step can be scrolled to.
+    await page.locator('[data-testid=zoom-level]').click()
+    assert.equal(await page.locator('[data-testid=zoom-level]').innerText(), '100%')
+    const { scrollWidth, clientWidth } = await page.locator('[data-testid=canvas]').evaluate((c) => ({ scrollWidth: c.scrollWidth, clientWidth: c.clientWidth }))
+    const right = Math.max(...Object.values(await shownSteps(page)).map((s) => s.x + 168))
+    assert.ok(clientWidth < right && scrollWidth >= right && scrollWidth <= right + 240, `scrolls over ${scrollWidth} px for steps up to ${right} px in a view of ${clientWidth} px`)
+    for (const id of seeded) {
+      await step(page, id).scrollIntoViewIfNeeded()
+      await eventually(`step ${id} scrolled into view`, () => inView(page, id), 5_000)
+    }
+
+    // Scrolled to the far right, a new step is placed in view (clear of the others).
+    await page.locator('[data-testid=canvas]').evaluate((c) => {
+      c.scrollLeft = c.scrollWidth
+      c.scrollTop = c.scrollHeight
+    })
+    const added = await addStep(page)
+    await eventually('the new step in view', () => inView(page, added), 5_000)
+    const shown = await shownSteps(page)
+    for (const id of seeded) {
+      const [a, b] = [shown[added], shown[id]]
+      assert.ok(a.x + 168 <= b.x || b.x + 168 <= a.x || a.y + 64 <= b.y || b.y + 64 <= a.y, `the new step is clear of ${id}`)
+    }
+    await screenshot(page, 'canvas-1280-added')
+    // "Fit" shows all five.
+    await page.locator('[data-testid=zoom-fit]').click()
+    for (const id of [...seeded, added]) await eventually(`step ${id} in view after Fit`, () => inView(page, id), 5_000)
+
+    // The pipeline as the next tests expect it: without the new step.
+    await select(page, added)
+    await page.locator('[data-testid=delete-step]').click()
+    await eventually('the new step gone from Postgres', async () => !(added in (await inPostgres(B)).steps))
+    await eventually('the new step gone from the other pages', async () => (await step(ada.page, added).count()) === 0 && (await step(grace.page, added).count()) === 0)
+    assert.deepEqual(page.errors.filter((e) => !expectedErrors.test(e)), [], 'no errors in the page')
+  } finally {
+    await small.context.close()
+  }
+})
+
+test('a sign-in the server refuses shows its message as words (not its JSON), with a retry', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } })
+  const page = await context.newPage()
+  try {
+    const refuse = (status, message) => (route) =>
+      route.fulfill({ status, contentType: 'application/json', headers: { 'retry-after': '5' }, body: JSON.stringify({ code: 'database_unreachable', message }) })
+    const error = page.locator('main.sign-in .error')
+    const retry = page.getByRole('button', { name: 'Try again' })
+    const noJson = async () => assert.doesNotMatch(await page.locator('main').innerText(), /[{}"]|database_unreachable/)
+
+    // The users cannot be listed.
+    await page.route('**/dev/users', refuse(503, 'Database is unreachable, please retry'))
+    await page.goto(`${EDITOR_URL}/`)
+    assert.equal(await error.innerText(), 'Could not list the users: Database is unreachable, please retry')
+    await noJson()
+    await page.unroute('**/dev/users')
+    await retry.click()
+    await page.locator(`[data-testid=user-option][data-user-id="${USERS.ada}"]`).waitFor()
+    assert.equal(await error.count(), 0)
+
+    // No token is issued for the person picked: the sign-in stays, with the reason.
+    await page.route('**/dev/token', refuse(503, 'Database is unreachable, please retry'))
+    await page.locator(`[data-testid=user-option][data-user-id="${USERS.ada}"]`).click()
+    assert.equal(await error.innerText(), 'Could not sign in as Ada Lovelace: Database is unreachable, please retry')
+    await noJson()
+    await page.unroute('**/dev/token')
+    await page.route('**/dev/token', refuse(404, `no user with id ${USERS.ada}`))
+    await retry.click()
+    assert.equal(await error.innerText(), `Could not sign in as Ada Lovelace: no user with id ${USERS.ada}`)
+    await noJson()
+    assert.equal(await page.locator('[data-testid=me]').count(), 0, 'not signed in')
+    await screenshot(page, 'sign-in-refused')
+    await page.unroute('**/dev/token')
+    await retry.click()
+    await page.locator(`[data-testid=me][data-user-id="${USERS.ada}"]`).waitFor()
+  } finally {
+    await context.close()
+  }
+})
+
+/** Linus and a second device of Grace's (her first is in another pipeline) in the Nightly ETL,
+ *  Grace with its first step selected; `check` gets Grace's page and Linus's view of her. */
+async function graceAndLinusInEtl(check) {
+  const linus = await signedIn(browser, USERS.linus)
+  const other = await signedIn(browser, USERS.grace)
+  try {
+    await openPipeline(linus.page, PIPELINES.etl)
+    await openPipeline(other.page, PIPELINES.etl)
+    const avatar = linus.page.locator(`[data-testid=presence-avatar][data-user-id="${USERS.grace}"]`)
+    const outline = () => step(linus.page, EXTRACT).getAttribute('data-selected-by')
+    await select(other.page, EXTRACT)
+    await avatar.waitFor()
+    await eventually('Grace\'s selection to show', async () => (await outline()).split(',').includes(USERS.grace))
+    await check(other.page, avatar, outline)
+    assert.deepEqual(linus.page.errors.filter((e) => !expectedErrors.test(e)), [], 'no errors in the page')
+  } finally {
+    await linus.context.close()
+    await other.context.close()
+  }
+}
+
+test('a closed tab leaves the pipeline at once: the others stop showing it well within the presence TTL', async () => {
+  await graceAndLinusInEtl(async (grace, avatar, outline) => {
+    // Gone for Linus at once, not after the server's 30 s TTL: avatar and outline.
+    const closed = Date.now()
+    await grace.close()
+    await avatar.waitFor({ state: 'detached', timeout: 5_000 })
+    await eventually('Grace\'s outline to go', async () => (await outline()) === '', 5_000)
+    assert.ok(Date.now() - closed < 5_000, `left after ${Date.now() - closed} ms`)
+  })
+})
+
+test('a page put in the back/forward cache leaves the pipeline, and joins again when it is shown', async () => {
+  await graceAndLinusInEtl(async (grace, avatar, outline) => {
+    // (Playwright's Chromium runs without that cache: its events are dispatched here.)
+    await grace.evaluate(() => window.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true })))
+    await avatar.waitFor({ state: 'detached', timeout: 5_000 })
+    assert.equal(await outline(), '')
+    await grace.evaluate(() => window.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true })))
+    await avatar.waitFor({ timeout: 5_000 })
+    await eventually('Grace\'s selection to show again', async () => (await outline()).split(',').includes(USERS.grace), 5_000)
+  })
+})
 
 test('two users on one pipeline see each other\'s edits, cursors and selections live', async () => {
   await waitForSync(ada.page, 'synced', 'All changes saved')

@@ -2,6 +2,11 @@
  * The pipeline canvas: steps as nodes at their (x, y), connections as arrows between them, and
  * the other people's cursors and selections. Dragging a node moves it (one write when it is
  * dropped); dragging from a node's right-hand port onto another node connects them.
+ *
+ * The canvas scrolls over a surface as large as the steps' extent (and at least its view), and
+ * zooms: when a pipeline opens, the zoom fits its steps into the view (never above 100%, nor
+ * below {@link FIT_MIN}, where the canvas scrolls instead). Coordinates (the steps' x and y, the
+ * cursors) are the surface's, whatever the zoom.
  */
 
 import { h } from '../dom.js'
@@ -11,6 +16,16 @@ import type { Connection, Step } from '../data.js'
 export const NODE_W = 168
 export const NODE_H = 64
 const SVG_NS = 'http://www.w3.org/2000/svg'
+/** Zoom bounds of the buttons, and the smallest zoom a fit uses (text below it is hard to read). */
+const ZOOM_MIN = 0.4
+const ZOOM_MAX = 1.5
+const FIT_MIN = 0.6
+/** Space around the steps when fitting them into the view. */
+const FIT_MARGIN = 40
+/** How far the surface reaches beyond the last step (room to drag steps into). */
+const ROOM = 120
+/** The grid new steps are placed on, and the space kept free around them. */
+const SLOT = { x0: 80, y0: 40, dx: NODE_W + 52, dy: NODE_H + 56, gap: 24 }
 
 /** Someone else in the room. */
 export interface RemotePerson {
@@ -47,7 +62,17 @@ function edgePath(a: { x: number; y: number }, b: { x: number; y: number }): str
 
 export class Canvas {
   readonly el: HTMLElement
+  /** Zoom out, the zoom level (a click: 100%), zoom in, fit: for the toolbar. */
+  readonly controls: HTMLElement
   #surface: HTMLElement
+  /** The surface's size as zoomed: what the canvas scrolls over. */
+  #sizer: HTMLElement
+  #zoom = 1
+  #zoomLevel: HTMLElement
+  /** Whether the zoom was fitted (or chosen) since the canvas opened. */
+  #fitted = false
+  /** The steps' bounding box, in surface coordinates (none without steps). */
+  #extent: { left: number; top: number; right: number; bottom: number } | undefined
   #edges: SVGSVGElement
   #nodes = new Map<string, HTMLElement>()
   #edgeEls = new Map<string, SVGGElement>()
@@ -67,7 +92,20 @@ export class Canvas {
     this.#edges.append(defs)
     this.#surface = h('div', { class: 'surface' })
     this.#surface.append(this.#edges)
-    this.el = h('div', { class: 'canvas', 'data-testid': 'canvas' }, this.#surface)
+    this.#sizer = h('div', { class: 'surface-size' }, this.#surface)
+    this.el = h('div', { class: 'canvas', 'data-testid': 'canvas' }, this.#sizer)
+    this.#zoomLevel = h('button', { class: 'zoom-level', 'data-testid': 'zoom-level', title: 'Actual size', onclick: () => this.setZoom(1) }, '100%')
+    this.controls = h(
+      'div',
+      { class: 'zoom', role: 'group', 'aria-label': 'Zoom' },
+      h('button', { 'data-testid': 'zoom-out', title: 'Zoom out', 'aria-label': 'Zoom out', onclick: () => this.setZoom(this.#zoom - 0.1) }, '−'),
+      this.#zoomLevel,
+      h('button', { 'data-testid': 'zoom-in', title: 'Zoom in', 'aria-label': 'Zoom in', onclick: () => this.setZoom(this.#zoom + 0.1) }, '+'),
+      h('button', { 'data-testid': 'zoom-fit', title: 'Fit the pipeline into the view', onclick: () => this.fit() }, 'Fit'),
+    )
+    // The surface covers at least the view, also when the window (or the panel) changes size.
+    // (Next frame: a change made from the observer's callback would be reported as a loop.)
+    new ResizeObserver(() => requestAnimationFrame(() => this.#layout())).observe(this.el)
     this.#surface.addEventListener('pointerdown', (e) => {
       if (e.target === this.#surface || e.target === this.#edges) this.on.select(null)
     })
@@ -78,7 +116,91 @@ export class Canvas {
   /** A pointer event in canvas coordinates. */
   #point(e: PointerEvent | MouseEvent): { x: number; y: number } {
     const r = this.#surface.getBoundingClientRect()
-    return { x: Math.round(e.clientX - r.left), y: Math.round(e.clientY - r.top) }
+    return { x: Math.round((e.clientX - r.left) / this.#zoom), y: Math.round((e.clientY - r.top) / this.#zoom) }
+  }
+
+  /** Sizes the surface: the steps' extent and room beyond it, and at least the view. */
+  #layout(): void {
+    const z = this.#zoom
+    const w = Math.max((this.#extent?.right ?? 0) + ROOM, Math.floor(this.el.clientWidth / z))
+    const h = Math.max((this.#extent?.bottom ?? 0) + ROOM, Math.floor(this.el.clientHeight / z))
+    this.#surface.style.width = `${w}px`
+    this.#surface.style.height = `${h}px`
+    this.#surface.style.transform = z === 1 ? '' : `scale(${z})`
+    this.#sizer.style.width = `${Math.ceil(w * z)}px`
+    this.#sizer.style.height = `${Math.ceil(h * z)}px`
+  }
+
+  /** Zooms to `zoom` (within bounds), keeping the middle of the view where it is. */
+  setZoom(zoom: number): void {
+    this.#fitted = true
+    const z = Math.min(ZOOM_MAX, Math.max(ZOOM_MIN, Math.round(zoom * 100) / 100))
+    const c = this.el
+    const mid = { x: (c.scrollLeft + c.clientWidth / 2) / this.#zoom, y: (c.scrollTop + c.clientHeight / 2) / this.#zoom }
+    this.#setZoom(z)
+    c.scrollLeft = mid.x * z - c.clientWidth / 2
+    c.scrollTop = mid.y * z - c.clientHeight / 2
+  }
+
+  #setZoom(z: number): void {
+    this.#zoom = z
+    this.#layout()
+    this.#zoomLevel.textContent = `${Math.round(z * 100)}%`
+  }
+
+  /**
+   * Fits the steps into the view: the largest zoom (at most 100%) that shows them all with a
+   * margin, scrolled as little as needed. Where they would need less than {@link FIT_MIN}, the
+   * zoom is that, scrolled to the steps' top left.
+   */
+  fit(): void {
+    this.#fitted = true
+    const e = this.#extent
+    const c = this.el
+    if (!e || c.clientWidth === 0 || c.clientHeight === 0) return this.#setZoom(1)
+    const box = { left: e.left - FIT_MARGIN, top: e.top - FIT_MARGIN, right: e.right + FIT_MARGIN, bottom: e.bottom + FIT_MARGIN }
+    const fits = Math.min(c.clientWidth / (box.right - box.left), c.clientHeight / (box.bottom - box.top))
+    const z = Math.max(FIT_MIN, Math.min(1, Math.floor(fits * 100) / 100))
+    this.#setZoom(z)
+    c.scrollLeft = Math.min(Math.max(0, box.left * z), Math.max(0, box.right * z - c.clientWidth))
+    c.scrollTop = Math.min(Math.max(0, box.top * z), Math.max(0, box.bottom * z - c.clientHeight))
+  }
+
+  /** Scrolls the canvas (as little as needed) so that step `id` is in view. */
+  reveal(id: string): void {
+    const at = this.#position(id)
+    if (!at) return
+    const z = this.#zoom
+    const c = this.el
+    const pad = 24
+    // (The names of the people who selected a step show above it.)
+    const left = at.x * z - pad
+    const right = (at.x + NODE_W) * z + pad
+    const top = (at.y - 24) * z - pad
+    const bottom = (at.y + NODE_H) * z + pad
+    if (left < c.scrollLeft) c.scrollLeft = left
+    else if (right > c.scrollLeft + c.clientWidth) c.scrollLeft = Math.min(left, right - c.clientWidth)
+    if (top < c.scrollTop) c.scrollTop = top
+    else if (bottom > c.scrollTop + c.clientHeight) c.scrollTop = Math.min(top, bottom - c.clientHeight)
+  }
+
+  /**
+   * Where a new step goes: the first free place (clear of the other steps) of a grid, row by
+   * row, in the part of the canvas in view; below the other steps if the view has none.
+   */
+  freeSpot(): { x: number; y: number } {
+    const z = this.#zoom
+    const c = this.el
+    const view = { left: c.scrollLeft / z, top: c.scrollTop / z, right: (c.scrollLeft + c.clientWidth) / z, bottom: (c.scrollTop + c.clientHeight) / z }
+    const taken = [...this.#steps.keys()].map((id) => this.#position(id)!)
+    const free = (x: number, y: number) =>
+      taken.every((t) => x + NODE_W + SLOT.gap <= t.x || t.x + NODE_W + SLOT.gap <= x || y + NODE_H + SLOT.gap <= t.y || t.y + NODE_H + SLOT.gap <= y)
+    const first = (from: number, origin: number, step: number) => origin + Math.max(0, Math.ceil((from - origin) / step)) * step
+    for (let y = first(view.top, SLOT.y0, SLOT.dy); y + NODE_H <= view.bottom; y += SLOT.dy) {
+      for (let x = first(view.left, SLOT.x0, SLOT.dx); x + NODE_W <= view.right; x += SLOT.dx) if (free(x, y)) return { x, y }
+    }
+    const below = this.#extent ? this.#extent.bottom + SLOT.dy - NODE_H : SLOT.y0
+    return { x: first(view.left, SLOT.x0, SLOT.dx), y: first(below, SLOT.y0, SLOT.dy) }
   }
 
   #position(id: string): { x: number; y: number } | undefined {
@@ -106,8 +228,7 @@ export class Canvas {
         this.#nodes.delete(id)
       }
     }
-    let maxX = 0
-    let maxY = 0
+    let extent: { left: number; top: number; right: number; bottom: number } | undefined
     for (const s of steps) {
       let el = this.#nodes.get(s.id)
       if (!el) {
@@ -118,8 +239,12 @@ export class Canvas {
       const at = this.#position(s.id)!
       el.style.left = `${at.x}px`
       el.style.top = `${at.y}px`
-      maxX = Math.max(maxX, at.x)
-      maxY = Math.max(maxY, at.y)
+      extent = {
+        left: Math.min(extent?.left ?? at.x, at.x),
+        top: Math.min(extent?.top ?? at.y, at.y),
+        right: Math.max(extent?.right ?? 0, at.x + NODE_W),
+        bottom: Math.max(extent?.bottom ?? 0, at.y + NODE_H),
+      }
       el.querySelector('.step-name')!.textContent = s.name
       el.querySelector('.step-type')!.textContent = s.type
       const n = comments.get(s.id) ?? 0
@@ -133,8 +258,10 @@ export class Canvas {
       el.classList.toggle('remote-selected', by.length > 0)
       el.querySelector('.step-remote')!.textContent = by.map((p) => p.name.split(' ')[0]).join(', ')
     }
-    this.#surface.style.width = `${Math.max(1400, maxX + NODE_W + 200)}px`
-    this.#surface.style.height = `${Math.max(700, maxY + NODE_H + 200)}px`
+    this.#extent = extent
+    // The first time there are steps (the pipeline has loaded), they are fitted into the view.
+    if (!this.#fitted && extent) this.fit()
+    else this.#layout()
 
     // Edges.
     const live = new Set(connections.map((c) => c.id))
@@ -229,8 +356,8 @@ export class Canvas {
       d.moved = true
       const s = this.#steps.get(id)
       if (!s) return
-      d.x = Math.max(0, Math.round(s.x + dx))
-      d.y = Math.max(0, Math.round(s.y + dy))
+      d.x = Math.max(0, Math.round(s.x + dx / this.#zoom))
+      d.y = Math.max(0, Math.round(s.y + dy / this.#zoom))
       el.style.left = `${d.x}px`
       el.style.top = `${d.y}px`
       this.#drawEdges()

@@ -4,7 +4,7 @@ import type { PresenceRoom } from '@ferrite/client'
 import { h, replaceChildren } from '../dom.js'
 import type { Actions, Data, Pipeline } from '../data.js'
 import type { SignedIn } from '../session.js'
-import { Canvas, NODE_H, NODE_W, type RemotePerson } from './canvas.js'
+import { Canvas, type RemotePerson } from './canvas.js'
 import { Inspector } from './inspector.js'
 import { CommentsPanel, VersionsPanel } from './panels.js'
 
@@ -20,9 +20,13 @@ export class EditorView {
   #people = h('div', { class: 'people', 'data-testid': 'presence' })
   #body = h('div', { class: 'editor-body' })
   #missing = h('div', { class: 'missing' })
-  #room: PresenceRoom
-  #offRoom: () => void
+  /** The presence room, while this page is in it. */
+  #room: PresenceRoom | undefined
+  #offRoom: () => void = () => {}
+  #me: SignedIn
   #onKey: (e: KeyboardEvent) => void
+  #onPageHide: () => void
+  #onPageShow: (e: PageTransitionEvent) => void
 
   constructor(
     private readonly data: Data,
@@ -30,12 +34,13 @@ export class EditorView {
     me: SignedIn,
     readonly pipelineId: string,
   ) {
+    this.#me = me
     this.#canvas = new Canvas({
       select: (id) => this.#select(id),
       selectConnection: (id) => {
         this.#selectedConnection = id
         this.#selected = null
-        this.#room.update({ selected: null })
+        this.#room?.update({ selected: null })
         this.render()
       },
       move: (id, x, y) => void this.actions.moveStep(id, x, y),
@@ -43,21 +48,31 @@ export class EditorView {
         const p = this.data.pipeline(this.pipelineId)
         if (p && !this.data.connections(p.id).some((c) => c.from_step_id === from && c.to_step_id === to)) void this.actions.connect(p, from, to)
       },
-      cursor: (at) => this.#room.update({ cursor: at }),
+      cursor: (at) => this.#room?.update({ cursor: at }),
     })
     this.#inspector = new Inspector(actions, () => this.#select(null))
     this.#comments = new CommentsPanel(data, actions, () => this.#select(null))
     this.#versions = new VersionsPanel(data, actions)
     const addStep = h('button', { 'data-testid': 'add-step', onclick: () => void this.#addStep() }, '+ Add step')
     this.el.append(
-      h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back', 'data-testid': 'back' }, '← Pipelines'), this.#title, addStep, this.#people),
+      h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back', 'data-testid': 'back' }, '← Pipelines'), this.#title, addStep, this.#canvas.controls, this.#people),
       this.#body,
     )
     replaceChildren(this.#body, this.#canvas.el, h('aside', { class: 'side' }, this.#inspector.el, this.#comments.el, this.#versions.el))
 
-    this.#room = data.client.presence(`pipelines:${pipelineId}`)
-    this.#offRoom = this.#room.events.on('change', () => this.render())
-    this.#room.join({ user_id: me.id, name: me.name, color: me.color, avatar_url: me.avatar_url, cursor: null, selected: null })
+    this.#joinRoom()
+    // A closed tab (or one navigated away) leaves the room at once rather than lingering for the
+    // server's TTL: the leave is sent with keepalive, so it outlives the page. A page kept in the
+    // back/forward cache left too, and joins again when it is shown.
+    this.#onPageHide = () => this.#leaveRoom()
+    this.#onPageShow = (e) => {
+      if (e.persisted) {
+        this.#joinRoom()
+        this.render()
+      }
+    }
+    window.addEventListener('pagehide', this.#onPageHide)
+    window.addEventListener('pageshow', this.#onPageShow)
     this.#onKey = (e) => {
       const t = e.target as HTMLElement
       if (t.closest('input, textarea, select')) return
@@ -73,24 +88,40 @@ export class EditorView {
     document.addEventListener('keydown', this.#onKey)
   }
 
+  #joinRoom(): void {
+    if (this.#room) return
+    const room = this.data.client.presence(`pipelines:${this.pipelineId}`)
+    this.#room = room
+    this.#offRoom = room.events.on('change', () => this.render())
+    const me = this.#me
+    room.join({ user_id: me.id, name: me.name, color: me.color, avatar_url: me.avatar_url, cursor: null, selected: this.#selected })
+  }
+
+  #leaveRoom(): void {
+    this.#offRoom()
+    this.#offRoom = () => {}
+    this.#room = undefined
+    this.data.client.leavePresence(`pipelines:${this.pipelineId}`)
+  }
+
   #select(id: string | null): void {
     this.#selected = id
     this.#selectedConnection = null
-    this.#room.update({ selected: id })
+    this.#room?.update({ selected: id })
     this.render()
   }
 
   async #addStep(): Promise<void> {
     const p = this.data.pipeline(this.pipelineId)
     if (!p) return
-    const n = this.data.steps(p.id).length
-    const at = { x: 80 + (n % 4) * (NODE_W + 52), y: 280 + Math.floor(n / 4) * (NODE_H + 56) }
-    const id = await this.actions.addStep(p, at)
+    // Where it can be seen: a free place in the part of the canvas in view.
+    const id = await this.actions.addStep(p, this.#canvas.freeSpot())
     this.#select(id)
+    this.#canvas.reveal(id)
   }
 
   #others(): RemotePerson[] {
-    return this.#room.others.map((m) => {
+    return (this.#room?.others ?? []).map((m) => {
       const s = m.state as { user_id?: string; name?: string; color?: string; cursor?: { x: number; y: number } | null; selected?: string | null }
       const user = this.data.user(s.user_id ?? m.subject)
       return {
@@ -144,7 +175,8 @@ export class EditorView {
 
   destroy(): void {
     document.removeEventListener('keydown', this.#onKey)
-    this.#offRoom()
-    this.data.client.leavePresence(`pipelines:${this.pipelineId}`)
+    window.removeEventListener('pagehide', this.#onPageHide)
+    window.removeEventListener('pageshow', this.#onPageShow)
+    this.#leaveRoom()
   }
 }
