@@ -349,9 +349,10 @@ export class FerriteClient {
         if (b.txids.length > 0) w.putMeta('recent_txids', [...this.#recent])
       })
     } catch (e) {
-      this.transport.reportError({ reason: `storing synced rows failed: ${(e as Error).message}`, retryAt: Date.now() })
+      this.transport.reportError({ reason: `storing synced rows failed: ${(e as Error).message}`, retryAt: Date.now() }, 'storage')
       throw e
     }
+    this.transport.reportError(undefined, 'storage')
     if (retired.length > 0) this.#channel?.postMessage('outbox')
   }
 
@@ -525,7 +526,7 @@ export class FerriteClient {
       await this.#recordResults([{ id: queued[0]!.id!, status: 'rejected', error: { code: 'too_large', message: await describe(r) } }], stored)
       return 'sent'
     }
-    this.transport.reportError({ reason: `sending changes: ${await describe(r)}`, retryAt: Date.now() + 1000 })
+    this.transport.reportError({ reason: `sending changes: ${await describe(r)}`, retryAt: Date.now() + 1000 }, '/v1/transactions')
     return 'failed'
   }
 

@@ -80,7 +80,8 @@ export class Transport {
   readonly events = new Emitter<{ connection: ConnectionState; error: TransportError | undefined; token: string }>()
   #connection: ConnectionState = 'connecting'
   #reachable: boolean | undefined
-  #error: TransportError | undefined
+  /** Failures being retried, by what failed (a route's path, or the source a caller names). */
+  #errors = new Map<string, TransportError>()
   #token: IssuedToken | undefined
   #tokenRequest: Promise<string> | undefined
   #wakers = new Set<() => void>()
@@ -104,9 +105,15 @@ export class Transport {
     return this.#reachable
   }
 
-  /** The failure being retried (server errors, token errors), if any. */
+  /**
+   * The failure being retried (server errors, token errors), if any: the newest of those still
+   * unresolved. A success clears only the failure of the same source (a route's path, or what a
+   * caller reported), so a failing write path is not hidden by a shape poll that works.
+   */
   get error(): TransportError | undefined {
-    return this.#error
+    let newest: TransportError | undefined
+    for (const e of this.#errors.values()) newest = e
+    return newest
   }
 
   /** The current token, if one is held (for reading its claims). */
@@ -126,11 +133,15 @@ export class Transport {
     }
   }
 
-  #setError(e: TransportError | undefined): void {
-    if (e?.reason !== this.#error?.reason || e?.retryAt !== this.#error?.retryAt) {
-      this.#error = e
-      this.events.emit('error', e)
-    }
+  #setError(source: string | undefined, e: TransportError | undefined): void {
+    const before = this.error
+    if (source === undefined) this.#errors.clear()
+    else if (e) {
+      this.#errors.delete(source)
+      this.#errors.set(source, e)
+    } else this.#errors.delete(source)
+    const after = this.error
+    if (after?.reason !== before?.reason || after?.retryAt !== before?.retryAt) this.events.emit('error', after)
   }
 
   /** The browser reports the network gone: offline at once, without waiting for a request to fail. */
@@ -198,6 +209,7 @@ export class Transport {
    */
   async fetch(url: string | URL, init: RequestInit = {}): Promise<Response> {
     const signal = init.signal ?? undefined
+    const source = new URL(url, 'http://x').pathname
     let attempt = 0
     let refreshed = false
     for (;;) {
@@ -213,12 +225,12 @@ export class Transport {
         if (signal?.aborted) throw new AbortedError()
         if (isNetworkError(e)) {
           // Being offline supersedes whatever failed before.
-          this.#setError(undefined)
+          this.#setError(undefined, undefined)
           this.#setConnection('disconnected')
           await this.#sleep(backoffDelay(attempt++), signal)
         } else {
           const wait = backoffDelay(attempt++)
-          this.#setError({ reason: e instanceof Error ? e.message : String(e), retryAt: Date.now() + wait })
+          this.#setError(source, { reason: e instanceof Error ? e.message : String(e), retryAt: Date.now() + wait })
           await this.#sleep(wait, signal)
         }
         continue
@@ -232,18 +244,22 @@ export class Transport {
       }
       if (response.status === 429 || response.status >= 500) {
         const wait = backoffDelay(attempt++, parseRetryAfter(response.headers.get('retry-after')))
-        this.#setError({ reason: await describe(response), retryAt: Date.now() + wait })
+        this.#setError(source, { reason: await describe(response), retryAt: Date.now() + wait })
         await this.#sleep(wait, signal)
         continue
       }
-      if (response.ok) this.#setError(undefined)
+      if (response.ok) this.#setError(source, undefined)
       return response
     }
   }
 
-  /** Reports (or clears, with undefined) an error that is not a transport failure — e.g. a 4xx the caller retries. */
-  reportError(e: TransportError | undefined): void {
-    this.#setError(e)
+  /**
+   * Reports (or clears, with undefined) an error that is not a transport failure — e.g. a 4xx the
+   * caller retries. `source` names what failed (a route's path clears it on the route's next
+   * success).
+   */
+  reportError(e: TransportError | undefined, source: string): void {
+    this.#setError(source, e)
   }
 
   /** Waits like a failed request would before attempt number `attempt`. */
