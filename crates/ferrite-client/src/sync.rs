@@ -2,6 +2,7 @@
 
 use crate::store::{self, Batch, ShapePosition};
 use crate::{Client, ClientError, ShapeDef};
+use ferrite_protocol::client_config::ClientConfig;
 use ferrite_protocol::write_protocol::{
     Status as ResultStatus, TransactionResult, TransactionsRequest, TransactionsResponse,
 };
@@ -476,18 +477,10 @@ impl Client {
                 retry_after: None,
             });
         }
-        let v: Value = r.json().await.map_err(|e| ClientError::Protocol(format!("/v1/config: {e}")))?;
-        let queue = v["max_offline_queue"]
-            .as_u64()
-            .ok_or_else(|| ClientError::Protocol("/v1/config without max_offline_queue".into()))?;
-        let batch = v["sync_batch_size"]
-            .as_u64()
-            .ok_or_else(|| ClientError::Protocol("/v1/config without sync_batch_size".into()))?;
-        self.set_limits(queue as usize, batch as usize);
+        let config: ClientConfig = r.json().await.map_err(|e| ClientError::Protocol(format!("/v1/config: {e}")))?;
+        self.set_limits(config.max_offline_queue as usize, config.sync_batch_size as usize);
         // Servers before these limits do not advertise them: keep the defaults.
-        if let (Some(t), Some(r)) =
-            (v["max_mutations_per_transaction"].as_u64(), v["max_mutations_per_request"].as_u64())
-        {
+        if let (Some(t), Some(r)) = (config.max_mutations_per_transaction, config.max_mutations_per_request) {
             self.set_mutation_limits(t as usize, r as usize);
         }
         Ok(())

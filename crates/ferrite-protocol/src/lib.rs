@@ -9,8 +9,13 @@
 //! - [`snapshot_info`]: snapshot visibility (`snapshot-end`), to tell whether a transaction is in
 //!   a snapshot;
 //! - [`hlc`]: hybrid logical clocks that stamp client transactions;
-//! - [`write_protocol`]: `POST /v1/transactions` requests and results.
+//! - [`write_protocol`]: `POST /v1/transactions` requests and results, and [`client_config`]:
+//!   what `GET /v1/config` tells clients.
+//!
+//! The web client's TypeScript types for these messages are generated from the definitions here
+//! (`web/client/src/protocol.ts`; a test fails when they are out of date).
 
+pub mod client_config;
 pub mod cursor;
 pub mod hlc;
 pub mod key;

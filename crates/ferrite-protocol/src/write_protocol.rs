@@ -9,12 +9,13 @@ use crate::hlc::Hlc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use ts_rs::TS;
 
 /// Column values as they travel: Postgres text format, or `None` for SQL NULL.
 pub type Values = BTreeMap<String, Option<String>>;
 
 /// A request body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct TransactionsRequest {
     /// Stable id of one client install.
     pub client_id: String,
@@ -23,19 +24,20 @@ pub struct TransactionsRequest {
 }
 
 /// One client transaction: applied all or nothing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct ClientTransaction {
     /// Per-client, strictly increasing, at most `i64::MAX`; at or below the last seen id it is a
     /// retry.
     pub id: u64,
     /// The client's clock when it made the transaction (`"<unix_ms>-<counter>"` on the wire).
+    #[ts(type = "string")]
     pub hlc: Hlc,
     /// The changes, in order.
     pub mutations: Vec<Mutation>,
 }
 
 /// One row change, tagged by `op` on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Mutation {
     /// A new row.
@@ -112,14 +114,14 @@ impl Mutation {
 }
 
 /// The answer to a request: one result per transaction, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct TransactionsResponse {
     /// The results.
     pub results: Vec<TransactionResult>,
 }
 
 /// What happened to one client transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct TransactionResult {
     /// The client transaction's id.
     pub id: u64,
@@ -142,7 +144,7 @@ pub struct TransactionResult {
 }
 
 /// Outcome of a client transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Every mutation took effect.
@@ -154,7 +156,7 @@ pub enum Status {
 }
 
 /// Columns of one row whose incoming values lost to the conflict policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct Overridden {
     /// Table as the client named it.
     pub table: String,
@@ -165,7 +167,7 @@ pub struct Overridden {
 }
 
 /// Why a transaction was rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct Rejection {
     /// Machine-readable reason.
     pub code: RejectionCode,
@@ -177,13 +179,15 @@ pub struct Rejection {
     /// The key of the offending row, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Values>,
-    /// For `conflict`: the row as the server has it (`null` when it is gone).
+    /// For `conflict`: the row as the server has it (`null` when it is gone), when the caller's
+    /// read rule admits it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(type = "Record<string, string | null> | null")]
     pub current: Option<Value>,
 }
 
 /// The rejection codes of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectionCode {
     /// An auth rule forbids it.

@@ -25,6 +25,7 @@ import { PresenceRoom } from './presence.js'
 import { ShapeSync, type ShapeBatch, type ShapeOptions } from './shape.js'
 import { Store } from './storage.js'
 import { AbortedError, Transport, describe, type ConnectionState, type TokenSource } from './transport.js'
+import type { ClientConfig, ClientTransaction, TransactionResult, TransactionsResponse } from './protocol.js'
 import { keyOf, keyValues, rowToText, type Row, type TextValues } from './values.js'
 
 /** Options of {@link FerriteClient.open}. */
@@ -108,9 +109,11 @@ export class FerriteClient {
   #views = new Map<string, ReadonlyMap<string, Row>>()
   #recent: Map<string, { lsn?: string; shapes: string[] }>
   #lastHlc: Stamp | undefined
-  #config = {
+  /** The server's settings (`GET /v1/config`), these defaults until it has answered. */
+  #config: Required<Omit<ClientConfig, 'auth_mode'>> = {
     sync_batch_size: 100,
     max_offline_queue: 1000,
+    max_clock_skew_ms: 300_000,
     presence_ttl_secs: 30,
     max_mutations_per_transaction: 500,
     max_mutations_per_request: 5000,
@@ -211,7 +214,9 @@ export class FerriteClient {
     try {
       const r = await this.transport.fetch(`${this.#url}/v1/config`, { signal: this.#closed.signal })
       if (r.ok) {
-        Object.assign(this.#config, await r.json())
+        const config = (await r.json()) as ClientConfig
+        // Servers before the mutation limits leave them out: keep the defaults then.
+        for (const [k, v] of Object.entries(config)) if (k in this.#config && typeof v === 'number') Object.assign(this.#config, { [k]: v })
         this.#batchSize = Math.max(1, this.#config.sync_batch_size)
       }
     } catch (e) {
@@ -513,7 +518,7 @@ export class FerriteClient {
       signal: this.#closed.signal,
     })
     if (r.status === 200) {
-      const { results } = (await r.json()) as { results: WireResult[] }
+      const { results } = (await r.json()) as TransactionsResponse
       await this.#recordResults(results, stored)
       return 'sent'
     }
@@ -530,7 +535,8 @@ export class FerriteClient {
     return 'failed'
   }
 
-  #wire(t: PendingTransaction): unknown {
+  #wire(t: PendingTransaction): ClientTransaction {
+    if (t.id === undefined) throw new Error('a transaction is sent only once stored (it has no id yet)')
     return {
       id: t.id,
       hlc: t.hlc,
@@ -548,7 +554,7 @@ export class FerriteClient {
     }
   }
 
-  async #recordResults(results: WireResult[], stored: PendingTransaction[]): Promise<void> {
+  async #recordResults(results: Array<TransactionResult | TooLarge>, stored: PendingTransaction[]): Promise<void> {
     // Other tabs may have queued some of these: know them all.
     for (const t of stored) if (t.id !== undefined && !this.#outbox.some((x) => x.id === t.id)) this.#outbox.push(t)
     this.#outbox.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity))
@@ -560,12 +566,12 @@ export class FerriteClient {
       if (r.status === 'rejected') {
         gone.push(t)
         const e = r.error ?? { code: 'invalid', message: 'rejected' }
-        rejections.push({ id: r.id, code: e.code, message: e.message, table: e.table, key: e.key, transaction: t })
+        rejections.push({ id: r.id, code: e.code, message: e.message, table: e.table ?? undefined, key: e.key ?? undefined, transaction: t })
       } else if (r.unchanged) {
         gone.push(t)
       } else {
         t.state = 'answered'
-        t.txid = r.txid
+        t.txid = r.txid ?? undefined
       }
     }
     const updated = this.#noteCoverage()
@@ -625,10 +631,9 @@ export class FerriteClient {
   }
 }
 
-interface WireResult {
+/** A transaction the client refuses itself: alone, it is larger than the server accepts. */
+interface TooLarge {
   id: number
-  status: 'applied' | 'merged' | 'rejected'
-  txid?: string
-  unchanged?: boolean
-  error?: { code: string; message: string; table?: string; key?: TextValues }
+  status: 'rejected'
+  error: { code: 'too_large'; message: string; table?: undefined; key?: undefined }
 }

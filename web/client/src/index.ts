@@ -28,6 +28,8 @@ export type { PresenceMember } from './presence.js'
 export { Transport, jwtClaims, jwtExpiry } from './transport.js'
 export type { ConnectionState, IssuedToken, TokenSource, TransportError } from './transport.js'
 export { BACKOFF_SCHEDULE_MS, backoffDelay, parseRetryAfter } from './backoff.js'
+/** The wire types of the write protocol and `/v1/config`, generated from the server's Rust definitions. */
+export type * as protocol from './protocol.js'
 export { compareHlc, formatHlc, nextHlc, parseHlc } from './hlc.js'
 export { overlay, isCovered, visibleInSnapshot, applyMutation } from './outbox.js'
 export { keyOf, keyValues, rowToText, toPgText } from './values.js'

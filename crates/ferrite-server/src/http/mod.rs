@@ -141,19 +141,19 @@ async fn health(State(state): State<Arc<AppState>>) -> Response<Body> {
 /// The settings clients should follow: batch size, offline queue limit, clock skew allowed,
 /// presence TTL and whether tokens are needed. Public (no secrets).
 async fn client_config(State(state): State<Arc<AppState>>) -> Response<Body> {
+    use ferrite_protocol::client_config::{AuthMode, ClientConfig};
     let c = &state.config;
-    let mut r = response::json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "sync_batch_size": c.sync_batch_size,
-            "max_mutations_per_transaction": c.max_mutations_per_transaction,
-            "max_mutations_per_request": c.max_mutations_per_request,
-            "max_offline_queue": c.max_offline_queue,
-            "max_clock_skew_ms": c.max_clock_skew_ms,
-            "presence_ttl_secs": c.presence_ttl_secs,
-            "auth_mode": c.auth.mode,
-        }),
-    );
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    let config = ClientConfig {
+        sync_batch_size: n(c.sync_batch_size),
+        max_mutations_per_transaction: Some(n(c.max_mutations_per_transaction)),
+        max_mutations_per_request: Some(n(c.max_mutations_per_request)),
+        max_offline_queue: n(c.max_offline_queue),
+        max_clock_skew_ms: u32::try_from(c.max_clock_skew_ms).unwrap_or(u32::MAX),
+        presence_ttl_secs: u32::try_from(c.presence_ttl_secs).unwrap_or(u32::MAX),
+        auth_mode: if state.auth.enabled() { AuthMode::Jwt } else { AuthMode::Insecure },
+    };
+    let mut r = response::json(StatusCode::OK, &serde_json::to_value(config).unwrap_or_default());
     response::set(&mut r, "cache-control", "no-cache");
     r
 }
