@@ -75,9 +75,10 @@ pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
         Err(pg_query::Error::Parse(message)) => {
             let (message, cursor) = parse_error_position(&full).unwrap_or((message, 0));
             // Like Electric, the location counts characters of the whole
-            // `SELECT 1 WHERE <where>` statement that was parsed.
+            // `SELECT 1 WHERE <where>` statement that was parsed, from 0 (libpg_query's
+            // cursor position counts from 1).
             return Err(WhereError::Syntax(if cursor > 0 {
-                format!("At location {cursor}: {message}")
+                format!("At location {}: {message}", cursor - 1)
             } else {
                 message
             }));

@@ -117,13 +117,15 @@ fn check_all(cases: &[Case<'_>]) {
 #[test]
 fn syntax_errors_report_location_in_the_parsed_statement() {
     let e = compile_err("i4 = 1 x");
-    assert_eq!(e.to_string(), "At location 23: syntax error at or near \"x\"");
+    assert_eq!(e.to_string(), "At location 22: syntax error at or near \"x\"");
     assert_eq!(e.field(), "where");
-    assert_eq!(compile_err("i4 =").to_string(), "At location 20: syntax error at end of input");
-    assert_eq!(compile_err("true) or (true").to_string(), "At location 20: syntax error at or near \")\"");
+    assert_eq!(compile_err("i4 =").to_string(), "At location 19: syntax error at end of input");
+    assert_eq!(compile_err("true) or (true").to_string(), "At location 19: syntax error at or near \")\"");
+    // Electric's own example: `1 x 1` is "At location 17" (counted from 0).
+    assert_eq!(compile_err("1 x 1").to_string(), "At location 17: syntax error at or near \"x\"");
     // Characters, not bytes.
-    assert_eq!(compile_err("t = 'é' x").to_string(), "At location 24: syntax error at or near \"x\"");
-    assert_eq!(compile_err("t = 'abc").to_string(), "At location 20: unterminated quoted string at or near \"'abc\"");
+    assert_eq!(compile_err("t = 'é' x").to_string(), "At location 23: syntax error at or near \"x\"");
+    assert_eq!(compile_err("t = 'abc").to_string(), "At location 19: unterminated quoted string at or near \"'abc\"");
     assert!(matches!(compile_err(""), WhereError::Syntax(_)));
     assert!(matches!(compile_err("a\0b"), WhereError::Syntax(_)));
 }

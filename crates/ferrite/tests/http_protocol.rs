@@ -122,7 +122,7 @@ async fn errors_are_electric_shaped() {
     let r = get(&format!("{url}?table=items&offset=-1&where=id%20%3D%20%3D%201")).await;
     assert_eq!(r.status, 400);
     let m = r.body["errors"]["where"][0].as_str().unwrap();
-    assert!(m.starts_with("At location 21: syntax error"), "{m}");
+    assert!(m.starts_with("At location 20: syntax error"), "{m}");
     let r = get(&format!("{url}?table=items&offset=-1&where=id%20%3D%3D%201")).await;
     assert_eq!(r.status, 400);
     let m = r.body["errors"]["where"][0].as_str().unwrap();
