@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let again = serde_json::to_vec(&req).expect("serializing a parsed request");
     assert_eq!(parse_request(&again, 100).as_ref(), Ok(&req), "request does not round-trip");
     for t in &req.transactions {
-        check_clock(&t.hlc);
+        check_clock(&t.hlc.to_string());
         let _ = format!("{}@{}", t.hlc, req.client_id).parse::<Stamp>();
     }
 });

@@ -241,7 +241,8 @@ async fn routing_once(shapes: u64, changes: u64) -> Result<f64> {
     }
     let server = ferrite_server::start(cfg).await?;
     let t0 = Instant::now();
-    let metrics = server.state.metrics.clone();
+    let observer = server.observer();
+    let metrics = observer.metrics();
     let deadline = t0 + Duration::from_secs(600);
     while metrics.log_messages.load(Ordering::Relaxed) < changes {
         if Instant::now() > deadline {
@@ -315,7 +316,7 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
             sent.clone(),
             samples.clone(),
             stop.clone(),
-            server.state.clone(),
+            server.observer(),
             ready.clone(),
         );
         handles.push(tokio::spawn(async move {
@@ -344,7 +345,7 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
                     let (Ok(id), Ok(lsn)) = (id.parse::<u64>(), lsn.parse::<u64>()) else { continue };
                     if let Some(t0) = sent.get(id) {
                         let total = got.duration_since(t0).as_secs_f64() * 1000.0;
-                        let engine = state.receipt_of(lsn).map(|t| got.duration_since(t).as_secs_f64() * 1000.0);
+                        let engine = state.arrival_of(lsn).map(|t| got.duration_since(t).as_secs_f64() * 1000.0);
                         let mut s = samples.lock().unwrap();
                         s.1.push(total);
                         if let Some(e) = engine {
@@ -364,7 +365,7 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
     for i in 0..WARMUP + writes {
         let id = i as u64 + 1;
         if i == WARMUP {
-            server.state.metrics.live_delivery.reset();
+            server.observer().metrics().live_delivery.reset();
         }
         if i >= WARMUP {
             sent.put(id, Instant::now());
@@ -385,7 +386,8 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
     for h in handles {
         h.abort();
     }
-    let delivery = &server.state.metrics.live_delivery;
+    let observer = server.observer();
+    let delivery = &observer.metrics().live_delivery;
     let (server_p50, server_p99) = (delivery.quantile(0.5) * 1000.0, delivery.quantile(0.99) * 1000.0);
     server.shutdown().await;
     engine.sort_by(|a, b| a.total_cmp(b));

@@ -101,11 +101,6 @@ pub struct ServerConfig {
     pub presence_max_rooms: usize,
     /// Per-table settings (`[tables.<name>]`): conflict policy, row existence rule, access rules.
     pub tables: BTreeMap<String, TableConfig>,
-    /// `ferrite dev` only: dev sign-in (tokens for seeded users) and the bundled editor app
-    /// ([`crate::dev`]). Never read from a config file or the environment, so `ferrite serve`
-    /// cannot issue tokens.
-    #[serde(skip)]
-    pub dev: Option<crate::dev::DevOptions>,
 }
 
 /// `[auth]`: how requests prove who they are (see [`crate::auth`]).
@@ -205,7 +200,6 @@ impl Default for ServerConfig {
             presence_max_members: 100,
             presence_max_rooms: 100_000,
             tables: BTreeMap::new(),
-            dev: None,
         }
     }
 }
@@ -253,9 +247,6 @@ impl ServerConfig {
             ));
         }
         crate::auth::Auth::from_config(self)?;
-        if let Some(dev) = &self.dev {
-            dev.validate(self)?;
-        }
         if self.presence_ttl_secs == 0 {
             return Err("presence_ttl_secs must be at least 1".into());
         }

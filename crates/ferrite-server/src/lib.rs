@@ -3,24 +3,28 @@
 //! Data flow: [`replication`] follows the slot and hands each transaction to the shapes the
 //! [`router`] finds for it; each shape ([`shapes`]) appends to its log ([`storage`]); [`http`]
 //! serves logs by offset. [`writes`] applies client transactions (`POST /v1/transactions`).
-//! [`auth`] checks tokens and table rules, [`presence`] keeps who is where; [`dev`] adds
-//! `ferrite dev`'s sign-in and editor app. [`server::start`] wires it together.
+//! [`auth`] checks tokens and table rules, [`presence`] keeps who is where. [`start`] wires it
+//! together.
+//!
+//! The library's surface is deliberately small: [`start`] (or [`start_with`], to mount extra
+//! routes), its [`config`], and the [`RunningServer`] (with an [`Observer`] for benchmarks and
+//! tests). Everything else is private to the crate.
 
-pub mod admission;
-pub mod auth;
+mod admission;
+mod auth;
 pub mod config;
-pub mod dev;
-pub mod http;
-pub mod metrics;
-pub mod pool;
-pub mod presence;
-pub mod replication;
-pub mod router;
-pub mod server;
-pub mod shapes;
-pub mod state;
-pub mod storage;
-pub mod writes;
+mod http;
+mod metrics;
+mod pool;
+mod presence;
+mod replication;
+mod router;
+mod server;
+mod shapes;
+mod state;
+mod storage;
+mod writes;
 
 pub use config::ServerConfig;
-pub use server::{start, RunningServer};
+pub use metrics::{Histogram, Metrics};
+pub use server::{start, start_with, Observer, RunningServer, StartError};

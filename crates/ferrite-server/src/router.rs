@@ -59,6 +59,7 @@ impl<S: Clone + Eq + Hash + Ord> TableRoutes<S> {
     }
 
     /// Number of shapes on the table.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.count
     }

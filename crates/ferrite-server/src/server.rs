@@ -37,8 +37,7 @@ pub enum StartError {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
-    /// Shared state (tests inspect it).
-    pub state: Arc<AppState>,
+    state: Arc<AppState>,
     tasks: Vec<JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     http: JoinHandle<()>,
@@ -58,10 +57,45 @@ impl RunningServer {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// A read-only view of the server's workings, for benchmarks and tests.
+    pub fn observer(&self) -> Observer {
+        Observer(self.state.clone())
+    }
+}
+
+/// What benchmarks and tests may read of a running server: its metrics, its shapes, when
+/// transactions arrived. Cheap to clone.
+#[derive(Clone)]
+pub struct Observer(Arc<AppState>);
+
+impl Observer {
+    /// The counters and histograms `/metrics` renders.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.metrics
+    }
+
+    /// How many shapes the server holds.
+    pub fn shape_count(&self) -> usize {
+        self.0.registry.len()
+    }
+
+    /// When the transaction that committed at `commit_lsn` arrived from Postgres (recent ones
+    /// only), so a benchmark can split latency into replication delay and the engine's own time.
+    pub fn arrival_of(&self, commit_lsn: u64) -> Option<std::time::Instant> {
+        self.0.receipt_of(commit_lsn)
+    }
 }
 
 /// Opens storage, starts replication and serves HTTP.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    start_with(config, None).await
+}
+
+/// [`start`], with `extra` routes mounted beside the API (without CORS, and replacing the root
+/// route): how `ferrite dev` adds its sign-in and the editor app without the generic server
+/// knowing about either.
+pub async fn start_with(config: ServerConfig, extra: Option<axum::Router>) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
     raise_fd_limit();
     let registry = Registry::open(&config.data_dir, config.chunk_bytes)
@@ -79,7 +113,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         tokio::spawn(expire_presence(state.clone())),
     ];
     let (shutdown, rx) = tokio::sync::watch::channel(false);
-    let app = crate::http::router(state.clone());
+    let app = crate::http::router(state.clone(), extra);
     let header_timeout = Duration::from_secs(state.config.request_read_timeout_secs);
     let max_header_bytes = state.config.max_header_bytes;
     let http = tokio::spawn(crate::http::listener::serve(listener, app, header_timeout, max_header_bytes, rx));

@@ -2,10 +2,10 @@
 //! with the example's rules (jwt mode, with a random secret per run), a dev sign-in that issues
 //! tokens for the seeded users, and the editor web app at `/`.
 
+use crate::dev_web::{app::AppFile, DevWeb};
 use anyhow::{Context, Result};
 use ferrite_pg::cluster::LocalCluster;
 use ferrite_server::config::TableConfig;
-use ferrite_server::dev::{app::AppFile, DevOptions};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -66,7 +66,8 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
     let url = cluster.create_database(DATABASE).map_err(|e| anyhow::anyhow!("{e}"))?;
     load_example(&url).await?;
     let (mut auth, tables) = example_settings()?;
-    auth.secret = Some(random_secret());
+    let secret = random_secret();
+    auth.secret = Some(secret.clone());
     let mut cfg = ferrite_server::ServerConfig {
         database_url: url.clone(),
         data_dir: dir.join("shapes"),
@@ -74,14 +75,15 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
         allow_shape_deletion: true,
         auth,
         tables,
-        dev: Some(DevOptions { app: app_files(), ..Default::default() }),
         ..Default::default()
     };
-    let server = match ferrite_server::start(cfg.clone()).await {
+    // The sign-in and the editor app, mounted beside the API.
+    let dev_web = || Some(crate::dev_web::router(DevWeb::new(&url, &secret, &cfg.listen, app_files())));
+    let server = match ferrite_server::start_with(cfg.clone(), dev_web()).await {
         Ok(s) => s,
-        Err(ferrite_server::server::StartError::Listen { .. }) => {
+        Err(ferrite_server::StartError::Listen { .. }) => {
             cfg.port = 0;
-            ferrite_server::start(cfg).await?
+            ferrite_server::start_with(cfg.clone(), dev_web()).await?
         }
         Err(e) => return Err(e.into()),
     };

@@ -4,6 +4,7 @@
 mod client_cli;
 mod config;
 mod dev;
+mod dev_web;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

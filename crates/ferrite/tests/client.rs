@@ -76,7 +76,7 @@ async fn shapes_land_in_sqlite_and_a_reopened_replica_resumes() {
     )
     .await
     .unwrap();
-    let initial_before = s.server.state.metrics.requests_initial.load(Ordering::Relaxed);
+    let initial_before = s.server.observer().metrics().requests_initial.load(Ordering::Relaxed);
     let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -91,7 +91,7 @@ async fn shapes_land_in_sqlite_and_a_reopened_replica_resumes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        s.server.state.metrics.requests_initial.load(Ordering::Relaxed),
+        s.server.observer().metrics().requests_initial.load(Ordering::Relaxed),
         initial_before,
         "resumed from stored offsets: no request started a shape over"
     );

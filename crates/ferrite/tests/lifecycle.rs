@@ -36,7 +36,7 @@ async fn least_recently_used_shapes_are_evicted_beyond_max_shapes() {
     // Use `a` again so `b` is the least recently used when a third shape arrives.
     a.catch_up().await;
     let _c = reader_for(&s.base, 2).await;
-    assert_eq!(s.server.state.registry.len(), 2);
+    assert_eq!(s.server.observer().shape_count(), 2);
     // The survivor still resumes from its offset.
     let r = get(&format!(
         "{}?table=items&where=grp%20%3D%200&handle={}&offset={}",
@@ -66,7 +66,7 @@ async fn idle_shapes_expire_after_their_ttl() {
     let dir_count = || std::fs::read_dir(s.dir.path().join("shapes")).map(|d| d.count()).unwrap_or(0);
     let with_shape = dir_count();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.server.state.registry.is_empty() {
+    while s.server.observer().shape_count() > 0 {
         assert!(Instant::now() < deadline, "the idle shape never expired");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

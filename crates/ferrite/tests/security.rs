@@ -511,24 +511,13 @@ async fn recorded_results_survive_the_client_key_upgrade() {
 /// JSON bodies (which a cross-origin page cannot send without a preflight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_sites_cannot_mint_dev_tokens() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    let example = |file: &str| {
-        std::fs::read_to_string(
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-editor").join(file),
-        )
-        .unwrap()
-    };
-    c.batch_execute(&example("schema.sql")).await.unwrap();
-    c.batch_execute(&example("seed.sql")).await.unwrap();
-    let s = TestServer::start_with(&db, |cfg| {
-        cfg.auth.mode = "jwt".into();
-        cfg.auth.secret = Some(SECRET.into());
-        cfg.dev = Some(ferrite_server::dev::DevOptions::default());
-    })
-    .await;
+    // The sign-in is `ferrite dev`'s own (mounted by the binary, not the generic server).
+    let dir = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start(dir.path(), free_port());
+    let shapes = dev.printed_value("Shape API").expect("ferrite dev prints its shape API");
+    let base = shapes.split('?').next().unwrap().trim_end_matches("/v1/shape").to_string();
     let http = reqwest::Client::new();
-    let url = format!("{}/dev/token", s.base);
+    let url = format!("{}/dev/token", base);
     let body = r#"{"user_id": "00000000-0000-4000-8000-0000000000a1"}"#;
     let attempts = [
         ("a simple text/plain post", http.post(&url).header("content-type", "text/plain").body(body), 415),
@@ -557,7 +546,7 @@ async fn other_sites_cannot_mint_dev_tokens() {
         ),
         (
             "listing users cross-origin",
-            http.get(format!("{}/dev/users", s.base)).header("origin", "http://evil.example"),
+            http.get(format!("{}/dev/users", base)).header("origin", "http://evil.example"),
             403,
         ),
     ];
@@ -576,7 +565,7 @@ async fn other_sites_cannot_mint_dev_tokens() {
     assert!(preflight.header("access-control-allow-origin").is_none());
     // The editor's own page (same origin, JSON) signs in.
     let own =
-        send(http.post(&url).header("content-type", "application/json").header("origin", s.base.clone()).body(body))
+        send(http.post(&url).header("content-type", "application/json").header("origin", base.clone()).body(body))
             .await;
     assert_eq!(own.status, 200, "{}", own.text);
     assert!(own.body["token"].is_string());

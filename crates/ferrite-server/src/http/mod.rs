@@ -24,29 +24,29 @@ const EXPOSE_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,
 /// Request headers browsers may send (Authorization is for the auth layer).
 const ALLOWED_REQUEST_HEADERS: [&str; 4] = ["if-none-match", "traceparent", "authorization", "content-type"];
 
-/// Builds the router for a server state.
-pub fn router(state: Arc<AppState>) -> Router {
+/// Builds the router for a server state. `extra` routes (an embedder's, e.g. `ferrite dev`'s
+/// sign-in and app) are mounted beside the API without CORS — only pages the server itself
+/// serves may use them — and replace the root route (otherwise Electric's empty 200).
+pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
     let shape_route: MethodRouter<Arc<AppState>> =
         get(shape::handle).post(shape::handle).delete(delete_shape).options(preflight);
-    let router = Router::new()
+    let api = Router::new()
         .route("/v1/shape", shape_route)
         .route("/v1/health", get(health).options(preflight))
         .route("/v1/config", get(client_config).options(preflight))
         .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
         .route("/v1/presence", get(crate::presence::http::get).post(crate::presence::http::post).options(preflight))
-        .route("/metrics", get(metrics));
-    // `ferrite dev` serves its sign-in and the editor app (at `/`); otherwise `/` is Electric's
-    // empty 200.
-    let router = match &state.config.dev {
-        Some(dev) => router.merge(crate::dev::router(dev)),
-        None => router.route("/", get(|| async { StatusCode::OK })),
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(cors_headers))
+        .with_state(state.clone());
+    let app = match extra {
+        Some(extra) => api.merge(extra),
+        None => api.route("/", get(|| async { StatusCode::OK })),
     };
-    router
-        .fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
+    app.fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
         .layer(middleware::from_fn_with_state(state.clone(), require_secret))
-        .layer(middleware::from_fn(common_headers))
-        .layer(middleware::from_fn_with_state(state.clone(), private_when_authenticated))
-        .with_state(state)
+        .layer(middleware::from_fn(server_header))
+        .layer(middleware::from_fn_with_state(state, private_when_authenticated))
 }
 
 /// With `secret` configured, every `/v1` request must carry it as `secret=` (or `api_secret=`)
@@ -65,8 +65,15 @@ async fn require_secret(State(state): State<Arc<AppState>>, req: Request, next: 
     next.run(req).await
 }
 
-/// Adds `electric-server` and CORS headers to every response (but those of the dev sign-in).
-async fn common_headers(req: Request, next: Next) -> Response<Body> {
+/// Adds `electric-server` to every response.
+async fn server_header(req: Request, next: Next) -> Response<Body> {
+    let mut r = next.run(req).await;
+    r.headers_mut().insert("electric-server", HeaderValue::from_static(SERVER_VERSION));
+    r
+}
+
+/// Adds the CORS headers of the API routes (browsers call the API from any origin).
+async fn cors_headers(req: Request, next: Next) -> Response<Body> {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let methods = match req.uri().path() {
         "/v1/shape" => "GET, POST, HEAD, DELETE, OPTIONS",
@@ -74,15 +81,8 @@ async fn common_headers(req: Request, next: Next) -> Response<Body> {
         "/v1/presence" => "GET, POST, OPTIONS",
         _ => "GET, HEAD",
     };
-    // The dev sign-in is for pages this server serves itself: no CORS, so no other site's page
-    // can read what it answers.
-    let same_origin_only = req.uri().path().starts_with("/dev/");
     let mut r = next.run(req).await;
     let h = r.headers_mut();
-    h.insert("electric-server", HeaderValue::from_static(SERVER_VERSION));
-    if same_origin_only {
-        return r;
-    }
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*")));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));

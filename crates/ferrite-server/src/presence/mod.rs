@@ -197,7 +197,8 @@ impl Presence {
         expired
     }
 
-    /// Rooms currently held (for metrics and tests).
+    /// Rooms currently held.
+    #[cfg(test)]
     pub fn room_count(&self) -> usize {
         self.rooms.lock().len()
     }

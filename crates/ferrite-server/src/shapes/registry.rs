@@ -110,16 +110,6 @@ impl Registry {
         self.inner.read().by_handle.len()
     }
 
-    /// True when there are no shapes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// All shapes (for metrics and maintenance).
-    pub fn all(&self) -> Vec<Arc<Shape>> {
-        self.inner.read().by_handle.values().cloned().collect()
-    }
-
     /// Read access to the routing tables; held while a batch of transactions is routed, so a shape
     /// is either fully registered for a transaction or not at all.
     pub fn routes(&self) -> RoutesGuard<'_> {

@@ -173,14 +173,6 @@ impl Shape {
             rendered.iter().map(|(op, json)| (LogOffset::new(commit_lsn, *op), json.as_bytes())).collect();
         self.log.append(&entries, true)
     }
-
-    /// Number of transactions waiting for the snapshot (for metrics).
-    pub fn buffered(&self) -> usize {
-        match &*self.phase.lock() {
-            Phase::Snapshotting { buffer } => buffer.len(),
-            Phase::Ready(_) => 0,
-        }
-    }
 }
 
 /// The next tick of the use order (see [`Shape::use_order`]).

@@ -3,7 +3,7 @@
 pub mod record;
 pub mod shape_log;
 
-pub use shape_log::{LiveSpan, LogSlice, ReadOutcome, ShapeLog, Span};
+pub use shape_log::{LiveSpan, LogSlice, ReadOutcome, ShapeLog};
 
 #[cfg(test)]
 mod tests;

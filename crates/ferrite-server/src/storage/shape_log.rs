@@ -179,11 +179,6 @@ impl ShapeLog {
         self.inner.lock().end_offset.tx
     }
 
-    /// Bytes in the log file.
-    pub fn size_bytes(&self) -> u64 {
-        self.inner.lock().end_pos
-    }
-
     /// Watch the durable offset: live readers wait on it.
     pub fn subscribe(&self) -> watch::Receiver<LogOffset> {
         self.durable_tx.subscribe()
@@ -242,11 +237,6 @@ impl ShapeLog {
         inner.pending.push(b);
         inner.bytes_since_boundary = 0;
         Ok(())
-    }
-
-    /// True if there is written data not yet made durable.
-    pub fn is_dirty(&self) -> bool {
-        self.inner.lock().dirty
     }
 
     /// Makes everything written so far durable and visible to readers.
@@ -353,6 +343,7 @@ impl ShapeLog {
     /// Reads what follows `after` for live requests (long-poll and SSE): up to the durable head,
     /// without pinning boundaries (live responses are not cached for long), but never more than
     /// one chunk at a time.
+    #[cfg(test)]
     pub fn read_live(&self, after: LogOffset) -> io::Result<ReadOutcome> {
         match self.live_span(after) {
             LiveSpan::Bytes(span) => self.read_span(span),
@@ -457,11 +448,6 @@ impl Span {
     /// Bytes to read.
     pub fn len(&self) -> u64 {
         self.end - self.start
-    }
-
-    /// True when there is nothing to read.
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
     }
 }
 

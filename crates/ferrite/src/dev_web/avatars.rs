@@ -1,40 +1,35 @@
 //! `GET /avatars/<name>.svg`: the avatar a seeded user's `avatar_url` points at, drawn as the
 //! user's initials on their colour (so the example needs no image files).
 
-use crate::http::response as resp;
-use crate::state::AppState;
+use super::{error, DevWeb};
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{Response, StatusCode};
+use axum::http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
 
 /// The SVG for the user whose `avatar_url` is this path; 404 if none.
-pub async fn avatar(State(state): State<Arc<AppState>>, Path(file): Path<String>) -> Response<Body> {
+pub async fn avatar(State(web): State<Arc<DevWeb>>, Path(file): Path<String>) -> Response<Body> {
     let url = format!("/avatars/{file}");
-    let found = state
-        .with_db(|c| {
+    let found = web
+        .query(|c| {
             Box::pin(async move {
                 c.query_opt("SELECT name, color FROM users WHERE avatar_url = $1 LIMIT 1", &[&url]).await
             })
         })
         .await;
     match found {
-        Ok(Ok(Some(row))) => {
+        Ok(Some(row)) => {
             let name: String = row.get(0);
             let color: String = row.get(1);
             let mut r = Response::new(Body::from(svg(&name, &color)));
-            resp::set(&mut r, "content-type", "image/svg+xml");
-            resp::set(&mut r, "cache-control", "public, max-age=3600");
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
             r
         }
-        Ok(Ok(None)) => {
-            resp::error(StatusCode::NOT_FOUND, &json!({"message": format!("no user has the avatar {file}")}))
-        }
-        Ok(Err(e)) => {
-            resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("looking up the avatar: {e}")}))
-        }
-        Err(e) => resp::unavailable(5, &json!({"code": "database_unreachable", "message": e.to_string()})),
+        Ok(None) => error(StatusCode::NOT_FOUND, &json!({"message": format!("no user has the avatar {file}")})),
+        Err(response) => response,
     }
 }
 
@@ -64,7 +59,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// A 64×64 round avatar.
-pub fn svg(name: &str, color: &str) -> String {
+fn svg(name: &str, color: &str) -> String {
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64\" height=\"64\" viewBox=\"0 0 64 64\" role=\"img\" aria-label=\"{label}\">\
 <circle cx=\"32\" cy=\"32\" r=\"32\" fill=\"{color}\"/>\

@@ -6,15 +6,14 @@
 //!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id, `name`, and
 //!   `teams` = the user's teams *at issuance*, read from `team_members`. Removing a membership
 //!   therefore revokes access as soon as the client takes a new token (and at the latest when
-//!   the old one expires, after [`DevOptions::token_ttl_secs`](super::DevOptions)).
+//!   the old one expires, after [`DevWeb::token_ttl_secs`](super::DevWeb)).
 //!
 //! Any web page a developer visits could try to mint tokens from `localhost`: these routes send
 //! no CORS headers (a cross-origin page cannot read their answers), refuse a request whose
 //! `Origin` is another site, and `POST /dev/token` accepts only `application/json` bodies — which
 //! a cross-origin page cannot send without a CORS preflight, which fails.
 
-use crate::http::response as resp;
-use crate::state::AppState;
+use super::{error, json as json_response, DevWeb};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Response, StatusCode};
@@ -41,10 +40,6 @@ const USER_SQL: &str = "
      WHERE u.id = $1::text::uuid
      GROUP BY u.id";
 
-fn unreachable_db(e: impl std::fmt::Display) -> Response<Body> {
-    resp::unavailable(5, &json!({"code": "database_unreachable", "message": e.to_string()}))
-}
-
 /// Refuses a request from a page of another site: the `Host` must name this machine (a loopback
 /// name, or the address the server listens on — which defeats DNS rebinding, where another
 /// site's name resolves to this machine), and the `Origin`, when present, must be this server's
@@ -63,30 +58,23 @@ fn foreign_origin(headers: &HeaderMap, listen: &str) -> Option<Response<Body>> {
     if local && same_origin {
         return None;
     }
-    Some(resp::error(
+    Some(error(
         StatusCode::FORBIDDEN,
         &json!({"message": "the dev sign-in only answers pages served by this server on this machine (cross-origin request refused)"}),
     ))
 }
 
 /// `GET /dev/users`.
-pub async fn users(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
-    if let Some(refused) = foreign_origin(&headers, &state.config.listen) {
+pub async fn users(State(web): State<Arc<DevWeb>>, headers: HeaderMap) -> Response<Body> {
+    if let Some(refused) = foreign_origin(&headers, &web.listen) {
         return refused;
     }
-    let rows = state.with_db(|c| Box::pin(async move { c.query_one(USERS_SQL, &[]).await })).await;
-    match rows {
-        Ok(Ok(row)) => {
+    match web.query(|c| Box::pin(async move { c.query_one(USERS_SQL, &[]).await })).await {
+        Ok(row) => {
             let text: String = row.get(0);
-            let mut r = resp::json(StatusCode::OK, &serde_json::from_str::<Value>(&text).unwrap_or(Value::Null));
-            resp::set(&mut r, "cache-control", "no-store");
-            r
+            json_response(StatusCode::OK, &serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
         }
-        Ok(Err(e)) => resp::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &json!({"message": format!("listing users (does the database hold the pipeline-editor example?): {e}")}),
-        ),
-        Err(e) => unreachable_db(e),
+        Err(response) => response,
     }
 }
 
@@ -98,11 +86,8 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// `POST /dev/token`.
-pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
-    let (Some(dev), Some(secret)) = (&state.config.dev, &state.config.auth.secret) else {
-        return resp::error(StatusCode::NOT_FOUND, &json!({"message": "Not found"}));
-    };
-    if let Some(refused) = foreign_origin(&headers, &state.config.listen) {
+pub async fn token(State(web): State<Arc<DevWeb>>, headers: HeaderMap, body: axum::body::Bytes) -> Response<Body> {
+    if let Some(refused) = foreign_origin(&headers, &web.listen) {
         return refused;
     }
     let json_body = headers
@@ -110,7 +95,7 @@ pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
     if !json_body {
-        return resp::error(
+        return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &json!({"message": "POST /dev/token takes a JSON body: send content-type: application/json"}),
         );
@@ -118,42 +103,33 @@ pub async fn token(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
     let user_id = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(o)) => match o.get("user_id") {
             Some(Value::String(s)) if is_uuid(s) => s.clone(),
-            _ => return resp::invalid_field("user_id", "must be a user's id (a uuid)"),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"message": "Invalid request", "errors": {"user_id": ["must be a user's id (a uuid)"]}}),
+                )
+            }
         },
         _ => {
-            return resp::error(
+            return error(
                 StatusCode::BAD_REQUEST,
                 &json!({"message": "Request body must be a JSON object {\"user_id\": \"<uuid>\"}"}),
             )
         }
     };
     let id = user_id.clone();
-    let found = state.with_db(|c| Box::pin(async move { c.query_opt(USER_SQL, &[&id]).await })).await;
+    let found = web.query(|c| Box::pin(async move { c.query_opt(USER_SQL, &[&id]).await })).await;
     let (name, teams): (String, Vec<String>) = match found {
-        Ok(Ok(Some(row))) => (row.get(0), row.get(1)),
-        Ok(Ok(None)) => {
-            return resp::error(StatusCode::NOT_FOUND, &json!({"message": format!("no user with id {user_id}")}))
-        }
-        Ok(Err(e)) => {
-            return resp::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"message": format!("looking up the user: {e}")}),
-            )
-        }
-        Err(e) => return unreachable_db(e),
+        Ok(Some(row)) => (row.get(0), row.get(1)),
+        Ok(None) => return error(StatusCode::NOT_FOUND, &json!({"message": format!("no user with id {user_id}")})),
+        Err(response) => return response,
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let expires_at = now + dev.token_ttl_secs;
+    let expires_at = now + web.token_ttl_secs;
     let claims = json!({"sub": user_id, "name": name, "teams": teams, "iat": now, "exp": expires_at});
-    match encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())) {
-        Ok(token) => {
-            let mut r = resp::json(StatusCode::OK, &json!({"token": token, "expires_at": expires_at}));
-            resp::set(&mut r, "cache-control", "no-store");
-            r
-        }
-        Err(e) => {
-            resp::error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")}))
-        }
+    match encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(web.secret.as_bytes())) {
+        Ok(token) => json_response(StatusCode::OK, &json!({"token": token, "expires_at": expires_at})),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")})),
     }
 }
 
