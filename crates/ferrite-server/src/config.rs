@@ -3,6 +3,9 @@
 //! Every key has a default that works for `ferrite dev`; every key can be overridden by an
 //! environment variable `FERRITE_<KEY>` (upper case), which the binary applies.
 
+// The settings' value types, re-exported so a configuration can be written with this crate alone.
+pub use ferrite_core::merge::{ConflictPolicy, Existence, Rule};
+pub use ferrite_protocol::client_config::AuthMode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,7 +90,7 @@ pub struct ServerConfig {
     pub max_shape_size: u64,
     /// The conflict policy of tables without their own `conflict`/`resolve`: `"lww"` or
     /// `"server-wins"`. (The clock is always a hybrid logical clock.)
-    pub default_conflict: String,
+    pub default_conflict: ConflictPolicy,
     /// How many unsent transactions a Ferrite client keeps offline before refusing new ones;
     /// advertised to clients at `GET /v1/config`.
     pub max_offline_queue: usize,
@@ -108,7 +111,7 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `"insecure"` (default: no tokens, everything allowed) or `"jwt"`.
-    pub mode: String,
+    pub mode: AuthMode,
     /// HS256 shared secret (at least 32 bytes).
     pub secret: Option<String>,
     /// PEM public key (RSA → RS256, EC P-256 → ES256).
@@ -126,7 +129,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            mode: "insecure".into(),
+            mode: AuthMode::Insecure,
             secret: None,
             public_key_file: None,
             jwks_file: None,
@@ -141,14 +144,15 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableConfig {
-    /// `"lww"` (default) or `"server-wins"`.
-    pub conflict: Option<String>,
+    /// `"lww"` or `"server-wins"`; unset, the server's `default_conflict` (unless `resolve` is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<ConflictPolicy>,
     /// Ordered resolution rules instead of `conflict`, e.g. `["max(importance)", "lww"]`.
-    pub resolve: Vec<String>,
+    pub resolve: Vec<Rule>,
     /// `"add-wins"` or `"delete-wins"` (default): whether a concurrent update revives a deleted row.
-    pub existence: Option<String>,
+    pub existence: Existence,
     /// Per-column policy inside an `lww` table: column → `"lww"` or `"server-wins"`.
-    pub columns: BTreeMap<String, String>,
+    pub columns: BTreeMap<String, ConflictPolicy>,
     /// JWT mode: where clause (may use `claims.<name>`) ANDed into every shape on the table.
     pub read: Option<String>,
     /// JWT mode: where clause every written row must satisfy before and after the change.
@@ -193,7 +197,7 @@ impl Default for ServerConfig {
             max_clock_skew_ms: 5 * 60 * 1000,
             write_connections: 8,
             max_shape_size: 0,
-            default_conflict: "lww".into(),
+            default_conflict: ConflictPolicy::Lww,
             max_offline_queue: 1000,
             auth: AuthConfig::default(),
             presence_ttl_secs: 30,
@@ -237,14 +241,8 @@ impl ServerConfig {
             return Err("write_connections must be at least 1".into());
         }
         for (name, table) in &self.tables {
-            crate::writes::policy::table_policy(table, &self.default_conflict)
+            crate::writes::policy::table_policy(table, self.default_conflict)
                 .map_err(|e| format!("tables.{name}: {e}"))?;
-        }
-        if !matches!(self.default_conflict.as_str(), "lww" | "server-wins") {
-            return Err(format!(
-                "default_conflict must be \"lww\" or \"server-wins\" (got {:?})",
-                self.default_conflict
-            ));
         }
         crate::auth::Auth::from_config(self)?;
         if self.presence_ttl_secs == 0 {

@@ -106,7 +106,7 @@ pub async fn start_with(config: ServerConfig, extra: Option<axum::Router>) -> Re
         .await
         .map_err(|source| StartError::Listen { addr: addr_text.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: addr_text, source })?;
-    let state = Arc::new(AppState::new(config, Arc::new(registry)));
+    let state = Arc::new(AppState::new(config, Arc::new(registry)).map_err(StartError::Config)?);
     let tasks = vec![
         tokio::spawn(crate::replication::run(state.clone())),
         tokio::spawn(maintenance(state.clone())),

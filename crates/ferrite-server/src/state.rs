@@ -83,14 +83,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state around an opened registry.
-    pub fn new(config: ServerConfig, registry: Arc<Registry>) -> AppState {
-        let auth = Arc::new(crate::auth::Auth::from_config(&config).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "auth configuration unusable: refusing every token");
-            crate::auth::Auth::deny_all()
-        }));
-        AppState {
-            writer: crate::writes::apply::Writer::new(&config, auth.clone()),
+    /// Builds the state around an opened registry; the error names a setting that cannot be
+    /// used (auth keys that do not load, a bad table policy), so the server refuses to start
+    /// rather than run with part of its configuration ignored.
+    pub fn new(config: ServerConfig, registry: Arc<Registry>) -> Result<AppState, String> {
+        let auth = Arc::new(crate::auth::Auth::from_config(&config)?);
+        Ok(AppState {
+            writer: crate::writes::apply::Writer::new(&config, auth.clone())?,
             auth,
             presence: crate::presence::Presence::new(crate::presence::PresenceLimits {
                 ttl: std::time::Duration::from_secs(config.presence_ttl_secs),
@@ -115,7 +114,7 @@ impl AppState {
             create_lock: Mutex::new(()),
             db: Mutex::new(None),
             published: parking_lot::Mutex::new(HashSet::new()),
-        }
+        })
     }
 
     /// Arrival time of the transaction that committed at `commit_lsn`, if still remembered.

@@ -1,46 +1,40 @@
 //! Loading `ferrite.toml` with `FERRITE_*` environment overrides.
 //!
-//! Keys are the fields of [`ServerConfig`]; `FERRITE_<KEY>` (upper case) overrides a key, typed
-//! like the key's default. Nested keys use `__` between levels: `FERRITE_AUTH__MODE=jwt`,
+//! Keys are the fields of [`ServerConfig`]; `FERRITE_<KEY>` (upper case) overrides a key. Nested
+//! keys use `__` between levels: `FERRITE_AUTH__MODE=jwt`,
 //! `FERRITE_TABLES__LEADS__READ="tenant_id = claims.tenant_id"`,
 //! `FERRITE_TABLES__AGENT_MEMORY__RESOLVE='["max(importance)", "lww"]'` (a TOML array).
-//! Unknown keys in the file are an error that names them.
+//! A value is read as a TOML number, boolean or array when the key takes one, and as text
+//! otherwise, so `FERRITE_SECRET=123` is the text "123" and `FERRITE_PORT=abc` an error that
+//! names the variable. Unknown keys, in the file or the environment, are errors that name them.
 
 use anyhow::{anyhow, Context, Result};
 use ferrite_server::ServerConfig;
 use std::path::Path;
 
-/// Keys whose values are strings even when they look like numbers.
-const STRING_KEYS: [&str; 7] =
-    ["database_url", "listen", "data_dir", "slot_name", "publication", "secret", "default_conflict"];
-/// Nested keys (last level) whose values are strings.
-const NESTED_STRING_KEYS: [&str; 10] =
-    ["mode", "secret", "public_key_file", "jwks_file", "issuer", "audience", "conflict", "existence", "read", "write"];
+/// The configuration a TOML table describes; the error gives the dotted path of the bad key
+/// (`auth.mode: unknown variant ...`).
+fn parse(table: &toml::Table) -> Result<ServerConfig, String> {
+    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().message().to_string();
+        if path == "." {
+            message
+        } else {
+            format!("{path}: {message}")
+        }
+    })
+}
 
-/// The TOML value of an environment variable for the key at `path`.
-fn env_value(var: &str, path: &[String], v: String) -> Result<toml::Value> {
-    let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    let string_key = match path.as_slice() {
-        [key] => STRING_KEYS.contains(key),
-        [.., "columns", _] => true,
-        [.., last] => NESTED_STRING_KEYS.contains(last),
-        [] => false,
-    };
-    if v.trim_start().starts_with('[') {
-        let parsed: toml::Table = format!("v = {v}")
-            .parse()
-            .map_err(|e: toml::de::Error| anyhow!("environment variable {var}: {}", e.message()))?;
-        return Ok(parsed["v"].clone());
-    }
-    if string_key {
-        Ok(toml::Value::String(v))
-    } else if let Ok(i) = v.parse::<i64>() {
-        Ok(toml::Value::Integer(i))
-    } else if let Ok(b) = v.parse::<bool>() {
-        Ok(toml::Value::Boolean(b))
-    } else {
-        Err(anyhow!("environment variable {var}={v:?}: expected a number or true/false"))
-    }
+/// The readings of an environment variable's value to try, in order: as a TOML number,
+/// boolean or array when it is one, then as text. (A TOML string literal is not a reading of
+/// its own: `FERRITE_SECRET='"x"'` is the text with its quotes.)
+fn readings(value: &str) -> Vec<toml::Value> {
+    let typed = format!("v = {value}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+    let typed = typed.filter(|v| {
+        matches!(v, toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) | toml::Value::Array(_))
+    });
+    typed.into_iter().chain(std::iter::once(toml::Value::String(value.to_string()))).collect()
 }
 
 /// Sets `path` in `table`, creating intermediate tables.
@@ -57,27 +51,43 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value, var: &
 
 /// Reads the config file (if given or present as ./ferrite.toml) and applies the environment.
 pub fn load(path: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<ServerConfig> {
+    let path = path.or_else(|| Some(Path::new("ferrite.toml")).filter(|p| p.exists()));
     let mut table = match path {
         Some(p) => read_table(p)?,
-        None if Path::new("ferrite.toml").exists() => read_table(Path::new("ferrite.toml"))?,
         None => toml::Table::new(),
     };
+    // The file on its own must be well-formed, so its mistakes are reported as the file's.
+    let origin = path.map_or_else(|| "configuration".to_string(), |p| p.display().to_string());
+    parse(&table).map_err(|e| anyhow!("{origin}: {e}"))?;
     let known: Vec<String> = match toml::Value::try_from(ServerConfig::default())? {
         toml::Value::Table(t) => t.keys().cloned().chain(std::iter::once("secret".to_string())).collect(),
         _ => vec![],
     };
-    for (k, v) in env {
-        let Some(key) = k.strip_prefix("FERRITE_").map(|s| s.to_ascii_lowercase()) else { continue };
+    let mut overrides: Vec<(String, String)> = env.filter(|(k, _)| k.starts_with("FERRITE_")).collect();
+    overrides.sort();
+    for (var, value) in overrides {
+        let key = var["FERRITE_".len()..].to_ascii_lowercase();
         let path: Vec<String> = key.split("__").map(String::from).collect();
         // Other FERRITE_* variables (FERRITE_LOG, test failpoints) are not configuration keys.
         if !known.contains(&path[0]) {
             continue;
         }
-        let value = env_value(&k, &path, v)?;
-        set_path(&mut table, &path, value, &k)?;
+        let mut refusal = String::new();
+        let mut accepted = None;
+        for reading in readings(&value) {
+            let mut candidate = table.clone();
+            set_path(&mut candidate, &path, reading, &var)?;
+            match parse(&candidate) {
+                Ok(_) => {
+                    accepted = Some(candidate);
+                    break;
+                }
+                Err(e) => refusal = e,
+            }
+        }
+        table = accepted.ok_or_else(|| anyhow!("environment variable {var}={value:?}: {refusal}"))?;
     }
-    let cfg: ServerConfig =
-        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow!("configuration: {}", e.message()))?;
+    let cfg = parse(&table).map_err(|e| anyhow!("configuration: {e}"))?;
     cfg.validate().map_err(|e| anyhow!("configuration: {e}"))?;
     Ok(cfg)
 }
@@ -90,6 +100,7 @@ fn read_table(path: &Path) -> Result<toml::Table> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrite_server::config::{AuthMode, ConflictPolicy, Existence, Rule};
 
     #[test]
     fn env_overrides_file_and_unknown_keys_fail() {
@@ -109,6 +120,50 @@ mod tests {
     }
 
     #[test]
+    fn values_are_read_by_the_type_their_key_takes() {
+        let env = [
+            ("FERRITE_SECRET", "true"),
+            ("FERRITE_AUTH__ISSUER", "\"quoted\""),
+            ("FERRITE_DEFAULT_CONFLICT", "server-wins"),
+            ("FERRITE_LISTEN", "0.0.0.0"),
+            ("FERRITE_ALLOW_SHAPE_DELETION", "true"),
+            ("FERRITE_TABLES__NOTES__EXISTENCE", "add-wins"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg = load(None, env.into_iter()).unwrap();
+        assert_eq!(cfg.secret.as_deref(), Some("true"), "text, though it reads as a boolean");
+        assert_eq!(cfg.auth.issuer.as_deref(), Some("\"quoted\""), "the quotes are part of the text");
+        assert_eq!(cfg.default_conflict, ConflictPolicy::ServerWins);
+        assert_eq!(cfg.listen, "0.0.0.0");
+        assert!(cfg.allow_shape_deletion);
+        assert_eq!(cfg.tables["notes"].existence, Existence::AddWins);
+    }
+
+    #[test]
+    fn mistakes_name_their_key_and_where_it_came_from() {
+        let dir = tempfile_dir();
+        let p = dir.join("mistakes.toml");
+        for (file, needles) in [
+            ("[tables.leads]\nconflict = \"first-wins\"\n", ["tables.leads.conflict", "first-wins"]),
+            ("[tables.memory]\nresolve = [\"biggest(x)\"]\n", ["tables.memory.resolve", "not a rule"]),
+            ("[auth]\nmode = \"maybe\"\n", ["auth.mode", "maybe"]),
+            ("default_conflict = \"lww\"\nport = \"eighty\"\n", ["port", "eighty"]),
+        ] {
+            std::fs::write(&p, file).unwrap();
+            let err = load(Some(&p), std::iter::empty()).unwrap_err().to_string();
+            assert!(err.contains("mistakes.toml"), "{err}");
+            for needle in needles {
+                assert!(err.contains(needle), "{needle} in {err}");
+            }
+        }
+        let env = [("FERRITE_TABLES__LEADS__COLUMNS__STATUS".to_string(), "first-wins".to_string())];
+        let err = load(None, env.into_iter()).unwrap_err().to_string();
+        assert!(err.contains("FERRITE_TABLES__LEADS__COLUMNS__STATUS"), "{err}");
+        assert!(err.contains("tables.leads.columns.status"), "{err}");
+        assert!(err.contains("server-wins"), "the choices are listed: {err}");
+    }
+
+    #[test]
     fn nested_keys_are_overridable_too() {
         let dir = tempfile_dir();
         let p = dir.join("nested.toml");
@@ -124,12 +179,12 @@ mod tests {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let cfg = load(Some(&p), env.into_iter()).unwrap();
-        assert_eq!(cfg.auth.mode, "jwt");
+        assert_eq!(cfg.auth.mode, AuthMode::Jwt);
         assert_eq!(cfg.auth.leeway_secs, 5);
-        assert_eq!(cfg.tables["leads"].conflict.as_deref(), Some("lww"), "file values stay");
+        assert_eq!(cfg.tables["leads"].conflict, Some(ConflictPolicy::Lww), "file values stay");
         assert_eq!(cfg.tables["leads"].read.as_deref(), Some("tenant_id = claims.tenant_id"));
-        assert_eq!(cfg.tables["memory"].resolve, vec!["max(importance)".to_string(), "lww".into()]);
-        assert_eq!(cfg.tables["tasks"].columns["status"], "server-wins");
+        assert_eq!(cfg.tables["memory"].resolve, vec![Rule::Max("importance".into()), Rule::Lww]);
+        assert_eq!(cfg.tables["tasks"].columns["status"], ConflictPolicy::ServerWins);
         let bad = [("FERRITE_AUTH__MODE".to_string(), "maybe".to_string())];
         let err = load(Some(&p), bad.into_iter()).unwrap_err().to_string();
         assert!(err.contains("auth.mode"), "{err}");

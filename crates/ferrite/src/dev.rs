@@ -123,9 +123,9 @@ mod tests {
     #[test]
     fn the_example_settings_load() {
         let (auth, tables) = super::example_settings().unwrap();
-        assert_eq!(auth.mode, "jwt");
-        assert_eq!(tables["connections"].existence.as_deref(), Some("add-wins"));
-        assert_eq!(tables["steps"].existence.as_deref(), Some("delete-wins"));
+        assert_eq!(auth.mode, ferrite_server::config::AuthMode::Jwt);
+        assert_eq!(tables["connections"].existence, ferrite_server::config::Existence::AddWins);
+        assert_eq!(tables["steps"].existence, ferrite_server::config::Existence::DeleteWins);
         assert!(tables["users"].public);
         assert_ne!(super::random_secret(), super::random_secret());
         assert_eq!(super::random_secret().len(), 64);

@@ -5,6 +5,7 @@
 
 mod common;
 use common::*;
+use ferrite_server::config::AuthMode;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -48,7 +49,7 @@ const SCHEMA: &str = "
 
 async fn server(db: &TestDb) -> TestServer {
     TestServer::start_with(db, |c| {
-        c.auth.mode = "jwt".into();
+        c.auth.mode = AuthMode::Jwt;
         c.auth.secret = Some(SECRET.into());
         c.auth.public_key_file = Some(fixtures().join("rsa_public.pem"));
         c.auth.jwks_file = Some(fixtures().join("jwks.json"));

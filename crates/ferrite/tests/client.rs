@@ -7,6 +7,7 @@ mod common;
 mod fault_proxy;
 use common::*;
 use ferrite_client::{Client, ConnectionState, ShapeDef, Status, TokenSource};
+use ferrite_server::config::ConflictPolicy;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -678,7 +679,7 @@ async fn server_wins_writes_carry_what_the_client_saw() {
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start_with(&db, |cfg| cfg.default_conflict = "server-wins".into()).await;
+    let s = TestServer::start_with(&db, |cfg| cfg.default_conflict = ConflictPolicy::ServerWins).await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
     let all = ShapeDef::table("steps");

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use ferrite_server::config::AuthMode;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -133,7 +134,7 @@ async fn with_jwt_a_room_is_readable_only_by_those_who_can_read_its_row() {
         .await
         .unwrap();
     let s = TestServer::start_with(&db, |c| {
-        c.auth.mode = "jwt".into();
+        c.auth.mode = AuthMode::Jwt;
         c.auth.secret = Some(SECRET.into());
         c.tables.insert(
             "pipelines".into(),

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use ferrite_server::config::{AuthMode, ConflictPolicy};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -14,7 +15,7 @@ fn token(claims: Value) -> String {
 
 /// JWT mode with `rule` as both the read and the write rule of each of `tables`.
 fn jwt_rule(cfg: &mut ferrite_server::ServerConfig, tables: &[&str], rule: &str) {
-    cfg.auth.mode = "jwt".into();
+    cfg.auth.mode = AuthMode::Jwt;
     cfg.auth.secret = Some(SECRET.into());
     for t in tables {
         let rule = Some(rule.to_string());
@@ -353,7 +354,7 @@ async fn configured_issuer_and_audience_are_required() {
     let db = TestDb::new().await;
     db.client().await.batch_execute("CREATE TABLE forms (id int PRIMARY KEY, title text)").await.unwrap();
     let s = TestServer::start_with(&db, |cfg| {
-        cfg.auth.mode = "jwt".into();
+        cfg.auth.mode = AuthMode::Jwt;
         cfg.auth.secret = Some(SECRET.into());
         cfg.auth.issuer = Some("https://issuer.example".into());
         cfg.auth.audience = Some("ferrite".into());
@@ -586,13 +587,13 @@ async fn smaller_holes_stay_closed() {
     .await
     .unwrap();
     let s = TestServer::start_with(&db, |cfg| {
-        cfg.auth.mode = "jwt".into();
+        cfg.auth.mode = AuthMode::Jwt;
         cfg.auth.secret = Some(SECRET.into());
         // Visitors may insert leads of their tenant but read none; staff read and write them.
         cfg.tables.insert(
             "leads".into(),
             ferrite_server::config::TableConfig {
-                conflict: Some("server-wins".into()),
+                conflict: Some(ConflictPolicy::ServerWins),
                 read: Some("tenant_id = claims.tenant_id AND claims.role = 'staff'".into()),
                 write: Some("tenant_id = claims.tenant_id".into()),
                 ..Default::default()

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use ferrite_server::config::{ConflictPolicy, Existence, Rule};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -253,8 +254,8 @@ async fn existence_and_resolve_policies_converge_in_both_orders() {
     use ferrite_server::config::TableConfig;
     let delete = json!({"op": "delete", "table": "steps", "key": {"id": A}});
     let update = json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from B", "y": "9"}});
-    let add_wins = TableConfig { existence: Some("add-wins".into()), ..Default::default() };
-    let delete_wins = TableConfig { existence: Some("delete-wins".into()), ..Default::default() };
+    let add_wins = TableConfig { existence: Existence::AddWins, ..Default::default() };
+    let delete_wins = TableConfig { existence: Existence::DeleteWins, ..Default::default() };
     // A deletes, B (later) updates: add-wins keeps the row with B's change, delete-wins drops it.
     assert_eq!(converges(add_wins.clone(), delete.clone(), update.clone()).await, Some(("from B".into(), 1, 9)));
     assert_eq!(converges(delete_wins.clone(), delete.clone(), update.clone()).await, None);
@@ -263,7 +264,7 @@ async fn existence_and_resolve_policies_converge_in_both_orders() {
     assert_eq!(converges(add_wins, update_a.clone(), delete.clone()).await, None);
     assert_eq!(converges(delete_wins, update_a, delete).await, None);
     // The agent-memory resolver: the bigger x wins over the newer edit, in either order.
-    let resolve = TableConfig { resolve: vec!["max(x)".into(), "lww".into()], ..Default::default() };
+    let resolve = TableConfig { resolve: vec![Rule::Max("x".into()), Rule::Lww], ..Default::default() };
     let a =
         json!({"op": "update", "table": "steps", "key": {"id": A}, "value": {"name": "from A", "x": "10", "y": "1"}});
     let b =
@@ -273,7 +274,7 @@ async fn existence_and_resolve_policies_converge_in_both_orders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_wins_rejects_a_stale_base_with_the_current_row() {
-    let cfg = ferrite_server::config::TableConfig { conflict: Some("server-wins".into()), ..Default::default() };
+    let cfg = ferrite_server::config::TableConfig { conflict: Some(ConflictPolicy::ServerWins), ..Default::default() };
     let (row, results) = two_clients(true, Some(cfg)).await;
     assert_eq!(row, Some(("from A".into(), 5, 1)), "the first sync wins, the second is refused");
     assert_eq!(results[0]["status"], "applied");
@@ -381,7 +382,7 @@ async fn rejections_apply_nothing_name_the_problem_and_later_transactions_still_
 async fn default_conflict_applies_to_tables_without_their_own_and_clients_can_read_the_settings() {
     let (row, results) = {
         let (db, s, c) = setup(|cfg| {
-            cfg.default_conflict = "server-wins".into();
+            cfg.default_conflict = ConflictPolicy::ServerWins;
             cfg.max_offline_queue = 250;
         })
         .await;

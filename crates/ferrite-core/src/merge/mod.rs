@@ -6,7 +6,7 @@
 //! The policies (see `docs/write-protocol.md`):
 //!
 //! - [`RowPolicy::Lww`]: each column keeps the value with the highest [`Stamp`]. A column may
-//!   instead be [`ColumnPolicy::ServerWins`]: its change applies only if the client's `base`
+//!   instead be [`ConflictPolicy::ServerWins`]: its change applies only if the client's `base`
 //!   for it still matches. Updates merge per column, so the final row does not depend on the
 //!   order mutations arrive in (property-tested below).
 //! - [`RowPolicy::ServerWins`]: an update or delete applies only if every `base` value still
@@ -46,7 +46,7 @@ pub struct TablePolicy {
     /// How competing versions of a live row are resolved.
     pub row: RowPolicy,
     /// Per-column overrides of an `lww` table.
-    pub columns: BTreeMap<String, ColumnPolicy>,
+    pub columns: BTreeMap<String, ConflictPolicy>,
     /// Whether deletes or concurrent writes win.
     pub existence: Existence,
 }
@@ -68,9 +68,12 @@ pub enum RowPolicy {
     Resolve(Vec<Rule>),
 }
 
-/// Policy of one column of an `lww` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnPolicy {
+/// How a conflicting change is settled: the `conflict` setting of a table (and the
+/// server's `default_conflict`), or the policy of one column of an `lww` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    #[default]
     /// The newest stamp wins.
     Lww,
     /// The change applies only if the client's `base` for the column still matches.
@@ -78,11 +81,13 @@ pub enum ColumnPolicy {
 }
 
 /// What wins between a delete and other writes to the same row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Existence {
     /// Writes stamped after a delete bring the row back; a delete loses to newer writes.
     AddWins,
     /// A delete holds; only a newer insert recreates the row.
+    #[default]
     DeleteWins,
 }
 
@@ -246,7 +251,7 @@ pub fn missing_base(policy: &TablePolicy, op: &Incoming) -> Option<String> {
         }
         (RowPolicy::Lww, Incoming::Update { set, base }) => set
             .keys()
-            .find(|c| policy.columns.get(*c) == Some(&ColumnPolicy::ServerWins) && !in_base(base, c))
+            .find(|c| policy.columns.get(*c) == Some(&ConflictPolicy::ServerWins) && !in_base(base, c))
             .map(|c| {
                 format!("column {c} is server-wins: the update must carry base.{c} (the value the client last saw)")
             }),
@@ -379,9 +384,9 @@ fn winners(
         }
         RowPolicy::Lww | RowPolicy::ServerWins => {
             for (col, v) in set {
-                let wins = match policy.columns.get(col).copied().unwrap_or(ColumnPolicy::Lww) {
-                    ColumnPolicy::Lww => row.clock(col).is_none_or(|s| stamp >= s),
-                    ColumnPolicy::ServerWins => base.and_then(|b| b.get_key_value(col)).is_none_or(|(c, seen)| {
+                let wins = match policy.columns.get(col).copied().unwrap_or(ConflictPolicy::Lww) {
+                    ConflictPolicy::Lww => row.clock(col).is_none_or(|s| stamp >= s),
+                    ConflictPolicy::ServerWins => base.and_then(|b| b.get_key_value(col)).is_none_or(|(c, seen)| {
                         base_matches(Some(&[(c.clone(), seen.clone())].into()), &row.values, order)
                     }),
                 };

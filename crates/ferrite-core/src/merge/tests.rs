@@ -125,7 +125,7 @@ fn server_wins_applies_only_on_top_of_the_seen_version() {
 #[test]
 fn server_wins_columns_in_an_lww_table() {
     let mut p = TablePolicy::default();
-    p.columns.insert("status".into(), ColumnPolicy::ServerWins);
+    p.columns.insert("status".into(), ConflictPolicy::ServerWins);
     let start = live(&[("status", Some("running")), ("note", Some("n"))], 10);
     let m = Mutation {
         op: Incoming::Update {

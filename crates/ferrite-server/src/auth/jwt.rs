@@ -74,11 +74,6 @@ impl Verifier {
         Ok(Verifier { keys, issuer: cfg.issuer.clone(), audience: cfg.audience.clone(), leeway_secs: cfg.leeway_secs })
     }
 
-    /// A verifier without keys: refuses every token.
-    pub fn none() -> Verifier {
-        Verifier { keys: vec![], issuer: None, audience: None, leeway_secs: 0 }
-    }
-
     /// The identity in a valid token; the error says why a token is refused.
     pub fn verify(&self, token: &str) -> Result<Identity, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;

@@ -12,7 +12,7 @@
 pub mod jwt;
 pub mod rules;
 
-use crate::config::ServerConfig;
+use crate::config::{AuthMode, ServerConfig};
 use ferrite_protocol::relation::QualifiedName;
 use ferrite_where::BoundRule;
 pub use jwt::Identity;
@@ -47,10 +47,9 @@ pub enum AuthError {
 impl Auth {
     /// The policy of a configuration; the error names the bad setting.
     pub fn from_config(cfg: &ServerConfig) -> Result<Auth, String> {
-        let verifier = match cfg.auth.mode.as_str() {
-            "insecure" => None,
-            "jwt" => Some(jwt::Verifier::from_config(&cfg.auth)?),
-            other => return Err(format!("auth.mode must be \"insecure\" or \"jwt\" (got {other:?})")),
+        let verifier = match cfg.auth.mode {
+            AuthMode::Insecure => None,
+            AuthMode::Jwt => Some(jwt::Verifier::from_config(&cfg.auth)?),
         };
         let mut tables = HashMap::new();
         for (name, t) in &cfg.tables {
@@ -66,12 +65,6 @@ impl Auth {
             );
         }
         Ok(Auth { verifier, tables })
-    }
-
-    /// A policy that refuses every token (used only if the configuration cannot be loaded
-    /// after validation passed, so the server fails closed).
-    pub fn deny_all() -> Auth {
-        Auth { verifier: Some(jwt::Verifier::none()), tables: HashMap::new() }
     }
 
     /// Whether tokens are required.

@@ -141,7 +141,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response<Body> {
 /// The settings clients should follow: batch size, offline queue limit, clock skew allowed,
 /// presence TTL and whether tokens are needed. Public (no secrets).
 async fn client_config(State(state): State<Arc<AppState>>) -> Response<Body> {
-    use ferrite_protocol::client_config::{AuthMode, ClientConfig};
+    use ferrite_protocol::client_config::ClientConfig;
     let c = &state.config;
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     let config = ClientConfig {
@@ -151,7 +151,7 @@ async fn client_config(State(state): State<Arc<AppState>>) -> Response<Body> {
         max_offline_queue: n(c.max_offline_queue),
         max_clock_skew_ms: u32::try_from(c.max_clock_skew_ms).unwrap_or(u32::MAX),
         presence_ttl_secs: u32::try_from(c.presence_ttl_secs).unwrap_or(u32::MAX),
-        auth_mode: if state.auth.enabled() { AuthMode::Jwt } else { AuthMode::Insecure },
+        auth_mode: c.auth.mode,
     };
     let mut r = response::json(StatusCode::OK, &serde_json::to_value(config).unwrap_or_default());
     response::set(&mut r, "cache-control", "no-cache");

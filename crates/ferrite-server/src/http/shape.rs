@@ -470,7 +470,7 @@ mod tests {
         let cfg = crate::config::ServerConfig::default();
         let dir = tempfile::tempdir().unwrap();
         let registry = std::sync::Arc::new(crate::shapes::Registry::open(dir.path(), 10_000).unwrap());
-        let state = std::sync::Arc::new(crate::state::AppState::new(cfg, registry));
+        let state = std::sync::Arc::new(crate::state::AppState::new(cfg, registry).unwrap());
         let future = super::handle(
             axum::extract::State(state),
             axum::http::Method::GET,

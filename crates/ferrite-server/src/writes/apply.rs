@@ -141,28 +141,26 @@ fn wall_ms() -> u64 {
 }
 
 impl Writer {
-    /// A writer over `connections` Postgres connections with the configured table policies
-    /// (already validated by [`crate::config::ServerConfig::validate`]).
-    pub fn new(config: &crate::config::ServerConfig, auth: Arc<Auth>) -> Writer {
+    /// A writer over `write_connections` Postgres connections with the configured table
+    /// policies; the error names a table whose settings cannot be used.
+    pub fn new(config: &crate::config::ServerConfig, auth: Arc<Auth>) -> Result<Writer, String> {
         let mut policies = HashMap::new();
         for (name, cfg) in &config.tables {
-            if let (Ok(q), Ok(p)) =
-                (QualifiedName::parse(name), super::policy::table_policy(cfg, &config.default_conflict))
-            {
-                policies.insert(q, p);
-            }
+            let table = QualifiedName::parse(name).map_err(|e| format!("tables.{name}: {e}"))?;
+            let policy =
+                super::policy::table_policy(cfg, config.default_conflict).map_err(|e| format!("tables.{name}: {e}"))?;
+            policies.insert(table, policy);
         }
-        Writer {
+        Ok(Writer {
             pool: Pool::new(&config.database_url, config.write_connections),
             policies,
-            default_policy: super::policy::table_policy(&Default::default(), &config.default_conflict)
-                .unwrap_or_default(),
+            default_policy: super::policy::table_policy(&Default::default(), config.default_conflict)?,
             tables: Mutex::new(HashMap::new()),
             clock: Mutex::new(HlcClock::new(config.max_clock_skew_ms)),
             store_ready: tokio::sync::OnceCell::new(),
             auth,
             max_mutations: config.max_mutations_per_transaction,
-        }
+        })
     }
 
     /// Applies a request's transactions in order and returns one result per transaction.
