@@ -1,5 +1,6 @@
 //! The HTTP API: Electric v1 shape endpoints, health, metrics, with CORS on every response.
 
+pub mod compression;
 pub mod listener;
 pub mod params;
 pub mod response;
@@ -46,6 +47,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_secret))
         .layer(middleware::from_fn(common_headers))
         .layer(middleware::from_fn_with_state(state.clone(), private_when_authenticated))
+        .layer(compression::layer())
         .with_state(state)
 }
 
