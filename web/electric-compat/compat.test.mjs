@@ -82,7 +82,7 @@ test('live updates over SSE', async () => {
   controller.abort()
 })
 
-test('a transaction bigger than a chunk comes in pieces, up-to-date only at its end', async () => {
+test('a transaction bigger than a chunk comes in (gzipped) pieces, up-to-date only at its end', async () => {
   // The test server's chunk_bytes is 10 000: this transaction (~35 kB of messages) is served in
   // several responses. (Like with Electric, a Shape that is up to date shows the first piece of
   // a new batch at once; up-to-date, and so a settled Shape, only ever follows a whole transaction.)
@@ -90,10 +90,16 @@ test('a transaction bigger than a chunk comes in pieces, up-to-date only at its 
   await db.query(`INSERT INTO big_items VALUES (1, 'first')`)
   const controller = new AbortController()
   const watch = async (liveSse) => {
-    const stream = new ShapeStream({ url: SHAPE_URL, params: { table: 'big_items' }, liveSse, signal: controller.signal })
+    // Node's fetch asks for gzip: note what each response came as.
+    const seen = { inserted: 0, pieces: 0, last: 0, atUpToDate: [], encodings: [] }
+    const fetchClient = async (...args) => {
+      const r = await fetch(...args)
+      seen.encodings.push(`${r.headers.get('content-type')?.split(';')[0]} ${r.headers.get('content-encoding')}`)
+      return r
+    }
+    const stream = new ShapeStream({ url: SHAPE_URL, params: { table: 'big_items' }, liveSse, signal: controller.signal, fetchClient })
     const shape = new Shape(stream)
     assert.equal((await shape.rows).length, 1)
-    const seen = { inserted: 0, pieces: 0, last: 0, atUpToDate: [] }
     stream.subscribe((messages) => {
       let piece = false
       for (const m of messages) {
@@ -113,6 +119,9 @@ test('a transaction bigger than a chunk comes in pieces, up-to-date only at its 
     assert.equal(seen.last, 1, 'one message ends the transaction')
   }
   assert.ok(longPoll.seen.pieces >= 3, `long-poll responses carrying the transaction: ${longPoll.seen.pieces}`)
+  // The pieces came gzipped (decoded by fetch), the SSE stream too.
+  assert.ok(longPoll.seen.encodings.includes('application/json gzip'), longPoll.seen.encodings.join('; '))
+  assert.ok(sse.seen.encodings.includes('text/event-stream gzip'), sse.seen.encodings.join('; '))
   // A new reader catches up through the pieces.
   const fresh = new Shape(new ShapeStream({ url: SHAPE_URL, params: { table: 'big_items' }, signal: controller.signal }))
   assert.equal((await fresh.rows).length, 101)

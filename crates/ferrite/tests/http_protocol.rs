@@ -385,3 +385,60 @@ async fn responses_are_compressed_when_accepted() {
         assert_eq!(got, rows(serde_json::from_slice(&plain_body).unwrap()));
     }
 }
+
+/// An SSE stream asked for with `accept-encoding: gzip` is gzipped, and each batch of events can
+/// be decoded as soon as it arrives (the stream stays open); the end of the stream is valid gzip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_are_gzipped_event_by_event() {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE feed (id int PRIMARY KEY, body text); INSERT INTO feed VALUES (1, 'one');")
+        .await
+        .unwrap();
+    let s = TestServer::start_with(&db, |c| c.sse_timeout_secs = 4).await;
+    let mut r = ShapeReader::new(&s.base, &[("table", "feed")]);
+    r.catch_up().await;
+    let url = format!(
+        "{}?table=feed&handle={}&offset={}&live=true&live_sse=true",
+        s.shape_url(),
+        r.handle.clone().unwrap(),
+        r.offset
+    );
+    let resp = reqwest::Client::new().get(&url).header("accept-encoding", "gzip, br").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    assert_eq!(h(&headers, "content-encoding").as_deref(), Some("gzip"));
+    assert!(h(&headers, "vary").unwrap().contains("accept-encoding"));
+    let mut body = resp.bytes_stream();
+    let mut decoded = flate2::write::GzDecoder::new(Vec::new());
+    // Reads pieces until the decoded text satisfies `done` (the stream must not have to end).
+    async fn until<B: AsRef<[u8]>>(
+        body: &mut (impl futures_util::Stream<Item = reqwest::Result<B>> + Unpin),
+        decoded: &mut flate2::write::GzDecoder<Vec<u8>>,
+        done: impl Fn(&str) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !done(std::str::from_utf8(decoded.get_ref()).unwrap()) {
+            let piece = tokio::time::timeout_at(deadline, body.next()).await.expect("event arrives in time");
+            decoded.write_all(piece.unwrap().unwrap().as_ref()).unwrap();
+            decoded.flush().unwrap();
+        }
+    }
+    c.execute("INSERT INTO feed VALUES (2, 'two')", &[]).await.unwrap();
+    until(&mut body, &mut decoded, |t| t.contains("\"two\"") && t.contains("up-to-date")).await;
+    // A batch above a kilobyte goes compressed (not as a stored block), and still arrives at once.
+    c.batch_execute("INSERT INTO feed SELECT g, 'a rather repetitive body ' || g FROM generate_series(10, 60) g")
+        .await
+        .unwrap();
+    until(&mut body, &mut decoded, |t| t.contains("body 60\"") && t.matches("up-to-date").count() >= 2).await;
+    // The stream ends (sse_timeout_secs) with a valid trailer.
+    while let Some(piece) = body.next().await {
+        decoded.write_all(&piece.unwrap()).unwrap();
+    }
+    let text = String::from_utf8(decoded.finish().unwrap()).unwrap();
+    let events: Vec<serde_json::Value> =
+        text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(events.iter().filter(|e| e["headers"]["operation"] == "insert").count(), 52);
+}

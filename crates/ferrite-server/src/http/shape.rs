@@ -123,7 +123,8 @@ pub async fn handle(
             metrics.requests_live.fetch_add(1, Ordering::Relaxed);
             metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
             let r = if req.live_sse {
-                Box::pin(super::sse::stream(&state, shape, &req, o, ticket)).await
+                let encoding = Encoding::negotiate_gzip(&headers);
+                Box::pin(super::sse::stream(&state, shape, &req, o, encoding, ticket)).await
             } else {
                 Box::pin(live(&state, &shape, &req, &headers, o)).await
             };
