@@ -82,6 +82,52 @@ test('live updates over SSE', async () => {
   controller.abort()
 })
 
+test('a transaction bigger than a chunk comes in (gzipped) pieces, up-to-date only at its end', async () => {
+  // The test server's chunk_bytes is 10 000: this transaction (~35 kB of messages) is served in
+  // several responses. (Like with Electric, a Shape that is up to date shows the first piece of
+  // a new batch at once; up-to-date, and so a settled Shape, only ever follows a whole transaction.)
+  await db.query(`CREATE TABLE big_items (id int PRIMARY KEY, payload text)`)
+  await db.query(`INSERT INTO big_items VALUES (1, 'first')`)
+  const controller = new AbortController()
+  const watch = async (liveSse) => {
+    // Node's fetch asks for gzip: note what each response came as.
+    const seen = { inserted: 0, pieces: 0, last: 0, atUpToDate: [], encodings: [] }
+    const fetchClient = async (...args) => {
+      const r = await fetch(...args)
+      seen.encodings.push(`${r.headers.get('content-type')?.split(';')[0]} ${r.headers.get('content-encoding')}`)
+      return r
+    }
+    const stream = new ShapeStream({ url: SHAPE_URL, params: { table: 'big_items' }, liveSse, signal: controller.signal, fetchClient })
+    const shape = new Shape(stream)
+    assert.equal((await shape.rows).length, 1)
+    stream.subscribe((messages) => {
+      let piece = false
+      for (const m of messages) {
+        if (m.headers.operation === 'insert' && m.value.id >= 1000) { seen.inserted++; piece = true }
+        if (m.headers.last) seen.last++
+        if (m.headers.control === 'up-to-date') seen.atUpToDate.push(seen.inserted)
+      }
+      if (piece) seen.pieces++
+    })
+    return { shape, seen }
+  }
+  const [longPoll, sse] = [await watch(false), await watch(true)]
+  await db.query(`INSERT INTO big_items SELECT g, repeat('p', 200) FROM generate_series(1000, 1099) g`)
+  for (const { shape, seen } of [longPoll, sse]) {
+    await waitFor('the big transaction', () => shape.currentRows.length === 101 && shape.isUpToDate)
+    assert.ok(seen.atUpToDate.every((n) => n === 0 || n === 100), `up-to-date inside the transaction: ${seen.atUpToDate}`)
+    assert.equal(seen.last, 1, 'one message ends the transaction')
+  }
+  assert.ok(longPoll.seen.pieces >= 3, `long-poll responses carrying the transaction: ${longPoll.seen.pieces}`)
+  // The pieces came gzipped (decoded by fetch), the SSE stream too.
+  assert.ok(longPoll.seen.encodings.includes('application/json gzip'), longPoll.seen.encodings.join('; '))
+  assert.ok(sse.seen.encodings.includes('text/event-stream gzip'), sse.seen.encodings.join('; '))
+  // A new reader catches up through the pieces.
+  const fresh = new Shape(new ShapeStream({ url: SHAPE_URL, params: { table: 'big_items' }, signal: controller.signal }))
+  assert.equal((await fresh.rows).length, 101)
+  controller.abort()
+})
+
 test('where clause with params, and column selection', async () => {
   await db.query(`CREATE TABLE wp_items (id int PRIMARY KEY, status text, priority int, secret text)`)
   await db.query(`INSERT INTO wp_items SELECT g, CASE WHEN g % 2 = 0 THEN 'open' ELSE 'done' END, g % 5, 's' FROM generate_series(1, 40) g`)

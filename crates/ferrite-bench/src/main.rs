@@ -49,6 +49,11 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// Response compression: ratio and catch-up serving rate without, with gzip and with brotli.
+    Compression {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
     /// Server RSS with many concurrent live long-poll clients (server runs as its own process).
     Rss {
         #[arg(long, default_value_t = 10_000)]
@@ -93,6 +98,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Bench::Snapshot { rows } => snapshot(rows, cli.runs).await,
+            Bench::Compression { rows } => compression(rows, cli.runs).await,
             Bench::Rss { clients } => rss(clients).await,
             Bench::Client { rows } => client::client(rows, cli.runs).await,
             Bench::Writes { clients, batches, write_connections, latency_writes } => {
@@ -103,6 +109,7 @@ fn main() -> Result<()> {
                 latency(1000, 1000, 1000, cli.runs).await?;
                 latency(1000, 10, 1000, cli.runs).await?;
                 snapshot(1_000_000, cli.runs).await?;
+                compression(1_000_000, cli.runs).await?;
                 writes::writes(16, 20, 8, 200, cli.runs).await?;
                 client::client(1_000_000, cli.runs).await?;
                 rss(10_000).await
@@ -474,6 +481,113 @@ async fn snapshot_once(rows: u64) -> Result<(f64, f64)> {
     }
     server.shutdown().await;
     Ok((rows as f64 / snap_secs, rows as f64 / serve_secs))
+}
+
+/// Catch-up serving with and without compression: one server, one shape; each run reads the
+/// whole shape once per mode, the modes alternating (plain, gzip with an empty cache, gzip again
+/// from the cache, the same for brotli). Rates are of the JSON delivered (before compression).
+async fn compression(rows: u64, runs: usize) -> Result<()> {
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute(&format!(
+        "CREATE TABLE big (id int PRIMARY KEY, title text NOT NULL, n int, at timestamptz);
+         INSERT INTO big SELECT g, 'row number ' || g, g % 1000, '2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, {rows}) g;
+         ANALYZE big;"
+    ))
+    .await?;
+    let server = ferrite_server::start(config(&env, "shapes")).await?;
+    wait_healthy(&server.url()).await?;
+    let shape_url = format!("{}/v1/shape", server.url());
+    let http = reqwest::Client::new();
+    // The snapshot, and the plain figures every other mode is checked against.
+    let plain = wire_catch_up(&http, &shape_url, None).await?;
+    let modes: [(&str, Option<&str>, bool); 5] = [
+        ("plain", None, false),
+        ("gzip, compressed for the request", Some("gzip"), true),
+        ("gzip, from the cache", Some("gzip"), false),
+        ("brotli, compressed for the request", Some("br"), true),
+        ("brotli, from the cache", Some("br"), false),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![vec![]; modes.len()];
+    let mut wire = vec![0u64; modes.len()];
+    for _ in 0..runs {
+        for (i, (_, accept, cold)) in modes.iter().enumerate() {
+            if *cold {
+                server.observer().forget_compressed_responses();
+            }
+            let t0 = Instant::now();
+            let got = wire_catch_up(&http, &shape_url, *accept).await?;
+            let secs = t0.elapsed().as_secs_f64();
+            if got.offsets != plain.offsets {
+                return Err(anyhow!("{accept:?}: the responses differ from the plain ones"));
+            }
+            if accept.is_some() && got.encoded == 0 {
+                return Err(anyhow!("{accept:?}: nothing came compressed"));
+            }
+            wire[i] = got.bytes;
+            rates[i].push(plain.bytes as f64 / secs / 1e6);
+        }
+    }
+    let mb = plain.bytes as f64 / 1e6;
+    println!(
+        "compression: {rows}-row shape, {mb:.0} MB of JSON in {} catch-up responses: gzip {:.1} MB ({:.1}x smaller), brotli {:.1} MB ({:.1}x smaller)",
+        plain.offsets.len(),
+        wire[1] as f64 / 1e6,
+        plain.bytes as f64 / wire[1] as f64,
+        wire[3] as f64 / 1e6,
+        plain.bytes as f64 / wire[3] as f64
+    );
+    for (i, (name, _, _)) in modes.iter().enumerate() {
+        let r = median(rates[i].clone());
+        println!(
+            "compression: catch-up serving, {name:<34} {r:>7.0} MB/s of JSON ({:.2}M rows/s) (median of {runs} alternating runs)",
+            r * 1e6 / plain.bytes as f64 * rows as f64 / 1e6
+        );
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// What one catch-up read from -1 to up-to-date received.
+struct Wire {
+    /// `electric-offset` of each response, in order.
+    offsets: Vec<String>,
+    /// Body bytes as received (compressed or not).
+    bytes: u64,
+    /// Responses that came with a `content-encoding`.
+    encoded: usize,
+}
+
+/// Reads the `big` shape from -1 to up-to-date, asking for `accept_encoding`; bodies are not
+/// decoded (the client's decoding would take CPU from the server on this machine).
+async fn wire_catch_up(http: &reqwest::Client, shape_url: &str, accept_encoding: Option<&str>) -> Result<Wire> {
+    let mut w = Wire { offsets: vec![], bytes: 0, encoded: 0 };
+    let mut offset = "-1".to_string();
+    let mut handle = String::new();
+    loop {
+        let mut url = format!("{shape_url}?table=big&offset={offset}");
+        if !handle.is_empty() {
+            url.push_str(&format!("&handle={handle}"));
+        }
+        let mut req = http.get(&url);
+        if let Some(a) = accept_encoding {
+            req = req.header("accept-encoding", a);
+        }
+        let r = req.send().await?;
+        if r.status() != 200 {
+            return Err(anyhow!("{url}: {} {}", r.status(), r.text().await.unwrap_or_default()));
+        }
+        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+        handle = h("electric-handle").unwrap_or_default();
+        offset = h("electric-offset").unwrap_or_default();
+        w.encoded += h("content-encoding").is_some() as usize;
+        let done = h("electric-up-to-date").is_some();
+        w.offsets.push(offset.clone());
+        w.bytes += r.bytes().await?.len() as u64;
+        if done {
+            return Ok(w);
+        }
+    }
 }
 
 async fn rss(clients: usize) -> Result<()> {

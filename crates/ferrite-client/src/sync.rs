@@ -232,8 +232,32 @@ impl Client {
         .await
     }
 
-    /// One request from `pos` (nothing applied yet).
+    /// One request from `pos` (nothing applied yet). The server splits a transaction bigger than
+    /// its chunk size across responses; a response that ends inside one is completed with the
+    /// following ones (catch-up requests), so every transaction is applied whole.
     async fn fetch(&self, def: &ShapeDef, pos: &ShapePosition, live: bool) -> Result<Fetched, ClientError> {
+        let mut fetched = self.fetch_one(def, pos, live).await?;
+        while let Fetched::Data(data) = &fetched {
+            if !ends_inside_transaction(&data.body) {
+                break;
+            }
+            match self.fetch_one(def, &data.next, false).await? {
+                Fetched::Data(rest) => {
+                    let Fetched::Data(data) = fetched else { unreachable!() };
+                    fetched = Fetched::Data(Data {
+                        body: join_arrays(&data.body, &rest.body),
+                        next: rest.next,
+                        schema: data.schema.or(rest.schema),
+                    });
+                }
+                refetch => fetched = refetch,
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// One request from `pos`.
+    async fn fetch_one(&self, def: &ShapeDef, pos: &ShapePosition, live: bool) -> Result<Fetched, ClientError> {
         let mut q = def.query();
         q.push(("offset".into(), pos.offset.clone()));
         if let Some(h) = &pos.handle {
@@ -290,6 +314,52 @@ impl Client {
         }
         req.send().await.map_err(|e| ClientError::Unreachable(e.to_string()))
     }
+}
+
+/// Whether a response body (a JSON array of messages) stops inside a transaction: its last
+/// change message is a transaction's (it has an `lsn`; snapshot rows have none) but not the
+/// transaction's last (`"last": true`).
+fn ends_inside_transaction(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Message {
+        #[serde(default)]
+        headers: Headers,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Headers {
+        #[serde(default)]
+        operation: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        lsn: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        last: Option<bool>,
+    }
+    let Ok(messages) = serde_json::from_slice::<Vec<Message>>(body) else {
+        return false;
+    };
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.headers.operation.is_some())
+        .is_some_and(|m| m.headers.lsn.is_some() && m.headers.last != Some(true))
+}
+
+/// Two JSON arrays as one.
+fn join_arrays(a: &[u8], b: &[u8]) -> bytes::Bytes {
+    let inner = |x: &[u8]| -> Vec<u8> {
+        let t = x.trim_ascii();
+        t.strip_prefix(b"[").and_then(|t| t.strip_suffix(b"]")).unwrap_or(t).trim_ascii().to_vec()
+    };
+    let (a, b) = (inner(a), inner(b));
+    let mut out = Vec::with_capacity(a.len() + b.len() + 3);
+    out.push(b'[');
+    out.extend_from_slice(&a);
+    if !a.is_empty() && !b.is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(&b);
+    out.push(b']');
+    out.into()
 }
 
 /// What a request brought.
@@ -366,6 +436,31 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_ending_inside_a_transaction_are_recognised_and_joined() {
+        let change = |lsn: Option<&str>, last: bool| {
+            let mut h = serde_json::json!({"operation": "insert"});
+            if let Some(l) = lsn {
+                h["lsn"] = l.into();
+            }
+            if last {
+                h["last"] = true.into();
+            }
+            serde_json::json!({"key": "k", "value": {"id": "1"}, "headers": h})
+        };
+        let body = |msgs: Vec<Value>| serde_json::to_vec(&msgs).unwrap();
+        let up_to_date = serde_json::json!({"headers": {"control": "up-to-date", "global_last_seen_lsn": "9"}});
+        assert!(ends_inside_transaction(&body(vec![change(Some("7"), true), change(Some("9"), false)])));
+        assert!(!ends_inside_transaction(&body(vec![change(Some("9"), false), change(Some("9"), true)])));
+        assert!(!ends_inside_transaction(&body(vec![change(Some("9"), true), up_to_date.clone()])));
+        assert!(!ends_inside_transaction(&body(vec![change(None, false), change(None, false)])), "snapshot rows");
+        assert!(!ends_inside_transaction(b"[]"));
+        assert!(!ends_inside_transaction(&body(vec![up_to_date])));
+        assert_eq!(&join_arrays(b"[1,2]", b"[3]")[..], b"[1,2,3]");
+        assert_eq!(&join_arrays(b"[]", b"[3]")[..], b"[3]");
+        assert_eq!(&join_arrays(b"[1]", b"[]")[..], b"[1]");
+    }
 
     #[test]
     fn backoff_follows_the_schedule_with_jitter_and_honours_retry_after() {

@@ -34,9 +34,8 @@ impl LogOffset {
     }
 
     /// The end of the transaction this offset is in (`<tx>_inf`); snapshot offsets are unchanged.
-    /// Every offset a client can hold lies at a transaction's end, so reading "after `o`" and
-    /// "after `o`'s transaction" are the same — and SSE clients that resume at `<lsn>_0` get no
-    /// replay of the rest of that transaction.
+    /// SSE clients resume at `<lsn>_0` after an `up-to-date`, which only follows whole
+    /// transactions: reading after this gives them no replay of the rest of that transaction.
     pub fn whole_transaction(self) -> Self {
         if self.tx > 0 {
             LogOffset { tx: self.tx, op: OP_INF }

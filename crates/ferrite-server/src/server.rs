@@ -64,8 +64,8 @@ impl RunningServer {
     }
 }
 
-/// What benchmarks and tests may read of a running server: its metrics, its shapes, when
-/// transactions arrived. Cheap to clone.
+/// What benchmarks and tests may see of a running server: its metrics, its shapes, when
+/// transactions arrived (and one cache they may empty). Cheap to clone.
 #[derive(Clone)]
 pub struct Observer(Arc<AppState>);
 
@@ -78,6 +78,12 @@ impl Observer {
     /// How many shapes the server holds.
     pub fn shape_count(&self) -> usize {
         self.0.registry.len()
+    }
+
+    /// Forgets every compressed response kept for reuse, so a benchmark can measure the cost
+    /// of compressing a response the first time.
+    pub fn forget_compressed_responses(&self) {
+        self.0.compressed.clear();
     }
 
     /// When the transaction that committed at `commit_lsn` arrived from Postgres (recent ones

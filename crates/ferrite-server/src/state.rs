@@ -77,10 +77,15 @@ pub struct AppState {
     pub admission: crate::admission::Admission,
     /// Connections for initial and subset snapshots (`snapshot_concurrency` of them).
     pub snapshot_pool: crate::pool::Pool<tokio_postgres::Client>,
+    /// Compressed shape responses, made once and served many times.
+    pub compressed: crate::http::compression::Cache,
     create_lock: Mutex<()>,
     db: Mutex<Option<tokio_postgres::Client>>,
     published: parking_lot::Mutex<HashSet<u32>>,
 }
+
+/// Bytes of compressed shape responses kept for reuse.
+const COMPRESSED_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 impl AppState {
     /// Builds the state around an opened registry; the error names a setting that cannot be
@@ -105,6 +110,7 @@ impl AppState {
                 per_subject: config.max_requests_per_subject,
             }),
             snapshot_pool: crate::pool::Pool::new(&config.database_url, config.snapshot_concurrency),
+            compressed: crate::http::compression::Cache::new(COMPRESSED_CACHE_BYTES),
             config,
             registry,
             metrics: Arc::new(Metrics::default()),

@@ -748,3 +748,48 @@ async fn pushes_respect_the_servers_mutation_limits() {
     let renamed: i64 = c.query_one("SELECT count(*) FROM steps WHERE name = 'renamed'", &[]).await.unwrap().get(0);
     assert_eq!(renamed, 50);
 }
+
+/// A transaction bigger than the server's chunk (10 000 bytes in tests) comes in several
+/// responses; the client applies it whole: a local reader never sees part of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_split_across_responses_is_applied_whole() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("r.db"), &s.base, TokenSource::None).unwrap();
+    let all = ShapeDef::table("steps");
+    client.sync(&all).await.unwrap();
+    let sub = client.subscribe(all.clone());
+    let mut status = sub.status();
+    tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| *s == Status::Synced)).await.unwrap().unwrap();
+    // ~60 kB of messages in one transaction.
+    c.batch_execute(
+        "INSERT INTO steps SELECT i, 0, 'big ' || i, 1.0, false, repeat('n', 200) FROM generate_series(1001, 1150) i",
+    )
+    .await
+    .unwrap();
+    let new_rows = || -> i64 {
+        let rows = client.query("SELECT count(*) FROM steps WHERE id > 1000", &[]).unwrap();
+        rows[0][0].as_i64().unwrap()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = new_rows();
+        seen.insert(n);
+        if n == 150 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the big transaction never arrived");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(seen.iter().all(|&n| n == 0 || n == 150), "a reader saw part of the transaction: {seen:?}");
+    assert_eq!(local(&client, "steps"), oracle(&c, "").await);
+    drop(sub);
+    // A replica synced from scratch gets it whole too.
+    let fresh = Client::open(dir.path().join("fresh.db"), &s.base, TokenSource::None).unwrap();
+    fresh.sync(&all).await.unwrap();
+    assert_eq!(local(&fresh, "steps"), oracle(&c, "").await);
+}

@@ -241,3 +241,204 @@ async fn delete_disabled_and_offset_now() {
     assert_eq!(now.body.as_array().unwrap().len(), 1);
     assert_eq!(now.body[0]["headers"]["control"], "up-to-date");
 }
+
+/// A response's raw (still encoded) body and headers.
+async fn raw(
+    url: &str,
+    accept_encoding: Option<&str>,
+    if_none_match: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(a) = accept_encoding {
+        req = req.header("accept-encoding", a);
+    }
+    if let Some(t) = if_none_match {
+        req = req.header("if-none-match", t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.bytes().await.unwrap().to_vec())
+}
+
+fn decode(encoding: Option<&str>, body: &[u8]) -> String {
+    use std::io::Read;
+    let mut out = vec![];
+    match encoding {
+        None => out = body.to_vec(),
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(body).read_to_end(&mut out).unwrap();
+        }
+        Some("br") => {
+            brotli::Decompressor::new(body, 4096).read_to_end(&mut out).unwrap();
+        }
+        Some(other) => panic!("unexpected content-encoding {other}"),
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A header's values, joined.
+fn h(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// gzip and brotli when the client accepts them: the same JSON, its own tag per coding, `vary:
+/// accept-encoding`; small bodies as they are; other JSON answers (subset snapshots) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_compressed_when_accepted() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE zipped (id int PRIMARY KEY, grp text, title text);
+         INSERT INTO zipped SELECT g, CASE WHEN g % 2 = 0 THEN 'even' ELSE 'odd' END, 'a title for row number ' || g
+           FROM generate_series(1, 300) g;",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await; // chunk_bytes = 10 000
+    let url = s.shape_url();
+
+    // Catch up without compression, remembering every response.
+    let mut plain = vec![];
+    let (mut offset, mut handle) = ("-1".to_string(), String::new());
+    loop {
+        let u = format!("{url}?table=zipped&offset={offset}{handle}");
+        let (status, headers, body) = raw(&u, None, None).await;
+        assert_eq!(status, 200);
+        assert!(h(&headers, "content-encoding").is_none());
+        assert!(h(&headers, "vary").unwrap().contains("accept-encoding"), "{headers:?}");
+        handle = format!("&handle={}", h(&headers, "electric-handle").unwrap());
+        offset = h(&headers, "electric-offset").unwrap();
+        let done = h(&headers, "electric-up-to-date").is_some();
+        plain.push((u, String::from_utf8(body).unwrap(), h(&headers, "etag").unwrap()));
+        if done {
+            break;
+        }
+    }
+    assert!(plain.len() >= 3, "several chunks");
+
+    for (accept, coding) in [("gzip", "gzip"), ("br", "br"), ("gzip, deflate, br", "br"), ("br;q=0, gzip", "gzip")] {
+        for (u, text, plain_tag) in &plain {
+            let (status, headers, body) = raw(u, Some(accept), None).await;
+            assert_eq!(status, 200);
+            let vary = h(&headers, "vary").unwrap();
+            assert!(vary.contains("accept-encoding"), "{vary}");
+            if text.len() < 1024 {
+                // The last response (up-to-date only) is too small to be worth it.
+                assert!(h(&headers, "content-encoding").is_none(), "{u}: small bodies go as they are");
+                assert_eq!(&decode(None, &body), text);
+                continue;
+            }
+            assert_eq!(h(&headers, "content-encoding").as_deref(), Some(coding), "{u} with {accept}");
+            assert!(body.len() * 2 < text.len(), "{u}: {} compressed bytes for {}", body.len(), text.len());
+            assert_eq!(&decode(Some(coding), &body), text, "{u} with {accept}");
+            let tag = h(&headers, "etag").unwrap();
+            assert_ne!(&tag, plain_tag, "each coding has its own tag");
+            assert!(tag.ends_with(&format!(":{coding}\"")), "{tag}");
+            // Served again (from the cache): the same bytes; revalidation per coding.
+            let (_, again_headers, again) = raw(u, Some(accept), None).await;
+            assert_eq!((again, h(&again_headers, "etag").unwrap()), (body.clone(), tag.clone()));
+            assert_eq!(raw(u, Some(accept), Some(&tag)).await.0, 304);
+            assert_eq!(raw(u, None, Some(&tag)).await.0, 200, "a gzip tag does not revalidate the plain body");
+            assert_eq!(raw(u, Some(accept), Some(plain_tag)).await.0, 200);
+        }
+    }
+
+    // Live long-poll: a transaction of more than a kilobyte comes compressed, decoding to what a
+    // plain request gets.
+    let live_url = format!("{url}?table=zipped&offset={offset}{handle}&live=true");
+    let waiting = tokio::spawn({
+        let live_url = live_url.clone();
+        async move { raw(&live_url, Some("gzip"), None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.batch_execute("UPDATE zipped SET title = title || ' (changed)' WHERE id <= 40").await.unwrap();
+    let (status, headers, body) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(h(&headers, "content-encoding").as_deref(), Some("gzip"));
+    let live_text = decode(Some("gzip"), &body);
+    let (_, plain_headers, plain_body) = raw(&live_url, None, None).await;
+    assert!(h(&plain_headers, "content-encoding").is_none());
+    let changes = |t: &str| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        v.as_array().unwrap().iter().filter(|m| m["key"].is_string()).cloned().collect()
+    };
+    assert_eq!(changes(&live_text).len(), 40);
+    assert_eq!(changes(&live_text), changes(std::str::from_utf8(&plain_body).unwrap()));
+
+    // A subset snapshot (another JSON answer, streamed) is compressed too.
+    let subset = format!("{url}?table=zipped&offset={offset}{handle}&subset__where=grp%20%3D%20%27even%27");
+    let (_, plain_headers, plain_body) = raw(&subset, None, None).await;
+    assert!(h(&plain_headers, "content-encoding").is_none());
+    for coding in ["gzip", "br"] {
+        let (status, headers, body) = raw(&subset, Some(coding), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(h(&headers, "content-encoding").as_deref(), Some(coding));
+        assert!(h(&headers, "vary").unwrap().contains("accept-encoding"));
+        // The same rows (each answer has its own snapshot mark).
+        let rows = |v: serde_json::Value| -> Vec<serde_json::Value> {
+            v["data"].as_array().unwrap().iter().map(|m| m["value"].clone()).collect()
+        };
+        let got = rows(serde_json::from_str(&decode(Some(coding), &body)).unwrap());
+        assert_eq!(got.len(), 150);
+        assert_eq!(got, rows(serde_json::from_slice(&plain_body).unwrap()));
+    }
+}
+
+/// An SSE stream asked for with `accept-encoding: gzip` is gzipped, and each batch of events can
+/// be decoded as soon as it arrives (the stream stays open); the end of the stream is valid gzip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_are_gzipped_event_by_event() {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE feed (id int PRIMARY KEY, body text); INSERT INTO feed VALUES (1, 'one');")
+        .await
+        .unwrap();
+    let s = TestServer::start_with(&db, |c| c.sse_timeout_secs = 4).await;
+    let mut r = ShapeReader::new(&s.base, &[("table", "feed")]);
+    r.catch_up().await;
+    let url = format!(
+        "{}?table=feed&handle={}&offset={}&live=true&live_sse=true",
+        s.shape_url(),
+        r.handle.clone().unwrap(),
+        r.offset
+    );
+    let resp = reqwest::Client::new().get(&url).header("accept-encoding", "gzip, br").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    assert_eq!(h(&headers, "content-encoding").as_deref(), Some("gzip"));
+    assert!(h(&headers, "vary").unwrap().contains("accept-encoding"));
+    let mut body = resp.bytes_stream();
+    let mut decoded = flate2::write::GzDecoder::new(Vec::new());
+    // Reads pieces until the decoded text satisfies `done` (the stream must not have to end).
+    async fn until<B: AsRef<[u8]>>(
+        body: &mut (impl futures_util::Stream<Item = reqwest::Result<B>> + Unpin),
+        decoded: &mut flate2::write::GzDecoder<Vec<u8>>,
+        done: impl Fn(&str) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !done(std::str::from_utf8(decoded.get_ref()).unwrap()) {
+            let piece = tokio::time::timeout_at(deadline, body.next()).await.expect("event arrives in time");
+            decoded.write_all(piece.unwrap().unwrap().as_ref()).unwrap();
+            decoded.flush().unwrap();
+        }
+    }
+    c.execute("INSERT INTO feed VALUES (2, 'two')", &[]).await.unwrap();
+    until(&mut body, &mut decoded, |t| t.contains("\"two\"") && t.contains("up-to-date")).await;
+    // A batch above a kilobyte goes compressed (not as a stored block), and still arrives at once.
+    c.batch_execute("INSERT INTO feed SELECT g, 'a rather repetitive body ' || g FROM generate_series(10, 60) g")
+        .await
+        .unwrap();
+    until(&mut body, &mut decoded, |t| t.contains("body 60\"") && t.matches("up-to-date").count() >= 2).await;
+    // The stream ends (sse_timeout_secs) with a valid trailer.
+    while let Some(piece) = body.next().await {
+        decoded.write_all(&piece.unwrap()).unwrap();
+    }
+    let text = String::from_utf8(decoded.finish().unwrap()).unwrap();
+    let events: Vec<serde_json::Value> =
+        text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(events.iter().filter(|e| e["headers"]["operation"] == "insert").count(), 52);
+}

@@ -213,3 +213,85 @@ async fn catch_up_chunks_are_immutable() {
         }
     }
 }
+
+/// A transaction bigger than `chunk_bytes` comes in several responses, each within about
+/// `chunk_bytes`, live and when catching up; only the last piece ends the transaction
+/// (`last: true`, then `up-to-date`), and readers end with exactly Postgres's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_transaction_comes_in_chunk_sized_responses() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE bigtx (id int PRIMARY KEY, payload text);
+         INSERT INTO bigtx SELECT g, repeat('s', 100) FROM generate_series(1, 50) g;",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await; // chunk_bytes = 10 000
+    let mut live = ShapeReader::new(&s.base, &[("table", "bigtx")]);
+    live.catch_up().await;
+    // One transaction of about 35 kB of messages (100 inserts of ~350 bytes) and a few updates.
+    c.batch_execute(
+        "BEGIN;
+         INSERT INTO bigtx SELECT g, repeat('t', 180) FROM generate_series(1001, 1100) g;
+         UPDATE bigtx SET payload = 'u' WHERE id IN (3, 1050);
+         DELETE FROM bigtx WHERE id IN (4, 1060);
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    let expected = oracle(&c, "bigtx", &["id", "payload"], "").await;
+
+    // Checks one reader's responses: the transaction's pieces, their sizes, where it ends.
+    fn check(responses: &[(usize, Value)], context: &str) {
+        let pieces: Vec<&(usize, Value)> = responses
+            .iter()
+            .filter(|(_, b)| b.as_array().unwrap().iter().any(|m| m["headers"]["lsn"].is_string()))
+            .collect();
+        assert!(pieces.len() >= 3, "{context}: the transaction spans several responses ({})", pieces.len());
+        for (i, (len, body)) in pieces.iter().enumerate() {
+            assert!(*len <= 12_000, "{context}: response {i} has {len} bytes");
+            let msgs = body.as_array().unwrap();
+            let last_flags = msgs.iter().filter(|m| m["headers"]["last"] == true).count();
+            let up_to_date = msgs.iter().any(|m| m["headers"]["control"] == "up-to-date");
+            if i + 1 < pieces.len() {
+                assert!(*len >= 8_000, "{context}: response {i} has only {len} bytes");
+                assert_eq!((last_flags, up_to_date), (0, false), "{context}: response {i} ends the transaction");
+            } else {
+                assert_eq!(last_flags, 1, "{context}: the last piece ends the transaction");
+            }
+        }
+    }
+
+    // A reader at the head gets it live, a chunk at a time.
+    let mut responses = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "live reader never caught up");
+        let r = live.step(true).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let done = r.header("electric-up-to-date").is_some();
+        responses.push((r.text.len(), r.body));
+        if done && live.sorted_rows() == expected {
+            break;
+        }
+    }
+    check(&responses, "live");
+    assert_same_rows(&live.sorted_rows(), &expected, "live reader");
+
+    // A new reader catches up from the start: snapshot, then the transaction in pieces.
+    let mut fresh = ShapeReader::new(&s.base, &[("table", "bigtx")]);
+    let mut responses = vec![];
+    loop {
+        let r = fresh.step(false).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let done = r.header("electric-up-to-date").is_some();
+        responses.push((r.text.len(), r.body));
+        if done {
+            break;
+        }
+    }
+    check(&responses, "catch-up");
+    assert_same_rows(&fresh.sorted_rows(), &expected, "catching-up reader");
+    assert!(responses.iter().all(|(len, _)| *len <= 12_000));
+}

@@ -1,5 +1,6 @@
 //! The HTTP API: Electric v1 shape endpoints, health, metrics, with CORS on every response.
 
+pub mod compression;
 pub mod listener;
 pub mod params;
 pub mod response;
@@ -47,6 +48,7 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_secret))
         .layer(middleware::from_fn(server_header))
         .layer(middleware::from_fn_with_state(state, private_when_authenticated))
+        .layer(compression::layer())
 }
 
 /// With `secret` configured, every `/v1` request must carry it as `secret=` (or `api_secret=`)

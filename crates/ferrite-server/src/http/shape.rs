@@ -1,5 +1,6 @@
 //! `GET/HEAD/POST /v1/shape`: initial sync, catch-up, live long-poll, SSE and subset snapshots.
 
+use super::compression::{self, Encoding};
 use super::params::{parse_shape_request, parse_subset_body, ShapeRequest};
 use super::response::{self as resp, set, CACHE_INITIAL, CACHE_LIVE};
 use crate::admission::Route;
@@ -7,7 +8,7 @@ use crate::shapes::shape::Removal;
 use crate::shapes::Shape;
 use crate::state::{AppState, ShapeRequestError};
 use crate::storage::{LiveSpan, LogSlice, ReadOutcome};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use ferrite_protocol::offset::{LogOffset, RequestOffset};
@@ -75,11 +76,14 @@ pub async fn handle(
         Ok(r) => r,
         Err(response) => return response,
     };
-    // Only `if-none-match` matters from here on. Copy it: header values share the connection's
-    // read buffer, which would otherwise stay allocated for as long as a long-poll waits.
+    // Only `if-none-match` and `accept-encoding` matter from here on. Copy them: header values
+    // share the connection's read buffer, which would otherwise stay allocated for as long as a
+    // long-poll waits.
     let mut conditional = HeaderMap::new();
-    if let Some(v) = headers.get(header::IF_NONE_MATCH).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-        conditional.insert(header::IF_NONE_MATCH, v);
+    for name in [header::IF_NONE_MATCH, header::ACCEPT_ENCODING] {
+        for v in headers.get_all(&name).iter().filter_map(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+            conditional.append(name.clone(), v);
+        }
     }
     drop(headers);
     let headers = conditional;
@@ -119,7 +123,8 @@ pub async fn handle(
             metrics.requests_live.fetch_add(1, Ordering::Relaxed);
             metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
             let r = if req.live_sse {
-                Box::pin(super::sse::stream(&state, shape, &req, o, ticket)).await
+                let encoding = Encoding::negotiate_gzip(&headers);
+                Box::pin(super::sse::stream(&state, shape, &req, o, encoding, ticket)).await
             } else {
                 Box::pin(live(&state, &shape, &req, &headers, o)).await
             };
@@ -231,9 +236,19 @@ fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
         .any(|t| t.trim().trim_start_matches("W/").trim_matches('"') == bare)
 }
 
-/// Common headers of a 200/304 shape response.
+/// Bodies compressed on a blocking thread rather than the request's task from this size on.
+const INLINE_COMPRESS_BYTES: usize = 64 * 1024;
+
+/// A 200/304 shape response: body, compression and common headers.
+///
+/// The body is compressed when the client accepts gzip or brotli and the log entries make at
+/// least [`compression::MIN_BYTES`]; the tag then names the coding (each coding is its own
+/// representation), and the compressed bytes are kept in the server's cache under the tag and
+/// the `up-to-date` LSN, which together fix the bytes: later requests for the same response
+/// (catch-up responses are immutable; live readers at the same offset get the same answer) are
+/// served from there.
 #[allow(clippy::too_many_arguments)]
-fn shape_response(
+async fn shape_response(
     state: &AppState,
     shape: &Shape,
     req: &ShapeRequest,
@@ -244,32 +259,59 @@ fn shape_response(
     cache_control: &str,
     unique_etag: bool,
 ) -> Response<Body> {
+    let encoding = match slice {
+        Some(s) if s.body.len() >= compression::MIN_BYTES => Encoding::negotiate(headers),
+        _ => Encoding::Identity,
+    };
     // The same entries are served with or without `up-to-date` (see `ShapeLog::read`), so the
     // tag tells the two apart.
     let end = if up_to_date_lsn.is_some() { format!("{offset}:u") } else { offset.to_string() };
-    let tag = etag(&shape.handle, &req.offset_raw, &end, unique_etag);
+    let tag = etag(&shape.handle, &req.offset_raw, &format!("{end}{}", encoding.etag_suffix()), unique_etag);
     let not_modified = if_none_match(headers, &tag);
     let mut r = if not_modified {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut body = Vec::with_capacity(slice.map_or(0, |s| s.body.len()) + 96);
-        body.push(b'[');
-        if let Some(s) = slice {
-            body.extend_from_slice(&s.body);
-        }
-        if let Some(lsn) = up_to_date_lsn {
-            if slice.is_some_and(|s| s.count > 0) {
-                body.push(b',');
+        let key =
+            (!unique_etag).then(|| format!("{tag}{}", up_to_date_lsn.map(|l| format!("/{l}")).unwrap_or_default()));
+        let cached = match (&key, encoding) {
+            (Some(k), Encoding::Gzip | Encoding::Brotli) => state.compressed.get(k),
+            _ => None,
+        };
+        let body = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let body = json_array(slice, up_to_date_lsn);
+                match encoding {
+                    Encoding::Identity => Bytes::from(body),
+                    e => {
+                        let compressed = if body.len() <= INLINE_COMPRESS_BYTES {
+                            compression::compress(e, &body)
+                        } else {
+                            match tokio::task::spawn_blocking(move || compression::compress(e, &body)).await {
+                                Ok(c) => c,
+                                Err(err) => return resp::internal("compressing a response", &err),
+                            }
+                        };
+                        let compressed = Bytes::from(compressed);
+                        if let Some(k) = key {
+                            state.compressed.insert(k, compressed.clone());
+                        }
+                        compressed
+                    }
+                }
             }
-            body.extend_from_slice(ferrite_protocol::messages::up_to_date(lsn).as_bytes());
-        }
-        body.push(b']');
+        };
         let mut r = Response::new(Body::from(body));
         set(&mut r, "content-type", "application/json; charset=utf-8");
+        if let Some(v) = encoding.header_value() {
+            r.headers_mut().insert(header::CONTENT_ENCODING, v);
+        }
         r
     };
+    r.extensions_mut().insert(compression::Negotiated);
+    r.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     set(&mut r, "electric-handle", &shape.handle);
     set(&mut r, "electric-offset", &offset.to_string());
     set(&mut r, "etag", &tag);
@@ -285,6 +327,23 @@ fn shape_response(
         set(&mut r, "electric-schema", &shape.schema_header);
     }
     r
+}
+
+/// `[` the slice's messages, then `up-to-date` if given `]`.
+fn json_array(slice: Option<&LogSlice>, up_to_date_lsn: Option<u64>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(slice.map_or(0, |s| s.body.len()) + 96);
+    body.push(b'[');
+    if let Some(s) = slice {
+        body.extend_from_slice(&s.body);
+    }
+    if let Some(lsn) = up_to_date_lsn {
+        if slice.is_some_and(|s| s.count > 0) {
+            body.push(b',');
+        }
+        body.extend_from_slice(ferrite_protocol::messages::up_to_date(lsn).as_bytes());
+    }
+    body.push(b']');
+    body
 }
 
 /// The next `electric-cursor` value.
@@ -342,7 +401,8 @@ async fn catch_up(
                     lsn,
                     &catch_up_cache(state, req),
                     false,
-                );
+                )
+                .await;
             }
             ReadOutcome::AtHead => {
                 let offset = after.unwrap_or_default();
@@ -357,7 +417,8 @@ async fn catch_up(
                     Some(lsn),
                     &catch_up_cache(state, req),
                     false,
-                );
+                )
+                .await;
             }
             ReadOutcome::NotReady => {
                 tokio::select! {
@@ -393,7 +454,7 @@ async fn now_response(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequ
     let offset = shape.log.durable_offset();
     let lsn = state.global_lsn.load(Ordering::Relaxed).max(offset.tx);
     let headers = HeaderMap::new();
-    shape_response(state, shape, req, &headers, None, offset, Some(lsn), &catch_up_cache(state, req), true)
+    shape_response(state, shape, req, &headers, None, offset, Some(lsn), &catch_up_cache(state, req), true).await
 }
 
 /// Long-poll: answer at once if there is data after `o`, else wait for it up to the timeout.
@@ -422,7 +483,7 @@ async fn live(
             Ok(ReadOutcome::Data(slice)) => {
                 let lsn = slice.up_to_date.then(|| slice.end.tx.max(processed));
                 let response =
-                    shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, CACHE_LIVE, false);
+                    shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, CACHE_LIVE, false).await;
                 state.observe_live_delivery(slice.end.tx);
                 return response;
             }
@@ -437,7 +498,7 @@ async fn live(
                     return resp::invalid_field("offset", "out of bounds for this shape");
                 }
                 let lsn = state.global_lsn.load(Ordering::Relaxed).max(o.tx);
-                return shape_response(state, shape, req, headers, None, o, Some(lsn), CACHE_LIVE, true);
+                return shape_response(state, shape, req, headers, None, o, Some(lsn), CACHE_LIVE, true).await;
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Live mode over server-sent events: each message as `data: <json>`, an `up-to-date` after
 //! every batch, keep-alive comments in silence, and an end after `sse_timeout_secs` (clients
-//! reconnect).
+//! reconnect). Gzipped when the client accepts it, each batch decodable as soon as it arrives
+//! (see [`super::compression::GzipEvents`]).
 
+use super::compression::{Encoding, GzipEvents, Negotiated};
 use super::params::ShapeRequest;
 use super::response::{self as resp, set};
 use super::shape::next_cursor;
@@ -9,7 +11,7 @@ use crate::shapes::Shape;
 use crate::state::AppState;
 use crate::storage::ReadOutcome;
 use axum::body::{Body, Bytes};
-use axum::http::Response;
+use axum::http::{header, HeaderValue, Response};
 use ferrite_protocol::offset::LogOffset;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -24,6 +26,7 @@ pub async fn stream(
     shape: Arc<Shape>,
     req: &ShapeRequest,
     o: LogOffset,
+    encoding: Encoding,
     ticket: crate::admission::Ticket,
 ) -> Response<Body> {
     if shape.removed().is_some() {
@@ -47,9 +50,35 @@ pub async fn stream(
         metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
         drop(ticket);
     });
-    let body =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
-    let mut r = Response::new(Body::from_stream(body));
+    let mut r =
+        if encoding == Encoding::Gzip {
+            // Each batch as a gzip piece, then the trailer when the stream ends.
+            let body = futures_util::stream::unfold((rx, Some(GzipEvents::new())), |(mut rx, gz)| async move {
+                let mut gz = gz?;
+                match rx.recv().await {
+                    // A reader far behind gets whole chunks: compress those off the runtime.
+                    Some(b) if b.len() > BLOCKING_PIECE_BYTES => {
+                        let (piece, gz) = tokio::task::spawn_blocking(move || (gz.piece(&b), gz)).await.ok()?;
+                        Some((Ok::<_, Infallible>(piece), (rx, Some(gz))))
+                    }
+                    Some(b) => {
+                        let piece = gz.piece(&b);
+                        Some((Ok(piece), (rx, Some(gz))))
+                    }
+                    None => Some((Ok(gz.finish()), (rx, None))),
+                }
+            });
+            let mut r = Response::new(Body::from_stream(body));
+            r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        } else {
+            let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+            });
+            Response::new(Body::from_stream(body))
+        };
+    r.extensions_mut().insert(Negotiated);
+    r.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     set(&mut r, "content-type", "text/event-stream");
     set(&mut r, "cache-control", &format!("public, max-age={}", state.config.sse_timeout_secs.saturating_sub(1)));
     set(&mut r, "x-accel-buffering", "no");
@@ -58,6 +87,9 @@ pub async fn stream(
     set(&mut r, "electric-cursor", &next_cursor(state, req.cursor).to_string());
     r
 }
+
+/// Batches bigger than this are gzipped on a blocking thread.
+const BLOCKING_PIECE_BYTES: usize = 64 * 1024;
 
 /// The stream's sending end: a client that stops reading for `stall` is cut off.
 struct Outlet {

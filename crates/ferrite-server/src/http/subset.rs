@@ -95,7 +95,9 @@ pub async fn response(
         Err(_) => return resp::internal("subset snapshot", &"the snapshot task ended early"),
     };
     let rest = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) }).chain(rest);
+    // Fused: a compressing reader (see `super::compression`) may poll again after the end.
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) }).chain(rest).fuse();
     let mut r = Response::new(Body::from_stream(body));
     set(&mut r, "content-type", "application/json; charset=utf-8");
     set(&mut r, "cache-control", "no-cache");

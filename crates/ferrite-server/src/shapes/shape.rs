@@ -171,7 +171,7 @@ impl Shape {
         let rendered = finish_transaction(messages);
         let entries: Vec<(LogOffset, &[u8])> =
             rendered.iter().map(|(op, json)| (LogOffset::new(commit_lsn, *op), json.as_bytes())).collect();
-        self.log.append(&entries, true)
+        self.log.append(&entries)
     }
 }
 

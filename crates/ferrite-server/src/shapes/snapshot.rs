@@ -8,7 +8,6 @@
 use super::shape::Shape;
 use ferrite_core::shape::{json_str, LogMode, ShapeFilter};
 use ferrite_protocol::key::key_sql;
-use ferrite_protocol::offset::LogOffset;
 use ferrite_protocol::relation::quote_ident;
 use ferrite_protocol::snapshot_info::SnapshotInfo;
 use futures_util::{pin_mut, TryStreamExt};
@@ -89,9 +88,11 @@ pub async fn take_initial_snapshot(
         client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
     let info = current_snapshot(&txn).await?;
     let filter = &shape.filter;
-    let mut chunk: Vec<String> = Vec::new();
-    let mut chunk_bytes_now = 0u64;
-    let mut chunk_index = 0u64;
+    // Rows go to the log in batches (one write each); the log closes chunks where they fill up.
+    // A batch is at most a chunk, so each chunk becomes readable soon after it fills.
+    let batch_limit = chunk_bytes.clamp(1, 64 * 1024) as usize;
+    let mut batch: Vec<String> = Vec::new();
+    let mut batch_bytes = 0usize;
     if shape.definition.log == LogMode::Full {
         let (where_sql, params) = match &filter.where_clause {
             Some(w) => {
@@ -107,19 +108,18 @@ pub async fn take_initial_snapshot(
         let mut total_bytes = 0u64;
         while let Some(row) = rows.try_next().await? {
             let json: String = row.try_get(0)?;
-            chunk_bytes_now += json.len() as u64 + 25;
             total_bytes += json.len() as u64;
             if max_shape_bytes > 0 && total_bytes > max_shape_bytes {
                 return Err(SnapshotError::TooLarge { limit: max_shape_bytes });
             }
-            chunk.push(json);
+            batch_bytes += json.len();
+            batch.push(json);
             count += 1;
-            if chunk_bytes_now >= chunk_bytes {
-                write_chunk(shape, &chunk, chunk_index)?;
-                rows_written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                chunk.clear();
-                chunk_bytes_now = 0;
-                chunk_index += 1;
+            if batch_bytes >= batch_limit {
+                write_rows(shape, &batch)?;
+                rows_written.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                batch.clear();
+                batch_bytes = 0;
             }
             if count.is_multiple_of(100_000) {
                 tracing::info!(handle = %shape.handle, rows = count, "snapshot in progress");
@@ -127,20 +127,22 @@ pub async fn take_initial_snapshot(
         }
     }
     txn.commit().await?;
-    rows_written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    chunk.push(ferrite_protocol::messages::snapshot_end(&info));
-    write_chunk(shape, &chunk, chunk_index)?;
+    rows_written.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    batch.push(ferrite_protocol::messages::snapshot_end(&info));
+    write_rows(shape, &batch)?;
+    shape.log.close_snapshot_chunk()?;
     shape.finish_snapshot(info.clone())?;
     shape.log.sync(true)?;
     Ok(info)
 }
 
-fn write_chunk(shape: &Shape, rows: &[String], k: u64) -> std::io::Result<()> {
-    let offset = LogOffset::snapshot_chunk(k);
-    let entries: Vec<(LogOffset, &[u8])> = rows.iter().map(|r| (offset, r.as_bytes())).collect();
-    shape.log.append(&entries, false)?;
-    shape.log.close_chunk(offset)?;
-    shape.log.sync(true)
+/// Appends snapshot rows; when that closed a chunk, makes it durable so readers can have it.
+fn write_rows(shape: &Shape, rows: &[String]) -> std::io::Result<()> {
+    let rows: Vec<&[u8]> = rows.iter().map(|r| r.as_bytes()).collect();
+    if shape.log.append_snapshot(&rows)? {
+        shape.log.sync(true)?;
+    }
+    Ok(())
 }
 
 /// A subset request (progressive loading): extra where, order, limit and offset on a shape.

@@ -1,9 +1,9 @@
 //! On-disk framing of shape-log entries and chunk boundaries.
 //!
 //! Log record: `[u32 payload_len][u32 crc32(payload)][payload]`, payload =
-//! `[u64 tx][u64 op][u8 flags][json bytes]`. `FLAG_COMMIT` marks the last record of a unit that
-//! must appear whole (a transaction's messages for this shape, or a snapshot chunk); recovery cuts
-//! the file after the last such record, so a crash never leaves half a transaction behind.
+//! `[u64 tx][u64 op][u8 flags][json bytes]`. `FLAG_COMMIT` marks the last record of a unit (a
+//! transaction's messages for this shape, or a snapshot row); recovery cuts the file after the
+//! last such record, so a crash never leaves half a transaction behind.
 //!
 //! Boundary record (fixed 40 bytes): `[u64 tx][u64 op][u64 pos][u64 lsn][u32 flags][u32 crc]`.
 
@@ -19,6 +19,9 @@ pub const BOUNDARY_SIZE: usize = 40;
 pub const FLAG_COMMIT: u8 = 1;
 /// Boundary flag: a response ending here ends with `up-to-date`.
 pub const BOUNDARY_UP_TO_DATE: u32 = 1;
+/// Boundary flag: the boundary lies inside a unit (a transaction split across chunks); recovery
+/// drops it with the unit if the unit's end did not survive.
+pub const BOUNDARY_MID_UNIT: u32 = 2;
 
 /// Appends one framed record to `out`.
 pub fn encode_record(out: &mut Vec<u8>, offset: LogOffset, flags: u8, json: &[u8]) {
@@ -119,6 +122,11 @@ impl Boundary {
     /// Whether a response ending here carries `up-to-date`.
     pub fn up_to_date(&self) -> bool {
         self.flags & BOUNDARY_UP_TO_DATE != 0
+    }
+
+    /// Whether the boundary lies inside a unit.
+    pub fn mid_unit(&self) -> bool {
+        self.flags & BOUNDARY_MID_UNIT != 0
     }
 }
 

@@ -5,6 +5,14 @@
 //! (boundary records). Writers append and call [`ShapeLog::sync`]; readers only ever see data that
 //! `sync` has made durable, so a response can never show something a crash could take back.
 //!
+//! The log places every boundary itself: after any operation, once the open chunk holds
+//! `chunk_bytes` of response body (each message's JSON and its separating comma), so every
+//! response stays within about `chunk_bytes` however large a transaction is. A transaction may
+//! therefore span several responses; only the one holding its last operation (the message with
+//! `last: true`) carries it to its end, and `up-to-date` is only ever sent at a transaction's end.
+//! A boundary inside a transaction is labelled with the offset of the operation before it, and a
+//! read after that offset resumes right after that operation (see [`resume_point`]).
+//!
 //! A non-live read at offset `o` returns the entries after `o` up to the first boundary after `o`.
 //! If the read reaches the open end of the log it *pins* a boundary there (durably, before
 //! answering), so the same request is answered with the same entries forever after. Such a
@@ -103,21 +111,28 @@ impl ShapeLog {
         let mut boundaries: Vec<Boundary> = raw.chunks(BOUNDARY_SIZE).map_while(Boundary::decode).collect();
         let file_len = log.metadata()?.len();
         boundaries.retain(|b| b.pos <= file_len);
-        // Scan forward from the last boundary to find the last whole unit.
-        let start = boundaries.last().map(|b| b.pos).unwrap_or(0);
+        // Scan forward from the last boundary at a unit's end to find the last whole unit (a
+        // boundary inside a unit may be followed by a torn rest of that unit).
+        let anchor = boundaries.iter().rposition(|b| !b.mid_unit());
+        let start = anchor.map_or(0, |i| boundaries[i].pos);
         let mut buf = vec![0u8; (file_len - start) as usize];
         log.read_exact_at(&mut buf, start)?;
         let mut pos = 0usize;
         let mut good_end = 0usize;
-        let mut good_offset = boundaries.last().map(|b| b.offset).unwrap_or_default();
+        let mut good_offset = anchor.map(|i| boundaries[i].offset).unwrap_or_default();
+        // (end position, body bytes) of each record, to count the open chunk's bytes below.
+        let mut records = vec![];
         while let Some(r) = decode_record(&buf[pos..]) {
             pos += r.len;
+            records.push((start + pos as u64, r.json.len() as u64 + 1));
             if r.flags & FLAG_COMMIT != 0 {
                 good_end = pos;
                 good_offset = r.offset;
             }
         }
         let end_pos = start + good_end as u64;
+        // Boundaries inside a unit that did not survive go with it.
+        boundaries.retain(|b| b.pos <= end_pos);
         log.set_len(end_pos)?;
         log.sync_data()?;
         chunks.set_len((boundaries.len() * BOUNDARY_SIZE) as u64)?;
@@ -126,7 +141,8 @@ impl ShapeLog {
         if snapshot_complete && end_offset < LogOffset::SNAPSHOT_END {
             end_offset = LogOffset::SNAPSHOT_END;
         }
-        let since = end_pos - boundaries.last().map(|b| b.pos).unwrap_or(0);
+        let open_from = boundaries.last().map_or(0, |b| b.pos);
+        let since = records.iter().filter(|&&(e, _)| e > open_from && e <= end_pos).map(|&(_, n)| n).sum();
         Ok(Self::from_parts(dir, chunk_bytes, log, chunks, end_pos, end_offset, boundaries, since, snapshot_complete))
     }
 
@@ -179,45 +195,120 @@ impl ShapeLog {
         self.inner.lock().end_offset.tx
     }
 
+    /// Bytes in the log file.
+    #[cfg(test)]
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.lock().end_pos
+    }
+
     /// Watch the durable offset: live readers wait on it.
     pub fn subscribe(&self) -> watch::Receiver<LogOffset> {
         self.durable_tx.subscribe()
     }
 
-    /// Appends one unit (a transaction's messages for this shape, or a snapshot chunk's rows).
-    /// With `auto_chunk`, a boundary is added after the unit when the open chunk has reached
-    /// `chunk_bytes`; snapshot chunks manage their boundaries with [`ShapeLog::close_chunk`].
-    pub fn append(&self, entries: &[(LogOffset, &[u8])], auto_chunk: bool) -> io::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(entries.iter().map(|(_, j)| j.len() + 32).sum());
-        for (i, (offset, json)) in entries.iter().enumerate() {
-            let flags = if i + 1 == entries.len() { FLAG_COMMIT } else { 0 };
-            encode_record(&mut buf, *offset, flags, json);
-        }
-        let mut inner = self.inner.lock();
-        let pos = inner.end_pos;
-        self.log.write_all_at(&buf, pos)?;
-        inner.end_pos += buf.len() as u64;
-        inner.bytes_since_boundary += buf.len() as u64;
-        inner.end_offset = entries[entries.len() - 1].0;
-        inner.dirty = true;
-        if auto_chunk && inner.bytes_since_boundary >= self.chunk_bytes {
-            let b = Boundary { offset: inner.end_offset, pos: inner.end_pos, lsn: 0, flags: 0 };
-            Self::write_boundary(&mut inner, b)?;
-        }
+    /// Appends one stream transaction's messages for this shape (a unit: recovery keeps it whole
+    /// or drops it). A boundary goes after any message once the open chunk has reached
+    /// `chunk_bytes` — except right after a message at op 0 that is not the transaction's last:
+    /// `<lsn>_0` is what SSE clients resume at, meaning "after that whole transaction", so no
+    /// boundary inside a transaction may be labelled with it (the chunk takes one more message).
+    pub fn append(&self, entries: &[(LogOffset, &[u8])]) -> io::Result<()> {
+        let n = entries.len();
+        self.write_unit(entries.iter().enumerate().map(|(i, &(offset, json))| {
+            let last = i + 1 == n;
+            let may_close = last || offset.op != 0 || offset.tx == 0;
+            (offset, json, if last { FLAG_COMMIT } else { 0 }, may_close)
+        }))?;
         Ok(())
     }
 
-    /// Closes the current chunk at the end of the log, reporting `offset` to readers that reach it
-    /// (snapshot chunks are labelled `0_k`).
-    pub fn close_chunk(&self, offset: LogOffset) -> io::Result<()> {
+    /// Appends rows of the initial snapshot. The rows of chunk `k` are labelled `0_k` (the
+    /// offset a client holds after reading that chunk); a chunk is closed after any row once it
+    /// has reached `chunk_bytes`. Each row is a unit of its own (an unfinished snapshot is thrown
+    /// away on restart anyway). Returns true if a chunk was closed: the caller syncs, so readers
+    /// waiting for it can go on.
+    pub fn append_snapshot(&self, rows: &[&[u8]]) -> io::Result<bool> {
         let mut inner = self.inner.lock();
-        inner.end_offset = inner.end_offset.max(offset);
-        let b = Boundary { offset, pos: inner.end_pos, lsn: 0, flags: 0 };
+        let mut k = (inner.boundaries.len() + inner.pending.len()) as u64;
+        let mut buf = Vec::with_capacity(rows.iter().map(|r| r.len() + RECORD_HEADER + PAYLOAD_FIXED).sum());
+        let mut closed = vec![];
+        let mut since = inner.bytes_since_boundary;
+        for row in rows {
+            encode_record(&mut buf, LogOffset::snapshot_chunk(k), FLAG_COMMIT, row);
+            since += row.len() as u64 + 1;
+            if since >= self.chunk_bytes {
+                closed.push(Boundary {
+                    offset: LogOffset::snapshot_chunk(k),
+                    pos: inner.end_pos + buf.len() as u64,
+                    lsn: 0,
+                    flags: 0,
+                });
+                since = 0;
+                k += 1;
+            }
+        }
+        self.write_locked(&mut inner, &buf, since, &closed)?;
+        if !rows.is_empty() {
+            // The last row is in chunk `k`, unless it closed chunk `k - 1`.
+            inner.end_offset = match closed.last() {
+                Some(b) if b.pos == inner.end_pos => b.offset,
+                _ => LogOffset::snapshot_chunk(k),
+            };
+        }
+        Ok(!closed.is_empty())
+    }
+
+    /// Closes the snapshot's open chunk, if it holds anything (the caller then completes the
+    /// snapshot: its last chunk holds the `snapshot-end` message).
+    pub fn close_snapshot_chunk(&self) -> io::Result<()> {
+        let mut inner = self.inner.lock();
+        let last_pos = inner.pending.last().or(inner.boundaries.last()).map_or(0, |b| b.pos);
+        if inner.end_pos == last_pos {
+            return Ok(());
+        }
+        let k = (inner.boundaries.len() + inner.pending.len()) as u64;
+        let b = Boundary { offset: LogOffset::snapshot_chunk(k), pos: inner.end_pos, lsn: 0, flags: 0 };
+        inner.end_offset = inner.end_offset.max(b.offset);
         inner.dirty = true;
-        Self::write_boundary(&mut inner, b)
+        Self::write_boundaries(&mut inner, &[b])
+    }
+
+    /// Writes one unit's records, closing a chunk after a record when it is allowed to
+    /// (`may_close`) and the open chunk has reached `chunk_bytes`.
+    fn write_unit<'a>(&self, records: impl Iterator<Item = (LogOffset, &'a [u8], u8, bool)>) -> io::Result<()> {
+        let mut inner = self.inner.lock();
+        let mut buf = Vec::new();
+        let mut closed = vec![];
+        let mut since = inner.bytes_since_boundary;
+        let mut last_offset = None;
+        for (offset, json, flags, may_close) in records {
+            encode_record(&mut buf, offset, flags, json);
+            since += json.len() as u64 + 1;
+            last_offset = Some(offset);
+            if may_close && since >= self.chunk_bytes {
+                let mid = if flags & FLAG_COMMIT == 0 { BOUNDARY_MID_UNIT } else { 0 };
+                closed.push(Boundary { offset, pos: inner.end_pos + buf.len() as u64, lsn: 0, flags: mid });
+                since = 0;
+            }
+        }
+        let Some(last_offset) = last_offset else {
+            return Ok(());
+        };
+        self.write_locked(&mut inner, &buf, since, &closed)?;
+        inner.end_offset = last_offset;
+        Ok(())
+    }
+
+    /// Writes `buf` at the end of the log, then the boundaries placed inside it.
+    fn write_locked(&self, inner: &mut Inner, buf: &[u8], since: u64, closed: &[Boundary]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.log.write_all_at(buf, inner.end_pos)?;
+        inner.end_pos += buf.len() as u64;
+        inner.dirty = true;
+        Self::write_boundaries(inner, closed)?;
+        inner.bytes_since_boundary = since;
+        Ok(())
     }
 
     /// Marks the initial snapshot finished: after the next sync the open end of the log is
@@ -231,10 +322,16 @@ impl ShapeLog {
         inner.dirty = true;
     }
 
-    fn write_boundary(inner: &mut Inner, b: Boundary) -> io::Result<()> {
+    /// Writes boundaries (in log order) to the `chunks` file; they become visible to readers
+    /// with the next sync, together with the entries before them.
+    fn write_boundaries(inner: &mut Inner, bs: &[Boundary]) -> io::Result<()> {
+        if bs.is_empty() {
+            return Ok(());
+        }
         let at = ((inner.boundaries.len() + inner.pending.len()) * BOUNDARY_SIZE) as u64;
-        inner.chunks.write_all_at(&b.encode(), at)?;
-        inner.pending.push(b);
+        let raw: Vec<u8> = bs.iter().flat_map(|b| b.encode()).collect();
+        inner.chunks.write_all_at(&raw, at)?;
+        inner.pending.extend_from_slice(bs);
         inner.bytes_since_boundary = 0;
         Ok(())
     }
@@ -275,13 +372,12 @@ impl ShapeLog {
         self.log.as_raw_fd()
     }
 
-    /// Reads the entries after `after` (`None` = from the very start). Responses always end at a
-    /// transaction's end, so an offset inside a transaction (SSE clients resume at `<lsn>_0`)
-    /// means "after that whole transaction".
+    /// Reads the entries after `after` (`None` = from the very start; see [`resume_point`] for
+    /// what an offset inside a transaction means), up to the next boundary.
     /// `pin` (non-live requests) makes a read that reaches the open end fix a boundary there.
     /// `head_lsn` is the `global_last_seen_lsn` to record with a pinned boundary.
     pub fn read(&self, after: Option<LogOffset>, pin: bool, head_lsn: u64) -> io::Result<ReadOutcome> {
-        let after = after.map(LogOffset::whole_transaction);
+        let after = after.map(resume_point);
         let (start_pos, boundary) = {
             let mut inner = self.inner.lock();
             let idx = match after {
@@ -355,7 +451,7 @@ impl ShapeLog {
     /// Works out what [`ShapeLog::read_live`] would read, without reading it: callers read small
     /// spans (a reader at the head) in place and hand big ones to a blocking thread.
     pub fn live_span(&self, after: LogOffset) -> LiveSpan {
-        let after = after.whole_transaction();
+        let after = resume_point(after);
         let inner = self.inner.lock();
         if !inner.snapshot_complete {
             return LiveSpan::NotReady;
@@ -420,6 +516,23 @@ impl ShapeLog {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "shape log is damaged"));
         }
         Ok((body, count, item_ends))
+    }
+}
+
+/// Where a read "after `o`" resumes.
+///
+/// Snapshot offsets (`0_k`, `0_inf`) and offsets inside a transaction other than `<lsn>_0` are
+/// exact: after that operation. A boundary inside a transaction is labelled with the offset of
+/// its last operation, so a reader resumes right after it and gets the rest of the transaction.
+/// `<lsn>_0` is what SSE clients resume at after an `up-to-date` (`<global_last_seen_lsn>_0`);
+/// `up-to-date` only ever follows whole transactions, and no boundary inside a transaction is
+/// labelled `<lsn>_0` (see [`ShapeLog::append`]), so it means "after that whole transaction".
+/// (At a transaction's end the two readings agree.)
+pub fn resume_point(o: LogOffset) -> LogOffset {
+    if o.tx > 0 && o.op == 0 {
+        o.whole_transaction()
+    } else {
+        o
     }
 }
 

@@ -10,10 +10,10 @@ fn slice(o: ReadOutcome) -> LogSlice {
 
 fn snapshot_log(dir: &std::path::Path, chunk_bytes: u64) -> ShapeLog {
     let log = ShapeLog::create(dir, chunk_bytes).unwrap();
-    log.append(&[(LogOffset::snapshot_chunk(0), b"{\"s\":1}".as_slice())], false).unwrap();
-    log.close_chunk(LogOffset::snapshot_chunk(0)).unwrap();
-    log.append(&[(LogOffset::snapshot_chunk(1), b"{\"s\":2}".as_slice())], false).unwrap();
-    log.close_chunk(LogOffset::snapshot_chunk(1)).unwrap();
+    log.append_snapshot(&[b"{\"s\":1}".as_slice()]).unwrap();
+    log.close_snapshot_chunk().unwrap();
+    log.append_snapshot(&[b"{\"s\":2}".as_slice()]).unwrap();
+    log.close_snapshot_chunk().unwrap();
     log.complete_snapshot();
     log.sync(true).unwrap();
     log
@@ -35,18 +35,15 @@ fn snapshot_chunks_then_head_then_pinned_immutability() {
     assert!(head.up_to_date);
     assert_eq!(log.read(Some(head.end), true, 5).unwrap(), ReadOutcome::AtHead);
 
-    log.append(
-        &[(LogOffset::new(100, 0), b"{\"c\":1}".as_slice()), (LogOffset::new(100, 2), b"{\"c\":2}".as_slice())],
-        true,
-    )
-    .unwrap();
+    log.append(&[(LogOffset::new(100, 0), b"{\"c\":1}".as_slice()), (LogOffset::new(100, 2), b"{\"c\":2}".as_slice())])
+        .unwrap();
     // Not durable yet: invisible to live readers.
     assert_eq!(log.read_live(LogOffset::SNAPSHOT_END).unwrap(), ReadOutcome::AtHead);
     log.sync(true).unwrap();
     let pinned = slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 100).unwrap());
     assert_eq!(pinned.body, b"{\"c\":1},{\"c\":2}");
     assert_eq!(pinned.end, LogOffset::new(100, 2));
-    log.append(&[(LogOffset::new(200, 0), b"{\"c\":3}".as_slice())], true).unwrap();
+    log.append(&[(LogOffset::new(200, 0), b"{\"c\":3}".as_slice())]).unwrap();
     log.sync(true).unwrap();
     // Same request, same entries and end, even though more data arrived — but no longer
     // up-to-date: the boundary is not the head any more.
@@ -61,46 +58,15 @@ fn snapshot_chunks_then_head_then_pinned_immutability() {
 }
 
 #[test]
-fn size_boundaries_never_split_a_transaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = snapshot_log(dir.path(), 30);
-    for tx in 1..=5u64 {
-        log.append(
-            &[
-                (LogOffset::new(tx, 0), b"{\"0123456789\":1}".as_slice()),
-                (LogOffset::new(tx, 2), b"{\"x\":2}".as_slice()),
-            ],
-            true,
-        )
-        .unwrap();
-    }
-    log.sync(true).unwrap();
-    let mut at = LogOffset::SNAPSHOT_END;
-    let mut seen = 0;
-    loop {
-        match log.read(Some(at), true, 0).unwrap() {
-            ReadOutcome::Data(s) => {
-                assert!(s.count % 2 == 0, "a chunk must hold whole transactions");
-                seen += s.count;
-                at = s.end;
-            }
-            ReadOutcome::AtHead => break,
-            ReadOutcome::NotReady => unreachable!(),
-        }
-    }
-    assert_eq!(seen, 10);
-}
-
-#[test]
 fn recovery_drops_partial_units_and_keeps_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let pinned;
     {
         let log = snapshot_log(dir.path(), 1 << 20);
-        log.append(&[(LogOffset::new(10, 0), b"{\"a\":1}".as_slice())], true).unwrap();
+        log.append(&[(LogOffset::new(10, 0), b"{\"a\":1}".as_slice())]).unwrap();
         log.sync(true).unwrap();
         pinned = slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 10).unwrap());
-        log.append(&[(LogOffset::new(20, 0), b"{\"b\":1}".as_slice())], true).unwrap();
+        log.append(&[(LogOffset::new(20, 0), b"{\"b\":1}".as_slice())]).unwrap();
         log.sync(true).unwrap();
     }
     // Simulate a torn write: half a record at the end.
@@ -117,7 +83,7 @@ fn recovery_drops_partial_units_and_keeps_boundaries() {
     );
     let rest = slice(log.read(Some(pinned.end), true, 0).unwrap());
     assert_eq!(rest.body, b"{\"b\":1}");
-    log.append(&[(LogOffset::new(30, 0), b"{\"c\":1}".as_slice())], true).unwrap();
+    log.append(&[(LogOffset::new(30, 0), b"{\"c\":1}".as_slice())]).unwrap();
     log.sync(true).unwrap();
     let live = slice(log.read_live(LogOffset::new(20, 0)).unwrap());
     assert_eq!(live.body, b"{\"c\":1}");
@@ -128,10 +94,230 @@ fn unfinished_snapshot_is_not_readable_past_its_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
     assert_eq!(log.read(None, true, 0).unwrap(), ReadOutcome::NotReady);
-    log.append(&[(LogOffset::snapshot_chunk(0), b"{}".as_slice())], false).unwrap();
-    log.close_chunk(LogOffset::snapshot_chunk(0)).unwrap();
+    log.append_snapshot(&[b"{}".as_slice()]).unwrap();
+    log.close_snapshot_chunk().unwrap();
     assert_eq!(log.read(None, true, 0).unwrap(), ReadOutcome::NotReady, "not durable yet");
     log.sync(true).unwrap();
     assert_eq!(slice(log.read(None, true, 0).unwrap()).end, LogOffset::snapshot_chunk(0));
     assert_eq!(log.read(Some(LogOffset::snapshot_chunk(0)), true, 0).unwrap(), ReadOutcome::NotReady);
+}
+
+/// A JSON message of exactly `len` bytes.
+fn message(tag: u64, len: usize) -> Vec<u8> {
+    let mut m = format!("{{\"k\":\"{tag}\",\"v\":\"").into_bytes();
+    let pad = len - m.len() - 2;
+    m.extend(std::iter::repeat_n(b'x', pad));
+    m.extend_from_slice(b"\"}");
+    assert_eq!(m.len(), len);
+    m
+}
+
+fn append(log: &ShapeLog, tx: &[(LogOffset, Vec<u8>)]) {
+    log.append(&tx.iter().map(|(o, m)| (*o, m.as_slice())).collect::<Vec<_>>()).unwrap();
+}
+
+/// Every non-live response from `from` on, as a client reads them, with the offset each was
+/// requested at.
+fn read_all(log: &ShapeLog, from: Option<LogOffset>) -> Vec<(Option<LogOffset>, LogSlice)> {
+    let mut at = from;
+    let mut out = vec![];
+    loop {
+        match log.read(at, true, 0).unwrap() {
+            ReadOutcome::Data(s) => {
+                let end = s.end;
+                let done = s.up_to_date;
+                out.push((at, s));
+                at = Some(end);
+                if done {
+                    return out;
+                }
+            }
+            ReadOutcome::AtHead => return out,
+            ReadOutcome::NotReady => panic!("not ready"),
+        }
+    }
+}
+
+/// The response's size on the wire: `[` + messages + `]`.
+fn wire_len(s: &LogSlice) -> u64 {
+    s.body.len() as u64 + 2
+}
+
+fn within(size: u64, chunk: u64) -> bool {
+    size * 10 >= chunk * 8 && size * 10 <= chunk * 12
+}
+
+fn joined(messages: &[&[u8]]) -> Vec<u8> {
+    messages.join(b",".as_slice())
+}
+
+#[test]
+fn a_large_transaction_is_split_into_chunk_sized_responses() {
+    const CHUNK: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = snapshot_log(dir.path(), CHUNK);
+    // A small transaction, one of about five chunks (ops 0, 2, 4, …), a small one again.
+    let small = |tx: u64| vec![(LogOffset::new(tx, 0), message(tx, 60))];
+    let big: Vec<(LogOffset, Vec<u8>)> =
+        (0..50u64).map(|i| (LogOffset::new(20, 2 * i), message(1000 + i, 90 + (i as usize * 7) % 40))).collect();
+    let txs = [small(10), big, small(30)];
+    for t in &txs {
+        append(&log, t);
+    }
+    log.sync(true).unwrap();
+    let all: Vec<&[u8]> = txs.iter().flatten().map(|(_, m)| m.as_slice()).collect();
+
+    let responses = read_all(&log, Some(LogOffset::SNAPSHOT_END));
+    assert!(responses.len() >= 5, "{} responses", responses.len());
+    let mut concatenated: Vec<&[u8]> = vec![];
+    let mut inside = 0;
+    for (i, (_, s)) in responses.iter().enumerate() {
+        let last = i + 1 == responses.len();
+        if !last {
+            assert!(within(wire_len(s), CHUNK), "response {i} has {} bytes", wire_len(s));
+        }
+        assert_eq!(s.up_to_date, last, "up-to-date only at the head, at a transaction's end");
+        if s.end.tx == 20 && s.end != LogOffset::new(20, 98) {
+            inside += 1;
+            assert_ne!(s.end.op, 0, "no boundary inside a transaction is labelled <lsn>_0");
+        }
+        let mut start = 0;
+        for &e in &s.item_ends {
+            concatenated.push(&s.body[start..e]);
+            start = e + 1;
+        }
+    }
+    assert!(inside >= 3, "the big transaction spans several responses");
+    assert_eq!(concatenated, all, "the pieces put together are the whole, in order");
+    assert_eq!(responses.last().unwrap().1.end, LogOffset::new(30, 0));
+
+    // Immutable: the same requests get the same answers, and live reads see the same pieces.
+    for (at, s) in &responses {
+        assert_eq!(&slice(log.read(*at, true, 0).unwrap()), s);
+        assert_eq!(slice(log.read_live(at.unwrap()).unwrap()).body, s.body);
+    }
+    // An SSE client resuming at `<lsn>_0` after an up-to-date has the whole transaction.
+    assert_eq!(slice(log.read_live(LogOffset::new(20, 0)).unwrap()).body, message(30, 60));
+
+    // More data: every earlier response stays as it was, the former head without up-to-date.
+    append(&log, &small(40));
+    log.sync(true).unwrap();
+    for (i, (at, s)) in responses.iter().enumerate() {
+        let again = slice(log.read(*at, true, 0).unwrap());
+        assert_eq!(again, LogSlice { up_to_date: s.up_to_date && i + 1 < responses.len(), ..s.clone() });
+    }
+}
+
+#[test]
+fn no_boundary_inside_a_transaction_right_after_op_0() {
+    const CHUNK: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = snapshot_log(dir.path(), CHUNK);
+    // Op 0 alone fills a chunk: the boundary goes after op 2 instead.
+    append(
+        &log,
+        &[
+            (LogOffset::new(50, 0), message(1, 1100)),
+            (LogOffset::new(50, 2), message(2, 100)),
+            (LogOffset::new(50, 4), message(3, 100)),
+        ],
+    );
+    log.sync(true).unwrap();
+    let first = slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 0).unwrap());
+    assert_eq!(first.end, LogOffset::new(50, 2));
+    assert_eq!(first.body, joined(&[&message(1, 1100), &message(2, 100)]));
+    assert!(!first.up_to_date);
+    let rest = slice(log.read(Some(first.end), true, 0).unwrap());
+    assert_eq!(rest.body, message(3, 100));
+    assert!(rest.up_to_date);
+    // `<lsn>_0` still means after the whole transaction.
+    assert_eq!(log.read(Some(LogOffset::new(50, 0)), true, 0).unwrap(), ReadOutcome::AtHead);
+}
+
+#[test]
+fn the_log_closes_snapshot_chunks_by_size() {
+    const CHUNK: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = ShapeLog::create(dir.path(), CHUNK).unwrap();
+    let rows: Vec<Vec<u8>> = (0..45u64).map(|i| message(i, 80 + (i as usize * 13) % 50)).collect();
+    let mut closed = 0;
+    for batch in rows.chunks(7) {
+        let batch: Vec<&[u8]> = batch.iter().map(|r| r.as_slice()).collect();
+        closed += log.append_snapshot(&batch).unwrap() as usize;
+    }
+    let end = message(999, 70);
+    log.append_snapshot(&[end.as_slice()]).unwrap();
+    log.close_snapshot_chunk().unwrap();
+    log.complete_snapshot();
+    log.sync(true).unwrap();
+    assert!(closed >= 3);
+
+    let responses = read_all(&log, None);
+    let (head, chunks) = responses.split_last().unwrap();
+    assert!(chunks.len() >= 4);
+    assert_eq!((head.1.count, head.1.end, head.1.up_to_date), (0, LogOffset::SNAPSHOT_END, true));
+    let mut concatenated: Vec<&[u8]> = vec![];
+    for (k, (_, s)) in chunks.iter().enumerate() {
+        assert_eq!(s.end, LogOffset::snapshot_chunk(k as u64), "snapshot chunks are labelled 0_k");
+        if k + 1 < chunks.len() {
+            assert!(within(wire_len(s), CHUNK), "chunk {k} has {} bytes", wire_len(s));
+        }
+        let mut start = 0;
+        for &e in &s.item_ends {
+            concatenated.push(&s.body[start..e]);
+            start = e + 1;
+        }
+    }
+    let mut expected: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+    expected.push(&end);
+    assert_eq!(concatenated, expected);
+}
+
+#[test]
+fn recovery_drops_a_torn_split_transaction_with_its_boundaries() {
+    const CHUNK: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let big = |tx: u64| -> Vec<(LogOffset, Vec<u8>)> {
+        (0..40u64).map(|i| (LogOffset::new(tx, 2 * i), message(tx * 100 + i, 100))).collect()
+    };
+    let before;
+    let kept_len;
+    {
+        let log = snapshot_log(dir.path(), CHUNK);
+        append(&log, &big(10));
+        log.sync(true).unwrap();
+        before = read_all(&log, Some(LogOffset::SNAPSHOT_END));
+        kept_len = log.size_bytes();
+        // The next big transaction is written (its boundaries too) but the log file loses its
+        // end: a crash before the sync.
+        let chunks_len = || std::fs::metadata(dir.path().join("chunks")).unwrap().len();
+        let boundaries_before = chunks_len();
+        append(&log, &big(20));
+        assert!(chunks_len() > boundaries_before, "the torn transaction's boundaries reached the disk");
+        let written = log.size_bytes();
+        drop(log);
+        let f = std::fs::OpenOptions::new().write(true).open(dir.path().join("log")).unwrap();
+        f.set_len(kept_len + (written - kept_len) * 3 / 4).unwrap();
+    }
+    let log = ShapeLog::recover(dir.path(), CHUNK, true).unwrap();
+    assert_eq!(log.last_written_tx(), 10);
+    assert_eq!(log.size_bytes(), kept_len);
+    // The first transaction's responses are as they were (the head one without up-to-date
+    // once more is logged).
+    append(&log, &big(30));
+    log.sync(true).unwrap();
+    for (at, s) in &before {
+        assert_eq!(slice(log.read(*at, true, 0).unwrap()), LogSlice { up_to_date: false, ..s.clone() });
+    }
+    // And the rest is the new transaction, whole, in pieces within the chunk size.
+    let rest = read_all(&log, Some(before.last().unwrap().1.end));
+    let mut count = 0;
+    for (i, (_, s)) in rest.iter().enumerate() {
+        assert!(s.body.windows(6).all(|w| w != b"\"k\":\"2"), "nothing of the torn transaction");
+        if i + 1 < rest.len() {
+            assert!(within(wire_len(s), CHUNK));
+        }
+        count += s.count;
+    }
+    assert_eq!(count, 40);
 }
