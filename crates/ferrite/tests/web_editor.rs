@@ -68,6 +68,41 @@ fn committed_editor_bundle_matches_its_sources() {
     );
 }
 
+/// The web client's shape sync against a real server whose small chunks split a transaction
+/// over several responses (web/client/test-server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_client_applies_a_transaction_split_over_responses_whole() {
+    require_node_modules();
+    let db = TestDb::new().await;
+    let s = TestServer::start_with(&db, |c| {
+        c.chunk_bytes = 4096;
+        c.long_poll_timeout_ms = 3_000;
+    })
+    .await;
+    let (base, url) = (s.base.clone(), db.url.clone());
+    tokio::task::spawn_blocking(move || {
+        // Compiled aside, inside web/client so its imports resolve: the unit tests rebuild dist/
+        // at the same time.
+        let client = web().join("client");
+        let out = tempfile::Builder::new().prefix(".test-build-").tempdir_in(&client).unwrap();
+        run(
+            "compiling the web client",
+            Command::new("npx").args(["tsc", "-p", "tsconfig.json", "--outDir"]).arg(out.path()).current_dir(&client),
+        );
+        run(
+            "the web client against a server",
+            Command::new("node")
+                .args(["--test", "--test-force-exit", "--test-reporter=spec", "test-server/"])
+                .current_dir(&client)
+                .env("CLIENT_DIST", out.path())
+                .env("FERRITE_URL", base)
+                .env("DATABASE_URL", url),
+        );
+    })
+    .await
+    .unwrap();
+}
+
 #[test]
 fn web_client_unit_tests() {
     require_node_modules();

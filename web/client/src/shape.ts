@@ -7,6 +7,10 @@
  * the caller's token now grants different rows) is rebuilt aside and swapped in whole at its
  * first up-to-date, so readers never see a half-loaded shape and a reload in between still finds
  * the previous complete state.
+ *
+ * A transaction larger than the server's chunk size arrives over several responses; its pieces
+ * are held back and applied together with the response that ends it, so readers never see part
+ * of a transaction either.
  */
 
 import { ShapeStream, isChangeMessage, isControlMessage, type Message, type Row as ElectricRow } from '@electric-sql/client'
@@ -146,9 +150,18 @@ export class ShapeSync {
         )
       },
     })
+    // Pieces of a transaction that continues in the next response (dropped with this stream: a
+    // restart resumes from the stored position, which is before them).
+    let held: Message<Row>[] = []
     stream.subscribe(async (messages) => {
       if (abort.signal.aborted) return
-      await this.#onMessages(messages as Message<Row>[], stream)
+      const all = held.length ? [...held, ...(messages as Message<Row>[])] : (messages as Message<Row>[])
+      if (endsInsideTransaction(all)) {
+        held = all
+        return
+      }
+      held = []
+      await this.#onMessages(all, stream)
     })
   }
 
@@ -246,6 +259,18 @@ export class ShapeSync {
       this.#timer = setTimeout(() => this.#running && this.start(), this.host.pollIntervalMs)
     }
   }
+}
+
+/**
+ * Whether a response's messages stop inside a transaction: the last is a change from the log
+ * (it has an `lsn`) that is not its transaction's last (`last: true`). Snapshot rows carry no
+ * `lsn`; a response ending in a control message ends at a transaction boundary.
+ */
+export function endsInsideTransaction(messages: readonly Message<Row>[]): boolean {
+  const final = messages[messages.length - 1]
+  if (!final || !isChangeMessage(final)) return false
+  const headers = final.headers as { lsn?: unknown; last?: unknown }
+  return headers.lsn !== undefined && headers.last !== true
 }
 
 /** The larger of two decimal LSNs. */
