@@ -105,11 +105,23 @@ pub struct ShapeFilter {
 #[derive(Debug, Clone, Copy)]
 pub enum RowChange<'a> {
     /// A new row.
-    Insert { new: &'a [Option<String>] },
-    /// A changed row with its full old version (REPLICA IDENTITY FULL).
-    Update { old: &'a [Option<String>], new: &'a [Option<String>] },
+    Insert {
+        /// The row's values.
+        new: &'a [Option<String>],
+    },
+    /// A changed row with its full old version (REPLICA IDENTITY FULL), so a shape can tell a
+    /// row that moved out of its where clause from one that was never in it.
+    Update {
+        /// The values before the change.
+        old: &'a [Option<String>],
+        /// The values after it.
+        new: &'a [Option<String>],
+    },
     /// A removed row.
-    Delete { old: &'a [Option<String>] },
+    Delete {
+        /// The values it had (the shape needs them to know whether it held the row).
+        old: &'a [Option<String>],
+    },
 }
 
 /// A converted message whose transaction position is known but not yet whether it is the

@@ -15,6 +15,8 @@
 //! The web client's TypeScript types for these messages are generated from the definitions here
 //! (`web/client/src/protocol.ts`; a test fails when they are out of date).
 
+#![warn(missing_docs)]
+
 pub mod client_config;
 pub mod cursor;
 pub mod hlc;

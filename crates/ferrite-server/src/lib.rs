@@ -10,6 +10,8 @@
 //! routes), its [`config`], and the [`RunningServer`] (with an [`Observer`] for benchmarks and
 //! tests). Everything else is private to the crate.
 
+#![warn(missing_docs)]
+
 mod admission;
 mod auth;
 pub mod config;

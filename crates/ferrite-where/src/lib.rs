@@ -16,6 +16,8 @@
 //! Postgres text, [`eval`] (with [`like`]) evaluates, [`sql`] prints, [`index`] extracts the
 //! router's equality terms.
 
+#![warn(missing_docs)]
+
 mod array;
 mod datetime;
 mod eval;
