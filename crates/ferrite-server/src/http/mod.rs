@@ -1,4 +1,4 @@
-//! The HTTP API: Electric v1 shape endpoints, health, metrics, with CORS on every response.
+//! The HTTP API: Electric v1 shape endpoints, writes, presence, health, metrics; CORS on the API routes.
 
 pub mod compression;
 pub mod listener;
