@@ -42,7 +42,7 @@ enum Command {
         /// HTTP port (a free one is chosen if it is taken).
         #[arg(long, default_value_t = 3000)]
         port: u16,
-        /// Postgres port for the dev cluster.
+        /// Postgres port for the dev cluster (another one is chosen if it is taken; 0: any).
         #[arg(long, default_value_t = 54329)]
         pg_port: u16,
     },
