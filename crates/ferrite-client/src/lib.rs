@@ -30,7 +30,7 @@ mod sync;
 /// The wire protocol the client speaks (shared with the server).
 pub use ferrite_protocol as protocol;
 pub use ferrite_protocol::write_protocol::{Rejection, RejectionCode, TransactionResult};
-pub use outbox::{Change, Values};
+pub use outbox::{Change, QueuedTransaction, Values};
 pub use shape::ShapeDef;
 pub use sync::{ConnectionState, PushReport, Status, Subscription, SyncReport, DEFAULT_BACKOFF};
 
@@ -113,6 +113,16 @@ pub enum ClientError {
     /// A local write is malformed (unknown column, missing key).
     #[error("invalid write: {0}")]
     Invalid(String),
+    /// An update or delete names a row the replica does not have (never synced into it, outside
+    /// its shape, or already deleted locally): nothing was written. The app cannot have shown the
+    /// row, so the write is a mistake; to create a row, insert it.
+    #[error("invalid write: local table {table} has no row with key {key}: an update or delete needs the row in the replica (sync a shape that holds it; insert to create it)")]
+    NoRow {
+        /// The local table.
+        table: String,
+        /// The key, as a JSON object of column → text.
+        key: String,
+    },
     /// `max_offline_queue` transactions are already waiting to be pushed; nothing was written.
     #[error("the offline queue is full ({limit} transactions wait to be pushed): push before writing more")]
     QueueFull {
@@ -285,7 +295,9 @@ impl Client {
 
     /// Writes one transaction locally: visible at once in the local tables, queued durably for
     /// [`Client::push`]. Returns its client transaction id. Errors (nothing written) when the
-    /// queue is full or the write names an unknown table, column or key.
+    /// queue is full, the write names an unknown table, column or key, or an update or delete
+    /// names a row the replica does not have ([`ClientError::NoRow`], also for a row an earlier
+    /// change of the same transaction deleted).
     pub fn write(&self, changes: &[Change]) -> Result<u64, ClientError> {
         let max_changes = self.inner.max_changes.load(std::sync::atomic::Ordering::Relaxed);
         if changes.len() > max_changes {
@@ -323,6 +335,13 @@ impl Client {
     pub fn pending(&self) -> Result<usize, ClientError> {
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
         outbox::pending_count(&db)
+    }
+
+    /// The transactions in the outbox, oldest first: waiting to be pushed (or sent and not
+    /// answered yet), and accepted ones waiting for their changes to come back through a shape.
+    pub fn queued(&self) -> Result<Vec<QueuedTransaction>, ClientError> {
+        let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
+        outbox::queued_transactions(&db)
     }
 
     /// Sync figures for the app to show.

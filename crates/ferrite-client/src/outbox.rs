@@ -327,6 +327,10 @@ pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Resul
             .optional()?
             .is_some();
         let current = read_row(&tx, local, &columns, &key_values)?;
+        if current.is_none() && !matches!(change, Change::Insert { .. }) {
+            let key = serde_json::to_string(&key_values).map_err(|e| ClientError::Invalid(e.to_string()))?;
+            return Err(ClientError::NoRow { table: local.to_string(), key });
+        }
         // What the app saw of the row: server-wins tables apply a change only on top of it.
         let base: Option<Values> = current.as_ref().map(|row| match change {
             Change::Update { set, .. } => {
@@ -386,6 +390,42 @@ pub fn pending(db: &Connection, limit: usize, max_changes: usize) -> Result<Vec<
     let mut sent = db.prepare_cached("UPDATE _ferrite_outbox SET sent = 1 WHERE id = ?1")?;
     for t in &out {
         sent.execute([t.id as i64])?;
+    }
+    Ok(out)
+}
+
+/// A transaction in the outbox (see [`queued_transactions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedTransaction {
+    /// Its client transaction id.
+    pub id: u64,
+    /// The local tables it changes, in the order first changed.
+    pub tables: Vec<String>,
+    /// How many changes it holds.
+    pub changes: usize,
+    /// Sent at least once (without an answer yet it is in doubt: the server may have applied it).
+    pub sent: bool,
+    /// The server accepted it; it waits for its changes to come back through the shapes.
+    pub accepted: bool,
+}
+
+/// Every transaction in the outbox, oldest first.
+pub fn queued_transactions(db: &Connection) -> Result<Vec<QueuedTransaction>, ClientError> {
+    let mut stmt = db.prepare("SELECT id, mutations, sent, result IS NOT NULL FROM _ferrite_outbox ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, bool>(3)?))
+    })?;
+    let mut out = vec![];
+    for row in rows {
+        let (id, mutations, sent, accepted) = row?;
+        let queued = queued(&mutations);
+        let mut tables: Vec<String> = vec![];
+        for q in &queued {
+            if !tables.contains(&q.local) {
+                tables.push(q.local.clone());
+            }
+        }
+        out.push(QueuedTransaction { id: id as u64, tables, changes: queued.len(), sent, accepted });
     }
     Ok(out)
 }

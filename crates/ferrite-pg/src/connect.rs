@@ -47,8 +47,11 @@ pub fn session_options() -> String {
 /// `ssl_mode` is set to the closest tokio-postgres mode. Both connection kinds parse URLs here.
 pub fn config_for(url: &str) -> Result<(tokio_postgres::Config, TlsSettings), PgError> {
     let (tls, rest) = TlsSettings::split_url(url)?;
-    let mut config = tokio_postgres::Config::from_str(&rest)
-        .map_err(|e| PgError::Config(format!("cannot parse database URL: {e}")))?;
+    let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+        // The reason is in the source ("invalid connection string" alone names no problem).
+        let reason = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+        PgError::Config(format!("cannot parse database URL: {e}{reason}"))
+    })?;
     config.ssl_mode(tls.mode.to_tokio_postgres());
     // With only `hostaddr`, the addresses serve as host names too: tokio-postgres will not start
     // TLS without a host name, and the replication connection connects by host.

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
 use ferrite_client::{Change, Client, ShapeDef, TokenSource};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The `client` subcommands.
 #[derive(Subcommand)]
@@ -31,7 +31,8 @@ pub enum ClientCommand {
         follow: bool,
     },
     /// Write one change locally (visible at once, queued for `push`); works offline. Values are
-    /// JSON objects of column → Postgres text (or null).
+    /// JSON objects of column → Postgres text (or null). An update or delete needs the row in the
+    /// replica.
     Write {
         /// The SQLite file.
         #[arg(long, default_value = "ferrite-replica.db")]
@@ -52,7 +53,8 @@ pub enum ClientCommand {
         #[arg(long)]
         delete: Option<String>,
     },
-    /// Send the queued local writes to the server and report what it answered.
+    /// Send the queued local writes to the server and report what it answered; exits non-zero
+    /// when the server rejected any (they are rolled back locally).
     Push {
         #[command(flatten)]
         replica: Replica,
@@ -65,7 +67,8 @@ pub enum ClientCommand {
         /// The query.
         sql: String,
     },
-    /// Show each synced shape: local table, handle, offset, whether it was up to date.
+    /// Show each synced shape (local table, handle, offset, whether it was up to date) and the
+    /// local writes not yet pushed or not yet confirmed.
     Status {
         /// The SQLite file.
         #[arg(long, default_value = "ferrite-replica.db")]
@@ -79,12 +82,28 @@ pub struct Replica {
     /// The SQLite file.
     #[arg(long, default_value = "ferrite-replica.db")]
     db: PathBuf,
-    /// Ferrite server URL.
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    /// Ferrite server URL, or set FERRITE_URL (`ferrite dev` prints the line to paste).
+    #[arg(long, env = "FERRITE_URL", default_value = "http://127.0.0.1:3000")]
     server: String,
     /// Bearer token (JWT mode), or set FERRITE_TOKEN.
     #[arg(long, env = "FERRITE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+/// The replica file of a command that reads or changes an existing replica: only `sync`
+/// creates one (a misspelt `--db` must not quietly start an empty replica).
+fn existing(db: &Path) -> Result<&Path> {
+    if db.is_file() {
+        Ok(db)
+    } else if db.exists() {
+        Err(anyhow!("{} is not a file", db.display()))
+    } else {
+        Err(anyhow!(
+            "{} does not exist: `ferrite client sync --db {} --table …` creates the replica",
+            db.display(),
+            db.display()
+        ))
+    }
 }
 
 /// Runs a `client` subcommand.
@@ -125,7 +144,7 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
             Ok(())
         }
         ClientCommand::Write { db, table, insert, update, set, delete } => {
-            let client = Client::open(&db, "http://unused", TokenSource::None)?;
+            let client = Client::open(existing(&db)?, "http://unused", TokenSource::None)?;
             let values = |flag: &str, json: &str| -> Result<ferrite_client::Values> {
                 serde_json::from_str(json)
                     .with_context(|| format!("--{flag} must be a JSON object of column → text or null"))
@@ -147,7 +166,7 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Push { replica } => {
             let token = replica.token.map(TokenSource::Static).unwrap_or_default();
-            let client = Client::open(&replica.db, &replica.server, token)?;
+            let client = Client::open(existing(&replica.db)?, &replica.server, token)?;
             let report = client.push().await.map_err(|e| anyhow!("{e}"))?;
             println!(
                 "pushed {} transactions: {} accepted, {} rejected",
@@ -160,17 +179,24 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
                     r.error.as_ref().map(|e| (e.code.as_str(), e.message.as_str())).unwrap_or(("", ""));
                 println!("  rejected {}: {code} {message}", r.id);
             }
+            if !report.rejected.is_empty() {
+                return Err(anyhow!(
+                    "the server rejected {} of {} transactions (rolled back locally; see above)",
+                    report.rejected.len(),
+                    report.sent
+                ));
+            }
             Ok(())
         }
         ClientCommand::Query { db, sql } => {
-            let client = Client::open(&db, "http://unused", TokenSource::None)?;
+            let client = Client::open(existing(&db)?, "http://unused", TokenSource::None)?;
             for row in client.query(&sql, &[]).map_err(|e| anyhow!("{e}"))? {
                 println!("{}", serde_json::Value::Array(row));
             }
             Ok(())
         }
         ClientCommand::Status { db } => {
-            let client = Client::open(&db, "http://unused", TokenSource::None)?;
+            let client = Client::open(existing(&db)?, "http://unused", TokenSource::None)?;
             let rows = client
                 .query("SELECT local_table, definition, handle, offset, up_to_date, last_sync_ms FROM _ferrite_shapes ORDER BY local_table", &[])
                 .map_err(|e| anyhow!("{e}"))?;
@@ -186,6 +212,33 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
                     r[3].as_str().unwrap_or("-"),
                     if r[4] == 1 { "up to date" } else { "catching up" }
                 );
+            }
+            let queued = client.queued().map_err(|e| anyhow!("{e}"))?;
+            let (accepted, waiting): (Vec<_>, Vec<_>) = queued.iter().partition(|t| t.accepted);
+            let describe = |t: &ferrite_client::QueuedTransaction| {
+                format!(
+                    "  transaction {}: {} change{} to {}{}",
+                    t.id,
+                    t.changes,
+                    if t.changes == 1 { "" } else { "s" },
+                    t.tables.join(", "),
+                    if t.sent && !t.accepted { " (sent, no answer yet: pushed again on the next push)" } else { "" }
+                )
+            };
+            if waiting.is_empty() {
+                println!("no local writes waiting to be pushed");
+            } else {
+                let n = waiting.len();
+                println!("{n} local transaction{} waiting to be pushed:", if n == 1 { "" } else { "s" });
+                waiting.iter().for_each(|t| println!("{}", describe(t)));
+            }
+            if !accepted.is_empty() {
+                println!(
+                    "{} pushed and accepted, waiting for {} changes to come back through the shapes (sync):",
+                    accepted.len(),
+                    if accepted.len() == 1 { "its" } else { "their" }
+                );
+                accepted.iter().for_each(|t| println!("{}", describe(t)));
             }
             Ok(())
         }

@@ -1,6 +1,8 @@
 //! `ferrite dev`: a throwaway local Postgres with the pipeline-editor example, and the server
 //! with the example's rules (jwt mode, with a random secret per run), a dev sign-in that issues
-//! tokens for the seeded users, and the editor web app at `/`.
+//! tokens for the seeded users, and the editor web app at `/`. One `ferrite dev` per directory
+//! (a lock file held for the process's life); once it serves, it prints the URLs and the
+//! `export FERRITE_URL=…` / `export FERRITE_TOKEN=…` lines the README's examples use.
 
 use crate::dev_web::{app::AppFile, DevWeb};
 use anyhow::{Context, Result};
@@ -8,6 +10,7 @@ use ferrite_pg::cluster::LocalCluster;
 use ferrite_server::config::TableConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The example schema and seed data, compiled in so `ferrite dev` works from any directory.
 const SCHEMA_SQL: &str = include_str!("../../../examples/pipeline-editor/schema.sql");
@@ -15,6 +18,8 @@ const SEED_SQL: &str = include_str!("../../../examples/pipeline-editor/seed.sql"
 /// The example's settings (see [`example_settings`]).
 const EXAMPLE_CONFIG: &str = include_str!("../../../examples/pipeline-editor/ferrite.toml");
 const DATABASE: &str = "ferrite_dev";
+/// The seeded user the printed token is for (Ada Lovelace, the README's examples are hers).
+const BANNER_USER: &str = "00000000-0000-4000-8000-0000000000a1";
 
 /// The built editor app (`web/editor/dist`, committed; `web/editor/build.mjs` makes it and
 /// the test suite checks it matches its sources), compiled in so a fresh clone needs no npm.
@@ -56,13 +61,61 @@ fn random_secret() -> String {
     (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect()
 }
 
+/// An exclusive lock on a dev directory, held until dropped (the process ends).
+struct DirLock {
+    _file: std::fs::File,
+}
+
+/// Takes `<dir>/dev.lock` (`flock`, released by the kernel however the process ends), or fails
+/// naming the `ferrite dev` that holds it. A second `ferrite dev` on the same directory would
+/// otherwise adopt the first one's Postgres, fight it for the replication slot, and shut that
+/// Postgres down on its own Ctrl-C.
+fn lock_dir(dir: &Path) -> Result<DirLock> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join("dev.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => String::new(),
+            pid => format!(" (pid {pid})"),
+        };
+        anyhow::bail!(
+            "another `ferrite dev`{holder} is already running on {}: stop it first (Ctrl-C in its terminal), \
+             or give this one a directory of its own with --dir",
+            dir.display()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(DirLock { _file: file })
+}
+
 /// Starts (or reuses) the dev cluster, loads the example once, serves until Ctrl-C.
 pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
+    // Held until this function returns, after Postgres is stopped.
+    let _lock = lock_dir(&dir)?;
     let pg_dir = dir.join("postgres");
     println!("Starting Postgres in {} …", pg_dir.display());
-    let mut cluster = LocalCluster::start(&pg_dir, Some(pg_port)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // 0: any free port.
+    let pg_port = Some(pg_port).filter(|p| *p != 0);
+    let mut cluster = LocalCluster::start(&pg_dir, pg_port).map_err(|e| anyhow::anyhow!("{e}"))?;
     let url = cluster.create_database(DATABASE).map_err(|e| anyhow::anyhow!("{e}"))?;
     load_example(&url).await?;
     let (mut auth, tables) = example_settings()?;
@@ -87,6 +140,11 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    let base = server.url();
+    // The banner says the server is ready: print it once replication runs (Postgres may still
+    // be recovering), with a token for the examples.
+    wait_healthy(&base).await;
+    let sign_in = banner_sign_in(&base).await;
     println!();
     println!("  Postgres:   {url}");
     println!("  Data:       {}", dir.display());
@@ -99,12 +157,98 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
     );
     println!("  Editor:     {}/", server.url());
     println!();
+    match sign_in {
+        Ok(who) => {
+            println!(
+                "  For the README's examples, paste these two lines into another terminal. The token signs you in"
+            );
+            println!("  as {} ({}) until {};", who.name, who.about, who.expires);
+            println!("  every run has a new secret, so tokens of earlier runs no longer work.");
+            println!();
+            println!("export FERRITE_URL={base}");
+            println!("export FERRITE_TOKEN={}", who.token);
+        }
+        Err(e) => {
+            println!("  (no token printed for the examples: {e:#}; take one from the sign-in above)");
+            println!();
+            println!("export FERRITE_URL={base}");
+        }
+    }
+    println!();
     println!("Press Ctrl-C to stop (Postgres is shut down cleanly; data is kept for the next run).");
     crate::wait_for_ctrl_c().await;
     println!("Stopping …");
     server.shutdown().await;
     cluster.stop();
     Ok(())
+}
+
+/// Waits (up to 30 s) until `/v1/health` answers 200: the replication stream runs.
+async fn wait_healthy(base: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/v1/health")).send().await {
+            if r.status() == reqwest::StatusCode::OK {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("the replication stream has not started within 30 s; serving anyway");
+}
+
+/// The token printed in the banner, and who it is for.
+struct BannerUser {
+    name: String,
+    /// Email and teams.
+    about: String,
+    /// When the token expires, as words.
+    expires: String,
+    token: String,
+}
+
+/// Signs in [`BANNER_USER`] (or the first seeded user) through this server's own dev sign-in,
+/// exactly as the editor does.
+async fn banner_sign_in(base: &str) -> Result<BannerUser> {
+    let http = reqwest::Client::new();
+    let users: serde_json::Value =
+        http.get(format!("{base}/dev/users")).send().await?.error_for_status()?.json().await?;
+    let users = users.as_array().cloned().unwrap_or_default();
+    let user = users
+        .iter()
+        .find(|u| u["id"] == BANNER_USER)
+        .or_else(|| users.first())
+        .ok_or_else(|| anyhow::anyhow!("the users table is empty"))?;
+    let answer: serde_json::Value = http
+        .post(format!("{base}/dev/token"))
+        .json(&serde_json::json!({"user_id": user["id"]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = answer["token"].as_str().ok_or_else(|| anyhow::anyhow!("/dev/token answered no token"))?;
+    let teams: Vec<&str> = user["teams"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+    let teams = match teams.as_slice() {
+        [] => "no team".to_string(),
+        [one] => format!("team {one}"),
+        many => format!("teams {}", many.join(", ")),
+    };
+    Ok(BannerUser {
+        name: user["name"].as_str().unwrap_or("?").to_string(),
+        about: format!("{}, {teams}", user["email"].as_str().unwrap_or("no email")),
+        expires: expiry_words(answer["expires_at"].as_u64().unwrap_or(0)),
+        token: token.to_string(),
+    })
+}
+
+/// `"14:32 UTC (in 15 minutes)"` for a Unix time.
+fn expiry_words(at: u64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let day = at % 86_400;
+    let minutes = at.saturating_sub(now).div_ceil(60);
+    format!("{:02}:{:02} UTC (in {minutes} minute{})", day / 3600, day % 3600 / 60, if minutes == 1 { "" } else { "s" })
 }
 
 async fn load_example(url: &str) -> Result<()> {
@@ -129,5 +273,27 @@ mod tests {
         assert!(tables["users"].public);
         assert_ne!(super::random_secret(), super::random_secret());
         assert_eq!(super::random_secret().len(), 64);
+    }
+
+    #[test]
+    fn a_second_lock_on_a_directory_is_refused_until_the_first_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("ferrite-dev-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = super::lock_dir(&dir).unwrap();
+        // flock locks belong to open files: a second open in this process conflicts too.
+        let err = super::lock_dir(&dir).err().expect("refused").to_string();
+        assert!(err.contains("another `ferrite dev`") && err.contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(first);
+        drop(super::lock_dir(&dir).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expiry_in_words() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let at = now + 15 * 60;
+        let words = super::expiry_words(at);
+        assert!(words.ends_with("UTC (in 15 minutes)"), "{words}");
+        assert_eq!(super::expiry_words(86_400 + 14 * 3600 + 32 * 60).split(' ').next(), Some("14:32"));
     }
 }

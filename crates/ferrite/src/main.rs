@@ -6,7 +6,7 @@ mod config;
 mod dev;
 mod dev_web;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -43,7 +43,7 @@ enum Command {
         /// HTTP port (a free one is chosen if it is taken).
         #[arg(long, default_value_t = 3000)]
         port: u16,
-        /// Postgres port for the dev cluster.
+        /// Postgres port for the dev cluster (another one is chosen if it is taken; 0: any).
         #[arg(long, default_value_t = 54329)]
         pg_port: u16,
     },
@@ -76,6 +76,7 @@ fn main() -> Result<()> {
                 if let Some(d) = data_dir {
                     cfg.data_dir = d;
                 }
+                check_database_url(&cfg.database_url)?;
                 let server = ferrite_server::start(cfg).await?;
                 println!("Ferrite is serving shapes at {}/v1/shape", server.url());
                 wait_for_ctrl_c().await;
@@ -86,6 +87,15 @@ fn main() -> Result<()> {
             Command::Dev { dir, port, pg_port } => dev::run(&dir, port, pg_port).await,
             Command::Client { command } => client_cli::run(command).await,
         }
+    })
+}
+
+/// Fails at once on a database URL that cannot be parsed (the server would otherwise retry it
+/// forever, as it retries an unreachable database). The message names the problem, not the URL,
+/// which may hold a password.
+fn check_database_url(url: &str) -> Result<()> {
+    ferrite_pg::connect::config_for(url).map(drop).map_err(|e| {
+        anyhow!("the database URL (--database-url, DATABASE_URL, FERRITE_DATABASE_URL or database_url in the config file) cannot be used: {e}")
     })
 }
 

@@ -384,3 +384,73 @@ async fn a_tenant_cannot_write_another_tenants_rows() {
     .await;
     assert_eq!(retry.body["results"][0], ok.body["results"][0], "t1's retry is answered from its own record");
 }
+
+/// What jwt mode tells a caller about tables: a name without a read (or write) rule is refused
+/// alike whether or not such a table exists — reads, writes and presence rooms give the same
+/// status and message for an existing unconfigured table and for one that does not exist, so a
+/// token cannot probe the database's tables — while a configured table that is missing from the
+/// database is reported as missing (the operator's mistake, not a secret).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_cannot_tell_a_missing_table_from_one_without_rules() {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start_with(&db, |c| {
+        c.auth.mode = AuthMode::Jwt;
+        c.auth.secret = Some(SECRET.into());
+        let rule = Some("tenant_id = claims.tenant_id".to_string());
+        let rules = ferrite_server::config::TableConfig { read: rule.clone(), write: rule, ..Default::default() };
+        c.tables.insert("leads".into(), rules.clone());
+        c.tables.insert("ghosts".into(), rules);
+    })
+    .await;
+    let t1 = tenant("t1");
+    // The same answer for `secrets` (exists, no rules) and `nope` (does not exist), the name aside.
+    let same = |a: &str, b: &str| a.replace("secrets", "NAME") == b.replace("nope", "NAME");
+
+    let read = |table: &'static str| {
+        let (base, t1) = (s.base.clone(), t1.clone());
+        async move { read_shape(&base, Some(&t1), &[("table", table)]).await.unwrap_err() }
+    };
+    let (secrets, nope) = (read("secrets").await, read("nope").await);
+    assert_eq!((secrets.0, nope.0), (403, 403), "{secrets:?} {nope:?}");
+    assert!(same(&secrets.1, &nope.1), "{secrets:?} {nope:?}");
+    assert!(nope.1.contains("not readable") && nope.1.contains("no such table"), "{}", nope.1);
+
+    let hlc = format!("{}-0", now() * 1000);
+    let write = |id: u64, table: &str| {
+        json!({"id": id, "hlc": hlc, "mutations": [
+        {"op": "update", "table": table, "key": {"id": "1"}, "value": {"body": "x"}}]})
+    };
+    let r = post_tx(
+        &s.base,
+        Some(&t1),
+        json!({"client_id": "probe", "transactions": [write(1, "secrets"), write(2, "nope"), write(3, "ghosts")]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (secrets, nope, ghosts) = (&r.body["results"][0], &r.body["results"][1], &r.body["results"][2]);
+    assert_eq!(
+        (&secrets["error"]["code"], &nope["error"]["code"]),
+        (&json!("forbidden"), &json!("forbidden")),
+        "{r:?}"
+    );
+    let message = |v: &Value| v["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(same(&message(secrets), &message(nope)), "{secrets} {nope}");
+    assert!(message(nope).contains("not writable") && message(nope).contains("no such table"), "{nope}");
+
+    for room in ["secrets:1", "nope:1"] {
+        let r = send(
+            reqwest::Client::new().get(format!("{}/v1/presence", s.base)).query(&[("room", room)]).bearer_auth(&t1),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{room}: {}", r.text);
+        assert!(r.text.contains("not readable") && r.text.contains("no such table"), "{room}: {}", r.text);
+    }
+
+    // A configured table that the database lacks: said so, to reads and to writes.
+    let ghost_read = read("ghosts").await;
+    assert_eq!(ghost_read.0, 400, "{ghost_read:?}");
+    assert!(ghost_read.1.contains("does not exist"), "{ghost_read:?}");
+    assert_eq!(ghosts["error"]["code"], "invalid", "{ghosts}");
+    assert!(message(ghosts).contains("does not exist"), "{ghosts}");
+}

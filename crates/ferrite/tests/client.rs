@@ -217,6 +217,140 @@ async fn the_cli_syncs_queries_and_reports() {
     assert_eq!(step_names(&c, &[1, 900]).await, vec!["from the shell", "new"]);
 }
 
+/// Runs `ferrite client <args>` expecting it to fail; its stdout and stderr.
+async fn cli_fails(args: Vec<String>) -> (String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(ferrite_bin())
+            .arg("client")
+            .args(&args)
+            .env("FERRITE_LOG", "warn")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+        assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {stdout}{stderr}");
+        (stdout, stderr)
+    })
+    .await
+    .unwrap()
+}
+
+/// The CLI refuses what cannot be right and says why (a replica file that does not exist, an
+/// update or delete of a row the replica does not have), shows the writes waiting in the outbox,
+/// and a push the server rejected something of exits non-zero after printing the rejections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_mistakes_and_shows_what_waits() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cli.db");
+    let file = path.to_str().unwrap().to_string();
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // Only `sync` creates a replica: the other commands refuse a missing file and create none.
+    for cmd in [
+        args(&["query", "--db", &file, "SELECT 1"]),
+        args(&["status", "--db", &file]),
+        args(&["write", "--db", &file, "--table", "steps", "--delete", r#"{"id":"1"}"#]),
+        args(&["push", "--db", &file, "--server", &s.base]),
+    ] {
+        let (_, err) = cli_fails(cmd.clone()).await;
+        assert!(err.contains(&format!("{file} does not exist")) && err.contains("client sync"), "{cmd:?}: {err}");
+        assert!(!path.exists(), "{cmd:?} created the file");
+    }
+    cli(args(&["sync", "--db", &file, "--server", &s.base, "--table", "steps", "--where", "pipeline = 1"])).await;
+
+    // Rows the replica does not have: outside its shape (id 2 is pipeline 2), or nowhere.
+    let (_, err) = cli_fails(args(&[
+        "write",
+        "--db",
+        &file,
+        "--table",
+        "steps",
+        "--update",
+        r#"{"id":"2"}"#,
+        "--set",
+        r#"{"name":"x"}"#,
+    ]))
+    .await;
+    assert!(err.contains(r#"local table steps has no row with key {"id":"2"}"#), "{err}");
+    let (_, err) = cli_fails(args(&["write", "--db", &file, "--table", "steps", "--delete", r#"{"id":"999"}"#])).await;
+    assert!(err.contains("has no row"), "{err}");
+    let out = cli(args(&["status", "--db", &file])).await;
+    assert!(out.contains("no local writes waiting to be pushed"), "nothing was queued: {out}");
+
+    // Pending writes are listed with their tables.
+    cli(args(&[
+        "write",
+        "--db",
+        &file,
+        "--table",
+        "steps",
+        "--update",
+        r#"{"id":"1"}"#,
+        "--set",
+        r#"{"name":"kept"}"#,
+    ]))
+    .await;
+    // The server refuses this one ("many" is not a float8).
+    cli(args(&["write", "--db", &file, "--table", "steps", "--insert", r#"{"id":"901","pipeline":"1","x":"many"}"#]))
+        .await;
+    let out = cli(args(&["status", "--db", &file])).await;
+    assert!(
+        out.contains("2 local transactions waiting to be pushed:\n  transaction 1: 1 change to steps\n  transaction 2: 1 change to steps\n"),
+        "{out}"
+    );
+
+    // A push with a rejection prints it, then fails.
+    let (out, err) = cli_fails(args(&["push", "--db", &file, "--server", &s.base])).await;
+    assert!(
+        out.contains("pushed 2 transactions: 1 accepted, 1 rejected") && out.contains("rejected 2: invalid"),
+        "{out}"
+    );
+    assert!(err.contains("the server rejected 1 of 2 transactions"), "{err}");
+    assert_eq!(step_names(&c, &[1, 901]).await, vec!["kept"], "the accepted one was applied, the rejected one not");
+    let out = cli(args(&["query", "--db", &file, "SELECT count(*) FROM steps WHERE id = 901"])).await;
+    assert_eq!(out.trim(), "[0]", "rolled back locally");
+    let out = cli(args(&["status", "--db", &file])).await;
+    assert!(out.contains("no local writes waiting to be pushed"), "{out}");
+    assert!(out.contains("1 pushed and accepted, waiting for its changes") && out.contains("transaction 1:"), "{out}");
+
+    // The library refuses the same writes: nothing written, nothing queued.
+    use ferrite_client::{Change, ClientError};
+    let client = Client::open(dir.path().join("lib.db"), &s.base, TokenSource::None).unwrap();
+    client.sync(&ShapeDef::table("steps")).await.unwrap();
+    client.sync(&ShapeDef::table("steps").filter("pipeline = 1").into_table("mine")).await.unwrap();
+    let rename = |table: &str, id: &str| Change::Update {
+        table: table.into(),
+        key: text(&[("id", Some(id))]),
+        set: text(&[("name", Some("renamed"))]),
+    };
+    let missing = client.write(&[rename("steps", "1"), rename("mine", "2")]);
+    assert!(
+        matches!(&missing, Err(ClientError::NoRow { table, key }) if table == "mine" && key == r#"{"id":"2"}"#),
+        "{missing:?}"
+    );
+    let deleted_first = client
+        .write(&[Change::Delete { table: "steps".into(), key: text(&[("id", Some("3"))]) }, rename("steps", "3")]);
+    assert!(matches!(deleted_first, Err(ClientError::NoRow { .. })), "{deleted_first:?}");
+    assert_eq!(client.pending().unwrap(), 0);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM steps WHERE id = 3 OR name = 'renamed'"),
+        1,
+        "row 3 kept, nothing renamed"
+    );
+    // What the outbox holds: per transaction, its tables.
+    client.write(&[rename("steps", "1"), rename("mine", "1"), rename("steps", "4")]).unwrap();
+    let queued = client.queued().unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (queued[0].tables.clone(), queued[0].changes, queued[0].sent, queued[0].accepted),
+        (vec!["steps".to_string(), "mine".into()], 3, false, false)
+    );
+}
+
 /// The steps schema plus a `labels` table (row 1 reads 'old'), a server and a client replica
 /// (keep the server and the directory alive as long as the client).
 async fn with_labels(db: &TestDb) -> (TestServer, tempfile::TempDir, Client) {

@@ -42,6 +42,12 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     assert_eq!(users.status, 200);
     let grace = users.body.as_array().unwrap().iter().find(|u| u["id"] == GRACE).expect("Grace is a seeded user");
     assert_eq!(grace["teams"].as_array().unwrap().len(), 2, "{grace}");
+    // The banner's export lines: the real URL, and a token for Ada that the server accepts.
+    assert_eq!(dev.exported("FERRITE_URL"), Some(base.clone()), "{text}");
+    assert!(text.contains("as Ada Lovelace (ada@example.com, team Platform) until"), "{text}");
+    let printed = dev.exported("FERRITE_TOKEN").expect("prints a token");
+    let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&printed);
+    steps.catch_up().await;
     let ada = dev_token(&base, ADA).await;
     let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&ada);
     steps.catch_up().await;
@@ -107,6 +113,7 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     let mut again = DevProcess::start(dir.path(), pg_port);
     let text = again.printed.join("\n");
     assert!(!text.contains("Loading the pipeline-editor example"), "{text}");
+    assert_ne!(again.exported("FERRITE_TOKEN"), Some(printed), "a new token every run");
     let base = base_of(&again);
     // Each run signs with a new secret: the first run's tokens are worthless now.
     let stale =
@@ -115,5 +122,43 @@ async fn dev_serves_the_example_and_reuses_its_data() {
     let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&dev_token(&base, ADA).await);
     steps.catch_up().await;
     assert_eq!(steps.sorted_rows(), seeded);
+    assert!(again.interrupt_and_wait().success());
+}
+
+/// A second `ferrite dev` on a directory in use is refused at once, with a message naming the
+/// first one, and leaves the first one's Postgres and server alone (it used to adopt that
+/// Postgres, fight it for the replication slot, and shut it down on its own Ctrl-C).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_dev_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = DevProcess::start(dir.path(), free_port());
+    let base = base_of(&first);
+    let token = first.exported("FERRITE_TOKEN").unwrap();
+    let second = std::process::Command::new(ferrite_bin())
+        .args(["dev", "--port", "0", "--dir"])
+        .arg(dir.path())
+        .env("FERRITE_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another `ferrite dev`")
+            && stderr.contains(&format!("(pid {})", first.child.id()))
+            && stderr.contains(&dir.path().canonicalize().unwrap().display().to_string()),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&second.stdout).contains("Starting Postgres"), "refused before Postgres");
+    // The first one still serves, on its Postgres.
+    assert!(dir.path().join("postgres/postmaster.pid").exists());
+    assert_eq!(get(&format!("{base}/v1/health")).await.status, 200);
+    let mut steps = ShapeReader::new(&base, &[("table", "steps")]).with_token(&token);
+    steps.catch_up().await;
+    assert!(!steps.rows.is_empty());
+    assert!(first.interrupt_and_wait().success());
+    // Once it is gone, the directory is free again.
+    let mut again = DevProcess::start(dir.path(), free_port());
     assert!(again.interrupt_and_wait().success());
 }

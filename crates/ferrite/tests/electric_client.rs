@@ -1,5 +1,5 @@
 //! Runs the official `@electric-sql/client` (web/electric-compat) against a Ferrite server.
-//! Needs `npm ci` in web/electric-compat (the CI script does it).
+//! Needs `npm ci` in web/electric-compat (`scripts/setup.sh` does it; `scripts/test.sh` runs that).
 
 mod common;
 use common::*;
@@ -10,7 +10,7 @@ async fn official_electric_client_works_unchanged() {
     let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/electric-compat");
     assert!(
         compat.join("node_modules/@electric-sql/client").exists(),
-        "run `npm ci` in {} first (the CI script does)",
+        "run scripts/setup.sh (or `npm ci` in {}) first; scripts/test.sh does",
         compat.display()
     );
     let db = TestDb::new().await;

@@ -160,6 +160,46 @@ async fn an_unreachable_database_is_a_503_not_a_hang() {
     assert_eq!(back.status, 200, "{}", back.text);
 }
 
+/// A database URL that cannot be parsed is a mistake no retry fixes: `ferrite serve` exits at
+/// once, non-zero, naming the problem (and not the password), instead of retrying forever as it
+/// does for a database that is down.
+#[test]
+fn an_unparseable_database_url_fails_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, reason) in [
+        ("postgres://ferrite:hunter2@localhost:notaport/db", "invalid value for option `port`"),
+        ("postgres://ferrite:hunter2@localhost/db?sslmode=allow", "sslmode=allow"),
+        ("ferrite:hunter2@localhost", "cannot parse database URL"),
+    ] {
+        let mut child = std::process::Command::new(ferrite_bin())
+            .args(["serve", "--port", "0", "--database-url", url, "--data-dir"])
+            .arg(dir.path())
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("{url}: ferrite serve was still running after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.code(), Some(1), "{url}: {stderr}");
+        assert!(stderr.contains("database URL") && stderr.contains(reason), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: the password is not printed: {stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_streams_send_keep_alives_in_silence() {
     let db = TestDb::new().await;

@@ -1,8 +1,8 @@
 //! The browser side, in headless Chromium: the pipeline editor served by the real `ferrite dev`
 //! binary (its own Postgres, jwt mode, dev sign-in), driven by playwright-core from Node
 //! (`web/editor/tests`), and the web client's unit tests and the committed editor bundle check.
-//! Needs `npm ci` in `web/` and Chromium at /usr/bin/chromium (or `CHROMIUM`); `.ci/run`
-//! installs both. Screenshots go to `target/web-artifacts/`.
+//! Needs `npm ci` in `web/` and Chromium at /usr/bin/chromium (or `CHROMIUM`); `scripts/setup.sh`
+//! installs both (`scripts/test.sh` runs it). Screenshots go to `target/web-artifacts/`.
 
 mod common;
 use common::*;
@@ -17,7 +17,7 @@ fn require_node_modules() {
     let modules = web().join("node_modules");
     assert!(
         modules.join("playwright-core").exists() && modules.join("esbuild").exists(),
-        "run `npm ci` in {} first (the CI script does)",
+        "run scripts/setup.sh (or `npm ci` in {}) first; scripts/test.sh does",
         web().display()
     );
 }

@@ -8,6 +8,12 @@
 //!   only narrow it) or is marked
 //!   `public`; it is writable only if it has a `write` rule, which must hold for the row before
 //!   and after each mutation. Rules name token claims as `claims.<name>` ([`rules`]).
+//!
+//! In jwt mode a caller learns about a table only what the configuration exposes to it: a name
+//! without a read rule (or `public`) is refused alike whether or not such a table exists, and so
+//! is a write to a name without a write rule (checked before the table is looked up), so a token
+//! cannot probe which tables the database holds. A configured table that is missing from the
+//! database is reported as missing.
 
 pub mod jwt;
 pub mod rules;
@@ -92,7 +98,11 @@ impl Auth {
         match self.tables.get(table) {
             Some(TableRules { read: Some(rule), .. }) => Ok(Some(rule.bind(&who.claims))),
             Some(TableRules { public: true, .. }) => Ok(None),
-            _ => Err(AuthError::Forbidden(format!("table {} has no read rule and is not public", table.quoted()))),
+            _ => Err(AuthError::Forbidden(format!(
+                "table {} is not readable: the server's configuration gives it no read rule and does not make it public, \
+                 or there is no such table (jwt mode does not say which)",
+                table.quoted()
+            ))),
         }
     }
 
@@ -102,7 +112,11 @@ impl Auth {
         let Some(who) = who else { return Ok(None) };
         match self.tables.get(table) {
             Some(TableRules { write: Some(rule), .. }) => Ok(Some(rule.bind(&who.claims))),
-            _ => Err(AuthError::Forbidden(format!("table {} has no write rule", table.quoted()))),
+            _ => Err(AuthError::Forbidden(format!(
+                "table {} is not writable: the server's configuration gives it no write rule, or there is no such \
+                 table (jwt mode does not say which)",
+                table.quoted()
+            ))),
         }
     }
 }

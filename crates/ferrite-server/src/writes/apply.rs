@@ -466,6 +466,19 @@ impl Writer {
         if let Some(after) = after {
             let _ = after.await; // fired, or dropped when the previous mutation ended
         }
+        // jwt mode: a table without a write rule is refused before it is looked up, so the answer
+        // is the same whether or not it exists (a token cannot probe the database's tables).
+        if let Ok(name) = QualifiedName::parse(m.table()) {
+            if let Err(e) = self.auth.write_filter(&name, who) {
+                return Err(Stop::Rejected(Rejection {
+                    code: RejectionCode::Forbidden,
+                    message: e.to_string(),
+                    table: Some(m.table().to_string()),
+                    key: None,
+                    current: None,
+                }));
+            }
+        }
         let (name, table) = self.table_for(c, m).await?;
         let schema = &table.schema;
         for c in m.columns() {

@@ -378,13 +378,18 @@ pub struct DevProcess {
 }
 
 impl DevProcess {
-    /// Starts `ferrite dev` on a free HTTP port and `pg_port`; returns once it printed the
-    /// editor's URL (its last line before it is ready).
+    /// Starts `ferrite dev` on a free HTTP port and `pg_port`; returns once it is ready.
     pub fn start(dir: &Path, pg_port: u16) -> DevProcess {
+        let mut cmd = Command::new(ferrite_bin());
+        cmd.args(["dev", "--port", "0", "--pg-port", &pg_port.to_string(), "--dir"]).arg(dir);
+        Self::spawn(cmd)
+    }
+
+    /// Runs `cmd` (a `ferrite dev`, however invoked: it must not fork it off) and returns once it
+    /// printed "Press Ctrl-C" (its last line before it serves), or panics with what it printed.
+    pub fn spawn(mut cmd: Command) -> DevProcess {
         use std::io::{BufRead, BufReader};
-        let child = Command::new(ferrite_bin())
-            .args(["dev", "--port", "0", "--pg-port", &pg_port.to_string(), "--dir"])
-            .arg(dir)
+        let child = cmd
             .env("FERRITE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -402,8 +407,10 @@ impl DevProcess {
             }
         });
         loop {
-            let line = rx.recv_timeout(Duration::from_secs(90)).expect("ferrite dev prints its URLs");
-            let ready = line.trim().starts_with("Editor:");
+            let line = rx
+                .recv_timeout(Duration::from_secs(90))
+                .unwrap_or_else(|e| panic!("ferrite dev never said it was ready ({e}); it printed {:#?}", dev.printed));
+            let ready = line.starts_with("Press Ctrl-C");
             dev.printed.push(line);
             if ready {
                 // Keep draining its output so the child never blocks on a full pipe.
@@ -411,6 +418,17 @@ impl DevProcess {
                 return dev;
             }
         }
+    }
+
+    /// The `export NAME=value` lines it printed for a shell (`FERRITE_URL`, `FERRITE_TOKEN`).
+    pub fn exports(&self) -> Vec<String> {
+        self.printed.iter().filter(|l| l.starts_with("export FERRITE_")).cloned().collect()
+    }
+
+    /// The value of a printed `export NAME=value` line.
+    pub fn exported(&self, name: &str) -> Option<String> {
+        let prefix = format!("export {name}=");
+        self.printed.iter().find_map(|l| l.strip_prefix(&prefix)).map(String::from)
     }
 
     /// What it printed after `label:` (`"Postgres"`, `"Editor"`, `"Shape API"`, …).
