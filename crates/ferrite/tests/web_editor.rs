@@ -1,6 +1,7 @@
 //! The browser side, in headless Chromium: the pipeline editor served by the real `ferrite dev`
 //! binary (its own Postgres, jwt mode, dev sign-in), driven by playwright-core from Node
-//! (`web/editor/tests`), and the web client's unit tests and the committed editor bundle check.
+//! (`web/editor/tests`, where `client.test.mjs` also drives the web client on its own), the web
+//! client's unit tests and its shape sync against a server, and the committed editor bundle check.
 //! Needs `npm ci` in `web/` and Chromium at /usr/bin/chromium (or `CHROMIUM`); `scripts/setup.sh`
 //! installs both (`scripts/test.sh` runs it). Screenshots go to `target/web-artifacts/`.
 

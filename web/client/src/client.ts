@@ -86,6 +86,18 @@ export class QueueFullError extends Error {
   }
 }
 
+/**
+ * Thrown by an update or delete of a row the app cannot see (not in the shape, or deleted earlier
+ * in the same transaction): the app cannot have shown it, so the write is a mistake, and sent it
+ * could change a row nobody here saw. To create a row, insert it.
+ */
+export class NoRowError extends Error {
+  constructor(readonly shape: string, readonly key: string) {
+    super(`${shape} has no row ${key}: an update or delete needs a row the app can see (insert to create one)`)
+    this.name = 'NoRowError'
+  }
+}
+
 /** Builds one transaction's mutations (see {@link FerriteClient.transaction}). */
 export interface TransactionWriter {
   /** A new row: every column the app wants set, primary key included. */
@@ -399,7 +411,8 @@ export class FerriteClient {
    * transaction's id once it is stored (durable across reloads).
    *
    * Throws (changing nothing) on an unknown shape, a missing primary key, an update of a primary
-   * key column, an empty transaction, or a full queue ({@link QueueFullError}).
+   * key column, an update or delete of a row the app cannot see ({@link NoRowError}), an empty
+   * transaction, or a full queue ({@link QueueFullError}).
    */
   async transaction(build: (tx: TransactionWriter) => void): Promise<number> {
     if (this.#outbox.length >= this.#config.max_offline_queue) throw new QueueFullError(this.#config.max_offline_queue)
@@ -414,11 +427,13 @@ export class FerriteClient {
         for (const c of s.key) if (c in set && set[c] !== key[c]) throw new Error(`${shape}: the primary key column ${c} cannot be changed`)
         if (Object.keys(set).length === 0) throw new Error(`${shape}: an update needs at least one column to set`)
         const k = keyOf(key, s.key)
+        if (!this.#rowBefore(shape, k, mutations)) throw new NoRowError(shape, k)
         mutations.push({ op: 'update', shape, key: k, keyValues: keyValues(key, s.key), value: { ...set }, base: this.#base(shape, k, mutations, Object.keys(set)) })
       },
       delete: (shape, key) => {
         const s = this.#shape(shape)
         const k = keyOf(key, s.key)
+        if (!this.#rowBefore(shape, k, mutations)) throw new NoRowError(shape, k)
         mutations.push({ op: 'delete', shape, key: k, keyValues: keyValues(key, s.key), base: this.#base(shape, k, mutations) })
       },
     })
@@ -450,14 +465,20 @@ export class FerriteClient {
    * transaction count as seen. Undefined for a row the app does not know.
    */
   #base(shape: string, key: string, earlier: readonly Mutation[], columns?: string[]): TextValues | undefined {
+    const row = this.#rowBefore(shape, key, earlier)
+    if (!row) return undefined
+    const seen = columns ? Object.fromEntries(columns.filter((c) => c in row).map((c) => [c, row[c]])) : row
+    return rowToText(seen)
+  }
+
+  /** The row as the app sees it, with the earlier changes of the same transaction applied. */
+  #rowBefore(shape: string, key: string, earlier: readonly Mutation[]): Row | undefined {
     let row: Row | undefined = this.#view(shape).get(key)
     for (const m of earlier) {
       if (m.shape !== shape || m.key !== key) continue
       row = m.op === 'delete' ? undefined : m.op === 'insert' ? { ...m.value } : row && { ...row, ...m.value }
     }
-    if (!row) return undefined
-    const seen = columns ? Object.fromEntries(columns.filter((c) => c in row).map((c) => [c, row[c]])) : row
-    return rowToText(seen)
+    return row
   }
 
   #schedulePush(): void {

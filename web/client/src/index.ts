@@ -19,7 +19,7 @@
  * See {@link FerriteClient} for what is synced, stored and retried, and how.
  */
 
-export { FerriteClient, QueueFullError } from './client.js'
+export { FerriteClient, NoRowError, QueueFullError } from './client.js'
 export type { ClientEvents, FerriteClientOptions, Rejection, SyncStatus, TransactionWriter } from './client.js'
 export type { ShapeOptions } from './shape.js'
 export type { PendingTransaction, Mutation } from './outbox.js'
