@@ -1,6 +1,7 @@
 //! The HTTP API: Electric v1 shape endpoints, writes, presence, health, metrics; CORS on the API routes.
 
 pub mod compression;
+pub mod extract;
 pub mod listener;
 pub mod params;
 pub mod response;
@@ -30,7 +31,7 @@ const ALLOWED_REQUEST_HEADERS: [&str; 4] = ["if-none-match", "traceparent", "aut
 /// serves may use them — and replace the root route (otherwise Electric's empty 200).
 pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
     let shape_route: MethodRouter<Arc<AppState>> =
-        get(shape::handle).post(shape::handle).delete(delete_shape).options(preflight);
+        get(shape::get).post(shape::post).delete(delete_shape).options(preflight);
     let api = Router::new()
         .route("/v1/shape", shape_route)
         .route("/v1/health", get(health).options(preflight))

@@ -1,6 +1,7 @@
 //! `GET/HEAD/POST /v1/shape`: initial sync, catch-up, live long-poll, SSE and subset snapshots.
 
 use super::compression::{self, Encoding};
+use super::extract::{BoundedBody, Caller};
 use super::params::{parse_shape_request, parse_subset_body, ShapeRequest};
 use super::response::{self as resp, set, CACHE_INITIAL, CACHE_LIVE};
 use crate::admission::Route;
@@ -10,7 +11,7 @@ use crate::state::{AppState, ShapeRequestError};
 use crate::storage::{LiveSpan, LogSlice, ReadOutcome};
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use ferrite_protocol::offset::{LogOffset, RequestOffset};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,21 +59,42 @@ pub fn request_error(e: ShapeRequestError) -> Response<Body> {
     }
 }
 
-/// Entry point for shape reads.
+/// `GET` and `HEAD /v1/shape`: shape reads, with subset parameters in the query if any.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Response<Body> {
+    handle(state, query, caller, headers, None).await
+}
+
+/// `POST /v1/shape`: a shape read whose subset parameters come in the body (an empty body: a
+/// plain read). The caller is checked before the body is read.
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    caller: Caller,
+    headers: HeaderMap,
+    body: BoundedBody,
+) -> Response<Body> {
+    handle(state, query, caller, headers, Some(body.bytes)).await
+}
+
+/// Serves a shape read (`body`: a POST's, already read).
 ///
 /// A long-poll can wait for a long time, and ten thousand may wait at once: the request is
 /// parsed in its own (boxed) future so the raw query, the body and all other headers are freed
 /// before the wait, and each kind of response runs in its own boxed future, so a waiting request
 /// holds only what its own kind needs.
-pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    RawQuery(query): RawQuery,
+async fn handle(
+    state: Arc<AppState>,
+    query: Option<String>,
+    caller: Caller,
     headers: HeaderMap,
-    body: Body,
+    body: Option<Bytes>,
 ) -> Response<Body> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let (req, subject) = match Box::pin(read_request(&state, &method, query, body, authorization)).await {
+    let (req, subject) = match Box::pin(read_request(&state, query, body, caller)).await {
         Ok(r) => r,
         Err(response) => return response,
     };
@@ -138,47 +160,25 @@ pub async fn handle(
     }
 }
 
-/// Checks the caller's token (the secret was checked for every `/v1` route), reads a POST body (bounded in size and time),
-/// validates every parameter and restricts the shape to the caller's read rule; an error is the
-/// response to send.
+/// Parses a shape request: the subset of a POST body, every query parameter, and the caller's
+/// read rule the shape is restricted to (the secret and the token were checked before); an
+/// error is the response to send.
 async fn read_request(
     state: &AppState,
-    method: &Method,
     query: Option<String>,
-    body: Body,
-    authorization: Option<&str>,
+    body: Option<Bytes>,
+    caller: Caller,
 ) -> Result<(ShapeRequest, Option<String>), Response<Body>> {
     let pairs = query_pairs(&query);
-    let who = state.auth.authenticate(authorization).map_err(|e| resp::auth_refused(&e))?;
-    let mut body_subset = None;
-    if method == Method::POST {
-        let read_limit = Duration::from_secs(state.config.request_read_timeout_secs);
-        let bytes = match tokio::time::timeout(read_limit, axum::body::to_bytes(body, state.config.max_request_bytes))
-            .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => {
-                return Err(resp::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &serde_json::json!({"message": format!("Request body too large (limit: {} bytes)", state.config.max_request_bytes)}),
-                ))
-            }
-            Err(_) => {
-                return Err(resp::error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    &serde_json::json!({"message": "Request body not received in time"}),
-                ))
-            }
-        };
-        match parse_subset_body(&bytes) {
-            Ok(s) => body_subset = s,
-            Err((_, v)) => return Err(resp::error(StatusCode::BAD_REQUEST, &v)),
-        }
-    }
+    let body_subset = match body.as_deref().map(parse_subset_body) {
+        None => None,
+        Some(Ok(s)) => s,
+        Some(Err((_, v))) => return Err(resp::error(StatusCode::BAD_REQUEST, &v)),
+    };
     let mut req = parse_shape_request(&pairs, body_subset).map_err(|errors| resp::invalid(&errors))?;
     req.definition.rule =
-        state.auth.read_filter(&req.definition.table, who.as_ref()).map_err(|e| resp::auth_refused(&e))?;
-    Ok((req, who.map(|w| w.subject)))
+        state.auth.read_filter(&req.definition.table, caller.identity()).map_err(|e| resp::auth_refused(&e))?;
+    Ok((req, caller.0.map(|w| w.subject)))
 }
 
 enum Resolved {
@@ -532,14 +532,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = std::sync::Arc::new(crate::shapes::Registry::open(dir.path(), 10_000).unwrap());
         let state = std::sync::Arc::new(crate::state::AppState::new(cfg, registry).unwrap());
-        let future = super::handle(
-            axum::extract::State(state),
-            axum::http::Method::GET,
+        let get = super::get(
+            axum::extract::State(state.clone()),
             axum::extract::RawQuery(None),
+            super::Caller(None),
             Default::default(),
-            axum::body::Body::empty(),
         );
-        let size = std::mem::size_of_val(&future);
-        assert!(size <= 1536, "the shape handler future grew to {size} bytes");
+        let size = std::mem::size_of_val(&get);
+        assert!(size <= 1536, "the shape GET handler future grew to {size} bytes");
+        let post = super::post(
+            axum::extract::State(state),
+            axum::extract::RawQuery(None),
+            super::Caller(None),
+            Default::default(),
+            super::BoundedBody::already_read(Default::default()),
+        );
+        let size = std::mem::size_of_val(&post);
+        assert!(size <= 1536, "the shape POST handler future grew to {size} bytes");
     }
 }

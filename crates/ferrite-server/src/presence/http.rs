@@ -8,13 +8,13 @@
 //! (e.g. `pipelines:7f3c…`) and only callers whose read rule on that table admits the row may
 //! join or read it; rooms of public tables are open to every authenticated caller.
 
-use crate::admission::Route;
 use crate::auth::Identity;
+use crate::http::extract::{Admitted, BodyLimit, BoundedBody, Caller, PresenceRoute};
 use crate::http::response::{self as resp, set};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use ferrite_protocol::relation::QualifiedName;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -26,9 +26,18 @@ const MAX_ROOM_LEN: usize = 256;
 /// Largest `state` accepted (serialized JSON bytes): presence is for small things.
 const MAX_STATE_BYTES: usize = 4096;
 
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Identity>, crate::auth::AuthError> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    state.auth.authenticate(authorization)
+/// The body limit of a presence post: a room name, a client id and a state of at most
+/// [`MAX_STATE_BYTES`], whatever `max_request_bytes` allows other routes.
+pub struct PresenceUpdate;
+
+impl BodyLimit for PresenceUpdate {
+    fn max_bytes(_: &crate::config::ServerConfig) -> usize {
+        MAX_STATE_BYTES + MAX_ROOM_LEN + 1024
+    }
+
+    fn too_large(_: usize) -> String {
+        "Presence update too large".into()
+    }
 }
 
 /// Whether `who` may join and read `room`.
@@ -59,30 +68,13 @@ async fn admit(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(
 }
 
 /// `POST /v1/presence` with `{"room", "client_id", "state"}`; `"state": null` leaves the room.
-pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response<Body> {
-    let who = match caller(&state, &headers) {
-        Ok(w) => w,
-        Err(e) => return resp::auth_refused(&e),
-    };
-    let _ticket = match state.admission.admit(Route::Presence, who.as_ref().map(|w| w.subject.as_str())) {
-        Ok(t) => t,
-        Err(why) => return resp::refused(&why),
-    };
-    let bytes = match tokio::time::timeout(
-        Duration::from_secs(state.config.request_read_timeout_secs),
-        axum::body::to_bytes(body, MAX_STATE_BYTES + MAX_ROOM_LEN + 1024),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return resp::error(StatusCode::PAYLOAD_TOO_LARGE, &json!({"message": "Presence update too large"}))
-        }
-        Err(_) => {
-            return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"}))
-        }
-    };
-    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes) else {
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    admitted: Admitted<PresenceRoute>,
+    body: BoundedBody<PresenceUpdate>,
+) -> Response<Body> {
+    let Admitted { caller: Caller(who), ticket: _ticket, .. } = admitted;
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body.bytes) else {
         return resp::error(StatusCode::BAD_REQUEST, &json!({"message": "Request body must be a JSON object"}));
     };
     let Some(room) = body.get("room").and_then(Value::as_str) else {
@@ -132,16 +124,13 @@ fn snapshot_body(state: &AppState, room: &str) -> (u64, String) {
 }
 
 /// `GET /v1/presence?room=R[&offset=V][&live=true | &live_sse=true]`.
-pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response<Body> {
-    let who = match caller(&state, &headers) {
-        Ok(w) => w,
-        Err(e) => return resp::auth_refused(&e),
-    };
-    // Held while a long-poll waits, and by an SSE stream until it ends.
-    let ticket = match state.admission.admit(Route::Presence, who.as_ref().map(|w| w.subject.as_str())) {
-        Ok(t) => t,
-        Err(why) => return resp::refused(&why),
-    };
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    admitted: Admitted<PresenceRoute>,
+    RawQuery(q): RawQuery,
+) -> Response<Body> {
+    // The ticket is held while a long-poll waits, and by an SSE stream until it ends.
+    let Admitted { caller: Caller(who), ticket, .. } = admitted;
     let pairs = crate::http::shape::query_pairs(&q);
     let param = |k: &str| pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let Some(room) = param("room") else { return resp::invalid_field("room", "can't be blank") };

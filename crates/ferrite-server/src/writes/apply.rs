@@ -19,7 +19,7 @@
 
 use crate::auth::{Auth, Identity};
 use crate::pool::Pool;
-use ferrite_core::merge::{self, Action, ColumnOrder, Current, Incoming, StoredRow, TablePolicy};
+use ferrite_core::merge::{self, Action, ColumnOrder, Current, Decision, Incoming, StoredRow, TablePolicy};
 use ferrite_pg::prepared::PreparedClient;
 use ferrite_pg::write_store::{self, ClientProgress, StoredClocks};
 use ferrite_pg::write_table::{self, ClockSave, RecordResult, WriteTable};
@@ -364,14 +364,18 @@ impl Writer {
                 }
                 None => (write.await, None),
             };
-            let (o, x, wrote, committed) = written?;
+            let written = written?;
             read = next.transpose()?;
-            if committed.is_some() {
-                return Ok(MutationsOutcome { overridden: vec![], xid: x, changed: true, committed });
+            match written {
+                RowOutcome::Committed { xid, result } => {
+                    return Ok(MutationsOutcome { overridden: vec![], xid, changed: true, committed: Some(result) });
+                }
+                RowOutcome::Applied { overridden: o, xid: x, wrote } => {
+                    overridden.extend(o);
+                    xid = Some(x);
+                    changed |= wrote;
+                }
             }
-            overridden.extend(o);
-            xid = Some(x);
-            changed |= wrote;
         }
         let xid = match xid {
             Some(x) => x,
@@ -561,10 +565,11 @@ impl Writer {
         Ok(RowRead { name, table, key, key_text, table_text, rule, read, xid, row, stored })
     }
 
-    /// Decides one mutation from its row as read and writes the outcome with its clocks; returns
-    /// the columns the policy kept (if any), the xid, whether a row changed, and the
-    /// transaction's result if `tail` was given and the row write committed it. `sent` fires
-    /// once this mutation's last statement has gone out.
+    /// Applies one mutation to its row as read, in three steps: [`Self::decide`] what the
+    /// table's policy makes of it, [`Self::write`] that to the row, and [`Self::record`] the
+    /// bookkeeping the row write did not carry. `tail` is given for the transaction's last
+    /// mutation (its row write may then record the result and commit); `sent` fires once this
+    /// mutation's last statement has gone out, letting the next mutation's read follow it.
     async fn write_row(
         &self,
         c: &PreparedClient,
@@ -573,87 +578,130 @@ impl Writer {
         read: RowRead,
         tail: Option<Tail<'_>>,
         mut sent: Sent,
-    ) -> Result<(Option<Overridden>, u32, bool, Option<TransactionResult>), Stop> {
-        let RowRead { name, table, key, key_text, table_text, rule, read, xid, row, stored } = read;
-        let schema = &table.schema;
-        let reject_here = |e: PgError| self.reject(c, &name, m, &key, e);
-        let violates = |values: &[Option<String>]| rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false));
-        let violation = || forbidden(m.table(), &key, format!("row violates write rule for table {}", name.quoted()));
-        let current = self.current_state(c, &table, row, stored.as_ref()).await.map_err(reject_here)?;
+    ) -> Result<RowOutcome, Stop> {
+        let change = match self.decide(c, m, stamp, &read).await? {
+            Decided::Unchanged { overridden } => {
+                return Ok(RowOutcome::Applied {
+                    overridden: overridden_of(m, &read.key, overridden),
+                    xid: read.xid,
+                    wrote: false,
+                })
+            }
+            Decided::Change(change) => change,
+        };
+        let after = match self.write(c, m, &read, &change, tail, &mut sent).await? {
+            Written::Committed(result) => return Ok(RowOutcome::Committed { xid: read.xid, result }),
+            Written::Row(after) => after,
+        };
+        // `sent` is held until the bookkeeping is saved too: the next mutation may be on the
+        // same row and must read it.
+        self.record(c, m, &read, change, after).await
+    }
+
+    /// The decide step: the row as the merge policy sees it, the caller's write rule checked on
+    /// it as it is and as the mutation asks for it, and the policy's decision
+    /// ([`merge::decide`]). A conflict the policy reports is a rejection. Reads, never writes.
+    async fn decide(&self, c: &PreparedClient, m: &Mutation, stamp: &Stamp, read: &RowRead) -> Result<Decided, Stop> {
+        let table = &read.table;
+        let current = self
+            .current_state(c, table, read.row.as_ref(), read.stored.as_ref())
+            .await
+            .map_err(|e| self.reject(c, &read.name, m, &read.key, e))?;
         if let Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } =
             &current
         {
             // The row as it is, and as the mutation asks for it (whether or not the conflict
             // policy lets it through: asking for a forbidden row is refused either way).
-            if violates(&aligned_vec(&table, values)) {
-                return Err(violation());
+            if read.violates(&aligned_vec(table, values)) {
+                return Err(read.violation(m));
             }
             if let Some(asked) = m.written() {
                 let mut proposed = values.clone();
                 proposed.extend(asked.iter().map(|(c, v)| (c.clone(), v.clone())));
-                if violates(&aligned_vec(&table, &proposed)) {
-                    return Err(violation());
+                if read.violates(&aligned_vec(table, &proposed)) {
+                    return Err(read.violation(m));
                 }
             }
         }
 
-        let policy = self.policy(&name);
+        let schema = &table.schema;
         let kinds = |col: &str| match schema.column_index(col) {
             Some(i) => ColumnOrder::of(&schema.columns[i]),
             None => ColumnOrder::of_type_name("text"),
         };
-        let decision =
-            merge::decide(policy, &kinds, &current, &merge::Mutation { op: incoming(m), stamp: stamp.clone() });
-
-        match &decision.action {
-            Action::Nothing => return Ok((overridden_of(m, &key, decision.overridden), xid, false, None)),
+        let Decision { action, overridden } = merge::decide(
+            self.policy(&read.name),
+            &kinds,
+            &current,
+            &merge::Mutation { op: incoming(m), stamp: stamp.clone() },
+        );
+        match action {
+            Action::Nothing => Ok(Decided::Unchanged { overridden }),
             Action::Conflict { current } => {
                 // The row as the server has it, when the caller may read it (its read rule, not
                 // its write rule, says what it may see).
                 let shown = match current {
                     None => Some(Value::Null),
-                    Some(values) => self.readable(&read, &table, values).then(|| values_json(values)),
+                    Some(values) => self.readable(&read.read, table, &values).then(|| values_json(&values)),
                 };
-                return Err(Stop::Rejected(Rejection {
+                Err(Stop::Rejected(Rejection {
                     code: RejectionCode::Conflict,
-                    message: format!("the row changed since the client read it ({} has other values)", name.quoted()),
+                    message: format!(
+                        "the row changed since the client read it ({} has other values)",
+                        read.name.quoted()
+                    ),
                     table: Some(m.table().to_string()),
-                    key: Some(key),
+                    key: Some(read.key.clone()),
                     current: shown,
-                }));
+                }))
             }
-            _ => {}
+            action => Ok(Decided::Change(Change {
+                after: merge::apply(&current, &action),
+                live_before: matches!(current, Current::Live(_)),
+                action,
+                overridden,
+            })),
         }
+    }
+
+    /// The write step: the decided change made to the caller's table, each row write saving
+    /// the row's new clocks in the same statement. The last mutation's row write, when no write
+    /// rule must be checked afterwards, also records the transaction's result and carries
+    /// COMMIT in its round trip: if the write fails, Postgres answers COMMIT with a rollback,
+    /// and the (biased) join reports the write's own error.
+    async fn write(
+        &self,
+        c: &PreparedClient,
+        m: &Mutation,
+        read: &RowRead,
+        change: &Change,
+        tail: Option<Tail<'_>>,
+        sent: &mut Sent,
+    ) -> Result<Written, Stop> {
+        let RowRead { name, table, key, key_text, table_text, rule, xid, .. } = read;
+        let reject_here = |e: PgError| self.reject(c, name, m, key, e);
         // The new bookkeeping; a row write saves it in the same statement.
-        let after_state = merge::apply(&current, &decision.action);
-        let clocks_json = match &after_state {
+        let clocks_json = match &change.after {
             Current::Live(row) => Value::Object(stamps_json(&row.clocks)),
             _ => Value::Null,
         };
         let mut save = ClockSave {
-            table: &table_text,
-            key: &key_text,
+            table: table_text,
+            key: key_text,
             clocks: &clocks_json,
             deleted: None,
-            born: match &after_state {
-                Current::Live(row) => row.born.as_ref().map(|b| b.to_string()),
-                _ => None,
-            },
+            born: change.born_after(),
             record: None,
         };
-        // A row write that needs no check afterwards can record the transaction's result in the
-        // same statement and carry COMMIT in its round trip: if the write fails, Postgres
-        // answers COMMIT with a rollback, and the (biased) join reports the write's own error.
-        let single_write = match &decision.action {
-            Action::Insert { values, .. } if !matches!(current, Current::Live(_)) => Some((None, values)),
-            Action::Insert { values, .. } => Some((Some(&key), values)),
-            Action::Update { set, .. } if !set.is_empty() => Some((Some(&key), set)),
+        let single_write = match &change.action {
+            Action::Insert { values, .. } if !change.live_before => Some((None, values)),
+            Action::Insert { values, .. } => Some((Some(key), values)),
+            Action::Update { set, .. } if !set.is_empty() => Some((Some(key), set)),
             _ => None,
         };
-        if let (Some(tail), Some((update_key, values)), None) = (&tail, single_write, &rule) {
-            let own = overridden_of(m, &key, decision.overridden.clone());
-            let result =
-                applied_result(tail.txn_id, xid, tail.overridden.iter().cloned().chain(own.clone()).collect(), true);
+        if let (Some(tail), Some((update_key, values)), None) = (&tail, single_write, rule) {
+            let own = overridden_of(m, key, change.overridden.clone());
+            let result = applied_result(tail.txn_id, *xid, tail.overridden.iter().cloned().chain(own).collect(), true);
             let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
             save.record = Some(RecordResult {
                 client_id: tail.client_id,
@@ -668,65 +716,80 @@ impl Writer {
             };
             let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
             tokio::try_join!(biased; write, commit).map_err(reject_here)?;
-            return Ok((own, xid, true, Some(result)));
+            return Ok(Written::Committed(result));
         }
         // The row as Postgres stored it, when it is live afterwards.
-        let after = match &decision.action {
-            Action::Insert { values, .. } if matches!(current, Current::Live(_)) => {
-                sent.after(table.update(c, &key, values, &save)).await.map_err(reject_here)?
+        let after = match &change.action {
+            Action::Insert { values, .. } if change.live_before => {
+                sent.after(table.update(c, key, values, &save)).await.map_err(reject_here)?
             }
             Action::Insert { values, .. } => {
                 Some(sent.after(table.insert(c, values, &save)).await.map_err(reject_here)?)
             }
+            // Only the birth stamp moves: no row write (the record step saves the clocks).
             Action::Update { set, .. } if set.is_empty() => {
-                // Only the birth stamp moves: no row write to carry the clocks.
-                let row = table.select(c, &key).await.map_err(reject_here)?.map(|r| r.0);
-                let stored = StoredClocks {
-                    clocks: stamps_json(match &after_state {
-                        Current::Live(r) => &r.clocks,
-                        _ => unreachable!("an update leaves the row live"),
-                    }),
-                    known: row.as_ref().map(|v| values_json_map(&aligned_map(&table, v))),
-                    deleted: None,
-                    born: save.born.clone(),
-                };
-                write_store::save_clocks(c, &table_text, &key_text, &stored).await.map_err(reject_here)?;
-                row
+                table.select(c, key).await.map_err(reject_here)?.map(|r| r.0)
             }
-            Action::Update { set, .. } => sent.after(table.update(c, &key, set, &save)).await.map_err(reject_here)?,
+            Action::Update { set, .. } => sent.after(table.update(c, key, set, &save)).await.map_err(reject_here)?,
             Action::Delete { .. } => {
-                table.delete(c, &key).await.map_err(reject_here)?;
+                table.delete(c, key).await.map_err(reject_here)?;
                 None
             }
             _ => None,
         };
-        match after_state {
+        Ok(Written::Row(after))
+    }
+
+    /// The record step: the bookkeeping no row write carried (the clocks of a birth-only
+    /// update, a row's tombstone), with the write rule checked on the row as it is afterwards.
+    async fn record(
+        &self,
+        c: &PreparedClient,
+        m: &Mutation,
+        read: &RowRead,
+        change: Change,
+        after: Option<Vec<Option<String>>>,
+    ) -> Result<RowOutcome, Stop> {
+        let RowRead { name, table, key, key_text, table_text, xid, .. } = read;
+        let reject_here = |e: PgError| self.reject(c, name, m, key, e);
+        if let (Action::Update { set, .. }, Current::Live(row)) = (&change.action, &change.after) {
+            if set.is_empty() {
+                let stored = StoredClocks {
+                    clocks: stamps_json(&row.clocks),
+                    known: after.as_ref().map(|v| values_json_map(&aligned_map(table, v))),
+                    deleted: None,
+                    born: change.born_after(),
+                };
+                write_store::save_clocks(c, table_text, key_text, &stored).await.map_err(reject_here)?;
+            }
+        }
+        match &change.after {
             Current::Live(_) => {
-                if after.as_ref().is_some_and(|values| violates(values)) {
-                    return Err(violation());
+                if after.as_ref().is_some_and(|values| read.violates(values)) {
+                    return Err(read.violation(m));
                 }
             }
-            Current::Deleted { tombstone, .. } if violates(&aligned_vec(&table, &tombstone.values)) => {
-                return Err(violation())
+            Current::Deleted { tombstone, .. } if read.violates(&aligned_vec(table, &tombstone.values)) => {
+                return Err(read.violation(m))
             }
             Current::Deleted { tombstone, deleted } => {
                 let stored = StoredClocks {
                     clocks: stamps_json(&tombstone.clocks),
                     known: Some(values_json_map(&tombstone.values)),
                     deleted: Some(deleted.to_string()),
-                    born: tombstone.born.map(|b| b.to_string()),
+                    born: tombstone.born.as_ref().map(|b| b.to_string()),
                 };
-                write_store::save_clocks(c, &table_text, &key_text, &stored).await.map_err(reject_here)?;
+                write_store::save_clocks(c, table_text, key_text, &stored).await.map_err(reject_here)?;
             }
             Current::Absent => {}
         }
         // Whether a row of the user's table changed (not so for bookkeeping-only outcomes).
-        let wrote = match &decision.action {
+        let wrote = match &change.action {
             Action::Insert { .. } | Action::Delete { .. } => true,
             Action::Update { set, .. } => !set.is_empty(),
             _ => false,
         };
-        Ok((overridden_of(m, &key, decision.overridden), xid, wrote, None))
+        Ok(RowOutcome::Applied { overridden: overridden_of(m, key, change.overridden), xid: *xid, wrote })
     }
 
     /// The row as the merge policy sees it. Columns whose value differs from what Ferrite last
@@ -737,7 +800,7 @@ impl Writer {
         &self,
         c: &PreparedClient,
         table: &WriteTable,
-        row: Option<(Vec<Option<String>>, u32)>,
+        row: Option<&(Vec<Option<String>>, u32)>,
         stored: Option<&StoredClocks>,
     ) -> Result<Current, PgError> {
         let stored_stamps: BTreeMap<String, Stamp> = stored
@@ -745,7 +808,7 @@ impl Writer {
             .unwrap_or_default();
         match row {
             Some((values, xmin)) => {
-                let values = aligned_map(table, &values);
+                let (values, xmin) = (aligned_map(table, values), *xmin);
                 let mut clocks = stored_stamps;
                 let known = stored.and_then(|s| s.known.as_ref());
                 let changed: Vec<&String> = match (stored, known) {
@@ -834,6 +897,90 @@ struct RowRead {
     xid: u32,
     row: Option<(Vec<Option<String>>, u32)>,
     stored: Option<StoredClocks>,
+}
+
+impl RowRead {
+    /// Whether the caller's write rule refuses `values` (in column order) as a row of the table.
+    fn violates(&self, values: &[Option<String>]) -> bool {
+        self.rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false))
+    }
+
+    /// The rejection of mutation `m` for a row its caller's write rule refuses.
+    fn violation(&self, m: &Mutation) -> Stop {
+        forbidden(m.table(), &self.key, format!("row violates write rule for table {}", self.name.quoted()))
+    }
+}
+
+/// The decide step's verdict on one mutation ([`Writer::decide`]), worked out from the row as
+/// read before anything of the mutation is written.
+// One lives at a time, briefly, and is moved once: boxing the change would only add an
+// allocation per mutation.
+#[allow(clippy::large_enum_variant)]
+enum Decided {
+    /// The policy keeps the row and its clocks as they are (every incoming value lost, or it
+    /// changes nothing): there is nothing to write or record.
+    Unchanged {
+        /// Incoming columns whose values lost, reported in the result's `overridden`.
+        overridden: Vec<String>,
+    },
+    /// A change for the write and record steps.
+    Change(Change),
+}
+
+/// A change the merge policy decided on for one row.
+struct Change {
+    /// What to do to the row and its bookkeeping (never `Nothing` or `Conflict`).
+    action: Action,
+    /// Incoming columns whose values lost, reported in the result's `overridden`.
+    overridden: Vec<String>,
+    /// Whether the row exists in Postgres now: an insert over a live row is written as an
+    /// update of it.
+    live_before: bool,
+    /// The row and its clocks afterwards ([`merge::apply`]): the clocks saved with the row, or
+    /// the tombstone recorded (and checked against the write rule) when the row ends deleted.
+    after: Current,
+}
+
+impl Change {
+    /// The birth stamp the row's clocks are saved with (a live row's, as text).
+    fn born_after(&self) -> Option<String> {
+        match &self.after {
+            Current::Live(row) => row.born.as_ref().map(|b| b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// What the write step ([`Writer::write`]) did to the caller's table.
+enum Written {
+    /// The row write also recorded the transaction's result and committed (see [`Tail`]):
+    /// nothing is left to record, and the result is final.
+    Committed(TransactionResult),
+    /// The row as Postgres has it afterwards, when live (defaults and triggers included), for
+    /// the record step: the write rule is checked on it, and a birth-only update's clocks are
+    /// saved with it as the values Ferrite last saw.
+    Row(Option<Vec<Option<String>>>),
+}
+
+/// What one mutation did, for its transaction's result.
+enum RowOutcome {
+    /// Applied; the transaction goes on (or commits) with its other mutations.
+    Applied {
+        /// The columns the policy kept for this row: they make the result `merged`.
+        overridden: Option<Overridden>,
+        /// The Postgres transaction's xid: the result's `txid`.
+        xid: u32,
+        /// Whether a row of the caller's table changed: a transaction that changed none has no
+        /// txid to wait for in a shape (the result's `unchanged`).
+        wrote: bool,
+    },
+    /// The last mutation's row write recorded the transaction's result and committed it.
+    Committed {
+        /// The Postgres transaction's xid.
+        xid: u32,
+        /// The result, as recorded.
+        result: TransactionResult,
+    },
 }
 
 /// What a caller may read of a table.

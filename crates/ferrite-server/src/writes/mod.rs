@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod policy;
 
+use crate::http::extract::{Admitted, BoundedBody, Caller, WritesRoute};
 use crate::http::response as resp;
 use crate::state::AppState;
 use apply::WriteError;
@@ -16,40 +17,16 @@ use axum::http::{Response, StatusCode};
 use ferrite_protocol::write_protocol::TransactionsResponse;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// `POST /v1/transactions`.
-pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, body: Body) -> Response<Body> {
-    let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let who = match state.auth.authenticate(authorization) {
-        Ok(who) => who,
-        Err(e) => return resp::auth_refused(&e),
-    };
-    // Held until the answer is built (the batch itself runs to completion in its own task).
-    let _ticket = match state.admission.admit(crate::admission::Route::Writes, who.as_ref().map(|w| w.subject.as_str()))
-    {
-        Ok(t) => t,
-        Err(why) => return resp::refused(&why),
-    };
-    let limit = state.config.max_request_bytes;
-    let read = tokio::time::timeout(
-        Duration::from_secs(state.config.request_read_timeout_secs),
-        axum::body::to_bytes(body, limit),
-    )
-    .await;
-    let bytes = match read {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return resp::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({"message": format!("Request body too large (limit: {limit} bytes)")}),
-            )
-        }
-        Err(_) => {
-            return resp::error(StatusCode::REQUEST_TIMEOUT, &json!({"message": "Request body not received in time"}))
-        }
-    };
-    let req = match ferrite_protocol::write_protocol::parse_request(&bytes, state.config.sync_batch_size) {
+/// `POST /v1/transactions`. The caller is authenticated and admitted (its place held until the
+/// answer is built; the batch itself runs to completion in its own task) before the body is read.
+pub async fn handler(
+    State(state): State<Arc<AppState>>,
+    admitted: Admitted<WritesRoute>,
+    body: BoundedBody,
+) -> Response<Body> {
+    let Admitted { caller: Caller(who), ticket: _ticket, .. } = admitted;
+    let req = match ferrite_protocol::write_protocol::parse_request(&body.bytes, state.config.sync_batch_size) {
         Ok(r) => r,
         Err(e) => {
             return resp::error(
@@ -58,6 +35,7 @@ pub async fn handler(State(state): State<Arc<AppState>>, headers: axum::http::He
             )
         }
     };
+    drop(body);
     let mutations: usize = req.transactions.iter().map(|t| t.mutations.len()).sum();
     let limit = state.config.max_mutations_per_request;
     if req.transactions.len() > 1 && mutations > limit {
