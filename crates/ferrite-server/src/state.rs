@@ -206,10 +206,10 @@ impl AppState {
 
     async fn run_snapshot(self: Arc<Self>, shape: Arc<Shape>) {
         let result = async {
-            let mut conn = self.snapshot_pool.get().await.map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+            let conn = self.snapshot_pool.get().await.map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
             let cfg = &self.config;
             let info = take_initial_snapshot(
-                conn.client_mut(),
+                conn.client(),
                 &shape,
                 cfg.chunk_bytes,
                 cfg.max_shape_size,
