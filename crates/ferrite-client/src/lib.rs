@@ -34,13 +34,9 @@ pub use outbox::{Change, QueuedTransaction, Values};
 pub use shape::ShapeDef;
 pub use sync::{ConnectionState, PushReport, Status, Subscription, SyncReport, DEFAULT_BACKOFF};
 
+use ferrite_protocol::clock::Clock;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-/// Unix time in milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// A new random (version 4) UUID in its text form: the key for a row created offline, unique
 /// without asking the server (the write protocol expects client-generated keys).
@@ -169,6 +165,8 @@ pub(crate) struct Inner {
     pub(crate) outbox_changed: tokio::sync::watch::Sender<u64>,
     /// Serializes pushes.
     pub(crate) push_lock: tokio::sync::Mutex<()>,
+    /// Where the time comes from: HLC stamps, when shapes last synced, retention.
+    pub(crate) clock: Clock,
 }
 
 /// Totals since the client was opened.
@@ -213,12 +211,24 @@ impl Client {
     /// Opens (or creates) the replica at `path`, syncing from `server_url` (e.g.
     /// `http://127.0.0.1:3000`).
     pub fn open(path: impl AsRef<Path>, server_url: &str, token: TokenSource) -> Result<Client, ClientError> {
+        Self::open_with_clock(path, server_url, token, Clock::system())
+    }
+
+    /// [`Client::open`], reading the time from `clock` instead of the system's: how a test
+    /// checks shape retention ([`ShapeDef::retain_for`]) by advancing a
+    /// [`ManualClock`](ferrite_protocol::clock::ManualClock) instead of waiting it out.
+    pub fn open_with_clock(
+        path: impl AsRef<Path>,
+        server_url: &str,
+        token: TokenSource,
+        clock: Clock,
+    ) -> Result<Client, ClientError> {
         let db = rusqlite::Connection::open(path)?;
         store::init(&db)?;
         outbox::init(&db)?;
         outbox::client_id(&db)?; // created once, with the file
         let mut db = db;
-        store::drop_expired(&mut db, now_ms())?;
+        store::drop_expired(&mut db, clock.wall_ms() as i64)?;
 
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -239,6 +249,7 @@ impl Client {
                 durability: Mutex::new(Durability::default()),
                 outbox_changed: tokio::sync::watch::Sender::new(0),
                 push_lock: tokio::sync::Mutex::new(()),
+                clock,
             }),
         })
     }
@@ -314,7 +325,7 @@ impl Client {
         if durability == Durability::Disk {
             db.pragma_update(None, "synchronous", "FULL")?;
         }
-        let written = outbox::write(&mut db, changes, max);
+        let written = outbox::write(&mut db, changes, max, self.inner.clock.wall_ms());
         if durability == Durability::Disk {
             db.pragma_update(None, "synchronous", "NORMAL")?;
         }
@@ -368,7 +379,7 @@ impl Client {
     /// Returns the local tables dropped.
     pub fn drop_expired(&self) -> Result<Vec<String>, ClientError> {
         let mut db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
-        store::drop_expired(&mut db, now_ms())
+        store::drop_expired(&mut db, self.inner.clock.wall_ms() as i64)
     }
 
     /// Where a shape's sync stands locally (registering it on first use).

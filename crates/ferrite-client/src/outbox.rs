@@ -179,10 +179,11 @@ pub fn client_id(db: &Connection) -> Result<String, ClientError> {
     Ok(id)
 }
 
-/// The next HLC value, persisted so it never goes backwards across restarts.
-fn next_hlc(db: &Connection) -> Result<Hlc, ClientError> {
+/// The next HLC value at wall time `wall_ms`, persisted so it never goes backwards across
+/// restarts.
+fn next_hlc(db: &Connection, wall_ms: u64) -> Result<Hlc, ClientError> {
     let last: Hlc = meta(db, "hlc")?.and_then(|h| h.parse().ok()).unwrap_or(Hlc::ZERO);
-    let next = last.tick(crate::now_ms().max(0) as u64);
+    let next = last.tick(wall_ms);
     set_meta(db, "hlc", &next.to_string())?;
     Ok(next)
 }
@@ -293,8 +294,9 @@ fn change_key(change: &Change) -> &Values {
 }
 
 /// Queues one client transaction and applies it locally, in one SQLite transaction. Refuses
-/// (typed error, nothing changed) when `max_queue` transactions are already waiting.
-pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Result<u64, ClientError> {
+/// (typed error, nothing changed) when `max_queue` transactions are already waiting. `wall_ms`
+/// is the client's clock, which the transaction's HLC follows.
+pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize, wall_ms: u64) -> Result<u64, ClientError> {
     let tx = db.transaction()?;
     let queued: i64 = tx.query_row("SELECT count(*) FROM _ferrite_outbox WHERE result IS NULL", [], |r| r.get(0))?;
     if queued as usize >= max_queue {
@@ -355,7 +357,7 @@ pub fn write(db: &mut Connection, changes: &[Change], max_queue: usize) -> Resul
         };
         mutations.push(Queued { mutation, local: local.to_string() });
     }
-    let hlc = next_hlc(&tx)?;
+    let hlc = next_hlc(&tx, wall_ms)?;
     let mutations = serde_json::to_string(&mutations).map_err(|e| ClientError::Invalid(e.to_string()))?;
     tx.execute("INSERT INTO _ferrite_outbox (hlc, mutations) VALUES (?1, ?2)", params![hlc.to_string(), mutations])?;
     let id = tx.last_insert_rowid();

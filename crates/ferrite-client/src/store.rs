@@ -174,6 +174,9 @@ pub struct Batch<'a> {
     pub body: &'a [u8],
     /// The position after them.
     pub next: &'a ShapePosition,
+    /// When it arrived (Unix ms, from the client's clock): the shape's last sync, which its
+    /// retention counts from.
+    pub received_ms: i64,
 }
 
 pub use ferrite_protocol::messages::Row;
@@ -309,7 +312,6 @@ pub fn apply(
         )?;
     }
     crate::outbox::retire_covered(&tx)?;
-    let now_ms = crate::now_ms();
     tx.execute(
         "UPDATE _ferrite_shapes SET handle = ?2, offset = ?3, cursor = ?4, schema = ?5, up_to_date = ?6, last_sync_ms = ?7
          WHERE local_table = ?1",
@@ -320,7 +322,7 @@ pub fn apply(
             batch.next.cursor,
             (!schema_text.is_empty()).then_some(schema_text),
             batch.next.up_to_date,
-            now_ms
+            batch.received_ms
         ],
     )?;
     tx.commit()?;

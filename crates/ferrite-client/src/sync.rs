@@ -227,7 +227,8 @@ impl Client {
         let def = def.clone();
         blocking(move || {
             let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
-            store::apply(&mut db, &def, data.schema.as_deref(), Batch { body: &data.body, next: &data.next })
+            let batch = Batch { body: &data.body, next: &data.next, received_ms: inner.clock.wall_ms() as i64 };
+            store::apply(&mut db, &def, data.schema.as_deref(), batch)
         })
         .await
     }

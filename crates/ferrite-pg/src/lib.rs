@@ -1,11 +1,14 @@
 //! Postgres I/O for Ferrite.
 //!
 //! Everything that talks to Postgres lives here, so the rest of Ferrite deals in plain data
-//! ([`ferrite_protocol::schema::TableSchema`], [`replication::Transaction`]):
+//! ([`ferrite_protocol::schema::TableSchema`], [`replication::Transaction`], message rows):
 //!
 //! - [`connect`]: ordinary connections with the session settings that make Postgres text output
 //!   match what logical replication sends (`docs/http-protocol.md#values`).
 //! - [`introspect`]: table schemas from the catalog.
+//! - [`snapshot`] and [`row_query`]: reading a shape's rows, as protocol messages rendered by
+//!   Postgres, in one REPEATABLE READ snapshot whose visibility is recorded (initial snapshots and
+//!   subset snapshots).
 //! - [`replication`]: slot/publication setup, the walsender protocol, pgoutput decoding and the
 //!   transaction stream with durable-position acknowledgement.
 //! - [`cluster`]: throwaway/dev clusters from the local PostgreSQL binaries, for tests and
@@ -26,6 +29,8 @@ pub mod error;
 pub mod introspect;
 pub mod prepared;
 pub mod replication;
+pub mod row_query;
+pub mod snapshot;
 pub mod tls;
 pub mod write_store;
 pub mod write_table;

@@ -1,7 +1,8 @@
 //! Record keys: the stable identity of a row inside a shape log, as the Electric protocol spells it.
 //!
 //! `"<schema>"."<table>"/"<pk1>"/"<pk2>"`, with `/` inside a value doubled and NULL as `_`.
-//! The SQL twin used by snapshots lives in [`key_sql`]; both must produce identical strings.
+//! Snapshots compute the same keys inside Postgres (the SQL twin of [`row_key`] is in
+//! `ferrite-pg`'s `row_query`); both must produce identical strings.
 
 use crate::relation::QualifiedName;
 use crate::schema::TableSchema;
@@ -30,18 +31,4 @@ fn push_key_part(key: &mut String, value: Option<&str>) {
             key.push('"');
         }
     }
-}
-
-/// A SQL expression computing the same key as [`row_key`] from a row of `table`.
-/// `text_of(col)` must be the SQL giving the column's text output (see the snapshot builder).
-pub fn key_sql(table: &TableSchema, text_of: impl Fn(usize) -> String) -> String {
-    let prefix = relation_prefix(&table.name).replace('\'', "''");
-    let mut parts = vec![format!("'{prefix}'")];
-    for i in table.key_columns() {
-        parts.push(format!(
-            "(CASE WHEN {v} IS NULL THEN '/_' ELSE '/\"' || replace({v}, '/', '//') || '\"' END)",
-            v = text_of(i)
-        ));
-    }
-    parts.join(" || ")
 }

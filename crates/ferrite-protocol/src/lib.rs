@@ -8,7 +8,8 @@
 //! - [`messages`]: the row changes and control messages of a shape response;
 //! - [`snapshot_info`]: snapshot visibility (`snapshot-end`), to tell whether a transaction is in
 //!   a snapshot;
-//! - [`hlc`]: hybrid logical clocks that stamp client transactions;
+//! - [`hlc`]: hybrid logical clocks that stamp client transactions, and [`clock`]: where the
+//!   server and the client read the time (the system's, or a test's manual clock);
 //! - [`write_protocol`]: `POST /v1/transactions` requests and results, and [`client_config`]:
 //!   what `GET /v1/config` tells clients.
 //!
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod client_config;
+pub mod clock;
 pub mod cursor;
 pub mod hlc;
 pub mod key;

@@ -7,8 +7,9 @@
 //! together.
 //!
 //! The library's surface is deliberately small: [`start`] (or [`start_with`], to mount extra
-//! routes), its [`config`], and the [`RunningServer`] (with an [`Observer`] for benchmarks and
-//! tests). Everything else is private to the crate.
+//! routes, or [`start_with_clock`], to run on a test's [`ManualClock`]), its [`config`], and the
+//! [`RunningServer`] (with an [`Observer`] for benchmarks and tests). Everything else is private
+//! to the crate.
 
 #![warn(missing_docs)]
 
@@ -28,5 +29,6 @@ mod storage;
 mod writes;
 
 pub use config::ServerConfig;
+pub use ferrite_protocol::clock::{Clock, ManualClock};
 pub use metrics::{Histogram, Metrics};
-pub use server::{start, start_with, Observer, RunningServer, StartError};
+pub use server::{start, start_with, start_with_clock, Observer, RunningServer, StartError};

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub requests_rejected: AtomicU64,
     /// Live requests currently waiting.
     pub live_waiting: AtomicI64,
+    /// Presence long-polls currently waiting for a room to change.
+    pub presence_waiting: AtomicI64,
     /// Shapes created.
     pub shapes_created: AtomicU64,
     /// Rows written by initial snapshots.
@@ -49,6 +51,24 @@ pub struct Metrics {
     /// Engine-added latency of live delivery: from a transaction's arrival from Postgres to a
     /// live response carrying it being handed to the HTTP layer.
     pub live_delivery: Histogram,
+}
+
+/// One unit of a gauge, held for as long as what it counts lasts: taken by [`Held::new`], given
+/// back when dropped — also when a request's future is dropped half way (the client hung up).
+pub struct Held<'a>(&'a AtomicI64);
+
+impl<'a> Held<'a> {
+    /// Adds one to `gauge` until the returned value is dropped.
+    pub fn new(gauge: &'a AtomicI64) -> Held<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Held(gauge)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -126,6 +146,12 @@ impl Metrics {
             "Live requests currently held open.",
             "gauge",
             self.live_waiting.load(Ordering::Relaxed) as i128,
+        );
+        counter(
+            "presence_requests_waiting",
+            "Presence long-polls currently waiting for their room to change.",
+            "gauge",
+            self.presence_waiting.load(Ordering::Relaxed) as i128,
         );
         counter("shapes", "Shapes currently registered.", "gauge", shapes as i128);
         counter("shapes_created_total", "Shapes created.", "counter", g(&self.shapes_created));

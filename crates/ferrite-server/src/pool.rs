@@ -123,11 +123,6 @@ impl<C: PoolConnection> Pooled<C> {
         self.client.as_ref().expect("present until released or dropped")
     }
 
-    /// The connection, mutably (transactions of `tokio_postgres::Client` need it).
-    pub fn client_mut(&mut self) -> &mut C {
-        self.client.as_mut().expect("present until released or dropped")
-    }
-
     /// Returns the connection to the pool. Call only when its session is clean: every
     /// transaction ended and every session lock released.
     pub fn release(mut self) {

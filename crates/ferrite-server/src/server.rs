@@ -3,6 +3,7 @@
 use crate::config::ServerConfig;
 use crate::shapes::Registry;
 use crate::state::AppState;
+use ferrite_protocol::clock::Clock;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -95,16 +96,28 @@ impl Observer {
 
 /// Opens storage, starts replication and serves HTTP.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
-    start_with(config, None).await
+    launch(config, None, Clock::system()).await
 }
 
 /// [`start`], with `extra` routes mounted beside the API (without CORS, and replacing the root
 /// route): how `ferrite dev` adds its sign-in and the editor app without the generic server
 /// knowing about either.
 pub async fn start_with(config: ServerConfig, extra: Option<axum::Router>) -> Result<RunningServer, StartError> {
+    launch(config, extra, Clock::system()).await
+}
+
+/// [`start`], reading the time from `clock` instead of the system's: how a test makes shapes
+/// and presence members expire by advancing a [`ManualClock`](crate::ManualClock) rather than
+/// by sleeping through their TTL. Request deadlines (long-poll, SSE, body reads) still run on
+/// real time.
+pub async fn start_with_clock(config: ServerConfig, clock: Clock) -> Result<RunningServer, StartError> {
+    launch(config, None, clock).await
+}
+
+async fn launch(config: ServerConfig, extra: Option<axum::Router>, clock: Clock) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
     raise_fd_limit();
-    let registry = Registry::open(&config.data_dir, config.chunk_bytes)
+    let registry = Registry::open(&config.data_dir, config.chunk_bytes, clock.clone())
         .map_err(|source| StartError::Storage { path: config.data_dir.display().to_string(), source })?;
     tracing::info!(shapes = registry.len(), dir = %config.data_dir.display(), "shape storage opened");
     let addr_text = format!("{}:{}", config.listen, config.port);
@@ -112,10 +125,11 @@ pub async fn start_with(config: ServerConfig, extra: Option<axum::Router>) -> Re
         .await
         .map_err(|source| StartError::Listen { addr: addr_text.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: addr_text, source })?;
-    let state = Arc::new(AppState::new(config, Arc::new(registry)).map_err(StartError::Config)?);
+    let state = Arc::new(AppState::new(config, Arc::new(registry), clock).map_err(StartError::Config)?);
     let tasks = vec![
         tokio::spawn(crate::replication::run(state.clone())),
-        tokio::spawn(maintenance(state.clone())),
+        tokio::spawn(expire_shapes(state.clone())),
+        tokio::spawn(refresh_replication_metrics(state.clone())),
         tokio::spawn(expire_presence(state.clone())),
     ];
     let (shutdown, rx) = tokio::sync::watch::channel(false);
@@ -127,24 +141,48 @@ pub async fn start_with(config: ServerConfig, extra: Option<axum::Router>) -> Re
     Ok(RunningServer { addr, state, tasks, shutdown, http })
 }
 
-/// Drops presence members whose heartbeat stopped (checked every second).
-async fn expire_presence(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Runs `work` every `period`, and at once whenever a test moves the server's clock on (see
+/// [`Clock::advanced`]), so what expires by the clock expires as soon as a test's time has
+/// passed.
+async fn on_each_tick(state: &AppState, period: Duration, mut work: impl FnMut()) {
+    let mut tick = tokio::time::interval(period);
+    let mut advanced = state.clock.advanced();
     loop {
-        tick.tick().await;
-        state.presence.expire(std::time::Instant::now());
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut advanced => {}
+        }
+        // Made before the work, so an advance during it is not missed.
+        advanced = state.clock.advanced();
+        work();
     }
 }
 
-/// Expires idle shapes and refreshes replication metrics.
-async fn maintenance(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
+/// Drops presence members whose heartbeat stopped (checked every second).
+async fn expire_presence(state: Arc<AppState>) {
+    on_each_tick(&state, Duration::from_secs(1), || {
+        state.presence.expire();
+    })
+    .await
+}
+
+/// Expires idle shapes (checked every 5 s).
+async fn expire_shapes(state: Arc<AppState>) {
+    on_each_tick(&state, Duration::from_secs(5), || {
         let expired = state.registry.expire_idle(state.config.shape_ttl_secs);
         if expired > 0 {
             tracing::info!(expired, "idle shapes expired");
         }
+    })
+    .await
+}
+
+/// Refreshes the replication metrics that need Postgres: its WAL position and the WAL the slot
+/// retains (every 5 s).
+async fn refresh_replication_metrics(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
         let slot = state.config.slot_name.clone();
         let status = state
             .with_db(|c| {

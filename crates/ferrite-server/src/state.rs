@@ -79,6 +79,9 @@ pub struct AppState {
     pub snapshot_pool: crate::pool::Pool<tokio_postgres::Client>,
     /// Compressed shape responses, made once and served many times.
     pub compressed: crate::http::compression::Cache,
+    /// Where the server reads the time (see [`ferrite_protocol::clock`]); the registry,
+    /// presence and the writer hold clones of it.
+    pub clock: ferrite_protocol::clock::Clock,
     create_lock: Mutex<()>,
     db: Mutex<Option<tokio_postgres::Client>>,
     published: parking_lot::Mutex<HashSet<u32>>,
@@ -88,19 +91,26 @@ pub struct AppState {
 const COMPRESSED_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 impl AppState {
-    /// Builds the state around an opened registry; the error names a setting that cannot be
-    /// used (auth keys that do not load, a bad table policy), so the server refuses to start
-    /// rather than run with part of its configuration ignored.
-    pub fn new(config: ServerConfig, registry: Arc<Registry>) -> Result<AppState, String> {
+    /// Builds the state around an opened registry (opened on the same `clock`); the error names
+    /// a setting that cannot be used (auth keys that do not load, a bad table policy), so the
+    /// server refuses to start rather than run with part of its configuration ignored.
+    pub fn new(
+        config: ServerConfig,
+        registry: Arc<Registry>,
+        clock: ferrite_protocol::clock::Clock,
+    ) -> Result<AppState, String> {
         let auth = Arc::new(crate::auth::Auth::from_config(&config)?);
         Ok(AppState {
-            writer: crate::writes::apply::Writer::new(&config, auth.clone())?,
+            writer: crate::writes::apply::Writer::new(&config, auth.clone(), clock.clone())?,
             auth,
-            presence: crate::presence::Presence::new(crate::presence::PresenceLimits {
-                ttl: std::time::Duration::from_secs(config.presence_ttl_secs),
-                max_members: config.presence_max_members,
-                max_rooms: config.presence_max_rooms,
-            }),
+            presence: crate::presence::Presence::new(
+                crate::presence::PresenceLimits {
+                    ttl: std::time::Duration::from_secs(config.presence_ttl_secs),
+                    max_members: config.presence_max_members,
+                    max_rooms: config.presence_max_rooms,
+                },
+                clock.clone(),
+            ),
             presence_pool: crate::pool::Pool::new(&config.database_url, PRESENCE_CONNECTIONS),
             admission: crate::admission::Admission::new(crate::admission::AdmissionLimits {
                 shape_initial: config.max_concurrent_initial,
@@ -111,6 +121,7 @@ impl AppState {
             }),
             snapshot_pool: crate::pool::Pool::new(&config.database_url, config.snapshot_concurrency),
             compressed: crate::http::compression::Cache::new(COMPRESSED_CACHE_BYTES),
+            clock,
             config,
             registry,
             metrics: Arc::new(Metrics::default()),
@@ -206,10 +217,10 @@ impl AppState {
 
     async fn run_snapshot(self: Arc<Self>, shape: Arc<Shape>) {
         let result = async {
-            let mut conn = self.snapshot_pool.get().await.map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+            let conn = self.snapshot_pool.get().await.map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
             let cfg = &self.config;
             let info = take_initial_snapshot(
-                conn.client_mut(),
+                conn.client(),
                 &shape,
                 cfg.chunk_bytes,
                 cfg.max_shape_size,

@@ -40,6 +40,7 @@ async fn slow_headers(addr: SocketAddr, closed: Arc<AtomicUsize>) {
     let _ = s.write_all(b"GET /v1/shape?table=items&offset=-1 HTTP/1.1\r\nHost: x\r\n").await;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(READ_TIMEOUT_SECS + 3) {
+        // The attack's pace, not a wait for something to happen.
         tokio::time::sleep(Duration::from_millis(300)).await;
         if s.write_all(b"X-Slow: 1\r\n").await.is_err() {
             closed.fetch_add(1, Ordering::Relaxed);
@@ -64,6 +65,7 @@ async fn slow_body(addr: SocketAddr, path: &str, timed_out: Arc<AtomicUsize>) {
     let (mut r, mut w) = s.into_split();
     let trickle = tokio::spawn(async move {
         for _ in 0..40 {
+            // The attack's pace, not a wait for something to happen.
             tokio::time::sleep(Duration::from_millis(200)).await;
             if w.write_all(b" ").await.is_err() {
                 return;
@@ -170,6 +172,7 @@ async fn the_server_stays_responsive_under_abuse() {
         let t = timed_out.clone();
         let p = path.to_string();
         abusers.push(tokio::spawn(async move {
+            // Staggered starts: the slow bodies arrive over the run rather than all at once.
             tokio::time::sleep(Duration::from_millis(i as u64 * 10)).await;
             slow_body(addr, &p, t).await;
         }));

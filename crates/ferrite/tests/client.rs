@@ -571,7 +571,9 @@ async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pendi
     c.batch_execute(SCHEMA).await.unwrap();
     let s = TestServer::start_with(&db, |c| c.max_offline_queue = 1).await;
     let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path().join("t.db"), &s.base, TokenSource::None).unwrap();
+    // Retention counts by the client's clock, which this test moves on by hand.
+    let clock = ferrite_client::protocol::clock::ManualClock::new();
+    let client = Client::open_with_clock(dir.path().join("t.db"), &s.base, TokenSource::None, clock.clock()).unwrap();
     client.configure_from_server().await.unwrap(); // max_offline_queue = 1 from the server
     let short = ShapeDef::table("steps").filter("pipeline = 0").into_table("p0").retain_for(Duration::from_secs(3));
     let pending = ShapeDef::table("steps").filter("pipeline = 1").into_table("p1").retain_for(Duration::from_secs(3));
@@ -592,8 +594,9 @@ async fn unused_shapes_are_dropped_after_their_retention_unless_writes_are_pendi
         set: text(&[("name", Some("x"))]),
     }]);
     assert!(matches!(over, Err(ferrite_client::ClientError::QueueFull { limit: 1 })), "{over:?}");
+    clock.advance(Duration::from_millis(2_900));
     assert!(client.drop_expired().unwrap().is_empty(), "nothing expired yet");
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    clock.advance(Duration::from_millis(600));
     assert_eq!(client.drop_expired().unwrap(), vec!["p0".to_string()]);
     assert!(client.query("SELECT count(*) FROM p0", &[]).is_err(), "its rows are gone");
     assert_eq!(count(&client, "SELECT count(*) FROM p1"), 100, "pending writes keep a table");

@@ -65,7 +65,7 @@ async fn initial_catch_up_and_live_headers() {
     // Live: hold, then answer with the change.
     let live_url = format!("{url}?table=items&offset=0_inf&handle={handle}&live=true&cursor=1");
     let waiter = tokio::spawn(async move { get(&live_url).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_live_waiting(1).await;
     c.execute("INSERT INTO items VALUES (6, 'six', 0)", &[]).await.unwrap();
     let r4 = waiter.await.unwrap();
     assert_eq!(r4.status, 200, "{}", r4.text);
@@ -352,7 +352,7 @@ async fn responses_are_compressed_when_accepted() {
         let live_url = live_url.clone();
         async move { raw(&live_url, Some("gzip"), None).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.wait_live_waiting(1).await;
     c.batch_execute("UPDATE zipped SET title = title || ' (changed)' WHERE id <= 40").await.unwrap();
     let (status, headers, body) = waiting.await.unwrap();
     assert_eq!(status, 200);

@@ -3,15 +3,16 @@
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const COLS: &[&str] = &["id", "grp", "n"];
 
-fn start_writer(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+/// A writer committing small transactions until `stop`, reconnecting when Postgres goes away;
+/// `committed` counts its commits. Returns how many it made.
+fn start_writer(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
-        let mut done = 0u64;
         let mut c = None;
         let mut i = 0i64;
         while !stop.load(Ordering::Relaxed) {
@@ -31,14 +32,26 @@ fn start_writer(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u
                 (i * 11) % 1000 + 1
             );
             match c.as_ref().unwrap().batch_execute(&sql).await {
-                Ok(()) => done += 1,
+                Ok(()) => {
+                    committed.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(_) => {
                     c = None;
                 }
             }
         }
-        done
+        committed.load(Ordering::Relaxed)
     })
+}
+
+/// Waits until the writer has committed `n` more transactions than it had when called.
+async fn writes_after(committed: &AtomicU64, n: u64, what: &str) {
+    let target = committed.load(Ordering::Relaxed) + n;
+    wait_until(&format!("{n} more writes {what}"), Duration::from_secs(30), || {
+        let done = committed.load(Ordering::Relaxed) >= target;
+        async move { done }
+    })
+    .await;
 }
 
 async fn seed(db: &TestDb) -> tokio_postgres::Client {
@@ -74,21 +87,26 @@ async fn kill_9_mid_stream_then_restart() {
         readers.push(r);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(db.url.clone(), stop.clone());
-    // Follow live for a while, then kill the server without warning, twice.
+    let committed = Arc::new(AtomicU64::new(0));
+    let writer = start_writer(db.url.clone(), stop.clone(), committed.clone());
+    // Follow live while the writer commits a few dozen transactions, then kill the server
+    // without warning, twice.
     for round in 0..2 {
-        let until = tokio::time::Instant::now() + Duration::from_millis(1200);
-        while tokio::time::Instant::now() < until {
+        let target = committed.load(Ordering::Relaxed) + 40;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while committed.load(Ordering::Relaxed) < target {
+            assert!(tokio::time::Instant::now() < deadline, "the writer stalled while readers followed live");
             for r in readers.iter_mut() {
                 r.step(true).await;
             }
         }
         server.kill_9();
-        tokio::time::sleep(Duration::from_millis(300 + 200 * round)).await;
+        // Transactions the server must catch up on from its slot when it is back.
+        writes_after(&committed, 20 * (round + 1), "while the server is down").await;
         server = spawn_server(&db.url, dir.path(), port);
         wait_healthy(&base).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writes_after(&committed, 20, "after the last restart").await;
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     assert!(writes > 10, "writes happened during the crashes ({writes})");
@@ -116,10 +134,12 @@ async fn postgres_restart_mid_stream() {
     let mut r = ShapeReader::new(&s.base, &[("table", "w")]);
     r.catch_up().await;
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(db.url.clone(), stop.clone());
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let committed = Arc::new(AtomicU64::new(0));
+    let writer = start_writer(db.url.clone(), stop.clone(), committed.clone());
+    writes_after(&committed, 20, "before the restart").await;
     db.cluster.restart().expect("restart postgres");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The writer reconnects: transactions the server must follow over its new stream.
+    writes_after(&committed, 20, "after the restart").await;
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     assert!(writes > 5);

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +24,13 @@ async fn snapshot_seam_under_concurrent_writes() {
     .unwrap();
     let s = TestServer::start(&db).await;
 
-    // A writer hammering the table the whole time shapes are being created.
+    // A writer hammering the table the whole time shapes are being created; `committed` counts
+    // its transactions, so the test can wait for writes to happen between its steps.
     let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
     let writer = {
         let stop = stop.clone();
+        let committed = committed.clone();
         let url = db.url.clone();
         tokio::spawn(async move {
             let c = ferrite_pg::connect::connect(&url).await.unwrap();
@@ -35,25 +38,41 @@ async fn snapshot_seam_under_concurrent_writes() {
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let id = 2000 + i;
-                c.batch_execute(&format!(
-                    "BEGIN; INSERT INTO seam VALUES ({id}, 'g{}', {i}, 'w');
+                let done = c
+                    .batch_execute(&format!(
+                        "BEGIN; INSERT INTO seam VALUES ({id}, 'g{}', {i}, 'w');
                      UPDATE seam SET n = n + 1, grp = 'g{}' WHERE id = {};
                      DELETE FROM seam WHERE id = {}; COMMIT;",
-                    i % 4,
-                    (i + 1) % 4,
-                    (i * 7) % 2000 + 1,
-                    (i * 13) % 2000 + 1
-                ))
-                .await
-                .ok();
+                        i % 4,
+                        (i + 1) % 4,
+                        (i * 7) % 2000 + 1,
+                        (i * 13) % 2000 + 1
+                    ))
+                    .await;
+                if done.is_ok() {
+                    committed.fetch_add(1, Ordering::Relaxed);
+                }
             }
             i
         })
     };
+    // Waits until the writer has committed `n` more transactions.
+    let writes_after = |n: u64| {
+        let committed = committed.clone();
+        async move {
+            let target = committed.load(Ordering::Relaxed) + n;
+            wait_until(&format!("{n} more concurrent writes"), Duration::from_secs(20), || {
+                let done = committed.load(Ordering::Relaxed) >= target;
+                async move { done }
+            })
+            .await;
+        }
+    };
     let wheres = ["", "grp = 'g1'", "n > 1000", "grp IN ('g2', 'g3') AND n % 2 = 0"];
     let mut readers = vec![];
-    for (k, w) in wheres.iter().enumerate() {
-        tokio::time::sleep(Duration::from_millis(150 * k as u64 + 50)).await;
+    for w in wheres {
+        // Each shape starts at a different point of the write stream.
+        writes_after(20).await;
         let mut params = vec![("table", "seam")];
         if !w.is_empty() {
             params.push(("where", w));
@@ -62,7 +81,8 @@ async fn snapshot_seam_under_concurrent_writes() {
         r.catch_up().await;
         readers.push((w.to_string(), r));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Writes after the last snapshot, which every reader must follow live.
+    writes_after(40).await;
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     assert!(writes > 20, "the writer ran concurrently ({writes} transactions)");

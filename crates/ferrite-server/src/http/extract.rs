@@ -209,8 +209,9 @@ mod tests {
         let mut cfg = ServerConfig::default();
         tweak(&mut cfg);
         let dir = tempfile::tempdir().unwrap();
-        let registry = Arc::new(crate::shapes::Registry::open(dir.path(), 10).unwrap());
-        (Arc::new(AppState::new(cfg, registry).unwrap()), dir)
+        let clock = ferrite_protocol::clock::Clock::system();
+        let registry = Arc::new(crate::shapes::Registry::open(dir.path(), 10, clock.clone()).unwrap());
+        (Arc::new(AppState::new(cfg, registry, clock).unwrap()), dir)
     }
 
     fn request(authorization: Option<&str>, body: Body) -> Request {

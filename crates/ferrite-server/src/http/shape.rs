@@ -126,7 +126,7 @@ async fn handle(
         Ok(Resolved::Refetch(new_handle)) => return resp::must_refetch(Some(&new_handle)),
         Err(e) => return request_error(e),
     };
-    shape.touch();
+    state.registry.touch(&shape);
 
     if let Some(subset) = &req.subset {
         return Box::pin(super::subset::response(&state, &shape, subset)).await;
@@ -217,9 +217,15 @@ async fn removed_response(state: &Arc<AppState>, shape: &Shape, why: Removal) ->
     }
 }
 
-fn etag(handle: &str, req_offset: &str, resp_offset: &str, unique: bool) -> String {
+/// The tag of a response; a `unique` one (responses that must never revalidate: live timeouts,
+/// `offset=now`) ends with the clock's Unix nanoseconds, made strictly increasing so that two
+/// responses never share one, even within a clock tick or on a test's clock standing still.
+fn etag(state: &AppState, handle: &str, req_offset: &str, resp_offset: &str, unique: bool) -> String {
     if unique {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = state.clock.since_epoch().as_nanos() as u64;
+        let next = |last: u64| now.max(last + 1);
+        let t = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(next(last))).map_or(now, next);
         format!("\"{handle}:{req_offset}:{resp_offset}:{t}\"")
     } else {
         format!("\"{handle}:{req_offset}:{resp_offset}\"")
@@ -266,7 +272,7 @@ async fn shape_response(
     // The same entries are served with or without `up-to-date` (see `ShapeLog::read`), so the
     // tag tells the two apart.
     let end = if up_to_date_lsn.is_some() { format!("{offset}:u") } else { offset.to_string() };
-    let tag = etag(&shape.handle, &req.offset_raw, &format!("{end}{}", encoding.etag_suffix()), unique_etag);
+    let tag = etag(state, &shape.handle, &req.offset_raw, &format!("{end}{}", encoding.etag_suffix()), unique_etag);
     let not_modified = if_none_match(headers, &tag);
     let mut r = if not_modified {
         let mut r = Response::new(Body::empty());
@@ -348,7 +354,7 @@ fn json_array(slice: Option<&LogSlice>, up_to_date_lsn: Option<u64>) -> Vec<u8> 
 
 /// The next `electric-cursor` value.
 pub fn next_cursor(state: &AppState, previous: Option<u64>) -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = state.clock.wall_secs();
     ferrite_protocol::cursor::next_cursor(now, state.config.long_poll_timeout_ms, previous, rand::random())
 }
 
@@ -530,8 +536,9 @@ mod tests {
     fn the_shape_request_future_stays_small() {
         let cfg = crate::config::ServerConfig::default();
         let dir = tempfile::tempdir().unwrap();
-        let registry = std::sync::Arc::new(crate::shapes::Registry::open(dir.path(), 10_000).unwrap());
-        let state = std::sync::Arc::new(crate::state::AppState::new(cfg, registry).unwrap());
+        let clock = ferrite_protocol::clock::Clock::system();
+        let registry = std::sync::Arc::new(crate::shapes::Registry::open(dir.path(), 10_000, clock.clone()).unwrap());
+        let state = std::sync::Arc::new(crate::state::AppState::new(cfg, registry, clock).unwrap());
         let get = super::get(
             axum::extract::State(state.clone()),
             axum::extract::RawQuery(None),

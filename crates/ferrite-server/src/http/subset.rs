@@ -11,13 +11,15 @@
 
 use super::response::{self as resp, set};
 use super::shape::request_error;
-use crate::shapes::snapshot::{current_snapshot, subset_sql, SnapshotError, SubsetQuery};
 use crate::shapes::Shape;
 use crate::state::{AppState, ShapeRequestError};
 use axum::body::{Body, Bytes};
 use axum::http::{Response, StatusCode};
+use ferrite_pg::row_query::{OrderBy, RowQuery, SubsetQuery};
+use ferrite_pg::snapshot::Snapshot;
+use ferrite_pg::PgError;
 use ferrite_where::WhereClause;
-use futures_util::{pin_mut, StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,50 +123,36 @@ struct Limits {
 /// beginning through `start`, then sends each row through `tx`. The connection goes back to the
 /// pool only after COMMIT; any other end (an error, the client gone) closes it.
 async fn stream_rows(
-    mut conn: crate::pool::Pooled<tokio_postgres::Client>,
+    conn: crate::pool::Pooled<tokio_postgres::Client>,
     shape: &Shape,
     q: &SubsetQuery,
     limits: Limits,
     start: &mut Option<tokio::sync::oneshot::Sender<Start>>,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), Response<Body>> {
-    let failed = |e: SnapshotError| resp::internal("subset snapshot", &e);
-    let client = conn.client_mut();
-    // The statement timeout bounds what one subset can cost Postgres (it ends with the
-    // transaction).
-    client
-        .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {}",
-            STATEMENT_TIMEOUT.as_millis()
-        ))
-        .await
-        .map_err(|e| failed(e.into()))?;
-    let info = current_snapshot(client).await.map_err(failed)?;
+    let failed = |e: PgError| resp::internal("subset snapshot", &e);
+    let snapshot = Snapshot::begin(conn.client(), Some(STATEMENT_TIMEOUT)).await.map_err(failed)?;
     let mark = rand::random::<u32>() & 0x7fff_ffff;
-    let (sql, params) = subset_sql(&shape.filter, q, mark);
+    let query = RowQuery::subset(&shape.filter, q, mark);
     // Bounded before the first byte goes out: a LIMIT within the row cap needs no count unless
     // bytes are capped too.
     let counted = q.limit.is_none_or(|l| l > limits.rows) || limits.bytes > 0;
     if counted {
-        let count_sql = format!(
-            "SELECT count(*), coalesce(sum(octet_length(s.row)), 0)::bigint FROM (SELECT q.row FROM ({sql}) q LIMIT {}) s",
-            limits.rows.saturating_add(1)
-        );
-        let row = client.query_one(count_sql.as_str(), &param_refs(&params)).await.map_err(|e| failed(e.into()))?;
-        let (rows, bytes): (i64, i64) = (row.get(0), row.get(1));
+        let size = snapshot.count(&query, limits.rows).await.map_err(failed)?;
         let too_large = |what: String| {
             resp::error(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({"code": "subset_too_large", "message": format!("{what}: ask for fewer rows (subset limit) or columns")}),
             )
         };
-        if rows as u64 > limits.rows {
+        if size.rows > limits.rows {
             return Err(too_large(format!("the subset has more than {} rows (max_subset_rows)", limits.rows)));
         }
-        if limits.bytes > 0 && bytes as u64 > limits.bytes {
+        if limits.bytes > 0 && size.bytes > limits.bytes {
             return Err(too_large(format!("the subset is larger than {} bytes (max_shape_size)", limits.bytes)));
         }
     }
+    let info = snapshot.info();
     let first = format!(
         "{{\"metadata\":{{\"xmin\":\"{}\",\"xmax\":\"{}\",\"xip_list\":[{}],\"database_lsn\":\"{}\",\"snapshot_mark\":{}}},\"data\":[",
         info.xmin,
@@ -173,21 +161,14 @@ async fn stream_rows(
         info.wal_lsn,
         mark
     );
-    let rows = client.query_raw(sql.as_str(), params.iter()).await.map_err(|e| failed(e.into()))?;
+    let mut rows = snapshot.rows(&query).await.map_err(failed)?;
     if let Some(s) = start.take() {
         if s.send(Ok(first)).is_err() {
             return Ok(()); // the handler is gone
         }
     }
-    pin_mut!(rows);
     let mut n = 0u64;
-    loop {
-        let row = match rows.try_next().await {
-            Ok(Some(row)) => row,
-            Ok(None) => break,
-            Err(e) => return Err(failed(e.into())),
-        };
-        let json: String = row.try_get(0).map_err(|e| failed(e.into()))?;
+    while let Some(json) = rows.next().await.map_err(failed)? {
         let mut chunk = String::with_capacity(json.len() + 1);
         if n > 0 {
             chunk.push(',');
@@ -201,37 +182,30 @@ async fn stream_rows(
     if tx.send(Ok(Bytes::from_static(b"]}"))).await.is_err() {
         return Ok(());
     }
-    client.batch_execute("COMMIT").await.map_err(|e| failed(e.into()))?;
+    snapshot.commit().await.map_err(failed)?;
     conn.release();
     Ok(())
 }
 
-fn param_refs(params: &[Option<String>]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
-    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect()
-}
-
 /// Parses `col [ASC|DESC] [NULLS FIRST|LAST], …` against the table's columns.
-pub fn parse_order_by(
-    text: &str,
-    table: &ferrite_protocol::schema::TableSchema,
-) -> Result<Vec<(usize, bool, Option<bool>)>, String> {
+pub fn parse_order_by(text: &str, table: &ferrite_protocol::schema::TableSchema) -> Result<Vec<OrderBy>, String> {
     let mut out = vec![];
     for (name, rest) in split_order_items(text)? {
         let idx = table.column_index(&name).ok_or_else(|| format!("unknown column {name:?} in order_by"))?;
         let words: Vec<String> = rest.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let (desc, rest) = match words.as_slice() {
+        let (descending, rest) = match words.as_slice() {
             ["DESC", rest @ ..] => (true, rest),
             ["ASC", rest @ ..] => (false, rest),
             rest => (false, rest),
         };
-        let nulls = match rest {
+        let nulls_first = match rest {
             [] => None,
             ["NULLS", "FIRST"] => Some(true),
             ["NULLS", "LAST"] => Some(false),
             other => return Err(format!("unsupported order_by clause {:?}", other.join(" "))),
         };
-        out.push((idx, desc, nulls));
+        out.push(OrderBy { column: idx, descending, nulls_first });
     }
     Ok(out)
 }

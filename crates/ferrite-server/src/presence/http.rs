@@ -158,6 +158,7 @@ pub async fn get(
     if live && offset == Some(*rx.borrow_and_update()) {
         // Nothing new for this reader yet: wait for a change or the long-poll timeout.
         let wait = Duration::from_millis(state.config.long_poll_timeout_ms);
+        let _waiting = crate::metrics::Held::new(&state.metrics.presence_waiting);
         let _ = tokio::time::timeout(wait, rx.changed()).await;
     }
     drop(rx);

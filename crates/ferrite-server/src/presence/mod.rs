@@ -15,12 +15,13 @@
 pub mod http;
 pub mod rows;
 
+use ferrite_protocol::clock::Clock;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// One member of a room as readers see it.
@@ -86,10 +87,8 @@ pub struct Presence {
     rooms: Mutex<HashMap<String, Room>>,
     limits: PresenceLimits,
     version: AtomicU64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    /// When members were posted and when they expire.
+    clock: Clock,
 }
 
 /// A fresh random member id (64 bits, hex).
@@ -98,9 +97,9 @@ fn new_member_id() -> String {
 }
 
 impl Presence {
-    /// Rooms within `limits`.
-    pub fn new(limits: PresenceLimits) -> Presence {
-        Presence { rooms: Mutex::new(HashMap::new()), limits, version: AtomicU64::new(0) }
+    /// Rooms within `limits`, with members timed by `clock`.
+    pub fn new(limits: PresenceLimits, clock: Clock) -> Presence {
+        Presence { rooms: Mutex::new(HashMap::new()), limits, version: AtomicU64::new(0), clock }
     }
 
     fn next_version(&self) -> u64 {
@@ -141,8 +140,9 @@ impl Presence {
                 id
             }
         };
-        let member = Member { member: id.clone(), subject: subject.map(String::from), state, updated_at: now_ms() };
-        r.members.insert(id.clone(), Entry { member, expires: Instant::now() + self.limits.ttl });
+        let member =
+            Member { member: id.clone(), subject: subject.map(String::from), state, updated_at: self.clock.wall_ms() };
+        r.members.insert(id.clone(), Entry { member, expires: self.clock.now() + self.limits.ttl });
         let v = self.next_version();
         r.changed.send_replace(v);
         Ok((v, id))
@@ -179,7 +179,8 @@ impl Presence {
 
     /// Drops members past their TTL (waking the room's readers) and rooms nobody is in or
     /// waiting on. Returns how many members expired.
-    pub fn expire(&self, now: Instant) -> usize {
+    pub fn expire(&self) -> usize {
+        let now = self.clock.now();
         let mut rooms = self.rooms.lock();
         let mut expired = 0;
         for r in rooms.values_mut() {
@@ -207,15 +208,21 @@ impl Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrite_protocol::clock::ManualClock;
     use serde_json::json;
 
+    fn presence_on(clock: &ManualClock) -> Presence {
+        Presence::new(PresenceLimits { ttl: Duration::from_secs(10), max_members: 3, max_rooms: 2 }, clock.clock())
+    }
+
     fn presence() -> Presence {
-        Presence::new(PresenceLimits { ttl: Duration::from_secs(10), max_members: 3, max_rooms: 2 })
+        presence_on(&ManualClock::new())
     }
 
     #[test]
     fn members_join_refresh_leave_and_expire() {
-        let p = presence();
+        let clock = ManualClock::new();
+        let p = presence_on(&clock);
         let (v1, a) = p.upsert("r", "a", None, json!({"x": 1})).unwrap();
         let (v2, b) = p.upsert("r", "b", None, json!({"x": 2})).unwrap();
         assert!(v2 > v1);
@@ -234,11 +241,14 @@ mod tests {
         assert_eq!(p.snapshot("r").1.len(), 1);
         // Expiry wakes readers with a new version and drops the empty room.
         let mut rx = p.subscribe("r").unwrap();
-        assert_eq!(p.expire(Instant::now() + Duration::from_secs(11)), 1);
+        clock.advance(Duration::from_secs(9));
+        assert_eq!(p.expire(), 0, "within the TTL");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(p.expire(), 1);
         assert!(rx.has_changed().unwrap());
         assert!(*rx.borrow_and_update() > v3);
         drop(rx);
-        p.expire(Instant::now());
+        p.expire();
         assert_eq!(p.room_count(), 0);
     }
 

@@ -1,11 +1,12 @@
 //! The set of shapes: lookup by handle and by definition, the routing tables, persistence of
 //! shape metadata, LRU eviction and idle expiry.
 
-use super::shape::{now_secs, Phase, Removal, Shape, ShapeMeta, ShapeRef};
+use super::shape::{Phase, Removal, Shape, ShapeMeta, ShapeRef};
 use crate::router::TableRoutes;
 use crate::storage::shape_log::write_atomic;
 use crate::storage::ShapeLog;
 use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter};
+use ferrite_protocol::clock::Clock;
 use ferrite_protocol::schema::TableSchema;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub struct Registry {
     inner: RwLock<Inner>,
     next_id: AtomicU64,
     last_handle_micros: Mutex<u64>,
+    /// The server's clock: handles and idle expiry read it.
+    clock: Clock,
 }
 
 /// Metadata file name inside a shape directory.
@@ -38,8 +41,9 @@ const META_FILE: &str = "shape.json";
 
 impl Registry {
     /// Opens the registry in `dir`, reopening every shape whose snapshot completed and deleting
-    /// the rest (an unfinished snapshot cannot be resumed; clients holding it get 409).
-    pub fn open(dir: &Path, chunk_bytes: u64) -> io::Result<Registry> {
+    /// the rest (an unfinished snapshot cannot be resumed; clients holding it get 409). Handles
+    /// and idle expiry read `clock`.
+    pub fn open(dir: &Path, chunk_bytes: u64, clock: Clock) -> io::Result<Registry> {
         std::fs::create_dir_all(dir)?;
         let reg = Registry {
             dir: dir.to_path_buf(),
@@ -47,6 +51,7 @@ impl Registry {
             inner: RwLock::new(Inner::default()),
             next_id: AtomicU64::new(1),
             last_handle_micros: Mutex::new(0),
+            clock,
         };
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -82,7 +87,15 @@ impl Registry {
             *last = (*last).max(micros);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let shape = Arc::new(Shape::new(id, meta.handle, meta.definition, filter, log, Phase::Ready(info)));
+        let shape = Arc::new(Shape::new(
+            id,
+            meta.handle,
+            meta.definition,
+            filter,
+            log,
+            Phase::Ready(info),
+            self.clock.wall_secs(),
+        ));
         self.index(shape);
         Ok(true)
     }
@@ -128,7 +141,8 @@ impl Registry {
         write_meta(&path, &meta).map_err(CreateError::Io)?;
         let log = ShapeLog::create(&path, self.chunk_bytes).map_err(CreateError::Io)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let shape = Arc::new(Shape::new(id, handle, def, filter, log, Phase::Snapshotting { buffer: vec![] }));
+        let phase = Phase::Snapshotting { buffer: vec![] };
+        let shape = Arc::new(Shape::new(id, handle, def, filter, log, phase, self.clock.wall_secs()));
         self.index(shape.clone());
         Ok(shape)
     }
@@ -206,9 +220,14 @@ impl Registry {
         }
     }
 
+    /// Records a request for `shape` now (for LRU and TTL).
+    pub fn touch(&self, shape: &Shape) {
+        shape.touch(self.clock.wall_secs());
+    }
+
     /// Removes shapes not requested for `ttl_secs`.
     pub fn expire_idle(&self, ttl_secs: u64) -> usize {
-        let cutoff = now_secs().saturating_sub(ttl_secs);
+        let cutoff = self.clock.wall_secs().saturating_sub(ttl_secs);
         let idle: Vec<String> = self
             .inner
             .read()
@@ -226,10 +245,7 @@ impl Registry {
     /// A never-reused handle: `<definition hash>-<unix micros>`, micros strictly increasing.
     fn new_handle(&self, def: &ShapeDefinition) -> String {
         let hash = crc32fast::hash(serde_json::to_string(def).unwrap_or_default().as_bytes());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let now = self.clock.since_epoch().as_micros() as u64;
         let mut last = self.last_handle_micros.lock();
         let micros = now.max(*last + 1);
         *last = micros;

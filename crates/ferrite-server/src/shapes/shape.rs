@@ -87,7 +87,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// Assembles a shape around an open log.
+    /// Assembles a shape around an open log; `now_secs` (Unix seconds) counts as its last use.
     pub fn new(
         id: u64,
         handle: String,
@@ -95,6 +95,7 @@ impl Shape {
         filter: ShapeFilter,
         log: ShapeLog,
         phase: Phase,
+        now_secs: u64,
     ) -> Shape {
         let schema_header = ferrite_protocol::schema::electric_schema_header(&filter.table, &filter.selected);
         let (removed, _) = watch::channel(None);
@@ -106,15 +107,15 @@ impl Shape {
             schema_header,
             log,
             phase: Mutex::new(phase),
-            last_used: AtomicU64::new(now_secs()),
+            last_used: AtomicU64::new(now_secs),
             use_order: AtomicU64::new(next_use()),
             removed,
         }
     }
 
-    /// Records a request (for LRU and TTL).
-    pub fn touch(&self) {
-        self.last_used.store(now_secs(), AtomicOrdering::Relaxed);
+    /// Records a request at `now_secs` (Unix seconds, from the server's clock), for LRU and TTL.
+    pub fn touch(&self, now_secs: u64) {
+        self.last_used.store(now_secs, AtomicOrdering::Relaxed);
         self.use_order.store(next_use(), AtomicOrdering::Relaxed);
     }
 
@@ -179,11 +180,6 @@ impl Shape {
 fn next_use() -> u64 {
     static USES: AtomicU64 = AtomicU64::new(0);
     USES.fetch_add(1, AtomicOrdering::Relaxed)
-}
-
-/// Current unix time in seconds.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A shape as a routing-table entry: compared by id.

@@ -61,6 +61,8 @@ pub struct Writer {
     default_policy: TablePolicy,
     tables: Mutex<HashMap<QualifiedName, Arc<WriteTable>>>,
     clock: Mutex<HlcClock>,
+    /// The server's clock, which the HLC reads.
+    wall: ferrite_protocol::clock::Clock,
     store_ready: tokio::sync::OnceCell<()>,
     auth: Arc<Auth>,
     max_mutations: usize,
@@ -136,14 +138,14 @@ fn crash_after_commit() -> bool {
     *ON.get_or_init(|| std::env::var("FERRITE_FAILPOINT").is_ok_and(|v| v == "crash-after-commit"))
 }
 
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl Writer {
     /// A writer over `write_connections` Postgres connections with the configured table
-    /// policies; the error names a table whose settings cannot be used.
-    pub fn new(config: &crate::config::ServerConfig, auth: Arc<Auth>) -> Result<Writer, String> {
+    /// policies, stamping writes by `wall`; the error names a table whose settings cannot be used.
+    pub fn new(
+        config: &crate::config::ServerConfig,
+        auth: Arc<Auth>,
+        wall: ferrite_protocol::clock::Clock,
+    ) -> Result<Writer, String> {
         let mut policies = HashMap::new();
         for (name, cfg) in &config.tables {
             let table = QualifiedName::parse(name).map_err(|e| format!("tables.{name}: {e}"))?;
@@ -157,6 +159,7 @@ impl Writer {
             default_policy: super::policy::table_policy(&Default::default(), config.default_conflict)?,
             tables: Mutex::new(HashMap::new()),
             clock: Mutex::new(HlcClock::new(config.max_clock_skew_ms)),
+            wall,
             store_ready: tokio::sync::OnceCell::new(),
             auth,
             max_mutations: config.max_mutations_per_transaction,
@@ -329,7 +332,7 @@ impl Writer {
 
     /// Checks the transaction's HLC against the server clock.
     fn stamp(&self, client_id: &str, hlc: Hlc) -> Result<Stamp, (RejectionCode, String)> {
-        self.clock.lock().receive(hlc, wall_ms()).map_err(|e| (RejectionCode::ClockSkew, e.to_string()))?;
+        self.clock.lock().receive(hlc, self.wall.wall_ms()).map_err(|e| (RejectionCode::ClockSkew, e.to_string()))?;
         Ok(Stamp { hlc, client_id: client_id.to_string() })
     }
 
@@ -866,7 +869,7 @@ impl Writer {
     async fn direct_stamp(&self, c: &PreparedClient, xmin: u32) -> Result<Stamp, PgError> {
         Ok(match write_table::commit_time_micros(c, xmin).await? {
             Some(micros) => Stamp::direct(micros.max(0) as u64),
-            None => Stamp { hlc: self.clock.lock().now(wall_ms()), client_id: DIRECT_WRITER.to_string() },
+            None => Stamp { hlc: self.clock.lock().now(self.wall.wall_ms()), client_id: DIRECT_WRITER.to_string() },
         })
     }
 }

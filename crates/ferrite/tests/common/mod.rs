@@ -54,10 +54,20 @@ impl TestServer {
     }
 
     pub async fn start_with(db: &TestDb, tweak: impl FnOnce(&mut ferrite_server::ServerConfig)) -> TestServer {
+        Self::start_on(db, ferrite_server::Clock::system(), tweak).await
+    }
+
+    /// A server reading the time from `clock` (a test's [`ferrite_server::ManualClock`]): what
+    /// expires by the clock (idle shapes, presence members) expires when the test advances it.
+    pub async fn start_on(
+        db: &TestDb,
+        clock: ferrite_server::Clock,
+        tweak: impl FnOnce(&mut ferrite_server::ServerConfig),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(&db.url, &dir.path().join("shapes"));
         tweak(&mut cfg);
-        let server = ferrite_server::start(cfg).await.expect("server starts");
+        let server = ferrite_server::start_with_clock(cfg, clock).await.expect("server starts");
         let base = server.url();
         wait_healthy(&base).await;
         TestServer { server, base, dir }
@@ -65,6 +75,42 @@ impl TestServer {
 
     pub fn shape_url(&self) -> String {
         format!("{}/v1/shape", self.base)
+    }
+
+    /// Waits until `n` shape long-polls (or SSE streams) are held by the server, so that what
+    /// the test does next happens while they wait.
+    pub async fn wait_live_waiting(&self, n: i64) {
+        let observer = self.server.observer();
+        wait_until(&format!("{n} live requests held"), Duration::from_secs(10), || {
+            let held = observer.metrics().live_waiting.load(std::sync::atomic::Ordering::Relaxed);
+            async move { held >= n }
+        })
+        .await;
+    }
+
+    /// Waits until `n` presence long-polls are held by the server.
+    pub async fn wait_presence_waiting(&self, n: i64) {
+        let observer = self.server.observer();
+        wait_until(&format!("{n} presence long-polls held"), Duration::from_secs(10), || {
+            let held = observer.metrics().presence_waiting.load(std::sync::atomic::Ordering::Relaxed);
+            async move { held >= n }
+        })
+        .await;
+    }
+}
+
+/// Polls `condition` until it holds; fails the test, naming `what`, if it still does not after
+/// `timeout`. The way to wait for something to happen (instead of sleeping a fixed time and
+/// hoping it did).
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
