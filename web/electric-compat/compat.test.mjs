@@ -1,6 +1,6 @@
 // Drives the official @electric-sql/client against a running Ferrite server.
 // Needs FERRITE_URL (http://host:port) and DATABASE_URL (the database Ferrite follows).
-// Run by the Rust test `crates/ferrite/tests/electric_client.rs`, which starts both.
+// Run by the Rust test `crates/ferrite/tests/e2e/electric_client.rs`, which starts both.
 
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'

@@ -128,6 +128,12 @@ impl Admission {
         Ok(Ticket { _route: permit, _subject: subject })
     }
 
+    /// Write requests admitted and not yet finished: what a test waits on to know a write holds
+    /// its place (its body may still be arriving).
+    pub fn writes_held(&self) -> usize {
+        self.limits.writes.max(1) - self.writes.available_permits()
+    }
+
     /// Requests `subject` holds now.
     #[cfg(test)]
     pub fn held_by(&self, subject: &str) -> usize {

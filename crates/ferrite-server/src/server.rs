@@ -81,6 +81,11 @@ impl Observer {
         self.0.registry.len()
     }
 
+    /// Write requests holding an admission place now (admitted, body perhaps still arriving).
+    pub fn writes_held(&self) -> usize {
+        self.0.admission.writes_held()
+    }
+
     /// Forgets every compressed response kept for reuse, so a benchmark can measure the cost
     /// of compressing a response the first time.
     pub fn forget_compressed_responses(&self) {

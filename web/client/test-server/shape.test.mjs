@@ -1,6 +1,6 @@
 // The web client's shape sync against a real Ferrite server, run against the compiled client in
 // CLIENT_DIST (default dist/). Needs FERRITE_URL and DATABASE_URL; the Rust test
-// crates/ferrite/tests/web_editor.rs compiles the client, starts a server with a small chunk
+// crates/ferrite/tests/e2e/web_editor.rs compiles the client, starts a server with a small chunk
 // size and sets all three.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'

@@ -1,6 +1,6 @@
 // Shared helpers of the browser tests: Chromium via playwright-core, signed-in pages, Postgres.
 // Needs EDITOR_URL (the URL `ferrite dev` printed) and DATABASE_URL (its Postgres); the Rust
-// test crates/ferrite/tests/web_editor.rs starts `ferrite dev` and sets both. ARTIFACTS names
+// test crates/ferrite/tests/e2e/web_editor.rs starts `ferrite dev` and sets both. ARTIFACTS names
 // the directory screenshots go to.
 import { chromium } from 'playwright-core'
 import pg from 'pg'

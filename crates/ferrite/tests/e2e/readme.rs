@@ -6,8 +6,7 @@
 //! README's command runs the same binary). The run command runs until its server answers; the
 //! `export` lines it prints are pasted before the other commands, each of which must succeed.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;

@@ -2,10 +2,8 @@
 //! oracle, a reopened replica resumes from its stored offsets without downloading again, a 409
 //! rotation starts the shape over, and a subscription stays live.
 
-mod common;
-#[path = "common/fault_proxy.rs"]
-mod fault_proxy;
-use common::*;
+use crate::common::fault_proxy;
+use crate::common::*;
 use ferrite_client::{Client, ConnectionState, ShapeDef, Status, TokenSource};
 use ferrite_server::config::ConflictPolicy;
 use serde_json::{json, Value};

@@ -1,9 +1,7 @@
 //! A Ferrite server whose `database_url` asks for TLS (`sslmode=require`) syncs a shape, snapshot
 //! and live changes, against a Postgres that refuses unencrypted TCP connections.
 
-mod common;
-
-use common::{ShapeReader, TestDb, TestServer};
+use crate::common::{ShapeReader, TestDb, TestServer};
 use ferrite_pg::cluster::{ClusterSetup, LocalCluster};
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! isolation probed systematically — a tenant's token can neither read (any where, any columns,
 //! subset requests, another tenant's handle, live updates) nor write another tenant's rows.
 
-mod common;
-use common::*;
+use crate::common::*;
 use ferrite_server::config::AuthMode;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};

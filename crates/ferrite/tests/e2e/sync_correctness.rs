@@ -2,8 +2,7 @@
 //! writes, rows moving in and out of where clauses, key changes, rotation on TRUNCATE and schema
 //! changes, and immutable catch-up chunks.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

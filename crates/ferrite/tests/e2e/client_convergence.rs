@@ -6,10 +6,8 @@
 //! ends equal to Postgres, with every transaction applied exactly once. Seeded and replayable:
 //! `FERRITE_SEEDS=1,2,3` picks seeds, `FERRITE_SEEDS=1000` runs seeds 0..1000 (default 300).
 
-mod common;
-#[path = "common/fault_proxy.rs"]
-mod fault_proxy;
-use common::*;
+use crate::common::fault_proxy;
+use crate::common::*;
 use fault_proxy::{FaultCounts, FaultProxy, Faults};
 use ferrite_client::{Change, Client, ClientError, ShapeDef, TokenSource, Values};
 use rand::rngs::StdRng;

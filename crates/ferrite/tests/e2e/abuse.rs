@@ -4,8 +4,7 @@
 //! answering it (the test prints the p99 it kept), close what it should close, and answer every
 //! oversized request with a 4xx that names the problem.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

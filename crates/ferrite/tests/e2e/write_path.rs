@@ -1,8 +1,7 @@
 //! `POST /v1/transactions` against a real Postgres: exactly-once under retries and restarts,
 //! conflict policies, direct writes, validation and constraint errors.
 
-mod common;
-use common::*;
+use crate::common::*;
 use ferrite_server::config::{ConflictPolicy, Existence, Rule};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -2,6 +2,8 @@
 //! minimal shape reader that materialises rows the way a client does, and SQL oracles.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use ferrite_pg::cluster::LocalCluster;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;

@@ -1,8 +1,7 @@
 //! Slow and abandoned clients cannot hold server resources: a client that never finishes its
 //! request headers or body is cut off, and an SSE reader that stops reading is dropped.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

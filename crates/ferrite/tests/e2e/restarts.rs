@@ -1,8 +1,7 @@
 //! Durability across crashes: `kill -9` of the server mid-stream and a Postgres restart
 //! mid-stream. Afterwards every shape equals the SQL oracle, with no duplicates and no refetch.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

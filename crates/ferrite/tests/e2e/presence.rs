@@ -2,8 +2,7 @@
 //! SSE; bad input; and with JWT auth, rooms readable only by callers who can read the row the
 //! room is named after.
 
-mod common;
-use common::*;
+use crate::common::*;
 use ferrite_server::config::AuthMode;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};

@@ -1,7 +1,6 @@
 //! The Electric v1 HTTP contract, request by request, against a real Postgres.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! 503 + `retry-after` when too many requests are held or Postgres is unreachable, and SSE
 //! keep-alives.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

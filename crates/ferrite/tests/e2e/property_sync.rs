@@ -5,8 +5,7 @@
 //! Seeded and replayable: `FERRITE_PROP_SEED=<n>` replays a run, `FERRITE_PROP_CASES=<n>` runs
 //! more schemas (default 3).
 
-mod common;
-use common::*;
+use crate::common::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

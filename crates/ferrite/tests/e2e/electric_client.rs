@@ -1,8 +1,7 @@
 //! Runs the official `@electric-sql/client` (web/electric-compat) against a Ferrite server.
 //! Needs `npm ci` in web/electric-compat (`scripts/setup.sh` does it; `scripts/test.sh` runs that).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,7 @@
 //! body arrives and gives it back however the request ends. None of these leaves anything
 //! behind in Postgres.
 
-mod common;
-use common::*;
+use crate::common::*;
 use ferrite_server::config::{AuthMode, TableConfig};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -220,6 +219,16 @@ async fn every_route_answers_401_to_a_missing_or_bad_token_before_reading_the_bo
     assert_eq!(left_behind(&c).await, (1, 1), "only the authenticated write applied");
 }
 
+/// Waits until `n` write requests hold an admission place.
+async fn writes_held(s: &TestServer, n: usize) {
+    let observer = s.server.observer();
+    wait_until(&format!("{n} writes admitted"), Duration::from_secs(10), || {
+        let held = observer.writes_held();
+        async move { held >= n }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_holds_its_place_while_its_body_arrives_and_gives_it_back() {
     let db = TestDb::new().await;
@@ -238,7 +247,7 @@ async fn a_write_holds_its_place_while_its_body_arrives_and_gives_it_back() {
 
     // A write whose body is on its way holds the one write place: another write is refused.
     let mut stalled = stalled_post(addr, "/v1/transactions", None, half).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    writes_held(&s, 1).await;
     let refused = write(1).await;
     assert_eq!(refused.status, 503, "{}", refused.text);
     assert_eq!(refused.body["code"], "concurrent_request_limit_exceeded");
@@ -250,7 +259,7 @@ async fn a_write_holds_its_place_while_its_body_arrives_and_gives_it_back() {
 
     // So does a client hanging up half way through its body, and nothing of it is applied.
     let hung_up = stalled_post(addr, "/v1/transactions", None, half).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    writes_held(&s, 1).await;
     drop(hung_up);
     let deadline = Instant::now() + Duration::from_secs(10);
     let ok = loop {

@@ -1,8 +1,7 @@
 //! Regression tests for the holes a security review found (issue 10), each against a real server
 //! and Postgres: what an attacker or an unlucky user did, and what must happen instead.
 
-mod common;
-use common::*;
+use crate::common::*;
 use ferrite_server::config::{AuthMode, ConflictPolicy};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

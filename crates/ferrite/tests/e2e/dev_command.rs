@@ -2,8 +2,7 @@
 //! jwt mode with a dev sign-in (real tokens carrying the user's teams at issuance) and the
 //! editor app, shuts Postgres down cleanly on Ctrl-C, and reuses the data on the next run.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const ADA: &str = "00000000-0000-4000-8000-0000000000a1";
 const GRACE: &str = "00000000-0000-4000-8000-0000000000a2";

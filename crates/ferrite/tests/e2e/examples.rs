@@ -3,8 +3,7 @@
 //! importance resolver for agent memory, per-user rows; lead forms: tenant isolation; pipeline
 //! editor: team-scoped rows, the composite keys that keep a row's team honest, delete-wins steps).
 
-mod common;
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::path::PathBuf;

@@ -5,8 +5,7 @@
 //! Needs `npm ci` in `web/` and Chromium at /usr/bin/chromium (or `CHROMIUM`); `scripts/setup.sh`
 //! installs both (`scripts/test.sh` runs it). Screenshots go to `target/web-artifacts/`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,27 @@
+//! Ferrite's end-to-end tests, in one binary (one build of the shared support code instead of
+//! one per file): each module below drives real Postgres clusters, real servers and, for the web
+//! apps, headless Chromium. Run one area with `cargo nextest run -p ferrite --test e2e <module>::`.
+
+mod common;
+
+mod abuse;
+mod auth;
+mod client;
+mod client_convergence;
+mod dev_command;
+mod electric_client;
+mod examples;
+mod http_protocol;
+mod lifecycle;
+mod presence;
+mod property_sync;
+mod readme;
+mod request_checks;
+mod restarts;
+mod security;
+mod slow_clients;
+mod sync_correctness;
+mod tidy;
+mod tls;
+mod web_editor;
+mod write_path;
