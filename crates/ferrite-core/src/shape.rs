@@ -56,6 +56,22 @@ pub struct ShapeDefinition {
     pub rule: Option<BoundRule>,
 }
 
+impl ShapeDefinition {
+    /// A shape of `table`'s rows that match `where_sql` (all rows when `None`): every column, the
+    /// default replica and log modes, no parameters and no rule. What a plain request asks for.
+    pub fn of_table(table: QualifiedName, where_sql: Option<&str>) -> ShapeDefinition {
+        ShapeDefinition {
+            table,
+            where_sql: where_sql.map(String::from),
+            params: BTreeMap::new(),
+            columns: None,
+            replica: Replica::default(),
+            log: LogMode::default(),
+            rule: None,
+        }
+    }
+}
+
 /// Why a definition could not be compiled against its table; `field` names the request parameter,
 /// or is [`ShapeError::RULE`] when the server's read rule cannot be applied to the caller.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -216,15 +216,7 @@ mod tests {
             name: QualifiedName::new("public", "it's"),
             columns: vec![column("id", Some(0)), column("na'me\"", None)],
         };
-        let def = ShapeDefinition {
-            table: table.name.clone(),
-            where_sql: where_sql.map(String::from),
-            params: Default::default(),
-            columns: None,
-            replica: Default::default(),
-            log: Default::default(),
-            rule: None,
-        };
+        let def = ShapeDefinition::of_table(table.name.clone(), where_sql);
         ShapeFilter::compile(&def, Arc::new(table)).unwrap()
     }
 

@@ -23,15 +23,7 @@ INSERT INTO "a.b"."it's ""odd""/t" VALUES ('k/1', 'o''neil', 1), ('k2', NULL, 2)
 "#;
 
 fn filter(table: &ferrite_protocol::schema::TableSchema, where_sql: Option<&str>) -> ShapeFilter {
-    let def = ShapeDefinition {
-        table: table.name.clone(),
-        where_sql: where_sql.map(String::from),
-        params: Default::default(),
-        columns: None,
-        replica: Default::default(),
-        log: Default::default(),
-        rule: None,
-    };
+    let def = ShapeDefinition::of_table(table.name.clone(), where_sql);
     ShapeFilter::compile(&def, Arc::new(table.clone())).unwrap()
 }
 

@@ -73,6 +73,23 @@ pub fn quote_ident(ident: &str) -> String {
     out
 }
 
+/// Reads the rest of a double-quoted identifier whose opening quote was just consumed, up to and
+/// including its closing quote (`""` inside stands for one `"`). `None` when the input ends first.
+/// One reading of quoted identifiers for every list a request may carry (tables, columns, order).
+pub fn read_quoted_identifier(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
+    let mut ident = String::new();
+    loop {
+        match chars.next()? {
+            '"' if chars.peek() == Some(&'"') => {
+                chars.next();
+                ident.push('"');
+            }
+            '"' => return Some(ident),
+            c => ident.push(c),
+        }
+    }
+}
+
 /// Splits a list of possibly quoted identifiers on `sep` (outside quotes). Unquoted identifiers are
 /// trimmed and downcased; an empty identifier is an error.
 pub fn split_identifiers(input: &str, sep: char) -> Result<Vec<String>, RelationNameError> {
@@ -85,21 +102,8 @@ pub fn split_identifiers(input: &str, sep: char) -> Result<Vec<String>, Relation
         let mut ident = String::new();
         if chars.peek() == Some(&'"') {
             chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        ident.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => ident.push(c),
-                    None => {
-                        return Err(RelationNameError::Malformed(format!(
-                            "unterminated quoted identifier in {input:?}"
-                        )))
-                    }
-                }
-            }
+            ident = read_quoted_identifier(&mut chars)
+                .ok_or_else(|| RelationNameError::Malformed(format!("unterminated quoted identifier in {input:?}")))?;
             while chars.peek().is_some_and(|c| c.is_whitespace()) {
                 chars.next();
             }

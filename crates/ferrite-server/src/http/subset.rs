@@ -221,17 +221,8 @@ fn split_order_items(text: &str) -> Result<Vec<(String, String)>, String> {
         let mut name = String::new();
         if chars.peek() == Some(&'"') {
             chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        name.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => name.push(c),
-                    None => return Err("unterminated quoted identifier in order_by".into()),
-                }
-            }
+            name = ferrite_protocol::relation::read_quoted_identifier(&mut chars)
+                .ok_or("unterminated quoted identifier in order_by")?;
         } else {
             while let Some(c) = chars.peek().copied() {
                 if c.is_alphanumeric() || c == '_' {
