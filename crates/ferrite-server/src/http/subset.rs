@@ -237,8 +237,10 @@ fn split_order_items(text: &str) -> Result<Vec<(String, String)>, String> {
             return Err("order_by must list column names".into());
         }
         let mut rest = String::new();
+        let mut more = false;
         for c in chars.by_ref() {
             if c == ',' {
+                more = true;
                 break;
             }
             rest.push(c);
@@ -247,8 +249,55 @@ fn split_order_items(text: &str) -> Result<Vec<(String, String)>, String> {
             return Err(format!("unsupported order_by expression near {:?}", rest.trim()));
         }
         items.push((name, rest));
-        if chars.peek().is_none() {
+        // A comma promises another item: `id,` is refused below as an empty name.
+        if !more {
             return Ok(items);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_order_by;
+    use ferrite_protocol::relation::QualifiedName;
+    use ferrite_protocol::schema::{Column, TableSchema, TypeKind};
+
+    fn table(columns: &[&str]) -> TableSchema {
+        let column = |name: &&str| Column {
+            name: name.to_string(),
+            type_oid: 25,
+            type_name: "text".into(),
+            base_type_name: "text".into(),
+            dims: 0,
+            kind: TypeKind::Base,
+            typmod: -1,
+            pk_index: None,
+            not_null: false,
+        };
+        TableSchema { oid: 1, name: QualifiedName::new("public", "t"), columns: columns.iter().map(column).collect() }
+    }
+
+    #[test]
+    fn order_by_reads_quoted_and_plain_names_with_their_directions() {
+        let t = table(&["id", "Odd \"Name\"", "n"]);
+        let order = parse_order_by(r#"ID desc nulls first, "Odd ""Name""" ASC , n"#, &t).unwrap();
+        let got: Vec<_> = order.iter().map(|o| (o.column, o.descending, o.nulls_first)).collect();
+        assert_eq!(got, vec![(0, true, Some(true)), (1, false, None), (2, false, None)]);
+    }
+
+    #[test]
+    fn order_by_refuses_what_is_not_a_list_of_columns() {
+        let t = table(&["id", "Odd"]);
+        for (text, says) in [
+            (r#""id"#, "unterminated quoted identifier"),
+            ("odd", "unknown column \"odd\""),
+            ("id + 1", "unsupported order_by expression"),
+            ("id DESC NULLS", "unsupported order_by clause"),
+            ("", "order_by must list column names"),
+            ("id,", "order_by must list column names"),
+        ] {
+            let err = parse_order_by(text, &t).unwrap_err();
+            assert!(err.contains(says), "{text:?}: {err}");
         }
     }
 }
