@@ -39,76 +39,85 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
         .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
         .route("/v1/presence", get(crate::presence::http::get).post(crate::presence::http::post).options(preflight))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn(cors_headers))
         .with_state(state.clone());
     let app = match extra {
         Some(extra) => api.merge(extra),
         None => api.route("/", get(|| async { StatusCode::OK })),
     };
     app.fallback(|| async { response::error(StatusCode::NOT_FOUND, &serde_json::json!({"message": "Not found"})) })
-        .layer(middleware::from_fn_with_state(state.clone(), require_secret))
-        .layer(middleware::from_fn(server_header))
-        .layer(middleware::from_fn_with_state(state, private_when_authenticated))
+        .layer(middleware::from_fn_with_state(state, every_request))
         .layer(compression::layer())
+}
+
+/// What every request goes through, in one middleware (each layer of middleware costs every held
+/// long-poll another boxed future, about a kilobyte — ten thousand of them wait at once): the
+/// secret check, then the route, then the API routes' CORS headers, the `electric-server`
+/// header and, in JWT mode, private caching.
+async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response<Body> {
+    let cors = cors_methods(req.uri().path()).map(|methods| (req.headers().get(header::ORIGIN).cloned(), methods));
+    let mut r = match refused_without_secret(&state, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    };
+    if let Some((origin, methods)) = cors {
+        add_cors(&mut r, origin, methods);
+    }
+    r.headers_mut().insert("electric-server", HeaderValue::from_static(SERVER_VERSION));
+    if state.auth.enabled() {
+        make_private(&mut r);
+    }
+    r
 }
 
 /// With `secret` configured, every `/v1` request must carry it as `secret=` (or `api_secret=`)
 /// in its query — shapes, writes, presence and config alike — except `/v1/health` (load
 /// balancers probe it; it tells nothing but whether replication runs) and CORS preflights
-/// (which carry no credentials by design). Answered 401 otherwise.
-async fn require_secret(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response<Body> {
+/// (which carry no credentials by design). The 401 to answer otherwise.
+fn refused_without_secret(state: &AppState, req: &Request) -> Option<Response<Body>> {
     let path = req.uri().path();
     let exempt = !path.starts_with("/v1/") || path == "/v1/health" || req.method() == Method::OPTIONS;
-    if !exempt {
-        let pairs = shape::query_pairs(&req.uri().query().map(String::from));
-        if let Some(refused) = shape::check_secret(&state, &pairs) {
-            return refused;
-        }
+    if exempt {
+        return None;
     }
-    next.run(req).await
+    let pairs = shape::query_pairs(&req.uri().query().map(String::from));
+    shape::check_secret(state, &pairs)
 }
 
-/// Adds `electric-server` to every response.
-async fn server_header(req: Request, next: Next) -> Response<Body> {
-    let mut r = next.run(req).await;
-    r.headers_mut().insert("electric-server", HeaderValue::from_static(SERVER_VERSION));
-    r
-}
-
-/// Adds the CORS headers of the API routes (browsers call the API from any origin).
-async fn cors_headers(req: Request, next: Next) -> Response<Body> {
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let methods = match req.uri().path() {
+/// The methods each API route allows, for its CORS headers (browsers call the API from any
+/// origin); `None` for every other path — the embedder's routes (e.g. `ferrite dev`'s sign-in)
+/// get no CORS headers, so only pages the server itself serves may use them. Keep in step with
+/// the routes of [`router`].
+fn cors_methods(path: &str) -> Option<&'static str> {
+    Some(match path {
         "/v1/shape" => "GET, POST, HEAD, DELETE, OPTIONS",
         "/v1/transactions" => "POST, OPTIONS",
         "/v1/presence" => "GET, POST, OPTIONS",
-        _ => "GET, HEAD",
-    };
-    let mut r = next.run(req).await;
+        "/v1/health" | "/v1/config" | "/metrics" => "GET, HEAD",
+        _ => return None,
+    })
+}
+
+/// Adds the CORS headers of an API route answering a request from `origin`.
+fn add_cors(r: &mut Response<Body>, origin: Option<HeaderValue>, methods: &'static str) {
     let h = r.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*")));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
     h.append(header::VARY, HeaderValue::from_static("origin"));
-    r
 }
 
 /// In JWT mode a response depends on who asks (rules are applied server-side, so two tenants
 /// can send the same URL): never let a shared cache keep it.
-async fn private_when_authenticated(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response<Body> {
-    let mut r = next.run(req).await;
-    if state.auth.enabled() {
-        let h = r.headers_mut();
-        if let Some(cc) = h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
-            if let Some(rest) = cc.strip_prefix("public") {
-                if let Ok(v) = HeaderValue::from_str(&format!("private{rest}")) {
-                    h.insert(header::CACHE_CONTROL, v);
-                }
+fn make_private(r: &mut Response<Body>) {
+    let h = r.headers_mut();
+    if let Some(cc) = h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
+        if let Some(rest) = cc.strip_prefix("public") {
+            if let Ok(v) = HeaderValue::from_str(&format!("private{rest}")) {
+                h.insert(header::CACHE_CONTROL, v);
             }
         }
-        h.append(header::VARY, HeaderValue::from_static("authorization"));
     }
-    r
+    h.append(header::VARY, HeaderValue::from_static("authorization"));
 }
 
 /// CORS preflight: 204 with the allowed request headers.

@@ -382,7 +382,7 @@ async fn catch_up(
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     loop {
         if let Some(why) = shape.removed() {
-            return removed_response(state, shape, why).await;
+            return Box::pin(removed_response(state, shape, why)).await;
         }
         let global = state.global_lsn.load(Ordering::Relaxed);
         let outcome = {
@@ -447,7 +447,7 @@ async fn now_response(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequ
     // The latest offset is only meaningful once the snapshot is spliced with the stream.
     while shape.log.durable_offset() < LogOffset::SNAPSHOT_END {
         if let Some(why) = shape.removed() {
-            return removed_response(state, shape, why).await;
+            return Box::pin(removed_response(state, shape, why)).await;
         }
         tokio::select! {
             _ = changes.changed() => {}
@@ -460,7 +460,8 @@ async fn now_response(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequ
     let offset = shape.log.durable_offset();
     let lsn = state.global_lsn.load(Ordering::Relaxed).max(offset.tx);
     let headers = HeaderMap::new();
-    shape_response(state, shape, req, &headers, None, offset, Some(lsn), &catch_up_cache(state, req), true).await
+    Box::pin(shape_response(state, shape, req, &headers, None, offset, Some(lsn), &catch_up_cache(state, req), true))
+        .await
 }
 
 /// Long-poll: answer at once if there is data after `o`, else wait for it up to the timeout.
@@ -481,15 +482,25 @@ async fn live(
     let mut removal = shape.removal();
     loop {
         if let Some(why) = shape.removed() {
-            return removed_response(state, shape, why).await;
+            return Box::pin(removed_response(state, shape, why)).await;
         }
         // Processed LSN first, then the log (see `sse::pump`).
         let processed = state.global_lsn.load(Ordering::Relaxed);
         match read_live(shape, o).await {
             Ok(ReadOutcome::Data(slice)) => {
                 let lsn = slice.up_to_date.then(|| slice.end.tx.max(processed));
-                let response =
-                    shape_response(state, shape, req, headers, Some(&slice), slice.end, lsn, CACHE_LIVE, false).await;
+                let response = Box::pin(shape_response(
+                    state,
+                    shape,
+                    req,
+                    headers,
+                    Some(&slice),
+                    slice.end,
+                    lsn,
+                    CACHE_LIVE,
+                    false,
+                ))
+                .await;
                 state.observe_live_delivery(slice.end.tx);
                 return response;
             }
@@ -504,7 +515,7 @@ async fn live(
                     return resp::invalid_field("offset", "out of bounds for this shape");
                 }
                 let lsn = state.global_lsn.load(Ordering::Relaxed).max(o.tx);
-                return shape_response(state, shape, req, headers, None, o, Some(lsn), CACHE_LIVE, true).await;
+                return Box::pin(shape_response(state, shape, req, headers, None, o, Some(lsn), CACHE_LIVE, true)).await;
             }
         }
     }
@@ -556,5 +567,29 @@ mod tests {
         );
         let size = std::mem::size_of_val(&post);
         assert!(size <= 1536, "the shape POST handler future grew to {size} bytes");
+    }
+
+    /// The size of the future `f` returns, for arguments living as long as `'a`.
+    fn returned_future_size<'a, F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(
+            &'a std::sync::Arc<crate::state::AppState>,
+            &'a std::sync::Arc<crate::shapes::Shape>,
+            &'a super::ShapeRequest,
+            &'a axum::http::HeaderMap,
+            ferrite_protocol::offset::LogOffset,
+        ) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// What a held long-poll keeps while it waits is its `live` future (the handler's own is
+    /// small, above): building the response, or answering a removed shape, happens in boxed
+    /// futures of their own so that the wait does not carry their size. Ten thousand held
+    /// long-polls × a few kilobytes is what the RSS benchmark's budget would lose.
+    #[test]
+    fn a_waiting_long_poll_stays_small() {
+        let size = returned_future_size(super::live);
+        assert!(size <= 768, "the live long-poll future grew to {size} bytes");
     }
 }
