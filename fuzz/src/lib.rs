@@ -154,6 +154,7 @@ pub fn on_server_stack<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// - the client's clause ANDed with a rule that admits nothing — as trees, the way the server
 ///   restricts a client to its read rule — never matches (else a client could escape its rule).
 pub fn exercise_where(table: &TableSchema, sql: &str, params: &BTreeMap<String, String>, rows: &[Vec<Option<String>>]) {
+    exercise_subqueries(table, sql, params, rows);
     let compiled = WhereClause::compile(sql, params, table);
     if let Ok(w) = &compiled {
         let (printed, values) = w.to_sql(1);
@@ -183,6 +184,49 @@ pub fn exercise_where(table: &TableSchema, sql: &str, params: &BTreeMap<String, 
         for row in rows {
             assert_ne!(restricted.matches(row), Ok(true), "{sql:?} AND false matched a row");
         }
+    }
+}
+
+/// Every fuzz table, by name: the catalog subqueries may read.
+struct FuzzCatalog;
+
+impl ferrite_where::Catalog for FuzzCatalog {
+    fn table(&self, name: &ferrite_protocol::relation::QualifiedName) -> Option<std::sync::Arc<TableSchema>> {
+        tables().iter().find(|t| t.name == *name).map(|t| std::sync::Arc::new(t.clone()))
+    }
+}
+
+/// Subquery results that answer from the key's bytes: arbitrary but repeatable.
+struct ParitySets;
+
+impl ferrite_where::SubquerySets for ParitySets {
+    fn lookup(&self, index: usize, key: &[&str]) -> ferrite_where::Membership {
+        let bits: usize = key.iter().map(|k| k.len()).sum::<usize>() + index;
+        ferrite_where::Membership { contains: bits % 2 == 0, has_null: bits % 3 == 0, empty: false }
+    }
+
+    fn nulls(&self, index: usize) -> ferrite_where::Membership {
+        ferrite_where::Membership { contains: false, has_null: index % 2 == 0, empty: index % 3 == 0 }
+    }
+}
+
+/// The clause compiled with subqueries allowed: listing its tables, printing and evaluating
+/// it must not fail on anything that compiles.
+fn exercise_subqueries(table: &TableSchema, sql: &str, params: &BTreeMap<String, String>, rows: &[Vec<Option<String>>]) {
+    let Ok(w) = WhereClause::compile_with(sql, params, table, &FuzzCatalog) else { return };
+    let read = ferrite_where::tables_read(sql).expect("a clause that compiles has readable tables");
+    for q in w.subqueries() {
+        assert!(read.contains(&q.table.name), "{sql:?}: subquery table {} not listed in {read:?}", q.table.name);
+        let _ = q.key();
+    }
+    let (printed, values) = w.to_sql(1);
+    if let Err(e) = pg_query::parse(&format!("SELECT 1 WHERE {printed}"), 0) {
+        if !matches!(e, pg_query::Error::Decode(_)) {
+            panic!("to_sql printed SQL that does not parse: {printed:?} ({e}) params {values:?}");
+        }
+    }
+    for row in rows {
+        let _ = w.matches_with(row, &ParitySets);
     }
 }
 

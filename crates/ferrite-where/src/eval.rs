@@ -9,11 +9,12 @@ use super::value::{self, bpchar_trim, check_int, compare, Value};
 use super::EvalError;
 use std::cmp::Ordering;
 
-/// What an expression is evaluated against: the row's text values and the column names (for
-/// error messages).
+/// What an expression is evaluated against: the row's text values, the column names (for
+/// error messages) and the current results of the clause's subqueries.
 pub(crate) struct Row<'a> {
     pub values: &'a [Option<String>],
     pub names: &'a [String],
+    pub sets: &'a dyn super::subquery::SubquerySets,
 }
 
 /// Evaluates `e` against `row`.
@@ -30,6 +31,23 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> Result<Value, EvalError> {
             }
         }
         Const(v) => v.clone(),
+        InSubquery { columns, sub, exists } => {
+            let mut values = Vec::with_capacity(columns.len());
+            for i in columns {
+                match row.values.get(*i) {
+                    None => {
+                        return Err(EvalError::MissingColumn(
+                            row.names.get(*i).cloned().unwrap_or_else(|| format!("#{i}")),
+                        ))
+                    }
+                    Some(v) => values.push(v.as_deref()),
+                }
+            }
+            match super::subquery::membership(row.sets, *sub, &values, *exists) {
+                Some(b) => Value::Bool(b),
+                None => Value::Null,
+            }
+        }
         Unknown { text, .. } => match text {
             Some(t) if e.ty != Ty::Unknown => value::input(&e.ty, t)?,
             Some(t) => Value::Text(t.clone()),

@@ -268,6 +268,13 @@ pub(crate) enum ExprKind {
         cmp: Box<Expr>,
     },
     ArrayCtor(Vec<Expr>),
+    /// `(columns) IN (subquery)`: whether the row's values of `columns` are in the result of the
+    /// clause's subquery `sub`; `exists` (the EXISTS form) reads NULL as false.
+    InSubquery {
+        columns: Vec<usize>,
+        sub: usize,
+        exists: bool,
+    },
 }
 
 impl Expr {
@@ -280,7 +287,7 @@ impl Expr {
     pub(crate) fn children(&self) -> Vec<&Expr> {
         use ExprKind::*;
         match &self.kind {
-            Column(_) | Const(_) | Unknown { .. } => vec![],
+            Column(_) | Const(_) | Unknown { .. } | InSubquery { .. } => vec![],
             Cast { arg, .. } | Not(arg) | Neg(arg) | IsNull { arg, .. } | BoolTest { arg, .. } => {
                 vec![arg]
             }
@@ -309,7 +316,7 @@ impl Expr {
     pub(crate) fn children_mut(&mut self) -> Vec<&mut Expr> {
         use ExprKind::*;
         match &mut self.kind {
-            Column(_) | Const(_) | Unknown { .. } => vec![],
+            Column(_) | Const(_) | Unknown { .. } | InSubquery { .. } => vec![],
             Cast { arg, .. } | Not(arg) | Neg(arg) | IsNull { arg, .. } | BoolTest { arg, .. } => {
                 vec![arg]
             }
@@ -334,23 +341,37 @@ impl Expr {
         }
     }
 
-    /// Whether any column is read in this subtree.
     /// Number of nodes in this subtree.
     pub(crate) fn size(&self) -> usize {
         1 + self.children().iter().map(|c| c.size()).sum::<usize>()
     }
 
+    /// Whether any column (or subquery result) is read in this subtree: if not, it is a constant.
     pub(crate) fn reads_columns(&self) -> bool {
-        matches!(self.kind, ExprKind::Column(_)) || self.children().iter().any(|c| c.reads_columns())
+        matches!(self.kind, ExprKind::Column(_) | ExprKind::InSubquery { .. })
+            || self.children().iter().any(|c| c.reads_columns())
     }
 
     /// Collects the column indexes read in this subtree.
     pub(crate) fn collect_columns(&self, out: &mut Vec<usize>) {
-        if let ExprKind::Column(i) = self.kind {
-            out.push(i);
+        match &self.kind {
+            ExprKind::Column(i) => out.push(*i),
+            ExprKind::InSubquery { columns, .. } => out.extend(columns),
+            _ => {}
         }
         for c in self.children() {
             c.collect_columns(out);
+        }
+    }
+
+    /// Adds `by` to the subquery index of every `InSubquery` node: the tree's subqueries are
+    /// appended after `by` others (see `WhereClause::and`).
+    pub(crate) fn shift_subqueries(&mut self, by: usize) {
+        if let ExprKind::InSubquery { sub, .. } = &mut self.kind {
+            *sub += by;
+        }
+        for c in self.children_mut() {
+            c.shift_subqueries(by);
         }
     }
 }

@@ -31,10 +31,13 @@ pub mod order;
 mod parse;
 mod rule;
 mod sql;
+pub mod subquery;
 mod syntax;
 mod types;
 mod value;
 
+#[cfg(test)]
+mod subquery_tests;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +46,7 @@ use std::collections::BTreeMap;
 
 pub use order::ColumnOrder;
 pub use rule::{rule_claim_paths, BoundRule, ClaimValue};
+pub use subquery::{tables_read, Catalog, Membership, Subquery, SubquerySets};
 
 /// Why a where clause (or its params) was rejected. `Display` is the message for the HTTP client;
 /// [`WhereError::field`] says which request field it belongs to.
@@ -54,6 +58,9 @@ pub enum WhereError {
     /// A column name that is not in the table.
     #[error("Unknown reference \"{0}\"")]
     UnknownColumn(String),
+    /// A subquery reads a table that does not exist (or that the caller may not read).
+    #[error("relation {0} does not exist")]
+    UnknownTable(String),
     /// A construct, function, operator or type we do not evaluate (subqueries, `now()`, jsonb...).
     #[error("{0}")]
     Unsupported(String),
@@ -124,12 +131,14 @@ pub enum EvalError {
     Unsupported(String),
 }
 
-/// A compiled where clause: a typed expression over the columns of one table.
+/// A compiled where clause: a typed expression over the columns of one table, and the
+/// subqueries it asks about.
 #[derive(Debug, Clone)]
 pub struct WhereClause {
     expr: expr::Expr,
     column_names: Vec<String>,
     column_types: Vec<types::Ty>,
+    subqueries: Vec<Subquery>,
 }
 
 impl WhereClause {
@@ -137,34 +146,77 @@ impl WhereClause {
     /// `table`, type-checks with Postgres' rules and binds `params` (`"1"` → `$1`, ...) as typed
     /// values (never as SQL text). Constant subexpressions are evaluated here, so their errors
     /// surface now.
+    /// Subqueries are refused (see [`WhereClause::compile_with`]).
     pub fn compile(
         sql: &str,
         params: &BTreeMap<String, String>,
         table: &TableSchema,
     ) -> Result<WhereClause, WhereError> {
-        let node = syntax::parse_where(sql)?;
-        let compiler = parse::Compiler { table, params, claims: None, copied: Default::default() };
-        Self::over(compiler.compile(&node)?, table)
+        Self::compile_from(sql, params, None, table, None)
+    }
+
+    /// Like [`WhereClause::compile`], with subqueries over the tables of `catalog` (see
+    /// [`subquery`]); [`tables_read`] lists the tables to put in it.
+    pub fn compile_with(
+        sql: &str,
+        params: &BTreeMap<String, String>,
+        table: &TableSchema,
+        catalog: &dyn Catalog,
+    ) -> Result<WhereClause, WhereError> {
+        Self::compile_from(sql, params, None, table, Some(catalog))
     }
 
     /// Compiles a table rule bound to one caller ([`BoundRule`]): `claims.<name>` references
     /// take the caller's claim values as untyped literals (never as SQL text); the rule takes no
     /// `$n` parameters.
     pub fn compile_rule(rule: &BoundRule, table: &TableSchema) -> Result<WhereClause, WhereError> {
-        let node = syntax::parse_where(&rule.sql)?;
-        let compiler =
-            parse::Compiler { table, params: &BTreeMap::new(), claims: Some(&rule.claims), copied: Default::default() };
-        Self::over(compiler.compile(&node)?, table)
+        Self::compile_from(&rule.sql, &BTreeMap::new(), Some(&rule.claims), table, None)
     }
 
-    /// A compiled expression over `table`, within the cost [`limits`].
-    fn over(expr: expr::Expr, table: &TableSchema) -> Result<WhereClause, WhereError> {
+    /// Like [`WhereClause::compile_rule`], with subqueries over the tables of `catalog` (the
+    /// claims are bound inside them too).
+    pub fn compile_rule_with(
+        rule: &BoundRule,
+        table: &TableSchema,
+        catalog: &dyn Catalog,
+    ) -> Result<WhereClause, WhereError> {
+        Self::compile_from(&rule.sql, &BTreeMap::new(), Some(&rule.claims), table, Some(catalog))
+    }
+
+    fn compile_from(
+        sql: &str,
+        params: &BTreeMap<String, String>,
+        claims: Option<&[ClaimValue]>,
+        table: &TableSchema,
+        catalog: Option<&dyn Catalog>,
+    ) -> Result<WhereClause, WhereError> {
+        let node = syntax::parse_where(sql)?;
+        let budget = std::cell::Cell::new(0);
+        let compiler = parse::Compiler::new(table, params, claims, catalog, &budget);
+        let expr = compiler.compile(&node)?;
+        subquery::check_tuples_positive(&expr)?;
+        Self::over(expr, table, compiler.finish())
+    }
+
+    /// A compiled expression over `table` with its subqueries, within the cost [`limits`].
+    pub(crate) fn over(
+        expr: expr::Expr,
+        table: &TableSchema,
+        subqueries: Vec<Subquery>,
+    ) -> Result<WhereClause, WhereError> {
         limits::check(&expr)?;
         Ok(WhereClause {
             expr,
             column_names: table.columns.iter().map(|c| c.name.clone()).collect(),
             column_types: table.columns.iter().map(types::Ty::of_column).collect(),
+            subqueries,
         })
+    }
+
+    /// The subqueries the clause asks about; [`SubquerySets::lookup`] is asked by index in
+    /// this list.
+    pub fn subqueries(&self) -> &[Subquery] {
+        &self.subqueries
     }
 
     /// Both clauses (of the same table) at once: their compiled trees joined by AND, so neither
@@ -172,19 +224,40 @@ impl WhereClause {
     /// equality index sees those of both.
     pub fn and(self, other: WhereClause) -> WhereClause {
         let mut args = Vec::new();
-        for e in [self.expr, other.expr] {
+        let mut subqueries = self.subqueries;
+        let mut second = other.expr;
+        second.shift_subqueries(subqueries.len());
+        subqueries.extend(other.subqueries);
+        for e in [self.expr, second] {
             match e.kind {
                 expr::ExprKind::And(inner) => args.extend(inner),
                 kind => args.push(expr::Expr::new(kind, e.ty)),
             }
         }
-        WhereClause { expr: expr::Expr::new(expr::ExprKind::And(args), types::Ty::Bool), ..self }
+        WhereClause {
+            expr: expr::Expr::new(expr::ExprKind::And(args), types::Ty::Bool),
+            subqueries,
+            column_names: self.column_names,
+            column_types: self.column_types,
+        }
     }
 
     /// Whether `row` (Postgres text values aligned with the table's columns) satisfies the clause.
     /// A NULL (unknown) result does not match, as in a SQL `WHERE`.
+    /// A clause with subqueries cannot be evaluated without their results: see
+    /// [`WhereClause::matches_with`].
     pub fn matches(&self, row: &[Option<String>]) -> Result<bool, EvalError> {
-        let r = eval::Row { values: row, names: &self.column_names };
+        if !self.subqueries.is_empty() {
+            return Err(EvalError::Unsupported(
+                "this where clause has subqueries: evaluate it with their results".into(),
+            ));
+        }
+        self.matches_with(row, &subquery::NoSets)
+    }
+
+    /// Whether `row` satisfies the clause while its subqueries' results are `sets`.
+    pub fn matches_with(&self, row: &[Option<String>], sets: &dyn SubquerySets) -> Result<bool, EvalError> {
+        let r = eval::Row { values: row, names: &self.column_names, sets };
         Ok(eval::eval(&self.expr, &r)? == value::Value::Bool(true))
     }
 
@@ -192,7 +265,7 @@ impl WhereClause {
     /// `($<first_param + i>::text)::<type>`, e.g. `("status" = ($3::text)::text)`. Returns the
     /// SQL and the parameter values as text (`None` = NULL), in order.
     pub fn to_sql(&self, first_param: usize) -> (String, Vec<Option<String>>) {
-        let mut p = sql::Printer::new(&self.column_names, first_param);
+        let mut p = sql::Printer::new(&self.column_names, &self.subqueries, first_param);
         p.expr(&self.expr);
         (p.out, p.params)
     }

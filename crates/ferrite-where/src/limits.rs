@@ -23,6 +23,11 @@ pub const MAX_COLUMN_REFS: usize = 64;
 pub const MAX_LIST_ITEMS: usize = 10_000;
 /// Longest `LIKE`/`ILIKE` pattern, in characters. Patterns must be constants.
 pub const MAX_LIKE_PATTERN_CHARS: usize = 1_024;
+/// Deepest nesting of subqueries (a subquery in a subquery's where clause is level 2).
+pub const MAX_SUBQUERY_DEPTH: usize = 4;
+/// Most subqueries in one clause, nested ones included: each is a dependency the server keeps
+/// up to date.
+pub const MAX_SUBQUERIES: usize = 16;
 /// Longest `char(n)` a value may be cast to (the cast pads every value to `n` characters).
 pub const MAX_BPCHAR_CAST: usize = 10_000;
 
@@ -66,6 +71,7 @@ fn walk(e: &Expr, cost: &mut Cost) -> Result<(), WhereError> {
     cost.nodes += 1;
     match &e.kind {
         ExprKind::Column(_) => cost.column_refs += 1,
+        ExprKind::InSubquery { columns, .. } => cost.column_refs += columns.len(),
         ExprKind::Const(Value::Array(items)) if items.len() > MAX_LIST_ITEMS => {
             return Err(too_many_items(items.len()))
         }

@@ -7,6 +7,7 @@ use super::expr::{ArithOp, ArrayOp, BoolTest, CmpOp, Expr, ExprKind, Func};
 use super::limits::{MAX_BPCHAR_CAST, MAX_NODES};
 use super::numeric::Num;
 use super::rule::{claim_path, ClaimValue};
+use super::subquery::{check_comparable as check_subquery_comparable, range_var_name, too_deep, Catalog, Subquery};
 use super::types::{common_type, comparison_type, numeric_operator_type, Category, Ty, Typmod};
 use super::value::{self, can_cast, Value};
 use super::{EvalError, WhereError};
@@ -28,6 +29,47 @@ pub(crate) struct Compiler<'a> {
     pub claims: Option<&'a [ClaimValue]>,
     /// Nodes copied so far for operands used more than once ([`Compiler::dup`]).
     pub copied: std::cell::Cell<usize>,
+    /// Where subqueries find their tables; `None`: subqueries are refused.
+    pub catalog: Option<&'a dyn Catalog>,
+    /// The name the table goes by in a subquery's `FROM t AS alias`.
+    pub alias: Option<&'a str>,
+    /// The enclosing query's table, when compiling a subquery's where clause.
+    pub outer: Option<&'a TableSchema>,
+    /// How deeply this clause is nested in subqueries (0: the shape's own where clause).
+    pub depth: usize,
+    /// The subqueries compiled so far, in the order their nodes refer to them.
+    pub subqueries: std::cell::RefCell<Vec<Subquery>>,
+    /// Subqueries compiled so far in the whole clause, nested ones included.
+    pub budget: &'a std::cell::Cell<usize>,
+}
+
+impl<'a> Compiler<'a> {
+    /// A compiler for a top-level clause over `table`.
+    pub(crate) fn new(
+        table: &'a TableSchema,
+        params: &'a BTreeMap<String, String>,
+        claims: Option<&'a [ClaimValue]>,
+        catalog: Option<&'a dyn Catalog>,
+        budget: &'a std::cell::Cell<usize>,
+    ) -> Compiler<'a> {
+        Compiler {
+            table,
+            params,
+            claims,
+            copied: Default::default(),
+            catalog,
+            alias: None,
+            outer: None,
+            depth: 0,
+            subqueries: Default::default(),
+            budget,
+        }
+    }
+
+    /// The subqueries the compiled clause refers to.
+    pub(crate) fn finish(self) -> Vec<Subquery> {
+        self.subqueries.into_inner()
+    }
 }
 
 fn unsupported(msg: impl Into<String>) -> WhereError {
@@ -237,7 +279,7 @@ impl Compiler<'_> {
                 Ok(Expr::new(ExprKind::MinMax { greatest, args }, t))
             }
             N::AArrayExpr(a) => self.array_expr(a),
-            N::SubLink(_) => Err(unsupported("unsupported expression: subqueries are not supported yet")),
+            N::SubLink(sub) => self.sub_link(sub),
             N::CaseExpr(_) => Err(unsupported("unsupported expression: CASE is not supported")),
             N::CollateClause(_) => Err(unsupported("unsupported expression: COLLATE is not supported")),
             N::RowExpr(_) => Err(unsupported("unsupported expression: row constructors are not supported")),
@@ -288,10 +330,17 @@ impl Compiler<'_> {
             }
         }
         let t = &self.table.name;
+        let alias = self.alias;
         let name = match parts.as_slice() {
             [col] => col,
-            [table, col] if *table == t.name => col,
-            [schema, table, col] if *schema == t.schema && *table == t.name => col,
+            [table, col] if Some(table.as_str()) == alias => col,
+            [table, col] if *table == t.name && alias.is_none() => col,
+            [schema, table, col] if *schema == t.schema && *table == t.name && alias.is_none() => col,
+            _ if self.is_outer_reference(&parts) => {
+                return Err(unsupported(
+                    "correlated subqueries are only supported as EXISTS (SELECT … FROM t WHERE t.column = outer_table.column AND …)",
+                ))
+            }
             _ => return Err(WhereError::UnknownColumn(parts.join("."))),
         };
         let i = self.table.column_index(name).ok_or_else(|| WhereError::UnknownColumn(name.clone()))?;
@@ -908,7 +957,8 @@ pub(crate) fn fold(mut e: Expr) -> Result<Expr, WhereError> {
         let taken = std::mem::replace(c, Expr::new(ExprKind::Const(Value::Null), Ty::Bool));
         *c = fold(taken)?;
     }
-    if matches!(e.kind, ExprKind::Column(_) | ExprKind::Const(_)) {
+    // A subquery's membership changes with its result: never a constant.
+    if matches!(e.kind, ExprKind::Column(_) | ExprKind::Const(_) | ExprKind::InSubquery { .. }) {
         return Ok(e);
     }
     // Like Postgres' planner: a strict operation with a NULL constant argument is NULL, and its
@@ -917,7 +967,7 @@ pub(crate) fn fold(mut e: Expr) -> Result<Expr, WhereError> {
         return Ok(Expr::new(ExprKind::Const(Value::Null), e.ty));
     }
     if e.children().iter().all(|c| matches!(c.kind, ExprKind::Const(_))) {
-        let row = Row { values: &[], names: &[] };
+        let row = Row { values: &[], names: &[], sets: &super::subquery::NoSets };
         let v = eval(&e, &row).map_err(|err: EvalError| WhereError::Eval(err.to_string()))?;
         return Ok(Expr::new(ExprKind::Const(v), e.ty));
     }
@@ -934,5 +984,276 @@ fn is_strict(kind: &ExprKind) -> bool {
         }
         Func { func, .. } => *func != super::expr::Func::Concat,
         _ => false,
+    }
+}
+
+/// Subqueries: `IN (SELECT …)`, `= ANY (SELECT …)`, `<> ALL (SELECT …)` and equality-correlated
+/// `EXISTS (SELECT …)`, each compiled against its own table (see [`super::subquery`]).
+impl Compiler<'_> {
+    fn sub_link(&self, s: &pg_query::protobuf::SubLink) -> Result<Expr, WhereError> {
+        use pg_query::protobuf::SubLinkType;
+        let Some(catalog) = self.catalog else {
+            return Err(unsupported("unsupported expression: subqueries are not supported yet"));
+        };
+        let Some(N::SelectStmt(sel)) = s.subselect.as_ref().and_then(|n| n.node.as_ref()) else {
+            return Err(unsupported("unsupported subquery: it must be a SELECT"));
+        };
+        let op = strings(&s.oper_name).unwrap_or_default();
+        let op = op.last().map(String::as_str).unwrap_or("=");
+        match SubLinkType::try_from(s.sub_link_type) {
+            Ok(SubLinkType::ExistsSublink) => self.exists(catalog, sel),
+            Ok(SubLinkType::AnySublink) if op == "=" => {
+                let outer = self.compared_columns(&s.testexpr)?;
+                self.in_subquery(catalog, sel, outer)
+            }
+            // `x <> ALL (S)` is `NOT (x = ANY (S))`, NULLs included.
+            Ok(SubLinkType::AllSublink) if op == "<>" => {
+                let outer = self.compared_columns(&s.testexpr)?;
+                let inside = self.in_subquery(catalog, sel, outer)?;
+                Ok(Expr::new(ExprKind::Not(boxed(inside)), Ty::Bool))
+            }
+            _ => Err(unsupported(
+                "unsupported subquery: only IN (SELECT …), = ANY (SELECT …), <> ALL (SELECT …) and EXISTS (SELECT …) are supported",
+            )),
+        }
+    }
+
+    /// The outer side of `IN (subquery)`: a column, or a row of columns `(a, b)`.
+    fn compared_columns(&self, test: &Option<Box<Node>>) -> Result<Vec<usize>, WhereError> {
+        let not_columns =
+            || unsupported("the left side of IN (subquery) must be a column or a row of columns, like (a, b)");
+        let refs: Vec<&ColumnRef> = match test.as_deref().and_then(|n| n.node.as_ref()) {
+            Some(N::ColumnRef(c)) => vec![c],
+            Some(N::RowExpr(r)) => r
+                .args
+                .iter()
+                .map(|a| match &a.node {
+                    Some(N::ColumnRef(c)) => Ok(c),
+                    _ => Err(not_columns()),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(not_columns()),
+        };
+        refs.into_iter()
+            .map(|c| match self.column(c)?.kind {
+                ExprKind::Column(i) => Ok(i),
+                _ => Err(not_columns()),
+            })
+            .collect()
+    }
+
+    /// Whether `parts` (a qualified column reference) names a column of the enclosing query's
+    /// table rather than this one's.
+    fn is_outer_reference(&self, parts: &[String]) -> bool {
+        let Some(outer) = self.outer else { return false };
+        let qualifier = match parts {
+            [table, _] => table,
+            [schema, table, _] if *schema == outer.name.schema => table,
+            _ => return false,
+        };
+        *qualifier == outer.name.name && Some(qualifier.as_str()) != self.alias
+    }
+
+    /// Checks that `sel` is a plain `SELECT … FROM one_table [alias] [WHERE …]` and opens its
+    /// table: a compiler for its where clause (one level deeper) over the table from `catalog`.
+    fn open_subquery(
+        &self,
+        catalog: &dyn Catalog,
+        sel: &pg_query::protobuf::SelectStmt,
+    ) -> Result<(std::sync::Arc<TableSchema>, Option<String>), WhereError> {
+        if self.depth + 1 > super::limits::MAX_SUBQUERY_DEPTH {
+            return Err(too_deep());
+        }
+        let count = self.budget.get() + 1;
+        if count > super::limits::MAX_SUBQUERIES {
+            return Err(WhereError::Limit(format!(
+                "too many subqueries (the limit is {})",
+                super::limits::MAX_SUBQUERIES
+            )));
+        }
+        self.budget.set(count);
+        let plain = sel.distinct_clause.is_empty()
+            && sel.into_clause.is_none()
+            && sel.group_clause.is_empty()
+            && sel.having_clause.is_none()
+            && sel.window_clause.is_empty()
+            && sel.values_lists.is_empty()
+            && sel.sort_clause.is_empty()
+            && sel.limit_offset.is_none()
+            && sel.limit_count.is_none()
+            && sel.locking_clause.is_empty()
+            && sel.with_clause.is_none()
+            && sel.op == pg_query::protobuf::SetOperation::SetopNone as i32;
+        if !plain {
+            return Err(unsupported(
+                "unsupported subquery: only SELECT columns FROM one table [WHERE …] (no DISTINCT, GROUP BY, ORDER BY, LIMIT, WITH or set operations)",
+            ));
+        }
+        let range = match sel.from_clause.as_slice() {
+            [one] => match &one.node {
+                Some(N::RangeVar(r)) => r,
+                _ => {
+                    return Err(unsupported(
+                        "unsupported subquery: its FROM must name one table (no joins or functions)",
+                    ))
+                }
+            },
+            _ => return Err(unsupported("unsupported subquery: its FROM must name exactly one table")),
+        };
+        let name = range_var_name(range);
+        let table = catalog.table(&name).ok_or_else(|| WhereError::UnknownTable(name.to_string()))?;
+        let alias = range.alias.as_ref().map(|a| a.aliasname.clone());
+        Ok((table, alias))
+    }
+
+    /// A compiler for the where clause of a subquery over `table`.
+    fn nested<'b>(&'b self, table: &'b TableSchema, alias: Option<&'b str>) -> Compiler<'b> {
+        Compiler {
+            table,
+            params: self.params,
+            claims: self.claims,
+            copied: Default::default(),
+            catalog: self.catalog,
+            alias,
+            outer: Some(self.table),
+            depth: self.depth + 1,
+            subqueries: Default::default(),
+            budget: self.budget,
+        }
+    }
+
+    /// `outer IN (SELECT … FROM t WHERE …)`.
+    fn in_subquery(
+        &self,
+        catalog: &dyn Catalog,
+        sel: &pg_query::protobuf::SelectStmt,
+        outer: Vec<usize>,
+    ) -> Result<Expr, WhereError> {
+        let (table, alias) = self.open_subquery(catalog, sel)?;
+        let inner = self.nested(&table, alias.as_deref());
+        let mut columns = Vec::with_capacity(sel.target_list.len());
+        for target in &sel.target_list {
+            let col = match &target.node {
+                Some(N::ResTarget(t)) => match t.val.as_deref().and_then(|v| v.node.as_ref()) {
+                    Some(N::ColumnRef(c)) => inner.column(c)?,
+                    _ => return Err(unsupported("unsupported subquery: it must select plain columns")),
+                },
+                _ => return Err(unsupported("unsupported subquery: it must select plain columns")),
+            };
+            match col.kind {
+                ExprKind::Column(i) => columns.push(i),
+                _ => return Err(unsupported("unsupported subquery: it must select plain columns")),
+            }
+        }
+        match columns.len().cmp(&outer.len()) {
+            std::cmp::Ordering::Greater => return Err(WhereError::Type("subquery has too many columns".into())),
+            std::cmp::Ordering::Less => return Err(WhereError::Type("subquery has too few columns".into())),
+            std::cmp::Ordering::Equal => {}
+        }
+        let conjuncts: Vec<&Node> = sel.where_clause.as_deref().into_iter().collect();
+        let filter = inner.filter(&conjuncts)?;
+        self.add_subquery(inner, &table, columns, outer, filter, false)
+    }
+
+    /// `EXISTS (SELECT … FROM t WHERE t.c = outer.k [AND …])`: the top-level equalities between
+    /// an inner and an outer column are the compared columns, the rest is the inner filter.
+    fn exists(&self, catalog: &dyn Catalog, sel: &pg_query::protobuf::SelectStmt) -> Result<Expr, WhereError> {
+        let (table, alias) = self.open_subquery(catalog, sel)?;
+        let inner = self.nested(&table, alias.as_deref());
+        let mut conjuncts: Vec<&Node> = Vec::new();
+        if let Some(w) = sel.where_clause.as_deref() {
+            match &w.node {
+                Some(N::BoolExpr(b)) if BoolExprType::try_from(b.boolop) == Ok(BoolExprType::AndExpr) => {
+                    conjuncts.extend(b.args.iter())
+                }
+                _ => conjuncts.push(w),
+            }
+        }
+        let (mut outer, mut columns, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for c in conjuncts {
+            match inner.correlation(c)? {
+                Some((inner_col, outer_col)) => {
+                    columns.push(inner_col);
+                    outer.push(outer_col);
+                }
+                None => rest.push(c),
+            }
+        }
+        if outer.is_empty() {
+            return Err(unsupported(
+                "EXISTS (subquery) must be correlated by equalities with the outer row: EXISTS (SELECT … FROM t WHERE t.column = outer_table.column AND …)",
+            ));
+        }
+        let filter = inner.filter(&rest)?;
+        self.add_subquery(inner, &table, columns, outer, filter, true)
+    }
+
+    /// For a conjunct `a = b` of a subquery's where clause between one of its own columns and
+    /// one of the enclosing table's: (inner column, outer column).
+    fn correlation(&self, node: &Node) -> Result<Option<(usize, usize)>, WhereError> {
+        let Some(N::AExpr(a)) = &node.node else { return Ok(None) };
+        if AExprKind::try_from(a.kind) != Ok(AExprKind::AexprOp) || strings(&a.name).as_deref() != Some(&["=".into()]) {
+            return Ok(None);
+        }
+        let (Some(N::ColumnRef(l)), Some(N::ColumnRef(r))) =
+            (a.lexpr.as_deref().and_then(|n| n.node.as_ref()), a.rexpr.as_deref().and_then(|n| n.node.as_ref()))
+        else {
+            return Ok(None);
+        };
+        let parts = |c: &ColumnRef| strings(&c.fields).unwrap_or_default();
+        let (inner_ref, outer_ref) = match (self.is_outer_reference(&parts(l)), self.is_outer_reference(&parts(r))) {
+            (false, true) => (l, r),
+            (true, false) => (r, l),
+            _ => return Ok(None),
+        };
+        let outer_table = self.outer.expect("a correlated reference has an outer table");
+        let inner_col = match self.column(inner_ref)?.kind {
+            ExprKind::Column(i) => i,
+            _ => return Ok(None),
+        };
+        let outer_parts = parts(outer_ref);
+        let outer_name = outer_parts.last().cloned().unwrap_or_default();
+        let outer_col =
+            outer_table.column_index(&outer_name).ok_or_else(|| WhereError::UnknownColumn(outer_parts.join(".")))?;
+        Ok(Some((inner_col, outer_col)))
+    }
+
+    /// A subquery's where clause from its conjuncts (none: every row), compiled over its table.
+    fn filter(&self, conjuncts: &[&Node]) -> Result<Option<(Expr, Vec<Subquery>)>, WhereError> {
+        if conjuncts.is_empty() {
+            return Ok(None);
+        }
+        let mut args = Vec::with_capacity(conjuncts.len());
+        for c in conjuncts {
+            let e = self.expr(c)?;
+            args.push(self.to_bool(e, "WHERE")?);
+        }
+        let e = if args.len() == 1 { args.pop().expect("one") } else { Expr::new(ExprKind::And(args), Ty::Bool) };
+        let e = fold(e)?;
+        super::subquery::check_tuples_positive(&e)?;
+        Ok(Some((e, self.subqueries.take())))
+    }
+
+    /// Records a compiled subquery and returns the node that asks for its membership.
+    fn add_subquery(
+        &self,
+        inner: Compiler<'_>,
+        table: &std::sync::Arc<TableSchema>,
+        columns: Vec<usize>,
+        outer: Vec<usize>,
+        filter: Option<(Expr, Vec<Subquery>)>,
+        exists: bool,
+    ) -> Result<Expr, WhereError> {
+        drop(inner);
+        for (&o, &i) in outer.iter().zip(&columns) {
+            check_subquery_comparable(&Ty::of_column(&self.table.columns[o]), &Ty::of_column(&table.columns[i]))?;
+        }
+        let filter = match filter {
+            Some((e, subs)) => Some(super::WhereClause::over(e, table, subs)?),
+            None => None,
+        };
+        let mut subqueries = self.subqueries.borrow_mut();
+        subqueries.push(Subquery { table: table.clone(), columns, filter });
+        Ok(Expr::new(ExprKind::InSubquery { columns: outer, sub: subqueries.len() - 1, exists }, Ty::Bool))
     }
 }

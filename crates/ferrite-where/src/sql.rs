@@ -14,6 +14,7 @@ use ferrite_protocol::relation::quote_ident;
 /// Accumulates SQL text and the parameter values it references.
 pub(crate) struct Printer<'a> {
     names: &'a [String],
+    subqueries: &'a [super::subquery::Subquery],
     first_param: usize,
     pub params: Vec<Option<String>>,
     pub out: String,
@@ -41,9 +42,36 @@ fn transparent_cast(from: &Ty, to: &Ty) -> bool {
 }
 
 impl<'a> Printer<'a> {
-    /// A printer numbering parameters from `$first_param`.
-    pub(crate) fn new(names: &'a [String], first_param: usize) -> Printer<'a> {
-        Printer { names, first_param, params: Vec::new(), out: String::new() }
+    /// A printer for a clause over columns `names` with `subqueries`, numbering parameters
+    /// from `$first_param`.
+    pub(crate) fn new(
+        names: &'a [String],
+        subqueries: &'a [super::subquery::Subquery],
+        first_param: usize,
+    ) -> Printer<'a> {
+        Printer { names, subqueries, first_param, params: Vec::new(), out: String::new() }
+    }
+
+    /// `(a, b) IN (SELECT x, y FROM t WHERE …)`, the inner where printed by a printer of its
+    /// own that continues this one's parameter numbering; the EXISTS form is held to true.
+    fn in_subquery(&mut self, columns: &[usize], sub: usize, exists: bool) {
+        let Some(q) = self.subqueries.get(sub) else {
+            self.push("NULL");
+            return;
+        };
+        let name = |names: &[String], i: usize| names.get(i).map(|n| quote_ident(n)).unwrap_or_else(|| "NULL".into());
+        let outer: Vec<String> = columns.iter().map(|&i| name(self.names, i)).collect();
+        let inner: Vec<String> = q.columns.iter().map(|&i| quote_ident(&q.table.columns[i].name)).collect();
+        self.push(if exists { "(((" } else { "((" });
+        self.push(&outer.join(", "));
+        self.push(&format!(") IN (SELECT {} FROM {}", inner.join(", "), q.table.name.quoted()));
+        if let Some(filter) = &q.filter {
+            let (sql, params) = filter.to_sql(self.first_param + self.params.len());
+            self.push(" WHERE ");
+            self.push(&sql);
+            self.params.extend(params);
+        }
+        self.push(if exists { ")) IS TRUE)" } else { "))" });
     }
 
     fn push(&mut self, s: &str) {
@@ -95,6 +123,7 @@ impl<'a> Printer<'a> {
                 self.param(&e.ty, text);
             }
             Unknown { text, .. } => self.param(&Ty::Text, text.clone()),
+            InSubquery { columns, sub, exists } => self.in_subquery(columns, *sub, *exists),
             Cast { arg, typmod, explicit } => {
                 if !explicit && *typmod == Typmod::None && transparent_cast(&arg.ty, &e.ty) {
                     self.expr(arg);

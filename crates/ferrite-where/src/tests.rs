@@ -905,7 +905,7 @@ mod props {
 
     fn tri(w: &WhereClause, r: &[Option<String>]) -> Result<Option<bool>, EvalError> {
         let _ = w.matches(r)?;
-        Ok(match eval::eval(&w.expr, &eval::Row { values: r, names: &w.column_names })? {
+        Ok(match eval::eval(&w.expr, &eval::Row { values: r, names: &w.column_names, sets: &subquery::NoSets })? {
             value::Value::Bool(b) => Some(b),
             _ => None,
         })
