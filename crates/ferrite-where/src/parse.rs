@@ -1072,19 +1072,7 @@ impl Compiler<'_> {
             )));
         }
         self.budget.set(count);
-        let plain = sel.distinct_clause.is_empty()
-            && sel.into_clause.is_none()
-            && sel.group_clause.is_empty()
-            && sel.having_clause.is_none()
-            && sel.window_clause.is_empty()
-            && sel.values_lists.is_empty()
-            && sel.sort_clause.is_empty()
-            && sel.limit_offset.is_none()
-            && sel.limit_count.is_none()
-            && sel.locking_clause.is_empty()
-            && sel.with_clause.is_none()
-            && sel.op == pg_query::protobuf::SetOperation::SetopNone as i32;
-        if !plain {
+        if !super::syntax::is_plain_select(sel) {
             return Err(unsupported(
                 "unsupported subquery: only SELECT columns FROM one table [WHERE …] (no DISTINCT, GROUP BY, ORDER BY, LIMIT, WITH or set operations)",
             ));

@@ -63,6 +63,23 @@ fn parse_error_position(query: &str) -> Option<(String, i32)> {
     }
 }
 
+/// Whether `sel` is a bare `SELECT … [FROM …] [WHERE …]`: no DISTINCT, INTO, GROUP BY, HAVING,
+/// WINDOW, VALUES, ORDER BY, LIMIT/OFFSET, locking, WITH or set operation.
+pub(crate) fn is_plain_select(sel: &pg_query::protobuf::SelectStmt) -> bool {
+    sel.distinct_clause.is_empty()
+        && sel.into_clause.is_none()
+        && sel.group_clause.is_empty()
+        && sel.having_clause.is_none()
+        && sel.window_clause.is_empty()
+        && sel.values_lists.is_empty()
+        && sel.sort_clause.is_empty()
+        && sel.limit_offset.is_none()
+        && sel.limit_count.is_none()
+        && sel.locking_clause.is_empty()
+        && sel.with_clause.is_none()
+        && sel.op == SetOperation::SetopNone as i32
+}
+
 /// Parses the where clause and returns its expression node.
 pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
     super::limits::check_text(sql)?;
@@ -99,21 +116,7 @@ pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
     let Some(N::SelectStmt(sel)) = stmts[0].stmt.as_ref().and_then(|s| s.node.as_ref()) else {
         return Err(single());
     };
-    let plain = sel.distinct_clause.is_empty()
-        && sel.into_clause.is_none()
-        && sel.target_list.len() == 1
-        && sel.from_clause.is_empty()
-        && sel.group_clause.is_empty()
-        && sel.having_clause.is_none()
-        && sel.window_clause.is_empty()
-        && sel.values_lists.is_empty()
-        && sel.sort_clause.is_empty()
-        && sel.limit_offset.is_none()
-        && sel.limit_count.is_none()
-        && sel.locking_clause.is_empty()
-        && sel.with_clause.is_none()
-        && sel.op == SetOperation::SetopNone as i32;
-    if !plain {
+    if !(is_plain_select(sel) && sel.target_list.len() == 1 && sel.from_clause.is_empty()) {
         return Err(single());
     }
     match &sel.where_clause {
