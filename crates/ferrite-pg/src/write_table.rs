@@ -30,6 +30,38 @@ pub struct WriteTable {
     pub sql_types: Vec<String>,
 }
 
+impl WriteTable {
+    /// Whether `rule` holds for `row` (values aligned with the columns) as a row of this table,
+    /// evaluated by Postgres on `c` — for rules with subqueries (a membership, a role), inside
+    /// the caller's transaction: the subqueries read what the transaction sees and lock the rows
+    /// they read `FOR SHARE` until it ends, so a membership cannot be revoked between the check
+    /// and the commit. The row is bound as one JSON parameter read by the table's own row type;
+    /// a NULL result does not hold, as in a WHERE clause.
+    pub async fn rule_holds(
+        &self,
+        c: &PreparedClient,
+        rule: &ferrite_where::WhereClause,
+        row: &[Option<String>],
+    ) -> Result<bool, PgError> {
+        let (condition, mut params) = rule.to_sql_locking(1);
+        let record: serde_json::Map<String, Value> = self
+            .schema
+            .columns
+            .iter()
+            .zip(row)
+            .map(|(col, v)| (col.name.clone(), v.as_ref().map_or(Value::Null, |t| Value::String(t.clone()))))
+            .collect();
+        params.push(Some(Value::Object(record).to_string()));
+        let sql = format!(
+            "SELECT COALESCE(({condition}), false) FROM pg_catalog.jsonb_populate_record(NULL::{}, ${}::text::jsonb) AS \"row\"",
+            self.schema.name.quoted(),
+            params.len()
+        );
+        let bound: Vec<Param<'_>> = params.iter().map(|p| (p as &(dyn ToSql + Sync), Type::TEXT)).collect();
+        Ok(c.query_one(&sql, &bound).await?.get::<_, bool>(0))
+    }
+}
+
 /// Loads a table for writing; `None` if there is no such table.
 pub async fn load_write_table(client: &Client, name: &QualifiedName) -> Result<Option<WriteTable>, PgError> {
     let Some(schema) = crate::introspect::load_table(client, name).await? else { return Ok(None) };

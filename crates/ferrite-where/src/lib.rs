@@ -265,7 +265,18 @@ impl WhereClause {
     /// `($<first_param + i>::text)::<type>`, e.g. `("status" = ($3::text)::text)`. Returns the
     /// SQL and the parameter values as text (`None` = NULL), in order.
     pub fn to_sql(&self, first_param: usize) -> (String, Vec<Option<String>>) {
-        let mut p = sql::Printer::new(&self.column_names, &self.subqueries, first_param);
+        self.print(first_param, None)
+    }
+
+    /// As [`WhereClause::to_sql`], with the rows every subquery reads locked `FOR SHARE`: for a
+    /// check inside a write's transaction, so that a concurrent change or delete of a row the
+    /// check relied on (a membership, a role) waits until the write has committed or rolled back.
+    pub fn to_sql_locking(&self, first_param: usize) -> (String, Vec<Option<String>>) {
+        self.print(first_param, Some(" FOR SHARE"))
+    }
+
+    fn print(&self, first_param: usize, lock: Option<&'static str>) -> (String, Vec<Option<String>>) {
+        let mut p = sql::Printer::new(&self.column_names, &self.subqueries, lock, first_param);
         p.expr(&self.expr);
         (p.out, p.params)
     }

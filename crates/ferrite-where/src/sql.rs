@@ -15,6 +15,8 @@ use ferrite_protocol::relation::quote_ident;
 pub(crate) struct Printer<'a> {
     names: &'a [String],
     subqueries: &'a [super::subquery::Subquery],
+    /// Printed after each subquery's WHERE (e.g. ` FOR SHARE`), nested ones too.
+    lock: Option<&'static str>,
     first_param: usize,
     pub params: Vec<Option<String>>,
     pub out: String,
@@ -47,9 +49,10 @@ impl<'a> Printer<'a> {
     pub(crate) fn new(
         names: &'a [String],
         subqueries: &'a [super::subquery::Subquery],
+        lock: Option<&'static str>,
         first_param: usize,
     ) -> Printer<'a> {
-        Printer { names, subqueries, first_param, params: Vec::new(), out: String::new() }
+        Printer { names, subqueries, lock, first_param, params: Vec::new(), out: String::new() }
     }
 
     /// `(a, b) IN (SELECT x, y FROM t WHERE …)`, the inner where printed by a printer of its
@@ -66,10 +69,13 @@ impl<'a> Printer<'a> {
         self.push(&outer.join(", "));
         self.push(&format!(") IN (SELECT {} FROM {}", inner.join(", "), q.table.name.quoted()));
         if let Some(filter) = &q.filter {
-            let (sql, params) = filter.to_sql(self.first_param + self.params.len());
+            let (sql, params) = filter.print(self.first_param + self.params.len(), self.lock);
             self.push(" WHERE ");
             self.push(&sql);
             self.params.extend(params);
+        }
+        if let Some(lock) = self.lock {
+            self.push(lock);
         }
         self.push(if exists { ")) IS TRUE)" } else { "))" });
     }

@@ -272,3 +272,16 @@ fn comparable_families_include_widening_integers_varchar_and_same_enums() {
     let w = compile("id IN (SELECT step_id FROM tags WHERE tag = 'x') AND name IN (SELECT tag FROM tags) AND kind IN (SELECT kind FROM moods)");
     assert_eq!(w.subqueries().len(), 3);
 }
+
+#[test]
+fn checks_inside_a_write_lock_what_their_subqueries_read() {
+    let w = compile(
+        "team_id IN (SELECT team_id FROM team_members WHERE role IN (SELECT user_id FROM team_members)) OR EXISTS (SELECT 1 FROM pipelines p WHERE p.id = steps.pipeline_id)",
+    );
+    let (locking, params) = w.to_sql_locking(1);
+    assert_eq!(locking.matches(" FOR SHARE").count(), 3, "every subquery, nested ones too: {locking}");
+    assert!(locking.contains(r#"FROM "public"."pipelines" FOR SHARE)) IS TRUE)"#), "{locking}");
+    let (plain, plain_params) = w.to_sql(1);
+    assert!(!plain.contains("FOR SHARE"));
+    assert_eq!(params, plain_params);
+}

@@ -434,6 +434,31 @@ impl Writer {
         }
     }
 
+    /// The caller's write rule, compiled against the table's schema; a rule with subqueries
+    /// is compiled against the tables they read, loaded like the tables written. The outer
+    /// error is Postgres failing to load a table, the inner one a rule that does not compile.
+    async fn compile_write_rule(
+        &self,
+        c: &PreparedClient,
+        rule: &ferrite_where::BoundRule,
+        schema: &ferrite_protocol::schema::TableSchema,
+    ) -> Result<Result<WhereClause, ferrite_where::WhereError>, Stop> {
+        let read = match ferrite_where::tables_read(&rule.sql) {
+            Ok(read) => read,
+            Err(e) => return Ok(Err(e)),
+        };
+        if read.is_empty() {
+            return Ok(WhereClause::compile_rule(rule, schema));
+        }
+        let mut catalog = RuleTables::default();
+        for inner in read {
+            if let Some(t) = self.table(c, &inner, false).await? {
+                catalog.0.insert(inner, Arc::new(t.schema.clone()));
+            }
+        }
+        Ok(WhereClause::compile_rule_with(rule, schema, &catalog))
+    }
+
     /// Whether a caller with `read` access may see `values`, a row of `table`.
     fn readable(&self, read: &ReadAccess, table: &WriteTable, values: &Values) -> bool {
         match read {
@@ -533,18 +558,18 @@ impl Writer {
         let rule = match self.auth.write_filter(&name, who) {
             Err(e) => return Err(forbidden(e.to_string())),
             Ok(None) => None,
-            Ok(Some(rule)) => Some(WhereClause::compile_rule(&rule, schema).map_err(|e| {
+            Ok(Some(rule)) => Some(self.compile_write_rule(c, &rule, schema).await?.map_err(|e| {
                 forbidden(format!("the write rule of table {} cannot be evaluated: {e}", name.quoted()))
             })?),
         };
-        // Before taking any lock: when the rule reads only columns the mutation gives (its key
-        // and the values it writes), the row it asks for can be judged now. A request of
-        // forbidden rows then costs no lock (the check under the lock, on the row as it is and as
-        // asked, says the same for these columns).
+        // Before taking any lock on the row: when the rule reads only columns the mutation gives
+        // (its key and the values it writes), the row it asks for can be judged now. A request
+        // of forbidden rows then costs no row lock (the check under the lock, on the row as it
+        // is and as asked, says the same for these columns).
         if let (Some(rule), Some(written)) = (&rule, m.written()) {
             let given: Values = key.iter().chain(written).map(|(c, v)| (c.clone(), v.clone())).collect();
             let judged = rule.referenced_columns().iter().all(|i| given.contains_key(&schema.columns[*i].name));
-            if judged && !rule.matches(&aligned_vec(&table, &given)).unwrap_or(false) {
+            if judged && !rule_holds(c, &table, rule, &aligned_vec(&table, &given)).await.map_err(reject_here)? {
                 return Err(forbidden(format!("row violates write rule for table {}", name.quoted())));
             }
         }
@@ -606,6 +631,7 @@ impl Writer {
     /// ([`merge::decide`]). A conflict the policy reports is a rejection. Reads, never writes.
     async fn decide(&self, c: &PreparedClient, m: &Mutation, stamp: &Stamp, read: &RowRead) -> Result<Decided, Stop> {
         let table = &read.table;
+        let reject_here = |e: PgError| self.reject(c, &read.name, m, &read.key, e);
         let current = self
             .current_state(c, table, read.row.as_ref(), read.stored.as_ref())
             .await
@@ -615,13 +641,13 @@ impl Writer {
         {
             // The row as it is, and as the mutation asks for it (whether or not the conflict
             // policy lets it through: asking for a forbidden row is refused either way).
-            if read.violates(&aligned_vec(table, values)) {
+            if read.violates(c, &aligned_vec(table, values)).await.map_err(reject_here)? {
                 return Err(read.violation(m));
             }
             if let Some(asked) = m.written() {
                 let mut proposed = values.clone();
                 proposed.extend(asked.iter().map(|(c, v)| (c.clone(), v.clone())));
-                if read.violates(&aligned_vec(table, &proposed)) {
+                if read.violates(c, &aligned_vec(table, &proposed)).await.map_err(reject_here)? {
                     return Err(read.violation(m));
                 }
             }
@@ -768,14 +794,16 @@ impl Writer {
         }
         match &change.after {
             Current::Live(_) => {
-                if after.as_ref().is_some_and(|values| read.violates(values)) {
-                    return Err(read.violation(m));
+                if let Some(values) = &after {
+                    if read.violates(c, values).await.map_err(reject_here)? {
+                        return Err(read.violation(m));
+                    }
                 }
             }
-            Current::Deleted { tombstone, .. } if read.violates(&aligned_vec(table, &tombstone.values)) => {
-                return Err(read.violation(m))
-            }
             Current::Deleted { tombstone, deleted } => {
+                if read.violates(c, &aligned_vec(table, &tombstone.values)).await.map_err(reject_here)? {
+                    return Err(read.violation(m));
+                }
                 let stored = StoredClocks {
                     clocks: stamps_json(&tombstone.clocks),
                     known: Some(values_json_map(&tombstone.values)),
@@ -887,6 +915,31 @@ struct MutationsOutcome {
 }
 
 /// A mutation checked and its row read under its key lock, ready to be decided and written.
+/// The tables a write rule's subqueries read, for compiling it.
+#[derive(Default)]
+struct RuleTables(HashMap<QualifiedName, Arc<ferrite_protocol::schema::TableSchema>>);
+
+impl ferrite_where::Catalog for RuleTables {
+    fn table(&self, name: &QualifiedName) -> Option<Arc<ferrite_protocol::schema::TableSchema>> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// Whether `rule` holds for `values` as a row of `table`: evaluated here when it reads only the
+/// row, by Postgres inside the write's transaction when it has subqueries
+/// ([`WriteTable::rule_holds`]).
+async fn rule_holds(
+    c: &PreparedClient,
+    table: &WriteTable,
+    rule: &WhereClause,
+    values: &[Option<String>],
+) -> Result<bool, PgError> {
+    if rule.subqueries().is_empty() {
+        return Ok(rule.matches(values).unwrap_or(false));
+    }
+    table.rule_holds(c, rule, values).await
+}
+
 struct RowRead {
     name: QualifiedName,
     table: Arc<WriteTable>,
@@ -904,8 +957,11 @@ struct RowRead {
 
 impl RowRead {
     /// Whether the caller's write rule refuses `values` (in column order) as a row of the table.
-    fn violates(&self, values: &[Option<String>]) -> bool {
-        self.rule.as_ref().is_some_and(|r| !r.matches(values).unwrap_or(false))
+    async fn violates(&self, c: &PreparedClient, values: &[Option<String>]) -> Result<bool, PgError> {
+        match &self.rule {
+            Some(rule) => Ok(!rule_holds(c, &self.table, rule, values).await?),
+            None => Ok(false),
+        }
     }
 
     /// The rejection of mutation `m` for a row its caller's write rule refuses.

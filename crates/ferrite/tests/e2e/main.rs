@@ -13,6 +13,7 @@ mod electric_client;
 mod examples;
 mod http_protocol;
 mod lifecycle;
+mod membership_rules;
 mod presence;
 mod property_sync;
 mod readme;
