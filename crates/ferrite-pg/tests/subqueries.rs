@@ -32,6 +32,7 @@ const CLAUSES: &[(&str, &[&str])] = &[
     ("EXISTS (SELECT 1 FROM inner_t i WHERE i.a = outer_t.a AND i.g = 2)", &[]),
     ("NOT EXISTS (SELECT 1 FROM inner_t WHERE inner_t.b = outer_t.b)", &[]),
     ("EXISTS (SELECT 1 FROM inner_t WHERE outer_t.a = inner_t.a AND inner_t.b = outer_t.b)", &[]),
+    ("NOT EXISTS (SELECT 1 FROM inner_t i WHERE i.a = outer_t.a AND i.b = outer_t.b AND i.g <> 3) OR b IS NULL", &[]),
     ("a IN (SELECT a FROM inner_t WHERE g IN (SELECT g FROM deep WHERE flag)) OR b = 'b1'", &[]),
     ("NOT (a IN (SELECT a FROM inner_t WHERE g NOT IN (SELECT g FROM deep))) AND u IS NOT NULL", &[]),
     ("u IN (SELECT u FROM inner_t WHERE b IN (SELECT b FROM outer_t WHERE a > 1))", &[]),

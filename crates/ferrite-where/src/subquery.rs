@@ -14,7 +14,8 @@
 //! and `S` is not empty, or when `x` is not in `S` and `S` holds a NULL), so `NOT IN` is exact.
 //! For a tuple, what decides NULL is which inner rows are NULL in which columns; rather than keep
 //! that, a tuple `IN` may only be used where NULL and false mean the same (under AND and OR, up
-//! to the root of the clause): `NOT (a, b) IN (…)` is refused.
+//! to the root of the clause): `NOT (a, b) IN (…)` is refused. (An `EXISTS` correlated on
+//! several columns is never NULL, so it may be used anywhere.)
 
 use super::expr::{Expr, ExprKind};
 use super::types::Ty;
@@ -135,8 +136,9 @@ pub(crate) fn check_comparable(outer: &Ty, inner: &Ty) -> Result<(), WhereError>
 /// Refuses a tuple `IN (subquery)` anywhere but under AND/OR from the root (see the module doc).
 pub(crate) fn check_tuples_positive(root: &Expr) -> Result<(), WhereError> {
     fn walk(e: &Expr, positive: bool) -> Result<(), WhereError> {
-        if let ExprKind::InSubquery { columns, .. } = &e.kind {
-            if columns.len() > 1 && !positive {
+        if let ExprKind::InSubquery { columns, exists, .. } = &e.kind {
+            // EXISTS is never NULL: its tuples are exact anywhere.
+            if columns.len() > 1 && !exists && !positive {
                 return Err(WhereError::Unsupported(
                     "a row of columns IN (subquery) can only be used positively (not under NOT or in another expression): its NULL cases are not evaluated"
                         .into(),

@@ -443,6 +443,10 @@ impl Writer {
         rule: &ferrite_where::BoundRule,
         schema: &ferrite_protocol::schema::TableSchema,
     ) -> Result<Result<WhereClause, ferrite_where::WhereError>, Stop> {
+        // A subquery needs the word SELECT; most rules have none and skip the second parse.
+        if !rule.sql.to_ascii_lowercase().contains("select") {
+            return Ok(WhereClause::compile_rule(rule, schema));
+        }
         let read = match ferrite_where::tables_read(&rule.sql) {
             Ok(read) => read,
             Err(e) => return Ok(Err(e)),
