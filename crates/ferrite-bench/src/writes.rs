@@ -1,6 +1,8 @@
 //! `ferrite-bench writes`: the write path's figures — applied client transactions/s (single-row
-//! and 10-row inserts, 100 transactions per `POST /v1/transactions`, several clients at once) and
-//! the latency from sending a transaction to seeing it, by its txid, in one's own live shape.
+//! and 10-row inserts, 100 transactions per `POST /v1/transactions`, several clients at once;
+//! then single-row inserts in jwt mode under a write rule on the row and under a membership rule
+//! with a subquery) and the latency from sending a transaction to seeing it, by its txid, in
+//! one's own live shape.
 //!
 //! Every result is checked (`applied`), and the table's row count is checked against what was
 //! sent, so a figure can never come from writes that did not happen.
@@ -21,7 +23,20 @@ pub struct Load {
     pub rows_per_txn: usize,
     /// `write_connections` of the server.
     pub connections: usize,
+    /// jwt mode with this write rule on the table (each client its own user, member of a team);
+    /// `None`: auth off.
+    pub rule: Option<&'static str>,
 }
+
+/// A write rule reading only the row and the token.
+const PLAIN_RULE: &str = "team_id = claims.team";
+/// A write rule following membership and role through a subquery, evaluated by Postgres in
+/// each write's transaction.
+const MEMBERSHIP_RULE: &str =
+    "team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub AND role IN ('owner', 'editor'))";
+const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
+/// Teams the clients are spread over.
+const TEAMS: usize = 4;
 
 const BATCH: usize = 100;
 
@@ -39,7 +54,7 @@ pub async fn writes(
     runs: usize,
 ) -> Result<()> {
     for rows_per_txn in [1, 10] {
-        let load = Load { clients, batches, rows_per_txn, connections };
+        let load = Load { clients, batches, rows_per_txn, connections, rule: None };
         let mut rates = vec![];
         for _ in 0..runs {
             rates.push(throughput_once(load).await?);
@@ -53,6 +68,21 @@ pub async fn writes(
             if rows_per_txn == 1 { "  target ≥ 5,000/s" } else { "" }
         );
     }
+    // What write rules cost (jwt mode): one that reads only the row, and one that follows
+    // membership through a subquery (a query per check, inside the write's transaction).
+    let mut figures = vec![];
+    for rule in [PLAIN_RULE, MEMBERSHIP_RULE] {
+        let load = Load { clients, batches, rows_per_txn: 1, connections, rule: Some(rule) };
+        let mut rates = vec![];
+        for _ in 0..runs {
+            rates.push(throughput_once(load).await?);
+        }
+        figures.push(median(rates));
+    }
+    println!(
+        "writes: 1-row transactions in jwt mode, same load: write rule on the row {:>7.0}/s, membership rule with a subquery {:>7.0}/s (medians of {runs})",
+        figures[0], figures[1]
+    );
     let (mut p50, mut p99) = (vec![], vec![]);
     for _ in 0..runs {
         let mut ms = latency_once(latency_writes).await?;
@@ -69,8 +99,12 @@ pub async fn writes(
     Ok(())
 }
 
-async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Vec<Value>> {
-    let r = http.post(url).json(body).send().await?;
+async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: &Value) -> Result<Vec<Value>> {
+    let mut r = http.post(url).json(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await?;
     let status = r.status();
     let body: Value = r.json().await?;
     if status != 200 {
@@ -84,8 +118,12 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Vec<Val
 }
 
 /// Posts a prepared body and checks, without a full parse, that every result is `applied`.
-async fn post_raw(http: &reqwest::Client, url: &str, body: bytes::Bytes) -> Result<()> {
-    let r = http.post(url).header("content-type", "application/json").body(body).send().await?;
+async fn post_raw(http: &reqwest::Client, url: &str, token: Option<&str>, body: bytes::Bytes) -> Result<()> {
+    let mut r = http.post(url).header("content-type", "application/json").body(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await?;
     let status = r.status();
     let text = r.bytes().await?;
     let applied = text.windows(18).filter(|w| w == b"\"status\":\"applied\"").count();
@@ -102,17 +140,58 @@ async fn post_raw(http: &reqwest::Client, url: &str, body: bytes::Bytes) -> Resu
 async fn throughput_once(load: Load) -> Result<f64> {
     let env = env().await?;
     let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
-    pg.batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL)").await?;
+    pg.batch_execute(
+        "CREATE TABLE items (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL, team_id int NOT NULL DEFAULT 0);
+         CREATE TABLE team_members (team_id int, user_id text, role text NOT NULL, PRIMARY KEY (team_id, user_id));",
+    )
+    .await?;
     let mut cfg = config(&env, "shapes");
     cfg.write_connections = load.connections;
+    // With a rule: client c is user `u<c>`, an editor of team c % TEAMS (and a viewer of the
+    // next one, so the membership table is not trivially small per user).
+    let team = |c: usize| c % TEAMS;
+    let tokens: Vec<Option<String>> = match load.rule {
+        None => vec![None; load.clients],
+        Some(rule) => {
+            for c in 0..load.clients {
+                pg.execute(
+                    "INSERT INTO team_members VALUES ($1, $2, 'editor'), ($3, $2, 'viewer')",
+                    &[&(team(c) as i32), &format!("u{c}"), &(((c + 1) % TEAMS) as i32)],
+                )
+                .await?;
+            }
+            cfg.auth.mode = ferrite_server::config::AuthMode::Jwt;
+            cfg.auth.secret = Some(SECRET.into());
+            cfg.tables.insert(
+                "items".into(),
+                ferrite_server::config::TableConfig { write: Some(rule.into()), public: true, ..Default::default() },
+            );
+            let exp = now_ms() / 1000 + 3600;
+            (0..load.clients)
+                .map(|c| {
+                    let claims = json!({"sub": format!("u{c}"), "team": team(c), "exp": exp});
+                    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+                    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+                        .map(Some)
+                        .map_err(|e| anyhow!("signing a token: {e}"))
+                })
+                .collect::<Result<_>>()?
+        }
+    };
     let server = ferrite_server::start(cfg).await?;
     wait_healthy(&server.url()).await?;
     let url = format!("{}/v1/transactions", server.url());
     let http = reqwest::Client::new();
     // Warm-up: the first request creates Ferrite's bookkeeping schema.
-    post(&http, &url, &json!({"client_id": "warm-up", "transactions": [
-        {"id": 1, "hlc": format!("{}-0", now_ms()), "mutations": [{"op": "insert", "table": "items", "value": {"id": "-1", "body": "x", "n": "0"}}]}
-    ]}))
+    post(
+        &http,
+        &url,
+        tokens[0].as_deref(),
+        &json!({"client_id": "warm-up", "transactions": [
+            {"id": 1, "hlc": format!("{}-0", now_ms()), "mutations": [{"op": "insert", "table": "items",
+                "value": {"id": "-1", "body": "x", "n": "0", "team_id": team(0).to_string()}}]}
+        ]}),
+    )
     .await?;
     // Request bodies are built before the clock starts: the load generator shares the two cores
     // with the server and Postgres, and its JSON building is not what is measured.
@@ -128,7 +207,8 @@ async fn throughput_once(load: Load) -> Result<f64> {
                                 .map(|_| {
                                     next_row += 1;
                                     json!({"op": "insert", "table": "items",
-                                           "value": {"id": next_row.to_string(), "body": format!("item {next_row}"), "n": (next_row % 100).to_string()}})
+                                           "value": {"id": next_row.to_string(), "body": format!("item {next_row}"),
+                                                     "n": (next_row % 100).to_string(), "team_id": team(c).to_string()}})
                                 })
                                 .collect();
                             json!({"id": b * BATCH + i + 1, "hlc": format!("{hlc}-{}", b * BATCH + i), "mutations": mutations})
@@ -141,11 +221,11 @@ async fn throughput_once(load: Load) -> Result<f64> {
         .collect();
     let t0 = Instant::now();
     let mut tasks = vec![];
-    for batches in bodies {
+    for (batches, token) in bodies.into_iter().zip(tokens) {
         let (http, url) = (http.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             for body in batches {
-                post_raw(&http, &url, body).await?;
+                post_raw(&http, &url, token.as_deref(), body).await?;
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -182,7 +262,7 @@ async fn latency_once(writes: usize) -> Result<Vec<f64>> {
         let body = json!({"client_id": "latency", "transactions": [{"id": i + 1, "hlc": format!("{}-0", now_ms()), "mutations": [
             {"op": "insert", "table": "items", "value": {"id": (i + 1).to_string(), "body": "x", "n": "7"}}]}]});
         let t0 = Instant::now();
-        let results = post(&http, &tx_url, &body).await?;
+        let results = post(&http, &tx_url, None, &body).await?;
         let txid = results[0]["txid"].as_str().ok_or_else(|| anyhow!("no txid in {:?}", results[0]))?.to_string();
         let deadline = t0 + Duration::from_secs(10);
         'wait: loop {
