@@ -21,6 +21,8 @@ use serde_json::{Map, Value};
 pub struct RuleTemplate {
     text: String,
     claim_paths: Vec<Vec<String>>,
+    /// Whether the rule reads other tables (`IN (SELECT …)`, `EXISTS …`).
+    subqueries: bool,
 }
 
 impl RuleTemplate {
@@ -28,7 +30,13 @@ impl RuleTemplate {
     /// claims it names.
     pub fn parse(text: &str) -> Result<RuleTemplate, String> {
         let claim_paths = rule_claim_paths(text).map_err(|e| e.to_string())?;
-        Ok(RuleTemplate { text: text.to_string(), claim_paths })
+        let subqueries = !ferrite_where::tables_read(text).map_err(|e| e.to_string())?.is_empty();
+        Ok(RuleTemplate { text: text.to_string(), claim_paths, subqueries })
+    }
+
+    /// Whether the rule reads other tables through subqueries.
+    pub fn has_subqueries(&self) -> bool {
+        self.subqueries
     }
 
     /// The rule for one caller: its text and the caller's values of the claims it names.
