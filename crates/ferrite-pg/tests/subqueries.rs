@@ -2,7 +2,8 @@
 //! tables, each clause's rows — evaluated in Rust from the subqueries' results, as the server
 //! will from its dependency nodes — equal what Postgres returns for the clause as printed by
 //! `WhereClause::to_sql`. Covers IN, NOT IN, `= ANY`, `<> ALL`, tuples, EXISTS and NOT EXISTS,
-//! nesting, OR/NOT/IS UNKNOWN around them, and params. `FERRITE_SUBQUERY_ROUNDS` sets how
+//! nesting, OR/NOT/IS UNKNOWN around them, params, and the current time (`now()`,
+//! `CURRENT_DATE`, `LOCALTIMESTAMP` with interval arithmetic) read as Postgres's `now()`. `FERRITE_SUBQUERY_ROUNDS` sets how
 //! many random data sets are tried (default 12).
 
 mod common;
@@ -18,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 const SCHEMA: &str = "
-CREATE TABLE outer_t (id int PRIMARY KEY, a int, b text, u uuid);
+CREATE TABLE outer_t (id int PRIMARY KEY, a int, b text, u uuid, ts timestamptz, d date);
 CREATE TABLE inner_t (id int PRIMARY KEY, a int8, b varchar, g int, u uuid);
 CREATE TABLE deep (id int PRIMARY KEY, g int, flag bool);
 ";
@@ -41,6 +42,11 @@ const CLAUSES: &[(&str, &[&str])] = &[
     ("(a IN (SELECT a FROM inner_t)) IS UNKNOWN", &[]),
     ("b IN (SELECT b FROM inner_t WHERE g = $1) AND a NOT IN (SELECT g FROM deep WHERE flag = $2)", &["2", "true"]),
     ("(a IN (SELECT g FROM deep) OR u NOT IN (SELECT u FROM inner_t)) AND NOT (b NOT IN (SELECT b FROM inner_t))", &[]),
+    ("ts > now() - interval '2 days'", &[]),
+    ("d = CURRENT_DATE OR d IS NULL", &[]),
+    ("ts >= CURRENT_TIMESTAMP - interval '36 hours' AND a IN (SELECT a FROM inner_t WHERE g IS NOT NULL)", &[]),
+    ("d < CURRENT_DATE - 1 AND NOT (ts < transaction_timestamp() - $1::interval)", &["3 days"]),
+    ("LOCALTIMESTAMP - interval '1 day' < ts", &[]),
 ];
 
 /// The tables as loaded from Postgres.
@@ -115,7 +121,15 @@ async fn fill(client: &tokio_postgres::Client, rng: &mut StdRng) {
         let a: Option<i32> = maybe(rng, |rng| rng.gen_range(0..6));
         let b = maybe(rng, |rng| format!("b{}", rng.gen_range(0..4)));
         let u = maybe(rng, |rng| uuid(rng.gen_range(0..4)));
-        client.execute("INSERT INTO outer_t VALUES ($1, $2, $3, $4::text::uuid)", &[&id, &a, &b, &u]).await.unwrap();
+        let hours: Option<i32> = maybe(rng, |rng| rng.gen_range(-48..120));
+        let days: Option<i32> = maybe(rng, |rng| rng.gen_range(-2..5));
+        client
+            .execute(
+                "INSERT INTO outer_t VALUES ($1, $2, $3, $4::text::uuid, now() - make_interval(hours => $5), current_date - $6::int)",
+                &[&id, &a, &b, &u, &hours, &days],
+            )
+            .await
+            .unwrap();
     }
     for id in 0..rng.gen_range(0..15) {
         let a: Option<i64> = maybe(rng, |rng| rng.gen_range(0..6));
@@ -172,11 +186,17 @@ async fn subquery_clauses_agree_with_postgres() {
         let mut rng = StdRng::seed_from_u64(seed);
         fill(&client, &mut rng).await;
         let data = load(&client, &tables).await;
+        // One transaction per data set: Postgres's now() stands still in it, and the clauses
+        // are evaluated here at that same time.
+        client.batch_execute("BEGIN").await.unwrap();
+        let now_micros: i64 =
+            client.query_one("SELECT (extract(epoch FROM now()) * 1000000)::int8", &[]).await.unwrap().get(0);
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_micros(now_micros as u64);
         for ((sql, _), clause) in CLAUSES.iter().zip(&clauses) {
             let results = Results::of(clause, &data);
             let ours: BTreeSet<String> = data["outer_t"]
                 .iter()
-                .filter(|row| clause.matches_with(row, &results).expect("evaluates"))
+                .filter(|row| clause.matches_at(row, &results, now).expect("evaluates"))
                 .map(|row| row[0].clone().unwrap())
                 .collect();
             let (printed, params) = clause.to_sql(1);
@@ -192,6 +212,7 @@ async fn subquery_clauses_agree_with_postgres() {
             assert_eq!(ours, theirs, "seed {seed}: {sql}\nprinted: {printed}");
             matched += ours.len();
         }
+        client.batch_execute("COMMIT").await.unwrap();
     }
     assert!(matched > 0, "the clauses matched some rows");
 }

@@ -15,6 +15,9 @@ pub(crate) struct Row<'a> {
     pub values: &'a [Option<String>],
     pub names: &'a [String],
     pub sets: &'a dyn super::subquery::SubquerySets,
+    /// The current time, in microseconds since 2000-01-01 00:00 UTC, for `now()` and
+    /// `CURRENT_DATE`; `None` when the caller evaluates a clause that must not read it.
+    pub now: Option<i64>,
 }
 
 /// Evaluates `e` against `row`.
@@ -31,6 +34,15 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> Result<Value, EvalError> {
             }
         }
         Const(v) => v.clone(),
+        Now => {
+            let now = row.now.ok_or_else(|| {
+                EvalError::Unsupported("this clause reads the current time: evaluate it with one".into())
+            })?;
+            match e.ty {
+                Ty::Date => Value::Date(now.div_euclid(86_400_000_000)),
+                _ => Value::Timestamp(now),
+            }
+        }
         InSubquery { columns, sub, exists } => {
             let mut values = Vec::with_capacity(columns.len());
             for i in columns {

@@ -268,6 +268,10 @@ pub(crate) enum ExprKind {
         cmp: Box<Expr>,
     },
     ArrayCtor(Vec<Expr>),
+    /// The current time, read when the clause is evaluated: `now()` / `CURRENT_TIMESTAMP`
+    /// (timestamptz), `LOCALTIMESTAMP` (timestamp, UTC) or `CURRENT_DATE` (date, UTC), by the
+    /// node's type.
+    Now,
     /// `(columns) IN (subquery)`: whether the row's values of `columns` are in the result of the
     /// clause's subquery `sub`; `exists` (the EXISTS form) reads NULL as false.
     InSubquery {
@@ -287,7 +291,7 @@ impl Expr {
     pub(crate) fn children(&self) -> Vec<&Expr> {
         use ExprKind::*;
         match &self.kind {
-            Column(_) | Const(_) | Unknown { .. } | InSubquery { .. } => vec![],
+            Column(_) | Const(_) | Unknown { .. } | InSubquery { .. } | Now => vec![],
             Cast { arg, .. } | Not(arg) | Neg(arg) | IsNull { arg, .. } | BoolTest { arg, .. } => {
                 vec![arg]
             }
@@ -316,7 +320,7 @@ impl Expr {
     pub(crate) fn children_mut(&mut self) -> Vec<&mut Expr> {
         use ExprKind::*;
         match &mut self.kind {
-            Column(_) | Const(_) | Unknown { .. } | InSubquery { .. } => vec![],
+            Column(_) | Const(_) | Unknown { .. } | InSubquery { .. } | Now => vec![],
             Cast { arg, .. } | Not(arg) | Neg(arg) | IsNull { arg, .. } | BoolTest { arg, .. } => {
                 vec![arg]
             }
@@ -346,10 +350,16 @@ impl Expr {
         1 + self.children().iter().map(|c| c.size()).sum::<usize>()
     }
 
-    /// Whether any column (or subquery result) is read in this subtree: if not, it is a constant.
+    /// Whether any column, subquery result or the clock is read in this subtree: if not, it is
+    /// a constant.
     pub(crate) fn reads_columns(&self) -> bool {
-        matches!(self.kind, ExprKind::Column(_) | ExprKind::InSubquery { .. })
+        matches!(self.kind, ExprKind::Column(_) | ExprKind::InSubquery { .. } | ExprKind::Now)
             || self.children().iter().any(|c| c.reads_columns())
+    }
+
+    /// Whether the current time is read in this subtree.
+    pub(crate) fn reads_time(&self) -> bool {
+        matches!(self.kind, ExprKind::Now) || self.children().iter().any(|c| c.reads_time())
     }
 
     /// Collects the column indexes read in this subtree.

@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 
 pub use order::ColumnOrder;
 pub use rule::{rule_claim_paths, BoundRule, ClaimValue};
-pub use subquery::{tables_read, Catalog, Membership, Subquery, SubquerySets};
+pub use subquery::{reads_current_time, tables_read, Catalog, Membership, Subquery, SubquerySets};
 
 /// Why a where clause (or its params) was rejected. `Display` is the message for the HTTP client;
 /// [`WhereError::field`] says which request field it belongs to.
@@ -146,7 +146,8 @@ impl WhereClause {
     /// `table`, type-checks with Postgres' rules and binds `params` (`"1"` → `$1`, ...) as typed
     /// values (never as SQL text). Constant subexpressions are evaluated here, so their errors
     /// surface now.
-    /// Subqueries are refused (see [`WhereClause::compile_with`]).
+    /// The clause may read only the row: subqueries and the current time are refused (see
+    /// [`WhereClause::compile_with`]).
     pub fn compile(
         sql: &str,
         params: &BTreeMap<String, String>,
@@ -156,7 +157,8 @@ impl WhereClause {
     }
 
     /// Like [`WhereClause::compile`], with subqueries over the tables of `catalog` (see
-    /// [`subquery`]); [`tables_read`] lists the tables to put in it.
+    /// [`subquery`]; [`tables_read`] lists the tables to put in it) and the current time
+    /// (`now()`, `CURRENT_TIMESTAMP`, `LOCALTIMESTAMP`, `CURRENT_DATE`).
     pub fn compile_with(
         sql: &str,
         params: &BTreeMap<String, String>,
@@ -255,10 +257,39 @@ impl WhereClause {
         self.matches_with(row, &subquery::NoSets)
     }
 
-    /// Whether `row` satisfies the clause while its subqueries' results are `sets`.
+    /// Whether `row` satisfies the clause while its subqueries' results are `sets`. A clause
+    /// that reads the current time needs [`WhereClause::matches_at`].
     pub fn matches_with(&self, row: &[Option<String>], sets: &dyn SubquerySets) -> Result<bool, EvalError> {
-        let r = eval::Row { values: row, names: &self.column_names, sets };
+        self.eval(row, sets, None)
+    }
+
+    /// Whether `row` satisfies the clause at time `now` (for `now()`, `CURRENT_DATE`, … as
+    /// Postgres reads them in a session whose time zone is UTC).
+    pub fn matches_at(
+        &self,
+        row: &[Option<String>],
+        sets: &dyn SubquerySets,
+        now: std::time::SystemTime,
+    ) -> Result<bool, EvalError> {
+        /// 2000-01-01 00:00 UTC, Postgres's epoch, in microseconds since the Unix epoch.
+        const PG_EPOCH_UNIX_MICROS: i128 = 946_684_800_000_000;
+        let unix_micros = match now.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_micros() as i128,
+            Err(before) => -(before.duration().as_micros() as i128),
+        };
+        let micros = i64::try_from(unix_micros - PG_EPOCH_UNIX_MICROS)
+            .map_err(|_| EvalError::OutOfRange("the current time is out of range".into()))?;
+        self.eval(row, sets, Some(micros))
+    }
+
+    fn eval(&self, row: &[Option<String>], sets: &dyn SubquerySets, now: Option<i64>) -> Result<bool, EvalError> {
+        let r = eval::Row { values: row, names: &self.column_names, sets, now };
         Ok(eval::eval(&self.expr, &r)? == value::Value::Bool(true))
+    }
+
+    /// Whether the clause reads the current time (`now()`, `CURRENT_DATE`, …).
+    pub fn reads_time(&self) -> bool {
+        self.expr.reads_time() || self.subqueries.iter().any(|q| q.filter.as_ref().is_some_and(|f| f.reads_time()))
     }
 
     /// The clause as SQL for Postgres, with every constant as a bound parameter

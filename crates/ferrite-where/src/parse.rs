@@ -287,10 +287,21 @@ impl Compiler<'_> {
                 Err(unsupported("unsupported expression: array subscripts and field selection are not supported"))
             }
             N::SqlvalueFunction(f) => {
-                let name = SqlValueFunctionOp::try_from(f.op)
+                let op = SqlValueFunctionOp::try_from(f.op);
+                let name = op
                     .map(|o| o.as_str_name().trim_start_matches("SVFOP_").to_string())
                     .unwrap_or_else(|_| "this function".into());
-                Err(unsupported(format!("{name} is not supported: it depends on the current time or session")))
+                let ty = match op {
+                    Ok(SqlValueFunctionOp::SvfopCurrentTimestamp) => Ty::Timestamptz,
+                    Ok(SqlValueFunctionOp::SvfopLocaltimestamp) => Ty::Timestamp,
+                    Ok(SqlValueFunctionOp::SvfopCurrentDate) => Ty::Date,
+                    _ => {
+                        return Err(unsupported(format!(
+                            "{name} is not supported: it depends on the current time or session (now(), CURRENT_TIMESTAMP, LOCALTIMESTAMP and CURRENT_DATE are, in write rules)"
+                        )))
+                    }
+                };
+                self.now(&name, ty)
             }
             N::GroupingFunc(_) => Err(unsupported("unsupported expression: GROUPING is not supported")),
             other => Err(unsupported(format!("unsupported expression: {}", node_kind(other)))),
@@ -855,6 +866,10 @@ impl Compiler<'_> {
             WhereError::Type(format!("function {name}({}) does not exist", tys.join(", ")))
         };
         match name.as_str() {
+            "now" | "transaction_timestamp" if args.is_empty() => self.now(&format!("{name}()"), Ty::Timestamptz),
+            "statement_timestamp" | "clock_timestamp" | "timeofday" => Err(unsupported(format!(
+                "function \"{name}\" is not supported: it changes within a transaction (use now())"
+            ))),
             "lower" | "upper" | "length" | "char_length" | "character_length" => {
                 let [arg] = args.as_slice() else {
                     return Err(signature());
@@ -958,7 +973,7 @@ pub(crate) fn fold(mut e: Expr) -> Result<Expr, WhereError> {
         *c = fold(taken)?;
     }
     // A subquery's membership changes with its result: never a constant.
-    if matches!(e.kind, ExprKind::Column(_) | ExprKind::Const(_) | ExprKind::InSubquery { .. }) {
+    if matches!(e.kind, ExprKind::Column(_) | ExprKind::Const(_) | ExprKind::InSubquery { .. } | ExprKind::Now) {
         return Ok(e);
     }
     // Like Postgres' planner: a strict operation with a NULL constant argument is NULL, and its
@@ -967,7 +982,7 @@ pub(crate) fn fold(mut e: Expr) -> Result<Expr, WhereError> {
         return Ok(Expr::new(ExprKind::Const(Value::Null), e.ty));
     }
     if e.children().iter().all(|c| matches!(c.kind, ExprKind::Const(_))) {
-        let row = Row { values: &[], names: &[], sets: &super::subquery::NoSets };
+        let row = Row { values: &[], names: &[], sets: &super::subquery::NoSets, now: None };
         let v = eval(&e, &row).map_err(|err: EvalError| WhereError::Eval(err.to_string()))?;
         return Ok(Expr::new(ExprKind::Const(v), e.ty));
     }
@@ -1243,5 +1258,17 @@ impl Compiler<'_> {
         let mut subqueries = self.subqueries.borrow_mut();
         subqueries.push(Subquery { table: table.clone(), columns, filter });
         Ok(Expr::new(ExprKind::InSubquery { columns: outer, sub: subqueries.len() - 1, exists }, Ty::Bool))
+    }
+
+    /// The current time as `ty`, where the clause may read it: clauses compiled with a catalog
+    /// (write rules, evaluated by Postgres in the write's transaction). Shapes and read rules
+    /// cannot follow the clock yet.
+    fn now(&self, name: &str, ty: Ty) -> Result<Expr, WhereError> {
+        if self.catalog.is_none() {
+            return Err(unsupported(format!(
+                "{name} is not supported here: shapes and read rules cannot follow the clock yet (write rules can)"
+            )));
+        }
+        Ok(Expr::new(ExprKind::Now, ty))
     }
 }

@@ -130,6 +130,11 @@ impl<'a> Printer<'a> {
             }
             Unknown { text, .. } => self.param(&Ty::Text, text.clone()),
             InSubquery { columns, sub, exists } => self.in_subquery(columns, *sub, *exists),
+            Now => self.push(match e.ty {
+                Ty::Date => "CURRENT_DATE",
+                Ty::Timestamp => "LOCALTIMESTAMP",
+                _ => "now()",
+            }),
             Cast { arg, typmod, explicit } => {
                 if !explicit && *typmod == Typmod::None && transparent_cast(&arg.ty, &e.ty) {
                     self.expr(arg);

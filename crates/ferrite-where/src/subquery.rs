@@ -230,6 +230,38 @@ fn collect_tables(
     Ok(())
 }
 
+/// Whether the where clause `sql` reads the current time anywhere (`now()`,
+/// `CURRENT_TIMESTAMP`, `CURRENT_DATE`, … — in subqueries too): what tells, before compiling, a
+/// rule that must be evaluated at a point in time from one that reads only rows.
+pub fn reads_current_time(sql: &str) -> Result<bool, WhereError> {
+    use pg_query::protobuf::node::Node as N;
+    fn walk(node: &pg_query::protobuf::Node) -> bool {
+        let Some(n) = node.node.as_ref() else { return false };
+        match n {
+            N::SqlvalueFunction(_) => true,
+            N::FuncCall(f) => {
+                let name = f.funcname.last().and_then(|n| match &n.node {
+                    Some(N::String(s)) => Some(s.sval.to_ascii_lowercase()),
+                    _ => None,
+                });
+                matches!(
+                    name.as_deref(),
+                    Some("now" | "transaction_timestamp" | "statement_timestamp" | "clock_timestamp" | "timeofday")
+                ) || f.args.iter().any(walk)
+            }
+            N::SubLink(s) => {
+                let select = match s.subselect.as_ref().and_then(|n| n.node.as_ref()) {
+                    Some(N::SelectStmt(sel)) => sel.where_clause.as_deref().is_some_and(walk),
+                    _ => false,
+                };
+                select || s.testexpr.as_deref().is_some_and(walk)
+            }
+            other => children(other).into_iter().any(walk),
+        }
+    }
+    Ok(walk(&super::syntax::parse_where(sql)?))
+}
+
 /// The direct child nodes of the expression kinds a where clause can contain.
 fn children(n: &pg_query::protobuf::node::Node) -> Vec<&pg_query::protobuf::Node> {
     use pg_query::protobuf::node::Node as N;

@@ -285,3 +285,33 @@ fn checks_inside_a_write_lock_what_their_subqueries_read() {
     assert!(!plain.contains("FOR SHARE"));
     assert_eq!(params, plain_params);
 }
+
+#[test]
+fn the_current_time_is_found_before_compiling_and_read_when_evaluating() {
+    for (sql, reads) in [
+        ("name = 'x'", false),
+        ("now() > '2020-01-01'", true),
+        ("team_id IN (SELECT team_id FROM team_members WHERE role = 'x' AND CURRENT_DATE > '2020-01-01')", true),
+        ("lower(name) = 'x' OR pg_catalog.now() IS NULL", true),
+    ] {
+        assert_eq!(reads_current_time(sql).unwrap(), reads, "{sql}");
+    }
+    // Compiled with a catalog (write rules), the clause reads the time given to it.
+    let w = compile("now() - interval '1 day' > '2026-01-01 00:00:00+00' AND CURRENT_DATE = '2026-06-01'");
+    assert!(w.reads_time());
+    let row = step(None, None);
+    let at = |s: &str| {
+        let secs = match s {
+            "2026-06-01" => 1_780_272_000,
+            _ => 1_780_358_400, // 2026-06-02
+        };
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs + 3_600)
+    };
+    assert!(w.matches_at(&row, &subquery::NoSets, at("2026-06-01")).unwrap());
+    assert!(!w.matches_at(&row, &subquery::NoSets, at("2026-06-02")).unwrap());
+    assert!(w.matches_with(&row, &subquery::NoSets).is_err(), "no time given: an error, not a guess");
+    assert_eq!(
+        w.to_sql(1).0,
+        "(((now() - ($1::text)::interval) > ($2::text)::timestamptz) AND (CURRENT_DATE = ($3::text)::date))"
+    );
+}

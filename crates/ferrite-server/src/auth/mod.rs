@@ -66,10 +66,10 @@ impl Auth {
                     .transpose()
             };
             let read = rule("read", &t.read)?;
-            if read.as_ref().is_some_and(RuleTemplate::has_subqueries) {
+            if read.as_ref().is_some_and(RuleTemplate::reads_beyond_the_row) {
                 return Err(format!(
-                    "tables.{name}.read: read rules cannot use subqueries yet (shapes do not follow other tables live); \
-                     write rules can"
+                    "tables.{name}.read: read rules cannot use subqueries or the current time yet (shapes do not \
+                     follow other tables or the clock live); write rules can"
                 ));
             }
             tables.insert(q, TableRules { read, write: rule("write", &t.write)?, public: t.public });
@@ -144,11 +144,16 @@ mod tests {
     const MEMBERS: &str = "team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub)";
 
     #[test]
-    fn write_rules_may_read_other_tables_read_rules_not_yet() {
+    fn write_rules_may_read_other_tables_and_the_time_read_rules_not_yet() {
         assert!(Auth::from_config(&with_rules(Some("team_id = claims.team"), Some(MEMBERS))).is_ok());
-        let err = Auth::from_config(&with_rules(Some(MEMBERS), None)).err().expect("refused at startup");
-        assert!(err.starts_with("tables.steps.read: read rules cannot use subqueries yet"), "{err}");
-        assert!(RuleTemplate::parse(MEMBERS).unwrap().has_subqueries());
-        assert!(!RuleTemplate::parse("team_id = claims.team").unwrap().has_subqueries());
+        for read in [MEMBERS, "created_at > now() - interval '30 days'"] {
+            let err = Auth::from_config(&with_rules(Some(read), None)).err().expect("refused at startup");
+            assert!(
+                err.starts_with("tables.steps.read: read rules cannot use subqueries or the current time yet"),
+                "{err}"
+            );
+            assert!(RuleTemplate::parse(read).unwrap().reads_beyond_the_row());
+        }
+        assert!(!RuleTemplate::parse("team_id = claims.team").unwrap().reads_beyond_the_row());
     }
 }

@@ -21,8 +21,9 @@ use serde_json::{Map, Value};
 pub struct RuleTemplate {
     text: String,
     claim_paths: Vec<Vec<String>>,
-    /// Whether the rule reads other tables (`IN (SELECT …)`, `EXISTS …`).
-    subqueries: bool,
+    /// Whether the rule reads more than the row: other tables (`IN (SELECT …)`, `EXISTS …`) or
+    /// the current time (`now()`, `CURRENT_DATE`, …).
+    beyond_the_row: bool,
 }
 
 impl RuleTemplate {
@@ -31,12 +32,13 @@ impl RuleTemplate {
     pub fn parse(text: &str) -> Result<RuleTemplate, String> {
         let claim_paths = rule_claim_paths(text).map_err(|e| e.to_string())?;
         let subqueries = !ferrite_where::tables_read(text).map_err(|e| e.to_string())?.is_empty();
-        Ok(RuleTemplate { text: text.to_string(), claim_paths, subqueries })
+        let time = ferrite_where::reads_current_time(text).map_err(|e| e.to_string())?;
+        Ok(RuleTemplate { text: text.to_string(), claim_paths, beyond_the_row: subqueries || time })
     }
 
-    /// Whether the rule reads other tables through subqueries.
-    pub fn has_subqueries(&self) -> bool {
-        self.subqueries
+    /// Whether the rule reads other tables through subqueries, or the current time.
+    pub fn reads_beyond_the_row(&self) -> bool {
+        self.beyond_the_row
     }
 
     /// The rule for one caller: its text and the caller's values of the claims it names.

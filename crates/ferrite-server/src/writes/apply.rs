@@ -435,7 +435,8 @@ impl Writer {
     }
 
     /// The caller's write rule, compiled against the table's schema; a rule with subqueries
-    /// is compiled against the tables they read, loaded like the tables written. The outer
+    /// is compiled against the tables they read, loaded like the tables written. A write rule
+    /// may read the current time too. The outer
     /// error is Postgres failing to load a table, the inner one a rule that does not compile.
     async fn compile_write_rule(
         &self,
@@ -445,15 +446,12 @@ impl Writer {
     ) -> Result<Result<WhereClause, ferrite_where::WhereError>, Stop> {
         // A subquery needs the word SELECT; most rules have none and skip the second parse.
         if !rule.sql.to_ascii_lowercase().contains("select") {
-            return Ok(WhereClause::compile_rule(rule, schema));
+            return Ok(WhereClause::compile_rule_with(rule, schema, &RuleTables::default()));
         }
         let read = match ferrite_where::tables_read(&rule.sql) {
             Ok(read) => read,
             Err(e) => return Ok(Err(e)),
         };
-        if read.is_empty() {
-            return Ok(WhereClause::compile_rule(rule, schema));
-        }
         let mut catalog = RuleTables::default();
         for inner in read {
             if let Some(t) = self.table(c, &inner, false).await? {
@@ -930,15 +928,15 @@ impl ferrite_where::Catalog for RuleTables {
 }
 
 /// Whether `rule` holds for `values` as a row of `table`: evaluated here when it reads only the
-/// row, by Postgres inside the write's transaction when it has subqueries
-/// ([`WriteTable::rule_holds`]).
+/// row, by Postgres inside the write's transaction when it has subqueries or reads the current
+/// time (then it is Postgres's `now()`, the transaction's start) ([`WriteTable::rule_holds`]).
 async fn rule_holds(
     c: &PreparedClient,
     table: &WriteTable,
     rule: &WhereClause,
     values: &[Option<String>],
 ) -> Result<bool, PgError> {
-    if rule.subqueries().is_empty() {
+    if rule.subqueries().is_empty() && !rule.reads_time() {
         return Ok(rule.matches(values).unwrap_or(false));
     }
     table.rule_holds(c, rule, values).await

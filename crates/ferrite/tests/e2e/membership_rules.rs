@@ -2,7 +2,9 @@
 //! subqueries (`team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub AND role
 //! IN ('owner', 'editor'))`). Postgres evaluates it inside the write's own transaction, so a
 //! viewer cannot edit, a member removed or demoted a moment ago is refused with the same token,
-//! one added is let in, and a demotion committed while a write checks its rule wins.
+//! one added is let in, and a demotion committed while a write checks its rule wins. A write
+//! rule may also hold rows to a time window (`created_at > now() - interval '30 days'`), read
+//! as Postgres's `now()` in the write's transaction.
 
 use crate::common::*;
 use ferrite_server::config::AuthMode;
@@ -135,4 +137,40 @@ async fn a_demotion_committed_during_the_check_wins() {
     let r = pending.await.unwrap();
     assert!(forbidden(&r.body["results"][0]), "{}", r.text);
     assert_eq!(name_of(&c, 1).await, "extract");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_rules_may_hold_rows_to_a_time_window() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE notes (id int PRIMARY KEY, body text, created_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO notes VALUES (1, 'recent', now() - interval '2 hours'), (2, 'old', now() - interval '40 days');",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start_with(&db, |c| {
+        c.auth.mode = AuthMode::Jwt;
+        c.auth.secret = Some(SECRET.into());
+        c.tables.insert(
+            "notes".into(),
+            ferrite_server::config::TableConfig {
+                write: Some("created_at > now() - interval '30 days'".into()),
+                public: true,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let edit = |id: i32| json!([{"op": "update", "table": "notes", "key": {"id": id.to_string()}, "value": {"body": "edited"}}]);
+    assert_eq!(write(&s, "ann", 1, edit(1)).await["status"], "applied");
+    assert!(forbidden(&write(&s, "ann", 2, edit(2)).await), "a note older than the window is closed");
+    // A new note takes its default time and is inside the window; one dated back is not.
+    let fresh = json!([{"op": "insert", "table": "notes", "value": {"id": "3", "body": "new"}}]);
+    assert_eq!(write(&s, "ann", 3, fresh).await["status"], "applied");
+    let backdated = json!([{"op": "insert", "table": "notes", "value": {"id": "4", "body": "x", "created_at": "2001-01-01 00:00:00+00"}}]);
+    assert!(forbidden(&write(&s, "ann", 4, backdated).await));
+    let bodies: Vec<String> =
+        c.query("SELECT body FROM notes ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(bodies, vec!["edited", "old", "new"]);
 }
