@@ -197,7 +197,11 @@ impl Driver {
         Ok(())
     }
 
-    /// True if the relation's columns no longer match what the table's shapes were built for.
+    /// True if the relation's columns no longer match what the table's shapes were built for:
+    /// names, types or type modifiers (`varchar(10)` → `varchar(20)` changes the schema clients
+    /// are told). What a relation message cannot show — the primary key, which row keys are
+    /// made of (every column is in the replica identity, which is FULL) — is checked against the
+    /// catalog in the background ([`check_primary_key`]) whenever a new relation message arrives.
     fn relation_changed(&mut self, relation: &Arc<Relation>, routes: &crate::router::TableRoutes<ShapeRef>) -> bool {
         if self.relations.get(&relation.oid).is_some_and(|r| Arc::ptr_eq(r, relation)) {
             return false;
@@ -205,10 +209,15 @@ impl Driver {
         let changed = routes.shapes().any(|s| {
             let cols = &s.0.filter.table.columns;
             cols.len() != relation.columns.len()
-                || cols.iter().zip(&relation.columns).any(|(a, b)| a.name != b.name || a.type_oid != b.type_oid)
+                || cols
+                    .iter()
+                    .zip(&relation.columns)
+                    .any(|(a, b)| a.name != b.name || a.type_oid != b.type_oid || a.typmod != b.typmod)
         });
         if !changed {
             self.relations.insert(relation.oid, relation.clone());
+            let keys: Vec<Vec<usize>> = routes.shapes().map(|s| s.0.filter.table.key_columns()).collect();
+            tokio::spawn(check_primary_key(self.state.clone(), relation.oid, keys));
         }
         changed
     }
@@ -236,5 +245,24 @@ impl Driver {
             m.log_syncs.fetch_add(dirty.len() as u64, Ordering::Relaxed);
             Ok(())
         })
+    }
+}
+
+/// Rotates the shapes of table `oid` if its primary key is no longer the one they were built
+/// with (`built_with`: each shape's key columns), which a relation message does not show. Run in
+/// the background after a new relation message (a DDL on the table, or a new stream), so the
+/// replication path never waits on the catalog; a shape that served a few changes keyed the old
+/// way in the meantime is rotated all the same, and its clients start over.
+async fn check_primary_key(state: Arc<AppState>, oid: u32, built_with: Vec<Vec<usize>>) {
+    let Ok(conn) = state.snapshot_pool.get().await else { return };
+    let table = ferrite_pg::introspect::load_table_by_oid(conn.client(), oid).await;
+    conn.release();
+    let Ok(Some(table)) = table else { return };
+    let now = table.key_columns();
+    if built_with.iter().any(|keys| *keys != now) {
+        let n = state.registry.remove_table(oid);
+        if n > 0 {
+            tracing::info!(oid, shapes = n, "the table's primary key changed: shapes rotated");
+        }
     }
 }
