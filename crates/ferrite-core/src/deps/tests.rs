@@ -11,6 +11,15 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// A catalog of one table.
+struct One(Arc<TableSchema>);
+
+impl Catalog for One {
+    fn table(&self, name: &QualifiedName) -> Option<Arc<TableSchema>> {
+        (*name == self.0.name).then(|| self.0.clone())
+    }
+}
+
 /// `members(id int4 pk, team int4, role text)` and a clause over `items(id, team)` whose
 /// subquery selects the teams of members that are not viewers.
 fn query() -> Subquery {
@@ -35,12 +44,6 @@ fn query() -> Subquery {
         name: QualifiedName::new("public", "items"),
         columns: vec![column("id", "int4", Some(0)), column("team", "int4", None)],
     };
-    struct One(Arc<TableSchema>);
-    impl Catalog for One {
-        fn table(&self, name: &QualifiedName) -> Option<Arc<TableSchema>> {
-            (*name == self.0.name).then(|| self.0.clone())
-        }
-    }
     let clause = WhereClause::compile_with(
         "team IN (SELECT team FROM members WHERE role <> 'viewer')",
         &BTreeMap::new(),
@@ -97,12 +100,6 @@ fn node_sets_answer_a_clause_with_subqueries() {
     let q = query();
     let items =
         TableSchema { oid: 2, name: QualifiedName::new("public", "items"), columns: q.table.columns[..2].to_vec() };
-    struct One(Arc<TableSchema>);
-    impl Catalog for One {
-        fn table(&self, name: &QualifiedName) -> Option<Arc<TableSchema>> {
-            (*name == self.0.name).then(|| self.0.clone())
-        }
-    }
     let clause = WhereClause::compile_with(
         "team NOT IN (SELECT team FROM members)",
         &BTreeMap::new(),
