@@ -245,7 +245,6 @@ async fn pipeline_editor_rules_and_policies() {
     )
     .await;
     assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
-
     // Steps are delete-wins: Ada deletes the Test step; Grace's move stamped later (made
     // offline before she saw the delete) does not bring it back.
     let r = post(
@@ -277,4 +276,19 @@ async fn pipeline_editor_rules_and_policies() {
         .unwrap()
         .get(0);
     assert_eq!(dangling, 0);
+
+    // Grace is only a viewer in the Data team: she reads its pipelines but cannot edit them,
+    // although her token lists the team. Made an editor, she can, with the same token.
+    let etl_step = |n: u64| json!([{"id": n, "hlc": format!("{t}-{n}"), "mutations": [step(&format!("00000000-0000-4000-8000-0000000000e{n}"), NIGHTLY_ETL, DATA)]}]);
+    assert!(rows(&grace, "steps").await.iter().any(|r| r["team_id"] == DATA), "Grace reads Data's steps");
+    let r = post(&s.base, &grace, "grace-laptop", etl_step(6)).await;
+    assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
+    c.execute(
+        "UPDATE team_members SET role = 'editor' WHERE user_id = $1::text::uuid AND team_id = $2::text::uuid",
+        &[&GRACE, &DATA],
+    )
+    .await
+    .unwrap();
+    let r = post(&s.base, &grace, "grace-laptop", etl_step(7)).await;
+    assert_eq!(r[0]["status"], "applied", "{r:?}");
 }
