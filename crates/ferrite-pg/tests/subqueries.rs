@@ -89,21 +89,11 @@ impl Results {
 
 impl SubquerySets for Results {
     fn lookup(&self, index: usize, key: &[&str]) -> Membership {
-        let rows = &self.0[index];
-        Membership {
-            contains: rows.iter().any(|r| r.iter().zip(key).all(|(v, k)| v.as_deref() == Some(*k))),
-            has_null: rows.iter().any(|r| r.iter().any(Option::is_none)),
-            empty: rows.is_empty(),
-        }
+        Membership::of_rows(&self.0[index], Some(key))
     }
 
     fn nulls(&self, index: usize) -> Membership {
-        let rows = &self.0[index];
-        Membership {
-            contains: false,
-            has_null: rows.iter().any(|r| r.iter().any(Option::is_none)),
-            empty: rows.is_empty(),
-        }
+        Membership::of_rows(&self.0[index], None)
     }
 }
 

@@ -53,17 +53,9 @@ pub(crate) fn claim_path(parts: &[String]) -> Option<&[String]> {
     }
 }
 
-/// Walks every node the where compiler descends into (and subqueries, which rules may use once
-/// they are supported), collecting claim references. A claim inside a node kind not walked here
-/// is still caught: the compiler refuses a claim that has no bound value.
+/// The claim references among `node` and everything below it (subqueries included).
 fn collect(node: &Node, out: &mut Vec<Vec<String>>) -> Result<(), WhereError> {
-    let Some(n) = node.node.as_ref() else { return Ok(()) };
-    let all = |nodes: &[Node], out: &mut Vec<Vec<String>>| nodes.iter().try_for_each(|n| collect(n, out));
-    let one = |node: &Option<Box<Node>>, out: &mut Vec<Vec<String>>| match node {
-        Some(n) => collect(n, out),
-        None => Ok(()),
-    };
-    match n {
+    super::syntax::visit(node, 0, &mut |n, _| match n {
         N::ColumnRef(c) => {
             let parts: Option<Vec<String>> = c
                 .fields
@@ -81,30 +73,8 @@ fn collect(node: &Node, out: &mut Vec<Vec<String>>) -> Result<(), WhereError> {
         N::ParamRef(_) => {
             Err(WhereError::Unsupported("a rule cannot use $n parameters: name token claims as claims.<name>".into()))
         }
-        N::AExpr(a) => {
-            one(&a.lexpr, out)?;
-            one(&a.rexpr, out)
-        }
-        N::BoolExpr(b) => all(&b.args, out),
-        N::NullTest(t) => one(&t.arg, out),
-        N::BooleanTest(t) => one(&t.arg, out),
-        N::TypeCast(t) => one(&t.arg, out),
-        N::FuncCall(f) => all(&f.args, out),
-        N::CoalesceExpr(c) => all(&c.args, out),
-        N::MinMaxExpr(m) => all(&m.args, out),
-        N::AArrayExpr(a) => all(&a.elements, out),
-        N::List(l) => all(&l.items, out),
-        N::SubLink(s) => {
-            one(&s.testexpr, out)?;
-            one(&s.subselect, out)
-        }
-        N::SelectStmt(s) => {
-            all(&s.target_list, out)?;
-            all(&s.from_clause, out)?;
-            one(&s.where_clause, out)
-        }
         _ => Ok(()),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -51,6 +51,21 @@ pub struct Membership {
     pub empty: bool,
 }
 
+impl Membership {
+    /// How a result held as plain rows (each the texts of its projected columns, `None` = NULL)
+    /// relates to `key`, the outer values (`None`: the outer value is NULL, and only NULLs and
+    /// emptiness matter): the meaning every [`SubquerySets`] gives, spelled out without an
+    /// index — what tests check indexed results against.
+    pub fn of_rows<V: AsRef<str>>(rows: &[Vec<Option<V>>], key: Option<&[&str]>) -> Membership {
+        let contains = key.is_some_and(|key| {
+            rows.iter().any(|r| {
+                r.len() == key.len() && r.iter().zip(key).all(|(v, k)| v.as_ref().is_some_and(|v| v.as_ref() == *k))
+            })
+        });
+        Membership { contains, has_null: rows.iter().any(|r| r.iter().any(Option::is_none)), empty: rows.is_empty() }
+    }
+}
+
 /// The current results of a clause's subqueries, asked during evaluation.
 pub trait SubquerySets {
     /// How subquery `index` (of [`super::WhereClause::subqueries`]) relates to `key`, the outer
@@ -188,46 +203,21 @@ pub(crate) fn membership(sets: &dyn SubquerySets, index: usize, values: &[Option
 /// The tables the subqueries of `sql` read, nested ones included, in order of appearance and
 /// without duplicates (unqualified names are in `public`). What to look up before compiling.
 pub fn tables_read(sql: &str) -> Result<Vec<QualifiedName>, WhereError> {
-    let node = super::syntax::parse_where(sql)?;
-    let mut out = Vec::new();
-    collect_tables(&node, &mut out, 0)?;
-    Ok(out)
-}
-
-fn collect_tables(
-    node: &pg_query::protobuf::Node,
-    out: &mut Vec<QualifiedName>,
-    depth: usize,
-) -> Result<(), WhereError> {
     use pg_query::protobuf::node::Node as N;
-    if depth > super::limits::MAX_SUBQUERY_DEPTH {
-        return Err(too_deep());
-    }
-    let Some(n) = node.node.as_ref() else { return Ok(()) };
-    if let N::SubLink(s) = n {
-        if let Some(N::SelectStmt(sel)) = s.subselect.as_ref().and_then(|n| n.node.as_ref()) {
-            for from in &sel.from_clause {
-                if let Some(N::RangeVar(r)) = &from.node {
-                    let name = range_var_name(r);
-                    if !out.contains(&name) {
-                        out.push(name);
-                    }
-                }
-            }
-            if let Some(w) = &sel.where_clause {
-                collect_tables(w, out, depth + 1)?;
+    let mut out = Vec::new();
+    super::syntax::visit(&super::syntax::parse_where(sql)?, 0, &mut |n, depth| {
+        if depth > super::limits::MAX_SUBQUERY_DEPTH {
+            return Err(too_deep());
+        }
+        if let N::RangeVar(r) = n {
+            let name = range_var_name(r);
+            if !out.contains(&name) {
+                out.push(name);
             }
         }
-        if let Some(t) = &s.testexpr {
-            collect_tables(t, out, depth)?;
-        }
-        return Ok(());
-    }
-    // Every other node: its children, found through the protobuf's generic structure.
-    for child in children(n) {
-        collect_tables(child, out, depth)?;
-    }
-    Ok(())
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Whether the where clause `sql` reads the current time anywhere (`now()`,
@@ -235,57 +225,25 @@ fn collect_tables(
 /// rule that must be evaluated at a point in time from one that reads only rows.
 pub fn reads_current_time(sql: &str) -> Result<bool, WhereError> {
     use pg_query::protobuf::node::Node as N;
-    fn walk(node: &pg_query::protobuf::Node) -> bool {
-        let Some(n) = node.node.as_ref() else { return false };
-        match n {
+    let mut reads = false;
+    super::syntax::visit(&super::syntax::parse_where(sql)?, 0, &mut |n, _| {
+        reads |= match n {
             N::SqlvalueFunction(_) => true,
-            N::FuncCall(f) => {
-                let name = f.funcname.last().and_then(|n| match &n.node {
-                    Some(N::String(s)) => Some(s.sval.to_ascii_lowercase()),
-                    _ => None,
-                });
-                matches!(
-                    name.as_deref(),
-                    Some("now" | "transaction_timestamp" | "statement_timestamp" | "clock_timestamp" | "timeofday")
-                ) || f.args.iter().any(walk)
-            }
-            N::SubLink(s) => {
-                let select = match s.subselect.as_ref().and_then(|n| n.node.as_ref()) {
-                    Some(N::SelectStmt(sel)) => sel.where_clause.as_deref().is_some_and(walk),
-                    _ => false,
-                };
-                select || s.testexpr.as_deref().is_some_and(walk)
-            }
-            other => children(other).into_iter().any(walk),
-        }
-    }
-    Ok(walk(&super::syntax::parse_where(sql)?))
-}
-
-/// The direct child nodes of the expression kinds a where clause can contain.
-fn children(n: &pg_query::protobuf::node::Node) -> Vec<&pg_query::protobuf::Node> {
-    use pg_query::protobuf::node::Node as N;
-    fn boxed(b: &Option<Box<pg_query::protobuf::Node>>) -> Vec<&pg_query::protobuf::Node> {
-        b.as_deref().into_iter().collect()
-    }
-    match n {
-        N::BoolExpr(b) => b.args.iter().collect(),
-        N::AExpr(a) => {
-            let mut v = boxed(&a.lexpr);
-            v.extend(boxed(&a.rexpr));
-            v
-        }
-        N::NullTest(t) => boxed(&t.arg),
-        N::BooleanTest(t) => boxed(&t.arg),
-        N::List(l) => l.items.iter().collect(),
-        N::RowExpr(r) => r.args.iter().collect(),
-        N::TypeCast(t) => boxed(&t.arg),
-        N::FuncCall(f) => f.args.iter().collect(),
-        N::CoalesceExpr(c) => c.args.iter().collect(),
-        N::MinMaxExpr(m) => m.args.iter().collect(),
-        N::AArrayExpr(a) => a.elements.iter().collect(),
-        _ => vec![],
-    }
+            N::FuncCall(f) => matches!(
+                f.funcname
+                    .last()
+                    .and_then(|n| match &n.node {
+                        Some(N::String(s)) => Some(s.sval.to_ascii_lowercase()),
+                        _ => None,
+                    })
+                    .as_deref(),
+                Some("now" | "transaction_timestamp" | "statement_timestamp" | "clock_timestamp" | "timeofday")
+            ),
+            _ => false,
+        };
+        Ok::<_, WhereError>(())
+    })?;
+    Ok(reads)
 }
 
 /// A `FROM` table's name as written (unqualified: `public`).

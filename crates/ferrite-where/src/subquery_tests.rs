@@ -78,21 +78,11 @@ struct Given(Vec<Vec<Vec<Option<&'static str>>>>);
 
 impl SubquerySets for Given {
     fn lookup(&self, index: usize, key: &[&str]) -> Membership {
-        let rows = &self.0[index];
-        Membership {
-            contains: rows.iter().any(|r| r.iter().zip(key).all(|(v, k)| *v == Some(*k))),
-            has_null: rows.iter().any(|r| r.iter().any(Option::is_none)),
-            empty: rows.is_empty(),
-        }
+        Membership::of_rows(&self.0[index], Some(key))
     }
 
     fn nulls(&self, index: usize) -> Membership {
-        let rows = &self.0[index];
-        Membership {
-            contains: false,
-            has_null: rows.iter().any(|r| r.iter().any(Option::is_none)),
-            empty: rows.is_empty(),
-        }
+        Membership::of_rows(&self.0[index], None)
     }
 }
 

@@ -124,3 +124,46 @@ pub(crate) fn parse_where(sql: &str) -> Result<Node, WhereError> {
         None => Err(single()),
     }
 }
+
+/// Calls `f` on `node` and on every node below it that a where clause can hold — the operands
+/// of its expressions and, for a subquery, its select list, `FROM` items and `WHERE` — in
+/// pre-order, with how deeply each sits in subqueries (0: outside any). The one walk over an
+/// uncompiled clause, for what must be known before compiling it (the claims a rule names, the
+/// tables its subqueries read, whether it reads the clock); stops at `f`'s first error.
+pub(crate) fn visit<E>(node: &Node, depth: usize, f: &mut impl FnMut(&N, usize) -> Result<(), E>) -> Result<(), E> {
+    let Some(n) = node.node.as_ref() else { return Ok(()) };
+    f(n, depth)?;
+    fn boxed(b: &Option<Box<Node>>) -> Vec<&Node> {
+        b.as_deref().into_iter().collect()
+    }
+    let (children, inner): (Vec<&Node>, Vec<&Node>) = match n {
+        N::BoolExpr(b) => (b.args.iter().collect(), vec![]),
+        N::AExpr(a) => (boxed(&a.lexpr).into_iter().chain(boxed(&a.rexpr)).collect(), vec![]),
+        N::NullTest(t) => (boxed(&t.arg), vec![]),
+        N::BooleanTest(t) => (boxed(&t.arg), vec![]),
+        N::List(l) => (l.items.iter().collect(), vec![]),
+        N::RowExpr(r) => (r.args.iter().collect(), vec![]),
+        N::TypeCast(t) => (boxed(&t.arg), vec![]),
+        N::FuncCall(f) => (f.args.iter().collect(), vec![]),
+        N::CoalesceExpr(c) => (c.args.iter().collect(), vec![]),
+        N::MinMaxExpr(m) => (m.args.iter().collect(), vec![]),
+        N::AArrayExpr(a) => (a.elements.iter().collect(), vec![]),
+        N::SubLink(s) => {
+            let inner = match s.subselect.as_ref().and_then(|n| n.node.as_ref()) {
+                Some(N::SelectStmt(sel)) => {
+                    sel.target_list.iter().chain(&sel.from_clause).chain(sel.where_clause.as_deref()).collect()
+                }
+                _ => vec![],
+            };
+            (boxed(&s.testexpr), inner)
+        }
+        _ => (vec![], vec![]),
+    };
+    for c in children {
+        visit(c, depth, f)?;
+    }
+    for c in inner {
+        visit(c, depth + 1, f)?;
+    }
+    Ok(())
+}
