@@ -54,6 +54,12 @@ pub struct ShapeDefinition {
     /// separately compiled tree. Absent in shapes stored before rules were kept apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<BoundRule>,
+    /// The read rules, bound to the caller, of the tables the client's subqueries read (by
+    /// qualified name): each subquery on such a table is held to its rule, so a where clause
+    /// cannot learn through a subquery what its caller could not read directly. Part of the
+    /// definition, so callers with different claims never share a shape.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inner_rules: BTreeMap<String, BoundRule>,
 }
 
 impl ShapeDefinition {
@@ -68,6 +74,7 @@ impl ShapeDefinition {
             replica: Replica::default(),
             log: LogMode::default(),
             rule: None,
+            inner_rules: BTreeMap::new(),
         }
     }
 }
@@ -113,8 +120,54 @@ pub struct ShapeFilter {
     pub selected: Vec<usize>,
     /// Replica mode.
     pub replica: Replica,
-    key_columns: Vec<usize>,
+    /// The where clause as positions and disjuncts, when it has subqueries: the shape is then
+    /// *relational* — rows move in and out as the subqueries' results change, and its messages
+    /// carry tags ([`crate::tags`]).
+    pub conditions: Option<ferrite_where::Conditions>,
+    pub(crate) key_columns: Vec<usize>,
     relation_json: String,
+}
+
+/// The tables a shape's subqueries read, as the server found them in Postgres, with the read
+/// rules its client's subqueries are held to (from [`ShapeDefinition::inner_rules`]).
+#[derive(Debug, Clone, Default)]
+pub struct ShapeTables {
+    /// Inner tables by name.
+    pub tables: std::collections::HashMap<QualifiedName, Arc<TableSchema>>,
+    rules: BTreeMap<String, BoundRule>,
+}
+
+impl ShapeTables {
+    /// The tables `tables`, holding subqueries to the rules of `def`.
+    pub fn new(tables: impl IntoIterator<Item = Arc<TableSchema>>, def: &ShapeDefinition) -> ShapeTables {
+        ShapeTables {
+            tables: tables.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            rules: def.inner_rules.clone(),
+        }
+    }
+
+    /// The same tables without rules: what a table's own read rule reads through.
+    fn unruled(&self) -> ShapeTables {
+        ShapeTables { tables: self.tables.clone(), rules: BTreeMap::new() }
+    }
+}
+
+impl ferrite_where::Catalog for ShapeTables {
+    fn table(&self, name: &QualifiedName) -> Option<Arc<TableSchema>> {
+        self.tables.get(name).cloned()
+    }
+
+    fn read_rule(&self, table: &TableSchema) -> Result<Option<WhereClause>, WhereError> {
+        match self.rules.get(&table.name.to_string()) {
+            None => Ok(None),
+            Some(rule) => WhereClause::compile_rule(rule, table).map(Some).map_err(|e| {
+                WhereError::Unsupported(format!(
+                    "the read rule of table {} cannot be applied inside a subquery: {e}",
+                    table.name.quoted()
+                ))
+            }),
+        }
+    }
 }
 
 /// One row change as the replication stream delivers it (values aligned with the table columns).
@@ -165,8 +218,27 @@ impl PendingMessage {
 }
 
 impl ShapeFilter {
-    /// Compiles `def` against `table`: resolves the projection and the where clause.
+    /// Compiles `def` against `table`: resolves the projection and the where clause, which may
+    /// not have subqueries (see [`ShapeFilter::compile_with`]).
     pub fn compile(def: &ShapeDefinition, table: Arc<TableSchema>) -> Result<ShapeFilter, ShapeError> {
+        Self::compile_from(def, table, None)
+    }
+
+    /// Like [`ShapeFilter::compile`], with subqueries over `tables` in the client's where clause
+    /// and in the read rule.
+    pub fn compile_with(
+        def: &ShapeDefinition,
+        table: Arc<TableSchema>,
+        tables: &ShapeTables,
+    ) -> Result<ShapeFilter, ShapeError> {
+        Self::compile_from(def, table, Some(tables))
+    }
+
+    fn compile_from(
+        def: &ShapeDefinition,
+        table: Arc<TableSchema>,
+        tables: Option<&ShapeTables>,
+    ) -> Result<ShapeFilter, ShapeError> {
         let key_columns = table.key_columns();
         let selected = match &def.columns {
             None => (0..table.columns.len()).collect(),
@@ -204,12 +276,14 @@ impl ShapeFilter {
                 idx
             }
         };
-        let client = match &def.where_sql {
-            Some(sql) if !sql.trim().is_empty() => Some(WhereClause::compile(sql, &def.params, &table)?),
-            _ => None,
+        let client = match (&def.where_sql, tables) {
+            (Some(sql), _) if sql.trim().is_empty() => None,
+            (Some(sql), None) => Some(WhereClause::compile(sql, &def.params, &table)?),
+            (Some(sql), Some(tables)) => Some(WhereClause::compile_with(sql, &def.params, &table, tables)?),
+            (None, _) => None,
         };
         let rule = match &def.rule {
-            Some(rule) => Some(WhereClause::compile_rule(rule, &table).map_err(|e| ShapeError {
+            Some(rule) => Some(compile_rule(rule, &table, tables).map_err(|e| ShapeError {
                 field: ShapeError::RULE,
                 message: format!("the read rule of table {} cannot be applied to this token: {e}", table.name.quoted()),
             })?),
@@ -219,8 +293,23 @@ impl ShapeFilter {
             (Some(c), Some(r)) => Some(c.and(r)),
             (c, r) => c.or(r),
         };
+        let conditions = match &where_clause {
+            Some(w) => relational_conditions(w, &table)?,
+            None => None,
+        };
         let relation_json = format!("[{},{}]", json_str(&table.name.schema), json_str(&table.name.name));
-        Ok(ShapeFilter { table, where_clause, selected, replica: def.replica, key_columns, relation_json })
+        Ok(ShapeFilter { table, where_clause, selected, replica: def.replica, conditions, key_columns, relation_json })
+    }
+
+    /// Whether the shape's where clause has subqueries (see [`ShapeFilter::conditions`]).
+    pub fn is_relational(&self) -> bool {
+        self.conditions.is_some()
+    }
+
+    /// The subqueries the shape's where clause asks about, in the order of its positions'
+    /// `sub` numbers (empty for a plain shape).
+    pub fn subqueries(&self) -> &[ferrite_where::Subquery] {
+        self.where_clause.as_ref().map_or(&[], |w| w.subqueries())
     }
 
     /// `["schema","table"]` as JSON, for message headers.
@@ -322,7 +411,7 @@ impl ShapeFilter {
         }
     }
 
-    fn delete_columns(&self) -> &[usize] {
+    pub(crate) fn delete_columns(&self) -> &[usize] {
         match self.replica {
             Replica::Full => &self.selected,
             Replica::Default => &self.key_columns,
@@ -340,6 +429,23 @@ impl ShapeFilter {
         columns: &[usize],
         old_value: Option<(&[Option<String>], &[usize])>,
         key_change: Option<(&str, &str)>,
+    ) -> PendingMessage {
+        self.message_with(operation, op, lsn, xid, row, columns, old_value, key_change, "")
+    }
+
+    /// A change message; `extra_headers` (`,"name":value` pairs) go at the end of its headers.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn message_with(
+        &self,
+        operation: &str,
+        op: u64,
+        lsn: u64,
+        xid: u32,
+        row: &[Option<String>],
+        columns: &[usize],
+        old_value: Option<(&[Option<String>], &[usize])>,
+        key_change: Option<(&str, &str)>,
+        extra_headers: &str,
     ) -> PendingMessage {
         let mut head = String::with_capacity(128);
         head.push_str("{\"key\":");
@@ -359,7 +465,20 @@ impl ShapeFilter {
         if let Some((name, key)) = key_change {
             let _ = write!(tail, ",\"{name}\":{}", json_str(key));
         }
+        tail.push_str(extra_headers);
         PendingMessage { op, head, tail }
+    }
+
+    /// An insert message without a transaction (`lsn`, `txids`): a snapshot row or a row of a
+    /// move-in; `extra_headers` as for [`ShapeFilter::message_with`].
+    pub(crate) fn row_message(&self, row: &[Option<String>], extra_headers: &str) -> String {
+        let mut s = String::with_capacity(128);
+        s.push_str("{\"key\":");
+        s.push_str(&json_str(&row_key(&self.table, row)));
+        s.push_str(",\"value\":");
+        self.push_values(&mut s, row, &self.selected);
+        let _ = write!(s, ",\"headers\":{{\"operation\":\"insert\",\"relation\":{}{extra_headers}}}}}", self.relation_json);
+        s
     }
 
     fn push_values(&self, out: &mut String, row: &[Option<String>], columns: &[usize]) {
@@ -377,6 +496,45 @@ impl ShapeFilter {
         }
         out.push('}');
     }
+}
+
+/// A read rule compiled against its table, reading other tables (without their rules) when it
+/// has subqueries.
+fn compile_rule(rule: &BoundRule, table: &TableSchema, tables: Option<&ShapeTables>) -> Result<WhereClause, WhereError> {
+    match tables {
+        Some(tables) => WhereClause::compile_rule_with(rule, table, &tables.unruled()),
+        None => WhereClause::compile_rule(rule, table),
+    }
+}
+
+/// The conditions of a where clause with subqueries, checked for what live shapes follow today:
+/// one level of subqueries on other tables with primary keys, and no clock.
+fn relational_conditions(w: &WhereClause, table: &TableSchema) -> Result<Option<ferrite_where::Conditions>, ShapeError> {
+    let refuse = |message: String| ShapeError { field: "where", message };
+    if w.subqueries().is_empty() {
+        return Ok(None);
+    }
+    if w.reads_time() {
+        return Err(refuse("now(), CURRENT_TIMESTAMP and CURRENT_DATE are not supported in shapes yet".into()));
+    }
+    for q in w.subqueries() {
+        if q.filter.as_ref().is_some_and(|f| !f.subqueries().is_empty()) {
+            return Err(refuse("nested subqueries (a subquery inside a subquery) are not supported in shapes yet".into()));
+        }
+        if q.table.oid == table.oid {
+            return Err(refuse(format!(
+                "a subquery on the shape's own table {} is not supported in shapes yet",
+                table.name.quoted()
+            )));
+        }
+        if !q.table.has_primary_key() {
+            return Err(refuse(format!(
+                "table {} has no primary key: a shape's subquery can only read tables with one",
+                q.table.name.quoted()
+            )));
+        }
+    }
+    Ok(w.conditions(table)?)
 }
 
 /// JSON string literal for `s`.
@@ -419,6 +577,7 @@ mod tests {
             table: QualifiedName::new("public", "items"),
             where_sql: None,
             rule: None,
+            inner_rules: BTreeMap::new(),
             params: BTreeMap::new(),
             columns: columns.map(|c| c.into_iter().map(String::from).collect()),
             replica,

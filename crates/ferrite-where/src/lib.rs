@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod array;
+pub mod conditions;
 mod datetime;
 mod eval;
 mod expr;
@@ -44,6 +45,7 @@ mod tests;
 use ferrite_protocol::schema::TableSchema;
 use std::collections::BTreeMap;
 
+pub use conditions::{Conditions, Position};
 pub use order::ColumnOrder;
 pub use rule::{rule_claim_paths, BoundRule, ClaimValue};
 pub use subquery::{reads_current_time, tables_read, Catalog, Membership, Subquery, SubquerySets};

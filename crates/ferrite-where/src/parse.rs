@@ -1255,6 +1255,14 @@ impl Compiler<'_> {
             Some((e, subs)) => Some(super::WhereClause::over(e, table, subs)?),
             None => None,
         };
+        let rule = match self.catalog {
+            Some(catalog) => catalog.read_rule(table)?,
+            None => None,
+        };
+        let filter = match (filter, rule) {
+            (Some(f), Some(r)) => Some(f.and(r)),
+            (f, r) => f.or(r),
+        };
         let mut subqueries = self.subqueries.borrow_mut();
         subqueries.push(Subquery { table: table.clone(), columns, filter });
         Ok(Expr::new(ExprKind::InSubquery { columns: outer, sub: subqueries.len() - 1, exists }, Ty::Bool))

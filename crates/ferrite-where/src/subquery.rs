@@ -29,6 +29,15 @@ use std::sync::Arc;
 pub trait Catalog {
     /// The schema of `name`, or `None` when there is no such table (or the caller may not read it).
     fn table(&self, name: &QualifiedName) -> Option<Arc<TableSchema>>;
+
+    /// The read rule every subquery on `table` is held to (ANDed into its where clause as a
+    /// separately compiled tree), so that a client's where clause cannot learn through a
+    /// subquery what it could not read directly. `None`: the subquery reads the table as is
+    /// (rules' own subqueries, insecure mode, public tables). An error refuses the clause.
+    fn read_rule(&self, table: &TableSchema) -> Result<Option<super::WhereClause>, WhereError> {
+        let _ = table;
+        Ok(None)
+    }
 }
 
 /// No tables at all: what a clause compiled without a catalog sees (its subqueries are refused).

@@ -52,6 +52,17 @@ impl Tables {
     fn steps(&self) -> Arc<TableSchema> {
         self.0[&QualifiedName::new("public", "steps")].clone()
     }
+
+    /// The same tables with every column declared NOT NULL.
+    fn not_null() -> Tables {
+        let mut t = Tables::new();
+        for table in t.0.values_mut() {
+            for c in &mut Arc::make_mut(table).columns {
+                c.not_null = true;
+            }
+        }
+        t
+    }
 }
 
 impl Catalog for Tables {
@@ -304,4 +315,130 @@ fn the_current_time_is_found_before_compiling_and_read_when_evaluating() {
         w.to_sql(1).0,
         "(((now() - ($1::text)::interval) > ($2::text)::timestamptz) AND (CURRENT_DATE = ($3::text)::date))"
     );
+}
+
+/// Every row, under every combination of results, is in the shape by its conditions exactly when
+/// the clause holds for it: the rewrite into disjunctive normal form keeps three-valued logic.
+#[test]
+fn conditions_agree_with_the_clause() {
+    let clauses = [
+        "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann')",
+        "(team_id IN (SELECT team_id FROM team_members) AND name = 's') OR pipeline_id IN (SELECT id FROM pipelines)",
+        "NOT (team_id IN (SELECT team_id FROM team_members) OR name <> 's')",
+        "NOT (NOT (pipeline_id IN (SELECT id FROM pipelines)) AND (name IS NULL OR team_id IN (SELECT team_id FROM team_members)))",
+        "EXISTS (SELECT 1 FROM pipelines p WHERE p.id = steps.pipeline_id) AND NOT EXISTS (SELECT 1 FROM team_members m WHERE m.team_id = steps.team_id)",
+        "(pipeline_id, team_id) IN (SELECT id, team_id FROM pipelines) OR name = 'x'",
+    ];
+    let results: Vec<Vec<Option<&'static str>>> =
+        vec![vec![], vec![Some(T1)], vec![Some(T2), Some("1")], vec![Some(T1), Some(T2), Some("1"), Some("2")]];
+    let rows = [
+        step(Some("1"), Some(T1)),
+        step(Some("2"), Some(T2)),
+        step(None, Some(T1)),
+        step(Some("1"), None),
+        vec![Some("3".into()), Some("2".into()), Some(T1.into()), None, None],
+        vec![Some("4".into()), Some("1".into()), Some(T2.into()), Some("x".into()), None],
+    ];
+    // Declared NOT NULL so that NOT IN is accepted; the rows below hold NULLs all the same, to
+    // check the rewrite's logic on them.
+    let t = Tables::not_null();
+    for sql in clauses {
+        let w = WhereClause::compile_with(sql, &BTreeMap::new(), &t.steps(), &t).unwrap();
+        let conditions = w.conditions(&t.steps()).unwrap().expect("has subqueries");
+        for a in &results {
+            for b in &results {
+                // Each subquery reads the values of its own kind: uuids for teams, ids for pipelines.
+                let sets = Given(
+                    w.subqueries()
+                        .iter()
+                        .map(|q| {
+                            let pick = if q.table.name.name == "team_members" { a } else { b };
+                            let width = q.columns.len();
+                            pick.iter().map(|v| (0..width).map(|i| if i == 0 { *v } else { Some(T1) }).collect()).collect()
+                        })
+                        .collect(),
+                );
+                for row in &rows {
+                    let active = conditions.active(row, &sets);
+                    assert_eq!(
+                        conditions.holds(&active),
+                        w.matches_with(row, &sets).unwrap(),
+                        "{sql} on {row:?} with {:?}",
+                        sets.0
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn conditions_have_one_position_per_test_and_one_tag_per_disjunct() {
+    let t = Tables::new();
+    let w = compile(
+        "(team_id IN (SELECT team_id FROM team_members) AND name = 'a') OR pipeline_id IN (SELECT id FROM pipelines)",
+    );
+    let c = w.conditions(&t.steps()).unwrap().unwrap();
+    assert_eq!(c.positions().len(), 3);
+    assert_eq!(c.disjuncts(), &[vec![0, 1], vec![2]]);
+    assert!(matches!(c.positions()[0], Position::Subquery { sub: 0, negated: false, .. }));
+    assert!(matches!(c.positions()[1], Position::Plain(_)));
+    assert_eq!(c.position_of(1), Some(2));
+    // AND over OR distributes; a position shared by two disjuncts stays one position.
+    let w = compile("name = 'a' AND (team_id IN (SELECT team_id FROM team_members) OR pipeline_id IN (SELECT id FROM pipelines))");
+    let c = w.conditions(&t.steps()).unwrap().unwrap();
+    assert_eq!(c.disjuncts(), &[vec![0, 1], vec![0, 2]]);
+    // No subqueries: nothing to follow.
+    assert!(compile("name = 'a'").conditions(&t.steps()).unwrap().is_none());
+}
+
+#[test]
+fn conditions_refuse_what_cannot_be_followed_value_by_value() {
+    let t = Tables::new();
+    let refuse = |sql: &str| compile(sql).conditions(&t.steps()).unwrap_err().to_string();
+    assert!(refuse("team_id NOT IN (SELECT team_id FROM team_members)").contains("NOT EXISTS"));
+    assert!(refuse("(team_id IN (SELECT team_id FROM team_members)) IS NOT TRUE").contains("condition of its own"));
+    assert!(refuse("(team_id IN (SELECT team_id FROM team_members)) = (name = 'a')").contains("condition of its own"));
+    let many = (0..5)
+        .map(|i| format!("(name = '{i}' OR team_id IN (SELECT team_id FROM team_members WHERE role = '{i}'))"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    assert!(refuse(&many).contains("too many alternatives"));
+    // NOT EXISTS is never unknown: accepted over nullable columns.
+    compile("NOT EXISTS (SELECT 1 FROM team_members m WHERE m.team_id = steps.team_id)").conditions(&t.steps()).unwrap();
+}
+
+/// A catalog that holds every subquery on `team_members` to a read rule.
+struct Ruled(Tables);
+
+impl Catalog for Ruled {
+    fn table(&self, name: &QualifiedName) -> Option<Arc<TableSchema>> {
+        self.0.table(name)
+    }
+
+    fn read_rule(&self, table: &TableSchema) -> Result<Option<WhereClause>, WhereError> {
+        if table.name.name != "team_members" {
+            return Ok(None);
+        }
+        WhereClause::compile("user_id = 'ann'", &BTreeMap::new(), table).map(Some)
+    }
+}
+
+#[test]
+fn subqueries_are_held_to_the_read_rule_of_the_table_they_read() {
+    let t = Ruled(Tables::new());
+    let w = WhereClause::compile_with(
+        "team_id IN (SELECT team_id FROM team_members WHERE role = 'owner')",
+        &BTreeMap::new(),
+        &t.0.steps(),
+        &t,
+    )
+    .unwrap();
+    let (sql, params) = w.to_sql(1);
+    assert!(sql.contains(r#"("role" = ($1::text)::text) AND ("user_id" = ($2::text)::text)"#), "{sql}");
+    assert_eq!(params, vec![Some("owner".to_string()), Some("ann".to_string())]);
+    // Without a where of its own, the rule is the subquery's whole filter.
+    let w = WhereClause::compile_with("team_id IN (SELECT team_id FROM team_members)", &BTreeMap::new(), &t.0.steps(), &t)
+        .unwrap();
+    assert!(w.to_sql(1).0.contains(r#"WHERE ("user_id" = ($1::text)::text)"#), "{}", w.to_sql(1).0);
 }

@@ -1,0 +1,279 @@
+//! Messages of relational shapes (where clauses with subqueries), in the format Electric 1.7
+//! clients understand: every change carries `tags` and `active_conditions`, and a value leaving
+//! or entering a subquery's result is announced once, as a `move-out` or `move-in` event, rather
+//! than as a delete or insert per row.
+//!
+//! The shape's where clause is a set of positions and disjuncts ([`Conditions`]). A row's tags
+//! are one per disjunct: `/`-joined slots, one per position — empty where the position is not in
+//! that disjunct, `1` for a plain condition, and for a subquery test an opaque hash of the row's
+//! compared values. `active_conditions` says which positions are true for the row now. A client
+//! indexes its rows by (position, slot); a `move-out` event `{pos, value}` marks that position
+//! false on the rows it names and drops the rows none of whose disjuncts still holds, and a
+//! `move-in` event marks it true again before the newly matching rows arrive (`is_move_in`
+//! inserts). An update whose tags change lists the old ones in `removed_tags`.
+//!
+//! Slots are hashed with a secret salt kept with the shape, so a tag tells nothing about values
+//! the shape does not send (a column left out of `columns` stays unknown) and stays the same for
+//! as long as the shape's handle lives.
+
+use crate::shape::{json_str, PendingMessage, Replica, RowChange, ShapeFilter};
+use ferrite_protocol::key::row_key;
+use ferrite_where::{Conditions, Position, SubquerySets};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+
+/// Renders a relational shape's messages (see the module documentation).
+pub struct Tagger<'a> {
+    filter: &'a ShapeFilter,
+    conditions: &'a Conditions,
+    salt: &'a str,
+}
+
+/// A move event's pattern: a position and the slot of the value that moved.
+pub type Pattern = (usize, String);
+
+impl<'a> Tagger<'a> {
+    /// The tagger of `filter`, whose slots are hashed with `salt`; `None` for a plain shape.
+    pub fn new(filter: &'a ShapeFilter, salt: &'a str) -> Option<Tagger<'a>> {
+        Some(Tagger { conditions: filter.conditions.as_ref()?, filter, salt })
+    }
+
+    /// The conditions tags are made of.
+    pub fn conditions(&self) -> &Conditions {
+        self.conditions
+    }
+
+    /// The slot of compared values `values` (`None`: NULL): a hex hash, never containing `/`.
+    pub fn slot(&self, values: &[Option<&str>]) -> String {
+        let mut h = Sha256::new();
+        h.update(self.salt.as_bytes());
+        for v in values {
+            match v {
+                None => h.update([0u8]),
+                Some(v) => {
+                    h.update([1u8]);
+                    h.update((v.len() as u64).to_le_bytes());
+                    h.update(v.as_bytes());
+                }
+            }
+        }
+        let digest = h.finalize();
+        let mut out = String::with_capacity(32);
+        for b in &digest[..16] {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+
+    /// The row's tags: one per disjunct, in order.
+    pub fn tags(&self, row: &[Option<String>]) -> Vec<String> {
+        let slots: Vec<String> = self
+            .conditions
+            .positions()
+            .iter()
+            .map(|p| match p {
+                Position::Plain(_) => "1".to_string(),
+                Position::Subquery { columns, .. } => {
+                    let values: Vec<Option<&str>> =
+                        columns.iter().map(|&c| row.get(c).and_then(|v| v.as_deref())).collect();
+                    self.slot(&values)
+                }
+            })
+            .collect();
+        self.conditions
+            .disjuncts()
+            .iter()
+            .map(|d| {
+                let parts: Vec<&str> =
+                    (0..slots.len()).map(|p| if d.contains(&p) { slots[p].as_str() } else { "" }).collect();
+                parts.join("/")
+            })
+            .collect()
+    }
+
+    /// `,"tags":[…],"active_conditions":[…]` (and `removed_tags` when given) for a row.
+    fn headers(&self, tags: &[String], active: &[bool], removed: &[String], move_in: bool) -> String {
+        let mut s = String::with_capacity(64 + tags.len() * 40);
+        if move_in {
+            s.push_str(",\"is_move_in\":true");
+        }
+        s.push_str(",\"tags\":");
+        push_strings(&mut s, tags);
+        if !removed.is_empty() {
+            s.push_str(",\"removed_tags\":");
+            push_strings(&mut s, removed);
+        }
+        s.push_str(",\"active_conditions\":[");
+        for (i, a) in active.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(if *a { "true" } else { "false" });
+        }
+        s.push(']');
+        s
+    }
+
+    /// An insert message for a row read from Postgres rather than the stream: a row of the
+    /// initial snapshot, or (`move_in`) of a move-in.
+    pub fn row(&self, row: &[Option<String>], sets: &dyn SubquerySets, move_in: bool) -> String {
+        let active = self.conditions.active(row, sets);
+        self.filter.row_message(row, &self.headers(&self.tags(row), &active, &[], move_in))
+    }
+
+    /// Converts change number `index` of a transaction into 0, 1 or 2 messages, judging whether
+    /// the row was and is in the shape while the subqueries' results are `sets` (the results as
+    /// the shape's clients know them).
+    pub fn convert(
+        &self,
+        change: RowChange<'_>,
+        index: usize,
+        lsn: u64,
+        xid: u32,
+        sets: &dyn SubquerySets,
+    ) -> Vec<PendingMessage> {
+        let f = self.filter;
+        let op = 2 * index as u64;
+        let message = |operation: &str,
+                       op: u64,
+                       row: &[Option<String>],
+                       columns: &[usize],
+                       old: Option<(&[Option<String>], &[usize])>,
+                       key_change: Option<(&str, &str)>,
+                       extra: String| {
+            f.message_with(operation, op, lsn, xid, row, columns, old, key_change, &extra)
+        };
+        match change {
+            RowChange::Insert { new } => {
+                let active = self.conditions.active(new, sets);
+                if !self.conditions.holds(&active) {
+                    return vec![];
+                }
+                let extra = self.headers(&self.tags(new), &active, &[], false);
+                vec![message("insert", op, new, &f.selected, None, None, extra)]
+            }
+            RowChange::Delete { old } => {
+                let active = self.conditions.active(old, sets);
+                if !self.conditions.holds(&active) {
+                    return vec![];
+                }
+                let extra = self.headers(&self.tags(old), &active, &[], false);
+                vec![message("delete", op, old, f.delete_columns(), None, None, extra)]
+            }
+            RowChange::Update { old, new } => {
+                let (was_active, is_active) = (self.conditions.active(old, sets), self.conditions.active(new, sets));
+                let (was, is) = (self.conditions.holds(&was_active), self.conditions.holds(&is_active));
+                let (old_tags, new_tags) = (self.tags(old), self.tags(new));
+                match (was, is) {
+                    (false, false) => vec![],
+                    (true, false) => {
+                        let extra = self.headers(&old_tags, &was_active, &[], false);
+                        vec![message("delete", op, old, f.delete_columns(), None, None, extra)]
+                    }
+                    (false, true) => {
+                        let extra = self.headers(&new_tags, &is_active, &[], false);
+                        vec![message("insert", op, new, &f.selected, None, None, extra)]
+                    }
+                    (true, true) => {
+                        let (old_key, new_key) = (row_key(&f.table, old), row_key(&f.table, new));
+                        if old_key != new_key {
+                            let del = message(
+                                "delete",
+                                op,
+                                old,
+                                f.delete_columns(),
+                                None,
+                                Some(("key_change_to", &new_key)),
+                                self.headers(&old_tags, &was_active, &[], false),
+                            );
+                            let ins = message(
+                                "insert",
+                                op + 1,
+                                new,
+                                &f.selected,
+                                None,
+                                Some(("key_change_from", &old_key)),
+                                self.headers(&new_tags, &is_active, &[], false),
+                            );
+                            return vec![del, ins];
+                        }
+                        let changed: Vec<usize> =
+                            f.selected.iter().copied().filter(|&i| old.get(i) != new.get(i)).collect();
+                        // A row whose values the shape sends did not change still gets an update
+                        // when why it is in the shape did: clients keep its conditions current.
+                        if changed.is_empty() && old_tags == new_tags && was_active == is_active {
+                            return vec![];
+                        }
+                        let removed: Vec<String> = old_tags.iter().filter(|t| !new_tags.contains(t)).cloned().collect();
+                        let extra = self.headers(&new_tags, &is_active, &removed, false);
+                        match f.replica {
+                            Replica::Full => {
+                                vec![message("update", op, new, &f.selected, Some((old, &changed)), None, extra)]
+                            }
+                            Replica::Default => {
+                                let cols: Vec<usize> = f
+                                    .selected
+                                    .iter()
+                                    .copied()
+                                    .filter(|i| f.key_columns.contains(i) || changed.contains(i))
+                                    .collect();
+                                vec![message("update", op, new, &cols, None, None, extra)]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A `move-out` or `move-in` event: `{"headers":{"event":…,"patterns":[{"pos":…,"value":…}]}}`,
+/// with the transaction that caused it (`txid`) when there is one.
+pub fn move_event(kind: MoveKind, patterns: &[Pattern], txid: Option<u32>) -> String {
+    let mut s = String::with_capacity(48 + patterns.len() * 48);
+    let _ = write!(s, "{{\"headers\":{{\"event\":\"{}\",\"patterns\":[", kind.name());
+    for (i, (pos, value)) in patterns.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{{\"pos\":{pos},\"value\":{}}}", json_str(value));
+    }
+    s.push(']');
+    if let Some(x) = txid {
+        let _ = write!(s, ",\"txids\":[{x}]");
+    }
+    s.push_str("}}");
+    s
+}
+
+/// Which way rows move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveKind {
+    /// A position became false for the rows with these values.
+    Out,
+    /// A position became true for them; the rows follow.
+    In,
+}
+
+impl MoveKind {
+    fn name(self) -> &'static str {
+        match self {
+            MoveKind::Out => "move-out",
+            MoveKind::In => "move-in",
+        }
+    }
+}
+
+fn push_strings(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, t) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_str(t));
+    }
+    out.push(']');
+}
+
+#[cfg(test)]
+mod tests;
