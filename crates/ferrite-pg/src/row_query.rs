@@ -92,6 +92,31 @@ impl RowQuery {
         RowQuery { sql, params: p.0 }
     }
 
+    /// The rows of `table` for which `condition` holds (every row when `None`), each as the
+    /// texts of all its columns (one `text[]` per row, read with [`crate::snapshot::Rows::values`]):
+    /// rows the server renders itself — those of shapes with subqueries, whose messages say why
+    /// each row is in the shape — and the rows of subqueries' results. `among` restricts them
+    /// further to rows whose values of some columns are among some values (any of the pairs):
+    /// the rows a move-in brings.
+    pub fn values(table: &TableSchema, condition: Option<&WhereClause>, among: &[Among]) -> RowQuery {
+        let mut p = Params::default();
+        let texts: Vec<String> = (0..table.columns.len()).map(|i| text_of(table, i)).collect();
+        let mut sql = format!("SELECT ARRAY[{}]::text[] FROM {}", texts.join(", "), table.name.quoted());
+        let mut conds = Vec::new();
+        if let Some(w) = condition {
+            conds.push(format!("({})", p.condition(w)));
+        }
+        if !among.is_empty() {
+            let alternatives: Vec<String> = among.iter().map(|a| a.sql(table, &mut p)).collect();
+            conds.push(format!("({})", alternatives.join(" OR ")));
+        }
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        RowQuery { sql, params: p.0 }
+    }
+
     /// The number of rows this query returns and the bytes of their messages, counting no further
     /// than `at_most + 1` rows (enough to tell that there are more than `at_most`).
     pub(crate) fn bounded_count(&self, at_most: u64) -> RowQuery {
@@ -112,6 +137,57 @@ impl RowQuery {
     pub fn params(&self) -> &[Option<String>] {
         &self.params
     }
+}
+
+/// Rows whose values of `columns` (as text) are one of `values` (see [`RowQuery::values`]).
+#[derive(Debug, Clone)]
+pub struct Among {
+    /// Column indexes in the table.
+    pub columns: Vec<usize>,
+    /// Tuples of texts, as many as there are columns each.
+    pub values: Vec<Vec<String>>,
+}
+
+impl Among {
+    /// `(text(a), text(b)) IN (SELECT * FROM unnest($1::text::text[], …))`: compares each
+    /// column's text output, which is exact for the types subqueries may compare (integers,
+    /// text, uuid, boolean, enums: equal values have equal text). A NULL never matches.
+    fn sql(&self, table: &TableSchema, p: &mut Params) -> String {
+        let lhs: Vec<String> = self.columns.iter().map(|&c| text_of(table, c)).collect();
+        let arrays: Vec<String> = (0..self.columns.len())
+            .map(|i| {
+                let column: Vec<Option<String>> = self.values.iter().map(|v| v.get(i).cloned()).collect();
+                p.0.push(Some(array_literal(&column)));
+                format!("${}::text::text[]", p.0.len())
+            })
+            .collect();
+        format!("({}) IN (SELECT * FROM unnest({}))", lhs.join(", "), arrays.join(", "))
+    }
+}
+
+/// A Postgres array literal of texts: every element double-quoted with `"` and `\` escaped.
+fn array_literal(items: &[Option<String>]) -> String {
+    let mut s = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        match item {
+            None => s.push_str("NULL"),
+            Some(v) => {
+                s.push('"');
+                for ch in v.chars() {
+                    if ch == '"' || ch == '\\' {
+                        s.push('\\');
+                    }
+                    s.push(ch);
+                }
+                s.push('"');
+            }
+        }
+    }
+    s.push('}');
+    s
 }
 
 /// Collects bound parameters while a statement is built.

@@ -45,6 +45,14 @@ impl Rows {
             None => Ok(None),
         }
     }
+
+    /// The next row of a [`RowQuery::values`] query: its columns' texts (`None`: NULL).
+    pub async fn values(&mut self) -> Result<Option<Vec<Option<String>>>, PgError> {
+        match self.0.try_next().await? {
+            Some(row) => Ok(Some(row.try_get(0)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 impl<'c> Snapshot<'c> {

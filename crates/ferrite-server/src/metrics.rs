@@ -51,6 +51,26 @@ pub struct Metrics {
     /// Engine-added latency of live delivery: from a transaction's arrival from Postgres to a
     /// live response carrying it being handed to the HTTP layer.
     pub live_delivery: Histogram,
+    /// Move-ins completed by relational shapes (rows read because a subquery's result gained
+    /// values).
+    pub move_ins: AtomicU64,
+    /// How long move-in queries take, snapshot to last row.
+    pub move_in_time: Histogram,
+}
+
+/// What relational shapes hold right now (see [`crate::shapes::relational`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RelationalStats {
+    /// Shapes whose where clause has subqueries.
+    pub shapes: usize,
+    /// Live subquery results they keep (dependency nodes).
+    pub dependency_nodes: usize,
+    /// Rows of those results.
+    pub dependency_rows: usize,
+    /// Shapes reading rows that move in right now.
+    pub moving_in: usize,
+    /// Transactions waiting for a snapshot or a move-in to finish.
+    pub queued_transactions: usize,
 }
 
 /// One unit of a gauge, held for as long as what it counts lasts: taken by [`Held::new`], given
@@ -83,8 +103,9 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition. `shapes` is the current shape count.
-    pub fn render(&self, shapes: usize) -> String {
+    /// Prometheus text exposition. `shapes` is the current shape count, `relational` what
+    /// relational shapes hold.
+    pub fn render(&self, shapes: usize, relational: RelationalStats) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, kind: &str, v: i128| {
             let _ = writeln!(out, "# HELP ferrite_{name} {help}\n# TYPE ferrite_{name} {kind}\nferrite_{name} {v}");
@@ -174,10 +195,31 @@ impl Metrics {
             "counter",
             g(&self.writes_rejected),
         );
+        counter("relational_shapes", "Shapes whose where clause has subqueries.", "gauge", relational.shapes as i128);
+        counter(
+            "dependency_nodes",
+            "Live subquery results kept for relational shapes.",
+            "gauge",
+            relational.dependency_nodes as i128,
+        );
+        counter("dependency_rows", "Rows of those results.", "gauge", relational.dependency_rows as i128);
+        counter("move_ins_pending", "Relational shapes reading rows that move in.", "gauge", relational.moving_in as i128);
+        counter(
+            "move_in_queued_transactions",
+            "Transactions waiting for a relational shape's snapshot or move-in.",
+            "gauge",
+            relational.queued_transactions as i128,
+        );
+        counter("move_ins_total", "Move-ins completed.", "counter", g(&self.move_ins));
         self.live_delivery.render(
             &mut out,
             "ferrite_live_delivery_seconds",
             "From a transaction's arrival from Postgres to a live response carrying it.",
+        );
+        self.move_in_time.render(
+            &mut out,
+            "ferrite_move_in_query_seconds",
+            "How long a move-in's query takes, snapshot to last row.",
         );
         out
     }

@@ -5,6 +5,7 @@
 //! idempotent: shapes skip transactions at or below the last one their log holds, and those their
 //! initial snapshot already contains.
 
+use crate::shapes::relational::{ChangeKind, OwnedChange, QueuedTxn};
 use crate::shapes::shape::ShapeRef;
 use crate::state::AppState;
 use ferrite_core::shape::{PendingMessage, RowChange};
@@ -100,6 +101,7 @@ impl Driver {
                 }
             }
             let mut dirty: HashMap<u64, ShapeRef> = HashMap::new();
+            let mut move_ins: Vec<ShapeRef> = Vec::new();
             let mut last: Option<(u64, u64)> = None;
             let mut failure = None;
             // Routing evaluates shape filters (bounded per row by the where clause limits) and
@@ -109,7 +111,8 @@ impl Driver {
                 for item in batch {
                     match item {
                         Ok(txn) => {
-                            self.process(&txn, &mut dirty).map_err(|e| format!("writing shape logs: {e}"))?;
+                            self.process(&txn, &mut dirty, &mut move_ins)
+                                .map_err(|e| format!("writing shape logs: {e}"))?;
                             last = Some((txn.commit_lsn, txn.end_lsn));
                         }
                         Err(e) => {
@@ -121,6 +124,9 @@ impl Driver {
                 Ok::<_, String>(())
             })?;
             self.sync(dirty).map_err(|e| format!("syncing shape logs: {e}"))?;
+            for shape in move_ins {
+                tokio::spawn(crate::state::run_move_in(self.state.clone(), shape.0));
+            }
             if let Some((commit, end)) = last {
                 let m = &self.state.metrics;
                 self.state.global_lsn.fetch_max(commit, Ordering::Relaxed);
@@ -134,14 +140,25 @@ impl Driver {
         }
     }
 
-    /// Routes one transaction; shapes whose logs were written land in `dirty`.
-    fn process(&mut self, txn: &Transaction, dirty: &mut HashMap<u64, ShapeRef>) -> std::io::Result<()> {
+    /// Routes one transaction; shapes whose logs were written land in `dirty`, relational
+    /// shapes that must now read rows moving in land in `move_ins`.
+    fn process(
+        &mut self,
+        txn: &Transaction,
+        dirty: &mut HashMap<u64, ShapeRef>,
+        move_ins: &mut Vec<ShapeRef>,
+    ) -> std::io::Result<()> {
         let m = self.state.metrics.clone();
         m.transactions.fetch_add(1, Ordering::Relaxed);
         m.changes.fetch_add(txn.changes.len() as u64, Ordering::Relaxed);
         let registry = self.state.registry.clone();
         let mut per_shape: HashMap<u64, (ShapeRef, Vec<PendingMessage>)> = HashMap::new();
-        let mut rotate: Vec<u32> = vec![];
+        let mut relational: HashMap<u64, (ShapeRef, Vec<OwnedChange>)> = HashMap::new();
+        // Truncated tables: their shapes start over (the shapes reading them through a subquery
+        // see their results emptied). Tables whose schema changed: every shape on them or
+        // reading them starts over.
+        let mut truncated: Vec<u32> = vec![];
+        let mut changed: Vec<u32> = vec![];
         {
             let routes = registry.routes();
             for (i, change) in txn.changes.iter().enumerate() {
@@ -156,20 +173,35 @@ impl Driver {
                     },
                     Change::Delete { relation, old } => (relation, vec![old], RowChange::Delete { old }),
                     Change::Truncate { relations } => {
-                        rotate.extend(relations.iter().map(|r| r.oid));
+                        for r in relations {
+                            truncated.push(r.oid);
+                            let Some(table_routes) = routes.table(r.oid) else { continue };
+                            for s in table_routes.shapes().filter(|s| s.0.is_relational() && s.0.filter.table.oid != r.oid) {
+                                let change = OwnedChange { index: i, oid: r.oid, kind: ChangeKind::Truncate };
+                                relational.entry(s.0.id).or_insert_with(|| (s.clone(), vec![])).1.push(change);
+                            }
+                        }
                         continue;
                     }
                 };
                 let Some(table_routes) = routes.table(relation.oid) else { continue };
-                if rotate.contains(&relation.oid) {
+                if changed.contains(&relation.oid) {
                     continue;
                 }
                 if self.relation_changed(relation, table_routes) {
-                    rotate.push(relation.oid);
+                    changed.push(relation.oid);
                     continue;
                 }
                 table_routes.candidates(&rows, &mut self.candidates);
                 for shape in &self.candidates {
+                    if truncated.contains(&shape.0.filter.table.oid) {
+                        continue;
+                    }
+                    if shape.0.is_relational() {
+                        let change = OwnedChange { index: i, oid: relation.oid, kind: owned(row_change) };
+                        relational.entry(shape.0.id).or_insert_with(|| (shape.clone(), vec![])).1.push(change);
+                        continue;
+                    }
                     let msgs = shape.0.filter.convert(row_change, i, txn.commit_lsn, txn.xid);
                     if !msgs.is_empty() {
                         per_shape.entry(shape.0.id).or_insert_with(|| (shape.clone(), vec![])).1.extend(msgs);
@@ -178,7 +210,7 @@ impl Driver {
             }
         }
         for (id, (shape, msgs)) in per_shape {
-            if rotate.contains(&shape.0.filter.table.oid) {
+            if truncated.contains(&shape.0.filter.table.oid) {
                 continue;
             }
             let n = msgs.len() as u64;
@@ -187,10 +219,30 @@ impl Driver {
                 dirty.insert(id, shape);
             }
         }
-        for oid in rotate {
-            let n = registry.remove_table(oid);
+        for (id, (shape, changes)) in relational {
+            let Some(links) = &shape.0.links else { continue };
+            if truncated.contains(&shape.0.filter.table.oid) {
+                continue;
+            }
+            let offered = links.lock().offer(&shape.0, QueuedTxn { xid: txn.xid, commit_lsn: txn.commit_lsn, changes })?;
+            if offered.wrote {
+                dirty.insert(id, shape.clone());
+            }
+            if offered.move_in {
+                move_ins.push(shape);
+            }
+        }
+        for oid in truncated {
+            let n = registry.remove_table(oid, false);
             if n > 0 {
-                tracing::info!(oid, shapes = n, "table truncated or its schema changed: shapes rotated");
+                tracing::info!(oid, shapes = n, "table truncated: shapes rotated");
+            }
+            self.relations.remove(&oid);
+        }
+        for oid in changed {
+            let n = registry.remove_table(oid, true);
+            if n > 0 {
+                tracing::info!(oid, shapes = n, "the table's schema changed: shapes rotated");
             }
             self.relations.remove(&oid);
         }
@@ -207,7 +259,8 @@ impl Driver {
             return false;
         }
         let changed = routes.shapes().any(|s| {
-            let cols = &s.0.filter.table.columns;
+            let Some(table) = s.0.schema_of(relation.oid) else { return false };
+            let cols = &table.columns;
             cols.len() != relation.columns.len()
                 || cols
                     .iter()
@@ -216,7 +269,8 @@ impl Driver {
         });
         if !changed {
             self.relations.insert(relation.oid, relation.clone());
-            let keys: Vec<Vec<usize>> = routes.shapes().map(|s| s.0.filter.table.key_columns()).collect();
+            let keys: Vec<Vec<usize>> =
+                routes.shapes().filter_map(|s| s.0.schema_of(relation.oid)).map(|t| t.key_columns()).collect();
             tokio::spawn(check_primary_key(self.state.clone(), relation.oid, keys));
         }
         changed
@@ -248,6 +302,15 @@ impl Driver {
     }
 }
 
+/// An owned copy of a row change, to wait in a relational shape's queue.
+fn owned(change: RowChange<'_>) -> ChangeKind {
+    match change {
+        RowChange::Insert { new } => ChangeKind::Insert(new.to_vec()),
+        RowChange::Update { old, new } => ChangeKind::Update(old.to_vec(), new.to_vec()),
+        RowChange::Delete { old } => ChangeKind::Delete(old.to_vec()),
+    }
+}
+
 /// Rotates the shapes of table `oid` if its primary key is no longer the one they were built
 /// with (`built_with`: each shape's key columns), which a relation message does not show. Run in
 /// the background after a new relation message (a DDL on the table, or a new stream), so the
@@ -260,7 +323,7 @@ async fn check_primary_key(state: Arc<AppState>, oid: u32, built_with: Vec<Vec<u
     let Ok(Some(table)) = table else { return };
     let now = table.key_columns();
     if built_with.iter().any(|keys| *keys != now) {
-        let n = state.registry.remove_table(oid);
+        let n = state.registry.remove_table(oid, true);
         if n > 0 {
             tracing::info!(oid, shapes = n, "the table's primary key changed: shapes rotated");
         }

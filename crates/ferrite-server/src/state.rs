@@ -6,7 +6,7 @@ use crate::metrics::Metrics;
 use crate::shapes::registry::CreateError;
 use crate::shapes::snapshot::take_initial_snapshot;
 use crate::shapes::{Registry, Removal, Shape};
-use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter};
+use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter, ShapeTables};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -190,20 +190,26 @@ impl AppState {
                 ),
             });
         };
+        let tables = self.inner_tables(def).await?;
         // Validate before touching the publication.
-        ShapeFilter::compile(def, Arc::new(table.clone()))?;
-        if !self.published.lock().contains(&table.oid) {
+        let filter = ShapeFilter::compile_with(def, Arc::new(table.clone()), &tables)?;
+        let mut publish = vec![(table.oid, def.table.clone())];
+        publish.extend(filter.subqueries().iter().map(|q| (q.table.oid, q.table.name.clone())));
+        for (oid, name) in publish {
+            if self.published.lock().contains(&oid) {
+                continue;
+            }
             let publication = self.config.publication.clone();
-            let name = def.table.clone();
+            let n = name.clone();
             self.with_db(|c| {
-                Box::pin(async move { ferrite_pg::replication::add_table_to_publication(c, &publication, &name).await })
+                Box::pin(async move { ferrite_pg::replication::add_table_to_publication(c, &publication, &n).await })
             })
             .await?
-            .map_err(|e| ShapeRequestError::Internal(format!("could not add {} to the publication: {e}", def.table)))?;
-            self.published.lock().insert(table.oid);
+            .map_err(|e| ShapeRequestError::Internal(format!("could not add {name} to the publication: {e}")))?;
+            self.published.lock().insert(oid);
         }
         self.registry.evict_to(self.config.max_shapes);
-        let shape = self.registry.create(def.clone(), table).map_err(|e| match e {
+        let shape = self.registry.create(def.clone(), table, &tables).map_err(|e| match e {
             CreateError::Shape(e) => e.into(),
             CreateError::Io(e) => ShapeRequestError::Internal(format!("shape storage error: {e}")),
         })?;
@@ -215,18 +221,54 @@ impl AppState {
         Ok(shape)
     }
 
+    /// The tables the subqueries of `def` (its where clause and its read rule) read, as
+    /// Postgres has them now. Names in schemas clients cannot read are refused; names that do
+    /// not exist are left out (compiling the clause then says so).
+    async fn inner_tables(&self, def: &ShapeDefinition) -> Result<ShapeTables, ShapeRequestError> {
+        let invalid = |message: String| ShapeRequestError::Invalid { field: "where", message };
+        let mut names = Vec::new();
+        if let Some(sql) = def.where_sql.as_deref().filter(|s| !s.trim().is_empty()) {
+            names.extend(ferrite_where::tables_read(sql).map_err(|e| invalid(e.to_string()))?);
+        }
+        if let Some(rule) = &def.rule {
+            names.extend(ferrite_where::tables_read(&rule.sql).unwrap_or_default());
+        }
+        names.dedup();
+        if names.len() > ferrite_where::limits::MAX_SUBQUERIES {
+            return Err(invalid(format!(
+                "too many subqueries (the limit is {})",
+                ferrite_where::limits::MAX_SUBQUERIES
+            )));
+        }
+        let mut tables = Vec::new();
+        for name in names {
+            if name.is_reserved() {
+                return Err(invalid(format!(
+                    "{} is in a schema clients cannot read (Ferrite's own or Postgres's)",
+                    name.quoted()
+                )));
+            }
+            let n = name.clone();
+            let table = self
+                .with_db(|c| Box::pin(async move { ferrite_pg::introspect::load_table(c, &n).await }))
+                .await?
+                .map_err(|e| ShapeRequestError::DatabaseUnreachable(e.to_string()))?;
+            tables.extend(table.map(Arc::new));
+        }
+        Ok(ShapeTables::new(tables, def))
+    }
+
     async fn run_snapshot(self: Arc<Self>, shape: Arc<Shape>) {
         let result = async {
             let conn = self.snapshot_pool.get().await.map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
             let cfg = &self.config;
-            let info = take_initial_snapshot(
-                conn.client(),
-                &shape,
-                cfg.chunk_bytes,
-                cfg.max_shape_size,
-                &self.metrics.snapshot_rows,
-            )
-            .await
+            let (client, rows) = (conn.client(), &self.metrics.snapshot_rows);
+            let info = if shape.is_relational() {
+                crate::shapes::snapshot::take_relational_snapshot(client, &shape, cfg.chunk_bytes, cfg.max_shape_size, rows)
+                    .await
+            } else {
+                take_initial_snapshot(client, &shape, cfg.chunk_bytes, cfg.max_shape_size, rows).await
+            }
             .map_err(|e| match e {
                 e @ crate::shapes::snapshot::SnapshotError::TooLarge { .. } => Removal::TooLarge(e.to_string()),
                 e => Removal::SnapshotFailed(e.to_string()),
@@ -234,6 +276,16 @@ impl AppState {
             // Its transaction committed: the connection is clean.
             conn.release();
             self.registry.persist_ready(&shape, &info).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+            if let Some(links) = &shape.links {
+                shape.log.complete_snapshot();
+                let move_in = tokio::task::block_in_place(|| links.lock().finish_loading(&shape, &info))
+                    .map_err(Removal::SnapshotFailed)?;
+                shape.finish_snapshot(info.clone()).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+                shape.log.sync(true).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+                if move_in {
+                    tokio::spawn(run_move_in(self.clone(), shape.clone()));
+                }
+            }
             Ok::<_, Removal>(())
         }
         .await;
@@ -245,4 +297,87 @@ impl AppState {
             }
         }
     }
+}
+
+/// Reads the rows moving into a relational shape and splices them into its log (see
+/// [`crate::shapes::relational`]), as many times as values keep being owed. A failure to reach
+/// Postgres is retried with backoff; the shape's transactions wait meanwhile, nothing is lost.
+pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
+    use crate::shapes::relational::MoveInOutcome;
+    let Some(links) = &shape.links else { return };
+    let mut failures = 0u32;
+    loop {
+        if shape.removed().is_some() {
+            return;
+        }
+        let Some(request) = links.lock().move_in_request() else { return };
+        let started = std::time::Instant::now();
+        let read = read_move_in(&state, &shape, &request).await;
+        let (info, rows) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(handle = %shape.handle, error = %e, attempt = failures, "move-in query failed; retrying");
+                let wait = [50u64, 200, 1000, 5000][(failures as usize - 1).min(3)];
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        state.metrics.move_in_time.observe(started.elapsed());
+        let outcome = tokio::task::block_in_place(|| {
+            let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows)?;
+            shape.log.sync(true)?;
+            Ok::<_, std::io::Error>(outcome)
+        });
+        match outcome {
+            Ok(MoveInOutcome::Done) => {
+                state.metrics.move_ins.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(MoveInOutcome::Again) => {
+                state.metrics.move_ins.fetch_add(1, Ordering::Relaxed);
+            }
+            // The snapshot does not hold a transaction the shape already applied: it committed
+            // an instant ago. Read again.
+            Ok(MoveInOutcome::TooEarly) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+            Err(e) => {
+                tracing::warn!(handle = %shape.handle, error = %e, "writing a move-in failed; the shape starts over");
+                state.registry.remove(&shape.handle, Removal::Rotated);
+                return;
+            }
+        }
+    }
+}
+
+/// Reads, in one REPEATABLE READ snapshot, the rows of the shape's table that match its where
+/// clause and compare equal to the values `request` owes. Bounded by `max_shape_size`.
+async fn read_move_in(
+    state: &AppState,
+    shape: &Shape,
+    request: &crate::shapes::relational::MoveInRequest,
+) -> Result<(ferrite_protocol::snapshot_info::SnapshotInfo, Vec<Vec<Option<String>>>), String> {
+    let conn = state.snapshot_pool.get().await.map_err(|e| e.to_string())?;
+    let query = ferrite_pg::row_query::RowQuery::values(
+        &shape.filter.table,
+        shape.filter.where_clause.as_ref(),
+        &request.among(),
+    );
+    let snapshot = ferrite_pg::snapshot::Snapshot::begin(conn.client(), None).await.map_err(|e| e.to_string())?;
+    let info = snapshot.info().clone();
+    let mut rows = Vec::new();
+    let mut bytes = 0u64;
+    let mut stream = snapshot.rows(&query).await.map_err(|e| e.to_string())?;
+    while let Some(row) = stream.values().await.map_err(|e| e.to_string())? {
+        bytes += row.iter().map(|v| v.as_ref().map_or(4, |v| v.len() as u64 + 4)).sum::<u64>();
+        let limit = state.config.max_shape_size;
+        if limit > 0 && bytes > limit {
+            return Err(format!("the rows moving in exceed max_shape_size ({limit} bytes)"));
+        }
+        rows.push(row);
+    }
+    drop(stream);
+    snapshot.commit().await.map_err(|e| e.to_string())?;
+    conn.release();
+    Ok((info, rows))
 }

@@ -145,7 +145,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response<Body> {
     let ready = state.replication_ready.load(std::sync::atomic::Ordering::Relaxed)
         && state.metrics.replication_connected.load(std::sync::atomic::Ordering::Relaxed) == 1;
     let (status, text) = if ready { (StatusCode::OK, "active") } else { (StatusCode::ACCEPTED, "starting") };
-    let mut r = response::json(status, &serde_json::json!({"status": text}));
+    let mut r = response::json(
+        status,
+        &serde_json::json!({"status": text, "shapes": state.registry.len(), "relational": state.registry.relational_stats()}),
+    );
     response::set(&mut r, "cache-control", "no-cache, no-store, must-revalidate");
     r
 }
@@ -172,7 +175,8 @@ async fn client_config(State(state): State<Arc<AppState>>) -> Response<Body> {
 
 /// Prometheus metrics.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response<Body> {
-    let mut r = Response::new(Body::from(state.metrics.render(state.registry.len())));
+    let body = state.metrics.render(state.registry.len(), state.registry.relational_stats());
+    let mut r = Response::new(Body::from(body));
     response::set(&mut r, "content-type", "text/plain; version=0.0.4");
     r
 }

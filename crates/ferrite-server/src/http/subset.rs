@@ -38,6 +38,13 @@ pub async fn response(
     shape: &Arc<Shape>,
     subset: &super::params::SubsetParams,
 ) -> Response<Body> {
+    if shape.is_relational() {
+        // Its rows would need tags saying why each is in the shape, at the subset's snapshot.
+        return resp::invalid_field(
+            "subset__where",
+            "subsets of shapes whose where clause has subqueries are not supported yet",
+        );
+    }
     let table = &shape.filter.table;
     let where_clause = match &subset.where_sql {
         None => None,

@@ -1,6 +1,7 @@
 //! Shapes: the registry, each shape's state, and how a new shape gets its initial snapshot.
 
 pub mod registry;
+pub mod relational;
 pub mod shape;
 pub mod snapshot;
 

@@ -5,7 +5,7 @@ use super::shape::{Phase, Removal, Shape, ShapeMeta, ShapeRef};
 use crate::router::TableRoutes;
 use crate::storage::shape_log::write_atomic;
 use crate::storage::ShapeLog;
-use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter};
+use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter, ShapeTables};
 use ferrite_protocol::clock::Clock;
 use ferrite_protocol::schema::TableSchema;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
@@ -79,6 +79,11 @@ impl Registry {
         let (true, Some(info)) = (meta.complete, meta.snapshot.clone()) else {
             return Ok(false);
         };
+        if !meta.inner_tables.is_empty() {
+            // The results of its subqueries are not kept on disk yet: its clients start over.
+            tracing::info!(handle = %meta.handle, "shapes with subqueries do not survive a restart yet");
+            return Ok(false);
+        }
         let filter = ShapeFilter::compile(&meta.definition, Arc::new(meta.table.clone()))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message))?;
         let log = ShapeLog::recover(path, self.chunk_bytes, true)?;
@@ -95,6 +100,7 @@ impl Registry {
             log,
             Phase::Ready(info),
             self.clock.wall_secs(),
+            String::new(),
         ));
         self.index(shape);
         Ok(true)
@@ -104,6 +110,11 @@ impl Registry {
         let mut inner = self.inner.write();
         let term = shape.filter.where_clause.as_ref().and_then(|w| w.equality_index_term());
         inner.routes.entry(shape.filter.table.oid).or_default().add(ShapeRef(shape.clone()), term);
+        // A relational shape also follows the tables its subqueries read, routed by the
+        // equality its subquery's where clause has, when it reads the table only once.
+        for (oid, term) in inner_routes(&shape) {
+            inner.routes.entry(oid).or_default().add(ShapeRef(shape.clone()), term);
+        }
         inner.by_definition.insert(shape.definition.clone(), shape.clone());
         inner.by_handle.insert(shape.handle.clone(), shape);
     }
@@ -123,6 +134,22 @@ impl Registry {
         self.inner.read().by_handle.len()
     }
 
+    /// What relational shapes hold right now (for `/metrics` and `/v1/health`).
+    pub fn relational_stats(&self) -> crate::metrics::RelationalStats {
+        let mut stats = crate::metrics::RelationalStats::default();
+        for shape in self.inner.read().by_handle.values() {
+            if let Some(links) = &shape.links {
+                let links = links.lock();
+                stats.shapes += 1;
+                stats.dependency_nodes += links.subqueries().count();
+                stats.dependency_rows += links.result_rows();
+                stats.moving_in += usize::from(links.moving_in());
+                stats.queued_transactions += links.queued();
+            }
+        }
+        stats
+    }
+
     /// Read access to the routing tables; held while a batch of transactions is routed, so a shape
     /// is either fully registered for a transaction or not at all.
     pub fn routes(&self) -> RoutesGuard<'_> {
@@ -131,30 +158,56 @@ impl Registry {
 
     /// Creates a shape in the snapshotting phase and registers it with the router. From this
     /// moment every routed transaction is buffered for it until its snapshot finishes.
-    pub fn create(&self, def: ShapeDefinition, table: TableSchema) -> Result<Arc<Shape>, CreateError> {
-        let filter = ShapeFilter::compile(&def, Arc::new(table.clone())).map_err(CreateError::Shape)?;
+    /// `tables` are those its subqueries read.
+    pub fn create(
+        &self,
+        def: ShapeDefinition,
+        table: TableSchema,
+        tables: &ShapeTables,
+    ) -> Result<Arc<Shape>, CreateError> {
+        let filter = ShapeFilter::compile_with(&def, Arc::new(table.clone()), tables).map_err(CreateError::Shape)?;
         let handle = self.new_handle(&def);
         let path = self.dir.join(&handle);
         std::fs::create_dir_all(&path).map_err(CreateError::Io)?;
-        let meta =
-            ShapeMeta { handle: handle.clone(), definition: def.clone(), table, snapshot: None, complete: false };
+        let (inner_tables, tag_salt) = if filter.is_relational() {
+            let mut inner: Vec<TableSchema> = filter.subqueries().iter().map(|q| (*q.table).clone()).collect();
+            inner.sort_by_key(|t| t.oid);
+            inner.dedup_by_key(|t| t.oid);
+            (inner, new_salt())
+        } else {
+            (vec![], String::new())
+        };
+        let meta = ShapeMeta {
+            handle: handle.clone(),
+            definition: def.clone(),
+            table,
+            snapshot: None,
+            complete: false,
+            inner_tables,
+            tag_salt: tag_salt.clone(),
+        };
         write_meta(&path, &meta).map_err(CreateError::Io)?;
         let log = ShapeLog::create(&path, self.chunk_bytes).map_err(CreateError::Io)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let phase = Phase::Snapshotting { buffer: vec![] };
-        let shape = Arc::new(Shape::new(id, handle, def, filter, log, phase, self.clock.wall_secs()));
+        let shape = Arc::new(Shape::new(id, handle, def, filter, log, phase, self.clock.wall_secs(), tag_salt));
         self.index(shape.clone());
         Ok(shape)
     }
 
     /// Records that a shape's snapshot is complete, so it survives restarts.
     pub fn persist_ready(&self, shape: &Shape, info: &ferrite_protocol::snapshot_info::SnapshotInfo) -> io::Result<()> {
+        let mut inner_tables: Vec<TableSchema> = shape.filter.subqueries().iter().map(|q| (*q.table).clone()).collect();
+        inner_tables.sort_by_key(|t| t.oid);
+        inner_tables.dedup_by_key(|t| t.oid);
         let meta = ShapeMeta {
             handle: shape.handle.clone(),
             definition: shape.definition.clone(),
             table: (*shape.filter.table).clone(),
             snapshot: Some(info.clone()),
             complete: true,
+            inner_tables,
+            tag_salt: shape.tag_salt.clone(),
         };
         write_meta(shape.log.dir(), &meta)
     }
@@ -167,11 +220,14 @@ impl Registry {
             if inner.by_definition.get(&shape.definition).is_some_and(|s| s.id == shape.id) {
                 inner.by_definition.remove(&shape.definition);
             }
-            let oid = shape.filter.table.oid;
-            if let Some(routes) = inner.routes.get_mut(&oid) {
-                routes.remove(&ShapeRef(shape.clone()));
-                if routes.is_empty() {
-                    inner.routes.remove(&oid);
+            let mut oids = vec![shape.filter.table.oid];
+            oids.extend(inner_routes(&shape).into_iter().map(|(oid, _)| oid));
+            for oid in oids {
+                if let Some(routes) = inner.routes.get_mut(&oid) {
+                    routes.remove(&ShapeRef(shape.clone()));
+                    if routes.is_empty() {
+                        inner.routes.remove(&oid);
+                    }
                 }
             }
             shape
@@ -185,14 +241,15 @@ impl Registry {
         Some(shape)
     }
 
-    /// Removes every shape on the table with this oid (truncate, schema change).
-    pub fn remove_table(&self, oid: u32) -> usize {
+    /// Removes every shape on the table with this oid (truncate, schema change) and, when
+    /// `readers` is set, every shape whose subqueries read it (a schema change there).
+    pub fn remove_table(&self, oid: u32, readers: bool) -> usize {
         let handles: Vec<String> = self
             .inner
             .read()
             .by_handle
             .values()
-            .filter(|s| s.filter.table.oid == oid)
+            .filter(|s| s.filter.table.oid == oid || (readers && s.filter.subqueries().iter().any(|q| q.table.oid == oid)))
             .map(|s| s.handle.clone())
             .collect();
         for h in &handles {
@@ -272,6 +329,30 @@ pub enum CreateError {
     /// Storage failed.
     #[error("shape storage error: {0}")]
     Io(io::Error),
+}
+
+/// The inner tables a relational shape is routed on, each with the equality term of the
+/// subquery reading it (none when several subqueries read the same table).
+fn inner_routes(shape: &Shape) -> Vec<(u32, Option<(usize, Vec<String>)>)> {
+    let subqueries = shape.filter.subqueries();
+    let mut out: Vec<(u32, Option<(usize, Vec<String>)>)> = Vec::new();
+    for q in subqueries {
+        let oid = q.table.oid;
+        if out.iter().any(|(o, _)| *o == oid) {
+            continue;
+        }
+        let readers = subqueries.iter().filter(|s| s.table.oid == oid).count();
+        let term = if readers == 1 { q.filter.as_ref().and_then(|f| f.equality_index_term()) } else { None };
+        out.push((oid, term));
+    }
+    out
+}
+
+/// A new secret salt for a relational shape's tags.
+fn new_salt() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn write_meta(dir: &Path, meta: &ShapeMeta) -> io::Result<()> {

@@ -1,5 +1,6 @@
 //! A live shape: its compiled filter, its log, and where it is in its life (snapshotting, ready).
 
+use super::relational::Links;
 use crate::storage::ShapeLog;
 use ferrite_core::shape::{finish_transaction, PendingMessage, ShapeDefinition, ShapeFilter};
 use ferrite_protocol::offset::LogOffset;
@@ -26,6 +27,12 @@ pub struct ShapeMeta {
     pub snapshot: Option<SnapshotInfo>,
     /// Whether the initial snapshot was completely written.
     pub complete: bool,
+    /// The tables the where clause's subqueries read (a relational shape).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inner_tables: Vec<TableSchema>,
+    /// The secret salt of the shape's tags (a relational shape).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tag_salt: String,
 }
 
 /// A transaction's messages held back while the initial snapshot is being taken.
@@ -83,6 +90,11 @@ pub struct Shape {
     /// Position in the process-wide order of uses: least recently used first for eviction
     /// (seconds are too coarse to order shapes used within the same second).
     pub use_order: AtomicU64,
+    /// Salt of the tags of a relational shape (empty otherwise).
+    pub tag_salt: String,
+    /// The live state of a relational shape (its where clause has subqueries), `None` for a
+    /// plain one: see [`super::relational`].
+    pub links: Option<Mutex<Links>>,
     removed: watch::Sender<Option<Removal>>,
 }
 
@@ -96,10 +108,14 @@ impl Shape {
         log: ShapeLog,
         phase: Phase,
         now_secs: u64,
+        tag_salt: String,
     ) -> Shape {
         let schema_header = ferrite_protocol::schema::electric_schema_header(&filter.table, &filter.selected);
         let (removed, _) = watch::channel(None);
+        let links = Links::new(&filter).map(Mutex::new);
         Shape {
+            tag_salt,
+            links,
             id,
             handle,
             definition,
@@ -111,6 +127,20 @@ impl Shape {
             use_order: AtomicU64::new(next_use()),
             removed,
         }
+    }
+
+    /// Whether the shape's where clause has subqueries.
+    pub fn is_relational(&self) -> bool {
+        self.links.is_some()
+    }
+
+    /// The schema of table `oid` as the shape was built with it: its own table, or a table its
+    /// subqueries read.
+    pub fn schema_of(&self, oid: u32) -> Option<Arc<TableSchema>> {
+        if self.filter.table.oid == oid {
+            return Some(self.filter.table.clone());
+        }
+        self.links.as_ref().and_then(|l| l.lock().inner_schema(oid).cloned())
     }
 
     /// Records a request at `now_secs` (Unix seconds, from the server's clock), for LRU and TTL.

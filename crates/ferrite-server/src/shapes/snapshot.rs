@@ -4,6 +4,7 @@
 
 use super::shape::Shape;
 use ferrite_core::shape::LogMode;
+use ferrite_core::tags::Tagger;
 use ferrite_pg::row_query::RowQuery;
 use ferrite_pg::snapshot::Snapshot;
 use ferrite_pg::PgError;
@@ -75,6 +76,74 @@ pub async fn take_initial_snapshot(
     shape.log.close_snapshot_chunk()?;
     shape.finish_snapshot(info.clone())?;
     shape.log.sync(true)?;
+    Ok(info)
+}
+
+/// Takes the initial snapshot of a relational shape: in one snapshot, the results of its
+/// subqueries (which seed what its clients know, [`super::relational::Links::seed`]) and its
+/// rows, rendered here with their tags. The caller then completes the log and applies the
+/// transactions queued meanwhile ([`super::relational::Links::finish_loading`]).
+pub async fn take_relational_snapshot(
+    client: &Client,
+    shape: &Shape,
+    chunk_bytes: u64,
+    max_shape_bytes: u64,
+    rows_written: &AtomicU64,
+) -> Result<SnapshotInfo, SnapshotError> {
+    let links = shape.links.as_ref().expect("a relational shape");
+    let tagger = Tagger::new(&shape.filter, &shape.tag_salt).expect("a relational shape has conditions");
+    let snapshot = Snapshot::begin(client, None).await?;
+    let info = snapshot.info().clone();
+    let queries: Vec<RowQuery> =
+        links.lock().subqueries().map(|q| RowQuery::values(&q.table, q.filter.as_ref(), &[])).collect();
+    let mut total_bytes = 0u64;
+    let mut too_large = |bytes: u64| {
+        total_bytes += bytes;
+        max_shape_bytes > 0 && total_bytes > max_shape_bytes
+    };
+    let mut results = Vec::with_capacity(queries.len());
+    for query in &queries {
+        let mut rows = snapshot.rows(query).await?;
+        let mut result = Vec::new();
+        while let Some(row) = rows.values().await? {
+            if too_large(row.iter().map(|v| v.as_ref().map_or(4, |v| v.len() as u64 + 4)).sum()) {
+                return Err(SnapshotError::TooLarge { limit: max_shape_bytes });
+            }
+            result.push(row);
+        }
+        results.push(result);
+    }
+    let known = links.lock().seed(results);
+    let batch_limit = chunk_bytes.clamp(1, 64 * 1024) as usize;
+    let mut batch: Vec<String> = Vec::new();
+    let mut batch_bytes = 0usize;
+    if shape.definition.log == LogMode::Full {
+        let query = RowQuery::values(&shape.filter.table, shape.filter.where_clause.as_ref(), &[]);
+        let mut rows = snapshot.rows(&query).await?;
+        while let Some(row) = rows.values().await? {
+            let conditions = tagger.conditions();
+            if !conditions.holds(&conditions.active(&row, &known)) {
+                continue;
+            }
+            let json = tagger.row(&row, &known, false);
+            if too_large(json.len() as u64) {
+                return Err(SnapshotError::TooLarge { limit: max_shape_bytes });
+            }
+            batch_bytes += json.len();
+            batch.push(json);
+            if batch_bytes >= batch_limit {
+                write_rows(shape, &batch)?;
+                rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+                batch_bytes = 0;
+            }
+        }
+    }
+    snapshot.commit().await?;
+    rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    batch.push(ferrite_protocol::messages::snapshot_end(&info));
+    write_rows(shape, &batch)?;
+    shape.log.close_snapshot_chunk()?;
     Ok(info)
 }
 

@@ -190,6 +190,11 @@ impl ShapeLog {
         self.inner.lock().durable_offset
     }
 
+    /// Offset of the last entry written (durable or not).
+    pub fn end_offset(&self) -> LogOffset {
+        self.inner.lock().end_offset
+    }
+
     /// Highest transaction LSN written (durable or not): replay skips transactions at or below it.
     pub fn last_written_tx(&self) -> u64 {
         self.inner.lock().end_offset.tx

@@ -173,6 +173,11 @@ pub struct ShapeReader {
     pub seen_ops: Vec<(String, String, String)>,
     /// Bearer token sent with every request (JWT mode).
     pub token: Option<String>,
+    /// Relational shapes: each row's tags and active conditions, as a tag-tracking client
+    /// keeps them (see `apply_event`).
+    pub tags: BTreeMap<String, (Vec<String>, Vec<bool>)>,
+    /// Every message seen, in order (for checking the wire format).
+    pub log: Vec<Value>,
 }
 
 impl ShapeReader {
@@ -188,6 +193,8 @@ impl ShapeReader {
             refetches: 0,
             seen_ops: vec![],
             token: None,
+            tags: BTreeMap::new(),
+            log: vec![],
         }
     }
 
@@ -240,6 +247,7 @@ impl ShapeReader {
                 self.handle = r.header("electric-handle");
                 self.offset = "-1".into();
                 self.rows.clear();
+                self.tags.clear();
                 self.up_to_date = false;
             }
             other => panic!("unexpected status {other}: {}", r.text),
@@ -248,12 +256,47 @@ impl ShapeReader {
     }
 
     fn apply(&mut self, m: &Value) {
+        self.log.push(m.clone());
         let headers = &m["headers"];
         if headers["control"] == "up-to-date" {
             self.up_to_date = true;
             return;
         }
+        if let Some(event) = headers["event"].as_str() {
+            self.apply_event(event, &headers["patterns"]);
+            return;
+        }
         let Some(op) = headers["operation"].as_str() else { return };
+        let key = m["key"].as_str().unwrap_or_default().to_string();
+        if let Some(tags) = headers["tags"].as_array() {
+            let tags: Vec<String> = tags.iter().map(|t| t.as_str().unwrap().to_string()).collect();
+            let active: Vec<bool> = headers["active_conditions"]
+                .as_array()
+                .expect("tagged messages carry active_conditions")
+                .iter()
+                .map(|a| a.as_bool().unwrap())
+                .collect();
+            if op == "delete" {
+                self.tags.remove(&key);
+            } else {
+                let entry = self.tags.entry(key.clone()).or_default();
+                if let Some(removed) = headers["removed_tags"].as_array() {
+                    entry.0.retain(|t| !removed.iter().any(|r| r == t));
+                }
+                for t in tags {
+                    if !entry.0.contains(&t) {
+                        entry.0.push(t);
+                    }
+                }
+                entry.1 = active;
+            }
+            // A row that moves in may already be here through another condition: an update.
+            if op == "insert" && headers["is_move_in"] == true && self.rows.contains_key(&key) {
+                let value = m["value"].as_object().cloned().unwrap_or_default();
+                self.rows.insert(key, value);
+                return;
+            }
+        }
         let key = m["key"].as_str().unwrap_or_default().to_string();
         let value = m["value"].as_object().cloned().unwrap_or_default();
         let pos = format!("{}/{}", headers["lsn"].as_str().unwrap_or("snap"), headers["op_position"]);
@@ -273,6 +316,37 @@ impl ShapeReader {
                 assert!(self.rows.remove(&key).is_some(), "delete for unknown row {key}");
             }
             other => panic!("unknown operation {other}"),
+        }
+    }
+
+    /// A move event, as a tag-tracking client applies it: each pattern names a position and a
+    /// tag slot; `move-out` makes that position false on the rows whose tags hold the slot there
+    /// and drops the rows none of whose tags (disjuncts) still holds whole; `move-in` makes it
+    /// true again.
+    fn apply_event(&mut self, event: &str, patterns: &Value) {
+        let patterns: Vec<(usize, String)> = patterns
+            .as_array()
+            .expect("move events carry patterns")
+            .iter()
+            .map(|p| (p["pos"].as_u64().unwrap() as usize, p["value"].as_str().unwrap().to_string()))
+            .collect();
+        let mut dropped = vec![];
+        for (key, (tags, active)) in self.tags.iter_mut() {
+            for (pos, value) in &patterns {
+                if tags.iter().any(|t| t.split('/').nth(*pos) == Some(value.as_str())) {
+                    active[*pos] = event == "move-in";
+                }
+            }
+            let visible = tags.iter().any(|t| {
+                t.split('/').enumerate().filter(|(_, s)| !s.is_empty()).all(|(p, _)| active.get(p) == Some(&true))
+            });
+            if !visible {
+                dropped.push(key.clone());
+            }
+        }
+        for key in dropped {
+            self.tags.remove(&key);
+            self.rows.remove(&key);
         }
     }
 

@@ -1,0 +1,492 @@
+//! Relational shapes: shapes whose where clause has subqueries, kept live as the subqueries'
+//! results change.
+//!
+//! For each subquery the shape keeps a [`Dependency`]: the live result of the inner query (a
+//! [`DependencyNode`], fed the inner table's changes), the values its clients have been given
+//! the rows for (`loaded`), and the values whose rows are still owed to them (`pending`). A
+//! transaction is applied in three steps: the inner tables' changes update the nodes; each value
+//! that entered or left a result flips a position of the where clause for the rows with that
+//! value — to false at once (a `move-out` event, `loaded` updated), to true by a *move-in*
+//! (`pending` until the rows are read); then the outer table's changes become messages, judged
+//! against `loaded`, the results as the clients know them.
+//!
+//! A move-in reads the newly matching rows in a REPEATABLE READ snapshot. Transactions that
+//! arrive meanwhile wait in the shape's queue; when the rows are in, the queue is split by
+//! visibility in that snapshot (xids, not LSNs): the transactions the snapshot holds are applied
+//! first, still without the new values (their effect on those rows is in the rows read), then the
+//! `move-in` event, the rows (`is_move_in` inserts) and `snapshot-end`, then the rest with the
+//! new values. The initial snapshot works the same way: the results and the shape's rows are
+//! read in one snapshot, and the transactions queued meanwhile that it does not hold follow.
+//! Nothing here ever answers 409: a long queue only means a longer wait.
+
+use super::shape::Shape;
+use ferrite_core::deps::{self, DependencyNode, Projected};
+use ferrite_core::shape::{finish_transaction, RowChange};
+use ferrite_core::tags::{move_event, MoveKind, Pattern, Tagger};
+use ferrite_pg::row_query::Among;
+use ferrite_protocol::key::row_key;
+use ferrite_protocol::offset::LogOffset;
+use ferrite_protocol::schema::TableSchema;
+use ferrite_protocol::snapshot_info::SnapshotInfo;
+use ferrite_where::{Membership, Position, Subquery, SubquerySets};
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::sync::Arc;
+
+/// One change of a transaction that concerns a relational shape, owned so that it can wait in
+/// the shape's queue.
+#[derive(Debug, Clone)]
+pub struct OwnedChange {
+    /// Position of the change in its transaction (message `op` = 2 × index).
+    pub index: usize,
+    /// The table changed.
+    pub oid: u32,
+    /// What happened.
+    pub kind: ChangeKind,
+}
+
+/// What happened to a row (values aligned with its table's columns).
+#[derive(Debug, Clone)]
+pub enum ChangeKind {
+    /// A new row.
+    Insert(Vec<Option<String>>),
+    /// A changed row: before, after.
+    Update(Vec<Option<String>>, Vec<Option<String>>),
+    /// A removed row.
+    Delete(Vec<Option<String>>),
+    /// Every row of the table removed.
+    Truncate,
+}
+
+/// A transaction's changes for one relational shape.
+#[derive(Debug, Clone)]
+pub struct QueuedTxn {
+    /// 32-bit xid.
+    pub xid: u32,
+    /// Commit LSN.
+    pub commit_lsn: u64,
+    /// Its changes to the shape's tables, in order.
+    pub changes: Vec<OwnedChange>,
+}
+
+/// One subquery of the shape's where clause and what the shape's clients know of its result.
+struct Dependency {
+    query: Subquery,
+    /// The position of the where clause that tests it.
+    position: usize,
+    /// Whether that position is negated (`NOT IN`, `NOT EXISTS`).
+    negated: bool,
+    /// The outer table's columns it compares.
+    outer_columns: Vec<usize>,
+    /// Its result now, as far as the transactions applied so far go.
+    node: DependencyNode,
+    /// The values whose rows the clients have been given (positive test) or told about
+    /// (negated test): the result as the shape's messages are judged against.
+    loaded: HashSet<Projected>,
+    /// Values whose rows are owed: their position became true for them, but the rows have not
+    /// been read yet.
+    pending: HashSet<Projected>,
+}
+
+/// Where a relational shape is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The initial snapshot is being read; transactions queue.
+    Loading,
+    /// Transactions are applied as they come.
+    Live,
+    /// A move-in is reading rows; transactions queue.
+    MovingIn,
+}
+
+/// What became of a transaction offered to the shape.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Offered {
+    /// The shape's log was written (it needs a sync).
+    pub wrote: bool,
+    /// A move-in must be started for the shape.
+    pub move_in: bool,
+}
+
+/// What a move-in reads: for each subquery with owed values, the outer columns it compares and
+/// those values; and the transaction after which they were owed (the snapshot must hold it).
+#[derive(Debug, Clone)]
+pub struct MoveInRequest {
+    /// Subquery number, outer columns, values (texts, none NULL).
+    pub values: Vec<(usize, Vec<usize>, Vec<Projected>)>,
+    /// xid and commit LSN of the last transaction applied before the request.
+    pub after: (u32, u64),
+}
+
+impl MoveInRequest {
+    /// The rows to read, as restrictions on the outer table.
+    pub fn among(&self) -> Vec<Among> {
+        self.values
+            .iter()
+            .map(|(_, columns, values)| Among {
+                columns: columns.clone(),
+                values: values.iter().map(|v| v.iter().map(|x| x.clone().unwrap_or_default()).collect()).collect(),
+            })
+            .collect()
+    }
+}
+
+/// How a finished move-in went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveInOutcome {
+    /// Done; the shape is live again.
+    Done,
+    /// Done, and more values are owed: read again.
+    Again,
+    /// The snapshot was taken too early (it does not hold a transaction already applied, or
+    /// holds a later one but not an earlier one): nothing was written; read again.
+    TooEarly,
+}
+
+/// The live state of a relational shape (see the module documentation).
+pub struct Links {
+    deps: Vec<Dependency>,
+    stage: Stage,
+    queue: VecDeque<QueuedTxn>,
+    /// xid and commit LSN of the last transaction applied.
+    last_applied: Option<(u32, u64)>,
+    /// Oids of the inner tables (each once).
+    pub inner_tables: Vec<u32>,
+}
+
+/// The subqueries' results as the shape's clients know them (`loaded`), for evaluation.
+pub struct Loaded(Vec<HashSet<Projected>>);
+
+impl SubquerySets for Loaded {
+    fn lookup(&self, index: usize, key: &[&str]) -> Membership {
+        let value: Projected = key.iter().map(|k| Some(k.to_string())).collect();
+        match self.0.get(index) {
+            Some(set) => Membership { contains: set.contains(&value), has_null: false, empty: set.is_empty() },
+            None => Membership { empty: true, ..Membership::default() },
+        }
+    }
+
+    fn nulls(&self, index: usize) -> Membership {
+        Membership { empty: self.0.get(index).is_none_or(|s| s.is_empty()), ..Membership::default() }
+    }
+}
+
+/// The `loaded` results of a shape's dependencies, for evaluation.
+struct Known<'a>(&'a [Dependency]);
+
+impl SubquerySets for Known<'_> {
+    fn lookup(&self, index: usize, key: &[&str]) -> Membership {
+        let value: Projected = key.iter().map(|k| Some(k.to_string())).collect();
+        match self.0.get(index) {
+            Some(d) => Membership { contains: d.loaded.contains(&value), has_null: false, empty: d.loaded.is_empty() },
+            None => Membership { empty: true, ..Membership::default() },
+        }
+    }
+
+    fn nulls(&self, index: usize) -> Membership {
+        Membership { empty: self.0.get(index).is_none_or(|d| d.loaded.is_empty()), ..Membership::default() }
+    }
+}
+
+impl Links {
+    /// The state of a shape compiled to `filter` (`None` unless it is relational). It starts
+    /// loading: transactions queue until [`Links::seed`] and
+    /// [`Links::finish_loading`].
+    pub fn new(filter: &ferrite_core::shape::ShapeFilter) -> Option<Links> {
+        let conditions = filter.conditions.as_ref()?;
+        let mut deps = Vec::new();
+        for (sub, query) in filter.subqueries().iter().enumerate() {
+            let position = conditions.position_of(sub)?;
+            let Position::Subquery { negated, columns, .. } = &conditions.positions()[position] else { return None };
+            deps.push(Dependency {
+                query: query.clone(),
+                position,
+                negated: *negated,
+                outer_columns: columns.clone(),
+                node: DependencyNode::new(),
+                loaded: HashSet::new(),
+                pending: HashSet::new(),
+            });
+        }
+        let mut inner_tables: Vec<u32> = deps.iter().map(|d| d.query.table.oid).collect();
+        inner_tables.sort_unstable();
+        inner_tables.dedup();
+        Some(Links { deps, stage: Stage::Loading, queue: VecDeque::new(), last_applied: None, inner_tables })
+    }
+
+    /// The subqueries, in order.
+    pub fn subqueries(&self) -> impl Iterator<Item = &Subquery> {
+        self.deps.iter().map(|d| &d.query)
+    }
+
+    /// The schema of inner table `oid`, if the shape reads it.
+    pub fn inner_schema(&self, oid: u32) -> Option<&Arc<TableSchema>> {
+        self.deps.iter().map(|d| &d.query.table).find(|t| t.oid == oid)
+    }
+
+    /// Loads the subqueries' results as the initial snapshot read them (`rows[i]`: every row of
+    /// subquery `i`'s table that its where clause selects, all columns); returns them as the
+    /// clients will know them, for rendering the snapshot's rows.
+    pub fn seed(&mut self, rows: Vec<Vec<Vec<Option<String>>>>) -> Loaded {
+        for (dep, rows) in self.deps.iter_mut().zip(rows) {
+            for row in rows {
+                let key = row_key(&dep.query.table, &row);
+                let value: Projected = dep.query.columns.iter().map(|&c| row.get(c).cloned().flatten()).collect();
+                if !value.iter().any(Option::is_none) {
+                    dep.loaded.insert(value.clone());
+                }
+                dep.node.seed(key, value);
+            }
+        }
+        Loaded(self.deps.iter().map(|d| d.loaded.clone()).collect())
+    }
+
+    /// Takes a transaction: applied at once when the shape is live, else queued.
+    pub fn offer(&mut self, shape: &Shape, txn: QueuedTxn) -> io::Result<Offered> {
+        if self.stage != Stage::Live {
+            self.queue.push_back(txn);
+            return Ok(Offered::default());
+        }
+        let wrote = self.apply(shape, &txn)?;
+        let move_in = self.owes_rows();
+        if move_in {
+            self.stage = Stage::MovingIn;
+        }
+        Ok(Offered { wrote, move_in })
+    }
+
+    /// Ends loading: drops the queued transactions the snapshot `info` holds and applies the
+    /// rest. Returns whether a move-in must follow; an error when the snapshot holds a
+    /// transaction but not an earlier one that changed a subquery's table (a race of commits
+    /// that the results read cannot be reconciled with: the caller starts the shape over).
+    pub fn finish_loading(&mut self, shape: &Shape, info: &SnapshotInfo) -> Result<bool, String> {
+        let queued: Vec<QueuedTxn> = self.queue.drain(..).collect();
+        let mut unseen_inner_change = false;
+        for txn in queued {
+            let touches_inner = txn.changes.iter().any(|c| self.inner_tables.contains(&c.oid));
+            if info.contains(txn.xid, txn.commit_lsn) {
+                if touches_inner && unseen_inner_change {
+                    return Err("transactions committed in an order the snapshot cannot be spliced with".into());
+                }
+                continue;
+            }
+            unseen_inner_change |= touches_inner;
+            self.queue.push_back(txn);
+        }
+        self.stage = Stage::MovingIn;
+        self.drain(shape).map_err(|e| e.to_string())
+    }
+
+    /// The values to read rows for; `None` when nothing is owed.
+    pub fn move_in_request(&self) -> Option<MoveInRequest> {
+        let after = self.last_applied?;
+        let values: Vec<(usize, Vec<usize>, Vec<Projected>)> = self
+            .deps
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.pending.is_empty())
+            .map(|(i, d)| (i, d.outer_columns.clone(), d.pending.iter().cloned().collect()))
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        Some(MoveInRequest { values, after })
+    }
+
+    /// Ends a move-in whose rows `rows` (all columns of the outer table) were read in snapshot
+    /// `info` for `request`: splices them into the log between the queued transactions the
+    /// snapshot holds and those it does not (see the module documentation).
+    pub fn finish_move_in(
+        &mut self,
+        shape: &Shape,
+        request: &MoveInRequest,
+        info: &SnapshotInfo,
+        rows: &[Vec<Option<String>>],
+    ) -> io::Result<MoveInOutcome> {
+        if !info.contains(request.after.0, request.after.1) {
+            return Ok(MoveInOutcome::TooEarly);
+        }
+        let visible = self.queue.iter().take_while(|t| info.contains(t.xid, t.commit_lsn)).count();
+        if self.queue.iter().skip(visible).any(|t| info.contains(t.xid, t.commit_lsn)) {
+            return Ok(MoveInOutcome::TooEarly);
+        }
+        for _ in 0..visible {
+            let txn = self.queue.pop_front().expect("counted");
+            self.apply(shape, &txn)?;
+        }
+        // The values still owed at the snapshot: their rows are the ones read.
+        let mut patterns: Vec<Pattern> = Vec::new();
+        let tagger = tagger(shape);
+        for (i, _, values) in &request.values {
+            let dep = &mut self.deps[*i];
+            for v in values {
+                if dep.pending.remove(v) {
+                    patterns.push((dep.position, tagger.slot(&as_strs(v))));
+                    if dep.negated {
+                        dep.loaded.remove(v);
+                    } else {
+                        dep.loaded.insert(v.clone());
+                    }
+                }
+            }
+        }
+        if !patterns.is_empty() {
+            let mut block = vec![move_event(MoveKind::In, &patterns, None)];
+            for row in rows {
+                let active = tagger.conditions().active(row, &Known(&self.deps));
+                if tagger.conditions().holds(&active) {
+                    block.push(tagger.row(row, &Known(&self.deps), true));
+                }
+            }
+            block.push(ferrite_protocol::messages::snapshot_end(info));
+            let lsn = self.last_applied.map_or(0, |(_, l)| l);
+            let end = shape.log.end_offset();
+            let first_op = if end.tx == lsn + 1 { end.op + 1 } else { 1 };
+            let entries: Vec<(LogOffset, &[u8])> = block
+                .iter()
+                .enumerate()
+                .map(|(n, json)| (LogOffset::new(lsn + 1, first_op + n as u64), json.as_bytes()))
+                .collect();
+            shape.log.append(&entries)?;
+        }
+        self.drain(shape).map(|again| if again { MoveInOutcome::Again } else { MoveInOutcome::Done })
+    }
+
+    /// Applies queued transactions until one leaves rows owed (true: a move-in must follow, the
+    /// rest stays queued) or none is left (false: live again).
+    fn drain(&mut self, shape: &Shape) -> io::Result<bool> {
+        loop {
+            if self.owes_rows() {
+                self.stage = Stage::MovingIn;
+                return Ok(true);
+            }
+            match self.queue.pop_front() {
+                Some(txn) => {
+                    self.apply(shape, &txn)?;
+                }
+                None => {
+                    self.stage = Stage::Live;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    fn owes_rows(&self) -> bool {
+        self.deps.iter().any(|d| !d.pending.is_empty())
+    }
+
+    /// Transactions waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether rows are being read for values that moved in.
+    pub fn moving_in(&self) -> bool {
+        self.stage == Stage::MovingIn
+    }
+
+    /// Rows held in the subqueries' results.
+    pub fn result_rows(&self) -> usize {
+        self.deps.iter().map(|d| d.node.len()).sum()
+    }
+
+    /// Applies one transaction and appends what it means for the shape to its log. Returns
+    /// whether anything was written.
+    fn apply(&mut self, shape: &Shape, txn: &QueuedTxn) -> io::Result<bool> {
+        self.last_applied = Some((txn.xid, txn.commit_lsn));
+        let tagger = tagger(shape);
+        let outer = shape.filter.table.oid;
+        // 1. The subqueries' results.
+        let mut first_inner: Option<usize> = None;
+        for change in txn.changes.iter().filter(|c| c.oid != outer) {
+            first_inner.get_or_insert(change.index);
+            for dep in self.deps.iter_mut().filter(|d| d.query.table.oid == change.oid) {
+                feed(dep, &change.kind);
+            }
+        }
+        // 2. What their changes mean for the shape's positions.
+        let mut outs: Vec<Pattern> = Vec::new();
+        for dep in &mut self.deps {
+            let delta = dep.node.finish_transaction();
+            for v in delta.entered.into_iter().filter(|v| !v.iter().any(Option::is_none)) {
+                if dep.negated {
+                    if !dep.pending.remove(&v) && dep.loaded.insert(v.clone()) {
+                        outs.push((dep.position, tagger.slot(&as_strs(&v))));
+                    }
+                } else if !dep.loaded.contains(&v) {
+                    dep.pending.insert(v);
+                }
+            }
+            for v in delta.left.into_iter().filter(|v| !v.iter().any(Option::is_none)) {
+                if dep.negated {
+                    if dep.loaded.contains(&v) {
+                        dep.pending.insert(v);
+                    }
+                } else if !dep.pending.remove(&v) && dep.loaded.remove(&v) {
+                    outs.push((dep.position, tagger.slot(&as_strs(&v))));
+                }
+            }
+        }
+        // 3. The outer table's changes, judged against the results as the clients know them.
+        let mut messages = Vec::new();
+        for change in txn.changes.iter().filter(|c| c.oid == outer) {
+            let row_change = match &change.kind {
+                ChangeKind::Insert(new) => RowChange::Insert { new },
+                ChangeKind::Update(old, new) => RowChange::Update { old, new },
+                ChangeKind::Delete(old) => RowChange::Delete { old },
+                ChangeKind::Truncate => continue,
+            };
+            messages.extend(tagger.convert(row_change, change.index, txn.commit_lsn, txn.xid, &Known(&self.deps)));
+        }
+        let mut entries: Vec<(u64, String)> = finish_transaction(&messages);
+        if !outs.is_empty() {
+            let op = 2 * first_inner.unwrap_or(0) as u64;
+            entries.push((op, move_event(MoveKind::Out, &outs, Some(txn.xid))));
+            entries.sort_by_key(|(op, _)| *op);
+        }
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let entries: Vec<(LogOffset, &[u8])> =
+            entries.iter().map(|(op, json)| (LogOffset::new(txn.commit_lsn, *op), json.as_bytes())).collect();
+        shape.log.append(&entries)?;
+        Ok(true)
+    }
+}
+
+/// Feeds one change of the inner table to a subquery's result.
+fn feed(dep: &mut Dependency, kind: &ChangeKind) {
+    let table = dep.query.table.clone();
+    let upsert = |dep: &mut Dependency, row: &[Option<String>]| {
+        let key = row_key(&table, row);
+        let change = deps::RowChange::Upsert { key: &key, row };
+        if dep.node.apply(&dep.query, change, &ferrite_where::subquery::NoSets).is_err() {
+            // A row Postgres could not evaluate either is not in the result.
+            let _ = dep.node.apply(&dep.query, deps::RowChange::Delete { key: &key }, &ferrite_where::subquery::NoSets);
+        }
+    };
+    match kind {
+        ChangeKind::Insert(new) => upsert(dep, new),
+        ChangeKind::Update(old, new) => {
+            let old_key = row_key(&table, old);
+            if old_key != row_key(&table, new) {
+                let _ = dep.node.apply(&dep.query, deps::RowChange::Delete { key: &old_key }, &ferrite_where::subquery::NoSets);
+            }
+            upsert(dep, new)
+        }
+        ChangeKind::Delete(old) => {
+            let key = row_key(&table, old);
+            let _ = dep.node.apply(&dep.query, deps::RowChange::Delete { key: &key }, &ferrite_where::subquery::NoSets);
+        }
+        ChangeKind::Truncate => dep.node.clear(),
+    }
+}
+
+fn tagger(shape: &Shape) -> Tagger<'_> {
+    Tagger::new(&shape.filter, &shape.tag_salt).expect("a relational shape has conditions")
+}
+
+fn as_strs(v: &Projected) -> Vec<Option<&str>> {
+    v.iter().map(|x| x.as_deref()).collect()
+}

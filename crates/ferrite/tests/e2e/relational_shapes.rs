@@ -1,0 +1,168 @@
+//! Relational shapes: a shape whose where clause has subqueries (`team_id IN (SELECT team_id
+//! FROM team_members WHERE user_id = 'ann')`) follows the subqueries' results live. A value that
+//! leaves a result is one `move-out` event, not a delete per row; one that enters is a `move-in`
+//! event, the rows that match now (`is_move_in` inserts) and `snapshot-end`. Every change carries
+//! `tags` and `active_conditions`. After each step the rows a tag-tracking client holds (the
+//! test's `ShapeReader`, applying events as `@tanstack/electric-db-collection` does) equal what
+//! Postgres answers to the same `SELECT … WHERE …`.
+
+use crate::common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const SCHEMA: &str = "
+    CREATE TABLE teams (id int PRIMARY KEY, public boolean NOT NULL DEFAULT false);
+    CREATE TABLE team_members (team_id int NOT NULL, user_id text NOT NULL, role text NOT NULL DEFAULT 'editor',
+                               PRIMARY KEY (team_id, user_id));
+    CREATE TABLE steps (id int PRIMARY KEY, team_id int NOT NULL, name text);
+    INSERT INTO teams VALUES (1, false), (2, false), (3, false), (4, true);
+    INSERT INTO team_members VALUES (1, 'ann', 'editor'), (2, 'bob', 'owner'), (3, 'bob', 'viewer');
+    INSERT INTO steps SELECT i, 1 + i % 4, 'step ' || i FROM generate_series(1, 40) i;";
+
+const ANNS_TEAMS: &str = "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann')";
+
+async fn expect_rows(c: &tokio_postgres::Client, reader: &mut ShapeReader, where_sql: &str, context: &str) {
+    let expected = oracle(c, "steps", &["id", "team_id", "name"], where_sql).await;
+    reader.live_until(Duration::from_secs(20), |r| r.sorted_rows() == expected).await;
+    assert_same_rows(&reader.sorted_rows(), &expected, context);
+}
+
+fn events<'a>(log: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    log.iter().filter(|m| m["headers"]["event"] == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_moves_rows_in_and_out_live() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let mut ann = ShapeReader::new(&s.base, &[("table", "steps"), ("where", ANNS_TEAMS)]);
+    ann.catch_up().await;
+    assert_same_rows(
+        &ann.sorted_rows(),
+        &oracle(&c, "steps", &["id", "team_id", "name"], ANNS_TEAMS).await,
+        "initial snapshot",
+    );
+    let first = ann.log.iter().find(|m| m["headers"]["operation"] == "insert").expect("rows");
+    assert_eq!(first["headers"]["tags"].as_array().unwrap().len(), 1);
+    assert_eq!(first["headers"]["active_conditions"], serde_json::json!([true]));
+
+    // Ann joins team 2: its rows move in — one event, the rows, the snapshot they were read in.
+    c.execute("INSERT INTO team_members VALUES (2, 'ann')", &[]).await.unwrap();
+    expect_rows(&c, &mut ann, ANNS_TEAMS, "after joining team 2").await;
+    let moved_in: Vec<&Value> = ann.log.iter().filter(|m| m["headers"]["is_move_in"] == true).collect();
+    assert_eq!(moved_in.len(), 10, "team 2's ten steps");
+    assert!(moved_in.iter().all(|m| m["headers"].get("lsn").is_none() && m["headers"].get("txids").is_none()));
+    assert_eq!(events(&ann.log, "move-in").len(), 1);
+    let start = ann.log.iter().position(|m| m["headers"]["event"] == "move-in").unwrap();
+    let block = &ann.log[start..start + 12];
+    assert!(block[1..11].iter().all(|m| m["headers"]["is_move_in"] == true));
+    assert_eq!(block[11]["headers"]["control"], "snapshot-end");
+
+    // New rows of her teams arrive as inserts with tags; a row re-parented out is deleted.
+    c.batch_execute(
+        "INSERT INTO steps VALUES (100, 2, 'new in 2'), (101, 3, 'not hers');
+         UPDATE steps SET team_id = 3 WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    expect_rows(&c, &mut ann, ANNS_TEAMS, "after inserts and a re-parenting").await;
+
+    // She leaves team 1: one move-out event with the transaction's id, no delete per row.
+    let deletes_before = ann.log.iter().filter(|m| m["headers"]["operation"] == "delete").count();
+    c.execute("DELETE FROM team_members WHERE team_id = 1 AND user_id = 'ann'", &[]).await.unwrap();
+    expect_rows(&c, &mut ann, ANNS_TEAMS, "after leaving team 1").await;
+    let outs = events(&ann.log, "move-out");
+    assert_eq!(outs.len(), 1);
+    assert_eq!(outs[0]["headers"]["patterns"].as_array().unwrap().len(), 1);
+    assert!(outs[0]["headers"]["txids"][0].as_u64().is_some());
+    assert_eq!(ann.log.iter().filter(|m| m["headers"]["operation"] == "delete").count(), deletes_before);
+
+    // Joined and left inside one transaction: nothing moves. Then a membership of someone
+    // else's changes nothing for her.
+    let before = ann.log.len();
+    c.batch_execute(
+        "BEGIN; INSERT INTO team_members VALUES (3, 'ann'); DELETE FROM team_members WHERE team_id = 3 AND user_id = 'ann'; COMMIT;
+         INSERT INTO team_members VALUES (1, 'bob');
+         UPDATE steps SET name = 'renamed' WHERE id = 5;",
+    )
+    .await
+    .unwrap();
+    expect_rows(&c, &mut ann, ANNS_TEAMS, "after a toggle inside one transaction").await;
+    let since: Vec<&Value> = ann.log[before..].iter().filter(|m| m["headers"]["control"].is_null()).collect();
+    assert_eq!(since.len(), 1, "only the rename of step 5: {since:?}");
+
+    // Re-joining in the same transaction as rows are added to the team and a row moves in:
+    // everything arrives once.
+    c.batch_execute(
+        "BEGIN; INSERT INTO steps VALUES (102, 1, 'added with the join'); INSERT INTO team_members VALUES (1, 'ann');
+         UPDATE steps SET team_id = 1 WHERE id = 101; COMMIT;",
+    )
+    .await
+    .unwrap();
+    expect_rows(&c, &mut ann, ANNS_TEAMS, "after re-joining team 1").await;
+}
+
+/// Positions and disjuncts: a row in the shape through one condition stays when another one
+/// moves out, and goes when none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_stays_while_another_condition_holds() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let clause = "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann') OR name LIKE '%shared%' \
+                  OR team_id IN (SELECT id FROM teams WHERE public)";
+    let mut ann = ShapeReader::new(&s.base, &[("table", "steps"), ("where", clause)]);
+    ann.catch_up().await;
+    assert_same_rows(&ann.sorted_rows(), &oracle(&c, "steps", &["id", "team_id", "name"], clause).await, "snapshot");
+    let tagged = ann.log.iter().find(|m| m["headers"]["operation"] == "insert").unwrap();
+    assert_eq!(tagged["headers"]["tags"].as_array().unwrap().len(), 3, "one tag per disjunct");
+
+    c.batch_execute("UPDATE steps SET name = 'shared 5' WHERE id = 5; UPDATE teams SET public = true WHERE id = 3;")
+        .await
+        .unwrap();
+    expect_rows(&c, &mut ann, clause, "a step shared, team 3 made public").await;
+    c.batch_execute(
+        "DELETE FROM team_members WHERE user_id = 'ann'; UPDATE teams SET public = false WHERE id = 4;
+         UPDATE steps SET name = 'private' WHERE id = 9;",
+    )
+    .await
+    .unwrap();
+    expect_rows(&c, &mut ann, clause, "ann removed, team 4 private").await;
+    c.batch_execute("UPDATE teams SET public = false; INSERT INTO team_members VALUES (2, 'ann')").await.unwrap();
+    expect_rows(&c, &mut ann, clause, "only team 2 and shared steps").await;
+    c.batch_execute("TRUNCATE team_members").await.unwrap();
+    expect_rows(&c, &mut ann, clause, "memberships truncated").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_subqueries_are_refused_with_a_reason() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute("CREATE TABLE loose (team_id int)").await.unwrap();
+    let s = TestServer::start(&db).await;
+    let refused = |clause: &'static str, needle: &'static str| {
+        let base = s.base.clone();
+        async move {
+            let r = read_shape(&base, None, &[("table", "steps"), ("where", clause)]).await.unwrap_err();
+            assert_eq!(r.0, 400, "{clause}: {}", r.1);
+            assert!(r.1.contains(needle), "{clause}: {}", r.1);
+        }
+    };
+    refused("team_id IN (SELECT team_id FROM nowhere)", "does not exist").await;
+    refused("team_id IN (SELECT team_id FROM team_members WHERE nope = 1)", "nope").await;
+    refused("team_id IN (SELECT team_id FROM loose)", "no primary key").await;
+    refused("team_id IN (SELECT team_id FROM ferrite.client_results)", "schema clients cannot read").await;
+    refused("team_id IN (SELECT team_id FROM team_members GROUP BY team_id)", "GROUP BY").await;
+    refused("team_id IN (SELECT id FROM steps)", "own table").await;
+    refused(
+        "team_id IN (SELECT team_id FROM team_members WHERE user_id IN (SELECT user_id FROM team_members))",
+        "nested",
+    )
+    .await;
+    refused("(team_id IN (SELECT team_id FROM team_members)) IS NOT TRUE", "condition of its own").await;
+    refused("name NOT IN (SELECT user_id FROM team_members)", "NOT EXISTS").await;
+}
