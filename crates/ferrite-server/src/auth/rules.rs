@@ -21,9 +21,8 @@ use serde_json::{Map, Value};
 pub struct RuleTemplate {
     text: String,
     claim_paths: Vec<Vec<String>>,
-    /// Whether the rule reads more than the row: other tables (`IN (SELECT …)`, `EXISTS …`) or
-    /// the current time (`now()`, `CURRENT_DATE`, …).
-    beyond_the_row: bool,
+    /// Whether the rule reads the current time (`now()`, `CURRENT_DATE`, …).
+    reads_time: bool,
 }
 
 impl RuleTemplate {
@@ -31,14 +30,14 @@ impl RuleTemplate {
     /// claims it names.
     pub fn parse(text: &str) -> Result<RuleTemplate, String> {
         let claim_paths = rule_claim_paths(text).map_err(|e| e.to_string())?;
-        let subqueries = !ferrite_where::tables_read(text).map_err(|e| e.to_string())?.is_empty();
-        let time = ferrite_where::reads_current_time(text).map_err(|e| e.to_string())?;
-        Ok(RuleTemplate { text: text.to_string(), claim_paths, beyond_the_row: subqueries || time })
+        ferrite_where::tables_read(text).map_err(|e| e.to_string())?;
+        let reads_time = ferrite_where::reads_current_time(text).map_err(|e| e.to_string())?;
+        Ok(RuleTemplate { text: text.to_string(), claim_paths, reads_time })
     }
 
-    /// Whether the rule reads other tables through subqueries, or the current time.
-    pub fn reads_beyond_the_row(&self) -> bool {
-        self.beyond_the_row
+    /// Whether the rule reads the current time.
+    pub fn reads_time(&self) -> bool {
+        self.reads_time
     }
 
     /// The rule for one caller: its text and the caller's values of the claims it names.

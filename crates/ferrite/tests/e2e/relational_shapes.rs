@@ -166,3 +166,141 @@ async fn unsupported_subqueries_are_refused_with_a_reason() {
     refused("(team_id IN (SELECT team_id FROM team_members)) IS NOT TRUE", "condition of its own").await;
     refused("name NOT IN (SELECT user_id FROM team_members)", "NOT EXISTS").await;
 }
+
+const SECRET: &str = "relational-secret-0123456789abcdef-0123456";
+/// The example's read rule: a step is readable while its reader is a member of its team.
+const MEMBER_OF_TEAM: &str = "team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub)";
+
+async fn jwt_server(db: &TestDb) -> TestServer {
+    use ferrite_server::config::TableConfig;
+    TestServer::start_with(db, |c| {
+        c.auth.mode = ferrite_server::config::AuthMode::Jwt;
+        c.auth.secret = Some(SECRET.into());
+        c.tables.insert("steps".into(), TableConfig { read: Some(MEMBER_OF_TEAM.into()), ..Default::default() });
+        c.tables.insert("team_members".into(), TableConfig { read: Some("user_id = claims.sub".into()), ..Default::default() });
+    })
+    .await
+}
+
+/// A read rule with a subquery makes every shape on the table relational: removing a member
+/// moves the team's rows out of their live shapes without a new token, adding one moves them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_rules_follow_membership_live() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = jwt_server(&db).await;
+    let token = hs256_token(SECRET, serde_json::json!({"sub": "ann"}));
+    let mut ann = ShapeReader::new(&s.base, &[("table", "steps")]).with_token(&token);
+    ann.catch_up().await;
+    let hers = "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann')";
+    assert_same_rows(&ann.sorted_rows(), &oracle(&c, "steps", &["id", "team_id", "name"], hers).await, "snapshot");
+    assert_eq!(ann.rows.len(), 10);
+
+    // Removed from team 1: its rows leave her live shape within a second, same token.
+    c.execute("DELETE FROM team_members WHERE user_id = 'ann'", &[]).await.unwrap();
+    let started = std::time::Instant::now();
+    ann.live_until(Duration::from_secs(5), |r| r.rows.is_empty()).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "moved out after {:?}", started.elapsed());
+    assert_eq!(events(&ann.log, "move-out").len(), 1);
+
+    // Added to team 2: its rows move in.
+    c.execute("INSERT INTO team_members VALUES (2, 'ann', 'viewer')", &[]).await.unwrap();
+    expect_rows(&c, &mut ann, hers, "after being added to team 2").await;
+    assert_eq!(ann.rows.len(), 10);
+}
+
+/// A client's subquery reads the inner table only as far as the caller's read rule on it lets
+/// it: another user's memberships cannot be probed, and a table without a read rule cannot be
+/// named at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subqueries_cannot_probe_what_the_caller_cannot_read() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.execute("INSERT INTO team_members VALUES (2, 'ann')", &[]).await.unwrap();
+    let s = jwt_server(&db).await;
+    let token = hs256_token(SECRET, serde_json::json!({"sub": "ann"}));
+    // Bob is in team 2, and ann may read team 2's steps; but she may not read bob's membership
+    // rows, so asking for the steps of bob's teams gives her nothing.
+    let bobs = "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'bob')";
+    let rows = read_shape(&s.base, Some(&token), &[("table", "steps"), ("where", bobs)]).await.unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+    let own = "team_id IN (SELECT team_id FROM team_members WHERE role = 'editor')";
+    let rows = read_shape(&s.base, Some(&token), &[("table", "steps"), ("where", own)]).await.unwrap();
+    assert_eq!(rows.len(), 20, "her own memberships (teams 1 and 2) are hers to use");
+    let probe = "team_id IN (SELECT id FROM teams)";
+    let (status, body) = read_shape(&s.base, Some(&token), &[("table", "steps"), ("where", probe)]).await.unwrap_err();
+    assert_eq!(status, 403, "{body}");
+    let (status, _) =
+        read_shape(&s.base, Some(&token), &[("table", "steps"), ("where", "team_id IN (SELECT id FROM nothing_here)")])
+            .await
+            .unwrap_err();
+    assert_eq!(status, 403, "a table that does not exist is refused like one that may not be read");
+}
+
+/// The seams of a move-in: its query is held up (another session holds a lock on a table it
+/// reads) while hundreds of transactions arrive, one of them open since before its snapshot (a
+/// non-empty xip list); they wait in the shape's queue and are spliced in by visibility in the
+/// move-in's snapshot. The client never has to start over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_move_in_splices_with_the_transactions_that_arrive_meanwhile() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let clause = "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann') \
+                  OR team_id IN (SELECT id FROM teams WHERE public)";
+    let mut ann = ShapeReader::new(&s.base, &[("table", "steps"), ("where", clause)]);
+    ann.catch_up().await;
+
+    // A session opens a transaction that writes a row of team 2 and holds `teams`.
+    let mut holder = db.client().await;
+    let open = holder.transaction().await.unwrap();
+    open.execute("INSERT INTO steps VALUES (500, 2, 'written while the move-in reads')", &[]).await.unwrap();
+    open.batch_execute("LOCK TABLE teams IN ACCESS EXCLUSIVE MODE").await.unwrap();
+
+    // Ann joins team 2: the move-in's query takes its snapshot, then waits for the lock.
+    c.execute("INSERT INTO team_members VALUES (2, 'ann')", &[]).await.unwrap();
+    wait_until("the move-in query waits for the lock", Duration::from_secs(20), || async {
+        let waiting: i64 = c.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[]).await.unwrap().get(0);
+        waiting > 0
+    })
+    .await;
+
+    // Meanwhile: renames, inserts and deletes in team 2, a re-parenting into it, ann joining
+    // and leaving team 3, a team made public and private again.
+    for i in 0..200 {
+        let sql = match i % 8 {
+            0 => format!("UPDATE steps SET name = 'renamed {i}' WHERE team_id = 2 AND id % 3 = {}", i % 3),
+            1 => format!("INSERT INTO steps VALUES ({}, 2, 'added {i}')", 1000 + i),
+            2 => format!("DELETE FROM steps WHERE id = {}", 1000 + i - 1),
+            3 => format!("UPDATE steps SET team_id = 2 WHERE id = {}", 3 + 4 * (i / 8 % 10)),
+            4 => "INSERT INTO team_members VALUES (3, 'ann') ON CONFLICT DO NOTHING".to_string(),
+            5 => format!("UPDATE steps SET name = 'in 3: {i}' WHERE team_id = 3 AND id % 5 = {}", i % 5),
+            6 => "DELETE FROM team_members WHERE team_id = 3 AND user_id = 'ann'".to_string(),
+            _ => format!("UPDATE steps SET team_id = 4 WHERE id = {}", 1000 + i - 6),
+        };
+        c.batch_execute(&sql).await.unwrap();
+    }
+    let health = |base: String| async move { get(&format!("{base}/v1/health")).await.body };
+    wait_until("the transactions wait in the shape's queue", Duration::from_secs(20), || {
+        let h = health(s.base.clone());
+        async move {
+            let h = h.await;
+            h["relational"]["moving_in"] == 1 && h["relational"]["queued_transactions"].as_u64().unwrap_or(0) >= 150
+        }
+    })
+    .await;
+    open.commit().await.unwrap();
+
+    expect_rows(&c, &mut ann, clause, "after the move-in and everything that arrived meanwhile").await;
+    assert_eq!(ann.refetches, 0, "a long move-in never makes clients start over");
+    let h = health(s.base.clone()).await;
+    assert_eq!(h["relational"]["queued_transactions"], 0, "{h}");
+    // More moves after the splice still work.
+    c.batch_execute("UPDATE teams SET public = true WHERE id = 1; DELETE FROM team_members WHERE user_id = 'ann'")
+        .await
+        .unwrap();
+    expect_rows(&c, &mut ann, clause, "after later moves").await;
+}
