@@ -17,6 +17,7 @@ mod membership_rules;
 mod presence;
 mod property_sync;
 mod readme;
+mod relational_property;
 mod relational_shapes;
 mod request_checks;
 mod restarts;
