@@ -1,4 +1,5 @@
-//! Runs the official `@electric-sql/client` (web/electric-compat) against a Ferrite server.
+//! Runs the official `@electric-sql/client` and TanStack DB's electric collection (which tracks
+//! the tags of relational shapes) from web/electric-compat against a Ferrite server.
 //! Needs `npm ci` in web/electric-compat (`scripts/setup.sh` does it; `scripts/test.sh` runs that).
 
 use crate::common::*;
@@ -19,7 +20,7 @@ async fn official_electric_client_works_unchanged() {
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             // `--test-force-exit`: the client library keeps a 60 s localStorage-save timer alive.
-            .args(["--test", "--test-force-exit", "--test-reporter=spec", "compat.test.mjs"])
+            .args(["--test", "--test-force-exit", "--test-reporter=spec", "compat.test.mjs", "relational.test.mjs"])
             .current_dir(&compat)
             .env("FERRITE_URL", base)
             .env("DATABASE_URL", url)
