@@ -477,7 +477,8 @@ impl ShapeFilter {
         s.push_str(&json_str(&row_key(&self.table, row)));
         s.push_str(",\"value\":");
         self.push_values(&mut s, row, &self.selected);
-        let _ = write!(s, ",\"headers\":{{\"operation\":\"insert\",\"relation\":{}{extra_headers}}}}}", self.relation_json);
+        let _ =
+            write!(s, ",\"headers\":{{\"operation\":\"insert\",\"relation\":{}{extra_headers}}}}}", self.relation_json);
         s
     }
 
@@ -500,7 +501,11 @@ impl ShapeFilter {
 
 /// A read rule compiled against its table, reading other tables (without their rules) when it
 /// has subqueries.
-fn compile_rule(rule: &BoundRule, table: &TableSchema, tables: Option<&ShapeTables>) -> Result<WhereClause, WhereError> {
+fn compile_rule(
+    rule: &BoundRule,
+    table: &TableSchema,
+    tables: Option<&ShapeTables>,
+) -> Result<WhereClause, WhereError> {
     match tables {
         Some(tables) => WhereClause::compile_rule_with(rule, table, &tables.unruled()),
         None => WhereClause::compile_rule(rule, table),
@@ -509,7 +514,10 @@ fn compile_rule(rule: &BoundRule, table: &TableSchema, tables: Option<&ShapeTabl
 
 /// The conditions of a where clause with subqueries, checked for what live shapes follow today:
 /// one level of subqueries on other tables with primary keys, and no clock.
-fn relational_conditions(w: &WhereClause, table: &TableSchema) -> Result<Option<ferrite_where::Conditions>, ShapeError> {
+fn relational_conditions(
+    w: &WhereClause,
+    table: &TableSchema,
+) -> Result<Option<ferrite_where::Conditions>, ShapeError> {
     let refuse = |message: String| ShapeError { field: "where", message };
     if w.subqueries().is_empty() {
         return Ok(None);
@@ -519,7 +527,9 @@ fn relational_conditions(w: &WhereClause, table: &TableSchema) -> Result<Option<
     }
     for q in w.subqueries() {
         if q.filter.as_ref().is_some_and(|f| !f.subqueries().is_empty()) {
-            return Err(refuse("nested subqueries (a subquery inside a subquery) are not supported in shapes yet".into()));
+            return Err(refuse(
+                "nested subqueries (a subquery inside a subquery) are not supported in shapes yet".into(),
+            ));
         }
         if q.table.oid == table.oid {
             return Err(refuse(format!(

@@ -203,7 +203,12 @@ impl Metrics {
             relational.dependency_nodes as i128,
         );
         counter("dependency_rows", "Rows of those results.", "gauge", relational.dependency_rows as i128);
-        counter("move_ins_pending", "Relational shapes reading rows that move in.", "gauge", relational.moving_in as i128);
+        counter(
+            "move_ins_pending",
+            "Relational shapes reading rows that move in.",
+            "gauge",
+            relational.moving_in as i128,
+        );
         counter(
             "move_in_queued_transactions",
             "Transactions waiting for a relational shape's snapshot or move-in.",

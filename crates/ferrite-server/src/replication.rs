@@ -176,7 +176,9 @@ impl Driver {
                         for r in relations {
                             truncated.push(r.oid);
                             let Some(table_routes) = routes.table(r.oid) else { continue };
-                            for s in table_routes.shapes().filter(|s| s.0.is_relational() && s.0.filter.table.oid != r.oid) {
+                            for s in
+                                table_routes.shapes().filter(|s| s.0.is_relational() && s.0.filter.table.oid != r.oid)
+                            {
                                 let change = OwnedChange { index: i, oid: r.oid, kind: ChangeKind::Truncate };
                                 relational.entry(s.0.id).or_insert_with(|| (s.clone(), vec![])).1.push(change);
                             }
@@ -224,7 +226,8 @@ impl Driver {
             if truncated.contains(&shape.0.filter.table.oid) {
                 continue;
             }
-            let offered = links.lock().offer(&shape.0, QueuedTxn { xid: txn.xid, commit_lsn: txn.commit_lsn, changes })?;
+            let offered =
+                links.lock().offer(&shape.0, QueuedTxn { xid: txn.xid, commit_lsn: txn.commit_lsn, changes })?;
             if offered.wrote {
                 dirty.insert(id, shape.clone());
             }

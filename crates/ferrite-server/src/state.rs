@@ -264,8 +264,14 @@ impl AppState {
             let cfg = &self.config;
             let (client, rows) = (conn.client(), &self.metrics.snapshot_rows);
             let info = if shape.is_relational() {
-                crate::shapes::snapshot::take_relational_snapshot(client, &shape, cfg.chunk_bytes, cfg.max_shape_size, rows)
-                    .await
+                crate::shapes::snapshot::take_relational_snapshot(
+                    client,
+                    &shape,
+                    cfg.chunk_bytes,
+                    cfg.max_shape_size,
+                    rows,
+                )
+                .await
             } else {
                 take_initial_snapshot(client, &shape, cfg.chunk_bytes, cfg.max_shape_size, rows).await
             }

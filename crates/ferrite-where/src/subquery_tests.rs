@@ -354,7 +354,9 @@ fn conditions_agree_with_the_clause() {
                         .map(|q| {
                             let pick = if q.table.name.name == "team_members" { a } else { b };
                             let width = q.columns.len();
-                            pick.iter().map(|v| (0..width).map(|i| if i == 0 { *v } else { Some(T1) }).collect()).collect()
+                            pick.iter()
+                                .map(|v| (0..width).map(|i| if i == 0 { *v } else { Some(T1) }).collect())
+                                .collect()
                         })
                         .collect(),
                 );
@@ -385,7 +387,9 @@ fn conditions_have_one_position_per_test_and_one_tag_per_disjunct() {
     assert!(matches!(c.positions()[1], Position::Plain(_)));
     assert_eq!(c.position_of(1), Some(2));
     // AND over OR distributes; a position shared by two disjuncts stays one position.
-    let w = compile("name = 'a' AND (team_id IN (SELECT team_id FROM team_members) OR pipeline_id IN (SELECT id FROM pipelines))");
+    let w = compile(
+        "name = 'a' AND (team_id IN (SELECT team_id FROM team_members) OR pipeline_id IN (SELECT id FROM pipelines))",
+    );
     let c = w.conditions(&t.steps()).unwrap().unwrap();
     assert_eq!(c.disjuncts(), &[vec![0, 1], vec![0, 2]]);
     // No subqueries: nothing to follow.
@@ -405,7 +409,9 @@ fn conditions_refuse_what_cannot_be_followed_value_by_value() {
         .join(" AND ");
     assert!(refuse(&many).contains("too many alternatives"));
     // NOT EXISTS is never unknown: accepted over nullable columns.
-    compile("NOT EXISTS (SELECT 1 FROM team_members m WHERE m.team_id = steps.team_id)").conditions(&t.steps()).unwrap();
+    compile("NOT EXISTS (SELECT 1 FROM team_members m WHERE m.team_id = steps.team_id)")
+        .conditions(&t.steps())
+        .unwrap();
 }
 
 /// A catalog that holds every subquery on `team_members` to a read rule.
@@ -438,7 +444,8 @@ fn subqueries_are_held_to_the_read_rule_of_the_table_they_read() {
     assert!(sql.contains(r#"("role" = ($1::text)::text) AND ("user_id" = ($2::text)::text)"#), "{sql}");
     assert_eq!(params, vec![Some("owner".to_string()), Some("ann".to_string())]);
     // Without a where of its own, the rule is the subquery's whole filter.
-    let w = WhereClause::compile_with("team_id IN (SELECT team_id FROM team_members)", &BTreeMap::new(), &t.0.steps(), &t)
-        .unwrap();
+    let w =
+        WhereClause::compile_with("team_id IN (SELECT team_id FROM team_members)", &BTreeMap::new(), &t.0.steps(), &t)
+            .unwrap();
     assert!(w.to_sql(1).0.contains(r#"WHERE ("user_id" = ($1::text)::text)"#), "{}", w.to_sql(1).0);
 }

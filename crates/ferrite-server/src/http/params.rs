@@ -183,7 +183,16 @@ pub fn parse_shape_request(
         RequestOffset::At(_) => handle,
     };
     Ok(ShapeRequest {
-        definition: ShapeDefinition { table, where_sql, params, columns, replica, log, rule: None, inner_rules: Default::default() },
+        definition: ShapeDefinition {
+            table,
+            where_sql,
+            params,
+            columns,
+            replica,
+            log,
+            rule: None,
+            inner_rules: Default::default(),
+        },
         offset,
         offset_raw,
         handle,

@@ -181,8 +181,7 @@ async fn read_request(
     // A subquery may only read a table the caller may read, and only as far as its rule lets
     // it: what a where clause cannot see directly it cannot probe through a subquery either.
     if let Some(sql) = req.definition.where_sql.as_deref().filter(|s| !s.trim().is_empty()) {
-        let tables = ferrite_where::tables_read(sql)
-            .map_err(|e| resp::invalid_field("where", &e.to_string()))?;
+        let tables = ferrite_where::tables_read(sql).map_err(|e| resp::invalid_field("where", &e.to_string()))?;
         for table in tables {
             if let Some(rule) = state.auth.read_filter(&table, caller.identity()).map_err(|e| resp::auth_refused(&e))? {
                 req.definition.inner_rules.insert(table.to_string(), rule);

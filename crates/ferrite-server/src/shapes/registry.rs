@@ -100,7 +100,6 @@ impl Registry {
             log,
             Phase::Ready(info),
             self.clock.wall_secs(),
-            String::new(),
         ));
         self.index(shape);
         Ok(true)
@@ -190,7 +189,8 @@ impl Registry {
         let log = ShapeLog::create(&path, self.chunk_bytes).map_err(CreateError::Io)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let phase = Phase::Snapshotting { buffer: vec![] };
-        let shape = Arc::new(Shape::new(id, handle, def, filter, log, phase, self.clock.wall_secs(), tag_salt));
+        let shape =
+            Arc::new(Shape::new(id, handle, def, filter, log, phase, self.clock.wall_secs()).with_tag_salt(tag_salt));
         self.index(shape.clone());
         Ok(shape)
     }
@@ -249,7 +249,9 @@ impl Registry {
             .read()
             .by_handle
             .values()
-            .filter(|s| s.filter.table.oid == oid || (readers && s.filter.subqueries().iter().any(|q| q.table.oid == oid)))
+            .filter(|s| {
+                s.filter.table.oid == oid || (readers && s.filter.subqueries().iter().any(|q| q.table.oid == oid))
+            })
             .map(|s| s.handle.clone())
             .collect();
         for h in &handles {
@@ -331,11 +333,15 @@ pub enum CreateError {
     Io(io::Error),
 }
 
+/// A column and the texts a row's value of it must be one of (see
+/// [`ferrite_where::WhereClause::equality_index_term`]).
+type EqualityTerm = (usize, Vec<String>);
+
 /// The inner tables a relational shape is routed on, each with the equality term of the
 /// subquery reading it (none when several subqueries read the same table).
-fn inner_routes(shape: &Shape) -> Vec<(u32, Option<(usize, Vec<String>)>)> {
+fn inner_routes(shape: &Shape) -> Vec<(u32, Option<EqualityTerm>)> {
     let subqueries = shape.filter.subqueries();
-    let mut out: Vec<(u32, Option<(usize, Vec<String>)>)> = Vec::new();
+    let mut out: Vec<(u32, Option<EqualityTerm>)> = Vec::new();
     for q in subqueries {
         let oid = q.table.oid;
         if out.iter().any(|(o, _)| *o == oid) {

@@ -471,7 +471,11 @@ fn feed(dep: &mut Dependency, kind: &ChangeKind) {
         ChangeKind::Update(old, new) => {
             let old_key = row_key(&table, old);
             if old_key != row_key(&table, new) {
-                let _ = dep.node.apply(&dep.query, deps::RowChange::Delete { key: &old_key }, &ferrite_where::subquery::NoSets);
+                let _ = dep.node.apply(
+                    &dep.query,
+                    deps::RowChange::Delete { key: &old_key },
+                    &ferrite_where::subquery::NoSets,
+                );
             }
             upsert(dep, new)
         }

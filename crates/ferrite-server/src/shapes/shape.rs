@@ -108,13 +108,12 @@ impl Shape {
         log: ShapeLog,
         phase: Phase,
         now_secs: u64,
-        tag_salt: String,
     ) -> Shape {
         let schema_header = ferrite_protocol::schema::electric_schema_header(&filter.table, &filter.selected);
         let (removed, _) = watch::channel(None);
         let links = Links::new(&filter).map(Mutex::new);
         Shape {
-            tag_salt,
+            tag_salt: String::new(),
             links,
             id,
             handle,
@@ -127,6 +126,12 @@ impl Shape {
             use_order: AtomicU64::new(next_use()),
             removed,
         }
+    }
+
+    /// The shape with its tags salted with `salt` (a relational shape's secret).
+    pub fn with_tag_salt(mut self, salt: String) -> Shape {
+        self.tag_salt = salt;
+        self
     }
 
     /// Whether the shape's where clause has subqueries.

@@ -145,18 +145,27 @@ async fn relational_shapes_equal_postgres_after_every_batch() {
         None => (0..env_u64("FERRITE_RELATIONAL_CASES", 3)).map(|i| 1000 + i).collect(),
     };
     let batches = env_u64("FERRITE_RELATIONAL_BATCHES", 12);
+    let (mut ins, mut outs) = (0, 0);
     for seed in seeds {
-        run(seed, batches).await;
+        let (i, o) = run(seed, batches).await;
+        ins += i;
+        outs += o;
     }
+    // Not vacuous: rows moved both ways through events, not only through inserts and deletes.
+    assert!(ins > 0 && outs > 0, "{ins} move-ins, {outs} move-outs");
 }
 
-async fn run(seed: u64, batches: u64) {
+/// One seed; returns how many move-in and move-out events its shapes received.
+async fn run(seed: u64, batches: u64) -> (usize, usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
     let mut next_id = 30;
-    let mut setup = vec!["INSERT INTO teams SELECT i, i % 2 = 0, CASE WHEN i % 3 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 6) i".to_string()];
+    let mut setup = vec![
+        "INSERT INTO teams SELECT i, i % 2 = 0, CASE WHEN i % 3 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 6) i"
+            .to_string(),
+    ];
     for _ in 0..12 {
         setup.push(statement(&mut rng, &mut next_id));
     }
@@ -201,12 +210,15 @@ async fn run(seed: u64, batches: u64) {
             };
             let expected = oracle(&c, "items", &["id", "team_id", "owner", "name", "n"], &oracle_clause).await;
             r.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
-            assert_same_rows(&r.sorted_rows(), &expected, &format!("seed {seed}, batch {batch}, shape {clause}: {sql}"));
+            assert_same_rows(
+                &r.sorted_rows(),
+                &expected,
+                &format!("seed {seed}, batch {batch}, shape {clause}: {sql}"),
+            );
         }
     }
-    // Not vacuous: rows moved both ways through events, not only through inserts and deletes.
     let count = |kind: &str| readers.iter().flat_map(|(_, r)| &r.log).filter(|m| m["headers"]["event"] == kind).count();
     let (ins, outs) = (count("move-in"), count("move-out"));
     eprintln!("seed {seed}: {batches} batches, {ins} move-in and {outs} move-out events");
-    assert!(ins > 0 && outs > 0, "seed {seed}: {ins} move-ins, {outs} move-outs");
+    (ins, outs)
 }

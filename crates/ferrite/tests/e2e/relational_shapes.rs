@@ -177,7 +177,10 @@ async fn jwt_server(db: &TestDb) -> TestServer {
         c.auth.mode = ferrite_server::config::AuthMode::Jwt;
         c.auth.secret = Some(SECRET.into());
         c.tables.insert("steps".into(), TableConfig { read: Some(MEMBER_OF_TEAM.into()), ..Default::default() });
-        c.tables.insert("team_members".into(), TableConfig { read: Some("user_id = claims.sub".into()), ..Default::default() });
+        c.tables.insert(
+            "team_members".into(),
+            TableConfig { read: Some("user_id = claims.sub".into()), ..Default::default() },
+        );
     })
     .await
 }
