@@ -131,6 +131,12 @@ impl DependencyNode {
         delta
     }
 
+    /// The rows in the result: key and projected values (what [`DependencyNode::seed`] rebuilds
+    /// the node from, e.g. after a restart).
+    pub fn rows(&self) -> impl Iterator<Item = (&String, &Projected)> {
+        self.rows.iter()
+    }
+
     /// Rows in the result.
     pub fn len(&self) -> usize {
         self.rows.len()

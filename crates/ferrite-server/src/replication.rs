@@ -69,7 +69,10 @@ async fn connect(state: &AppState, flushed: Arc<AtomicU64>) -> Result<(Stream, t
         slot: cfg.slot_name.clone(),
         publication: cfg.publication.clone(),
     };
-    ferrite_pg::replication::start_replication(&rc, 0, flushed).await.map_err(|e| e.to_string())
+    // A fresh count of what this stream hands over and what the driver processes of it.
+    let progress = Arc::new(ferrite_pg::replication::StreamProgress::default());
+    *state.stream.lock() = progress.clone();
+    ferrite_pg::replication::start_replication_with(&rc, 0, flushed, progress).await.map_err(|e| e.to_string())
 }
 
 struct Driver {
@@ -113,6 +116,10 @@ impl Driver {
                         Ok(txn) => {
                             self.process(&txn, &mut dirty, &mut move_ins)
                                 .map_err(|e| format!("writing shape logs: {e}"))?;
+                            // Offered to every shape it concerns (a move-in waits for that).
+                            let progress = self.state.stream.lock().clone();
+                            progress.processed_commit.fetch_max(txn.commit_lsn, Ordering::AcqRel);
+                            progress.processed.fetch_add(1, Ordering::AcqRel);
                             last = Some((txn.commit_lsn, txn.end_lsn));
                         }
                         Err(e) => {
@@ -297,6 +304,9 @@ impl Driver {
                 }
             }
             for s in dirty.values() {
+                if let (Some(links), false) = (&s.0.links, use_syncfs) {
+                    links.lock().sync_queue()?;
+                }
                 s.0.log.sync(!use_syncfs)?;
             }
             m.log_syncs.fetch_add(dirty.len() as u64, Ordering::Relaxed);

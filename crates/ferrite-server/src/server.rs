@@ -131,6 +131,10 @@ async fn launch(config: ServerConfig, extra: Option<axum::Router>, clock: Clock)
         .map_err(|source| StartError::Listen { addr: addr_text.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: addr_text, source })?;
     let state = Arc::new(AppState::new(config, Arc::new(registry), clock).map_err(StartError::Config)?);
+    // Relational shapes stopped in the middle of a move-in read its rows again.
+    for shape in state.registry.moving_in() {
+        tokio::spawn(crate::state::run_move_in(state.clone(), shape));
+    }
     let tasks = vec![
         tokio::spawn(crate::replication::run(state.clone())),
         tokio::spawn(expire_shapes(state.clone())),

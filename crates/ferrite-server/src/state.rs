@@ -82,6 +82,9 @@ pub struct AppState {
     /// Where the server reads the time (see [`ferrite_protocol::clock`]); the registry,
     /// presence and the writer hold clones of it.
     pub clock: ferrite_protocol::clock::Clock,
+    /// The current replication stream's progress: how far it handed transactions over and how
+    /// far the driver processed them (a move-in waits until its snapshot is covered).
+    pub stream: parking_lot::Mutex<Arc<ferrite_pg::replication::StreamProgress>>,
     create_lock: Mutex<()>,
     db: Mutex<Option<tokio_postgres::Client>>,
     published: parking_lot::Mutex<HashSet<u32>>,
@@ -128,6 +131,7 @@ impl AppState {
             global_lsn: Arc::new(AtomicU64::new(0)),
             replication_ready: Arc::new(AtomicBool::new(false)),
             receipts: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(RECEIPTS)),
+            stream: parking_lot::Mutex::new(Arc::new(Default::default())),
             create_lock: Mutex::new(()),
             db: Mutex::new(None),
             published: parking_lot::Mutex::new(HashSet::new()),
@@ -285,7 +289,7 @@ impl AppState {
             if let Some(links) = &shape.links {
                 shape.log.complete_snapshot();
                 let move_in = tokio::task::block_in_place(|| links.lock().finish_loading(&shape, &info))
-                    .map_err(Removal::SnapshotFailed)?;
+                    .map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
                 shape.finish_snapshot(info.clone()).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
                 shape.log.sync(true).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
                 if move_in {
@@ -331,6 +335,17 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
         };
         failures = 0;
         state.metrics.move_in_time.observe(started.elapsed());
+        // Every transaction the snapshot holds must have reached the shape first, so that the
+        // rows land after them in its log: wait until the stream has passed the snapshot.
+        loop {
+            if shape.removed().is_some() {
+                return;
+            }
+            if state.stream.lock().clone().covers(info.wal_lsn) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         let outcome = tokio::task::block_in_place(|| {
             let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows)?;
             shape.log.sync(true)?;

@@ -129,6 +129,58 @@ pub async fn start_replication(
     start_lsn: u64,
     flushed: Arc<AtomicU64>,
 ) -> Result<(TransactionReceiver, tokio::task::JoinHandle<()>), ReplicationError> {
+    start_replication_with(cfg, start_lsn, flushed, Arc::new(StreamProgress::default())).await
+}
+
+/// How far a stream has handed transactions to its consumer, and how far the consumer has
+/// processed them: what tells a consumer that it has seen every transaction committed before a
+/// WAL position (see [`StreamProgress::covers`]).
+#[derive(Debug, Default)]
+pub struct StreamProgress {
+    /// Every transaction that committed before this position has been handed to the consumer:
+    /// the server's position in its last keepalive received while no transaction was open.
+    pub delivered_through: AtomicU64,
+    /// Transactions handed to the consumer.
+    pub delivered: AtomicU64,
+    /// Transactions the consumer has processed (it counts them here).
+    pub processed: AtomicU64,
+    /// Highest commit LSN the consumer has processed (it records it here).
+    pub processed_commit: AtomicU64,
+    /// Set by anyone who wants a fresh server position soon: the stream then asks the server
+    /// for a keepalive at once instead of waiting for its next one.
+    pub wanted: std::sync::atomic::AtomicBool,
+    /// Wakes the stream task when `wanted` is set.
+    pub nudge: tokio::sync::Notify,
+}
+
+impl StreamProgress {
+    /// Whether the consumer has processed every transaction that committed before `lsn`:
+    /// it processed one committed at or after it (transactions come in commit order), or it
+    /// has processed everything handed to it and the stream had handed over everything before
+    /// `lsn`. When not, asks for a fresh position (see [`StreamProgress::wanted`]).
+    pub fn covers(&self, lsn: u64) -> bool {
+        if self.processed_commit.load(Ordering::Acquire) >= lsn {
+            return true;
+        }
+        let through = self.delivered_through.load(Ordering::Acquire);
+        let delivered = self.delivered.load(Ordering::Acquire);
+        let processed = self.processed.load(Ordering::Acquire);
+        if through >= lsn && processed >= delivered {
+            return true;
+        }
+        self.wanted.store(true, Ordering::Release);
+        self.nudge.notify_one();
+        false
+    }
+}
+
+/// [`start_replication`], reporting its progress in `progress`.
+pub async fn start_replication_with(
+    cfg: &ReplicationConfig,
+    start_lsn: u64,
+    flushed: Arc<AtomicU64>,
+    progress: Arc<StreamProgress>,
+) -> Result<(TransactionReceiver, tokio::task::JoinHandle<()>), ReplicationError> {
     validate_slot_name(&cfg.slot)?;
     let publication = ferrite_protocol::relation::quote_ident(&cfg.publication).replace('\'', "''");
     let command = format!(
@@ -154,7 +206,7 @@ pub async fn start_replication(
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let slot = cfg.slot.clone();
     let handle = tokio::spawn(async move {
-        let mut stream = Stream::new(conn, flushed);
+        let mut stream = Stream::new(conn, flushed, progress);
         match stream.run(&tx).await {
             Ok(()) => tracing::debug!(%slot, "replication stream consumer went away"),
             Err(e) => {
@@ -187,10 +239,12 @@ struct Stream {
     idle_end: u64,
     /// Highest position reported to the server (never goes backwards).
     acked: u64,
+    /// Shared with the consumer.
+    progress: Arc<StreamProgress>,
 }
 
 impl Stream {
-    fn new(conn: ReplicationConnection, flushed: Arc<AtomicU64>) -> Stream {
+    fn new(conn: ReplicationConnection, flushed: Arc<AtomicU64>, progress: Arc<StreamProgress>) -> Stream {
         let mut tick = interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Stream {
@@ -202,6 +256,7 @@ impl Stream {
             last_delivered_end: 0,
             idle_end: 0,
             acked: 0,
+            progress,
         }
     }
 
@@ -236,6 +291,7 @@ impl Stream {
                     }
                 }
                 _ = self.tick.tick() => self.maybe_send_status().await?,
+                _ = self.progress.nudge.notified() => self.maybe_send_status().await?,
                 _ = tx.closed() => return Ok(()),
             }
         }
@@ -254,6 +310,7 @@ impl Stream {
                     let Ok(permit) = permit else { return Ok(false) };
                     self.last_delivered_end = self.last_delivered_end.max(txn.end_lsn);
                     permit.send(Ok(txn));
+                    self.progress.delivered.fetch_add(1, Ordering::AcqRel);
                     return Ok(true);
                 }
                 _ = self.tick.tick() => self.maybe_send_status().await?,
@@ -269,6 +326,8 @@ impl Stream {
             CopyData::Keepalive { wal_end, reply_requested } => {
                 if !self.assembler.in_transaction() {
                     self.idle_end = self.idle_end.max(wal_end);
+                    // Every transaction before it was handed over before this keepalive.
+                    self.progress.delivered_through.fetch_max(wal_end, Ordering::AcqRel);
                 }
                 if reply_requested {
                     // Answered on the next loop turn: an immediate tick with a forced update.
@@ -296,14 +355,16 @@ impl Stream {
     async fn maybe_send_status(&mut self) -> Result<(), ReplicationError> {
         let previous = self.acked;
         let ack = self.ack_position();
-        if ack > previous || self.last_status.elapsed() >= STATUS_INTERVAL {
-            self.send_status(ack).await?;
+        let wanted = self.progress.wanted.swap(false, Ordering::AcqRel);
+        if wanted || ack > previous || self.last_status.elapsed() >= STATUS_INTERVAL {
+            self.send_status(ack, wanted).await?;
         }
         Ok(())
     }
 
-    /// Sends a standby status update ('r') reporting `ack` as written, flushed and applied.
-    async fn send_status(&mut self, ack: u64) -> Result<(), ReplicationError> {
+    /// Sends a standby status update ('r') reporting `ack` as written, flushed and applied;
+    /// `reply` asks the server for a keepalive at once (which carries its current position).
+    async fn send_status(&mut self, ack: u64, reply: bool) -> Result<(), ReplicationError> {
         self.last_status = Instant::now();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -315,7 +376,7 @@ impl Stream {
         msg.extend_from_slice(&ack.to_be_bytes());
         msg.extend_from_slice(&ack.to_be_bytes());
         msg.extend_from_slice(&now.to_be_bytes());
-        msg.push(0); // no reply requested
+        msg.push(u8::from(reply));
         self.conn.send_copy_data(&msg).await
     }
 }

@@ -4,6 +4,7 @@ pub mod registry;
 pub mod relational;
 pub mod shape;
 pub mod snapshot;
+pub mod spill;
 
 pub use registry::Registry;
 pub use shape::{Removal, Shape};

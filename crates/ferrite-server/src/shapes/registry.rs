@@ -79,12 +79,8 @@ impl Registry {
         let (true, Some(info)) = (meta.complete, meta.snapshot.clone()) else {
             return Ok(false);
         };
-        if !meta.inner_tables.is_empty() {
-            // The results of its subqueries are not kept on disk yet: its clients start over.
-            tracing::info!(handle = %meta.handle, "shapes with subqueries do not survive a restart yet");
-            return Ok(false);
-        }
-        let filter = ShapeFilter::compile(&meta.definition, Arc::new(meta.table.clone()))
+        let tables = ShapeTables::new(meta.inner_tables.iter().cloned().map(Arc::new), &meta.definition);
+        let filter = ShapeFilter::compile_with(&meta.definition, Arc::new(meta.table.clone()), &tables)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message))?;
         let log = ShapeLog::recover(path, self.chunk_bytes, true)?;
         if let Some(micros) = meta.handle.rsplit('-').next().and_then(|m| m.parse::<u64>().ok()) {
@@ -92,16 +88,22 @@ impl Registry {
             *last = (*last).max(micros);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let shape = Arc::new(Shape::new(
-            id,
-            meta.handle,
-            meta.definition,
-            filter,
-            log,
-            Phase::Ready(info),
-            self.clock.wall_secs(),
-        ));
-        self.index(shape);
+        let shape =
+            Shape::new(id, meta.handle, meta.definition, filter, log, Phase::Ready(info), self.clock.wall_secs())
+                .with_tag_salt(meta.tag_salt);
+        if let Some(links) = &shape.links {
+            // A relational shape goes on from its checkpoint: its subqueries' results, what its
+            // clients were given, its queue.
+            match super::relational::Links::restore(&shape)? {
+                Some(restored) => *links.lock() = restored,
+                None => {
+                    tracing::info!(handle = %shape.handle, "a shape with subqueries has no usable checkpoint");
+                    return Ok(false);
+                }
+            }
+            shape.log.sync(true)?;
+        }
+        self.index(Arc::new(shape));
         Ok(true)
     }
 
@@ -131,6 +133,18 @@ impl Registry {
     /// Number of shapes.
     pub fn len(&self) -> usize {
         self.inner.read().by_handle.len()
+    }
+
+    /// Relational shapes that were reading rows moving in (after a restart: the reads to
+    /// start again).
+    pub fn moving_in(&self) -> Vec<Arc<Shape>> {
+        self.inner
+            .read()
+            .by_handle
+            .values()
+            .filter(|s| s.links.as_ref().is_some_and(|l| l.lock().moving_in()))
+            .cloned()
+            .collect()
     }
 
     /// What relational shapes hold right now (for `/metrics` and `/v1/health`).

@@ -20,6 +20,7 @@
 //! Nothing here ever answers 409: a long queue only means a longer wait.
 
 use super::shape::Shape;
+use super::spill::SpillQueue;
 use ferrite_core::deps::{self, DependencyNode, Projected};
 use ferrite_core::shape::{finish_transaction, RowChange};
 use ferrite_core::tags::{move_event, MoveKind, Pattern, Tagger};
@@ -29,13 +30,13 @@ use ferrite_protocol::offset::LogOffset;
 use ferrite_protocol::schema::TableSchema;
 use ferrite_protocol::snapshot_info::SnapshotInfo;
 use ferrite_where::{Membership, Position, Subquery, SubquerySets};
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 
 /// One change of a transaction that concerns a relational shape, owned so that it can wait in
 /// the shape's queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OwnedChange {
     /// Position of the change in its transaction (message `op` = 2 × index).
     pub index: usize,
@@ -46,7 +47,7 @@ pub struct OwnedChange {
 }
 
 /// What happened to a row (values aligned with its table's columns).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ChangeKind {
     /// A new row.
     Insert(Vec<Option<String>>),
@@ -59,7 +60,7 @@ pub enum ChangeKind {
 }
 
 /// A transaction's changes for one relational shape.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QueuedTxn {
     /// 32-bit xid.
     pub xid: u32,
@@ -67,6 +68,38 @@ pub struct QueuedTxn {
     pub commit_lsn: u64,
     /// Its changes to the shape's tables, in order.
     pub changes: Vec<OwnedChange>,
+}
+
+/// File in the shape's directory holding its [`Checkpoint`].
+const CHECKPOINT_FILE: &str = "links.json";
+
+/// What a relational shape needs to go on after a restart, with its log and its queue's file,
+/// as it was after its last change of state (a subquery's result changed, a move-in): its
+/// results, what its clients were given and are owed, where its queue starts, and the log units
+/// that change was about to append (`redo`), so that a crash between writing the checkpoint and
+/// appending them loses nothing. Written before those units are appended, and so before the
+/// replication slot is confirmed past the change.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    stage: Stage,
+    initial: Option<SnapshotInfo>,
+    last_applied: Option<(u32, u64)>,
+    offered_through: u64,
+    /// Where the queue starts in its file ([`SpillQueue::start`]).
+    queue_start: u64,
+    deps: Vec<DependencyImage>,
+    /// The log's last offset before the redo units.
+    log_end: (u64, u64),
+    /// Log units about to be appended: (offset as (tx, op), JSON).
+    redo: Vec<Vec<((u64, u64), String)>>,
+}
+
+/// One dependency in a [`Checkpoint`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DependencyImage {
+    rows: Vec<(String, Projected)>,
+    loaded: Vec<Projected>,
+    pending: Vec<Projected>,
 }
 
 /// One subquery of the shape's where clause and what the shape's clients know of its result.
@@ -89,7 +122,7 @@ struct Dependency {
 }
 
 /// Where a relational shape is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Stage {
     /// The initial snapshot is being read; transactions queue.
     Loading,
@@ -147,11 +180,20 @@ pub enum MoveInOutcome {
 pub struct Links {
     deps: Vec<Dependency>,
     stage: Stage,
-    queue: VecDeque<QueuedTxn>,
+    queue: SpillQueue,
     /// xid and commit LSN of the last transaction applied.
     last_applied: Option<(u32, u64)>,
-    /// Oids of the inner tables (each once).
-    pub inner_tables: Vec<u32>,
+    /// Commit LSN of the last transaction offered (applied or queued): a replay after a
+    /// restart skips what it already has.
+    offered_through: u64,
+    /// Log units (each a transaction's entries, or a move-in) made since the last
+    /// [`Links::flush`], not yet in the log.
+    outbox: Vec<Vec<(LogOffset, String)>>,
+    /// Whether anything a checkpoint holds changed since the last [`Links::flush`].
+    state_changed: bool,
+    /// The initial snapshot: transactions it holds are in the shape already, however late the
+    /// stream delivers them.
+    initial: Option<SnapshotInfo>,
 }
 
 /// The subqueries' results as the shape's clients know them (`loaded`), for evaluation.
@@ -192,7 +234,8 @@ impl Links {
     /// The state of a shape compiled to `filter` (`None` unless it is relational). It starts
     /// loading: transactions queue until [`Links::seed`] and
     /// [`Links::finish_loading`].
-    pub fn new(filter: &ferrite_core::shape::ShapeFilter) -> Option<Links> {
+    /// Its queue spills to a file in `dir` (the shape's directory).
+    pub fn new(filter: &ferrite_core::shape::ShapeFilter, dir: &std::path::Path) -> Option<Links> {
         let conditions = filter.conditions.as_ref()?;
         let mut deps = Vec::new();
         for (sub, query) in filter.subqueries().iter().enumerate() {
@@ -208,10 +251,16 @@ impl Links {
                 pending: HashSet::new(),
             });
         }
-        let mut inner_tables: Vec<u32> = deps.iter().map(|d| d.query.table.oid).collect();
-        inner_tables.sort_unstable();
-        inner_tables.dedup();
-        Some(Links { deps, stage: Stage::Loading, queue: VecDeque::new(), last_applied: None, inner_tables })
+        Some(Links {
+            deps,
+            stage: Stage::Loading,
+            queue: SpillQueue::new(dir),
+            last_applied: None,
+            offered_through: 0,
+            outbox: Vec::new(),
+            state_changed: false,
+            initial: None,
+        })
     }
 
     /// The subqueries, in order.
@@ -242,39 +291,42 @@ impl Links {
     }
 
     /// Takes a transaction: applied at once when the shape is live, else queued.
+    /// What the shape already holds — the transaction's place in its log, or in its queue — is
+    /// skipped (a replay after a restart).
     pub fn offer(&mut self, shape: &Shape, txn: QueuedTxn) -> io::Result<Offered> {
-        if self.stage != Stage::Live {
-            self.queue.push_back(txn);
+        if txn.commit_lsn <= self.offered_through
+            || txn.commit_lsn <= shape.log.last_written_tx()
+            || self.initial.as_ref().is_some_and(|i| i.contains(txn.xid, txn.commit_lsn))
+        {
             return Ok(Offered::default());
         }
-        let wrote = self.apply(shape, &txn)?;
+        self.offered_through = txn.commit_lsn;
+        if self.stage != Stage::Live {
+            // Waits in the queue's file (synced with the shape's log, before the slot is
+            // confirmed past it).
+            self.queue.push(txn)?;
+            return Ok(Offered { wrote: true, move_in: false });
+        }
+        self.apply(shape, &txn);
         let move_in = self.owes_rows();
         if move_in {
             self.stage = Stage::MovingIn;
         }
+        let wrote = self.flush(shape)?;
         Ok(Offered { wrote, move_in })
     }
 
-    /// Ends loading: drops the queued transactions the snapshot `info` holds and applies the
-    /// rest. Returns whether a move-in must follow; an error when the snapshot holds a
-    /// transaction but not an earlier one that changed a subquery's table (a race of commits
-    /// that the results read cannot be reconciled with: the caller starts the shape over).
-    pub fn finish_loading(&mut self, shape: &Shape, info: &SnapshotInfo) -> Result<bool, String> {
-        let queued: Vec<QueuedTxn> = self.queue.drain(..).collect();
-        let mut unseen_inner_change = false;
-        for txn in queued {
-            let touches_inner = txn.changes.iter().any(|c| self.inner_tables.contains(&c.oid));
-            if info.contains(txn.xid, txn.commit_lsn) {
-                if touches_inner && unseen_inner_change {
-                    return Err("transactions committed in an order the snapshot cannot be spliced with".into());
-                }
-                continue;
-            }
-            unseen_inner_change |= touches_inner;
-            self.queue.push_back(txn);
-        }
+    /// Ends loading: drops the queued transactions the snapshot `info` holds (as it will those
+    /// the stream delivers later) and applies the rest on top of what it read — rows and
+    /// subquery results alike, row by row, so the order in which transactions became visible
+    /// does not matter. Returns whether a move-in must follow.
+    pub fn finish_loading(&mut self, shape: &Shape, info: &SnapshotInfo) -> io::Result<bool> {
+        self.initial = Some(info.clone());
         self.stage = Stage::MovingIn;
-        self.drain(shape).map_err(|e| e.to_string())
+        let move_in = self.drain(shape)?;
+        self.state_changed = true;
+        self.flush(shape)?;
+        Ok(move_in)
     }
 
     /// The values to read rows for; `None` when nothing is owed.
@@ -306,13 +358,15 @@ impl Links {
         if !info.contains(request.after.0, request.after.1) {
             return Ok(MoveInOutcome::TooEarly);
         }
-        let visible = self.queue.iter().take_while(|t| info.contains(t.xid, t.commit_lsn)).count();
-        if self.queue.iter().skip(visible).any(|t| info.contains(t.xid, t.commit_lsn)) {
+        let ids = self.queue.ids();
+        let visible = ids.iter().take_while(|(xid, lsn)| info.contains(*xid, *lsn)).count();
+        if ids.iter().skip(visible).any(|(xid, lsn)| info.contains(*xid, *lsn)) {
             return Ok(MoveInOutcome::TooEarly);
         }
         for _ in 0..visible {
-            let txn = self.queue.pop_front().expect("counted");
-            self.apply(shape, &txn)?;
+            if let Some(txn) = self.queue.pop()? {
+                self.apply(shape, &txn);
+            }
         }
         // The values still owed at the snapshot: their rows are the ones read.
         let mut patterns: Vec<Pattern> = Vec::new();
@@ -339,17 +393,23 @@ impl Links {
                 }
             }
             block.push(ferrite_protocol::messages::snapshot_end(info));
+            // Between the last transaction applied (at `lsn`) and the next one, which commits
+            // past `lsn + 1`; after any earlier move-in at the same place.
             let lsn = self.last_applied.map_or(0, |(_, l)| l);
-            let end = shape.log.end_offset();
+            let end = self.outbox.last().and_then(|u| u.last()).map_or(shape.log.end_offset(), |(o, _)| *o);
             let first_op = if end.tx == lsn + 1 { end.op + 1 } else { 1 };
-            let entries: Vec<(LogOffset, &[u8])> = block
-                .iter()
-                .enumerate()
-                .map(|(n, json)| (LogOffset::new(lsn + 1, first_op + n as u64), json.as_bytes()))
-                .collect();
-            shape.log.append(&entries)?;
+            self.outbox.push(
+                block
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, json)| (LogOffset::new(lsn + 1, first_op + n as u64), json))
+                    .collect(),
+            );
         }
-        self.drain(shape).map(|again| if again { MoveInOutcome::Again } else { MoveInOutcome::Done })
+        let again = self.drain(shape)?;
+        self.state_changed = true;
+        self.flush(shape)?;
+        Ok(if again { MoveInOutcome::Again } else { MoveInOutcome::Done })
     }
 
     /// Applies queued transactions until one leaves rows owed (true: a move-in must follow, the
@@ -360,16 +420,114 @@ impl Links {
                 self.stage = Stage::MovingIn;
                 return Ok(true);
             }
-            match self.queue.pop_front() {
-                Some(txn) => {
-                    self.apply(shape, &txn)?;
-                }
+            match self.queue.pop()? {
+                // The initial snapshot holds it already.
+                Some(txn) if self.initial.as_ref().is_some_and(|i| i.contains(txn.xid, txn.commit_lsn)) => {}
+                Some(txn) => self.apply(shape, &txn),
                 None => {
                     self.stage = Stage::Live;
                     return Ok(false);
                 }
             }
         }
+    }
+
+    /// Makes the queue's file durable (with the shape's log, before the slot is confirmed).
+    pub fn sync_queue(&mut self) -> io::Result<()> {
+        self.queue.sync()
+    }
+
+    /// Puts what the last operation made into the log. When the operation changed what a
+    /// checkpoint holds, the checkpoint is written first, with the log units it is about to
+    /// append: after a crash the log either has them or gets them from the checkpoint (see
+    /// [`Links::restore`]). Returns whether the log was written.
+    fn flush(&mut self, shape: &Shape) -> io::Result<bool> {
+        if self.state_changed && self.stage != Stage::Loading {
+            self.queue.sync()?;
+            self.checkpoint(shape)?;
+            self.queue.reset_if_empty()?;
+        }
+        self.state_changed = false;
+        let units = std::mem::take(&mut self.outbox);
+        for unit in &units {
+            let entries: Vec<(LogOffset, &[u8])> = unit.iter().map(|(o, json)| (*o, json.as_bytes())).collect();
+            shape.log.append(&entries)?;
+        }
+        Ok(!units.is_empty())
+    }
+
+    /// Writes the checkpoint of this state and of the units about to be appended (see
+    /// [`Checkpoint`]).
+    fn checkpoint(&self, shape: &Shape) -> io::Result<()> {
+        let end = shape.log.end_offset();
+        let checkpoint = Checkpoint {
+            stage: self.stage,
+            initial: self.initial.clone(),
+            last_applied: self.last_applied,
+            offered_through: self.offered_through,
+            queue_start: self.queue.start(),
+            deps: self
+                .deps
+                .iter()
+                .map(|d| DependencyImage {
+                    rows: d.node.rows().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    loaded: d.loaded.iter().cloned().collect(),
+                    pending: d.pending.iter().cloned().collect(),
+                })
+                .collect(),
+            log_end: (end.tx, end.op),
+            redo: self
+                .outbox
+                .iter()
+                .map(|unit| unit.iter().map(|(o, json)| ((o.tx, o.op), json.clone())).collect())
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&checkpoint).map_err(io::Error::other)?;
+        crate::storage::shape_log::write_atomic(&shape.log.dir().join(CHECKPOINT_FILE), &bytes)
+    }
+
+    /// The state a checkpoint holds, for shape `shape` (reopened after a restart with its
+    /// log), after putting into its log what the checkpoint says was about to be appended and
+    /// is not there. `None` when the log is shorter than the checkpoint says it was: it lost
+    /// what was written before the checkpoint (a power loss) and the shape must start over.
+    pub fn restore(shape: &Shape) -> io::Result<Option<Links>> {
+        let bytes = match std::fs::read(shape.log.dir().join(CHECKPOINT_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let cp: Checkpoint =
+            serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let Some(mut links) = Links::new(&shape.filter, shape.log.dir()) else { return Ok(None) };
+        if cp.deps.len() != links.deps.len() {
+            return Ok(None);
+        }
+        let end = shape.log.end_offset();
+        if end < LogOffset::new(cp.log_end.0, cp.log_end.1) {
+            return Ok(None);
+        }
+        for unit in &cp.redo {
+            let Some(((tx, op), _)) = unit.last() else { continue };
+            if LogOffset::new(*tx, *op) <= end {
+                continue;
+            }
+            let entries: Vec<(LogOffset, &[u8])> =
+                unit.iter().map(|((tx, op), json)| (LogOffset::new(*tx, *op), json.as_bytes())).collect();
+            shape.log.append(&entries)?;
+        }
+        for (dep, image) in links.deps.iter_mut().zip(cp.deps) {
+            for (key, value) in image.rows {
+                dep.node.seed(key, value);
+            }
+            dep.loaded = image.loaded.into_iter().collect();
+            dep.pending = image.pending.into_iter().collect();
+        }
+        links.stage = cp.stage;
+        links.initial = cp.initial;
+        links.last_applied = cp.last_applied;
+        links.queue = SpillQueue::reopen(shape.log.dir(), cp.queue_start)?;
+        links.offered_through = cp.offered_through.max(links.queue.last_lsn().unwrap_or(0));
+        Ok(Some(links))
     }
 
     fn owes_rows(&self) -> bool {
@@ -391,9 +549,8 @@ impl Links {
         self.deps.iter().map(|d| d.node.len()).sum()
     }
 
-    /// Applies one transaction and appends what it means for the shape to its log. Returns
-    /// whether anything was written.
-    fn apply(&mut self, shape: &Shape, txn: &QueuedTxn) -> io::Result<bool> {
+    /// Applies one transaction; what it means for the shape goes to the outbox.
+    fn apply(&mut self, shape: &Shape, txn: &QueuedTxn) {
         self.last_applied = Some((txn.xid, txn.commit_lsn));
         let tagger = tagger(shape);
         let outer = shape.filter.table.oid;
@@ -401,6 +558,7 @@ impl Links {
         let mut first_inner: Option<usize> = None;
         for change in txn.changes.iter().filter(|c| c.oid != outer) {
             first_inner.get_or_insert(change.index);
+            self.state_changed = true;
             for dep in self.deps.iter_mut().filter(|d| d.query.table.oid == change.oid) {
                 feed(dep, &change.kind);
             }
@@ -445,13 +603,10 @@ impl Links {
             entries.push((op, move_event(MoveKind::Out, &outs, Some(txn.xid))));
             entries.sort_by_key(|(op, _)| *op);
         }
-        if entries.is_empty() {
-            return Ok(false);
+        if !entries.is_empty() {
+            self.outbox
+                .push(entries.into_iter().map(|(op, json)| (LogOffset::new(txn.commit_lsn, op), json)).collect());
         }
-        let entries: Vec<(LogOffset, &[u8])> =
-            entries.iter().map(|(op, json)| (LogOffset::new(txn.commit_lsn, *op), json.as_bytes())).collect();
-        shape.log.append(&entries)?;
-        Ok(true)
     }
 }
 

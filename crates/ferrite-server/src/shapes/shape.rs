@@ -111,7 +111,7 @@ impl Shape {
     ) -> Shape {
         let schema_header = ferrite_protocol::schema::electric_schema_header(&filter.table, &filter.selected);
         let (removed, _) = watch::channel(None);
-        let links = Links::new(&filter).map(Mutex::new);
+        let links = Links::new(&filter, log.dir()).map(Mutex::new);
         Shape {
             tag_salt: String::new(),
             links,

@@ -307,7 +307,30 @@ impl ShapeReader {
                 self.rows.insert(key, value);
             }
             "update" => {
-                let row = self.rows.get_mut(&key).unwrap_or_else(|| panic!("update for unknown row {key}"));
+                if !self.rows.contains_key(&key) {
+                    let history: Vec<String> = self
+                        .log
+                        .iter()
+                        .map(|m| {
+                            let h = &m["headers"];
+                            format!(
+                                "{} {} {} {} {} {}",
+                                h["operation"]
+                                    .as_str()
+                                    .or(h["event"].as_str())
+                                    .or(h["control"].as_str())
+                                    .unwrap_or("?"),
+                                m["key"].as_str().unwrap_or(""),
+                                m["value"]["team_id"],
+                                h["lsn"],
+                                h["patterns"],
+                                h["active_conditions"]
+                            )
+                        })
+                        .collect();
+                    panic!("update for unknown row {key}; the messages so far:\n{}", history.join("\n"));
+                }
+                let row = self.rows.get_mut(&key).expect("checked");
                 for (k, v) in value {
                     row.insert(k, v);
                 }
