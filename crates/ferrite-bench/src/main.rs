@@ -6,6 +6,7 @@
 //! Each benchmark starts its own throwaway Postgres. Figures are medians over `--runs` runs.
 
 mod client;
+mod relational;
 mod writes;
 
 use anyhow::{anyhow, Context, Result};
@@ -79,6 +80,19 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// Relational shapes: rows moving in and out on membership changes, one change fanned out
+    /// to many members' rule-filtered shapes (and their RSS), subquery-result changes/s.
+    Relational {
+        /// Members of one team, each on their own rule-filtered shape.
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// Rows a membership moves in.
+        #[arg(long, default_value_t = 1000)]
+        rows: u64,
+        /// Membership inserts and deletes measured per run.
+        #[arg(long, default_value_t = 30)]
+        moves: usize,
+    },
     /// Everything above with default sizes.
     All,
 }
@@ -101,6 +115,7 @@ fn main() -> Result<()> {
             Bench::Compression { rows } => compression(rows, cli.runs).await,
             Bench::Rss { clients } => rss(clients).await,
             Bench::Client { rows } => client::client(rows, cli.runs).await,
+            Bench::Relational { members, rows, moves } => relational::relational(members, rows, moves, cli.runs).await,
             Bench::Writes { clients, batches, write_connections, latency_writes } => {
                 writes::writes(clients, batches, write_connections, latency_writes, cli.runs).await
             }
@@ -112,6 +127,7 @@ fn main() -> Result<()> {
                 compression(1_000_000, cli.runs).await?;
                 writes::writes(16, 20, 8, 200, cli.runs).await?;
                 client::client(1_000_000, cli.runs).await?;
+                relational::relational(1000, 1000, 30, cli.runs).await?;
                 rss(10_000).await
             }
         }
