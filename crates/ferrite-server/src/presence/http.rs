@@ -40,8 +40,20 @@ impl BodyLimit for PresenceUpdate {
     }
 }
 
-/// Whether `who` may join and read `room`.
+/// Whether `who` may join and read `room`. A caller refused (its read rule no longer admits the
+/// room's row — a membership revoked) also leaves the room, with all its clients.
 async fn admit(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(), Response<Body>> {
+    let result = check(state, who, room).await;
+    if let (Err(r), Some(w)) = (&result, who) {
+        if r.status() == StatusCode::FORBIDDEN {
+            state.presence.leave_subject(room, &w.subject);
+        }
+    }
+    result
+}
+
+/// The check of [`admit`].
+async fn check(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(), Response<Body>> {
     if room.is_empty() || room.len() > MAX_ROOM_LEN {
         return Err(resp::invalid_field("room", &format!("must be 1 to {MAX_ROOM_LEN} bytes")));
     }

@@ -161,6 +161,25 @@ impl Presence {
         v
     }
 
+    /// Removes every member of `subject` from `room` (the caller may no longer read the room's
+    /// row: its membership was revoked); returns whether any was there.
+    pub fn leave_subject(&self, room: &str, subject: &str) -> bool {
+        let mut rooms = self.rooms.lock();
+        let Some(r) = rooms.get_mut(room) else { return false };
+        let gone: Vec<MemberKey> = r.ids.keys().filter(|(s, _)| s.as_deref() == Some(subject)).cloned().collect();
+        if gone.is_empty() {
+            return false;
+        }
+        for key in gone {
+            if let Some(id) = r.ids.remove(&key) {
+                r.members.remove(&id);
+            }
+        }
+        let v = self.next_version();
+        r.changed.send_replace(v);
+        true
+    }
+
     /// The room's version and members (in member id order).
     pub fn snapshot(&self, room: &str) -> (u64, Vec<Member>) {
         let rooms = self.rooms.lock();

@@ -1,5 +1,6 @@
 //! Whether a caller may be in a room named after a row (`<table>:<key>`): the row exists and the
-//! caller's read rule admits it. Checked over presence's own small connection pool, so heartbeats
+//! caller's read rule admits it (a rule that reads other tables — a team membership — evaluated
+//! by Postgres at the time of the check). Checked over presence's own small connection pool, so heartbeats
 //! of many members can never hold up the write path (or the other way round).
 
 use crate::pool::Pool;
@@ -7,7 +8,7 @@ use crate::writes::apply::Writer;
 use ferrite_pg::prepared::PreparedClient;
 use ferrite_protocol::relation::QualifiedName;
 use ferrite_protocol::write_protocol::Values;
-use ferrite_where::{BoundRule, WhereClause};
+use ferrite_where::BoundRule;
 
 /// Whether the row of single-column-key `table` whose key is `key_text` exists and matches
 /// `rule`. The table's definition comes from the writer's cache.
@@ -35,8 +36,19 @@ pub async fn row_matches(
         Err(e) if e.db().is_some() => None, // e.g. not a valid key for the type
         Err(e) => return Err(e.to_string()),
     };
+    let Some(row) = row else {
+        conn.release();
+        return Ok(false);
+    };
+    // A rule that reads other tables (team membership) is evaluated by Postgres, now.
+    let rule = match writer.compile_write_rule(client, rule, &t.schema).await.map_err(|e| e.to_string())? {
+        Ok(rule) => rule,
+        Err(e) => {
+            conn.release();
+            return Err(e.to_string());
+        }
+    };
+    let holds = crate::writes::apply::rule_holds(client, &t, &rule, &row).await.map_err(|e| e.to_string());
     conn.release();
-    let Some(row) = row else { return Ok(false) };
-    let rule = WhereClause::compile_rule(rule, &t.schema).map_err(|e| e.to_string())?;
-    Ok(rule.matches(&row).unwrap_or(false))
+    holds
 }

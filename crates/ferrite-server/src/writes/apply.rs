@@ -438,12 +438,12 @@ impl Writer {
     /// is compiled against the tables they read, loaded like the tables written. A write rule
     /// may read the current time too. The outer
     /// error is Postgres failing to load a table, the inner one a rule that does not compile.
-    async fn compile_write_rule(
+    pub(crate) async fn compile_write_rule(
         &self,
         c: &PreparedClient,
         rule: &ferrite_where::BoundRule,
         schema: &ferrite_protocol::schema::TableSchema,
-    ) -> Result<Result<WhereClause, ferrite_where::WhereError>, Stop> {
+    ) -> Result<Result<WhereClause, ferrite_where::WhereError>, PgError> {
         // A subquery needs the word SELECT; most rules have none and skip the second parse.
         if !rule.sql.to_ascii_lowercase().contains("select") {
             return Ok(WhereClause::compile_rule_with(rule, schema, &RuleTables::default()));
@@ -930,7 +930,7 @@ impl ferrite_where::Catalog for RuleTables {
 /// Whether `rule` holds for `values` as a row of `table`: evaluated here when it reads only the
 /// row, by Postgres inside the write's transaction when it has subqueries or reads the current
 /// time (then it is Postgres's `now()`, the transaction's start) ([`WriteTable::rule_holds`]).
-async fn rule_holds(
+pub(crate) async fn rule_holds(
     c: &PreparedClient,
     table: &WriteTable,
     rule: &WhereClause,

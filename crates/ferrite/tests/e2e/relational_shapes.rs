@@ -410,3 +410,49 @@ async fn relational_shapes_survive_kill_9_during_churn_and_move_ins() {
     }
     drop(server);
 }
+
+/// Presence rooms follow the same read rule: a member of the step's team may join its room, a
+/// removed member's next heartbeat is refused and takes her out of the room at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_membership() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.execute("INSERT INTO team_members VALUES (1, 'cid')", &[]).await.unwrap();
+    let s = jwt_server(&db).await;
+    let token = |sub: &str| hs256_token(SECRET, serde_json::json!({"sub": sub}));
+    let heartbeat = |sub: &'static str| {
+        let (base, t) = (s.base.clone(), token(sub));
+        async move {
+            let req = reqwest::Client::new()
+                .post(format!("{base}/v1/presence"))
+                .bearer_auth(t)
+                .json(&serde_json::json!({"room": "steps:4", "client_id": format!("{sub}-tab"), "state": {"x": 1}}));
+            send(req).await
+        }
+    };
+    let members = || {
+        let (base, t) = (s.base.clone(), token("cid"));
+        async move {
+            let r = send(reqwest::Client::new().get(format!("{base}/v1/presence?room=steps:4")).bearer_auth(t)).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            let mut subs: Vec<String> = r.body["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["subject"].as_str().unwrap().to_string())
+                .collect();
+            subs.sort();
+            subs
+        }
+    };
+    assert_eq!(heartbeat("ann").await.status, 200);
+    assert_eq!(heartbeat("cid").await.status, 200);
+    assert_eq!(heartbeat("bob").await.status, 403, "bob is not in team 1");
+    assert_eq!(members().await, vec!["ann", "cid"]);
+
+    c.execute("DELETE FROM team_members WHERE user_id = 'ann'", &[]).await.unwrap();
+    let refused = heartbeat("ann").await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert_eq!(members().await, vec!["cid"], "her refused heartbeat took her out of the room");
+}
