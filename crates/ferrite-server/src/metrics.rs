@@ -56,6 +56,8 @@ pub struct Metrics {
     pub move_ins: AtomicU64,
     /// How long move-in queries take, snapshot to last row.
     pub move_in_time: Histogram,
+    /// Transactions handed to relational shapes (one per shape a transaction was routed to).
+    pub relational_offers: AtomicU64,
 }
 
 /// What relational shapes hold right now (see [`crate::shapes::relational`]).
@@ -216,6 +218,12 @@ impl Metrics {
             relational.queued_transactions as i128,
         );
         counter("move_ins_total", "Move-ins completed.", "counter", g(&self.move_ins));
+        counter(
+            "relational_offers_total",
+            "Transactions handed to relational shapes (one per shape a transaction was routed to).",
+            "counter",
+            g(&self.relational_offers),
+        );
         self.live_delivery.render(
             &mut out,
             "ferrite_live_delivery_seconds",

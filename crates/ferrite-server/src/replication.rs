@@ -202,6 +202,12 @@ impl Driver {
                     continue;
                 }
                 table_routes.candidates(&rows, &mut self.candidates);
+                let before = self.candidates.len();
+                registry.value_index.candidates(relation.oid, &rows, &mut self.candidates);
+                if self.candidates.len() > before {
+                    self.candidates.sort_unstable();
+                    self.candidates.dedup();
+                }
                 for shape in &self.candidates {
                     if truncated.contains(&shape.0.filter.table.oid) {
                         continue;
@@ -233,8 +239,10 @@ impl Driver {
             if truncated.contains(&shape.0.filter.table.oid) {
                 continue;
             }
+            m.relational_offers.fetch_add(1, Ordering::Relaxed);
             let offered =
                 links.lock().offer(&shape.0, QueuedTxn { xid: txn.xid, commit_lsn: txn.commit_lsn, changes })?;
+            shape.0.update_value_index(&registry.value_index);
             if offered.wrote {
                 dirty.insert(id, shape.clone());
             }

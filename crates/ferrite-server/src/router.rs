@@ -15,12 +15,15 @@ pub struct TableRoutes<S> {
     unindexed: Vec<S>,
     /// column index → column text value → shapes.
     index: HashMap<usize, HashMap<String, Vec<S>>>,
+    /// Shapes on the table that are routed elsewhere (relational shapes, by the values of
+    /// their subqueries: [`crate::shapes::value_index`]); listed for schema checks only.
+    passive: Vec<S>,
     count: usize,
 }
 
 impl<S> Default for TableRoutes<S> {
     fn default() -> Self {
-        TableRoutes { unindexed: vec![], index: HashMap::new(), count: 0 }
+        TableRoutes { unindexed: vec![], index: HashMap::new(), passive: vec![], count: 0 }
     }
 }
 
@@ -39,11 +42,19 @@ impl<S: Clone + Eq + Hash + Ord> TableRoutes<S> {
         }
     }
 
+    /// Adds a shape that is never a candidate here (it is routed elsewhere) but counts as one of
+    /// the table's shapes ([`TableRoutes::shapes`]).
+    pub fn add_passive(&mut self, shape: S) {
+        self.count += 1;
+        self.passive.push(shape);
+    }
+
     /// Removes a shape wherever it is.
     pub fn remove(&mut self, shape: &S) {
-        let before = self.unindexed.len();
+        let before = self.unindexed.len() + self.passive.len();
         self.unindexed.retain(|s| s != shape);
-        let mut removed = before != self.unindexed.len();
+        self.passive.retain(|s| s != shape);
+        let mut removed = before != self.unindexed.len() + self.passive.len();
         for by_value in self.index.values_mut() {
             by_value.retain(|_, shapes| {
                 let n = shapes.len();
@@ -74,6 +85,7 @@ impl<S: Clone + Eq + Hash + Ord> TableRoutes<S> {
         let mut seen = std::collections::HashSet::new();
         self.unindexed
             .iter()
+            .chain(self.passive.iter())
             .chain(self.index.values().flat_map(|m| m.values().flatten()))
             .filter(move |s| seen.insert((*s).clone()))
     }

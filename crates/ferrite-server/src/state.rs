@@ -290,6 +290,11 @@ impl AppState {
                 shape.log.complete_snapshot();
                 let move_in = tokio::task::block_in_place(|| links.lock().finish_loading(&shape, &info))
                     .map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
+                // Its values are known: it stops being a candidate for every change.
+                shape.update_value_index(&self.registry.value_index);
+                self.registry
+                    .value_index
+                    .loaded(shape.filter.table.oid, &crate::shapes::shape::ShapeRef(shape.clone()));
                 shape.finish_snapshot(info.clone()).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
                 shape.log.sync(true).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
                 if move_in {
@@ -348,6 +353,7 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
         }
         let outcome = tokio::task::block_in_place(|| {
             let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows)?;
+            shape.update_value_index(&state.registry.value_index);
             shape.log.sync(true)?;
             Ok::<_, std::io::Error>(outcome)
         });

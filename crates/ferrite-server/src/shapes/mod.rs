@@ -5,6 +5,7 @@ pub mod relational;
 pub mod shape;
 pub mod snapshot;
 pub mod spill;
+pub mod value_index;
 
 pub use registry::Registry;
 pub use shape::{Removal, Shape};

@@ -34,6 +34,8 @@ pub struct Registry {
     last_handle_micros: Mutex<u64>,
     /// The server's clock: handles and idle expiry read it.
     clock: Clock,
+    /// Relational shapes by the values of their subqueries (see [`super::value_index`]).
+    pub value_index: super::value_index::ValueIndex,
 }
 
 /// Metadata file name inside a shape directory.
@@ -52,6 +54,7 @@ impl Registry {
             next_id: AtomicU64::new(1),
             last_handle_micros: Mutex::new(0),
             clock,
+            value_index: Default::default(),
         };
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -109,8 +112,17 @@ impl Registry {
 
     fn index(&self, shape: Arc<Shape>) {
         let mut inner = self.inner.write();
-        let term = shape.filter.where_clause.as_ref().and_then(|w| w.equality_index_term());
-        inner.routes.entry(shape.filter.table.oid).or_default().add(ShapeRef(shape.clone()), term);
+        let oid = shape.filter.table.oid;
+        if shape.routed_by_value() {
+            inner.routes.entry(oid).or_default().add_passive(ShapeRef(shape.clone()));
+            if shape.links.as_ref().is_some_and(|l| l.lock().loading()) {
+                self.value_index.add_loading(oid, &ShapeRef(shape.clone()));
+            }
+            shape.update_value_index(&self.value_index);
+        } else {
+            let term = shape.filter.where_clause.as_ref().and_then(|w| w.equality_index_term());
+            inner.routes.entry(oid).or_default().add(ShapeRef(shape.clone()), term);
+        }
         // A relational shape also follows the tables its subqueries read, routed by the
         // equality its subquery's where clause has, when it reads the table only once.
         for (oid, term) in inner_routes(&shape) {
@@ -234,6 +246,7 @@ impl Registry {
             if inner.by_definition.get(&shape.definition).is_some_and(|s| s.id == shape.id) {
                 inner.by_definition.remove(&shape.definition);
             }
+            self.value_index.remove(shape.filter.table.oid, &ShapeRef(shape.clone()));
             let mut oids = vec![shape.filter.table.oid];
             oids.extend(inner_routes(&shape).into_iter().map(|(oid, _)| oid));
             for oid in oids {

@@ -194,6 +194,12 @@ pub struct Links {
     /// The initial snapshot: transactions it holds are in the shape already, however late the
     /// stream delivers them.
     initial: Option<SnapshotInfo>,
+    /// Values whose `loaded`/`pending` membership changed since the last
+    /// [`Links::take_index_changes`]: (dependency, value).
+    touched: Vec<(usize, Projected)>,
+    /// Whether every alternative of the where clause needs a positive subquery test: the shape
+    /// is then routed by value ([`super::value_index`]).
+    value_routed: bool,
 }
 
 /// The subqueries' results as the shape's clients know them (`loaded`), for evaluation.
@@ -260,7 +266,43 @@ impl Links {
             outbox: Vec::new(),
             state_changed: false,
             initial: None,
+            touched: Vec::new(),
+            value_routed: conditions.disjuncts().iter().all(|d| {
+                d.iter().any(|&p| matches!(conditions.positions()[p], Position::Subquery { negated: false, .. }))
+            }),
         })
+    }
+
+    /// Whether the shape is routed by the values of its subqueries (see
+    /// [`super::value_index`]); otherwise it is a candidate for every change of its table.
+    pub fn value_routed(&self) -> bool {
+        self.value_routed
+    }
+
+    /// Whether the initial snapshot is still being read.
+    pub fn loading(&self) -> bool {
+        self.stage == Stage::Loading
+    }
+
+    /// The values that entered or left the shape's routing index since the last call.
+    pub fn take_index_changes(&mut self) -> Vec<super::value_index::IndexChange> {
+        let touched = std::mem::take(&mut self.touched);
+        touched
+            .into_iter()
+            .filter(|(d, _)| !self.deps[*d].negated)
+            .map(|(d, v)| {
+                let dep = &self.deps[d];
+                let indexed = dep.loaded.contains(&v) || dep.pending.contains(&v);
+                (dep.outer_columns.clone(), v, indexed)
+            })
+            .collect()
+    }
+
+    /// Every value the shape's routing index holds (after a restart).
+    fn touch_all(&mut self) {
+        for (d, dep) in self.deps.iter().enumerate() {
+            self.touched.extend(dep.loaded.iter().chain(dep.pending.iter()).map(|v| (d, v.clone())));
+        }
     }
 
     /// The subqueries, in order.
@@ -287,6 +329,7 @@ impl Links {
                 dep.node.seed(key, value);
             }
         }
+        self.touch_all();
         Loaded(self.deps.iter().map(|d| d.loaded.clone()).collect())
     }
 
@@ -374,6 +417,7 @@ impl Links {
         for (i, _, values) in &request.values {
             let dep = &mut self.deps[*i];
             for v in values {
+                self.touched.push((*i, v.clone()));
                 if dep.pending.remove(v) {
                     patterns.push((dep.position, tagger.slot(&as_strs(v))));
                     if dep.negated {
@@ -524,6 +568,7 @@ impl Links {
         }
         links.stage = cp.stage;
         links.initial = cp.initial;
+        links.touch_all();
         links.last_applied = cp.last_applied;
         links.queue = SpillQueue::reopen(shape.log.dir(), cp.queue_start)?;
         links.offered_through = cp.offered_through.max(links.queue.last_lsn().unwrap_or(0));
@@ -565,8 +610,9 @@ impl Links {
         }
         // 2. What their changes mean for the shape's positions.
         let mut outs: Vec<Pattern> = Vec::new();
-        for dep in &mut self.deps {
+        for (d, dep) in self.deps.iter_mut().enumerate() {
             let delta = dep.node.finish_transaction();
+            self.touched.extend(delta.entered.iter().chain(delta.left.iter()).map(|v| (d, v.clone())));
             for v in delta.entered.into_iter().filter(|v| !v.iter().any(Option::is_none)) {
                 if dep.negated {
                     if !dep.pending.remove(&v) && dep.loaded.insert(v.clone()) {

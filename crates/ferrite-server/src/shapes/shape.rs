@@ -139,6 +139,24 @@ impl Shape {
         self.links.is_some()
     }
 
+    /// Whether changes of the shape's table reach it through the value index
+    /// ([`super::value_index`]) rather than its table's routes: a relational shape whose every
+    /// alternative needs a positive subquery test, without an equality the router indexes.
+    pub fn routed_by_value(&self) -> bool {
+        self.links.as_ref().is_some_and(|l| l.lock().value_routed())
+            && self.filter.where_clause.as_ref().and_then(|w| w.equality_index_term()).is_none()
+    }
+
+    /// Puts the values that entered or left the shape's subqueries' results (as its clients
+    /// know them or are owed them) into `index`, when it is routed by value.
+    pub fn update_value_index(self: &Arc<Self>, index: &super::value_index::ValueIndex) {
+        let Some(links) = &self.links else { return };
+        let changes = links.lock().take_index_changes();
+        if self.routed_by_value() {
+            index.apply(self.filter.table.oid, &ShapeRef(self.clone()), changes);
+        }
+    }
+
     /// The schema of table `oid` as the shape was built with it: its own table, or a table its
     /// subqueries read.
     pub fn schema_of(&self, oid: u32) -> Option<Arc<TableSchema>> {

@@ -456,3 +456,46 @@ async fn presence_follows_membership() {
     assert_eq!(refused.status, 403, "{}", refused.text);
     assert_eq!(members().await, vec!["cid"], "her refused heartbeat took her out of the room");
 }
+
+/// A change of the shapes' table reaches only the relational shapes whose subquery results
+/// hold (or are owed) its row's value: with 40 members each following their own team, a step
+/// update is handed to one shape, not to all 40.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_only_the_shapes_whose_results_hold_their_value() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE team_members (team_id int NOT NULL, user_id text NOT NULL, PRIMARY KEY (team_id, user_id));
+         CREATE TABLE steps (id int PRIMARY KEY, team_id int NOT NULL, name text);
+         INSERT INTO team_members SELECT g, 'u' || g FROM generate_series(1, 40) g;
+         INSERT INTO steps SELECT g, g, 'step ' || g FROM generate_series(1, 40) g;",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await;
+    let clause = |u: usize| format!("team_id IN (SELECT team_id FROM team_members WHERE user_id = 'u{u}')");
+    let mut readers = vec![];
+    for u in 1..=40 {
+        let mut r = ShapeReader::new(&s.base, &[("table", "steps"), ("where", &clause(u))]);
+        r.catch_up().await;
+        assert_eq!(r.rows.len(), 1);
+        readers.push(r);
+    }
+    let offers = || async {
+        let m = get(&format!("{}/metrics", s.base)).await.text;
+        m.lines()
+            .find_map(|l| l.strip_prefix("ferrite_relational_offers_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = offers().await;
+    c.execute("UPDATE steps SET name = 'renamed' WHERE id = 7", &[]).await.unwrap();
+    let r = &mut readers[6];
+    r.live_until(Duration::from_secs(10), |r| r.rows.values().any(|v| v["name"] == "renamed")).await;
+    assert_eq!(offers().await - before, 1, "only u7's shape is handed the update");
+    // A step moved into another team reaches the shapes of both (one loses it, one gains it).
+    c.execute("UPDATE steps SET team_id = 8 WHERE id = 7", &[]).await.unwrap();
+    readers[7].live_until(Duration::from_secs(10), |r| r.rows.len() == 2).await;
+    readers[6].live_until(Duration::from_secs(10), |r| r.rows.is_empty()).await;
+    assert_eq!(offers().await - before, 3);
+}
