@@ -251,11 +251,14 @@ async fn fan_out(members: usize) -> Result<()> {
     for (what, flag) in [("move-ins (team made public)", "true"), ("move-outs (team made private)", "false")] {
         const CHANGES: i32 = 20;
         let t0 = Instant::now();
+        let mut last_commit_after = 0;
         for team in 1..=CHANGES {
+            // The last update commits after this WAL position: the server has processed it
+            // once its last commit LSN reaches it.
+            let lsn: String = pg.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0);
+            last_commit_after = ferrite_pg::replication::parse_lsn(&lsn).unwrap_or(0);
             pg.execute(&format!("UPDATE teams SET public = {flag} WHERE id = $1"), &[&team]).await?;
         }
-        let done_lsn: String = pg.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
-        let done_lsn = ferrite_pg::replication::parse_lsn(&done_lsn).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let m = reqwest::get(format!("{base}/metrics")).await?.text().await?;
@@ -264,7 +267,7 @@ async fn fan_out(members: usize) -> Result<()> {
                     .find(|l| l.starts_with(&format!("{name} ")))
                     .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             };
-            let caught_up = gauge("ferrite_replication_last_commit_lsn").unwrap_or(0) + 4096 >= done_lsn;
+            let caught_up = gauge("ferrite_replication_last_commit_lsn").unwrap_or(0) >= last_commit_after;
             if caught_up
                 && gauge("ferrite_move_ins_pending") == Some(0)
                 && gauge("ferrite_move_in_queued_transactions") == Some(0)
