@@ -461,7 +461,8 @@ impl Writer {
         Ok(WhereClause::compile_rule_with(rule, schema, &catalog))
     }
 
-    /// Whether a caller with `read` access may see `values`, a row of `table`.
+    /// Whether a caller with `read` access may see `values`, a row of `table`. A read rule with
+    /// subqueries does not compile here: such a caller is not shown the row (fail closed).
     fn readable(&self, read: &ReadAccess, table: &WriteTable, values: &Values) -> bool {
         match read {
             ReadAccess::All => true,
