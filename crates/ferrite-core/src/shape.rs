@@ -312,6 +312,11 @@ impl ShapeFilter {
         self.where_clause.as_ref().map_or(&[], |w| w.subqueries())
     }
 
+    /// Every table the shape's subqueries read, nested ones included, each once.
+    pub fn tables_read(&self) -> Vec<Arc<TableSchema>> {
+        subquery_tables(self.subqueries())
+    }
+
     /// `["schema","table"]` as JSON, for message headers.
     pub fn relation_json(&self) -> &str {
         &self.relation_json
@@ -513,7 +518,8 @@ fn compile_rule(
 }
 
 /// The conditions of a where clause with subqueries, checked for what live shapes follow today:
-/// one level of subqueries on other tables with primary keys, and no clock.
+/// subqueries (nested to any depth) on other tables than the shape's, the outermost ones on
+/// tables with primary keys, and no clock.
 fn relational_conditions(
     w: &WhereClause,
     table: &TableSchema,
@@ -525,18 +531,13 @@ fn relational_conditions(
     if w.reads_time() {
         return Err(refuse("now(), CURRENT_TIMESTAMP and CURRENT_DATE are not supported in shapes yet".into()));
     }
+    if subquery_tables(w.subqueries()).iter().any(|t| t.oid == table.oid) {
+        return Err(refuse(format!(
+            "a subquery on the shape's own table {} is not supported in shapes yet",
+            table.name.quoted()
+        )));
+    }
     for q in w.subqueries() {
-        if q.filter.as_ref().is_some_and(|f| !f.subqueries().is_empty()) {
-            return Err(refuse(
-                "nested subqueries (a subquery inside a subquery) are not supported in shapes yet".into(),
-            ));
-        }
-        if q.table.oid == table.oid {
-            return Err(refuse(format!(
-                "a subquery on the shape's own table {} is not supported in shapes yet",
-                table.name.quoted()
-            )));
-        }
         if !q.table.has_primary_key() {
             return Err(refuse(format!(
                 "table {} has no primary key: a shape's subquery can only read tables with one",
@@ -545,6 +546,21 @@ fn relational_conditions(
         }
     }
     Ok(w.conditions(table)?)
+}
+
+/// The tables `subqueries` read, nested ones included, each once (in order of appearance).
+pub fn subquery_tables(subqueries: &[ferrite_where::Subquery]) -> Vec<Arc<TableSchema>> {
+    let mut out: Vec<Arc<TableSchema>> = Vec::new();
+    let mut stack: Vec<&ferrite_where::Subquery> = subqueries.iter().rev().collect();
+    while let Some(q) = stack.pop() {
+        if !out.iter().any(|t| t.oid == q.table.oid) {
+            out.push(q.table.clone());
+        }
+        if let Some(f) = &q.filter {
+            stack.extend(f.subqueries().iter().rev());
+        }
+    }
+    out
 }
 
 /// JSON string literal for `s`.

@@ -198,7 +198,7 @@ impl AppState {
         // Validate before touching the publication.
         let filter = ShapeFilter::compile_with(def, Arc::new(table.clone()), &tables)?;
         let mut publish = vec![(table.oid, def.table.clone())];
-        publish.extend(filter.subqueries().iter().map(|q| (q.table.oid, q.table.name.clone())));
+        publish.extend(filter.tables_read().iter().map(|t| (t.oid, t.name.clone())));
         for (oid, name) in publish {
             if self.published.lock().contains(&oid) {
                 continue;
@@ -328,8 +328,13 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
         let Some(request) = links.lock().move_in_request() else { return };
         let started = std::time::Instant::now();
         let read = read_move_in(&state, &shape, &request).await;
-        let (info, rows) = match read {
+        let (info, rows, results) = match read {
             Ok(r) => r,
+            Err(e) if e.contains("max_shape_size") => {
+                tracing::warn!(handle = %shape.handle, error = %e, "move-in too large; the shape is removed");
+                state.registry.remove(&shape.handle, Removal::TooLarge(e));
+                return;
+            }
             Err(e) => {
                 failures += 1;
                 tracing::warn!(handle = %shape.handle, error = %e, attempt = failures, "move-in query failed; retrying");
@@ -352,7 +357,7 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
         let outcome = tokio::task::block_in_place(|| {
-            let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows)?;
+            let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows, results)?;
             shape.update_value_index(&state.registry.value_index);
             shape.log.sync(true)?;
             Ok::<_, std::io::Error>(outcome)
@@ -377,34 +382,71 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
     }
 }
 
-/// Reads, in one REPEATABLE READ snapshot, the rows of the shape's table that match its where
-/// clause and compare equal to the values `request` owes. Bounded by `max_shape_size`.
+/// What a move-in read: the snapshot, the outer rows, the refreshed deep results.
+type MoveInRead = (
+    ferrite_protocol::snapshot_info::SnapshotInfo,
+    Vec<Vec<Option<String>>>,
+    Vec<std::collections::HashSet<ferrite_core::deps::Projected>>,
+);
+
+/// Reads, in one REPEATABLE READ snapshot, the results of the deep dependencies `request`
+/// refreshes, then the rows of the shape's table that match its where clause and compare equal
+/// to the values moving in (those `request` owes, and those that entered the refreshed
+/// results). Bounded by `max_shape_size`.
 async fn read_move_in(
     state: &AppState,
     shape: &Shape,
     request: &crate::shapes::relational::MoveInRequest,
-) -> Result<(ferrite_protocol::snapshot_info::SnapshotInfo, Vec<Vec<Option<String>>>), String> {
+) -> Result<MoveInRead, String> {
+    use ferrite_pg::row_query::{Among, RowQuery};
     let conn = state.snapshot_pool.get().await.map_err(|e| e.to_string())?;
-    let query = ferrite_pg::row_query::RowQuery::values(
-        &shape.filter.table,
-        shape.filter.where_clause.as_ref(),
-        &request.among(),
-    );
     let snapshot = ferrite_pg::snapshot::Snapshot::begin(conn.client(), None).await.map_err(|e| e.to_string())?;
     let info = snapshot.info().clone();
-    let mut rows = Vec::new();
+    let limit = state.config.max_shape_size;
     let mut bytes = 0u64;
-    let mut stream = snapshot.rows(&query).await.map_err(|e| e.to_string())?;
-    while let Some(row) = stream.values().await.map_err(|e| e.to_string())? {
+    let mut count = |row: &[Option<String>]| -> Result<(), String> {
         bytes += row.iter().map(|v| v.as_ref().map_or(4, |v| v.len() as u64 + 4)).sum::<u64>();
-        let limit = state.config.max_shape_size;
         if limit > 0 && bytes > limit {
             return Err(format!("the rows moving in exceed max_shape_size ({limit} bytes)"));
         }
-        rows.push(row);
+        Ok(())
+    };
+    let mut among = request.among();
+    let mut results = Vec::with_capacity(request.refresh.len());
+    for refresh in &request.refresh {
+        let q = &refresh.query;
+        let mut stream =
+            snapshot.rows(&RowQuery::values(&q.table, q.filter.as_ref(), &[])).await.map_err(|e| e.to_string())?;
+        let mut result = std::collections::HashSet::new();
+        while let Some(row) = stream.values().await.map_err(|e| e.to_string())? {
+            count(&row)?;
+            let value: ferrite_core::deps::Projected =
+                q.columns.iter().map(|&c| row.get(c).cloned().flatten()).collect();
+            if !value.iter().any(Option::is_none) {
+                result.insert(value);
+            }
+        }
+        drop(stream);
+        let moving = refresh.moving_in(&result);
+        if !moving.is_empty() {
+            among.push(Among {
+                columns: refresh.outer_columns.clone(),
+                values: moving.into_iter().map(|v| v.into_iter().map(Option::unwrap_or_default).collect()).collect(),
+            });
+        }
+        results.push(result);
     }
-    drop(stream);
+    let mut rows = Vec::new();
+    // Nothing moving in: no rows to read (an empty restriction would read them all).
+    if !among.is_empty() {
+        let query = RowQuery::values(&shape.filter.table, shape.filter.where_clause.as_ref(), &among);
+        let mut stream = snapshot.rows(&query).await.map_err(|e| e.to_string())?;
+        while let Some(row) = stream.values().await.map_err(|e| e.to_string())? {
+            count(&row)?;
+            rows.push(row);
+        }
+    }
     snapshot.commit().await.map_err(|e| e.to_string())?;
     conn.release();
-    Ok((info, rows))
+    Ok((info, rows, results))
 }

@@ -195,9 +195,7 @@ impl Registry {
         let path = self.dir.join(&handle);
         std::fs::create_dir_all(&path).map_err(CreateError::Io)?;
         let (inner_tables, tag_salt) = if filter.is_relational() {
-            let mut inner: Vec<TableSchema> = filter.subqueries().iter().map(|q| (*q.table).clone()).collect();
-            inner.sort_by_key(|t| t.oid);
-            inner.dedup_by_key(|t| t.oid);
+            let inner: Vec<TableSchema> = filter.tables_read().iter().map(|t| (**t).clone()).collect();
             (inner, new_salt())
         } else {
             (vec![], String::new())
@@ -223,9 +221,7 @@ impl Registry {
 
     /// Records that a shape's snapshot is complete, so it survives restarts.
     pub fn persist_ready(&self, shape: &Shape, info: &ferrite_protocol::snapshot_info::SnapshotInfo) -> io::Result<()> {
-        let mut inner_tables: Vec<TableSchema> = shape.filter.subqueries().iter().map(|q| (*q.table).clone()).collect();
-        inner_tables.sort_by_key(|t| t.oid);
-        inner_tables.dedup_by_key(|t| t.oid);
+        let inner_tables: Vec<TableSchema> = shape.filter.tables_read().iter().map(|t| (**t).clone()).collect();
         let meta = ShapeMeta {
             handle: shape.handle.clone(),
             definition: shape.definition.clone(),
@@ -276,9 +272,7 @@ impl Registry {
             .read()
             .by_handle
             .values()
-            .filter(|s| {
-                s.filter.table.oid == oid || (readers && s.filter.subqueries().iter().any(|q| q.table.oid == oid))
-            })
+            .filter(|s| s.filter.table.oid == oid || (readers && s.filter.tables_read().iter().any(|t| t.oid == oid)))
             .map(|s| s.handle.clone())
             .collect();
         for h in &handles {
@@ -364,21 +358,32 @@ pub enum CreateError {
 /// [`ferrite_where::WhereClause::equality_index_term`]).
 type EqualityTerm = (usize, Vec<String>);
 
-/// The inner tables a relational shape is routed on, each with the equality term of the
-/// subquery reading it (none when several subqueries read the same table).
+/// The tables a relational shape is routed on besides its own — those its subqueries read, at
+/// any depth — each with the equality term of the subquery reading it when exactly one
+/// outermost subquery reads it (and no nested one).
 fn inner_routes(shape: &Shape) -> Vec<(u32, Option<EqualityTerm>)> {
     let subqueries = shape.filter.subqueries();
-    let mut out: Vec<(u32, Option<EqualityTerm>)> = Vec::new();
-    for q in subqueries {
-        let oid = q.table.oid;
-        if out.iter().any(|(o, _)| *o == oid) {
-            continue;
-        }
-        let readers = subqueries.iter().filter(|s| s.table.oid == oid).count();
-        let term = if readers == 1 { q.filter.as_ref().and_then(|f| f.equality_index_term()) } else { None };
-        out.push((oid, term));
-    }
-    out
+    shape
+        .filter
+        .tables_read()
+        .iter()
+        .map(|t| {
+            let readers: Vec<_> = subqueries.iter().filter(|s| s.table.oid == t.oid).collect();
+            let nested = ferrite_core::shape::subquery_tables(
+                &subqueries
+                    .iter()
+                    .flat_map(|q| q.filter.iter().flat_map(|f| f.subqueries().iter().cloned()))
+                    .collect::<Vec<_>>(),
+            )
+            .iter()
+            .any(|n| n.oid == t.oid);
+            let term = match (readers.as_slice(), nested) {
+                ([q], false) => q.filter.as_ref().and_then(|f| f.equality_index_term()),
+                _ => None,
+            };
+            (t.oid, term)
+        })
+        .collect()
 }
 
 /// A new secret salt for a relational shape's tags.

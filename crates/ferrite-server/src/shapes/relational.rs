@@ -27,12 +27,10 @@ use ferrite_core::tags::{move_event, MoveKind, Pattern, Tagger};
 use ferrite_pg::row_query::Among;
 use ferrite_protocol::key::row_key;
 use ferrite_protocol::offset::LogOffset;
-use ferrite_protocol::schema::TableSchema;
 use ferrite_protocol::snapshot_info::SnapshotInfo;
 use ferrite_where::{Membership, Position, Subquery, SubquerySets};
 use std::collections::HashSet;
 use std::io;
-use std::sync::Arc;
 
 /// One change of a transaction that concerns a relational shape, owned so that it can wait in
 /// the shape's queue.
@@ -100,6 +98,8 @@ struct DependencyImage {
     rows: Vec<(String, Projected)>,
     loaded: Vec<Projected>,
     pending: Vec<Projected>,
+    #[serde(default)]
+    stale: bool,
 }
 
 /// One subquery of the shape's where clause and what the shape's clients know of its result.
@@ -119,6 +119,14 @@ struct Dependency {
     /// Values whose rows are owed: their position became true for them, but the rows have not
     /// been read yet.
     pending: HashSet<Projected>,
+    /// Whether the subquery has subqueries of its own (a *deep* dependency): its result is then
+    /// not followed row by row but read again from Postgres, in a move-in's snapshot, whenever a
+    /// table it reads changes.
+    deep: bool,
+    /// Tables a deep dependency reads (its own and its nested subqueries').
+    reads: Vec<u32>,
+    /// A deep dependency's result may have changed since it was last read.
+    stale: bool,
 }
 
 /// Where a relational shape is in its life.
@@ -147,6 +155,9 @@ pub struct Offered {
 pub struct MoveInRequest {
     /// Subquery number, outer columns, values (texts, none NULL).
     pub values: Vec<(usize, Vec<usize>, Vec<Projected>)>,
+    /// Deep dependencies whose results are read again: subquery number, the subquery, outer
+    /// columns, whether negated, and the result as the clients know it now.
+    pub refresh: Vec<Refresh>,
     /// xid and commit LSN of the last transaction applied before the request.
     pub after: (u32, u64),
 }
@@ -161,6 +172,33 @@ impl MoveInRequest {
                 values: values.iter().map(|v| v.iter().map(|x| x.clone().unwrap_or_default()).collect()).collect(),
             })
             .collect()
+    }
+}
+
+/// A deep dependency to read again in a move-in (see [`MoveInRequest::refresh`]).
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    /// Subquery number.
+    pub sub: usize,
+    /// The subquery (its filter printed for Postgres, nested subqueries and all).
+    pub query: Subquery,
+    /// The outer table's columns it is compared with.
+    pub outer_columns: Vec<usize>,
+    /// Whether its position is negated.
+    pub negated: bool,
+    /// Its result as the shape's clients know it.
+    pub loaded: HashSet<Projected>,
+}
+
+impl Refresh {
+    /// The values whose outer rows must be read when the result read is `result`: those that
+    /// entered it (or, negated, left it).
+    pub fn moving_in(&self, result: &HashSet<Projected>) -> Vec<Projected> {
+        if self.negated {
+            self.loaded.difference(result).cloned().collect()
+        } else {
+            result.difference(&self.loaded).cloned().collect()
+        }
     }
 }
 
@@ -247,6 +285,7 @@ impl Links {
         for (sub, query) in filter.subqueries().iter().enumerate() {
             let position = conditions.position_of(sub)?;
             let Position::Subquery { negated, columns, .. } = &conditions.positions()[position] else { return None };
+            let deep = query.filter.as_ref().is_some_and(|f| !f.subqueries().is_empty());
             deps.push(Dependency {
                 query: query.clone(),
                 position,
@@ -255,6 +294,12 @@ impl Links {
                 node: DependencyNode::new(),
                 loaded: HashSet::new(),
                 pending: HashSet::new(),
+                deep,
+                reads: ferrite_core::shape::subquery_tables(std::slice::from_ref(query))
+                    .iter()
+                    .map(|t| t.oid)
+                    .collect(),
+                stale: false,
             });
         }
         Some(Links {
@@ -310,11 +355,6 @@ impl Links {
         self.deps.iter().map(|d| &d.query)
     }
 
-    /// The schema of inner table `oid`, if the shape reads it.
-    pub fn inner_schema(&self, oid: u32) -> Option<&Arc<TableSchema>> {
-        self.deps.iter().map(|d| &d.query.table).find(|t| t.oid == oid)
-    }
-
     /// Loads the subqueries' results as the initial snapshot read them (`rows[i]`: every row of
     /// subquery `i`'s table that its where clause selects, all columns); returns them as the
     /// clients will know them, for rendering the snapshot's rows.
@@ -326,7 +366,9 @@ impl Links {
                 if !value.iter().any(Option::is_none) {
                     dep.loaded.insert(value.clone());
                 }
-                dep.node.seed(key, value);
+                if !dep.deep {
+                    dep.node.seed(key, value);
+                }
             }
         }
         self.touch_all();
@@ -382,21 +424,37 @@ impl Links {
             .filter(|(_, d)| !d.pending.is_empty())
             .map(|(i, d)| (i, d.outer_columns.clone(), d.pending.iter().cloned().collect()))
             .collect();
-        if values.is_empty() {
+        let refresh: Vec<Refresh> = self
+            .deps
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.stale)
+            .map(|(i, d)| Refresh {
+                sub: i,
+                query: d.query.clone(),
+                outer_columns: d.outer_columns.clone(),
+                negated: d.negated,
+                loaded: d.loaded.clone(),
+            })
+            .collect();
+        if values.is_empty() && refresh.is_empty() {
             return None;
         }
-        Some(MoveInRequest { values, after })
+        Some(MoveInRequest { values, refresh, after })
     }
 
     /// Ends a move-in whose rows `rows` (all columns of the outer table) were read in snapshot
     /// `info` for `request`: splices them into the log between the queued transactions the
     /// snapshot holds and those it does not (see the module documentation).
+    /// `results` are the refreshed deep dependencies' results read in the same snapshot, in the
+    /// order of [`MoveInRequest::refresh`].
     pub fn finish_move_in(
         &mut self,
         shape: &Shape,
         request: &MoveInRequest,
         info: &SnapshotInfo,
         rows: &[Vec<Option<String>>],
+        results: Vec<HashSet<Projected>>,
     ) -> io::Result<MoveInOutcome> {
         if !info.contains(request.after.0, request.after.1) {
             return Ok(MoveInOutcome::TooEarly);
@@ -413,7 +471,27 @@ impl Links {
         }
         // The values still owed at the snapshot: their rows are the ones read.
         let mut patterns: Vec<Pattern> = Vec::new();
+        let mut outs: Vec<Pattern> = Vec::new();
         let tagger = tagger(shape);
+        // Deep dependencies take the result read in the snapshot: what left it moves out now,
+        // what entered it moves in with the rows read (negated: the other way round).
+        for (refresh, result) in request.refresh.iter().zip(results) {
+            let dep = &mut self.deps[refresh.sub];
+            let left: Vec<Projected> = dep.loaded.difference(&result).cloned().collect();
+            let entered: Vec<Projected> = result.difference(&dep.loaded).cloned().collect();
+            for v in &left {
+                let into = if dep.negated { &mut patterns } else { &mut outs };
+                into.push((dep.position, tagger.slot(&as_strs(v))));
+                self.touched.push((refresh.sub, v.clone()));
+            }
+            for v in &entered {
+                let into = if dep.negated { &mut outs } else { &mut patterns };
+                into.push((dep.position, tagger.slot(&as_strs(v))));
+                self.touched.push((refresh.sub, v.clone()));
+            }
+            dep.loaded = result;
+            dep.stale = false;
+        }
         for (i, _, values) in &request.values {
             let dep = &mut self.deps[*i];
             for v in values {
@@ -428,6 +506,12 @@ impl Links {
                 }
             }
         }
+        let lsn = self.last_applied.map_or(0, |(_, l)| l);
+        if !outs.is_empty() {
+            let end = self.outbox.last().and_then(|u| u.last()).map_or(shape.log.end_offset(), |(o, _)| *o);
+            let op = if end.tx == lsn + 1 { end.op + 1 } else { 1 };
+            self.outbox.push(vec![(LogOffset::new(lsn + 1, op), move_event(MoveKind::Out, &outs, None))]);
+        }
         if !patterns.is_empty() {
             let mut block = vec![move_event(MoveKind::In, &patterns, None)];
             for row in rows {
@@ -438,8 +522,7 @@ impl Links {
             }
             block.push(ferrite_protocol::messages::snapshot_end(info));
             // Between the last transaction applied (at `lsn`) and the next one, which commits
-            // past `lsn + 1`; after any earlier move-in at the same place.
-            let lsn = self.last_applied.map_or(0, |(_, l)| l);
+            // past `lsn + 1`; after any earlier move at the same place.
             let end = self.outbox.last().and_then(|u| u.last()).map_or(shape.log.end_offset(), |(o, _)| *o);
             let first_op = if end.tx == lsn + 1 { end.op + 1 } else { 1 };
             self.outbox.push(
@@ -517,6 +600,7 @@ impl Links {
                     rows: d.node.rows().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     loaded: d.loaded.iter().cloned().collect(),
                     pending: d.pending.iter().cloned().collect(),
+                    stale: d.stale,
                 })
                 .collect(),
             log_end: (end.tx, end.op),
@@ -565,6 +649,7 @@ impl Links {
             }
             dep.loaded = image.loaded.into_iter().collect();
             dep.pending = image.pending.into_iter().collect();
+            dep.stale = image.stale;
         }
         links.stage = cp.stage;
         links.initial = cp.initial;
@@ -576,7 +661,7 @@ impl Links {
     }
 
     fn owes_rows(&self) -> bool {
-        self.deps.iter().any(|d| !d.pending.is_empty())
+        self.deps.iter().any(|d| !d.pending.is_empty() || d.stale)
     }
 
     /// Transactions waiting in the queue.
@@ -604,8 +689,12 @@ impl Links {
         for change in txn.changes.iter().filter(|c| c.oid != outer) {
             first_inner.get_or_insert(change.index);
             self.state_changed = true;
-            for dep in self.deps.iter_mut().filter(|d| d.query.table.oid == change.oid) {
-                feed(dep, &change.kind);
+            for dep in self.deps.iter_mut() {
+                if dep.deep {
+                    dep.stale |= dep.reads.contains(&change.oid);
+                } else if dep.query.table.oid == change.oid {
+                    feed(dep, &change.kind);
+                }
             }
         }
         // 2. What their changes mean for the shape's positions.

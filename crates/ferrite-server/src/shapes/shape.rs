@@ -163,7 +163,7 @@ impl Shape {
         if self.filter.table.oid == oid {
             return Some(self.filter.table.clone());
         }
-        self.links.as_ref().and_then(|l| l.lock().inner_schema(oid).cloned())
+        self.filter.tables_read().into_iter().find(|t| t.oid == oid)
     }
 
     /// Records a request at `now_secs` (Unix seconds, from the server's clock), for LRU and TTL.

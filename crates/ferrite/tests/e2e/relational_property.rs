@@ -1,7 +1,8 @@
 //! Property test of relational shapes against Postgres: a membership schema (teams, members,
 //! tags, items; items and members cascade from their team), random data, shapes with every
 //! supported form of subquery (IN with params, tuples, NOT IN, EXISTS and NOT EXISTS, several
-//! subqueries combined with AND/OR/NOT and plain predicates), and random batches of changes:
+//! subqueries combined with AND/OR/NOT and plain predicates, nested subqueries), and random
+//! batches of changes:
 //! memberships toggled (also 0 → 1 → 0 inside one transaction), roles and primary keys changed,
 //! rows re-parented, NULLs, a team deleted with its memberships and items in one cascade, an
 //! inner table truncated. After every batch each shape, materialised by a tag-tracking reader
@@ -39,6 +40,13 @@ const SHAPES: &[(&str, Option<&str>)] = &[
     ),
     ("EXISTS (SELECT 1 FROM tags t WHERE t.item_id = items.id AND t.tag IS NULL) OR n IS NULL", None),
     ("team_id NOT IN (SELECT team_id FROM members WHERE user_id = 'u3') AND owner IS NOT NULL", None),
+    // Nested: through a second table, correlated inside, and negated.
+    ("team_id IN (SELECT id FROM teams WHERE public AND id IN (SELECT team_id FROM members WHERE user_id = $1))", Some("u2")),
+    ("id IN (SELECT item_id FROM tags WHERE EXISTS (SELECT 1 FROM members m WHERE m.user_id = tags.tag)) OR n = 1", None),
+    (
+        "NOT (team_id IN (SELECT id FROM teams WHERE kind = 'a' AND id IN (SELECT team_id FROM members WHERE role = 'owner')))",
+        None,
+    ),
 ];
 
 const USERS: &[&str] = &["u1", "u2", "u3", "u4"];
@@ -119,8 +127,8 @@ fn statement(rng: &mut StdRng, next_id: &mut i32) -> String {
             format!(
                 "INSERT INTO tags VALUES ({}, {item}, {}); UPDATE tags SET tag = {} WHERE item_id = {}",
                 *next_id,
-                ["'t1'", "'t2'", "NULL"][rng.gen_range(0..3)],
-                ["'t1'", "NULL"][rng.gen_range(0..2)],
+                ["'t1'", "'t2'", "NULL", "'u1'", "'u3'"][rng.gen_range(0..5)],
+                ["'t1'", "NULL", "'u2'"][rng.gen_range(0..3)],
                 rng.gen_range(1..=*next_id)
             )
         }

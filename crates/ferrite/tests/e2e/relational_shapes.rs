@@ -158,11 +158,8 @@ async fn unsupported_subqueries_are_refused_with_a_reason() {
     refused("team_id IN (SELECT team_id FROM ferrite.client_results)", "schema clients cannot read").await;
     refused("team_id IN (SELECT team_id FROM team_members GROUP BY team_id)", "GROUP BY").await;
     refused("team_id IN (SELECT id FROM steps)", "own table").await;
-    refused(
-        "team_id IN (SELECT team_id FROM team_members WHERE user_id IN (SELECT user_id FROM team_members))",
-        "nested",
-    )
-    .await;
+    refused("team_id IN (SELECT team_id FROM team_members WHERE team_id IN (SELECT team_id FROM steps))", "own table")
+        .await;
     refused("(team_id IN (SELECT team_id FROM team_members)) IS NOT TRUE", "condition of its own").await;
     refused("name NOT IN (SELECT user_id FROM team_members)", "NOT EXISTS").await;
 }
@@ -498,4 +495,59 @@ async fn changes_reach_only_the_shapes_whose_results_hold_their_value() {
     readers[7].live_until(Duration::from_secs(10), |r| r.rows.len() == 2).await;
     readers[6].live_until(Duration::from_secs(10), |r| r.rows.is_empty()).await;
     assert_eq!(offers().await - before, 3);
+}
+
+/// Nested subqueries: steps through their pipeline through its team's memberships. A change at
+/// any level — a membership, a pipeline moved to another team, a step moved to another pipeline
+/// — moves rows in or out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_subqueries_follow_every_level() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE team_members (team_id int NOT NULL, user_id text NOT NULL, PRIMARY KEY (team_id, user_id));
+         CREATE TABLE pipelines (id int PRIMARY KEY, team_id int NOT NULL, archived boolean NOT NULL DEFAULT false);
+         CREATE TABLE steps (id int PRIMARY KEY, pipeline_id int NOT NULL, name text);
+         INSERT INTO team_members VALUES (1, 'ann'), (2, 'bob');
+         INSERT INTO pipelines SELECT g, 1 + g % 3 FROM generate_series(1, 9) g;
+         INSERT INTO steps SELECT g, 1 + g % 9, 'step ' || g FROM generate_series(1, 90) g;",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await;
+    let clause = "pipeline_id IN (SELECT id FROM pipelines WHERE NOT archived AND team_id IN \
+                  (SELECT team_id FROM team_members WHERE user_id = 'ann'))";
+    let mut ann = ShapeReader::new(&s.base, &[("table", "steps"), ("where", clause)]);
+    ann.catch_up().await;
+    let expect = |what: &'static str| {
+        let c = &c;
+        async move { (oracle(c, "steps", &["id", "pipeline_id", "name"], clause).await, what) }
+    };
+    let (e, _) = expect("snapshot").await;
+    assert_same_rows(&ann.sorted_rows(), &e, "snapshot");
+    assert_eq!(ann.rows.len(), 30);
+    for (sql, what) in [
+        ("INSERT INTO team_members VALUES (2, 'ann')", "ann joins team 2"),
+        ("UPDATE pipelines SET team_id = 3 WHERE id = 1", "a pipeline of team 2 moves to team 3"),
+        ("UPDATE pipelines SET archived = true WHERE id = 3", "a pipeline archived"),
+        ("UPDATE steps SET pipeline_id = 1 WHERE id = 5", "a step moved to the pipeline now in team 3"),
+        ("DELETE FROM team_members WHERE team_id = 1 AND user_id = 'ann'", "ann leaves team 1"),
+        (
+            "BEGIN; INSERT INTO team_members VALUES (3, 'ann'); UPDATE pipelines SET team_id = 2 WHERE id = 2; COMMIT",
+            "joins team 3, a pipeline moves",
+        ),
+        ("DELETE FROM pipelines WHERE id = 4", "a pipeline deleted"),
+        (
+            "INSERT INTO steps VALUES (500, 2, 'new'); UPDATE pipelines SET archived = false",
+            "a step added, pipelines unarchived",
+        ),
+        ("TRUNCATE team_members", "memberships truncated"),
+        ("INSERT INTO team_members VALUES (1, 'ann'), (2, 'ann')", "ann back in two teams"),
+    ] {
+        c.batch_execute(sql).await.unwrap();
+        let (e, what) = expect(what).await;
+        ann.live_until(Duration::from_secs(20), |r| r.sorted_rows() == e).await;
+        assert_same_rows(&ann.sorted_rows(), &e, what);
+    }
+    assert_eq!(ann.refetches, 0);
 }
