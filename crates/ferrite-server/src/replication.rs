@@ -24,7 +24,8 @@ const SYNCFS_THRESHOLD: usize = 32;
 pub async fn run(state: Arc<AppState>) {
     let flushed = Arc::new(AtomicU64::new(0));
     let mut failures = 0usize;
-    let mut driver = Driver { state: state.clone(), relations: HashMap::new(), candidates: vec![] };
+    let mut driver =
+        Driver { state: state.clone(), relational: HashMap::new(), relations: HashMap::new(), candidates: vec![] };
     loop {
         match connect(&state, flushed.clone()).await {
             Ok((mut rx, task)) => {
@@ -77,6 +78,8 @@ async fn connect(state: &AppState, flushed: Arc<AtomicU64>) -> Result<(Stream, t
 
 struct Driver {
     state: Arc<AppState>,
+    /// Relational shapes offered transactions in the batch being processed.
+    relational: HashMap<u64, ShapeRef>,
     /// Last relation seen per table oid, to notice schema changes once per change of relation.
     relations: HashMap<u32, Arc<Relation>>,
     candidates: Vec<ShapeRef>,
@@ -128,6 +131,7 @@ impl Driver {
                         }
                     }
                 }
+                self.flush_relational(&mut dirty).map_err(|e| format!("writing relational shapes: {e}"))?;
                 Ok::<_, String>(())
             })?;
             self.sync(dirty).map_err(|e| format!("syncing shape logs: {e}"))?;
@@ -243,6 +247,8 @@ impl Driver {
             let offered =
                 links.lock().offer(&shape.0, QueuedTxn { xid: txn.xid, commit_lsn: txn.commit_lsn, changes })?;
             shape.0.update_value_index(&registry.value_index);
+            // Its log is written at the end of the batch, after its checkpoint (`flush_relational`).
+            self.relational.insert(id, shape.clone());
             if offered.wrote {
                 dirty.insert(id, shape.clone());
             }
@@ -292,6 +298,40 @@ impl Driver {
             tokio::spawn(check_primary_key(self.state.clone(), relation.oid, keys));
         }
         changed
+    }
+
+    /// Puts the batch's relational shape output into their logs: every changed checkpoint is
+    /// written, then made durable (one `syncfs` when there are many), and only then are the log
+    /// units they name appended — so a crash leaves each shape's log and checkpoint consistent.
+    fn flush_relational(&mut self, dirty: &mut HashMap<u64, ShapeRef>) -> std::io::Result<()> {
+        use crate::shapes::relational::{sync_file_and_dir, Links};
+        let shapes: Vec<ShapeRef> = self.relational.drain().map(|(_, s)| s).collect();
+        let mut staged = Vec::new();
+        for s in &shapes {
+            if let Some(links) = &s.0.links {
+                if links.lock().stage_checkpoint(&s.0)? {
+                    staged.push(s);
+                }
+            }
+        }
+        if staged.len() > SYNCFS_THRESHOLD {
+            // SAFETY: syncfs only reads the descriptor, which the shape keeps open.
+            if unsafe { libc::syncfs(staged[0].0.log.raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        } else {
+            for s in &staged {
+                sync_file_and_dir(&Links::checkpoint_path(&s.0))?;
+            }
+        }
+        for s in shapes {
+            if let Some(links) = &s.0.links {
+                if links.lock().append_outbox(&s.0)? {
+                    dirty.insert(s.0.id, s.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Makes the written logs durable and visible.

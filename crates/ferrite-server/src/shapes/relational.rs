@@ -397,8 +397,8 @@ impl Links {
         if move_in {
             self.stage = Stage::MovingIn;
         }
-        let wrote = self.flush(shape)?;
-        Ok(Offered { wrote, move_in })
+        // What it made waits in the outbox for the end of the batch (see `stage_checkpoint`).
+        Ok(Offered { wrote: !self.outbox.is_empty(), move_in })
     }
 
     /// Ends loading: drops the queued transactions the snapshot `info` holds (as it will those
@@ -564,14 +564,40 @@ impl Links {
         self.queue.sync()
     }
 
-    /// Puts what the last operation made into the log. When the operation changed what a
-    /// checkpoint holds, the checkpoint is written first, with the log units it is about to
-    /// append: after a crash the log either has them or gets them from the checkpoint (see
-    /// [`Links::restore`]). Returns whether the log was written.
+    /// Puts what the last operations made into the log. When they changed what a checkpoint
+    /// holds, the checkpoint is made durable first, with the log units about to be appended:
+    /// after a crash the log either has them or gets them from the checkpoint (see
+    /// [`Links::restore`]). Returns whether the log was written. The replication driver does
+    /// the same in three steps over many shapes at once, so that one `syncfs` covers all their
+    /// checkpoints: [`Links::stage_checkpoint`], then a sync, then [`Links::append_outbox`].
     fn flush(&mut self, shape: &Shape) -> io::Result<bool> {
+        if self.stage_checkpoint(shape)? {
+            sync_file_and_dir(&shape.log.dir().join(CHECKPOINT_FILE))?;
+        }
+        self.append_outbox(shape)
+    }
+
+    /// Writes the checkpoint (not yet durable) when the state changed since the last one;
+    /// returns whether it did. Make it durable before [`Links::append_outbox`].
+    pub fn stage_checkpoint(&mut self, shape: &Shape) -> io::Result<bool> {
+        if !self.state_changed || self.stage == Stage::Loading {
+            return Ok(false);
+        }
+        self.queue.sync()?;
+        self.checkpoint(shape)?;
+        Ok(true)
+    }
+
+    /// The checkpoint file of `shape`, to make durable after [`Links::stage_checkpoint`].
+    pub fn checkpoint_path(shape: &Shape) -> std::path::PathBuf {
+        shape.log.dir().join(CHECKPOINT_FILE)
+    }
+
+    /// Appends the outbox to the log (after the checkpoint that names it is durable); returns
+    /// whether anything was written.
+    pub fn append_outbox(&mut self, shape: &Shape) -> io::Result<bool> {
         if self.state_changed && self.stage != Stage::Loading {
-            self.queue.sync()?;
-            self.checkpoint(shape)?;
+            // A checkpoint was written for this state: the queue it names may be emptied.
             self.queue.reset_if_empty()?;
         }
         self.state_changed = false;
@@ -584,7 +610,7 @@ impl Links {
     }
 
     /// Writes the checkpoint of this state and of the units about to be appended (see
-    /// [`Checkpoint`]).
+    /// [`Checkpoint`]), without making it durable.
     fn checkpoint(&self, shape: &Shape) -> io::Result<()> {
         let end = shape.log.end_offset();
         let checkpoint = Checkpoint {
@@ -611,7 +637,10 @@ impl Links {
                 .collect(),
         };
         let bytes = serde_json::to_vec(&checkpoint).map_err(io::Error::other)?;
-        crate::storage::shape_log::write_atomic(&shape.log.dir().join(CHECKPOINT_FILE), &bytes)
+        let path = shape.log.dir().join(CHECKPOINT_FILE);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// The state a checkpoint holds, for shape `shape` (reopened after a restart with its
@@ -775,6 +804,15 @@ fn feed(dep: &mut Dependency, kind: &ChangeKind) {
         }
         ChangeKind::Truncate => dep.node.clear(),
     }
+}
+
+/// fsyncs a file and its directory (a renamed checkpoint).
+pub fn sync_file_and_dir(path: &std::path::Path) -> io::Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn tagger(shape: &Shape) -> Tagger<'_> {
