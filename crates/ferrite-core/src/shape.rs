@@ -160,7 +160,8 @@ impl ferrite_where::Catalog for ShapeTables {
     fn read_rule(&self, table: &TableSchema) -> Result<Option<WhereClause>, WhereError> {
         match self.rules.get(&table.name.to_string()) {
             None => Ok(None),
-            Some(rule) => WhereClause::compile_rule(rule, table).map(Some).map_err(|e| {
+            // The rule's own subqueries (a membership) read their tables as they are.
+            Some(rule) => WhereClause::compile_rule_with(rule, table, &self.unruled()).map(Some).map_err(|e| {
                 WhereError::Unsupported(format!(
                     "the read rule of table {} cannot be applied inside a subquery: {e}",
                     table.name.quoted()

@@ -551,3 +551,53 @@ async fn nested_subqueries_follow_every_level() {
     }
     assert_eq!(ann.refetches, 0);
 }
+
+/// The normalised example's rules: steps are readable through their pipeline, pipelines through
+/// their team's memberships. A client's subquery on `pipelines` is held to the pipelines' own
+/// rule (which reads `team_members`), and everything follows a membership change live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_rules_through_two_levels_follow_membership() {
+    use ferrite_server::config::TableConfig;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE team_members (team_id int NOT NULL, user_id text NOT NULL, PRIMARY KEY (team_id, user_id));
+         CREATE TABLE pipelines (id int PRIMARY KEY, team_id int NOT NULL);
+         CREATE TABLE steps (id int PRIMARY KEY, pipeline_id int NOT NULL, name text);
+         INSERT INTO team_members VALUES (1, 'ann'), (2, 'bob');
+         INSERT INTO pipelines VALUES (1, 1), (2, 1), (3, 2);
+         INSERT INTO steps SELECT g, 1 + g % 3, 'step ' || g FROM generate_series(1, 30) g;",
+    )
+    .await
+    .unwrap();
+    let team = "team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub)";
+    let through_pipeline =
+        "pipeline_id IN (SELECT id FROM pipelines WHERE team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub))";
+    let s = TestServer::start_with(&db, |cfg| {
+        cfg.auth.mode = ferrite_server::config::AuthMode::Jwt;
+        cfg.auth.secret = Some(SECRET.into());
+        cfg.tables.insert("pipelines".into(), TableConfig { read: Some(team.into()), ..Default::default() });
+        cfg.tables.insert("steps".into(), TableConfig { read: Some(through_pipeline.into()), ..Default::default() });
+    })
+    .await;
+    let token = hs256_token(SECRET, serde_json::json!({"sub": "ann"}));
+    // Her steps, and (her client's own where) the steps of pipeline 3 — bob's team's, so none.
+    let mut all = ShapeReader::new(&s.base, &[("table", "steps")]).with_token(&token);
+    let mut third = ShapeReader::new(
+        &s.base,
+        &[("table", "steps"), ("where", "pipeline_id IN (SELECT id FROM pipelines WHERE id = 3)")],
+    )
+    .with_token(&token);
+    all.catch_up().await;
+    third.catch_up().await;
+    assert_eq!(all.rows.len(), 20);
+    assert!(third.rows.is_empty(), "pipeline 3 is not hers");
+    // She joins team 2: pipeline 3's steps move into both shapes.
+    c.execute("INSERT INTO team_members VALUES (2, 'ann')", &[]).await.unwrap();
+    all.live_until(Duration::from_secs(10), |r| r.rows.len() == 30).await;
+    third.live_until(Duration::from_secs(10), |r| r.rows.len() == 10).await;
+    // Pipeline 1 moves to a team she is not in: its steps move out of her shape.
+    c.execute("UPDATE pipelines SET team_id = 9 WHERE id = 1", &[]).await.unwrap();
+    all.live_until(Duration::from_secs(10), |r| r.rows.len() == 20).await;
+    assert_eq!(all.refetches + third.refetches, 0);
+}
