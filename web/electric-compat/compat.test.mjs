@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { ShapeStream, Shape, FetchError } from '@electric-sql/client'
 import pg from 'pg'
+import { waitFor } from './wait.mjs'
 
 const BASE = process.env.FERRITE_URL
 const SHAPE_URL = `${BASE}/v1/shape`
@@ -18,18 +19,6 @@ before(async () => {
 })
 after(async () => { await db?.end() })
 
-async function waitFor(what, fn, timeoutMs = 15000) {
-  const start = Date.now()
-  let last
-  while (Date.now() - start < timeoutMs) {
-    try {
-      last = await fn()
-      if (last === true) return
-    } catch (e) { last = e }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.stack : JSON.stringify(last)}`)
-}
 
 function sortById(rows) { return [...rows].sort((a, b) => Number(a.id) - Number(b.id)) }
 

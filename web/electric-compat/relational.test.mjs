@@ -9,6 +9,7 @@ import { ShapeStream } from '@electric-sql/client'
 import { createCollection } from '@tanstack/db'
 import { electricCollectionOptions } from '@tanstack/electric-db-collection'
 import pg from 'pg'
+import { waitFor } from './wait.mjs'
 
 const BASE = process.env.FERRITE_URL
 const SHAPE_URL = `${BASE}/v1/shape`
@@ -26,18 +27,6 @@ before(async () => {
 })
 after(async () => { await db?.end() })
 
-async function waitFor(what, fn, timeoutMs = 15000) {
-  const start = Date.now()
-  let last
-  while (Date.now() - start < timeoutMs) {
-    try {
-      last = await fn()
-      if (last === true) return
-    } catch (e) { last = e }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.stack : JSON.stringify(last)}`)
-}
 
 const WHERE = `team_id IN (SELECT team_id FROM rs_members WHERE user_id = 'ann')`
 

@@ -611,23 +611,8 @@ async fn rss(clients: usize) -> Result<()> {
     let env = env().await?;
     let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
     pg.batch_execute("CREATE TABLE live (id bigint PRIMARY KEY, room int NOT NULL)").await?;
-    let bin = std::env::current_exe()?.with_file_name("ferrite");
-    if !bin.exists() {
-        return Err(anyhow!("{} not found: build it with `cargo build --release -p ferrite`", bin.display()));
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = std::process::Command::new(&bin)
-        .args(["serve", "--port", &port.to_string(), "--data-dir"])
-        .arg(env.dir.path().join("rss"))
-        .env("DATABASE_URL", &env.url)
-        .env("FERRITE_LOG", "warn")
-        .env("FERRITE_MAX_CONCURRENT_EXISTING", (clients * 2).to_string())
-        .env("FERRITE_LONG_POLL_TIMEOUT_MS", "60000")
-        .spawn()
-        .context("spawn ferrite serve")?;
-    let child = KillOnDrop(child);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base).await?;
+    let max_existing = (clients * 2).to_string();
+    let (child, base) = serve_process(&env, "rss", &[], &[("FERRITE_MAX_CONCURRENT_EXISTING", &max_existing)]).await?;
     let shape_url = format!("{base}/v1/shape");
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 16).build()?;
     let mut starts = vec![];
@@ -694,6 +679,36 @@ async fn rss(clients: usize) -> Result<()> {
     }
     drop(child);
     Ok(())
+}
+
+/// Starts `ferrite serve` (the release binary next to this one) on `env`'s database, with shapes
+/// in `sub`, `args` added and `envs` set (long-polls held 60 s, warnings only); returns it and
+/// its base URL once healthy.
+async fn serve_process(
+    env: &Env,
+    sub: &str,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &str)],
+) -> Result<(KillOnDrop, String)> {
+    let bin = std::env::current_exe()?.with_file_name("ferrite");
+    if !bin.exists() {
+        return Err(anyhow!("{} not found: build it with `cargo build --release -p ferrite`", bin.display()));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["serve", "--port", &port.to_string(), "--data-dir"])
+        .arg(env.dir.path().join(sub))
+        .args(args)
+        .env("DATABASE_URL", &env.url)
+        .env("FERRITE_LOG", "warn")
+        .env("FERRITE_LONG_POLL_TIMEOUT_MS", "60000");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = KillOnDrop(cmd.spawn().context("spawn ferrite serve")?);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await?;
+    Ok((child, base))
 }
 
 /// The server process under measurement; killed however the benchmark ends.

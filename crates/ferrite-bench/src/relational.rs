@@ -124,26 +124,14 @@ async fn fan_out(members: usize) -> Result<()> {
             "[auth]\nmode = \"jwt\"\nsecret = \"{SECRET}\"\n\n[tables.steps]\nread = \"team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub)\"\n\n[tables.docs]\npublic = true\n\n[tables.teams]\npublic = true\n"
         ),
     )?;
-    let bin = std::env::current_exe()?.with_file_name("ferrite");
-    if !bin.exists() {
-        return Err(anyhow!("{} not found: build it with `cargo build --release -p ferrite`", bin.display()));
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = std::process::Command::new(&bin)
-        .args(["serve", "--port", &port.to_string(), "--config"])
-        .arg(&config_file)
-        .arg("--data-dir")
-        .arg(env.dir.path().join("shapes"))
-        .env("DATABASE_URL", &env.url)
-        .env("FERRITE_LOG", "warn")
-        .env("FERRITE_MAX_CONCURRENT_EXISTING", (members * 4).to_string())
-        .env("FERRITE_MAX_REQUESTS_PER_SUBJECT", "1000")
-        .env("FERRITE_LONG_POLL_TIMEOUT_MS", "60000")
-        .spawn()
-        .context("spawn ferrite serve")?;
-    let child = KillOnDrop(child);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base).await?;
+    let max_existing = (members * 4).to_string();
+    let (child, base) = serve_process(
+        &env,
+        "shapes",
+        &["--config".as_ref(), config_file.as_os_str()],
+        &[("FERRITE_MAX_CONCURRENT_EXISTING", &max_existing), ("FERRITE_MAX_REQUESTS_PER_SUBJECT", "1000")],
+    )
+    .await?;
     let shape_url = format!("{base}/v1/shape");
     let http = reqwest::Client::builder().pool_max_idle_per_host(members * 2 + 16).build()?;
     let before = rss_kib(child.0.id())?;

@@ -340,13 +340,13 @@ impl ShapeFilter {
                 if !self.row_matches(new) {
                     return vec![];
                 }
-                vec![self.message("insert", op, lsn, xid, new, &self.selected, None, None)]
+                vec![self.message("insert", op, lsn, xid, new, &self.selected, None, None, "")]
             }
             RowChange::Delete { old } => {
                 if !self.row_matches(old) {
                     return vec![];
                 }
-                vec![self.message("delete", op, lsn, xid, old, self.delete_columns(), None, None)]
+                vec![self.message("delete", op, lsn, xid, old, self.delete_columns(), None, None, "")]
             }
             RowChange::Update { old, new } => {
                 let was = self.row_matches(old);
@@ -354,9 +354,9 @@ impl ShapeFilter {
                 match (was, is) {
                     (false, false) => vec![],
                     (true, false) => {
-                        vec![self.message("delete", op, lsn, xid, old, self.delete_columns(), None, None)]
+                        vec![self.message("delete", op, lsn, xid, old, self.delete_columns(), None, None, "")]
                     }
-                    (false, true) => vec![self.message("insert", op, lsn, xid, new, &self.selected, None, None)],
+                    (false, true) => vec![self.message("insert", op, lsn, xid, new, &self.selected, None, None, "")],
                     (true, true) => {
                         let old_key = row_key(&self.table, old);
                         let new_key = row_key(&self.table, new);
@@ -370,6 +370,7 @@ impl ShapeFilter {
                                 self.delete_columns(),
                                 None,
                                 Some(("key_change_to", &new_key)),
+                                "",
                             );
                             let ins = self.message(
                                 "insert",
@@ -380,6 +381,7 @@ impl ShapeFilter {
                                 &self.selected,
                                 None,
                                 Some(("key_change_from", &old_key)),
+                                "",
                             );
                             return vec![del, ins];
                         }
@@ -399,6 +401,7 @@ impl ShapeFilter {
                                     &self.selected,
                                     Some((old, &changed)),
                                     None,
+                                    "",
                                 )]
                             }
                             Replica::Default => {
@@ -408,7 +411,7 @@ impl ShapeFilter {
                                     .copied()
                                     .filter(|i| self.key_columns.contains(i) || changed.contains(i))
                                     .collect();
-                                vec![self.message("update", op, lsn, xid, new, &cols, None, None)]
+                                vec![self.message("update", op, lsn, xid, new, &cols, None, None, "")]
                             }
                         }
                     }
@@ -424,24 +427,9 @@ impl ShapeFilter {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn message(
-        &self,
-        operation: &str,
-        op: u64,
-        lsn: u64,
-        xid: u32,
-        row: &[Option<String>],
-        columns: &[usize],
-        old_value: Option<(&[Option<String>], &[usize])>,
-        key_change: Option<(&str, &str)>,
-    ) -> PendingMessage {
-        self.message_with(operation, op, lsn, xid, row, columns, old_value, key_change, "")
-    }
-
     /// A change message; `extra_headers` (`,"name":value` pairs) go at the end of its headers.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn message_with(
+    pub(crate) fn message(
         &self,
         operation: &str,
         op: u64,
@@ -476,7 +464,7 @@ impl ShapeFilter {
     }
 
     /// An insert message without a transaction (`lsn`, `txids`): a snapshot row or a row of a
-    /// move-in; `extra_headers` as for [`ShapeFilter::message_with`].
+    /// move-in; `extra_headers` as for [`ShapeFilter::message`].
     pub(crate) fn row_message(&self, row: &[Option<String>], extra_headers: &str) -> String {
         let mut s = String::with_capacity(128);
         s.push_str("{\"key\":");

@@ -134,15 +134,14 @@ impl<'a> Tagger<'a> {
     ) -> Vec<PendingMessage> {
         let f = self.filter;
         let op = 2 * index as u64;
-        let message = |operation: &str,
-                       op: u64,
-                       row: &[Option<String>],
-                       columns: &[usize],
-                       old: Option<(&[Option<String>], &[usize])>,
-                       key_change: Option<(&str, &str)>,
-                       extra: String| {
-            f.message_with(operation, op, lsn, xid, row, columns, old, key_change, &extra)
-        };
+        let message =
+            |operation: &str,
+             op: u64,
+             row: &[Option<String>],
+             columns: &[usize],
+             old: Option<(&[Option<String>], &[usize])>,
+             key_change: Option<(&str, &str)>,
+             extra: String| { f.message(operation, op, lsn, xid, row, columns, old, key_change, &extra) };
         match change {
             RowChange::Insert { new } => {
                 let active = self.conditions.active(new, sets);

@@ -41,39 +41,15 @@ pub async fn take_initial_snapshot(
 ) -> Result<SnapshotInfo, SnapshotError> {
     let snapshot = Snapshot::begin(client, None).await?;
     let info = snapshot.info().clone();
-    // Rows go to the log in batches (one write each); the log closes chunks where they fill up.
-    // A batch is at most a chunk, so each chunk becomes readable soon after it fills.
-    let batch_limit = chunk_bytes.clamp(1, 64 * 1024) as usize;
-    let mut batch: Vec<String> = Vec::new();
-    let mut batch_bytes = 0usize;
+    let mut batches = Batches::new(shape, chunk_bytes, max_shape_bytes, rows_written);
     if shape.definition.log == LogMode::Full {
         let mut rows = snapshot.rows(&RowQuery::shape(&shape.filter)).await?;
-        let mut count = 0u64;
-        let mut total_bytes = 0u64;
         while let Some(json) = rows.next().await? {
-            total_bytes += json.len() as u64;
-            if max_shape_bytes > 0 && total_bytes > max_shape_bytes {
-                return Err(SnapshotError::TooLarge { limit: max_shape_bytes });
-            }
-            batch_bytes += json.len();
-            batch.push(json);
-            count += 1;
-            if batch_bytes >= batch_limit {
-                write_rows(shape, &batch)?;
-                rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-                batch_bytes = 0;
-            }
-            if count.is_multiple_of(100_000) {
-                tracing::info!(handle = %shape.handle, rows = count, "snapshot in progress");
-            }
+            batches.push(json)?;
         }
     }
     snapshot.commit().await?;
-    rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    batch.push(ferrite_protocol::messages::snapshot_end(&info));
-    write_rows(shape, &batch)?;
-    shape.log.close_snapshot_chunk()?;
+    batches.finish(&info)?;
     shape.finish_snapshot(info.clone())?;
     shape.log.sync(true)?;
     Ok(info)
@@ -114,37 +90,76 @@ pub async fn take_relational_snapshot(
         results.push(result);
     }
     let known = links.lock().seed(results);
-    let batch_limit = chunk_bytes.clamp(1, 64 * 1024) as usize;
-    let mut batch: Vec<String> = Vec::new();
-    let mut batch_bytes = 0usize;
+    let mut batches = Batches::new(shape, chunk_bytes, max_shape_bytes, rows_written);
+    // The subqueries' results count against the same limit.
+    batches.total = total_bytes;
     if shape.definition.log == LogMode::Full {
         let query = RowQuery::values(&shape.filter.table, shape.filter.where_clause.as_ref(), &[]);
         let mut rows = snapshot.rows(&query).await?;
         while let Some(row) = rows.values().await? {
             let conditions = tagger.conditions();
-            if !conditions.holds(&conditions.active(&row, &known)) {
-                continue;
-            }
-            let json = tagger.row(&row, &known, false);
-            if too_large(json.len() as u64) {
-                return Err(SnapshotError::TooLarge { limit: max_shape_bytes });
-            }
-            batch_bytes += json.len();
-            batch.push(json);
-            if batch_bytes >= batch_limit {
-                write_rows(shape, &batch)?;
-                rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-                batch_bytes = 0;
+            if conditions.holds(&conditions.active(&row, &known)) {
+                batches.push(tagger.row(&row, &known, false))?;
             }
         }
     }
     snapshot.commit().await?;
-    rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    batch.push(ferrite_protocol::messages::snapshot_end(&info));
-    write_rows(shape, &batch)?;
-    shape.log.close_snapshot_chunk()?;
+    batches.finish(&info)?;
     Ok(info)
+}
+
+/// Snapshot rows on their way to the log, in batches of at most a chunk (one write each): the
+/// log closes chunks where they fill up, so each becomes readable soon after. Bounded by
+/// `max_shape_size`; counted in the `snapshot_rows_total` metric as they are written.
+struct Batches<'a> {
+    shape: &'a Shape,
+    limit: usize,
+    max_bytes: u64,
+    total: u64,
+    count: u64,
+    rows: Vec<String>,
+    bytes: usize,
+    written: &'a AtomicU64,
+}
+
+impl<'a> Batches<'a> {
+    fn new(shape: &'a Shape, chunk_bytes: u64, max_bytes: u64, written: &'a AtomicU64) -> Batches<'a> {
+        let limit = chunk_bytes.clamp(1, 64 * 1024) as usize;
+        Batches { shape, limit, max_bytes, total: 0, count: 0, rows: Vec::new(), bytes: 0, written }
+    }
+
+    fn push(&mut self, json: String) -> Result<(), SnapshotError> {
+        self.total += json.len() as u64;
+        if self.max_bytes > 0 && self.total > self.max_bytes {
+            return Err(SnapshotError::TooLarge { limit: self.max_bytes });
+        }
+        self.bytes += json.len();
+        self.rows.push(json);
+        self.count += 1;
+        if self.bytes >= self.limit {
+            self.write()?;
+        }
+        if self.count.is_multiple_of(100_000) {
+            tracing::info!(handle = %self.shape.handle, rows = self.count, "snapshot in progress");
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> std::io::Result<()> {
+        write_rows(self.shape, &self.rows)?;
+        self.written.fetch_add(self.rows.len() as u64, Ordering::Relaxed);
+        self.rows.clear();
+        self.bytes = 0;
+        Ok(())
+    }
+
+    /// Writes the last rows with the `snapshot-end` message and closes the snapshot's chunk.
+    fn finish(mut self, info: &SnapshotInfo) -> std::io::Result<()> {
+        self.written.fetch_add(self.rows.len() as u64, Ordering::Relaxed);
+        self.rows.push(ferrite_protocol::messages::snapshot_end(info));
+        write_rows(self.shape, &self.rows)?;
+        self.shape.log.close_snapshot_chunk()
+    }
 }
 
 /// Appends snapshot rows; when that closed a chunk, makes it durable so readers can have it.
