@@ -186,6 +186,16 @@ async fn wait_healthy(base: &str) -> Result<()> {
 
 /// Reads a shape from -1 to up-to-date; returns (handle, offset, messages).
 async fn catch_up(http: &reqwest::Client, shape_url: &str, query: &str) -> Result<(String, String, u64)> {
+    catch_up_as(http, shape_url, query, None).await
+}
+
+/// [`catch_up`] sending `Authorization: Bearer <token>` when given.
+async fn catch_up_as(
+    http: &reqwest::Client,
+    shape_url: &str,
+    query: &str,
+    token: Option<&str>,
+) -> Result<(String, String, u64)> {
     let mut offset = "-1".to_string();
     let mut handle = String::new();
     let mut messages = 0u64;
@@ -194,7 +204,11 @@ async fn catch_up(http: &reqwest::Client, shape_url: &str, query: &str) -> Resul
         if !handle.is_empty() {
             url.push_str(&format!("&handle={handle}"));
         }
-        let r = http.get(&url).send().await?;
+        let mut req = http.get(&url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await?;
         if r.status() != 200 {
             return Err(anyhow!("{url}: {} {}", r.status(), r.text().await.unwrap_or_default()));
         }

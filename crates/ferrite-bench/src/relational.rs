@@ -144,7 +144,7 @@ async fn fan_out(members: usize) -> Result<()> {
             let http = http.clone();
             let shape_url = shape_url.clone();
             creations.push(tokio::spawn(async move {
-                catch_up_as(&http, &shape_url, "table=steps", &token).await.map(|s| (token, s))
+                catch_up_as(&http, &shape_url, "table=steps", Some(&token)).await.map(|(h, o, _)| (token, (h, o)))
             }));
         }
         for c in creations {
@@ -229,7 +229,7 @@ async fn fan_out(members: usize) -> Result<()> {
                 let q = format!(
                     "table=docs&where=team_id%20IN%20(SELECT%20id%20FROM%20teams%20WHERE%20public)%20AND%20n%20%3D%20{k}"
                 );
-                catch_up_as(&http, &docs_url, &q, &token).await
+                catch_up_as(&http, &docs_url, &q, Some(&token)).await
             }));
         }
         for c in creations {
@@ -286,30 +286,6 @@ fn bench_token(sub: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap_or_default()
-}
-
-/// [`catch_up`] with a bearer token; returns (handle, offset).
-async fn catch_up_as(http: &reqwest::Client, shape_url: &str, query: &str, token: &str) -> Result<(String, String)> {
-    let mut offset = "-1".to_string();
-    let mut handle = String::new();
-    loop {
-        let mut url = format!("{shape_url}?{query}&offset={offset}");
-        if !handle.is_empty() {
-            url.push_str(&format!("&handle={handle}"));
-        }
-        let r = http.get(&url).bearer_auth(token).send().await?;
-        if r.status() != 200 {
-            return Err(anyhow!("{url}: {} {}", r.status(), r.text().await.unwrap_or_default()));
-        }
-        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
-        handle = h("electric-handle").unwrap_or_default();
-        offset = h("electric-offset").unwrap_or_default();
-        let done = h("electric-up-to-date").is_some();
-        r.bytes().await?;
-        if done {
-            return Ok((handle, offset));
-        }
-    }
 }
 
 /// The server's `ferrite_live_delivery_seconds` buckets: (upper bound, cumulative count).
