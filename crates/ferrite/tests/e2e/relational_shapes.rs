@@ -663,3 +663,35 @@ async fn catch_up_responses_never_change() {
         assert_eq!(&entries(&get(&url(o)).await), before, "offset {o}");
     }
 }
+
+/// POST requests take the same where clauses (the definition in the query string); a subset
+/// (a POST body) of a relational shape is refused, naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_requests_take_subqueries_and_refuse_subsets() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let url = format!(
+        "{}?{}",
+        s.shape_url(),
+        form_urlencoded_serialize(&[
+            ("table".into(), "steps".into()),
+            ("where".into(), ANNS_TEAMS.into()),
+            ("offset".into(), "-1".into())
+        ])
+    );
+    let r = send(reqwest::Client::new().post(&url)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let rows = r.body.as_array().unwrap().iter().filter(|m| m["headers"]["operation"] == "insert").count();
+    assert_eq!(rows, 10);
+    let handle = r.header("electric-handle").unwrap();
+    let subset = send(
+        reqwest::Client::new()
+            .post(format!("{url}&handle={handle}&offset=0_inf"))
+            .json(&serde_json::json!({"where": "id < 5", "order_by": "id"})),
+    )
+    .await;
+    assert_eq!(subset.status, 400, "{}", subset.text);
+    assert!(subset.text.contains("subsets of shapes whose where clause has subqueries"), "{}", subset.text);
+}
