@@ -1,5 +1,6 @@
 //! Property test of relational shapes against Postgres: a membership schema (teams, members,
-//! tags, items; items and members cascade from their team), random data, shapes with every
+//! tags, items; items and members cascade from their team; team keys integers or text by seed),
+//! random data, shapes with every
 //! supported form of subquery (IN with params, tuples, NOT IN, EXISTS and NOT EXISTS, several
 //! subqueries combined with AND/OR/NOT and plain predicates, nested subqueries), and random
 //! batches of changes:
@@ -18,13 +19,49 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
+/// The schema; a team's key is `{key}`, `int` or `text` by seed (team `i` is `i` or `'t<i>'`), so
+/// results and moves are exercised over numbers and over strings.
 const SCHEMA: &str = "
-    CREATE TABLE teams (id int PRIMARY KEY, public boolean NOT NULL, kind text);
-    CREATE TABLE members (team_id int NOT NULL REFERENCES teams ON DELETE CASCADE, user_id text NOT NULL,
+    CREATE TABLE teams (id {key} PRIMARY KEY, public boolean NOT NULL, kind text);
+    CREATE TABLE members (team_id {key} NOT NULL REFERENCES teams ON DELETE CASCADE, user_id text NOT NULL,
                           role text, PRIMARY KEY (team_id, user_id));
     CREATE TABLE tags (id int PRIMARY KEY, item_id int NOT NULL, tag text);
-    CREATE TABLE items (id int PRIMARY KEY, team_id int NOT NULL REFERENCES teams ON DELETE CASCADE,
+    CREATE TABLE items (id int PRIMARY KEY, team_id {key} NOT NULL REFERENCES teams ON DELETE CASCADE,
                         owner text, name text, n int);";
+
+/// How team keys are written: as integers or as text.
+#[derive(Clone, Copy)]
+struct Keys {
+    text: bool,
+}
+
+impl Keys {
+    fn sql_type(self) -> &'static str {
+        if self.text {
+            "text"
+        } else {
+            "int"
+        }
+    }
+
+    /// Team `i` as a literal.
+    fn team(self, i: i64) -> String {
+        if self.text {
+            format!("'t{i}'")
+        } else {
+            i.to_string()
+        }
+    }
+
+    /// Team number `expr` (SQL) as a key expression.
+    fn team_expr(self, expr: &str) -> String {
+        if self.text {
+            format!("('t' || ({expr}))")
+        } else {
+            format!("({expr})")
+        }
+    }
+}
 
 /// Shapes on `items`: the where clause and the same clause with its params written in, for the
 /// oracle.
@@ -33,7 +70,7 @@ const SHAPES: &[(&str, Option<&str>)] = &[
     ("team_id IN (SELECT team_id FROM members WHERE user_id = 'u2' AND role <> 'viewer') AND n > 2", None),
     ("NOT EXISTS (SELECT 1 FROM members m WHERE m.team_id = items.team_id AND m.role = 'owner')", None),
     ("(team_id, owner) IN (SELECT team_id, user_id FROM members)", None),
-    ("owner IN (SELECT user_id FROM members WHERE team_id = 1) OR team_id IN (SELECT id FROM teams WHERE public)", None),
+    ("owner IN (SELECT user_id FROM members WHERE team_id = {T1}) OR team_id IN (SELECT id FROM teams WHERE public)", None),
     (
         "NOT (team_id IN (SELECT id FROM teams WHERE kind = 'a')) AND (name LIKE 'x%' OR id IN (SELECT item_id FROM tags WHERE tag = 't1'))",
         None,
@@ -68,8 +105,8 @@ fn role(rng: &mut StdRng) -> &'static str {
 }
 
 /// One random statement.
-fn statement(rng: &mut StdRng, next_id: &mut i32) -> String {
-    let team = rng.gen_range(1..=6);
+fn statement(rng: &mut StdRng, next_id: &mut i32, keys: Keys) -> String {
+    let team = keys.team(rng.gen_range(1..=6));
     let item = rng.gen_range(1..=*next_id);
     match rng.gen_range(0..17) {
         0 | 1 => format!(
@@ -166,30 +203,34 @@ async fn relational_shapes_equal_postgres_after_every_batch() {
 /// One seed; returns how many move-in and move-out events its shapes received.
 async fn run(seed: u64, batches: u64) -> (usize, usize) {
     let mut rng = StdRng::seed_from_u64(seed);
+    let keys = Keys { text: seed % 2 == 1 };
     let db = TestDb::new().await;
     let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute(&SCHEMA.replace("{key}", keys.sql_type())).await.unwrap();
     let mut next_id = 30;
-    let mut setup = vec![
-        "INSERT INTO teams SELECT i, i % 2 = 0, CASE WHEN i % 3 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 6) i"
-            .to_string(),
-    ];
+    let mut setup = vec![format!(
+        "INSERT INTO teams SELECT {}, i % 2 = 0, CASE WHEN i % 3 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 6) i",
+        keys.team_expr("i")
+    )];
     for _ in 0..12 {
-        setup.push(statement(&mut rng, &mut next_id));
+        setup.push(statement(&mut rng, &mut next_id, keys));
     }
     setup.push(format!(
-        "INSERT INTO items SELECT i, 1 + i % 6, CASE WHEN i % 5 = 0 THEN NULL ELSE 'u' || (1 + i % 4) END, \
+        "INSERT INTO items SELECT i, {team}, CASE WHEN i % 5 = 0 THEN NULL ELSE 'u' || (1 + i % 4) END, \
          CASE WHEN i % 3 = 0 THEN 'x' || i ELSE 'y' END, CASE WHEN i % 7 = 0 THEN NULL ELSE i % 6 END \
-         FROM generate_series(1, {next_id}) i WHERE EXISTS (SELECT 1 FROM teams WHERE id = 1 + i % 6) \
-         ON CONFLICT DO NOTHING"
+         FROM generate_series(1, {next_id}) i WHERE EXISTS (SELECT 1 FROM teams WHERE id = {team}) \
+         ON CONFLICT DO NOTHING",
+        team = keys.team_expr("1 + i % 6")
     ));
     setup.push("INSERT INTO tags SELECT i, i, CASE WHEN i % 2 = 0 THEN 't1' END FROM generate_series(1, 10) i ON CONFLICT DO NOTHING".into());
     for sql in &setup {
         c.batch_execute(sql).await.unwrap_or_else(|e| panic!("seed {seed}: {sql}: {e:?}"));
     }
     let s = TestServer::start(&db).await;
+    let shapes: Vec<(String, Option<&str>)> =
+        SHAPES.iter().map(|(c, p)| (c.replace("{T1}", &keys.team(1)), *p)).collect();
     let reader = |i: usize| {
-        let (clause, param) = SHAPES[i];
+        let (clause, param) = (shapes[i].0.as_str(), shapes[i].1);
         let mut params = vec![("table", "items"), ("where", clause)];
         if let Some(p) = param {
             params.push(("params[1]", p));
@@ -203,7 +244,7 @@ async fn run(seed: u64, batches: u64) -> (usize, usize) {
             readers.extend((0..SHAPES.len()).filter(|i| i % 2 == 1).map(reader));
         }
         let n = rng.gen_range(1..=5);
-        let statements: Vec<String> = (0..n).map(|_| statement(&mut rng, &mut next_id)).collect();
+        let statements: Vec<String> = (0..n).map(|_| statement(&mut rng, &mut next_id, keys)).collect();
         let sql = if rng.gen_bool(0.5) {
             format!("BEGIN; {}; COMMIT;", statements.join("; "))
         } else {
@@ -211,7 +252,7 @@ async fn run(seed: u64, batches: u64) -> (usize, usize) {
         };
         c.batch_execute(&sql).await.unwrap_or_else(|e| panic!("seed {seed}: {sql}: {e:?}"));
         for (i, r) in readers.iter_mut() {
-            let (clause, param) = SHAPES[*i];
+            let (clause, param) = (shapes[*i].0.as_str(), shapes[*i].1);
             let oracle_clause = match param {
                 Some(p) => clause.replace("$1", &format!("'{p}'")),
                 None => clause.to_string(),
