@@ -17,7 +17,17 @@
 //! `move-in` event, the rows (`is_move_in` inserts) and `snapshot-end`, then the rest with the
 //! new values. The initial snapshot works the same way: the results and the shape's rows are
 //! read in one snapshot, and the transactions queued meanwhile that it does not hold follow.
-//! Nothing here ever answers 409: a long queue only means a longer wait.
+//! Nothing here ever answers 409: a long queue only means a longer wait (it spills to a file,
+//! [`super::spill`]).
+//!
+//! A subquery with subqueries of its own (a *deep* dependency) is not followed row by row: any
+//! change to a table it reads marks it stale, and the next move-in reads its result again in its
+//! snapshot, moving out what left it and in what entered it at the splice.
+//!
+//! The state survives restarts: after a change of state the shape writes a checkpoint (its
+//! results, what its clients were given and are owed, where its queue starts) together with the
+//! log units it is about to append, made durable before they are appended
+//! ([`Links::stage_checkpoint`], [`Links::append_outbox`]); [`Links::restore`] goes on from it.
 
 use super::shape::Shape;
 use super::spill::SpillQueue;
