@@ -507,8 +507,8 @@ fn compile_rule(
 }
 
 /// The conditions of a where clause with subqueries, checked for what live shapes follow today:
-/// subqueries (nested to any depth) on other tables than the shape's, the outermost ones on
-/// tables with primary keys, and no clock.
+/// subqueries nested to any depth (on the shape's own table too), the outermost ones on tables
+/// with primary keys, and no clock.
 fn relational_conditions(
     w: &WhereClause,
     table: &TableSchema,
@@ -519,12 +519,6 @@ fn relational_conditions(
     }
     if w.reads_time() {
         return Err(refuse("now(), CURRENT_TIMESTAMP and CURRENT_DATE are not supported in shapes yet".into()));
-    }
-    if subquery_tables(w.subqueries()).iter().any(|t| t.oid == table.oid) {
-        return Err(refuse(format!(
-            "a subquery on the shape's own table {} is not supported in shapes yet",
-            table.name.quoted()
-        )));
     }
     for q in w.subqueries() {
         if !q.table.has_primary_key() {

@@ -367,6 +367,8 @@ fn inner_routes(shape: &Shape) -> Vec<(u32, Option<EqualityTerm>)> {
         .filter
         .tables_read()
         .iter()
+        // Its own table's changes reach it as the shape's own.
+        .filter(|t| t.oid != shape.filter.table.oid)
         .map(|t| {
             let readers: Vec<_> = subqueries.iter().filter(|s| s.table.oid == t.oid).collect();
             let nested = ferrite_core::shape::subquery_tables(

@@ -20,8 +20,8 @@
 //! Nothing here ever answers 409: a long queue only means a longer wait (it spills to a file,
 //! [`super::spill`]).
 //!
-//! A subquery with subqueries of its own (a *deep* dependency) is not followed row by row: any
-//! change to a table it reads marks it stale, and the next move-in reads its result again in its
+//! A subquery with subqueries of its own, or on the shape's own table (a *deep* dependency), is
+//! not followed row by row: any change to a table it reads marks it stale, and the next move-in reads its result again in its
 //! snapshot, moving out what left it and in what entered it at the splice.
 //!
 //! The state survives restarts: after a change of state the shape writes a checkpoint (its
@@ -295,7 +295,12 @@ impl Links {
         for (sub, query) in filter.subqueries().iter().enumerate() {
             let position = conditions.position_of(sub)?;
             let Position::Subquery { negated, columns, .. } = &conditions.positions()[position] else { return None };
-            let deep = query.filter.as_ref().is_some_and(|f| !f.subqueries().is_empty());
+            let reads: Vec<u32> =
+                ferrite_core::shape::subquery_tables(std::slice::from_ref(query)).iter().map(|t| t.oid).collect();
+            // Nested, or reading the shape's own table (whose changes are the shape's rows too):
+            // read again from Postgres rather than followed row by row.
+            let deep =
+                query.filter.as_ref().is_some_and(|f| !f.subqueries().is_empty()) || reads.contains(&filter.table.oid);
             deps.push(Dependency {
                 query: query.clone(),
                 position,
@@ -305,13 +310,11 @@ impl Links {
                 loaded: HashSet::new(),
                 pending: HashSet::new(),
                 deep,
-                reads: ferrite_core::shape::subquery_tables(std::slice::from_ref(query))
-                    .iter()
-                    .map(|t| t.oid)
-                    .collect(),
+                reads,
                 stale: false,
             });
         }
+        let reads_own_table = deps.iter().any(|d| d.reads.contains(&filter.table.oid));
         Some(Links {
             deps,
             stage: Stage::Loading,
@@ -322,9 +325,11 @@ impl Links {
             state_changed: false,
             initial: None,
             touched: Vec::new(),
-            value_routed: conditions.disjuncts().iter().all(|d| {
-                d.iter().any(|&p| matches!(conditions.positions()[p], Position::Subquery { negated: false, .. }))
-            }),
+            // A subquery on the shape's own table must see every change of it.
+            value_routed: !reads_own_table
+                && conditions.disjuncts().iter().all(|d| {
+                    d.iter().any(|&p| matches!(conditions.positions()[p], Position::Subquery { negated: false, .. }))
+                }),
         })
     }
 
@@ -725,13 +730,19 @@ impl Links {
         let outer = shape.filter.table.oid;
         // 1. The subqueries' results.
         let mut first_inner: Option<usize> = None;
-        for change in txn.changes.iter().filter(|c| c.oid != outer) {
-            first_inner.get_or_insert(change.index);
-            self.state_changed = true;
+        for change in &txn.changes {
+            let inner = change.oid != outer;
+            if inner {
+                first_inner.get_or_insert(change.index);
+                self.state_changed = true;
+            }
             for dep in self.deps.iter_mut() {
                 if dep.deep {
-                    dep.stale |= dep.reads.contains(&change.oid);
-                } else if dep.query.table.oid == change.oid {
+                    if dep.reads.contains(&change.oid) {
+                        dep.stale = true;
+                        self.state_changed = true;
+                    }
+                } else if inner && dep.query.table.oid == change.oid {
                     feed(dep, &change.kind);
                 }
             }

@@ -84,6 +84,8 @@ const SHAPES: &[(&str, Option<&str>)] = &[
         "NOT (team_id IN (SELECT id FROM teams WHERE kind = 'a' AND id IN (SELECT team_id FROM members WHERE role = 'owner')))",
         None,
     ),
+    // On the shape's own table: the items of teams where u1 owns an item.
+    ("team_id IN (SELECT team_id FROM items WHERE owner = 'u1')", None),
 ];
 
 const USERS: &[&str] = &["u1", "u2", "u3", "u4"];

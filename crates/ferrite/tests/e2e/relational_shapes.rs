@@ -157,9 +157,6 @@ async fn unsupported_subqueries_are_refused_with_a_reason() {
     refused("team_id IN (SELECT team_id FROM loose)", "no primary key").await;
     refused("team_id IN (SELECT team_id FROM ferrite.client_results)", "schema clients cannot read").await;
     refused("team_id IN (SELECT team_id FROM team_members GROUP BY team_id)", "GROUP BY").await;
-    refused("team_id IN (SELECT id FROM steps)", "own table").await;
-    refused("team_id IN (SELECT team_id FROM team_members WHERE team_id IN (SELECT team_id FROM steps))", "own table")
-        .await;
     refused("(team_id IN (SELECT team_id FROM team_members)) IS NOT TRUE", "condition of its own").await;
     refused("name NOT IN (SELECT user_id FROM team_members)", "NOT EXISTS").await;
 }
@@ -694,4 +691,43 @@ async fn post_requests_take_subqueries_and_refuse_subsets() {
     .await;
     assert_eq!(subset.status, 400, "{}", subset.text);
     assert!(subset.text.contains("subsets of shapes whose where clause has subqueries"), "{}", subset.text);
+}
+
+/// A subquery on the shape's own table (a tree): the parents of starred nodes, and the leaves.
+/// Every change of the table may move other rows of it in or out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subqueries_on_the_shapes_own_table() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE nodes (id int PRIMARY KEY, parent_id int, starred boolean NOT NULL DEFAULT false);
+         INSERT INTO nodes SELECT g, CASE WHEN g > 1 THEN g / 2 END, g % 5 = 0 FROM generate_series(1, 31) g;",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await;
+    let parents = "id IN (SELECT parent_id FROM nodes WHERE starred)";
+    let leaves = "NOT EXISTS (SELECT 1 FROM nodes c WHERE c.parent_id = nodes.id)";
+    let mut readers: Vec<(&str, ShapeReader)> = [parents, leaves]
+        .iter()
+        .map(|w| (*w, ShapeReader::new(&s.base, &[("table", "nodes"), ("where", w)])))
+        .collect();
+    for (_, r) in readers.iter_mut() {
+        r.catch_up().await;
+    }
+    for sql in [
+        "UPDATE nodes SET starred = true WHERE id = 7",
+        "UPDATE nodes SET starred = false WHERE id IN (10, 20)",
+        "INSERT INTO nodes VALUES (40, 31, true)",
+        "UPDATE nodes SET parent_id = 3 WHERE id = 40",
+        "DELETE FROM nodes WHERE id IN (14, 15)",
+        "BEGIN; UPDATE nodes SET starred = true WHERE id = 30; UPDATE nodes SET parent_id = NULL WHERE id = 30; COMMIT",
+    ] {
+        c.batch_execute(sql).await.unwrap();
+        for (w, r) in readers.iter_mut() {
+            let expected = oracle(&c, "nodes", &["id", "parent_id", "starred"], w).await;
+            r.live_until(Duration::from_secs(20), |r| r.sorted_rows() == expected).await;
+            assert_same_rows(&r.sorted_rows(), &expected, &format!("{w} after {sql}"));
+        }
+    }
 }
