@@ -347,6 +347,7 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
         state.metrics.move_in_time.observe(started.elapsed());
         // Every transaction the snapshot holds must have reached the shape first, so that the
         // rows land after them in its log: wait until the stream has passed the snapshot.
+        let mut pause = std::time::Duration::from_millis(1);
         loop {
             if shape.removed().is_some() {
                 return;
@@ -354,7 +355,9 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
             if state.stream.lock().clone().covers(info.wal_lsn) {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            // Quick when the stream is about to pass it; patient when replication is down.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
         }
         let outcome = tokio::task::block_in_place(|| {
             let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows, results)?;
