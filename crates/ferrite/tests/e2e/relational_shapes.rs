@@ -21,6 +21,15 @@ const SCHEMA: &str = "
 
 const ANNS_TEAMS: &str = "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann')";
 
+/// A cluster with [`SCHEMA`], a client of it and a server following it.
+async fn with_schema() -> (TestDb, tokio_postgres::Client, TestServer) {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    (db, c, s)
+}
+
 async fn expect_rows(c: &tokio_postgres::Client, reader: &mut ShapeReader, where_sql: &str, context: &str) {
     let expected = oracle(c, "steps", &["id", "team_id", "name"], where_sql).await;
     reader.live_until(Duration::from_secs(20), |r| r.sorted_rows() == expected).await;
@@ -33,10 +42,7 @@ fn events<'a>(log: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_moves_rows_in_and_out_live() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start(&db).await;
+    let (_db, c, s) = with_schema().await;
     let mut ann = ShapeReader::new(&s.base, &[("table", "steps"), ("where", ANNS_TEAMS)]);
     ann.catch_up().await;
     assert_same_rows(
@@ -108,10 +114,7 @@ async fn membership_moves_rows_in_and_out_live() {
 /// moves out, and goes when none is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_stays_while_another_condition_holds() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start(&db).await;
+    let (_db, c, s) = with_schema().await;
     let clause = "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann') OR name LIKE '%shared%' \
                   OR team_id IN (SELECT id FROM teams WHERE public)";
     let mut ann = ShapeReader::new(&s.base, &[("table", "steps"), ("where", clause)]);
@@ -242,10 +245,7 @@ async fn subqueries_cannot_probe_what_the_caller_cannot_read() {
 /// move-in's snapshot. The client never has to start over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_move_in_splices_with_the_transactions_that_arrive_meanwhile() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start(&db).await;
+    let (db, c, s) = with_schema().await;
     let clause = "team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann') \
                   OR team_id IN (SELECT id FROM teams WHERE public)";
     let mut ann = ShapeReader::new(&s.base, &[("table", "steps"), ("where", clause)]);
@@ -604,10 +604,7 @@ async fn read_rules_through_two_levels_follow_membership() {
 /// changes: fetched again after more moves, it is byte-identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_responses_never_change() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start(&db).await;
+    let (_db, c, s) = with_schema().await;
     let mut ann = ShapeReader::new(&s.base, &[("table", "steps"), ("where", ANNS_TEAMS)]);
     ann.catch_up().await;
     let handle = ann.handle.clone().unwrap();
@@ -665,10 +662,7 @@ async fn catch_up_responses_never_change() {
 /// (a POST body) of a relational shape is refused, naming why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_requests_take_subqueries_and_refuse_subsets() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start(&db).await;
+    let (_db, _c, s) = with_schema().await;
     let url = format!(
         "{}?{}",
         s.shape_url(),
