@@ -194,6 +194,15 @@ pub enum RowChange<'a> {
     },
 }
 
+/// Where a row stands towards a shape ([`ShapeFilter::convert_judged`]): in it or not, and — for
+/// a relational shape — its tags and which of the where clause's conditions hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Standing {
+    pub(crate) holds: bool,
+    pub(crate) tags: Vec<String>,
+    pub(crate) active: Vec<bool>,
+}
+
 /// A converted message whose transaction position is known but not yet whether it is the
 /// transaction's last one for this shape. [`PendingMessage::finish`] renders the final JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -334,62 +343,69 @@ impl ShapeFilter {
 
     /// Converts change number `index` of a transaction into 0, 1 or 2 messages for this shape.
     pub fn convert(&self, change: RowChange<'_>, index: usize, lsn: u64, xid: u32) -> Vec<PendingMessage> {
+        let judge = |row: &[Option<String>]| Standing { holds: self.row_matches(row), ..Standing::default() };
+        self.convert_judged(change, index, lsn, xid, judge, |_, _| String::new())
+    }
+
+    /// [`ShapeFilter::convert`], with whether a row is in the shape (and why) decided by `judge`,
+    /// and `headers(standing, removed tags)` added to each message's headers: a plain shape
+    /// judges by its where clause alone, a relational one by its conditions and tags
+    /// ([`crate::tags`]). An update whose row stays in the shape is sent when a column the shape
+    /// sends changed, or when why the row is in the shape did.
+    pub(crate) fn convert_judged(
+        &self,
+        change: RowChange<'_>,
+        index: usize,
+        lsn: u64,
+        xid: u32,
+        judge: impl Fn(&[Option<String>]) -> Standing,
+        headers: impl Fn(&Standing, &[String]) -> String,
+    ) -> Vec<PendingMessage> {
         let op = 2 * index as u64;
+        let insert = |op, row, standing: &Standing, key_change| {
+            self.message("insert", op, lsn, xid, row, &self.selected, None, key_change, &headers(standing, &[]))
+        };
+        let delete = |op, row, standing: &Standing, key_change| {
+            self.message("delete", op, lsn, xid, row, self.delete_columns(), None, key_change, &headers(standing, &[]))
+        };
         match change {
             RowChange::Insert { new } => {
-                if !self.row_matches(new) {
-                    return vec![];
+                let is = judge(new);
+                if is.holds {
+                    vec![insert(op, new, &is, None)]
+                } else {
+                    vec![]
                 }
-                vec![self.message("insert", op, lsn, xid, new, &self.selected, None, None, "")]
             }
             RowChange::Delete { old } => {
-                if !self.row_matches(old) {
-                    return vec![];
+                let was = judge(old);
+                if was.holds {
+                    vec![delete(op, old, &was, None)]
+                } else {
+                    vec![]
                 }
-                vec![self.message("delete", op, lsn, xid, old, self.delete_columns(), None, None, "")]
             }
             RowChange::Update { old, new } => {
-                let was = self.row_matches(old);
-                let is = self.row_matches(new);
-                match (was, is) {
+                let (was, is) = (judge(old), judge(new));
+                match (was.holds, is.holds) {
                     (false, false) => vec![],
-                    (true, false) => {
-                        vec![self.message("delete", op, lsn, xid, old, self.delete_columns(), None, None, "")]
-                    }
-                    (false, true) => vec![self.message("insert", op, lsn, xid, new, &self.selected, None, None, "")],
+                    (true, false) => vec![delete(op, old, &was, None)],
+                    (false, true) => vec![insert(op, new, &is, None)],
                     (true, true) => {
                         let old_key = row_key(&self.table, old);
                         let new_key = row_key(&self.table, new);
                         if old_key != new_key {
-                            let del = self.message(
-                                "delete",
-                                op,
-                                lsn,
-                                xid,
-                                old,
-                                self.delete_columns(),
-                                None,
-                                Some(("key_change_to", &new_key)),
-                                "",
-                            );
-                            let ins = self.message(
-                                "insert",
-                                op + 1,
-                                lsn,
-                                xid,
-                                new,
-                                &self.selected,
-                                None,
-                                Some(("key_change_from", &old_key)),
-                                "",
-                            );
+                            let del = delete(op, old, &was, Some(("key_change_to", new_key.as_str())));
+                            let ins = insert(op + 1, new, &is, Some(("key_change_from", old_key.as_str())));
                             return vec![del, ins];
                         }
                         let changed: Vec<usize> =
                             self.selected.iter().copied().filter(|&i| old.get(i) != new.get(i)).collect();
-                        if changed.is_empty() {
+                        if changed.is_empty() && was == is {
                             return vec![];
                         }
+                        let removed: Vec<String> = was.tags.iter().filter(|t| !is.tags.contains(t)).cloned().collect();
+                        let extra = headers(&is, &removed);
                         match self.replica {
                             Replica::Full => {
                                 vec![self.message(
@@ -401,7 +417,7 @@ impl ShapeFilter {
                                     &self.selected,
                                     Some((old, &changed)),
                                     None,
-                                    "",
+                                    &extra,
                                 )]
                             }
                             Replica::Default => {
@@ -411,7 +427,7 @@ impl ShapeFilter {
                                     .copied()
                                     .filter(|i| self.key_columns.contains(i) || changed.contains(i))
                                     .collect();
-                                vec![self.message("update", op, lsn, xid, new, &cols, None, None, "")]
+                                vec![self.message("update", op, lsn, xid, new, &cols, None, None, &extra)]
                             }
                         }
                     }

@@ -16,8 +16,7 @@
 //! the shape does not send (a column left out of `columns` stays unknown) and stays the same for
 //! as long as the shape's handle lives.
 
-use crate::shape::{json_str, PendingMessage, Replica, RowChange, ShapeFilter};
-use ferrite_protocol::key::row_key;
+use crate::shape::{json_str, PendingMessage, RowChange, ShapeFilter, Standing};
 use ferrite_where::{Conditions, Position, SubquerySets};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -132,97 +131,12 @@ impl<'a> Tagger<'a> {
         xid: u32,
         sets: &dyn SubquerySets,
     ) -> Vec<PendingMessage> {
-        let f = self.filter;
-        let op = 2 * index as u64;
-        let message =
-            |operation: &str,
-             op: u64,
-             row: &[Option<String>],
-             columns: &[usize],
-             old: Option<(&[Option<String>], &[usize])>,
-             key_change: Option<(&str, &str)>,
-             extra: String| { f.message(operation, op, lsn, xid, row, columns, old, key_change, &extra) };
-        match change {
-            RowChange::Insert { new } => {
-                let active = self.conditions.active(new, sets);
-                if !self.conditions.holds(&active) {
-                    return vec![];
-                }
-                let extra = self.headers(&self.tags(new), &active, &[], false);
-                vec![message("insert", op, new, &f.selected, None, None, extra)]
-            }
-            RowChange::Delete { old } => {
-                let active = self.conditions.active(old, sets);
-                if !self.conditions.holds(&active) {
-                    return vec![];
-                }
-                let extra = self.headers(&self.tags(old), &active, &[], false);
-                vec![message("delete", op, old, f.delete_columns(), None, None, extra)]
-            }
-            RowChange::Update { old, new } => {
-                let (was_active, is_active) = (self.conditions.active(old, sets), self.conditions.active(new, sets));
-                let (was, is) = (self.conditions.holds(&was_active), self.conditions.holds(&is_active));
-                let (old_tags, new_tags) = (self.tags(old), self.tags(new));
-                match (was, is) {
-                    (false, false) => vec![],
-                    (true, false) => {
-                        let extra = self.headers(&old_tags, &was_active, &[], false);
-                        vec![message("delete", op, old, f.delete_columns(), None, None, extra)]
-                    }
-                    (false, true) => {
-                        let extra = self.headers(&new_tags, &is_active, &[], false);
-                        vec![message("insert", op, new, &f.selected, None, None, extra)]
-                    }
-                    (true, true) => {
-                        let (old_key, new_key) = (row_key(&f.table, old), row_key(&f.table, new));
-                        if old_key != new_key {
-                            let del = message(
-                                "delete",
-                                op,
-                                old,
-                                f.delete_columns(),
-                                None,
-                                Some(("key_change_to", &new_key)),
-                                self.headers(&old_tags, &was_active, &[], false),
-                            );
-                            let ins = message(
-                                "insert",
-                                op + 1,
-                                new,
-                                &f.selected,
-                                None,
-                                Some(("key_change_from", &old_key)),
-                                self.headers(&new_tags, &is_active, &[], false),
-                            );
-                            return vec![del, ins];
-                        }
-                        let changed: Vec<usize> =
-                            f.selected.iter().copied().filter(|&i| old.get(i) != new.get(i)).collect();
-                        // A row whose values the shape sends did not change still gets an update
-                        // when why it is in the shape did: clients keep its conditions current.
-                        if changed.is_empty() && old_tags == new_tags && was_active == is_active {
-                            return vec![];
-                        }
-                        let removed: Vec<String> = old_tags.iter().filter(|t| !new_tags.contains(t)).cloned().collect();
-                        let extra = self.headers(&new_tags, &is_active, &removed, false);
-                        match f.replica {
-                            Replica::Full => {
-                                vec![message("update", op, new, &f.selected, Some((old, &changed)), None, extra)]
-                            }
-                            Replica::Default => {
-                                let cols: Vec<usize> = f
-                                    .selected
-                                    .iter()
-                                    .copied()
-                                    .filter(|i| f.key_columns.contains(i) || changed.contains(i))
-                                    .collect();
-                                vec![message("update", op, new, &cols, None, None, extra)]
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let judge = |row: &[Option<String>]| {
+            let active = self.conditions.active(row, sets);
+            Standing { holds: self.conditions.holds(&active), tags: self.tags(row), active }
+        };
+        let headers = |s: &Standing, removed: &[String]| self.headers(&s.tags, &s.active, removed, false);
+        self.filter.convert_judged(change, index, lsn, xid, judge, headers)
     }
 }
 
