@@ -113,6 +113,7 @@ impl Driver {
             // Routing evaluates shape filters (bounded per row by the where clause limits) and
             // writes logs: CPU and file work, done off the async workers' hands so HTTP requests
             // keep being served meanwhile.
+            let progress = self.state.stream.lock().clone();
             tokio::task::block_in_place(|| {
                 for item in batch {
                     match item {
@@ -120,7 +121,6 @@ impl Driver {
                             self.process(&txn, &mut dirty, &mut move_ins)
                                 .map_err(|e| format!("writing shape logs: {e}"))?;
                             // Offered to every shape it concerns (a move-in waits for that).
-                            let progress = self.state.stream.lock().clone();
                             progress.processed_commit.fetch_max(txn.commit_lsn, Ordering::AcqRel);
                             progress.processed.fetch_add(1, Ordering::AcqRel);
                             last = Some((txn.commit_lsn, txn.end_lsn));

@@ -363,6 +363,9 @@ type EqualityTerm = (usize, Vec<String>);
 /// outermost subquery reads it (and no nested one).
 fn inner_routes(shape: &Shape) -> Vec<(u32, Option<EqualityTerm>)> {
     let subqueries = shape.filter.subqueries();
+    let nested: Vec<ferrite_where::Subquery> =
+        subqueries.iter().flat_map(|q| q.filter.iter().flat_map(|f| f.subqueries().iter().cloned())).collect();
+    let read_nested = ferrite_core::shape::subquery_tables(&nested);
     shape
         .filter
         .tables_read()
@@ -371,15 +374,7 @@ fn inner_routes(shape: &Shape) -> Vec<(u32, Option<EqualityTerm>)> {
         .filter(|t| t.oid != shape.filter.table.oid)
         .map(|t| {
             let readers: Vec<_> = subqueries.iter().filter(|s| s.table.oid == t.oid).collect();
-            let nested = ferrite_core::shape::subquery_tables(
-                &subqueries
-                    .iter()
-                    .flat_map(|q| q.filter.iter().flat_map(|f| f.subqueries().iter().cloned()))
-                    .collect::<Vec<_>>(),
-            )
-            .iter()
-            .any(|n| n.oid == t.oid);
-            let term = match (readers.as_slice(), nested) {
+            let term = match (readers.as_slice(), read_nested.iter().any(|n| n.oid == t.oid)) {
                 ([q], false) => q.filter.as_ref().and_then(|f| f.equality_index_term()),
                 _ => None,
             };

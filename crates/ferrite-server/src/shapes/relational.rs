@@ -250,38 +250,45 @@ pub struct Links {
     value_routed: bool,
 }
 
-/// The subqueries' results as the shape's clients know them (`loaded`), for evaluation.
+/// The subqueries' results as the shape's clients know them (`loaded`), for evaluation: a copy
+/// that outlives the lock (the initial snapshot's rows are rendered with it).
 pub struct Loaded(Vec<HashSet<Projected>>);
 
 impl SubquerySets for Loaded {
     fn lookup(&self, index: usize, key: &[&str]) -> Membership {
-        let value: Projected = key.iter().map(|k| Some(k.to_string())).collect();
-        match self.0.get(index) {
-            Some(set) => Membership { contains: set.contains(&value), has_null: false, empty: set.is_empty() },
-            None => Membership { empty: true, ..Membership::default() },
-        }
+        lookup(self.0.get(index), key)
     }
 
     fn nulls(&self, index: usize) -> Membership {
-        Membership { empty: self.0.get(index).is_none_or(|s| s.is_empty()), ..Membership::default() }
+        nulls(self.0.get(index))
     }
 }
 
-/// The `loaded` results of a shape's dependencies, for evaluation.
+/// The `loaded` results of a shape's dependencies, in place, for evaluation.
 struct Known<'a>(&'a [Dependency]);
 
 impl SubquerySets for Known<'_> {
     fn lookup(&self, index: usize, key: &[&str]) -> Membership {
-        let value: Projected = key.iter().map(|k| Some(k.to_string())).collect();
-        match self.0.get(index) {
-            Some(d) => Membership { contains: d.loaded.contains(&value), has_null: false, empty: d.loaded.is_empty() },
-            None => Membership { empty: true, ..Membership::default() },
-        }
+        lookup(self.0.get(index).map(|d| &d.loaded), key)
     }
 
     fn nulls(&self, index: usize) -> Membership {
-        Membership { empty: self.0.get(index).is_none_or(|d| d.loaded.is_empty()), ..Membership::default() }
+        nulls(self.0.get(index).map(|d| &d.loaded))
     }
+}
+
+/// Whether `key` is in a result as the clients know it (values with a NULL are never kept, so
+/// `has_null` is false; see [`Links::seed`]). No result at all reads as empty.
+fn lookup(set: Option<&HashSet<Projected>>, key: &[&str]) -> Membership {
+    let value: Projected = key.iter().map(|k| Some(k.to_string())).collect();
+    match set {
+        Some(set) => Membership { contains: set.contains(&value), has_null: false, empty: set.is_empty() },
+        None => Membership { empty: true, ..Membership::default() },
+    }
+}
+
+fn nulls(set: Option<&HashSet<Projected>>) -> Membership {
+    Membership { empty: set.is_none_or(|s| s.is_empty()), ..Membership::default() }
 }
 
 impl Links {

@@ -95,6 +95,8 @@ pub struct Shape {
     /// The live state of a relational shape (its where clause has subqueries), `None` for a
     /// plain one: see [`super::relational`].
     pub links: Option<Mutex<Links>>,
+    /// See [`Shape::routed_by_value`]; fixed by the definition, so decided once.
+    by_value: bool,
     removed: watch::Sender<Option<Removal>>,
 }
 
@@ -111,10 +113,13 @@ impl Shape {
     ) -> Shape {
         let schema_header = ferrite_protocol::schema::electric_schema_header(&filter.table, &filter.selected);
         let (removed, _) = watch::channel(None);
-        let links = Links::new(&filter, log.dir()).map(Mutex::new);
+        let links = Links::new(&filter, log.dir());
+        let by_value = links.as_ref().is_some_and(Links::value_routed)
+            && filter.where_clause.as_ref().and_then(|w| w.equality_index_term()).is_none();
         Shape {
             tag_salt: String::new(),
-            links,
+            links: links.map(Mutex::new),
+            by_value,
             id,
             handle,
             definition,
@@ -143,8 +148,7 @@ impl Shape {
     /// ([`super::value_index`]) rather than its table's routes: a relational shape whose every
     /// alternative needs a positive subquery test, without an equality the router indexes.
     pub fn routed_by_value(&self) -> bool {
-        self.links.as_ref().is_some_and(|l| l.lock().value_routed())
-            && self.filter.where_clause.as_ref().and_then(|w| w.equality_index_term()).is_none()
+        self.by_value
     }
 
     /// Puts the values that entered or left the shape's subqueries' results (as its clients
@@ -152,7 +156,7 @@ impl Shape {
     pub fn update_value_index(self: &Arc<Self>, index: &super::value_index::ValueIndex) {
         let Some(links) = &self.links else { return };
         let changes = links.lock().take_index_changes();
-        if self.routed_by_value() {
+        if self.by_value {
             index.apply(self.filter.table.oid, &ShapeRef(self.clone()), changes);
         }
     }
