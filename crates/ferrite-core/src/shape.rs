@@ -8,7 +8,7 @@
 use ferrite_protocol::key::row_key;
 use ferrite_protocol::relation::{split_identifiers, QualifiedName};
 use ferrite_protocol::schema::TableSchema;
-use ferrite_where::{BoundRule, WhereClause, WhereError};
+use ferrite_where::{BoundRule, TimeTerm, WhereClause, WhereError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -122,8 +122,12 @@ pub struct ShapeFilter {
     pub replica: Replica,
     /// The where clause as positions and disjuncts, when it has subqueries: the shape is then
     /// *relational* — rows move in and out as the subqueries' results change, and its messages
-    /// carry tags ([`crate::tags`]).
+    /// carry tags ([`crate::tags`]). A clause that reads the current time but has no subqueries
+    /// is followed the same way, as one plain position (its messages carry no tags).
     pub conditions: Option<ferrite_where::Conditions>,
+    /// The where clause's comparisons with the current time: the shape's rows then change as the
+    /// clock advances ([`ferrite_where::window`]).
+    pub time_terms: Vec<TimeTerm>,
     pub(crate) key_columns: Vec<usize>,
     relation_json: String,
 }
@@ -303,17 +307,32 @@ impl ShapeFilter {
             (Some(c), Some(r)) => Some(c.and(r)),
             (c, r) => c.or(r),
         };
-        let conditions = match &where_clause {
+        let (conditions, time_terms) = match &where_clause {
             Some(w) => relational_conditions(w, &table)?,
-            None => None,
+            None => (None, Vec::new()),
         };
         let relation_json = format!("[{},{}]", json_str(&table.name.schema), json_str(&table.name.name));
-        Ok(ShapeFilter { table, where_clause, selected, replica: def.replica, conditions, key_columns, relation_json })
+        Ok(ShapeFilter {
+            table,
+            where_clause,
+            selected,
+            replica: def.replica,
+            conditions,
+            time_terms,
+            key_columns,
+            relation_json,
+        })
     }
 
-    /// Whether the shape's where clause has subqueries (see [`ShapeFilter::conditions`]).
+    /// Whether the shape's where clause has subqueries or reads the current time (see
+    /// [`ShapeFilter::conditions`]): its rows are judged by more than themselves.
     pub fn is_relational(&self) -> bool {
         self.conditions.is_some()
+    }
+
+    /// Whether the shape's rows change as the clock advances ([`ShapeFilter::time_terms`]).
+    pub fn reads_time(&self) -> bool {
+        !self.time_terms.is_empty()
     }
 
     /// The subqueries the shape's where clause asks about, in the order of its positions'
@@ -482,13 +501,28 @@ impl ShapeFilter {
     /// An insert message without a transaction (`lsn`, `txids`): a snapshot row or a row of a
     /// move-in; `extra_headers` as for [`ShapeFilter::message`].
     pub(crate) fn row_message(&self, row: &[Option<String>], extra_headers: &str) -> String {
+        self.untimed_message("insert", row, &self.selected, extra_headers)
+    }
+
+    /// A message without a transaction (`lsn`, `txids`): a row read from Postgres, or one the
+    /// clock moved in or out of the shape; `columns` of `row` as its value.
+    pub(crate) fn untimed_message(
+        &self,
+        operation: &str,
+        row: &[Option<String>],
+        columns: &[usize],
+        extra_headers: &str,
+    ) -> String {
         let mut s = String::with_capacity(128);
         s.push_str("{\"key\":");
         s.push_str(&json_str(&row_key(&self.table, row)));
         s.push_str(",\"value\":");
-        self.push_values(&mut s, row, &self.selected);
-        let _ =
-            write!(s, ",\"headers\":{{\"operation\":\"insert\",\"relation\":{}{extra_headers}}}}}", self.relation_json);
+        self.push_values(&mut s, row, columns);
+        let _ = write!(
+            s,
+            ",\"headers\":{{\"operation\":\"{operation}\",\"relation\":{}{extra_headers}}}}}",
+            self.relation_json
+        );
         s
     }
 
@@ -522,19 +556,20 @@ fn compile_rule(
     }
 }
 
-/// The conditions of a where clause with subqueries, checked for what live shapes follow today:
-/// subqueries nested to any depth (on the shape's own table too), the outermost ones on tables
-/// with primary keys, and no clock.
+/// The conditions of a where clause with subqueries or the current time, checked for what live
+/// shapes follow: subqueries nested to any depth (on the shape's own table too), the outermost
+/// ones on tables with primary keys, and the time only in time terms
+/// ([`ferrite_where::window`]); with those time terms.
 fn relational_conditions(
     w: &WhereClause,
     table: &TableSchema,
-) -> Result<Option<ferrite_where::Conditions>, ShapeError> {
+) -> Result<(Option<ferrite_where::Conditions>, Vec<TimeTerm>), ShapeError> {
     let refuse = |message: String| ShapeError { field: "where", message };
+    let terms = w.time_terms()?;
     if w.subqueries().is_empty() {
-        return Ok(None);
-    }
-    if w.reads_time() {
-        return Err(refuse("now(), CURRENT_TIMESTAMP and CURRENT_DATE are not supported in shapes yet".into()));
+        // A clause that reads the clock is followed like a relational one, with one position.
+        let conditions = (!terms.is_empty()).then(|| ferrite_where::Conditions::plain(w.clone()));
+        return Ok((conditions, terms));
     }
     for q in w.subqueries() {
         if !q.table.has_primary_key() {
@@ -544,7 +579,7 @@ fn relational_conditions(
             )));
         }
     }
-    Ok(w.conditions(table)?)
+    Ok((w.conditions(table)?, terms))
 }
 
 /// The tables `subqueries` read, nested ones included, each once (in order of appearance).

@@ -91,7 +91,11 @@ impl<'a> Tagger<'a> {
     }
 
     /// `,"tags":[…],"active_conditions":[…]` (and `removed_tags` when given) for a row.
+    /// Nothing for a shape without subqueries (one that reads the clock): no tags to track.
     fn headers(&self, tags: &[String], active: &[bool], removed: &[String], move_in: bool) -> String {
+        if !self.conditions.has_subqueries() {
+            return String::new();
+        }
         let mut s = String::with_capacity(64 + tags.len() * 40);
         if move_in {
             s.push_str(",\"is_move_in\":true");
@@ -118,6 +122,32 @@ impl<'a> Tagger<'a> {
     pub fn row(&self, row: &[Option<String>], sets: &dyn SubquerySets, move_in: bool) -> String {
         let active = self.conditions.active(row, sets);
         self.filter.row_message(row, &self.headers(&self.tags(row), &active, &[], move_in))
+    }
+
+    /// What the clock did to `row` (unchanged itself) between two instants whose worlds are
+    /// `before` and `after` ([`SubquerySets::now`]): a delete when it left the shape, an
+    /// insert when it entered, an update (key columns and the new `active_conditions`) when it
+    /// stays for other reasons; `None` when nothing a client holds changed.
+    pub fn clock_change(
+        &self,
+        row: &[Option<String>],
+        before: &dyn SubquerySets,
+        after: &dyn SubquerySets,
+    ) -> Option<String> {
+        let was = self.conditions.active(row, before);
+        let is = self.conditions.active(row, after);
+        let tags = self.tags(row);
+        let f = self.filter;
+        match (self.conditions.holds(&was), self.conditions.holds(&is)) {
+            (true, false) => {
+                Some(f.untimed_message("delete", row, f.delete_columns(), &self.headers(&tags, &was, &[], false)))
+            }
+            (false, true) => Some(f.untimed_message("insert", row, &f.selected, &self.headers(&tags, &is, &[], false))),
+            (true, true) if was != is => {
+                Some(f.untimed_message("update", row, &f.key_columns, &self.headers(&tags, &is, &[], false)))
+            }
+            _ => None,
+        }
     }
 
     /// Converts change number `index` of a transaction into 0, 1 or 2 messages, judging whether

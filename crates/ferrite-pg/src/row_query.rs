@@ -14,7 +14,7 @@ use ferrite_core::shape::{json_str, ShapeFilter};
 use ferrite_protocol::key::relation_prefix;
 use ferrite_protocol::relation::quote_ident;
 use ferrite_protocol::schema::TableSchema;
-use ferrite_where::WhereClause;
+use ferrite_where::{TimeTerm, WhereClause};
 
 /// A query returning one message (JSON text) per row, with its parameters; run it in a
 /// [`crate::snapshot::Snapshot`].
@@ -97,14 +97,19 @@ impl RowQuery {
     /// rows the server renders itself — those of shapes with subqueries, whose messages say why
     /// each row is in the shape — and the rows of subqueries' results. `among` restricts them
     /// further to rows whose values of some columns are among some values (any of the pairs):
-    /// the rows a move-in brings.
-    pub fn values(table: &TableSchema, condition: Option<&WhereClause>, among: &[Among]) -> RowQuery {
+    /// the rows a move-in brings. A condition that reads the current time reads it as instant
+    /// `now` ([`ferrite_where::pg_micros`]), the time of the shape it is read for.
+    pub fn values(table: &TableSchema, condition: Option<&WhereClause>, now: Option<i64>, among: &[Among]) -> RowQuery {
         let mut p = Params::default();
-        let texts: Vec<String> = (0..table.columns.len()).map(|i| text_of(table, i)).collect();
-        let mut sql = format!("SELECT ARRAY[{}]::text[] FROM {}", texts.join(", "), table.name.quoted());
+        let mut sql = format!("SELECT {} FROM {}", all_texts(table), table.name.quoted());
         let mut conds = Vec::new();
         if let Some(w) = condition {
-            conds.push(format!("({})", p.condition(w)));
+            let (cond, params) = match now {
+                Some(now) => w.to_sql_at(p.0.len() + 1, now),
+                None => w.to_sql(p.0.len() + 1),
+            };
+            p.0.extend(params);
+            conds.push(format!("({cond})"));
         }
         if !among.is_empty() {
             let alternatives: Vec<String> = among.iter().map(|a| a.sql(table, &mut p)).collect();
@@ -115,6 +120,29 @@ impl RowQuery {
             sql.push_str(&conds.join(" AND "));
         }
         RowQuery { sql, params: p.0 }
+    }
+
+    /// The rows of `table` whose standing towards `clause` (with time terms `terms`) may differ
+    /// between instants `from` and `to`, as [`RowQuery::values`] reads them: what a shape that
+    /// reads the clock reads again to move from one to the other.
+    pub fn changing(table: &TableSchema, clause: &WhereClause, terms: &[TimeTerm], from: i64, to: i64) -> RowQuery {
+        let (cond, params) = clause.changing_sql(terms, 1, from, to);
+        RowQuery { sql: format!("SELECT {} FROM {} WHERE {cond}", all_texts(table), table.name.quoted()), params }
+    }
+
+    /// One row of one text (NULL when no row qualifies): the smallest value of time term
+    /// `term`'s row side among the rows that may still cross it after instant `after` (see
+    /// [`WhereClause::next_change_query`]); `None` when the term's time is out of range then.
+    pub fn next_change(
+        table: &TableSchema,
+        clause: &WhereClause,
+        terms: &[TimeTerm],
+        term: usize,
+        after: i64,
+    ) -> Option<RowQuery> {
+        let (value, cond, params) = clause.next_change_query(terms, term, 1, after)?;
+        let sql = format!("SELECT ARRAY[(min({value}))::text]::text[] FROM {} WHERE {cond}", table.name.quoted());
+        Some(RowQuery { sql, params })
     }
 
     /// The number of rows this query returns and the bytes of their messages, counting no further
@@ -207,6 +235,12 @@ impl Params {
         self.0.extend(params);
         sql
     }
+}
+
+/// `ARRAY[…]::text[]` of every column's text: a row as [`crate::snapshot::Rows::values`] reads it.
+fn all_texts(table: &TableSchema) -> String {
+    let texts: Vec<String> = (0..table.columns.len()).map(|i| text_of(table, i)).collect();
+    format!("ARRAY[{}]::text[]", texts.join(", "))
 }
 
 /// The SQL giving column `i`'s text output (NULL for NULL).

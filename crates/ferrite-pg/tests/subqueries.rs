@@ -206,3 +206,104 @@ async fn subquery_clauses_agree_with_postgres() {
     }
     assert!(matched > 0, "the clauses matched some rows");
 }
+
+/// Time windows as a shape follows them: for the clauses above that read the clock, at random
+/// instants (not Postgres's `now()`), the rows Postgres selects with the instant bound as a
+/// parameter (`to_sql_at`) equal the rows the clause matches in Rust at that instant; the rows
+/// read to move from one instant to a later one (`changing_sql`) include every row whose verdict
+/// differs between them; and no row changes its verdict before the next boundary Postgres and
+/// the clause find together (`next_change_query`, `next_change_of_text`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_windows_agree_with_postgres() {
+    let (_cluster, url) = common::cluster_with_db("windows");
+    let client = connect(&url).await.unwrap();
+    client.batch_execute(SCHEMA).await.unwrap();
+    let mut tables = Tables(HashMap::new());
+    for name in ["outer_t", "inner_t", "deep"] {
+        let name = QualifiedName::new("public", name);
+        let t = load_table(&client, &name).await.unwrap().expect("the table");
+        tables.0.insert(name, Arc::new(t));
+    }
+    let outer = tables.0[&QualifiedName::new("public", "outer_t")].clone();
+    let clauses: Vec<(&str, WhereClause)> = CLAUSES
+        .iter()
+        .filter_map(|(sql, params)| {
+            let params: BTreeMap<String, String> =
+                params.iter().enumerate().map(|(i, v)| ((i + 1).to_string(), v.to_string())).collect();
+            let w = WhereClause::compile_with(sql, &params, &outer, &tables).unwrap();
+            (w.reads_time() && w.time_terms().is_ok()).then_some((*sql, w))
+        })
+        .collect();
+    assert!(clauses.len() >= 4, "the time clauses are time windows");
+    let query = |sql: String, params: Vec<Option<String>>| {
+        let client = &client;
+        async move {
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+            client.query(&sql, &refs).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }
+    };
+    let rounds: u64 = std::env::var("FERRITE_SUBQUERY_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let hour = 3_600_000_000i64;
+    let mut changed = 0;
+    for seed in 0..rounds {
+        let mut rng = StdRng::seed_from_u64(1000 + seed);
+        fill(&client, &mut rng).await;
+        let data = load(&client, &tables).await;
+        let base = ferrite_where::pg_micros(std::time::SystemTime::now()).unwrap();
+        for (sql, clause) in &clauses {
+            let terms = clause.time_terms().unwrap();
+            let results = Results::of(clause, &data);
+            let at = |t: i64| ferrite_where::window::system_time(t);
+            let verdicts = |t: i64| -> BTreeSet<String> {
+                data["outer_t"]
+                    .iter()
+                    .filter(|row| clause.matches_at(row, &results, at(t)).expect("evaluates"))
+                    .map(|row| row[0].clone().unwrap())
+                    .collect()
+            };
+            let from = base + rng.gen_range(-72 * hour..72 * hour) + rng.gen_range(0..hour);
+            let to = from + rng.gen_range(0..48 * hour);
+            // 1. The snapshot at an instant.
+            let (printed, params) = clause.to_sql_at(1, from);
+            let theirs: BTreeSet<String> = query(format!("SELECT id::text FROM outer_t WHERE {printed}"), params)
+                .await
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(verdicts(from), theirs, "seed {seed}: {sql} at {from}");
+            // 2. The rows read to move from `from` to `to`.
+            let (printed, params) = clause.changing_sql(&terms, 1, from, to);
+            let read: BTreeSet<String> = query(format!("SELECT id::text FROM outer_t WHERE {printed}"), params)
+                .await
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let (a, b) = (verdicts(from), verdicts(to));
+            let differ: BTreeSet<String> = a.symmetric_difference(&b).cloned().collect();
+            assert!(differ.is_subset(&read), "seed {seed}: {sql} from {from} to {to}: {differ:?} not in {read:?}");
+            changed += differ.len();
+            // 3. The next boundary.
+            let mut due: Option<i64> = None;
+            for (i, term) in terms.iter().enumerate() {
+                let (value, cond, params) = clause.next_change_query(&terms, i, 1, from).unwrap();
+                let rows = query(format!("SELECT (min({value}))::text FROM outer_t WHERE {cond}"), params).await;
+                let next = rows[0].get::<_, Option<String>>(0).and_then(|v| term.next_change_of_text(&v, from));
+                due = match (due, next) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+            }
+            match due {
+                Some(due) => {
+                    assert!(due > from);
+                    assert_eq!(verdicts(due - 1), a, "seed {seed}: {sql}: a row changed before the boundary {due}");
+                }
+                None => {
+                    assert_eq!(verdicts(from + 200 * 24 * hour), a, "seed {seed}: {sql}: no boundary, yet a change")
+                }
+            }
+        }
+    }
+    assert!(changed > 0, "some rows changed between instants");
+}

@@ -135,6 +135,10 @@ async fn launch(config: ServerConfig, extra: Option<axum::Router>, clock: Clock)
     for shape in state.registry.moving_in() {
         tokio::spawn(crate::state::run_move_in(state.clone(), shape));
     }
+    // Shapes that read the clock wait for their next time boundary again.
+    for shape in state.registry.following_clock() {
+        tokio::spawn(crate::state::follow_clock(state.clone(), shape));
+    }
     let tasks = vec![
         tokio::spawn(crate::replication::run(state.clone())),
         tokio::spawn(expire_shapes(state.clone())),

@@ -267,6 +267,10 @@ impl AppState {
             let conn = self.snapshot_pool.get().await.map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
             let cfg = &self.config;
             let (client, rows) = (conn.client(), &self.metrics.snapshot_rows);
+            if let Some(links) = &shape.links {
+                // A shape that reads the clock stands at the time of its snapshot.
+                links.lock().start_at(ferrite_where::pg_micros(self.clock.wall()).unwrap_or_default());
+            }
             let info = if shape.is_relational() {
                 crate::shapes::snapshot::take_relational_snapshot(
                     client,
@@ -300,6 +304,9 @@ impl AppState {
                 if move_in {
                     tokio::spawn(run_move_in(self.clone(), shape.clone()));
                 }
+                if shape.filter.reads_time() {
+                    tokio::spawn(follow_clock(self.clone(), shape.clone()));
+                }
             }
             Ok::<_, Removal>(())
         }
@@ -328,7 +335,7 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
         let Some(request) = links.lock().move_in_request() else { return };
         let started = std::time::Instant::now();
         let read = read_move_in(&state, &shape, &request).await;
-        let (info, rows, results) = match read {
+        let (info, rows, results, clock) = match read {
             Ok(r) => r,
             Err(e) if e.contains("max_shape_size") => {
                 tracing::warn!(handle = %shape.handle, error = %e, "move-in too large; the shape is removed");
@@ -360,7 +367,7 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
             pause = (pause * 2).min(std::time::Duration::from_millis(100));
         }
         let outcome = tokio::task::block_in_place(|| {
-            let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows, results)?;
+            let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows, results, &clock)?;
             shape.update_value_index(&state.registry.value_index);
             shape.log.sync(true)?;
             Ok::<_, std::io::Error>(outcome)
@@ -385,11 +392,13 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
     }
 }
 
-/// What a move-in read: the snapshot, the outer rows, the refreshed deep results.
+/// What a move-in read: the snapshot, the outer rows, the refreshed deep results, what the
+/// clock moved.
 type MoveInRead = (
     ferrite_protocol::snapshot_info::SnapshotInfo,
     Vec<Vec<Option<String>>>,
     Vec<std::collections::HashSet<ferrite_core::deps::Projected>>,
+    crate::shapes::relational::ClockRead,
 );
 
 /// Reads, in one REPEATABLE READ snapshot, the results of the deep dependencies `request`
@@ -418,8 +427,10 @@ async fn read_move_in(
     let mut results = Vec::with_capacity(request.refresh.len());
     for refresh in &request.refresh {
         let q = &refresh.query;
-        let mut stream =
-            snapshot.rows(&RowQuery::values(&q.table, q.filter.as_ref(), &[])).await.map_err(|e| e.to_string())?;
+        let mut stream = snapshot
+            .rows(&RowQuery::values(&q.table, q.filter.as_ref(), None, &[]))
+            .await
+            .map_err(|e| e.to_string())?;
         let mut result = std::collections::HashSet::new();
         while let Some(row) = stream.values().await.map_err(|e| e.to_string())? {
             count(&row)?;
@@ -439,10 +450,24 @@ async fn read_move_in(
         }
         results.push(result);
     }
+    // The clock: the rows whose standing may differ between the shape's time and the new one,
+    // and the next boundary after it.
+    let mut clock = crate::shapes::relational::ClockRead::default();
+    if let (Some((from, to)), Some(clause)) = (request.advance, shape.filter.where_clause.as_ref()) {
+        let query = RowQuery::changing(&shape.filter.table, clause, &shape.filter.time_terms, from, to);
+        let mut stream = snapshot.rows(&query).await.map_err(|e| e.to_string())?;
+        while let Some(row) = stream.values().await.map_err(|e| e.to_string())? {
+            count(&row)?;
+            clock.rows.push(row);
+        }
+        drop(stream);
+        clock.due =
+            crate::shapes::snapshot::next_boundary(&snapshot, &shape.filter, to).await.map_err(|e| e.to_string())?;
+    }
     let mut rows = Vec::new();
     // Nothing moving in: no rows to read (an empty restriction would read them all).
     if !among.is_empty() {
-        let query = RowQuery::values(&shape.filter.table, shape.filter.where_clause.as_ref(), &among);
+        let query = RowQuery::values(&shape.filter.table, shape.filter.where_clause.as_ref(), request.now, &among);
         let mut stream = snapshot.rows(&query).await.map_err(|e| e.to_string())?;
         while let Some(row) = stream.values().await.map_err(|e| e.to_string())? {
             count(&row)?;
@@ -451,5 +476,56 @@ async fn read_move_in(
     }
     snapshot.commit().await.map_err(|e| e.to_string())?;
     conn.release();
-    Ok((info, rows, results))
+    Ok((info, rows, results, clock))
+}
+
+/// Follows the clock for a shape whose where clause reads it: sleeps until its next time
+/// boundary ([`crate::shapes::relational::Links::due`]) — woken sooner when a new row brings the
+/// boundary forward, or when a test moves its manual clock — then asks for the shape's time to
+/// advance, which a move-in makes ([`run_move_in`]). Ends when the shape is removed.
+pub async fn follow_clock(state: Arc<AppState>, shape: Arc<Shape>) {
+    let Some(links) = &shape.links else { return };
+    let mut removed = shape.removed_watch();
+    loop {
+        if shape.removed().is_some() {
+            return;
+        }
+        let (due, wake) = {
+            let l = links.lock();
+            if l.now().is_none() {
+                return;
+            }
+            (l.due(), l.wake())
+        };
+        // Created before reading the clock, so that a change meanwhile still wakes the wait.
+        let advanced = state.clock.advanced();
+        let notified = wake.notified();
+        let now = ferrite_where::pg_micros(state.clock.wall()).unwrap_or(i64::MAX);
+        match due {
+            Some(due) if due <= now => {
+                if links.lock().request_advance(now) {
+                    tokio::spawn(run_move_in(state.clone(), shape.clone()));
+                }
+                // The advance sets the next boundary (and wakes this task) when it is done; a
+                // snapshot or move-in under way makes it first.
+                tokio::select! {
+                    _ = notified => {}
+                    _ = advanced => {}
+                    _ = removed.changed() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+            _ => {
+                let sleep = due.map_or(std::time::Duration::from_secs(3600), |d| {
+                    std::time::Duration::from_micros((d - now).max(0) as u64)
+                });
+                tokio::select! {
+                    _ = notified => {}
+                    _ = advanced => {}
+                    _ = removed.changed() => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+            }
+        }
+    }
 }

@@ -57,6 +57,17 @@ pub struct Conditions {
 }
 
 impl Conditions {
+    /// A clause without subqueries as one plain position: what a shape that reads the current
+    /// time (and so is followed like a relational one) judges its rows by.
+    pub fn plain(clause: WhereClause) -> Conditions {
+        Conditions { positions: vec![Position::Plain(clause)], disjuncts: vec![vec![0]] }
+    }
+
+    /// Whether some position tests a subquery (otherwise messages carry no tags).
+    pub fn has_subqueries(&self) -> bool {
+        self.positions.iter().any(|p| matches!(p, Position::Subquery { .. }))
+    }
+
     /// The positions, in the order clients index them.
     pub fn positions(&self) -> &[Position] {
         &self.positions

@@ -36,6 +36,7 @@ pub mod subquery;
 mod syntax;
 mod types;
 mod value;
+pub mod window;
 
 #[cfg(test)]
 mod subquery_tests;
@@ -49,6 +50,7 @@ pub use conditions::{Conditions, Position};
 pub use order::ColumnOrder;
 pub use rule::{rule_claim_paths, BoundRule, ClaimValue};
 pub use subquery::{reads_current_time, tables_read, Catalog, Membership, Subquery, SubquerySets};
+pub use window::{pg_micros, TimeTerm};
 
 /// Why a where clause (or its params) was rejected. `Display` is the message for the HTTP client;
 /// [`WhereError::field`] says which request field it belongs to.
@@ -259,10 +261,10 @@ impl WhereClause {
         self.matches_with(row, &subquery::NoSets)
     }
 
-    /// Whether `row` satisfies the clause while its subqueries' results are `sets`. A clause
-    /// that reads the current time needs [`WhereClause::matches_at`].
+    /// Whether `row` satisfies the clause while its subqueries' results are `sets`, at the
+    /// instant `sets` stands at ([`SubquerySets::now`]) when the clause reads the current time.
     pub fn matches_with(&self, row: &[Option<String>], sets: &dyn SubquerySets) -> Result<bool, EvalError> {
-        self.eval(row, sets, None)
+        self.eval(row, sets, sets.now())
     }
 
     /// Whether `row` satisfies the clause at time `now` (for `now()`, `CURRENT_DATE`, … as
@@ -273,14 +275,7 @@ impl WhereClause {
         sets: &dyn SubquerySets,
         now: std::time::SystemTime,
     ) -> Result<bool, EvalError> {
-        /// 2000-01-01 00:00 UTC, Postgres's epoch, in microseconds since the Unix epoch.
-        const PG_EPOCH_UNIX_MICROS: i128 = 946_684_800_000_000;
-        let unix_micros = match now.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_micros() as i128,
-            Err(before) => -(before.duration().as_micros() as i128),
-        };
-        let micros = i64::try_from(unix_micros - PG_EPOCH_UNIX_MICROS)
-            .map_err(|_| EvalError::OutOfRange("the current time is out of range".into()))?;
+        let micros = pg_micros(now).ok_or_else(|| EvalError::OutOfRange("the current time is out of range".into()))?;
         self.eval(row, sets, Some(micros))
     }
 

@@ -8,7 +8,7 @@
 
 use super::expr::{Expr, ExprKind, Func as F};
 use super::types::{Ty, Typmod};
-use super::value::output;
+use super::value::{output, Value};
 use ferrite_protocol::relation::quote_ident;
 
 /// Accumulates SQL text and the parameter values it references.
@@ -18,6 +18,9 @@ pub(crate) struct Printer<'a> {
     /// Printed after each subquery's WHERE (e.g. ` FOR SHARE`), nested ones too.
     lock: Option<&'static str>,
     first_param: usize,
+    /// The instant `now()` and `CURRENT_DATE` stand for, bound as a parameter
+    /// ([`super::window::pg_micros`]); `None` prints them as Postgres's own clock.
+    now: Option<i64>,
     pub params: Vec<Option<String>>,
     pub out: String,
 }
@@ -52,7 +55,13 @@ impl<'a> Printer<'a> {
         lock: Option<&'static str>,
         first_param: usize,
     ) -> Printer<'a> {
-        Printer { names, subqueries, lock, first_param, params: Vec::new(), out: String::new() }
+        Printer { names, subqueries, lock, first_param, now: None, params: Vec::new(), out: String::new() }
+    }
+
+    /// This printer, printing the current time as instant `now` rather than Postgres's clock.
+    pub(crate) fn at(mut self, now: i64) -> Printer<'a> {
+        self.now = Some(now);
+        self
     }
 
     /// `(a, b) IN (SELECT x, y FROM t WHERE …)`, the inner where printed by a printer of its
@@ -80,11 +89,11 @@ impl<'a> Printer<'a> {
         self.push(if exists { ")) IS TRUE)" } else { "))" });
     }
 
-    fn push(&mut self, s: &str) {
+    pub(crate) fn push(&mut self, s: &str) {
         self.out.push_str(s);
     }
 
-    fn param(&mut self, ty: &Ty, text: Option<String>) {
+    pub(crate) fn param(&mut self, ty: &Ty, text: Option<String>) {
         let n = self.first_param + self.params.len();
         self.params.push(text);
         self.out.push_str(&format!("(${n}::text)::{}", ty.sql_name()));
@@ -130,6 +139,14 @@ impl<'a> Printer<'a> {
             }
             Unknown { text, .. } => self.param(&Ty::Text, text.clone()),
             InSubquery { columns, sub, exists } => self.in_subquery(columns, *sub, *exists),
+            Now if self.now.is_some() => {
+                let now = self.now.unwrap_or_default();
+                let value = match e.ty {
+                    Ty::Date => Value::Date(now.div_euclid(86_400_000_000)),
+                    _ => Value::Timestamp(now),
+                };
+                self.param(&e.ty, output(&e.ty, &value));
+            }
             Now => self.push(match e.ty {
                 Ty::Date => "CURRENT_DATE",
                 Ty::Timestamp => "LOCALTIMESTAMP",

@@ -84,6 +84,13 @@ pub trait SubquerySets {
     /// Whether subquery `index`'s result is empty and whether it holds a NULL — what `x IN S`
     /// depends on when `x` is NULL.
     fn nulls(&self, index: usize) -> Membership;
+
+    /// The instant the clause is evaluated at ([`crate::window::pg_micros`]), for `now()` and
+    /// `CURRENT_DATE`; `None` (the default) when it must not read the time. The state of the
+    /// world beside the row, like the results above.
+    fn now(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// No subqueries to answer for: the sets of a clause that has none.

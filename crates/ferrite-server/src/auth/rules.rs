@@ -21,8 +21,6 @@ use serde_json::{Map, Value};
 pub struct RuleTemplate {
     text: String,
     claim_paths: Vec<Vec<String>>,
-    /// Whether the rule reads the current time (`now()`, `CURRENT_DATE`, …).
-    reads_time: bool,
 }
 
 impl RuleTemplate {
@@ -31,13 +29,7 @@ impl RuleTemplate {
     pub fn parse(text: &str) -> Result<RuleTemplate, String> {
         let claim_paths = rule_claim_paths(text).map_err(|e| e.to_string())?;
         ferrite_where::tables_read(text).map_err(|e| e.to_string())?;
-        let reads_time = ferrite_where::reads_current_time(text).map_err(|e| e.to_string())?;
-        Ok(RuleTemplate { text: text.to_string(), claim_paths, reads_time })
-    }
-
-    /// Whether the rule reads the current time.
-    pub fn reads_time(&self) -> bool {
-        self.reads_time
+        Ok(RuleTemplate { text: text.to_string(), claim_paths })
     }
 
     /// The rule for one caller: its text and the caller's values of the claims it names.

@@ -42,7 +42,7 @@ pub async fn response(
         // Its rows would need tags saying why each is in the shape, at the subset's snapshot.
         return resp::invalid_field(
             "subset__where",
-            "subsets of shapes whose where clause has subqueries are not supported yet",
+            "subsets of shapes whose where clause has subqueries or reads the current time are not supported yet",
         );
     }
     let table = &shape.filter.table;

@@ -159,6 +159,11 @@ impl Registry {
             .collect()
     }
 
+    /// Shapes whose where clause reads the clock (after a restart: the clocks to follow again).
+    pub fn following_clock(&self) -> Vec<Arc<Shape>> {
+        self.inner.read().by_handle.values().filter(|s| s.filter.reads_time()).cloned().collect()
+    }
+
     /// What relational shapes hold right now (for `/metrics` and `/v1/health`).
     pub fn relational_stats(&self) -> crate::metrics::RelationalStats {
         let mut stats = crate::metrics::RelationalStats::default();

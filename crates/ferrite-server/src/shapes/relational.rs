@@ -100,6 +100,13 @@ struct Checkpoint {
     log_end: (u64, u64),
     /// Log units about to be appended: (offset as (tx, op), JSON).
     redo: Vec<Vec<((u64, u64), String)>>,
+    /// The shape's time, next boundary and requested advance (see [`Links::now`]).
+    #[serde(default)]
+    now: Option<i64>,
+    #[serde(default)]
+    due: Option<i64>,
+    #[serde(default)]
+    advance_to: Option<i64>,
 }
 
 /// One dependency in a [`Checkpoint`].
@@ -160,16 +167,22 @@ pub struct Offered {
 }
 
 /// What a move-in reads: for each subquery with owed values, the outer columns it compares and
-/// those values; and the transaction after which they were owed (the snapshot must hold it).
+/// those values; the rows the clock may move in or out; and the transaction after which they
+/// were owed (the snapshot must hold it).
 #[derive(Debug, Clone)]
 pub struct MoveInRequest {
+    /// The shape's time moves from the first instant to the second ([`crate::shapes::relational`]
+    /// module documentation, "time"): the rows whose standing may differ are read again.
+    pub advance: Option<(i64, i64)>,
+    /// The instant the rows moving in are read at (the shape's time after the advance).
+    pub now: Option<i64>,
     /// Subquery number, outer columns, values (texts, none NULL).
     pub values: Vec<(usize, Vec<usize>, Vec<Projected>)>,
     /// Deep dependencies whose results are read again: subquery number, the subquery, outer
     /// columns, whether negated, and the result as the clients know it now.
     pub refresh: Vec<Refresh>,
-    /// xid and commit LSN of the last transaction applied before the request.
-    pub after: (u32, u64),
+    /// xid and commit LSN of the last transaction applied before the request, if any.
+    pub after: Option<(u32, u64)>,
 }
 
 impl MoveInRequest {
@@ -212,6 +225,15 @@ impl Refresh {
     }
 }
 
+/// What a move-in read for the clock ([`MoveInRequest::advance`]) in its snapshot.
+#[derive(Debug, Default)]
+pub struct ClockRead {
+    /// Every row (all columns) whose standing may differ between the two instants.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// The next boundary after the new time.
+    pub due: Option<i64>,
+}
+
 /// How a finished move-in went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MoveInOutcome {
@@ -248,32 +270,57 @@ pub struct Links {
     /// Whether every alternative of the where clause needs a positive subquery test: the shape
     /// is then routed by value ([`super::value_index`]).
     value_routed: bool,
+    /// For a shape whose where clause reads the clock: the instant its rows are judged at (its
+    /// *time*, [`ferrite_where::pg_micros`]), the same for its snapshot, its stream and its
+    /// move-ins. `None` for a shape that does not read the clock.
+    now: Option<i64>,
+    /// The first instant after `now` at which a row of the shape may cross a time boundary.
+    due: Option<i64>,
+    /// An advance of the time asked for (to this instant), not yet made.
+    advance_to: Option<i64>,
+    /// Woken when `due` changes, for the task that waits for it ([`crate::state::follow_clock`]).
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
-/// The subqueries' results as the shape's clients know them (`loaded`), for evaluation: a copy
-/// that outlives the lock (the initial snapshot's rows are rendered with it).
-pub struct Loaded(Vec<HashSet<Projected>>);
+/// The subqueries' results as the shape's clients know them (`loaded`) and the shape's time,
+/// for evaluation: a copy that outlives the lock (the initial snapshot's rows are rendered with
+/// it).
+pub struct Loaded {
+    sets: Vec<HashSet<Projected>>,
+    now: Option<i64>,
+}
 
 impl SubquerySets for Loaded {
     fn lookup(&self, index: usize, key: &[&str]) -> Membership {
-        lookup(self.0.get(index), key)
+        lookup(self.sets.get(index), key)
     }
 
     fn nulls(&self, index: usize) -> Membership {
-        nulls(self.0.get(index))
+        nulls(self.sets.get(index))
+    }
+
+    fn now(&self) -> Option<i64> {
+        self.now
     }
 }
 
-/// The `loaded` results of a shape's dependencies, in place, for evaluation.
-struct Known<'a>(&'a [Dependency]);
+/// The `loaded` results of a shape's dependencies, in place, at an instant, for evaluation.
+struct Known<'a> {
+    deps: &'a [Dependency],
+    now: Option<i64>,
+}
 
 impl SubquerySets for Known<'_> {
     fn lookup(&self, index: usize, key: &[&str]) -> Membership {
-        lookup(self.0.get(index).map(|d| &d.loaded), key)
+        lookup(self.deps.get(index).map(|d| &d.loaded), key)
     }
 
     fn nulls(&self, index: usize) -> Membership {
-        nulls(self.0.get(index).map(|d| &d.loaded))
+        nulls(self.deps.get(index).map(|d| &d.loaded))
+    }
+
+    fn now(&self) -> Option<i64> {
+        self.now
     }
 }
 
@@ -337,7 +384,77 @@ impl Links {
                 && conditions.disjuncts().iter().all(|d| {
                     d.iter().any(|&p| matches!(conditions.positions()[p], Position::Subquery { negated: false, .. }))
                 }),
+            // Set when the snapshot is read ([`Links::start_at`]).
+            now: filter.reads_time().then_some(0),
+            due: None,
+            advance_to: None,
+            wake: Default::default(),
         })
+    }
+
+    /// Sets the shape's time before its initial snapshot is read at it.
+    pub fn start_at(&mut self, now: i64) {
+        if self.now.is_some() {
+            self.now = Some(now);
+        }
+    }
+
+    /// The shape's time (`None` when it does not read the clock).
+    pub fn now(&self) -> Option<i64> {
+        self.now
+    }
+
+    /// The next instant at which a row may cross a time boundary.
+    pub fn due(&self) -> Option<i64> {
+        self.due
+    }
+
+    /// Notified whenever [`Links::due`] changes.
+    pub fn wake(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    /// Sets the next boundary as Postgres found it when the shape's time was set.
+    pub fn set_due(&mut self, due: Option<i64>) {
+        self.due = due;
+        self.state_changed = true;
+        self.wake.notify_one();
+    }
+
+    /// Brings the next boundary forward to `at` when that is sooner.
+    fn lower_due(&mut self, at: Option<i64>) {
+        if let Some(at) = at {
+            if self.due.is_none_or(|d| at < d) {
+                self.due = Some(at);
+                self.state_changed = true;
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// The next boundaries of rows that entered the shape's view at its time.
+    fn lower_due_for(&mut self, shape: &Shape, rows: &[&[Option<String>]]) {
+        let (Some(now), Some(clause)) = (self.now, shape.filter.where_clause.as_ref()) else { return };
+        let terms = &shape.filter.time_terms;
+        let next = rows.iter().filter_map(|r| clause.next_change(terms, r, now)).min();
+        self.lower_due(next);
+    }
+
+    /// Asks for the shape's time to move to `clock` (the server's clock now) when a boundary
+    /// has been reached. Returns true when the caller must start the move-in that makes it (the
+    /// shape was live); otherwise the move-in or snapshot under way makes it next.
+    pub fn request_advance(&mut self, clock: i64) -> bool {
+        let (Some(now), Some(due)) = (self.now, self.due) else { return false };
+        if due > clock || clock <= now || self.advance_to.is_some_and(|a| a >= clock) {
+            return false;
+        }
+        self.advance_to = Some(clock);
+        self.state_changed = true;
+        if self.stage == Stage::Live {
+            self.stage = Stage::MovingIn;
+            return true;
+        }
+        false
     }
 
     /// Whether the shape is routed by the values of its subqueries (see
@@ -394,7 +511,7 @@ impl Links {
             }
         }
         self.touch_all();
-        Loaded(self.deps.iter().map(|d| d.loaded.clone()).collect())
+        Loaded { sets: self.deps.iter().map(|d| d.loaded.clone()).collect(), now: self.now }
     }
 
     /// Takes a transaction: applied at once when the shape is live, else queued.
@@ -438,7 +555,8 @@ impl Links {
 
     /// The values to read rows for; `None` when nothing is owed.
     pub fn move_in_request(&self) -> Option<MoveInRequest> {
-        let after = self.last_applied?;
+        let after = self.last_applied;
+        let advance = self.advance_to.zip(self.now).map(|(to, from)| (from, to));
         let values: Vec<(usize, Vec<usize>, Vec<Projected>)> = self
             .deps
             .iter()
@@ -459,17 +577,17 @@ impl Links {
                 loaded: d.loaded.clone(),
             })
             .collect();
-        if values.is_empty() && refresh.is_empty() {
+        if values.is_empty() && refresh.is_empty() && advance.is_none() {
             return None;
         }
-        Some(MoveInRequest { values, refresh, after })
+        Some(MoveInRequest { advance, now: self.advance_to.or(self.now), values, refresh, after })
     }
 
     /// Ends a move-in whose rows `rows` (all columns of the outer table) were read in snapshot
     /// `info` for `request`: splices them into the log between the queued transactions the
     /// snapshot holds and those it does not (see the module documentation).
     /// `results` are the refreshed deep dependencies' results read in the same snapshot, in the
-    /// order of [`MoveInRequest::refresh`].
+    /// order of [`MoveInRequest::refresh`]; `clock` what it read for [`MoveInRequest::advance`].
     pub fn finish_move_in(
         &mut self,
         shape: &Shape,
@@ -477,8 +595,9 @@ impl Links {
         info: &SnapshotInfo,
         rows: &[Vec<Option<String>>],
         results: Vec<HashSet<Projected>>,
+        clock: &ClockRead,
     ) -> io::Result<MoveInOutcome> {
-        if !info.contains(request.after.0, request.after.1) {
+        if request.after.is_some_and(|(xid, lsn)| !info.contains(xid, lsn)) {
             return Ok(MoveInOutcome::TooEarly);
         }
         let ids = self.queue.ids();
@@ -491,10 +610,28 @@ impl Links {
                 self.apply(shape, &txn);
             }
         }
+        let tagger = tagger(shape);
+        let lsn = self.last_applied.map_or(0, |(_, l)| l);
+        // The clock first, judged against the results the clients hold: the rows it moved out
+        // or in, as they stand in the snapshot (which is now where the log stands).
+        if let Some((from, to)) = request.advance {
+            let before = Known { deps: &self.deps, now: Some(from) };
+            let after = Known { deps: &self.deps, now: Some(to) };
+            let block: Vec<String> =
+                clock.rows.iter().filter_map(|row| tagger.clock_change(row, &before, &after)).collect();
+            if !block.is_empty() {
+                self.push_block(shape, lsn, block);
+            }
+            self.now = Some(to);
+            if self.advance_to.is_some_and(|a| a <= to) {
+                self.advance_to = None;
+            }
+            self.due = clock.due;
+            self.wake.notify_one();
+        }
         // The values still owed at the snapshot: their rows are the ones read.
         let mut patterns: Vec<Pattern> = Vec::new();
         let mut outs: Vec<Pattern> = Vec::new();
-        let tagger = tagger(shape);
         // Deep dependencies take the result read in the snapshot: what left it moves out now,
         // what entered it moves in with the rows read (negated: the other way round).
         for (refresh, result) in request.refresh.iter().zip(results) {
@@ -528,37 +665,43 @@ impl Links {
                 }
             }
         }
-        let lsn = self.last_applied.map_or(0, |(_, l)| l);
         if !outs.is_empty() {
-            let end = self.outbox.last().and_then(|u| u.last()).map_or(shape.log.end_offset(), |(o, _)| *o);
-            let op = if end.tx == lsn + 1 { end.op + 1 } else { 1 };
-            self.outbox.push(vec![(LogOffset::new(lsn + 1, op), move_event(MoveKind::Out, &outs, None))]);
+            self.push_block(shape, lsn, vec![move_event(MoveKind::Out, &outs, None)]);
         }
         if !patterns.is_empty() {
             let mut block = vec![move_event(MoveKind::In, &patterns, None)];
+            let known = Known { deps: &self.deps, now: self.now };
+            let mut moved: Vec<&[Option<String>]> = Vec::new();
             for row in rows {
-                let active = tagger.conditions().active(row, &Known(&self.deps));
+                let active = tagger.conditions().active(row, &known);
                 if tagger.conditions().holds(&active) {
-                    block.push(tagger.row(row, &Known(&self.deps), true));
+                    block.push(tagger.row(row, &known, true));
+                    moved.push(row);
                 }
             }
             block.push(ferrite_protocol::messages::snapshot_end(info));
-            // Between the last transaction applied (at `lsn`) and the next one, which commits
-            // past `lsn + 1`; after any earlier move at the same place.
-            let end = self.outbox.last().and_then(|u| u.last()).map_or(shape.log.end_offset(), |(o, _)| *o);
-            let first_op = if end.tx == lsn + 1 { end.op + 1 } else { 1 };
-            self.outbox.push(
-                block
-                    .into_iter()
-                    .enumerate()
-                    .map(|(n, json)| (LogOffset::new(lsn + 1, first_op + n as u64), json))
-                    .collect(),
-            );
+            self.push_block(shape, lsn, block);
+            // Rows the stream never showed the shape (routed by value): their boundaries too.
+            self.lower_due_for(shape, &moved);
         }
         let again = self.drain(shape)?;
         self.state_changed = true;
         self.flush(shape)?;
         Ok(if again { MoveInOutcome::Again } else { MoveInOutcome::Done })
+    }
+
+    /// Puts `block` in the outbox between the last transaction applied (at `lsn`) and the next
+    /// one, which commits past `lsn + 1`; after any earlier block at the same place.
+    fn push_block(&mut self, shape: &Shape, lsn: u64, block: Vec<String>) {
+        let end = self.outbox.last().and_then(|u| u.last()).map_or(shape.log.end_offset(), |(o, _)| *o);
+        let first_op = if end.tx == lsn + 1 { end.op + 1 } else { 1 };
+        self.outbox.push(
+            block
+                .into_iter()
+                .enumerate()
+                .map(|(n, json)| (LogOffset::new(lsn + 1, first_op + n as u64), json))
+                .collect(),
+        );
     }
 
     /// Applies queued transactions until one leaves rows owed (true: a move-in must follow, the
@@ -657,6 +800,9 @@ impl Links {
                 .iter()
                 .map(|unit| unit.iter().map(|(o, json)| ((o.tx, o.op), json.clone())).collect())
                 .collect(),
+            now: self.now,
+            due: self.due,
+            advance_to: self.advance_to,
         };
         let bytes = serde_json::to_vec(&checkpoint).map_err(io::Error::other)?;
         let path = shape.log.dir().join(CHECKPOINT_FILE);
@@ -704,6 +850,11 @@ impl Links {
         }
         links.stage = cp.stage;
         links.initial = cp.initial;
+        if links.now.is_some() {
+            links.now = cp.now;
+            links.due = cp.due;
+            links.advance_to = cp.advance_to;
+        }
         links.touch_all();
         links.last_applied = cp.last_applied;
         links.queue = SpillQueue::reopen(shape.log.dir(), cp.queue_start)?;
@@ -711,8 +862,10 @@ impl Links {
         Ok(Some(links))
     }
 
+    /// Whether a move-in must run: rows owed, a deep result to read again, or the clock to
+    /// advance.
     fn owes_rows(&self) -> bool {
-        self.deps.iter().any(|d| !d.pending.is_empty() || d.stale)
+        self.advance_to.is_some() || self.deps.iter().any(|d| !d.pending.is_empty() || d.stale)
     }
 
     /// Transactions waiting in the queue.
@@ -728,6 +881,11 @@ impl Links {
     /// Rows held in the subqueries' results.
     pub fn result_rows(&self) -> usize {
         self.deps.iter().map(|d| d.node.len()).sum()
+    }
+
+    /// The results as the clients know them, at the shape's time.
+    fn known(&self) -> Known<'_> {
+        Known { deps: &self.deps, now: self.now }
     }
 
     /// Applies one transaction; what it means for the shape goes to the outbox.
@@ -787,7 +945,20 @@ impl Links {
                 ChangeKind::Delete(old) => RowChange::Delete { old },
                 ChangeKind::Truncate => continue,
             };
-            messages.extend(tagger.convert(row_change, change.index, txn.commit_lsn, txn.xid, &Known(&self.deps)));
+            messages.extend(tagger.convert(row_change, change.index, txn.commit_lsn, txn.xid, &self.known()));
+        }
+        // New row versions may cross a time boundary before the next one known.
+        if self.now.is_some() {
+            let rows: Vec<&[Option<String>]> = txn
+                .changes
+                .iter()
+                .filter(|c| c.oid == outer)
+                .filter_map(|c| match &c.kind {
+                    ChangeKind::Insert(new) | ChangeKind::Update(_, new) => Some(new.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            self.lower_due_for(shape, &rows);
         }
         let mut entries: Vec<(u64, String)> = finish_transaction(&messages);
         if !outs.is_empty() {

@@ -186,6 +186,11 @@ impl Shape {
         self.removed.borrow().clone()
     }
 
+    /// A receiver that sees the shape removed (for a task that waits on something else too).
+    pub fn removed_watch(&self) -> watch::Receiver<Option<Removal>> {
+        self.removed.subscribe()
+    }
+
     /// Marks the shape removed and wakes its waiters.
     pub fn mark_removed(&self, why: Removal) {
         self.removed.send_replace(Some(why));

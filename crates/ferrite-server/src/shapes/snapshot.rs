@@ -71,7 +71,9 @@ pub async fn take_relational_snapshot(
     let snapshot = Snapshot::begin(client, None).await?;
     let info = snapshot.info().clone();
     let queries: Vec<RowQuery> =
-        links.lock().subqueries().map(|q| RowQuery::values(&q.table, q.filter.as_ref(), &[])).collect();
+        links.lock().subqueries().map(|q| RowQuery::values(&q.table, q.filter.as_ref(), None, &[])).collect();
+    // The shape's time (set by the caller), for its rows and their next boundary.
+    let now = links.lock().now();
     let mut total_bytes = 0u64;
     let mut too_large = |bytes: u64| {
         total_bytes += bytes;
@@ -94,7 +96,7 @@ pub async fn take_relational_snapshot(
     // The subqueries' results count against the same limit.
     batches.total = total_bytes;
     if shape.definition.log == LogMode::Full {
-        let query = RowQuery::values(&shape.filter.table, shape.filter.where_clause.as_ref(), &[]);
+        let query = RowQuery::values(&shape.filter.table, shape.filter.where_clause.as_ref(), now, &[]);
         let mut rows = snapshot.rows(&query).await?;
         while let Some(row) = rows.values().await? {
             let conditions = tagger.conditions();
@@ -103,9 +105,38 @@ pub async fn take_relational_snapshot(
             }
         }
     }
+    if let Some(now) = now {
+        let due = next_boundary(&snapshot, &shape.filter, now).await?;
+        links.lock().set_due(due);
+    }
     snapshot.commit().await?;
     batches.finish(&info)?;
     Ok(info)
+}
+
+/// The first instant after `after` at which a row of the shape's table may cross one of its
+/// time boundaries, as the rows stand in `snapshot` (one `min()` per time term, which an index
+/// on the compared column answers without a scan); `None` when none ever will.
+pub async fn next_boundary(
+    snapshot: &Snapshot<'_>,
+    filter: &ferrite_core::shape::ShapeFilter,
+    after: i64,
+) -> Result<Option<i64>, PgError> {
+    let Some(clause) = filter.where_clause.as_ref() else { return Ok(None) };
+    let terms = &filter.time_terms;
+    let mut due: Option<i64> = None;
+    for (i, term) in terms.iter().enumerate() {
+        let Some(query) = RowQuery::next_change(&filter.table, clause, terms, i, after) else { continue };
+        let mut rows = snapshot.rows(&query).await?;
+        while let Some(row) = rows.values().await? {
+            let next = row.first().cloned().flatten().and_then(|v| term.next_change_of_text(&v, after));
+            due = match (due, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    Ok(due)
 }
 
 /// Snapshot rows on their way to the log, in batches of at most a chunk (one write each): the

@@ -461,14 +461,19 @@ impl Writer {
         Ok(WhereClause::compile_rule_with(rule, schema, &catalog))
     }
 
-    /// Whether a caller with `read` access may see `values`, a row of `table`. A read rule with
-    /// subqueries does not compile here: such a caller is not shown the row (fail closed).
+    /// Whether a caller with `read` access may see `values`, a row of `table`, now (a rule that
+    /// reads the clock, by the server's). A read rule with subqueries does not compile here:
+    /// such a caller is not shown the row (fail closed).
     fn readable(&self, read: &ReadAccess, table: &WriteTable, values: &Values) -> bool {
         match read {
             ReadAccess::All => true,
             ReadAccess::Nothing => false,
-            ReadAccess::Rule(rule) => WhereClause::compile_rule(rule, &table.schema)
-                .is_ok_and(|r| r.matches(&aligned_vec(table, values)).unwrap_or(false)),
+            // No tables to read: a rule with subqueries fails to compile.
+            ReadAccess::Rule(rule) => WhereClause::compile_rule_with(rule, &table.schema, &RuleTables::default())
+                .is_ok_and(|r| {
+                    r.matches_at(&aligned_vec(table, values), &ferrite_where::subquery::NoSets, self.wall.wall())
+                        .unwrap_or(false)
+                }),
         }
     }
 

@@ -25,6 +25,7 @@ mod security;
 mod slow_clients;
 mod sync_correctness;
 mod tidy;
+mod time_windows;
 mod tls;
 mod web_editor;
 mod write_path;
