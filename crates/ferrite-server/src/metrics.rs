@@ -65,7 +65,8 @@ pub struct Metrics {
 pub struct RelationalStats {
     /// Shapes whose where clause has subqueries.
     pub shapes: usize,
-    /// Live subquery results they keep (dependency nodes).
+    /// Live subquery results they share (dependency nodes: one per distinct subquery, whatever
+    /// the number of shapes asking it; deep subqueries, read again from Postgres, have none).
     pub dependency_nodes: usize,
     /// Rows of those results.
     pub dependency_rows: usize,
@@ -200,7 +201,7 @@ impl Metrics {
         counter("relational_shapes", "Shapes whose where clause has subqueries.", "gauge", relational.shapes as i128);
         counter(
             "dependency_nodes",
-            "Live subquery results kept for relational shapes.",
+            "Live subquery results kept for relational shapes, one per distinct subquery (shared by the shapes asking it).",
             "gauge",
             relational.dependency_nodes as i128,
         );

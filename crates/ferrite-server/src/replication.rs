@@ -135,6 +135,9 @@ impl Driver {
                 Ok::<_, String>(())
             })?;
             self.sync(dirty).map_err(|e| format!("syncing shape logs: {e}"))?;
+            // The shared nodes' states, now that what the shapes took from them is durable.
+            tokio::task::block_in_place(|| self.state.registry.nodes.checkpoint())
+                .map_err(|e| format!("writing dependency nodes: {e}"))?;
             for shape in move_ins {
                 tokio::spawn(crate::state::run_move_in(self.state.clone(), shape.0));
             }
@@ -172,6 +175,9 @@ impl Driver {
         let mut changed: Vec<u32> = vec![];
         {
             let routes = registry.routes();
+            // Changes of the tables shared dependency nodes read, for them to apply once.
+            let node_tables = registry.nodes.tables();
+            let mut node_changes: Vec<(usize, u32, ChangeKind)> = vec![];
             for (i, change) in txn.changes.iter().enumerate() {
                 let (relation, rows, row_change): (&Arc<Relation>, Vec<&[Option<String>]>, RowChange<'_>) = match change
                 {
@@ -186,10 +192,13 @@ impl Driver {
                     Change::Truncate { relations } => {
                         for r in relations {
                             truncated.push(r.oid);
+                            if node_tables.contains(&r.oid) {
+                                node_changes.push((i, r.oid, ChangeKind::Truncate));
+                            }
                             let Some(table_routes) = routes.table(r.oid) else { continue };
-                            for s in
-                                table_routes.shapes().filter(|s| s.0.is_relational() && s.0.filter.table.oid != r.oid)
-                            {
+                            for s in table_routes.shapes().filter(|s| {
+                                s.0.is_relational() && s.0.filter.table.oid != r.oid && s.0.follows_rows_of(r.oid)
+                            }) {
                                 let change = OwnedChange { index: i, oid: r.oid, kind: ChangeKind::Truncate };
                                 relational.entry(s.0.id).or_insert_with(|| (s.clone(), vec![])).1.push(change);
                             }
@@ -205,6 +214,9 @@ impl Driver {
                     changed.push(relation.oid);
                     continue;
                 }
+                if node_tables.contains(&relation.oid) {
+                    node_changes.push((i, relation.oid, owned(row_change)));
+                }
                 table_routes.candidates(&rows, &mut self.candidates);
                 let before = self.candidates.len();
                 registry.value_index.candidates(relation.oid, &rows, &mut self.candidates);
@@ -217,6 +229,9 @@ impl Driver {
                         continue;
                     }
                     if shape.0.is_relational() {
+                        if !shape.0.follows_rows_of(relation.oid) {
+                            continue;
+                        }
                         let change = OwnedChange { index: i, oid: relation.oid, kind: owned(row_change) };
                         relational.entry(shape.0.id).or_insert_with(|| (shape.clone(), vec![])).1.push(change);
                         continue;
@@ -225,6 +240,12 @@ impl Driver {
                     if !msgs.is_empty() {
                         per_shape.entry(shape.0.id).or_insert_with(|| (shape.clone(), vec![])).1.extend(msgs);
                     }
+                }
+            }
+            // Each node applies the transaction once; its delta goes to the shapes using it.
+            if !node_changes.is_empty() {
+                for (shape, change) in registry.nodes.feed_transaction(txn.commit_lsn, txn.xid, &node_changes) {
+                    relational.entry(shape.0.id).or_insert_with(|| (shape.clone(), vec![])).1.push(change);
                 }
             }
         }

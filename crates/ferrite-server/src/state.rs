@@ -213,16 +213,113 @@ impl AppState {
             self.published.lock().insert(oid);
         }
         self.registry.evict_to(self.config.max_shapes);
+        // The shared results of its subqueries, live before the shape subscribes to them.
+        let holds = self.hold_nodes(&filter).await?;
         let shape = self.registry.create(def.clone(), table, &tables).map_err(|e| match e {
             CreateError::Shape(e) => e.into(),
             CreateError::Io(e) => ShapeRequestError::Internal(format!("shape storage error: {e}")),
         })?;
+        // The shape holds them now (released when it is removed).
+        holds.keep();
         self.metrics.shapes_created.fetch_add(1, Ordering::Relaxed);
         tracing::info!(handle = %shape.handle, table = %def.table, "shape created");
         let state = self.clone();
         let s = shape.clone();
         tokio::spawn(async move { state.run_snapshot(s).await });
         Ok(shape)
+    }
+
+    /// Takes a hold on the shared node of each subquery of `filter` that is followed row by row
+    /// ([`crate::shapes::nodes`]), loading the nodes that do not exist yet. Dropped before
+    /// [`NodeHolds::keep`] (the request failed or was cancelled), it lets go of them.
+    async fn hold_nodes(self: &Arc<Self>, filter: &ShapeFilter) -> Result<NodeHolds, ShapeRequestError> {
+        let mut holds = NodeHolds { state: self.clone(), keys: Vec::new(), loading: None, kept: false };
+        for (_, _, query) in crate::shapes::relational::Links::node_keys(filter) {
+            let mut attempts = 0;
+            loop {
+                let acquired = self.registry.nodes.acquire(&query);
+                if acquired.fresh {
+                    holds.loading = Some(acquired.key.clone());
+                    let (info, rows) = self.load_node(&query).await?;
+                    let processed = self.stream.lock().processed_commit.load(Ordering::Acquire);
+                    tokio::task::block_in_place(|| {
+                        self.registry.nodes.finish_loading(&acquired.key, &info, rows, processed)
+                    })
+                    .map_err(|e| ShapeRequestError::Internal(format!("writing a dependency node: {e}")))?;
+                    holds.loading = None;
+                    holds.keys.push(acquired.key);
+                    break;
+                }
+                // Another request is loading it.
+                let mut live = acquired.live;
+                let ready = loop {
+                    if let Some(ready) = *live.borrow_and_update() {
+                        break ready;
+                    }
+                    if live.changed().await.is_err() {
+                        break false;
+                    }
+                };
+                if ready {
+                    holds.keys.push(acquired.key);
+                    break;
+                }
+                // Its load failed (and its holds went with it): try again.
+                attempts += 1;
+                if attempts == 3 {
+                    return Err(ShapeRequestError::DatabaseUnreachable("a subquery's result could not be read".into()));
+                }
+            }
+        }
+        Ok(holds)
+    }
+
+    /// Reads a new node's result (every row of its table its filter selects) in a snapshot,
+    /// then waits until the stream has delivered every transaction the snapshot holds.
+    async fn load_node(
+        &self,
+        query: &ferrite_where::Subquery,
+    ) -> Result<(ferrite_protocol::snapshot_info::SnapshotInfo, Vec<Vec<Option<String>>>), ShapeRequestError> {
+        use ferrite_pg::row_query::RowQuery;
+        let unreachable = |e: String| ShapeRequestError::DatabaseUnreachable(e);
+        let conn = self.snapshot_pool.get().await.map_err(|e| unreachable(e.to_string()))?;
+        let snapshot =
+            ferrite_pg::snapshot::Snapshot::begin(conn.client(), None).await.map_err(|e| unreachable(e.to_string()))?;
+        let info = snapshot.info().clone();
+        let mut rows = Vec::new();
+        let (limit, mut bytes) = (self.config.max_shape_size, 0u64);
+        let mut stream = snapshot
+            .rows(&RowQuery::values(&query.table, query.filter.as_ref(), None, &[]))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        while let Some(row) = stream.values().await.map_err(|e| unreachable(e.to_string()))? {
+            bytes += row.iter().map(|v| v.as_ref().map_or(4, |v| v.len() as u64 + 4)).sum::<u64>();
+            if limit > 0 && bytes > limit {
+                return Err(ShapeRequestError::Invalid {
+                    field: "where",
+                    message: format!(
+                        "the result of a subquery on {} exceeds max_shape_size ({limit} bytes): narrow it",
+                        query.table.name.quoted()
+                    ),
+                });
+            }
+            rows.push(row);
+        }
+        drop(stream);
+        snapshot.commit().await.map_err(|e| unreachable(e.to_string()))?;
+        conn.release();
+        // Every transaction the snapshot holds must have reached the node's buffer, so that
+        // those it does not hold are exactly the ones to apply on top.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut pause = std::time::Duration::from_millis(1);
+        while !self.stream.lock().clone().covers(info.wal_lsn) {
+            if std::time::Instant::now() > deadline {
+                return Err(unreachable("the replication stream is behind; try again".into()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
+        Ok((info, rows))
     }
 
     /// The tables the subqueries of `def` (its where clause and its read rule) read, as
@@ -477,6 +574,36 @@ async fn read_move_in(
     snapshot.commit().await.map_err(|e| e.to_string())?;
     conn.release();
     Ok((info, rows, results, clock))
+}
+
+/// Holds on shared dependency nodes taken for a shape being created ([`AppState::hold_nodes`]).
+struct NodeHolds {
+    state: Arc<AppState>,
+    keys: Vec<String>,
+    /// A node this request was loading when it was dropped: those waiting for it are told.
+    loading: Option<String>,
+    kept: bool,
+}
+
+impl NodeHolds {
+    /// The shape took them over.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for NodeHolds {
+    fn drop(&mut self) {
+        let nodes = &self.state.registry.nodes;
+        if let Some(key) = self.loading.take() {
+            nodes.abandon(&key);
+        }
+        if !self.kept {
+            for key in &self.keys {
+                nodes.release(key);
+            }
+        }
+    }
 }
 
 /// Follows the clock for a shape whose where clause reads it: sleeps until its next time

@@ -1,5 +1,6 @@
 //! Shapes: the registry, each shape's state, and how a new shape gets its initial snapshot.
 
+pub mod nodes;
 pub mod registry;
 pub mod relational;
 pub mod shape;

@@ -36,6 +36,8 @@ pub struct Registry {
     clock: Clock,
     /// Relational shapes by the values of their subqueries (see [`super::value_index`]).
     pub value_index: super::value_index::ValueIndex,
+    /// The subqueries' live results, shared between shapes (see [`super::nodes`]).
+    pub nodes: super::nodes::NodeHub,
 }
 
 /// Metadata file name inside a shape directory.
@@ -55,10 +57,11 @@ impl Registry {
             last_handle_micros: Mutex::new(0),
             clock,
             value_index: Default::default(),
+            nodes: super::nodes::NodeHub::new(dir)?,
         };
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            if !path.is_dir() {
+            if !path.is_dir() || path.file_name().is_some_and(|n| n == super::nodes::NODES_DIR) {
                 continue;
             }
             match reg.reopen(&path) {
@@ -73,6 +76,7 @@ impl Registry {
                 }
             }
         }
+        reg.nodes.remove_orphans();
         Ok(reg)
     }
 
@@ -95,12 +99,24 @@ impl Registry {
             Shape::new(id, meta.handle, meta.definition, filter, log, Phase::Ready(info), self.clock.wall_secs())
                 .with_tag_salt(meta.tag_salt);
         if let Some(links) = &shape.links {
-            // A relational shape goes on from its checkpoint: its subqueries' results, what its
-            // clients were given, its queue.
-            match super::relational::Links::restore(&shape)? {
+            // A relational shape goes on from its checkpoint: what its clients were given and
+            // are owed, its queue; and from the stored states of the shared nodes it uses.
+            let mut held = Vec::new();
+            let mut usable = true;
+            for (_, _, query) in super::relational::Links::node_keys(&shape.filter) {
+                match self.nodes.restore(&query)? {
+                    Some(key) => held.push(key),
+                    None => usable = false,
+                }
+            }
+            let restored = if usable { super::relational::Links::restore(&shape)? } else { None };
+            match restored {
                 Some(restored) => *links.lock() = restored,
                 None => {
                     tracing::info!(handle = %shape.handle, "a shape with subqueries has no usable checkpoint");
+                    for key in held {
+                        self.nodes.release(&key);
+                    }
                     return Ok(false);
                 }
             }
@@ -123,8 +139,11 @@ impl Registry {
             let term = shape.filter.where_clause.as_ref().and_then(|w| w.equality_index_term());
             inner.routes.entry(oid).or_default().add(ShapeRef(shape.clone()), term);
         }
-        // A relational shape also follows the tables its subqueries read, routed by the
-        // equality its subquery's where clause has, when it reads the table only once.
+        // A relational shape gets the deltas of the shared nodes of its subqueries, and follows
+        // the tables its deep subqueries read.
+        for (dep, key, _) in super::relational::Links::node_keys(&shape.filter) {
+            self.nodes.subscribe(&key, ShapeRef(shape.clone()), dep);
+        }
         for (oid, term) in inner_routes(&shape) {
             inner.routes.entry(oid).or_default().add(ShapeRef(shape.clone()), term);
         }
@@ -167,12 +186,11 @@ impl Registry {
     /// What relational shapes hold right now (for `/metrics` and `/v1/health`).
     pub fn relational_stats(&self) -> crate::metrics::RelationalStats {
         let mut stats = crate::metrics::RelationalStats::default();
+        (stats.dependency_nodes, stats.dependency_rows) = self.nodes.stats();
         for shape in self.inner.read().by_handle.values() {
             if let Some(links) = &shape.links {
                 let links = links.lock();
                 stats.shapes += 1;
-                stats.dependency_nodes += links.subqueries().count();
-                stats.dependency_rows += links.result_rows();
                 stats.moving_in += usize::from(links.moving_in());
                 stats.queued_transactions += links.queued();
             }
@@ -260,6 +278,9 @@ impl Registry {
             }
             shape
         };
+        let keys: Vec<String> =
+            super::relational::Links::node_keys(&shape.filter).into_iter().map(|(_, k, _)| k).collect();
+        self.nodes.unsubscribe(&ShapeRef(shape.clone()), &keys);
         tracing::info!(handle = %shape.handle, reason = ?why, "shape removed");
         shape.mark_removed(why);
         let dir = shape.log.dir().to_path_buf();
@@ -365,7 +386,9 @@ type EqualityTerm = (usize, Vec<String>);
 
 /// The tables a relational shape is routed on besides its own — those its subqueries read, at
 /// any depth — each with the equality term of the subquery reading it when exactly one
-/// outermost subquery reads it (and no nested one).
+/// outermost subquery reads it (and no nested one). It is offered the rows of those its deep
+/// subqueries read; the others only tell it of schema changes (their changes reach it as their
+/// shared nodes' deltas).
 fn inner_routes(shape: &Shape) -> Vec<(u32, Option<EqualityTerm>)> {
     let subqueries = shape.filter.subqueries();
     let nested: Vec<ferrite_where::Subquery> =

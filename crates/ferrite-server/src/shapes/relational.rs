@@ -1,14 +1,15 @@
-//! Relational shapes: shapes whose where clause has subqueries, kept live as the subqueries'
-//! results change.
+//! Relational shapes: shapes whose where clause has subqueries (or reads the clock), kept live
+//! as the subqueries' results (or the time) change.
 //!
-//! For each subquery the shape keeps a [`Dependency`]: the live result of the inner query (a
-//! [`DependencyNode`], fed the inner table's changes), the values its clients have been given
-//! the rows for (`loaded`), and the values whose rows are still owed to them (`pending`). A
-//! transaction is applied in three steps: the inner tables' changes update the nodes; each value
-//! that entered or left a result flips a position of the where clause for the rows with that
-//! value — to false at once (a `move-out` event, `loaded` updated), to true by a *move-in*
-//! (`pending` until the rows are read); then the outer table's changes become messages, judged
-//! against `loaded`, the results as the clients know them.
+//! For each subquery the shape keeps a [`Dependency`]: the values its clients have been given
+//! the rows for (`loaded`), and the values whose rows are still owed to them (`pending`). The
+//! live result itself is a shared node's ([`super::nodes`]: one per distinct subquery, fed each
+//! change of its table once), which offers the shape, per transaction, the values that entered
+//! and left it ([`ChangeKind::Result`]). A transaction is applied in two steps: each value that
+//! entered or left a result flips a position of the where clause for the rows with that value —
+//! to false at once (a `move-out` event, `loaded` updated), to true by a *move-in* (`pending`
+//! until the rows are read); then the outer table's changes become messages, judged against
+//! `loaded`, the results as the clients know them.
 //!
 //! A move-in reads the newly matching rows in a REPEATABLE READ snapshot. Transactions that
 //! arrive meanwhile wait in the shape's queue; when the rows are in, the queue is split by
@@ -21,21 +22,29 @@
 //! [`super::spill`]).
 //!
 //! A subquery with subqueries of its own, or on the shape's own table (a *deep* dependency), is
-//! not followed row by row: any change to a table it reads marks it stale, and the next move-in reads its result again in its
-//! snapshot, moving out what left it and in what entered it at the splice.
+//! not followed row by row: any change to a table it reads marks it stale, and the next move-in
+//! reads its result again in its snapshot, moving out what left it and in what entered it at the
+//! splice.
 //!
-//! The state survives restarts: after a change of state the shape writes a checkpoint (its
-//! results, what its clients were given and are owed, where its queue starts) together with the
-//! log units it is about to append, made durable before they are appended
-//! ([`Links::stage_checkpoint`], [`Links::append_outbox`]); [`Links::restore`] goes on from it.
+//! *Time.* A shape whose where clause compares rows with the current time
+//! ([`ferrite_where::window`]) stands at one instant ([`Links::now`]): its snapshot, move-ins and
+//! stream are all judged at it. When the clock passes the next boundary ([`Links::due`],
+//! followed by [`crate::state::follow_clock`]), a move-in moves the shape to the clock's time:
+//! it reads the rows whose standing may differ between the two instants and splices, at the same
+//! place as a move-in's rows, a delete for each that left, an insert for each that entered.
+//!
+//! The state survives restarts: after a change of state the shape writes a checkpoint (what its
+//! clients were given and are owed, where its queue starts, its time) together with the log
+//! units it is about to append, made durable before they are appended
+//! ([`Links::stage_checkpoint`], [`Links::append_outbox`]); [`Links::restore`] goes on from it,
+//! with the shared nodes' stored states.
 
 use super::shape::Shape;
 use super::spill::SpillQueue;
-use ferrite_core::deps::{self, DependencyNode, Projected};
+use ferrite_core::deps::Projected;
 use ferrite_core::shape::{finish_transaction, RowChange};
 use ferrite_core::tags::{move_event, MoveKind, Pattern, Tagger};
 use ferrite_pg::row_query::Among;
-use ferrite_protocol::key::row_key;
 use ferrite_protocol::offset::LogOffset;
 use ferrite_protocol::snapshot_info::SnapshotInfo;
 use ferrite_where::{Membership, Position, Subquery, SubquerySets};
@@ -65,6 +74,16 @@ pub enum ChangeKind {
     Delete(Vec<Option<String>>),
     /// Every row of the table removed.
     Truncate,
+    /// The values that entered and left the result of dependency number `dep`, as its shared
+    /// node computed them from the transaction's changes of its table ([`super::nodes`]).
+    Result {
+        /// The shape's dependency.
+        dep: usize,
+        /// Values now in the result that were not.
+        entered: Vec<Projected>,
+        /// Values no longer in it.
+        left: Vec<Projected>,
+    },
 }
 
 /// A transaction's changes for one relational shape.
@@ -109,10 +128,9 @@ struct Checkpoint {
     advance_to: Option<i64>,
 }
 
-/// One dependency in a [`Checkpoint`].
+/// One dependency in a [`Checkpoint`] (its result is its shared node's, stored with it).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct DependencyImage {
-    rows: Vec<(String, Projected)>,
     loaded: Vec<Projected>,
     pending: Vec<Projected>,
     #[serde(default)]
@@ -128,17 +146,16 @@ struct Dependency {
     negated: bool,
     /// The outer table's columns it compares.
     outer_columns: Vec<usize>,
-    /// Its result now, as far as the transactions applied so far go.
-    node: DependencyNode,
     /// The values whose rows the clients have been given (positive test) or told about
     /// (negated test): the result as the shape's messages are judged against.
     loaded: HashSet<Projected>,
     /// Values whose rows are owed: their position became true for them, but the rows have not
     /// been read yet.
     pending: HashSet<Projected>,
-    /// Whether the subquery has subqueries of its own (a *deep* dependency): its result is then
-    /// not followed row by row but read again from Postgres, in a move-in's snapshot, whenever a
-    /// table it reads changes.
+    /// Whether the subquery has subqueries of its own or reads the shape's table (a *deep*
+    /// dependency): its result is then not followed row by row but read again from Postgres, in
+    /// a move-in's snapshot, whenever a table it reads changes. Otherwise its result is a shared
+    /// node's ([`super::nodes`]), whose deltas the shape is offered.
     deep: bool,
     /// Tables a deep dependency reads (its own and its nested subqueries').
     reads: Vec<u32>,
@@ -351,19 +368,14 @@ impl Links {
             let Position::Subquery { negated, columns, .. } = &conditions.positions()[position] else { return None };
             let reads: Vec<u32> =
                 ferrite_core::shape::subquery_tables(std::slice::from_ref(query)).iter().map(|t| t.oid).collect();
-            // Nested, or reading the shape's own table (whose changes are the shape's rows too):
-            // read again from Postgres rather than followed row by row.
-            let deep =
-                query.filter.as_ref().is_some_and(|f| !f.subqueries().is_empty()) || reads.contains(&filter.table.oid);
             deps.push(Dependency {
                 query: query.clone(),
                 position,
                 negated: *negated,
                 outer_columns: columns.clone(),
-                node: DependencyNode::new(),
                 loaded: HashSet::new(),
                 pending: HashSet::new(),
-                deep,
+                deep: is_deep(filter, query),
                 reads,
                 stale: false,
             });
@@ -489,6 +501,18 @@ impl Links {
         }
     }
 
+    /// The shared nodes the shape's dependencies use: (dependency, node key), the deep ones
+    /// left out.
+    pub fn node_keys(filter: &ferrite_core::shape::ShapeFilter) -> Vec<(usize, String, Subquery)> {
+        filter
+            .subqueries()
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| !is_deep(filter, q))
+            .map(|(i, q)| (i, super::nodes::node_key(q), q.clone()))
+            .collect()
+    }
+
     /// The subqueries, in order.
     pub fn subqueries(&self) -> impl Iterator<Item = &Subquery> {
         self.deps.iter().map(|d| &d.query)
@@ -500,13 +524,9 @@ impl Links {
     pub fn seed(&mut self, rows: Vec<Vec<Vec<Option<String>>>>) -> Loaded {
         for (dep, rows) in self.deps.iter_mut().zip(rows) {
             for row in rows {
-                let key = row_key(&dep.query.table, &row);
                 let value: Projected = dep.query.columns.iter().map(|&c| row.get(c).cloned().flatten()).collect();
                 if !value.iter().any(Option::is_none) {
-                    dep.loaded.insert(value.clone());
-                }
-                if !dep.deep {
-                    dep.node.seed(key, value);
+                    dep.loaded.insert(value);
                 }
             }
         }
@@ -788,7 +808,6 @@ impl Links {
                 .deps
                 .iter()
                 .map(|d| DependencyImage {
-                    rows: d.node.rows().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     loaded: d.loaded.iter().cloned().collect(),
                     pending: d.pending.iter().cloned().collect(),
                     stale: d.stale,
@@ -841,9 +860,6 @@ impl Links {
             shape.log.append(&entries)?;
         }
         for (dep, image) in links.deps.iter_mut().zip(cp.deps) {
-            for (key, value) in image.rows {
-                dep.node.seed(key, value);
-            }
             dep.loaded = image.loaded.into_iter().collect();
             dep.pending = image.pending.into_iter().collect();
             dep.stale = image.stale;
@@ -878,9 +894,37 @@ impl Links {
         self.stage == Stage::MovingIn
     }
 
-    /// Rows held in the subqueries' results.
-    pub fn result_rows(&self) -> usize {
-        self.deps.iter().map(|d| d.node.len()).sum()
+    /// Takes what entered and left the result of dependency `d` in a transaction: a value that
+    /// left moves out at once (`outs`: a `move-out` pattern; negated: the other way round), one
+    /// that entered is owed until a move-in reads its rows.
+    fn take_delta(
+        &mut self,
+        d: usize,
+        entered: &[Projected],
+        left: &[Projected],
+        tagger: &Tagger<'_>,
+        outs: &mut Vec<Pattern>,
+    ) {
+        let Some(dep) = self.deps.get_mut(d) else { return };
+        self.touched.extend(entered.iter().chain(left.iter()).map(|v| (d, v.clone())));
+        for v in entered {
+            if dep.negated {
+                if !dep.pending.remove(v) && dep.loaded.insert(v.clone()) {
+                    outs.push((dep.position, tagger.slot(&as_strs(v))));
+                }
+            } else if !dep.loaded.contains(v) {
+                dep.pending.insert(v.clone());
+            }
+        }
+        for v in left {
+            if dep.negated {
+                if dep.loaded.contains(v) {
+                    dep.pending.insert(v.clone());
+                }
+            } else if !dep.pending.remove(v) && dep.loaded.remove(v) {
+                outs.push((dep.position, tagger.slot(&as_strs(v))));
+            }
+        }
     }
 
     /// The results as the clients know them, at the shape's time.
@@ -893,57 +937,33 @@ impl Links {
         self.last_applied = Some((txn.xid, txn.commit_lsn));
         let tagger = tagger(shape);
         let outer = shape.filter.table.oid;
-        // 1. The subqueries' results.
+        // 1. What the transaction did to the subqueries' results: the deltas of the shared
+        // nodes, and the deep dependencies it made stale.
         let mut first_inner: Option<usize> = None;
+        let mut outs: Vec<Pattern> = Vec::new();
         for change in &txn.changes {
-            let inner = change.oid != outer;
-            if inner {
+            if let ChangeKind::Result { dep, entered, left } = &change.kind {
                 first_inner.get_or_insert(change.index);
                 self.state_changed = true;
+                self.take_delta(*dep, entered, left, &tagger, &mut outs);
+                continue;
             }
-            for dep in self.deps.iter_mut() {
-                if dep.deep {
-                    if dep.reads.contains(&change.oid) {
-                        dep.stale = true;
-                        self.state_changed = true;
-                    }
-                } else if inner && dep.query.table.oid == change.oid {
-                    feed(dep, &change.kind);
-                }
+            if change.oid != outer {
+                first_inner.get_or_insert(change.index);
             }
-        }
-        // 2. What their changes mean for the shape's positions.
-        let mut outs: Vec<Pattern> = Vec::new();
-        for (d, dep) in self.deps.iter_mut().enumerate() {
-            let delta = dep.node.finish_transaction();
-            self.touched.extend(delta.entered.iter().chain(delta.left.iter()).map(|v| (d, v.clone())));
-            for v in delta.entered.into_iter().filter(|v| !v.iter().any(Option::is_none)) {
-                if dep.negated {
-                    if !dep.pending.remove(&v) && dep.loaded.insert(v.clone()) {
-                        outs.push((dep.position, tagger.slot(&as_strs(&v))));
-                    }
-                } else if !dep.loaded.contains(&v) {
-                    dep.pending.insert(v);
-                }
-            }
-            for v in delta.left.into_iter().filter(|v| !v.iter().any(Option::is_none)) {
-                if dep.negated {
-                    if dep.loaded.contains(&v) {
-                        dep.pending.insert(v);
-                    }
-                } else if !dep.pending.remove(&v) && dep.loaded.remove(&v) {
-                    outs.push((dep.position, tagger.slot(&as_strs(&v))));
-                }
+            for dep in self.deps.iter_mut().filter(|d| d.deep && d.reads.contains(&change.oid)) {
+                dep.stale = true;
+                self.state_changed = true;
             }
         }
-        // 3. The outer table's changes, judged against the results as the clients know them.
+        // 2. The outer table's changes, judged against the results as the clients know them.
         let mut messages = Vec::new();
         for change in txn.changes.iter().filter(|c| c.oid == outer) {
             let row_change = match &change.kind {
                 ChangeKind::Insert(new) => RowChange::Insert { new },
                 ChangeKind::Update(old, new) => RowChange::Update { old, new },
                 ChangeKind::Delete(old) => RowChange::Delete { old },
-                ChangeKind::Truncate => continue,
+                ChangeKind::Truncate | ChangeKind::Result { .. } => continue,
             };
             messages.extend(tagger.convert(row_change, change.index, txn.commit_lsn, txn.xid, &self.known()));
         }
@@ -973,36 +993,12 @@ impl Links {
     }
 }
 
-/// Feeds one change of the inner table to a subquery's result.
-fn feed(dep: &mut Dependency, kind: &ChangeKind) {
-    let table = dep.query.table.clone();
-    let upsert = |dep: &mut Dependency, row: &[Option<String>]| {
-        let key = row_key(&table, row);
-        let change = deps::RowChange::Upsert { key: &key, row };
-        if dep.node.apply(&dep.query, change, &ferrite_where::subquery::NoSets).is_err() {
-            // A row Postgres could not evaluate either is not in the result.
-            let _ = dep.node.apply(&dep.query, deps::RowChange::Delete { key: &key }, &ferrite_where::subquery::NoSets);
-        }
-    };
-    match kind {
-        ChangeKind::Insert(new) => upsert(dep, new),
-        ChangeKind::Update(old, new) => {
-            let old_key = row_key(&table, old);
-            if old_key != row_key(&table, new) {
-                let _ = dep.node.apply(
-                    &dep.query,
-                    deps::RowChange::Delete { key: &old_key },
-                    &ferrite_where::subquery::NoSets,
-                );
-            }
-            upsert(dep, new)
-        }
-        ChangeKind::Delete(old) => {
-            let key = row_key(&table, old);
-            let _ = dep.node.apply(&dep.query, deps::RowChange::Delete { key: &key }, &ferrite_where::subquery::NoSets);
-        }
-        ChangeKind::Truncate => dep.node.clear(),
-    }
+/// Whether subquery `query` of `filter` is *deep*: it has subqueries of its own or reads the
+/// shape's own table (whose changes are the shape's rows too), so it is read again from Postgres
+/// rather than followed row by row.
+pub fn is_deep(filter: &ferrite_core::shape::ShapeFilter, query: &Subquery) -> bool {
+    query.filter.as_ref().is_some_and(|f| !f.subqueries().is_empty())
+        || ferrite_core::shape::subquery_tables(std::slice::from_ref(query)).iter().any(|t| t.oid == filter.table.oid)
 }
 
 /// fsyncs a file and its directory (a renamed checkpoint).

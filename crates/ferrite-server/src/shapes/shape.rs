@@ -97,6 +97,9 @@ pub struct Shape {
     pub links: Option<Mutex<Links>>,
     /// See [`Shape::routed_by_value`]; fixed by the definition, so decided once.
     by_value: bool,
+    /// Tables other than its own whose rows a relational shape is offered: those its deep
+    /// subqueries read (see [`Shape::follows_rows_of`]).
+    deep_reads: Vec<u32>,
     removed: watch::Sender<Option<Removal>>,
 }
 
@@ -116,7 +119,11 @@ impl Shape {
         let links = Links::new(&filter, log.dir());
         let by_value = links.as_ref().is_some_and(Links::value_routed)
             && filter.where_clause.as_ref().and_then(|w| w.equality_index_term()).is_none();
+        let deep: Vec<ferrite_where::Subquery> =
+            filter.subqueries().iter().filter(|q| super::relational::is_deep(&filter, q)).cloned().collect();
+        let deep_reads = ferrite_core::shape::subquery_tables(&deep).iter().map(|t| t.oid).collect();
         Shape {
+            deep_reads,
             tag_salt: String::new(),
             links: links.map(Mutex::new),
             by_value,
@@ -184,6 +191,13 @@ impl Shape {
     /// Whether (and why) the shape was removed.
     pub fn removed(&self) -> Option<Removal> {
         self.removed.borrow().clone()
+    }
+
+    /// Whether a change of table `oid` is offered to this relational shape as a row change: its
+    /// own table's, and those its deep subqueries read. The others' changes reach it as the
+    /// deltas of their shared nodes ([`super::nodes`]).
+    pub fn follows_rows_of(&self, oid: u32) -> bool {
+        oid == self.filter.table.oid || self.deep_reads.contains(&oid)
     }
 
     /// A receiver that sees the shape removed (for a task that waits on something else too).

@@ -494,6 +494,72 @@ async fn changes_reach_only_the_shapes_whose_results_hold_their_value() {
     assert_eq!(offers().await - before, 3);
 }
 
+/// One dependency node per distinct subquery, shared: several shapes asking the same subquery
+/// (with different outer filters) make one node, fed each change of its table once; a change of
+/// the table that leaves the result as it was reaches no shape; the node goes with the last
+/// shape using it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shapes_asking_the_same_subquery_share_one_node() {
+    let (_db, c, s) = with_schema().await;
+    let gauge = |name: &'static str| {
+        let base = s.base.clone();
+        async move {
+            let m = get(&format!("{base}/metrics")).await.text;
+            m.lines()
+                .find_map(|l| l.strip_prefix(&format!("ferrite_{name} ")))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} in {m}"))
+        }
+    };
+    let wheres: Vec<String> =
+        ["id % 8 = 0", "id % 8 = 4", "id > 20"].iter().map(|w| format!("{ANNS_TEAMS} AND {w}")).collect();
+    let mut readers = vec![];
+    for w in &wheres {
+        let mut r = ShapeReader::new(&s.base, &[("table", "steps"), ("where", w)]);
+        r.catch_up().await;
+        readers.push(r);
+    }
+    assert!(readers.iter().all(|r| !r.rows.is_empty()));
+    assert_eq!(gauge("relational_shapes").await, 3);
+    assert_eq!(gauge("dependency_nodes").await, 1, "three shapes, one subquery, one node");
+    let nodes_dir = s.dir.path().join("shapes").join("_nodes");
+    assert_eq!(std::fs::read_dir(&nodes_dir).unwrap().count(), 1, "the node's state is stored");
+
+    // A change of the inner table that does not change the result reaches no shape.
+    let offers = gauge("relational_offers_total").await;
+    c.execute("UPDATE team_members SET role = 'owner' WHERE user_id = 'ann'", &[]).await.unwrap();
+    c.execute("UPDATE steps SET name = 'marker' WHERE id = 4", &[]).await.unwrap();
+    readers[1].live_until(Duration::from_secs(10), |r| r.rows.values().any(|v| v["name"] == "marker")).await;
+    // The marker reaches the three shapes holding team 1 (each judges its own predicate); the
+    // role change none.
+    assert_eq!(gauge("relational_offers_total").await - offers, 3, "the role change was offered to no shape");
+
+    // A membership change moves rows in every shape, from the one node's delta.
+    c.execute("INSERT INTO team_members VALUES (2, 'ann')", &[]).await.unwrap();
+    for (r, w) in readers.iter_mut().zip(&wheres) {
+        expect_rows(&c, r, w, "ann joined team 2").await;
+    }
+    c.execute("DELETE FROM team_members WHERE team_id = 1 AND user_id = 'ann'", &[]).await.unwrap();
+    for (r, w) in readers.iter_mut().zip(&wheres) {
+        expect_rows(&c, r, w, "ann left team 1").await;
+    }
+
+    // The node stays while a shape uses it, and goes with the last.
+    let handles: Vec<String> = readers.iter().map(|r| r.handle.clone().unwrap()).collect();
+    for (i, h) in handles.iter().enumerate() {
+        let url = format!("{}/v1/shape?handle={h}", s.base);
+        let status = reqwest::Client::new().delete(&url).send().await.unwrap().status();
+        assert!(status.is_success(), "{status}");
+        let left = if i + 1 < handles.len() { 1 } else { 0 };
+        wait_until("the node to follow its shapes", Duration::from_secs(10), || {
+            let g = gauge("dependency_nodes");
+            async move { g.await == left }
+        })
+        .await;
+    }
+    assert_eq!(std::fs::read_dir(&nodes_dir).unwrap().count(), 0, "its stored state is gone too");
+}
+
 /// Nested subqueries: steps through their pipeline through its team's memberships. A change at
 /// any level — a membership, a pipeline moved to another team, a step moved to another pipeline
 /// — moves rows in or out.
