@@ -26,6 +26,7 @@ pub mod outbox;
 mod shape;
 pub mod store;
 mod sync;
+pub mod tags;
 
 /// The wire protocol the client speaks (shared with the server).
 pub use ferrite_protocol as protocol;

@@ -122,7 +122,22 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
              last_sync_ms INTEGER,
              retain_ms INTEGER,
              -- The log position (LSN) this shape is known to be complete up to.
-             last_lsn INTEGER);",
+             last_lsn INTEGER);
+         -- Relational shapes: why each row is in its shape (ferrite_protocol::tags::RowTags as
+         -- JSON) and its key columns' values (to remove it when it moves out), by the server's
+         -- row key; and the rows by tag slot, what a move event names.
+         CREATE TABLE IF NOT EXISTS _ferrite_row_tags (
+             local_table TEXT NOT NULL,
+             row_key TEXT NOT NULL,
+             key_values TEXT NOT NULL,
+             tags TEXT NOT NULL,
+             PRIMARY KEY (local_table, row_key));
+         CREATE TABLE IF NOT EXISTS _ferrite_tag_slots (
+             local_table TEXT NOT NULL,
+             pos INTEGER NOT NULL,
+             value TEXT NOT NULL,
+             row_key TEXT NOT NULL,
+             PRIMARY KEY (local_table, pos, value, row_key));",
     )?;
     if !has_column(db, "_ferrite_shapes", "last_lsn")? {
         db.execute_batch("ALTER TABLE _ferrite_shapes ADD COLUMN last_lsn INTEGER")?;
@@ -180,7 +195,7 @@ pub struct Batch<'a> {
 }
 
 pub use ferrite_protocol::messages::Row;
-use ferrite_protocol::messages::ShapeMessage;
+use ferrite_protocol::messages::{ShapeMessage, Text};
 
 /// A row as a JSON object (for the rare rows with pending local writes).
 fn row_json(row: &Row<'_>) -> Map<String, Value> {
@@ -222,6 +237,7 @@ fn ensure_table(tx: &rusqlite::Transaction<'_>, local: &str, columns: &[LocalCol
         cols.join(", "),
         t = quote(local)
     ))?;
+    crate::tags::forget_table(tx, local)?;
     Ok(())
 }
 
@@ -278,9 +294,42 @@ pub fn apply(
                 crate::outbox::cover_visible(&tx, &local, &snapshot)?;
             }
         }
+        if let (Some(event), Some(patterns)) = (m.headers.event.as_deref(), m.headers.patterns.as_ref()) {
+            // A subquery's value left (or entered) its result: the rows it names lose (or
+            // regain) that condition; those left with no alternative that holds leave.
+            for key in crate::tags::apply_event(&tx, &local, event == "move-in", patterns)? {
+                let value: Row<'_> =
+                    key.iter().map(|(k, v)| (Text(k.clone().into()), v.clone().map(|v| Text(v.into())))).collect();
+                let shadow = if any_shadow {
+                    let json = row_json(&value);
+                    crate::outbox::server_key(&columns, &json).map(|key| (key, json))
+                } else {
+                    None
+                };
+                match shadow {
+                    Some((key, json)) if crate::outbox::shadowed(&tx, &local, &key)? => {
+                        crate::outbox::apply_to_shadow(&tx, &local, &key, "delete", &json)?
+                    }
+                    _ => apply_change(&tx, &local, &columns, "delete", &value, &mut sql_cache)?,
+                }
+                applied += 1;
+            }
+            continue;
+        }
         let (Some(op), Some(value)) = (m.headers.operation.as_deref(), m.value.as_ref()) else {
             continue;
         };
+        if let Some(row_key) = m.key.as_deref() {
+            if op == "delete" {
+                crate::tags::forget_row(&tx, &local, row_key)?;
+            } else if let Some(tags) = &m.headers.tags {
+                let state = ferrite_protocol::tags::RowTags {
+                    tags: tags.clone(),
+                    active: m.headers.active_conditions.clone().unwrap_or_default(),
+                };
+                crate::tags::remember_row(&tx, &local, row_key, &columns, value, &state)?;
+            }
+        }
         // A row with pending local writes: the change goes to its server version, and the row
         // is rebuilt with the pending writes on top.
         let shadow = if any_shadow {
@@ -415,6 +464,7 @@ pub fn drop_expired(db: &mut Connection, now_ms: i64) -> Result<Vec<String>, Cli
         .collect::<Result<_, _>>()?;
     for local in &expired {
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(local)))?;
+        crate::tags::forget_table(&tx, local)?;
         tx.execute("DELETE FROM _ferrite_shapes WHERE local_table = ?1", [local])?;
     }
     tx.commit()?;

@@ -28,4 +28,5 @@ pub mod offset;
 pub mod relation;
 pub mod schema;
 pub mod snapshot_info;
+pub mod tags;
 pub mod write_protocol;

@@ -116,6 +116,33 @@ pub struct Headers<'a> {
     /// `up-to-date`: the shape holds every change up to this position.
     #[serde(borrow, default)]
     pub global_last_seen_lsn: Option<Cow<'a, str>>,
+    /// Relational shapes: `move-out` or `move-in` for an event message (see [`crate::tags`]).
+    #[serde(borrow, default)]
+    pub event: Option<Cow<'a, str>>,
+    /// An event's positions and the tag slots (values) it concerns.
+    #[serde(default)]
+    pub patterns: Option<Vec<MovePattern>>,
+    /// A change of a relational shape: the row's tags, one per alternative of the where clause.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// A change of a relational shape: which conditions hold for the row.
+    #[serde(default)]
+    pub active_conditions: Option<Vec<bool>>,
+    /// An update of a relational shape whose tags changed: the ones it no longer has.
+    #[serde(default)]
+    pub removed_tags: Option<Vec<String>>,
+    /// A row read by a move-in (an insert of a row already held is an update).
+    #[serde(default)]
+    pub is_move_in: Option<bool>,
+}
+
+/// One pattern of a `move-out` / `move-in` event: rows whose tags hold `value` at position `pos`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct MovePattern {
+    /// The position (condition) of the where clause.
+    pub pos: usize,
+    /// The tag slot: an opaque hash of the values compared there.
+    pub value: String,
 }
 
 impl Headers<'_> {

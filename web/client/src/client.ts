@@ -159,7 +159,7 @@ export class FerriteClient {
       pollIntervalMs: options.pollIntervalMs ?? 10_000,
     }
     for (const [name, o] of Object.entries(options.shapes)) {
-      this.#shapes.set(name, new ShapeSync(name, o, loaded.shapes.get(name), loaded.rows.get(name), host))
+      this.#shapes.set(name, new ShapeSync(name, o, loaded.shapes.get(name), loaded.rows.get(name), host, loaded.tags.get(name)))
     }
   }
 
@@ -355,9 +355,9 @@ export class FerriteClient {
       await this.#store.write((w) => {
         if (b.replaced) {
           w.clearShape(b.shape)
-          for (const [k, row] of b.replaced) w.putRow(b.shape, k, row)
+          for (const [k, row] of b.replaced) w.putRow(b.shape, k, row, b.tags.get(k))
         } else {
-          for (const [k, row] of b.upserts) w.putRow(b.shape, k, row)
+          for (const [k, row] of b.upserts) w.putRow(b.shape, k, row, b.tags.get(k))
           for (const k of b.deletes) w.deleteRow(b.shape, k)
         }
         if (b.position) w.putShape(b.position)

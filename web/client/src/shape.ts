@@ -16,6 +16,7 @@
 import { ShapeStream, isChangeMessage, isControlMessage, type Message, type Row as ElectricRow } from '@electric-sql/client'
 import type { ShapeRecord } from './storage.js'
 import type { Transport } from './transport.js'
+import { TagIndex, type TagState } from './tags.js'
 import { keyOf, type Row } from './values.js'
 
 /** What to sync, and how. */
@@ -50,6 +51,8 @@ export interface ShapeBatch {
   shape: string
   /** Rows now present (inserted or updated), by key. */
   upserts: Map<string, Row>
+  /** Relational shapes: why rows of `upserts` (or `replaced`) are in the shape, to store with them. */
+  tags: Map<string, TagState>
   /** Keys removed. */
   deletes: Set<string>
   /** Set when the shape was rebuilt: every row it now has. */
@@ -86,26 +89,39 @@ export class ShapeSync {
   readonly definition: string
   /** The server's rows, as of the last applied batch. */
   rows: Map<string, Row>
+  /** Relational shapes: why each of those rows is in the shape (see `tags.ts`). */
+  tags: TagIndex
   /** Reached up-to-date since it (re)started. */
   upToDate = false
   /** The stored position. */
   record: ShapeRecord
-  #staging: { rows: Map<string, Row>; snapshots: SnapshotBounds[]; txids: { txid: string; lsn?: string }[] } | undefined
+  #staging:
+    | { rows: Map<string, Row>; tags: TagIndex; snapshots: SnapshotBounds[]; txids: { txid: string; lsn?: string }[] }
+    | undefined
   #abort: AbortController | undefined
   #timer: ReturnType<typeof setTimeout> | undefined
   #errors = 0
   #running = false
 
-  constructor(readonly name: string, readonly options: ShapeOptions, record: ShapeRecord | undefined, rows: Map<string, Row> | undefined, private readonly host: ShapeHost) {
+  constructor(
+    readonly name: string,
+    readonly options: ShapeOptions,
+    record: ShapeRecord | undefined,
+    rows: Map<string, Row> | undefined,
+    private readonly host: ShapeHost,
+    tags?: Map<string, TagState>,
+  ) {
     this.key = options.key ?? ['id']
     this.definition = definitionOf(options)
     if (record && record.definition === this.definition) {
       this.record = record
       this.rows = rows ?? new Map()
+      this.tags = new TagIndex(tags)
     } else {
       this.record = { name, definition: this.definition, offset: '-1' }
       this.rows = new Map()
-      this.#staging = { rows: new Map(), snapshots: [], txids: [] }
+      this.tags = new TagIndex()
+      this.#staging = { rows: new Map(), tags: new TagIndex(), snapshots: [], txids: [] }
     }
   }
 
@@ -180,11 +196,39 @@ export class ShapeSync {
   }
 
   async #onMessages(messages: Message<Row>[], stream: ShapeStream<ElectricRow>): Promise<void> {
-    const batch: ShapeBatch = { shape: this.name, upserts: new Map(), deletes: new Set(), txids: [], snapshots: [], upToDate: false }
+    const batch: ShapeBatch = { shape: this.name, upserts: new Map(), tags: new Map(), deletes: new Set(), txids: [], snapshots: [], upToDate: false }
     let upToDateLsn: string | undefined
     for (const m of messages) {
+      const event = m.headers as { event?: string; patterns?: { pos: number; value: string }[] }
+      if (event.event === 'move-out' || event.event === 'move-in') {
+        // A subquery's value left (or entered) its result: the rows it names lose (or regain)
+        // that condition; those left with no alternative that holds leave the shape.
+        const target = this.#staging?.rows ?? this.rows
+        const index = this.#staging?.tags ?? this.tags
+        for (const p of event.patterns ?? []) {
+          const { left, changed } = index.move(p.pos, p.value, event.event === 'move-in')
+          for (const key of left) {
+            target.delete(key)
+            if (!this.#staging) {
+              batch.deletes.add(key)
+              batch.upserts.delete(key)
+              batch.tags.delete(key)
+            }
+          }
+          if (!this.#staging) {
+            for (const key of changed) {
+              const row = target.get(key)
+              if (!row) continue
+              batch.upserts.set(key, row)
+              batch.tags.set(key, index.states.get(key)!)
+            }
+          }
+        }
+        continue
+      }
       if (isChangeMessage(m)) {
         const target = this.#staging?.rows ?? this.rows
+        const index = this.#staging?.tags ?? this.tags
         const value = m.value as Row
         let key: string
         try {
@@ -200,13 +244,19 @@ export class ShapeSync {
           if (old) target.set(key, { ...old, ...value })
           else continue
         } else target.delete(key)
+        const tagged = m.headers as { tags?: string[]; active_conditions?: boolean[] }
+        if (op === 'delete') index.delete(key)
+        else if (tagged.tags) index.set(key, { tags: tagged.tags, active: tagged.active_conditions ?? [] })
         if (!this.#staging) {
           if (op === 'delete') {
             batch.deletes.add(key)
             batch.upserts.delete(key)
+            batch.tags.delete(key)
           } else {
             batch.upserts.set(key, target.get(key)!)
             batch.deletes.delete(key)
+            const state = index.states.get(key)
+            if (state) batch.tags.set(key, state)
           }
         }
         const txids = (m.headers as { txids?: (number | string)[] }).txids ?? []
@@ -215,9 +265,10 @@ export class ShapeSync {
       } else if (isControlMessage(m)) {
         const h = m.headers as { control: string; global_last_seen_lsn?: string; xmin?: string; xmax?: string; xip_list?: string[] }
         if (h.control === 'must-refetch') {
-          this.#staging = { rows: new Map(), snapshots: [], txids: [] }
+          this.#staging = { rows: new Map(), tags: new TagIndex(), snapshots: [], txids: [] }
           this.upToDate = false
           batch.upserts.clear()
+          batch.tags.clear()
           batch.deletes.clear()
         } else if (h.control === 'snapshot-end' && h.xmin !== undefined && h.xmax !== undefined) {
           const s = { xmin: BigInt(h.xmin), xmax: BigInt(h.xmax), xip: (h.xip_list ?? []).map((x) => BigInt(x)) }
@@ -231,7 +282,9 @@ export class ShapeSync {
     if (batch.upToDate && this.#staging) {
       // The rebuild is complete: swap it in whole.
       this.rows = this.#staging.rows
+      this.tags = this.#staging.tags
       batch.replaced = this.rows
+      for (const [key, state] of this.tags.states) batch.tags.set(key, state)
       batch.txids.push(...this.#staging.txids)
       batch.snapshots.push(...this.#staging.snapshots)
       this.#staging = undefined

@@ -7,6 +7,7 @@
 
 import { compareHlc, parseHlc } from './hlc.js'
 import type { PendingTransaction } from './outbox.js'
+import type { TagState } from './tags.js'
 import type { Row } from './values.js'
 
 const VERSION = 1
@@ -30,12 +31,15 @@ export interface Loaded {
   meta: Map<string, unknown>
   shapes: Map<string, ShapeRecord>
   rows: Map<string, Map<string, Row>>
+  /** Relational shapes: why each stored row is in its shape, by shape and key. */
+  tags: Map<string, Map<string, TagState>>
   outbox: PendingTransaction[]
 }
 
 /** The changes of one atomic write. */
 export interface WriteBatch {
-  putRow(shape: string, key: string, row: Row): void
+  /** Stores a row (with why it is in its shape, for a relational shape). */
+  putRow(shape: string, key: string, row: Row, tags?: TagState): void
   deleteRow(shape: string, key: string): void
   /** Removes every row of a shape (before a full replacement). */
   clearShape(shape: string): void
@@ -86,19 +90,26 @@ export class Store {
   async load(): Promise<Loaded> {
     const tx = this.db.transaction(['rows', 'shapes', 'outbox', 'meta'], 'readonly')
     const [rows, shapes, outbox, meta] = await Promise.all([
-      promised(tx.objectStore('rows').getAll()) as Promise<{ shape: string; key: string; row: Row }[]>,
+      promised(tx.objectStore('rows').getAll()) as Promise<{ shape: string; key: string; row: Row; tags?: TagState }[]>,
       promised(tx.objectStore('shapes').getAll()) as Promise<ShapeRecord[]>,
       promised(tx.objectStore('outbox').getAll()) as Promise<PendingTransaction[]>,
       promised(tx.objectStore('meta').getAll()) as Promise<{ key: string; value: unknown }[]>,
     ])
     const byShape = new Map<string, Map<string, Row>>()
+    const tags = new Map<string, Map<string, TagState>>()
     for (const r of rows) {
       let m = byShape.get(r.shape)
       if (!m) byShape.set(r.shape, (m = new Map()))
       m.set(r.key, r.row)
+      if (r.tags) {
+        let t = tags.get(r.shape)
+        if (!t) tags.set(r.shape, (t = new Map()))
+        t.set(r.key, r.tags)
+      }
     }
     return {
       rows: byShape,
+      tags,
       shapes: new Map(shapes.map((s) => [s.name, s])),
       outbox: outbox.sort((a, b) => (a.id ?? 0) - (b.id ?? 0)),
       meta: new Map(meta.map((m) => [m.key, m.value])),
@@ -116,7 +127,7 @@ export class Store {
   async write(build: (batch: WriteBatch) => void): Promise<void> {
     const ops: Op[] = []
     build({
-      putRow: (shape, key, row) => ops.push((s) => s.rows.put({ shape, key, row })),
+      putRow: (shape, key, row, tags) => ops.push((s) => s.rows.put(tags ? { shape, key, row, tags } : { shape, key, row })),
       deleteRow: (shape, key) => ops.push((s) => s.rows.delete([shape, key])),
       clearShape: (shape) => ops.push((s) => s.rows.delete(IDBKeyRange.bound([shape, ''], [shape, '\uffff']))),
       putShape: (record) => ops.push((s) => s.shapes.put(record)),

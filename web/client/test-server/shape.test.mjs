@@ -74,3 +74,58 @@ test('a transaction that spans several responses reaches the shape whole', async
     shape.stop()
   }
 })
+
+test('a relational shape follows move-outs and move-ins, also from stored tags', async () => {
+  await db.query(`CREATE TABLE rel_members (team int NOT NULL, user_id text NOT NULL, PRIMARY KEY (team, user_id));
+                  CREATE TABLE rel_steps (id int PRIMARY KEY, team int NOT NULL, name text);
+                  INSERT INTO rel_members VALUES (1, 'ann'), (2, 'ann');
+                  INSERT INTO rel_steps SELECT i, 1 + i % 3, 'step ' || i FROM generate_series(1, 30) i;`)
+  const where = "team IN (SELECT team FROM rel_members WHERE user_id = 'ann') OR id = 3"
+  const oracle = async () =>
+    (await db.query(`SELECT id::text FROM rel_steps WHERE ${where} ORDER BY id`)).rows.map((r) => `["${r.id}"]`).sort()
+  const transport = new Transport({})
+  const stored = { rows: new Map(), tags: new Map(), record: undefined }
+  const host = {
+    url: BASE,
+    transport,
+    applyBatch: async (b) => {
+      // What the client's IndexedDB would keep: rows with their tags, and the position.
+      if (b.replaced) {
+        stored.rows = new Map(b.replaced)
+        stored.tags = new Map(b.tags)
+      } else {
+        for (const [k, row] of b.upserts) stored.rows.set(k, row)
+        for (const [k, t] of b.tags) stored.tags.set(k, t)
+        for (const k of b.deletes) (stored.rows.delete(k), stored.tags.delete(k))
+      }
+      if (b.position) stored.record = b.position
+    },
+    shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
+    pollIntervalMs: 1000,
+  }
+  const keys = (shape) => [...shape.rows.keys()].sort()
+  const opts = { table: 'rel_steps', where, key: ['id'] }
+  let shape = new ShapeSync('rel', opts, undefined, undefined, host)
+  shape.start()
+  try {
+    await waitFor('the initial rows', () => shape.upToDate)
+    assert.deepEqual(keys(shape), await oracle())
+    await db.query("DELETE FROM rel_members WHERE team = 1 AND user_id = 'ann'")
+    let expected = await oracle()
+    await waitFor('team 1 to move out', () => JSON.stringify(keys(shape)) === JSON.stringify(expected))
+    assert.ok(shape.rows.has('["3"]'), 'step 3 stays through `id = 3`')
+  } finally {
+    shape.stop()
+  }
+  // Reopened from what was stored: team 2's rows leave by their stored tags, team 3's arrive.
+  shape = new ShapeSync('rel', opts, stored.record, new Map(stored.rows), host, new Map(stored.tags))
+  shape.start()
+  try {
+    await db.query("DELETE FROM rel_members WHERE team = 2 AND user_id = 'ann'; INSERT INTO rel_members VALUES (3, 'ann')")
+    const expected = await oracle()
+    await waitFor('team 2 out and team 3 in', () => JSON.stringify(keys(shape)) === JSON.stringify(expected))
+    assert.deepEqual([...stored.rows.keys()].sort(), expected, 'and the stored rows follow')
+  } finally {
+    shape.stop()
+  }
+})

@@ -110,3 +110,26 @@ test('JWT claims and expiry are read without verifying', () => {
   assert.equal(jwtClaims(token).name, 'Zoë')
   assert.equal(jwtExpiry('garbage'), undefined)
 })
+
+test('relational shapes: a move-out drops the rows no alternative keeps, a move-in restores conditions', async () => {
+  const { TagIndex, tagsHold, tagSlots } = await import('../dist/tags.js')
+  // (x IN S AND plain) OR y IN T: positions 0, 1, 2; alternatives {0, 1} and {2}.
+  const both = { tags: ['a/1/', '//b'], active: [true, true, true] }
+  assert.ok(tagsHold(both))
+  assert.deepEqual(tagSlots(both), [[0, 'a'], [1, '1'], [2, 'b']])
+  const index = new TagIndex([
+    ['r1', both],
+    ['r2', { tags: ['a/1/'], active: [true, true, false] }],
+    ['r3', { tags: ['c/1/'], active: [true, true, false] }],
+  ])
+  let moved = index.move(0, 'a', false)
+  assert.deepEqual(moved, { left: ['r2'], changed: ['r1'] }, 'r1 stays through its second alternative')
+  assert.equal(index.states.has('r2'), false)
+  assert.deepEqual(index.states.get('r1').active, [false, true, true])
+  moved = index.move(0, 'a', true)
+  assert.deepEqual(moved, { left: [], changed: ['r1'] })
+  assert.deepEqual(index.states.get('r1').active, [true, true, true])
+  assert.deepEqual(index.move(0, 'zzz', false), { left: [], changed: [] }, 'a value no row has')
+  index.delete('r3')
+  assert.deepEqual(index.move(0, 'c', false), { left: [], changed: [] }, 'forgotten rows are not indexed')
+})

@@ -8,7 +8,8 @@ import { parseTime } from './dom.js'
 
 /**
  * What the editor syncs: everything of the user's teams (the server's read rules restrict each
- * table to `team_id = ANY(claims.teams)`), so every pipeline opens offline. The tables edited
+ * table to the teams the user is a member of, following team_members live: a removed member's
+ * rows leave at once), so every pipeline opens offline. The tables edited
  * together live; the rarely changing ones are polled, so the live streams and the presence
  * stream stay within the browser's six connections per server.
  */

@@ -4,9 +4,9 @@
 //!   "name", "role"}]}]`, the people a developer can sign in as;
 //! - `POST /dev/token` `{"user_id": "<uuid>"}` → `{"token", "expires_at"}` (Unix seconds): an
 //!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id, `name`, and
-//!   `teams` = the user's teams *at issuance*, read from `team_members`. Removing a membership
-//!   therefore revokes access as soon as the client takes a new token (and at the latest when
-//!   the old one expires, after [`DevWeb::token_ttl_secs`](super::DevWeb)).
+//!   `teams` = the user's teams *at issuance*, read from `team_members` (for the app to show; the
+//!   example's rules do not trust it: they read `team_members` live, so removing a membership
+//!   revokes access at once, whatever the token says).
 //!
 //! Any web page a developer visits could try to mint tokens from `localhost`: these routes send
 //! no CORS headers (a cross-origin page cannot read their answers), refuse a request whose

@@ -928,3 +928,84 @@ async fn a_transaction_split_across_responses_is_applied_whole() {
     fresh.sync(&all).await.unwrap();
     assert_eq!(local(&fresh, "steps"), oracle(&c, "").await);
 }
+
+/// A relational shape (a where clause with a subquery) in SQLite: the replica tracks each row's
+/// tags, so a `move-out` event — a membership removed — drops exactly the rows no other condition
+/// keeps, also after the app was closed and reopened (the tags are stored with the rows); rows
+/// that move in arrive; a pending local write to a row that moves out is not lost: it is still
+/// pushed, and the server's answer decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relational_shapes_follow_move_outs_and_move_ins() {
+    use ferrite_client::Change;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE members (pipeline int NOT NULL, user_id text NOT NULL, PRIMARY KEY (pipeline, user_id));
+         INSERT INTO members VALUES (0, 'ann'), (1, 'ann');",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rel.db");
+    let clause = "pipeline IN (SELECT pipeline FROM members WHERE user_id = 'ann') OR id <= 3";
+    let anns = ShapeDef::table("steps").filter(clause);
+    let filter = format!("WHERE {clause}");
+    let synced = |client: &Client| {
+        let client = client.clone();
+        let (c, anns, filter) = (&c, anns.clone(), filter.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                client.sync(&anns).await.unwrap();
+                let expected = oracle(c, &filter).await;
+                if local(&client, "steps") == expected {
+                    return expected.len();
+                }
+                assert!(Instant::now() < deadline, "never converged: {} local rows", local(&client, "steps").len());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    {
+        let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
+        assert_eq!(synced(&client).await, 200 + 1, "pipelines 0 and 1, and step 3 of pipeline 0 counted once");
+        assert!(count(&client, "SELECT count(*) FROM _ferrite_tag_slots") > 0, "tags are tracked");
+        // Ann leaves pipeline 1: its rows move out, except step 1 (kept by `id <= 3`).
+        c.batch_execute("DELETE FROM members WHERE pipeline = 1").await.unwrap();
+        synced(&client).await;
+        assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE pipeline = 1"), 1);
+    }
+    // Reopened: joining pipeline 2 moves its rows in; leaving pipeline 0 (whose rows' tags were
+    // stored before the reopen) moves them out.
+    let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
+    c.batch_execute("INSERT INTO members VALUES (2, 'ann')").await.unwrap();
+    synced(&client).await;
+    assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE pipeline = 2"), 100);
+    c.batch_execute("DELETE FROM members WHERE pipeline = 0").await.unwrap();
+    synced(&client).await;
+    assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE pipeline = 0"), 1, "step 3 stays");
+
+    // A local edit of a row of pipeline 2, then pipeline 2 moves out before it is pushed.
+    client
+        .write(&[Change::Update {
+            table: "steps".into(),
+            key: text(&[("id", Some("5"))]),
+            set: text(&[("name", Some("edited offline"))]),
+        }])
+        .unwrap();
+    c.batch_execute("DELETE FROM members WHERE pipeline = 2").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&client, "SELECT count(*) FROM steps WHERE pipeline = 2 AND id > 5") > 0 {
+        client.sync(&anns).await.unwrap();
+        assert!(Instant::now() < deadline, "pipeline 2 never moved out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.pending().unwrap(), 1, "the write is still queued");
+    let report = client.push().await.unwrap();
+    assert_eq!((report.sent, report.accepted), (1, 1), "{report:?}");
+    assert_eq!(step_names(&c, &[5]).await, vec!["edited offline".to_string()], "the server applied it");
+    synced(&client).await;
+    assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE id = 5"), 0, "and it is not in Ann's shape");
+}

@@ -7,7 +7,7 @@ use crate::common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "examples-secret-0123456789abcdef012345";
 
@@ -291,4 +291,27 @@ async fn pipeline_editor_rules_and_policies() {
     .unwrap();
     let r = post(&s.base, &grace, "grace-laptop", etl_step(7)).await;
     assert_eq!(r[0]["status"], "applied", "{r:?}");
+
+    // Removed from Data: its rows leave Grace's open shape at once — with the same token, which
+    // still lists the team — her writes there are refused, and her presence in its pipeline's
+    // room ends with her next heartbeat.
+    let mut live = ShapeReader::new(&s.base, &[("table", "steps")]).with_token(&grace);
+    live.catch_up().await;
+    assert!(live.rows.values().any(|r| r["team_id"] == DATA));
+    let heartbeat = || {
+        let (base, t) = (s.base.clone(), grace.clone());
+        async move {
+            let body = json!({"room": format!("pipelines:{NIGHTLY_ETL}"), "client_id": "grace-tab", "state": {"x": 1}});
+            send(reqwest::Client::new().post(format!("{base}/v1/presence")).bearer_auth(t).json(&body)).await
+        }
+    };
+    assert_eq!(heartbeat().await.status, 200);
+    c.execute("DELETE FROM team_members WHERE user_id = $1::text::uuid AND team_id = $2::text::uuid", &[&GRACE, &DATA])
+        .await
+        .unwrap();
+    live.live_until(Duration::from_secs(10), |r| r.rows.values().all(|row| row["team_id"] != DATA)).await;
+    assert!(live.rows.values().any(|r| r["team_id"] == PLATFORM), "Platform's steps stay");
+    assert_eq!(heartbeat().await.status, 403, "her presence in Data's pipeline ends");
+    let r = post(&s.base, &grace, "grace-laptop", etl_step(8)).await;
+    assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
 }
