@@ -27,6 +27,7 @@ mod shape;
 pub mod store;
 mod sync;
 pub mod tags;
+pub mod tree;
 
 /// The wire protocol the client speaks (shared with the server).
 pub use ferrite_protocol as protocol;
@@ -34,6 +35,7 @@ pub use ferrite_protocol::write_protocol::{Rejection, RejectionCode, Transaction
 pub use outbox::{Change, QueuedTransaction, Values};
 pub use shape::ShapeDef;
 pub use sync::{ConnectionState, PushReport, Status, Subscription, SyncReport, DEFAULT_BACKOFF};
+pub use tree::{Include, Tree, TreeReport};
 
 use ferrite_protocol::clock::Clock;
 use std::path::Path;

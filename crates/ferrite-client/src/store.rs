@@ -250,13 +250,26 @@ pub fn apply(
     schema: Option<&str>,
     batch: Batch<'_>,
 ) -> Result<usize, ClientError> {
+    let tx = db.transaction()?;
+    let applied = apply_in(&tx, def, schema, batch)?;
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// [`apply`] inside the caller's SQLite transaction: several shapes' responses applied together
+/// (an include tree, [`crate::tree`]) commit or fail as one.
+pub fn apply_in(
+    tx: &rusqlite::Transaction<'_>,
+    def: &ShapeDef,
+    schema: Option<&str>,
+    batch: Batch<'_>,
+) -> Result<usize, ClientError> {
     let local = def.local_table();
     let messages: Vec<ShapeMessage<'_>> = if batch.body.is_empty() {
         vec![]
     } else {
         serde_json::from_slice(batch.body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
     };
-    let tx = db.transaction()?;
     let stored: Option<String> = tx
         .query_row("SELECT schema FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| r.get(0))
         .optional()?
@@ -264,11 +277,11 @@ pub fn apply(
     let schema_text = match (schema, &stored) {
         (Some(s), Some(old)) if s == old => old.clone(),
         (Some(s), _) => {
-            ensure_table(&tx, &local, &parse_schema(s)?)?;
+            ensure_table(tx, &local, &parse_schema(s)?)?;
             // A new table for a new shape: rows with pending local writes start from them alone
             // (their server versions come back with the snapshot).
             tx.execute("UPDATE _ferrite_shapes SET schema = ?2 WHERE local_table = ?1", params![local, s])?;
-            crate::outbox::restart_table(&tx, &local)?;
+            crate::outbox::restart_table(tx, &local)?;
             s.to_string()
         }
         (None, Some(old)) => old.clone(),
@@ -291,13 +304,13 @@ pub fn apply(
         if m.headers.control.as_deref() == Some("snapshot-end") {
             // Pushed transactions the snapshot already contains will not come back as changes.
             if let Some(snapshot) = m.headers.snapshot() {
-                crate::outbox::cover_visible(&tx, &local, &snapshot)?;
+                crate::outbox::cover_visible(tx, &local, &snapshot)?;
             }
         }
         if let (Some(event), Some(patterns)) = (m.headers.event.as_deref(), m.headers.patterns.as_ref()) {
             // A subquery's value left (or entered) its result: the rows it names lose (or
             // regain) that condition; those left with no alternative that holds leave.
-            for key in crate::tags::apply_event(&tx, &local, event == "move-in", patterns)? {
+            for key in crate::tags::apply_event(tx, &local, event == "move-in", patterns)? {
                 let value: Row<'_> =
                     key.iter().map(|(k, v)| (Text(k.clone().into()), v.clone().map(|v| Text(v.into())))).collect();
                 let shadow = if any_shadow {
@@ -307,10 +320,10 @@ pub fn apply(
                     None
                 };
                 match shadow {
-                    Some((key, json)) if crate::outbox::shadowed(&tx, &local, &key)? => {
-                        crate::outbox::apply_to_shadow(&tx, &local, &key, "delete", &json)?
+                    Some((key, json)) if crate::outbox::shadowed(tx, &local, &key)? => {
+                        crate::outbox::apply_to_shadow(tx, &local, &key, "delete", &json)?
                     }
-                    _ => apply_change(&tx, &local, &columns, "delete", &value, &mut sql_cache)?,
+                    _ => apply_change(tx, &local, &columns, "delete", &value, &mut sql_cache)?,
                 }
                 applied += 1;
             }
@@ -321,13 +334,13 @@ pub fn apply(
         };
         if let Some(row_key) = m.key.as_deref() {
             if op == "delete" {
-                crate::tags::forget_row(&tx, &local, row_key)?;
+                crate::tags::forget_row(tx, &local, row_key)?;
             } else if let Some(tags) = &m.headers.tags {
                 let state = ferrite_protocol::tags::RowTags {
                     tags: tags.clone(),
                     active: m.headers.active_conditions.clone().unwrap_or_default(),
                 };
-                crate::tags::remember_row(&tx, &local, row_key, &columns, value, &state)?;
+                crate::tags::remember_row(tx, &local, row_key, &columns, value, &state)?;
             }
         }
         // A row with pending local writes: the change goes to its server version, and the row
@@ -339,10 +352,10 @@ pub fn apply(
             None
         };
         match shadow {
-            Some((key, json)) if crate::outbox::shadowed(&tx, &local, &key)? => {
-                crate::outbox::apply_to_shadow(&tx, &local, &key, op, &json)?
+            Some((key, json)) if crate::outbox::shadowed(tx, &local, &key)? => {
+                crate::outbox::apply_to_shadow(tx, &local, &key, op, &json)?
             }
-            _ => apply_change(&tx, &local, &columns, op, value, &mut sql_cache)?,
+            _ => apply_change(tx, &local, &columns, op, value, &mut sql_cache)?,
         }
         let lsn = num(&m.headers.lsn);
         last_lsn = last_lsn.max(lsn);
@@ -353,14 +366,14 @@ pub fn apply(
     }
     txids.sort();
     txids.dedup();
-    crate::outbox::txids_seen(&tx, &local, &txids)?;
+    crate::outbox::txids_seen(tx, &local, &txids)?;
     if last_lsn.is_some() {
         tx.execute(
             "UPDATE _ferrite_shapes SET last_lsn = max(coalesce(last_lsn, 0), ?2) WHERE local_table = ?1",
             params![local, last_lsn],
         )?;
     }
-    crate::outbox::retire_covered(&tx)?;
+    crate::outbox::retire_covered(tx)?;
     tx.execute(
         "UPDATE _ferrite_shapes SET handle = ?2, offset = ?3, cursor = ?4, schema = ?5, up_to_date = ?6, last_sync_ms = ?7
          WHERE local_table = ?1",
@@ -374,7 +387,6 @@ pub fn apply(
             batch.received_ms
         ],
     )?;
-    tx.commit()?;
     Ok(applied)
 }
 

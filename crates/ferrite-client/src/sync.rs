@@ -213,7 +213,7 @@ impl Client {
         }
     }
 
-    async fn reset(&self, def: &ShapeDef, new_handle: Option<String>) -> Result<(), ClientError> {
+    pub(crate) async fn reset(&self, def: &ShapeDef, new_handle: Option<String>) -> Result<(), ClientError> {
         let inner = self.inner.clone();
         let def = def.clone();
         blocking(move || {
@@ -236,7 +236,7 @@ impl Client {
     /// One request from `pos` (nothing applied yet). The server splits a transaction bigger than
     /// its chunk size across responses; a response that ends inside one is completed with the
     /// following ones (catch-up requests), so every transaction is applied whole.
-    async fn fetch(&self, def: &ShapeDef, pos: &ShapePosition, live: bool) -> Result<Fetched, ClientError> {
+    pub(crate) async fn fetch(&self, def: &ShapeDef, pos: &ShapePosition, live: bool) -> Result<Fetched, ClientError> {
         let mut fetched = self.fetch_one(def, pos, live).await?;
         while let Fetched::Data(data) = &fetched {
             if !ends_inside_transaction(&data.body) {
@@ -249,6 +249,7 @@ impl Client {
                         body: join_arrays(&data.body, &rest.body),
                         next: rest.next,
                         schema: data.schema.or(rest.schema),
+                        complete_lsn: rest.complete_lsn,
                     });
                 }
                 refetch => fetched = refetch,
@@ -299,17 +300,18 @@ impl Client {
             up_to_date: header("electric-up-to-date").is_some(),
         };
         let schema = header("electric-schema");
+        let complete_lsn = header("ferrite-complete-lsn").and_then(|v| v.parse().ok());
         // Parsed where it is applied, on a blocking thread.
         let body = r.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
         self.inner.counters.bytes_received.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(Fetched::Data(Data { body, next, schema }))
+        Ok(Fetched::Data(Data { body, next, schema, complete_lsn }))
     }
 }
 
 impl Client {
     /// Sends a request with the caller's token; a transport failure means the server is
     /// unreachable (the client retries).
-    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    pub(crate) async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         if let Some(t) = self.inner.token.token() {
             req = req.bearer_auth(t);
         }
@@ -364,7 +366,7 @@ fn join_arrays(a: &[u8], b: &[u8]) -> bytes::Bytes {
 }
 
 /// What a request brought.
-enum Fetched {
+pub(crate) enum Fetched {
     /// 409: start over at this handle.
     Refetch(Option<String>),
     /// Messages to apply.
@@ -372,14 +374,17 @@ enum Fetched {
 }
 
 /// A response's body (its messages) and the position after them.
-struct Data {
-    body: bytes::Bytes,
-    next: ShapePosition,
-    schema: Option<String>,
+pub(crate) struct Data {
+    pub(crate) body: bytes::Bytes,
+    pub(crate) next: ShapePosition,
+    pub(crate) schema: Option<String>,
+    /// `ferrite-complete-lsn`: a relational shape whose move-in is still to come is complete
+    /// only up to this position (see [`crate::tree`]).
+    pub(crate) complete_lsn: Option<u64>,
 }
 
 /// Runs SQLite work on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
 ) -> Result<T, ClientError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ClientError::Protocol(format!("local task failed: {e}")))?

@@ -171,3 +171,62 @@ async fn resolve_domain_base(client: &Client, mut oid: u32) -> Result<(String, b
     }
     Err(PgError::Protocol(format!("domain nesting deeper than {MAX_DOMAIN_DEPTH} levels")))
 }
+
+/// A foreign key between two tables: `table (columns) REFERENCES references (referenced_columns)`,
+/// columns in the constraint's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// The constraint's name.
+    pub name: String,
+    /// The referencing table.
+    pub table: QualifiedName,
+    /// Its columns.
+    pub columns: Vec<String>,
+    /// The referenced table.
+    pub references: QualifiedName,
+    /// Its columns, aligned with `columns`.
+    pub referenced_columns: Vec<String>,
+}
+
+/// The foreign keys from and to table `name` (each once; a self-reference is both), by
+/// constraint name; `None` when there is no such table.
+pub async fn foreign_keys(client: &Client, name: &QualifiedName) -> Result<Option<Vec<ForeignKey>>, PgError> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT c.oid FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&name.schema, &name.name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let oid: u32 = row.try_get(0)?;
+    let columns = |side: &str, rel: &str| {
+        format!(
+            "ARRAY(SELECT a.attname::text FROM unnest(c.{side}) WITH ORDINALITY k(n, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.{rel} AND a.attnum = k.n ORDER BY k.i)"
+        )
+    };
+    let sql = format!(
+        "SELECT c.conname::text, n1.nspname::text, t1.relname::text, {}, n2.nspname::text, t2.relname::text, {} \
+         FROM pg_catalog.pg_constraint c \
+         JOIN pg_catalog.pg_class t1 ON t1.oid = c.conrelid JOIN pg_catalog.pg_namespace n1 ON n1.oid = t1.relnamespace \
+         JOIN pg_catalog.pg_class t2 ON t2.oid = c.confrelid JOIN pg_catalog.pg_namespace n2 ON n2.oid = t2.relnamespace \
+         WHERE c.contype = 'f' AND (c.conrelid = $1 OR c.confrelid = $1) ORDER BY c.conname, c.oid",
+        columns("conkey", "conrelid"),
+        columns("confkey", "confrelid")
+    );
+    let mut out = Vec::new();
+    for r in client.query(&sql, &[&oid]).await? {
+        out.push(ForeignKey {
+            name: r.try_get(0)?,
+            table: QualifiedName::new(r.try_get::<_, String>(1)?, r.try_get::<_, String>(2)?),
+            columns: r.try_get(3)?,
+            references: QualifiedName::new(r.try_get::<_, String>(4)?, r.try_get::<_, String>(5)?),
+            referenced_columns: r.try_get(6)?,
+        });
+    }
+    Ok(Some(out))
+}

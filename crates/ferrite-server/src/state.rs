@@ -467,6 +467,8 @@ pub async fn run_move_in(state: Arc<AppState>, shape: Arc<Shape>) {
             let outcome = links.lock().finish_move_in(&shape, &request, &info, &rows, results, &clock)?;
             shape.update_value_index(&state.registry.value_index);
             shape.log.sync(true)?;
+            // Readable now: the log is complete again, unless more is owed.
+            links.lock().settle();
             Ok::<_, std::io::Error>(outcome)
         });
         match outcome {

@@ -2,6 +2,7 @@
 
 pub mod compression;
 pub mod extract;
+pub mod foreign_keys;
 pub mod listener;
 pub mod params;
 pub mod response;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 pub const SERVER_VERSION: &str = concat!("Ferrite/", env!("CARGO_PKG_VERSION"));
 
 /// Headers browsers may read from shape responses.
-const EXPOSE_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,electric-snapshot,retry-after,etag";
+const EXPOSE_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,electric-snapshot,retry-after,etag,ferrite-complete-lsn";
 /// Request headers browsers may send (Authorization is for the auth layer).
 const ALLOWED_REQUEST_HEADERS: [&str; 4] = ["if-none-match", "traceparent", "authorization", "content-type"];
 
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
         .route("/v1/shape", shape_route)
         .route("/v1/health", get(health).options(preflight))
         .route("/v1/config", get(client_config).options(preflight))
+        .route("/v1/foreign-keys", get(foreign_keys::get).options(preflight))
         .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
         .route("/v1/presence", get(crate::presence::http::get).post(crate::presence::http::post).options(preflight))
         .route("/metrics", get(metrics))
@@ -92,7 +94,7 @@ fn cors_methods(path: &str) -> Option<&'static str> {
         "/v1/shape" => "GET, POST, HEAD, DELETE, OPTIONS",
         "/v1/transactions" => "POST, OPTIONS",
         "/v1/presence" => "GET, POST, OPTIONS",
-        "/v1/health" | "/v1/config" | "/metrics" => "GET, HEAD",
+        "/v1/health" | "/v1/config" | "/v1/foreign-keys" | "/metrics" => "GET, HEAD",
         _ => return None,
     })
 }

@@ -272,6 +272,7 @@ async fn shape_response(
     slice: Option<&LogSlice>,
     offset: LogOffset,
     up_to_date_lsn: Option<u64>,
+    complete_lsn: Option<u64>,
     cache_control: &str,
     unique_etag: bool,
 ) -> Response<Body> {
@@ -333,8 +334,13 @@ async fn shape_response(
     set(&mut r, "etag", &tag);
     set(&mut r, "cache-control", cache_control);
     set(&mut r, "electric-has-data", if slice.is_some_and(|s| s.count > 0) { "true" } else { "false" });
-    if up_to_date_lsn.is_some() {
+    if let Some(lsn) = up_to_date_lsn {
         set(&mut r, "electric-up-to-date", "");
+        // A relational shape whose move-in is still to come is complete only up to an earlier
+        // point than the up-to-date says (a Ferrite extension; include trees wait for it).
+        if let Some(complete) = complete_lsn.filter(|c| *c < lsn) {
+            set(&mut r, "ferrite-complete-lsn", &complete.to_string());
+        }
     }
     if req.live {
         let cursor = next_cursor(state, req.cursor);
@@ -395,6 +401,7 @@ async fn catch_up(
             return Box::pin(removed_response(state, shape, why)).await;
         }
         let global = state.global_lsn.load(Ordering::Relaxed);
+        let complete = shape.complete_lsn();
         let outcome = {
             let shape = shape.clone();
             tokio::task::spawn_blocking(move || shape.log.read(after, true, global)).await
@@ -415,6 +422,7 @@ async fn catch_up(
                     Some(&slice),
                     slice.end,
                     lsn,
+                    complete,
                     &catch_up_cache(state, req),
                     false,
                 )
@@ -431,6 +439,7 @@ async fn catch_up(
                     None,
                     offset,
                     Some(lsn),
+                    complete,
                     &catch_up_cache(state, req),
                     false,
                 )
@@ -470,8 +479,20 @@ async fn now_response(state: &Arc<AppState>, shape: &Arc<Shape>, req: &ShapeRequ
     let offset = shape.log.durable_offset();
     let lsn = state.global_lsn.load(Ordering::Relaxed).max(offset.tx);
     let headers = HeaderMap::new();
-    Box::pin(shape_response(state, shape, req, &headers, None, offset, Some(lsn), &catch_up_cache(state, req), true))
-        .await
+    let complete = shape.complete_lsn();
+    Box::pin(shape_response(
+        state,
+        shape,
+        req,
+        &headers,
+        None,
+        offset,
+        Some(lsn),
+        complete,
+        &catch_up_cache(state, req),
+        true,
+    ))
+    .await
 }
 
 /// Long-poll: answer at once if there is data after `o`, else wait for it up to the timeout.
@@ -496,6 +517,7 @@ async fn live(
         }
         // Processed LSN first, then the log (see `sse::pump`).
         let processed = state.global_lsn.load(Ordering::Relaxed);
+        let complete = shape.complete_lsn();
         match read_live(shape, o).await {
             Ok(ReadOutcome::Data(slice)) => {
                 let lsn = slice.up_to_date.then(|| slice.end.tx.max(processed));
@@ -507,6 +529,7 @@ async fn live(
                     Some(&slice),
                     slice.end,
                     lsn,
+                    complete,
                     CACHE_LIVE,
                     false,
                 ))
@@ -524,8 +547,10 @@ async fn live(
                 if out_of_bounds && beyond(o) {
                     return resp::invalid_field("offset", "out of bounds for this shape");
                 }
+                let complete = shape.complete_lsn();
                 let lsn = state.global_lsn.load(Ordering::Relaxed).max(o.tx);
-                return Box::pin(shape_response(state, shape, req, headers, None, o, Some(lsn), CACHE_LIVE, true)).await;
+                return Box::pin(shape_response(state, shape, req, headers, None, o, Some(lsn), complete, CACHE_LIVE, true))
+                    .await;
             }
         }
     }

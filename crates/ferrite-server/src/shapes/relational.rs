@@ -126,6 +126,9 @@ struct Checkpoint {
     due: Option<i64>,
     #[serde(default)]
     advance_to: Option<i64>,
+    /// See [`Links::complete_lsn`].
+    #[serde(default)]
+    owed_since: Option<u64>,
 }
 
 /// One dependency in a [`Checkpoint`] (its result is its shared node's, stored with it).
@@ -297,6 +300,9 @@ pub struct Links {
     advance_to: Option<i64>,
     /// Woken when `due` changes, for the task that waits for it ([`crate::state::follow_clock`]).
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Commit LSN of the transaction since which rows are owed (a move-in or a deep result's
+    /// refresh pending): the log is complete only up to just before it ([`Links::complete_lsn`]).
+    owed_since: Option<u64>,
 }
 
 /// The subqueries' results as the shape's clients know them (`loaded`) and the shape's time,
@@ -401,7 +407,39 @@ impl Links {
             due: None,
             advance_to: None,
             wake: Default::default(),
+            owed_since: None,
         })
+    }
+
+    /// While rows are owed (a move-in or a refresh pending), a position the shape's log is
+    /// complete through: two bytes before the commit of the transaction that made them owed (a
+    /// commit record is longer than that, so no transaction commits in between, and a move-in
+    /// placed one byte after a transaction is never mistaken for one after this point); `None`
+    /// when nothing is owed (the log is complete up to the stream's position). Read it before
+    /// reading the log: entries after it may be partial (a move-in still to come).
+    pub fn complete_lsn(&self) -> Option<u64> {
+        self.owed_since.map(|l| l.saturating_sub(2))
+    }
+
+    /// Notes, after applying transaction `lsn`, whether rows are owed since then.
+    fn note_owed(&mut self, lsn: u64) {
+        if self.owes_moves() {
+            self.owed_since.get_or_insert(lsn);
+        }
+    }
+
+    /// Whether rows are owed (values moving in, deep results to read again).
+    fn owes_moves(&self) -> bool {
+        self.deps.iter().any(|d| !d.pending.is_empty() || d.stale)
+    }
+
+    /// After a move-in's log units are durable (readable): when nothing is owed any more, the log
+    /// is complete again ([`Links::complete_lsn`]). Not sooner — a reader between the move-in's
+    /// end and its units becoming readable would otherwise be told the log is complete.
+    pub fn settle(&mut self) {
+        if !self.owes_moves() {
+            self.owed_since = None;
+        }
     }
 
     /// Sets the shape's time before its initial snapshot is read at it.
@@ -822,6 +860,7 @@ impl Links {
             now: self.now,
             due: self.due,
             advance_to: self.advance_to,
+            owed_since: self.owed_since,
         };
         let bytes = serde_json::to_vec(&checkpoint).map_err(io::Error::other)?;
         let path = shape.log.dir().join(CHECKPOINT_FILE);
@@ -866,6 +905,7 @@ impl Links {
         }
         links.stage = cp.stage;
         links.initial = cp.initial;
+        links.owed_since = cp.owed_since;
         if links.now.is_some() {
             links.now = cp.now;
             links.due = cp.due;
@@ -881,7 +921,7 @@ impl Links {
     /// Whether a move-in must run: rows owed, a deep result to read again, or the clock to
     /// advance.
     fn owes_rows(&self) -> bool {
-        self.advance_to.is_some() || self.deps.iter().any(|d| !d.pending.is_empty() || d.stale)
+        self.advance_to.is_some() || self.owes_moves()
     }
 
     /// Transactions waiting in the queue.
@@ -990,6 +1030,7 @@ impl Links {
             self.outbox
                 .push(entries.into_iter().map(|(op, json)| (LogOffset::new(txn.commit_lsn, op), json)).collect());
         }
+        self.note_owed(txn.commit_lsn);
     }
 }
 

@@ -193,6 +193,12 @@ impl Shape {
         self.removed.borrow().clone()
     }
 
+    /// For a relational shape owed rows (a move-in pending), the LSN its log is complete through
+    /// (see [`super::relational::Links::complete_lsn`]); `None` otherwise. Read before the log.
+    pub fn complete_lsn(&self) -> Option<u64> {
+        self.links.as_ref().and_then(|l| l.lock().complete_lsn())
+    }
+
     /// Whether a change of table `oid` is offered to this relational shape as a row change: its
     /// own table's, and those its deep subqueries read. The others' changes reach it as the
     /// deltas of their shared nodes ([`super::nodes`]).

@@ -12,6 +12,7 @@ mod dev_command;
 mod electric_client;
 mod examples;
 mod http_protocol;
+mod include_trees;
 mod lifecycle;
 mod membership_rules;
 mod presence;

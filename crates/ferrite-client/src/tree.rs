@@ -1,0 +1,581 @@
+//! Include trees: a shape and the rows related to it through foreign keys, synced together —
+//! a pipeline, its steps, the steps' connections, its comments and their authors — and applied
+//! only when every shape of the tree stands at one common point of the server's log, so the app
+//! never sees a connection without its steps or a step without its pipeline.
+//!
+//! A tree compiles to one ordinary shape per node ([`Client::tree_shapes`]): a child's where
+//! clause is a subquery on its parent's rows, through the foreign keys Postgres declares between
+//! the two tables (read from `GET /v1/foreign-keys`). A child that references its parent
+//! (`steps.pipeline_id → pipelines.id`) gets `pipeline_id IN (SELECT id FROM pipelines WHERE
+//! <the parent's where>)`; a child its parent references (`comments.user_id → users.id`) gets
+//! `id IN (SELECT user_id FROM comments WHERE …)`; composite keys compare tuples; several keys
+//! between the two tables (`connections.from_step_id`, `to_step_id`) are alternatives (OR) unless
+//! [`Include::via`] picks one. The server keeps each shape live as the subqueries' results change
+//! (relational shapes), with the caller's read rules applied to every level.
+//!
+//! [`Client::sync_tree`] fetches every shape's new responses without applying them, until they
+//! stand at a common point of the server's log — every shape complete up to a position `L`
+//! (its up-to-date `global_last_seen_lsn`, or the earlier `ferrite-complete-lsn` of a relational
+//! shape whose move-in is still to come) and none holding anything after `L` — then applies them
+//! all in one SQLite transaction.
+//!
+//! Cost: one shape per node (each its own requests and, on the server, its own log); a child's
+//! rows are read through every level above it, and a change of a parent table re-reads the
+//! nested subqueries of the levels below (see the server's documentation of relational shapes).
+//! Subqueries nest at most four levels on the server: a tree deeper than that is refused.
+
+use crate::shape::ShapeDef;
+use crate::store::{self, Batch, ShapePosition};
+use crate::sync::{blocking, Data, Fetched};
+use crate::{Client, ClientError};
+use ferrite_protocol::relation::{quote_ident, QualifiedName};
+use std::collections::{BTreeMap, HashMap};
+
+/// A subscription of related rows: a root shape and what it includes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tree {
+    /// The root shape (its table, where clause, params, columns, local table).
+    pub root: ShapeDef,
+    /// Related rows, by name (the table's name unless [`Include::table`] says otherwise; also
+    /// the local table's name unless [`Include::local_table`] does).
+    pub include: BTreeMap<String, Include>,
+}
+
+/// Rows of another table linked by a foreign key to the rows of their parent node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Include {
+    /// The table (`name` or `schema.name`); the include's name when `None`.
+    pub table: Option<String>,
+    /// A where clause the included rows must also satisfy (`$1`… from `params`).
+    pub where_sql: Option<String>,
+    /// Values of `$1`… in `where_sql`.
+    pub params: BTreeMap<String, String>,
+    /// Columns to sync (must include the primary key); all when `None`.
+    pub columns: Option<Vec<String>>,
+    /// The foreign key to follow (its constraint name) when several link the two tables; all
+    /// of them, as alternatives, when `None`.
+    pub via: Option<String>,
+    /// Local table; the include's name when `None`.
+    pub local_table: Option<String>,
+    /// What this node includes in turn.
+    pub include: BTreeMap<String, Include>,
+}
+
+impl Tree {
+    /// A tree rooted at `root`, including nothing yet.
+    pub fn new(root: ShapeDef) -> Tree {
+        Tree { root, include: BTreeMap::new() }
+    }
+
+    /// The same tree including `name`.
+    pub fn with(mut self, name: &str, include: Include) -> Tree {
+        self.include.insert(name.to_string(), include);
+        self
+    }
+}
+
+impl Include {
+    /// The rows of table `name` linked to the parent's (every foreign key between them).
+    pub fn rows() -> Include {
+        Include::default()
+    }
+
+    /// The same include of another table than its name.
+    pub fn of_table(mut self, table: &str) -> Include {
+        self.table = Some(table.to_string());
+        self
+    }
+
+    /// The same include, restricted by `where_sql`.
+    pub fn filter(mut self, where_sql: &str) -> Include {
+        self.where_sql = Some(where_sql.to_string());
+        self
+    }
+
+    /// The same include, following only foreign key `constraint`.
+    pub fn via(mut self, constraint: &str) -> Include {
+        self.via = Some(constraint.to_string());
+        self
+    }
+
+    /// The same include, including `name` in turn.
+    pub fn with(mut self, name: &str, include: Include) -> Include {
+        self.include.insert(name.to_string(), include);
+        self
+    }
+}
+
+/// What one [`Client::sync_tree`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeReport {
+    /// HTTP requests made (foreign-key lookups included).
+    pub requests: usize,
+    /// Row changes applied.
+    pub changes: usize,
+    /// Rounds of catching up needed before the shapes stood at one common point.
+    pub rounds: usize,
+    /// The common log position the tree was applied at.
+    pub lsn: u64,
+}
+
+/// How long [`Client::sync_tree`] keeps catching up before giving up: the tree's tables kept
+/// changing between the shapes' answers, or a shape's move-in took that long.
+pub const TREE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A foreign key as `GET /v1/foreign-keys` lists it.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ForeignKey {
+    name: String,
+    table: (String, String),
+    columns: Vec<String>,
+    references: (String, String),
+    referenced_columns: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ForeignKeys {
+    foreign_keys: Vec<ForeignKey>,
+}
+
+/// A node being compiled: its table and its where clause with params.
+struct Node {
+    table: QualifiedName,
+    where_sql: Option<String>,
+    params: Vec<String>,
+}
+
+impl Client {
+    /// The shapes a tree compiles to, root first (see the module documentation). Asks the server
+    /// for the foreign keys of each included table.
+    pub async fn tree_shapes(&self, tree: &Tree) -> Result<Vec<ShapeDef>, ClientError> {
+        let mut cache = HashMap::new();
+        let mut requests = 0;
+        self.compile(tree, &mut cache, &mut requests).await
+    }
+
+    async fn compile(
+        &self,
+        tree: &Tree,
+        cache: &mut HashMap<QualifiedName, Vec<ForeignKey>>,
+        requests: &mut usize,
+    ) -> Result<Vec<ShapeDef>, ClientError> {
+        let root_table = parse_table(&tree.root.table)?;
+        let params = ordered_params(&tree.root.params)?;
+        let root = Node { table: root_table, where_sql: tree.root.where_sql.clone(), params };
+        let mut out = vec![tree.root.clone()];
+        let mut stack: Vec<(Node, &BTreeMap<String, Include>)> = vec![(root, &tree.include)];
+        while let Some((parent, includes)) = stack.pop() {
+            for (name, inc) in includes {
+                let table = parse_table(inc.table.as_deref().unwrap_or(name))?;
+                if !cache.contains_key(&table) {
+                    *requests += 1;
+                    let keys = self.foreign_keys(&table).await?;
+                    cache.insert(table.clone(), keys);
+                }
+                let link = link(&parent, &table, &cache[&table], inc.via.as_deref(), name)?;
+                let own = ordered_params(&inc.params)?;
+                let mut params = parent.params.clone();
+                let where_sql = match &inc.where_sql {
+                    Some(w) if !w.trim().is_empty() => {
+                        let shifted = shift_params(w, params.len());
+                        params.extend(own);
+                        format!("({link}) AND ({shifted})")
+                    }
+                    _ => link,
+                };
+                out.push(ShapeDef {
+                    table: table.quoted(),
+                    where_sql: Some(where_sql.clone()),
+                    params: params.iter().enumerate().map(|(i, v)| ((i + 1).to_string(), v.clone())).collect(),
+                    columns: inc.columns.clone(),
+                    local_table: Some(inc.local_table.clone().unwrap_or_else(|| name.clone())),
+                    retain: tree.root.retain,
+                });
+                stack.push((Node { table, where_sql: Some(where_sql), params }, &inc.include));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET /v1/foreign-keys?table=…`.
+    async fn foreign_keys(&self, table: &QualifiedName) -> Result<Vec<ForeignKey>, ClientError> {
+        let query: String =
+            form_urlencoded::Serializer::new(String::new()).append_pair("table", &table.quoted()).finish();
+        let r = self.send(self.inner.http.get(format!("{}/v1/foreign-keys?{query}", self.inner.base))).await?;
+        let status = r.status().as_u16();
+        let body = r.text().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        if status != 200 {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(String::from))
+                .unwrap_or(body);
+            return Err(ClientError::Refused { status, message, retry_after: None });
+        }
+        let keys: ForeignKeys =
+            serde_json::from_str(&body).map_err(|e| ClientError::Protocol(format!("foreign keys: {e}")))?;
+        Ok(keys.foreign_keys)
+    }
+
+    /// Catches every shape of `tree` up and applies them together, at one common log position
+    /// (see the module documentation); gives up after [`TREE_WAIT`] without applying anything.
+    pub async fn sync_tree(&self, tree: &Tree) -> Result<TreeReport, ClientError> {
+        self.sync_tree_within(tree, TREE_WAIT).await
+    }
+
+    /// [`Client::sync_tree`], giving up after `max_wait`.
+    pub async fn sync_tree_within(
+        &self,
+        tree: &Tree,
+        max_wait: std::time::Duration,
+    ) -> Result<TreeReport, ClientError> {
+        let mut report = TreeReport::default();
+        let mut cache = HashMap::new();
+        let defs = self.compile(tree, &mut cache, &mut report.requests).await?;
+        let mut positions: Vec<ShapePosition> = defs.iter().map(|d| self.position(d)).collect::<Result<_, _>>()?;
+        let mut buffers: Vec<Vec<Data>> = defs.iter().map(|_| Vec::new()).collect();
+        // Per shape: the position its content ends at, and the one it is complete up to.
+        let mut ends: Vec<u64> = positions.iter().map(|p| offset_tx(&p.offset)).collect();
+        let mut complete: Vec<Option<u64>> = vec![None; defs.len()];
+        let deadline = std::time::Instant::now() + max_wait;
+        let mut pause = std::time::Duration::from_millis(1);
+        for round in 1.. {
+            report.rounds = round;
+            if round > 2 {
+                // Another round at once rarely helps: give the writer (or a move-in) a moment.
+                if std::time::Instant::now() + pause > deadline {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            let fetches = defs.iter().zip(&positions).map(|(def, pos)| self.catch_up(def, pos.clone()));
+            for (i, caught) in futures_util::future::join_all(fetches).await.into_iter().enumerate() {
+                let caught = caught?;
+                report.requests += caught.requests;
+                if caught.restarted {
+                    // The server replaced the shape: what was fetched of the old one is void.
+                    buffers[i].clear();
+                }
+                ends[i] = offset_tx(&caught.position.offset);
+                positions[i] = caught.position;
+                complete[i] = caught.complete;
+                buffers[i].extend(caught.data);
+            }
+            // Consistent at L = the least complete position, when no shape holds anything after
+            // it. (Move-ins and clock changes sit at `lsn + 1` of the transaction before them; no
+            // commit is one byte after another, so `+ 1` cannot admit a later transaction.)
+            let least = complete.iter().copied().collect::<Option<Vec<u64>>>().and_then(|c| c.into_iter().min());
+            let common = least.filter(|l| ends.iter().all(|e| *e <= l + 1));
+            if let Some(lsn) = common {
+                report.lsn = lsn;
+                report.changes = self.apply_tree(&defs, std::mem::take(&mut buffers)).await?;
+                return Ok(report);
+            }
+        }
+        Err(ClientError::Protocol(format!(
+            "the tree's shapes did not stand at one common point of the server's log within {:?} (its tables kept changing, or a move-in took that long); nothing was applied, try again",
+            max_wait
+        )))
+    }
+
+    /// Fetches `def` from `pos` until up to date, without applying anything.
+    async fn catch_up(&self, def: &ShapeDef, mut pos: ShapePosition) -> Result<CaughtUp, ClientError> {
+        let mut caught = CaughtUp { position: pos.clone(), ..Default::default() };
+        loop {
+            caught.requests += 1;
+            match self.fetch(def, &pos, false).await? {
+                Fetched::Refetch(new_handle) => {
+                    self.reset(def, new_handle).await?;
+                    pos = self.position(def)?;
+                    caught.data.clear();
+                    caught.restarted = true;
+                }
+                Fetched::Data(data) => {
+                    pos = data.next.clone();
+                    if let Some(lsn) = up_to_date_lsn(&data.body) {
+                        caught.complete = Some(data.complete_lsn.map_or(lsn, |c| c.min(lsn)));
+                    }
+                    let done = pos.up_to_date;
+                    caught.data.push(data);
+                    if done {
+                        caught.position = pos;
+                        return Ok(caught);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies every shape's fetched responses in one SQLite transaction.
+    async fn apply_tree(&self, defs: &[ShapeDef], buffers: Vec<Vec<Data>>) -> Result<usize, ClientError> {
+        let inner = self.inner.clone();
+        let defs = defs.to_vec();
+        blocking(move || {
+            let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
+            let received_ms = inner.clock.wall_ms() as i64;
+            let tx = db.transaction()?;
+            let mut applied = 0;
+            for (def, responses) in defs.iter().zip(&buffers) {
+                for data in responses {
+                    let batch = Batch { body: &data.body, next: &data.next, received_ms };
+                    applied += store::apply_in(&tx, def, data.schema.as_deref(), batch)?;
+                }
+            }
+            tx.commit()?;
+            Ok(applied)
+        })
+        .await
+    }
+}
+
+/// What [`Client::catch_up`] fetched.
+#[derive(Default)]
+struct CaughtUp {
+    requests: usize,
+    data: Vec<Data>,
+    position: ShapePosition,
+    /// The position it is complete up to, from its up-to-date.
+    complete: Option<u64>,
+    /// The shape started over (409).
+    restarted: bool,
+}
+
+fn parse_table(text: &str) -> Result<QualifiedName, ClientError> {
+    QualifiedName::parse(text).map_err(|e| ClientError::Invalid(format!("table {text:?}: {e}")))
+}
+
+/// Params `"1"`, `"2"`, … as a list; anything else is a mistake.
+fn ordered_params(params: &BTreeMap<String, String>) -> Result<Vec<String>, ClientError> {
+    let mut out = Vec::with_capacity(params.len());
+    for i in 1..=params.len() {
+        match params.get(&i.to_string()) {
+            Some(v) => out.push(v.clone()),
+            None => {
+                return Err(ClientError::Invalid(format!(
+                    "params must be numbered 1 to {} (found {:?})",
+                    params.len(),
+                    params.keys().collect::<Vec<_>>()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The where clause linking `table`'s rows to `parent`'s: one alternative per foreign key
+/// between the two (or the one `via` names).
+fn link(
+    parent: &Node,
+    table: &QualifiedName,
+    keys: &[ForeignKey],
+    via: Option<&str>,
+    name: &str,
+) -> Result<String, ClientError> {
+    let tuple = |cols: &[String]| {
+        let quoted: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+        if quoted.len() == 1 {
+            quoted[0].clone()
+        } else {
+            format!("({})", quoted.join(", "))
+        }
+    };
+    let from = |cols: &[String]| {
+        let select: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+        let mut s = format!("SELECT {} FROM {}", select.join(", "), parent.table.quoted());
+        if let Some(w) = parent.where_sql.as_deref().filter(|w| !w.trim().is_empty()) {
+            s.push_str(&format!(" WHERE {w}"));
+        }
+        s
+    };
+    let same = |t: &(String, String), q: &QualifiedName| t.0 == q.schema && t.1 == q.name;
+    let mut alternatives = Vec::new();
+    for k in keys.iter().filter(|k| via.is_none_or(|v| v == k.name)) {
+        if same(&k.table, table) && same(&k.references, &parent.table) {
+            // The child references its parent.
+            alternatives.push(format!("{} IN ({})", tuple(&k.columns), from(&k.referenced_columns)));
+        } else if same(&k.table, &parent.table) && same(&k.references, table) {
+            // The parent references the child.
+            alternatives.push(format!("{} IN ({})", tuple(&k.referenced_columns), from(&k.columns)));
+        }
+    }
+    match alternatives.len() {
+        0 => Err(ClientError::Invalid(format!(
+            "include {name:?}: no foreign key{} links {} and {} (that the caller may read)",
+            via.map(|v| format!(" named {v:?}")).unwrap_or_default(),
+            table.quoted(),
+            parent.table.quoted()
+        ))),
+        1 => Ok(alternatives.remove(0)),
+        _ => Ok(alternatives.iter().map(|a| format!("({a})")).collect::<Vec<_>>().join(" OR ")),
+    }
+}
+
+/// `sql` with every parameter `$n` renumbered `$(n + by)`, leaving string literals, quoted
+/// identifiers, comments and dollar-quoted strings as they are.
+pub fn shift_params(sql: &str, by: usize) -> String {
+    if by == 0 {
+        return sql.to_string();
+    }
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut i = 0;
+    let copy_until = |out: &mut String, from: usize, to: usize| out.push_str(&sql[from..to]);
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let quote = b[i];
+                let start = i;
+                i += 1;
+                // `E'…'` strings escape with backslashes.
+                let escapes = quote == b'\'' && start > 0 && (b[start - 1] == b'E' || b[start - 1] == b'e');
+                while i < b.len() {
+                    if escapes && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if b[i] == quote {
+                        if i + 1 < b.len() && b[i + 1] == quote {
+                            i += 2;
+                            continue;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+                copy_until(&mut out, start, i.min(b.len()));
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let start = i;
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                copy_until(&mut out, start, i);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let start = i;
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i = (i + 2).min(b.len());
+                copy_until(&mut out, start, i);
+            }
+            b'$' => {
+                let start = i;
+                let mut j = i + 1;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                let after_ident = start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+                if j > i + 1 && !after_ident {
+                    let n: usize = sql[i + 1..j].parse().unwrap_or(0);
+                    out.push_str(&format!("${}", n + by));
+                    i = j;
+                    continue;
+                }
+                // A dollar-quoted string: `$tag$ … $tag$`.
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                    j += 1;
+                }
+                if !after_ident && j < b.len() && b[j] == b'$' {
+                    let tag = &sql[start..=j];
+                    let body = j + 1;
+                    let end = sql[body..].find(tag).map_or(b.len(), |e| body + e + tag.len());
+                    copy_until(&mut out, start, end);
+                    i = end;
+                    continue;
+                }
+                out.push('$');
+                i += 1;
+            }
+            _ => {
+                let start = i;
+                i += 1;
+                while i < b.len() && !matches!(b[i], b'\'' | b'"' | b'-' | b'/' | b'$') {
+                    i += 1;
+                }
+                copy_until(&mut out, start, i);
+            }
+        }
+    }
+    out
+}
+
+/// The transaction part of an offset (`<tx>_<op>`; 0 for `-1` and the snapshot's).
+fn offset_tx(offset: &str) -> u64 {
+    offset.split('_').next().and_then(|t| t.parse().ok()).unwrap_or(0)
+}
+
+/// The `global_last_seen_lsn` of a response's up-to-date message, if it has one.
+fn up_to_date_lsn(body: &[u8]) -> Option<u64> {
+    let messages: Vec<ferrite_protocol::messages::ShapeMessage<'_>> = serde_json::from_slice(body).ok()?;
+    messages
+        .iter()
+        .filter(|m| m.headers.control.as_deref() == Some("up-to-date"))
+        .filter_map(|m| m.headers.global_last_seen_lsn.as_deref()?.parse().ok())
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_renumbered_outside_literals_identifiers_and_comments() {
+        assert_eq!(shift_params("a = $1 AND b > $2", 3), "a = $4 AND b > $5");
+        assert_eq!(shift_params("name = '$1' AND \"$2\" = $1", 1), "name = '$1' AND \"$2\" = $2");
+        assert_eq!(shift_params("x = 'it''s $1' OR y = $10", 2), "x = 'it''s $1' OR y = $12");
+        assert_eq!(shift_params("x = E'\\'$1' OR y = $1", 1), "x = E'\\'$1' OR y = $2");
+        assert_eq!(shift_params("-- $1\nx = $1 /* $2 */", 1), "-- $1\nx = $2 /* $2 */");
+        assert_eq!(shift_params("x = $tag$ $1 $tag$ OR y = $1", 5), "x = $tag$ $1 $tag$ OR y = $6");
+        assert_eq!(shift_params("a$1 = $1", 1), "a$1 = $2", "part of an identifier");
+        assert_eq!(shift_params("a = $1", 0), "a = $1");
+    }
+
+    fn fk(name: &str, table: &str, columns: &[&str], references: &str, referenced: &[&str]) -> ForeignKey {
+        let q = |t: &str| ("public".to_string(), t.to_string());
+        ForeignKey {
+            name: name.into(),
+            table: q(table),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            references: q(references),
+            referenced_columns: referenced.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn links_follow_foreign_keys_both_ways_composite_and_several() {
+        let pipelines = Node {
+            table: QualifiedName::new("public", "pipelines"),
+            where_sql: Some("id = $1".into()),
+            params: vec!["7".into()],
+        };
+        let steps = QualifiedName::new("public", "steps");
+        let keys = vec![fk("steps_pipeline", "steps", &["pipeline_id", "team_id"], "pipelines", &["id", "team_id"])];
+        assert_eq!(
+            link(&pipelines, &steps, &keys, None, "steps").unwrap(),
+            "(\"pipeline_id\", \"team_id\") IN (SELECT \"id\", \"team_id\" FROM \"public\".\"pipelines\" WHERE id = $1)"
+        );
+        let step_node = Node { table: steps.clone(), where_sql: Some("x".into()), params: vec![] };
+        let connections = QualifiedName::new("public", "connections");
+        let keys = vec![
+            fk("from_step", "connections", &["from_step_id"], "steps", &["id"]),
+            fk("to_step", "connections", &["to_step_id"], "steps", &["id"]),
+        ];
+        let both = link(&step_node, &connections, &keys, None, "connections").unwrap();
+        assert!(both.contains("(\"from_step_id\" IN") && both.contains(" OR (\"to_step_id\" IN"), "{both}");
+        let one = link(&step_node, &connections, &keys, Some("to_step"), "connections").unwrap();
+        assert!(one.starts_with("\"to_step_id\" IN"), "{one}");
+        // A parent that references the child: comments → their authors.
+        let comments = Node { table: QualifiedName::new("public", "comments"), where_sql: None, params: vec![] };
+        let users = QualifiedName::new("public", "users");
+        let keys = vec![fk("author", "comments", &["user_id"], "users", &["id"])];
+        assert_eq!(
+            link(&comments, &users, &keys, None, "users").unwrap(),
+            "\"id\" IN (SELECT \"user_id\" FROM \"public\".\"comments\")"
+        );
+        let err = link(&comments, &users, &keys, Some("nope"), "users").unwrap_err().to_string();
+        assert!(err.contains("no foreign key named \"nope\""), "{err}");
+    }
+}

@@ -1,0 +1,214 @@
+//! Include trees in the Rust client: a pipeline with its steps, the steps' connections (two
+//! foreign keys to steps), its comments and their authors (a many-to-one include), compiled to
+//! one relational shape per node through the foreign keys Postgres declares, and applied only at
+//! a common point of the server's log: while a writer keeps changing the tree (steps added with
+//! their connections in one transaction, deleted with them, moved to another pipeline), the
+//! replica never holds a connection without its steps or a comment without its author, and once
+//! the writer stops it equals Postgres.
+
+use crate::common::*;
+use ferrite_client::{Client, Include, ShapeDef, TokenSource, Tree};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SCHEMA: &str = "
+    CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE pipelines (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE steps (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES pipelines (id) ON DELETE CASCADE,
+                        name text NOT NULL);
+    CREATE TABLE connections (id int PRIMARY KEY,
+                              from_step_id int NOT NULL REFERENCES steps (id) ON DELETE CASCADE,
+                              to_step_id int NOT NULL REFERENCES steps (id) ON DELETE CASCADE);
+    CREATE TABLE comments (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES pipelines (id) ON DELETE CASCADE,
+                           user_id int NOT NULL REFERENCES users (id), body text NOT NULL);
+    INSERT INTO users SELECT i, 'user ' || i FROM generate_series(1, 6) i;
+    INSERT INTO pipelines VALUES (1, 'build'), (2, 'deploy');
+    INSERT INTO steps SELECT i, 1 + i % 2, 'step ' || i FROM generate_series(1, 20) i;
+    INSERT INTO connections SELECT i, i, i + 2 FROM generate_series(1, 18) i;
+    INSERT INTO comments SELECT i, 1 + i % 2, 1 + i % 5, 'comment ' || i FROM generate_series(1, 10) i;";
+
+fn workspace() -> Tree {
+    let mut root = ShapeDef::table("pipelines").filter("id = $1");
+    root.params.insert("1".into(), "1".into());
+    Tree::new(root)
+        .with("steps", Include::rows().with("connections", Include::rows()))
+        .with("comments", Include::rows().with("authors", Include::rows().of_table("users")))
+}
+
+/// What the tree must hold, from Postgres: (local table, query).
+const ORACLE: &[(&str, &str)] = &[
+    ("pipelines", "SELECT id::bigint FROM pipelines WHERE id = 1"),
+    ("steps", "SELECT id::bigint FROM steps WHERE pipeline_id = 1"),
+    (
+        "connections",
+        "SELECT id::bigint FROM connections WHERE from_step_id IN (SELECT id FROM steps WHERE pipeline_id = 1)
+         OR to_step_id IN (SELECT id FROM steps WHERE pipeline_id = 1)",
+    ),
+    ("comments", "SELECT id::bigint FROM comments WHERE pipeline_id = 1"),
+    ("authors", "SELECT id::bigint FROM users WHERE id IN (SELECT user_id FROM comments WHERE pipeline_id = 1)"),
+];
+
+async fn expected(c: &tokio_postgres::Client) -> Vec<Vec<i64>> {
+    let mut out = vec![];
+    for (_, sql) in ORACLE {
+        let mut ids: Vec<i64> = c.query(*sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        ids.sort_unstable();
+        out.push(ids);
+    }
+    out
+}
+
+fn local(client: &Client) -> Vec<Vec<i64>> {
+    ORACLE
+        .iter()
+        .map(|(t, _)| {
+            client
+                .query(&format!("SELECT id FROM {t} ORDER BY id"), &[])
+                .unwrap()
+                .iter()
+                .map(|r| r[0].as_i64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// The replica's own integrity: every connection has a step of the tree at one end, every step
+/// and comment belongs to the root pipeline, every comment's author is there.
+fn assert_whole(client: &Client, context: &str) {
+    let n = |sql: &str| client.query(sql, &[]).unwrap()[0][0].as_i64().unwrap();
+    let orphans = n("SELECT count(*) FROM connections c WHERE NOT EXISTS (SELECT 1 FROM steps s WHERE s.id IN (c.from_step_id, c.to_step_id))");
+    assert_eq!(orphans, 0, "{context}: a connection without its steps");
+    let strays = n("SELECT count(*) FROM steps WHERE pipeline_id NOT IN (SELECT id FROM pipelines)");
+    assert_eq!(strays, 0, "{context}: a step without its pipeline");
+    let anonymous = n("SELECT count(*) FROM comments WHERE user_id NOT IN (SELECT id FROM authors)");
+    assert_eq!(anonymous, 0, "{context}: a comment without its author");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_is_applied_whole_at_a_common_point() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("tree.db"), &s.base, TokenSource::None).unwrap();
+    let tree = workspace();
+    let shapes = client.tree_shapes(&tree).await.unwrap();
+    assert_eq!(shapes.len(), 5, "one shape per node");
+    let connections = shapes.iter().find(|d| d.local_table.as_deref() == Some("connections")).unwrap();
+    assert!(connections.where_sql.as_deref().unwrap().contains(" OR "), "both foreign keys to steps");
+
+    let report = client.sync_tree(&tree).await.unwrap();
+    assert!(report.lsn > 0 && report.changes > 0, "{report:?}");
+    assert_eq!(local(&client), expected(&c).await);
+    assert_whole(&client, "first sync");
+
+    // A writer keeps changing the tree while the replica syncs it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (db.url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let w = ferrite_pg::connect::connect(&url).await.unwrap();
+            let mut i = 100;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let sql = match i % 4 {
+                    // A step and the connection to it, in one transaction.
+                    0 => format!(
+                        "BEGIN; INSERT INTO steps VALUES ({i}, 1, 'new {i}');
+                         INSERT INTO connections SELECT {i}, min(id), {i} FROM steps WHERE pipeline_id = 1 AND id <> {i}; COMMIT;"
+                    ),
+                    // A step deleted with its connections.
+                    1 => "DELETE FROM steps WHERE id = (SELECT min(id) FROM steps WHERE pipeline_id = 1)".to_string(),
+                    // A step moved to the other pipeline, with its connections' other ends.
+                    2 => "UPDATE steps SET pipeline_id = 3 - pipeline_id WHERE id = (SELECT max(id) FROM steps)".to_string(),
+                    // A comment by someone new to the tree.
+                    _ => format!("INSERT INTO comments VALUES ({i}, 1, 1 + {i} % 6, 'c {i}')"),
+                };
+                let _ = w.batch_execute(&sql).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut rounds = 0;
+    for k in 0..15 {
+        let report = client.sync_tree(&tree).await.unwrap();
+        rounds += report.rounds;
+        assert_whole(&client, &format!("sync {k} during churn"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    client.sync_tree(&tree).await.unwrap();
+    assert_eq!(local(&client), expected(&c).await, "after the writer stopped");
+    assert_whole(&client, "at rest");
+    assert!(rounds >= 15);
+
+    // A move-in held up (a lock on `pipelines` stops the query that reads the new author): the
+    // tree does not move on without it — nothing is applied — and takes the comment with its
+    // author once the lock goes. (The lock is taken right after the comment commits; when the
+    // move-in was quicker, the next newcomer tries again.)
+    let count = |sql: &str| client.query(sql, &[]).unwrap()[0][0].as_i64().unwrap();
+    let mut caught = false;
+    for newcomer in 7..17 {
+        c.execute("INSERT INTO users VALUES ($1, 'newcomer')", &[&newcomer]).await.unwrap();
+        client.sync_tree(&tree).await.unwrap();
+        let mut holder = db.client().await;
+        let comment = 5000 + newcomer;
+        c.execute("INSERT INTO comments VALUES ($1, 1, $2, 'by a newcomer')", &[&comment, &newcomer]).await.unwrap();
+        let open = holder.transaction().await.unwrap();
+        open.batch_execute("LOCK TABLE pipelines IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        let mut waiting = false;
+        for _ in 0..40 {
+            let n: i64 = c.query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[]).await.unwrap().get(0);
+            if n > 0 {
+                waiting = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if waiting {
+            let held = client.sync_tree_within(&tree, Duration::from_secs(1)).await.unwrap_err().to_string();
+            assert!(held.contains("common point"), "{held}");
+            assert_eq!(count(&format!("SELECT count(*) FROM comments WHERE id = {comment}")), 0, "nothing applied");
+        }
+        open.rollback().await.unwrap();
+        client.sync_tree(&tree).await.unwrap();
+        assert_eq!(count(&format!("SELECT count(*) FROM comments WHERE id = {comment}")), 1);
+        assert_eq!(count(&format!("SELECT count(*) FROM authors WHERE id = {newcomer}")), 1);
+        if waiting {
+            caught = true;
+            break;
+        }
+    }
+    assert!(caught, "a move-in was never caught waiting for the lock");
+    assert_eq!(local(&client), expected(&c).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_are_listed_and_a_bad_include_is_refused() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let r = get(&format!("{}/v1/foreign-keys?table=connections", s.base)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let keys = r.body["foreign_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| k["references"] == serde_json::json!(["public", "steps"])));
+    let cols: Vec<&Value> = keys.iter().map(|k| &k["columns"]).collect();
+    assert!(cols.contains(&&serde_json::json!(["from_step_id"])) && cols.contains(&&serde_json::json!(["to_step_id"])));
+    // Steps are referenced by connections (twice) and reference pipelines.
+    let r = get(&format!("{}/v1/foreign-keys?table=steps", s.base)).await;
+    assert_eq!(r.body["foreign_keys"].as_array().unwrap().len(), 3);
+    assert_eq!(get(&format!("{}/v1/foreign-keys?table=nothing", s.base)).await.status, 400);
+    assert_eq!(get(&format!("{}/v1/foreign-keys?table=pg_catalog.pg_class", s.base)).await.status, 400);
+    assert_eq!(get(&format!("{}/v1/foreign-keys", s.base)).await.status, 400);
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("bad.db"), &s.base, TokenSource::None).unwrap();
+    let unrelated = Tree::new(ShapeDef::table("users")).with("connections", Include::rows());
+    let err = client.sync_tree(&unrelated).await.unwrap_err().to_string();
+    assert!(err.contains("no foreign key links"), "{err}");
+}
