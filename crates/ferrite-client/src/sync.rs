@@ -64,6 +64,13 @@ pub const DEFAULT_BACKOFF: [Duration; 5] = [
     Duration::from_secs(30),
 ];
 
+/// What a subscription keeps live.
+enum Target {
+    Shape(ShapeDef),
+    /// A tree, and the shapes it compiled to (once the server answered).
+    Tree(crate::tree::Tree, Option<Vec<ShapeDef>>),
+}
+
 enum Step {
     /// Applied a response; whether it ended up to date.
     Applied { up_to_date: bool },
@@ -114,6 +121,18 @@ impl Client {
     /// long-polls; after a failure waits (1, 2, 5, 10, 30 s, jittered, or the server's
     /// `retry-after`) and tries again.
     pub fn subscribe(&self, def: ShapeDef) -> Subscription {
+        self.keep_live(Target::Shape(def))
+    }
+
+    /// Keeps an include tree live in the background, with one status for the whole tree: the
+    /// shapes are caught up together and applied at a common point ([`Client::sync_tree`]),
+    /// then long-polled together; a change to any of them catches the tree up again. (The
+    /// long-poll only wakes it: the change is read again by the catch-up, so it travels twice.)
+    pub fn subscribe_tree(&self, tree: crate::tree::Tree) -> Subscription {
+        self.keep_live(Target::Tree(tree, None))
+    }
+
+    fn keep_live(&self, mut target: Target) -> Subscription {
         let (tx, rx) = watch::channel(Status::Syncing);
         let (connection_tx, connection) = watch::channel(ConnectionState::Connecting);
         let set_connection = move |state: ConnectionState| {
@@ -138,7 +157,10 @@ impl Client {
                     Err(e) => Err(e),
                 };
                 let stepped = match pushed {
-                    Ok(()) => client.step(&def, live, &mut outbox).await,
+                    Ok(()) => match &mut target {
+                        Target::Shape(def) => client.step(def, live, &mut outbox).await,
+                        Target::Tree(tree, shapes) => client.step_tree(tree, shapes, live, &mut outbox).await,
+                    },
                     Err(e) => Err(e),
                 };
                 match stepped {
@@ -211,6 +233,35 @@ impl Client {
                 Ok(Step::Applied { up_to_date })
             }
         }
+    }
+
+    /// A tree's step: when live, first waits for any of its shapes to change (or a long-poll to
+    /// end); then catches the whole tree up to a common point.
+    async fn step_tree(
+        &self,
+        tree: &crate::tree::Tree,
+        shapes: &mut Option<Vec<ShapeDef>>,
+        live: bool,
+        outbox: &mut watch::Receiver<u64>,
+    ) -> Result<Step, ClientError> {
+        if shapes.is_none() {
+            *shapes = Some(self.tree_shapes(tree).await?);
+        }
+        let defs = shapes.as_ref().expect("compiled");
+        if live {
+            let mut polls = Vec::with_capacity(defs.len());
+            for def in defs {
+                let pos = self.position(def)?;
+                polls.push(Box::pin(async move { self.fetch(def, &pos, true).await }));
+            }
+            tokio::select! {
+                biased;
+                Ok(()) = outbox.changed() => return Ok(Step::Interrupted),
+                (first, _, _) = futures_util::future::select_all(polls) => { first?; }
+            }
+        }
+        self.sync_tree(tree).await?;
+        Ok(Step::Applied { up_to_date: true })
     }
 
     pub(crate) async fn reset(&self, def: &ShapeDef, new_handle: Option<String>) -> Result<(), ClientError> {
@@ -408,7 +459,7 @@ fn backoff(schedule: &[Duration], failures: usize, retry_after: Option<u64>) -> 
     schedule[failures.min(last)].mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2))
 }
 
-/// A shape kept live in the background; stops when dropped.
+/// A shape (or an include tree) kept live in the background; stops when dropped.
 pub struct Subscription {
     status: watch::Receiver<Status>,
     connection: watch::Receiver<ConnectionState>,

@@ -29,6 +29,14 @@ pub enum ClientCommand {
         /// Keep syncing live until interrupted.
         #[arg(long)]
         follow: bool,
+        /// Rows related through foreign keys, synced with it as one include tree (applied only
+        /// at a common point of the server's log): a JSON object of name → {"table", "where",
+        /// "params", "columns", "via", "into", "include"}, every key optional, e.g.
+        /// '{"steps": {"include": {"connections": {}}}, "comments": {"include": {"authors":
+        /// {"table": "users"}}}}'. The name is the table and the local table unless "table" /
+        /// "into" say otherwise.
+        #[arg(long)]
+        include: Option<String>,
     },
     /// Write one change locally (visible at once, queued for `push`); works offline. Values are
     /// JSON objects of column → Postgres text (or null). An update or delete needs the row in the
@@ -109,7 +117,7 @@ fn existing(db: &Path) -> Result<&Path> {
 /// Runs a `client` subcommand.
 pub async fn run(cmd: ClientCommand) -> Result<()> {
     match cmd {
-        ClientCommand::Sync { replica, table, where_sql, columns, into, follow } => {
+        ClientCommand::Sync { replica, table, where_sql, columns, into, follow, include } => {
             let token = replica.token.map(TokenSource::Static).unwrap_or_default();
             let client = Client::open(&replica.db, &replica.server, token)
                 .with_context(|| format!("opening {}", replica.db.display()))?;
@@ -117,6 +125,12 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
             def.where_sql = where_sql;
             def.columns = columns.map(|c| c.split(',').map(|s| s.trim().to_string()).collect());
             def.local_table = into;
+            if let Some(spec) = include {
+                let spec: serde_json::Value =
+                    serde_json::from_str(&spec).context("--include must be a JSON object of name → include")?;
+                let tree = ferrite_client::Tree { root: def, include: includes(&spec, "--include")? };
+                return sync_tree(&client, tree, follow, &replica.db).await;
+            }
             let report = client.sync(&def).await.map_err(|e| anyhow!("{e}"))?;
             println!(
                 "{}: up to date ({} changes in {} requests{}) → table {} in {}",
@@ -243,4 +257,90 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Syncs an include tree (once, or live with `follow`), printing what it did.
+async fn sync_tree(client: &Client, tree: ferrite_client::Tree, follow: bool, db: &std::path::Path) -> Result<()> {
+    let shapes = client.tree_shapes(&tree).await.map_err(|e| anyhow!("{e}"))?;
+    let report = client.sync_tree(&tree).await.map_err(|e| anyhow!("{e}"))?;
+    let tables: Vec<String> = shapes.iter().map(|d| d.local_table()).collect();
+    println!(
+        "tree of {} shapes: up to date at {} ({} changes in {} requests, {} rounds) → tables {} in {}",
+        shapes.len(),
+        report.lsn,
+        report.changes,
+        report.requests,
+        report.rounds,
+        tables.join(", "),
+        db.display()
+    );
+    if follow {
+        let sub = client.subscribe_tree(tree);
+        let mut status = sub.status();
+        println!("following; Ctrl-C to stop");
+        loop {
+            tokio::select! {
+                _ = crate::wait_for_ctrl_c() => return Ok(()),
+                changed = status.changed() => {
+                    if changed.is_err() { return Ok(()); }
+                    println!("status: {:?}", *status.borrow_and_update());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The includes of an `--include` object (`at` names where it is, for errors).
+fn includes(spec: &serde_json::Value, at: &str) -> Result<std::collections::BTreeMap<String, ferrite_client::Include>> {
+    let object = spec.as_object().ok_or_else(|| anyhow!("{at} must be a JSON object of name → include"))?;
+    let mut out = std::collections::BTreeMap::new();
+    for (name, body) in object {
+        let here = format!("{at}.{name}");
+        let fields = body.as_object().ok_or_else(|| anyhow!("{here} must be an object (use {{}} for the defaults)"))?;
+        let text = |key: &str| -> Result<Option<String>> {
+            match fields.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(anyhow!("{here}.{key} must be a string")),
+            }
+        };
+        let mut include = ferrite_client::Include {
+            table: text("table")?,
+            where_sql: text("where")?,
+            via: text("via")?,
+            local_table: text("into")?,
+            ..Default::default()
+        };
+        for (key, value) in fields {
+            match key.as_str() {
+                "table" | "where" | "via" | "into" => {}
+                "params" => {
+                    let params = value
+                        .as_object()
+                        .ok_or_else(|| anyhow!("{here}.params must be an object like {{\"1\": \"…\"}}"))?;
+                    for (k, v) in params {
+                        let v = v.as_str().ok_or_else(|| anyhow!("{here}.params.{k} must be a string"))?;
+                        include.params.insert(k.clone(), v.to_string());
+                    }
+                }
+                "columns" => {
+                    let cols = value.as_array().ok_or_else(|| anyhow!("{here}.columns must be an array of names"))?;
+                    let mut names = Vec::with_capacity(cols.len());
+                    for c in cols {
+                        names.push(c.as_str().ok_or_else(|| anyhow!("{here}.columns must hold names"))?.to_string());
+                    }
+                    include.columns = Some(names);
+                }
+                "include" => include.include = includes(value, &format!("{here}.include"))?,
+                other => {
+                    return Err(anyhow!(
+                        "{here}: unknown key {other:?} (expected table, where, params, columns, via, into, include)"
+                    ))
+                }
+            }
+        }
+        out.insert(name.clone(), include);
+    }
+    Ok(out)
 }

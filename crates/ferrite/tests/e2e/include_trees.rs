@@ -212,3 +212,89 @@ async fn foreign_keys_are_listed_and_a_bad_include_is_refused() {
     let err = client.sync_tree(&unrelated).await.unwrap_err().to_string();
     assert!(err.contains("no foreign key links"), "{err}");
 }
+
+/// A live tree: one subscription, one status for all its shapes; changes anywhere in the tree —
+/// a step added with its connection, a step moved to another pipeline (its connections follow
+/// it out), a comment by someone new — reach the replica without asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_tree_follows_changes_with_one_status() {
+    use ferrite_client::Status;
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("live.db"), &s.base, TokenSource::None).unwrap();
+    let sub = client.subscribe_tree(workspace());
+    let mut status = sub.status();
+    tokio::time::timeout(Duration::from_secs(20), status.wait_for(|s| *s == Status::Synced)).await.unwrap().unwrap();
+    assert_eq!(local(&client), expected(&c).await);
+    let converge = |what: &'static str| {
+        let (client, c) = (client.clone(), &c);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let want = expected(c).await;
+                if local(&client) == want {
+                    assert_whole(&client, what);
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: never converged");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    c.batch_execute(
+        "BEGIN; INSERT INTO steps VALUES (900, 1, 'live'); INSERT INTO connections VALUES (900, 2, 900); COMMIT;",
+    )
+    .await
+    .unwrap();
+    converge("a step and its connection").await;
+    c.batch_execute("UPDATE steps SET pipeline_id = 2 WHERE id = 4").await.unwrap();
+    converge("a step moved away").await;
+    c.batch_execute("INSERT INTO comments VALUES (901, 1, 6, 'from someone new')").await.unwrap();
+    converge("a comment by a new author").await;
+    assert_eq!(*status.borrow(), Status::Synced);
+    s.server.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| matches!(s, Status::Offline { .. })))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// `ferrite client sync --include` syncs the same tree from the command line; a malformed
+/// include says what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_syncs_a_tree() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cli.db");
+    let run = |include: &'static str| {
+        let (base, path) = (s.base.clone(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(ferrite_bin())
+                .args(["client", "sync", "--server", &base, "--db"])
+                .arg(&path)
+                .args(["--table", "pipelines", "--where", "id = 1", "--include", include])
+                .env("FERRITE_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    let tree =
+        r#"{"steps": {"include": {"connections": {}}}, "comments": {"include": {"authors": {"table": "users"}}}}"#;
+    let out = run(tree).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("tree of 5 shapes: up to date"), "{stdout}");
+    let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
+    assert_eq!(local(&client), expected(&c).await);
+    drop(client);
+    let bad = run(r#"{"steps": {"wehre": "x"}}"#).await.unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--include.steps: unknown key \"wehre\""), "{stderr}");
+}
