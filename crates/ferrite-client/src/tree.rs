@@ -29,6 +29,7 @@ use crate::store::{self, Batch, ShapePosition};
 use crate::sync::{blocking, Data, Fetched};
 use crate::{Client, ClientError};
 use ferrite_protocol::relation::{quote_ident, QualifiedName};
+use rusqlite::OptionalExtension;
 use std::collections::{BTreeMap, HashMap};
 
 /// A subscription of related rows: a root shape and what it includes.
@@ -55,8 +56,18 @@ pub struct Include {
     /// The foreign key to follow (its constraint name) when several link the two tables; all
     /// of them, as alternatives, when `None`.
     pub via: Option<String>,
-    /// Local table; the include's name when `None`.
+    /// Local table; the include's name when `None`. With [`Include::limit`], a view of the top
+    /// rows per parent, over a table of all of them named `<local table>_all`.
     pub local_table: Option<String>,
+    /// Top N per parent: only this many rows of each parent row, in [`Include::order_by`]'s
+    /// order, are in the local view (exact: when one of them goes, the next one appears, since
+    /// every matching row is synced into `<local table>_all`; bound what that holds with
+    /// `where_sql`, e.g. a time window). Only for a child that references its parent through one
+    /// foreign key, and without includes of its own.
+    pub limit: Option<u64>,
+    /// The order of [`Include::limit`]: an SQLite `ORDER BY` list over the include's columns,
+    /// e.g. `created_at DESC` (the app's own SQL, run only in its local database).
+    pub order_by: Option<String>,
     /// What this node includes in turn.
     pub include: BTreeMap<String, Include>,
 }
@@ -95,6 +106,14 @@ impl Include {
     /// The same include, following only foreign key `constraint`.
     pub fn via(mut self, constraint: &str) -> Include {
         self.via = Some(constraint.to_string());
+        self
+    }
+
+    /// The same include, keeping only the first `n` rows per parent in `order_by`'s order (see
+    /// [`Include::limit`]).
+    pub fn top(mut self, n: u64, order_by: &str) -> Include {
+        self.limit = Some(n);
+        self.order_by = Some(order_by.to_string());
         self
     }
 
@@ -137,6 +156,49 @@ struct ForeignKeys {
     foreign_keys: Vec<ForeignKey>,
 }
 
+/// A local view of the first rows per parent of an include with a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TopRows {
+    /// The view's name (the include's local table).
+    view: String,
+    /// The local table holding every row.
+    all: String,
+    /// The columns naming the parent.
+    partition: Vec<String>,
+    order_by: String,
+    limit: u64,
+}
+
+impl TopRows {
+    /// (Re)creates the view; fails when a table of its name is in the way.
+    fn create(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), ClientError> {
+        let kind: Option<String> =
+            tx.query_row("SELECT type FROM sqlite_master WHERE name = ?1", [&self.view], |r| r.get(0)).optional()?;
+        if kind.as_deref() == Some("table") {
+            return Err(ClientError::Invalid(format!(
+                "local table {} exists: an include with a limit needs its name for the view of the top rows (drop the table, or choose another local table)",
+                self.view
+            )));
+        }
+        let quote = crate::store::quote;
+        let partition: Vec<String> = self.partition.iter().map(|c| quote(c)).collect();
+        tx.execute_batch(&format!("DROP VIEW IF EXISTS {}", quote(&self.view)))?;
+        // One statement: the order is the app's SQL, in its own database.
+        tx.execute(
+            &format!(
+                "CREATE VIEW {} AS SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {}) AS _ferrite_rank FROM {}) WHERE _ferrite_rank <= {}",
+                quote(&self.view),
+                partition.join(", "),
+                self.order_by,
+                quote(&self.all),
+                self.limit
+            ),
+            [],
+        )?;
+        Ok(())
+    }
+}
+
 /// A node being compiled: its table and its where clause with params.
 struct Node {
     table: QualifiedName,
@@ -150,7 +212,7 @@ impl Client {
     pub async fn tree_shapes(&self, tree: &Tree) -> Result<Vec<ShapeDef>, ClientError> {
         let mut cache = HashMap::new();
         let mut requests = 0;
-        self.compile(tree, &mut cache, &mut requests).await
+        Ok(self.compile(tree, &mut cache, &mut requests).await?.0)
     }
 
     async fn compile(
@@ -158,7 +220,8 @@ impl Client {
         tree: &Tree,
         cache: &mut HashMap<QualifiedName, Vec<ForeignKey>>,
         requests: &mut usize,
-    ) -> Result<Vec<ShapeDef>, ClientError> {
+    ) -> Result<(Vec<ShapeDef>, Vec<TopRows>), ClientError> {
+        let mut views = Vec::new();
         let root_table = parse_table(&tree.root.table)?;
         let params = ordered_params(&tree.root.params)?;
         let root = Node { table: root_table, where_sql: tree.root.where_sql.clone(), params };
@@ -183,18 +246,34 @@ impl Client {
                     }
                     _ => link,
                 };
+                let mut local = inc.local_table.clone().unwrap_or_else(|| name.clone());
+                if let Some(limit) = inc.limit {
+                    let order_by =
+                        inc.order_by.clone().filter(|o| !o.trim().is_empty()).ok_or_else(|| {
+                            ClientError::Invalid(format!("include {name:?}: a limit needs an order_by"))
+                        })?;
+                    if !inc.include.is_empty() {
+                        return Err(ClientError::Invalid(format!(
+                            "include {name:?}: an include with a limit cannot include further"
+                        )));
+                    }
+                    let partition = parent_columns(&parent, &table, &cache[&table], inc.via.as_deref(), name)?;
+                    let all = format!("{local}_all");
+                    views.push(TopRows { view: local.clone(), all: all.clone(), partition, order_by, limit });
+                    local = all;
+                }
                 out.push(ShapeDef {
                     table: table.quoted(),
                     where_sql: Some(where_sql.clone()),
                     params: params.iter().enumerate().map(|(i, v)| ((i + 1).to_string(), v.clone())).collect(),
                     columns: inc.columns.clone(),
-                    local_table: Some(inc.local_table.clone().unwrap_or_else(|| name.clone())),
+                    local_table: Some(local),
                     retain: tree.root.retain,
                 });
                 stack.push((Node { table, where_sql: Some(where_sql), params }, &inc.include));
             }
         }
-        Ok(out)
+        Ok((out, views))
     }
 
     /// `GET /v1/foreign-keys?table=…`.
@@ -230,7 +309,7 @@ impl Client {
     ) -> Result<TreeReport, ClientError> {
         let mut report = TreeReport::default();
         let mut cache = HashMap::new();
-        let defs = self.compile(tree, &mut cache, &mut report.requests).await?;
+        let (defs, views) = self.compile(tree, &mut cache, &mut report.requests).await?;
         let mut positions: Vec<ShapePosition> = defs.iter().map(|d| self.position(d)).collect::<Result<_, _>>()?;
         let mut buffers: Vec<Vec<Data>> = defs.iter().map(|_| Vec::new()).collect();
         // Per shape: the position its content ends at, and the one it is complete up to.
@@ -268,7 +347,7 @@ impl Client {
             let common = least.filter(|l| ends.iter().all(|e| *e <= l + 1));
             if let Some(lsn) = common {
                 report.lsn = lsn;
-                report.changes = self.apply_tree(&defs, std::mem::take(&mut buffers)).await?;
+                report.changes = self.apply_tree(&defs, std::mem::take(&mut buffers), views).await?;
                 return Ok(report);
             }
         }
@@ -307,7 +386,12 @@ impl Client {
     }
 
     /// Applies every shape's fetched responses in one SQLite transaction.
-    async fn apply_tree(&self, defs: &[ShapeDef], buffers: Vec<Vec<Data>>) -> Result<usize, ClientError> {
+    async fn apply_tree(
+        &self,
+        defs: &[ShapeDef],
+        buffers: Vec<Vec<Data>>,
+        views: Vec<TopRows>,
+    ) -> Result<usize, ClientError> {
         let inner = self.inner.clone();
         let defs = defs.to_vec();
         blocking(move || {
@@ -320,6 +404,9 @@ impl Client {
                     let batch = Batch { body: &data.body, next: &data.next, received_ms };
                     applied += store::apply_in(&tx, def, data.schema.as_deref(), batch)?;
                 }
+            }
+            for view in &views {
+                view.create(&tx)?;
             }
             tx.commit()?;
             Ok(applied)
@@ -407,6 +494,33 @@ fn link(
         ))),
         1 => Ok(alternatives.remove(0)),
         _ => Ok(alternatives.iter().map(|a| format!("({a})")).collect::<Vec<_>>().join(" OR ")),
+    }
+}
+
+/// The columns of `table` that name its parent's row, for an include with a limit: those of its
+/// one foreign key to the parent (or the one `via` names).
+fn parent_columns(
+    parent: &Node,
+    table: &QualifiedName,
+    keys: &[ForeignKey],
+    via: Option<&str>,
+    name: &str,
+) -> Result<Vec<String>, ClientError> {
+    let same = |t: &(String, String), q: &QualifiedName| t.0 == q.schema && t.1 == q.name;
+    let to_parent: Vec<&ForeignKey> = keys
+        .iter()
+        .filter(|k| via.is_none_or(|v| v == k.name) && same(&k.table, table) && same(&k.references, &parent.table))
+        .collect();
+    match to_parent.as_slice() {
+        [one] => Ok(one.columns.clone()),
+        [] => Err(ClientError::Invalid(format!(
+            "include {name:?}: a limit is per parent row, so {} must reference {} through a foreign key",
+            table.quoted(),
+            parent.table.quoted()
+        ))),
+        _ => Err(ClientError::Invalid(format!(
+            "include {name:?}: several foreign keys link it to its parent; name the one to rank by with via"
+        ))),
     }
 }
 

@@ -31,7 +31,8 @@ pub enum ClientCommand {
         follow: bool,
         /// Rows related through foreign keys, synced with it as one include tree (applied only
         /// at a common point of the server's log): a JSON object of name → {"table", "where",
-        /// "params", "columns", "via", "into", "include"}, every key optional, e.g.
+        /// "params", "columns", "via", "into", "limit", "order_by", "include"}, every key
+        /// optional ("limit" needs "order_by": the top rows per parent), e.g.
         /// '{"steps": {"include": {"connections": {}}}, "comments": {"include": {"authors":
         /// {"table": "users"}}}}'. The name is the table and the local table unless "table" /
         /// "into" say otherwise.
@@ -310,11 +311,16 @@ fn includes(spec: &serde_json::Value, at: &str) -> Result<std::collections::BTre
             where_sql: text("where")?,
             via: text("via")?,
             local_table: text("into")?,
+            order_by: text("order_by")?,
             ..Default::default()
         };
         for (key, value) in fields {
             match key.as_str() {
-                "table" | "where" | "via" | "into" => {}
+                "table" | "where" | "via" | "into" | "order_by" => {}
+                "limit" => {
+                    include.limit =
+                        Some(value.as_u64().ok_or_else(|| anyhow!("{here}.limit must be a whole number"))?);
+                }
                 "params" => {
                     let params = value
                         .as_object()
@@ -335,7 +341,7 @@ fn includes(spec: &serde_json::Value, at: &str) -> Result<std::collections::BTre
                 "include" => include.include = includes(value, &format!("{here}.include"))?,
                 other => {
                     return Err(anyhow!(
-                        "{here}: unknown key {other:?} (expected table, where, params, columns, via, into, include)"
+                        "{here}: unknown key {other:?} (expected table, where, params, columns, via, into, limit, order_by, include)"
                     ))
                 }
             }

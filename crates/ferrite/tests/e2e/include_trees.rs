@@ -298,3 +298,44 @@ async fn the_cli_syncs_a_tree() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("--include.steps: unknown key \"wehre\""), "{stderr}");
 }
+
+/// Top N per parent: the last 3 versions of the last 30 days of each pipeline, newest first, as
+/// a local view over every version of the window; when one of the three is deleted, the next
+/// one takes its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_top_rows_per_parent_stay_exact() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE versions (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES pipelines (id),
+                                n int NOT NULL, created_at timestamptz NOT NULL);
+         INSERT INTO versions SELECT i, 1 + i % 2, i, now() - make_interval(days => 40 - i) FROM generate_series(1, 40) i;",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("top.db"), &s.base, TokenSource::None).unwrap();
+    let tree = Tree::new(ShapeDef::table("pipelines"))
+        .with("versions", Include::rows().filter("created_at > now() - interval '30 days'").top(3, "n DESC"));
+    client.sync_tree(&tree).await.unwrap();
+    let top = |client: &Client| -> Vec<(i64, i64)> {
+        client
+            .query("SELECT pipeline_id, n FROM versions ORDER BY pipeline_id, n DESC", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap()))
+            .collect()
+    };
+    assert_eq!(top(&client), vec![(1, 40), (1, 38), (1, 36), (2, 39), (2, 37), (2, 35)]);
+    let all = client.query("SELECT count(*) FROM versions_all", &[]).unwrap()[0][0].as_i64().unwrap();
+    assert_eq!(all, 30, "every version of the 30-day window is synced underneath");
+    c.batch_execute("DELETE FROM versions WHERE n IN (40, 37)").await.unwrap();
+    client.sync_tree(&tree).await.unwrap();
+    assert_eq!(top(&client), vec![(1, 38), (1, 36), (1, 34), (2, 39), (2, 35), (2, 33)]);
+
+    let bad = Tree::new(ShapeDef::table("pipelines")).with("versions", Include::rows().top(3, ""));
+    let err = client.sync_tree(&bad).await.unwrap_err().to_string();
+    assert!(err.contains("a limit needs an order_by"), "{err}");
+}
