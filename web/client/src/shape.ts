@@ -65,6 +65,12 @@ export interface ShapeBatch {
   position?: ShapeRecord
   /** The batch ended with up-to-date. */
   upToDate: boolean
+  /** The offset the shape's log stands at after the batch. */
+  end?: string
+  /** Of an up-to-date batch: the position the shape is complete up to — its
+   * `global_last_seen_lsn`, or the earlier `ferrite-complete-lsn` of a relational shape whose
+   * move-in is still to come (include trees wait for it). */
+  completeLsn?: string
 }
 
 /** Dependencies a shape gets from its client. */
@@ -102,6 +108,8 @@ export class ShapeSync {
   #timer: ReturnType<typeof setTimeout> | undefined
   #errors = 0
   #running = false
+  /** `ferrite-complete-lsn` of the latest responses, by the offset they end at. */
+  #completeAt = new Map<string, string>()
 
   constructor(
     readonly name: string,
@@ -152,7 +160,17 @@ export class ShapeSync {
       handle: resume ? this.record.handle : undefined,
       subscribe: this.live,
       signal: abort.signal,
-      fetchClient: (input, init) => this.host.transport.fetch(input instanceof Request ? input.url : input, init),
+      fetchClient: async (input, init) => {
+        const r = await this.host.transport.fetch(input instanceof Request ? input.url : input, init)
+        const offset = r.headers.get('electric-offset')
+        if (offset) {
+          const complete = r.headers.get('ferrite-complete-lsn')
+          if (complete) this.#completeAt.set(offset, complete)
+          else this.#completeAt.delete(offset)
+          while (this.#completeAt.size > 32) this.#completeAt.delete(this.#completeAt.keys().next().value!)
+        }
+        return r
+      },
       warnOnHttp: false,
       onError: (error) => {
         if (abort.signal.aborted) return
@@ -298,6 +316,11 @@ export class ShapeSync {
         lastLsn: maxLsn(this.record.lastLsn, upToDateLsn),
       }
       batch.position = this.record
+    }
+    batch.end = stream.lastOffset
+    if (batch.upToDate && upToDateLsn !== undefined) {
+      const held = this.#completeAt.get(stream.lastOffset)
+      batch.completeLsn = held !== undefined && BigInt(held) < BigInt(upToDateLsn) ? held : upToDateLsn
     }
     if (batch.upToDate) {
       this.upToDate = true

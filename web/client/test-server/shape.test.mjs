@@ -129,3 +129,87 @@ test('a relational shape follows move-outs and move-ins, also from stored tags',
     shape.stop()
   }
 })
+
+test('an include tree is shown only at common points of the log', async () => {
+  const { TreeSync, compileTree } = await import(new URL('tree.js', dist))
+  await db.query(`
+    CREATE TABLE tr_users (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE tr_pipelines (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE tr_steps (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES tr_pipelines (id) ON DELETE CASCADE, name text);
+    CREATE TABLE tr_connections (id int PRIMARY KEY,
+      from_step_id int NOT NULL REFERENCES tr_steps (id) ON DELETE CASCADE,
+      to_step_id int NOT NULL REFERENCES tr_steps (id) ON DELETE CASCADE);
+    CREATE TABLE tr_comments (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES tr_pipelines (id), user_id int NOT NULL REFERENCES tr_users (id), body text);
+    INSERT INTO tr_users SELECT i, 'user ' || i FROM generate_series(1, 6) i;
+    INSERT INTO tr_pipelines VALUES (1, 'build'), (2, 'deploy');
+    INSERT INTO tr_steps SELECT i, 1 + i % 2, 'step ' || i FROM generate_series(1, 20) i;
+    INSERT INTO tr_connections SELECT i, i, i + 2 FROM generate_series(1, 18) i;
+    INSERT INTO tr_comments SELECT i, 1 + i % 2, 1 + i % 5, 'c' || i FROM generate_series(1, 10) i;`)
+  const transport = new Transport({})
+  const foreignKeys = async ([schema, name]) => {
+    const r = await transport.fetch(`${BASE}/v1/foreign-keys?table=${encodeURIComponent(`${schema}.${name}`)}`)
+    assert.equal(r.status, 200)
+    return (await r.json()).foreign_keys
+  }
+  const members = await compileTree('workspace', {
+    table: 'tr_pipelines', where: 'id = $1', params: ['1'],
+    include: {
+      steps: { table: 'tr_steps', include: { connections: { table: 'tr_connections' } } },
+      comments: { table: 'tr_comments', include: { authors: { table: 'tr_users' } } },
+    },
+  }, foreignKeys)
+  assert.deepEqual(members.map(([n]) => n).sort(), ['authors', 'comments', 'connections', 'steps', 'workspace'])
+  assert.match(members.find(([n]) => n === 'connections')[1].where, / OR /)
+  const applied = []
+  const host = {
+    url: BASE, transport, pollIntervalMs: 1000,
+    applyBatches: async (batches) => { applied.push(batches.length) },
+    shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
+  }
+  const tree = new TreeSync('workspace', members, { records: new Map(), rows: new Map(), tags: new Map() }, host)
+  const ids = (m) => [...tree.visible.get(m).values()].map((r) => Number(r.id)).sort((a, b) => a - b)
+  const whole = (when) => {
+    const steps = new Set(ids('steps'))
+    for (const c of tree.visible.get('connections').values()) {
+      assert.ok(steps.has(Number(c.from_step_id)) || steps.has(Number(c.to_step_id)), `${when}: a connection without its steps`)
+    }
+    const authors = new Set(ids('authors'))
+    for (const c of tree.visible.get('comments').values()) {
+      assert.ok(authors.has(Number(c.user_id)), `${when}: a comment without its author (${c.user_id})`)
+    }
+  }
+  let checks = 0
+  tree.onApplied = () => { whole(`step ${++checks}`) }
+  const oracle = async () => {
+    const q = async (sql) => (await db.query(sql)).rows.map((r) => Number(r.id)).sort((a, b) => a - b)
+    return {
+      steps: await q('SELECT id FROM tr_steps WHERE pipeline_id = 1'),
+      connections: await q('SELECT id FROM tr_connections WHERE from_step_id IN (SELECT id FROM tr_steps WHERE pipeline_id = 1) OR to_step_id IN (SELECT id FROM tr_steps WHERE pipeline_id = 1)'),
+      comments: await q('SELECT id FROM tr_comments WHERE pipeline_id = 1'),
+      authors: await q('SELECT id FROM tr_users WHERE id IN (SELECT user_id FROM tr_comments WHERE pipeline_id = 1)'),
+    }
+  }
+  const shown = () => ({ steps: ids('steps'), connections: ids('connections'), comments: ids('comments'), authors: ids('authors') })
+  tree.start()
+  try {
+    await waitFor('the tree', () => tree.upToDate)
+    assert.deepEqual(shown(), await oracle())
+    // A writer changes the tree while it syncs: every point shown is whole.
+    for (let i = 100; i < 160; i++) {
+      const sql = [
+        `BEGIN; INSERT INTO tr_steps VALUES (${i}, 1, 'new'); INSERT INTO tr_connections SELECT ${i}, min(id), ${i} FROM tr_steps WHERE pipeline_id = 1 AND id <> ${i} HAVING min(id) IS NOT NULL; COMMIT;`,
+        'DELETE FROM tr_steps WHERE id = (SELECT min(id) FROM tr_steps WHERE pipeline_id = 1)',
+        'UPDATE tr_steps SET pipeline_id = 3 - pipeline_id WHERE id = (SELECT max(id) FROM tr_steps)',
+        `INSERT INTO tr_comments VALUES (${i}, 1, 1 + ${i} % 6, 'c')`,
+      ][i % 4]
+      await db.query(sql)
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    const expected = await oracle()
+    await waitFor('the tree to catch up', () => JSON.stringify(shown()) === JSON.stringify(expected))
+    whole('at rest')
+    assert.ok(checks > 1, `the tree moved on ${checks} times`)
+  } finally {
+    tree.stop()
+  }
+})

@@ -133,3 +133,23 @@ test('relational shapes: a move-out drops the rows no alternative keeps, a move-
   index.delete('r3')
   assert.deepEqual(index.move(0, 'c', false), { left: [], changed: [] }, 'forgotten rows are not indexed')
 })
+
+test('include trees: params renumbered outside literals, links through foreign keys', async () => {
+  const { shiftParams, linkWhere, parseTable } = await import('../dist/tree.js')
+  assert.equal(shiftParams("a = $1 AND b = '$1' AND \"$2\" = $2 -- $1\n/* $3 */ $tag$ $1 $tag$", 2),
+    "a = $3 AND b = '$1' AND \"$2\" = $4 -- $1\n/* $3 */ $tag$ $1 $tag$")
+  assert.equal(shiftParams('a$1 = $10', 1), 'a$1 = $11')
+  assert.deepEqual(parseTable('steps'), ['public', 'steps'])
+  assert.deepEqual(parseTable('app."Odd.Name"'), ['app', 'Odd.Name'])
+  const fk = (name, table, columns, references, referenced) => ({ name, table: ['public', table], columns, references: ['public', references], referenced_columns: referenced })
+  const parent = { table: ['public', 'steps'], where: 'pipeline_id = $1', params: ['7'] }
+  const keys = [fk('from', 'connections', ['from_step_id'], 'steps', ['id']), fk('to', 'connections', ['to_step_id'], 'steps', ['id'])]
+  assert.equal(linkWhere(parent, ['public', 'connections'], keys, undefined, 'c'),
+    '("from_step_id" IN (SELECT "id" FROM "public"."steps" WHERE pipeline_id = $1)) OR ("to_step_id" IN (SELECT "id" FROM "public"."steps" WHERE pipeline_id = $1))')
+  assert.equal(linkWhere(parent, ['public', 'connections'], keys, 'to', 'c'),
+    '"to_step_id" IN (SELECT "id" FROM "public"."steps" WHERE pipeline_id = $1)')
+  const comments = { table: ['public', 'comments'], params: [] }
+  assert.equal(linkWhere(comments, ['public', 'users'], [fk('author', 'comments', ['user_id'], 'users', ['id'])], undefined, 'u'),
+    '"id" IN (SELECT "user_id" FROM "public"."comments")')
+  assert.throws(() => linkWhere(comments, ['public', 'teams'], [], undefined, 'teams'), /no foreign key links/)
+})

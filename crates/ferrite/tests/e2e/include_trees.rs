@@ -118,7 +118,8 @@ async fn a_tree_is_applied_whole_at_a_common_point() {
                     // A step and the connection to it, in one transaction.
                     0 => format!(
                         "BEGIN; INSERT INTO steps VALUES ({i}, 1, 'new {i}');
-                         INSERT INTO connections SELECT {i}, min(id), {i} FROM steps WHERE pipeline_id = 1 AND id <> {i}; COMMIT;"
+                         INSERT INTO connections SELECT {i}, min(id), {i} FROM steps WHERE pipeline_id = 1 AND id <> {i}
+                         HAVING min(id) IS NOT NULL; COMMIT;"
                     ),
                     // A step deleted with its connections.
                     1 => "DELETE FROM steps WHERE id = (SELECT min(id) FROM steps WHERE pipeline_id = 1)".to_string(),
@@ -127,7 +128,7 @@ async fn a_tree_is_applied_whole_at_a_common_point() {
                     // A comment by someone new to the tree.
                     _ => format!("INSERT INTO comments VALUES ({i}, 1, 1 + {i} % 6, 'c {i}')"),
                 };
-                let _ = w.batch_execute(&sql).await;
+                w.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })

@@ -1,0 +1,374 @@
+/**
+ * Include trees: a shape and the rows related to it through foreign keys — a pipeline, its
+ * steps, the steps' connections, its comments and their authors — synced as one subscription
+ * and shown only at common points of the server's log, so the app never sees a connection
+ * without its steps or a step without its pipeline.
+ *
+ * {@link compileTree} turns a tree into one ordinary shape per node: a child's where clause is a
+ * subquery on its parent's rows through the foreign keys between the two tables (read from
+ * `GET /v1/foreign-keys`): `pipeline_id IN (SELECT id FROM pipelines WHERE …)` for a child that
+ * references its parent, `id IN (SELECT user_id FROM comments WHERE …)` for one its parent
+ * references, tuples for composite keys, alternatives (OR) for several keys unless `via` picks
+ * one. The same rules as the Rust client (`ferrite_client::tree`).
+ *
+ * {@link TreeSync} syncs the members and holds their batches until every member is complete up
+ * to a common position `L` (its up-to-date, or the earlier `ferrite-complete-lsn` of a member
+ * whose move-in is still to come) and none holds anything after `L`; then the held batches are
+ * applied together (one storage write) and become visible. A member that is behind is asked
+ * again at once (its long-poll restarted as a catch-up request) rather than waited for.
+ */
+
+import { ShapeSync, type ShapeBatch, type ShapeHost, type ShapeOptions } from './shape.js'
+import type { ShapeRecord } from './storage.js'
+import type { TagState } from './tags.js'
+import type { Row } from './values.js'
+
+/** Rows of another table linked by a foreign key to the rows of their parent node. */
+export interface IncludeOptions {
+  /** Table (`name` or `schema.name`); the include's name when omitted. */
+  table?: string
+  /** A where clause the included rows must also satisfy (`$1`… from `params`). */
+  where?: string
+  /** Values of `$1`… in `where`. */
+  params?: string[]
+  /** Columns to sync (must include the primary key); all when omitted. */
+  columns?: string[]
+  /** Primary-key columns (default `["id"]`). */
+  key?: string[]
+  /** The foreign key to follow (its constraint name) when several link the two tables. */
+  via?: string
+  /** What this node includes in turn. */
+  include?: Record<string, IncludeOptions>
+}
+
+/** A tree: its root shape and what it includes. */
+export interface TreeOptions extends ShapeOptions {
+  include?: Record<string, IncludeOptions>
+}
+
+/** A foreign key as `GET /v1/foreign-keys` lists it. */
+export interface ForeignKey {
+  name: string
+  table: [string, string]
+  columns: string[]
+  references: [string, string]
+  referenced_columns: string[]
+}
+
+/** A table name as `[schema, name]` (`name` alone is in `public`; `"…"` quotes). */
+export function parseTable(text: string): [string, string] {
+  const parts: string[] = []
+  let i = 0
+  while (i < text.length) {
+    if (text[i] === '"') {
+      let j = i + 1
+      let part = ''
+      for (; j < text.length; j++) {
+        if (text[j] === '"') {
+          if (text[j + 1] === '"') {
+            part += '"'
+            j++
+            continue
+          }
+          break
+        }
+        part += text[j]
+      }
+      parts.push(part)
+      i = j + 1
+    } else {
+      const dot = text.indexOf('.', i)
+      const end = dot === -1 ? text.length : dot
+      parts.push(text.slice(i, end).toLowerCase())
+      i = end
+    }
+    if (text[i] === '.') i++
+  }
+  if (parts.length === 1) return ['public', parts[0]!]
+  if (parts.length === 2) return [parts[0]!, parts[1]!]
+  throw new Error(`table ${JSON.stringify(text)}: expected name or schema.name`)
+}
+
+const quoteIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`
+const quoteTable = ([schema, name]: [string, string]): string => `${quoteIdent(schema)}.${quoteIdent(name)}`
+
+/**
+ * `sql` with every parameter `$n` renumbered `$(n + by)`, leaving string literals, quoted
+ * identifiers, comments and dollar-quoted strings as they are.
+ */
+export function shiftParams(sql: string, by: number): string {
+  if (by === 0) return sql
+  let out = ''
+  let i = 0
+  const isIdent = (c: string | undefined) => c !== undefined && /[A-Za-z0-9_]/.test(c)
+  while (i < sql.length) {
+    const c = sql[i]!
+    if (c === "'" || c === '"') {
+      const start = i
+      const escapes = c === "'" && (sql[i - 1] === 'E' || sql[i - 1] === 'e')
+      i++
+      while (i < sql.length) {
+        if (escapes && sql[i] === '\\') {
+          i += 2
+          continue
+        }
+        if (sql[i] === c) {
+          if (sql[i + 1] === c) {
+            i += 2
+            continue
+          }
+          i++
+          break
+        }
+        i++
+      }
+      out += sql.slice(start, i)
+    } else if (c === '-' && sql[i + 1] === '-') {
+      const end = sql.indexOf('\n', i)
+      const stop = end === -1 ? sql.length : end
+      out += sql.slice(i, stop)
+      i = stop
+    } else if (c === '/' && sql[i + 1] === '*') {
+      const end = sql.indexOf('*/', i + 2)
+      const stop = end === -1 ? sql.length : end + 2
+      out += sql.slice(i, stop)
+      i = stop
+    } else if (c === '$') {
+      const afterIdent = isIdent(sql[i - 1])
+      let j = i + 1
+      while (j < sql.length && /[0-9]/.test(sql[j]!)) j++
+      if (j > i + 1 && !afterIdent) {
+        out += `$${Number(sql.slice(i + 1, j)) + by}`
+        i = j
+        continue
+      }
+      while (j < sql.length && isIdent(sql[j])) j++
+      if (!afterIdent && sql[j] === '$') {
+        const tag = sql.slice(i, j + 1)
+        const end = sql.indexOf(tag, j + 1)
+        const stop = end === -1 ? sql.length : end + tag.length
+        out += sql.slice(i, stop)
+        i = stop
+        continue
+      }
+      out += '$'
+      i++
+    } else {
+      out += c
+      i++
+    }
+  }
+  return out
+}
+
+interface Node {
+  table: [string, string]
+  where?: string
+  params: string[]
+}
+
+/** The where clause linking `table`'s rows to `parent`'s (see the module docs). */
+export function linkWhere(parent: Node, table: [string, string], keys: ForeignKey[], via: string | undefined, name: string): string {
+  const same = (a: [string, string], b: [string, string]) => a[0] === b[0] && a[1] === b[1]
+  const tuple = (cols: string[]) => (cols.length === 1 ? quoteIdent(cols[0]!) : `(${cols.map(quoteIdent).join(', ')})`)
+  const from = (cols: string[]) =>
+    `SELECT ${cols.map(quoteIdent).join(', ')} FROM ${quoteTable(parent.table)}${parent.where?.trim() ? ` WHERE ${parent.where}` : ''}`
+  const alternatives: string[] = []
+  for (const k of keys) {
+    if (via !== undefined && k.name !== via) continue
+    if (same(k.table, table) && same(k.references, parent.table)) {
+      alternatives.push(`${tuple(k.columns)} IN (${from(k.referenced_columns)})`)
+    } else if (same(k.table, parent.table) && same(k.references, table)) {
+      alternatives.push(`${tuple(k.referenced_columns)} IN (${from(k.columns)})`)
+    }
+  }
+  if (alternatives.length === 0) {
+    throw new Error(
+      `include ${JSON.stringify(name)}: no foreign key${via ? ` named ${JSON.stringify(via)}` : ''} links ${quoteTable(table)} and ${quoteTable(parent.table)} (that the caller may read)`,
+    )
+  }
+  return alternatives.length === 1 ? alternatives[0]! : alternatives.map((a) => `(${a})`).join(' OR ')
+}
+
+/**
+ * The member shapes of tree `name`, root first, as [shape name, options]: the root under the
+ * tree's name, each include under its own name. `foreignKeys` answers `GET /v1/foreign-keys`
+ * for a table.
+ */
+export async function compileTree(
+  name: string,
+  tree: TreeOptions,
+  foreignKeys: (table: [string, string]) => Promise<ForeignKey[]>,
+): Promise<[string, ShapeOptions][]> {
+  const { include, ...root } = tree
+  const out: [string, ShapeOptions][] = [[name, root]]
+  const cache = new Map<string, ForeignKey[]>()
+  const stack: [Node, Record<string, IncludeOptions>][] = [
+    [{ table: parseTable(tree.table), where: tree.where, params: tree.params ?? [] }, include ?? {}],
+  ]
+  while (stack.length > 0) {
+    const [parent, includes] = stack.pop()!
+    for (const [child, inc] of Object.entries(includes)) {
+      const table = parseTable(inc.table ?? child)
+      const cacheKey = JSON.stringify(table)
+      let keys = cache.get(cacheKey)
+      if (!keys) cache.set(cacheKey, (keys = await foreignKeys(table)))
+      const link = linkWhere(parent, table, keys, inc.via, child)
+      const params = [...parent.params]
+      let where = link
+      if (inc.where?.trim()) {
+        where = `(${link}) AND (${shiftParams(inc.where, params.length)})`
+        params.push(...(inc.params ?? []))
+      }
+      const options: ShapeOptions = { table: quoteTable(table), where, key: inc.key, live: tree.live }
+      if (params.length > 0) options.params = params
+      if (inc.columns) options.columns = inc.columns
+      out.push([child, options])
+      stack.push([{ table, where, params }, inc.include ?? {}])
+    }
+  }
+  return out
+}
+
+/** What a tree's host does with it. */
+export interface TreeHost extends Omit<ShapeHost, 'applyBatch'> {
+  /** Persists the batches of one common point together (they become visible after). */
+  applyBatches(batches: ShapeBatch[]): Promise<void>
+}
+
+/** The transaction part of an offset (`<tx>_<op>`; 0 for `-1` and the snapshot's). */
+function offsetTx(offset: string | undefined): bigint {
+  const tx = offset?.split('_')[0]
+  try {
+    return tx && /^[0-9]+$/.test(tx) ? BigInt(tx) : 0n
+  } catch {
+    return 0n
+  }
+}
+
+/** A synced include tree (see the module docs). */
+export class TreeSync {
+  /** The member shapes, root first. */
+  readonly members = new Map<string, ShapeSync>()
+  /** What the app sees: each member's rows at the last common point. */
+  readonly visible = new Map<string, Map<string, Row>>()
+  /** Reached a common point since it started. */
+  upToDate = false
+  /** Called after held batches were applied, with the members they changed. */
+  onApplied: ((members: Set<string>) => void) | undefined
+  #held = new Map<string, ShapeBatch[]>()
+  #at = new Map<string, { end: bigint; complete?: bigint }>()
+  #timer: ReturnType<typeof setTimeout> | undefined
+  #pause = 20
+  #applying: Promise<void> = Promise.resolve()
+
+  constructor(
+    readonly name: string,
+    members: [string, ShapeOptions][],
+    stored: { records: Map<string, ShapeRecord>; rows: Map<string, Map<string, Row>>; tags: Map<string, Map<string, TagState>> },
+    private readonly host: TreeHost,
+  ) {
+    for (const [member, options] of members) {
+      const shapeHost: ShapeHost = { ...host, applyBatch: (b) => this.#hold(member, b) }
+      const sync = new ShapeSync(member, options, stored.records.get(member), stored.rows.get(member), shapeHost, stored.tags.get(member))
+      this.members.set(member, sync)
+      this.visible.set(member, new Map(sync.rows))
+      this.#at.set(member, { end: offsetTx(sync.record.offset) })
+    }
+  }
+
+  /** Starts (or restarts) every member. */
+  start(): void {
+    for (const m of this.members.values()) m.start()
+  }
+
+  /** Stops every member (rows and positions stay). */
+  stop(): void {
+    for (const m of this.members.values()) m.stop()
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
+  /** Held batches not yet visible. */
+  get held(): number {
+    let n = 0
+    for (const b of this.#held.values()) n += b.length
+    return n
+  }
+
+  async #hold(member: string, batch: ShapeBatch): Promise<void> {
+    let held = this.#held.get(member)
+    if (!held) this.#held.set(member, (held = []))
+    held.push(batch)
+    const at = this.#at.get(member)!
+    if (batch.end !== undefined) at.end = offsetTx(batch.end)
+    if (batch.upToDate && batch.completeLsn !== undefined) at.complete = BigInt(batch.completeLsn)
+    else if (batch.replaced || batch.upserts.size > 0 || batch.deletes.size > 0) at.complete = undefined
+    this.#check()
+  }
+
+  /** Applies the held batches when the members stand at a common point; else asks the ones behind. */
+  #check(): void {
+    let least: bigint | undefined
+    let greatest = 0n
+    for (const [member, at] of this.#at) {
+      if (at.complete === undefined || !this.members.get(member)!.upToDate) {
+        least = undefined
+        greatest = -1n
+        break
+      }
+      least = least === undefined || at.complete < least ? at.complete : least
+      greatest = at.end > greatest ? at.end : greatest
+    }
+    // Move-ins sit one byte after the transaction before them; no commit is that close.
+    if (least !== undefined && greatest >= 0n && greatest <= least + 1n) {
+      this.#pause = 20
+      const batches: ShapeBatch[] = []
+      for (const member of this.members.keys()) batches.push(...(this.#held.get(member) ?? []))
+      this.#held.clear()
+      if (batches.length === 0) {
+        this.upToDate = true
+        return
+      }
+      this.#applying = this.#applying.then(() => this.#apply(batches))
+      return
+    }
+    if (!this.#timer) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined
+        this.#askLagging()
+      }, this.#pause)
+      this.#pause = Math.min(this.#pause * 2, 1000)
+    }
+  }
+
+  /** Restarts the members behind the others (their long-poll becomes a catch-up request). */
+  #askLagging(): void {
+    let greatest = 0n
+    for (const at of this.#at.values()) if (at.end > greatest) greatest = at.end
+    for (const [member, at] of this.#at) {
+      const sync = this.members.get(member)!
+      if (at.complete === undefined || at.complete + 1n < greatest) {
+        if (sync.upToDate) sync.start()
+      }
+    }
+  }
+
+  async #apply(batches: ShapeBatch[]): Promise<void> {
+    await this.host.applyBatches(batches)
+    const changed = new Set<string>()
+    for (const b of batches) {
+      const rows = this.visible.get(b.shape)!
+      if (b.replaced) {
+        rows.clear()
+        for (const [k, v] of b.replaced) rows.set(k, v)
+      } else {
+        for (const [k, v] of b.upserts) rows.set(k, v)
+        for (const k of b.deletes) rows.delete(k)
+      }
+      if (b.replaced || b.upserts.size > 0 || b.deletes.size > 0) changed.add(b.shape)
+    }
+    this.upToDate = true
+    this.onApplied?.(changed)
+  }
+}
