@@ -334,6 +334,15 @@ impl AppState {
         if let Some(rule) = &def.rule {
             names.extend(ferrite_where::tables_read(&rule.sql).unwrap_or_default());
         }
+        // The read rules a client's subqueries are held to read tables of their own (a
+        // membership): those are needed to compile them too.
+        let ruled: Vec<ferrite_protocol::relation::QualifiedName> = names
+            .iter()
+            .filter_map(|n| def.inner_rules.get(&n.to_string()))
+            .flat_map(|rule| ferrite_where::tables_read(&rule.sql).unwrap_or_default())
+            .collect();
+        names.extend(ruled);
+        names.sort();
         names.dedup();
         if names.len() > ferrite_where::limits::MAX_SUBQUERIES {
             return Err(invalid(format!(

@@ -23,7 +23,9 @@ import { formatHlc, nextHlc, parseHlc, type Stamp } from './hlc.js'
 import { isCovered, overlay, touchedShapes, visibleInSnapshot, type Mutation, type PendingTransaction } from './outbox.js'
 import { PresenceRoom } from './presence.js'
 import { ShapeSync, type ShapeBatch, type ShapeOptions } from './shape.js'
-import { Store } from './storage.js'
+import { Store, type ShapeRecord } from './storage.js'
+import type { TagState } from './tags.js'
+import { TreeSync, compileTree, type ForeignKey, type TreeOptions } from './tree.js'
 import { AbortedError, Transport, describe, type ConnectionState, type TokenSource } from './transport.js'
 import type { ClientConfig, ClientTransaction, TransactionResult, TransactionsResponse } from './protocol.js'
 import { keyOf, keyValues, rowToText, type Row, type TextValues } from './values.js'
@@ -39,6 +41,13 @@ export interface FerriteClientOptions {
   database: string
   /** The shapes to sync, by the local name the app reads and writes them under. */
   shapes: Record<string, ShapeOptions>
+  /**
+   * Include trees, by name: the root shape is read under the tree's name, each include under its
+   * own (see `tree.ts`). Their members change together, at common points of the server's log.
+   * A tree compiles to shapes once the server has answered which foreign keys link its tables;
+   * after that the compiled form is stored, so a reload offline shows the tree at once.
+   */
+  trees?: Record<string, TreeOptions>
   /** Bearer tokens (jwt mode). */
   token?: TokenSource
   /** `fetch` to use (default: the global one). */
@@ -117,6 +126,11 @@ export class FerriteClient {
   readonly clientId: string
   #store: Store
   #shapes = new Map<string, ShapeSync>()
+  /** Trees by name, once compiled. */
+  #trees = new Map<string, TreeSync>()
+  /** The tree each member shape name belongs to (known from the options before compiling). */
+  #memberOf = new Map<string, string>()
+  #loaded: { records: Map<string, ShapeRecord>; rows: Map<string, Map<string, Row>>; tags: Map<string, Map<string, TagState>> }
   #outbox: PendingTransaction[]
   #views = new Map<string, ReadonlyMap<string, Row>>()
   #recent: Map<string, { lsn?: string; shapes: string[] }>
@@ -161,6 +175,75 @@ export class FerriteClient {
     for (const [name, o] of Object.entries(options.shapes)) {
       this.#shapes.set(name, new ShapeSync(name, o, loaded.shapes.get(name), loaded.rows.get(name), host, loaded.tags.get(name)))
     }
+    this.#loaded = { records: loaded.shapes, rows: loaded.rows, tags: loaded.tags }
+    for (const [tree, o] of Object.entries(options.trees ?? {})) {
+      for (const member of memberNames(tree, o)) {
+        if (this.#shapes.has(member) || this.#memberOf.has(member)) {
+          throw new Error(`shape name ${JSON.stringify(member)} is used twice (trees and shapes share one namespace)`)
+        }
+        this.#memberOf.set(member, tree)
+      }
+      // Compiled before: the tree is there at once, offline too.
+      const stored = loaded.meta.get(`tree:${tree}`) as { definition: string; members: [string, ShapeOptions][] } | undefined
+      if (stored && stored.definition === JSON.stringify(o)) this.#setTree(tree, stored.members)
+    }
+  }
+
+  /** The tree host: its batches go to storage together, then become visible. */
+  #treeHost() {
+    return {
+      url: this.#url,
+      transport: this.transport,
+      applyBatches: (bs: ShapeBatch[]) => this.#applyBatches(bs),
+      shapeError: (shape: string, reason: string | undefined) => {
+        if (reason) this.#shapeErrors.set(shape, reason)
+        else this.#shapeErrors.delete(shape)
+        this.#emitStatus()
+      },
+      pollIntervalMs: this.options.pollIntervalMs ?? 10_000,
+    }
+  }
+
+  /** Builds (or rebuilds, when its compiled form changed) tree `name` from its member shapes. */
+  #setTree(name: string, members: [string, ShapeOptions][]): TreeSync {
+    this.#trees.get(name)?.stop()
+    const tree = new TreeSync(name, members, this.#loaded, this.#treeHost())
+    tree.onApplied = (changed) => {
+      this.#changed(changed)
+      this.#emitStatus()
+    }
+    this.#trees.set(name, tree)
+    return tree
+  }
+
+  /** Compiles the trees from the server's foreign keys; a tree whose form changed starts anew. */
+  async #compileTrees(): Promise<void> {
+    for (const [name, o] of Object.entries(this.options.trees ?? {})) {
+      try {
+        const members = await compileTree(name, o, (table) => this.#foreignKeys(table))
+        const current = this.#trees.get(name)
+        const stored = { definition: JSON.stringify(o), members }
+        const same = current && JSON.stringify([...current.members].map(([n, m]) => [n, m.options])) === JSON.stringify(members)
+        if (!same) {
+          await this.#store.write((w) => w.putMeta(`tree:${name}`, stored))
+          if (this.#closed.signal.aborted) return
+          this.#setTree(name, members).start()
+          this.#changed(memberNames(name, o))
+        }
+      } catch (e) {
+        if (e instanceof AbortedError) return
+        this.#shapeErrors.set(name, `tree ${name}: ${(e as Error).message}`)
+        this.#emitStatus()
+      }
+    }
+  }
+
+  async #foreignKeys([schema, table]: [string, string]): Promise<ForeignKey[]> {
+    const q = new URLSearchParams({ table: `"${schema.replace(/"/g, '""')}"."${table.replace(/"/g, '""')}"` })
+    const r = await this.transport.fetch(`${this.#url}/v1/foreign-keys?${q}`, { signal: this.#closed.signal })
+    const body = (await r.json()) as { foreign_keys?: ForeignKey[]; message?: string }
+    if (!r.ok) throw new Error(body.message ?? `foreign keys of ${schema}.${table}: ${r.status}`)
+    return body.foreign_keys ?? []
   }
 
   /**
@@ -187,7 +270,7 @@ export class FerriteClient {
       t.events.on('connection', (c) => {
         this.events.emit('connection', c)
         if (c === 'connected') {
-          for (const s of this.#shapes.values()) s.poke()
+          for (const s of this.#allShapes()) s.poke()
           this.#schedulePush()
         }
         this.#emitStatus()
@@ -197,6 +280,8 @@ export class FerriteClient {
     if (typeof window !== 'undefined') {
       const online = () => {
         for (const s of this.#shapes.values()) s.start()
+        for (const t of this.#trees.values()) t.start()
+        if (this.#trees.size < Object.keys(this.options.trees ?? {}).length) void this.#compileTrees()
         this.transport.retryNow()
         this.#schedulePush()
       }
@@ -205,6 +290,7 @@ export class FerriteClient {
         // keep it): end the streams, so nothing arrives while the browser says offline. They
         // start again from the stored positions when it is back.
         for (const s of this.#shapes.values()) s.stop()
+        for (const t of this.#trees.values()) t.stop()
         this.transport.markOffline()
       }
       window.addEventListener('online', online)
@@ -218,6 +304,8 @@ export class FerriteClient {
     }
     void this.#loadConfig()
     for (const s of this.#shapes.values()) s.start()
+    for (const t of this.#trees.values()) t.start()
+    void this.#compileTrees()
     this.#schedulePush()
     this.#emitStatus()
   }
@@ -242,16 +330,33 @@ export class FerriteClient {
 
   // ---- reading -------------------------------------------------------------------------------
 
+  /** Every shape synced, trees' members included. */
+  #allShapes(): ShapeSync[] {
+    const all = [...this.#shapes.values()]
+    for (const t of this.#trees.values()) all.push(...t.members.values())
+    return all
+  }
+
   #shape(name: string): ShapeSync {
-    const s = this.#shapes.get(name)
-    if (!s) throw new Error(`unknown shape ${JSON.stringify(name)} (known: ${[...this.#shapes.keys()].join(', ')})`)
+    const s = this.#shapes.get(name) ?? this.#trees.get(this.#memberOf.get(name) ?? '')?.members.get(name)
+    if (!s) throw new Error(`unknown shape ${JSON.stringify(name)} (known: ${[...this.#shapes.keys(), ...this.#memberOf.keys()].join(', ')})`)
     return s
+  }
+
+  /** The server rows the app sees of a shape: a tree member's at the tree's last common point. */
+  #serverRows(name: string): ReadonlyMap<string, Row> {
+    const tree = this.#memberOf.get(name)
+    if (tree !== undefined) {
+      const t = this.#trees.get(tree)
+      return t?.visible.get(name) ?? new Map()
+    }
+    return this.#shape(name).rows
   }
 
   #view(name: string): ReadonlyMap<string, Row> {
     let v = this.#views.get(name)
     if (!v) {
-      v = overlay(this.#shape(name).rows, this.#outbox, name)
+      v = overlay(this.#serverRows(name), this.#outbox, name)
       this.#views.set(name, v)
     }
     return v
@@ -264,13 +369,32 @@ export class FerriteClient {
 
   /** One row by primary key (a row or its key columns), or undefined. */
   get(shape: string, key: Row): Row | undefined {
+    if (this.#memberOf.has(shape) && !this.#trees.has(this.#memberOf.get(shape)!)) return undefined
     return this.#view(shape).get(keyOf(key, this.#shape(shape).key))
   }
 
   /** Whether the shape has stored or synced rows (false before its first sync completes). */
   isLoaded(shape: string): boolean {
+    const tree = this.#memberOf.get(shape)
+    if (tree !== undefined) {
+      const t = this.#trees.get(tree)
+      return t !== undefined && (t.upToDate || [...t.members.values()].every((m) => m.hasStoredState))
+    }
     const s = this.#shape(shape)
     return s.hasStoredState || s.upToDate
+  }
+
+  /**
+   * One tree's sync status (see {@link SyncStatus}): synced once all its shapes stand at a
+   * common point with nothing held back; syncing meanwhile; offline or error as the client.
+   */
+  treeStatus(name: string): SyncStatus {
+    const s = this.status
+    if (s.state === 'offline' || s.state === 'error') return s
+    const t = this.#trees.get(name)
+    const settled = t !== undefined && t.upToDate && t.held === 0 && [...t.members.values()].every((m) => m.upToDate)
+    if (!settled) return { state: 'syncing', pending: s.pending }
+    return s
   }
 
   /** Subscribes to an event; returns the function that unsubscribes. */
@@ -303,7 +427,10 @@ export class FerriteClient {
       return { state: 'error', pending, reason: err?.reason ?? shapeError!, retryAt, retryIn: Math.max(0, retryAt - Date.now()) }
     }
     if (this.transport.reachable === false) return { state: 'offline', pending }
-    const catchingUp = [...this.#shapes.values()].some((s) => !s.upToDate)
+    const catchingUp =
+      [...this.#shapes.values()].some((s) => !s.upToDate) ||
+      [...this.#trees.values()].some((t) => !t.upToDate || t.held > 0) ||
+      this.#trees.size < Object.keys(this.options.trees ?? {}).length
     if (pending > 0 || catchingUp || this.transport.connection !== 'connected') return { state: 'syncing', pending }
     return { state: 'synced', pending: 0 }
   }
@@ -327,43 +454,55 @@ export class FerriteClient {
   /** Tries everything now instead of waiting for the backoff (e.g. a Retry button). */
   retryNow(): void {
     this.transport.retryNow()
-    for (const s of this.#shapes.values()) s.poke()
+    for (const s of this.#allShapes()) s.poke()
+    if (this.#trees.size < Object.keys(this.options.trees ?? {}).length) void this.#compileTrees()
     this.#schedulePush()
   }
 
   // ---- applying shape batches ----------------------------------------------------------------
 
   async #applyBatch(b: ShapeBatch): Promise<void> {
-    for (const { txid, lsn } of b.txids) {
-      const r = this.#recent.get(txid) ?? { lsn, shapes: [] }
-      if (!r.shapes.includes(b.shape)) r.shapes.push(b.shape)
-      r.lsn ??= lsn
-      this.#recent.delete(txid)
-      this.#recent.set(txid, r)
+    await this.#applyBatches([b])
+  }
+
+  /** Stores batches together (a tree's, at a common point): rows, positions, outbox updates. */
+  async #applyBatches(bs: ShapeBatch[]): Promise<void> {
+    let updated: PendingTransaction[] = []
+    for (const b of bs) {
+      for (const { txid, lsn } of b.txids) {
+        const r = this.#recent.get(txid) ?? { lsn, shapes: [] }
+        if (!r.shapes.includes(b.shape)) r.shapes.push(b.shape)
+        r.lsn ??= lsn
+        this.#recent.delete(txid)
+        this.#recent.set(txid, r)
+      }
+      while (this.#recent.size > RECENT_TXIDS) this.#recent.delete(this.#recent.keys().next().value!)
+      const noted = this.#noteCoverage(b.snapshots.length > 0 ? { shape: b.shape, snapshots: b.snapshots } : undefined)
+      updated = [...new Set([...updated, ...noted])]
     }
-    while (this.#recent.size > RECENT_TXIDS) this.#recent.delete(this.#recent.keys().next().value!)
-    const updated = this.#noteCoverage(b.snapshots.length > 0 ? { shape: b.shape, snapshots: b.snapshots } : undefined)
-    const retired = this.#retirable()
+    const retired = this.#retirable(bs)
     const retiredIds = new Set(retired.map((t) => t.id))
     const changed = new Set<string>()
-    if (b.replaced || b.upserts.size > 0 || b.deletes.size > 0) changed.add(b.shape)
+    for (const b of bs) if (b.replaced || b.upserts.size > 0 || b.deletes.size > 0) changed.add(b.shape)
     for (const t of retired) for (const s of touchedShapes(t)) changed.add(s)
     this.#outbox = this.#outbox.filter((t) => !retired.includes(t))
     this.#changed(changed)
     this.#emitStatus()
     try {
       await this.#store.write((w) => {
-        if (b.replaced) {
-          w.clearShape(b.shape)
-          for (const [k, row] of b.replaced) w.putRow(b.shape, k, row, b.tags.get(k))
-        } else {
-          for (const [k, row] of b.upserts) w.putRow(b.shape, k, row, b.tags.get(k))
-          for (const k of b.deletes) w.deleteRow(b.shape, k)
+        for (const b of bs) {
+          if (b.replaced) {
+            w.clearShape(b.shape)
+            for (const [k, row] of b.replaced) w.putRow(b.shape, k, row, b.tags.get(k))
+          } else {
+            for (const [k, row] of b.upserts) w.putRow(b.shape, k, row, b.tags.get(k))
+            for (const k of b.deletes) w.deleteRow(b.shape, k)
+          }
+          if (b.position) w.putShape(b.position)
         }
-        if (b.position) w.putShape(b.position)
         for (const t of retired) if (t.id !== undefined) w.deleteTransaction(t.id)
         for (const t of updated) if (t.id !== undefined && !retiredIds.has(t.id)) w.putTransaction(t)
-        if (b.txids.length > 0) w.putMeta('recent_txids', [...this.#recent])
+        if (bs.some((b) => b.txids.length > 0)) w.putMeta('recent_txids', [...this.#recent])
       })
     } catch (e) {
       this.transport.reportError({ reason: `storing synced rows failed: ${(e as Error).message}`, retryAt: Date.now() }, 'storage')
@@ -393,12 +532,21 @@ export class FerriteClient {
     return updated
   }
 
-  #retirable(): PendingTransaction[] {
+  /**
+   * The answered writes every shape they touch has shown. A tree member counts from the
+   * position of what is visible: its stored position, or the one `applying` brings.
+   */
+  #retirable(applying: ShapeBatch[] = []): PendingTransaction[] {
+    const lastLsn = (s: string): string | undefined => {
+      if (!this.#memberOf.has(s)) return this.#shapes.get(s)?.record.lastLsn
+      const pos = [...applying].reverse().find((b) => b.shape === s && b.position)?.position
+      return pos?.lastLsn ?? this.#trees.get(this.#memberOf.get(s)!)?.applied.get(s)?.lastLsn
+    }
     return this.#outbox.filter((t) =>
       isCovered(
         t,
-        (s) => this.#shapes.has(s),
-        (s) => this.#shapes.get(s)?.record.lastLsn,
+        (s) => this.#shapes.has(s) || this.#trees.has(this.#memberOf.get(s) ?? ''),
+        lastLsn,
       ),
     )
   }
@@ -644,6 +792,7 @@ export class FerriteClient {
   close(): void {
     this.#closed.abort()
     for (const s of this.#shapes.values()) s.stop()
+    for (const t of this.#trees.values()) t.stop()
     for (const r of this.#rooms.values()) r.leave()
     this.#rooms.clear()
     for (const c of this.#cleanup) c()
@@ -657,4 +806,17 @@ interface TooLarge {
   id: number
   status: 'rejected'
   error: { code: 'too_large'; message: string; table?: undefined; key?: undefined }
+}
+
+/** The shape names a tree's members are read under: the tree's, and each include's. */
+function memberNames(tree: string, o: TreeOptions): string[] {
+  const names = [tree]
+  const walk = (includes: TreeOptions['include']) => {
+    for (const [name, inc] of Object.entries(includes ?? {})) {
+      names.push(name)
+      walk(inc.include)
+    }
+  }
+  walk(o.include)
+  return names
 }

@@ -254,6 +254,8 @@ export class TreeSync {
   readonly visible = new Map<string, Map<string, Row>>()
   /** Reached a common point since it started. */
   upToDate = false
+  /** Each member's position as of what is visible (stored with it). */
+  readonly applied = new Map<string, ShapeRecord>()
   /** Called after held batches were applied, with the members they changed. */
   onApplied: ((members: Set<string>) => void) | undefined
   #held = new Map<string, ShapeBatch[]>()
@@ -273,6 +275,8 @@ export class TreeSync {
       const sync = new ShapeSync(member, options, stored.records.get(member), stored.rows.get(member), shapeHost, stored.tags.get(member))
       this.members.set(member, sync)
       this.visible.set(member, new Map(sync.rows))
+      const record = stored.records.get(member)
+      if (record) this.applied.set(member, record)
       this.#at.set(member, { end: offsetTx(sync.record.offset) })
     }
   }
@@ -367,6 +371,7 @@ export class TreeSync {
         for (const k of b.deletes) rows.delete(k)
       }
       if (b.replaced || b.upserts.size > 0 || b.deletes.size > 0) changed.add(b.shape)
+      if (b.position) this.applied.set(b.shape, b.position)
     }
     this.upToDate = true
     this.onApplied?.(changed)

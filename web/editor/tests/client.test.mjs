@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { build } from 'esbuild'
 import { fileURLToPath } from 'node:url'
-import { launch, EDITOR_URL, USERS } from './harness.mjs'
+import { launch, database, EDITOR_URL, USERS, PIPELINES } from './harness.mjs'
 
 let browser
 let bundle
@@ -72,5 +72,63 @@ test('an update or delete of a row the app cannot see is refused, and nothing is
     assert.ok(result.stillThere, 'the refused transaction changed nothing the app reads')
   } finally {
     await context.close()
+  }
+})
+
+
+test('an include tree: a pipeline with its steps, their connections, its comments and their authors', async () => {
+  const db = await database()
+  const { context, page } = await clientPage()
+  try {
+    const shown = await page.evaluate(async ({ userId, pipeline }) => {
+      const { FerriteClient } = window.FerriteWeb
+      const token = async () => {
+        const r = await fetch('/dev/token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user_id: userId }) })
+        return (await r.json()).token
+      }
+      const client = await FerriteClient.open({
+        url: location.origin,
+        database: `tree-test:${userId}`,
+        shapes: {},
+        token,
+        trees: {
+          workspace: {
+            table: 'pipelines',
+            where: `id = '${pipeline}'`,
+            include: {
+              steps: { include: { connections: {} } },
+              comments: { include: { authors: { table: 'users' } } },
+            },
+          },
+        },
+      })
+      const deadline = Date.now() + 20000
+      while (client.treeStatus('workspace').state !== 'synced' || !client.isLoaded('steps')) {
+        if (Date.now() > deadline) throw new Error(`the tree never synced: ${JSON.stringify(client.treeStatus('workspace'))}`)
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      const rows = (name) => client.rows(name)
+      const result = {
+        root: rows('workspace').map((r) => r.id),
+        steps: rows('steps').map((s) => s.id).sort(),
+        stepPipelines: [...new Set(rows('steps').map((s) => s.pipeline_id))],
+        connections: rows('connections').map((c) => c.id).sort(),
+        comments: rows('comments').map((c) => c.id).sort(),
+        authors: rows('authors').map((a) => a.id).sort(),
+      }
+      client.close()
+      return result
+    }, { userId: USERS.ada, pipeline: PIPELINES.build })
+    const ids = async (sql) => (await db.query(sql, [PIPELINES.build])).rows.map((r) => r.id).sort()
+    assert.deepEqual(shown.root, [PIPELINES.build])
+    assert.deepEqual(shown.stepPipelines, [PIPELINES.build])
+    assert.deepEqual(shown.steps, await ids('SELECT id::text FROM steps WHERE pipeline_id = $1'))
+    assert.ok(shown.steps.length > 0)
+    assert.deepEqual(shown.connections, await ids('SELECT id::text FROM connections WHERE pipeline_id = $1'))
+    assert.deepEqual(shown.comments, await ids('SELECT id::text FROM comments WHERE pipeline_id = $1'))
+    assert.deepEqual(shown.authors, await ids('SELECT DISTINCT user_id::text AS id FROM comments WHERE pipeline_id = $1'))
+  } finally {
+    await context.close()
+    await db.end()
   }
 })

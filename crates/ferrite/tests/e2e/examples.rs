@@ -207,6 +207,18 @@ async fn pipeline_editor_rules_and_policies() {
         assert!(grace_rows.len() > ada_rows.len() || table == "comments" || table == "pipeline_versions", "{table}");
         assert!(rows(&nobody, table).await.is_empty(), "{table}");
     }
+    // A client's subquery on a table whose read rule reads another table (pipelines → their
+    // team's memberships): compiled with that rule, as an include tree's shapes are.
+    let mut through = ShapeReader::new(
+        &s.base,
+        &[
+            ("table", "steps"),
+            ("where", &format!("pipeline_id IN (SELECT id FROM pipelines WHERE id = '{BUILD_AND_DEPLOY}')")),
+        ],
+    )
+    .with_token(&ada);
+    through.catch_up().await;
+    assert!(!through.rows.is_empty() && through.rows.values().all(|r| r["pipeline_id"] == BUILD_AND_DEPLOY));
     assert_eq!(rows(&ada, "teams").await.len(), 1);
     assert_eq!(rows(&ada, "team_members").await.len(), 2);
     assert_eq!(rows(&nobody, "users").await.len(), 4, "names and avatars are public to signed-in users");

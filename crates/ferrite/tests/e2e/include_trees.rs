@@ -124,7 +124,8 @@ async fn a_tree_is_applied_whole_at_a_common_point() {
                     // A step deleted with its connections.
                     1 => "DELETE FROM steps WHERE id = (SELECT min(id) FROM steps WHERE pipeline_id = 1)".to_string(),
                     // A step moved to the other pipeline, with its connections' other ends.
-                    2 => "UPDATE steps SET pipeline_id = 3 - pipeline_id WHERE id = (SELECT max(id) FROM steps)".to_string(),
+                    2 => "UPDATE steps SET pipeline_id = 3 - pipeline_id WHERE id = (SELECT max(id) FROM steps)"
+                        .to_string(),
                     // A comment by someone new to the tree.
                     _ => format!("INSERT INTO comments VALUES ({i}, 1, 1 + {i} % 6, 'c {i}')"),
                 };
