@@ -150,18 +150,24 @@ async fn load(client: &tokio_postgres::Client, tables: &Tables) -> Data {
     data
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subquery_clauses_agree_with_postgres() {
-    let (_cluster, url) = common::cluster_with_db("subqueries");
-    let client = connect(&url).await.unwrap();
+/// Creates [`SCHEMA`]; its tables as Postgres has them, and `outer_t`.
+async fn schema(client: &tokio_postgres::Client) -> (Tables, Arc<TableSchema>) {
     client.batch_execute(SCHEMA).await.unwrap();
     let mut tables = Tables(HashMap::new());
     for name in ["outer_t", "inner_t", "deep"] {
         let name = QualifiedName::new("public", name);
-        let t = load_table(&client, &name).await.unwrap().expect("the table");
+        let t = load_table(client, &name).await.unwrap().expect("the table");
         tables.0.insert(name, Arc::new(t));
     }
     let outer = tables.0[&QualifiedName::new("public", "outer_t")].clone();
+    (tables, outer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subquery_clauses_agree_with_postgres() {
+    let (_cluster, url) = common::cluster_with_db("subqueries");
+    let client = connect(&url).await.unwrap();
+    let (tables, outer) = schema(&client).await;
     let clauses: Vec<WhereClause> = CLAUSES
         .iter()
         .map(|(sql, params)| {
@@ -217,14 +223,7 @@ async fn subquery_clauses_agree_with_postgres() {
 async fn time_windows_agree_with_postgres() {
     let (_cluster, url) = common::cluster_with_db("windows");
     let client = connect(&url).await.unwrap();
-    client.batch_execute(SCHEMA).await.unwrap();
-    let mut tables = Tables(HashMap::new());
-    for name in ["outer_t", "inner_t", "deep"] {
-        let name = QualifiedName::new("public", name);
-        let t = load_table(&client, &name).await.unwrap().expect("the table");
-        tables.0.insert(name, Arc::new(t));
-    }
-    let outer = tables.0[&QualifiedName::new("public", "outer_t")].clone();
+    let (tables, outer) = schema(&client).await;
     let clauses: Vec<(&str, WhereClause)> = CLAUSES
         .iter()
         .filter_map(|(sql, params)| {

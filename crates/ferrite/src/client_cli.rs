@@ -143,18 +143,7 @@ pub async fn run(cmd: ClientCommand) -> Result<()> {
                 replica.db.display()
             );
             if follow {
-                let sub = client.subscribe(def);
-                let mut status = sub.status();
-                println!("following; Ctrl-C to stop");
-                loop {
-                    tokio::select! {
-                        _ = crate::wait_for_ctrl_c() => return Ok(()),
-                        changed = status.changed() => {
-                            if changed.is_err() { return Ok(()); }
-                            println!("status: {:?}", *status.borrow_and_update());
-                        }
-                    }
-                }
+                return follow_until_interrupted(client.subscribe(def)).await;
             }
             Ok(())
         }
@@ -276,20 +265,24 @@ async fn sync_tree(client: &Client, tree: ferrite_client::Tree, follow: bool, db
         db.display()
     );
     if follow {
-        let sub = client.subscribe_tree(tree);
-        let mut status = sub.status();
-        println!("following; Ctrl-C to stop");
-        loop {
-            tokio::select! {
-                _ = crate::wait_for_ctrl_c() => return Ok(()),
-                changed = status.changed() => {
-                    if changed.is_err() { return Ok(()); }
-                    println!("status: {:?}", *status.borrow_and_update());
-                }
+        return follow_until_interrupted(client.subscribe_tree(tree)).await;
+    }
+    Ok(())
+}
+
+/// Prints a live subscription's status as it changes, until Ctrl-C.
+async fn follow_until_interrupted(sub: ferrite_client::Subscription) -> Result<()> {
+    let mut status = sub.status();
+    println!("following; Ctrl-C to stop");
+    loop {
+        tokio::select! {
+            _ = crate::wait_for_ctrl_c() => return Ok(()),
+            changed = status.changed() => {
+                if changed.is_err() { return Ok(()); }
+                println!("status: {:?}", *status.borrow_and_update());
             }
         }
     }
-    Ok(())
 }
 
 /// The includes of an `--include` object (`at` names where it is, for errors).

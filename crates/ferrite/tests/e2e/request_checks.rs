@@ -240,7 +240,9 @@ async fn a_write_holds_its_place_while_its_body_arrives_and_gives_it_back() {
     })
     .await;
     let addr = s.server.addr;
-    let http = reqwest::Client::new();
+    // A fresh connection per write: a pooled one the server closed after its 503 would fail the
+    // next write before it reaches the server.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let write = |id: u64| send(http.post(format!("{}/v1/transactions", s.base)).json(&insert("w", id, "t")));
     let transaction = insert("stalled", 9, "never").to_string();
     let half = &transaction[..transaction.len() / 2];
