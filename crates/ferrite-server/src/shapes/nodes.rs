@@ -300,11 +300,14 @@ impl NodeHub {
                         feed(&mut n.node, &n.query, kind);
                     }
                     n.applied_through = commit_lsn;
+                    // Its rows may have changed even when its values did not (a second row with
+                    // a value already in): the stored state must follow either way, or a
+                    // restart past this transaction would forget the row.
+                    n.dirty = true;
                     let delta = n.node.finish_transaction();
                     if delta.is_empty() {
                         continue;
                     }
-                    n.dirty = true;
                     let complete = |v: &Projected| !v.iter().any(Option::is_none);
                     let entered: Vec<Projected> = delta.entered.into_iter().filter(complete).collect();
                     let left: Vec<Projected> = delta.left.into_iter().filter(complete).collect();

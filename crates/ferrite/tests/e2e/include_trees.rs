@@ -341,3 +341,65 @@ async fn the_top_rows_per_parent_stay_exact() {
     let err = client.sync_tree(&bad).await.unwrap_err().to_string();
     assert!(err.contains("a limit needs an order_by"), "{err}");
 }
+
+/// The tree against Postgres after every batch of random changes: steps added (with connections
+/// to them), deleted, re-parented between the two pipelines, connections re-pointed, comments
+/// by anyone added and deleted, in transactions of one to four statements; after each batch the
+/// replica's tree equals the SQL join. `FERRITE_TREE_SEED=<n>` replays a run,
+/// `FERRITE_TREE_BATCHES=<n>` runs longer (default 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tree_equals_postgres_after_every_batch() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("FERRITE_TREE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let batches: u64 = std::env::var("FERRITE_TREE_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::open(dir.path().join("prop.db"), &s.base, TokenSource::None).unwrap();
+    let tree = workspace();
+    client.sync_tree(&tree).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut next = 1000;
+    for batch in 0..batches {
+        for _ in 0..rng.gen_range(1..6) {
+            let mut statements = vec![];
+            for _ in 0..rng.gen_range(1..5) {
+                next += 1;
+                let (p, q) = (rng.gen_range(1..3), rng.gen_range(1..7));
+                statements.push(match rng.gen_range(0..7) {
+                    0 => format!(
+                        "INSERT INTO steps VALUES ({next}, {p}, 's'); \
+                         INSERT INTO connections SELECT {next}, min(id), {next} FROM steps WHERE id <> {next} HAVING min(id) IS NOT NULL"
+                    ),
+                    1 => format!("DELETE FROM steps WHERE id = (SELECT id FROM steps ORDER BY md5(id::text || '{next}') LIMIT 1)"),
+                    2 => format!("UPDATE steps SET pipeline_id = {p} WHERE id = (SELECT id FROM steps ORDER BY md5(id::text || '{next}') LIMIT 1)"),
+                    3 => format!(
+                        "UPDATE connections SET to_step_id = (SELECT id FROM steps ORDER BY md5(id::text || '{next}') LIMIT 1) \
+                         WHERE id = (SELECT id FROM connections ORDER BY md5(id::text || '{next}') LIMIT 1) AND EXISTS (SELECT 1 FROM steps)"
+                    ),
+                    4 => format!("INSERT INTO comments VALUES ({next}, {p}, {q}, 'c')"),
+                    5 => format!("DELETE FROM comments WHERE id = (SELECT id FROM comments ORDER BY md5(id::text || '{next}') LIMIT 1)"),
+                    _ => format!("UPDATE comments SET user_id = {q}, pipeline_id = {p} WHERE id = (SELECT min(id) FROM comments)"),
+                });
+            }
+            let sql = format!("BEGIN; {}; COMMIT;", statements.join("; "));
+            c.batch_execute(&sql).await.unwrap_or_else(|e| panic!("seed {seed}, batch {batch}: {sql}: {e}"));
+        }
+        // The server may not have read the last commit yet: sync until it has (each sync is
+        // whole, and the tree must end equal to Postgres).
+        let want = expected(&c).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            client.sync_tree(&tree).await.unwrap();
+            assert_whole(&client, &format!("seed {seed}, batch {batch}"));
+            if local(&client) == want || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(local(&client), want, "seed {seed}, after batch {batch}");
+    }
+}

@@ -791,3 +791,47 @@ async fn subqueries_on_the_shapes_own_table() {
         }
     }
 }
+
+/// A dependency node's stored state follows every change of its rows, not only those that
+/// change its result: a second membership row giving a value already in the result, then a
+/// restart, then the first row deleted — the value is still in, and no row moves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_remembers_rows_that_changed_nothing_across_a_restart() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let editors = "team_id IN (SELECT team_id FROM team_members WHERE role = 'editor')";
+    let start = || ferrite_server::start_with_clock(test_config(&db.url, dir.path()), ferrite_server::Clock::system());
+    let server = start().await.unwrap();
+    wait_healthy(&server.url()).await;
+    let mut reader = ShapeReader::new(&server.url(), &[("table", "steps"), ("where", editors)]);
+    reader.catch_up().await;
+    expect_rows(&c, &mut reader, editors, "initial").await;
+    // Team 1 has an editor already (ann): another one changes the result not at all.
+    c.execute("INSERT INTO team_members VALUES (1, 'dora', 'editor')", &[]).await.unwrap();
+    c.execute("UPDATE steps SET name = 'marker' WHERE id = 4", &[]).await.unwrap();
+    expect_rows(&c, &mut reader, editors, "after the second editor").await;
+    // The slot is confirmed past dora's row: a restart will not replay it.
+    let lsn: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    wait_until("the slot to be confirmed past the second editor", Duration::from_secs(30), || {
+        let (c, lsn) = (&c, lsn.clone());
+        async move {
+            let sql = "SELECT bool_and(confirmed_flush_lsn >= $1::text::pg_lsn) FROM pg_replication_slots                        WHERE database = current_database()";
+            c.query_one(sql, &[&lsn]).await.unwrap().get::<_, Option<bool>>(0).unwrap_or(false)
+        }
+    })
+    .await;
+    server.shutdown().await;
+
+    let server = start().await.unwrap();
+    wait_healthy(&server.url()).await;
+    reader.base = format!("{}/v1/shape", server.url());
+    // Ann leaves: dora still makes team 1 an editors' team.
+    c.execute("DELETE FROM team_members WHERE team_id = 1 AND user_id = 'ann'", &[]).await.unwrap();
+    c.execute("UPDATE steps SET name = 'marker 2' WHERE id = 4", &[]).await.unwrap();
+    expect_rows(&c, &mut reader, editors, "after a restart and ann leaving").await;
+    assert!(reader.rows.values().any(|r| r["team_id"] == "1"), "team 1's steps stayed");
+    assert_eq!(reader.refetches, 0);
+    server.shutdown().await;
+}
