@@ -8,7 +8,8 @@ use ferrite_protocol::schema::{Column, TableSchema, TypeKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-fn col(name: &str, ty: &str) -> Column {
+/// A test column: `id` is the primary key, `mood` an enum (shared by the where crate's tests).
+pub(crate) fn col(name: &str, ty: &str) -> Column {
     Column {
         name: name.into(),
         type_oid: 0,

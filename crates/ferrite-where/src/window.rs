@@ -289,23 +289,10 @@ fn has_subquery(e: &Expr) -> bool {
 mod tests {
     use super::*;
     use crate::subquery::NoSets;
+    use crate::subquery_tests::col;
     use ferrite_protocol::relation::QualifiedName;
-    use ferrite_protocol::schema::{Column, TableSchema, TypeKind};
+    use ferrite_protocol::schema::TableSchema;
     use std::collections::{BTreeMap, HashMap};
-
-    fn col(name: &str, ty: &str) -> Column {
-        Column {
-            name: name.into(),
-            type_oid: 0,
-            type_name: ty.into(),
-            base_type_name: ty.into(),
-            dims: 0,
-            kind: TypeKind::Base,
-            typmod: -1,
-            pk_index: if name == "id" { Some(0) } else { None },
-            not_null: false,
-        }
-    }
 
     /// `events(id, created_at timestamptz, day date, local timestamp, team int4)`.
     fn events() -> TableSchema {
