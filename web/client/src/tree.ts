@@ -37,8 +37,63 @@ export interface IncludeOptions {
   key?: string[]
   /** The foreign key to follow (its constraint name) when several link the two tables. */
   via?: string
+  /**
+   * Top N per parent: only this many rows of each parent row, in `orderBy`'s order, are shown
+   * (exact: every matching row is synced, so when one of them goes the next one appears; bound
+   * what that holds with `where`, e.g. a time window). Only for a child that references its
+   * parent through one foreign key (or the one `via` names), without includes of its own.
+   */
+  limit?: number
+  /** The order of `limit`: columns, each ascending unless `desc`. */
+  orderBy?: { column: string; desc?: boolean }[]
   /** What this node includes in turn. */
   include?: Record<string, IncludeOptions>
+}
+
+/** The top rows per parent a member shows (see {@link IncludeOptions.limit}). */
+export interface TopRows {
+  /** The columns naming the parent. */
+  partition: string[]
+  orderBy: { column: string; desc?: boolean }[]
+  limit: number
+}
+
+/** A member shape of a tree: its shape, and the top rows per parent it shows, if limited. */
+export type MemberOptions = ShapeOptions & { top?: TopRows }
+
+/** Compares two column values as the app sees them (numbers as numbers, the rest as text). */
+function compareValues(a: unknown, b: unknown): number {
+  if (a === b) return 0
+  if (a === null || a === undefined) return 1
+  if (b === null || b === undefined) return -1
+  if (typeof a === 'number' && typeof b === 'number') return a - b
+  if (typeof a === 'bigint' && typeof b === 'bigint') return a < b ? -1 : 1
+  const x = typeof a === 'object' ? JSON.stringify(a) : String(a)
+  const y = typeof b === 'object' ? JSON.stringify(b) : String(b)
+  return x < y ? -1 : x > y ? 1 : 0
+}
+
+/** The first `top.limit` rows of each parent, in `top.orderBy`'s order (NULLs last). */
+export function topRows(rows: ReadonlyMap<string, Row>, top: TopRows): Map<string, Row> {
+  const groups = new Map<string, [string, Row][]>()
+  for (const [key, row] of rows) {
+    const parent = JSON.stringify(top.partition.map((c) => row[c] ?? null))
+    let g = groups.get(parent)
+    if (!g) groups.set(parent, (g = []))
+    g.push([key, row])
+  }
+  const out = new Map<string, Row>()
+  for (const g of groups.values()) {
+    g.sort(([ka, a], [kb, b]) => {
+      for (const { column, desc } of top.orderBy) {
+        const c = compareValues(a[column], b[column])
+        if (c !== 0) return desc && a[column] != null && b[column] != null ? -c : c
+      }
+      return ka < kb ? -1 : ka > kb ? 1 : 0
+    })
+    for (const [k, row] of g.slice(0, top.limit)) out.set(k, row)
+  }
+  return out
 }
 
 /** A tree: its root shape and what it includes. */
@@ -199,9 +254,9 @@ export async function compileTree(
   name: string,
   tree: TreeOptions,
   foreignKeys: (table: [string, string]) => Promise<ForeignKey[]>,
-): Promise<[string, ShapeOptions][]> {
+): Promise<[string, MemberOptions][]> {
   const { include, ...root } = tree
-  const out: [string, ShapeOptions][] = [[name, root]]
+  const out: [string, MemberOptions][] = [[name, root]]
   const cache = new Map<string, ForeignKey[]>()
   const stack: [Node, Record<string, IncludeOptions>][] = [
     [{ table: parseTable(tree.table), where: tree.where, params: tree.params ?? [] }, include ?? {}],
@@ -220,9 +275,25 @@ export async function compileTree(
         where = `(${link}) AND (${shiftParams(inc.where, params.length)})`
         params.push(...(inc.params ?? []))
       }
-      const options: ShapeOptions = { table: quoteTable(table), where, key: inc.key, live: tree.live }
+      const options: MemberOptions = { table: quoteTable(table), where, key: inc.key, live: tree.live }
       if (params.length > 0) options.params = params
       if (inc.columns) options.columns = inc.columns
+      if (inc.limit !== undefined) {
+        if (!inc.orderBy?.length) throw new Error(`include ${JSON.stringify(child)}: a limit needs an orderBy`)
+        if (inc.include && Object.keys(inc.include).length > 0) {
+          throw new Error(`include ${JSON.stringify(child)}: an include with a limit cannot include further`)
+        }
+        const same = (a: [string, string], b: [string, string]) => a[0] === b[0] && a[1] === b[1]
+        const toParent = keys.filter((k) => (inc.via === undefined || k.name === inc.via) && same(k.table, table) && same(k.references, parent.table))
+        if (toParent.length !== 1) {
+          throw new Error(
+            toParent.length === 0
+              ? `include ${JSON.stringify(child)}: a limit is per parent row, so ${quoteTable(table)} must reference ${quoteTable(parent.table)} through a foreign key`
+              : `include ${JSON.stringify(child)}: several foreign keys link it to its parent; name the one to rank by with via`,
+          )
+        }
+        options.top = { partition: toParent[0]!.columns, orderBy: inc.orderBy, limit: inc.limit }
+      }
       out.push([child, options])
       stack.push([{ table, where, params }, inc.include ?? {}])
     }
@@ -250,8 +321,12 @@ function offsetTx(offset: string | undefined): bigint {
 export class TreeSync {
   /** The member shapes, root first. */
   readonly members = new Map<string, ShapeSync>()
-  /** What the app sees: each member's rows at the last common point. */
+  /** What the app sees: each member's rows at the last common point (its top rows per parent
+   * for a member with a limit). */
   readonly visible = new Map<string, Map<string, Row>>()
+  /** Every row of each member at the last common point (what `visible` is cut from). */
+  readonly #all = new Map<string, Map<string, Row>>()
+  readonly #top = new Map<string, TopRows>()
   /** Reached a common point since it started. */
   upToDate = false
   /** Each member's position as of what is visible (stored with it). */
@@ -266,7 +341,7 @@ export class TreeSync {
 
   constructor(
     readonly name: string,
-    members: [string, ShapeOptions][],
+    members: [string, MemberOptions][],
     stored: { records: Map<string, ShapeRecord>; rows: Map<string, Map<string, Row>>; tags: Map<string, Map<string, TagState>> },
     private readonly host: TreeHost,
   ) {
@@ -274,7 +349,9 @@ export class TreeSync {
       const shapeHost: ShapeHost = { ...host, applyBatch: (b) => this.#hold(member, b) }
       const sync = new ShapeSync(member, options, stored.records.get(member), stored.rows.get(member), shapeHost, stored.tags.get(member))
       this.members.set(member, sync)
-      this.visible.set(member, new Map(sync.rows))
+      this.#all.set(member, new Map(sync.rows))
+      if (options.top) this.#top.set(member, options.top)
+      this.visible.set(member, options.top ? topRows(sync.rows, options.top) : new Map(sync.rows))
       const record = stored.records.get(member)
       if (record) this.applied.set(member, record)
       this.#at.set(member, { end: offsetTx(sync.record.offset) })
@@ -362,7 +439,7 @@ export class TreeSync {
     await this.host.applyBatches(batches)
     const changed = new Set<string>()
     for (const b of batches) {
-      const rows = this.visible.get(b.shape)!
+      const rows = this.#all.get(b.shape)!
       if (b.replaced) {
         rows.clear()
         for (const [k, v] of b.replaced) rows.set(k, v)
@@ -372,6 +449,10 @@ export class TreeSync {
       }
       if (b.replaced || b.upserts.size > 0 || b.deletes.size > 0) changed.add(b.shape)
       if (b.position) this.applied.set(b.shape, b.position)
+    }
+    for (const member of changed) {
+      const top = this.#top.get(member)
+      this.visible.set(member, top ? topRows(this.#all.get(member)!, top) : this.#all.get(member)!)
     }
     this.upToDate = true
     this.onApplied?.(changed)

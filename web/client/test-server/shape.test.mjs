@@ -213,3 +213,39 @@ test('an include tree is shown only at common points of the log', async () => {
     tree.stop()
   }
 })
+
+test('a tree include with a limit shows the top rows per parent, exactly', async () => {
+  const { TreeSync, compileTree } = await import(new URL('tree.js', dist))
+  await db.query(`
+    CREATE TABLE top_docs (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE top_versions (id int PRIMARY KEY, doc_id int NOT NULL REFERENCES top_docs (id), n int NOT NULL);
+    INSERT INTO top_docs VALUES (1, 'a'), (2, 'b');
+    INSERT INTO top_versions SELECT i, 1 + i % 2, i FROM generate_series(1, 12) i;`)
+  const transport = new Transport({})
+  const foreignKeys = async ([schema, name]) =>
+    (await (await transport.fetch(`${BASE}/v1/foreign-keys?table=${encodeURIComponent(`${schema}.${name}`)}`)).json()).foreign_keys
+  await assert.rejects(
+    compileTree('d', { table: 'top_docs', include: { versions: { table: 'top_versions', limit: 3 } } }, foreignKeys),
+    /a limit needs an orderBy/,
+  )
+  const members = await compileTree('docs', {
+    table: 'top_docs',
+    include: { versions: { table: 'top_versions', limit: 3, orderBy: [{ column: 'n', desc: true }] } },
+  }, foreignKeys)
+  const host = {
+    url: BASE, transport, pollIntervalMs: 1000,
+    applyBatches: async () => {},
+    shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
+  }
+  const tree = new TreeSync('docs', members, { records: new Map(), rows: new Map(), tags: new Map() }, host)
+  const shown = () => [...tree.visible.get('versions').values()].map((v) => Number(v.n)).sort((a, b) => b - a)
+  tree.start()
+  try {
+    await waitFor('the tree', () => tree.upToDate && tree.visible.get('versions').size > 0)
+    assert.deepEqual(shown(), [12, 11, 10, 9, 8, 7])
+    await db.query('DELETE FROM top_versions WHERE n IN (12, 9)')
+    await waitFor('the next ones to take their places', () => JSON.stringify(shown()) === JSON.stringify([11, 10, 8, 7, 6, 5]))
+  } finally {
+    tree.stop()
+  }
+})

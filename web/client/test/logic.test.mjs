@@ -153,3 +153,15 @@ test('include trees: params renumbered outside literals, links through foreign k
     '"id" IN (SELECT "user_id" FROM "public"."comments")')
   assert.throws(() => linkWhere(comments, ['public', 'teams'], [], undefined, 'teams'), /no foreign key links/)
 })
+
+test('include trees: the top rows per parent, NULLs last', async () => {
+  const { topRows } = await import('../dist/tree.js')
+  const rows = new Map([
+    ['a', { id: 1, p: 1, n: 5 }], ['b', { id: 2, p: 1, n: 9 }], ['c', { id: 3, p: 1, n: null }],
+    ['d', { id: 4, p: 2, n: 1 }], ['e', { id: 5, p: 1, n: 7 }],
+  ])
+  const top = topRows(rows, { partition: ['p'], orderBy: [{ column: 'n', desc: true }], limit: 2 })
+  assert.deepEqual([...top.keys()].sort(), ['b', 'd', 'e'])
+  const asc = topRows(rows, { partition: ['p'], orderBy: [{ column: 'n' }], limit: 4 })
+  assert.deepEqual([...asc.keys()], ['a', 'e', 'b', 'c', 'd'], 'ascending, the NULL last')
+})
