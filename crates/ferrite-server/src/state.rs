@@ -293,7 +293,7 @@ impl AppState {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         while let Some(row) = stream.values().await.map_err(|e| unreachable(e.to_string()))? {
-            bytes += row.iter().map(|v| v.as_ref().map_or(4, |v| v.len() as u64 + 4)).sum::<u64>();
+            bytes += crate::shapes::snapshot::row_bytes(&row);
             if limit > 0 && bytes > limit {
                 return Err(ShapeRequestError::Invalid {
                     field: "where",
@@ -525,7 +525,7 @@ async fn read_move_in(
     let limit = state.config.max_shape_size;
     let mut bytes = 0u64;
     let mut count = |row: &[Option<String>]| -> Result<(), String> {
-        bytes += row.iter().map(|v| v.as_ref().map_or(4, |v| v.len() as u64 + 4)).sum::<u64>();
+        bytes += crate::shapes::snapshot::row_bytes(row);
         if limit > 0 && bytes > limit {
             return Err(format!("the rows moving in exceed max_shape_size ({limit} bytes)"));
         }

@@ -20,6 +20,15 @@ before(async () => {
 })
 after(async () => { await db?.end() })
 
+/** `GET /v1/foreign-keys` for a `[schema, name]`, as a tree compiles with it. */
+function foreignKeysOf(transport) {
+  return async ([schema, name]) => {
+    const r = await transport.fetch(`${BASE}/v1/foreign-keys?table=${encodeURIComponent(`${schema}.${name}`)}`)
+    assert.equal(r.status, 200)
+    return (await r.json()).foreign_keys
+  }
+}
+
 async function waitFor(what, fn, timeoutMs = 20000) {
   const start = Date.now()
   while (!fn()) {
@@ -146,11 +155,7 @@ test('an include tree is shown only at common points of the log', async () => {
     INSERT INTO tr_connections SELECT i, i, i + 2 FROM generate_series(1, 18) i;
     INSERT INTO tr_comments SELECT i, 1 + i % 2, 1 + i % 5, 'c' || i FROM generate_series(1, 10) i;`)
   const transport = new Transport({})
-  const foreignKeys = async ([schema, name]) => {
-    const r = await transport.fetch(`${BASE}/v1/foreign-keys?table=${encodeURIComponent(`${schema}.${name}`)}`)
-    assert.equal(r.status, 200)
-    return (await r.json()).foreign_keys
-  }
+  const foreignKeys = foreignKeysOf(transport)
   const members = await compileTree('workspace', {
     table: 'tr_pipelines', where: 'id = $1', params: ['1'],
     include: {
@@ -222,8 +227,7 @@ test('a tree include with a limit shows the top rows per parent, exactly', async
     INSERT INTO top_docs VALUES (1, 'a'), (2, 'b');
     INSERT INTO top_versions SELECT i, 1 + i % 2, i FROM generate_series(1, 12) i;`)
   const transport = new Transport({})
-  const foreignKeys = async ([schema, name]) =>
-    (await (await transport.fetch(`${BASE}/v1/foreign-keys?table=${encodeURIComponent(`${schema}.${name}`)}`)).json()).foreign_keys
+  const foreignKeys = foreignKeysOf(transport)
   await assert.rejects(
     compileTree('d', { table: 'top_docs', include: { versions: { table: 'top_versions', limit: 3 } } }, foreignKeys),
     /a limit needs an orderBy/,

@@ -84,7 +84,7 @@ pub async fn take_relational_snapshot(
         let mut rows = snapshot.rows(query).await?;
         let mut result = Vec::new();
         while let Some(row) = rows.values().await? {
-            if too_large(row.iter().map(|v| v.as_ref().map_or(4, |v| v.len() as u64 + 4)).sum()) {
+            if too_large(row_bytes(&row)) {
                 return Err(SnapshotError::TooLarge { limit: max_shape_bytes });
             }
             result.push(row);
@@ -137,6 +137,12 @@ pub async fn next_boundary(
         }
     }
     Ok(due)
+}
+
+/// What a row read as column texts counts against `max_shape_size`: its texts, and four bytes
+/// per column (NULLs included), for the subqueries' results and the rows of move-ins alike.
+pub fn row_bytes(row: &[Option<String>]) -> u64 {
+    row.iter().map(|v| v.as_ref().map_or(4, |v| v.len() as u64 + 4)).sum()
 }
 
 /// Snapshot rows on their way to the log, in batches of at most a chunk (one write each): the
