@@ -9,6 +9,7 @@ pub mod response;
 pub mod shape;
 pub mod sse;
 pub mod subset;
+pub mod watch;
 
 use crate::state::AppState;
 use axum::body::Body;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 pub const SERVER_VERSION: &str = concat!("Ferrite/", env!("CARGO_PKG_VERSION"));
 
 /// Headers browsers may read from shape responses.
-const EXPOSE_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,electric-snapshot,retry-after,etag,ferrite-complete-lsn";
+const EXPOSE_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,electric-snapshot,retry-after,etag,ferrite-complete-lsn,ferrite-watch-index";
 /// Request headers browsers may send (Authorization is for the auth layer).
 const ALLOWED_REQUEST_HEADERS: [&str; 4] = ["if-none-match", "traceparent", "authorization", "content-type"];
 
@@ -38,6 +39,7 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
         .route("/v1/health", get(health).options(preflight))
         .route("/v1/config", get(client_config).options(preflight))
         .route("/v1/foreign-keys", get(foreign_keys::get).options(preflight))
+        .route("/v1/watch", axum::routing::post(watch::post).options(preflight))
         .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
         .route("/v1/presence", get(crate::presence::http::get).post(crate::presence::http::post).options(preflight))
         .route("/metrics", get(metrics))
@@ -92,7 +94,7 @@ fn refused_without_secret(state: &AppState, req: &Request) -> Option<Response<Bo
 fn cors_methods(path: &str) -> Option<&'static str> {
     Some(match path {
         "/v1/shape" => "GET, POST, HEAD, DELETE, OPTIONS",
-        "/v1/transactions" => "POST, OPTIONS",
+        "/v1/transactions" | "/v1/watch" => "POST, OPTIONS",
         "/v1/presence" => "GET, POST, OPTIONS",
         "/v1/health" | "/v1/config" | "/v1/foreign-keys" | "/metrics" => "GET, HEAD",
         _ => return None,

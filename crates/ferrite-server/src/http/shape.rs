@@ -175,20 +175,31 @@ async fn read_request(
         Some(Ok(s)) => s,
         Some(Err((_, v))) => return Err(resp::error(StatusCode::BAD_REQUEST, &v)),
     };
-    let mut req = parse_shape_request(&pairs, body_subset).map_err(|errors| resp::invalid(&errors))?;
-    req.definition.rule =
-        state.auth.read_filter(&req.definition.table, caller.identity()).map_err(|e| resp::auth_refused(&e))?;
+    let req = parse_request(state, &pairs, body_subset, caller.identity())?;
+    Ok((req, caller.0.map(|w| w.subject)))
+}
+
+/// A shape request from its query parameters (and a POST body's subset), restricted to what
+/// `who` may read: the table's read rule, and the rule of every table a subquery reads.
+pub(super) fn parse_request(
+    state: &AppState,
+    pairs: &[(String, String)],
+    body_subset: Option<super::params::SubsetParams>,
+    who: Option<&crate::auth::Identity>,
+) -> Result<ShapeRequest, Response<Body>> {
+    let mut req = parse_shape_request(pairs, body_subset).map_err(|errors| resp::invalid(&errors))?;
+    req.definition.rule = state.auth.read_filter(&req.definition.table, who).map_err(|e| resp::auth_refused(&e))?;
     // A subquery may only read a table the caller may read, and only as far as its rule lets
     // it: what a where clause cannot see directly it cannot probe through a subquery either.
     if let Some(sql) = req.definition.where_sql.as_deref().filter(|s| !s.trim().is_empty()) {
         let tables = ferrite_where::tables_read(sql).map_err(|e| resp::invalid_field("where", &e.to_string()))?;
         for table in tables {
-            if let Some(rule) = state.auth.read_filter(&table, caller.identity()).map_err(|e| resp::auth_refused(&e))? {
+            if let Some(rule) = state.auth.read_filter(&table, who).map_err(|e| resp::auth_refused(&e))? {
                 req.definition.inner_rules.insert(table.to_string(), rule);
             }
         }
     }
-    Ok((req, caller.0.map(|w| w.subject)))
+    Ok(req)
 }
 
 enum Resolved {

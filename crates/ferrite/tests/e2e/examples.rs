@@ -176,6 +176,7 @@ const PLATFORM: &str = "00000000-0000-4000-8000-000000000001";
 const DATA: &str = "00000000-0000-4000-8000-000000000002";
 const BUILD_AND_DEPLOY: &str = "00000000-0000-4000-8000-0000000000b1";
 const NIGHTLY_ETL: &str = "00000000-0000-4000-8000-0000000000b2";
+const DOCS_SITE: &str = "00000000-0000-4000-8000-0000000000b3";
 const TEST_STEP: &str = "00000000-0000-4000-8000-0000000000c3";
 const ADA: &str = "00000000-0000-4000-8000-0000000000a1";
 const GRACE: &str = "00000000-0000-4000-8000-0000000000a2";
@@ -202,7 +203,12 @@ async fn pipeline_editor_rules_and_policies() {
     for table in ["pipelines", "steps", "connections", "comments", "pipeline_versions"] {
         let ada_rows = rows(&ada, table).await;
         assert!(!ada_rows.is_empty(), "{table}");
-        assert!(ada_rows.iter().all(|r| r["team_id"] == PLATFORM), "{table}: {ada_rows:?}");
+        // Only a pipeline names its team; the rest reach it through their pipeline.
+        let platform = |r: &serde_json::Map<String, Value>| match table {
+            "pipelines" => r["team_id"] == PLATFORM,
+            _ => r["pipeline_id"] == BUILD_AND_DEPLOY || r["pipeline_id"] == DOCS_SITE,
+        };
+        assert!(ada_rows.iter().all(platform), "{table}: {ada_rows:?}");
         let grace_rows = rows(&grace, table).await;
         assert!(grace_rows.len() > ada_rows.len() || table == "comments" || table == "pipeline_versions", "{table}");
         assert!(rows(&nobody, table).await.is_empty(), "{table}");
@@ -224,27 +230,28 @@ async fn pipeline_editor_rules_and_policies() {
     assert_eq!(rows(&nobody, "users").await.len(), 4, "names and avatars are public to signed-in users");
 
     let t = now_ms();
-    let step = |id: &str, pipeline: &str, team: &str| {
+    let step = |id: &str, pipeline: &str| {
         json!({"op": "insert", "table": "steps", "value": {
-        "id": id, "pipeline_id": pipeline, "team_id": team, "name": "Lint", "type": "shell", "config": "{}", "position": "9"}})
+        "id": id, "pipeline_id": pipeline, "name": "Lint", "type": "shell", "config": "{}", "position": "9"}})
     };
     let r = post(&s.base, &grace, "grace-laptop", json!([
         // Into a pipeline of her team: applied.
-        {"id": 1, "hlc": format!("{t}-0"), "mutations": [step("00000000-0000-4000-8000-0000000000f1", BUILD_AND_DEPLOY, PLATFORM)]},
-        // A row that claims Platform for a Data pipeline: the composite key refuses it.
-        {"id": 2, "hlc": format!("{t}-1"), "mutations": [step("00000000-0000-4000-8000-0000000000f2", NIGHTLY_ETL, PLATFORM)]},
+        {"id": 1, "hlc": format!("{t}-0"), "mutations": [step("00000000-0000-4000-8000-0000000000f1", BUILD_AND_DEPLOY)]},
+        // Into a pipeline of the team where she is a viewer: forbidden (the rule reads the
+        // pipeline's team and her role there).
+        {"id": 2, "hlc": format!("{t}-1"), "mutations": [step("00000000-0000-4000-8000-0000000000f2", NIGHTLY_ETL)]},
         // A connection between steps of two pipelines: refused too.
         {"id": 3, "hlc": format!("{t}-2"), "mutations": [{"op": "insert", "table": "connections", "value": {
-            "id": "00000000-0000-4000-8000-0000000000f3", "pipeline_id": BUILD_AND_DEPLOY, "team_id": PLATFORM,
+            "id": "00000000-0000-4000-8000-0000000000f3", "pipeline_id": BUILD_AND_DEPLOY,
             "from_step_id": TEST_STEP, "to_step_id": "00000000-0000-4000-8000-0000000000c5"}}]},
         // A comment in someone else's name: forbidden.
         {"id": 4, "hlc": format!("{t}-3"), "mutations": [{"op": "insert", "table": "comments", "value": {
-            "id": "00000000-0000-4000-8000-0000000000f4", "pipeline_id": BUILD_AND_DEPLOY, "team_id": PLATFORM,
+            "id": "00000000-0000-4000-8000-0000000000f4", "pipeline_id": BUILD_AND_DEPLOY,
             "user_id": ADA, "body": "signed by Ada"}}]},
     ]))
     .await;
     assert_eq!(r[0]["status"], "applied", "{r:?}");
-    assert_eq!(r[1]["error"]["code"], "constraint", "{r:?}");
+    assert_eq!(r[1]["error"]["code"], "forbidden", "{r:?}");
     assert_eq!(r[2]["error"]["code"], "constraint", "{r:?}");
     assert_eq!(r[3]["error"]["code"], "forbidden", "{r:?}");
     // Ada cannot write into the Data team at all.
@@ -253,7 +260,7 @@ async fn pipeline_editor_rules_and_policies() {
         &ada,
         "ada-laptop",
         json!([{"id": 1, "hlc": format!("{t}-4"),
-        "mutations": [step("00000000-0000-4000-8000-0000000000f5", NIGHTLY_ETL, DATA)]}]),
+        "mutations": [step("00000000-0000-4000-8000-0000000000f5", NIGHTLY_ETL)]}]),
     )
     .await;
     assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
@@ -291,8 +298,8 @@ async fn pipeline_editor_rules_and_policies() {
 
     // Grace is only a viewer in the Data team: she reads its pipelines but cannot edit them,
     // although her token lists the team. Made an editor, she can, with the same token.
-    let etl_step = |n: u64| json!([{"id": n, "hlc": format!("{t}-{n}"), "mutations": [step(&format!("00000000-0000-4000-8000-0000000000e{n}"), NIGHTLY_ETL, DATA)]}]);
-    assert!(rows(&grace, "steps").await.iter().any(|r| r["team_id"] == DATA), "Grace reads Data's steps");
+    let etl_step = |n: u64| json!([{"id": n, "hlc": format!("{t}-{n}"), "mutations": [step(&format!("00000000-0000-4000-8000-0000000000e{n}"), NIGHTLY_ETL)]}]);
+    assert!(rows(&grace, "steps").await.iter().any(|r| r["pipeline_id"] == NIGHTLY_ETL), "Grace reads Data's steps");
     let r = post(&s.base, &grace, "grace-laptop", etl_step(6)).await;
     assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
     c.execute(
@@ -309,7 +316,7 @@ async fn pipeline_editor_rules_and_policies() {
     // room ends with her next heartbeat.
     let mut live = ShapeReader::new(&s.base, &[("table", "steps")]).with_token(&grace);
     live.catch_up().await;
-    assert!(live.rows.values().any(|r| r["team_id"] == DATA));
+    assert!(live.rows.values().any(|r| r["pipeline_id"] == NIGHTLY_ETL));
     let heartbeat = || {
         let (base, t) = (s.base.clone(), grace.clone());
         async move {
@@ -321,9 +328,61 @@ async fn pipeline_editor_rules_and_policies() {
     c.execute("DELETE FROM team_members WHERE user_id = $1::text::uuid AND team_id = $2::text::uuid", &[&GRACE, &DATA])
         .await
         .unwrap();
-    live.live_until(Duration::from_secs(10), |r| r.rows.values().all(|row| row["team_id"] != DATA)).await;
-    assert!(live.rows.values().any(|r| r["team_id"] == PLATFORM), "Platform's steps stay");
+    live.live_until(Duration::from_secs(10), |r| r.rows.values().all(|row| row["pipeline_id"] != NIGHTLY_ETL)).await;
+    assert!(live.rows.values().any(|r| r["pipeline_id"] == BUILD_AND_DEPLOY), "Platform's steps stay");
     assert_eq!(heartbeat().await.status, 403, "her presence in Data's pipeline ends");
     let r = post(&s.base, &grace, "grace-laptop", etl_step(8)).await;
     assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
+
+    // Only an owner manages members, and not herself. Grace (an editor of Platform) cannot add
+    // Edsger; Ada (its owner) can, demotes Grace to viewer — whose next rename is refused — and
+    // cannot remove herself.
+    const EDSGER: &str = "00000000-0000-4000-8000-0000000000a4";
+    let member = |n: u64, op: &str, user: &str, role: Option<&str>| {
+        let key = json!({"team_id": PLATFORM, "user_id": user});
+        let m = match (op, role) {
+            ("insert", Some(role)) => json!({"op": "insert", "table": "team_members", "value": {"team_id": PLATFORM, "user_id": user, "role": role}}),
+            ("update", Some(role)) => json!({"op": "update", "table": "team_members", "key": key, "value": {"role": role}}),
+            _ => json!({"op": "delete", "table": "team_members", "key": key}),
+        };
+        json!([{"id": n, "hlc": format!("{}-{n}", t + 30), "mutations": [m]}])
+    };
+    let r = post(&s.base, &grace, "grace-laptop", member(9, "insert", EDSGER, Some("editor"))).await;
+    assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
+    let r = post(&s.base, &ada, "ada-laptop", member(3, "insert", EDSGER, Some("viewer"))).await;
+    assert_eq!(r[0]["status"], "applied", "{r:?}");
+    // (The same shape as `nobody`'s above, live since: the pipelines move in.)
+    let mut edsger = ShapeReader::new(&s.base, &[("table", "pipelines"), ("where", "true")]).with_token(&nobody);
+    edsger.live_until(Duration::from_secs(10), |r| r.rows.len() == 2).await;
+    let r = post(&s.base, &ada, "ada-laptop", member(4, "update", GRACE, Some("viewer"))).await;
+    assert_eq!(r[0]["status"], "applied", "{r:?}");
+    let rename = |n: u64| {
+        json!([{"id": n, "hlc": format!("{}-{n}", t + 40), "mutations": [{"op": "update", "table": "steps",
+            "key": {"id": "00000000-0000-4000-8000-0000000000c1"}, "value": {"name": "Clone"}}]}])
+    };
+    let r = post(&s.base, &grace, "grace-laptop", rename(10)).await;
+    assert_eq!(r[0]["error"]["code"], "forbidden", "a viewer's rename is refused: {r:?}");
+    let r = post(&s.base, &ada, "ada-laptop", member(5, "delete", ADA, None)).await;
+    assert_eq!(r[0]["error"]["code"], "forbidden", "an owner cannot remove herself: {r:?}");
+    let roles: Vec<String> = c
+        .query("SELECT role FROM team_members WHERE team_id = $1::text::uuid ORDER BY role", &[&PLATFORM])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(roles, ["owner", "viewer", "viewer"]);
+
+    // Moving a pipeline to another team moves its rows out of the old team's open shapes: the
+    // children's rules read the pipeline's team through it.
+    let mut ada_steps = ShapeReader::new(&s.base, &[("table", "steps")]).with_token(&ada);
+    ada_steps.catch_up().await;
+    assert!(ada_steps.rows.values().any(|r| r["pipeline_id"] == DOCS_SITE));
+    c.execute("UPDATE pipelines SET team_id = $1::text::uuid WHERE id = $2::text::uuid", &[&DATA, &DOCS_SITE])
+        .await
+        .unwrap();
+    ada_steps
+        .live_until(Duration::from_secs(10), |r| r.rows.values().all(|row| row["pipeline_id"] != DOCS_SITE))
+        .await;
+    assert!(ada_steps.rows.values().any(|r| r["pipeline_id"] == BUILD_AND_DEPLOY));
 }

@@ -28,5 +28,6 @@ mod sync_correctness;
 mod tidy;
 mod time_windows;
 mod tls;
+mod watch;
 mod web_editor;
 mod write_path;
