@@ -181,6 +181,8 @@ async fn read_request(
 
 /// A shape request from its query parameters (and a POST body's subset), restricted to what
 /// `who` may read: the table's read rule, and the rule of every table a subquery reads.
+/// (The error is the response to send, built once on a path that ends the request.)
+#[allow(clippy::result_large_err)]
 pub(super) fn parse_request(
     state: &AppState,
     pairs: &[(String, String)],
