@@ -27,6 +27,7 @@ import { Store, type ShapeRecord } from './storage.js'
 import type { TagState } from './tags.js'
 import { TreeSync, compileTree, type ForeignKey, type TreeOptions } from './tree.js'
 import { AbortedError, Transport, describe, type ConnectionState, type TokenSource } from './transport.js'
+import { Watcher } from './watch.js'
 import type { ClientConfig, ClientTransaction, TransactionResult, TransactionsResponse } from './protocol.js'
 import { keyOf, keyValues, rowToText, type Row, type TextValues } from './values.js'
 
@@ -54,6 +55,14 @@ export interface FerriteClientOptions {
   fetch?: typeof fetch
   /** How often non-live shapes catch up (default 10 s). */
   pollIntervalMs?: number
+  /**
+   * How live shapes wait for changes. `'watch'` (default): all of them together on one held
+   * `POST /v1/watch` request (a Ferrite extension), each reading its news with an ordinary shape
+   * request — so the client holds one of the browser's six connections per server, whatever it
+   * syncs. `'long-poll'`: one held request per shape, as Electric's protocol has it (for a
+   * server without the extension, or behind HTTP/2 where connections are not scarce).
+   */
+  liveRequests?: 'watch' | 'long-poll'
 }
 
 /** What the sync indicator shows. */
@@ -153,6 +162,8 @@ export class FerriteClient {
   #channel: BroadcastChannel | undefined
   #rooms = new Map<string, PresenceRoom>()
   #cleanup: (() => void)[] = []
+  /** The one held request live shapes wait on (unless `liveRequests: 'long-poll'`). */
+  #watcher: Watcher | undefined
 
   private constructor(readonly options: FerriteClientOptions, store: Store, clientId: string, loaded: Awaited<ReturnType<Store['load']>>) {
     this.#store = store
@@ -161,6 +172,7 @@ export class FerriteClient {
     this.#outbox = loaded.outbox
     this.#lastHlc = parseHlc(loaded.meta.get('hlc') as string | undefined)
     this.#recent = new Map((loaded.meta.get('recent_txids') as [string, { lsn?: string; shapes: string[] }][] | undefined) ?? [])
+    if ((options.liveRequests ?? 'watch') === 'watch') this.#watcher = new Watcher(options.url.replace(/\/$/, ''), this.transport, this.#closed.signal)
     const host = {
       url: options.url.replace(/\/$/, ''),
       transport: this.transport,
@@ -171,6 +183,7 @@ export class FerriteClient {
         this.#emitStatus()
       },
       pollIntervalMs: options.pollIntervalMs ?? 10_000,
+      watcher: this.#watcher,
     }
     for (const [name, o] of Object.entries(options.shapes)) {
       this.#shapes.set(name, new ShapeSync(name, o, loaded.shapes.get(name), loaded.rows.get(name), host, loaded.tags.get(name)))
@@ -201,6 +214,7 @@ export class FerriteClient {
         this.#emitStatus()
       },
       pollIntervalMs: this.options.pollIntervalMs ?? 10_000,
+      watcher: this.#watcher,
     }
   }
 

@@ -18,6 +18,7 @@ import type { ShapeRecord } from './storage.js'
 import type { Transport } from './transport.js'
 import { TagIndex, type TagState } from './tags.js'
 import { keyOf, type Row } from './values.js'
+import { nextQuery, type Watcher } from './watch.js'
 
 /** What to sync, and how. */
 export interface ShapeOptions {
@@ -82,6 +83,11 @@ export interface ShapeHost {
   /** A non-retryable error (4xx) of this shape; the shape restarts after a backoff. */
   shapeError(shape: string, reason: string | undefined): void
   pollIntervalMs: number
+  /**
+   * When set, a live shape holds no long-poll of its own: once up to date it waits on this
+   * watcher's one request for all shapes, then catches up (see `watch.ts`).
+   */
+  watcher?: Watcher
 }
 
 /** The definition part of a shape (what makes two shapes the same), as stored. */
@@ -110,6 +116,10 @@ export class ShapeSync {
   #running = false
   /** `ferrite-complete-lsn` of the latest responses, by the offset they end at. */
   #completeAt = new Map<string, string>()
+  /** The query of the next request, from the last successful response (for the watcher). */
+  #nextQuery: string | undefined
+  /** Waiting on the watcher (not on a request of its own). */
+  #watching = false
 
   constructor(
     readonly name: string,
@@ -158,11 +168,14 @@ export class ShapeSync {
       params,
       offset: resume ? (this.record.offset as `${number}_${number}`) : undefined,
       handle: resume ? this.record.handle : undefined,
-      subscribe: this.live,
+      subscribe: this.live && !this.host.watcher,
       signal: abort.signal,
       fetchClient: async (input, init) => {
-        const r = await this.host.transport.fetch(input instanceof Request ? input.url : input, init)
+        const url = input instanceof Request ? input.url : String(input)
+        const r = await this.host.transport.fetch(url, init)
         const offset = r.headers.get('electric-offset')
+        const handle = r.headers.get('electric-handle')
+        if (r.ok && offset && handle) this.#nextQuery = nextQuery(url, handle, offset)
         if (offset) {
           const complete = r.headers.get('ferrite-complete-lsn')
           if (complete) this.#completeAt.set(offset, complete)
@@ -202,15 +215,16 @@ export class ShapeSync {
   /** Stops syncing (rows and position stay). */
   stop(): void {
     this.#running = false
+    this.#watching = false
     this.#abort?.abort()
     this.#abort = undefined
     if (this.#timer) clearTimeout(this.#timer)
     this.#timer = undefined
   }
 
-  /** A polled shape catches up now (e.g. when the connection comes back). */
+  /** A polled or watching shape catches up now (e.g. when the connection comes back). */
   poke(): void {
-    if (!this.live && this.#running && this.#timer) this.start()
+    if (this.#running && (this.#watching || (!this.live && this.#timer))) this.start()
   }
 
   async #onMessages(messages: Message<Row>[], stream: ShapeStream<ElectricRow>): Promise<void> {
@@ -328,7 +342,15 @@ export class ShapeSync {
       this.host.shapeError(this.name, undefined)
     }
     await this.host.applyBatch(batch)
-    if (batch.upToDate && !this.live && this.#running) {
+    const watcher = this.host.watcher
+    if (batch.upToDate && this.live && watcher && this.#running && this.#abort && this.#nextQuery) {
+      // Watched: wait with the client's other shapes on one request, then catch up.
+      const abort = this.#abort
+      this.#watching = true
+      void watcher.wait(this, this.#nextQuery, abort.signal).then(() => {
+        if (this.#abort === abort && this.#running) this.start()
+      })
+    } else if (batch.upToDate && !this.live && this.#running) {
       // A polled shape: done for now; catch up again later.
       this.#abort?.abort()
       if (this.#timer) clearTimeout(this.#timer)

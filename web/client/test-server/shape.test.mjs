@@ -139,35 +139,48 @@ test('a relational shape follows move-outs and move-ins, also from stored tags',
   }
 })
 
-test('an include tree is shown only at common points of the log', async () => {
+// Both ways a shape waits for changes: its own long-poll, or the client's one watch request.
+for (const mode of ['long-poll', 'watch']) test(`an include tree is shown only at common points of the log (${mode})`, async () => {
+  const { Watcher } = await import(new URL('watch.js', dist))
+  const p = mode === 'watch' ? 'trw_' : 'tr_'
   const { TreeSync, compileTree } = await import(new URL('tree.js', dist))
   await db.query(`
-    CREATE TABLE tr_users (id int PRIMARY KEY, name text NOT NULL);
-    CREATE TABLE tr_pipelines (id int PRIMARY KEY, name text NOT NULL);
-    CREATE TABLE tr_steps (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES tr_pipelines (id) ON DELETE CASCADE, name text);
-    CREATE TABLE tr_connections (id int PRIMARY KEY,
-      from_step_id int NOT NULL REFERENCES tr_steps (id) ON DELETE CASCADE,
-      to_step_id int NOT NULL REFERENCES tr_steps (id) ON DELETE CASCADE);
-    CREATE TABLE tr_comments (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES tr_pipelines (id), user_id int NOT NULL REFERENCES tr_users (id), body text);
-    INSERT INTO tr_users SELECT i, 'user ' || i FROM generate_series(1, 6) i;
-    INSERT INTO tr_pipelines VALUES (1, 'build'), (2, 'deploy');
-    INSERT INTO tr_steps SELECT i, 1 + i % 2, 'step ' || i FROM generate_series(1, 20) i;
-    INSERT INTO tr_connections SELECT i, i, i + 2 FROM generate_series(1, 18) i;
-    INSERT INTO tr_comments SELECT i, 1 + i % 2, 1 + i % 5, 'c' || i FROM generate_series(1, 10) i;`)
-  const transport = new Transport({})
+    CREATE TABLE ${p}users (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE ${p}pipelines (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE ${p}steps (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES ${p}pipelines (id) ON DELETE CASCADE, name text);
+    CREATE TABLE ${p}connections (id int PRIMARY KEY,
+      from_step_id int NOT NULL REFERENCES ${p}steps (id) ON DELETE CASCADE,
+      to_step_id int NOT NULL REFERENCES ${p}steps (id) ON DELETE CASCADE);
+    CREATE TABLE ${p}comments (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES ${p}pipelines (id), user_id int NOT NULL REFERENCES ${p}users (id), body text);
+    INSERT INTO ${p}users SELECT i, 'user ' || i FROM generate_series(1, 6) i;
+    INSERT INTO ${p}pipelines VALUES (1, 'build'), (2, 'deploy');
+    INSERT INTO ${p}steps SELECT i, 1 + i % 2, 'step ' || i FROM generate_series(1, 20) i;
+    INSERT INTO ${p}connections SELECT i, i, i + 2 FROM generate_series(1, 18) i;
+    INSERT INTO ${p}comments SELECT i, 1 + i % 2, 1 + i % 5, 'c' || i FROM generate_series(1, 10) i;`)
+  // Held requests, by kind: shape long-polls and watches.
+  const held = { live: 0, watch: 0 }
+  const transport = new Transport({
+    fetch: (input, init) => {
+      if (String(input).includes('live=true')) held.live++
+      if (String(input).includes('/v1/watch')) held.watch++
+      return globalThis.fetch(input, init)
+    },
+  })
   const foreignKeys = foreignKeysOf(transport)
   const members = await compileTree('workspace', {
-    table: 'tr_pipelines', where: 'id = $1', params: ['1'],
+    table: `${p}pipelines`, where: 'id = $1', params: ['1'],
     include: {
-      steps: { table: 'tr_steps', include: { connections: { table: 'tr_connections' } } },
-      comments: { table: 'tr_comments', include: { authors: { table: 'tr_users' } } },
+      steps: { table: `${p}steps`, include: { connections: { table: `${p}connections` } } },
+      comments: { table: `${p}comments`, include: { authors: { table: `${p}users` } } },
     },
   }, foreignKeys)
   assert.deepEqual(members.map(([n]) => n).sort(), ['authors', 'comments', 'connections', 'steps', 'workspace'])
   assert.match(members.find(([n]) => n === 'connections')[1].where, / OR /)
   const applied = []
+  const closed = new AbortController()
   const host = {
     url: BASE, transport, pollIntervalMs: 1000,
+    watcher: mode === 'watch' ? new Watcher(BASE, transport, closed.signal) : undefined,
     applyBatches: async (batches) => { applied.push(batches.length) },
     shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
   }
@@ -188,10 +201,10 @@ test('an include tree is shown only at common points of the log', async () => {
   const oracle = async () => {
     const q = async (sql) => (await db.query(sql)).rows.map((r) => Number(r.id)).sort((a, b) => a - b)
     return {
-      steps: await q('SELECT id FROM tr_steps WHERE pipeline_id = 1'),
-      connections: await q('SELECT id FROM tr_connections WHERE from_step_id IN (SELECT id FROM tr_steps WHERE pipeline_id = 1) OR to_step_id IN (SELECT id FROM tr_steps WHERE pipeline_id = 1)'),
-      comments: await q('SELECT id FROM tr_comments WHERE pipeline_id = 1'),
-      authors: await q('SELECT id FROM tr_users WHERE id IN (SELECT user_id FROM tr_comments WHERE pipeline_id = 1)'),
+      steps: await q(`SELECT id FROM ${p}steps WHERE pipeline_id = 1`),
+      connections: await q(`SELECT id FROM ${p}connections WHERE from_step_id IN (SELECT id FROM ${p}steps WHERE pipeline_id = 1) OR to_step_id IN (SELECT id FROM ${p}steps WHERE pipeline_id = 1)`),
+      comments: await q(`SELECT id FROM ${p}comments WHERE pipeline_id = 1`),
+      authors: await q(`SELECT id FROM ${p}users WHERE id IN (SELECT user_id FROM ${p}comments WHERE pipeline_id = 1)`),
     }
   }
   const shown = () => ({ steps: ids('steps'), connections: ids('connections'), comments: ids('comments'), authors: ids('authors') })
@@ -202,10 +215,10 @@ test('an include tree is shown only at common points of the log', async () => {
     // A writer changes the tree while it syncs: every point shown is whole.
     for (let i = 100; i < 160; i++) {
       const sql = [
-        `BEGIN; INSERT INTO tr_steps VALUES (${i}, 1, 'new'); INSERT INTO tr_connections SELECT ${i}, min(id), ${i} FROM tr_steps WHERE pipeline_id = 1 AND id <> ${i} HAVING min(id) IS NOT NULL; COMMIT;`,
-        'DELETE FROM tr_steps WHERE id = (SELECT min(id) FROM tr_steps WHERE pipeline_id = 1)',
-        'UPDATE tr_steps SET pipeline_id = 3 - pipeline_id WHERE id = (SELECT max(id) FROM tr_steps)',
-        `INSERT INTO tr_comments VALUES (${i}, 1, 1 + ${i} % 6, 'c')`,
+        `BEGIN; INSERT INTO ${p}steps VALUES (${i}, 1, 'new'); INSERT INTO ${p}connections SELECT ${i}, min(id), ${i} FROM ${p}steps WHERE pipeline_id = 1 AND id <> ${i} HAVING min(id) IS NOT NULL; COMMIT;`,
+        `DELETE FROM ${p}steps WHERE id = (SELECT min(id) FROM ${p}steps WHERE pipeline_id = 1)`,
+        `UPDATE ${p}steps SET pipeline_id = 3 - pipeline_id WHERE id = (SELECT max(id) FROM ${p}steps)`,
+        `INSERT INTO ${p}comments VALUES (${i}, 1, 1 + ${i} % 6, 'c')`,
       ][i % 4]
       await db.query(sql)
       await new Promise((r) => setTimeout(r, 10))
@@ -214,8 +227,11 @@ test('an include tree is shown only at common points of the log', async () => {
     await waitFor('the tree to catch up', () => JSON.stringify(shown()) === JSON.stringify(expected))
     whole('at rest')
     assert.ok(checks > 1, `the tree moved on ${checks} times`)
+    if (mode === 'watch') assert.ok(held.live === 0 && held.watch > 0, `only watches are held: ${JSON.stringify(held)}`)
+    else assert.ok(held.live > 0 && held.watch === 0, JSON.stringify(held))
   } finally {
     tree.stop()
+    closed.abort()
   }
 })
 
