@@ -32,7 +32,7 @@ pub mod tree;
 /// The wire protocol the client speaks (shared with the server).
 pub use ferrite_protocol as protocol;
 pub use ferrite_protocol::write_protocol::{Rejection, RejectionCode, TransactionResult};
-pub use outbox::{Change, QueuedTransaction, Values};
+pub use outbox::{Change, LostChange, Merge, QueuedTransaction, Values};
 pub use shape::ShapeDef;
 pub use sync::{ConnectionState, PushReport, Status, Subscription, SyncReport, DEFAULT_BACKOFF};
 pub use tree::{Include, Tree, TreeReport};

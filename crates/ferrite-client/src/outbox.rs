@@ -443,16 +443,89 @@ pub fn unconfirmed_count(db: &Connection) -> Result<usize, ClientError> {
         as usize)
 }
 
+/// A change of the user's that the server's conflict policy did not keep, in whole or in part
+/// (its result was `merged`): which columns lost, and the values the user had written to them —
+/// what an app shows ("yours was not kept") and what a "use mine" re-applies as a new edit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LostChange {
+    /// The local table the change was made to.
+    pub local_table: String,
+    /// The server table, as the result names it.
+    pub table: String,
+    /// The row's primary key.
+    pub key: Values,
+    /// The columns that kept other values (all the change's columns when the row was deleted
+    /// meanwhile).
+    pub columns: Vec<String>,
+    /// The user's values for those columns (empty for a delete that did not happen).
+    pub mine: Values,
+}
+
+/// A transaction answered `merged`: what of it was not kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merge {
+    /// The client transaction id.
+    pub id: u64,
+    /// Its changes that lost, per row.
+    pub lost: Vec<LostChange>,
+}
+
+/// What [`record_results`] found: the rejections and the merges.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Results `rejected` (the transactions are rolled back locally).
+    pub rejected: Vec<TransactionResult>,
+    /// Results `merged`, with the user's lost values.
+    pub merged: Vec<Merge>,
+}
+
+/// The lost changes of a merged transaction: each overridden row matched with the mutation that
+/// wrote it (the last one on that row), and the user's values of the columns that lost.
+fn lost_changes(mutations: &str, r: &TransactionResult) -> Vec<LostChange> {
+    let queued = queued(mutations);
+    r.overridden
+        .iter()
+        .map(|o| {
+            let mut local_table = String::new();
+            let mut mine = Values::new();
+            for q in &queued {
+                let (table, key_matches, value) = match &q.mutation {
+                    Mutation::Insert { table, value } => {
+                        (table, o.key.iter().all(|(c, v)| value.get(c) == Some(v)), Some(value))
+                    }
+                    Mutation::Update { table, key, value, .. } => (table, key == &o.key, Some(value)),
+                    Mutation::Delete { table, key, .. } => (table, key == &o.key, None),
+                };
+                if table == &o.table && key_matches {
+                    local_table = q.local.clone();
+                    for c in &o.columns {
+                        if let Some(v) = value.and_then(|v| v.get(c)) {
+                            mine.insert(c.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            LostChange { local_table, table: o.table.clone(), key: o.key.clone(), columns: o.columns.clone(), mine }
+        })
+        .collect()
+}
+
 /// Stores the server's results; rejected transactions leave the outbox and their rows are
-/// rebased without them. Returns the rejections.
-pub fn record_results(
-    db: &mut Connection,
-    results: &[TransactionResult],
-) -> Result<Vec<TransactionResult>, ClientError> {
+/// rebased without them. Returns the rejections and what merged transactions lost.
+pub fn record_results(db: &mut Connection, results: &[TransactionResult]) -> Result<Recorded, ClientError> {
     let tx = db.transaction()?;
     let mut rejected = vec![];
+    let mut merged = vec![];
     for r in results {
         let id = r.id as i64;
+        if r.status == Status::Merged && !r.overridden.is_empty() {
+            let mutations: Option<String> = tx
+                .query_row("SELECT mutations FROM _ferrite_outbox WHERE id = ?1", [id], |row| row.get(0))
+                .optional()?;
+            if let Some(m) = mutations {
+                merged.push(Merge { id: r.id, lost: lost_changes(&m, r) });
+            }
+        }
         // Rejected, or committed without changing a row (its txid will never come back): the
         // server's version already is the truth for its rows.
         if r.status == Status::Rejected || r.unchanged {
@@ -481,7 +554,7 @@ pub fn record_results(
         tx.execute("DELETE FROM _ferrite_txids_seen", [])?;
     }
     tx.commit()?;
-    Ok(rejected)
+    Ok(Recorded { rejected, merged })
 }
 
 /// Whether some sent transaction has no answer yet.

@@ -540,6 +540,9 @@ pub struct PushReport {
     pub accepted: usize,
     /// Answered `rejected`: rolled back locally; the server's reasons (`error`).
     pub rejected: Vec<TransactionResult>,
+    /// Answered `merged`: committed, but some columns kept other values (newer edits, or the
+    /// row was deleted meanwhile) — which, and the values this client had written.
+    pub merged: Vec<crate::outbox::Merge>,
 }
 
 impl Client {
@@ -599,13 +602,14 @@ impl Client {
             }
             let inner = self.inner.clone();
             let recorded = results.clone();
-            let rejected = blocking(move || {
+            let recorded = blocking(move || {
                 let mut db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
                 crate::outbox::record_results(&mut db, &recorded)
             })
             .await?;
-            report.accepted += results.len() - rejected.len();
-            report.rejected.extend(rejected);
+            report.accepted += results.len() - recorded.rejected.len();
+            report.rejected.extend(recorded.rejected);
+            report.merged.extend(recorded.merged);
         }
     }
 }

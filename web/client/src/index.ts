@@ -26,6 +26,7 @@ export type { PendingTransaction, Mutation } from './outbox.js'
 export { PresenceRoom } from './presence.js'
 export type { PresenceMember } from './presence.js'
 export { Transport, jwtClaims, jwtExpiry } from './transport.js'
+export { Watcher, nextQuery } from './watch.js'
 export type { ConnectionState, IssuedToken, TokenSource, TransportError } from './transport.js'
 export { BACKOFF_SCHEDULE_MS, backoffDelay, parseRetryAfter } from './backoff.js'
 /** The wire types of the write protocol and `/v1/config`, generated from the server's Rust definitions. */

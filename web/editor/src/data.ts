@@ -3,25 +3,50 @@
  * editor makes, each as one client transaction (so it reaches Postgres whole or not at all).
  */
 
-import type { FerriteClient, Row, ShapeOptions } from '@ferrite/client'
+import type { FerriteClient, Row, ShapeOptions, TreeOptions } from '@ferrite/client'
 import { parseTime } from './dom.js'
 
 /**
- * What the editor syncs: everything of the user's teams (the server's read rules restrict each
- * table to the teams the user is a member of, following team_members live: a removed member's
- * rows leave at once), so every pipeline opens offline. The tables edited
- * together live; the rarely changing ones are polled, so the live streams and the presence
- * stream stay within the browser's six connections per server.
+ * What the editor syncs besides the workspace: the user's teams and their members (for roles
+ * and the members panel), and every user's name and avatar (to add members). The server's read
+ * rules restrict each table to the teams the user is a member of, following team_members live.
  */
 export const SHAPES: Record<string, ShapeOptions> = {
-  steps: { table: 'steps' },
-  connections: { table: 'connections' },
-  comments: { table: 'comments' },
-  pipeline_versions: { table: 'pipeline_versions' },
-  pipelines: { table: 'pipelines', live: false },
-  teams: { table: 'teams', live: false },
-  team_members: { table: 'team_members', key: ['team_id', 'user_id'], live: false },
-  users: { table: 'users', live: false },
+  teams: { table: 'teams' },
+  team_members: { table: 'team_members', key: ['team_id', 'user_id'] },
+  users: { table: 'users' },
+}
+
+/**
+ * The workspace, one include tree: every pipeline the user may read (the read rule follows team
+ * membership), with its steps and their connections, its comments with their authors, and its
+ * versions — the last 10 of the last 30 days, newest first. Its members change together at
+ * common points of the server's log, so the editor never shows a connection without its steps;
+ * and the whole tree is in IndexedDB, so every pipeline opens offline.
+ */
+export const TREES: Record<string, TreeOptions> = {
+  pipelines: {
+    table: 'pipelines',
+    include: {
+      steps: { include: { connections: {} } },
+      comments: { include: { comment_authors: { table: 'users' } } },
+      versions: {
+        table: 'pipeline_versions',
+        where: "created_at > now() - interval '30 days'",
+        limit: 10,
+        orderBy: [{ column: 'created_at', desc: true }],
+      },
+    },
+  },
+}
+
+/** A member's role in a team: owners manage members, editors edit, viewers only look. */
+export type Role = 'owner' | 'editor' | 'viewer'
+
+export interface Member {
+  team_id: string
+  user_id: string
+  role: Role
 }
 
 export interface User {
@@ -43,7 +68,6 @@ export interface Pipeline {
 export interface Step {
   id: string
   pipeline_id: string
-  team_id: string
   name: string
   type: string
   config: Record<string, unknown>
@@ -54,7 +78,6 @@ export interface Step {
 export interface Connection {
   id: string
   pipeline_id: string
-  team_id: string
   from_step_id: string
   to_step_id: string
 }
@@ -76,8 +99,8 @@ export interface Version {
 }
 /** What a saved version holds. */
 export interface Snapshot {
-  steps: Omit<Step, 'pipeline_id' | 'team_id'>[]
-  connections: Omit<Connection, 'pipeline_id' | 'team_id'>[]
+  steps: Omit<Step, 'pipeline_id'>[]
+  connections: Omit<Connection, 'pipeline_id'>[]
 }
 
 const as = <T>(rows: Row[]) => rows as unknown as T[]
@@ -90,10 +113,22 @@ export class Data {
     return as<User>(this.client.rows('users'))
   }
   user(id: string | null | undefined): User | undefined {
-    return id ? (this.client.get('users', { id }) as unknown as User | undefined) : undefined
+    if (!id) return undefined
+    return (this.client.get('users', { id }) ?? this.client.get('comment_authors', { id })) as unknown as User | undefined
   }
   teams(): Team[] {
     return as<Team>(this.client.rows('teams')).sort((a, b) => a.name.localeCompare(b.name))
+  }
+  /** Members of a team, owners first. */
+  members(teamId: string): Member[] {
+    const order: Record<Role, number> = { owner: 0, editor: 1, viewer: 2 }
+    return as<Member>(this.client.rows('team_members'))
+      .filter((m) => m.team_id === teamId)
+      .sort((a, b) => order[a.role] - order[b.role] || (this.user(a.user_id)?.name ?? '').localeCompare(this.user(b.user_id)?.name ?? ''))
+  }
+  /** `userId`'s role in a team (undefined: not a member, or not known yet). */
+  role(teamId: string, userId: string): Role | undefined {
+    return (this.client.get('team_members', { team_id: teamId, user_id: userId }) as unknown as Member | undefined)?.role
   }
   pipelines(): Pipeline[] {
     return as<Pipeline>(this.client.rows('pipelines')).sort((a, b) => a.name.localeCompare(b.name))
@@ -129,18 +164,14 @@ export class Data {
     }
     return n
   }
-  /** All versions of a pipeline, newest first. */
-  allVersions(pipelineId: string): Version[] {
-    return as<Version>(this.client.rows('pipeline_versions'))
+  /**
+   * The versions the editor lists: the last 10 from the last 30 days, newest first (the tree's
+   * `versions` include holds exactly those).
+   */
+  recentVersions(pipelineId: string): Version[] {
+    return as<Version>(this.client.rows('versions'))
       .filter((v) => v.pipeline_id === pipelineId)
-      .sort((a, b) => b.version_number - a.version_number)
-  }
-  /** The versions the editor lists: the last 10 from the last 30 days. */
-  recentVersions(pipelineId: string, now = Date.now()): Version[] {
-    const since = now - 30 * 24 * 3600 * 1000
-    return this.allVersions(pipelineId)
-      .filter((v) => parseTime(v.created_at) >= since)
-      .slice(0, 10)
+      .sort((a, b) => parseTime(b.created_at) - parseTime(a.created_at) || b.version_number - a.version_number)
   }
 }
 
@@ -160,7 +191,6 @@ export class Actions {
       tx.insert('steps', {
         id,
         pipeline_id: p.id,
-        team_id: p.team_id,
         name: `Step ${position}`,
         type: 'shell',
         config: {},
@@ -196,7 +226,7 @@ export class Actions {
 
   connect(p: Pipeline, from: string, to: string): Promise<number> {
     return this.client.transaction((tx) =>
-      tx.insert('connections', { id: uuid(), pipeline_id: p.id, team_id: p.team_id, from_step_id: from, to_step_id: to, created_at: nowIso() }),
+      tx.insert('connections', { id: uuid(), pipeline_id: p.id, from_step_id: from, to_step_id: to, created_at: nowIso() }),
     )
   }
 
@@ -206,7 +236,7 @@ export class Actions {
 
   comment(p: Pipeline, stepId: string | null, body: string): Promise<number> {
     return this.client.transaction((tx) =>
-      tx.insert('comments', { id: uuid(), pipeline_id: p.id, team_id: p.team_id, step_id: stepId, user_id: this.me(), body, created_at: nowIso() }),
+      tx.insert('comments', { id: uuid(), pipeline_id: p.id, step_id: stepId, user_id: this.me(), body, created_at: nowIso() }),
     )
   }
 
@@ -217,12 +247,14 @@ export class Actions {
       steps: steps.map(({ id, name, type, config, position, x, y }) => ({ id, name, type, config, position, x, y })),
       connections: this.data.connections(p.id).map(({ id, from_step_id, to_step_id }) => ({ id, from_step_id, to_step_id })),
     }
-    const number = (this.data.allVersions(p.id)[0]?.version_number ?? 0) + 1
+    // The highest number in view (a version older than 30 days is out of view: a save that
+    // collides with it is rejected with the constraint's message, and the next save is numbered
+    // after the one that came back).
+    const number = this.data.recentVersions(p.id).reduce((n, v) => Math.max(n, v.version_number), 0) + 1
     return this.client.transaction((tx) =>
-      tx.insert('pipeline_versions', {
+      tx.insert('versions', {
         id: uuid(),
         pipeline_id: p.id,
-        team_id: p.team_id,
         version_number: number,
         snapshot: snapshot as unknown as Row,
         created_by: this.me(),
@@ -248,12 +280,25 @@ export class Actions {
       for (const s of snap.steps) {
         const fields = { name: s.name, type: s.type, config: s.config as Row, position: s.position, x: s.x, y: s.y }
         if (steps.has(s.id)) tx.update('steps', { id: s.id }, fields)
-        else tx.insert('steps', { id: s.id, pipeline_id: p.id, team_id: p.team_id, ...fields, created_at: nowIso() })
+        else tx.insert('steps', { id: s.id, pipeline_id: p.id, ...fields, created_at: nowIso() })
       }
       for (const c of snap.connections) {
-        if (!conns.has(c.id)) tx.insert('connections', { ...c, pipeline_id: p.id, team_id: p.team_id, created_at: nowIso() })
+        if (!conns.has(c.id)) tx.insert('connections', { ...c, pipeline_id: p.id, created_at: nowIso() })
       }
     })
+  }
+
+  /** Adds `userId` to a team (owners only: the server refuses anyone else). */
+  addMember(teamId: string, userId: string, role: Role): Promise<number> {
+    return this.client.transaction((tx) => tx.insert('team_members', { team_id: teamId, user_id: userId, role }))
+  }
+
+  setRole(teamId: string, userId: string, role: Role): Promise<number> {
+    return this.client.transaction((tx) => tx.update('team_members', { team_id: teamId, user_id: userId }, { role }))
+  }
+
+  removeMember(teamId: string, userId: string): Promise<number> {
+    return this.client.transaction((tx) => tx.delete('team_members', { team_id: teamId, user_id: userId }))
   }
 
   /** A new, empty pipeline in a team. Returns its id. */

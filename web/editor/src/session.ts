@@ -5,7 +5,7 @@
  */
 
 import { FerriteClient } from '@ferrite/client'
-import { SHAPES } from './data.js'
+import { SHAPES, TREES } from './data.js'
 
 /** A person one can sign in as, with their teams (from `GET /dev/users`). */
 export interface DevUser {
@@ -108,6 +108,7 @@ export function openClient(user: SignedIn): Promise<FerriteClient> {
     url: location.origin,
     database: `pipeline-editor:${user.id}`,
     shapes: SHAPES,
+    trees: TREES,
     // (A network failure stays a TypeError: the client takes it for "offline".)
     token: () =>
       devToken(user.id).catch((e: unknown) => {

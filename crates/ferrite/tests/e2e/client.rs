@@ -1009,3 +1009,68 @@ async fn relational_shapes_follow_move_outs_and_move_ins() {
     synced(&client).await;
     assert_eq!(count(&client, "SELECT count(*) FROM steps WHERE id = 5"), 0, "and it is not in Ann's shape");
 }
+
+/// A write that loses to a newer edit comes back `merged`: the push report names the columns
+/// that lost with the values this client wrote, so an app can say so and offer "use mine",
+/// which re-applies them as a new edit that wins. A row edited offline and deleted meanwhile is
+/// reported the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_write_names_what_it_lost_and_mine_can_be_reapplied() {
+    use ferrite_client::{Change, LostChange};
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let all = ShapeDef::table("steps");
+    let ada = Client::open(dir.path().join("ada.db"), &s.base, TokenSource::None).unwrap();
+    let grace = Client::open(dir.path().join("grace.db"), &s.base, TokenSource::None).unwrap();
+    ada.sync(&all).await.unwrap();
+    grace.sync(&all).await.unwrap();
+    let rename = |id: &str, name: &str| Change::Update {
+        table: "steps".into(),
+        key: text(&[("id", Some(id))]),
+        set: text(&[("name", Some(name))]),
+    };
+    // Grace, offline, renames step 1 and edits step 2; Ada then renames step 1 too and deletes
+    // step 2, and her changes reach the server first.
+    grace.write(&[rename("1", "mine"), rename("2", "edited offline")]).unwrap();
+    ada.write(&[rename("1", "theirs")]).unwrap();
+    ada.write(&[Change::Delete { table: "steps".into(), key: text(&[("id", Some("2"))]) }]).unwrap();
+    assert_eq!(ada.push().await.unwrap().accepted, 2);
+    let report = grace.push().await.unwrap();
+    assert_eq!(report.merged.len(), 1, "{report:?}");
+    let mut lost = report.merged[0].lost.clone();
+    lost.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(
+        lost,
+        vec![
+            LostChange {
+                local_table: "steps".into(),
+                table: "steps".into(),
+                key: text(&[("id", Some("1"))]),
+                columns: vec!["name".into()],
+                mine: text(&[("name", Some("mine"))]),
+            },
+            LostChange {
+                local_table: "steps".into(),
+                table: "steps".into(),
+                key: text(&[("id", Some("2"))]),
+                columns: vec!["name".into()],
+                mine: text(&[("name", Some("edited offline"))]),
+            },
+        ]
+    );
+    assert_eq!(step_names(&c, &[1]).await, ["theirs"]);
+    // "Use mine": the lost value again, as a new edit — it wins, everywhere.
+    let again = &lost[0];
+    grace
+        .write(&[Change::Update { table: again.local_table.clone(), key: again.key.clone(), set: again.mine.clone() }])
+        .unwrap();
+    let report = grace.push().await.unwrap();
+    assert!(report.merged.is_empty() && report.accepted == 1, "{report:?}");
+    assert_eq!(step_names(&c, &[1]).await, ["mine"]);
+    converge(&ada, &c, &all).await;
+    converge(&grace, &c, &all).await;
+    assert_eq!(count(&grace, "SELECT count(*) FROM steps WHERE id = 2"), 0, "the deleted step stays deleted");
+}
