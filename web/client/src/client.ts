@@ -28,7 +28,7 @@ import type { TagState } from './tags.js'
 import { TreeSync, compileTree, type ForeignKey, type TreeOptions } from './tree.js'
 import { AbortedError, Transport, describe, type ConnectionState, type TokenSource } from './transport.js'
 import { Watcher } from './watch.js'
-import type { ClientConfig, ClientTransaction, TransactionResult, TransactionsResponse } from './protocol.js'
+import type { ClientConfig, ClientTransaction, Overridden, TransactionResult, TransactionsResponse } from './protocol.js'
 import { keyOf, keyValues, rowToText, type Row, type TextValues } from './values.js'
 
 /** Options of {@link FerriteClient.open}. */
@@ -87,6 +87,34 @@ export interface Rejection {
   transaction: PendingTransaction
 }
 
+/**
+ * A change of the user's the server's conflict policy did not keep (in whole or in part): which
+ * columns lost, and the values the user had written to them — what an app shows ("yours was not
+ * kept") and what a "use mine" re-applies as a new edit (`tx.update(shape, key, mine)`).
+ */
+export interface LostChange {
+  /** The shape (local name) the change was made to. */
+  shape: string
+  /** The server table, as the result names it. */
+  table: string
+  /** The row's primary key (text values). */
+  key: TextValues
+  /** The columns that kept other values (all the change's columns when the row was deleted meanwhile). */
+  columns: string[]
+  /** The user's values for those columns (empty for a delete that did not happen). */
+  mine: Row
+}
+
+/** A transaction the server answered `merged`: committed, but some of it was not kept. */
+export interface Merge {
+  /** The transaction's id. */
+  id: number
+  /** Its changes that lost, per row. */
+  lost: LostChange[]
+  /** The transaction as it was queued. */
+  transaction: PendingTransaction
+}
+
 /** Events of a {@link FerriteClient}. */
 export interface ClientEvents extends Record<string, unknown> {
   /** Rows of these shapes changed (server changes, local writes, retirements). */
@@ -94,6 +122,8 @@ export interface ClientEvents extends Record<string, unknown> {
   status: SyncStatus
   connection: ConnectionState
   rejected: Rejection
+  /** A transaction was merged: some of the user's columns lost to newer edits (or a delete). */
+  merged: Merge
 }
 
 /** Thrown by {@link FerriteClient.transaction} when `max_offline_queue` writes are already waiting. */
@@ -743,9 +773,11 @@ export class FerriteClient {
     this.#outbox.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity))
     const gone: PendingTransaction[] = []
     const rejections: Rejection[] = []
+    const merges: Merge[] = []
     for (const r of results) {
       const t = this.#outbox.find((x) => x.id === r.id)
       if (!t) continue
+      if (r.status === 'merged' && r.overridden?.length) merges.push({ id: r.id, lost: this.#lostChanges(t, r.overridden), transaction: t })
       if (r.status === 'rejected') {
         gone.push(t)
         const e = r.error ?? { code: 'invalid', message: 'rejected' }
@@ -769,7 +801,24 @@ export class FerriteClient {
     this.#changed(changed)
     this.#emitStatus()
     for (const r of rejections) this.events.emit('rejected', r)
+    for (const m of merges) this.events.emit('merged', m)
     this.#channel?.postMessage('outbox')
+  }
+
+  /** Each overridden row of a merged result with the mutation that wrote it (the last on the row). */
+  #lostChanges(t: PendingTransaction, overridden: Overridden[]): LostChange[] {
+    return overridden.map((o) => {
+      const lost: LostChange = { shape: '', table: o.table, key: o.key, columns: o.columns, mine: {} }
+      for (const m of t.mutations) {
+        const shape = this.#shape(m.shape)
+        const key = m.op === 'insert' ? keyValues(m.value, shape.key) : m.keyValues
+        const same = shape.options.table === o.table && Object.entries(o.key).every(([c, v]) => key[c] === v)
+        if (!same) continue
+        lost.shape = m.shape
+        if (m.op !== 'delete') for (const c of o.columns) if (c in m.value) lost.mine[c] = m.value[c]!
+      }
+      return lost
+    })
   }
 
   /** Another tab changed the outbox: take the stored one (keeping writes still being stored). */

@@ -20,7 +20,7 @@
  */
 
 export { FerriteClient, NoRowError, QueueFullError } from './client.js'
-export type { ClientEvents, FerriteClientOptions, Rejection, SyncStatus, TransactionWriter } from './client.js'
+export type { ClientEvents, FerriteClientOptions, LostChange, Merge, Rejection, SyncStatus, TransactionWriter } from './client.js'
 export type { ShapeOptions } from './shape.js'
 export type { PendingTransaction, Mutation } from './outbox.js'
 export { PresenceRoom } from './presence.js'

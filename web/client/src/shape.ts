@@ -88,6 +88,11 @@ export interface ShapeHost {
    * watcher's one request for all shapes, then catches up (see `watch.ts`).
    */
   watcher?: Watcher
+  /**
+   * A watched shape with nothing new is complete through `completeLsn` (a watch answer said so);
+   * its position is unchanged. Include trees use it to reach a common point.
+   */
+  advanced?(shape: string, completeLsn: string): void
 }
 
 /** The definition part of a shape (what makes two shapes the same), as stored. */
@@ -347,7 +352,8 @@ export class ShapeSync {
       // Watched: wait with the client's other shapes on one request, then catch up.
       const abort = this.#abort
       this.#watching = true
-      void watcher.wait(this, this.#nextQuery, abort.signal).then(() => {
+      const advanced = (lsn: string) => this.host.advanced?.(this.name, lsn)
+      void watcher.wait(this, this.#nextQuery, abort.signal, advanced).then(() => {
         if (this.#abort === abort && this.#running) this.start()
       })
     } else if (batch.upToDate && !this.live && this.#running) {

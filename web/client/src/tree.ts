@@ -337,6 +337,8 @@ export class TreeSync {
   #at = new Map<string, { end: bigint; complete?: bigint }>()
   #timer: ReturnType<typeof setTimeout> | undefined
   #pause = 20
+  /** The furthest end among the members when the pending ask was scheduled. */
+  #waitingFor = -1n
   #applying: Promise<void> = Promise.resolve()
 
   constructor(
@@ -346,7 +348,7 @@ export class TreeSync {
     private readonly host: TreeHost,
   ) {
     for (const [member, options] of members) {
-      const shapeHost: ShapeHost = { ...host, applyBatch: (b) => this.#hold(member, b) }
+      const shapeHost: ShapeHost = { ...host, applyBatch: (b) => this.#hold(member, b), advanced: (_, lsn) => this.#advanced(member, lsn) }
       const sync = new ShapeSync(member, options, stored.records.get(member), stored.rows.get(member), shapeHost, stored.tags.get(member))
       this.members.set(member, sync)
       this.#all.set(member, new Map(sync.rows))
@@ -388,6 +390,19 @@ export class TreeSync {
     this.#check()
   }
 
+  /**
+   * A member waiting on the client's watch is complete through `lsn` with nothing new (its
+   * position is the end of its last batch): that may be the common point the others wait for.
+   */
+  #advanced(member: string, lsn: string): void {
+    const at = this.#at.get(member)!
+    const complete = BigInt(lsn)
+    if (at.complete !== undefined && complete > at.complete && this.members.get(member)!.upToDate) {
+      at.complete = complete
+      this.#check()
+    }
+  }
+
   /** Applies the held batches when the members stand at a common point; else asks the ones behind. */
   #check(): void {
     let least: bigint | undefined
@@ -414,7 +429,15 @@ export class TreeSync {
       this.#applying = this.#applying.then(() => this.#apply(batches))
       return
     }
+    // Members behind the others are asked again, after a pause that grows while the same point
+    // stays out of reach (and starts short again for a new one: new data is worth asking for).
+    if (this.#timer && this.#waitingFor !== greatest) {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+      this.#pause = 20
+    }
     if (!this.#timer) {
+      this.#waitingFor = greatest
       this.#timer = setTimeout(() => {
         this.#timer = undefined
         this.#askLagging()

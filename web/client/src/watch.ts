@@ -31,6 +31,7 @@ const COALESCE_MS = 5
 interface Entry {
   query: string
   wake: () => void
+  advance?: (completeLsn: string) => void
 }
 
 /** Holds `POST /v1/watch` for the shapes waiting on it (see the module docs). */
@@ -49,13 +50,16 @@ export class Watcher {
   /**
    * Resolves when the shape whose next request is `query` may have news (or the watch cannot
    * tell: then the shape asks anyway, and its own request reports any error). `owner` identifies
-   * the waiting shape; `signal` withdraws it.
+   * the waiting shape; `signal` withdraws it. Meanwhile `advance` hears the log position the
+   * shape is complete through whenever an answer says so (an include tree moves its members on
+   * with it without asking each of them).
    */
-  wait(owner: object, query: string, signal: AbortSignal): Promise<void> {
+  wait(owner: object, query: string, signal: AbortSignal, advance?: (completeLsn: string) => void): Promise<void> {
     return new Promise((resolve) => {
       if (signal.aborted) return
       const entry: Entry = {
         query,
+        advance,
         wake: () => {
           signal.removeEventListener('abort', withdraw)
           resolve()
@@ -92,6 +96,7 @@ export class Watcher {
         const stop = () => request.abort()
         this.closed.addEventListener('abort', stop, { once: true })
         let woken: number[] | 'all' = []
+        let complete: (string | null)[] = []
         try {
           const r = await this.transport.fetch(`${this.url}/v1/watch`, {
             method: 'POST',
@@ -100,7 +105,9 @@ export class Watcher {
             signal: request.signal,
           })
           if (r.status === 200) {
-            woken = ((await r.json()) as { changed: number[] }).changed
+            const answer = (await r.json()) as { changed: number[]; complete?: (string | null)[] }
+            woken = answer.changed
+            complete = answer.complete ?? []
             this.#failures = 0
           } else {
             // One entry the server cannot read (its index named): that shape's own request
@@ -123,10 +130,11 @@ export class Watcher {
           this.closed.removeEventListener('abort', stop)
         }
         for (const [i, [owner, entry]] of entries.entries()) {
-          if ((woken === 'all' || woken.includes(i)) && this.#entries.get(owner) === entry) {
+          if (this.#entries.get(owner) !== entry) continue
+          if (woken === 'all' || woken.includes(i)) {
             this.#entries.delete(owner)
             entry.wake()
-          }
+          } else if (complete[i]) entry.advance?.(complete[i]!)
         }
       }
     } finally {

@@ -1,6 +1,6 @@
 /** The app shell: header (sync indicator, signed-in user), routing, notices. */
 
-import type { FerriteClient, Rejection } from '@ferrite/client'
+import type { FerriteClient, LostChange, Rejection } from '@ferrite/client'
 import { Actions, Data } from './data.js'
 import { h, replaceChildren } from './dom.js'
 import { openClient, signOut, type SignedIn } from './session.js'
@@ -20,6 +20,28 @@ export function describeRejection(r: Rejection): string {
     default:
       return `Your change was not saved: ${r.message}`
   }
+}
+
+/** What a lost change was about, in words: "your rename of this step to “x”". */
+function describeMine(lost: LostChange): string {
+  const cols = lost.columns
+  const mine = lost.mine
+  if (lost.shape === 'steps' && cols.length === 1 && cols[0] === 'name') return `your rename to “${String(mine.name)}”`
+  if (lost.shape === 'steps' && cols.every((c) => c === 'x' || c === 'y')) return 'your move of this step'
+  return `your change to ${cols.join(', ')}`
+}
+
+/**
+ * A merged write as a sentence for the user: what of theirs was not kept and what the row holds
+ * now (read when shown, so it names the value that won), or that the row was deleted meanwhile.
+ */
+export function describeLoss(lost: LostChange, current: Record<string, unknown> | undefined): string {
+  const what = lost.shape === 'steps' ? 'step' : lost.shape === 'connections' ? 'connection' : lost.shape === 'comments' ? 'comment' : 'row'
+  if (!current) return `The ${what} you edited offline was deleted by someone else meanwhile; ${describeMine(lost)} was not kept.`
+  if (lost.shape === 'steps' && lost.columns.length === 1 && lost.columns[0] === 'name') {
+    return `Someone renamed the step to “${String(current.name)}” after your offline rename; yours (“${String(lost.mine.name)}”) was not kept.`
+  }
+  return `Someone changed this ${what} after your offline edit; ${describeMine(lost)} was not kept.`
 }
 
 export class App {
@@ -51,6 +73,9 @@ export class App {
     replaceChildren(root, header, this.#main, this.#toasts)
     client.on('change', () => this.#schedule())
     client.on('rejected', (r) => this.toast(describeRejection(r)))
+    client.on('merged', (m) => {
+      for (const lost of m.lost) if (lost.shape) this.#conflictNotice(lost)
+    })
     window.addEventListener('hashchange', () => this.route())
     this.route()
   }
@@ -86,6 +111,39 @@ export class App {
   render(): void {
     if (this.#editor) this.#editor.render()
     else replaceChildren(this.#main, listView(this.data, this.actions, this.client.isLoaded('teams')))
+  }
+
+  /**
+   * "Yours was not kept", with "Use mine": the user's lost values again, as a new edit (stamped
+   * now, so it wins everywhere). Its text follows the row while shown, so it names what won.
+   */
+  #conflictNotice(lost: LostChange): void {
+    const text = h('span', { 'data-testid': 'conflict-text' })
+    const current = () => this.client.get(lost.shape, lost.key) as Record<string, unknown> | undefined
+    const useMine = h('button', { class: 'secondary small', 'data-testid': 'use-mine' }, 'Use mine')
+    const t = h(
+      'div',
+      { class: 'toast conflict', 'data-testid': 'conflict', role: 'alert' },
+      h('div', {}, text, h('div', { class: 'actions' }, useMine)),
+      h('button', { class: 'link', 'aria-label': 'Dismiss', onclick: () => close() }, '×'),
+    )
+    const render = () => {
+      const row = current()
+      text.textContent = describeLoss(lost, row)
+      // A deleted row cannot take the user's values back (the delete wins).
+      useMine.hidden = !row || Object.keys(lost.mine).length === 0
+    }
+    const off = this.client.on('change', (shapes) => shapes.has(lost.shape) && render())
+    const close = () => {
+      off()
+      t.remove()
+    }
+    useMine.onclick = () => {
+      close()
+      void this.client.transaction((tx) => tx.update(lost.shape, lost.key, lost.mine))
+    }
+    render()
+    this.#toasts.append(t)
   }
 
   toast(message: string): void {

@@ -67,7 +67,8 @@ async function goOnline(who) {
 
 async function select(page, id) {
   await step(page, id).click()
-  await page.locator('[data-testid=step-name-input]').waitFor()
+  // (A viewer's inspector shows the step without inputs.)
+  await page.locator('[data-testid=step-name-input], [data-testid=step-readonly]').first().waitFor()
 }
 
 /** Clicks "add step"; the new step's id. (It is selected once stored: wait for a selection that
@@ -481,5 +482,165 @@ test('a write the server rejects (the user left the team while offline) rolls ba
     await waitForSync(grace.page, 'synced', 'All changes saved')
   } finally {
     await db.query("INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, 'editor') ON CONFLICT DO NOTHING", [TEAMS.platform, USERS.grace])
+  }
+})
+
+/**
+ * A write sent straight to the server with `userId`'s token, as a crafted request would be
+ * (not through the editor, whose controls a viewer does not have). Its result.
+ */
+async function craftedWrite(page, userId, mutations) {
+  return page.evaluate(async ({ userId, mutations }) => {
+    const { token } = await (await fetch('/dev/token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user_id: userId }) })).json()
+    const r = await fetch('/v1/transactions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ client_id: `crafted-${crypto.randomUUID()}`, transactions: [{ id: 1, hlc: `${Date.now() + 1000}-0`, mutations }] }),
+    })
+    return (await r.json()).results[0]
+  }, { userId, mutations })
+}
+
+const member = (page, userId) => page.locator(`[data-testid=member][data-user-id="${userId}"]`)
+
+test('the owner removes an editor who has the pipeline open: it goes with a message, her attempts change nothing, and added back she sees it again', async () => {
+  // (The previous test removed and re-added Grace: her editor shows the pipeline again.)
+  await step(grace.page, STEP.checkout).waitFor({ timeout: 20_000 })
+  await waitForSync(grace.page, 'synced', 'All changes saved')
+  // Only the owner has the controls.
+  assert.equal(await grace.page.locator('[data-testid=remove-member]').count(), 0, 'an editor does not manage members')
+  await member(ada.page, USERS.grace).locator('[data-testid=remove-member]').click()
+  const gone = grace.page.locator('[data-testid=pipeline-missing][data-reason=removed]')
+  await gone.waitFor({ timeout: 10_000 })
+  assert.match(await gone.innerText(), /no longer have access to “Build & deploy”/)
+  assert.equal(await step(grace.page, STEP.checkout).count(), 0, 'nothing of it stays on her screen')
+  const before = await inPostgres(B)
+  const r = await craftedWrite(grace.page, USERS.grace, [{ op: 'update', table: 'steps', key: { id: STEP.checkout }, value: { name: 'hijacked' } }])
+  assert.equal(r.status, 'rejected')
+  assert.equal(r.error.code, 'forbidden')
+  assert.deepEqual(await inPostgres(B), before, 'Postgres unchanged by her attempts')
+  // Added back from the members panel: the pipeline appears in her open editor.
+  await ada.page.locator('[data-testid=add-member-user]').selectOption(USERS.grace)
+  await ada.page.locator('[data-testid=add-member-role]').selectOption('editor')
+  await ada.page.locator('[data-testid=add-member]').click()
+  await step(grace.page, STEP.checkout).waitFor({ timeout: 10_000 })
+  await member(grace.page, USERS.grace).waitFor()
+  assert.equal(await member(grace.page, USERS.grace).getAttribute('data-role'), 'editor')
+})
+
+test('a viewer sees the pipeline read-only and a crafted write is refused; made an editor again, she edits', async () => {
+  await member(ada.page, USERS.grace).locator('[data-testid=member-role]').selectOption('viewer')
+  await grace.page.locator('[data-testid=read-only]').waitFor({ state: 'visible', timeout: 10_000 })
+  assert.equal(await grace.page.locator('[data-testid=add-step]').isVisible(), false, 'no add-step button')
+  await select(grace.page, STEP.build)
+  assert.equal(await grace.page.locator('[data-testid=step-name-input]').count(), 0, 'no inputs in the inspector')
+  assert.equal(await grace.page.locator('[data-testid=comment-input]').isVisible(), false, 'no comment box')
+  assert.equal(await grace.page.locator('[data-testid=save-version]').isVisible(), false)
+  assert.equal(await grace.page.locator('[data-testid=restore-version]').count(), 0)
+  assert.equal(await grace.page.locator('[data-testid=step-port]').first().isVisible(), false, 'no ports to connect')
+  // Dragging does not move the step.
+  const at = (await shownSteps(grace.page))[STEP.build]
+  await dragStep(grace.page, STEP.build, 120, 60)
+  assert.deepEqual((await shownSteps(grace.page))[STEP.build], at)
+  const before = await inPostgres(B)
+  const r = await craftedWrite(grace.page, USERS.grace, [{ op: 'update', table: 'steps', key: { id: STEP.build }, value: { name: 'viewer edit' } }])
+  assert.equal(r.error?.code, 'forbidden', JSON.stringify(r))
+  assert.deepEqual(await inPostgres(B), before)
+
+  await member(ada.page, USERS.grace).locator('[data-testid=member-role]').selectOption('editor')
+  await grace.page.locator('[data-testid=read-only]').waitFor({ state: 'hidden', timeout: 10_000 })
+  await rename(grace.page, STEP.build, 'Build (editor again)')
+  await eventually('her rename in Postgres', async () => (await inPostgres(B)).steps[STEP.build].name === 'Build (editor again)')
+})
+
+test('the versions panel shows the last 10 of the last 30 days, newest first; the 11th appears when one is deleted', async () => {
+  await db.query(`INSERT INTO pipeline_versions (pipeline_id, version_number, snapshot, created_by, created_at)
+    SELECT $1, 200 + i, '{"steps": [], "connections": []}', $2, now() - make_interval(hours => i) FROM generate_series(1, 12) i`, [B, USERS.ada])
+  await db.query(`INSERT INTO pipeline_versions (pipeline_id, version_number, snapshot, created_by, created_at)
+    VALUES ($1, 199, '{"steps": [], "connections": []}', $2, now() - interval '40 days')`, [B, USERS.ada])
+  const expected = async () => (await db.query(`SELECT version_number FROM pipeline_versions WHERE pipeline_id = $1
+    AND created_at > now() - interval '30 days' ORDER BY created_at DESC LIMIT 10`, [B])).rows.map((r) => String(r.version_number))
+  const shown = (page) => page.$$eval('[data-testid=version]', (els) => els.map((e) => e.dataset.version))
+  let want = await expected()
+  assert.equal(want.length, 10)
+  await eventually('the last 10 versions', async () => JSON.stringify(await shown(grace.page)) === JSON.stringify(want) || { shown: await shown(grace.page), want })
+  assert.ok(!want.includes('199'), 'older than 30 days: not listed')
+  await db.query('DELETE FROM pipeline_versions WHERE pipeline_id = $1 AND version_number = $2', [B, Number(want[0])])
+  want = await expected()
+  assert.equal(want.length, 10, 'the 11th moves up')
+  for (const page of [grace.page, ada.page]) {
+    await eventually('the 11th to appear', async () => JSON.stringify(await shown(page)) === JSON.stringify(want) || { shown: await shown(page), want })
+  }
+  await db.query('DELETE FROM pipeline_versions WHERE pipeline_id = $1 AND version_number >= 199', [B])
+})
+
+test('an offline rename that loses shows the conflict in words, and "Use mine" makes it win everywhere', async () => {
+  // (Deploy went with the restore of version 1 above: Checkout is still there.)
+  await goOffline(grace)
+  await rename(grace.page, STEP.checkout, 'Ship it')
+  await waitForSync(grace.page, 'offline', '1 pending')
+  // Ada renames it after Grace did (her edit is the newer one).
+  await rename(ada.page, STEP.checkout, 'Release')
+  await eventually('Ada\'s rename in Postgres', async () => (await inPostgres(B)).steps[STEP.checkout].name === 'Release')
+  await goOnline(grace)
+  // (Earlier tests' losing edits left notices of their own: this one names her value.)
+  const notice = grace.page.locator('[data-testid=conflict]').filter({ hasText: 'Ship it' })
+  await notice.waitFor({ timeout: 20_000 })
+  await eventually('the notice to name both values', async () => {
+    const text = await notice.locator('[data-testid=conflict-text]').innerText()
+    return (/“Release”/.test(text) && /“Ship it”/.test(text) && /not kept/.test(text)) || text
+  })
+  await eventually('Grace to see the winner', async () => (await step(grace.page, STEP.checkout).locator('.step-name').innerText()) === 'Release')
+  await notice.locator('[data-testid=use-mine]').click()
+  await eventually('hers to win in Postgres', async () => (await inPostgres(B)).steps[STEP.checkout].name === 'Ship it')
+  for (const page of [ada.page, grace.page]) {
+    await eventually('everyone to see hers', async () => (await step(page, STEP.checkout).locator('.step-name').innerText()) === 'Ship it')
+  }
+  assert.equal(await notice.count(), 0, 'the notice is gone')
+})
+
+test('two tabs and the pipeline list stay live at once, and a write is confirmed in under a second', async () => {
+  // A second and third tab of Grace's browser (same device: same connection budget of six).
+  const tab2 = await grace.context.newPage()
+  const list = await grace.context.newPage()
+  try {
+    await tab2.goto(`${EDITOR_URL}/#/p/${PIPELINES.docs}`)
+    await tab2.locator('[data-testid=step]').first().waitFor()
+    await list.goto(`${EDITOR_URL}/#/`)
+    await list.locator('[data-testid=pipeline-link]').first().waitFor()
+    // Everything live in all three: changes made in Postgres show up in each.
+    await db.query("UPDATE steps SET name = 'Checkout (live)' WHERE id = $1", [STEP.checkout])
+    await db.query("UPDATE steps SET name = 'Render (live)' WHERE id = '00000000-0000-4000-8000-0000000000c7'")
+    await db.query("UPDATE pipelines SET name = 'Docs site (live)' WHERE id = $1", [PIPELINES.docs])
+    await eventually('tab 1 live', async () => (await step(grace.page, STEP.checkout).locator('.step-name').innerText()) === 'Checkout (live)', 10_000)
+    await eventually('tab 2 live', async () => (await tab2.locator('[data-testid=step][data-step-id="00000000-0000-4000-8000-0000000000c7"] .step-name').innerText()) === 'Render (live)', 10_000)
+    await eventually('the list live', async () => (await list.locator(`[data-testid=pipeline-link][data-pipeline-id="${PIPELINES.docs}"]`).innerText()).includes('Docs site (live)'), 10_000)
+    // A write from the first tab, with all of them holding their live requests. Timed in the
+    // page, from the local write to "All changes saved" (the server applied it and the shapes
+    // brought it back); the test's own polling would add its interval.
+    await grace.page.bringToFront()
+    await waitForSync(grace.page, 'synced', 'All changes saved')
+    await select(grace.page, STEP.test)
+    const confirmed = grace.page.evaluate(() => new Promise((resolve) => {
+      let wrote
+      const client = window.editor.client
+      const offChange = client.on('status', (s) => {
+        if (s.pending > 0 && wrote === undefined) wrote = performance.now()
+        if (s.state === 'synced' && wrote !== undefined) {
+          offChange()
+          resolve(performance.now() - wrote)
+        }
+      })
+    }))
+    const input = grace.page.locator('[data-testid=step-name-input]')
+    await input.fill('Test (fast)')
+    await input.press('Enter')
+    const ms = await confirmed
+    assert.equal((await inPostgres(B)).steps[STEP.test].name, 'Test (fast)')
+    assert.ok(ms < 1000, `confirmed after ${Math.round(ms)} ms`)
+  } finally {
+    await db.query("UPDATE pipelines SET name = 'Docs site' WHERE id = $1", [PIPELINES.docs])
+    await tab2.close()
+    await list.close()
   }
 })

@@ -11,10 +11,12 @@
 //! The body is `{"shapes": ["<query>", …]}`: each entry is the query string of the shape request
 //! the client would send next (`table=…&where=…&handle=…&offset=…`), read exactly as
 //! `GET /v1/shape` reads it — the caller's read rules included, so a watch can only wait on a
-//! shape its caller may read. The answer is `{"changed": [i, …]}`: the indexes of the entries
-//! whose shape has data after their offset, went away, no longer matches its handle, or cannot
-//! be waited on (the next shape request says why) — at once if any, else when one does, or `[]`
-//! at the long-poll timeout. A watch never creates a shape.
+//! shape its caller may read. The answer is `{"changed": [i, …], "complete": [lsn | null, …]}`:
+//! the indexes of the entries whose shape has data after their offset, went away, no longer
+//! matches its handle, or cannot be waited on (the next shape request says why) — at once if
+//! any, else when one does, or `[]` at the long-poll timeout; and per entry without news, the
+//! log position (decimal LSN) its shape is complete through, as its up-to-date would say. A
+//! watch never creates a shape.
 
 use super::extract::{Admitted, AdmittedRoute, BoundedBody, Caller};
 use super::response as resp;
@@ -90,46 +92,79 @@ pub async fn post(
     }
     drop(body);
     state.metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
-    let changed = wait(&state, &watched).await;
+    let answer = wait(&state, &watched).await;
     state.metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
-    let mut r = resp::json(StatusCode::OK, &serde_json::json!({ "changed": changed }));
+    let complete: Vec<Option<String>> = answer.complete.iter().map(|c| c.map(|lsn| lsn.to_string())).collect();
+    let mut r = resp::json(StatusCode::OK, &serde_json::json!({ "changed": answer.changed, "complete": complete }));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-/// Waits until some watched shape has news (see the module docs); their indexes.
-async fn wait(
-    state: &Arc<AppState>,
-    watched: &[Option<(Arc<Shape>, LogOffset)>],
-) -> Vec<usize> {
+/// What a watch answers: the entries with news, and for each other entry the log position its
+/// shape is complete through (no change after its offset up to there) — what its own long-poll
+/// would have said as `global_last_seen_lsn` — so that a client holding several shapes at one
+/// common point (an include tree) can move all of them on from one answer.
+struct Answer {
+    changed: Vec<usize>,
+    complete: Vec<Option<u64>>,
+}
+
+/// How long an answer with news may wait for the server's processed position to reach the
+/// changes it reports (it does within one transaction's routing), so the other entries can be
+/// said complete through them.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Waits until some watched shape has news (see the module docs), or the long-poll timeout.
+async fn wait(state: &Arc<AppState>, watched: &[Option<(Arc<Shape>, LogOffset)>]) -> Answer {
     let deadline = Instant::now() + Duration::from_millis(state.config.long_poll_timeout_ms);
     let mut logs: Vec<_> = watched.iter().flatten().map(|(s, _)| (s.log.subscribe(), s.removal())).collect();
+    let mut settle_until: Option<Instant> = None;
     loop {
-        let news: Vec<usize> = watched
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| match w {
+        // The processed position first, then the logs (as a long-poll does): a log found with
+        // nothing after its offset is complete through it.
+        let processed = state.global_lsn.load(Ordering::Relaxed);
+        let mut changed = vec![];
+        let mut complete = vec![];
+        let mut ahead = false;
+        for (i, w) in watched.iter().enumerate() {
+            let news = match w {
                 None => true,
                 Some((shape, o)) => {
-                    shape.removed().is_some()
-                        || match shape.log.live_span(*o) {
-                            LiveSpan::NotReady | LiveSpan::AtHead => false,
-                            LiveSpan::Bytes(_) => true,
-                        }
-                        // Past what the log holds and what the server has seen: the shape
-                        // request answers that (out of bounds) at once.
-                        || (o.tx > state.global_lsn.load(Ordering::Relaxed) && shape.log.durable_offset() < *o)
+                    let owed = shape.complete_lsn();
+                    let has_data = match shape.log.live_span(*o) {
+                        LiveSpan::NotReady | LiveSpan::AtHead => false,
+                        LiveSpan::Bytes(_) => true,
+                    };
+                    // Past what the log holds and what the server has seen: the shape request
+                    // answers that (out of bounds) at once.
+                    let beyond = o.tx > processed && shape.log.durable_offset() < *o;
+                    let news = shape.removed().is_some() || has_data || beyond;
+                    ahead |= has_data && shape.log.durable_offset().tx > processed;
+                    if !news {
+                        complete.push(Some(processed.max(o.tx).min(owed.unwrap_or(u64::MAX))));
+                    }
+                    news
                 }
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if !news.is_empty() {
-            return news;
+            };
+            if news {
+                changed.push(i);
+                complete.push(None);
+            }
+        }
+        if !changed.is_empty() {
+            // The news may be ahead of the processed position for a moment: wait for it (briefly)
+            // so that the others are complete through the news.
+            let settling = *settle_until.get_or_insert_with(|| Instant::now() + SETTLE);
+            if ahead && Instant::now() < settling {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            return Answer { changed, complete };
         }
         let changes = logs.iter_mut().flat_map(|(log, removal)| [log.changed().boxed(), removal.changed().boxed()]);
         tokio::select! {
             _ = select_all(changes) => {}
-            _ = tokio::time::sleep_until(deadline.into()) => return vec![],
+            _ = tokio::time::sleep_until(deadline.into()) => return Answer { changed, complete },
         }
     }
 }

@@ -58,10 +58,16 @@ async fn a_watch_answers_which_shapes_moved() {
     });
     s.wait_live_waiting(1).await;
     c.execute("INSERT INTO wb VALUES (2, 'new')", &[]).await.unwrap();
-    assert_eq!(changed(&held.await.unwrap()), [1]);
-    // The shape request then reads it; watching again from there waits again, while a watch
-    // from the old offset answers at once.
+    let answer = held.await.unwrap();
+    assert_eq!(changed(&answer), [1]);
+    // The other shape is said complete through the change (what its own long-poll's up-to-date
+    // would say), so a client holding both at one point can move both on.
+    let complete: u64 = answer.body["complete"][0].as_str().expect("a position").parse().unwrap();
+    assert!(answer.body["complete"][1].is_null(), "{}", answer.body);
     b.catch_up().await;
+    let change_lsn: u64 = b.seen_ops.last().map(|(_, _, pos)| pos.split('/').next().unwrap().parse().unwrap()).unwrap();
+    assert!(complete >= change_lsn, "complete through {complete}, the change at {change_lsn}");
+    // The shape request read it; a watch from the old offset answers at once.
     assert!(b.rows.contains_key("\"public\".\"wb\"/\"2\""), "{:?}", b.rows.keys());
     assert_eq!(changed(&watch(&s.base, None, &queries).await), [1]);
 
@@ -142,7 +148,7 @@ async fn a_watch_reads_shapes_as_its_caller_may() {
     c.execute("UPDATE wn SET v = 'b2' WHERE id = 2", &[]).await.unwrap();
     c.execute("UPDATE wn SET v = 'a2' WHERE id = 1", &[]).await.unwrap();
     let answer: Value = held.await.unwrap().body;
-    assert_eq!(answer, json!({"changed": [0]}));
+    assert_eq!(answer, json!({"changed": [0], "complete": [null]}));
     r.catch_up().await;
     assert_eq!(r.rows.len(), 1);
     assert!(r.rows.values().all(|row| row["owner"] == "ann" && row["v"] == "a2"));

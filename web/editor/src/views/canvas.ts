@@ -62,6 +62,7 @@ function edgePath(a: { x: number; y: number }, b: { x: number; y: number }): str
 
 export class Canvas {
   readonly el: HTMLElement
+  #readOnly = false
   /** Zoom out, the zoom level (a click: 100%), zoom in, fit: for the toolbar. */
   readonly controls: HTMLElement
   #surface: HTMLElement
@@ -211,6 +212,12 @@ export class Canvas {
     return s ? { x: s.x, y: s.y } : undefined
   }
 
+  /** A viewer's canvas: steps can be selected, not moved or connected. */
+  set readOnly(on: boolean) {
+    this.#readOnly = on
+    this.el.classList.toggle('read-only', on)
+  }
+
   update(steps: Step[], connections: Connection[], selected: { step: string | null; connection: string | null }, people: RemotePerson[], comments: Map<string, number>): void {
     this.#steps = new Map(steps.map((s) => [s.id, s]))
     this.#connections = connections
@@ -341,7 +348,7 @@ export class Canvas {
     el.addEventListener('pointerdown', (e) => {
       if (e.button !== 0) return
       e.stopPropagation()
-      if (e.target === port) return this.#startLink(id, e)
+      if (e.target === port && !this.#readOnly) return this.#startLink(id, e)
       const at = this.#position(id)!
       this.#drag = { id, startX: e.clientX, startY: e.clientY, x: at.x, y: at.y, moved: false }
       el.setPointerCapture(e.pointerId)
@@ -352,7 +359,7 @@ export class Canvas {
       if (!d || d.id !== id) return
       const dx = e.clientX - d.startX
       const dy = e.clientY - d.startY
-      if (!d.moved && Math.hypot(dx, dy) < 3) return
+      if (this.#readOnly || (!d.moved && Math.hypot(dx, dy) < 3)) return
       d.moved = true
       const s = this.#steps.get(id)
       if (!s) return

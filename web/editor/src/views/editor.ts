@@ -6,6 +6,7 @@ import type { Actions, Data, Pipeline } from '../data.js'
 import type { SignedIn } from '../session.js'
 import { Canvas, type RemotePerson } from './canvas.js'
 import { Inspector } from './inspector.js'
+import { MembersPanel } from './members.js'
 import { CommentsPanel, VersionsPanel } from './panels.js'
 
 export class EditorView {
@@ -16,6 +17,13 @@ export class EditorView {
   #inspector: Inspector
   #comments: CommentsPanel
   #versions: VersionsPanel
+  #members: MembersPanel
+  #addStepButton: HTMLElement
+  #readOnlyBadge = h('span', { class: 'badge', 'data-testid': 'read-only', title: 'You are a viewer of this team: you can look, not edit.' }, 'View only')
+  /** The pipeline's name while it was there (to say which one went away). */
+  #lastName: string | undefined
+  /** Whether the user may edit (owner or editor of the pipeline's team). */
+  #canEdit = false
   #title = h('h1', { class: 'pipeline-title', 'data-testid': 'pipeline-title' })
   #people = h('div', { class: 'people', 'data-testid': 'presence' })
   #body = h('div', { class: 'editor-body' })
@@ -43,8 +51,9 @@ export class EditorView {
         this.#room?.update({ selected: null })
         this.render()
       },
-      move: (id, x, y) => void this.actions.moveStep(id, x, y),
+      move: (id, x, y) => this.#canEdit && void this.actions.moveStep(id, x, y),
       connect: (from, to) => {
+        if (!this.#canEdit) return
         const p = this.data.pipeline(this.pipelineId)
         if (p && !this.data.connections(p.id).some((c) => c.from_step_id === from && c.to_step_id === to)) void this.actions.connect(p, from, to)
       },
@@ -53,12 +62,13 @@ export class EditorView {
     this.#inspector = new Inspector(actions, () => this.#select(null))
     this.#comments = new CommentsPanel(data, actions, () => this.#select(null))
     this.#versions = new VersionsPanel(data, actions)
-    const addStep = h('button', { 'data-testid': 'add-step', onclick: () => void this.#addStep() }, '+ Add step')
+    this.#members = new MembersPanel(data, actions, () => me.id)
+    this.#addStepButton = h('button', { 'data-testid': 'add-step', onclick: () => void this.#addStep() }, '+ Add step')
     this.el.append(
-      h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back', 'data-testid': 'back' }, '← Pipelines'), this.#title, addStep, this.#canvas.controls, this.#people),
+      h('div', { class: 'toolbar' }, h('a', { href: '#/', class: 'back', 'data-testid': 'back' }, '← Pipelines'), this.#title, this.#addStepButton, this.#readOnlyBadge, this.#canvas.controls, this.#people),
       this.#body,
     )
-    replaceChildren(this.#body, this.#canvas.el, h('aside', { class: 'side' }, this.#inspector.el, this.#comments.el, this.#versions.el))
+    replaceChildren(this.#body, this.#canvas.el, this.#side())
 
     this.#joinRoom()
     // A closed tab (or one navigated away) leaves the room at once rather than lingering for the
@@ -77,6 +87,7 @@ export class EditorView {
       const t = e.target as HTMLElement
       if (t.closest('input, textarea, select')) return
       if (e.key !== 'Delete' && e.key !== 'Backspace') return
+      if (!this.#canEdit) return
       if (this.#selected) {
         void this.actions.deleteStep(this.#selected)
         this.#select(null)
@@ -135,22 +146,40 @@ export class EditorView {
     })
   }
 
+  #side(): HTMLElement {
+    return h('aside', { class: 'side' }, this.#inspector.el, this.#comments.el, this.#versions.el, this.#members.el)
+  }
+
   render(): void {
     const p: Pipeline | undefined = this.data.pipeline(this.pipelineId)
     if (!p) {
       this.#title.textContent = ''
+      // Gone while open: the team membership was removed (the read rule follows it live) or
+      // the pipeline was deleted. Say which pipeline, and that nothing of it stays here.
+      const gone = this.#lastName !== undefined
       replaceChildren(
         this.#missing,
-        this.data.client.isLoaded('pipelines')
-          ? h('p', { 'data-testid': 'pipeline-missing' }, 'This pipeline is not available: it was deleted, or you are no longer in its team. ', h('a', { href: '#/' }, 'Back to the pipelines'))
-          : h('p', { class: 'muted' }, 'Loading…'),
+        gone
+          ? h('p', { 'data-testid': 'pipeline-missing', 'data-reason': 'removed' }, `You no longer have access to “${this.#lastName}”: you were removed from its team, or it was deleted. `, h('a', { href: '#/' }, 'Back to the pipelines'))
+          : this.data.client.isLoaded('pipelines')
+            ? h('p', { 'data-testid': 'pipeline-missing' }, 'This pipeline is not available: it was deleted, or you are not in its team. ', h('a', { href: '#/' }, 'Back to the pipelines'))
+            : h('p', { class: 'muted' }, 'Loading…'),
       )
       if (this.#body.firstChild !== this.#missing) replaceChildren(this.#body, this.#missing)
+      this.#addStepButton.hidden = true
+      this.#readOnlyBadge.hidden = true
       return
     }
+    this.#lastName = p.name
     if (this.#body.firstChild === this.#missing) {
-      replaceChildren(this.#body, this.#canvas.el, h('aside', { class: 'side' }, this.#inspector.el, this.#comments.el, this.#versions.el))
+      replaceChildren(this.#body, this.#canvas.el, this.#side())
     }
+    const role = this.data.role(p.team_id, this.#me.id)
+    this.#canEdit = role === 'owner' || role === 'editor'
+    this.#addStepButton.hidden = !this.#canEdit
+    this.#readOnlyBadge.hidden = this.#canEdit
+    this.#canvas.readOnly = !this.#canEdit
+    this.el.dataset.role = role ?? 'none'
     this.#title.textContent = p.name
     const steps = this.data.steps(p.id)
     const connections = this.data.connections(p.id)
@@ -159,9 +188,10 @@ export class EditorView {
     const others = this.#others()
     this.#canvas.update(steps, connections, { step: this.#selected, connection: this.#selectedConnection }, others, this.data.commentCount(p.id))
     const step = steps.find((s) => s.id === this.#selected)
-    this.#inspector.update(p, step, steps, connections)
-    this.#comments.update(p, step)
-    this.#versions.update(p)
+    this.#inspector.update(p, step, steps, connections, !this.#canEdit)
+    this.#comments.update(p, step, !this.#canEdit)
+    this.#versions.update(p, !this.#canEdit)
+    this.#members.update(p)
     const byUser = new Map(others.map((o) => [o.userId, o]))
     replaceChildren(
       this.#people,

@@ -80,12 +80,31 @@ export class Inspector {
     void this.actions.setConfig(s.id, r.value)
   }
 
-  update(p: Pipeline, step: Step | undefined, steps: Step[], connections: Connection[]): void {
+  update(p: Pipeline, step: Step | undefined, steps: Step[], connections: Connection[], readOnly = false): void {
     this.#pipeline = p
     if (!step) {
       this.#step = undefined
       this.#stepId = null
-      replaceChildren(this.el, h('h3', {}, 'Step'), h('p', { class: 'muted' }, 'Select a step on the canvas, or add one.'))
+      replaceChildren(this.el, h('h3', {}, 'Step'), h('p', { class: 'muted' }, readOnly ? 'Select a step on the canvas.' : 'Select a step on the canvas, or add one.'))
+      return
+    }
+    if (readOnly) {
+      // A viewer: the step as it is, without controls (the server would refuse the edits).
+      this.#step = undefined
+      this.#stepId = null
+      const name = (id: string) => steps.find((s) => s.id === id)?.name ?? '?'
+      replaceChildren(
+        this.el,
+        h('h3', {}, 'Step'),
+        h('dl', { class: 'step-readonly', 'data-testid': 'step-readonly' },
+          h('dt', {}, 'Name'), h('dd', { 'data-testid': 'step-readonly-name' }, step.name),
+          h('dt', {}, 'Type'), h('dd', {}, step.type),
+          h('dt', {}, 'Config'), h('dd', {}, h('pre', {}, pretty(step.config)))),
+        h('h4', {}, 'Connections'),
+        h('ul', {},
+          connections.filter((c) => c.to_step_id === step.id).map((c) => h('li', {}, `← from ${name(c.from_step_id)}`)),
+          connections.filter((c) => c.from_step_id === step.id).map((c) => h('li', {}, `→ to ${name(c.to_step_id)}`))),
+      )
       return
     }
     const fresh = step.id !== this.#stepId

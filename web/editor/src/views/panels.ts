@@ -20,11 +20,17 @@ export class CommentsPanel {
     this.#input.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && (e.metaKey || e.ctrlKey)) submit()
     })
-    this.el.append(this.#title, this.#list, this.#input, h('button', { 'data-testid': 'comment-submit', onclick: submit }, 'Comment'))
+    this.el.append(this.#title, this.#list, this.#input, this.#submit)
+    this.#submit.onclick = submit
   }
 
-  update(p: Pipeline, step: Step | undefined): void {
+  #submit = h('button', { 'data-testid': 'comment-submit' }, 'Comment')
+
+  update(p: Pipeline, step: Step | undefined, readOnly = false): void {
     this.#target = { pipeline: p, step }
+    // Viewers read the discussion; writing takes an editor's role.
+    this.#input.hidden = readOnly
+    this.#submit.hidden = readOnly
     replaceChildren(
       this.#title,
       step ? `Comments on ${step.name}` : 'Comments on this pipeline',
@@ -58,17 +64,20 @@ export class VersionsPanel {
   #list = h('ul', { class: 'version-list' })
   #pipeline: Pipeline | undefined
 
+  #save = h('button', { 'data-testid': 'save-version', onclick: () => this.#pipeline && void this.actions.saveVersion(this.#pipeline) }, 'Save version')
+
   constructor(private readonly data: Data, private readonly actions: Actions) {
     this.el.append(
       h('h3', {}, 'Versions'),
-      h('button', { 'data-testid': 'save-version', onclick: () => this.#pipeline && void this.actions.saveVersion(this.#pipeline) }, 'Save version'),
+      this.#save,
       h('p', { class: 'muted small' }, 'The last 10 from the last 30 days.'),
       this.#list,
     )
   }
 
-  update(p: Pipeline): void {
+  update(p: Pipeline, readOnly = false): void {
     this.#pipeline = p
+    this.#save.hidden = readOnly
     const versions = this.data.recentVersions(p.id)
     replaceChildren(
       this.#list,
@@ -80,7 +89,7 @@ export class VersionsPanel {
           h('strong', {}, `v${v.version_number}`),
           ' ',
           h('span', { class: 'muted small' }, `${this.data.user(v.created_by)?.name ?? ''} · ${ago(v.created_at)} · ${v.snapshot?.steps?.length ?? 0} steps`),
-          h('button', { class: 'link', 'data-testid': 'restore-version', onclick: () => void this.actions.restoreVersion(p, v) }, 'Restore'),
+          readOnly ? null : h('button', { class: 'link', 'data-testid': 'restore-version', onclick: () => void this.actions.restoreVersion(p, v) }, 'Restore'),
         ),
       ),
     )
