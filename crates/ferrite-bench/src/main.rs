@@ -7,6 +7,7 @@
 
 mod client;
 mod relational;
+mod workspace;
 mod writes;
 
 use anyhow::{anyhow, Context, Result};
@@ -93,6 +94,13 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         moves: usize,
     },
+    /// Opening a pipeline workspace (one include tree) from empty, in the Rust client and in
+    /// the editor in Chromium, through `ferrite dev`.
+    Workspace {
+        /// Steps of the pipeline (connected in a chain).
+        #[arg(long, default_value_t = 500)]
+        steps: usize,
+    },
     /// Everything above with default sizes.
     All,
 }
@@ -119,6 +127,7 @@ fn main() -> Result<()> {
             Bench::Writes { clients, batches, write_connections, latency_writes } => {
                 writes::writes(clients, batches, write_connections, latency_writes, cli.runs).await
             }
+            Bench::Workspace { steps } => workspace::workspace(steps, cli.runs).await,
             Bench::All => {
                 routing(200_000, cli.runs).await?;
                 latency(1000, 1000, 1000, cli.runs).await?;
@@ -128,6 +137,7 @@ fn main() -> Result<()> {
                 writes::writes(16, 20, 8, 200, cli.runs).await?;
                 client::client(1_000_000, cli.runs).await?;
                 relational::relational(1000, 1000, 30, cli.runs).await?;
+                workspace::workspace(500, cli.runs).await?;
                 rss(10_000).await
             }
         }
