@@ -400,11 +400,9 @@ impl AppState {
                 shape.log.complete_snapshot();
                 let move_in = tokio::task::block_in_place(|| links.lock().finish_loading(&shape, &info))
                     .map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
-                // Its values are known: it stops being a candidate for every change.
+                // Its values are known: it stops being a candidate for every change (unless a
+                // deep dependency is stale already).
                 shape.update_value_index(&self.registry.value_index);
-                self.registry
-                    .value_index
-                    .loaded(shape.filter.table.oid, &crate::shapes::shape::ShapeRef(shape.clone()));
                 shape.finish_snapshot(info.clone()).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
                 shape.log.sync(true).map_err(|e| Removal::SnapshotFailed(e.to_string()))?;
                 if move_in {

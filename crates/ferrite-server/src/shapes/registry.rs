@@ -265,6 +265,9 @@ impl Registry {
             if inner.by_definition.get(&shape.definition).is_some_and(|s| s.id == shape.id) {
                 inner.by_definition.remove(&shape.definition);
             }
+            // Marked first: an update of its routing index racing with this sees the mark and
+            // takes back what it added (`Shape::update_value_index`).
+            shape.mark_removed(why.clone());
             self.value_index.remove(shape.filter.table.oid, &ShapeRef(shape.clone()));
             let mut oids = vec![shape.filter.table.oid];
             oids.extend(inner_routes(&shape).into_iter().map(|(oid, _)| oid));
@@ -282,7 +285,6 @@ impl Registry {
             super::relational::Links::node_keys(&shape.filter).into_iter().map(|(_, k, _)| k).collect();
         self.nodes.unsubscribe(&ShapeRef(shape.clone()), &keys);
         tracing::info!(handle = %shape.handle, reason = ?why, "shape removed");
-        shape.mark_removed(why);
         let dir = shape.log.dir().to_path_buf();
         std::thread::spawn(move || {
             let _ = std::fs::remove_dir_all(dir);

@@ -518,6 +518,15 @@ impl Links {
         self.stage == Stage::Loading
     }
 
+    /// Whether the shape must be offered every change of its table, not only those its routing
+    /// index picks: while its initial snapshot is read, and while a deep dependency is stale —
+    /// the values that will enter it are known only once it is read again, and a change of a
+    /// row with one of them (a delete committed while the move-in reads) must reach the shape's
+    /// queue to be applied after the rows the move-in reads.
+    pub fn wants_every_change(&self) -> bool {
+        self.stage == Stage::Loading || self.deps.iter().any(|d| d.deep && d.stale)
+    }
+
     /// The values that entered or left the shape's routing index since the last call.
     pub fn take_index_changes(&mut self) -> Vec<super::value_index::IndexChange> {
         let touched = std::mem::take(&mut self.touched);

@@ -162,9 +162,25 @@ impl Shape {
     /// know them or are owed them) into `index`, when it is routed by value.
     pub fn update_value_index(self: &Arc<Self>, index: &super::value_index::ValueIndex) {
         let Some(links) = &self.links else { return };
-        let changes = links.lock().take_index_changes();
+        let (changes, every_change) = {
+            let mut l = links.lock();
+            (l.take_index_changes(), l.wants_every_change())
+        };
         if self.by_value {
-            index.apply(self.filter.table.oid, &ShapeRef(self.clone()), changes);
+            // The values first, then whether it still needs every change: never a moment
+            // when a change it needs reaches neither way.
+            let me = ShapeRef(self.clone());
+            index.apply(self.filter.table.oid, &me, changes);
+            if every_change {
+                index.add_loading(self.filter.table.oid, &me);
+            } else {
+                index.loaded(self.filter.table.oid, &me);
+            }
+            // Removed meanwhile (the registry marks a shape before taking it out of the index):
+            // take out what this added.
+            if self.removed().is_some() {
+                index.remove(self.filter.table.oid, &me);
+            }
         }
     }
 
