@@ -41,7 +41,8 @@ pub async fn workspace(steps: usize, runs: usize) -> Result<()> {
     let mut times = vec![];
     let mut requests = vec![];
     for run in 0..runs {
-        let client = Client::open(dir.path().join(format!("ws-{run}.db")), &editor, TokenSource::Static(token.clone()))?;
+        let client =
+            Client::open(dir.path().join(format!("ws-{run}.db")), &editor, TokenSource::Static(token.clone()))?;
         let started = Instant::now();
         let report = client.sync_tree(&workspace_tree()).await?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -63,7 +64,8 @@ pub async fn workspace(steps: usize, runs: usize) -> Result<()> {
         println!("workspace: Chromium figure skipped: run `npm ci` in {} (scripts/setup.sh does)", web.display());
         return Ok(());
     }
-    let user = serde_json::json!({"id": ADA, "name": "Ada Lovelace", "color": "#e11d48", "avatar_url": "/avatars/ada.svg"});
+    let user =
+        serde_json::json!({"id": ADA, "name": "Ada Lovelace", "color": "#e11d48", "avatar_url": "/avatars/ada.svg"});
     let out = Command::new("node")
         .arg("bench/workspace.mjs")
         .current_dir(web.join("editor"))

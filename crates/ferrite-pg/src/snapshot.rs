@@ -55,6 +55,24 @@ impl Rows {
     }
 }
 
+/// The WAL position `lsn` as the end of the last record before it. At the start of a page the
+/// insert position points past the page's header (24 bytes; 40 at the start of a segment), where
+/// the next record will begin; the previous record ended at the page boundary, and a replication
+/// stream that has sent everything reports that boundary. Waiting for the stream to reach the
+/// header's end would wait for the next record anyone writes — seconds on an idle server.
+pub fn record_boundary(lsn: u64, block_size: u64, segment_size: u64) -> u64 {
+    const SHORT_PAGE_HEADER: u64 = 24;
+    const LONG_PAGE_HEADER: u64 = 40;
+    if segment_size > 0 && lsn % segment_size == LONG_PAGE_HEADER {
+        lsn - LONG_PAGE_HEADER
+    } else if block_size > 0 && lsn % block_size == SHORT_PAGE_HEADER && lsn % segment_size.max(1) != SHORT_PAGE_HEADER
+    {
+        lsn - SHORT_PAGE_HEADER
+    } else {
+        lsn
+    }
+}
+
 impl<'c> Snapshot<'c> {
     /// Begins the transaction on `client` and fixes its snapshot. `statement_timeout` bounds each
     /// statement within it (`None`: the session's setting), so a query that could run long (a
@@ -67,11 +85,19 @@ impl<'c> Snapshot<'c> {
         client.batch_execute(&begin).await?;
         // The first query fixes the REPEATABLE READ snapshot: this one, so the visibility
         // recorded is the snapshot's own.
-        let row =
-            client.query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[]).await?;
+        let row = client
+            .query_one(
+                "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text, \
+                 current_setting('wal_block_size')::int8, \
+                 (SELECT setting::int8 FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size')",
+                &[],
+            )
+            .await?;
         let snapshot: &str = row.try_get(0)?;
         let lsn: &str = row.try_get(1)?;
         let lsn = parse_lsn(lsn).ok_or_else(|| PgError::Protocol(format!("bad lsn {lsn:?}")))?;
+        let (block, segment): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+        let lsn = record_boundary(lsn, block as u64, segment as u64);
         let info = SnapshotInfo::parse(snapshot, lsn)
             .ok_or_else(|| PgError::Protocol(format!("bad snapshot {snapshot:?}")))?;
         Ok(Snapshot { client, info })
@@ -103,5 +129,25 @@ impl<'c> Snapshot<'c> {
     pub async fn commit(self) -> Result<(), PgError> {
         self.client.batch_execute("COMMIT").await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_boundary;
+
+    const BLOCK: u64 = 8192;
+    const SEGMENT: u64 = 16 * 1024 * 1024;
+
+    #[test]
+    fn a_position_just_past_a_page_header_is_the_page_boundary() {
+        // Page 3291 starts at 26,959,872: the insert position after its short header.
+        assert_eq!(record_boundary(26_959_896, BLOCK, SEGMENT), 26_959_872);
+        // A segment starts with the long header.
+        assert_eq!(record_boundary(2 * SEGMENT + 40, BLOCK, SEGMENT), 2 * SEGMENT);
+        // Anywhere else the position stands.
+        for lsn in [26_959_824, 26_959_880, 26_959_872, 2 * SEGMENT + 24, 2 * SEGMENT] {
+            assert_eq!(record_boundary(lsn, BLOCK, SEGMENT), lsn, "{lsn}");
+        }
     }
 }

@@ -269,3 +269,128 @@ test('a tree include with a limit shows the top rows per parent, exactly', async
     tree.stop()
   }
 })
+
+/** A seeded pseudo-random generator (mulberry32): `next(n)` is an integer in [0, n). */
+function random(seed) {
+  let a = seed >>> 0
+  return (n) => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n)
+  }
+}
+
+// The tree against Postgres after every batch of random changes, as the Rust client's property
+// test does: the root is the pipelines Ann has access to (a membership subquery), and the batches
+// grant and revoke access, add steps with connections, delete and re-parent steps, re-point
+// connections, add, move and delete comments. Each point the tree shows is whole, and after each
+// batch it equals the SQL join. FERRITE_TREE_SEED replays a run, FERRITE_TREE_BATCHES runs longer.
+test('a tree with random membership changes and re-parenting equals Postgres after every batch', async () => {
+  const { TreeSync, compileTree } = await import(new URL('tree.js', dist))
+  const { Watcher } = await import(new URL('watch.js', dist))
+  const seeds = process.env.FERRITE_TREE_SEED ? [Number(process.env.FERRITE_TREE_SEED)] : [1, 5]
+  const batches = Number(process.env.FERRITE_TREE_BATCHES ?? 20)
+  for (const seed of seeds) {
+    const p = `tp${seed}_`
+    await db.query(`
+      CREATE TABLE ${p}users (id int PRIMARY KEY, name text NOT NULL);
+      CREATE TABLE ${p}pipelines (id int PRIMARY KEY, name text NOT NULL);
+      CREATE TABLE ${p}access (pipeline_id int REFERENCES ${p}pipelines (id) ON DELETE CASCADE, user_id text, PRIMARY KEY (pipeline_id, user_id));
+      CREATE TABLE ${p}steps (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES ${p}pipelines (id) ON DELETE CASCADE, name text);
+      CREATE TABLE ${p}connections (id int PRIMARY KEY,
+        from_step_id int NOT NULL REFERENCES ${p}steps (id) ON DELETE CASCADE,
+        to_step_id int NOT NULL REFERENCES ${p}steps (id) ON DELETE CASCADE);
+      CREATE TABLE ${p}comments (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES ${p}pipelines (id) ON DELETE CASCADE, user_id int NOT NULL REFERENCES ${p}users (id), body text);
+      INSERT INTO ${p}users SELECT i, 'user ' || i FROM generate_series(1, 6) i;
+      INSERT INTO ${p}pipelines VALUES (1, 'build'), (2, 'deploy'), (3, 'docs');
+      INSERT INTO ${p}access VALUES (1, 'ann'), (2, 'bob');
+      INSERT INTO ${p}steps SELECT i, 1 + i % 3, 'step ' || i FROM generate_series(1, 20) i;
+      INSERT INTO ${p}connections SELECT i, i, i + 2 FROM generate_series(1, 18) i;
+      INSERT INTO ${p}comments SELECT i, 1 + i % 3, 1 + i % 5, 'c' || i FROM generate_series(1, 10) i;`)
+    const anns = `SELECT pipeline_id FROM ${p}access WHERE user_id = 'ann'`
+    const transport = new Transport({})
+    const members = await compileTree('pipelines', {
+      table: `${p}pipelines`, where: `id IN (${anns})`,
+      include: {
+        steps: { table: `${p}steps`, include: { connections: { table: `${p}connections` } } },
+        comments: { table: `${p}comments`, include: { authors: { table: `${p}users` } } },
+      },
+    }, foreignKeysOf(transport))
+    const closed = new AbortController()
+    const host = {
+      url: BASE, transport, pollIntervalMs: 1000,
+      watcher: new Watcher(BASE, transport, closed.signal),
+      applyBatches: async () => {},
+      shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
+    }
+    const tree = new TreeSync('pipelines', members, { records: new Map(), rows: new Map(), tags: new Map() }, host)
+    const ids = (m) => [...tree.visible.get(m).values()].map((r) => Number(r.id)).sort((a, b) => a - b)
+    const shown = () => ({ pipelines: ids('pipelines'), steps: ids('steps'), connections: ids('connections'), comments: ids('comments'), authors: ids('authors') })
+    tree.onApplied = () => {
+      const pipelines = new Set(ids('pipelines'))
+      const steps = new Set(ids('steps'))
+      const authors = new Set(ids('authors'))
+      for (const s of tree.visible.get('steps').values()) assert.ok(pipelines.has(Number(s.pipeline_id)), `seed ${seed}: a step without its pipeline`)
+      for (const c of tree.visible.get('connections').values()) assert.ok(steps.has(Number(c.from_step_id)) || steps.has(Number(c.to_step_id)), `seed ${seed}: a connection without its steps`)
+      for (const c of tree.visible.get('comments').values()) assert.ok(authors.has(Number(c.user_id)), `seed ${seed}: a comment without its author`)
+    }
+    const oracle = async () => {
+      const q = async (sql) => (await db.query(sql)).rows.map((r) => Number(r.id)).sort((a, b) => a - b)
+      const steps = `SELECT id FROM ${p}steps WHERE pipeline_id IN (${anns})`
+      return {
+        pipelines: await q(`SELECT id FROM ${p}pipelines WHERE id IN (${anns})`),
+        steps: await q(steps),
+        connections: await q(`SELECT id FROM ${p}connections WHERE from_step_id IN (${steps}) OR to_step_id IN (${steps})`),
+        comments: await q(`SELECT id FROM ${p}comments WHERE pipeline_id IN (${anns})`),
+        authors: await q(`SELECT id FROM ${p}users WHERE id IN (SELECT user_id FROM ${p}comments WHERE pipeline_id IN (${anns}))`),
+      }
+    }
+    const next = random(seed)
+    let id = 1000
+    tree.start()
+    try {
+      await waitFor('the tree', () => tree.upToDate)
+      for (let batch = 0; batch < batches; batch++) {
+        for (let t = 0; t < 1 + next(4); t++) {
+          const statements = []
+          for (let k = 0; k < 1 + next(4); k++) {
+            id++
+            const [a, u] = [1 + next(3), 1 + next(6)]
+            const pick = (table) => `(SELECT id FROM ${p}${table} ORDER BY md5(id::text || '${id}') LIMIT 1)`
+            statements.push([
+              `INSERT INTO ${p}steps VALUES (${id}, ${a}, 's'); INSERT INTO ${p}connections SELECT ${id}, min(id), ${id} FROM ${p}steps WHERE id <> ${id} HAVING min(id) IS NOT NULL`,
+              `DELETE FROM ${p}steps WHERE id = ${pick('steps')}`,
+              `UPDATE ${p}steps SET pipeline_id = ${a} WHERE id = ${pick('steps')}`,
+              `UPDATE ${p}connections SET to_step_id = ${pick('steps')} WHERE id = ${pick('connections')} AND EXISTS (SELECT 1 FROM ${p}steps)`,
+              `INSERT INTO ${p}comments VALUES (${id}, ${a}, ${u}, 'c')`,
+              `DELETE FROM ${p}comments WHERE id = ${pick('comments')}`,
+              `UPDATE ${p}comments SET user_id = ${u}, pipeline_id = ${a} WHERE id = (SELECT min(id) FROM ${p}comments)`,
+              `INSERT INTO ${p}access VALUES (${a}, 'ann') ON CONFLICT DO NOTHING`,
+              `DELETE FROM ${p}access WHERE pipeline_id = ${a} AND user_id = 'ann'`,
+            ][next(9)])
+          }
+          await db.query(`BEGIN; ${statements.join('; ')}; COMMIT;`)
+        }
+        const want = await oracle()
+        await waitFor(`seed ${seed}, batch ${batch}: the tree to equal Postgres`, () => JSON.stringify(shown()) === JSON.stringify(want), 10_000)
+          .catch(async (e) => {
+            // What each member and the server say, to tell a stuck server from a wrong client.
+            const states = []
+            for (const [name, m] of tree.members) {
+              const q = new URLSearchParams({ table: m.options.table, where: m.options.where ?? '', offset: m.record.offset, handle: m.record.handle ?? '' })
+              const r = await fetch(`${BASE}/v1/shape?${q}`)
+              const body = await r.text()
+              states.push(`${name}: upToDate ${m.upToDate} offset ${m.record.offset} -> ${r.status} offset ${r.headers.get('electric-offset')} complete ${r.headers.get('ferrite-complete-lsn')} utd ${r.headers.get('electric-up-to-date')} body ${body.slice(0, 300)}`)
+            }
+            states.push(`health ${await (await fetch(`${BASE}/v1/health`)).text()}`)
+            throw new Error(`${e.message}\nwant ${JSON.stringify(want)}\ngot  ${JSON.stringify(shown())}\nheld ${tree.held}\n${states.join('\n')}`)
+          })
+      }
+    } finally {
+      tree.stop()
+      closed.abort()
+    }
+  }
+})

@@ -341,8 +341,12 @@ async fn pipeline_editor_rules_and_policies() {
     let member = |n: u64, op: &str, user: &str, role: Option<&str>| {
         let key = json!({"team_id": PLATFORM, "user_id": user});
         let m = match (op, role) {
-            ("insert", Some(role)) => json!({"op": "insert", "table": "team_members", "value": {"team_id": PLATFORM, "user_id": user, "role": role}}),
-            ("update", Some(role)) => json!({"op": "update", "table": "team_members", "key": key, "value": {"role": role}}),
+            ("insert", Some(role)) => {
+                json!({"op": "insert", "table": "team_members", "value": {"team_id": PLATFORM, "user_id": user, "role": role}})
+            }
+            ("update", Some(role)) => {
+                json!({"op": "update", "table": "team_members", "key": key, "value": {"role": role}})
+            }
             _ => json!({"op": "delete", "table": "team_members", "key": key}),
         };
         json!([{"id": n, "hlc": format!("{}-{n}", t + 30), "mutations": [m]}])
@@ -381,8 +385,6 @@ async fn pipeline_editor_rules_and_policies() {
     c.execute("UPDATE pipelines SET team_id = $1::text::uuid WHERE id = $2::text::uuid", &[&DATA, &DOCS_SITE])
         .await
         .unwrap();
-    ada_steps
-        .live_until(Duration::from_secs(10), |r| r.rows.values().all(|row| row["pipeline_id"] != DOCS_SITE))
-        .await;
+    ada_steps.live_until(Duration::from_secs(10), |r| r.rows.values().all(|row| row["pipeline_id"] != DOCS_SITE)).await;
     assert!(ada_steps.rows.values().any(|r| r["pipeline_id"] == BUILD_AND_DEPLOY));
 }

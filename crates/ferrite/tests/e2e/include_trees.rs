@@ -58,7 +58,9 @@ async fn expected(c: &tokio_postgres::Client) -> Vec<Vec<i64>> {
 async fn expected_for(c: &tokio_postgres::Client, roots: &str) -> Vec<Vec<i64>> {
     let mut out = vec![];
     for (_, sql) in ORACLE {
-        let sql = sql.replace("pipeline_id = 1", &format!("pipeline_id IN ({roots})")).replace("WHERE id = 1", &format!("WHERE id IN ({roots})"));
+        let sql = sql
+            .replace("pipeline_id = 1", &format!("pipeline_id IN ({roots})"))
+            .replace("WHERE id = 1", &format!("WHERE id IN ({roots})"));
         let mut ids: Vec<i64> = c.query(&sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
         ids.sort_unstable();
         out.push(ids);

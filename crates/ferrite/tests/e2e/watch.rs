@@ -81,10 +81,7 @@ async fn a_watch_answers_which_shapes_moved() {
         ("offset".into(), a.offset.clone()),
     ]);
     assert_eq!(changed(&watch(&s.base, None, &[next_query(&a), unknown]).await), [1]);
-    assert_eq!(
-        s.server.observer().metrics().shapes_created.load(std::sync::atomic::Ordering::Relaxed),
-        shapes_before
-    );
+    assert_eq!(s.server.observer().metrics().shapes_created.load(std::sync::atomic::Ordering::Relaxed), shapes_before);
 
     // Bad bodies: a clear 400 naming what is wrong.
     for (body, field) in [

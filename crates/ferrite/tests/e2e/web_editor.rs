@@ -73,6 +73,9 @@ fn committed_editor_bundle_matches_its_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_client_applies_a_transaction_split_over_responses_whole() {
     require_node_modules();
+    if let Ok(filter) = std::env::var("FERRITE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let db = TestDb::new().await;
     let s = TestServer::start_with(&db, |c| {
         c.chunk_bytes = 4096;
