@@ -13,7 +13,7 @@
 import { AbortedError, describe, type Transport } from './transport.js'
 
 /** Definition parameters of a shape request (what a watch entry keeps of its URL). */
-const DEFINITION = new Set(['table', 'where', 'columns', 'replica'])
+const DEFINITION = new Set(['table', 'where', 'columns', 'replica', 'log'])
 
 /** The query of a shape's next request: the definition of `url`, with `handle` and `offset`. */
 export function nextQuery(url: string, handle: string, offset: string): string {

@@ -165,3 +165,14 @@ test('include trees: the top rows per parent, NULLs last', async () => {
   const asc = topRows(rows, { partition: ['p'], orderBy: [{ column: 'n' }], limit: 4 })
   assert.deepEqual([...asc.keys()], ['a', 'e', 'b', 'c', 'd'], 'ascending, the NULL last')
 })
+
+test("a watch entry is the shape's next request: its definition, handle and offset, nothing else", async () => {
+  const { nextQuery } = await import('../dist/watch.js')
+  const url = 'http://s/v1/shape?table=steps&where=pipeline_id+%3D+%241&params%5B1%5D=7&columns=id%2Cname&offset=0_0&handle=old&live=true&cursor=12&log=full'
+  const q = new URLSearchParams(nextQuery(url, 'h-2', '26959872_3'))
+  assert.deepEqual([...q.keys()].sort(), ['columns', 'handle', 'log', 'offset', 'params[1]', 'table', 'where'])
+  assert.equal(q.get('where'), 'pipeline_id = $1')
+  assert.equal(q.get('params[1]'), '7')
+  assert.equal(q.get('handle'), 'h-2')
+  assert.equal(q.get('offset'), '26959872_3')
+})

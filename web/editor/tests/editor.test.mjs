@@ -275,7 +275,11 @@ test('two users on one pipeline see each other\'s edits, cursors and selections 
   await screenshot(grace.page, 'cursors-grace-sees-ada')
 
   // Moving, connecting by dragging a port, commenting on a step: all live on the other side.
+  const movedFrom = (await shownSteps(ada.page))[added]
   await dragStep(ada.page, added, 0, 120)
+  // (The move settles first — stored, sent and back — so the canvas holds still for the drag.)
+  await eventually('the move in Postgres', async () => (await inPostgres(B)).steps[added]?.y > movedFrom.y)
+  await waitForSync(ada.page, 'synced', 'All changes saved')
   await step(ada.page, STEP.test).scrollIntoViewIfNeeded()
   const portBox = await step(ada.page, STEP.test).locator('[data-testid=step-port]').boundingBox()
   const targetBox = await step(ada.page, added).boundingBox()
@@ -370,6 +374,11 @@ test('a step deleted by one user while the other (offline) moves it stays delete
   const state = await allAgree(B, [ada.page, grace.page])
   assert.ok(!(STEP.deploy in state.steps))
   assert.ok(!state.connections.some((c) => c.includes(STEP.deploy)), 'its connections went with it')
+  // Grace is told, in words, and offered nothing to re-apply (the delete wins).
+  const notice = grace.page.locator('[data-testid=conflict]').filter({ hasText: 'deleted' })
+  await notice.waitFor({ timeout: 10_000 })
+  assert.match(await notice.innerText(), /The step you edited offline was deleted by someone else meanwhile; your move of this step was not kept/)
+  assert.equal(await notice.locator('[data-testid=use-mine]').isVisible(), false)
 })
 
 test('invalid step config is refused with a message; a valid one is saved', async () => {
@@ -467,7 +476,7 @@ test('a write the server rejects (the user left the team while offline) rolls ba
   await goOffline(grace)
   const doomed = await addStep(grace.page)
   await waitForSync(grace.page, 'offline', '1 pending')
-  // Meanwhile Grace is removed from the team. Her next token lists only her other team.
+  // Meanwhile Grace is removed from the team (her token stays valid: the rules read team_members).
   await db.query('DELETE FROM team_members WHERE team_id = $1 AND user_id = $2', [TEAMS.platform, USERS.grace])
   try {
     await grace.context.setOffline(false)

@@ -3,10 +3,9 @@
 //! - `GET /dev/users` → `[{"id", "name", "email", "avatar_url", "color", "teams": [{"id",
 //!   "name", "role"}]}]`, the people a developer can sign in as;
 //! - `POST /dev/token` `{"user_id": "<uuid>"}` → `{"token", "expires_at"}` (Unix seconds): an
-//!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id, `name`, and
-//!   `teams` = the user's teams *at issuance*, read from `team_members` (for the app to show; the
-//!   example's rules do not trust it: they read `team_members` live, so removing a membership
-//!   revokes access at once, whatever the token says).
+//!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id and `name`.
+//!   Nothing of the team structure is in it: the example's rules read `team_members` live, so
+//!   adding or removing a membership takes effect at once, with the same token.
 //!
 //! Any web page a developer visits could try to mint tokens from `localhost`: these routes send
 //! no CORS headers (a cross-origin page cannot read their answers), refuse a request whose
@@ -33,12 +32,8 @@ const USERS_SQL: &str = "
         LEFT JOIN teams t ON t.id = m.team_id
        GROUP BY u.id) u";
 
-/// One user's name and team ids, or no row.
-const USER_SQL: &str = "
-    SELECT u.name, coalesce(array_agg(m.team_id::text ORDER BY m.team_id) FILTER (WHERE m.team_id IS NOT NULL), '{}')
-      FROM users u LEFT JOIN team_members m ON m.user_id = u.id
-     WHERE u.id = $1::text::uuid
-     GROUP BY u.id";
+/// One user's name, or no row.
+const USER_SQL: &str = "SELECT u.name FROM users u WHERE u.id = $1::text::uuid";
 
 /// Refuses a request from a page of another site: the `Host` must name this machine (a loopback
 /// name, or the address the server listens on — which defeats DNS rebinding, where another
@@ -119,14 +114,14 @@ pub async fn token(State(web): State<Arc<DevWeb>>, headers: HeaderMap, body: axu
     };
     let id = user_id.clone();
     let found = web.query(|c| Box::pin(async move { c.query_opt(USER_SQL, &[&id]).await })).await;
-    let (name, teams): (String, Vec<String>) = match found {
-        Ok(Some(row)) => (row.get(0), row.get(1)),
+    let name: String = match found {
+        Ok(Some(row)) => row.get(0),
         Ok(None) => return error(StatusCode::NOT_FOUND, &json!({"message": format!("no user with id {user_id}")})),
         Err(response) => return response,
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expires_at = now + web.token_ttl_secs;
-    let claims = json!({"sub": user_id, "name": name, "teams": teams, "iat": now, "exp": expires_at});
+    let claims = json!({"sub": user_id, "name": name, "iat": now, "exp": expires_at});
     match encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(web.secret.as_bytes())) {
         Ok(token) => json_response(StatusCode::OK, &json!({"token": token, "expires_at": expires_at})),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")})),

@@ -188,9 +188,10 @@ async fn pipeline_editor_rules_and_policies() {
     c.batch_execute(&example("pipeline-editor", "schema.sql")).await.unwrap();
     c.batch_execute(&example("pipeline-editor", "seed.sql")).await.unwrap();
     let s = TestServer::start_with(&db, |cfg| apply_example("pipeline-editor", cfg)).await;
-    let ada = token(json!({"sub": ADA, "teams": [PLATFORM]}));
-    let grace = token(json!({"sub": GRACE, "teams": [PLATFORM, DATA]}));
-    let nobody = token(json!({"sub": "00000000-0000-4000-8000-0000000000a4", "teams": []}));
+    // Tokens name the user only: what each may read and write follows team_members.
+    let ada = token(json!({"sub": ADA}));
+    let grace = token(json!({"sub": GRACE}));
+    let nobody = token(json!({"sub": "00000000-0000-4000-8000-0000000000a4"}));
 
     // Each user reads the rows of their own teams only, whatever they ask for.
     let rows = |tok: &str, table: &str| {
@@ -296,8 +297,8 @@ async fn pipeline_editor_rules_and_policies() {
         .get(0);
     assert_eq!(dangling, 0);
 
-    // Grace is only a viewer in the Data team: she reads its pipelines but cannot edit them,
-    // although her token lists the team. Made an editor, she can, with the same token.
+    // Grace is only a viewer in the Data team: she reads its pipelines but cannot edit them.
+    // Made an editor, she can, with the same token.
     let etl_step = |n: u64| json!([{"id": n, "hlc": format!("{t}-{n}"), "mutations": [step(&format!("00000000-0000-4000-8000-0000000000e{n}"), NIGHTLY_ETL)]}]);
     assert!(rows(&grace, "steps").await.iter().any(|r| r["pipeline_id"] == NIGHTLY_ETL), "Grace reads Data's steps");
     let r = post(&s.base, &grace, "grace-laptop", etl_step(6)).await;
@@ -311,9 +312,9 @@ async fn pipeline_editor_rules_and_policies() {
     let r = post(&s.base, &grace, "grace-laptop", etl_step(7)).await;
     assert_eq!(r[0]["status"], "applied", "{r:?}");
 
-    // Removed from Data: its rows leave Grace's open shape at once — with the same token, which
-    // still lists the team — her writes there are refused, and her presence in its pipeline's
-    // room ends with her next heartbeat.
+    // Removed from Data: its rows leave Grace's open shape at once — with the same token — her
+    // writes there are refused, and her presence in its pipeline's room ends with her next
+    // heartbeat.
     let mut live = ShapeReader::new(&s.base, &[("table", "steps")]).with_token(&grace);
     live.catch_up().await;
     assert!(live.rows.values().any(|r| r["pipeline_id"] == NIGHTLY_ETL));
