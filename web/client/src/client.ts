@@ -553,7 +553,7 @@ export class FerriteClient {
       throw e
     }
     this.transport.reportError(undefined, 'storage')
-    if (retired.length > 0) this.#channel?.postMessage('outbox')
+    if (retired.length > 0) this.#tellOtherTabs()
   }
 
   /** Marks which shapes have shown each answered transaction; returns the ones that changed. */
@@ -646,7 +646,7 @@ export class FerriteClient {
       this.#emitStatus()
       throw e
     }
-    this.#channel?.postMessage('outbox')
+    this.#tellOtherTabs()
     this.#schedulePush()
     return t.id
   }
@@ -802,7 +802,7 @@ export class FerriteClient {
     this.#emitStatus()
     for (const r of rejections) this.events.emit('rejected', r)
     for (const m of merges) this.events.emit('merged', m)
-    this.#channel?.postMessage('outbox')
+    this.#tellOtherTabs()
   }
 
   /** Each overridden row of a merged result with the mutation that wrote it (the last on the row). */
@@ -819,6 +819,12 @@ export class FerriteClient {
       }
       return lost
     })
+  }
+
+  /** Tells the other tabs on this database that the outbox changed (not once closed: a write
+   *  still finishing after `close()` has no one here to tell). */
+  #tellOtherTabs(): void {
+    if (!this.#closed.signal.aborted) this.#channel?.postMessage('outbox')
   }
 
   /** Another tab changed the outbox: take the stored one (keeping writes still being stored). */

@@ -30,4 +30,5 @@ mod time_windows;
 mod tls;
 mod watch;
 mod web_editor;
+mod web_react;
 mod write_path;

@@ -1,0 +1,76 @@
+//! `@ferrite/react` (web/react) against a real server: its tests run in Node with jsdom and an
+//! in-memory IndexedDB (web/react/test). The client and the bindings are compiled aside — into a
+//! directory of their own inside web/react, whose `node_modules/@ferrite/client` is the fresh
+//! client build — so other tests rebuilding web/client/dist at the same time cannot disturb it.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn web() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web").canonicalize().expect("web/ exists")
+}
+
+/// Runs a command to completion, printing its output; panics with it on failure.
+fn run(what: &str, cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn react_bindings_against_a_server() {
+    let modules = web().join("node_modules");
+    assert!(
+        modules.join("react").exists() && modules.join("jsdom").exists() && modules.join("fake-indexeddb").exists(),
+        "run scripts/setup.sh (or `npm ci` in {}) first; scripts/test.sh does",
+        web().display()
+    );
+    let db = TestDb::new().await;
+    let s = TestServer::start_with(&db, |c| c.long_poll_timeout_ms = 3_000).await;
+    let (base, url) = (s.base.clone(), db.url.clone());
+    tokio::task::spawn_blocking(move || {
+        let react = web().join("react");
+        let aside = tempfile::Builder::new().prefix(".test-build-").tempdir_in(&react).unwrap();
+        let client_pkg = aside.path().join("node_modules/@ferrite/client");
+        std::fs::create_dir_all(&client_pkg).unwrap();
+        std::fs::copy(web().join("client/package.json"), client_pkg.join("package.json")).unwrap();
+        run(
+            "compiling the web client",
+            Command::new("npx")
+                .args(["tsc", "-p", "tsconfig.json", "--outDir"])
+                .arg(client_pkg.join("dist"))
+                .current_dir(web().join("client")),
+        );
+        // The bindings, typed against that build (not against web/client/dist, which may not exist).
+        let tsconfig = serde_json::json!({
+            "extends": "../tsconfig.json",
+            "compilerOptions": {
+                "rootDir": "../src",
+                "outDir": "dist",
+                "baseUrl": ".",
+                "paths": {"@ferrite/client": ["./node_modules/@ferrite/client/dist/index.d.ts"]}
+            },
+            "include": ["../src"]
+        });
+        std::fs::write(aside.path().join("tsconfig.json"), tsconfig.to_string()).unwrap();
+        run(
+            "compiling @ferrite/react",
+            Command::new("npx").args(["tsc", "-p"]).arg(aside.path().join("tsconfig.json")).current_dir(&react),
+        );
+        run(
+            "@ferrite/react against a server",
+            Command::new("node")
+                .args(["--test", "--test-force-exit", "--test-reporter=spec", "--test-concurrency=1", "test/"])
+                .current_dir(&react)
+                .env("REACT_DIST", aside.path().join("dist"))
+                .env("CLIENT_DIST", client_pkg.join("dist"))
+                .env("FERRITE_URL", base)
+                .env("DATABASE_URL", url),
+        );
+    })
+    .await
+    .unwrap();
+}
