@@ -1,10 +1,11 @@
-//! The `ferrite` binary: `serve` against a Postgres, `dev` with a throwaway local one, and
-//! `client` to try the Rust client's local replica.
+//! The `ferrite` binary: `serve` against a Postgres, `dev` with a throwaway local one,
+//! `client` to try the Rust client's local replica, and `types` for an app's TypeScript row types.
 
 mod client_cli;
 mod config;
 mod dev;
 mod dev_web;
+mod types_cli;
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
@@ -52,6 +53,21 @@ enum Command {
         #[command(subcommand)]
         command: client_cli::ClientCommand,
     },
+    /// TypeScript row types of a schema's tables, as @ferrite/client delivers the rows.
+    Types {
+        /// Postgres URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Schema whose tables to describe.
+        #[arg(long, default_value = "public")]
+        schema: String,
+        /// Only these tables (repeat the flag; default: every table of the schema).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Write the module to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -86,6 +102,10 @@ fn main() -> Result<()> {
             }
             Command::Dev { dir, port, pg_port } => dev::run(&dir, port, pg_port).await,
             Command::Client { command } => client_cli::run(command).await,
+            Command::Types { database_url, schema, tables, out } => {
+                check_database_url(&database_url)?;
+                types_cli::run(&database_url, &schema, &tables, out.as_deref()).await
+            }
         }
     })
 }

@@ -28,6 +28,7 @@ mod sync_correctness;
 mod tidy;
 mod time_windows;
 mod tls;
+mod types;
 mod watch;
 mod web_editor;
 mod web_react;
