@@ -88,8 +88,7 @@ impl<'c> Snapshot<'c> {
         let row = client
             .query_one(
                 "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text, \
-                 current_setting('wal_block_size')::int8, \
-                 (SELECT setting::int8 FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size')",
+                 current_setting('wal_block_size')::int8, pg_size_bytes(current_setting('wal_segment_size'))",
                 &[],
             )
             .await?;

@@ -94,14 +94,30 @@ fn assert_whole(client: &Client, context: &str) {
     assert_eq!(anonymous, 0, "{context}: a comment without its author");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tree_is_applied_whole_at_a_common_point() {
+/// A server on a new database holding [`SCHEMA`] (then `extra`), and an empty replica. Bind
+/// every field (`dir: _dir` keeps the directory): the ones left to `..` would go at once.
+struct Setup {
+    client: Client,
+    dir: tempfile::TempDir,
+    s: TestServer,
+    c: tokio_postgres::Client,
+    db: TestDb,
+}
+
+async fn setup(extra: &str) -> Setup {
     let db = TestDb::new().await;
     let c = db.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute(extra).await.unwrap();
     let s = TestServer::start(&db).await;
     let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path().join("tree.db"), &s.base, TokenSource::None).unwrap();
+    let client = Client::open(dir.path().join("replica.db"), &s.base, TokenSource::None).unwrap();
+    Setup { client, dir, s, c, db }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_is_applied_whole_at_a_common_point() {
+    let Setup { client, dir: _dir, s: _s, c, db } = setup("").await;
     let tree = workspace();
     let shapes = client.tree_shapes(&tree).await.unwrap();
     assert_eq!(shapes.len(), 5, "one shape per node");
@@ -229,12 +245,7 @@ async fn foreign_keys_are_listed_and_a_bad_include_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_tree_follows_changes_with_one_status() {
     use ferrite_client::Status;
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    let s = TestServer::start(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path().join("live.db"), &s.base, TokenSource::None).unwrap();
+    let Setup { client, dir: _dir, s, c, db: _db } = setup("").await;
     let sub = client.subscribe_tree(workspace());
     let mut status = sub.status();
     tokio::time::timeout(Duration::from_secs(20), status.wait_for(|s| *s == Status::Synced)).await.unwrap().unwrap();
@@ -314,19 +325,12 @@ async fn the_cli_syncs_a_tree() {
 /// one takes its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_top_rows_per_parent_stay_exact() {
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    c.batch_execute(
+    let Setup { client, dir: _dir, s: _s, c, db: _db } = setup(
         "CREATE TABLE versions (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES pipelines (id),
                                 n int NOT NULL, created_at timestamptz NOT NULL);
          INSERT INTO versions SELECT i, 1 + i % 2, i, now() - make_interval(days => 40 - i) FROM generate_series(1, 40) i;",
     )
-    .await
-    .unwrap();
-    let s = TestServer::start(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path().join("top.db"), &s.base, TokenSource::None).unwrap();
+    .await;
     let tree = Tree::new(ShapeDef::table("pipelines"))
         .with("versions", Include::rows().filter("created_at > now() - interval '30 days'").top(3, "n DESC"));
     client.sync_tree(&tree).await.unwrap();
@@ -373,20 +377,13 @@ async fn the_tree_equals_postgres_after_every_batch() {
 async fn tree_against_postgres(seed: u64, batches: u64) {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-    let db = TestDb::new().await;
-    let c = db.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    c.batch_execute(
+    let Setup { client, dir: _dir, s: _s, c, db: _db } = setup(
         "INSERT INTO pipelines VALUES (3, 'docs');
          CREATE TABLE access (pipeline_id int REFERENCES pipelines (id) ON DELETE CASCADE, user_id text,
                               PRIMARY KEY (pipeline_id, user_id));
          INSERT INTO access VALUES (1, 'ann'), (2, 'bob');",
     )
-    .await
-    .unwrap();
-    let s = TestServer::start(&db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let client = Client::open(dir.path().join("prop.db"), &s.base, TokenSource::None).unwrap();
+    .await;
     const ANNS: &str = "SELECT pipeline_id FROM access WHERE user_id = 'ann'";
     let mut tree = workspace();
     tree.root = ShapeDef::table("pipelines").filter(&format!("id IN ({ANNS})"));

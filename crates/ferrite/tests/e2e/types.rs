@@ -74,7 +74,7 @@ async fn row_types_follow_the_schema_and_compile() {
     assert!(!ok && err.contains("no table \"nope\""), "{err}");
 
     // The module compiles, and an app's wrong use of a row is a type error.
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web").canonicalize().unwrap();
+    let web = crate::web_editor::web();
     assert!(web.join("node_modules/typescript").exists(), "run scripts/setup.sh (npm ci in web/) first");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rows.ts"), &ts).unwrap();

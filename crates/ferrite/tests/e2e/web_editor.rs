@@ -9,7 +9,8 @@ use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn web() -> PathBuf {
+/// The `web/` directory (npm workspaces of the client, its React bindings and the editor).
+pub(crate) fn web() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web").canonicalize().expect("web/ exists")
 }
 
@@ -23,7 +24,7 @@ fn require_node_modules() {
 }
 
 /// Runs a command to completion, printing its output; panics with it on failure.
-fn run(what: &str, cmd: &mut Command) -> Output {
+pub(crate) fn run(what: &str, cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -4,21 +4,8 @@
 //! client build — so other tests rebuilding web/client/dist at the same time cannot disturb it.
 
 use crate::common::*;
-use std::path::{Path, PathBuf};
+use crate::web_editor::{run, web};
 use std::process::Command;
-
-fn web() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web").canonicalize().expect("web/ exists")
-}
-
-/// Runs a command to completion, printing its output; panics with it on failure.
-fn run(what: &str, cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}\n{stderr}");
-    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn react_bindings_against_a_server() {
