@@ -143,15 +143,14 @@ async fn handle(
         }
         RequestOffset::At(o) if req.live => {
             metrics.requests_live.fetch_add(1, Ordering::Relaxed);
-            metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
-            let r = if req.live_sse {
+            // Given back however the wait ends, also when the client hangs up half way.
+            let _waiting = crate::metrics::Held::new(&metrics.live_waiting);
+            if req.live_sse {
                 let encoding = Encoding::negotiate_gzip(&headers);
                 Box::pin(super::sse::stream(&state, shape, &req, o, encoding, ticket)).await
             } else {
                 Box::pin(live(&state, &shape, &req, &headers, o)).await
-            };
-            metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
-            r
+            }
         }
         RequestOffset::At(o) => {
             metrics.requests_catchup.fetch_add(1, Ordering::Relaxed);

@@ -91,9 +91,11 @@ pub async fn post(
         watched.push(shape);
     }
     drop(body);
-    state.metrics.live_waiting.fetch_add(1, Ordering::Relaxed);
-    let answer = wait(&state, &watched).await;
-    state.metrics.live_waiting.fetch_sub(1, Ordering::Relaxed);
+    let answer = {
+        // Given back however the wait ends, also when the client hangs up half way.
+        let _waiting = crate::metrics::Held::new(&state.metrics.live_waiting);
+        wait(&state, &watched).await
+    };
     let complete: Vec<Option<String>> = answer.complete.iter().map(|c| c.map(|lsn| lsn.to_string())).collect();
     let mut r = resp::json(StatusCode::OK, &serde_json::json!({ "changed": answer.changed, "complete": complete }));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -105,3 +105,25 @@ async fn an_sse_reader_that_stops_reading_is_dropped() {
     // The connection is closed once whatever was buffered is read.
     assert!(closed_within(&mut sse, Duration::from_secs(30)).await.is_some(), "the stalled stream was closed");
 }
+
+/// A long-poll whose client hangs up while it waits gives its place in the held-requests gauge
+/// back (the gauge counts what is really held, for operators and for admission decisions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_whose_client_hangs_up_is_no_longer_counted() {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute("CREATE TABLE hung (id int PRIMARY KEY)").await.unwrap();
+    let s = TestServer::start(&db).await;
+    let mut r = ShapeReader::new(&s.base, &[("table", "hung")]);
+    r.catch_up().await;
+    let url =
+        format!("{}?table=hung&live=true&handle={}&offset={}", s.shape_url(), r.handle.clone().unwrap(), r.offset);
+    let gone = tokio::spawn(async move { reqwest::get(url).await.map(|_| ()) });
+    s.wait_live_waiting(1).await;
+    gone.abort();
+    let observer = s.server.observer();
+    wait_until("the hung-up long-poll to be given back", Duration::from_secs(5), || {
+        let held = observer.metrics().live_waiting.load(std::sync::atomic::Ordering::Relaxed);
+        async move { held == 0 }
+    })
+    .await;
+}

@@ -83,6 +83,20 @@ async fn a_watch_answers_which_shapes_moved() {
     assert_eq!(changed(&watch(&s.base, None, &[next_query(&a), unknown]).await), [1]);
     assert_eq!(s.server.observer().metrics().shapes_created.load(std::sync::atomic::Ordering::Relaxed), shapes_before);
 
+    // A client that hangs up while its watch waits leaves nothing held.
+    let gone = tokio::spawn({
+        let (base, queries) = (s.base.clone(), [next_query(&a)]);
+        async move { watch(&base, None, &queries).await }
+    });
+    s.wait_live_waiting(1).await;
+    gone.abort();
+    let observer = s.server.observer();
+    wait_until("the hung-up watch to be given back", Duration::from_secs(5), || {
+        let held = observer.metrics().live_waiting.load(std::sync::atomic::Ordering::Relaxed);
+        async move { held == 0 }
+    })
+    .await;
+
     // Bad bodies: a clear 400 naming what is wrong.
     for (body, field) in [
         (json!({"shapes": []}), "shapes"),
