@@ -1,10 +1,13 @@
-//! `ferrite dev`: a throwaway local Postgres with the pipeline-editor example, and the server
-//! with the example's rules (jwt mode, with a random secret per run), a dev sign-in that issues
-//! tokens for the seeded users, and the editor web app at `/`. One `ferrite dev` per directory
-//! (a lock file held for the process's life); once it serves, it prints the URLs and the
-//! `export FERRITE_URL=…` / `export FERRITE_TOKEN=…` lines the README's examples use.
+//! `ferrite dev`: a throwaway local Postgres with an example (`--example`, see
+//! [`crate::examples`]; the pipeline editor by default), and the server with the example's rules
+//! (jwt mode, with a random secret per run), a dev sign-in that issues tokens for the seeded
+//! users, and the example's web app at `/` — plus, for the agents console, its agent runner. One
+//! `ferrite dev` per directory (a lock file held for the process's life); once it serves, it
+//! prints the URLs and the `export FERRITE_URL=…` / `export FERRITE_TOKEN=…` lines the README's
+//! examples use.
 
-use crate::dev_web::{app::AppFile, DevWeb};
+use crate::dev_web::DevWeb;
+use crate::examples::Example;
 use anyhow::{Context, Result};
 use ferrite_pg::cluster::LocalCluster;
 use ferrite_server::config::TableConfig;
@@ -12,45 +15,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The example schema and seed data, compiled in so `ferrite dev` works from any directory.
-const SCHEMA_SQL: &str = include_str!("../../../examples/pipeline-editor/schema.sql");
-const SEED_SQL: &str = include_str!("../../../examples/pipeline-editor/seed.sql");
-/// The example's settings (see [`example_settings`]).
-const EXAMPLE_CONFIG: &str = include_str!("../../../examples/pipeline-editor/ferrite.toml");
-const DATABASE: &str = "ferrite_dev";
-/// The seeded user the printed token is for (Ada Lovelace, the README's examples are hers).
-const BANNER_USER: &str = "00000000-0000-4000-8000-0000000000a1";
-
-/// The built editor app (`web/editor/dist`, committed; `web/editor/build.mjs` makes it and
-/// the test suite checks it matches its sources), compiled in so a fresh clone needs no npm.
-fn app_files() -> Vec<AppFile> {
-    macro_rules! file {
-        ($path:literal, $type:literal) => {
-            AppFile {
-                path: $path,
-                content_type: $type,
-                body: include_bytes!(concat!("../../../web/editor/dist", $path)),
-            }
-        };
-    }
-    vec![
-        file!("/index.html", "text/html; charset=utf-8"),
-        file!("/app.js", "text/javascript; charset=utf-8"),
-        file!("/app.css", "text/css; charset=utf-8"),
-        file!("/sw.js", "text/javascript; charset=utf-8"),
-        file!("/icon.svg", "image/svg+xml"),
-    ]
-}
-
 /// The example's `[auth]` mode and `[tables.*]` settings; its other keys are for `ferrite serve`.
-fn example_settings() -> Result<(ferrite_server::config::AuthConfig, BTreeMap<String, TableConfig>)> {
-    let mut doc: toml::Table = EXAMPLE_CONFIG.parse().context("examples/pipeline-editor/ferrite.toml")?;
+fn example_settings(
+    example: &Example,
+) -> Result<(ferrite_server::config::AuthConfig, BTreeMap<String, TableConfig>)> {
+    let file = format!("examples/{}/ferrite.toml", example.name);
+    let mut doc: toml::Table = example.config.parse().with_context(|| file.clone())?;
     let auth = match doc.remove("auth") {
-        Some(a) => a.try_into().context("examples/pipeline-editor/ferrite.toml [auth]")?,
+        Some(a) => a.try_into().with_context(|| format!("{file} [auth]"))?,
         None => Default::default(),
     };
     let tables = match doc.remove("tables") {
-        Some(t) => t.try_into().context("examples/pipeline-editor/ferrite.toml [tables]")?,
+        Some(t) => t.try_into().with_context(|| format!("{file} [tables]"))?,
         None => Default::default(),
     };
     Ok((auth, tables))
@@ -106,7 +82,7 @@ fn lock_dir(dir: &Path) -> Result<DirLock> {
 }
 
 /// Starts (or reuses) the dev cluster, loads the example once, serves until Ctrl-C.
-pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
+pub async fn run(example: &'static Example, dir: &Path, port: u16, pg_port: u16) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     // Held until this function returns, after Postgres is stopped.
@@ -116,22 +92,27 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
     // 0: any free port.
     let pg_port = Some(pg_port).filter(|p| *p != 0);
     let mut cluster = LocalCluster::start(&pg_dir, pg_port).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let url = cluster.create_database(DATABASE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    load_example(&url).await?;
-    let (mut auth, tables) = example_settings()?;
+    let url = cluster.create_database(example.database).map_err(|e| anyhow::anyhow!("{e}"))?;
+    load_example(example, &url).await?;
+    let (mut auth, tables) = example_settings(example)?;
     let secret = random_secret();
     auth.secret = Some(secret.clone());
     let mut cfg = ferrite_server::ServerConfig {
         database_url: url.clone(),
-        data_dir: dir.join("shapes"),
+        // Each example's shape logs beside its own slot (the editor's kept their old place).
+        data_dir: if example.name == "pipeline-editor" { dir.join("shapes") } else { dir.join(format!("shapes-{}", example.name)) },
+        slot_name: example.slot_name.into(),
+        publication: example.publication.into(),
         port,
         allow_shape_deletion: true,
         auth,
         tables,
         ..Default::default()
     };
-    // The sign-in and the editor app, mounted beside the API.
-    let dev_web = || Some(crate::dev_web::router(DevWeb::new(&url, &secret, &cfg.listen, app_files())));
+    // The sign-in and the example's app, mounted beside the API.
+    let dev_web = || {
+        Some(crate::dev_web::router(DevWeb::new(&url, &secret, &cfg.listen, (example.app)(), example.sign_in)))
+    };
     let server = match ferrite_server::start_with(cfg.clone(), dev_web()).await {
         Ok(s) => s,
         Err(ferrite_server::StartError::Listen { .. }) => {
@@ -144,18 +125,22 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
     // The banner says the server is ready: print it once replication runs (Postgres may still
     // be recovering), with a token for the examples.
     wait_healthy(&base).await;
-    let sign_in = banner_sign_in(&base).await;
+    let runner = if example.runs_agents { Some(start_runner(&url).await?) } else { None };
+    let sign_in = banner_sign_in(&base, example.banner_user).await;
     println!();
     println!("  Postgres:   {url}");
     println!("  Data:       {}", dir.display());
-    println!("  Shape API:  {}/v1/shape?table=steps&offset=-1", server.url());
+    println!("  Shape API:  {}/v1/shape?table={}&offset=-1", server.url(), example.marker_table);
     println!("  Health:     {}/v1/health", server.url());
     println!(
         "  Sign-in:    {}/dev/users, then POST {{\"user_id\": …}} to {}/dev/token for a token",
         server.url(),
         server.url()
     );
-    println!("  Editor:     {}/", server.url());
+    println!("  {:<11} {}/", format!("{}:", example.app_label), server.url());
+    if runner.is_some() {
+        println!("  Agents:     the agent runner picks up waiting tasks (examples/agents-console/runner)");
+    }
     println!();
     match sign_in {
         Ok(who) => {
@@ -178,6 +163,10 @@ pub async fn run(dir: &Path, port: u16, pg_port: u16) -> Result<()> {
     println!("Press Ctrl-C to stop (Postgres is shut down cleanly; data is kept for the next run).");
     crate::wait_for_ctrl_c().await;
     println!("Stopping …");
+    if let Some((stop, task)) = runner {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     server.shutdown().await;
     cluster.stop();
     Ok(())
@@ -208,16 +197,43 @@ struct BannerUser {
     token: String,
 }
 
-/// Signs in [`BANNER_USER`] (or the first seeded user) through this server's own dev sign-in,
-/// exactly as the editor does.
-async fn banner_sign_in(base: &str) -> Result<BannerUser> {
+/// Runs the agents console's agent runner on its own connection until told to stop: the
+/// backend that writes executions and events, so they stream into the console while users edit.
+/// A failure (Postgres restarted, say) is logged and the runner starts again after a pause.
+async fn start_runner(url: &str) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
+    let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
+    let url = url.to_string();
+    let task = tokio::spawn(async move {
+        let options = agents_runner::Options::default();
+        loop {
+            let outcome = async {
+                let db = agents_runner::connect(&url).await?;
+                agents_runner::run(&db, &options, async { let _ = (&mut stop).await; }).await
+            }
+            .await;
+            match outcome {
+                Ok(()) => return,
+                Err(e) => tracing::warn!("the agent runner stopped: {e:#}; starting it again in 2 s"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = &mut stop => return,
+            }
+        }
+    });
+    Ok((stop_tx, task))
+}
+
+/// Signs in `preferred` (or the first seeded user) through this server's own dev sign-in,
+/// exactly as the web apps do.
+async fn banner_sign_in(base: &str, preferred: &str) -> Result<BannerUser> {
     let http = reqwest::Client::new();
     let users: serde_json::Value =
         http.get(format!("{base}/dev/users")).send().await?.error_for_status()?.json().await?;
     let users = users.as_array().cloned().unwrap_or_default();
     let user = users
         .iter()
-        .find(|u| u["id"] == BANNER_USER)
+        .find(|u| u["id"] == preferred)
         .or_else(|| users.first())
         .ok_or_else(|| anyhow::anyhow!("the users table is empty"))?;
     let answer: serde_json::Value = http
@@ -229,11 +245,13 @@ async fn banner_sign_in(base: &str) -> Result<BannerUser> {
         .json()
         .await?;
     let token = answer["token"].as_str().ok_or_else(|| anyhow::anyhow!("/dev/token answered no token"))?;
+    // The editor's people have teams, the console's a role.
     let teams: Vec<&str> = user["teams"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
-    let teams = match teams.as_slice() {
-        [] => "no team".to_string(),
-        [one] => format!("team {one}"),
-        many => format!("teams {}", many.join(", ")),
+    let teams = match (user["role"].as_str(), teams.as_slice()) {
+        (Some(role), _) => format!("role {role}"),
+        (None, []) => "no team".to_string(),
+        (None, [one]) => format!("team {one}"),
+        (None, many) => format!("teams {}", many.join(", ")),
     };
     Ok(BannerUser {
         name: user["name"].as_str().unwrap_or("?").to_string(),
@@ -251,13 +269,21 @@ fn expiry_words(at: u64) -> String {
     format!("{:02}:{:02} UTC (in {minutes} minute{})", day / 3600, day % 3600 / 60, if minutes == 1 { "" } else { "s" })
 }
 
-async fn load_example(url: &str) -> Result<()> {
+/// Loads the example's schema and seed data into `url`, unless an earlier run did (in one
+/// transaction, so an interrupted load leaves nothing half made).
+async fn load_example(example: &Example, url: &str) -> Result<()> {
     let client = ferrite_pg::connect::connect(url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let exists = client.query_one("SELECT to_regclass('public.pipelines') IS NOT NULL", &[]).await?.get::<_, bool>(0);
+    let exists = client
+        .query_one("SELECT to_regclass(format('public.%I', $1::text)) IS NOT NULL", &[&example.marker_table])
+        .await?
+        .get::<_, bool>(0);
     if !exists {
-        println!("Loading the pipeline-editor example schema and seed data …");
-        client.batch_execute(SCHEMA_SQL).await.context("loading examples/pipeline-editor/schema.sql")?;
-        client.batch_execute(SEED_SQL).await.context("loading examples/pipeline-editor/seed.sql")?;
+        println!("Loading the {} example schema and seed data …", example.name);
+        let name = example.name;
+        client.batch_execute("BEGIN").await?;
+        client.batch_execute(example.schema).await.with_context(|| format!("loading examples/{name}/schema.sql"))?;
+        client.batch_execute(example.seed).await.with_context(|| format!("loading examples/{name}/seed.sql"))?;
+        client.batch_execute("COMMIT").await?;
     }
     Ok(())
 }
@@ -266,11 +292,14 @@ async fn load_example(url: &str) -> Result<()> {
 mod tests {
     #[test]
     fn the_example_settings_load() {
-        let (auth, tables) = super::example_settings().unwrap();
+        let (auth, tables) = super::example_settings(crate::examples::find("pipeline-editor").unwrap()).unwrap();
         assert_eq!(auth.mode, ferrite_server::config::AuthMode::Jwt);
         assert_eq!(tables["connections"].existence, ferrite_server::config::Existence::AddWins);
         assert_eq!(tables["steps"].existence, ferrite_server::config::Existence::DeleteWins);
         assert!(tables["users"].public);
+        let (auth, tables) = super::example_settings(crate::examples::find("agents-console").unwrap()).unwrap();
+        assert_eq!(auth.mode, ferrite_server::config::AuthMode::Jwt);
+        assert_eq!(tables["workflows"].write.as_deref(), Some("claims.role = 'admin'"));
         assert_ne!(super::random_secret(), super::random_secret());
         assert_eq!(super::random_secret().len(), 64);
     }

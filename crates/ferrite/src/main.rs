@@ -5,6 +5,7 @@ mod client_cli;
 mod config;
 mod dev;
 mod dev_web;
+mod examples;
 mod types_cli;
 
 use anyhow::{anyhow, Result};
@@ -36,8 +37,13 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Run everything locally: a throwaway Postgres with the example schema, and the server.
+    /// Run everything locally: a throwaway Postgres with an example's schema and data, the
+    /// server with its rules, and its web app.
     Dev {
+        /// The example: `pipeline-editor` (the collaborative pipeline editor) or `agents-console`
+        /// (the AI-agent task console, with its agent runner).
+        #[arg(long, default_value = "pipeline-editor")]
+        example: String,
         /// Where the dev Postgres cluster and shape logs live (reused by later runs).
         #[arg(long, default_value = ".ferrite/dev")]
         dir: PathBuf,
@@ -100,7 +106,7 @@ fn main() -> Result<()> {
                 server.shutdown().await;
                 Ok(())
             }
-            Command::Dev { dir, port, pg_port } => dev::run(&dir, port, pg_port).await,
+            Command::Dev { example, dir, port, pg_port } => dev::run(examples::find(&example)?, &dir, port, pg_port).await,
             Command::Client { command } => client_cli::run(command).await,
             Command::Types { database_url, schema, tables, out } => {
                 check_database_url(&database_url)?;

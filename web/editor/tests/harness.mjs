@@ -1,7 +1,8 @@
 // Shared helpers of the browser tests: Chromium via playwright-core, signed-in pages, Postgres.
 // Needs EDITOR_URL (the URL `ferrite dev` printed) and DATABASE_URL (its Postgres); the Rust
 // test crates/ferrite/tests/e2e/web_editor.rs starts `ferrite dev` and sets both. ARTIFACTS names
-// the directory screenshots go to.
+// the directory screenshots go to. The agents console's tests (web/agents-console/tests) use
+// launch, database, eventually and screenshot too, with EDITOR_URL naming the console.
 import { chromium } from 'playwright-core'
 import pg from 'pg'
 import { mkdirSync } from 'node:fs'

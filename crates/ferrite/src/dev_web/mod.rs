@@ -1,13 +1,13 @@
-//! `ferrite dev` only: what a developer needs to try the pipeline-editor example in a browser
-//! with real authentication, mounted on the server through [`ferrite_server::start_with`]:
+//! `ferrite dev` only: what a developer needs to try an example in a browser with real
+//! authentication, mounted on the server through [`ferrite_server::start_with`]:
 //!
-//! - [`sign_in`]: `GET /dev/users` lists the example's seeded users and their teams, and
+//! - [`sign_in`]: `GET /dev/users` lists the example's seeded users, and
 //!   `POST /dev/token` issues a real HS256 token for one of them (signed with the server's own
 //!   `auth.secret`, so it is verified exactly like a production token);
 //! - [`avatars`]: `GET /avatars/<name>.svg`, the users' initials on their colour;
-//! - [`app`]: the bundled editor app at `/`.
+//! - [`app`]: the example's bundled web app at `/`.
 //!
-//! They query the example's own tables (`users`, `team_members`), which is why they live here
+//! They query the example's own tables (`users`, and `team_members` for the editor), which is why they live here
 //! and not in the generic server: `ferrite serve` never issues tokens. The routes are mounted
 //! without CORS: only pages this server serves may use them.
 
@@ -35,6 +35,8 @@ pub struct DevWeb {
     pub token_ttl_secs: u64,
     /// The web app's files, served at their paths (`/` serves `/index.html`).
     pub app: Vec<app::AppFile>,
+    /// How the sign-in reads the example's people.
+    pub queries: sign_in::SignInQueries,
     /// One connection for the sign-in's queries, opened on first use, reopened if it broke.
     db: Mutex<Option<tokio_postgres::Client>>,
 }
@@ -44,13 +46,20 @@ pub const TOKEN_TTL_SECS: u64 = 15 * 60;
 
 impl DevWeb {
     /// The development routes' settings.
-    pub fn new(database_url: &str, secret: &str, listen: &str, app: Vec<app::AppFile>) -> DevWeb {
+    pub fn new(
+        database_url: &str,
+        secret: &str,
+        listen: &str,
+        app: Vec<app::AppFile>,
+        queries: sign_in::SignInQueries,
+    ) -> DevWeb {
         DevWeb {
             database_url: database_url.to_string(),
             secret: secret.to_string(),
             listen: listen.to_string(),
             token_ttl_secs: TOKEN_TTL_SECS,
             app,
+            queries,
             db: Mutex::new(None),
         }
     }

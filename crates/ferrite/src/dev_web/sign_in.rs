@@ -1,10 +1,13 @@
-//! Dev sign-in for the pipeline-editor example (`users`, `teams`, `team_members` tables):
+//! Dev sign-in for the examples (their `users` tables, read with each example's
+//! [`SignInQueries`]):
 //!
-//! - `GET /dev/users` → `[{"id", "name", "email", "avatar_url", "color", "teams": [{"id",
-//!   "name", "role"}]}]`, the people a developer can sign in as;
+//! - `GET /dev/users` → `[{"id", "name", "email", "avatar_url", "color", …}]`, the people a
+//!   developer can sign in as (the pipeline editor adds each one's `teams`, the agents console
+//!   their `role`);
 //! - `POST /dev/token` `{"user_id": "<uuid>"}` → `{"token", "expires_at"}` (Unix seconds): an
-//!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id and `name`.
-//!   Nothing of the team structure is in it: the example's rules read `team_members` live, so
+//!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id, `name`, and
+//!   `role` where the example has one (the agents console's workflows rule reads it). Nothing of
+//!   the pipeline editor's team structure is in it: its rules read `team_members` live, so
 //!   adding or removing a membership takes effect at once, with the same token.
 //!
 //! Any web page a developer visits could try to mint tokens from `localhost`: these routes send
@@ -21,19 +24,17 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Users with their teams as one JSON array (built by Postgres).
-const USERS_SQL: &str = "
-    SELECT coalesce(json_agg(u ORDER BY u.name), '[]')::text FROM (
-      SELECT u.id, u.name, u.email, u.avatar_url, u.color,
-             coalesce(json_agg(json_build_object('id', t.id, 'name', t.name, 'role', m.role) ORDER BY t.name)
-                        FILTER (WHERE t.id IS NOT NULL), '[]') AS teams
-        FROM users u
-        LEFT JOIN team_members m ON m.user_id = u.id
-        LEFT JOIN teams t ON t.id = m.team_id
-       GROUP BY u.id) u";
-
-/// One user's name, or no row.
-const USER_SQL: &str = "SELECT u.name FROM users u WHERE u.id = $1::text::uuid";
+/// How an example's sign-in reads its people: its own SQL, fixed at compile time (no caller
+/// text reaches it; the user id is a bound parameter).
+#[derive(Debug, Clone, Copy)]
+pub struct SignInQueries {
+    /// One row, one text column: the people one can sign in as, as a JSON array (built by
+    /// Postgres) of objects with at least `id`, `name`, `email`, `avatar_url` and `color`.
+    pub users: &'static str,
+    /// For the user id `$1`: no row, or one row of `name` (text) and `role` (text or NULL; when
+    /// set, the token carries it as the `role` claim).
+    pub user: &'static str,
+}
 
 /// Refuses a request from a page of another site: the `Host` must name this machine (a loopback
 /// name, or the address the server listens on — which defeats DNS rebinding, where another
@@ -64,7 +65,8 @@ pub async fn users(State(web): State<Arc<DevWeb>>, headers: HeaderMap) -> Respon
     if let Some(refused) = foreign_origin(&headers, &web.listen) {
         return refused;
     }
-    match web.query(|c| Box::pin(async move { c.query_one(USERS_SQL, &[]).await })).await {
+    let sql = web.queries.users;
+    match web.query(|c| Box::pin(async move { c.query_one(sql, &[]).await })).await {
         Ok(row) => {
             let text: String = row.get(0);
             json_response(StatusCode::OK, &serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
@@ -113,15 +115,19 @@ pub async fn token(State(web): State<Arc<DevWeb>>, headers: HeaderMap, body: axu
         }
     };
     let id = user_id.clone();
-    let found = web.query(|c| Box::pin(async move { c.query_opt(USER_SQL, &[&id]).await })).await;
-    let name: String = match found {
-        Ok(Some(row)) => row.get(0),
+    let sql = web.queries.user;
+    let found = web.query(|c| Box::pin(async move { c.query_opt(sql, &[&id]).await })).await;
+    let (name, role): (String, Option<String>) = match found {
+        Ok(Some(row)) => (row.get(0), row.get(1)),
         Ok(None) => return error(StatusCode::NOT_FOUND, &json!({"message": format!("no user with id {user_id}")})),
         Err(response) => return response,
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expires_at = now + web.token_ttl_secs;
-    let claims = json!({"sub": user_id, "name": name, "iat": now, "exp": expires_at});
+    let mut claims = json!({"sub": user_id, "name": name, "iat": now, "exp": expires_at});
+    if let Some(role) = role {
+        claims["role"] = Value::String(role);
+    }
     match encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(web.secret.as_bytes())) {
         Ok(token) => json_response(StatusCode::OK, &json!({"token": token, "expires_at": expires_at})),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")})),

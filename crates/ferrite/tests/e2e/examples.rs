@@ -1,6 +1,7 @@
 //! The shipped examples work as documented: each example's schema loads and its `ferrite.toml`
 //! policies and rules behave as its comments say (agents console: server-wins agent runs, the
-//! importance resolver for agent memory, per-user rows; lead forms: tenant isolation; pipeline
+//! importance resolver for agent memory, per-user rows, admin-only workflows, one active
+//! environment; lead forms: tenant isolation; pipeline
 //! editor: team-scoped rows, the composite keys that keep a row's team honest, delete-wins steps).
 
 use crate::common::*;
@@ -115,9 +116,41 @@ async fn agents_console_policies() {
     )
     .await;
     assert_eq!(r[0]["error"]["code"], "forbidden");
-    // Workflows are public to read, not writable.
+    // Workflows are public to read; only a token with role = admin writes them.
+    c.execute("INSERT INTO workflows (id, name) VALUES ($1::text::uuid, 'release')", &[&MEM]).await.unwrap();
     let mut wf = ShapeReader::new(&s.base, &[("table", "workflows")]).with_token(&u1);
     wf.catch_up().await;
+    assert_eq!(wf.rows.len(), 1, "every signed-in user reads workflows");
+    let rename = |id: u64, name: &str| {
+        json!([{"id": id, "hlc": format!("{}-0", now_ms() + 1000 + id), "mutations": [
+            {"op": "update", "table": "workflows", "key": {"id": MEM}, "value": {"name": name}}]}])
+    };
+    let member = token(json!({"sub": "u1", "role": "member"}));
+    for who in [&u1, &member] {
+        let r = post(&s.base, who, "u1-console", rename(4, "mine now")).await;
+        assert_eq!(r[0]["error"]["code"], "forbidden", "{r:?}");
+    }
+    let admin = token(json!({"sub": "u9", "role": "admin"}));
+    let r = post(&s.base, &admin, "u9-console", rename(1, "release v2")).await;
+    assert_eq!(r[0]["status"], "applied", "{r:?}");
+    let name: String = c.query_one("SELECT name FROM workflows", &[]).await.unwrap().get(0);
+    assert_eq!(name, "release v2");
+
+    // One active environment per user: activating one deactivates the other (the trigger),
+    // whichever device asked last.
+    let env = |id: &str, active: bool| json!({"id": id, "owner_id": "u1", "name": id, "is_active": active});
+    post(&s.base, &u1, "u1-console", json!([{"id": 5, "hlc": format!("{}-0", now_ms() + 2000), "mutations": [
+        {"op": "insert", "table": "environments", "value": env("00000000-0000-0000-0000-00000000000a", true)},
+        {"op": "insert", "table": "environments", "value": env("00000000-0000-0000-0000-00000000000b", true)}]}]))
+    .await;
+    let active: Vec<String> = c
+        .query("SELECT id::text FROM environments WHERE is_active", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(active, ["00000000-0000-0000-0000-00000000000b"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,7 @@ mod time_windows;
 mod tls;
 mod types;
 mod watch;
+mod web_agents;
 mod web_editor;
 mod web_react;
 mod write_path;

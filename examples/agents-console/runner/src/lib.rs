@@ -5,6 +5,11 @@
 //! server-authoritative (their tables are `server-wins` in the example's ferrite.toml): they
 //! reach the console through Ferrite's shapes while users edit.
 //!
+//! It also starts workflow runs users asked for (`workflow_executions` with status `queued`): a
+//! run creates one waiting task per step of its workflow's definition (`{"steps": [title, …]}`,
+//! at most [`MAX_WORKFLOW_STEPS`]) for the user who asked, which the runner then picks up like any
+//! other task, and the run is recorded as `succeeded` (or `failed` when the workflow has no step).
+//!
 //! A task whose title contains "fail" fails (so the console has failures to show). A user who
 //! cancels an execution (sets its status to `cancelled` through Ferrite) stops it before its next
 //! step. Several runners may share one database: a task is claimed with `FOR UPDATE SKIP LOCKED`.
@@ -130,6 +135,59 @@ pub async fn run_one(db: &Client, options: &Options) -> Result<Option<Ran>> {
     Ok(Some(Ran { task: task_id, execution, outcome: outcome.to_string(), events }))
 }
 
+/// Steps of one workflow a run turns into tasks (a definition is data an admin typed: bounded).
+pub const MAX_WORKFLOW_STEPS: i64 = 50;
+
+/// What happened to one workflow run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The workflow execution's id.
+    pub run: String,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+    /// Tasks created.
+    pub tasks: i64,
+}
+
+/// Claims the oldest queued workflow run and creates its tasks; `None` when none waits.
+pub async fn start_workflow_one(db: &Client) -> Result<Option<Started>> {
+    let claimed = db
+        .query_opt(
+            "UPDATE workflow_executions SET status = 'running'
+              WHERE id = (SELECT id FROM workflow_executions WHERE status = 'queued'
+                           ORDER BY started_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+          RETURNING id::text, owner_id, workflow_id::text",
+            &[],
+        )
+        .await
+        .context("claiming a workflow run")?;
+    let Some(run) = claimed else { return Ok(None) };
+    let (run_id, owner, workflow): (String, String, String) = (run.get(0), run.get(1), run.get(2));
+    // One statement: the tasks and the outcome together. Steps that are not non-empty strings
+    // are skipped; titles are cut to the tasks table's limit.
+    let row = db
+        .query_one(
+            "WITH wf AS (SELECT name, definition->'steps' AS steps FROM workflows WHERE id = $2::text::uuid),
+                  step AS (SELECT s.title, s.n FROM wf,
+                             jsonb_array_elements(CASE WHEN jsonb_typeof(wf.steps) = 'array' THEN wf.steps ELSE '[]' END)
+                               WITH ORDINALITY AS s(title, n)
+                            WHERE s.n <= $4 AND jsonb_typeof(s.title) = 'string' AND length(s.title #>> '{}') > 0),
+                  made AS (INSERT INTO tasks (owner_id, title, description, priority)
+                           SELECT $1, left(step.title #>> '{}', 500),
+                                  'Step ' || step.n || ' of the workflow ' || (SELECT name FROM wf), 5
+                             FROM step ORDER BY step.n RETURNING 1)
+             UPDATE workflow_executions
+                SET status = CASE WHEN (SELECT count(*) FROM made) > 0 THEN 'succeeded' ELSE 'failed' END,
+                    finished_at = now()
+              WHERE id = $3::text::uuid
+          RETURNING status, (SELECT count(*) FROM made)",
+            &[&owner, &workflow, &run_id, &MAX_WORKFLOW_STEPS],
+        )
+        .await
+        .context("starting a workflow run")?;
+    Ok(Some(Started { run: run_id, outcome: row.get(0), tasks: row.get(1) }))
+}
+
 /// Runs waiting tasks until none is left; what it ran.
 pub async fn run_until_idle(db: &Client, options: &Options) -> Result<Vec<Ran>> {
     let mut ran = vec![];
@@ -139,10 +197,18 @@ pub async fn run_until_idle(db: &Client, options: &Options) -> Result<Vec<Ran>> 
     Ok(ran)
 }
 
-/// Runs tasks as they come until `stop` resolves, printing each outcome.
+/// Runs workflow runs and tasks as they come until `stop` resolves, printing each outcome.
 pub async fn run(db: &Client, options: &Options, stop: impl std::future::Future<Output = ()>) -> Result<()> {
     tokio::pin!(stop);
     loop {
+        let started = tokio::select! {
+            r = start_workflow_one(db) => r?,
+            _ = &mut stop => return Ok(()),
+        };
+        if let Some(s) = started {
+            println!("workflow run {}: {} ({} tasks)", s.run, s.outcome, s.tasks);
+            continue;
+        }
         let next = tokio::select! {
             r = run_one(db, options) => r?,
             _ = &mut stop => return Ok(()),

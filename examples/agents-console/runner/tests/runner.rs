@@ -1,8 +1,8 @@
 //! The runner against a real Postgres with the example's schema: it claims waiting tasks by
 //! priority, writes an execution and its events, records success and failure, stops an execution
-//! a user cancelled, and two runners never run one task twice.
+//! a user cancelled, two runners never run one task twice, and a workflow run creates its tasks.
 
-use agents_runner::{connect, run_one, run_until_idle, Options};
+use agents_runner::{connect, run_one, run_until_idle, start_workflow_one, Options, MAX_WORKFLOW_STEPS};
 use ferrite_pg::cluster::LocalCluster;
 use std::time::Duration;
 
@@ -123,4 +123,51 @@ async fn a_cancelled_execution_stops_and_two_runners_share_the_work() {
     let executions: i64 =
         db.query_one("SELECT count(*) FROM agent_executions WHERE owner_id = 'bob'", &[]).await.unwrap().get(0);
     assert_eq!(executions, 20);
+}
+
+#[tokio::test]
+async fn a_workflow_run_creates_one_task_per_step_for_who_asked() {
+    let (_cluster, url) = database().await;
+    let db = connect(&url).await.unwrap();
+    // Steps as an admin typed them: a non-string, an empty one and far too many are bounded.
+    let many: Vec<String> = (1..=80).map(|i| format!("\"step {i}\"")).collect();
+    db.batch_execute(&format!(
+        "INSERT INTO workflows (id, name, definition) VALUES
+           ('00000000-0000-4000-8000-000000000101', 'Release', '{{\"steps\": [\"Draft the notes\", 7, \"\", \"Announce\"]}}'),
+           ('00000000-0000-4000-8000-000000000102', 'Empty', '{{\"steps\": \"not a list\"}}'),
+           ('00000000-0000-4000-8000-000000000103', 'Huge', '{{\"steps\": [{}]}}');
+         INSERT INTO workflow_executions (owner_id, workflow_id, started_at) VALUES
+           ('ada', '00000000-0000-4000-8000-000000000101', now() - interval '2 seconds'),
+           ('bob', '00000000-0000-4000-8000-000000000102', now() - interval '1 second'),
+           ('ada', '00000000-0000-4000-8000-000000000103', now());",
+        many.join(", ")
+    ))
+    .await
+    .unwrap();
+    let first = start_workflow_one(&db).await.unwrap().expect("a queued run");
+    assert_eq!((first.outcome.as_str(), first.tasks), ("succeeded", 2));
+    let titles: Vec<String> = db
+        .query("SELECT title FROM tasks WHERE owner_id = 'ada' AND status = 'todo' ORDER BY title", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(titles, ["Announce", "Draft the notes"]);
+    let second = start_workflow_one(&db).await.unwrap().unwrap();
+    assert_eq!((second.outcome.as_str(), second.tasks), ("failed", 0), "no steps: nothing to do");
+    let third = start_workflow_one(&db).await.unwrap().unwrap();
+    assert_eq!(third.tasks, MAX_WORKFLOW_STEPS);
+    assert!(start_workflow_one(&db).await.unwrap().is_none());
+    let status: Vec<String> = db
+        .query("SELECT status FROM workflow_executions ORDER BY started_at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(status, ["succeeded", "failed", "succeeded"]);
+    // The runner then runs them like any task.
+    let ran = run_until_idle(&db, &fast(1)).await.unwrap();
+    assert_eq!(ran.len() as i64, 2 + MAX_WORKFLOW_STEPS);
 }

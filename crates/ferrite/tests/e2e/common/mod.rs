@@ -525,8 +525,13 @@ pub struct DevProcess {
 impl DevProcess {
     /// Starts `ferrite dev` on a free HTTP port and `pg_port`; returns once it is ready.
     pub fn start(dir: &Path, pg_port: u16) -> DevProcess {
+        Self::start_example(dir, pg_port, "pipeline-editor")
+    }
+
+    /// [`DevProcess::start`] with `--example <example>`.
+    pub fn start_example(dir: &Path, pg_port: u16, example: &str) -> DevProcess {
         let mut cmd = Command::new(ferrite_bin());
-        cmd.args(["dev", "--port", "0", "--pg-port", &pg_port.to_string(), "--dir"]).arg(dir);
+        cmd.args(["dev", "--example", example, "--port", "0", "--pg-port", &pg_port.to_string(), "--dir"]).arg(dir);
         Self::spawn(cmd)
     }
 
