@@ -16,9 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The example's `[auth]` mode and `[tables.*]` settings; its other keys are for `ferrite serve`.
-fn example_settings(
-    example: &Example,
-) -> Result<(ferrite_server::config::AuthConfig, BTreeMap<String, TableConfig>)> {
+fn example_settings(example: &Example) -> Result<(ferrite_server::config::AuthConfig, BTreeMap<String, TableConfig>)> {
     let file = format!("examples/{}/ferrite.toml", example.name);
     let mut doc: toml::Table = example.config.parse().with_context(|| file.clone())?;
     let auth = match doc.remove("auth") {
@@ -100,7 +98,11 @@ pub async fn run(example: &'static Example, dir: &Path, port: u16, pg_port: u16)
     let mut cfg = ferrite_server::ServerConfig {
         database_url: url.clone(),
         // Each example's shape logs beside its own slot (the editor's kept their old place).
-        data_dir: if example.name == "pipeline-editor" { dir.join("shapes") } else { dir.join(format!("shapes-{}", example.name)) },
+        data_dir: if example.name == "pipeline-editor" {
+            dir.join("shapes")
+        } else {
+            dir.join(format!("shapes-{}", example.name))
+        },
         slot_name: example.slot_name.into(),
         publication: example.publication.into(),
         port,
@@ -110,9 +112,8 @@ pub async fn run(example: &'static Example, dir: &Path, port: u16, pg_port: u16)
         ..Default::default()
     };
     // The sign-in and the example's app, mounted beside the API.
-    let dev_web = || {
-        Some(crate::dev_web::router(DevWeb::new(&url, &secret, &cfg.listen, (example.app)(), example.sign_in)))
-    };
+    let dev_web =
+        || Some(crate::dev_web::router(DevWeb::new(&url, &secret, &cfg.listen, (example.app)(), example.sign_in)));
     let server = match ferrite_server::start_with(cfg.clone(), dev_web()).await {
         Ok(s) => s,
         Err(ferrite_server::StartError::Listen { .. }) => {
@@ -208,7 +209,10 @@ async fn start_runner(url: &str) -> Result<(tokio::sync::oneshot::Sender<()>, to
         loop {
             let outcome = async {
                 let db = agents_runner::connect(&url).await?;
-                agents_runner::run(&db, &options, async { let _ = (&mut stop).await; }).await
+                agents_runner::run(&db, &options, async {
+                    let _ = (&mut stop).await;
+                })
+                .await
             }
             .await;
             match outcome {

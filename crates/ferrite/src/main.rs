@@ -106,7 +106,9 @@ fn main() -> Result<()> {
                 server.shutdown().await;
                 Ok(())
             }
-            Command::Dev { example, dir, port, pg_port } => dev::run(examples::find(&example)?, &dir, port, pg_port).await,
+            Command::Dev { example, dir, port, pg_port } => {
+                dev::run(examples::find(&example)?, &dir, port, pg_port).await
+            }
             Command::Client { command } => client_cli::run(command).await,
             Command::Types { database_url, schema, tables, out } => {
                 check_database_url(&database_url)?;

@@ -139,9 +139,14 @@ async fn agents_console_policies() {
     // One active environment per user: activating one deactivates the other (the trigger),
     // whichever device asked last.
     let env = |id: &str, active: bool| json!({"id": id, "owner_id": "u1", "name": id, "is_active": active});
-    post(&s.base, &u1, "u1-console", json!([{"id": 5, "hlc": format!("{}-0", now_ms() + 2000), "mutations": [
+    post(
+        &s.base,
+        &u1,
+        "u1-console",
+        json!([{"id": 5, "hlc": format!("{}-0", now_ms() + 2000), "mutations": [
         {"op": "insert", "table": "environments", "value": env("00000000-0000-0000-0000-00000000000a", true)},
-        {"op": "insert", "table": "environments", "value": env("00000000-0000-0000-0000-00000000000b", true)}]}]))
+        {"op": "insert", "table": "environments", "value": env("00000000-0000-0000-0000-00000000000b", true)}]}]),
+    )
     .await;
     let active: Vec<String> = c
         .query("SELECT id::text FROM environments WHERE is_active", &[])
