@@ -4,12 +4,12 @@
  * in `location.hash`, so a reload stays where the user was.
  */
 
-import type { FerriteClient, FerriteClientOptions } from '@ferrite/client'
+import { devTokenSource, type FerriteClient, type FerriteClientOptions } from '@ferrite/client'
 import { ConnectionStatus, FerriteProvider, OfflineIndicator, SyncButton, useFerrite, useShape } from '@ferrite/react'
 import { useEffect, useMemo, useState } from 'react'
 import { SHAPES } from './data.js'
 import { initials } from './format.js'
-import { signOut, tokenSource, type SignedIn } from './session.js'
+import { signOut, type SignedIn } from './session.js'
 import { DeviceView } from './views/device.js'
 import { EnvironmentsView } from './views/environments.js'
 import { ExecutionsView } from './views/executions.js'
@@ -62,7 +62,7 @@ function useTab(): [Tab, (t: Tab) => void] {
 export function App({ user }: { user: SignedIn }) {
   // Only url and database are watched by the provider; the rest is fixed per user.
   const options = useMemo<FerriteClientOptions>(
-    () => ({ url: location.origin, database: `agents-console:${user.id}`, shapes: SHAPES, token: tokenSource(user.id) }),
+    () => ({ url: location.origin, database: `agents-console:${user.id}`, shapes: SHAPES, token: devTokenSource(user.id) }),
     [user.id],
   )
   return (

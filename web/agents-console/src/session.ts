@@ -5,8 +5,6 @@
  * data at once.
  */
 
-import type { IssuedToken, TokenSource } from '@ferrite/client'
-
 /** What a user may do with workflows: only admins change them. */
 export type Role = 'admin' | 'member'
 
@@ -51,74 +49,4 @@ export function signIn(u: SignedIn): SignedIn {
 /** Forgets the signed-in user (their local data stays, for the next time they sign in). */
 export function signOut(): void {
   localStorage.removeItem(KEY)
-}
-
-/** An error answer of the dev sign-in, with the server's message (never the raw response body). */
-export class SignInError extends Error {
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message)
-    this.name = 'SignInError'
-  }
-}
-
-/**
- * What an error response says: the `message` (or `error`) of a JSON body, or a short plain-text
- * body; otherwise its status.
- */
-async function responseMessage(r: Response): Promise<string> {
-  const text = (await r.text().catch(() => '')).trim()
-  let plain = text
-  try {
-    const body: unknown = JSON.parse(text)
-    const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {}
-    const m = typeof body === 'string' ? body : (fields.message ?? fields.error)
-    if (typeof m === 'string' && m.trim()) return m.trim()
-    plain = ''
-  } catch {
-    /* not JSON */
-  }
-  if (plain && !plain.startsWith('<') && plain.length <= 300) return plain
-  return `the server answered ${r.status}${r.statusText ? ` ${r.statusText}` : ''}`
-}
-
-/**
- * `fetch` for the sign-in: an error status becomes a {@link SignInError}. A network failure
- * stays the `TypeError` fetch throws — the client library takes that for "offline".
- */
-async function signInFetch(url: string, init: RequestInit): Promise<Response> {
-  const r = await fetch(url, { ...init, cache: 'no-store' })
-  if (!r.ok) throw new SignInError(await responseMessage(r), r.status)
-  return r
-}
-
-/** The people of the dev sign-in. */
-export async function devUsers(): Promise<DevUser[]> {
-  const r = await signInFetch('/dev/users', {})
-  return (await r.json()) as DevUser[]
-}
-
-/** A fresh token for `userId` from the dev sign-in (`expires_at` is in Unix seconds). */
-export async function devToken(userId: string): Promise<IssuedToken> {
-  const r = await signInFetch('/dev/token', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ user_id: userId }),
-  })
-  const { token, expires_at } = (await r.json()) as { token: string; expires_at: number }
-  return { token, expiresAt: expires_at * 1000 }
-}
-
-/**
- * The client's token source for `userId`: called whenever it needs a token (first request,
- * expiry, a 401, after an outage). A refusal becomes a plain error (a sync error the header
- * shows); a network failure stays a `TypeError`, so the client works offline.
- */
-export function tokenSource(userId: string): TokenSource {
-  return () =>
-    devToken(userId).catch((e: unknown) => {
-      throw e instanceof SignInError ? new Error(`sign-in refused (${e.status}): ${e.message}`) : e
-    })
 }

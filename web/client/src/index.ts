@@ -28,6 +28,7 @@ export type { PresenceMember } from './presence.js'
 export { Transport, jwtClaims, jwtExpiry } from './transport.js'
 export { Watcher, nextQuery } from './watch.js'
 export type { ConnectionState, IssuedToken, TokenSource, TransportError } from './transport.js'
+export { DevSignInError, devToken, devTokenSource, devUsers } from './dev-sign-in.js'
 export { BACKOFF_SCHEDULE_MS, backoffDelay, parseRetryAfter } from './backoff.js'
 /** The wire types of the write protocol and `/v1/config`, generated from the server's Rust definitions. */
 export type * as protocol from './protocol.js'

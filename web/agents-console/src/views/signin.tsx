@@ -5,7 +5,8 @@
 
 import { useCallback, useEffect, useState } from 'react'
 import { initials } from '../format.js'
-import { devUsers, SignInError, type DevUser, type SignedIn } from '../session.js'
+import { DevSignInError, devUsers } from '@ferrite/client'
+import type { DevUser, SignedIn } from '../session.js'
 
 export function SignInView({ onSignIn }: { onSignIn: (u: SignedIn) => void }) {
   const [users, setUsers] = useState<DevUser[] | undefined>(undefined)
@@ -13,12 +14,12 @@ export function SignInView({ onSignIn }: { onSignIn: (u: SignedIn) => void }) {
   const load = useCallback(() => {
     setError(undefined)
     let live = true
-    devUsers().then(
+    devUsers<DevUser>().then(
       (u) => live && setUsers(u),
       (e: unknown) => {
         if (!live) return
         setError(
-          e instanceof SignInError
+          e instanceof DevSignInError
             ? `The server refused the sign-in list: ${e.message}`
             : 'The server cannot be reached. Signing in needs it; once signed in, the console also works offline.',
         )

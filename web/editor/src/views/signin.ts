@@ -1,11 +1,12 @@
 /** The dev sign-in: pick one of the seeded users. */
 
 import { h, replaceChildren } from '../dom.js'
-import { devToken, devUsers, SignInError, type DevUser, type SignedIn } from '../session.js'
+import { DevSignInError, devToken, devUsers } from '@ferrite/client'
+import type { DevUser, SignedIn } from '../session.js'
 
 /** A failed sign-in request as words: the server's message, or why it could not be asked. */
 function reason(e: unknown): string {
-  if (e instanceof SignInError) return e.message
+  if (e instanceof DevSignInError) return e.message
   return navigator.onLine ? 'the server could not be reached' : 'you are offline, and signing in needs the server'
 }
 
@@ -33,7 +34,7 @@ export function signInView(onPick: (u: SignedIn) => void): HTMLElement {
   const load = () => {
     replaceChildren(status, h('p', { class: 'muted' }, 'Loading users…'))
     replaceChildren(list)
-    devUsers().then(
+    devUsers<DevUser>().then(
       (users) => {
         replaceChildren(status)
         replaceChildren(list, users.map((u) => userCard(u, pick)))
