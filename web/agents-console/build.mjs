@@ -1,72 +1,10 @@
-// Builds the agents console into dist/ (committed: `ferrite dev --example agents-console`
-// compiles it into the binary). `node build.mjs --check` builds into a temporary directory and
-// fails if any file differs from the committed dist/, so dist/ always matches its sources.
-//
-// The output is deterministic: esbuild is pinned, sources are bundled without timestamps or
-// absolute paths, and the service worker's cache name is a hash of the other files.
-import * as esbuild from 'esbuild'
-import { createHash } from 'node:crypto'
-import { mkdtempSync, readFileSync, mkdirSync, readdirSync, copyFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, dirname } from 'node:path'
+// Builds the agents console into dist/ (see web/shared/app-build.mjs; `--check` compares instead).
+import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { buildApp } from '../shared/app-build.mjs'
 
-const here = dirname(fileURLToPath(import.meta.url))
-const check = process.argv.includes('--check')
-const out = check ? mkdtempSync(join(tmpdir(), 'agents-console-dist-')) : join(here, 'dist')
-mkdirSync(out, { recursive: true })
-
-const common = {
-  bundle: true,
-  format: 'esm',
-  target: 'es2022',
-  minify: true,
-  legalComments: 'none',
-  charset: 'utf8',
-  // @ferrite/client and @ferrite/react are bundled from their TypeScript sources.
-  conditions: ['source'],
-  jsx: 'automatic',
-  define: { 'process.env.NODE_ENV': '"production"' },
-  absWorkingDir: here,
-  logLevel: 'warning',
-}
-
-await esbuild.build({ ...common, entryPoints: ['src/main.tsx'], outfile: join(out, 'app.js') })
-await esbuild.build({ ...common, entryPoints: ['src/styles.css'], outfile: join(out, 'app.css'), bundle: false })
-copyFileSync(join(here, 'src/index.html'), join(out, 'index.html'))
-copyFileSync(join(here, 'src/icon.svg'), join(out, 'icon.svg'))
-const version = createHash('sha256')
-for (const f of ['index.html', 'app.js', 'app.css', 'icon.svg']) version.update(readFileSync(join(out, f)))
-await esbuild.build({
-  ...common,
-  entryPoints: ['src/sw.ts'],
-  outfile: join(out, 'sw.js'),
-  format: 'iife',
-  define: { ...common.define, BUILD_VERSION: JSON.stringify(version.digest('hex').slice(0, 16)) },
+await buildApp({
+  here: dirname(fileURLToPath(import.meta.url)),
+  entry: 'main.tsx',
+  options: { jsx: 'automatic', define: { 'process.env.NODE_ENV': '"production"' } },
 })
-
-if (check) {
-  const committed = join(here, 'dist')
-  let present = []
-  try {
-    present = readdirSync(committed)
-  } catch {
-    /* no dist/ yet: every file differs */
-  }
-  const names = new Set([...readdirSync(out), ...present])
-  const differ = [...names].filter((n) => {
-    try {
-      return !readFileSync(join(out, n)).equals(readFileSync(join(committed, n)))
-    } catch {
-      return true
-    }
-  })
-  rmSync(out, { recursive: true, force: true })
-  if (differ.length > 0) {
-    console.error(`web/agents-console/dist does not match its sources (${differ.join(', ')}): run \`npm run build\` in web/ and commit dist/.`)
-    process.exit(1)
-  }
-  console.log('web/agents-console/dist matches its sources')
-} else {
-  console.log(`built ${out}`)
-}

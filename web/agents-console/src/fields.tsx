@@ -5,7 +5,7 @@
  * being edited. Text commits on blur or Enter (Escape reverts); numbers and choices on change.
  */
 
-import { useState, type KeyboardEvent } from 'react'
+import { useState, type FormEvent, type KeyboardEvent } from 'react'
 
 interface TextProps {
   value: string
@@ -110,5 +110,57 @@ export function CommitNumber({ value, onCommit, field, label, min, max, classNam
         if (e.key === 'Enter' || e.key === 'Escape') setDraft(null)
       }}
     />
+  )
+}
+
+/**
+ * A one-field form that adds a named row: `onAdd` gets the trimmed name; an empty name shows
+ * `required` under the field and adds nothing.
+ */
+export function NameForm(props: {
+  label: string
+  placeholder: string
+  button: string
+  required: string
+  inputTestId: string
+  buttonTestId: string
+  onAdd: (name: string) => void
+}) {
+  const [name, setName] = useState('')
+  const [error, setError] = useState('')
+  const submit = (e: FormEvent) => {
+    e.preventDefault()
+    const n = name.trim()
+    if (!n) {
+      setError(props.required)
+      return
+    }
+    setError('')
+    props.onAdd(n)
+    setName('')
+  }
+  return (
+    <form className="card inline-form" onSubmit={submit} noValidate>
+      <label className="grow">
+        <span>{props.label}</span>
+        <input
+          type="text"
+          data-testid={props.inputTestId}
+          value={name}
+          maxLength={200}
+          placeholder={props.placeholder}
+          onChange={(e) => {
+            setName(e.target.value)
+            if (error) setError('')
+          }}
+        />
+      </label>
+      <button type="submit" className="primary" data-testid={props.buttonTestId}>
+        {props.button}
+      </button>
+      <p className="field-error" role="alert">
+        {error}
+      </p>
+    </form>
   )
 }

@@ -121,6 +121,25 @@ test('two devices edit one task offline: field-level merge, the later edit of a 
   await screenshot(phone.page, 'agents-console-tasks')
 })
 
+test('one active environment per user: activating one on a device deactivates the other everywhere', async () => {
+  const [local, staging] = ['00000000-0000-4000-8000-0000000000e1', '00000000-0000-4000-8000-0000000000e2']
+  for (const d of [laptop, phone]) await tab(d.page, 'environments')
+  assert.equal(await row(phone.page, 'environment', local).getAttribute('data-active'), 'true')
+  await row(laptop.page, 'environment', staging).locator('[data-action=activate]').click()
+  await eventually('Postgres to have Staging alone active', async () => {
+    const active = (await pg('SELECT id FROM environments WHERE owner_id = $1 AND is_active', [ADA])).map((r) => r.id)
+    return JSON.stringify(active) === JSON.stringify([staging]) || active
+  })
+  await eventually('the other device to follow', async () =>
+    (await row(phone.page, 'environment', staging).getAttribute('data-active')) === 'true' &&
+    (await row(phone.page, 'environment', local).getAttribute('data-active')) === 'false')
+  // A new environment: added, not active (one already is).
+  await laptop.page.locator('[data-testid=new-environment-name]').fill('GPU box')
+  await laptop.page.locator('[data-testid=add-environment]').click()
+  await eventually('the new environment to reach Postgres, inactive', async () =>
+    (await pg(`SELECT is_active FROM environments WHERE owner_id = $1 AND name = 'GPU box'`, [ADA]))[0]?.is_active === false)
+})
+
 test('a task runs: its events stream live; cancelling a run the runner has finished leaves the server’s status, and the console says why', async () => {
   const page = laptop.page
   await tab(page, 'tasks')

@@ -5,9 +5,8 @@
  */
 
 import { useLiveQuery } from '@ferrite/react'
-import { useState, type FormEvent } from 'react'
 import { nowIso, type Environment, type Task } from '../data.js'
-import { CommitText } from '../fields.js'
+import { CommitText, NameForm } from '../fields.js'
 import { formatRelative } from '../format.js'
 import type { SignedIn } from '../session.js'
 import { useWrite } from './notices.js'
@@ -85,42 +84,18 @@ export function EnvironmentsView({ user }: { user: SignedIn }) {
 
 function NewEnvironment({ user, hasActive }: { user: SignedIn; hasActive: boolean }) {
   const write = useWrite()
-  const [name, setName] = useState('')
-  const [error, setError] = useState('')
-  const submit = (e: FormEvent) => {
-    e.preventDefault()
-    const n = name.trim()
-    if (!n) {
-      setError('Give the environment a name.')
-      return
-    }
-    setError('')
-    // The first environment becomes the active one.
-    write((tx) => tx.insert('environments', { id: crypto.randomUUID(), owner_id: user.id, name: n, config: {}, is_active: !hasActive, updated_at: nowIso() }))
-    setName('')
-  }
   return (
-    <form className="card inline-form" onSubmit={submit} noValidate>
-      <label className="grow">
-        <span>New environment</span>
-        <input
-          type="text"
-          data-testid="new-environment-name"
-          value={name}
-          maxLength={200}
-          placeholder="Name, e.g. Staging"
-          onChange={(e) => {
-            setName(e.target.value)
-            if (error) setError('')
-          }}
-        />
-      </label>
-      <button type="submit" className="primary" data-testid="add-environment">
-        Add environment
-      </button>
-      <p className="field-error" role="alert">
-        {error}
-      </p>
-    </form>
+    <NameForm
+      label="New environment"
+      placeholder="Name, e.g. Staging"
+      button="Add environment"
+      required="Give the environment a name."
+      inputTestId="new-environment-name"
+      buttonTestId="add-environment"
+      // The first environment becomes the active one.
+      onAdd={(name) =>
+        write((tx) => tx.insert('environments', { id: crypto.randomUUID(), owner_id: user.id, name, config: {}, is_active: !hasActive, updated_at: nowIso() }))
+      }
+    />
   )
 }

@@ -5,9 +5,8 @@
  */
 
 import { useLiveQuery } from '@ferrite/react'
-import { useState, type FormEvent } from 'react'
 import { RUN_STATUS_LABELS, nowIso, stepsOf, type Workflow, type WorkflowRun } from '../data.js'
-import { CommitText, CommitTextArea } from '../fields.js'
+import { CommitText, CommitTextArea, NameForm } from '../fields.js'
 import { formatDateTime, formatDuration, newestFirst } from '../format.js'
 import type { SignedIn } from '../session.js'
 import { useWrite } from './notices.js'
@@ -133,41 +132,15 @@ function WorkflowCard({ workflow, runs, admin, user }: { workflow: Workflow; run
 
 function NewWorkflow() {
   const write = useWrite()
-  const [name, setName] = useState('')
-  const [error, setError] = useState('')
-  const submit = (e: FormEvent) => {
-    e.preventDefault()
-    const n = name.trim()
-    if (!n) {
-      setError('Give the workflow a name.')
-      return
-    }
-    setError('')
-    write((tx) => tx.insert('workflows', { id: crypto.randomUUID(), name: n, description: '', definition: { steps: [] }, updated_at: nowIso() }))
-    setName('')
-  }
   return (
-    <form className="card inline-form" onSubmit={submit} noValidate>
-      <label className="grow">
-        <span>New workflow</span>
-        <input
-          type="text"
-          data-testid="new-workflow-name"
-          value={name}
-          maxLength={200}
-          placeholder="Name, e.g. Weekly report"
-          onChange={(e) => {
-            setName(e.target.value)
-            if (error) setError('')
-          }}
-        />
-      </label>
-      <button type="submit" className="primary" data-testid="add-workflow">
-        New workflow
-      </button>
-      <p className="field-error" role="alert">
-        {error}
-      </p>
-    </form>
+    <NameForm
+      label="New workflow"
+      placeholder="Name, e.g. Weekly report"
+      button="New workflow"
+      required="Give the workflow a name."
+      inputTestId="new-workflow-name"
+      buttonTestId="add-workflow"
+      onAdd={(name) => write((tx) => tx.insert('workflows', { id: crypto.randomUUID(), name, description: '', definition: { steps: [] }, updated_at: nowIso() }))}
+    />
   )
 }
