@@ -1,5 +1,6 @@
-//! Runs the official `@electric-sql/client` and TanStack DB's electric collection (which tracks
-//! the tags of relational shapes) from web/electric-compat against a Ferrite server.
+//! Runs the official `@electric-sql/client`, TanStack DB's electric collection (which tracks
+//! the tags of relational shapes) and PGlite with `@electric-sql/pglite-sync` (initial sync, live
+//! changes, resume after reopening) from web/electric-compat against a Ferrite server.
 //! Needs `npm ci` in web/electric-compat (`scripts/setup.sh` does it; `scripts/test.sh` runs that).
 
 use crate::common::*;
@@ -20,7 +21,7 @@ async fn official_electric_client_works_unchanged() {
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             // `--test-force-exit`: the client library keeps a 60 s localStorage-save timer alive.
-            .args(["--test", "--test-force-exit", "--test-reporter=spec", "compat.test.mjs", "relational.test.mjs"])
+            .args(["--test", "--test-force-exit", "--test-reporter=spec", "compat.test.mjs", "relational.test.mjs", "pglite.test.mjs"])
             .current_dir(&compat)
             .env("FERRITE_URL", base)
             .env("DATABASE_URL", url)
