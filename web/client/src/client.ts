@@ -1,5 +1,5 @@
 /**
- * {@link FerriteClient}: a local replica of some shapes of a Ferrite server, in IndexedDB,
+ * {@link FerriteClient}: a local replica of some shapes of a Ferrite server, in IndexedDB (or PGlite, pglite-store.ts),
  * that the app reads synchronously and writes to offline.
  *
  * - Reads: each shape is synced by the official `@electric-sql/client` `ShapeStream`; its rows,
@@ -23,7 +23,7 @@ import { formatHlc, nextHlc, parseHlc, type Stamp } from './hlc.js'
 import { isCovered, overlay, touchedShapes, visibleInSnapshot, type Mutation, type PendingTransaction } from './outbox.js'
 import { PresenceRoom } from './presence.js'
 import { ShapeSync, type ShapeBatch, type ShapeOptions } from './shape.js'
-import { Store, type ShapeRecord } from './storage.js'
+import { Store, type LocalStore, type ShapeRecord, type StoreFactory } from './storage.js'
 import type { TagState } from './tags.js'
 import { TreeSync, compileTree, type ForeignKey, type TreeOptions } from './tree.js'
 import { AbortedError, Transport, describe, type ConnectionState, type TokenSource } from './transport.js'
@@ -51,6 +51,12 @@ export interface FerriteClientOptions {
   trees?: Record<string, TreeOptions>
   /** Bearer tokens (jwt mode). */
   token?: TokenSource
+  /**
+   * Where the replica is kept: IndexedDB (the default, database `database`), or the store this
+   * opens for `database` — e.g. `(name) => pgliteStore(new PGlite('idb://' + name), …)` to keep
+   * it in PGlite, where the app can query synced and pending rows with SQL (pglite-store.ts).
+   */
+  store?: StoreFactory
   /** `fetch` to use (default: the global one). */
   fetch?: typeof fetch
   /** How often non-live shapes catch up (default 10 s). */
@@ -163,7 +169,7 @@ export class FerriteClient {
   readonly events = new Emitter<ClientEvents>()
   readonly transport: Transport
   readonly clientId: string
-  #store: Store
+  #store: LocalStore
   #shapes = new Map<string, ShapeSync>()
   /** Trees by name, once compiled. */
   #trees = new Map<string, TreeSync>()
@@ -195,7 +201,7 @@ export class FerriteClient {
   /** The one held request live shapes wait on (unless `liveRequests: 'long-poll'`). */
   #watcher: Watcher | undefined
 
-  private constructor(readonly options: FerriteClientOptions, store: Store, clientId: string, loaded: Awaited<ReturnType<Store['load']>>) {
+  private constructor(readonly options: FerriteClientOptions, store: LocalStore, clientId: string, loaded: Awaited<ReturnType<LocalStore['load']>>) {
     this.#store = store
     this.clientId = clientId
     this.transport = new Transport({ token: options.token, fetch: options.fetch })
@@ -295,7 +301,7 @@ export class FerriteClient {
    * request completes, so an app opened offline renders its stored rows at once.
    */
   static async open(options: FerriteClientOptions): Promise<FerriteClient> {
-    const store = await Store.open(options.database)
+    const store = await (options.store ?? Store.open)(options.database)
     const loaded = await store.load()
     let clientId = loaded.meta.get('client_id') as string | undefined
     if (!clientId) {
@@ -694,7 +700,9 @@ export class FerriteClient {
     try {
       for (;;) {
         this.#pushAgain = false
-        const outcome = await this.#withLock(() => this.#pushOnce())
+        // Closed meanwhile: its store is closed too; the next client of the database sends.
+        if (this.#closed.signal.aborted) break
+        const outcome = await this.#withLock(() => (this.#closed.signal.aborted ? Promise.resolve('done' as const) : this.#pushOnce()))
         if (outcome === 'done') {
           if (!this.#pushAgain) break
         } else if (outcome === 'failed') {

@@ -67,8 +67,37 @@ function done(tx: IDBTransaction): Promise<void> {
   })
 }
 
+/**
+ * Where a client keeps its replica: the IndexedDB store below by default, or another one given
+ * to `FerriteClient.open` (`store`, e.g. `pgliteStore` in pglite-store.ts). Every method's
+ * changes are atomic and durable when its promise resolves.
+ */
+export interface LocalStore {
+  /** Reads everything (at open). */
+  load(): Promise<Loaded>
+  /** The stored outbox, oldest first (other tabs of the same database may add to it). */
+  outbox(): Promise<PendingTransaction[]>
+  /** Applies a batch of changes atomically. */
+  write(build: (batch: WriteBatch) => void): Promise<void>
+  /** Stores a new transaction under the next id (with the HLC, atomically); returns the id. */
+  append(t: PendingTransaction): Promise<number>
+  /** Closes the store (the client is closing). */
+  close(): void
+}
+
+/** Opens the store of database `name` (one per user: rows depend on the caller's read rules). */
+export type StoreFactory = (name: string) => Promise<LocalStore>
+
+/** The next id and whether `t.hlc` advances the stored one: the bookkeeping of `append`. */
+export function appendBookkeeping(storedNextId: unknown, storedHlc: unknown, t: PendingTransaction): { id: number; hlc: string | undefined } {
+  const id = Number(storedNextId ?? 1)
+  const last = parseHlc(typeof storedHlc === 'string' ? storedHlc : undefined)
+  const mine = parseHlc(t.hlc)
+  return { id, hlc: mine && (!last || compareHlc(mine, last) > 0) ? t.hlc : undefined }
+}
+
 /** One client's IndexedDB database. */
-export class Store {
+export class Store implements LocalStore {
   private constructor(readonly db: IDBDatabase) {}
 
   /** Opens (creating if needed) the database `name`. */
@@ -158,11 +187,9 @@ export class Store {
     const meta = tx.objectStore('meta')
     const outbox = tx.objectStore('outbox')
     const [stored, lastHlc] = await Promise.all([promised(meta.get('next_txn_id')), promised(meta.get('hlc'))])
-    const id = Number((stored as { value?: number } | undefined)?.value ?? 1)
+    const { id, hlc } = appendBookkeeping((stored as { value?: number } | undefined)?.value, (lastHlc as { value?: string } | undefined)?.value, t)
     meta.put({ key: 'next_txn_id', value: id + 1 })
-    const last = parseHlc((lastHlc as { value?: string } | undefined)?.value)
-    const mine = parseHlc(t.hlc)
-    if (mine && (!last || compareHlc(mine, last) > 0)) meta.put({ key: 'hlc', value: t.hlc })
+    if (hlc) meta.put({ key: 'hlc', value: hlc })
     outbox.put({ ...t, id })
     await done(tx)
     return id

@@ -1,5 +1,6 @@
 // @ferrite/react against a real Ferrite server, in Node with jsdom (the DOM React renders into)
-// and fake-indexeddb (an in-memory IndexedDB, where the client keeps its replica). Run by
+// and fake-indexeddb (an in-memory IndexedDB, where the client keeps its replica) — or PGlite,
+// with FERRITE_STORE=pglite. Run by
 // crates/ferrite/tests/e2e/web_react.rs, which builds the client and the bindings aside and sets
 // REACT_DIST, CLIENT_DIST, FERRITE_URL and DATABASE_URL.
 import 'fake-indexeddb/auto'
@@ -22,7 +23,15 @@ const { act, createElement: h, StrictMode } = React
 const reactDist = new URL(`${process.env.REACT_DIST ?? '../dist'}/`, import.meta.url)
 const clientDist = new URL(`${process.env.CLIENT_DIST ?? '../../client/dist'}/`, import.meta.url)
 const { FerriteProvider, useShape, useLiveQuery, useMutation, useSyncStatus, useOfflineState, ConnectionStatus, SyncButton, OfflineIndicator } = await import(new URL('index.js', reactDist))
-const { FerriteClient } = await import(new URL('index.js', clientDist))
+const { FerriteClient, pgliteStore } = await import(new URL('index.js', clientDist))
+
+/**
+ * Where the clients keep their replicas: IndexedDB by default, PGlite (in memory) with
+ * FERRITE_STORE=pglite — the same tests run against both stores.
+ */
+const PGLITE = process.env.FERRITE_STORE === 'pglite' ? await (await import('@electric-sql/pglite')).PGlite.create() : undefined
+/** One PGlite database for the file, each replica in a schema named after its database. */
+const STORE = PGLITE ? async (name) => pgliteStore(PGLITE, { schema: name }) : undefined
 
 const BASE = process.env.FERRITE_URL
 let db
@@ -96,7 +105,7 @@ function Items({ id }) {
 test('a provider opens the client; components read a shape live, several of them on one stream', async () => {
   await db.query("CREATE TABLE r_items (id int PRIMARY KEY, name text NOT NULL); INSERT INTO r_items VALUES (1, 'a'), (2, 'b')")
   const net = network()
-  const options = { url: BASE, database: database(), shapes: { items: { table: 'r_items' } }, fetch: net.fetch }
+  const options = { url: BASE, database: database(), store: STORE, shapes: { items: { table: 'r_items' } }, fetch: net.fetch }
   const { container, root } = await render(
     h(FerriteProvider, { options, fallback: h('p', { 'data-testid': 'fallback' }, 'opening') },
       h(Items, { id: 'one' }), h(Items, { id: 'two' }), h(Items, { id: 'three' })),
@@ -112,7 +121,7 @@ test('a provider opens the client; components read a shape live, several of them
 test('in strict mode (effects run twice) one client syncs, and unmounting stops it', async () => {
   await db.query("CREATE TABLE r_strict (id int PRIMARY KEY, name text NOT NULL); INSERT INTO r_strict VALUES (1, 'x')")
   const net = network()
-  const options = { url: BASE, database: database(), shapes: { items: { table: 'r_strict' } }, fetch: net.fetch }
+  const options = { url: BASE, database: database(), store: STORE, shapes: { items: { table: 'r_strict' } }, fetch: net.fetch }
   const { container, root } = await render(h(StrictMode, null, h(FerriteProvider, { options }, h(Items, { id: 'rows' }))))
   await until('the rows', () => text(container, 'rows') === '1:x')
   await db.query("INSERT INTO r_strict VALUES (2, 'y')")
@@ -128,7 +137,7 @@ test('in strict mode (effects run twice) one client syncs, and unmounting stops 
 test('unmounting while the client is still opening leaves nothing running', async () => {
   await db.query("CREATE TABLE r_early (id int PRIMARY KEY, name text NOT NULL)")
   const net = network()
-  const options = { url: BASE, database: database(), shapes: { items: { table: 'r_early' } }, fetch: net.fetch }
+  const options = { url: BASE, database: database(), store: STORE, shapes: { items: { table: 'r_early' } }, fetch: net.fetch }
   const { root } = await render(h(FerriteProvider, { options }, h(Items, { id: 'rows' })))
   await act(async () => root.unmount())
   await act(async () => { await new Promise((r) => setTimeout(r, 500)) })
@@ -150,7 +159,7 @@ function Editor() {
 
 test('useMutation: a write shows at once and stays; a refused one is rolled back with the reason', async () => {
   await db.query("CREATE TABLE r_writes (id int PRIMARY KEY, name text NOT NULL CHECK (name <> '')); INSERT INTO r_writes VALUES (1, 'one')")
-  const options = { url: BASE, database: database(), shapes: { items: { table: 'r_writes' } } }
+  const options = { url: BASE, database: database(), store: STORE, shapes: { items: { table: 'r_writes' } } }
   const { container, root } = await render(h(FerriteProvider, { options }, h(Editor)))
   await until('the rows', () => text(container, 'names') === 'one')
   await act(async () => container.querySelector('[data-testid=add-ok]').click())
@@ -177,7 +186,7 @@ function Status() {
 test('status hooks and components through an outage: offline with the pending count, then synced', async () => {
   await db.query("CREATE TABLE r_status (id int PRIMARY KEY, name text NOT NULL)")
   const net = network()
-  const options = { url: BASE, database: database(), shapes: { items: { table: 'r_status' } }, fetch: net.fetch }
+  const options = { url: BASE, database: database(), store: STORE, shapes: { items: { table: 'r_status' } }, fetch: net.fetch }
   const { container, root } = await render(h(FerriteProvider, { options }, h(Status)))
   await until('synced', () => text(container, 'state') === 'synced/false/0')
   assert.equal(container.querySelector('.ferrite-connection').dataset.state, 'connected')
@@ -200,7 +209,7 @@ test('status hooks and components through an outage: offline with the pending co
 
 test('a provider given an app-opened client leaves it open', async () => {
   await db.query("CREATE TABLE r_given (id int PRIMARY KEY, name text NOT NULL); INSERT INTO r_given VALUES (1, 'kept')")
-  const client = await FerriteClient.open({ url: BASE, database: database(), shapes: { items: { table: 'r_given' } } })
+  const client = await FerriteClient.open({ url: BASE, database: database(), store: STORE, shapes: { items: { table: 'r_given' } } })
   const { container, root } = await render(h(FerriteProvider, { client }, h(Items, { id: 'rows' })))
   await until('the rows', () => text(container, 'rows') === '1:kept')
   await act(async () => root.unmount())

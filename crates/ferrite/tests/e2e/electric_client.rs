@@ -21,7 +21,14 @@ async fn official_electric_client_works_unchanged() {
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             // `--test-force-exit`: the client library keeps a 60 s localStorage-save timer alive.
-            .args(["--test", "--test-force-exit", "--test-reporter=spec", "compat.test.mjs", "relational.test.mjs", "pglite.test.mjs"])
+            .args([
+                "--test",
+                "--test-force-exit",
+                "--test-reporter=spec",
+                "compat.test.mjs",
+                "relational.test.mjs",
+                "pglite.test.mjs",
+            ])
             .current_dir(&compat)
             .env("FERRITE_URL", base)
             .env("DATABASE_URL", url)
