@@ -3,13 +3,15 @@
 // writes shown at once and queued, a reopen while offline that finds rows and queue, the queue
 // sent once when the network is back and retired when the shapes show it, a refused write
 // rolled back, bigints kept exactly. With PGlite the app's SQL sees the same: synced rows in its
-// table, the pending overlay in `<table>_pending`, both together in the view `<table>_local`.
+// table, the pending overlay in `<table>_pending`, both together in the view `<table>_local`
+// (an aggregate, and a live query joining it with a local table, follow the pending writes).
 // Needs FERRITE_URL and DATABASE_URL (set by crates/ferrite/tests/e2e/web_editor.rs).
 import 'fake-indexeddb/auto'
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
 import { PGlite } from '@electric-sql/pglite'
+import { live } from '@electric-sql/pglite/live'
 
 const dist = new URL(`${process.env.CLIENT_DIST ?? '../dist'}/`, import.meta.url)
 const { FerriteClient, pgliteStore } = await import(new URL('index.js', dist))
@@ -58,9 +60,11 @@ const STORES = {
     let pglite
     return async (table) => {
       if (!pglite) {
-        pglite = await PGlite.create()
-        // The app's own table for the shape (its columns and key, typed by Postgres).
-        await pglite.exec(`CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, qty bigint, tags text[], meta jsonb)`)
+        pglite = await PGlite.create({ extensions: { live } })
+        // The app's own table for the shape (its columns and key, typed by Postgres), and one
+        // of its local tables to join with.
+        await pglite.exec(`CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, qty bigint, tags text[], meta jsonb);
+          CREATE TABLE favourites (item_id int PRIMARY KEY); INSERT INTO favourites VALUES (1), (10)`)
       }
       return { store: () => pgliteStore(pglite, { tables: { items: 'items' } }), sql: pglite, table }
     }
@@ -85,6 +89,11 @@ for (const [kind, make] of Object.entries(STORES)) {
     assert.equal(client.get('items', { id: 2 }).qty, BIG, 'an int8 beyond 2^53 arrives exact')
     if (sql) assert.deepEqual(await sqlRows(sql, 'items'), await pgRows(table), 'the app table holds the synced rows')
 
+    // A live query over synced and pending rows, joined with a local table.
+    let liveRows
+    const watching = sql && (await sql.live.query(`SELECT i.name FROM items_local i JOIN favourites f ON f.item_id = i.id ORDER BY i.name`, [], (r) => { liveRows = r.rows.map((x) => x.name) }))
+    if (sql) await until('the live query', () => JSON.stringify(liveRows) === '["one"]')
+
     // Offline: three writes, shown at once and queued.
     net.down = true
     client.retryNow()
@@ -104,6 +113,7 @@ for (const [kind, make] of Object.entries(STORES)) {
       // SQL across synced and pending rows: an aggregate.
       const { rows } = await sql.query(`SELECT count(*)::int AS n, sum(qty)::text AS total FROM items_local`)
       assert.deepEqual(rows[0], { n: 3, total: String(1n + BIG + BIG + 1n) })
+      await until('the live query to follow the pending writes', () => JSON.stringify(liveRows) === '["ten","uno"]')
     }
 
     // A reopen while offline (a reload): the rows and the queue are there.
@@ -134,6 +144,8 @@ for (const [kind, make] of Object.entries(STORES)) {
     assert.match(r.message, /check constraint/i)
     await until('the rollback', () => client.get('items', { id: 2 }).name === 'two' && client.pending === 0)
     if (sql) await until('the rollback in SQL', async () => (await sql.query(`SELECT name FROM items_local WHERE id = 2`)).rows[0].name === 'two')
+    if (sql) assert.deepEqual(liveRows, ['ten', 'uno'])
+    await watching?.unsubscribe()
     client.close()
   })
 }
