@@ -157,6 +157,18 @@ pub struct TableConfig {
     pub read: Option<String>,
     /// JWT mode: where clause every written row must satisfy before and after the change.
     pub write: Option<String>,
+    /// JWT mode: a further condition (with `write`) on writes that create a row — an insert, or
+    /// an update or insert that brings back a deleted one — checked on the row as asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insert: Option<String>,
+    /// JWT mode: a further condition on writes that change a row that exists (an update, or an
+    /// insert of a key that exists), checked on the row as it is and as asked. `"false"`: no
+    /// caller may change existing rows (e.g. insert-only forms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<String>,
+    /// JWT mode: a further condition on deletes, checked on the row as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete: Option<String>,
     /// JWT mode: readable by every authenticated client without a `read` rule.
     pub public: bool,
 }

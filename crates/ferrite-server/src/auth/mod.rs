@@ -7,7 +7,8 @@
 //!   (ANDed into every shape on it as a separately compiled tree, so a client's own `where` can
 //!   only narrow it) or is marked
 //!   `public`; it is writable only if it has a `write` rule, which must hold for the row before
-//!   and after each mutation. Rules name token claims as `claims.<name>` ([`rules`]).
+//!   and after each mutation, narrowed per kind of write by optional `insert`, `update` and
+//!   `delete` rules ([`WriteKind`]). Rules name token claims as `claims.<name>` ([`rules`]).
 //!
 //! In jwt mode a caller learns about a table only what the configuration exposes to it: a name
 //! without a read rule (or `public`) is refused alike whether or not such a table exists, and so
@@ -30,7 +31,23 @@ use std::collections::HashMap;
 struct TableRules {
     read: Option<RuleTemplate>,
     write: Option<RuleTemplate>,
+    /// Further conditions per kind of write ([`WriteKind`]), ANDed with `write`.
+    insert: Option<RuleTemplate>,
+    update: Option<RuleTemplate>,
+    delete: Option<RuleTemplate>,
     public: bool,
+}
+
+/// What a write does to its row, judged on the row as it is when the write runs (not on the
+/// mutation's name: an insert of a key that exists changes that row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Creates the row (none exists, or it was deleted).
+    Insert,
+    /// Changes a row that exists.
+    Update,
+    /// Deletes a row that exists.
+    Delete,
 }
 
 /// The server's access policy.
@@ -66,7 +83,15 @@ impl Auth {
                     .transpose()
             };
             let read = rule("read", &t.read)?;
-            tables.insert(q, TableRules { read, write: rule("write", &t.write)?, public: t.public });
+            let write = rule("write", &t.write)?;
+            let (insert, update, delete) =
+                (rule("insert", &t.insert)?, rule("update", &t.update)?, rule("delete", &t.delete)?);
+            if write.is_none() && (insert.is_some() || update.is_some() || delete.is_some()) {
+                return Err(format!(
+                    "tables.{name}: insert, update and delete rules narrow the write rule; give the table a write rule too"
+                ));
+            }
+            tables.insert(q, TableRules { read, write, insert, update, delete, public: t.public });
         }
         Ok(Auth { verifier, tables })
     }
@@ -119,6 +144,21 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// The further condition this caller's write of kind `kind` on `table` must meet (with the
+    /// write rule), if the table has one.
+    pub fn kind_filter(&self, table: &QualifiedName, who: Option<&Identity>, kind: WriteKind) -> Option<BoundRule> {
+        let who = who?;
+        let rules = self.tables.get(table)?;
+        let rule = match kind {
+            WriteKind::Insert => &rules.insert,
+            WriteKind::Update => &rules.update,
+            WriteKind::Delete => &rules.delete,
+        };
+        rule.as_ref().map(|r| r.bind(&who.claims))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +173,24 @@ mod tests {
             TableConfig { read: read.map(String::from), write: write.map(String::from), ..Default::default() },
         );
         cfg
+    }
+
+    #[test]
+    fn kind_rules_narrow_a_write_rule_and_need_one() {
+        let mut cfg = with_rules(None, None);
+        cfg.tables.get_mut("steps").unwrap().update = Some("claims.role = 'staff'".into());
+        let err = Auth::from_config(&cfg).err().expect("refused");
+        assert!(err.contains("tables.steps") && err.contains("write rule"), "{err}");
+        cfg.tables.get_mut("steps").unwrap().write = Some("true".into());
+        let auth = Auth::from_config(&cfg).unwrap();
+        let who = Identity {
+            subject: "v".into(),
+            claims: serde_json::json!({"sub": "v", "role": "visitor"}).as_object().unwrap().clone(),
+        };
+        let steps = QualifiedName::parse("steps").unwrap();
+        assert!(auth.kind_filter(&steps, Some(&who), WriteKind::Update).is_some());
+        assert!(auth.kind_filter(&steps, Some(&who), WriteKind::Insert).is_none());
+        assert!(auth.kind_filter(&steps, None, WriteKind::Update).is_none(), "auth off: no check");
     }
 
     const MEMBERS: &str = "team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub)";

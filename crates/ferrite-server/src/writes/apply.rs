@@ -17,7 +17,7 @@
 //! transaction's last row write records the result in the same statement and carries COMMIT
 //! along.
 
-use crate::auth::{Auth, Identity};
+use crate::auth::{Auth, Identity, WriteKind};
 use crate::pool::Pool;
 use ferrite_core::merge::{self, Action, ColumnOrder, Current, Decision, Incoming, StoredRow, TablePolicy};
 use ferrite_pg::prepared::PreparedClient;
@@ -570,6 +570,19 @@ impl Writer {
                 forbidden(format!("the write rule of table {} cannot be evaluated: {e}", name.quoted()))
             })?),
         };
+        // The further conditions per kind of write (which applies is known once the row is read).
+        let mut kinds: [Option<WhereClause>; 3] = [None, None, None];
+        for (slot, kind) in kinds.iter_mut().zip([WriteKind::Insert, WriteKind::Update, WriteKind::Delete]) {
+            if let Some(rule) = self.auth.kind_filter(&name, who, kind) {
+                *slot = Some(self.compile_write_rule(c, &rule, schema).await?.map_err(|e| {
+                    forbidden(format!(
+                        "the {} rule of table {} cannot be evaluated: {e}",
+                        kind_word(kind),
+                        name.quoted()
+                    ))
+                })?);
+            }
+        }
         // Before taking any lock on the row: when the rule reads only columns the mutation gives
         // (its key and the values it writes), the row it asks for can be judged now. A request
         // of forbidden rows then costs no row lock (the check under the lock, on the row as it
@@ -598,7 +611,7 @@ impl Writer {
             Ok(Some(rule)) => ReadAccess::Rule(rule),
             Err(_) => ReadAccess::Nothing,
         };
-        Ok(RowRead { name, table, key, key_text, table_text, rule, read, xid, row, stored })
+        Ok(RowRead { name, table, key, key_text, table_text, rule, kinds, read, xid, row, stored })
     }
 
     /// Applies one mutation to its row as read, in three steps: [`Self::decide`] what the
@@ -658,6 +671,23 @@ impl Writer {
                 if read.violates(c, &aligned_vec(table, &proposed)).await.map_err(reject_here)? {
                     return Err(read.violation(m));
                 }
+            }
+        }
+
+        // The further condition for what this write does to the row as it is now.
+        let kind = match (&current, m) {
+            (Current::Live(_), Mutation::Delete { .. }) => Some(WriteKind::Delete),
+            (Current::Live(_), _) => Some(WriteKind::Update),
+            (_, Mutation::Delete { .. }) => None,
+            _ => Some(WriteKind::Insert),
+        };
+        if let Some(kind) = kind {
+            if read.kind_violates(c, kind, &current, m).await.map_err(reject_here)? {
+                return Err(forbidden(
+                    m.table(),
+                    &read.key,
+                    format!("row violates the {} rule for table {}", kind_word(kind), read.name.quoted()),
+                ));
             }
         }
 
@@ -956,6 +986,8 @@ struct RowRead {
     table_text: String,
     /// The caller's write rule on the table, if any.
     rule: Option<WhereClause>,
+    /// The caller's further conditions for an insert, an update and a delete, if any.
+    kinds: [Option<WhereClause>; 3],
     /// What the caller may read of the table (for a conflict's `current` row).
     read: ReadAccess,
     xid: u32,
@@ -970,6 +1002,44 @@ impl RowRead {
             Some(rule) => Ok(!rule_holds(c, &self.table, rule, values).await?),
             None => Ok(false),
         }
+    }
+
+    /// Whether the caller's condition for a write of `kind` refuses it: checked on the row as it
+    /// is (update, delete) and as the mutation asks for it (insert, update).
+    async fn kind_violates(
+        &self,
+        c: &PreparedClient,
+        kind: WriteKind,
+        current: &Current,
+        m: &Mutation,
+    ) -> Result<bool, PgError> {
+        let slot = match kind {
+            WriteKind::Insert => 0,
+            WriteKind::Update => 1,
+            WriteKind::Delete => 2,
+        };
+        let Some(rule) = &self.kinds[slot] else { return Ok(false) };
+        let before: Option<&Values> = match current {
+            Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } => {
+                Some(values)
+            }
+            Current::Absent => None,
+        };
+        if kind != WriteKind::Insert {
+            if let Some(values) = before {
+                if !rule_holds(c, &self.table, rule, &aligned_vec(&self.table, values)).await? {
+                    return Ok(true);
+                }
+            }
+        }
+        if let (true, Some(asked)) = (kind != WriteKind::Delete, m.written()) {
+            let mut proposed = before.cloned().unwrap_or_else(|| self.key.clone());
+            proposed.extend(asked.iter().map(|(c, v)| (c.clone(), v.clone())));
+            if !rule_holds(c, &self.table, rule, &aligned_vec(&self.table, &proposed)).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The rejection of mutation `m` for a row its caller's write rule refuses.
@@ -1190,4 +1260,13 @@ fn values_json(values: &Values) -> Value {
 
 fn stamps_json(clocks: &BTreeMap<String, Stamp>) -> Map<String, Value> {
     clocks.iter().map(|(k, s)| (k.clone(), Value::String(s.to_string()))).collect()
+}
+
+/// How a kind of write is named in messages and settings.
+fn kind_word(kind: WriteKind) -> &'static str {
+    match kind {
+        WriteKind::Insert => "insert",
+        WriteKind::Update => "update",
+        WriteKind::Delete => "delete",
+    }
 }

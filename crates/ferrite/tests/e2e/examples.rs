@@ -172,7 +172,7 @@ async fn lead_forms_isolate_tenants() {
     .await
     .unwrap();
     let s = TestServer::start_with(&db, |cfg| apply_example("lead-forms", cfg)).await;
-    let acme = token(json!({"sub": "ann", "tenant_id": "00000000-0000-0000-0000-0000000000a1"}));
+    let acme = token(json!({"sub": "ann", "tenant_id": "00000000-0000-0000-0000-0000000000a1", "role": "staff"}));
     let mut leads =
         ShapeReader::new(&s.base, &[("table", "leads"), ("where", "email LIKE '%globex%' OR true")]).with_token(&acme);
     leads.catch_up().await;
@@ -208,6 +208,57 @@ async fn lead_forms_isolate_tenants() {
         .unwrap()
         .get(0);
     assert_eq!(globex, 1);
+
+    // A visitor of Acme's site: adds a lead to Acme, not to Globex; sees no lead; cannot change
+    // or delete one, also not by inserting over an existing id (not even her own). A retry of
+    // her upload (same client, same transaction id) is answered from the record: applied.
+    let visitor =
+        token(json!({"sub": "visitor-7", "tenant_id": "00000000-0000-0000-0000-0000000000a1", "role": "visitor"}));
+    let t = now_ms();
+    let mine = "00000000-0000-0000-0000-000000000201";
+    let visit = |id: u64, m: Value| json!({"id": id, "hlc": format!("{t}-{id}"), "mutations": [m]});
+    let insert = |lead_id: &str, tenant: &str, name: &str| {
+        json!({"op": "insert", "table": "leads", "value": {"id": lead_id, "tenant_id": tenant, "name": name,
+            "email": "dee@x.test", "message": "please call me tomorrow"}})
+    };
+    let acme_lead = "00000000-0000-0000-0000-000000000101";
+    let r = post(
+        &s.base,
+        &visitor,
+        "visitor-7-device",
+        json!([
+            visit(1, insert(mine, "00000000-0000-0000-0000-0000000000a1", "Dee")),
+            visit(2, insert("00000000-0000-0000-0000-000000000202", "00000000-0000-0000-0000-0000000000b2", "Dee")),
+            visit(3, json!({"op": "update", "table": "leads", "key": {"id": acme_lead}, "value": {"name": "Mallory"}})),
+            visit(4, json!({"op": "delete", "table": "leads", "key": {"id": acme_lead}})),
+            visit(5, insert(acme_lead, "00000000-0000-0000-0000-0000000000a1", "Mallory")),
+            visit(6, insert(mine, "00000000-0000-0000-0000-0000000000a1", "Dee")),
+        ]),
+    )
+    .await;
+    assert_eq!(r[0]["status"], "applied", "{r:?}");
+    for (i, why) in [(1, "write rule"), (2, "update rule"), (3, "delete rule"), (4, "update rule"), (5, "update rule")]
+    {
+        assert_eq!(r[i]["error"]["code"], "forbidden", "{i}: {r:?}");
+        assert!(r[i]["error"]["message"].as_str().unwrap().contains(why), "{i}: {r:?}");
+    }
+    let retry = post(
+        &s.base,
+        &visitor,
+        "visitor-7-device",
+        json!([visit(1, insert(mine, "00000000-0000-0000-0000-0000000000a1", "Dee"))]),
+    )
+    .await;
+    assert_eq!(retry[0]["status"], "applied", "a retried upload is answered from the record: {retry:?}");
+    let cy: (String, i64) = c
+        .query_one("SELECT (SELECT name FROM leads WHERE id = $1::text::uuid), (SELECT count(*) FROM leads WHERE name = 'Dee')", &[&acme_lead])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(cy, ("Cy".to_string(), 1), "the staff lead untouched, the visitor's added once");
+    let mut seen = ShapeReader::new(&s.base, &[("table", "leads")]).with_token(&visitor);
+    seen.catch_up().await;
+    assert!(seen.rows.is_empty(), "a visitor reads no lead: {:?}", seen.rows);
 }
 
 const PLATFORM: &str = "00000000-0000-4000-8000-000000000001";
