@@ -303,6 +303,17 @@ impl ShapeFilter {
             })?),
             None => None,
         };
+        // A rule its claims alone make false (a visitor's token on a staff-only table) refuses
+        // the token outright rather than serving it an empty shape.
+        if rule.as_ref().is_some_and(WhereClause::never_holds) {
+            return Err(ShapeError {
+                field: ShapeError::RULE,
+                message: format!(
+                    "the read rule of table {} admits no row for this token (its claims make it false)",
+                    table.name.quoted()
+                ),
+            });
+        }
         let where_clause = match (client, rule) {
             (Some(c), Some(r)) => Some(c.and(r)),
             (c, r) => c.or(r),

@@ -225,6 +225,22 @@ impl WhereClause {
         &self.subqueries
     }
 
+    /// True when the clause is false whatever the row — constant-folded to `false`, an `AND`
+    /// with such a part, an `OR` of such parts — e.g. a rule `claims.role = 'staff' AND …` bound
+    /// to a visitor's token. (A NULL, as from a missing claim, is not counted: it matches no row
+    /// too, but says nothing about the token being the wrong kind.)
+    pub fn never_holds(&self) -> bool {
+        fn never(e: &expr::Expr) -> bool {
+            match &e.kind {
+                expr::ExprKind::Const(value::Value::Bool(false)) => true,
+                expr::ExprKind::And(parts) => parts.iter().any(never),
+                expr::ExprKind::Or(parts) => parts.iter().all(never),
+                _ => false,
+            }
+        }
+        never(&self.expr)
+    }
+
     /// Both clauses (of the same table) at once: their compiled trees joined by AND, so neither
     /// can change the other's meaning. Top-level conjuncts are flattened, so the router's
     /// equality index sees those of both.

@@ -450,3 +450,21 @@ fn subqueries_are_held_to_the_read_rule_of_the_table_they_read() {
             .unwrap();
     assert!(w.to_sql(1).0.contains(r#"WHERE ("user_id" = ($1::text)::text)"#), "{}", w.to_sql(1).0);
 }
+
+#[test]
+fn a_rule_its_claims_make_false_never_holds() {
+    let t = Tables::new();
+    let bound = |sql: &str, role: Option<&str>| {
+        let rule = BoundRule {
+            sql: sql.into(),
+            claims: vec![ClaimValue { path: vec!["role".into()], value: role.map(String::from) }],
+        };
+        WhereClause::compile_rule_with(&rule, &t.steps(), &t).unwrap().never_holds()
+    };
+    let staff_only = "claims.role = 'staff' AND team_id = '00000000-0000-0000-0000-000000000001'";
+    assert!(bound(staff_only, Some("visitor")));
+    assert!(!bound(staff_only, Some("staff")));
+    assert!(!bound(staff_only, None), "a missing claim (NULL) matches nothing but is not a refusal");
+    assert!(!bound("claims.role = 'staff' OR team_id IS NULL", Some("visitor")), "the other side may hold");
+    assert!(bound("claims.role = 'staff' OR claims.role = 'admin'", Some("visitor")));
+}

@@ -95,7 +95,7 @@ pub const EXAMPLES: &[Example] = &[
         LEFT JOIN team_members m ON m.user_id = u.id
         LEFT JOIN teams t ON t.id = m.team_id
        GROUP BY u.id) u",
-            user: "SELECT u.name, NULL::text FROM users u WHERE u.id = $1::text::uuid",
+            user: "SELECT u.name, '{}'::text FROM users u WHERE u.id = $1::text::uuid",
         },
         banner_user: "00000000-0000-4000-8000-0000000000a1",
         runs_agents: false,
@@ -116,7 +116,7 @@ pub const EXAMPLES: &[Example] = &[
             users: "
     SELECT coalesce(json_agg(u ORDER BY u.name), '[]')::text FROM (
       SELECT u.id, u.name, u.email, u.avatar_url, u.color, u.role FROM users u) u",
-            user: "SELECT u.name, u.role FROM users u WHERE u.id = $1::text::uuid",
+            user: "SELECT u.name, json_build_object('role', u.role)::text FROM users u WHERE u.id = $1::text::uuid",
         },
         banner_user: "00000000-0000-4000-8000-0000000000a1",
         runs_agents: true,

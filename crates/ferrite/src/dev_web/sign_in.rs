@@ -6,7 +6,7 @@
 //!   their `role`);
 //! - `POST /dev/token` `{"user_id": "<uuid>"}` → `{"token", "expires_at"}` (Unix seconds): an
 //!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id, `name`, and
-//!   `role` where the example has one (the agents console's workflows rule reads it). Nothing of
+//!   the claims the example adds (the agents console's `role`, which its workflows rule reads). Nothing of
 //!   the pipeline editor's team structure is in it: its rules read `team_members` live, so
 //!   adding or removing a membership takes effect at once, with the same token.
 //!
@@ -31,8 +31,9 @@ pub struct SignInQueries {
     /// One row, one text column: the people one can sign in as, as a JSON array (built by
     /// Postgres) of objects with at least `id`, `name`, `email`, `avatar_url` and `color`.
     pub users: &'static str,
-    /// For the user id `$1`: no row, or one row of `name` (text) and `role` (text or NULL; when
-    /// set, the token carries it as the `role` claim).
+    /// For the user id `$1`: no row, or one row of `name` (text) and `claims` (a JSON object as
+    /// text: further claims the token carries, e.g. `role` or `tenant_id`; `sub`, `name`, `iat`
+    /// and `exp` are the sign-in's own and cannot be overridden).
     pub user: &'static str,
 }
 
@@ -117,17 +118,23 @@ pub async fn token(State(web): State<Arc<DevWeb>>, headers: HeaderMap, body: axu
     let id = user_id.clone();
     let sql = web.queries.user;
     let found = web.query(|c| Box::pin(async move { c.query_opt(sql, &[&id]).await })).await;
-    let (name, role): (String, Option<String>) = match found {
+    let (name, extra): (String, Option<String>) = match found {
         Ok(Some(row)) => (row.get(0), row.get(1)),
         Ok(None) => return error(StatusCode::NOT_FOUND, &json!({"message": format!("no user with id {user_id}")})),
         Err(response) => return response,
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expires_at = now + web.token_ttl_secs;
-    let mut claims = json!({"sub": user_id, "name": name, "iat": now, "exp": expires_at});
-    if let Some(role) = role {
-        claims["role"] = Value::String(role);
+    let mut claims = serde_json::Map::new();
+    if let Some(Value::Object(extra)) = extra.as_deref().and_then(|t| serde_json::from_str(t).ok()) {
+        claims.extend(extra);
     }
+    claims.extend([
+        ("sub".to_string(), json!(user_id)),
+        ("name".to_string(), json!(name)),
+        ("iat".to_string(), json!(now)),
+        ("exp".to_string(), json!(expires_at)),
+    ]);
     match encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(web.secret.as_bytes())) {
         Ok(token) => json_response(StatusCode::OK, &json!({"token": token, "expires_at": expires_at})),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")})),

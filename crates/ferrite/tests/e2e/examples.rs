@@ -256,9 +256,19 @@ async fn lead_forms_isolate_tenants() {
         .map(|row| (row.get(0), row.get(1)))
         .unwrap();
     assert_eq!(cy, ("Cy".to_string(), 1), "the staff lead untouched, the visitor's added once");
-    let mut seen = ShapeReader::new(&s.base, &[("table", "leads")]).with_token(&visitor);
-    seen.catch_up().await;
-    assert!(seen.rows.is_empty(), "a visitor reads no lead: {:?}", seen.rows);
+    // Reading leads with a visitor's token is refused outright (the rule's claims make it false).
+    let r =
+        send(reqwest::Client::new().get(format!("{}/v1/shape?table=leads&offset=-1", s.base)).bearer_auth(&visitor))
+            .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("admits no row for this token"), "{}", r.text);
+    // Staff of another tenant are not refused: they read their own tenant's (none of Acme's).
+    let globex_staff =
+        token(json!({"sub": "gus", "tenant_id": "00000000-0000-0000-0000-0000000000b2", "role": "staff"}));
+    let mut theirs = ShapeReader::new(&s.base, &[("table", "leads")]).with_token(&globex_staff);
+    theirs.catch_up().await;
+    let names: Vec<&str> = theirs.rows.values().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Bob"]);
 }
 
 const PLATFORM: &str = "00000000-0000-4000-8000-000000000001";
