@@ -112,8 +112,11 @@ pub async fn run(example: &'static Example, dir: &Path, port: u16, pg_port: u16)
         ..Default::default()
     };
     // The sign-in and the example's app, mounted beside the API.
-    let dev_web =
-        || Some(crate::dev_web::router(DevWeb::new(&url, &secret, &cfg.listen, (example.app)(), example.sign_in)));
+    let dev_web = || {
+        let mut web = DevWeb::new(&url, &secret, &cfg.listen, (example.app)(), example.sign_in);
+        web.sites = example.sites;
+        Some(crate::dev_web::router(web))
+    };
     let server = match ferrite_server::start_with(cfg.clone(), dev_web()).await {
         Ok(s) => s,
         Err(ferrite_server::StartError::Listen { .. }) => {
@@ -249,10 +252,13 @@ async fn banner_sign_in(base: &str, preferred: &str) -> Result<BannerUser> {
         .json()
         .await?;
     let token = answer["token"].as_str().ok_or_else(|| anyhow::anyhow!("/dev/token answered no token"))?;
-    // The editor's people have teams, the console's a role.
+    // The editor's people have teams, the console's a role, the lead forms' staff a tenant.
     let teams: Vec<&str> = user["teams"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
     let teams = match (user["role"].as_str(), teams.as_slice()) {
         (Some(role), _) => format!("role {role}"),
+        (None, _) if user["tenant_name"].is_string() => {
+            format!("staff of {}", user["tenant_name"].as_str().unwrap_or("?"))
+        }
         (None, []) => "no team".to_string(),
         (None, [one]) => format!("team {one}"),
         (None, many) => format!("teams {}", many.join(", ")),

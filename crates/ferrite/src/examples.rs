@@ -36,6 +36,20 @@ pub struct Example {
     pub banner_user: &'static str,
     /// Whether `ferrite dev` also runs the example's agent runner (the agents console's backend).
     pub runs_agents: bool,
+    /// Public tenant sites (the lead forms): their list, site tokens for visitors, pages under
+    /// `/t/<slug>/`, and PGlite's assets for the app's local database.
+    pub sites: Option<SiteQueries>,
+}
+
+/// How the dev routes of an example with public tenant sites read its tenants (fixed SQL; the
+/// slug is a bound parameter).
+#[derive(Debug, Clone, Copy)]
+pub struct SiteQueries {
+    /// One row, one text column: the tenants as a JSON array of `{id, slug, name, brand_color,
+    /// tagline}`.
+    pub tenants: &'static str,
+    /// For the slug `$1`: no row, or the tenant's id as text.
+    pub tenant_by_slug: &'static str,
 }
 
 /// Declares the files of a committed `dist/` folder of `web/<app>`.
@@ -71,6 +85,18 @@ fn agents_console_app() -> Vec<AppFile> {
     app_files!("agents-console")
 }
 
+/// The built lead forms app (`web/lead-forms/dist`, committed and checked the same way), with
+/// the worker that runs its PGlite database.
+fn lead_forms_app() -> Vec<AppFile> {
+    let mut files = app_files!("lead-forms");
+    files.push(AppFile {
+        path: "/worker.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/lead-forms/dist/worker.js"),
+    });
+    files
+}
+
 /// Every example, the default first.
 pub const EXAMPLES: &[Example] = &[
     Example {
@@ -96,9 +122,11 @@ pub const EXAMPLES: &[Example] = &[
         LEFT JOIN teams t ON t.id = m.team_id
        GROUP BY u.id) u",
             user: "SELECT u.name, '{}'::text FROM users u WHERE u.id = $1::text::uuid",
+            avatar: "SELECT name, color FROM users WHERE avatar_url = $1 LIMIT 1",
         },
         banner_user: "00000000-0000-4000-8000-0000000000a1",
         runs_agents: false,
+        sites: None,
     },
     Example {
         name: "agents-console",
@@ -117,9 +145,38 @@ pub const EXAMPLES: &[Example] = &[
     SELECT coalesce(json_agg(u ORDER BY u.name), '[]')::text FROM (
       SELECT u.id, u.name, u.email, u.avatar_url, u.color, u.role FROM users u) u",
             user: "SELECT u.name, json_build_object('role', u.role)::text FROM users u WHERE u.id = $1::text::uuid",
+            avatar: "SELECT name, color FROM users WHERE avatar_url = $1 LIMIT 1",
         },
         banner_user: "00000000-0000-4000-8000-0000000000a1",
         runs_agents: true,
+        sites: None,
+    },
+    Example {
+        name: "lead-forms",
+        about: "offline lead forms on tenants' sites, with a staff inbox (PGlite on the device)",
+        database: "ferrite_leads",
+        marker_table: "leads",
+        schema: include_str!("../../../examples/lead-forms/schema.sql"),
+        seed: include_str!("../../../examples/lead-forms/seed.sql"),
+        config: include_str!("../../../examples/lead-forms/ferrite.toml"),
+        slot_name: "ferrite_leads_slot",
+        publication: "ferrite_leads_publication",
+        app_label: "Sites",
+        app: lead_forms_app,
+        sign_in: SignInQueries {
+            users: "
+    SELECT coalesce(json_agg(u ORDER BY u.tenant_name, u.name), '[]')::text FROM (
+      SELECT s.id, s.name, s.email, s.avatar_url, s.color, t.id AS tenant_id, t.slug AS tenant_slug, t.name AS tenant_name
+        FROM staff s JOIN tenants t ON t.id = s.tenant_id) u",
+            user: "SELECT s.name, json_build_object('role', 'staff', 'tenant_id', s.tenant_id)::text FROM staff s WHERE s.id = $1::text::uuid",
+            avatar: "SELECT name, color FROM staff WHERE avatar_url = $1 LIMIT 1",
+        },
+        banner_user: "00000000-0000-4000-8000-0000000000c1",
+        runs_agents: false,
+        sites: Some(SiteQueries {
+            tenants: "SELECT coalesce(json_agg(json_build_object('id', id, 'slug', slug, 'name', name, 'brand_color', brand_color, 'tagline', tagline) ORDER BY name), '[]')::text FROM tenants",
+            tenant_by_slug: "SELECT id::text FROM tenants WHERE slug = $1",
+        }),
     },
 ];
 
@@ -140,10 +197,14 @@ mod tests {
             for b in &e[i + 1..] {
                 assert!(a.database != b.database && a.slot_name != b.slot_name && a.publication != b.publication);
             }
-            assert_eq!((a.app)().len(), 5, "{}", a.name);
+            assert!((a.app)().len() >= 5, "{}", a.name);
         }
         assert!(super::find("agents-console").unwrap().runs_agents);
         let err = super::find("nope").err().unwrap().to_string();
-        assert!(err.contains("pipeline-editor") && err.contains("agents-console"), "{err}");
+        assert!(
+            err.contains("pipeline-editor") && err.contains("agents-console") && err.contains("lead-forms"),
+            "{err}"
+        );
+        assert!(super::find("lead-forms").unwrap().sites.is_some());
     }
 }

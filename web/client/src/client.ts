@@ -595,7 +595,8 @@ export class FerriteClient {
     return this.#outbox.filter((t) =>
       isCovered(
         t,
-        (s) => this.#shapes.has(s) || this.#trees.has(this.#memberOf.get(s) ?? ''),
+        // A write-only shape never shows a write back: answered is enough.
+        (s) => (this.#shapes.has(s) && !this.#shapes.get(s)!.options.writeOnly) || this.#trees.has(this.#memberOf.get(s) ?? ''),
         lastLsn,
       ),
     )

@@ -38,6 +38,12 @@ export interface ShapeOptions {
    * rarely changing tables, so they do not hold one of the browser's six connections per server.
    */
   live?: boolean
+  /**
+   * Written, never read: the client makes no request for it — for a table the caller may add
+   * rows to but not read (a site visitor's leads). Its writes show locally until the server has
+   * answered them (no shape will ever show them back), then leave the outbox.
+   */
+  writeOnly?: boolean
 }
 
 /** A Postgres snapshot (from a `snapshot-end` message). */
@@ -157,9 +163,13 @@ export class ShapeSync {
     return this.options.live ?? true
   }
 
-  /** Starts (or restarts) syncing from the stored position. */
+  /** Starts (or restarts) syncing from the stored position (never, for a write-only shape). */
   start(): void {
     this.stop()
+    if (this.options.writeOnly) {
+      this.upToDate = true
+      return
+    }
     this.#running = true
     const abort = new AbortController()
     this.#abort = abort

@@ -160,3 +160,28 @@ test('pglite: a shape whose table is missing or keyless is refused with the reas
   assert.equal((await pglite.query(`SELECT count(*)::int AS n FROM "we""ird_local"`)).rows[0].n, 0, 'quoted names work')
   await pglite.close()
 })
+
+test('a write-only shape: no request reads it, and a write leaves the queue once the server has answered', async () => {
+  await db.query(`CREATE TABLE store_inbox (id int PRIMARY KEY, body text NOT NULL CHECK (body <> 'bad'))`)
+  const asked = []
+  const fetchCounting = (input, init) => {
+    asked.push(String(input instanceof Request ? input.url : input))
+    return fetch(input, init)
+  }
+  const client = await FerriteClient.open({
+    url: BASE,
+    database: `write-only-${process.pid}`,
+    shapes: { inbox: { table: 'store_inbox', writeOnly: true } },
+    fetch: fetchCounting,
+  })
+  assert.ok(client.isLoaded('inbox'))
+  await client.transaction((tx) => tx.insert('inbox', { id: 1, body: 'hello' }))
+  await until('the write to be answered and retired', () => client.pending === 0 && client.status.state === 'synced')
+  assert.equal((await db.query('SELECT count(*)::int AS n FROM store_inbox')).rows[0].n, 1)
+  const rejected = new Promise((resolve) => client.on('rejected', resolve))
+  await client.transaction((tx) => tx.insert('inbox', { id: 2, body: 'bad' }))
+  assert.equal((await rejected).code, 'constraint')
+  await until('the refused write to be rolled back', () => client.pending === 0)
+  assert.equal(asked.filter((u) => u.includes('/v1/shape')).length, 0, `no shape request: ${asked}`)
+  client.close()
+})

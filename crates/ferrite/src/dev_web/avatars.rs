@@ -11,13 +11,8 @@ use std::sync::Arc;
 /// The SVG for the user whose `avatar_url` is this path; 404 if none.
 pub async fn avatar(State(web): State<Arc<DevWeb>>, Path(file): Path<String>) -> Response<Body> {
     let url = format!("/avatars/{file}");
-    let found = web
-        .query(|c| {
-            Box::pin(async move {
-                c.query_opt("SELECT name, color FROM users WHERE avatar_url = $1 LIMIT 1", &[&url]).await
-            })
-        })
-        .await;
+    let sql = web.queries.avatar;
+    let found = web.query(|c| Box::pin(async move { c.query_opt(sql, &[&url]).await })).await;
     match found {
         Ok(Some(row)) => {
             let name: String = row.get(0);

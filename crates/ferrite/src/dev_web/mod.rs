@@ -5,7 +5,9 @@
 //!   `POST /dev/token` issues a real HS256 token for one of them (signed with the server's own
 //!   `auth.secret`, so it is verified exactly like a production token);
 //! - [`avatars`]: `GET /avatars/<name>.svg`, the users' initials on their colour;
-//! - [`app`]: the example's bundled web app at `/`.
+//! - [`app`]: the example's bundled web app at `/`;
+//! - [`sites`]: for the lead forms, the tenants' public sites (`/t/<slug>/`), site tokens for
+//!   their visitors and PGlite's assets.
 //!
 //! They query the example's own tables (`users`, and `team_members` for the editor), which is why they live here
 //! and not in the generic server: `ferrite serve` never issues tokens. The routes are mounted
@@ -14,6 +16,7 @@
 pub mod app;
 pub mod avatars;
 pub mod sign_in;
+pub mod sites;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
@@ -37,6 +40,8 @@ pub struct DevWeb {
     pub app: Vec<app::AppFile>,
     /// How the sign-in reads the example's people.
     pub queries: sign_in::SignInQueries,
+    /// Public tenant sites, for an example that has them ([`sites`]).
+    pub sites: Option<crate::examples::SiteQueries>,
     /// One connection for the sign-in's queries, opened on first use, reopened if it broke.
     db: Mutex<Option<tokio_postgres::Client>>,
 }
@@ -60,6 +65,7 @@ impl DevWeb {
             token_ttl_secs: TOKEN_TTL_SECS,
             app,
             queries,
+            sites: None,
             db: Mutex::new(None),
         }
     }
@@ -120,6 +126,9 @@ pub fn router(web: DevWeb) -> Router {
         .route("/avatars/{file}", get(avatars::avatar));
     for (path, file) in app::routes(&web.app) {
         r = r.route(&path, get(move |headers: axum::http::HeaderMap| async move { file.response(&headers) }));
+    }
+    if web.sites.is_some() {
+        r = sites::routes(r, &web.app);
     }
     r.with_state(web)
 }

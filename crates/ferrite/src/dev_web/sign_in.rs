@@ -35,13 +35,16 @@ pub struct SignInQueries {
     /// text: further claims the token carries, e.g. `role` or `tenant_id`; `sub`, `name`, `iat`
     /// and `exp` are the sign-in's own and cannot be overridden).
     pub user: &'static str,
+    /// For the avatar path `$1` (`/avatars/<name>.svg`): no row, or the `name` and `color` of
+    /// the person whose `avatar_url` it is.
+    pub avatar: &'static str,
 }
 
 /// Refuses a request from a page of another site: the `Host` must name this machine (a loopback
 /// name, or the address the server listens on — which defeats DNS rebinding, where another
 /// site's name resolves to this machine), and the `Origin`, when present, must be this server's
 /// own (`http://<Host>`).
-fn foreign_origin(headers: &HeaderMap, listen: &str) -> Option<Response<Body>> {
+pub(crate) fn foreign_origin(headers: &HeaderMap, listen: &str) -> Option<Response<Body>> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,

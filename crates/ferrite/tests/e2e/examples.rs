@@ -164,7 +164,7 @@ async fn lead_forms_isolate_tenants() {
     let c = db.client().await;
     c.batch_execute(&example("lead-forms", "schema.sql")).await.unwrap();
     c.batch_execute(
-        "INSERT INTO tenants VALUES ('00000000-0000-0000-0000-0000000000a1', 'Acme'), ('00000000-0000-0000-0000-0000000000b2', 'Globex');
+        "INSERT INTO tenants (id, slug, name) VALUES ('00000000-0000-0000-0000-0000000000a1', 'acme', 'Acme'), ('00000000-0000-0000-0000-0000000000b2', 'globex', 'Globex');
          INSERT INTO leads (tenant_id, name, email, message) VALUES
            ('00000000-0000-0000-0000-0000000000a1', 'Ann', 'ann@acme.test', 'call me back please'),
            ('00000000-0000-0000-0000-0000000000b2', 'Bob', 'bob@globex.test', 'send the brochure');",

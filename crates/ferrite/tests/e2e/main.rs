@@ -32,5 +32,6 @@ mod types;
 mod watch;
 mod web_agents;
 mod web_editor;
+mod web_leads;
 mod web_react;
 mod write_path;

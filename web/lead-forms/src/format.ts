@@ -1,0 +1,46 @@
+/** Small formatting helpers: timestamps as Postgres sends them, sizes, counts in words. */
+
+/**
+ * A timestamp as Unix ms: Postgres text (`2025-01-31 12:00:00.123456+00`) or ISO. NaN when it
+ * cannot be read.
+ */
+export function parseTimestamp(v: unknown): number {
+  if (typeof v !== 'string' || v === '') return NaN
+  let s = v.trim().replace(' ', 'T')
+  // `+00` / `-05` → `+00:00`; `+0530` → `+05:30`.
+  s = s.replace(/([+-]\d\d)$/, '$1:00').replace(/([+-]\d\d)(\d\d)$/, '$1:$2')
+  // More than milliseconds: JavaScript reads only three digits.
+  s = s.replace(/(\.\d{3})\d+/, '$1')
+  return Date.parse(s)
+}
+
+const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' })
+
+/** "31 Jan 2025, 12:00" (the reader's locale), or "" for an unreadable time. */
+export function formatTime(v: unknown): string {
+  const t = typeof v === 'number' ? v : parseTimestamp(v)
+  return Number.isFinite(t) ? dateTime.format(t) : ''
+}
+
+/** "12.3 MB" */
+export function formatBytes(n: number): string {
+  if (!Number.isFinite(n) || n < 0) return '?'
+  const units = ['bytes', 'KB', 'MB', 'GB', 'TB']
+  let i = 0
+  let v = n
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000
+    i++
+  }
+  return i === 0 ? `${v} bytes` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`
+}
+
+/** "1 message", "3 messages" */
+export function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`
+}
+
+/** The current time as the app writes timestamps. */
+export function nowIso(): string {
+  return new Date().toISOString()
+}
