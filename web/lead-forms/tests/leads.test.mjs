@@ -90,6 +90,28 @@ test('a lead submitted offline is kept through a reload and sent exactly once wh
   assert.equal((await leadsIn(l.email)).length, 1)
 })
 
+test('a tab closed while its lead is being sent: the next visit sends it again and it arrives once', async () => {
+  const { context, page } = await open('/t/acme/')
+  const l = lead('mid-send')
+  // The lead's upload reaches the server, but the tab is closed before the answer comes back.
+  let reached
+  const uploaded = new Promise((resolve) => (reached = resolve))
+  await page.route('**/v1/transactions', async (route) => {
+    const response = await route.fetch()
+    reached(response.status())
+    // (never fulfilled: the page goes first)
+  })
+  await submit(page, l)
+  assert.equal(await uploaded, 200)
+  await eventually('the server to have the lead', async () => (await leadsIn(l.email)).length === 1)
+  await page.close()
+  // The next visit on this device finds the lead still queued (no answer was seen) and sends it
+  // again: the server answers from its record, and Postgres keeps one.
+  const next = await open('/t/acme/', context)
+  await eventually('the resent lead to be answered', async () => (await indicator(next.page).getAttribute('data-state')) === 'synced' && (await indicator(next.page).getAttribute('data-pending')) === '0')
+  assert.equal((await leadsIn(l.email)).length, 1)
+})
+
 test('two tabs of one site submitting offline at once: both leads arrive, once each', async () => {
   const first = await open('/t/acme/')
   const second = await open('/t/acme/', first.context)

@@ -23,7 +23,7 @@ fn lead_forms_in_chromium() {
     run(
         "the lead forms' browser tests",
         Command::new("node")
-            .args(["--test", "--test-reporter=spec", "--test-concurrency=1", "--test-timeout=120000", "tests/"])
+            .args(["--test", "--test-reporter=spec", "--test-concurrency=1", "--test-timeout=300000", "tests/"])
             .current_dir(web().join("lead-forms"))
             .env("EDITOR_URL", &sites_url)
             .env("DATABASE_URL", &database_url)
