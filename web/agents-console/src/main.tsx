@@ -8,17 +8,7 @@ import { createRoot } from 'react-dom/client'
 import { App } from './app.js'
 import { currentUser, signIn, type SignedIn } from './session.js'
 import { SignInView } from './views/signin.js'
-
-async function registerServiceWorker(): Promise<void> {
-  if (!('serviceWorker' in navigator)) return
-  try {
-    await navigator.serviceWorker.register('/sw.js')
-    await navigator.serviceWorker.ready
-    document.documentElement.dataset.sw = 'ready'
-  } catch (e) {
-    console.warn('service worker not registered: the console will not load offline', e)
-  }
-}
+import { registerServiceWorker } from '../../shared/register-sw.js'
 
 function Root() {
   const [user, setUser] = useState<SignedIn | undefined>(currentUser)

@@ -7,17 +7,7 @@ import { App } from './app.js'
 import { currentUser, signIn } from './session.js'
 import { signInView } from './views/signin.js'
 import { h, replaceChildren } from './dom.js'
-
-async function registerServiceWorker(): Promise<void> {
-  if (!('serviceWorker' in navigator)) return
-  try {
-    await navigator.serviceWorker.register('/sw.js')
-    await navigator.serviceWorker.ready
-    document.documentElement.dataset.sw = 'ready'
-  } catch (e) {
-    console.warn('service worker not registered: the app will not load offline', e)
-  }
-}
+import { registerServiceWorker } from '../../shared/register-sw.js'
 
 async function boot(): Promise<void> {
   const root = document.getElementById('app')!

@@ -9,17 +9,7 @@ import { routeOf } from './routes.js'
 import { InboxPage } from './views/inbox.js'
 import { Landing } from './views/landing.js'
 import { SitePage } from './views/site.js'
-
-async function registerServiceWorker(): Promise<void> {
-  if (!('serviceWorker' in navigator)) return
-  try {
-    await navigator.serviceWorker.register('/sw.js')
-    await navigator.serviceWorker.ready
-    document.documentElement.dataset.sw = 'ready'
-  } catch (e) {
-    console.warn('service worker not registered: the site will not load offline', e)
-  }
-}
+import { registerServiceWorker } from '../../shared/register-sw.js'
 
 function NotFound() {
   document.documentElement.dataset.ready = 'true'

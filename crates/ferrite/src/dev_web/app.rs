@@ -25,11 +25,7 @@ impl AppFile {
     /// The file, or 304 when the request's `If-None-Match` names its current version.
     pub fn response(&self, headers: &HeaderMap) -> Response<Body> {
         let etag = self.etag();
-        let fresh = headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-        let mut r = if fresh {
+        let mut r = if if_none_match(headers, &etag) {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             r
@@ -46,6 +42,14 @@ impl AppFile {
         h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
         r
     }
+}
+
+/// Whether the request's `If-None-Match` names `etag` (the client's copy is current: 304).
+pub fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
 }
 
 /// The route of every file, plus `/` for `/index.html`.

@@ -64,6 +64,21 @@ pub(crate) fn foreign_origin(headers: &HeaderMap, listen: &str) -> Option<Respon
     ))
 }
 
+/// A 415 unless the request's body is declared `application/json` (which a cross-origin page
+/// cannot send without a preflight, which fails).
+pub(crate) fn not_json(headers: &HeaderMap, route: &str) -> Option<Response<Body>> {
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    (!json_body).then(|| {
+        error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &json!({"message": format!("POST {route} takes a JSON body: send content-type: application/json")}),
+        )
+    })
+}
+
 /// `GET /dev/users`.
 pub async fn users(State(web): State<Arc<DevWeb>>, headers: HeaderMap) -> Response<Body> {
     if let Some(refused) = foreign_origin(&headers, &web.listen) {
@@ -91,15 +106,8 @@ pub async fn token(State(web): State<Arc<DevWeb>>, headers: HeaderMap, body: axu
     if let Some(refused) = foreign_origin(&headers, &web.listen) {
         return refused;
     }
-    let json_body = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
-    if !json_body {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &json!({"message": "POST /dev/token takes a JSON body: send content-type: application/json"}),
-        );
+    if let Some(refused) = not_json(&headers, "/dev/token") {
+        return refused;
     }
     let user_id = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(o)) => match o.get("user_id") {

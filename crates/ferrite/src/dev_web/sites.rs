@@ -13,8 +13,8 @@
 //!
 //! Same protections as the sign-in: same-origin pages of this machine only, JSON bodies only.
 
-use super::app::AppFile;
-use super::sign_in::foreign_origin;
+use super::app::{if_none_match, AppFile};
+use super::sign_in::{foreign_origin, not_json};
 use super::{error, json as json_response, DevWeb};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -85,15 +85,8 @@ async fn site_token(State(web): State<Arc<DevWeb>>, headers: HeaderMap, body: ax
         return refused;
     }
     let Some(sites) = web.sites else { return error(StatusCode::NOT_FOUND, &json!({"message": "no sites"})) };
-    let json_body = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
-    if !json_body {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &json!({"message": "POST /dev/site-token takes a JSON body: send content-type: application/json"}),
-        );
+    if let Some(refused) = not_json(&headers, "/dev/site-token") {
+        return refused;
     }
     let slug = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(o)) => match o.get("tenant") {
@@ -154,11 +147,7 @@ async fn pglite_asset(headers: HeaderMap, Path(file): Path<String>) -> Response<
     };
     let modified = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
     let etag = format!("\"{}-{modified}\"", meta.len());
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let mut r = if fresh {
+    let mut r = if if_none_match(&headers, &etag) {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r

@@ -14,7 +14,8 @@ import { count, formatTime, nowIso, parseTimestamp } from '../format.js'
 import { closeLocalNow, deleteLocal, useLocal, type LocalSpec } from '../local.js'
 import { sitePath } from '../routes.js'
 import { forgetStaff, initials, rememberStaff, rememberedStaff, staffDatabase, type SignedInStaff } from '../session.js'
-import { brandColor, inkOn, useTenant, type Tenant } from '../tenants.js'
+import { brandColor, inkOn, type Tenant } from '../tenants.js'
+import { TenantGate } from './tenant-gate.js'
 import { useExposeClient, useReady } from '../test-hooks.js'
 import { StaffPicker, useStaffList } from './staff-signin.js'
 import { SyncIndicator, type IndicatorWords } from './sync-indicator.js'
@@ -46,37 +47,7 @@ const SIGN_OUT_CHANNEL = 'lead-forms:sign-out'
 const TAB = crypto.randomUUID()
 
 export function InboxPage({ slug }: { slug: string }) {
-  const lookup = useTenant(slug)
-  useEffect(() => {
-    if (lookup.state === 'missing' || lookup.state === 'unavailable') document.documentElement.dataset.ready = 'true'
-  }, [lookup.state])
-  switch (lookup.state) {
-    case 'loading':
-      return <p className="boot">Loading the inbox…</p>
-    case 'missing':
-      return (
-        <main className="centered">
-          <div className="card">
-            <h1>No inbox here</h1>
-            <p>There is no site called “{slug}”.</p>
-            <p>
-              <a href="/">See the sites</a>
-            </p>
-          </div>
-        </main>
-      )
-    case 'unavailable':
-      return (
-        <main className="centered">
-          <div className="card">
-            <h1>This inbox is not available offline yet</h1>
-            <p>It has not been opened on this device before, and the server cannot be reached. Try again once you are online.</p>
-          </div>
-        </main>
-      )
-    case 'found':
-      return <TenantInbox key={lookup.tenant.id} tenant={lookup.tenant} />
-  }
+  return <TenantGate slug={slug} what="inbox" page={(tenant) => <TenantInbox key={tenant.id} tenant={tenant} />} />
 }
 
 function TenantInbox({ tenant }: { tenant: Tenant }) {

@@ -12,7 +12,8 @@ import { QUOTA_REFUSED, isQuotaError, probeRoom, roomForLead, useDeviceStorage, 
 import { formatBytes } from '../format.js'
 import { useLocal, type Local, type LocalSpec } from '../local.js'
 import { inboxPath, sitePath } from '../routes.js'
-import { brandColor, inkOn, useTenant, type Tenant } from '../tenants.js'
+import { brandColor, inkOn, type Tenant } from '../tenants.js'
+import { TenantGate } from './tenant-gate.js'
 import { useExposeClient, useReady } from '../test-hooks.js'
 import { normalize, type LeadInput } from '../validation.js'
 import { Journal, VISITOR_SHAPES, siteTokenSource, visitorDatabase, visitorFetch, type NewLead, type Submission } from '../visitor.js'
@@ -24,37 +25,7 @@ const WORDS: IndicatorWords = { one: 'message', many: 'messages', synced: 'Onlin
 
 /** The site of `slug`, once its tenant is known. */
 export function SitePage({ slug }: { slug: string }) {
-  const lookup = useTenant(slug)
-  useEffect(() => {
-    if (lookup.state === 'missing' || lookup.state === 'unavailable') document.documentElement.dataset.ready = 'true'
-  }, [lookup.state])
-  switch (lookup.state) {
-    case 'loading':
-      return <p className="boot">Loading the site…</p>
-    case 'missing':
-      return (
-        <main className="centered">
-          <div className="card">
-            <h1>No site here</h1>
-            <p>There is no site called “{slug}”.</p>
-            <p>
-              <a href="/">See the sites</a>
-            </p>
-          </div>
-        </main>
-      )
-    case 'unavailable':
-      return (
-        <main className="centered">
-          <div className="card">
-            <h1>This site is not available offline yet</h1>
-            <p>It has not been opened on this device before, and the server cannot be reached. Try again once you are online.</p>
-          </div>
-        </main>
-      )
-    case 'found':
-      return <VisitorSite key={lookup.tenant.id} tenant={lookup.tenant} />
-  }
+  return <TenantGate slug={slug} what="site" page={(tenant) => <VisitorSite key={tenant.id} tenant={tenant} />} />
 }
 
 /**
