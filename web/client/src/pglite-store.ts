@@ -20,7 +20,7 @@
  */
 
 import { appendBookkeeping, type Loaded, type LocalStore, type ShapeRecord, type WriteBatch } from './storage.js'
-import { applyMutation, type PendingTransaction } from './outbox.js'
+import { overlay, type PendingTransaction } from './outbox.js'
 import type { TagState } from './tags.js'
 import type { Row } from './values.js'
 
@@ -360,14 +360,13 @@ class PGliteStore implements LocalStore {
     const pending = rows.map((r) => decodeStored<PendingTransaction>(r.txn))
     for (const m of this.mirrors.values()) {
       await tx.exec(`DELETE FROM ${ident(m.pending)}`)
-      const mutations = pending.flatMap((t) => t.mutations).filter((mu) => mu.shape === m.shape)
-      if (mutations.length === 0) continue
-      const keys = [...new Set(mutations.map((mu) => mu.key))]
+      const keys = [...new Set(pending.flatMap((t) => t.mutations).filter((mu) => mu.shape === m.shape).map((mu) => mu.key))]
+      if (keys.length === 0) continue
       const { rows: stored } = await tx.query<{ key: string; row: unknown }>(`SELECT key, row FROM ${this.s}.rows WHERE shape = $1 AND key = ANY ($2::text[])`, [m.shape, keys])
-      const now = new Map<string, Row | undefined>(stored.map((r) => [r.key, decodeStored<Row>(r.row)]))
-      for (const mu of mutations) now.set(mu.key, applyMutation(now.get(mu.key), mu))
-      const present = [...now.values()].filter((r): r is Row => r !== undefined)
-      const deleted = [...now.entries()].filter(([, r]) => r === undefined).map(([k]) => k)
+      // The client's own overlay, over the stored rows the pending writes touch.
+      const after = overlay(new Map(stored.map((r) => [r.key, decodeStored<Row>(r.row)])), pending, m.shape)
+      const present = keys.map((k) => after.get(k)).filter((r): r is Row => r !== undefined)
+      const deleted = keys.filter((k) => !after.has(k))
       if (present.length > 0) await upsertMirror(tx, m, m.pending, present)
       if (deleted.length > 0) {
         // A row deleted locally: its key, marked (the view hides the synced row).
