@@ -97,12 +97,7 @@ pub async fn run(example: &'static Example, dir: &Path, port: u16, pg_port: u16)
     auth.secret = Some(secret.clone());
     let mut cfg = ferrite_server::ServerConfig {
         database_url: url.clone(),
-        // Each example's shape logs beside its own slot (the editor's kept their old place).
-        data_dir: if example.name == "pipeline-editor" {
-            dir.join("shapes")
-        } else {
-            dir.join(format!("shapes-{}", example.name))
-        },
+        data_dir: dir.join(example.shapes_dir),
         slot_name: example.slot_name.into(),
         publication: example.publication.into(),
         port,

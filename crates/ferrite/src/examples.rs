@@ -22,6 +22,8 @@ pub struct Example {
     pub seed: &'static str,
     /// `ferrite.toml`: its `[auth]` mode and `[tables.*]` sections are used.
     pub config: &'static str,
+    /// Where in the dev directory its shape logs live (beside its own slot).
+    pub shapes_dir: &'static str,
     /// The replication slot and publication: one per example, because slots are per cluster and
     /// each example's database needs its own.
     pub slot_name: &'static str,
@@ -107,6 +109,7 @@ pub const EXAMPLES: &[Example] = &[
         schema: include_str!("../../../examples/pipeline-editor/schema.sql"),
         seed: include_str!("../../../examples/pipeline-editor/seed.sql"),
         config: include_str!("../../../examples/pipeline-editor/ferrite.toml"),
+        shapes_dir: "shapes",
         slot_name: "ferrite_slot",
         publication: "ferrite_publication",
         app_label: "Editor",
@@ -136,6 +139,7 @@ pub const EXAMPLES: &[Example] = &[
         schema: include_str!("../../../examples/agents-console/schema.sql"),
         seed: include_str!("../../../examples/agents-console/seed.sql"),
         config: include_str!("../../../examples/agents-console/ferrite.toml"),
+        shapes_dir: "shapes-agents-console",
         slot_name: "ferrite_agents_slot",
         publication: "ferrite_agents_publication",
         app_label: "Console",
@@ -159,6 +163,7 @@ pub const EXAMPLES: &[Example] = &[
         schema: include_str!("../../../examples/lead-forms/schema.sql"),
         seed: include_str!("../../../examples/lead-forms/seed.sql"),
         config: include_str!("../../../examples/lead-forms/ferrite.toml"),
+        shapes_dir: "shapes-lead-forms",
         slot_name: "ferrite_leads_slot",
         publication: "ferrite_leads_publication",
         app_label: "Sites",
@@ -196,6 +201,7 @@ mod tests {
         for (i, a) in e.iter().enumerate() {
             for b in &e[i + 1..] {
                 assert!(a.database != b.database && a.slot_name != b.slot_name && a.publication != b.publication);
+                assert_ne!(a.shapes_dir, b.shapes_dir);
             }
             assert!((a.app)().len() >= 5, "{}", a.name);
         }

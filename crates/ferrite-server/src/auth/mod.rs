@@ -32,9 +32,8 @@ struct TableRules {
     read: Option<RuleTemplate>,
     write: Option<RuleTemplate>,
     /// Further conditions per kind of write ([`WriteKind`]), ANDed with `write`.
-    insert: Option<RuleTemplate>,
-    update: Option<RuleTemplate>,
-    delete: Option<RuleTemplate>,
+    /// Indexed by [`WriteKind::index`].
+    kinds: [Option<RuleTemplate>; 3],
     public: bool,
 }
 
@@ -48,6 +47,25 @@ pub enum WriteKind {
     Update,
     /// Deletes a row that exists.
     Delete,
+}
+
+impl WriteKind {
+    /// Every kind, in [`WriteKind::index`] order.
+    pub const ALL: [WriteKind; 3] = [WriteKind::Insert, WriteKind::Update, WriteKind::Delete];
+
+    /// Its position in [`WriteKind::ALL`] (for per-kind arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its name: the `[tables.<name>]` key of its rule, and the word in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteKind::Insert => "insert",
+            WriteKind::Update => "update",
+            WriteKind::Delete => "delete",
+        }
+    }
 }
 
 /// The server's access policy.
@@ -84,14 +102,17 @@ impl Auth {
             };
             let read = rule("read", &t.read)?;
             let write = rule("write", &t.write)?;
-            let (insert, update, delete) =
-                (rule("insert", &t.insert)?, rule("update", &t.update)?, rule("delete", &t.delete)?);
-            if write.is_none() && (insert.is_some() || update.is_some() || delete.is_some()) {
+            let kinds = [
+                rule(WriteKind::Insert.name(), &t.insert)?,
+                rule(WriteKind::Update.name(), &t.update)?,
+                rule(WriteKind::Delete.name(), &t.delete)?,
+            ];
+            if write.is_none() && kinds.iter().any(Option::is_some) {
                 return Err(format!(
                     "tables.{name}: insert, update and delete rules narrow the write rule; give the table a write rule too"
                 ));
             }
-            tables.insert(q, TableRules { read, write, insert, update, delete, public: t.public });
+            tables.insert(q, TableRules { read, write, kinds, public: t.public });
         }
         Ok(Auth { verifier, tables })
     }
@@ -149,13 +170,7 @@ impl Auth {
     /// write rule), if the table has one.
     pub fn kind_filter(&self, table: &QualifiedName, who: Option<&Identity>, kind: WriteKind) -> Option<BoundRule> {
         let who = who?;
-        let rules = self.tables.get(table)?;
-        let rule = match kind {
-            WriteKind::Insert => &rules.insert,
-            WriteKind::Update => &rules.update,
-            WriteKind::Delete => &rules.delete,
-        };
-        rule.as_ref().map(|r| r.bind(&who.claims))
+        self.tables.get(table)?.kinds[kind.index()].as_ref().map(|r| r.bind(&who.claims))
     }
 }
 

@@ -572,14 +572,10 @@ impl Writer {
         };
         // The further conditions per kind of write (which applies is known once the row is read).
         let mut kinds: [Option<WhereClause>; 3] = [None, None, None];
-        for (slot, kind) in kinds.iter_mut().zip([WriteKind::Insert, WriteKind::Update, WriteKind::Delete]) {
+        for (slot, kind) in kinds.iter_mut().zip(WriteKind::ALL) {
             if let Some(rule) = self.auth.kind_filter(&name, who, kind) {
                 *slot = Some(self.compile_write_rule(c, &rule, schema).await?.map_err(|e| {
-                    forbidden(format!(
-                        "the {} rule of table {} cannot be evaluated: {e}",
-                        kind_word(kind),
-                        name.quoted()
-                    ))
+                    forbidden(format!("the {} rule of table {} cannot be evaluated: {e}", kind.name(), name.quoted()))
                 })?);
             }
         }
@@ -686,7 +682,7 @@ impl Writer {
                 return Err(forbidden(
                     m.table(),
                     &read.key,
-                    format!("row violates the {} rule for table {}", kind_word(kind), read.name.quoted()),
+                    format!("row violates the {} rule for table {}", kind.name(), read.name.quoted()),
                 ));
             }
         }
@@ -986,7 +982,7 @@ struct RowRead {
     table_text: String,
     /// The caller's write rule on the table, if any.
     rule: Option<WhereClause>,
-    /// The caller's further conditions for an insert, an update and a delete, if any.
+    /// The caller's further conditions per kind of write (by [`WriteKind::index`]), if any.
     kinds: [Option<WhereClause>; 3],
     /// What the caller may read of the table (for a conflict's `current` row).
     read: ReadAccess,
@@ -1013,12 +1009,7 @@ impl RowRead {
         current: &Current,
         m: &Mutation,
     ) -> Result<bool, PgError> {
-        let slot = match kind {
-            WriteKind::Insert => 0,
-            WriteKind::Update => 1,
-            WriteKind::Delete => 2,
-        };
-        let Some(rule) = &self.kinds[slot] else { return Ok(false) };
+        let Some(rule) = &self.kinds[kind.index()] else { return Ok(false) };
         let before: Option<&Values> = match current {
             Current::Live(StoredRow { values, .. }) | Current::Deleted { tombstone: StoredRow { values, .. }, .. } => {
                 Some(values)
@@ -1260,13 +1251,4 @@ fn values_json(values: &Values) -> Value {
 
 fn stamps_json(clocks: &BTreeMap<String, Stamp>) -> Map<String, Value> {
     clocks.iter().map(|(k, s)| (k.clone(), Value::String(s.to_string()))).collect()
-}
-
-/// How a kind of write is named in messages and settings.
-fn kind_word(kind: WriteKind) -> &'static str {
-    match kind {
-        WriteKind::Insert => "insert",
-        WriteKind::Update => "update",
-        WriteKind::Delete => "delete",
-    }
 }

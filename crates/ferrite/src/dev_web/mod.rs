@@ -9,8 +9,9 @@
 //! - [`sites`]: for the lead forms, the tenants' public sites (`/t/<slug>/`), site tokens for
 //!   their visitors and PGlite's assets.
 //!
-//! They query the example's own tables (`users`, and `team_members` for the editor), which is why they live here
-//! and not in the generic server: `ferrite serve` never issues tokens. The routes are mounted
+//! They query the example's own tables (its people: `users`, or the lead forms' `staff`; the
+//! editor's `team_members`; the lead forms' `tenants`), which is why they live here and not in
+//! the generic server: `ferrite serve` never issues tokens. The routes are mounted
 //! without CORS: only pages this server serves may use them.
 
 pub mod app;
@@ -98,6 +99,32 @@ impl DevWeb {
                 &serde_json::json!({"message": format!("querying the example: {e}")}),
             )
         })
+    }
+}
+
+impl DevWeb {
+    /// `{"token", "expires_at", …extra}`: `claims` signed HS256 with the server's `auth.secret`
+    /// (verified exactly like a production token), or the error response.
+    pub(crate) fn issue(
+        &self,
+        claims: &serde_json::Value,
+        expires_at: u64,
+        extra: serde_json::Value,
+    ) -> Response<Body> {
+        let key = jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes());
+        match jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), claims, &key) {
+            Ok(token) => {
+                let mut body = serde_json::json!({"token": token, "expires_at": expires_at});
+                if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+                    body.extend(extra);
+                }
+                json(StatusCode::OK, &body)
+            }
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({"message": format!("signing the token: {e}")}),
+            ),
+        }
     }
 }
 

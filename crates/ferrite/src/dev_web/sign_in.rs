@@ -1,14 +1,15 @@
-//! Dev sign-in for the examples (their `users` tables, read with each example's
-//! [`SignInQueries`]):
+//! Dev sign-in for the examples (the people of each example — `users`, or the lead forms'
+//! `staff` — read with its [`SignInQueries`]):
 //!
 //! - `GET /dev/users` → `[{"id", "name", "email", "avatar_url", "color", …}]`, the people a
 //!   developer can sign in as (the pipeline editor adds each one's `teams`, the agents console
 //!   their `role`);
 //! - `POST /dev/token` `{"user_id": "<uuid>"}` → `{"token", "expires_at"}` (Unix seconds): an
 //!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id, `name`, and
-//!   the claims the example adds (the agents console's `role`, which its workflows rule reads). Nothing of
-//!   the pipeline editor's team structure is in it: its rules read `team_members` live, so
-//!   adding or removing a membership takes effect at once, with the same token.
+//!   the claims the example adds (the agents console's `role`, which its workflows rule reads;
+//!   the lead forms' staff `role` and `tenant_id`). Nothing of the pipeline editor's team
+//!   structure is in it: its rules read `team_members` live, so adding or removing a membership
+//!   takes effect at once, with the same token.
 //!
 //! Any web page a developer visits could try to mint tokens from `localhost`: these routes send
 //! no CORS headers (a cross-origin page cannot read their answers), refuse a request whose
@@ -19,7 +20,6 @@ use super::{error, json as json_response, DevWeb};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Response, StatusCode};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -146,10 +146,7 @@ pub async fn token(State(web): State<Arc<DevWeb>>, headers: HeaderMap, body: axu
         ("iat".to_string(), json!(now)),
         ("exp".to_string(), json!(expires_at)),
     ]);
-    match encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(web.secret.as_bytes())) {
-        Ok(token) => json_response(StatusCode::OK, &json!({"token": token, "expires_at": expires_at})),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")})),
-    }
+    web.issue(&Value::Object(claims), expires_at, json!({}))
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -122,12 +121,7 @@ async fn site_token(State(web): State<Arc<DevWeb>>, headers: HeaderMap, body: ax
         "iat": now,
         "exp": expires_at,
     });
-    match encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(web.secret.as_bytes())) {
-        Ok(token) => {
-            json_response(StatusCode::OK, &json!({"token": token, "expires_at": expires_at, "tenant_id": tenant_id}))
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": format!("signing the token: {e}")})),
-    }
+    web.issue(&claims, expires_at, json!({ "tenant_id": tenant_id }))
 }
 
 /// `GET /pglite/<file>`: one of [`PGLITE_FILES`], revalidated by an ETag of its size and time.
