@@ -7,6 +7,7 @@
 
 mod client;
 mod relational;
+mod web_stores;
 mod workspace;
 mod writes;
 
@@ -101,6 +102,11 @@ enum Bench {
         #[arg(long, default_value_t = 500)]
         steps: usize,
     },
+    /// The web client's initial sync into IndexedDB and into PGlite, in Chromium.
+    WebStores {
+        #[arg(long, default_value_t = 10_000)]
+        rows: u64,
+    },
     /// Everything above with default sizes.
     All,
 }
@@ -128,6 +134,7 @@ fn main() -> Result<()> {
                 writes::writes(clients, batches, write_connections, latency_writes, cli.runs).await
             }
             Bench::Workspace { steps } => workspace::workspace(steps, cli.runs).await,
+            Bench::WebStores { rows } => web_stores::web_stores(rows, cli.runs).await,
             Bench::All => {
                 routing(200_000, cli.runs).await?;
                 latency(1000, 1000, 1000, cli.runs).await?;
@@ -138,6 +145,7 @@ fn main() -> Result<()> {
                 client::client(1_000_000, cli.runs).await?;
                 relational::relational(1000, 1000, 30, cli.runs).await?;
                 workspace::workspace(500, cli.runs).await?;
+                web_stores::web_stores(10_000, cli.runs).await?;
                 rss(10_000).await
             }
         }

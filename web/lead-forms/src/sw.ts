@@ -16,8 +16,8 @@ declare const BUILD_VERSION: string
 
 const sw = globalThis as unknown as ServiceWorkerGlobalScope
 
-/** The PGlite version the worker is built with (web/lead-forms/package.json). */
-const PGLITE_VERSION = '0.5.1'
+/** Set by the build: the PGlite version the worker is built with (see build.mjs). */
+declare const PGLITE_VERSION: string
 const PGLITE_FILES = ['/pglite/pglite.wasm', '/pglite/pglite.data', '/pglite/initdb.wasm']
 const PGLITE_CACHE = `lead-forms-pglite-${PGLITE_VERSION}`
 const WORKER_CACHE = `lead-forms-worker-${BUILD_VERSION}`
