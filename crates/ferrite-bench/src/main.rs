@@ -6,6 +6,7 @@
 //! Each benchmark starts its own throwaway Postgres. Figures are medians over `--runs` runs.
 
 mod client;
+mod floor;
 mod relational;
 mod web_stores;
 mod workspace;
@@ -107,8 +108,17 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         rows: u64,
     },
+    /// The fan-out yardstick alone: a bare server answering held long-polls with one prebuilt
+    /// body per change (what the machine can do at best; see floor.rs).
+    Floor {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+    },
     /// Everything above with default sizes.
     All,
+    /// The fan-out yardstick's server (see floor.rs); started by the benchmarks themselves.
+    #[command(hide = true)]
+    FloorServer,
 }
 
 fn main() -> Result<()> {
@@ -116,6 +126,9 @@ fn main() -> Result<()> {
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
+        if matches!(cli.bench, Bench::FloorServer) {
+            return floor::serve().await;
+        }
         println!("machine: {} cores, {}", num_cpus(), mem_total());
         match cli.bench.clone() {
             Bench::Routing { changes } => routing(changes, cli.runs).await,
@@ -135,6 +148,12 @@ fn main() -> Result<()> {
             }
             Bench::Workspace { steps } => workspace::workspace(steps, cli.runs).await,
             Bench::WebStores { rows } => web_stores::web_stores(rows, cli.runs).await,
+            Bench::FloorServer => floor::serve().await,
+            Bench::Floor { clients } => {
+                let (p50, p99) = floor::fan_out_floor(clients, 200, Duration::from_millis(100), cli.runs).await?;
+                println!("floor: one change answered to {clients} held long-polls with one prebuilt body, trigger → response handed to HTTP: p50 {p50:.2} ms, p99 {p99:.2} ms (medians of {})", cli.runs);
+                Ok(())
+            }
             Bench::All => {
                 routing(200_000, cli.runs).await?;
                 latency(1000, 1000, 1000, cli.runs).await?;

@@ -216,6 +216,12 @@ async fn fan_out(members: usize) -> Result<()> {
     for t in tasks {
         t.abort();
     }
+    let (floor_p50, floor_p99) = crate::floor::fan_out_floor(members, WRITES, Duration::from_millis(100), 1).await?;
+    println!(
+        "relational: the yardstick — a bare server answering {members} held long-polls with one prebuilt body per change, same clients: p50 {floor_p50:.2} ms, p99 {floor_p99:.2} ms; Ferrite / yardstick: p50 {:.1}×, p99 {:.1}×",
+        p50 * 1000.0 / floor_p50,
+        p99 * 1000.0 / floor_p99
+    );
 
     // Subquery-result changes/s: `members` shapes of `docs` depend on one inner query (the
     // public teams); each change of a team's flag moves that team's docs in or out of all.

@@ -14,6 +14,9 @@ pub struct Metrics {
     pub log_messages: AtomicU64,
     /// Shape logs synced to disk.
     pub log_syncs: AtomicU64,
+    /// Of those, the ones made durable through the storage journal (one journal record each
+    /// instead of an fsync of the log).
+    pub journal_records: AtomicU64,
     /// Commit LSN of the last processed transaction.
     pub last_commit_lsn: AtomicU64,
     /// LSN confirmed to Postgres (durable in every shape log).
@@ -122,7 +125,18 @@ impl Metrics {
         );
         counter("replication_changes_total", "Row changes received from Postgres.", "counter", g(&self.changes));
         counter("shape_log_messages_total", "Messages appended to shape logs.", "counter", g(&self.log_messages));
-        counter("shape_log_syncs_total", "Shape log fsyncs.", "counter", g(&self.log_syncs));
+        counter(
+            "shape_log_syncs_total",
+            "Shape logs made durable (fsynced or journaled).",
+            "counter",
+            g(&self.log_syncs),
+        );
+        counter(
+            "shape_log_journal_records_total",
+            "Shape logs made durable through the storage journal instead of an fsync each.",
+            "counter",
+            g(&self.journal_records),
+        );
         counter(
             "replication_last_commit_lsn",
             "Commit LSN of the last processed transaction.",

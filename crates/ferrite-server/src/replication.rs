@@ -355,28 +355,54 @@ impl Driver {
         Ok(())
     }
 
-    /// Makes the written logs durable and visible.
+    /// Makes the written logs durable and visible: the logs' small recent writes through one
+    /// journal write and one `fdatasync` (see [`crate::storage::journal`]), the rest with an
+    /// fsync each (one `syncfs` when there are many).
     fn sync(&self, dirty: HashMap<u64, ShapeRef>) -> std::io::Result<()> {
         if dirty.is_empty() {
             return Ok(());
         }
         let m = &self.state.metrics;
         tokio::task::block_in_place(|| {
-            let use_syncfs = dirty.len() > SYNCFS_THRESHOLD;
-            if use_syncfs {
-                if let Some(s) = dirty.values().next() {
-                    // SAFETY: syncfs only reads the descriptor, which the shape keeps open.
-                    let rc = unsafe { libc::syncfs(s.0.log.raw_fd()) };
-                    if rc != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+            let mut journal = self.state.registry.journal.lock();
+            if journal.wants_checkpoint() {
+                // Every log durable where it lies, the journal empty; this batch's writes then
+                // go into the fresh journal as usual.
+                journal.checkpoint()?;
+            }
+            let mut journaled = Vec::new();
+            let mut direct = Vec::new();
+            for s in dirty.values() {
+                match s.0.log.journal_entry() {
+                    Some((entry, end)) => journaled.push((s, entry, end)),
+                    None => direct.push(s),
                 }
             }
-            for s in dirty.values() {
+            let use_syncfs = direct.len() > SYNCFS_THRESHOLD;
+            if use_syncfs {
+                // SAFETY: syncfs only reads the descriptor, which the shape keeps open.
+                if unsafe { libc::syncfs(direct[0].0.log.raw_fd()) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for s in &direct {
                 if let (Some(links), false) = (&s.0.links, use_syncfs) {
                     links.lock().sync_queue()?;
                 }
                 s.0.log.sync(!use_syncfs)?;
+            }
+            if !journaled.is_empty() {
+                let names: Vec<String> = journaled.iter().map(|(s, _, _)| s.0.log.dir_name()).collect();
+                let records: Vec<(&str, &crate::storage::JournalEntry)> =
+                    names.iter().zip(&journaled).map(|(n, (_, e, _))| (n.as_str(), e)).collect();
+                journal.write(&records)?;
+                m.journal_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+                for (s, _, end) in &journaled {
+                    if let Some(links) = &s.0.links {
+                        links.lock().sync_queue()?;
+                    }
+                    s.0.log.sync_journaled(*end)?;
+                }
             }
             m.log_syncs.fetch_add(dirty.len() as u64, Ordering::Relaxed);
             Ok(())

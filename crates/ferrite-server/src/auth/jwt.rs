@@ -21,7 +21,20 @@ pub struct Verifier {
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: u64,
+    /// Tokens that verified, by their exact text (see [`Verifier::verify`]).
+    verified: parking_lot::Mutex<std::collections::HashMap<String, Verified>>,
 }
+
+/// A token that verified: who it names, and when it expires (Unix seconds).
+struct Verified {
+    identity: Identity,
+    exp: u64,
+}
+
+/// At most this many verified tokens are remembered (then the memory starts over), each at
+/// most [`VERIFIED_TOKEN_MAX_BYTES`] long: a bounded few megabytes whatever callers send.
+const VERIFIED_TOKENS_MAX: usize = 4096;
+const VERIFIED_TOKEN_MAX_BYTES: usize = 4096;
 
 /// A verified token's claims.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,11 +84,45 @@ impl Verifier {
         if keys.is_empty() {
             return Err("auth.mode = \"jwt\" needs auth.secret, auth.public_key_file or auth.jwks_file".into());
         }
-        Ok(Verifier { keys, issuer: cfg.issuer.clone(), audience: cfg.audience.clone(), leeway_secs: cfg.leeway_secs })
+        Ok(Verifier {
+            keys,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            leeway_secs: cfg.leeway_secs,
+            verified: Default::default(),
+        })
     }
 
     /// The identity in a valid token; the error says why a token is refused.
     pub fn verify(&self, token: &str) -> Result<Identity, String> {
+        // A live client sends the same token with every request; its signature and claims were
+        // checked the first time, and only its expiry can change the answer since (the keys,
+        // issuer and audience are fixed for the server's life).
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        {
+            let mut verified = self.verified.lock();
+            match verified.get(token) {
+                Some(v) if v.exp.saturating_add(self.leeway_secs) >= now => return Ok(v.identity.clone()),
+                Some(_) => {
+                    verified.remove(token);
+                }
+                None => {}
+            }
+        }
+        let identity = self.verify_signed(token)?;
+        let exp = identity.claims.get("exp").and_then(Value::as_u64);
+        if let (Some(exp), true) = (exp, token.len() <= VERIFIED_TOKEN_MAX_BYTES) {
+            let mut verified = self.verified.lock();
+            if verified.len() >= VERIFIED_TOKENS_MAX {
+                verified.clear();
+            }
+            verified.insert(token.to_string(), Verified { identity: identity.clone(), exp });
+        }
+        Ok(identity)
+    }
+
+    /// Checks the token's signature and claims (what [`Verifier::verify`] remembers).
+    fn verify_signed(&self, token: &str) -> Result<Identity, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         let candidates: Vec<&Key> = self
             .keys
@@ -130,5 +177,68 @@ fn describe(e: &jsonwebtoken::errors::Error) -> String {
         K::InvalidAudience => "the token's audience is not accepted".into(),
         K::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
         _ => format!("invalid token: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a-secret-that-is-long-enough-0123456789";
+
+    fn verifier() -> Verifier {
+        let cfg = AuthConfig { secret: Some(SECRET.into()), leeway_secs: 0, ..Default::default() };
+        Verifier::from_config(&cfg).unwrap()
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_changed_one_is_checked_again() {
+        let v = verifier();
+        let t = token(serde_json::json!({"sub": "ann", "exp": now() + 1}));
+        assert_eq!(v.verify(&t).unwrap().subject, "ann");
+        assert_eq!(v.verify(&t).unwrap().subject, "ann", "remembered");
+        // The same claims with another signature are not the remembered token.
+        let at = t.len() - 10; // inside the signature, a character carrying six bits
+        let other = if &t[at..at + 1] == "A" { "B" } else { "A" };
+        let forged = format!("{}{other}{}", &t[..at], &t[at + 1..]);
+        assert!(v.verify(&forged).is_err());
+        // Once past its expiry, the remembered token is refused like any expired one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match v.verify(&t) {
+                Err(e) => {
+                    assert!(e.contains("expired"), "{e}");
+                    break;
+                }
+                Ok(_) => assert!(std::time::Instant::now() < deadline, "an expired token was still accepted"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn the_memory_of_verified_tokens_is_bounded() {
+        let v = verifier();
+        for i in 0..VERIFIED_TOKENS_MAX + 10 {
+            v.verify(&token(serde_json::json!({"sub": format!("u{i}"), "exp": now() + 600}))).unwrap();
+        }
+        assert!(v.verified.lock().len() <= VERIFIED_TOKENS_MAX);
+        let long =
+            token(serde_json::json!({"sub": "big", "exp": now() + 600, "pad": "x".repeat(VERIFIED_TOKEN_MAX_BYTES)}));
+        v.verify(&long).unwrap();
+        assert!(!v.verified.lock().contains_key(&long), "long tokens are not kept");
     }
 }

@@ -135,7 +135,7 @@ async fn wait(state: &Arc<AppState>, watched: &[Option<(Arc<Shape>, LogOffset)>]
                     let owed = shape.complete_lsn();
                     let has_data = match shape.log.live_span(*o) {
                         LiveSpan::NotReady | LiveSpan::AtHead => false,
-                        LiveSpan::Bytes(_) => true,
+                        LiveSpan::Bytes(_) | LiveSpan::Tail(_) => true,
                     };
                     // Past what the log holds and what the server has seen: the shape request
                     // answers that (out of bounds) at once.

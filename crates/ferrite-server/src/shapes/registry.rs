@@ -38,6 +38,9 @@ pub struct Registry {
     pub value_index: super::value_index::ValueIndex,
     /// The subqueries' live results, shared between shapes (see [`super::nodes`]).
     pub nodes: super::nodes::NodeHub,
+    /// The storage journal through which the replication driver makes many logs durable at
+    /// once (see [`crate::storage::journal`]).
+    pub journal: Mutex<crate::storage::Journal>,
 }
 
 /// Metadata file name inside a shape directory.
@@ -49,6 +52,12 @@ impl Registry {
     /// and idle expiry read `clock`.
     pub fn open(dir: &Path, chunk_bytes: u64, clock: Clock) -> io::Result<Registry> {
         std::fs::create_dir_all(dir)?;
+        // What the journal made durable goes back into the logs before any log is opened.
+        let replayed = crate::storage::journal::replay(dir)?;
+        if replayed > 0 {
+            tracing::info!(records = replayed, "storage journal replayed into the shape logs");
+        }
+        let journal = Mutex::new(crate::storage::Journal::open(dir)?);
         let reg = Registry {
             dir: dir.to_path_buf(),
             chunk_bytes,
@@ -58,6 +67,7 @@ impl Registry {
             clock,
             value_index: Default::default(),
             nodes: super::nodes::NodeHub::new(dir)?,
+            journal,
         };
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();

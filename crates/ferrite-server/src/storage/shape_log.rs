@@ -4,6 +4,10 @@
 //! Files in the shape's directory: `log` (framed entries, see [`super::record`]) and `chunks`
 //! (boundary records). Writers append and call [`ShapeLog::sync`]; readers only ever see data that
 //! `sync` has made durable, so a response can never show something a crash could take back.
+//! What was written since the last sync is also kept in memory while it is small, so that the
+//! replication driver can make many logs durable with one write to the storage journal (see
+//! [`super::journal`]) instead of an fsync of each, and so that live readers waiting at the
+//! head are served the newest messages without reading them back from the file (the *tail*).
 //!
 //! The log places every boundary itself: after any operation, once the open chunk holds
 //! `chunk_bytes` of response body (each message's JSON and its separating comma), so every
@@ -26,6 +30,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// What a reader gets for one request.
@@ -77,6 +82,54 @@ struct Inner {
     /// Set by [`ShapeLog::complete_snapshot`], published to readers by the next sync together
     /// with the transactions spliced in after the snapshot.
     snapshot_complete_pending: bool,
+    /// What was written since the last sync, while small (see [`Recent`]).
+    recent: Recent,
+    /// The messages the last sync made durable, for live readers at the head before it.
+    tail: Option<Arc<Tail>>,
+}
+
+/// The bytes written to a log since its last sync, copied while they stay under
+/// [`RECENT_MAX_BYTES`]: the journal entry that can make them durable, and the makings of the
+/// next [`Tail`].
+#[derive(Default)]
+struct Recent {
+    /// Too much was written (or a write the copy cannot follow): the log must be fsynced.
+    overflowed: bool,
+    /// Something other than whole live transactions was written (snapshot rows, a boundary):
+    /// the next sync leaves no tail.
+    no_tail: bool,
+    /// `log` bytes from the durable end on.
+    log: Vec<u8>,
+    /// Position in `chunks` of the first boundary written since the sync, and the boundaries'
+    /// bytes from there.
+    chunks_pos: u64,
+    chunks: Vec<u8>,
+}
+
+/// Copies of unsynced bytes stop above this (the journal is for the many small appends of live
+/// changes; a snapshot or a large transaction is fsynced where it lies).
+const RECENT_MAX_BYTES: usize = 64 * 1024;
+/// A tail is kept only for messages up to this size: every shape keeps its last one until the
+/// next change, and most live changes are a row or two.
+const TAIL_MAX_BYTES: usize = 4 * 1024;
+
+/// The messages of one sync, kept for live readers: what a read after `after` would return.
+#[derive(Debug)]
+struct Tail {
+    after: LogOffset,
+    slice: LogSlice,
+}
+
+/// What makes a log's unsynced writes durable through the storage journal: the bytes and where
+/// they go (see [`ShapeLog::journal_entry`]).
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    /// Position in `log` of `log_bytes`.
+    pub log_pos: u64,
+    pub log_bytes: Vec<u8>,
+    /// Position in `chunks` of `chunks_bytes` (boundary records).
+    pub chunks_pos: u64,
+    pub chunks_bytes: Vec<u8>,
 }
 
 /// A shape's log. Cheap when idle: two file handles and the boundary list.
@@ -175,6 +228,8 @@ impl ShapeLog {
                 dirty: false,
                 snapshot_complete,
                 snapshot_complete_pending: snapshot_complete,
+                recent: Recent::default(),
+                tail: None,
             }),
             durable_tx,
         }
@@ -183,6 +238,11 @@ impl ShapeLog {
     /// The directory holding this log.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The name of the directory holding this log (what the storage journal records).
+    pub fn dir_name(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// Offset of the last durable entry (`0_inf` for a finished snapshot with no changes yet).
@@ -233,6 +293,7 @@ impl ShapeLog {
     /// waiting for it can go on.
     pub fn append_snapshot(&self, rows: &[&[u8]]) -> io::Result<bool> {
         let mut inner = self.inner.lock();
+        inner.recent.no_tail = true;
         let mut k = (inner.boundaries.len() + inner.pending.len()) as u64;
         let mut buf = Vec::with_capacity(rows.iter().map(|r| r.len() + RECORD_HEADER + PAYLOAD_FIXED).sum());
         let mut closed = vec![];
@@ -274,6 +335,7 @@ impl ShapeLog {
         let b = Boundary { offset: LogOffset::snapshot_chunk(k), pos: inner.end_pos, lsn: 0, flags: 0 };
         inner.end_offset = inner.end_offset.max(b.offset);
         inner.dirty = true;
+        inner.recent.no_tail = true;
         Self::write_boundaries(&mut inner, &[b])
     }
 
@@ -311,6 +373,13 @@ impl ShapeLog {
         self.log.write_all_at(buf, inner.end_pos)?;
         inner.end_pos += buf.len() as u64;
         inner.dirty = true;
+        let recent = &mut inner.recent;
+        if !recent.overflowed && recent.log.len() + buf.len() <= RECENT_MAX_BYTES {
+            recent.log.extend_from_slice(buf);
+        } else {
+            recent.overflowed = true;
+            recent.log = Vec::new();
+        }
         Self::write_boundaries(inner, closed)?;
         inner.bytes_since_boundary = since;
         Ok(())
@@ -320,6 +389,7 @@ impl ShapeLog {
     /// readable.
     pub fn complete_snapshot(&self) {
         let mut inner = self.inner.lock();
+        inner.recent.no_tail = true;
         inner.snapshot_complete_pending = true;
         if inner.end_offset < LogOffset::SNAPSHOT_END {
             inner.end_offset = LogOffset::SNAPSHOT_END;
@@ -338,6 +408,16 @@ impl ShapeLog {
         inner.chunks.write_all_at(&raw, at)?;
         inner.pending.extend_from_slice(bs);
         inner.bytes_since_boundary = 0;
+        let recent = &mut inner.recent;
+        recent.no_tail = true;
+        if recent.chunks.is_empty() {
+            recent.chunks_pos = at;
+        }
+        if recent.chunks_pos + recent.chunks.len() as u64 == at {
+            recent.chunks.extend_from_slice(&raw);
+        } else {
+            recent.overflowed = true;
+        }
         Ok(())
     }
 
@@ -364,10 +444,48 @@ impl ShapeLog {
         }
         let pending = std::mem::take(&mut inner.pending);
         inner.boundaries.extend(pending);
+        let recent = std::mem::take(&mut inner.recent);
+        inner.tail = (inner.snapshot_complete && inner.snapshot_complete_pending)
+            .then(|| Tail::of(recent, inner.durable_offset, inner.end_offset))
+            .flatten()
+            .map(Arc::new);
         inner.durable_pos = inner.end_pos;
         inner.durable_offset = inner.end_offset;
         inner.snapshot_complete = inner.snapshot_complete_pending;
         inner.dirty = false;
+        Ok(())
+    }
+
+    /// The log's writes since its last sync as a journal entry, or `None` when there are none
+    /// or they were too large to copy (then [`ShapeLog::sync`] with `fsync_files` it is). After
+    /// the entry is durable in the journal, [`ShapeLog::sync_journaled`] publishes it.
+    pub fn journal_entry(&self) -> Option<(JournalEntry, LogOffset)> {
+        let inner = self.inner.lock();
+        if !inner.dirty || inner.recent.overflowed {
+            return None;
+        }
+        let entry = JournalEntry {
+            log_pos: inner.durable_pos,
+            log_bytes: inner.recent.log.clone(),
+            chunks_pos: inner.recent.chunks_pos,
+            chunks_bytes: inner.recent.chunks.clone(),
+        };
+        Some((entry, inner.end_offset))
+    }
+
+    /// Publishes writes made durable by the journal entry [`ShapeLog::journal_entry`] returned
+    /// when the log's end was `end`. Anything written after that entry is fsynced here first
+    /// (the journal does not hold it).
+    pub fn sync_journaled(&self, end: LogOffset) -> io::Result<()> {
+        let mut inner = self.inner.lock();
+        if !inner.dirty {
+            return Ok(());
+        }
+        let fsync = inner.end_offset != end;
+        self.sync_locked(&mut inner, fsync)?;
+        let offset = inner.durable_offset;
+        drop(inner);
+        self.durable_tx.send_replace(offset);
         Ok(())
     }
 
@@ -448,6 +566,7 @@ impl ShapeLog {
     pub fn read_live(&self, after: LogOffset) -> io::Result<ReadOutcome> {
         match self.live_span(after) {
             LiveSpan::Bytes(span) => self.read_span(span),
+            LiveSpan::Tail(slice) => Ok(ReadOutcome::Data(slice)),
             LiveSpan::NotReady => Ok(ReadOutcome::NotReady),
             LiveSpan::AtHead => Ok(ReadOutcome::AtHead),
         }
@@ -463,6 +582,9 @@ impl ShapeLog {
         }
         if inner.durable_offset <= after {
             return LiveSpan::AtHead;
+        }
+        if let Some(tail) = inner.tail.as_ref().filter(|t| t.after == after && t.slice.end == inner.durable_offset) {
+            return LiveSpan::Tail(tail.slice.clone());
         }
         let idx = inner.boundaries.partition_point(|b| b.offset <= after);
         let start = if idx == 0 { 0 } else { inner.boundaries[idx - 1].pos };
@@ -524,6 +646,37 @@ impl ShapeLog {
     }
 }
 
+impl Tail {
+    /// The tail a sync leaves: the messages written since the previous durable offset
+    /// `after`, up to `end`, when they are whole live transactions small enough to keep.
+    fn of(recent: Recent, after: LogOffset, end: LogOffset) -> Option<Tail> {
+        if recent.overflowed || recent.no_tail || recent.log.is_empty() || recent.log.len() > TAIL_MAX_BYTES {
+            return None;
+        }
+        let after = resume_point(after);
+        let mut body = Vec::with_capacity(recent.log.len());
+        let mut item_ends = Vec::new();
+        let mut pos = 0;
+        while let Some(r) = decode_record(&recent.log[pos..]) {
+            pos += r.len;
+            if r.offset <= after {
+                // Not what a read after `after` returns (never expected: logs only grow).
+                return None;
+            }
+            if !item_ends.is_empty() {
+                body.push(b',');
+            }
+            body.extend_from_slice(r.json);
+            item_ends.push(body.len());
+        }
+        if pos != recent.log.len() {
+            return None;
+        }
+        let count = item_ends.len();
+        Some(Tail { after, slice: LogSlice { body, count, item_ends, end, up_to_date: true, lsn: 0 } })
+    }
+}
+
 /// Where a read "after `o`" resumes.
 ///
 /// Snapshot offsets (`0_k`, `0_inf`) and offsets inside a transaction other than `<lsn>_0` are
@@ -542,10 +695,12 @@ pub fn resume_point(o: LogOffset) -> LogOffset {
 }
 
 /// What a live read will cover: see [`ShapeLog::live_span`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum LiveSpan {
     /// These bytes of the log.
     Bytes(Span),
+    /// The messages the last sync made durable, kept in memory (nothing to read).
+    Tail(LogSlice),
     /// The snapshot has not finished.
     NotReady,
     /// Nothing after the offset yet.

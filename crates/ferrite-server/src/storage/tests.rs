@@ -321,3 +321,110 @@ fn recovery_drops_a_torn_split_transaction_with_its_boundaries() {
     }
     assert_eq!(count, 40);
 }
+
+/// Overwrites the last `n` bytes of `path` with garbage.
+fn damage_tail(path: &std::path::Path, n: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.write_all_at(&vec![0xAB; n as usize], len - n).unwrap();
+}
+
+#[test]
+fn a_live_reader_at_the_head_is_served_the_last_sync_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = snapshot_log(dir.path(), 1 << 20);
+    log.append(&[(LogOffset::new(100, 0), b"{\"a\":1}".as_slice()), (LogOffset::new(100, 1), b"{\"a\":2}".as_slice())])
+        .unwrap();
+    log.sync(true).unwrap();
+    log.append(&[(LogOffset::new(200, 0), b"{\"b\":1}".as_slice()), (LogOffset::new(200, 1), b"{\"b\":2}".as_slice())])
+        .unwrap();
+    log.sync(true).unwrap();
+    // What the file holds, read the way catch-up reads it: the same as the tail.
+    let from_file = slice(log.read(Some(LogOffset::new(100, 1)), false, 0).unwrap());
+    assert_eq!(from_file.body, b"{\"b\":1},{\"b\":2}");
+    assert_eq!(slice(log.read_live(LogOffset::new(100, 1)).unwrap()), from_file);
+    // The tail comes from memory: damaging the file's copy does not reach it, while a reader
+    // further behind (who reads the file) sees the damage.
+    damage_tail(&dir.path().join("log"), 4);
+    assert_eq!(slice(log.read_live(LogOffset::new(100, 1)).unwrap()), from_file);
+    assert!(log.read_live(LogOffset::SNAPSHOT_END).is_err(), "a reader behind reads the (damaged) file");
+}
+
+#[test]
+fn no_tail_after_a_snapshot_or_a_large_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = snapshot_log(dir.path(), 1 << 20);
+    // The snapshot's own sync leaves nothing for live readers to take from memory.
+    damage_tail(&dir.path().join("log"), 2);
+    assert!(log.read_live(LogOffset::snapshot_chunk(0)).is_err(), "read from the file");
+    let dir = tempfile::tempdir().unwrap();
+    let log = snapshot_log(dir.path(), 1 << 20);
+    let big = format!("{{\"big\":\"{}\"}}", "x".repeat(8 * 1024));
+    log.append(&[(LogOffset::new(100, 0), big.as_bytes())]).unwrap();
+    log.sync(true).unwrap();
+    assert_eq!(slice(log.read_live(LogOffset::SNAPSHOT_END).unwrap()).body, big.as_bytes());
+    damage_tail(&dir.path().join("log"), 2);
+    assert!(log.read_live(LogOffset::SNAPSHOT_END).is_err(), "too large to keep: read from the file");
+}
+
+#[test]
+fn the_journal_gives_back_log_writes_the_files_lost() {
+    use super::journal::{replay, Journal, JOURNAL_FILE};
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let shape = data.path().join("shape-1");
+    std::fs::create_dir(&shape).unwrap();
+    // Small chunks: each record closes one, so the journal carries boundaries too.
+    let log = snapshot_log(&shape, 8);
+    let log_len = std::fs::metadata(shape.join("log")).unwrap().len();
+    let chunks_len = std::fs::metadata(shape.join("chunks")).unwrap().len();
+    log.append(&[(LogOffset::new(100, 1), b"{\"a\":1}".as_slice()), (LogOffset::new(100, 2), b"{\"a\":2}".as_slice())])
+        .unwrap();
+    let (entry, end) = log.journal_entry().expect("small writes are journaled");
+    assert!(!entry.chunks_bytes.is_empty(), "the unit closed chunks");
+    let mut journal = Journal::open(data.path()).unwrap();
+    let gone = super::JournalEntry { log_pos: 0, log_bytes: b"x".to_vec(), chunks_pos: 0, chunks_bytes: vec![] };
+    journal.write(&[("shape-1", &entry), ("dropped-shape", &gone)]).unwrap();
+    log.sync_journaled(end).unwrap();
+    let served = slice(log.read_live(LogOffset::SNAPSHOT_END).unwrap());
+    assert_eq!(served.body, b"{\"a\":1}");
+    assert!(log.journal_entry().is_none(), "nothing unsynced left");
+    drop(log);
+    // A power cut took the logs' writes (only the journal was flushed) and tore a record the
+    // journal was writing.
+    for (name, len) in [("log", log_len), ("chunks", chunks_len)] {
+        std::fs::OpenOptions::new().write(true).open(shape.join(name)).unwrap().set_len(len).unwrap();
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.path().join(JOURNAL_FILE))
+        .unwrap()
+        .write_all(&[9, 0, 0])
+        .unwrap();
+
+    assert_eq!(replay(data.path()).unwrap(), 1, "the dropped shape's record is skipped, the torn one ignored");
+    let log = ShapeLog::recover(&shape, 8, true).unwrap();
+    assert_eq!(log.last_written_tx(), 100);
+    assert_eq!(slice(log.read(Some(LogOffset::SNAPSHOT_END), true, 0).unwrap()), LogSlice { lsn: 0, ..served });
+    let rest = slice(log.read(Some(LogOffset::new(100, 1)), true, 0).unwrap());
+    assert_eq!(rest.body, b"{\"a\":2}");
+    // Replaying twice writes the same bytes again; opening empties the journal.
+    assert_eq!(replay(data.path()).unwrap(), 1);
+    let _journal = Journal::open(data.path()).unwrap();
+    assert_eq!(replay(data.path()).unwrap(), 0);
+}
+
+#[test]
+fn writes_after_a_journal_entry_are_fsynced_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = snapshot_log(dir.path(), 1 << 20);
+    log.append(&[(LogOffset::new(100, 0), b"{\"a\":1}".as_slice())]).unwrap();
+    let (_entry, end) = log.journal_entry().unwrap();
+    // Another writer appends before the entry is published: publishing then fsyncs the log
+    // rather than marking bytes durable that the journal does not hold.
+    log.append(&[(LogOffset::new(200, 0), b"{\"b\":1}".as_slice())]).unwrap();
+    log.sync_journaled(end).unwrap();
+    assert_eq!(log.durable_offset(), LogOffset::new(200, 0));
+    assert!(log.journal_entry().is_none());
+}

@@ -99,6 +99,15 @@ async fn kill_9_mid_stream_then_restart() {
                 r.step(true).await;
             }
         }
+        // The live writes were made durable through the storage journal (replayed into the
+        // logs when the server starts again), not log by log.
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        let journaled: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("ferrite_shape_log_journal_records_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the journal metric");
+        assert!(journaled > 0, "live writes went through the journal");
         server.kill_9();
         // Transactions the server must catch up on from its slot when it is back.
         writes_after(&committed, 20 * (round + 1), "while the server is down").await;
