@@ -18,6 +18,7 @@ mod auth;
 pub mod config;
 mod http;
 mod metrics;
+mod parallel;
 mod pool;
 mod presence;
 mod replication;

@@ -259,14 +259,22 @@ impl Driver {
                 dirty.insert(id, shape);
             }
         }
-        for (id, (shape, changes)) in relational {
-            let Some(links) = &shape.0.links else { continue };
-            if truncated.contains(&shape.0.filter.table.oid) {
-                continue;
-            }
-            m.relational_offers.fetch_add(1, Ordering::Relaxed);
-            let offered =
-                links.lock().offer(&shape.0, QueuedTxn { xid: txn.xid, commit_lsn: txn.commit_lsn, changes })?;
+        // Each relational shape takes the transaction on its own state (in parallel when there
+        // are many), then the shared value index learns what changed, one shape at a time.
+        let relational: Vec<(ShapeRef, Vec<OwnedChange>)> = relational
+            .into_values()
+            .filter(|(shape, _)| shape.0.links.is_some() && !truncated.contains(&shape.0.filter.table.oid))
+            .collect();
+        m.relational_offers.fetch_add(relational.len() as u64, Ordering::Relaxed);
+        let offers = crate::parallel::map(relational, |(shape, changes)| {
+            let txn = QueuedTxn { xid: txn.xid, commit_lsn: txn.commit_lsn, changes };
+            let offered = shape.0.links.as_ref().map(|links| links.lock().offer(&shape.0, txn));
+            (shape, offered)
+        });
+        for (shape, offered) in offers {
+            let Some(offered) = offered else { continue };
+            let offered = offered?;
+            let id = shape.0.id;
             shape.0.update_value_index(&registry.value_index);
             // Its log is written at the end of the batch, after its checkpoint (`flush_relational`).
             self.relational.insert(id, shape.clone());
@@ -327,13 +335,21 @@ impl Driver {
     fn flush_relational(&mut self, dirty: &mut HashMap<u64, ShapeRef>) -> std::io::Result<()> {
         use crate::shapes::relational::{sync_file_and_dir, Links};
         let shapes: Vec<ShapeRef> = self.relational.drain().map(|(_, s)| s).collect();
+        // Each shape's own files: in parallel when there are many.
+        let staged_or_not = crate::parallel::map(shapes, |s| {
+            let staged = match &s.0.links {
+                Some(links) => links.lock().stage_checkpoint(&s.0),
+                None => Ok(false),
+            };
+            (s, staged)
+        });
+        let mut shapes = Vec::with_capacity(staged_or_not.len());
         let mut staged = Vec::new();
-        for s in &shapes {
-            if let Some(links) = &s.0.links {
-                if links.lock().stage_checkpoint(&s.0)? {
-                    staged.push(s);
-                }
+        for (s, was_staged) in staged_or_not {
+            if was_staged? {
+                staged.push(s.clone());
             }
+            shapes.push(s);
         }
         if staged.len() > SYNCFS_THRESHOLD {
             // SAFETY: syncfs only reads the descriptor, which the shape keeps open.
@@ -345,11 +361,16 @@ impl Driver {
                 sync_file_and_dir(&Links::checkpoint_path(&s.0))?;
             }
         }
-        for s in shapes {
-            if let Some(links) = &s.0.links {
-                if links.lock().append_outbox(&s.0)? {
-                    dirty.insert(s.0.id, s.clone());
-                }
+        let appended = crate::parallel::map(shapes, |s| {
+            let wrote = match &s.0.links {
+                Some(links) => links.lock().append_outbox(&s.0),
+                None => Ok(false),
+            };
+            (s, wrote)
+        });
+        for (s, wrote) in appended {
+            if wrote? {
+                dirty.insert(s.0.id, s);
             }
         }
         Ok(())
