@@ -4,8 +4,8 @@
 #   scripts/setup.sh         everything the tests need (scripts/test.sh runs this first)
 #   scripts/setup.sh --run   only what `cargo run --release -- dev` needs
 #
-# System packages: a C compiler (the where-clause parser is Postgres's own C code, built by the
-# `pg_query` crate), libclang-dev (that crate generates its Rust bindings with bindgen at build
+# System packages: a C compiler and make (the where-clause parser is Postgres's own C code, built
+# by the `pg_query` crate; the server's allocator, jemalloc, is built from C with make), libclang-dev (that crate generates its Rust bindings with bindgen at build
 # time, which loads libclang), the PostgreSQL server binaries (`ferrite dev` and the tests start
 # their own clusters; the system's cluster is never touched), curl (the README's examples); for
 # the tests also Node.js with npm (the Electric client suite, the web client) and Chromium (the
@@ -33,7 +33,7 @@ have_libclang() {
 }
 
 pkgs=()
-command -v cc >/dev/null 2>&1 || pkgs+=(build-essential)
+{ command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1; } || pkgs+=(build-essential)
 have_libclang || pkgs+=(libclang-dev)
 have_postgres || pkgs+=(postgresql)
 command -v curl >/dev/null 2>&1 || pkgs+=(curl)

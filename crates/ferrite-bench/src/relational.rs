@@ -24,7 +24,7 @@ pub async fn relational(members: usize, rows: u64, moves: usize, runs: usize) ->
         median(out_p50),
         median(out_p99)
     );
-    fan_out(members).await
+    fan_out(members, runs).await
 }
 
 /// Long-polls a shape from `(handle, offset)` until a message satisfies `done`; returns when.
@@ -102,7 +102,7 @@ const SECRET: &str = "bench-relational-secret-0123456789abcdef";
 /// `members` users of one team, each following the team's steps through the read rule (one
 /// relational shape each): RSS, one step update's engine-added latency to all of them, and
 /// subquery-result changes per second with as many shapes depending on one inner query.
-async fn fan_out(members: usize) -> Result<()> {
+async fn fan_out(members: usize, runs: usize) -> Result<()> {
     let env = env().await?;
     let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
     pg.batch_execute(&format!(
@@ -187,40 +187,51 @@ async fn fan_out(members: usize) -> Result<()> {
         with_shapes as f64 / 1024.0,
         before as f64 / 1024.0
     );
-    // One step of team 1 updated every 100 ms; each update reaches every member.
+    // One step of team 1 updated every 100 ms; each update reaches every member. `runs`
+    // measured rounds on the same shapes and clients.
     const WARMUP: usize = 20;
     const WRITES: usize = 200;
-    let mut histogram_before = None;
-    for i in 0..WARMUP + WRITES {
-        if i == WARMUP {
-            histogram_before = Some(delivery_histogram(&base).await?);
+    let (mut p50s, mut p99s) = (vec![], vec![]);
+    let mut sent = 0usize;
+    for _ in 0..runs {
+        let mut histogram_before = None;
+        for i in 0..WARMUP + WRITES {
+            if i == WARMUP {
+                histogram_before = Some(delivery_histogram(&base).await?);
+            }
+            pg.execute("UPDATE steps SET name = $1 WHERE id = 10", &[&format!("v{sent}")]).await?;
+            sent += 1;
+            // Each update is a thousand responses; spaced so that the machine (server and
+            // clients on the same two cores) is not saturated and the figure is latency, not
+            // backlog.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        pg.execute("UPDATE steps SET name = $1 WHERE id = 10", &[&format!("v{i}")]).await?;
-        // Each update is a thousand responses; spaced so that the machine (server and clients
-        // on the same two cores) is not saturated and the figure is latency, not backlog.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let expected = sent * members;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if received.load(Ordering::Relaxed) < expected {
+            return Err(anyhow!("the members saw {} of {expected} updates", received.load(Ordering::Relaxed)));
+        }
+        let after = delivery_histogram(&base).await?;
+        let (p50, p99) = histogram_quantiles(&histogram_before.unwrap_or_default(), &after);
+        p50s.push(p50 * 1000.0);
+        p99s.push(p99 * 1000.0);
     }
-    let expected = (WARMUP + WRITES) * members;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let after = delivery_histogram(&base).await?;
-    let (p50, p99) = histogram_quantiles(&histogram_before.unwrap_or_default(), &after);
+    let (p50, p99) = (median(p50s.clone()), median(p99s.clone()));
     println!(
-        "relational: one step update to {members} live members of its team ({WRITES} updates, {} of {expected} deliveries seen): engine-added p50 {:.2} ms, p99 {:.2} ms",
-        received.load(Ordering::Relaxed),
-        p50 * 1000.0,
-        p99 * 1000.0
+        "relational: one step update to {members} live members of its team ({WRITES} updates per run, every delivery seen): engine-added p50 {p50:.2} ms, p99 {p99:.2} ms (medians of {runs}; runs' p99 {})",
+        p99s.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" / ")
     );
     for t in tasks {
         t.abort();
     }
-    let (floor_p50, floor_p99) = crate::floor::fan_out_floor(members, WRITES, Duration::from_millis(100), 1).await?;
+    let (floor_p50, floor_p99) = crate::floor::fan_out_floor(members, WRITES, Duration::from_millis(100), runs).await?;
     println!(
-        "relational: the yardstick — a bare server answering {members} held long-polls with one prebuilt body per change, same clients: p50 {floor_p50:.2} ms, p99 {floor_p99:.2} ms; Ferrite / yardstick: p50 {:.1}×, p99 {:.1}×",
-        p50 * 1000.0 / floor_p50,
-        p99 * 1000.0 / floor_p99
+        "relational: the yardstick — a bare server answering {members} held long-polls with one prebuilt body per change, same clients: p50 {floor_p50:.2} ms, p99 {floor_p99:.2} ms (medians of {runs}); Ferrite / yardstick: p50 {:.1}×, p99 {:.1}×",
+        p50 / floor_p50,
+        p99 / floor_p99
     );
 
     // Subquery-result changes/s: `members` shapes of `docs` depend on one inner query (the

@@ -11,11 +11,21 @@ const MIN_ITEMS: usize = 64;
 /// At most this many threads, whatever the machine has.
 const MAX_THREADS: usize = 8;
 
+/// The threads to use, found once: asking the system reads the cgroup's CPU quota from files,
+/// which costs more than a small transaction's whole routing.
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS))
+}
+
 /// `f` applied to every item, the results in the items' order; the items are split into one
 /// contiguous part per core when there are many.
 pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
-    if threads < 2 || items.len() < MIN_ITEMS {
+    if items.len() < MIN_ITEMS {
+        return items.into_iter().map(f).collect();
+    }
+    let threads = threads();
+    if threads < 2 {
         return items.into_iter().map(f).collect();
     }
     let per_part = items.len().div_ceil(threads);

@@ -376,9 +376,10 @@ impl Driver {
         Ok(())
     }
 
-    /// Makes the written logs durable and visible: the logs' small recent writes through one
-    /// journal write and one `fdatasync` (see [`crate::storage::journal`]), the rest with an
-    /// fsync each (one `syncfs` when there are many).
+    /// Makes the written logs durable and visible: when several logs were written, their small
+    /// recent writes through one journal write and one `fdatasync` (see
+    /// [`crate::storage::journal`]), the rest with an fsync each (one `syncfs` when there are
+    /// many).
     fn sync(&self, dirty: HashMap<u64, ShapeRef>) -> std::io::Result<()> {
         if dirty.is_empty() {
             return Ok(());
@@ -393,8 +394,11 @@ impl Driver {
             }
             let mut journaled = Vec::new();
             let mut direct = Vec::new();
+            // One log alone is one flush either way: its own, which leaves nothing for the
+            // kernel to write back later.
+            let alone = dirty.len() == 1;
             for s in dirty.values() {
-                match s.0.log.journal_entry() {
+                match s.0.log.journal_entry().filter(|_| !alone) {
                     Some((entry, end)) => journaled.push((s, entry, end)),
                     None => direct.push(s),
                 }

@@ -144,7 +144,7 @@ fn decode(buf: &[u8]) -> Option<(Record<'_>, usize)> {
 
 /// Writes every whole record of `data_dir`'s journal into its shape's files again and makes
 /// them durable (see the module docs); returns how many records were replayed. A record whose
-/// shape directory is gone (the shape was dropped) is skipped. The journal itself is left as
+/// shape directory or files are gone (the shape was dropped) is skipped. The journal itself is left as
 /// it is: [`Journal::open`] empties it once this succeeded.
 pub fn replay(data_dir: &Path) -> io::Result<usize> {
     let path = data_dir.join(JOURNAL_FILE);
@@ -171,7 +171,13 @@ pub fn replay(data_dir: &Path) -> io::Result<usize> {
                 continue;
             }
             let file = dir.join(name);
-            OpenOptions::new().write(true).open(&file)?.write_all_at(bytes, at)?;
+            let f = match OpenOptions::new().write(true).open(&file) {
+                Ok(f) => f,
+                // A shape without its files is unreadable and dropped when the registry opens.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            f.write_all_at(bytes, at)?;
             touched.insert(file);
         }
         replayed += 1;
