@@ -5,8 +5,9 @@
 #   scripts/setup.sh --run   only what `cargo run --release -- dev` needs
 #
 # System packages: a C compiler and make (the where-clause parser is Postgres's own C code, built
-# by the `pg_query` crate; the server's allocator, jemalloc, is built from C with make), libclang-dev (that crate generates its Rust bindings with bindgen at build
-# time, which loads libclang), the PostgreSQL server binaries (`ferrite dev` and the tests start
+# by the `pg_query` crate; the server's allocator, jemalloc, is built from C with make),
+# libclang-dev (pg_query generates its Rust bindings with bindgen at build time, which loads
+# libclang), the PostgreSQL server binaries (`ferrite dev` and the tests start
 # their own clusters; the system's cluster is never touched), curl (the README's examples); for
 # the tests also Node.js with npm (the Electric client suite, the web client) and Chromium (the
 # editor's browser tests). Missing ones are installed with apt-get when this runs as root or with
