@@ -44,19 +44,23 @@ export function serveAppShell(prefix: string, version: string): void {
     if (!shell) return
     // Navigations are all the same page (the apps' routes live in the #hash).
     const key = req.mode === 'navigate' ? '/' : url.pathname
-    event.respondWith(
-      (async () => {
-        const cache = await caches.open(cacheName)
-        try {
-          const fresh = await fetch(req)
-          if (fresh.ok) await cache.put(key, fresh.clone())
-          return fresh
-        } catch (e) {
-          const cached = await cache.match(key)
-          if (cached) return cached
-          throw e
-        }
-      })(),
-    )
+    event.respondWith(networkFirst(req, cacheName, key))
   })
+}
+
+/**
+ * The server's answer to `req`, kept in cache `cacheName` under `key`; the kept one when the
+ * network fails.
+ */
+export async function networkFirst(req: Request, cacheName: string, key: string): Promise<Response> {
+  const cache = await caches.open(cacheName)
+  try {
+    const fresh = await fetch(req)
+    if (fresh.ok) await cache.put(key, fresh.clone())
+    return fresh
+  } catch (e) {
+    const cached = await cache.match(key)
+    if (cached) return cached
+    throw e
+  }
 }

@@ -120,18 +120,8 @@ export function formatDuration(from: unknown, to: unknown): string | undefined {
   return `${h} h${m % 60 ? ` ${m % 60} min` : ''}`
 }
 
-/** "1.2 MB" */
-export function formatBytes(n: number): string {
-  if (!Number.isFinite(n) || n < 0) return '—'
-  const units = ['bytes', 'KB', 'MB', 'GB', 'TB']
-  let i = 0
-  let v = n
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000
-    i++
-  }
-  return i === 0 ? `${v} ${v === 1 ? 'byte' : 'bytes'}` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`
-}
+/** Byte counts: shared with the other example apps. */
+export { formatBytes } from '../../shared/format.js'
 
 /** A column value in a sentence: text as it is, nothing as "empty", the rest as JSON. */
 export function formatValue(v: unknown): string {

@@ -22,18 +22,8 @@ export function formatTime(v: unknown): string {
   return Number.isFinite(t) ? dateTime.format(t) : ''
 }
 
-/** "12.3 MB" */
-export function formatBytes(n: number): string {
-  if (!Number.isFinite(n) || n < 0) return '?'
-  const units = ['bytes', 'KB', 'MB', 'GB', 'TB']
-  let i = 0
-  let v = n
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000
-    i++
-  }
-  return i === 0 ? `${v} bytes` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`
-}
+/** Byte counts: shared with the other example apps. */
+export { formatBytes } from '../../shared/format.js'
 
 /** "1 message", "3 messages" */
 export function count(n: number, one: string, many = `${one}s`): string {

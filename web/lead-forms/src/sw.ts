@@ -9,7 +9,7 @@
  * the cache once there, in a cache named after that version.
  */
 
-import { serveAppShell } from '../../shared/app-shell-sw.js'
+import { networkFirst, serveAppShell } from '../../shared/app-shell-sw.js'
 
 /** Set by the build: a hash of the shell files, so each build gets its own cache. */
 declare const BUILD_VERSION: string
@@ -60,19 +60,6 @@ sw.addEventListener('fetch', (event) => {
     event.respondWith(cacheFirst(req, PGLITE_CACHE, url.pathname))
   }
 })
-
-async function networkFirst(req: Request, cacheName: string, key: string): Promise<Response> {
-  const cache = await caches.open(cacheName)
-  try {
-    const fresh = await fetch(req)
-    if (fresh.ok) await cache.put(key, fresh.clone())
-    return fresh
-  } catch (e) {
-    const cached = await cache.match(key)
-    if (cached) return cached
-    throw e
-  }
-}
 
 async function cacheFirst(req: Request, cacheName: string, key: string): Promise<Response> {
   const cache = await caches.open(cacheName)

@@ -44,4 +44,13 @@ fn committed_lead_forms_bundle_matches_its_sources() {
         "comparing web/lead-forms/dist with a fresh build",
         Command::new("node").args(["build.mjs", "--check"]).current_dir(web().join("lead-forms")),
     );
+    // The service worker keeps PGlite's files (served from the installed package) in a cache
+    // named after the installed PGlite, so a different version's files never meet this worker.
+    let package: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(web().join("node_modules/@electric-sql/pglite/package.json")).expect("PGlite installed"),
+    )
+    .unwrap();
+    let version = package["version"].as_str().expect("a version");
+    let sw = std::fs::read_to_string(web().join("lead-forms/dist/sw.js")).unwrap();
+    assert!(sw.contains(&format!("lead-forms-pglite-{version}")), "the PGlite cache is named after PGlite {version}");
 }
