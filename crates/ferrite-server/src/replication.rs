@@ -417,9 +417,8 @@ impl Driver {
                 s.0.log.sync(!use_syncfs)?;
             }
             if !journaled.is_empty() {
-                let names: Vec<String> = journaled.iter().map(|(s, _, _)| s.0.log.dir_name()).collect();
                 let records: Vec<(&str, &crate::storage::JournalEntry)> =
-                    names.iter().zip(&journaled).map(|(n, (_, e, _))| (n.as_str(), e)).collect();
+                    journaled.iter().map(|(s, e, _)| (s.0.log.dir_name(), e)).collect();
                 journal.write(&records)?;
                 m.journal_records.fetch_add(records.len() as u64, Ordering::Relaxed);
                 for (s, _, end) in &journaled {

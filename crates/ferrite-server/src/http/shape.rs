@@ -578,7 +578,7 @@ pub(super) async fn read_live(shape: &Arc<Shape>, o: LogOffset) -> std::io::Resu
     match shape.log.live_span(o) {
         LiveSpan::NotReady => Ok(ReadOutcome::NotReady),
         LiveSpan::AtHead => Ok(ReadOutcome::AtHead),
-        LiveSpan::Tail(slice) => Ok(ReadOutcome::Data(slice)),
+        LiveSpan::Tail(slice) => Ok(ReadOutcome::Data(LogSlice::clone(&slice))),
         LiveSpan::Bytes(span) if span.len() <= INLINE_READ_BYTES => shape.log.read_span(span),
         LiveSpan::Bytes(span) => {
             let shape = shape.clone();

@@ -117,7 +117,7 @@ const TAIL_MAX_BYTES: usize = 4 * 1024;
 #[derive(Debug)]
 struct Tail {
     after: LogOffset,
-    slice: LogSlice,
+    slice: Arc<LogSlice>,
 }
 
 /// What makes a log's unsynced writes durable through the storage journal: the bytes and where
@@ -140,6 +140,8 @@ pub struct ShapeLog {
     log: File,
     inner: Mutex<Inner>,
     durable_tx: watch::Sender<LogOffset>,
+    /// The directory's name, what the storage journal records for this log.
+    dir_name: String,
 }
 
 impl ShapeLog {
@@ -214,6 +216,7 @@ impl ShapeLog {
         let (durable_tx, _) = watch::channel(end_offset);
         ShapeLog {
             dir: dir.to_path_buf(),
+            dir_name: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             chunk_bytes: chunk_bytes.max(1),
             log,
             inner: Mutex::new(Inner {
@@ -241,8 +244,8 @@ impl ShapeLog {
     }
 
     /// The name of the directory holding this log (what the storage journal records).
-    pub fn dir_name(&self) -> String {
-        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    pub fn dir_name(&self) -> &str {
+        &self.dir_name
     }
 
     /// Offset of the last durable entry (`0_inf` for a finished snapshot with no changes yet).
@@ -566,7 +569,7 @@ impl ShapeLog {
     pub fn read_live(&self, after: LogOffset) -> io::Result<ReadOutcome> {
         match self.live_span(after) {
             LiveSpan::Bytes(span) => self.read_span(span),
-            LiveSpan::Tail(slice) => Ok(ReadOutcome::Data(slice)),
+            LiveSpan::Tail(slice) => Ok(ReadOutcome::Data(LogSlice::clone(&slice))),
             LiveSpan::NotReady => Ok(ReadOutcome::NotReady),
             LiveSpan::AtHead => Ok(ReadOutcome::AtHead),
         }
@@ -673,7 +676,7 @@ impl Tail {
             return None;
         }
         let count = item_ends.len();
-        Some(Tail { after, slice: LogSlice { body, count, item_ends, end, up_to_date: true, lsn: 0 } })
+        Some(Tail { after, slice: Arc::new(LogSlice { body, count, item_ends, end, up_to_date: true, lsn: 0 }) })
     }
 }
 
@@ -700,7 +703,7 @@ pub enum LiveSpan {
     /// These bytes of the log.
     Bytes(Span),
     /// The messages the last sync made durable, kept in memory (nothing to read).
-    Tail(LogSlice),
+    Tail(Arc<LogSlice>),
     /// The snapshot has not finished.
     NotReady,
     /// Nothing after the offset yet.
