@@ -9,9 +9,10 @@
 # libclang-dev (pg_query generates its Rust bindings with bindgen at build time, which loads
 # libclang), the PostgreSQL server binaries (`ferrite dev` and the tests start
 # their own clusters; the system's cluster is never touched), curl (the README's examples); for
-# the tests also Node.js with npm (the Electric client suite, the web client) and Chromium (the
-# editor's browser tests). Missing ones are installed with apt-get when this runs as root or with
-# passwordless sudo; otherwise it prints the command to run and exits non-zero. Then, for the
+# the tests also Node.js with npm (the Electric client suite, the web client), Chromium (the
+# editor's browser tests) and nginx (the tests of deploy/nginx's cache configurations; the
+# tests run their own nginx processes). Missing ones are installed with apt-get when this runs
+# as root or with passwordless sudo; otherwise it prints the command to run and exits non-zero. Then, for the
 # tests, the npm packages of web/electric-compat and web/ (`npm ci`, when missing or older than
 # their lock file).
 set -euo pipefail
@@ -42,6 +43,7 @@ if [ "$tests" = 1 ]; then
   command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
   command -v npm >/dev/null 2>&1 || pkgs+=(npm)
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || pkgs+=(chromium)
+  [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
 fi
 
 if [ ${#pkgs[@]} -gt 0 ]; then

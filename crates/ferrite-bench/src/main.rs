@@ -5,6 +5,7 @@
 //! ```
 //! Each benchmark starts its own throwaway Postgres. Figures are medians over `--runs` runs.
 
+mod cdn;
 mod client;
 mod floor;
 mod relational;
@@ -108,6 +109,15 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         rows: u64,
     },
+    /// Live long-poll clients on one shape through nginx (deploy/nginx): origin requests per
+    /// write, identical bodies, delivery time through the cache.
+    Cdn {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Writes measured per run (each waits until every client's long-poll is at nginx).
+        #[arg(long, default_value_t = 10)]
+        writes: usize,
+    },
     /// The fan-out yardstick alone: a bare server answering held long-polls with one prebuilt
     /// body per change (what the machine can do at best; see floor.rs).
     Floor {
@@ -149,6 +159,7 @@ fn main() -> Result<()> {
             Bench::Workspace { steps } => workspace::workspace(steps, cli.runs).await,
             Bench::WebStores { rows } => web_stores::web_stores(rows, cli.runs).await,
             Bench::FloorServer => floor::serve().await,
+            Bench::Cdn { clients, writes } => cdn::cdn(clients, writes, cli.runs).await,
             Bench::Floor { clients } => {
                 let (p50, p99) = floor::fan_out_floor(clients, 200, Duration::from_millis(100), cli.runs).await?;
                 println!("floor: one change answered to {clients} held long-polls with one prebuilt body, trigger → response handed to HTTP: p50 {p50:.2} ms, p99 {p99:.2} ms (medians of {})", cli.runs);
@@ -165,6 +176,7 @@ fn main() -> Result<()> {
                 relational::relational(1000, 1000, 30, cli.runs).await?;
                 workspace::workspace(500, cli.runs).await?;
                 web_stores::web_stores(10_000, cli.runs).await?;
+                cdn::cdn(10_000, 10, cli.runs).await?;
                 rss(10_000).await
             }
         }

@@ -124,6 +124,11 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Clock tolerance (seconds) for `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// Lets a shared HTTP cache keep shape responses in jwt mode, keyed by the caller's cache
+    /// scope (`GET /v1/auth/scope`, asked by the cache for every request): a response is marked
+    /// `public` only when the request names the caller's own scope in `ferrite-cache-scope`
+    /// (see `deploy/nginx`). Off: every shape response in jwt mode is `private`.
+    pub shared_cache: bool,
 }
 
 impl Default for AuthConfig {
@@ -136,6 +141,7 @@ impl Default for AuthConfig {
             issuer: None,
             audience: None,
             leeway_secs: 30,
+            shared_cache: false,
         }
     }
 }

@@ -166,6 +166,39 @@ impl Auth {
 }
 
 impl Auth {
+    /// The key a shared cache must keep this caller's shape responses under: a digest of
+    /// everything about the caller that shape responses depend on — the values of the claims
+    /// named by the read rules (the rules bound for this caller decide every shape it may read,
+    /// its subqueries included, and which tables it may not read at all). Two callers with the
+    /// same scope send the same URL for the same rows, so they may share a cached response;
+    /// callers with different scopes never do. `public` when auth is off.
+    pub fn cache_scope(&self, who: Option<&Identity>) -> String {
+        use sha2::{Digest, Sha256};
+        let Some(who) = who else { return "public".to_string() };
+        let mut tables: Vec<(&QualifiedName, &TableRules)> = self.tables.iter().collect();
+        tables.sort_by(|a, b| a.0.cmp(b.0));
+        let mut h = Sha256::new();
+        h.update(b"ferrite-cache-scope-v1");
+        // Every part is length-prefixed, so no two different sequences hash the same input.
+        let mut part = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        for (name, rules) in tables {
+            let Some(read) = &rules.read else { continue };
+            part(name.quoted().as_bytes());
+            for claim in read.bind(&who.claims).claims {
+                part(claim.path.join(".").as_bytes());
+                match &claim.value {
+                    Some(v) => part(format!("={v}").as_bytes()),
+                    None => part(b"null"),
+                }
+            }
+        }
+        let digest = h.finalize();
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The further condition this caller's write of kind `kind` on `table` must meet (with the
     /// write rule), if the table has one.
     pub fn kind_filter(&self, table: &QualifiedName, who: Option<&Identity>, kind: WriteKind) -> Option<BoundRule> {
@@ -206,6 +239,30 @@ mod tests {
         assert!(auth.kind_filter(&steps, Some(&who), WriteKind::Update).is_some());
         assert!(auth.kind_filter(&steps, Some(&who), WriteKind::Insert).is_none());
         assert!(auth.kind_filter(&steps, None, WriteKind::Update).is_none(), "auth off: no check");
+    }
+
+    #[test]
+    fn cache_scopes_follow_the_claims_read_rules_name() {
+        let mut cfg = with_rules(Some("tenant = claims.tenant AND claims.role <> 'banned'"), None);
+        cfg.tables.insert("notes".into(), TableConfig { public: true, ..Default::default() });
+        let auth = Auth::from_config(&cfg).unwrap();
+        let who =
+            |claims: serde_json::Value| Identity { subject: "s".into(), claims: claims.as_object().unwrap().clone() };
+        let scope = |c: serde_json::Value| auth.cache_scope(Some(&who(c)));
+        let a = scope(serde_json::json!({"sub": "u1", "tenant": "a", "role": "staff", "name": "Ann"}));
+        // Claims no read rule names (the subject, a display name) do not split the cache...
+        assert_eq!(a, scope(serde_json::json!({"sub": "u2", "tenant": "a", "role": "staff", "name": "Bo"})));
+        // ...every claim a rule names does, and a missing claim is not an empty one.
+        assert_ne!(a, scope(serde_json::json!({"sub": "u1", "tenant": "b", "role": "staff"})));
+        assert_ne!(a, scope(serde_json::json!({"sub": "u1", "tenant": "a", "role": "banned"})));
+        assert_ne!(scope(serde_json::json!({"tenant": ""})), scope(serde_json::json!({})));
+        // Values cannot be shifted between claims to forge another caller's scope.
+        assert_ne!(
+            scope(serde_json::json!({"tenant": "a", "role": "bstaff"})),
+            scope(serde_json::json!({"tenant": "ab", "role": "staff"}))
+        );
+        assert_eq!(a.len(), 32);
+        assert_eq!(auth.cache_scope(None), "public");
     }
 
     const MEMBERS: &str = "team_id IN (SELECT team_id FROM team_members WHERE user_id = claims.sub)";

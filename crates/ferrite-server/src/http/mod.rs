@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
         .route("/v1/health", get(health).options(preflight))
         .route("/v1/config", get(client_config).options(preflight))
         .route("/v1/foreign-keys", get(foreign_keys::get).options(preflight))
+        .route("/v1/auth/scope", get(auth_scope))
         .route("/v1/watch", axum::routing::post(watch::post).options(preflight))
         .route("/v1/transactions", axum::routing::post(crate::writes::handler).options(preflight))
         .route("/v1/presence", get(crate::presence::http::get).post(crate::presence::http::post).options(preflight))
@@ -56,9 +57,10 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
 /// What every request goes through, in one middleware (each layer of middleware costs every held
 /// long-poll another boxed future, about a kilobyte — ten thousand of them wait at once): the
 /// secret check, then the route, then the API routes' CORS headers, the `electric-server`
-/// header and, in JWT mode, private caching.
+/// header and, in JWT mode, private caching (unless a shared cache asks in the caller's scope).
 async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response<Body> {
     let cors = cors_methods(req.uri().path()).map(|methods| (req.headers().get(header::ORIGIN).cloned(), methods));
+    let in_callers_scope = state.auth.enabled() && asks_in_callers_scope(&state, &req);
     let mut r = match refused_without_secret(&state, &req) {
         Some(refused) => refused,
         None => next.run(req).await,
@@ -67,9 +69,54 @@ async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: N
         add_cors(&mut r, origin, methods);
     }
     r.headers_mut().insert("electric-server", HeaderValue::from_static(SERVER_VERSION));
-    if state.auth.enabled() {
+    if state.auth.enabled() && !in_callers_scope {
         make_private(&mut r);
     }
+    r
+}
+
+/// The request header in which a shared cache names the scope it keeps the response under.
+const CACHE_SCOPE_HEADER: &str = "ferrite-cache-scope";
+
+/// With `auth.shared_cache`: whether this shape read comes through a shared cache that keys it
+/// by the caller's own cache scope ([`crate::auth::Auth::cache_scope`]), so its response may
+/// stay `public`. A missing, stale or someone else's scope makes it private, as without the
+/// setting: a cache that does not key by scope never gets a response it could hand to another
+/// tenant.
+fn asks_in_callers_scope(state: &AppState, req: &Request) -> bool {
+    if !state.config.auth.shared_cache
+        || req.uri().path() != "/v1/shape"
+        || !(req.method() == Method::GET || req.method() == Method::HEAD)
+    {
+        return false;
+    }
+    let Some(claimed) = req.headers().get(CACHE_SCOPE_HEADER).and_then(|v| v.to_str().ok()) else { return false };
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.auth.authenticate(authorization) {
+        Ok(who) => state.auth.cache_scope(who.as_ref()) == claimed,
+        Err(_) => false,
+    }
+}
+
+/// `GET /v1/auth/scope`: the check a shared cache runs at the edge before every shape read
+/// (nginx's `auth_request`): 204 with the caller's cache scope in `ferrite-cache-scope`, or the
+/// 401/403 the read itself would get for the token. A CORS preflight (the cache passes the
+/// original method in `ferrite-original-method`) carries no token and needs none.
+async fn auth_scope(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    let preflight = headers.get("ferrite-original-method").is_some_and(|m| m.as_bytes() == b"OPTIONS");
+    let scope = if preflight {
+        "preflight".to_string()
+    } else {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match state.auth.authenticate(authorization) {
+            Ok(who) => state.auth.cache_scope(who.as_ref()),
+            Err(e) => return response::auth_refused(&e),
+        }
+    };
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    response::set(&mut r, CACHE_SCOPE_HEADER, &scope);
+    response::set(&mut r, "cache-control", "no-store");
     r
 }
 

@@ -383,7 +383,7 @@ fn json_array(slice: Option<&LogSlice>, up_to_date_lsn: Option<u64>) -> Vec<u8> 
 /// The next `electric-cursor` value.
 pub fn next_cursor(state: &AppState, previous: Option<u64>) -> u64 {
     let now = state.clock.wall_secs();
-    ferrite_protocol::cursor::next_cursor(now, state.config.long_poll_timeout_ms, previous, rand::random())
+    ferrite_protocol::cursor::next_cursor(now, state.config.long_poll_timeout_ms, previous)
 }
 
 fn catch_up_cache(state: &AppState, req: &ShapeRequest) -> String {

@@ -6,6 +6,7 @@ mod common;
 
 mod abuse;
 mod auth;
+mod cdn;
 mod client;
 mod client_convergence;
 mod dev_command;
