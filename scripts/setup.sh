@@ -10,8 +10,8 @@
 # libclang), the PostgreSQL server binaries (`ferrite dev` and the tests start
 # their own clusters; the system's cluster is never touched), curl (the README's examples); for
 # the tests also Node.js with npm (the Electric client suite, the web client), Chromium (the
-# editor's browser tests) and nginx (the tests of deploy/nginx's cache configurations; the
-# tests run their own nginx processes). Missing ones are installed with apt-get when this runs
+# editor's browser tests), nginx (the tests of deploy/nginx's cache configurations) and
+# nats-server (the cluster tests); the tests run their own nginx and nats-server processes. Missing ones are installed with apt-get when this runs
 # as root or with passwordless sudo; otherwise it prints the command to run and exits non-zero. Then, for the
 # tests, the npm packages of web/electric-compat and web/ (`npm ci`, when missing or older than
 # their lock file).
@@ -44,6 +44,7 @@ if [ "$tests" = 1 ]; then
   command -v npm >/dev/null 2>&1 || pkgs+=(npm)
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || pkgs+=(chromium)
   [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || pkgs+=(nats-server)
 fi
 
 if [ ${#pkgs[@]} -gt 0 ]; then

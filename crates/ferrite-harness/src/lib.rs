@@ -3,6 +3,7 @@
 //! clusters are `ferrite_pg::cluster`'s; this crate holds the others.
 #![warn(missing_docs)]
 
+pub mod nats;
 pub mod nginx;
 
 /// A TCP port on 127.0.0.1 free right now (the OS picks it).

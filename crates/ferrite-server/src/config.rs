@@ -104,6 +104,22 @@ pub struct ServerConfig {
     pub presence_max_rooms: usize,
     /// Per-table settings (`[tables.<name>]`): conflict policy, row existence rule, access rules.
     pub tables: BTreeMap<String, TableConfig>,
+    /// `[cluster]`: several Ferrite nodes of one database, talking over NATS.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: what a node needs to work with the other nodes of its cluster (every node of one
+/// database and slot). Without `nats_url` the server is a single node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The NATS server(s) the nodes share, e.g. `nats://127.0.0.1:4222` (several: comma-separated).
+    pub nats_url: Option<String>,
+    /// This node's name in logs and the cluster's status; default `<listen>:<port>`.
+    pub node_name: Option<String>,
+    /// The URL other nodes reach this node's HTTP API at (followers send shape reads to the
+    /// leader's); default `http://<listen>:<port>`.
+    pub advertise_url: Option<String>,
 }
 
 /// `[auth]`: how requests prove who they are (see [`crate::auth`]).
@@ -222,6 +238,7 @@ impl Default for ServerConfig {
             presence_max_members: 100,
             presence_max_rooms: 100_000,
             tables: BTreeMap::new(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -271,6 +288,20 @@ impl ServerConfig {
         }
         if self.sse_timeout_secs < 2 {
             return Err("sse_timeout_secs must be at least 2".into());
+        }
+        if let Some(url) = &self.cluster.nats_url {
+            crate::cluster::server_addrs(url).map_err(|e| format!("cluster.nats_url: {e}"))?;
+        }
+        if self.cluster.node_name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 128) {
+            return Err("cluster.node_name must be 1 to 128 bytes".into());
+        }
+        if let Some(u) = &self.cluster.advertise_url {
+            let ok = u.len() <= 1024
+                && u.parse::<hyper::Uri>()
+                    .is_ok_and(|uri| uri.scheme_str() == Some("http") && uri.host().is_some() && uri.path() == "/");
+            if !ok {
+                return Err(format!("cluster.advertise_url must be an http://host:port URL (got {u:?})"));
+            }
         }
         for (key, v) in [("slot_name", &self.slot_name), ("publication", &self.publication)] {
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {

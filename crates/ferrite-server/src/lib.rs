@@ -3,8 +3,8 @@
 //! Data flow: [`replication`] follows the slot and hands each transaction to the shapes the
 //! [`router`] finds for it; each shape ([`shapes`]) appends to its log ([`storage`]); [`http`]
 //! serves logs by offset. [`writes`] applies client transactions (`POST /v1/transactions`).
-//! [`auth`] checks tokens and table rules, [`presence`] keeps who is where. [`start`] wires it
-//! together.
+//! [`auth`] checks tokens and table rules, [`presence`] keeps who is where, [`cluster`] shares
+//! it with the other nodes of a cluster. [`start`] wires it together.
 //!
 //! The library's surface is deliberately small: [`start`] (or [`start_with`], to mount extra
 //! routes, or [`start_with_clock`], to run on a test's [`ManualClock`]), its [`config`], and the
@@ -15,6 +15,7 @@
 
 mod admission;
 mod auth;
+mod cluster;
 pub mod config;
 mod http;
 mod metrics;

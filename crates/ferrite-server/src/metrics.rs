@@ -61,6 +61,12 @@ pub struct Metrics {
     pub move_in_time: Histogram,
     /// Transactions handed to relational shapes (one per shape a transaction was routed to).
     pub relational_offers: AtomicU64,
+    /// Cluster: presence changes of local members sent to the other nodes.
+    pub presence_relayed: AtomicU64,
+    /// Cluster: presence changes received from other nodes.
+    pub presence_received: AtomicU64,
+    /// Cluster: other nodes heard from (heartbeats) within the node timeout.
+    pub cluster_nodes_seen: AtomicI64,
 }
 
 /// What relational shapes hold right now (see [`crate::shapes::relational`]).
@@ -98,6 +104,15 @@ impl Drop for Held<'_> {
 }
 
 impl Metrics {
+    /// Postgres's WAL position minus the confirmed LSN at the last check (0 before one).
+    pub fn replication_lag_bytes(&self) -> u64 {
+        let wal = self.server_wal_lsn.load(Ordering::Relaxed);
+        if wal == 0 {
+            return 0;
+        }
+        wal.saturating_sub(self.confirmed_lsn.load(Ordering::Relaxed))
+    }
+
     /// Counts one client transaction's outcome.
     pub fn count_write_result(&self, status: ferrite_protocol::write_protocol::Status) {
         use ferrite_protocol::write_protocol::Status;
@@ -144,9 +159,12 @@ impl Metrics {
             g(&self.last_commit_lsn),
         );
         counter("replication_confirmed_lsn", "LSN confirmed to Postgres.", "gauge", g(&self.confirmed_lsn));
-        let wal = g(&self.server_wal_lsn);
-        let lag = if wal > 0 { (wal - g(&self.confirmed_lsn)).max(0) } else { 0 };
-        counter("replication_lag_bytes", "Postgres WAL position minus the confirmed LSN.", "gauge", lag);
+        counter(
+            "replication_lag_bytes",
+            "Postgres WAL position minus the confirmed LSN.",
+            "gauge",
+            self.replication_lag_bytes() as i128,
+        );
         counter(
             "replication_retained_wal_bytes",
             "WAL retained by Ferrite's slot.",
@@ -190,6 +208,24 @@ impl Metrics {
             "Presence long-polls currently waiting for their room to change.",
             "gauge",
             self.presence_waiting.load(Ordering::Relaxed) as i128,
+        );
+        counter(
+            "cluster_presence_relayed_total",
+            "Presence changes of this node's members sent to the other nodes of the cluster.",
+            "counter",
+            g(&self.presence_relayed),
+        );
+        counter(
+            "cluster_presence_received_total",
+            "Presence changes received from other nodes of the cluster.",
+            "counter",
+            g(&self.presence_received),
+        );
+        counter(
+            "cluster_nodes_seen",
+            "Other nodes of the cluster whose heartbeat arrived within the node timeout.",
+            "gauge",
+            self.cluster_nodes_seen.load(Ordering::Relaxed) as i128,
         );
         counter("shapes", "Shapes currently registered.", "gauge", shapes as i128);
         counter("shapes_created_total", "Shapes created.", "counter", g(&self.shapes_created));

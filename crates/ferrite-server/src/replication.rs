@@ -20,6 +20,30 @@ const MAX_BATCH: usize = 512;
 /// Above this many dirty logs one `syncfs` is cheaper than an fsync per file.
 const SYNCFS_THRESHOLD: usize = 32;
 
+/// The replication driver running in a task of its own; dropping the guard stops it (and the
+/// stream it follows).
+pub struct Running(tokio::task::JoinHandle<()>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts [`run`] in a task.
+pub fn spawn(state: Arc<AppState>) -> Running {
+    Running(tokio::spawn(run(state)))
+}
+
+/// Stops a task when dropped: the stream task goes with the driver however the driver ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs forever: connect, stream, route; on failure wait (1, 2, 5, 10, 30 s) and reconnect.
 pub async fn run(state: Arc<AppState>) {
     let flushed = Arc::new(AtomicU64::new(0));
@@ -29,13 +53,14 @@ pub async fn run(state: Arc<AppState>) {
     loop {
         match connect(&state, flushed.clone()).await {
             Ok((mut rx, task)) => {
+                let task = AbortOnDrop(task);
                 state.metrics.replication_connects.fetch_add(1, Ordering::Relaxed);
                 state.metrics.replication_connected.store(1, Ordering::Relaxed);
                 state.replication_ready.store(true, Ordering::Relaxed);
                 tracing::info!("replication stream connected");
                 let result = driver.stream(&mut rx, &flushed).await;
                 state.metrics.replication_connected.store(0, Ordering::Relaxed);
-                task.abort();
+                drop(task);
                 match result {
                     Ok(()) => tracing::warn!("replication stream ended; reconnecting"),
                     Err(e) => tracing::warn!(error = %e, "replication stream failed; reconnecting"),

@@ -1,5 +1,6 @@
 //! Starting and stopping a server: storage, replication driver, maintenance and HTTP listener.
 
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::shapes::Registry;
 use crate::state::AppState;
@@ -24,6 +25,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The cluster's NATS could not be used.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(String),
     /// The port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -139,12 +143,23 @@ async fn launch(config: ServerConfig, extra: Option<axum::Router>, clock: Clock)
     for shape in state.registry.following_clock() {
         tokio::spawn(crate::state::follow_clock(state.clone(), shape));
     }
-    let tasks = vec![
-        tokio::spawn(crate::replication::run(state.clone())),
+    let mut tasks = vec![
         tokio::spawn(expire_shapes(state.clone())),
         tokio::spawn(refresh_replication_metrics(state.clone())),
         tokio::spawn(expire_presence(state.clone())),
     ];
+    match Cluster::join(&state.config, addr.port()).await.map_err(StartError::Cluster)? {
+        // One node of a cluster follows the slot at a time: the one holding the lock.
+        Some(cluster) => {
+            let cluster = Arc::new(cluster);
+            let _ = state.cluster.set(cluster.clone());
+            tasks.push(tokio::spawn(crate::cluster::leader::run(state.clone(), cluster.clone())));
+            tasks.push(tokio::spawn(crate::cluster::nodes::heartbeat(state.clone(), cluster.clone())));
+            tasks.push(tokio::spawn(crate::cluster::nodes::watch(state.clone(), cluster.clone())));
+            tasks.extend(crate::cluster::presence::start(state.clone(), cluster));
+        }
+        None => tasks.push(tokio::spawn(crate::replication::run(state.clone()))),
+    }
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let app = crate::http::router(state.clone(), extra);
     let header_timeout = Duration::from_secs(state.config.request_read_timeout_secs);

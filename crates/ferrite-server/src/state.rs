@@ -85,6 +85,8 @@ pub struct AppState {
     /// The current replication stream's progress: how far it handed transactions over and how
     /// far the driver processed them (a move-in waits until its snapshot is covered).
     pub stream: parking_lot::Mutex<Arc<ferrite_pg::replication::StreamProgress>>,
+    /// This node's place in a cluster (set once at start when `[cluster] nats_url` is given).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     create_lock: Mutex<()>,
     db: Mutex<Option<tokio_postgres::Client>>,
     published: parking_lot::Mutex<HashSet<u32>>,
@@ -132,6 +134,7 @@ impl AppState {
             replication_ready: Arc::new(AtomicBool::new(false)),
             receipts: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(RECEIPTS)),
             stream: parking_lot::Mutex::new(Arc::new(Default::default())),
+            cluster: std::sync::OnceLock::new(),
             create_lock: Mutex::new(()),
             db: Mutex::new(None),
             published: parking_lot::Mutex::new(HashSet::new()),

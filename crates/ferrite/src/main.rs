@@ -50,6 +50,10 @@ enum Command {
         /// Shape storage directory; overrides the config file.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// NATS server(s) of a cluster of Ferrite nodes (`nats://host:4222`); overrides
+        /// `[cluster] nats_url`.
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Run everything locally: a throwaway Postgres with an example's schema and data, the
     /// server with its rules, and its web app.
@@ -101,7 +105,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve { config, database_url, port, data_dir } => {
+            Command::Serve { config, database_url, port, data_dir, cluster } => {
                 let mut cfg = config::load(config.as_deref(), std::env::vars())?;
                 if let Some(u) = database_url {
                     cfg.database_url = u;
@@ -111,6 +115,10 @@ fn main() -> Result<()> {
                 }
                 if let Some(d) = data_dir {
                     cfg.data_dir = d;
+                }
+                if let Some(c) = cluster {
+                    cfg.cluster.nats_url = Some(c);
+                    cfg.validate().map_err(|e| anyhow!("--cluster: {e}"))?;
                 }
                 check_database_url(&cfg.database_url)?;
                 let server = ferrite_server::start(cfg).await?;

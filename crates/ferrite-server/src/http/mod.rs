@@ -60,6 +60,15 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
 /// header and, in JWT mode, private caching (unless a shared cache asks in the caller's scope).
 async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response<Body> {
     let cors = cors_methods(req.uri().path()).map(|methods| (req.headers().get(header::ORIGIN).cloned(), methods));
+    // A follower of a cluster passes shape reads to the leader, and its answer back as it is.
+    if let Some(cluster) = state.cluster.get() {
+        if !cluster.leading()
+            && req.method() != Method::OPTIONS
+            && crate::cluster::forward::is_leaders(req.uri().path())
+        {
+            return crate::cluster::forward::to_leader(cluster, req).await;
+        }
+    }
     let in_callers_scope = state.auth.enabled() && asks_in_callers_scope(&state, &req);
     let mut r = match refused_without_secret(&state, &req) {
         Some(refused) => refused,
@@ -193,13 +202,27 @@ async fn health(State(state): State<Arc<AppState>>) -> Response<Body> {
     // Active while the replication stream is connected; while it (re)connects, Electric's
     // "starting" (202), so load balancers and clients can tell the server is not following
     // Postgres right now. Shape logs are still served meanwhile.
-    let ready = state.replication_ready.load(std::sync::atomic::Ordering::Relaxed)
+    let following = state.replication_ready.load(std::sync::atomic::Ordering::Relaxed)
         && state.metrics.replication_connected.load(std::sync::atomic::Ordering::Relaxed) == 1;
+    // A follower of a cluster is ready when it knows a leader to pass shape reads to.
+    let ready = match state.cluster.get() {
+        Some(c) if !c.leading() => c.leader_url().is_some(),
+        _ => following,
+    };
     let (status, text) = if ready { (StatusCode::OK, "active") } else { (StatusCode::ACCEPTED, "starting") };
-    let mut r = response::json(
-        status,
-        &serde_json::json!({"status": text, "shapes": state.registry.len(), "relational": state.registry.relational_stats()}),
-    );
+    let mut body = serde_json::json!({"status": text, "shapes": state.registry.len(), "relational": state.registry.relational_stats()});
+    if let Some(c) = state.cluster.get() {
+        body["cluster"] = serde_json::json!({
+            "node": c.node,
+            "name": c.name,
+            "url": c.url,
+            "role": if c.leading() { "leader" } else { "follower" },
+            "nats": if c.connected() { "connected" } else { "disconnected" },
+            "lag_bytes": state.metrics.replication_lag_bytes(),
+            "peers": c.peers(),
+        });
+    }
+    let mut r = response::json(status, &body);
     response::set(&mut r, "cache-control", "no-cache, no-store, must-revalidate");
     r
 }

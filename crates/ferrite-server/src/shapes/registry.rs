@@ -319,6 +319,16 @@ impl Registry {
         handles.len()
     }
 
+    /// Removes every shape (a node taking over a cluster's leadership: what it kept is behind
+    /// the slot); returns how many.
+    pub fn remove_all(&self) -> usize {
+        let handles: Vec<String> = self.inner.read().by_handle.keys().cloned().collect();
+        for h in &handles {
+            self.remove(h, Removal::Rotated);
+        }
+        handles.len()
+    }
+
     /// Evicts least-recently-used shapes until fewer than `max` remain.
     pub fn evict_to(&self, max: usize) {
         loop {

@@ -9,6 +9,7 @@ mod auth;
 mod cdn;
 mod client;
 mod client_convergence;
+mod cluster;
 mod dev_command;
 mod electric_client;
 mod examples;

@@ -1,0 +1,69 @@
+//! Leadership: exactly one node of a cluster follows the replication slot and keeps shapes.
+//!
+//! Every node tries to take a Postgres advisory lock named after the slot
+//! (`pg_try_advisory_lock(<class>, hashtext(<slot>))`) on a connection of its own, every
+//! [`TRY_EVERY`]. The holder leads: it drops whatever shapes it kept from an earlier time (its
+//! logs stop where its last leadership did; the slot has moved on since, so they would have a
+//! gap), then runs the replication driver. Postgres releases the lock when the holder's session
+//! ends — the process killed, the connection cut — and the next node to try takes over.
+//!
+//! A leader checks its lock connection every [`HOLD_CHECK`]; when it is gone, so is the lock,
+//! and the node stops following the slot at once (Postgres also lets only one walsender use a
+//! slot, so two nodes never both stream it).
+
+use super::Cluster;
+use crate::state::AppState;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a follower tries to take the lock.
+pub const TRY_EVERY: Duration = Duration::from_millis(500);
+/// How often a leader checks that its lock connection is alive.
+pub const HOLD_CHECK: Duration = Duration::from_secs(1);
+/// The advisory lock's first key ("FERR"); the second is the slot name's hash.
+const LOCK_CLASS: i32 = 0x4645_5252;
+
+/// Contends for leadership forever, leading whenever this node holds the lock.
+pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
+    loop {
+        let client = match ferrite_pg::connect::connect(&state.config.database_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to Postgres for the cluster's leadership lock; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if !take_lock(&client, &state.config.slot_name).await {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let dropped = state.registry.remove_all();
+        cluster.set_leading(true);
+        tracing::info!(node = %cluster.node, name = %cluster.name, dropped_shapes = dropped, "this node leads the cluster");
+        let replication = crate::replication::spawn(state.clone());
+        while client.simple_query("SELECT 1").await.is_ok() {
+            tokio::time::sleep(HOLD_CHECK).await;
+        }
+        drop(replication);
+        cluster.set_leading(false);
+        state.replication_ready.store(false, Ordering::Relaxed);
+        state.metrics.replication_connected.store(0, Ordering::Relaxed);
+        tracing::warn!(node = %cluster.node, "lost the cluster's leadership lock: no longer following the slot");
+    }
+}
+
+/// Waits until the lock is taken on `client` (true) or the connection fails (false).
+async fn take_lock(client: &tokio_postgres::Client, slot: &str) -> bool {
+    loop {
+        match client.query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_CLASS, &slot]).await {
+            Ok(row) if row.get::<_, bool>(0) => return true,
+            Ok(_) => tokio::time::sleep(TRY_EVERY).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "the leadership lock's connection failed");
+                return false;
+            }
+        }
+    }
+}

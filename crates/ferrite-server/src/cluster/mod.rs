@@ -1,0 +1,124 @@
+//! Several Ferrite nodes of one database: who leads, who is alive, and what they share over
+//! NATS.
+//!
+//! Every node connects to the NATS server(s) of `[cluster] nats_url` and takes a random node id
+//! for the life of its process. Subjects are named after the replication slot
+//! (`ferrite.<slot>.…`), which every node of one cluster shares and no other cluster can, so two
+//! clusters may use one NATS server.
+//!
+//! - [`leader`]: one node leads — it holds a Postgres advisory lock and is the only one to follow
+//!   the replication slot and keep shapes; the others follow and take over when it goes.
+//! - [`nodes`]: every node says it is alive (with its role and URL) every second; the others
+//!   keep a table of who is there, which tells followers where the leader is.
+//! - [`forward`]: a follower passes shape reads to the leader (shape logs are not replicated
+//!   between nodes yet, so the leader's are the only ones).
+//! - [`presence`]: every node's local presence changes reach the others; a dead node's members
+//!   leave at once.
+//!
+//! The NATS connection is made in the background and re-made after a loss (NATS's client does
+//! both): a node whose NATS is away keeps serving its own clients.
+
+pub mod forward;
+pub mod leader;
+pub mod nodes;
+pub mod presence;
+
+use crate::config::ServerConfig;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A node's membership of its cluster.
+pub struct Cluster {
+    /// The NATS connection.
+    pub client: async_nats::Client,
+    /// This process's id among the nodes (random, 64 bits in hex).
+    pub node: String,
+    /// This node's name for people (`cluster.node_name`, or `<listen>:<port>`).
+    pub name: String,
+    /// Where other nodes reach this node's HTTP API.
+    pub url: String,
+    /// `ferrite.<slot>`: the prefix of every subject of this cluster.
+    pub prefix: String,
+    leading: AtomicBool,
+    /// The other nodes heard from lately, by node id.
+    peers: Mutex<HashMap<String, nodes::Peer>>,
+}
+
+/// The NATS server addresses of a `nats_url` setting (comma-separated), or why it is not one.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let addrs: Result<Vec<_>, _> =
+        url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(async_nats::ServerAddr::from_str).collect();
+    match addrs {
+        Ok(a) if a.is_empty() => Err("no NATS server given".into()),
+        Ok(a) => Ok(a),
+        Err(e) => Err(format!("{url:?} is not a NATS server URL: {e}")),
+    }
+}
+
+impl Cluster {
+    /// Connects to the cluster's NATS (in the background: this returns at once, and messages
+    /// wait in the client until the connection is up); `None` for a single node.
+    pub async fn join(config: &ServerConfig, port: u16) -> Result<Option<Cluster>, String> {
+        let Some(url) = &config.cluster.nats_url else { return Ok(None) };
+        let node = format!("{:016x}", rand::random::<u64>());
+        let name = config.cluster.node_name.clone().unwrap_or_else(|| format!("{}:{port}", config.listen));
+        let own_url = config
+            .cluster
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{port}", config.listen))
+            .trim_end_matches('/')
+            .to_string();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("ferrite {name}"))
+            // A node's own messages are not news to it.
+            .no_echo()
+            .retry_on_initial_connect()
+            .connect(server_addrs(url)?)
+            .await
+            .map_err(|e| format!("connecting to NATS at {url}: {e}"))?;
+        tracing::info!(%node, %name, nats = %url, "joined the cluster");
+        Ok(Some(Cluster {
+            client,
+            node,
+            name,
+            url: own_url,
+            prefix: format!("ferrite.{}", config.slot_name),
+            leading: AtomicBool::new(false),
+            peers: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// A subject of this cluster: `ferrite.<slot>.<suffix>`.
+    pub fn subject(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    /// Whether the NATS connection is up right now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Whether this node leads (holds the lock, follows the slot) right now.
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Release);
+    }
+
+    /// The leader's URL as other nodes last said it, when another node leads.
+    pub fn leader_url(&self) -> Option<String> {
+        self.peers.lock().values().find(|p| p.leading).map(|p| p.url.clone())
+    }
+
+    /// The other nodes heard from lately.
+    pub fn peers(&self) -> Vec<nodes::Peer> {
+        let mut peers: Vec<nodes::Peer> = self.peers.lock().values().cloned().collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        peers
+    }
+}

@@ -1,0 +1,200 @@
+//! Several `ferrite serve` processes of one database in a cluster over a real nats-server: one
+//! leads (follows the slot), the others pass shape reads to it and take over when it dies;
+//! writes go through any node; presence crosses nodes and leaves with a dead node.
+
+use crate::common::*;
+use ferrite_harness::nats::LocalNats;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// One node: its process, base URL and data directory.
+struct Node {
+    process: ServerProcess,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+fn node(db: &TestDb, nats: &LocalNats, name: &str, env: &[(&str, &str)]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut all = vec![("FERRITE_CLUSTER__NATS_URL", nats.url()), ("FERRITE_CLUSTER__NODE_NAME", name.to_string())];
+    all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+    let env: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let process = spawn_server_with_env(&db.url, &dir.path().join("shapes"), port, &env);
+    Node { process, base: format!("http://127.0.0.1:{port}"), _dir: dir }
+}
+
+/// The node's `/v1/health` (its `cluster` part), when it answers.
+async fn health(base: &str) -> Option<(u16, Value)> {
+    let r = reqwest::get(format!("{base}/v1/health")).await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json::<Value>().await.ok()?))
+}
+
+async fn role(base: &str) -> Option<String> {
+    let (status, h) = health(base).await?;
+    (status == 200).then(|| h["cluster"]["role"].as_str().map(String::from)).flatten()
+}
+
+/// Waits until every node answers 200 and sees all the others, and exactly one leads; returns
+/// the leader's index.
+async fn settled(nodes: &[&Node]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = vec![];
+        let mut all_see_all = true;
+        for (i, n) in nodes.iter().enumerate() {
+            match health(&n.base).await {
+                Some((200, h)) => {
+                    all_see_all &= h["cluster"]["peers"].as_array().map_or(0, Vec::len) == nodes.len() - 1;
+                    if h["cluster"]["role"] == "leader" {
+                        leaders.push(i);
+                    }
+                }
+                _ => all_see_all = false,
+            }
+        }
+        if all_see_all && leaders.len() == 1 {
+            return leaders[0];
+        }
+        assert!(Instant::now() < deadline, "the cluster never settled: leaders {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post_presence(base: &str, room: &str, client: &str, state: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/presence"))
+        .json(&json!({"room": room, "client_id": client, "state": state}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+async fn members(base: &str, room: &str) -> Vec<Value> {
+    let r = reqwest::get(format!("{base}/v1/presence?room={room}")).await.unwrap();
+    r.json::<Value>().await.unwrap()["members"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_nodes_and_leaves_with_a_dead_node() {
+    let db = TestDb::new().await;
+    let nats = LocalNats::start().expect("nats-server starts");
+    // Members would stay a minute after their node dies if only their TTL removed them.
+    let ttl = [("FERRITE_PRESENCE_TTL_SECS", "60")];
+    let mut a = node(&db, &nats, "a", &ttl);
+    let b = node(&db, &nats, "b", &ttl);
+    settled(&[&a, &b]).await;
+
+    post_presence(&a.base, "pipelines:1", "client-1", json!({"cursor": [1, 2]})).await;
+    wait_until("a's member seen on b", Duration::from_secs(10), || async {
+        members(&b.base, "pipelines:1").await.iter().any(|m| m["state"] == json!({"cursor": [1, 2]}))
+    })
+    .await;
+    let on_a = members(&a.base, "pipelines:1").await;
+    assert_eq!(on_a, members(&b.base, "pipelines:1").await, "one member, the same id on both nodes");
+    // A member of b's own, and a move of a's cursor: both nodes see both.
+    post_presence(&b.base, "pipelines:1", "client-2", json!({"cursor": [5, 5]})).await;
+    post_presence(&a.base, "pipelines:1", "client-1", json!({"cursor": [3, 4]})).await;
+    for base in [&a.base, &b.base] {
+        wait_until("both members, the new cursor", Duration::from_secs(10), || async {
+            let m = members(base, "pipelines:1").await;
+            m.len() == 2 && m.iter().any(|m| m["state"] == json!({"cursor": [3, 4]}))
+        })
+        .await;
+    }
+    // A long-poll on b is woken by a change on a.
+    let offset =
+        reqwest::get(format!("{}/v1/presence?room=pipelines:1", b.base)).await.unwrap().json::<Value>().await.unwrap()
+            ["offset"]
+            .clone();
+    let poll = tokio::spawn({
+        let url = format!("{}/v1/presence?room=pipelines:1&live=true&offset={offset}", b.base);
+        async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() }
+    });
+    post_presence(&a.base, "pipelines:1", "client-1", json!({"cursor": [9, 9]})).await;
+    let woken = tokio::time::timeout(Duration::from_secs(10), poll).await.expect("b's long-poll woken").unwrap();
+    assert!(woken["members"].as_array().unwrap().iter().any(|m| m["state"] == json!({"cursor": [9, 9]})), "{woken}");
+
+    // a dies: its member leaves b's room after the node timeout, long before the TTL.
+    let killed = Instant::now();
+    a.process.kill_9();
+    wait_until("the dead node's member gone from b", Duration::from_secs(15), || async {
+        let m = members(&b.base, "pipelines:1").await;
+        m.len() == 1 && m[0]["state"] == json!({"cursor": [5, 5]})
+    })
+    .await;
+    println!("a dead node's presence members left the other node's room {:?} after the kill", killed.elapsed());
+}
+
+async fn shape_rows(base: &str) -> (String, String, Vec<Value>) {
+    let mut rows = vec![];
+    let mut url = format!("{base}/v1/shape?table=items&offset=-1");
+    loop {
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let handle = r.headers()["electric-handle"].to_str().unwrap().to_string();
+        let offset = r.headers()["electric-offset"].to_str().unwrap().to_string();
+        let done = r.headers().contains_key("electric-up-to-date");
+        let body: Vec<Value> = r.json().await.unwrap();
+        rows.extend(body.into_iter().filter_map(|m| m.get("value").cloned()));
+        if done {
+            return (handle, offset, rows);
+        }
+        url = format!("{base}/v1/shape?table=items&handle={handle}&offset={offset}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL); INSERT INTO items VALUES (1, 1);")
+        .await
+        .unwrap();
+    let nats = LocalNats::start().expect("nats-server starts");
+    let mut nodes = [node(&db, &nats, "a", &[]), node(&db, &nats, "b", &[])];
+    let leader = settled(&[&nodes[0], &nodes[1]]).await;
+    let follower = 1 - leader;
+    let (lb, fb) = (nodes[leader].base.clone(), nodes[follower].base.clone());
+
+    // Reads through the follower are the leader's: same handle, same rows, live changes.
+    let (handle, offset, rows) = shape_rows(&fb).await;
+    assert_eq!(rows, vec![json!({"id": "1", "n": "1"})]);
+    let (leaders_handle, _, _) = shape_rows(&lb).await;
+    assert_eq!(handle, leaders_handle);
+    let live =
+        tokio::spawn(reqwest::get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}&live=true")));
+    // A write through the follower: applied in Postgres, seen live through it.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let tx = json!({"id": 1, "hlc": format!("{now_ms}-0"), "mutations": [{"op": "insert", "table": "items", "value": {"id": 2, "n": 2}}]});
+    let r = post_tx(&fb, None, json!({"client_id": "c1", "transactions": [tx]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+    let live = live.await.unwrap().unwrap();
+    assert_eq!(live.status(), 200);
+    let body: Vec<Value> = live.json().await.unwrap();
+    assert_eq!(body[0]["value"], json!({"id": "2", "n": "2"}), "{body:?}");
+
+    // The leader dies; the follower takes over within 10 s and serves the table again.
+    let killed = Instant::now();
+    nodes[leader].process.kill_9();
+    wait_until("the follower leads", Duration::from_secs(10), || async {
+        role(&fb).await.as_deref() == Some("leader")
+    })
+    .await;
+    let takeover = killed.elapsed();
+    // The old handle is gone with the old leader's logs (not replicated yet): 409, then a new one.
+    let r = reqwest::get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}")).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let (new_handle, offset, rows) = shape_rows(&fb).await;
+    assert_ne!(new_handle, handle);
+    assert_eq!(rows.len(), 2);
+    let live =
+        tokio::spawn(reqwest::get(format!("{fb}/v1/shape?table=items&handle={new_handle}&offset={offset}&live=true")));
+    pg.execute("INSERT INTO items VALUES (3, 3)", &[]).await.unwrap();
+    let body: Vec<Value> = live.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(body[0]["value"], json!({"id": "3", "n": "3"}), "{body:?}");
+    println!("leader killed → the follower leads after {takeover:?}");
+}
