@@ -7,6 +7,7 @@
 
 mod cdn;
 mod client;
+mod cluster;
 mod floor;
 mod relational;
 mod web_stores;
@@ -118,6 +119,13 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         writes: usize,
     },
+    /// Two nodes of a cluster over nats-server (nginx in front): write → live client across
+    /// nodes, and the time a follower takes to lead after the leader is killed.
+    Cluster {
+        /// Measured writes per figure.
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+    },
     /// The fan-out yardstick alone: a bare server answering held long-polls with one prebuilt
     /// body per change (what the machine can do at best; see floor.rs).
     Floor {
@@ -160,6 +168,7 @@ fn main() -> Result<()> {
             Bench::WebStores { rows } => web_stores::web_stores(rows, cli.runs).await,
             Bench::FloorServer => floor::serve().await,
             Bench::Cdn { clients, writes } => cdn::cdn(clients, writes, cli.runs).await,
+            Bench::Cluster { writes } => cluster::cluster(writes, cli.runs).await,
             Bench::Floor { clients } => {
                 let (p50, p99) = floor::fan_out_floor(clients, 200, Duration::from_millis(100), cli.runs).await?;
                 println!("floor: one change answered to {clients} held long-polls with one prebuilt body, trigger → response handed to HTTP: p50 {p50:.2} ms, p99 {p99:.2} ms (medians of {})", cli.runs);
@@ -177,6 +186,7 @@ fn main() -> Result<()> {
                 workspace::workspace(500, cli.runs).await?;
                 web_stores::web_stores(10_000, cli.runs).await?;
                 cdn::cdn(10_000, 10, cli.runs).await?;
+                cluster::cluster(200, cli.runs).await?;
                 rss(10_000).await
             }
         }

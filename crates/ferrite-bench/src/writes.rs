@@ -40,7 +40,7 @@ const TEAMS: usize = 4;
 
 const BATCH: usize = 100;
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -99,7 +99,53 @@ pub async fn writes(
     Ok(())
 }
 
-async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: &Value) -> Result<Vec<Value>> {
+/// Where a live reader of a shape stands.
+pub struct LivePosition {
+    pub handle: String,
+    pub offset: String,
+    pub cursor: String,
+}
+
+/// Follows the live shape at `shape_url` (its query without offset, handle or live) from `at`
+/// until a message carries `txid`, moving `at` on; fails past `deadline`.
+pub async fn live_until_txid(
+    http: &reqwest::Client,
+    shape_url: &str,
+    at: &mut LivePosition,
+    txid: &str,
+    deadline: Instant,
+) -> Result<()> {
+    loop {
+        if Instant::now() > deadline {
+            return Err(anyhow!("txid {txid} never arrived in the shape"));
+        }
+        let url = format!("{shape_url}&live=true&handle={}&offset={}&cursor={}", at.handle, at.offset, at.cursor);
+        let r = http.get(&url).send().await?;
+        if r.status() != 200 {
+            return Err(anyhow!("{url}: {}", r.status()));
+        }
+        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+        if let Some(v) = h("electric-handle") {
+            at.handle = v;
+        }
+        if let Some(v) = h("electric-offset") {
+            at.offset = v;
+        }
+        at.cursor = h("electric-cursor").unwrap_or_default();
+        let messages: Vec<Value> = r.json().await?;
+        let carries = |m: &Value| {
+            m["headers"]["txids"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|t| t.as_str() == Some(txid) || t.as_u64().map(|n| n.to_string()).as_deref() == Some(txid))
+            })
+        };
+        if messages.iter().any(carries) {
+            return Ok(());
+        }
+    }
+}
+
+pub async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: &Value) -> Result<Vec<Value>> {
     let mut r = http.post(url).json(body);
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -254,9 +300,9 @@ async fn latency_once(writes: usize) -> Result<Vec<f64>> {
     let http = reqwest::Client::new();
     let tx_url = format!("{}/v1/transactions", server.url());
     let shape_url = format!("{}/v1/shape?table=items&where=n%20%3D%207", server.url());
-    let (mut handle, mut offset, _) =
+    let (handle, offset, _) =
         crate::catch_up(&http, &format!("{}/v1/shape", server.url()), "table=items&where=n%20%3D%207").await?;
-    let mut cursor = String::new();
+    let mut at = LivePosition { handle, offset, cursor: String::new() };
     let mut measured = vec![];
     for i in 0..writes + 20 {
         let body = json!({"client_id": "latency", "transactions": [{"id": i + 1, "hlc": format!("{}-0", now_ms()), "mutations": [
@@ -264,31 +310,7 @@ async fn latency_once(writes: usize) -> Result<Vec<f64>> {
         let t0 = Instant::now();
         let results = post(&http, &tx_url, None, &body).await?;
         let txid = results[0]["txid"].as_str().ok_or_else(|| anyhow!("no txid in {:?}", results[0]))?.to_string();
-        let deadline = t0 + Duration::from_secs(10);
-        'wait: loop {
-            if Instant::now() > deadline {
-                return Err(anyhow!("txid {txid} never arrived in the shape"));
-            }
-            let url = format!("{shape_url}&live=true&handle={handle}&offset={offset}&cursor={cursor}");
-            let r = http.get(&url).send().await?;
-            if r.status() != 200 {
-                return Err(anyhow!("{url}: {}", r.status()));
-            }
-            let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
-            handle = h("electric-handle").unwrap_or(handle);
-            offset = h("electric-offset").unwrap_or(offset);
-            cursor = h("electric-cursor").unwrap_or_default();
-            let messages: Vec<Value> = r.json().await?;
-            for m in &messages {
-                if m["headers"]["txids"].as_array().is_some_and(|ids| {
-                    ids.iter().any(|t| {
-                        t.as_str() == Some(&txid) || t.as_u64().map(|n| n.to_string()).as_deref() == Some(&txid)
-                    })
-                }) {
-                    break 'wait;
-                }
-            }
-        }
+        live_until_txid(&http, &shape_url, &mut at, &txid, t0 + Duration::from_secs(10)).await?;
         if i >= 20 {
             measured.push(t0.elapsed().as_secs_f64() * 1000.0);
         }

@@ -1,7 +1,9 @@
 //! The `ferrite` binary: `serve` against a Postgres, `dev` with a throwaway local one,
-//! `client` to try the Rust client's local replica, and `types` for an app's TypeScript row types.
+//! `client` to try the Rust client's local replica, `types` for an app's TypeScript row types, and
+//! `cluster status` for the nodes of a cluster.
 
 mod client_cli;
+mod cluster_cli;
 mod config;
 mod dev;
 mod dev_web;
@@ -77,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: client_cli::ClientCommand,
     },
+    /// The nodes of a cluster (`[cluster] nats_url`): who leads, who follows, how far behind.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster_cli::ClusterCommand,
+    },
     /// TypeScript row types of a schema's tables, as @ferrite/client delivers the rows.
     Types {
         /// Postgres URL.
@@ -132,6 +139,12 @@ fn main() -> Result<()> {
                 dev::run(examples::find(&example)?, &dir, port, pg_port).await
             }
             Command::Client { command } => client_cli::run(command).await,
+            Command::Cluster { command } => {
+                if !cluster_cli::run(command).await? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::Types { database_url, schema, tables, out } => {
                 check_database_url(&database_url)?;
                 types_cli::run(&database_url, &schema, &tables, out.as_deref()).await

@@ -133,7 +133,10 @@ async fn shape_rows(base: &str) -> (String, String, Vec<Value>) {
     let mut url = format!("{base}/v1/shape?table=items&offset=-1");
     loop {
         let r = reqwest::get(&url).await.unwrap();
-        assert_eq!(r.status(), 200, "{url}");
+        let status = r.status();
+        if status != 200 {
+            panic!("{url}: {status} {}", r.text().await.unwrap_or_default());
+        }
         let handle = r.headers()["electric-handle"].to_str().unwrap().to_string();
         let offset = r.headers()["electric-offset"].to_str().unwrap().to_string();
         let done = r.headers().contains_key("electric-up-to-date");
@@ -158,6 +161,17 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
     let leader = settled(&[&nodes[0], &nodes[1]]).await;
     let follower = 1 - leader;
     let (lb, fb) = (nodes[leader].base.clone(), nodes[follower].base.clone());
+    // `ferrite cluster status`, asked of the follower, names both nodes and the leader.
+    let out = std::process::Command::new(ferrite_bin()).args(["cluster", "status", "--url", &fb]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let leader_name = ["a", "b"][leader];
+    let leader_line = text.lines().find(|l| l.starts_with(&format!("{leader_name} "))).unwrap_or_default();
+    assert!(leader_line.contains("leader") && leader_line.contains(&lb), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with(["a", "b"][follower]) && l.contains("follower") && l.contains("this node")),
+        "{text}"
+    );
 
     // Reads through the follower are the leader's: same handle, same rows, live changes.
     let (handle, offset, rows) = shape_rows(&fb).await;
@@ -197,4 +211,67 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
     let body: Vec<Value> = live.await.unwrap().unwrap().json().await.unwrap();
     assert_eq!(body[0]["value"], json!({"id": "3", "n": "3"}), "{body:?}");
     println!("leader killed → the follower leads after {takeover:?}");
+}
+
+/// `deploy/cluster/run-local.sh` as its README tells: three nodes, nats-server and nginx on
+/// this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_cluster_script_runs_three_nodes_behind_nginx() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (7);")
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let nodes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let (nats_port, nginx_port) = (free_port(), free_port());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = std::process::Command::new("bash")
+        .arg(root.join("deploy/cluster/run-local.sh"))
+        .env("DATABASE_URL", &db.url)
+        .env("FERRITE", ferrite_bin())
+        .env("FERRITE_LOG", "warn")
+        .env("NODE_PORTS", nodes.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" "))
+        .env("NATS_PORT", nats_port.to_string())
+        .env("NGINX_PORT", nginx_port.to_string())
+        .env("STATE_DIR", state.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Stopped with SIGTERM, which the script passes on to what it started.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            let _ = self.0.wait();
+        }
+    }
+    let script = Stop(script);
+    let edge = format!("http://127.0.0.1:{nginx_port}");
+    let first = format!("http://127.0.0.1:{}", nodes[0]);
+    wait_until("every node up, seeing the two others and the leader", Duration::from_secs(60), || async {
+        for port in &nodes {
+            match health(&format!("http://127.0.0.1:{port}")).await {
+                Some((200, h)) if h["cluster"]["peers"].as_array().map_or(0, Vec::len) == 2 => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    wait_until("nginx answers", Duration::from_secs(30), || async {
+        reqwest::get(format!("{edge}/nginx_status")).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let (_, _, rows) = shape_rows(&edge).await;
+    assert_eq!(rows, vec![json!({"id": "7"})]);
+    let out = std::process::Command::new(ferrite_bin()).args(["cluster", "status", "--url", &first]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for name in ["node-1", "node-2", "node-3"] {
+        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing: {text}");
+    }
+    assert_eq!(text.matches(" leader ").count(), 1, "{text}");
+    drop(script);
 }
