@@ -5,6 +5,8 @@
 use crate::common::*;
 use ferrite_harness::nats::LocalNats;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One node: its process, base URL and data directory.
@@ -274,4 +276,155 @@ async fn the_local_cluster_script_runs_three_nodes_behind_nginx() {
     }
     assert_eq!(text.matches(" leader ").count(), 1, "{text}");
     drop(script);
+}
+
+/// A reader that follows one shape and switches node when the one it talks to goes away, keeping
+/// its handle, offset and cursor: the ids it received, in order.
+struct Follower {
+    bases: Vec<String>,
+    at: usize,
+    handle: String,
+    offset: String,
+    cursor: Option<String>,
+    ids: Vec<i64>,
+    refetches: usize,
+}
+
+impl Follower {
+    async fn start(bases: Vec<String>) -> Follower {
+        let (handle, offset, rows) = shape_rows(&bases[0]).await;
+        let ids = rows.iter().map(|r| r["id"].as_str().unwrap().parse().unwrap()).collect();
+        Follower { bases, at: 0, handle, offset, cursor: None, ids, refetches: 0 }
+    }
+
+    /// One live request (on the next node when this one cannot be reached).
+    async fn step(&mut self, http: &reqwest::Client) {
+        let cursor = self.cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let url = format!(
+            "{}/v1/shape?table=items&handle={}&offset={}&live=true{cursor}",
+            self.bases[self.at], self.handle, self.offset
+        );
+        let r = match http.get(&url).send().await {
+            Ok(r) => r,
+            Err(_) => {
+                self.at = (self.at + 1) % self.bases.len();
+                return;
+            }
+        };
+        match r.status().as_u16() {
+            200 => {}
+            409 => {
+                self.refetches += 1;
+                return;
+            }
+            // The node is going away (or knows no leader for a moment): another one.
+            _ => {
+                self.at = (self.at + 1) % self.bases.len();
+                return;
+            }
+        }
+        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+        let (offset, cursor) = (h("electric-offset"), h("electric-cursor"));
+        let Ok(body) = r.json::<Vec<Value>>().await else {
+            self.at = (self.at + 1) % self.bases.len();
+            return;
+        };
+        for m in body {
+            if m["headers"]["operation"] == "insert" {
+                self.ids.push(m["value"]["id"].as_str().unwrap().parse().unwrap());
+            }
+        }
+        self.offset = offset.unwrap_or_default();
+        self.cursor = cursor;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_followers_readers_go_on_at_another_node_and_every_node_answers_the_same_bytes() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute("CREATE TABLE items (id bigint PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 20);")
+        .await
+        .unwrap();
+    let nats = LocalNats::start().expect("nats-server starts");
+    let mut nodes = [node(&db, &nats, "a", &[]), node(&db, &nats, "b", &[]), node(&db, &nats, "c", &[])];
+    let leader = settled(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (doomed, other) = (followers[0], followers[1]);
+
+    // The same finished (handle, offset) from every node: the same bytes and headers.
+    let (handle, offset, _) = shape_rows(&nodes[leader].base).await;
+    pg.execute("INSERT INTO items VALUES (21)", &[]).await.unwrap();
+    let mut answers = vec![];
+    for n in &nodes {
+        let url = format!("{}/v1/shape?table=items&handle={handle}&offset={offset}", n.base);
+        // Until the insert is in the log (the first answer pins the chunk; the rest repeat it).
+        let r = loop {
+            let r = reqwest::get(&url).await.unwrap();
+            assert_eq!(r.status(), 200);
+            if r.headers()["electric-has-data"] == "true" {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let headers: Vec<String> =
+            ["electric-handle", "electric-offset", "etag", "cache-control", "electric-schema", "content-type"]
+                .iter()
+                .map(|k| format!("{k}: {:?}", r.headers().get(*k)))
+                .collect();
+        use sha2::Digest;
+        let body = r.bytes().await.unwrap();
+        answers.push((format!("{:x}", sha2::Sha256::digest(&body)), headers));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+
+    // Readers on a follower, a steady stream of numbered writes, the follower killed half way:
+    // the readers go on at another node with the same handle and offset, and see every number
+    // exactly once.
+    const WRITES: i64 = 60;
+    let http = reqwest::Client::new();
+    let mut readers = vec![];
+    for _ in 0..3 {
+        readers.push(Follower::start(vec![nodes[doomed].base.clone(), nodes[other].base.clone()]).await);
+    }
+    let writer = tokio::spawn(async move {
+        for id in 22..22 + WRITES {
+            pg.execute("INSERT INTO items VALUES ($1)", &[&id]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let expected: Vec<i64> = (1..22 + WRITES).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // How many ids the slowest reader has, for killing the follower half way through the writes.
+    let progress: Vec<Arc<AtomicUsize>> = (0..readers.len()).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let mut tasks = vec![];
+    for (mut r, seen) in readers.into_iter().zip(progress.clone()) {
+        let http = http.clone();
+        let expected_len = expected.len();
+        tasks.push(tokio::spawn(async move {
+            while r.ids.len() < expected_len && Instant::now() < deadline {
+                r.step(&http).await;
+                seen.store(r.ids.len(), Ordering::Relaxed);
+            }
+            r
+        }));
+    }
+    wait_until("every reader past a third of the writes", Duration::from_secs(30), || {
+        let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(0);
+        async move { slowest as i64 >= 21 + WRITES / 3 }
+    })
+    .await;
+    nodes[doomed].process.kill_9();
+    let killed = true;
+    let mut readers = vec![];
+    for t in tasks {
+        readers.push(t.await.unwrap());
+    }
+    writer.await.unwrap();
+    assert!(killed);
+    for r in &readers {
+        assert_eq!(r.refetches, 0, "no 409: the leader and its handles did not change");
+        assert_eq!(r.ids, expected, "every number once, in order");
+        assert_eq!(r.bases[r.at], nodes[other].base, "went on at the other follower");
+    }
 }
