@@ -67,6 +67,8 @@ pub struct Metrics {
     pub presence_received: AtomicU64,
     /// Cluster: other nodes heard from (heartbeats) within the node timeout.
     pub cluster_nodes_seen: AtomicI64,
+    /// Cluster: 1 while this node leads (holds the lock, follows the slot).
+    pub cluster_leader: AtomicI64,
 }
 
 /// What relational shapes hold right now (see [`crate::shapes::relational`]).
@@ -226,6 +228,12 @@ impl Metrics {
             "Other nodes of the cluster whose heartbeat arrived within the node timeout.",
             "gauge",
             self.cluster_nodes_seen.load(Ordering::Relaxed) as i128,
+        );
+        counter(
+            "cluster_leader",
+            "1 while this node leads its cluster (holds the lock and follows the slot).",
+            "gauge",
+            self.cluster_leader.load(Ordering::Relaxed) as i128,
         );
         counter("shapes", "Shapes currently registered.", "gauge", shapes as i128);
         counter("shapes_created_total", "Shapes created.", "counter", g(&self.shapes_created));

@@ -7,9 +7,10 @@
 //! gap), then runs the replication driver. Postgres releases the lock when the holder's session
 //! ends — the process killed, the connection cut — and the next node to try takes over.
 //!
-//! A leader checks its lock connection every [`HOLD_CHECK`]; when it is gone, so is the lock,
-//! and the node stops following the slot at once (Postgres also lets only one walsender use a
-//! slot, so two nodes never both stream it).
+//! A leader checks its lock connection every [`HOLD_CHECK`]; when it is gone (or does not answer
+//! within [`HOLD_TIMEOUT`]), so may be the lock, and the node stops following the slot at once
+//! (Postgres also lets only one walsender use a slot, so two nodes never both stream it). Should
+//! two nodes say they lead for a moment, followers pass reads to the one that took the lock last.
 
 use super::Cluster;
 use crate::state::AppState;
@@ -21,6 +22,8 @@ use std::time::Duration;
 pub const TRY_EVERY: Duration = Duration::from_millis(500);
 /// How often a leader checks that its lock connection is alive.
 pub const HOLD_CHECK: Duration = Duration::from_secs(1);
+/// A check not answered within this long counts as the connection lost.
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(3);
 /// The advisory lock's first key ("FERR"); the second is the slot name's hash.
 const LOCK_CLASS: i32 = 0x4645_5252;
 
@@ -41,13 +44,17 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
         }
         let dropped = state.registry.remove_all();
         cluster.set_leading(true);
+        state.metrics.cluster_leader.store(1, Ordering::Relaxed);
         tracing::info!(node = %cluster.node, name = %cluster.name, dropped_shapes = dropped, "this node leads the cluster");
         let replication = crate::replication::spawn(state.clone());
-        while client.simple_query("SELECT 1").await.is_ok() {
+        // Alive means answering within HOLD_TIMEOUT: a connection that hangs (a network cut
+        // without a reset) may already have lost the lock on the Postgres side.
+        while matches!(tokio::time::timeout(HOLD_TIMEOUT, client.simple_query("SELECT 1")).await, Ok(Ok(_))) {
             tokio::time::sleep(HOLD_CHECK).await;
         }
         drop(replication);
         cluster.set_leading(false);
+        state.metrics.cluster_leader.store(0, Ordering::Relaxed);
         state.replication_ready.store(false, Ordering::Relaxed);
         state.metrics.replication_connected.store(0, Ordering::Relaxed);
         tracing::warn!(node = %cluster.node, "lost the cluster's leadership lock: no longer following the slot");

@@ -27,7 +27,7 @@ use crate::config::ServerConfig;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A node's membership of its cluster.
 pub struct Cluster {
@@ -42,6 +42,8 @@ pub struct Cluster {
     /// `ferrite.<slot>`: the prefix of every subject of this cluster.
     pub prefix: String,
     leading: AtomicBool,
+    /// When this node last took the lock (Unix ms; 0: never).
+    leading_since: AtomicU64,
     /// The other nodes heard from lately, by node id.
     peers: Mutex<HashMap<String, nodes::Peer>>,
 }
@@ -87,6 +89,7 @@ impl Cluster {
             url: own_url,
             prefix: format!("ferrite.{}", config.slot_name),
             leading: AtomicBool::new(false),
+            leading_since: AtomicU64::new(0),
             peers: Mutex::new(HashMap::new()),
         }))
     }
@@ -107,12 +110,22 @@ impl Cluster {
     }
 
     fn set_leading(&self, leading: bool) {
+        if leading {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            self.leading_since.store(now as u64, Ordering::Release);
+        }
         self.leading.store(leading, Ordering::Release);
     }
 
-    /// The leader's URL as other nodes last said it, when another node leads.
+    /// When this node took the lock it holds (Unix ms), if it leads.
+    pub fn leading_since(&self) -> Option<u64> {
+        self.leading().then(|| self.leading_since.load(Ordering::Acquire))
+    }
+
+    /// The leader's URL as other nodes last said it, when another node leads (of two that say
+    /// so for a moment, the one that took the lock last).
     pub fn leader_url(&self) -> Option<String> {
-        self.peers.lock().values().find(|p| p.leading).map(|p| p.url.clone())
+        self.peers.lock().values().filter(|p| p.leading).max_by_key(|p| p.leading_since).map(|p| p.url.clone())
     }
 
     /// The other nodes heard from lately.

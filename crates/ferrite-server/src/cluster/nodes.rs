@@ -31,6 +31,9 @@ pub struct Peer {
     pub url: String,
     /// Whether it leads.
     pub leading: bool,
+    /// When it took the lock, if it leads (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leading_since: Option<u64>,
     /// Its replication lag (bytes of WAL behind Postgres) when it leads.
     pub lag_bytes: u64,
     /// When it was last heard from.
@@ -45,6 +48,8 @@ struct Beat {
     name: String,
     url: String,
     leading: bool,
+    #[serde(default)]
+    leading_since: Option<u64>,
     lag_bytes: u64,
 }
 
@@ -59,6 +64,7 @@ pub async fn heartbeat(state: Arc<AppState>, cluster: Arc<Cluster>) {
             name: cluster.name.clone(),
             url: cluster.url.clone(),
             leading: cluster.leading(),
+            leading_since: cluster.leading_since(),
             lag_bytes: state.metrics.replication_lag_bytes(),
         };
         let Ok(bytes) = serde_json::to_vec(&beat) else { continue };
@@ -88,7 +94,15 @@ pub async fn watch(state: Arc<AppState>, cluster: Arc<Cluster>) {
                 }
                 peers.insert(
                     b.node.clone(),
-                    Peer { node: b.node, name: b.name, url: b.url, leading: b.leading, lag_bytes: b.lag_bytes, seen: Instant::now() },
+                    Peer {
+                        node: b.node,
+                        name: b.name,
+                        url: b.url,
+                        leading: b.leading,
+                        leading_since: b.leading_since.filter(|_| b.leading),
+                        lag_bytes: b.lag_bytes,
+                        seen: Instant::now(),
+                    },
                 );
             }
             _ = check.tick() => {
