@@ -10,8 +10,8 @@
 # libclang), the PostgreSQL server binaries (`ferrite dev` and the tests start
 # their own clusters; the system's cluster is never touched), curl (the README's examples); for
 # the tests also Node.js with npm (the Electric client suite, the web client), Chromium (the
-# editor's browser tests), nginx (the tests of deploy/nginx's cache configurations) and
-# nats-server (the cluster tests); the tests run their own nginx and nats-server processes. Missing ones are installed with apt-get when this runs
+# editor's browser tests), nginx and varnish (the tests of deploy/'s cache configurations) and
+# nats-server (the cluster tests); the tests run their own processes of each. Missing ones are installed with apt-get when this runs
 # as root or with passwordless sudo; otherwise it prints the command to run and exits non-zero. Then, for the
 # tests, the npm packages of web/electric-compat and web/ (`npm ci`, when missing or older than
 # their lock file).
@@ -45,6 +45,7 @@ if [ "$tests" = 1 ]; then
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || pkgs+=(chromium)
   [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || pkgs+=(nats-server)
+  [ -x /usr/sbin/varnishd ] || pkgs+=(varnish)
 fi
 
 if [ ${#pkgs[@]} -gt 0 ]; then

@@ -1,26 +1,38 @@
 //! `ferrite-bench cdn`: many live long-poll clients on one shape through nginx running
-//! `deploy/nginx/nginx.conf`: origin requests per write, whether every client got the same
-//! bytes, and write → client delivery time through the cache (whose lock re-checks every
-//! 500 ms, which sets the latency).
+//! `deploy/nginx/nginx.conf` (or Varnish running `deploy/varnish/ferrite.vcl`): origin requests
+//! per write, whether every client got the same bytes, and write → client delivery time through
+//! the cache (nginx's lock re-checks every 500 ms, which sets its latency; Varnish wakes its
+//! waiters when the answer arrives).
 
 use crate::{catch_up, env, median, percentile, serve_process};
 use anyhow::{anyhow, Result};
 use ferrite_harness::nginx::LocalNginx;
+use ferrite_harness::varnish::LocalVarnish;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-pub async fn cdn(clients: usize, writes: usize, runs: usize) -> Result<()> {
+/// The cache in front of Ferrite.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CacheKind {
+    /// nginx with deploy/nginx/nginx.conf.
+    Nginx,
+    /// Varnish with deploy/varnish/ferrite.vcl.
+    Varnish,
+}
+
+pub async fn cdn(clients: usize, writes: usize, runs: usize, cache: CacheKind) -> Result<()> {
     let mut per_write = vec![];
     let mut p50s = vec![];
     let mut p99s = vec![];
     for _ in 0..runs {
-        let (origin, p50, p99) = cdn_once(clients, writes).await?;
+        let (origin, p50, p99) = cdn_once(clients, writes, cache).await?;
         per_write.push(origin);
         p50s.push(p50);
         p99s.push(p99);
     }
     println!(
-        "cdn: {clients} live long-poll clients on one shape through nginx (deploy/nginx): {:.2} origin requests per write (worst run {:.2}), every client the same bytes; write → every client p50 {:.0} ms, p99 {:.0} ms (medians of {runs} runs of {writes} writes)",
+        "cdn: {clients} live long-poll clients on one shape through {} (deploy/): {:.2} origin requests per write (worst run {:.2}), every client the same bytes; write → every client p50 {:.0} ms, p99 {:.0} ms (medians of {runs} runs of {writes} writes)",
+        format!("{cache:?}").to_lowercase(),
         median(per_write.clone()),
         per_write.iter().cloned().fold(0.0, f64::max),
         median(p50s),
@@ -48,7 +60,31 @@ async fn nginx_busy(http: &reqwest::Client, nginx: &str) -> Result<usize> {
     Ok(field("Reading:") + field("Writing:"))
 }
 
-async fn cdn_once(clients: usize, writes: usize) -> Result<(f64, f64, f64)> {
+/// The cache a run goes through.
+enum Edge {
+    Nginx(LocalNginx),
+    Varnish(LocalVarnish),
+}
+
+impl Edge {
+    fn url(&self) -> String {
+        match self {
+            Edge::Nginx(n) => n.url(),
+            Edge::Varnish(v) => v.url(),
+        }
+    }
+
+    /// Whether all `clients` long-polls are at the cache (nginx: connections it is working on;
+    /// Varnish: client connections open, as its request counters are summed lazily).
+    async fn holds(&self, http: &reqwest::Client, clients: usize) -> Result<bool> {
+        Ok(match self {
+            Edge::Nginx(n) => nginx_busy(http, &n.url()).await? > clients,
+            Edge::Varnish(v) => v.connections() >= clients,
+        })
+    }
+}
+
+async fn cdn_once(clients: usize, writes: usize, cache: CacheKind) -> Result<(f64, f64, f64)> {
     let env = env().await?;
     let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
     pg.batch_execute("CREATE TABLE feed (id int PRIMARY KEY, body text NOT NULL)").await?;
@@ -61,9 +97,12 @@ async fn cdn_once(clients: usize, writes: usize) -> Result<(f64, f64, f64)> {
         &[("FERRITE_MAX_CONCURRENT_EXISTING", &limit), ("FERRITE_LONG_POLL_TIMEOUT_MS", "20000")],
     )
     .await?;
-    let nginx = LocalNginx::start("nginx.conf", &[base.trim_start_matches("http://").to_string()])
-        .map_err(|e| anyhow!("{e}"))?;
-    let edge = nginx.url();
+    let backend = base.trim_start_matches("http://").to_string();
+    let cache = match cache {
+        CacheKind::Nginx => Edge::Nginx(LocalNginx::start("nginx.conf", &[backend]).map_err(|e| anyhow!("{e}"))?),
+        CacheKind::Varnish => Edge::Varnish(LocalVarnish::start(&backend).map_err(|e| anyhow!("{e}"))?),
+    };
+    let edge = cache.url();
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 16).build()?;
     let (handle, mut offset, _) = catch_up(&http, &format!("{edge}/v1/shape"), "table=feed").await?;
     let mut cursor = String::new();
@@ -87,9 +126,9 @@ async fn cdn_once(clients: usize, writes: usize) -> Result<(f64, f64, f64)> {
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while nginx_busy(&http, &edge).await? <= clients {
+        while !cache.holds(&http, clients).await? {
             if Instant::now() > deadline {
-                return Err(anyhow!("the {clients} long-polls never all reached nginx"));
+                return Err(anyhow!("the {clients} long-polls never all reached the cache"));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

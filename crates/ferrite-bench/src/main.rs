@@ -110,14 +110,17 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         rows: u64,
     },
-    /// Live long-poll clients on one shape through nginx (deploy/nginx): origin requests per
-    /// write, identical bodies, delivery time through the cache.
+    /// Live long-poll clients on one shape through nginx or Varnish (deploy/): origin requests
+    /// per write, identical bodies, delivery time through the cache.
     Cdn {
         #[arg(long, default_value_t = 10_000)]
         clients: usize,
-        /// Writes measured per run (each waits until every client's long-poll is at nginx).
+        /// Writes measured per run (each waits until every client's long-poll is at the cache).
         #[arg(long, default_value_t = 10)]
         writes: usize,
+        /// The cache in front of Ferrite.
+        #[arg(long, value_enum, default_value = "nginx")]
+        cache: cdn::CacheKind,
     },
     /// Two nodes of a cluster over nats-server (nginx in front): write → live client across
     /// nodes, and the time a follower takes to lead after the leader is killed.
@@ -167,7 +170,7 @@ fn main() -> Result<()> {
             Bench::Workspace { steps } => workspace::workspace(steps, cli.runs).await,
             Bench::WebStores { rows } => web_stores::web_stores(rows, cli.runs).await,
             Bench::FloorServer => floor::serve().await,
-            Bench::Cdn { clients, writes } => cdn::cdn(clients, writes, cli.runs).await,
+            Bench::Cdn { clients, writes, cache } => cdn::cdn(clients, writes, cli.runs, cache).await,
             Bench::Cluster { writes } => cluster::cluster(writes, cli.runs).await,
             Bench::Floor { clients } => {
                 let (p50, p99) = floor::fan_out_floor(clients, 200, Duration::from_millis(100), cli.runs).await?;
@@ -185,7 +188,8 @@ fn main() -> Result<()> {
                 relational::relational(1000, 1000, 30, cli.runs).await?;
                 workspace::workspace(500, cli.runs).await?;
                 web_stores::web_stores(10_000, cli.runs).await?;
-                cdn::cdn(10_000, 10, cli.runs).await?;
+                cdn::cdn(10_000, 10, cli.runs, cdn::CacheKind::Nginx).await?;
+                cdn::cdn(10_000, 10, cli.runs, cdn::CacheKind::Varnish).await?;
                 cluster::cluster(200, cli.runs).await?;
                 rss(10_000).await
             }

@@ -5,6 +5,7 @@
 
 pub mod nats;
 pub mod nginx;
+pub mod varnish;
 
 /// A TCP port on 127.0.0.1 free right now (the OS picks it).
 pub fn free_port() -> std::io::Result<u16> {
