@@ -64,34 +64,6 @@ async fn fetch(http: &reqwest::Client, url: &str, token: Option<&str>) -> Got {
     }
 }
 
-/// Reads the shape from the start through `base` until up-to-date: `(handle, offset, rows)`.
-async fn catch_up(
-    http: &reqwest::Client,
-    base: &str,
-    query: &str,
-    token: Option<&str>,
-) -> (String, String, Vec<Value>) {
-    let mut url = format!("{base}/v1/shape?{query}&offset=-1");
-    let mut rows = Vec::new();
-    loop {
-        let mut req = http.get(&url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let r = req.send().await.unwrap();
-        assert_eq!(r.status(), 200, "catch-up through {base}");
-        let handle = r.headers()["electric-handle"].to_str().unwrap().to_string();
-        let offset = r.headers()["electric-offset"].to_str().unwrap().to_string();
-        let done = r.headers().contains_key("electric-up-to-date");
-        let body: Vec<Value> = r.json().await.unwrap();
-        rows.extend(body.into_iter().filter_map(|m| m.get("value").cloned()));
-        if done {
-            return (handle, offset, rows);
-        }
-        url = format!("{base}/v1/shape?{query}&handle={handle}&offset={offset}");
-    }
-}
-
 fn live_url(base: &str, query: &str, handle: &str, offset: &str, cursor: Option<&str>) -> String {
     let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
     format!("{base}/v1/shape?{query}&handle={handle}&offset={offset}&live=true{cursor}")
@@ -163,7 +135,7 @@ async fn collapse_rounds(db: &TestDb, s: &TestServer, cache: Cache<'_>, clients:
     pg.batch_execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)").await.unwrap();
     let http = reqwest::Client::new();
     let base = &cache.url();
-    let (handle, mut offset, rows) = catch_up(&http, base, "table=items", None).await;
+    let (handle, mut offset, rows) = read_to_head(&http, base, "table=items", None).await;
     assert!(rows.is_empty());
     let mut cursor: Option<String> = None;
     let observer = s.server.observer();
@@ -285,8 +257,8 @@ async fn jwt_mode_shares_cached_responses_within_a_scope_only() {
     );
 
     // Live: the two users of tenant a collapse into one origin request; tenant b waits apart.
-    let (ha, oa, _) = catch_up(&http, &nginx.url(), "table=items", Some(&a1)).await;
-    let (hb, ob, _) = catch_up(&http, &nginx.url(), "table=items", Some(&b1)).await;
+    let (ha, oa, _) = read_to_head(&http, &nginx.url(), "table=items", Some(&a1)).await;
+    let (hb, ob, _) = read_to_head(&http, &nginx.url(), "table=items", Some(&b1)).await;
     let observer = s.server.observer();
     let live = &observer.metrics().requests_live;
     let before = live.load(Ordering::Relaxed);

@@ -130,25 +130,16 @@ async fn presence_crosses_nodes_and_leaves_with_a_dead_node() {
     println!("a dead node's presence members left the other node's room {:?} after the kill", killed.elapsed());
 }
 
+/// What `ferrite cluster status --url <base>` prints (it must succeed: a node leads).
+fn cluster_status(base: &str) -> String {
+    let out = std::process::Command::new(ferrite_bin()).args(["cluster", "status", "--url", base]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
 async fn shape_rows(base: &str) -> (String, String, Vec<Value>) {
-    let mut rows = vec![];
-    let mut url = format!("{base}/v1/shape?table=items&offset=-1");
-    loop {
-        let r = reqwest::get(&url).await.unwrap();
-        let status = r.status();
-        if status != 200 {
-            panic!("{url}: {status} {}", r.text().await.unwrap_or_default());
-        }
-        let handle = r.headers()["electric-handle"].to_str().unwrap().to_string();
-        let offset = r.headers()["electric-offset"].to_str().unwrap().to_string();
-        let done = r.headers().contains_key("electric-up-to-date");
-        let body: Vec<Value> = r.json().await.unwrap();
-        rows.extend(body.into_iter().filter_map(|m| m.get("value").cloned()));
-        if done {
-            return (handle, offset, rows);
-        }
-        url = format!("{base}/v1/shape?table=items&handle={handle}&offset={offset}");
-    }
+    read_to_head(&reqwest::Client::new(), base, "table=items", None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,9 +155,7 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
     let follower = 1 - leader;
     let (lb, fb) = (nodes[leader].base.clone(), nodes[follower].base.clone());
     // `ferrite cluster status`, asked of the follower, names both nodes and the leader.
-    let out = std::process::Command::new(ferrite_bin()).args(["cluster", "status", "--url", &fb]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let text = cluster_status(&fb);
     let leader_name = ["a", "b"][leader];
     let leader_line = text.lines().find(|l| l.starts_with(&format!("{leader_name} "))).unwrap_or_default();
     assert!(leader_line.contains("leader") && leader_line.contains(&lb), "{text}");
@@ -268,9 +257,7 @@ async fn the_local_cluster_script_runs_three_nodes_behind_nginx() {
     .await;
     let (_, _, rows) = shape_rows(&edge).await;
     assert_eq!(rows, vec![json!({"id": "7"})]);
-    let out = std::process::Command::new(ferrite_bin()).args(["cluster", "status", "--url", &first]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = cluster_status(&first);
     for name in ["node-1", "node-2", "node-3"] {
         assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing: {text}");
     }

@@ -618,6 +618,39 @@ impl Drop for DevProcess {
     }
 }
 
+/// Reads a shape from the start (`query`: its parameters, URL-encoded) until up-to-date, through
+/// `base` (a server, a cache, another node): its handle, the offset to go on from, and the
+/// inserted rows' values in order. Any other status than 200 fails the test.
+pub async fn read_to_head(
+    http: &reqwest::Client,
+    base: &str,
+    query: &str,
+    token: Option<&str>,
+) -> (String, String, Vec<Value>) {
+    let mut url = format!("{base}/v1/shape?{query}&offset=-1");
+    let mut rows = Vec::new();
+    loop {
+        let mut req = http.get(&url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        if status != 200 {
+            panic!("{url}: {status} {}", r.text().await.unwrap_or_default());
+        }
+        let handle = r.headers()["electric-handle"].to_str().unwrap().to_string();
+        let offset = r.headers()["electric-offset"].to_str().unwrap().to_string();
+        let done = r.headers().contains_key("electric-up-to-date");
+        let body: Vec<Value> = r.json().await.unwrap();
+        rows.extend(body.into_iter().filter_map(|m| m.get("value").cloned()));
+        if done {
+            return (handle, offset, rows);
+        }
+        url = format!("{base}/v1/shape?{query}&handle={handle}&offset={offset}");
+    }
+}
+
 /// Reads a shape to up-to-date with `token`; the rows' values, or the refusing status and body.
 pub async fn read_shape(base: &str, token: Option<&str>, params: &[(&str, &str)]) -> Result<Vec<Value>, (u16, String)> {
     let client = reqwest::Client::new();
