@@ -8,43 +8,62 @@ use std::time::{Duration, Instant};
 pub struct LocalNats {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl LocalNats {
     /// Starts nats-server on 127.0.0.1 and waits until it accepts connections.
     pub fn start() -> Result<LocalNats, String> {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or("nats-server not found: install it (apt-get install nats-server)")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = crate::free_port().map_err(|e| e.to_string())?;
-        let mut child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting nats-server: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(LocalNats { child, port, _dir: dir });
-            }
-            if child.try_wait().map_err(|e| e.to_string())?.is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("nats-server did not start on port {port}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn(port, dir.path())?;
+        Ok(LocalNats { child, port, dir: dir })
+    }
+
+    /// Kills the server (SIGKILL): the nodes lose NATS.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same store, after [`LocalNats::kill`].
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.child = spawn(self.port, self.dir.path())?;
+        Ok(())
     }
 
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Starts nats-server on `port` with its store in `dir` and waits until it accepts connections.
+fn spawn(port: u16, dir: &Path) -> Result<Child, String> {
+    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("nats-server not found: install it (apt-get install nats-server)")?;
+    let mut child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting nats-server: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        if child.try_wait().map_err(|e| e.to_string())?.is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("nats-server did not start on port {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

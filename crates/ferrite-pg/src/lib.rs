@@ -13,6 +13,7 @@
 //!   transaction stream with durable-position acknowledgement.
 //! - [`cluster`]: throwaway/dev clusters from the local PostgreSQL binaries, for tests and
 //!   `ferrite dev`.
+//! - [`leadership`]: which node of a Ferrite cluster leads (an advisory lock) and where it is.
 //! - [`error`]: [`PgError`], which keeps Postgres's message and SQLSTATE.
 //! - [`write_store`] and [`write_table`]: the write path's bookkeeping tables (exactly-once
 //!   markers, recorded results, column clocks) and the row-level SQL that applies mutations,
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod connect;
 pub mod error;
 pub mod introspect;
+pub mod leadership;
 pub mod prepared;
 pub mod replication;
 pub mod row_query;

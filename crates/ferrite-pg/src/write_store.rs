@@ -75,7 +75,8 @@ pub fn client_key(client_id: &str, subject: Option<&str>) -> String {
     }
 }
 
-/// The first key of client locks (`pg_advisory_lock(int, int)`): "FERR".
+/// The first key of client locks (`pg_advisory_lock(int, int)`): "FERR" (the cluster's
+/// leadership lock has its own, [`crate::leadership::LEADER_LOCK_SPACE`]).
 const CLIENT_LOCK_SPACE: i32 = 0x4645_5252;
 
 /// FNV-1a over the given parts, separated by NUL: the same in every server process.

@@ -1,11 +1,12 @@
 //! Leadership: exactly one node of a cluster follows the replication slot and keeps shapes.
 //!
 //! Every node tries to take a Postgres advisory lock named after the slot
-//! (`pg_try_advisory_lock(<class>, hashtext(<slot>))`) on a connection of its own, every
-//! [`TRY_EVERY`]. The holder leads: it drops whatever shapes it kept from an earlier time (its
-//! logs stop where its last leadership did; the slot has moved on since, so they would have a
-//! gap), then runs the replication driver. Postgres releases the lock when the holder's session
-//! ends — the process killed, the connection cut — and the next node to try takes over.
+//! ([`ferrite_pg::leadership`]) on a connection of its own, every [`TRY_EVERY`]. The holder
+//! leads: it records its URL in `ferrite.cluster_leader` (followers read it there, so they find
+//! the leader without NATS), drops whatever shapes it kept from an earlier time (its logs stop
+//! where its last leadership did; the slot has moved on since, so they would have a gap), then
+//! runs the replication driver. Postgres releases the lock when the holder's session ends — the
+//! process killed, the connection cut — and the next node to try takes over.
 //!
 //! A leader checks its lock connection every [`HOLD_CHECK`]; when it is gone (or does not answer
 //! within [`HOLD_TIMEOUT`]), so may be the lock, and the node stops following the slot at once
@@ -24,8 +25,6 @@ pub const TRY_EVERY: Duration = Duration::from_millis(500);
 pub const HOLD_CHECK: Duration = Duration::from_secs(1);
 /// A check not answered within this long counts as the connection lost.
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(3);
-/// The advisory lock's first key ("FERR"); the second is the slot name's hash.
-const LOCK_CLASS: i32 = 0x4645_5252;
 
 /// Contends for leadership forever, leading whenever this node holds the lock.
 pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
@@ -38,9 +37,19 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
                 continue;
             }
         };
-        if !take_lock(&client, &state.config.slot_name).await {
+        let slot = &state.config.slot_name;
+        if let Err(e) = ferrite_pg::leadership::ensure_table(&client).await {
+            tracing::warn!(error = %e, "cannot create ferrite.cluster_leader; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
+        }
+        if !take_lock(&client, slot, &cluster).await {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        if let Err(e) = ferrite_pg::leadership::record_leader(&client, slot, &cluster.node, &cluster.url).await {
+            // The lock is what counts; followers also learn the leader from its heartbeats.
+            tracing::warn!(error = %e, "cannot record this node as the leader");
         }
         let dropped = state.registry.remove_all();
         cluster.set_leading(true);
@@ -61,12 +70,18 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
     }
 }
 
-/// Waits until the lock is taken on `client` (true) or the connection fails (false).
-async fn take_lock(client: &tokio_postgres::Client, slot: &str) -> bool {
+/// Waits until the lock is taken on `client` (true) or the connection fails (false), noting
+/// meanwhile the leader the database names.
+async fn take_lock(client: &tokio_postgres::Client, slot: &str, cluster: &Cluster) -> bool {
     loop {
-        match client.query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_CLASS, &slot]).await {
-            Ok(row) if row.get::<_, bool>(0) => return true,
-            Ok(_) => tokio::time::sleep(TRY_EVERY).await,
+        match ferrite_pg::leadership::try_lead(client, slot).await {
+            Ok(true) => return true,
+            Ok(false) => {
+                if let Ok(Some((node, url))) = ferrite_pg::leadership::recorded_leader(client, slot).await {
+                    cluster.set_recorded_leader(node, url);
+                }
+                tokio::time::sleep(TRY_EVERY).await;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the leadership lock's connection failed");
                 return false;

@@ -7,7 +7,8 @@
 //! clusters may use one NATS server.
 //!
 //! - [`leader`]: one node leads — it holds a Postgres advisory lock and is the only one to follow
-//!   the replication slot and keep shapes; the others follow and take over when it goes.
+//!   the replication slot and keep shapes; the others follow and take over when it goes. The
+//!   leader records its URL in the database, so followers find it even when NATS is away.
 //! - [`nodes`]: every node says it is alive (with its role and URL) every second; the others
 //!   keep a table of who is there, which tells followers where the leader is.
 //! - [`forward`]: a follower passes shape reads to the leader (shape logs are not replicated
@@ -16,7 +17,8 @@
 //!   leave at once.
 //!
 //! The NATS connection is made in the background and re-made after a loss (NATS's client does
-//! both): a node whose NATS is away keeps serving its own clients.
+//! both): while NATS is away, nodes go on leading, following and passing reads to the leader
+//! (found in the database); only presence stays on each node until NATS is back.
 
 pub mod forward;
 pub mod leader;
@@ -46,6 +48,8 @@ pub struct Cluster {
     leading_since: AtomicU64,
     /// The other nodes heard from lately, by node id.
     peers: Mutex<HashMap<String, nodes::Peer>>,
+    /// The leader as `ferrite.cluster_leader` last named it (node id, URL).
+    recorded_leader: Mutex<Option<(String, String)>>,
 }
 
 /// The NATS server addresses of a `nats_url` setting (comma-separated), or why it is not one.
@@ -91,6 +95,7 @@ impl Cluster {
             leading: AtomicBool::new(false),
             leading_since: AtomicU64::new(0),
             peers: Mutex::new(HashMap::new()),
+            recorded_leader: Mutex::new(None),
         }))
     }
 
@@ -122,10 +127,20 @@ impl Cluster {
         self.leading().then(|| self.leading_since.load(Ordering::Acquire))
     }
 
-    /// The leader's URL as other nodes last said it, when another node leads (of two that say
-    /// so for a moment, the one that took the lock last).
+    /// The leader's URL, when another node leads: as the database names it (the lock holder
+    /// records itself there), else as heartbeats say (of two that say so for a moment, the one
+    /// that took the lock last).
     pub fn leader_url(&self) -> Option<String> {
+        if let Some((node, url)) = self.recorded_leader.lock().as_ref() {
+            if *node != self.node {
+                return Some(url.clone());
+            }
+        }
         self.peers.lock().values().filter(|p| p.leading).max_by_key(|p| p.leading_since).map(|p| p.url.clone())
+    }
+
+    fn set_recorded_leader(&self, node: String, url: String) {
+        *self.recorded_leader.lock() = Some((node, url));
     }
 
     /// The other nodes heard from lately.

@@ -415,3 +415,38 @@ async fn a_dead_followers_readers_go_on_at_another_node_and_every_node_answers_t
         assert_eq!(r.bases[r.at], nodes[other].base, "went on at the other follower");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_the_nodes_go_on_and_presence_comes_back_with_it() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1);")
+        .await
+        .unwrap();
+    let mut nats = LocalNats::start().expect("nats-server starts");
+    let nodes = [node(&db, &nats, "a", &[]), node(&db, &nats, "b", &[])];
+    let leader = settled(&[&nodes[0], &nodes[1]]).await;
+    let fb = nodes[1 - leader].base.clone();
+
+    nats.kill();
+    // Heartbeats stop, and the nodes forget each other...
+    wait_until("the follower no longer hears the leader", Duration::from_secs(15), || async {
+        health(&fb).await.is_some_and(|(_, h)| h["cluster"]["peers"].as_array().is_some_and(Vec::is_empty))
+    })
+    .await;
+    // ...but the follower finds the leader in the database: it is ready, and reads through it work.
+    assert_eq!(health(&fb).await.map(|(s, _)| s), Some(200));
+    let (_, _, rows) = shape_rows(&fb).await;
+    assert_eq!(rows, vec![json!({"id": "1"})]);
+    assert_eq!(role(&nodes[leader].base).await.as_deref(), Some("leader"), "leadership is Postgres's, not NATS's");
+
+    // NATS comes back: the nodes hear each other again and presence crosses between them.
+    nats.restart().expect("nats-server restarts");
+    settled(&[&nodes[0], &nodes[1]]).await;
+    post_presence(&nodes[0].base, "room", "c1", json!({"back": true})).await;
+    wait_until("presence crosses nodes again", Duration::from_secs(10), || async {
+        members(&nodes[1].base, "room").await.iter().any(|m| m["state"] == json!({"back": true}))
+    })
+    .await;
+}

@@ -1,0 +1,56 @@
+//! Which node of a cluster leads, decided by Postgres: the holder of a session-level advisory
+//! lock named after the replication slot leads, and records where it can be reached in
+//! `ferrite.cluster_leader`, so followers find it through the database they share — whatever
+//! happens to the NATS the nodes talk over.
+//!
+//! The lock's first key is its own ([`LEADER_LOCK_SPACE`], "FELD"), apart from the client locks
+//! of the write path ("FERR", [`crate::write_store`]), so no client id can ever hash onto it.
+
+use crate::PgError;
+use tokio_postgres::Client;
+
+/// The first key of the leadership lock (`pg_try_advisory_lock(int, int)`): "FELD".
+pub const LEADER_LOCK_SPACE: i32 = 0x4645_4C44;
+
+/// Creates `ferrite.cluster_leader` if needed (idempotent; safe when several nodes start at
+/// once: under a transaction-level advisory lock, as the write path's tables are).
+pub async fn ensure_table(client: &Client) -> Result<(), PgError> {
+    client
+        .batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(4991073711594410497);
+             CREATE SCHEMA IF NOT EXISTS ferrite;
+             CREATE TABLE IF NOT EXISTS ferrite.cluster_leader (
+                 slot text PRIMARY KEY,
+                 node text NOT NULL,
+                 url text NOT NULL,
+                 since timestamptz NOT NULL DEFAULT now());
+             COMMIT;",
+        )
+        .await?;
+    Ok(())
+}
+
+/// Takes the leadership lock of `slot` on this session if it is free; true when held now.
+pub async fn try_lead(client: &Client, slot: &str) -> Result<bool, PgError> {
+    let row = client.query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LEADER_LOCK_SPACE, &slot]).await?;
+    Ok(row.get(0))
+}
+
+/// Records this node as the leader of `slot` (call it holding the lock).
+pub async fn record_leader(client: &Client, slot: &str, node: &str, url: &str) -> Result<(), PgError> {
+    client
+        .execute(
+            "INSERT INTO ferrite.cluster_leader (slot, node, url, since) VALUES ($1, $2, $3, now())
+             ON CONFLICT (slot) DO UPDATE SET node = excluded.node, url = excluded.url, since = excluded.since",
+            &[&slot, &node, &url],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The node id and URL the last leader of `slot` recorded, if any (it may have died since).
+pub async fn recorded_leader(client: &Client, slot: &str) -> Result<Option<(String, String)>, PgError> {
+    let row = client.query_opt("SELECT node, url FROM ferrite.cluster_leader WHERE slot = $1", &[&slot]).await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
