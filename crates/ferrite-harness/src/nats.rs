@@ -17,7 +17,7 @@ impl LocalNats {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = crate::free_port().map_err(|e| e.to_string())?;
         let child = spawn(port, dir.path())?;
-        Ok(LocalNats { child, port, dir: dir })
+        Ok(LocalNats { child, port, dir })
     }
 
     /// Kills the server (SIGKILL): the nodes lose NATS.
