@@ -182,6 +182,36 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
     let body: Vec<Value> = live.json().await.unwrap();
     assert_eq!(body[0]["value"], json!({"id": "2", "n": "2"}), "{body:?}");
 
+    // A watch (one held request for several shapes) and an SSE stream through the follower are
+    // the leader's too, woken and fed as changes come.
+    let (_, offset, _) = shape_rows(&fb).await;
+    let watch = tokio::spawn({
+        let url = format!("{fb}/v1/watch");
+        let body = json!({"shapes": [format!("table=items&handle={handle}&offset={offset}")]});
+        async move { reqwest::Client::new().post(url).json(&body).send().await.unwrap() }
+    });
+    let sse =
+        reqwest::get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}&live=true&live_sse=true"))
+            .await
+            .unwrap();
+    assert_eq!(sse.status(), 200);
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    pg.execute("INSERT INTO items VALUES (5, 5)", &[]).await.unwrap();
+    let watched = watch.await.unwrap();
+    assert_eq!(watched.status(), 200);
+    assert_eq!(watched.json::<Value>().await.unwrap()["changed"], json!([0]));
+    let mut events = sse.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\"id\":\"5\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut events))
+            .await
+            .expect("the SSE stream through the follower carries the insert")
+            .expect("stream open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(events);
+
     // The leader dies; the follower takes over within 10 s and serves the table again.
     let killed = Instant::now();
     nodes[leader].process.kill_9();
@@ -195,7 +225,7 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
     assert_eq!(r.status(), 409);
     let (new_handle, offset, rows) = shape_rows(&fb).await;
     assert_ne!(new_handle, handle);
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3, "rows 1, 2 and 5");
     let live =
         tokio::spawn(reqwest::get(format!("{fb}/v1/shape?table=items&handle={new_handle}&offset={offset}&live=true")));
     pg.execute("INSERT INTO items VALUES (3, 3)", &[]).await.unwrap();
