@@ -69,6 +69,8 @@ pub struct Metrics {
     pub cluster_nodes_seen: AtomicI64,
     /// Cluster: 1 while this node leads (holds the lock, follows the slot).
     pub cluster_leader: AtomicI64,
+    /// Cluster: shape reads this node (a follower) passed to the leader.
+    pub cluster_forwarded: AtomicU64,
 }
 
 /// What relational shapes hold right now (see [`crate::shapes::relational`]).
@@ -228,6 +230,12 @@ impl Metrics {
             "Other nodes of the cluster whose heartbeat arrived within the node timeout.",
             "gauge",
             self.cluster_nodes_seen.load(Ordering::Relaxed) as i128,
+        );
+        counter(
+            "cluster_forwarded_requests_total",
+            "Shape reads this node passed to the cluster's leader while following.",
+            "counter",
+            g(&self.cluster_forwarded),
         );
         counter(
             "cluster_leader",

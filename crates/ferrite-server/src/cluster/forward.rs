@@ -23,9 +23,18 @@ pub fn is_leaders(path: &str) -> bool {
     path == "/v1/shape" || path == "/v1/watch"
 }
 
+/// Longest a follower waits to connect to the leader before answering 503 (a leader's host
+/// that vanished would otherwise hold every read for the kernel's whole SYN retry time).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn client() -> &'static Client<HttpConnector, Body> {
     static CLIENT: OnceLock<Client<HttpConnector, Body>> = OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+    CLIENT.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new()).build(connector)
+    })
 }
 
 fn unavailable(why: &str) -> Response<Body> {
@@ -33,7 +42,8 @@ fn unavailable(why: &str) -> Response<Body> {
 }
 
 /// The leader's answer to `req`, or 503 when there is none to ask.
-pub async fn to_leader(cluster: &Cluster, req: Request) -> Response<Body> {
+pub async fn to_leader(cluster: &Cluster, metrics: &crate::metrics::Metrics, req: Request) -> Response<Body> {
+    metrics.cluster_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if req.headers().contains_key(FORWARDED) {
         return unavailable("the leadership of the cluster is moving; retry");
     }

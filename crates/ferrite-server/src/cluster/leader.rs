@@ -6,7 +6,8 @@
 //! the leader without NATS), drops whatever shapes it kept from an earlier time (its logs stop
 //! where its last leadership did; the slot has moved on since, so they would have a gap), then
 //! runs the replication driver. Postgres releases the lock when the holder's session ends — the
-//! process killed, the connection cut — and the next node to try takes over.
+//! process killed, the connection cut, or (TCP keepalives on the session) the holder's host
+//! silent for about 15 s — and the next node to try takes over.
 //!
 //! A leader checks its lock connection every [`HOLD_CHECK`]; when it is gone (or does not answer
 //! within [`HOLD_TIMEOUT`]), so may be the lock, and the node stops following the slot at once
@@ -38,6 +39,10 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
             }
         };
         let slot = &state.config.slot_name;
+        if let Err(e) = ferrite_pg::leadership::prepare_session(&client).await {
+            // Only the loss of a whole host is noticed later without it; the lock still works.
+            tracing::warn!(error = %e, "cannot set TCP keepalives on the leadership lock's session");
+        }
         if let Err(e) = ferrite_pg::leadership::ensure_table(&client).await {
             tracing::warn!(error = %e, "cannot create ferrite.cluster_leader; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -66,7 +66,7 @@ async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: N
             && req.method() != Method::OPTIONS
             && crate::cluster::forward::is_leaders(req.uri().path())
         {
-            return crate::cluster::forward::to_leader(cluster, req).await;
+            return crate::cluster::forward::to_leader(cluster, &state.metrics, req).await;
         }
     }
     let in_callers_scope = state.auth.enabled() && asks_in_callers_scope(&state, &req);

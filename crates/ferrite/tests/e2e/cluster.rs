@@ -169,6 +169,14 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
     assert_eq!(rows, vec![json!({"id": "1", "n": "1"})]);
     let (leaders_handle, _, _) = shape_rows(&lb).await;
     assert_eq!(handle, leaders_handle);
+    let forwarded = |base: String| async move {
+        let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("ferrite_cluster_forwarded_requests_total ")?.parse::<u64>().ok())
+            .unwrap()
+    };
+    assert!(forwarded(fb.clone()).await >= 1, "the follower counts what it passed on");
+    assert_eq!(forwarded(lb.clone()).await, 0, "the leader passes nothing on");
     let live =
         tokio::spawn(reqwest::get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}&live=true")));
     // A write through the follower: applied in Postgres, seen live through it.
