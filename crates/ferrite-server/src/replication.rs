@@ -20,28 +20,19 @@ const MAX_BATCH: usize = 512;
 /// Above this many dirty logs one `syncfs` is cheaper than an fsync per file.
 const SYNCFS_THRESHOLD: usize = 32;
 
-/// The replication driver running in a task of its own; dropping the guard stops it (and the
-/// stream it follows).
-pub struct Running(tokio::task::JoinHandle<()>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Starts [`run`] in a task.
-pub fn spawn(state: Arc<AppState>) -> Running {
-    Running(tokio::spawn(run(state)))
-}
-
-/// Stops a task when dropped: the stream task goes with the driver however the driver ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task stopped when this is dropped: the replication driver a leader runs (dropping it stops
+/// the driver), and the stream task that goes with the driver however the driver ends.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Starts [`run`] in a task of its own, stopped when the returned guard is dropped.
+pub fn spawn(state: Arc<AppState>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(run(state)))
 }
 
 /// Runs forever: connect, stream, route; on failure wait (1, 2, 5, 10, 30 s) and reconnect.

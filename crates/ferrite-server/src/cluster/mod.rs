@@ -104,6 +104,20 @@ impl Cluster {
         format!("{}.{suffix}", self.prefix)
     }
 
+    /// Subscribes to `ferrite.<slot>.<suffix>`, retrying until NATS takes the subscription.
+    pub async fn subscribe(&self, suffix: &str) -> async_nats::Subscriber {
+        let subject = self.subject(suffix);
+        loop {
+            match self.client.subscribe(subject.clone()).await {
+                Ok(s) => return s,
+                Err(e) => {
+                    tracing::warn!(error = %e, %subject, "cannot subscribe; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// Whether the NATS connection is up right now.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

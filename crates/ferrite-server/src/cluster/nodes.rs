@@ -76,7 +76,7 @@ pub async fn heartbeat(state: Arc<AppState>, cluster: Arc<Cluster>) {
 
 /// Keeps the table of other nodes, forever: takes their heartbeats and drops the silent ones.
 pub async fn watch(state: Arc<AppState>, cluster: Arc<Cluster>) {
-    let mut beats = super::presence::subscribe(&cluster, cluster.subject("nodes")).await;
+    let mut beats = cluster.subscribe("nodes").await;
     let mut check = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {

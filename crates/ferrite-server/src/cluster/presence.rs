@@ -17,7 +17,6 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -55,21 +54,8 @@ async fn send(state: Arc<AppState>, cluster: Arc<Cluster>, mut rx: mpsc::Receive
     }
 }
 
-/// Subscribes to `subject` (retrying until NATS takes the subscription).
-pub async fn subscribe(cluster: &Cluster, subject: String) -> async_nats::Subscriber {
-    loop {
-        match cluster.client.subscribe(subject.clone()).await {
-            Ok(s) => return s,
-            Err(e) => {
-                tracing::warn!(error = %e, %subject, "cannot subscribe; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
 async fn receive(state: Arc<AppState>, cluster: Arc<Cluster>) {
-    let mut changes = subscribe(&cluster, cluster.subject("presence")).await;
+    let mut changes = cluster.subscribe("presence").await;
     while let Some(msg) = changes.next().await {
         if msg.payload.len() > MAX_MESSAGE_BYTES {
             continue;
