@@ -50,16 +50,6 @@ async fn origin_live_requests(http: &reqwest::Client, base: &str) -> Result<u64>
         .ok_or_else(|| anyhow!("no ferrite_shape_requests_live_total in /metrics"))
 }
 
-/// Connections nginx is reading or writing (requests waiting for the origin or the cache lock
-/// included), from its status page.
-async fn nginx_busy(http: &reqwest::Client, nginx: &str) -> Result<usize> {
-    let text = http.get(format!("{nginx}/nginx_status")).send().await?.text().await?;
-    let field = |name: &str| -> usize {
-        text.split_whitespace().skip_while(|w| *w != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
-    Ok(field("Reading:") + field("Writing:"))
-}
-
 /// The cache a run goes through.
 enum Edge {
     Nginx(LocalNginx),
@@ -76,9 +66,9 @@ impl Edge {
 
     /// Whether all `clients` long-polls are at the cache (nginx: connections it is working on;
     /// Varnish: client connections open, as its request counters are summed lazily).
-    async fn holds(&self, http: &reqwest::Client, clients: usize) -> Result<bool> {
+    fn holds(&self, clients: usize) -> Result<bool> {
         Ok(match self {
-            Edge::Nginx(n) => nginx_busy(http, &n.url()).await? > clients,
+            Edge::Nginx(n) => n.status().map_err(|e| anyhow!("{e}"))?.busy > clients as u64,
             Edge::Varnish(v) => v.connections() >= clients,
         })
     }
@@ -126,7 +116,7 @@ async fn cdn_once(clients: usize, writes: usize, cache: CacheKind) -> Result<(f6
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !cache.holds(&http, clients).await? {
+        while !cache.holds(clients)? {
             if Instant::now() > deadline {
                 return Err(anyhow!("the {clients} long-polls never all reached the cache"));
             }

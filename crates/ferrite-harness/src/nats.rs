@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running nats-server; killed when dropped.
 pub struct LocalNats {
@@ -41,10 +41,10 @@ impl LocalNats {
 
 /// Starts nats-server on `port` with its store in `dir` and waits until it accepts connections.
 fn spawn(port: u16, dir: &Path) -> Result<Child, String> {
-    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or("nats-server not found: install it (apt-get install nats-server)")?;
+    let bin = crate::find_binary(
+        &["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"],
+        "nats-server",
+    )?;
     let mut child = Command::new(bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir)
@@ -53,18 +53,8 @@ fn spawn(port: u16, dir: &Path) -> Result<Child, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting nats-server: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        if child.try_wait().map_err(|e| e.to_string())?.is_some() || Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("nats-server did not start on port {port}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::wait_listening(&mut child, port, Duration::from_secs(20), "nats-server", String::new)?;
+    Ok(child)
 }
 
 impl Drop for LocalNats {

@@ -5,11 +5,21 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The `deploy/nginx` directory of this checkout.
 pub fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx")
+}
+
+/// nginx's counters (`stub_status`).
+#[derive(Debug, Clone, Copy)]
+pub struct NginxStatus {
+    /// Connections nginx is working on: reading a request, waiting for the upstream or a cache
+    /// lock, writing a response.
+    pub busy: u64,
+    /// Requests received since it started.
+    pub requests: u64,
 }
 
 /// A running nginx; stopped (SIGTERM: workers exit too) when dropped.
@@ -23,10 +33,8 @@ impl LocalNginx {
     /// Starts nginx with `deploy/nginx/<config>` in front of `upstreams` (`host:port` each) and
     /// waits until it accepts connections. The error quotes nginx's own message.
     pub fn start(config: &str, upstreams: &[String]) -> Result<LocalNginx, String> {
-        let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or("nginx not found: install it (apt-get install nginx)")?;
+        let nginx =
+            crate::find_binary(&["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"], "nginx")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let conf = dir.path().join("conf");
         let prefix = dir.path().join("prefix");
@@ -59,24 +67,32 @@ impl LocalNginx {
             .stderr(log_file)
             .spawn()
             .map_err(|e| format!("starting nginx: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(LocalNginx { child, port, dir });
-            }
-            let exited = child.try_wait().map_err(|e| e.to_string())?;
-            if exited.is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("nginx did not start: {}", fs::read_to_string(&log).unwrap_or_default().trim()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_listening(&mut child, port, Duration::from_secs(20), "nginx", || {
+            fs::read_to_string(&log).unwrap_or_default()
+        })?;
+        Ok(LocalNginx { child, port, dir })
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// nginx's own counters, from its `stub_status` page at `/nginx_status` (which counts the
+    /// request asking for it).
+    pub fn status(&self) -> Result<NginxStatus, String> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        conn.write_all(b"GET /nginx_status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        let body = text.split("\r\n\r\n").nth(1).ok_or("no body in nginx's status answer")?;
+        let field = |name: &str| -> u64 {
+            body.split_whitespace().skip_while(|w| *w != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        // "server accepts handled requests\n <accepts> <handled> <requests>"
+        let requests = body.lines().nth(2).and_then(|l| l.split_whitespace().nth(2)?.parse().ok()).unwrap_or(0);
+        Ok(NginxStatus { busy: field("Reading:") + field("Writing:"), requests })
     }
 
     /// What nginx wrote to its error log so far (warnings included).

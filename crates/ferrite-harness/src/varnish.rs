@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running varnishd (in the foreground, stopped with SIGTERM when dropped).
 pub struct LocalVarnish {
@@ -16,10 +16,7 @@ pub struct LocalVarnish {
 impl LocalVarnish {
     /// Starts varnishd with `deploy/varnish/ferrite.vcl` in front of `backend` (`host:port`).
     pub fn start(backend: &str) -> Result<LocalVarnish, String> {
-        let bin = ["/usr/sbin/varnishd", "/usr/local/sbin/varnishd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or("varnishd not found: install it (apt-get install varnish)")?;
+        let bin = crate::find_binary(&["/usr/sbin/varnishd", "/usr/local/sbin/varnishd"], "varnish")?;
         let (host, port) = backend.rsplit_once(':').ok_or("backend must be host:port")?;
         let vcl = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/varnish/ferrite.vcl"))
             .map_err(|e| format!("deploy/varnish/ferrite.vcl: {e}"))?
@@ -45,19 +42,11 @@ impl LocalVarnish {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting varnishd: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
-                return Ok(LocalVarnish { child, port: listen, _dir: dir });
-            }
-            if child.try_wait().map_err(|e| e.to_string())?.is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = fs::read_to_string(dir.path().join("varnishd.log")).unwrap_or_default();
-                return Err(format!("varnishd did not start: {}", log.trim()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = dir.path().join("varnishd.log");
+        crate::wait_listening(&mut child, listen, Duration::from_secs(30), "varnishd", || {
+            fs::read_to_string(&log).unwrap_or_default()
+        })?;
+        Ok(LocalVarnish { child, port: listen, _dir: dir })
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -16,23 +16,6 @@ fn upstream(s: &TestServer) -> String {
     s.base.trim_start_matches("http://").to_string()
 }
 
-/// Requests nginx has received since it started (its `stub_status` page, which counts itself).
-async fn nginx_requests(nginx: &LocalNginx) -> u64 {
-    let text = reqwest::get(format!("{}/nginx_status", nginx.url())).await.unwrap().text().await.unwrap();
-    // "server accepts handled requests\n <accepts> <handled> <requests>"
-    text.lines().nth(2).and_then(|l| l.split_whitespace().nth(2)?.parse().ok()).unwrap_or(0)
-}
-
-/// Connections nginx is working on right now (reading a request, waiting for the upstream or
-/// the cache lock, writing the response), from its `stub_status` page (which counts itself).
-async fn nginx_busy(nginx: &LocalNginx) -> u64 {
-    let text = reqwest::get(format!("{}/nginx_status", nginx.url())).await.unwrap().text().await.unwrap();
-    let field = |name: &str| -> u64 {
-        text.split_whitespace().skip_while(|w| *w != name).nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
-    field("Reading:") + field("Writing:")
-}
-
 /// One shape response as a client sees it.
 #[derive(Clone)]
 struct Got {
@@ -110,17 +93,17 @@ impl Cache<'_> {
     /// are summed lazily: the clients' connections, which they keep between rounds — so past
     /// the first round a client may ask a little after the write, and gets the cached answer,
     /// the same bytes, instead of waiting for it).
-    async fn reached(&self, before: u64, clients: usize) -> bool {
+    fn reached(&self, before: u64, clients: usize) -> bool {
         match self {
-            Cache::Nginx(n) => nginx_requests(n).await > before + clients as u64,
+            Cache::Nginx(n) => n.status().unwrap().requests > before + clients as u64,
             Cache::Varnish(v) => v.connections() >= clients,
         }
     }
 
     /// nginx's request count now (0 for Varnish).
-    async fn requests(&self) -> u64 {
+    fn requests(&self) -> u64 {
         match self {
-            Cache::Nginx(n) => nginx_requests(n).await,
+            Cache::Nginx(n) => n.status().unwrap().requests,
             Cache::Varnish(_) => 0,
         }
     }
@@ -143,7 +126,7 @@ async fn collapse_rounds(db: &TestDb, s: &TestServer, cache: Cache<'_>, clients:
     for n in 0..WRITES {
         let url = live_url(base, "table=items", &handle, &offset, cursor.as_deref());
         let before = live.load(Ordering::Relaxed);
-        let before_requests = cache.requests().await;
+        let before_requests = cache.requests();
         let polls: Vec<_> = (0..clients)
             .map(|_| {
                 let (http, url) = (http.clone(), url.clone());
@@ -154,8 +137,8 @@ async fn collapse_rounds(db: &TestDb, s: &TestServer, cache: Cache<'_>, clients:
         let mut reads = 0;
         wait_until("every long-poll at the cache", Duration::from_secs(20), || {
             reads += 1;
-            let cache = &cache;
-            async move { cache.reached(before_requests + reads - 1, clients).await }
+            let reached = cache.reached(before_requests + reads - 1, clients);
+            async move { reached }
         })
         .await;
         // The one request the cache let through is held by Ferrite.
@@ -269,7 +252,8 @@ async fn jwt_mode_shares_cached_responses_within_a_scope_only() {
     let url_a = live_url(&nginx.url(), "table=items", &ha, &oa, None);
     let (p1, p2) = (poll(url_a.clone(), a1.clone()), poll(url_a, a2.clone()));
     let pb = poll(live_url(&nginx.url(), "table=items", &hb, &ob, None), b1.clone());
-    wait_until("three long-polls at nginx", Duration::from_secs(20), || async { nginx_busy(&nginx).await > 3 }).await;
+    wait_until("three long-polls at nginx", Duration::from_secs(20), || async { nginx.status().unwrap().busy > 3 })
+        .await;
     s.wait_live_waiting(2).await;
     pg.execute("INSERT INTO items VALUES (4, 'a')", &[]).await.unwrap();
     let (g1, g2) = (p1.await.unwrap(), p2.await.unwrap());
