@@ -243,7 +243,7 @@ export class FerriteClient {
     return {
       url: this.#url,
       transport: this.transport,
-      applyBatches: (bs: ShapeBatch[]) => this.#applyBatches(bs),
+      applyBatches: (bs: ShapeBatch[], makeVisible: () => void) => this.#applyBatches(bs, makeVisible),
       shapeError: (shape: string, reason: string | undefined) => {
         if (reason) this.#shapeErrors.set(shape, reason)
         else this.#shapeErrors.delete(shape)
@@ -258,10 +258,8 @@ export class FerriteClient {
   #setTree(name: string, members: [string, ShapeOptions][]): TreeSync {
     this.#trees.get(name)?.stop()
     const tree = new TreeSync(name, members, this.#loaded, this.#treeHost())
-    tree.onApplied = (changed) => {
-      this.#changed(changed)
-      this.#emitStatus()
-    }
+    // (The members' changes were announced by #applyBatches, once they were visible.)
+    tree.onApplied = () => this.#emitStatus()
     this.#trees.set(name, tree)
     return tree
   }
@@ -515,8 +513,14 @@ export class FerriteClient {
     await this.#applyBatches([b])
   }
 
-  /** Stores batches together (a tree's, at a common point): rows, positions, outbox updates. */
-  async #applyBatches(bs: ShapeBatch[]): Promise<void> {
+  /**
+   * Stores batches together (a tree's, at a common point): rows, positions, outbox updates.
+   * Once stored, `makeVisible` puts the rows where the app reads them (a tree's members show
+   * them only now; a flat shape's rows are in memory already), and only then are the writes
+   * they confirm taken off the outbox: a confirmed row never disappears for a moment between
+   * its pending copy and the synced one.
+   */
+  async #applyBatches(bs: ShapeBatch[], makeVisible?: () => void): Promise<void> {
     let updated: PendingTransaction[] = []
     for (const b of bs) {
       for (const { txid, lsn } of b.txids) {
@@ -535,9 +539,6 @@ export class FerriteClient {
     const changed = new Set<string>()
     for (const b of bs) if (b.replaced || b.upserts.size > 0 || b.deletes.size > 0) changed.add(b.shape)
     for (const t of retired) for (const s of touchedShapes(t)) changed.add(s)
-    this.#outbox = this.#outbox.filter((t) => !retired.includes(t))
-    this.#changed(changed)
-    this.#emitStatus()
     try {
       await this.#store.write((w) => {
         for (const b of bs) {
@@ -559,6 +560,10 @@ export class FerriteClient {
       throw e
     }
     this.transport.reportError(undefined, 'storage')
+    makeVisible?.()
+    this.#outbox = this.#outbox.filter((t) => !retired.includes(t))
+    this.#changed(changed)
+    this.#emitStatus()
     if (retired.length > 0) this.#tellOtherTabs()
   }
 

@@ -303,8 +303,9 @@ export async function compileTree(
 
 /** What a tree's host does with it. */
 export interface TreeHost extends Omit<ShapeHost, 'applyBatch'> {
-  /** Persists the batches of one common point together (they become visible after). */
-  applyBatches(batches: ShapeBatch[]): Promise<void>
+  /** Persists the batches of one common point together, then calls `makeVisible` (before the
+   *  writes they confirm leave the outbox). */
+  applyBatches(batches: ShapeBatch[], makeVisible: () => void): Promise<void>
 }
 
 /** The transaction part of an offset (`<tx>_<op>`; 0 for `-1` and the snapshot's). */
@@ -459,8 +460,13 @@ export class TreeSync {
   }
 
   async #apply(batches: ShapeBatch[]): Promise<void> {
-    await this.host.applyBatches(batches)
     const changed = new Set<string>()
+    await this.host.applyBatches(batches, () => this.#show(batches, changed))
+    this.onApplied?.(changed)
+  }
+
+  /** Puts stored batches into the members' rows and what is visible; notes the members changed. */
+  #show(batches: ShapeBatch[], changed: Set<string>): void {
     for (const b of batches) {
       const rows = this.#all.get(b.shape)!
       if (b.replaced) {
@@ -478,6 +484,5 @@ export class TreeSync {
       this.visible.set(member, top ? topRows(this.#all.get(member)!, top) : this.#all.get(member)!)
     }
     this.upToDate = true
-    this.onApplied?.(changed)
   }
 }

@@ -181,7 +181,7 @@ for (const mode of ['long-poll', 'watch']) test(`an include tree is shown only a
   const host = {
     url: BASE, transport, pollIntervalMs: 1000,
     watcher: mode === 'watch' ? new Watcher(BASE, transport, closed.signal) : undefined,
-    applyBatches: async (batches) => { applied.push(batches.length) },
+    applyBatches: async (batches, makeVisible) => { applied.push(batches.length); makeVisible() },
     shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
   }
   const tree = new TreeSync('workspace', members, { records: new Map(), rows: new Map(), tags: new Map() }, host)
@@ -254,7 +254,7 @@ test('a tree include with a limit shows the top rows per parent, exactly', async
   }, foreignKeys)
   const host = {
     url: BASE, transport, pollIntervalMs: 1000,
-    applyBatches: async () => {},
+    applyBatches: async (_batches, makeVisible) => { makeVisible() },
     shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
   }
   const tree = new TreeSync('docs', members, { records: new Map(), rows: new Map(), tags: new Map() }, host)
@@ -322,7 +322,7 @@ test('a tree with random membership changes and re-parenting equals Postgres aft
     const host = {
       url: BASE, transport, pollIntervalMs: 1000,
       watcher: new Watcher(BASE, transport, closed.signal),
-      applyBatches: async () => {},
+      applyBatches: async (_batches, makeVisible) => { makeVisible() },
       shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
     }
     const tree = new TreeSync('pipelines', members, { records: new Map(), rows: new Map(), tags: new Map() }, host)

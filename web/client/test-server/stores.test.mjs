@@ -199,3 +199,33 @@ test('a write-only shape: no request reads it, and a write leaves the queue once
   }
   assert.deepEqual(failures, [], 'nothing runs on a closed client')
 })
+
+test('a row written into a tree member never disappears while the shapes confirm it', async () => {
+  await db.query(`CREATE TABLE flick_boards (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE flick_cards (id int PRIMARY KEY, board_id int NOT NULL REFERENCES flick_boards (id), title text NOT NULL);
+    INSERT INTO flick_boards VALUES (1, 'board'); INSERT INTO flick_cards VALUES (1, 1, 'first')`)
+  const client = await FerriteClient.open({
+    url: BASE,
+    database: `tree-confirm-${process.pid}`,
+    shapes: {},
+    trees: { flick_boards: { table: 'flick_boards', include: { flick_cards: {} } } },
+  })
+  await until('the tree to load', () => client.rows('flick_cards').length === 1)
+  // At every change the app is told of, every card written so far is there: pending, then
+  // synced, never neither (an editor loses its selection when a row blinks out).
+  const written = new Set()
+  const blinks = []
+  client.on('change', () => {
+    const ids = new Set(client.rows('flick_cards').map((r) => r.id))
+    for (const id of written) if (!ids.has(id)) blinks.push(`card ${id} missing with ${client.pending} pending`)
+  })
+  for (let id = 2; id <= 11; id++) {
+    await client.transaction((tx) => tx.insert('flick_cards', { id, board_id: 1, title: `card ${id}` }))
+    written.add(id)
+    await until(`card ${id} confirmed`, () => client.pending === 0)
+  }
+  assert.equal((await db.query('SELECT count(*)::int AS n FROM flick_cards')).rows[0].n, 11)
+  assert.deepEqual(client.rows('flick_cards').map((r) => r.id).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+  assert.deepEqual(blinks, [])
+  client.close()
+})
