@@ -71,6 +71,13 @@ pub struct Metrics {
     pub cluster_leader: AtomicI64,
     /// Cluster: shape reads this node (a follower) passed to the leader.
     pub cluster_forwarded: AtomicU64,
+    /// Cluster: messages this node (leading) appended to the shape stream.
+    pub cluster_stream_published: AtomicU64,
+    /// Cluster: this node's place in the shape stream: the last message it applied while
+    /// following, or appended while leading.
+    pub cluster_stream_seq: AtomicU64,
+    /// Cluster: shape-stream messages refused as malformed.
+    pub cluster_stream_rejected: AtomicU64,
 }
 
 /// What relational shapes hold right now (see [`crate::shapes::relational`]).
@@ -236,6 +243,24 @@ impl Metrics {
             "Shape reads this node passed to the cluster's leader while following.",
             "counter",
             g(&self.cluster_forwarded),
+        );
+        counter(
+            "cluster_stream_published_total",
+            "Messages this node appended to the cluster's shape stream while leading.",
+            "counter",
+            g(&self.cluster_stream_published),
+        );
+        counter(
+            "cluster_stream_seq",
+            "This node's place in the shape stream: the last message it applied (following) or appended (leading).",
+            "gauge",
+            g(&self.cluster_stream_seq),
+        );
+        counter(
+            "cluster_stream_rejected_total",
+            "Shape-stream messages this node refused as malformed (its copy may differ).",
+            "counter",
+            g(&self.cluster_stream_rejected),
         );
         counter(
             "cluster_leader",

@@ -24,6 +24,13 @@ const SYNCFS_THRESHOLD: usize = 32;
 /// the driver), and the stream task that goes with the driver however the driver ends.
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
+impl AbortOnDrop {
+    /// Guards `task`.
+    pub fn new(task: tokio::task::JoinHandle<()>) -> AbortOnDrop {
+        AbortOnDrop(task)
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
@@ -402,6 +409,21 @@ impl Driver {
         }
         let m = &self.state.metrics;
         tokio::task::block_in_place(|| {
+            if let Some(sink) = self.state.registry.sink() {
+                // A cluster's leader: the other nodes get the batch's writes, in one message
+                // while they fit, before any reader sees them and before the LSN is confirmed.
+                let mut ops = Vec::new();
+                let mut marks = Vec::with_capacity(dirty.len());
+                for s in dirty.values() {
+                    let (mut o, upto) = s.0.log.unpublished()?;
+                    ops.append(&mut o);
+                    marks.push((s, upto));
+                }
+                sink.publish(ops)?;
+                for (s, upto) in marks {
+                    s.0.log.mark_published(upto);
+                }
+            }
             let mut journal = self.state.registry.journal.lock();
             if journal.wants_checkpoint() {
                 // Every log durable where it lies, the journal empty; this batch's writes then

@@ -58,6 +58,17 @@ impl RunningServer {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
     }
 
+    /// Resolves when the server must stop by itself, with why (a deposed cluster leader: its
+    /// supervisor starts it again and it follows). Pending forever otherwise.
+    pub async fn halted(&self) -> String {
+        let mut rx = self.state.halted.subscribe();
+        let why = match rx.wait_for(|h| h.is_some()).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => return std::future::pending().await,
+        };
+        why
+    }
+
     /// Base URL, e.g. `http://127.0.0.1:3000`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -126,6 +137,14 @@ pub async fn start_with_clock(config: ServerConfig, clock: Clock) -> Result<Runn
 async fn launch(config: ServerConfig, extra: Option<axum::Router>, clock: Clock) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
     raise_fd_limit();
+    if config.cluster.nats_url.is_some() {
+        // A node of a cluster holds only what the shape stream gives it (cluster::stream).
+        let cleared = crate::cluster::stream::clear_data_dir(&config.data_dir)
+            .map_err(|source| StartError::Storage { path: config.data_dir.display().to_string(), source })?;
+        if cleared > 0 {
+            tracing::info!(shapes = cleared, "cluster node: cleared the data directory; the shape stream fills it");
+        }
+    }
     let registry = Registry::open(&config.data_dir, config.chunk_bytes, clock.clone())
         .map_err(|source| StartError::Storage { path: config.data_dir.display().to_string(), source })?;
     tracing::info!(shapes = registry.len(), dir = %config.data_dir.display(), "shape storage opened");

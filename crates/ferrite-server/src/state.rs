@@ -87,6 +87,9 @@ pub struct AppState {
     pub stream: parking_lot::Mutex<Arc<ferrite_pg::replication::StreamProgress>>,
     /// This node's place in a cluster (set once at start when `[cluster] nats_url` is given).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Why this server must stop by itself (a cluster leader deposed: what it holds may differ
+    /// from the stream, so it starts again as a follower); see [`AppState::halt`].
+    pub halted: tokio::sync::watch::Sender<Option<String>>,
     create_lock: Mutex<()>,
     db: Mutex<Option<tokio_postgres::Client>>,
     published: parking_lot::Mutex<HashSet<u32>>,
@@ -96,6 +99,19 @@ pub struct AppState {
 const COMPRESSED_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 impl AppState {
+    /// Asks the process to stop: [`crate::RunningServer::halted`] resolves with `why`. Used when
+    /// this node can no longer be trusted to serve (a deposed cluster leader).
+    pub fn halt(&self, why: String) {
+        tracing::error!(reason = %why, "the server must stop");
+        self.halted.send_if_modified(|h| {
+            let first = h.is_none();
+            if first {
+                *h = Some(why);
+            }
+            first
+        });
+    }
+
     /// Builds the state around an opened registry (opened on the same `clock`); the error names
     /// a setting that cannot be used (auth keys that do not load, a bad table policy), so the
     /// server refuses to start rather than run with part of its configuration ignored.
@@ -135,6 +151,7 @@ impl AppState {
             receipts: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(RECEIPTS)),
             stream: parking_lot::Mutex::new(Arc::new(Default::default())),
             cluster: std::sync::OnceLock::new(),
+            halted: tokio::sync::watch::channel(None).0,
             create_lock: Mutex::new(()),
             db: Mutex::new(None),
             published: parking_lot::Mutex::new(HashSet::new()),

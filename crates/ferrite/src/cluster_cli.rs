@@ -1,5 +1,6 @@
 //! `ferrite cluster status`: the cluster as one node sees it — every node's name, role, URL and
-//! replication lag, from that node's `/v1/health` (its own part and the heartbeats of the
+//! lag (the leader's behind Postgres, in WAL bytes; a follower's behind the leader in the shape
+//! stream, in messages), from that node's `/v1/health` (its own part and the heartbeats of the
 //! others).
 
 use anyhow::{anyhow, Context, Result};
@@ -9,7 +10,8 @@ use serde_json::Value;
 /// `ferrite cluster …`.
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// Print the nodes of the cluster a node belongs to: name, role, URL, replication lag. Exits
+    /// Print the nodes of the cluster a node belongs to: name, role, URL, lag (the leader's in
+    /// WAL bytes behind Postgres, a follower's in shape-stream messages behind the leader). Exits
     /// with status 1 when no node leads.
     Status {
         /// Any node of the cluster.
@@ -42,6 +44,7 @@ async fn status(url: &str) -> Result<bool> {
         text(&me["role"]),
         text(&me["url"]),
         me["lag_bytes"].as_u64().unwrap_or(0),
+        me["stream_seq"].as_u64().unwrap_or(0),
         format!("this node, NATS {}", text(&me["nats"])),
     )];
     for p in me["peers"].as_array().into_iter().flatten() {
@@ -51,12 +54,18 @@ async fn status(url: &str) -> Result<bool> {
             role.to_string(),
             text(&p["url"]),
             p["lag_bytes"].as_u64().unwrap_or(0),
+            p["stream_seq"].as_u64().unwrap_or(0),
             String::new(),
         ));
     }
     println!("{:<20} {:<9} {:<32} {:>14}  ", "NODE", "ROLE", "URL", "LAG");
-    for (name, role, url, lag, note) in &rows {
-        let lag = if role == "leader" { format!("{lag} bytes") } else { "-".to_string() };
+    let leader_seq = rows.iter().filter(|r| r.1 == "leader").map(|r| r.4).max();
+    for (name, role, url, lag, seq, note) in &rows {
+        let lag = match leader_seq {
+            _ if role == "leader" => format!("{lag} bytes"),
+            Some(l) => format!("{} msgs", l.saturating_sub(*seq)),
+            None => "-".to_string(),
+        };
         println!("{name:<20} {role:<9} {url:<32} {lag:>14}  {note}");
     }
     let leaders = rows.iter().filter(|r| r.1 == "leader").count();

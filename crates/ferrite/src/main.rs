@@ -130,10 +130,17 @@ fn main() -> Result<()> {
                 check_database_url(&cfg.database_url)?;
                 let server = ferrite_server::start(cfg).await?;
                 println!("Ferrite is serving shapes at {}/v1/shape", server.url());
-                wait_for_ctrl_c().await;
+                let halted = tokio::select! {
+                    _ = wait_for_ctrl_c() => None,
+                    why = server.halted() => Some(why),
+                };
                 println!("shutting down");
                 server.shutdown().await;
-                Ok(())
+                match halted {
+                    // Its supervisor (systemd's Restart=) starts it again, as a follower.
+                    Some(why) => Err(anyhow!("stopped: {why}")),
+                    None => Ok(()),
+                }
             }
             Command::Dev { example, dir, port, pg_port } => {
                 dev::run(examples::find(&example)?, &dir, port, pg_port).await

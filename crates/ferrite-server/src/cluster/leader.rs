@@ -1,18 +1,22 @@
 //! Leadership: exactly one node of a cluster follows the replication slot and keeps shapes.
 //!
 //! Every node tries to take a Postgres advisory lock named after the slot
-//! ([`ferrite_pg::leadership`]) on a connection of its own, every [`TRY_EVERY`]. The holder
-//! leads: it records its URL in `ferrite.cluster_leader` (followers read it there, so they find
-//! the leader without NATS), drops whatever shapes it kept from an earlier time (its logs stop
-//! where its last leadership did; the slot has moved on since, so they would have a gap), then
-//! runs the replication driver. Postgres releases the lock when the holder's session ends — the
+//! ([`ferrite_pg::leadership`]) on a connection of its own, every [`TRY_EVERY`]. Until it gets
+//! it, a node follows: it applies the shape stream to its data directory ([`super::stream`]).
+//! The holder leads: it records its URL in `ferrite.cluster_leader` (followers read it there,
+//! so they find the leader without NATS), applies the stream to its end and fences it (only it
+//! can append from then on), opens the shapes the stream brought — the handles and offsets the
+//! last leader served — and runs the replication driver from the slot's confirmed position. Postgres releases the lock when the holder's session ends — the
 //! process killed, the connection cut, or (TCP keepalives on the session) the holder's host
 //! silent for about 15 s — and the next node to try takes over.
 //!
 //! A leader checks its lock connection every [`HOLD_CHECK`]; when it is gone (or does not answer
 //! within [`HOLD_TIMEOUT`]), so may be the lock, and the node stops following the slot at once
-//! (Postgres also lets only one walsender use a slot, so two nodes never both stream it). Should
-//! two nodes say they lead for a moment, followers pass reads to the one that took the lock last.
+//! (Postgres also lets only one walsender use a slot, so two nodes never both stream it) and
+//! halts: its files may hold writes it never published, so it starts again (its supervisor
+//! restarts it) from an empty directory, as a follower. Should two nodes say they lead for a
+//! moment, followers pass reads to the one that took the lock last, and the stream's fencing
+//! stops the deposed one at its next write.
 
 use super::Cluster;
 use crate::state::AppState;
@@ -29,6 +33,14 @@ pub const HOLD_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Contends for leadership forever, leading whenever this node holds the lock.
 pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
+    let js = async_nats::jetstream::new(cluster.client.clone());
+    let follower = super::stream::Follower::start(
+        state.clone(),
+        js.clone(),
+        state.config.slot_name.clone(),
+        cluster.subject("files"),
+    );
+    let mut follower = Some(follower);
     loop {
         let client = match ferrite_pg::connect::connect(&state.config.database_url).await {
             Ok(c) => c,
@@ -56,10 +68,18 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
             // The lock is what counts; followers also learn the leader from its heartbeats.
             tracing::warn!(error = %e, "cannot record this node as the leader");
         }
-        let dropped = state.registry.remove_all();
+        let Some(following) = follower.take() else { return };
+        let sink = match super::stream::take_over(&state, &js, &cluster, following).await {
+            Ok(sink) => sink,
+            Err(e) => return state.halt(format!("taking over the shape stream: {e}")),
+        };
+        let (opened, dropped) = match tokio::task::block_in_place(|| state.registry.take_over(sink.clone())) {
+            Ok(counts) => counts,
+            Err(e) => return state.halt(format!("opening the replicated shapes: {e}")),
+        };
         cluster.set_leading(true);
         state.metrics.cluster_leader.store(1, Ordering::Relaxed);
-        tracing::info!(node = %cluster.node, name = %cluster.name, dropped_shapes = dropped, "this node leads the cluster");
+        tracing::info!(node = %cluster.node, name = %cluster.name, shapes = opened, dropped_shapes = dropped, "this node leads the cluster");
         let replication = crate::replication::spawn(state.clone());
         // Alive means answering within HOLD_TIMEOUT: a connection that hangs (a network cut
         // without a reset) may already have lost the lock on the Postgres side.
@@ -71,7 +91,7 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
         state.metrics.cluster_leader.store(0, Ordering::Relaxed);
         state.replication_ready.store(false, Ordering::Relaxed);
         state.metrics.replication_connected.store(0, Ordering::Relaxed);
-        tracing::warn!(node = %cluster.node, "lost the cluster's leadership lock: no longer following the slot");
+        return state.halt(format!("node {} lost the cluster's leadership lock", cluster.node));
     }
 }
 

@@ -11,8 +11,11 @@
 //!   leader records its URL in the database, so followers find it even when NATS is away.
 //! - [`nodes`]: every node says it is alive (with its role and URL) every second; the others
 //!   keep a table of who is there, which tells followers where the leader is.
-//! - [`forward`]: a follower passes shape reads to the leader (shape logs are not replicated
-//!   between nodes yet, so the leader's are the only ones).
+//! - [`stream`]: the leader publishes every change of its shape store to a JetStream stream
+//!   before readers see it; followers apply it, so a follower that takes over serves the same
+//!   handles and offsets.
+//! - [`forward`]: a follower passes shape reads to the leader (its copy of the shapes is for
+//!   taking over; serving from it is future work).
 //! - [`presence`]: every node's local presence changes reach the others; a dead node's members
 //!   leave at once.
 //!
@@ -24,6 +27,7 @@ pub mod forward;
 pub mod leader;
 pub mod nodes;
 pub mod presence;
+pub mod stream;
 
 use crate::config::ServerConfig;
 use parking_lot::Mutex;

@@ -36,6 +36,9 @@ pub struct Peer {
     pub leading_since: Option<u64>,
     /// Its replication lag (bytes of WAL behind Postgres) when it leads.
     pub lag_bytes: u64,
+    /// Its place in the shape stream (see [`super::stream`]): a follower behind the leader's is
+    /// that many messages from holding what the leader serves.
+    pub stream_seq: u64,
     /// When it was last heard from.
     #[serde(skip)]
     pub seen: Instant,
@@ -51,6 +54,8 @@ struct Beat {
     #[serde(default)]
     leading_since: Option<u64>,
     lag_bytes: u64,
+    #[serde(default)]
+    stream_seq: u64,
 }
 
 /// Sends this node's heartbeat every [`HEARTBEAT`], forever.
@@ -66,6 +71,7 @@ pub async fn heartbeat(state: Arc<AppState>, cluster: Arc<Cluster>) {
             leading: cluster.leading(),
             leading_since: cluster.leading_since(),
             lag_bytes: state.metrics.replication_lag_bytes(),
+            stream_seq: state.metrics.cluster_stream_seq.load(Ordering::Relaxed),
         };
         let Ok(bytes) = serde_json::to_vec(&beat) else { continue };
         if let Err(e) = cluster.client.publish(subject.clone(), bytes.into()).await {
@@ -101,6 +107,7 @@ pub async fn watch(state: Arc<AppState>, cluster: Arc<Cluster>) {
                         leading: b.leading,
                         leading_since: b.leading_since.filter(|_| b.leading),
                         lag_bytes: b.lag_bytes,
+                        stream_seq: b.stream_seq,
                         seen: Instant::now(),
                     },
                 );

@@ -219,6 +219,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response<Body> {
             "role": if c.leading() { "leader" } else { "follower" },
             "nats": if c.connected() { "connected" } else { "disconnected" },
             "lag_bytes": state.metrics.replication_lag_bytes(),
+            "stream_seq": state.metrics.cluster_stream_seq.load(std::sync::atomic::Ordering::Relaxed),
             "peers": c.peers(),
         });
     }

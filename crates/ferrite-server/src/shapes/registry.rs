@@ -3,6 +3,7 @@
 
 use super::shape::{Phase, Removal, Shape, ShapeMeta, ShapeRef};
 use crate::router::TableRoutes;
+use crate::storage::replica::{FileOp, WriteSink};
 use crate::storage::shape_log::write_atomic;
 use crate::storage::ShapeLog;
 use ferrite_core::shape::{ShapeDefinition, ShapeError, ShapeFilter, ShapeTables};
@@ -41,6 +42,9 @@ pub struct Registry {
     /// The storage journal through which the replication driver makes many logs durable at
     /// once (see [`crate::storage::journal`]).
     pub journal: Mutex<crate::storage::Journal>,
+    /// On a cluster's leader, where every change of the shape store goes before readers see it
+    /// (see [`crate::storage::replica`]); set once, at [`Registry::take_over`].
+    sink: std::sync::OnceLock<Arc<dyn WriteSink>>,
 }
 
 /// Metadata file name inside a shape directory.
@@ -68,6 +72,7 @@ impl Registry {
             value_index: Default::default(),
             nodes: super::nodes::NodeHub::new(dir)?,
             journal,
+            sink: std::sync::OnceLock::new(),
         };
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -100,6 +105,11 @@ impl Registry {
         let filter = ShapeFilter::compile_with(&meta.definition, Arc::new(meta.table.clone()), &tables)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message))?;
         let log = ShapeLog::recover(path, self.chunk_bytes, true)?;
+        if let Some(sink) = self.sink.get() {
+            // What recovery cut, the other nodes cut too; what follows goes to them first.
+            sink.publish(log.replica_baseline())?;
+            log.replicate_to(sink.clone());
+        }
         if let Some(micros) = meta.handle.rsplit('-').next().and_then(|m| m.parse::<u64>().ok()) {
             let mut last = self.last_handle_micros.lock();
             *last = (*last).max(micros);
@@ -242,8 +252,11 @@ impl Registry {
             inner_tables,
             tag_salt: tag_salt.clone(),
         };
-        write_meta(&path, &meta).map_err(CreateError::Io)?;
+        self.write_meta(&path, &meta).map_err(CreateError::Io)?;
         let log = ShapeLog::create(&path, self.chunk_bytes).map_err(CreateError::Io)?;
+        if let Some(sink) = self.sink.get() {
+            log.replicate_to(sink.clone());
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let phase = Phase::Snapshotting { buffer: vec![] };
         let shape =
@@ -264,7 +277,47 @@ impl Registry {
             inner_tables,
             tag_salt: shape.tag_salt.clone(),
         };
-        write_meta(shape.log.dir(), &meta)
+        self.write_meta(shape.log.dir(), &meta)
+    }
+
+    /// Writes a shape's metadata; on a cluster's leader, the other nodes get it first.
+    fn write_meta(&self, dir: &Path, meta: &ShapeMeta) -> io::Result<()> {
+        let bytes = serde_json::to_vec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let Some(sink) = self.sink.get() {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            sink.publish(vec![FileOp::Meta { dir: name, bytes: bytes.clone() }])?;
+        }
+        write_atomic(&dir.join(META_FILE), &bytes)
+    }
+
+    /// Makes this registry a cluster leader's: every change from now on goes to `sink` first,
+    /// and the shapes the shape stream brought into the data directory are opened (those that
+    /// cannot be — an unfinished snapshot, a shape with subqueries, whose state the stream does
+    /// not carry yet — are removed here and on the other nodes). Returns (opened, removed).
+    pub fn take_over(&self, sink: Arc<dyn WriteSink>) -> io::Result<(usize, usize)> {
+        if self.sink.set(sink.clone()).is_err() {
+            return Err(io::Error::other("this registry already leads"));
+        }
+        let (mut opened, mut removed) = (0, 0);
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if !path.is_dir() || path.file_name().is_some_and(|n| n == super::nodes::NODES_DIR) {
+                continue;
+            }
+            let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+            if !holds_a_shape(&path) || self.inner.read().by_handle.contains_key(&name) {
+                continue;
+            }
+            match self.reopen(&path) {
+                Ok(true) => opened += 1,
+                Ok(false) | Err(_) => {
+                    sink.publish(vec![FileOp::Remove { dir: name }])?;
+                    std::fs::remove_dir_all(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok((opened, removed))
     }
 
     /// Removes a shape: clients holding its handle get 409 from now on; its files are deleted.
@@ -295,6 +348,9 @@ impl Registry {
             super::relational::Links::node_keys(&shape.filter).into_iter().map(|(_, k, _)| k).collect();
         self.nodes.unsubscribe(&ShapeRef(shape.clone()), &keys);
         tracing::info!(handle = %shape.handle, reason = ?why, "shape removed");
+        if let Some(sink) = self.sink.get() {
+            sink.publish_later(vec![FileOp::Remove { dir: shape.log.dir_name().to_string() }]);
+        }
         let dir = shape.log.dir().to_path_buf();
         std::thread::spawn(move || {
             let _ = std::fs::remove_dir_all(dir);
@@ -319,14 +375,9 @@ impl Registry {
         handles.len()
     }
 
-    /// Removes every shape (a node taking over a cluster's leadership: what it kept is behind
-    /// the slot); returns how many.
-    pub fn remove_all(&self) -> usize {
-        let handles: Vec<String> = self.inner.read().by_handle.keys().cloned().collect();
-        for h in &handles {
-            self.remove(h, Removal::Rotated);
-        }
-        handles.len()
+    /// Where changes go before readers see them, on a cluster's leader.
+    pub fn sink(&self) -> Option<&Arc<dyn WriteSink>> {
+        self.sink.get()
     }
 
     /// Evicts least-recently-used shapes until fewer than `max` remain.
@@ -433,14 +484,14 @@ fn inner_routes(shape: &Shape) -> Vec<(u32, Option<EqualityTerm>)> {
         .collect()
 }
 
+/// Whether directory `path` holds a shape's files (what a cluster node may clear or remove).
+pub fn holds_a_shape(path: &Path) -> bool {
+    path.is_dir() && [META_FILE, "log", "chunks"].iter().any(|f| path.join(f).is_file())
+}
+
 /// A new secret salt for a relational shape's tags.
 fn new_salt() -> String {
     use rand::Rng;
     let bytes: [u8; 16] = rand::thread_rng().gen();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn write_meta(dir: &Path, meta: &ShapeMeta) -> io::Result<()> {
-    let bytes = serde_json::to_vec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    write_atomic(&dir.join(META_FILE), &bytes)
 }

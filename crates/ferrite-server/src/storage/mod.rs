@@ -2,6 +2,7 @@
 
 pub mod journal;
 pub mod record;
+pub mod replica;
 pub mod shape_log;
 
 pub use journal::Journal;

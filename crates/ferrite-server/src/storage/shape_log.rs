@@ -24,6 +24,7 @@
 //! logged, the same entries are served without it, so the reader goes on reading.
 
 use super::record::*;
+use super::replica::{FileOp, ShapeFile, WriteSink};
 use ferrite_protocol::offset::LogOffset;
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
@@ -86,6 +87,16 @@ struct Inner {
     recent: Recent,
     /// The messages the last sync made durable, for live readers at the head before it.
     tail: Option<Arc<Tail>>,
+    /// How much of `log` and how many boundary records of `chunks` the replication sink has
+    /// (a cluster's leader: see [`super::replica`]); unused without a sink.
+    published: Published,
+}
+
+/// How much of a log's two files a [`WriteSink`] has taken: `log` bytes and `chunks` records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    log_pos: u64,
+    boundaries: usize,
 }
 
 /// The bytes written to a log since its last sync, copied while they stay under
@@ -142,6 +153,8 @@ pub struct ShapeLog {
     durable_tx: watch::Sender<LogOffset>,
     /// The directory's name, what the storage journal records for this log.
     dir_name: String,
+    /// Where writes go before readers may see them, on a cluster's leader.
+    sink: std::sync::OnceLock<Arc<dyn WriteSink>>,
 }
 
 impl ShapeLog {
@@ -214,6 +227,7 @@ impl ShapeLog {
         snapshot_complete: bool,
     ) -> ShapeLog {
         let (durable_tx, _) = watch::channel(end_offset);
+        let boundaries_len = boundaries.len();
         ShapeLog {
             dir: dir.to_path_buf(),
             dir_name: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -233,8 +247,10 @@ impl ShapeLog {
                 snapshot_complete_pending: snapshot_complete,
                 recent: Recent::default(),
                 tail: None,
+                published: Published { log_pos: end_pos, boundaries: boundaries_len },
             }),
             durable_tx,
+            sink: std::sync::OnceLock::new(),
         }
     }
 
@@ -439,6 +455,15 @@ impl ShapeLog {
     }
 
     fn sync_locked(&self, inner: &mut Inner, fsync_files: bool) -> io::Result<()> {
+        if let Some(sink) = self.sink.get() {
+            // What readers are about to see goes to the other nodes first (on the replication
+            // driver's path it went already, many logs at once: see `unpublished`).
+            let (ops, upto) = self.unpublished_locked(inner)?;
+            if !ops.is_empty() {
+                sink.publish(ops)?;
+                inner.published = upto;
+            }
+        }
         if fsync_files {
             self.log.sync_data()?;
             if !inner.pending.is_empty() {
@@ -457,6 +482,58 @@ impl ShapeLog {
         inner.snapshot_complete = inner.snapshot_complete_pending;
         inner.dirty = false;
         Ok(())
+    }
+
+    /// Sends every later write of this log to `sink` before readers see it (a node taking over
+    /// a cluster's leadership). The files as they are now are what the other nodes hold, after
+    /// [`ShapeLog::replica_baseline`].
+    pub fn replicate_to(&self, sink: Arc<dyn WriteSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// The files' lengths as ops: what a recovered log was cut to, for the other nodes to cut
+    /// their copies the same way.
+    pub fn replica_baseline(&self) -> Vec<FileOp> {
+        let inner = self.inner.lock();
+        let dir = self.dir_name.clone();
+        let chunks = ((inner.boundaries.len() + inner.pending.len()) * BOUNDARY_SIZE) as u64;
+        vec![
+            FileOp::SetLen { dir: dir.clone(), file: ShapeFile::Log, len: inner.end_pos },
+            FileOp::SetLen { dir, file: ShapeFile::Chunks, len: chunks },
+        ]
+    }
+
+    /// The writes the sink has not taken yet, and how far they reach: the replication driver
+    /// sends those of all the logs of a batch at once, then tells each log with
+    /// [`ShapeLog::mark_published`], so its sync has nothing left to send.
+    pub fn unpublished(&self) -> io::Result<(Vec<FileOp>, Published)> {
+        let inner = self.inner.lock();
+        self.unpublished_locked(&inner)
+    }
+
+    /// Records that the sink holds the writes [`ShapeLog::unpublished`] returned with `upto`.
+    pub fn mark_published(&self, upto: Published) {
+        let mut inner = self.inner.lock();
+        inner.published.log_pos = inner.published.log_pos.max(upto.log_pos);
+        inner.published.boundaries = inner.published.boundaries.max(upto.boundaries);
+    }
+
+    fn unpublished_locked(&self, inner: &Inner) -> io::Result<(Vec<FileOp>, Published)> {
+        let upto = Published { log_pos: inner.end_pos, boundaries: inner.boundaries.len() + inner.pending.len() };
+        let mut ops = Vec::new();
+        let from = inner.published;
+        if upto.log_pos > from.log_pos {
+            let mut bytes = vec![0u8; (upto.log_pos - from.log_pos) as usize];
+            self.log.read_exact_at(&mut bytes, from.log_pos)?;
+            ops.push(FileOp::Write { dir: self.dir_name.clone(), file: ShapeFile::Log, pos: from.log_pos, bytes });
+        }
+        if upto.boundaries > from.boundaries {
+            let pos = (from.boundaries * BOUNDARY_SIZE) as u64;
+            let mut bytes = vec![0u8; (upto.boundaries - from.boundaries) * BOUNDARY_SIZE];
+            inner.chunks.read_exact_at(&mut bytes, pos)?;
+            ops.push(FileOp::Write { dir: self.dir_name.clone(), file: ShapeFile::Chunks, pos, bytes });
+        }
+        Ok((ops, upto))
     }
 
     /// The log's writes since its last sync as a journal entry, or `None` when there are none
@@ -547,6 +624,12 @@ impl ShapeLog {
                     inner.chunks.sync_data()?;
                     inner.boundaries.push(b);
                     inner.bytes_since_boundary = 0;
+                    if let Some(sink) = self.sink.get() {
+                        // Every node answers this request with the same entries.
+                        let (ops, upto) = self.unpublished_locked(&inner)?;
+                        sink.publish(ops)?;
+                        inner.published = upto;
+                    }
                 }
                 (start_pos, b)
             }

@@ -428,3 +428,79 @@ fn writes_after_a_journal_entry_are_fsynced_not_lost() {
     assert_eq!(log.durable_offset(), LogOffset::new(200, 0));
     assert!(log.journal_entry().is_none());
 }
+
+/// A replication sink that keeps what it is given (or refuses it, while `fail` is set).
+#[derive(Default)]
+struct RecordingSink {
+    ops: parking_lot::Mutex<Vec<super::replica::FileOp>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl super::replica::WriteSink for RecordingSink {
+    fn publish(&self, ops: Vec<super::replica::FileOp>) -> std::io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("the stream is away"));
+        }
+        self.ops.lock().extend(ops);
+        Ok(())
+    }
+    fn publish_later(&self, ops: Vec<super::replica::FileOp>) {
+        self.ops.lock().extend(ops);
+    }
+}
+
+#[test]
+fn a_replicated_log_sends_every_byte_before_readers_see_it_and_a_copy_applied_from_it_is_identical() {
+    use std::sync::atomic::Ordering;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("leader").join("h-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = snapshot_log(&dir, 20);
+    let sink = std::sync::Arc::new(RecordingSink::default());
+    // From here on (a node taking over): the files as they are, then every later write.
+    sink.ops.lock().extend(log.replica_baseline());
+    log.replicate_to(sink.clone());
+    // (The baseline says how long the files are; the copy starts from the same bytes.)
+    let copy_root = root.path().join("follower");
+    std::fs::create_dir_all(copy_root.join("h-1")).unwrap();
+    for f in ["log", "chunks"] {
+        std::fs::copy(dir.join(f), copy_root.join("h-1").join(f)).unwrap();
+    }
+
+    // The stream away: the sync fails and readers see nothing of the write.
+    sink.fail.store(true, Ordering::Relaxed);
+    log.append(&[(LogOffset::new(100, 0), b"{\"c\":1}".as_slice())]).unwrap();
+    assert!(log.sync(true).is_err());
+    assert_eq!(log.read_live(LogOffset::SNAPSHOT_END).unwrap(), ReadOutcome::AtHead);
+    sink.fail.store(false, Ordering::Relaxed);
+    log.sync(true).unwrap();
+    assert_eq!(slice(log.read_live(LogOffset::SNAPSHOT_END).unwrap()).body, b"{\"c\":1}");
+
+    // The driver's way: several writes taken at once, then marked, so the sync sends nothing more.
+    log.append(&[(LogOffset::new(200, 0), b"{\"c\":2}".as_slice()), (LogOffset::new(200, 1), b"{\"c\":3}".as_slice())])
+        .unwrap();
+    let (ops, upto) = log.unpublished().unwrap();
+    assert!(!ops.is_empty());
+    sink.ops.lock().extend(ops);
+    log.mark_published(upto);
+    let before = sink.ops.lock().len();
+    log.sync(true).unwrap();
+    assert_eq!(sink.ops.lock().len(), before, "nothing sent twice");
+    // A boundary pinned by a read is sent too (every node answers the request the same).
+    let pinned = slice(log.read(Some(LogOffset::new(100, 0)), true, 200).unwrap());
+    assert_eq!(pinned.end, LogOffset::new(200, 1));
+
+    let applier = super::replica::Applier::new(&copy_root);
+    for op in sink.ops.lock().iter() {
+        applier.apply(op).unwrap();
+    }
+    for f in ["log", "chunks"] {
+        assert_eq!(std::fs::read(dir.join(f)).unwrap(), std::fs::read(copy_root.join("h-1").join(f)).unwrap(), "{f}");
+    }
+    // And the copy reopens as the same log.
+    let reopened = ShapeLog::recover(&copy_root.join("h-1"), 20, true).unwrap();
+    assert_eq!(
+        slice(reopened.read(Some(LogOffset::new(100, 0)), true, 200).unwrap()),
+        slice(log.read(Some(LogOffset::new(100, 0)), true, 200).unwrap())
+    );
+}
