@@ -48,6 +48,21 @@ pub async fn try_lead(client: &Client, slot: &str) -> Result<bool, PgError> {
     Ok(row.get(0))
 }
 
+/// Ends the session streaming `slot`, if any: a deposed leader's walsender (its process frozen,
+/// or cut off from Postgres's view but not its socket) would otherwise keep the slot busy until
+/// `wal_sender_timeout`. Call it holding the lock: whoever streams the slot then is not the
+/// leader. Returns the process id ended.
+pub async fn evict_slot_streamer(client: &Client, slot: &str) -> Result<Option<i32>, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_catalog.pg_replication_slots
+             WHERE slot_name = $1 AND active_pid IS NOT NULL AND active_pid <> pg_backend_pid()",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Records this node as the leader of `slot` (call it holding the lock).
 pub async fn record_leader(client: &Client, slot: &str, node: &str, url: &str) -> Result<(), PgError> {
     client

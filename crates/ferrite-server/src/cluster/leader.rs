@@ -6,7 +6,9 @@
 //! The holder leads: it records its URL in `ferrite.cluster_leader` (followers read it there,
 //! so they find the leader without NATS), applies the stream to its end and fences it (only it
 //! can append from then on), opens the shapes the stream brought — the handles and offsets the
-//! last leader served — and runs the replication driver from the slot's confirmed position. Postgres releases the lock when the holder's session ends — the
+//! last leader served — ends any session still streaming the slot (a deposed leader that froze
+//! would hold it until `wal_sender_timeout`), and runs the replication driver from the slot's
+//! confirmed position. Postgres releases the lock when the holder's session ends — the
 //! process killed, the connection cut, or (TCP keepalives on the session) the holder's host
 //! silent for about 15 s — and the next node to try takes over.
 //!
@@ -77,6 +79,11 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
             Ok(counts) => counts,
             Err(e) => return state.halt(format!("opening the replicated shapes: {e}")),
         };
+        match ferrite_pg::leadership::evict_slot_streamer(&client, slot).await {
+            Ok(Some(pid)) => tracing::warn!(pid, "ended the deposed leader's replication session"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check who streams the slot"),
+        }
         cluster.set_leading(true);
         state.metrics.cluster_leader.store(1, Ordering::Relaxed);
         tracing::info!(node = %cluster.node, name = %cluster.name, shapes = opened, dropped_shapes = dropped, "this node leads the cluster");

@@ -458,6 +458,58 @@ async fn a_dead_followers_readers_go_on_at_another_node_and_every_node_answers_t
     }
 }
 
+/// Sends `signal` (`STOP`, `CONT`) to a node's process.
+fn signal(node: &Node, signal: &str) {
+    let status =
+        std::process::Command::new("kill").arg(format!("-{signal}")).arg(node.process.0.id().to_string()).status();
+    assert!(status.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_its_lock_while_frozen_stops_and_the_new_leader_keeps_the_shapes() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute("CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1);").await.unwrap();
+    let nats = LocalNats::start().expect("nats-server starts");
+    let mut nodes = [node(&db, &nats, "a", &[]), node(&db, &nats, "b", &[])];
+    let leader = settled(&[&nodes[0], &nodes[1]]).await;
+    let fb = nodes[1 - leader].base.clone();
+    let (handle, offset, _) = shape_rows(&fb).await;
+
+    // The leader freezes, and its database session (the lock's) is cut meanwhile: the other
+    // node takes over and goes on with the same shape.
+    signal(&nodes[leader], "STOP");
+    let holders = pg.query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted", &[]).await.unwrap();
+    assert_eq!(holders.len(), 1, "one leadership lock");
+    let pid: i32 = holders[0].get(0);
+    pg.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
+    wait_until("the other node leads", Duration::from_secs(10), || async {
+        role(&fb).await.as_deref() == Some("leader")
+    })
+    .await;
+    pg.execute("INSERT INTO items VALUES (2)", &[]).await.unwrap();
+    let r = reqwest::get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}&live=true")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(body[0]["value"], json!({"id": "2"}), "{body:?}");
+
+    // Thawed, the deposed leader finds it no longer leads (its lock, or the stream, tells it)
+    // and stops with an error, for its supervisor to start it again as a follower.
+    signal(&nodes[leader], "CONT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = nodes[leader].process.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the deposed leader is still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "it stops with an error: {status:?}");
+    assert_eq!(role(&fb).await.as_deref(), Some("leader"));
+    let (h, _, rows) = shape_rows(&fb).await;
+    assert_eq!((h, rows.len()), (handle, 2));
+}
+
 /// `X/Y` (how Postgres prints an LSN) as a number.
 fn lsn(text: &str) -> u64 {
     let (hi, lo) = text.split_once('/').unwrap();
