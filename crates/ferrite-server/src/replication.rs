@@ -157,7 +157,7 @@ impl Driver {
                 self.flush_relational(&mut dirty).map_err(|e| format!("writing relational shapes: {e}"))?;
                 Ok::<_, String>(())
             })?;
-            self.sync(dirty).map_err(|e| format!("syncing shape logs: {e}"))?;
+            self.sync(dirty, last.map(|(commit, _)| commit)).map_err(|e| format!("syncing shape logs: {e}"))?;
             // The shared nodes' states, now that what the shapes took from them is durable.
             tokio::task::block_in_place(|| self.state.registry.nodes.checkpoint())
                 .map_err(|e| format!("writing dependency nodes: {e}"))?;
@@ -403,8 +403,15 @@ impl Driver {
     /// recent writes through one journal write and one `fdatasync` (see
     /// [`crate::storage::journal`]), the rest with an fsync each (one `syncfs` when there are
     /// many).
-    fn sync(&self, dirty: HashMap<u64, ShapeRef>) -> std::io::Result<()> {
+    /// `processed`: the batch's last commit, which a cluster's followers report as the leader's
+    /// position (see [`crate::storage::replica::FileOp::Processed`]).
+    fn sync(&self, dirty: HashMap<u64, ShapeRef>, processed: Option<u64>) -> std::io::Result<()> {
+        let progress = processed.map(|lsn| crate::storage::replica::FileOp::Processed { lsn });
         if dirty.is_empty() {
+            if let (Some(sink), Some(op)) = (self.state.registry.sink(), progress) {
+                // Nothing to wait for: no reader sees anything new.
+                sink.publish_later(vec![op]);
+            }
             return Ok(());
         }
         let m = &self.state.metrics;
@@ -412,7 +419,7 @@ impl Driver {
             if let Some(sink) = self.state.registry.sink() {
                 // A cluster's leader: the other nodes get the batch's writes, in one message
                 // while they fit, before any reader sees them and before the LSN is confirmed.
-                let mut ops = Vec::new();
+                let mut ops: Vec<_> = progress.into_iter().collect();
                 let mut marks = Vec::with_capacity(dirty.len());
                 for s in dirty.values() {
                     let (mut o, upto) = s.0.log.unpublished()?;

@@ -175,6 +175,8 @@ async fn launch(config: ServerConfig, extra: Option<axum::Router>, clock: Clock)
             tasks.push(tokio::spawn(crate::cluster::leader::run(state.clone(), cluster.clone())));
             tasks.push(tokio::spawn(crate::cluster::nodes::heartbeat(state.clone(), cluster.clone())));
             tasks.push(tokio::spawn(crate::cluster::nodes::watch(state.clone(), cluster.clone())));
+            tasks.push(tokio::spawn(crate::cluster::usage::report(state.clone(), cluster.clone())));
+            tasks.push(tokio::spawn(crate::cluster::usage::take(state.clone(), cluster.clone())));
             tasks.extend(crate::cluster::presence::start(state.clone(), cluster));
         }
         None => tasks.push(tokio::spawn(crate::replication::run(state.clone()))),
@@ -216,6 +218,10 @@ async fn expire_presence(state: Arc<AppState>) {
 /// Expires idle shapes (checked every 5 s).
 async fn expire_shapes(state: Arc<AppState>) {
     on_each_tick(&state, Duration::from_secs(5), || {
+        if state.cluster.get().is_some_and(|c| !c.leading()) {
+            // A follower's shapes are the leader's: they go when the stream removes them.
+            return;
+        }
         let expired = state.registry.expire_idle(state.config.shape_ttl_secs);
         if expired > 0 {
             tracing::info!(expired, "idle shapes expired");

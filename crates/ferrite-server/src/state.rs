@@ -36,6 +36,10 @@ pub enum ShapeRequestError {
     /// Postgres cannot be reached: 503 + retry-after.
     #[error("Database is unreachable: {0}")]
     DatabaseUnreachable(String),
+    /// This node follows a cluster's leader, which alone makes shapes: 503 + retry-after (the
+    /// retry goes to the leader).
+    #[error("this node of the cluster does not make shapes; retry")]
+    NotLeader,
     /// Anything else: 500 without details beyond the message.
     #[error("{0}")]
     Internal(String),
@@ -195,6 +199,10 @@ impl AppState {
     pub async fn get_or_create(self: &Arc<Self>, def: &ShapeDefinition) -> Result<Arc<Shape>, ShapeRequestError> {
         if let Some(s) = self.registry.find(def) {
             return Ok(s);
+        }
+        if self.cluster.get().is_some_and(|c| !c.leading()) {
+            // (A follower serves the leader's shapes it holds; new ones are the leader's.)
+            return Err(ShapeRequestError::NotLeader);
         }
         let _guard = self.create_lock.lock().await;
         if let Some(s) = self.registry.find(def) {

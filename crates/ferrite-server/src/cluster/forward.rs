@@ -1,6 +1,8 @@
-//! A follower passes shape reads (`/v1/shape`, `/v1/watch`) to the leader and its answer back,
-//! unchanged — the leader's shape logs are the only ones until shape-log replication between
-//! nodes is built. Long-polls and SSE streams pass through as they flow.
+//! A follower answers the shape reads its copy of the leader's shapes can answer the same way
+//! the leader would ([`serves_here`]: live reads and catch-ups of chunks already placed, of the
+//! flat shapes the stream brought it), and passes every other one (`/v1/shape`, `/v1/watch`) to
+//! the leader and its answer back, unchanged. Long-polls and SSE streams pass through as they
+//! flow.
 //!
 //! A forwarded request carries `ferrite-forwarded`; a node that gets one while not leading (the
 //! leadership moved meanwhile) answers 503 rather than pass it on again, and so does a follower
@@ -18,9 +20,30 @@ use std::sync::OnceLock;
 /// Marks a request one node passed to another.
 const FORWARDED: &str = "ferrite-forwarded";
 
-/// Whether a request to `path` is the leader's to answer.
+/// Whether a request to `path` is the leader's to answer (unless [`serves_here`]).
 pub fn is_leaders(path: &str) -> bool {
     path == "/v1/shape" || path == "/v1/watch"
+}
+
+/// Whether this follower answers a shape read from its own copy: a `GET` (or `HEAD`) of a
+/// shape it holds, at an offset inside the log, that is live (a long-poll or SSE stream pins
+/// nothing) or ends at a chunk boundary already placed. Everything else is the leader's: a new
+/// shape (`offset=-1`), `offset=now`, a subset, a catch-up at the open end (which places a
+/// boundary: every node must answer that URL the same afterwards), `/v1/watch`.
+pub fn serves_here(registry: &crate::shapes::registry::Registry, req: &Request) -> bool {
+    use ferrite_protocol::offset::LogOffset;
+    if !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) || req.uri().path() != "/v1/shape" {
+        return false;
+    }
+    let pairs = crate::http::shape::query_pairs(&req.uri().query().map(String::from));
+    let value = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    if pairs.iter().any(|(k, _)| k.starts_with("subset__")) {
+        return false;
+    }
+    let (Some(handle), Some(offset)) = (value("handle"), value("offset")) else { return false };
+    let Ok(offset) = offset.parse::<LogOffset>() else { return false };
+    let Some(shape) = registry.get(handle) else { return false };
+    value("live") == Some("true") || shape.log.has_chunk_after(offset)
 }
 
 /// Longest a follower waits to connect to the leader before answering 503 (a leader's host

@@ -38,7 +38,7 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
     let js = async_nats::jetstream::new(cluster.client.clone());
     let follower = super::stream::Follower::start(
         state.clone(),
-        js.clone(),
+        cluster.client.clone(),
         state.config.slot_name.clone(),
         cluster.subject("files"),
     );

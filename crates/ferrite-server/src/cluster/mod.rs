@@ -7,27 +7,31 @@
 //! clusters may use one NATS server.
 //!
 //! - [`leader`]: one node leads — it holds a Postgres advisory lock and is the only one to follow
-//!   the replication slot and keep shapes; the others follow and take over when it goes. The
+//!   the replication slot and make shapes; the others follow and take over when it goes. The
 //!   leader records its URL in the database, so followers find it even when NATS is away.
 //! - [`nodes`]: every node says it is alive (with its role and URL) every second; the others
 //!   keep a table of who is there, which tells followers where the leader is.
 //! - [`stream`]: the leader publishes every change of its shape store to a JetStream stream
 //!   before readers see it; followers apply it, so a follower that takes over serves the same
 //!   handles and offsets.
-//! - [`forward`]: a follower passes shape reads to the leader (its copy of the shapes is for
-//!   taking over; serving from it is future work).
+//! - [`forward`]: a follower answers the reads its copy can answer as the leader would (live
+//!   reads, chunks already placed) and passes the others to the leader.
 //! - [`presence`]: every node's local presence changes reach the others; a dead node's members
 //!   leave at once.
+//! - [`usage`]: followers tell the leader which shapes their readers use, so the leader's idle
+//!   expiry does not take them away.
 //!
 //! The NATS connection is made in the background and re-made after a loss (NATS's client does
 //! both): while NATS is away, nodes go on leading, following and passing reads to the leader
-//! (found in the database); only presence stays on each node until NATS is back.
+//! (found in the database), and answer reads of what they hold; what changes meanwhile waits
+//! for the stream, and presence stays on each node, until NATS is back.
 
 pub mod forward;
 pub mod leader;
 pub mod nodes;
 pub mod presence;
 pub mod stream;
+pub mod usage;
 
 use crate::config::ServerConfig;
 use parking_lot::Mutex;

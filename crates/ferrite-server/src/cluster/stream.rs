@@ -204,24 +204,25 @@ pub struct Follower {
 
 impl Follower {
     /// Starts applying the stream from its first message.
-    pub fn start(state: Arc<AppState>, js: jetstream::Context, slot: String, subject: String) -> Follower {
+    pub fn start(state: Arc<AppState>, client: async_nats::Client, slot: String, subject: String) -> Follower {
         let (tx, applied) = watch::channel(0u64);
-        let task = tokio::spawn(follow(state, js, slot, subject, tx));
+        let task = tokio::spawn(follow(state, client, slot, subject, tx));
         Follower { applied, _task: crate::replication::AbortOnDrop::new(task) }
     }
 }
 
 async fn follow(
     state: Arc<AppState>,
-    js: jetstream::Context,
+    client: async_nats::Client,
     slot: String,
     subject: String,
     applied: watch::Sender<u64>,
 ) {
     let applier = Arc::new(Applier::new(&state.config.data_dir));
+    let js = jetstream::new(client.clone());
     loop {
         let from = *applied.borrow() + 1;
-        match follow_from(&state, &js, &slot, &subject, from, &applier, &applied).await {
+        match follow_from(&state, &client, &js, &slot, &subject, from, &applier, &applied).await {
             Ok(()) => tracing::warn!("the shape stream's consumer ended; resuming"),
             Err(e) => tracing::warn!(error = %e, "following the shape stream failed; resuming"),
         }
@@ -229,8 +230,43 @@ async fn follow(
     }
 }
 
+/// Applies one message's ops to the data directory, then to the shapes this follower serves:
+/// a shape whose snapshot completed opens for reading, one that grew shows what is whole, a
+/// removed one goes (its readers are told to start over), and the leader's position moves.
+fn apply(state: &Arc<AppState>, applier: &Applier, ops: &[FileOp]) -> io::Result<()> {
+    let mut grown: Vec<&str> = Vec::new();
+    for op in ops {
+        applier.apply(op)?;
+        match op {
+            FileOp::Write { dir, .. } | FileOp::SetLen { dir, .. } => {
+                if !grown.contains(&dir.as_str()) {
+                    grown.push(dir);
+                }
+            }
+            FileOp::Meta { dir, .. } if state.registry.get(dir).is_none() => {
+                if let Err(e) = state.registry.open_replica(&state.config.data_dir.join(dir)) {
+                    tracing::warn!(shape = %dir, error = %e, "cannot open a replicated shape; the leader serves it");
+                }
+            }
+            FileOp::Remove { dir } => {
+                state.registry.remove(dir, crate::shapes::shape::Removal::Rotated);
+            }
+            FileOp::Processed { lsn } => {
+                state.global_lsn.fetch_max(*lsn, Ordering::Relaxed);
+            }
+            FileOp::Meta { .. } => {}
+        }
+    }
+    for dir in grown {
+        state.registry.follow_replica(dir)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn follow_from(
-    state: &AppState,
+    state: &Arc<AppState>,
+    client: &async_nats::Client,
     js: &jetstream::Context,
     slot: &str,
     subject: &str,
@@ -248,7 +284,23 @@ async fn follow_from(
         .await
         .map_err(|e| format!("creating the stream's consumer: {e}"))?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(message) = messages.next().await {
+    // After NATS comes back the consumer is started again at once, rather than when its
+    // heartbeats are missed (half a minute).
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    let mut was_down = false;
+    loop {
+        let message = tokio::select! {
+            m = messages.next() => m,
+            _ = check.tick() => {
+                let up = client.connection_state() == async_nats::connection::State::Connected;
+                if up && was_down {
+                    return Err("NATS is back".into());
+                }
+                was_down |= !up;
+                continue;
+            }
+        };
+        let Some(message) = message else { return Ok(()) };
         let message = message.map_err(|e| e.to_string())?;
         let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
         if seq <= *applied.borrow() {
@@ -256,8 +308,8 @@ async fn follow_from(
         }
         match replica::decode(&message.payload) {
             Ok(ops) => {
-                let applier = applier.clone();
-                tokio::task::spawn_blocking(move || ops.iter().try_for_each(|op| applier.apply(op)))
+                let (applier, state) = (applier.clone(), state.clone());
+                tokio::task::spawn_blocking(move || apply(&state, &applier, &ops))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("applying message {seq} of the shape stream: {e}"))?;
@@ -271,7 +323,6 @@ async fn follow_from(
         state.metrics.cluster_stream_seq.store(seq, Ordering::Relaxed);
         applied.send_replace(seq);
     }
-    Ok(())
 }
 
 /// Makes this node the stream's only writer: applies the stream to its end (`follower`, then

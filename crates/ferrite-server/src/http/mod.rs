@@ -60,11 +60,13 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
 /// header and, in JWT mode, private caching (unless a shared cache asks in the caller's scope).
 async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response<Body> {
     let cors = cors_methods(req.uri().path()).map(|methods| (req.headers().get(header::ORIGIN).cloned(), methods));
-    // A follower of a cluster passes shape reads to the leader, and its answer back as it is.
+    // A follower of a cluster passes shape reads to the leader, and its answer back as it is,
+    // unless its own copy answers them the same.
     if let Some(cluster) = state.cluster.get() {
         if !cluster.leading()
             && req.method() != Method::OPTIONS
             && crate::cluster::forward::is_leaders(req.uri().path())
+            && !crate::cluster::forward::serves_here(&state.registry, &req)
         {
             return crate::cluster::forward::to_leader(cluster, &state.metrics, req).await;
         }

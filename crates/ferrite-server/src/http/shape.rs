@@ -55,6 +55,10 @@ pub fn request_error(e: ShapeRequestError) -> Response<Body> {
                 &serde_json::json!({"code": "database_unreachable", "error": "Database is unreachable"}),
             )
         }
+        ShapeRequestError::NotLeader => resp::unavailable(
+            1,
+            &serde_json::json!({"code": "no_leader", "message": "this node of the cluster does not make shapes; retry"}),
+        ),
         ShapeRequestError::Internal(m) => resp::internal("shape request failed", &m),
     }
 }
@@ -123,7 +127,7 @@ async fn handle(
 
     let shape = match Box::pin(resolve(&state, &req)).await {
         Ok(Resolved::Shape(s)) => s,
-        Ok(Resolved::Refetch(new_handle)) => return resp::must_refetch(Some(&new_handle)),
+        Ok(Resolved::Refetch(new_handle)) => return resp::must_refetch(new_handle.as_deref()),
         Err(e) => return request_error(e),
     };
     state.registry.touch(&shape);
@@ -205,10 +209,13 @@ pub(super) fn parse_request(
 
 enum Resolved {
     Shape(Arc<Shape>),
-    Refetch(String),
+    /// 409, towards the current shape of the definition when this node knows it.
+    Refetch(Option<String>),
 }
 
-/// The shape a request reads: the handle's, or 409 towards the current shape of the definition.
+/// The shape a request reads: the handle's, or 409 towards the current shape of the definition
+/// (on a cluster follower that does not hold it, a plain 409: the client's fresh start goes to
+/// the leader).
 async fn resolve(state: &Arc<AppState>, req: &ShapeRequest) -> Result<Resolved, ShapeRequestError> {
     if let Some(h) = &req.handle {
         if let Some(s) = state.registry.get(h) {
@@ -216,8 +223,11 @@ async fn resolve(state: &Arc<AppState>, req: &ShapeRequest) -> Result<Resolved, 
                 return Ok(Resolved::Shape(s));
             }
         }
-        let current = state.get_or_create(&req.definition).await?;
-        return Ok(Resolved::Refetch(current.handle.clone()));
+        return match state.get_or_create(&req.definition).await {
+            Ok(current) => Ok(Resolved::Refetch(Some(current.handle.clone()))),
+            Err(ShapeRequestError::NotLeader) => Ok(Resolved::Refetch(None)),
+            Err(e) => Err(e),
+        };
     }
     Ok(Resolved::Shape(state.get_or_create(&req.definition).await?))
 }

@@ -96,15 +96,46 @@ impl Registry {
     }
 
     fn reopen(&self, path: &Path) -> io::Result<bool> {
+        self.open_shape(path, false)
+    }
+
+    /// Opens a shape the shape stream brought to a cluster follower's data directory, for
+    /// reading, once its snapshot is complete (false until then, and for a shape with
+    /// subqueries, whose state the stream does not carry: the leader serves those). It grows as
+    /// the stream does ([`Registry::follow_replica`]); at a takeover it becomes this node's own.
+    pub fn open_replica(&self, path: &Path) -> io::Result<bool> {
+        self.open_shape(path, true)
+    }
+
+    /// Takes in what the stream added to the follower's copy of shape `dir` (see
+    /// [`ShapeLog::follow_replica`]); false when no shape of that name is open.
+    pub fn follow_replica(&self, dir: &str) -> io::Result<bool> {
+        match self.get(dir) {
+            Some(shape) => shape.log.follow_replica(),
+            None => Ok(false),
+        }
+    }
+
+    fn open_shape(&self, path: &Path, replica: bool) -> io::Result<bool> {
         let meta: ShapeMeta = serde_json::from_slice(&std::fs::read(path.join(META_FILE))?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let (true, Some(info)) = (meta.complete, meta.snapshot.clone()) else {
             return Ok(false);
         };
+        if replica && !meta.inner_tables.is_empty() {
+            return Ok(false);
+        }
         let tables = ShapeTables::new(meta.inner_tables.iter().cloned().map(Arc::new), &meta.definition);
         let filter = ShapeFilter::compile_with(&meta.definition, Arc::new(meta.table.clone()), &tables)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message))?;
-        let log = ShapeLog::recover(path, self.chunk_bytes, true)?;
+        if replica && filter.is_relational() {
+            return Ok(false);
+        }
+        let log = if replica {
+            ShapeLog::open_replica(path, self.chunk_bytes)?
+        } else {
+            ShapeLog::recover(path, self.chunk_bytes, true)?
+        };
         if let Some(sink) = self.sink.get() {
             // What recovery cut, the other nodes cut too; what follows goes to them first.
             sink.publish(log.replica_baseline())?;
@@ -305,7 +336,17 @@ impl Registry {
                 continue;
             }
             let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
-            if !holds_a_shape(&path) || self.inner.read().by_handle.contains_key(&name) {
+            if !holds_a_shape(&path) {
+                continue;
+            }
+            if let Some(shape) = self.get(&name) {
+                // A copy this node served from while following: now its own, cut where its
+                // last whole unit ends (as recovery would), the other nodes' copies too.
+                shape.log.follow_replica()?;
+                shape.log.cut_to_end()?;
+                sink.publish(shape.log.replica_baseline())?;
+                shape.log.replicate_to(sink.clone());
+                opened += 1;
                 continue;
             }
             match self.reopen(&path) {
@@ -402,6 +443,19 @@ impl Registry {
     /// Records a request for `shape` now (for LRU and TTL).
     pub fn touch(&self, shape: &Shape) {
         shape.touch(self.clock.wall_secs());
+    }
+
+    /// The handles of the shapes requested within the last `secs` (what a cluster follower
+    /// tells the leader: see [`crate::cluster::usage`]).
+    pub fn used_within(&self, secs: u64) -> Vec<String> {
+        let since = self.clock.wall_secs().saturating_sub(secs);
+        let inner = self.inner.read();
+        inner
+            .by_handle
+            .values()
+            .filter(|s| s.last_used.load(Ordering::Relaxed) >= since)
+            .map(|s| s.handle.clone())
+            .collect()
     }
 
     /// Removes shapes not requested for `ttl_secs`.

@@ -5,15 +5,18 @@
 //! torn tail, which is sent as a [`FileOp::SetLen`]), a shape's `shape.json` is replaced whole,
 //! and a shape directory goes away whole. So four operations describe every change, and a
 //! follower that applies them in order ends with exactly the leader's files. Writes are
-//! positional: applying one twice (a message redelivered) changes nothing.
+//! positional: applying one twice (a message redelivered) changes nothing. A fifth,
+//! [`FileOp::Processed`], says how far the leader has processed the replication stream, which a
+//! follower serving reads reports in its `up-to-date` messages as the leader would.
 //!
 //! The leader hands them to a [`WriteSink`] *before* it lets readers see what they describe
 //! (see `ShapeLog::sync`), so whatever a client was shown is on every node that took the
 //! stream, and a follower that takes over can go on serving the same handles and offsets.
 //!
-//! Encoding: a sequence of ops, each `[u8 tag][u16 dir length][dir]…` (little-endian), small
-//! enough to read at a glance and to bound: [`decode`] refuses directory names that are not a
-//! single plain path component and lengths past the end of the message.
+//! Encoding: a sequence of ops, each `[u8 tag][u16 dir length][dir]…` (`Processed`: `[u8
+//! tag][u64 lsn]`; little-endian), small enough to read at a glance and to bound: [`decode`]
+//! refuses directory names that are not a single plain path component and lengths past the end
+//! of the message.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -64,6 +67,9 @@ pub enum FileOp {
     Meta { dir: String, bytes: Vec<u8> },
     /// A shape directory removed.
     Remove { dir: String },
+    /// The leader has processed the replication stream up to this commit LSN (what its
+    /// `up-to-date` messages report): a follower serving reads reports the same.
+    Processed { lsn: u64 },
 }
 
 /// Where a leader's shape store sends its changes (see the module docs).
@@ -80,14 +86,19 @@ const TAG_WRITE: u8 = 1;
 const TAG_SET_LEN: u8 = 2;
 const TAG_META: u8 = 3;
 const TAG_REMOVE: u8 = 4;
+const TAG_PROCESSED: u8 = 5;
 
 /// Bytes an op takes encoded, to split a batch into messages of bounded size.
 pub fn encoded_len(op: &FileOp) -> usize {
+    if let FileOp::Processed { .. } = op {
+        return 9;
+    }
     3 + match op {
         FileOp::Write { dir, bytes, .. } => dir.len() + 1 + 8 + 4 + bytes.len(),
         FileOp::SetLen { dir, .. } => dir.len() + 1 + 8,
         FileOp::Meta { dir, bytes } => dir.len() + 4 + bytes.len(),
         FileOp::Remove { dir } => dir.len(),
+        FileOp::Processed { .. } => unreachable!("counted above"),
     }
 }
 
@@ -117,6 +128,10 @@ pub fn encode(op: &FileOp, out: &mut Vec<u8>) {
             out.extend_from_slice(bytes);
         }
         FileOp::Remove { dir } => dir_of(out, TAG_REMOVE, dir),
+        FileOp::Processed { lsn } => {
+            out.push(TAG_PROCESSED);
+            out.extend_from_slice(&lsn.to_le_bytes());
+        }
     }
 }
 
@@ -146,6 +161,10 @@ pub fn decode(mut msg: &[u8]) -> Result<Vec<FileOp>, DecodeError> {
             Ok(head)
         };
         let tag = take(1)?[0];
+        if tag == TAG_PROCESSED {
+            ops.push(FileOp::Processed { lsn: u64::from_le_bytes(take(8)?.try_into().unwrap()) });
+            continue;
+        }
         let dir_len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
         let dir = std::str::from_utf8(take(dir_len)?).map_err(|_| err("directory name not UTF-8"))?.to_string();
         if !plain_name(&dir) {
@@ -221,6 +240,8 @@ impl Applier {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             },
+            // Not a file: the follower takes it itself.
+            FileOp::Processed { .. } => Ok(()),
         }
     }
 }
@@ -236,6 +257,7 @@ mod tests {
             FileOp::Write { dir: "h-1".into(), file: ShapeFile::Chunks, pos: 40, bytes: vec![7; 40] },
             FileOp::SetLen { dir: "h-1".into(), file: ShapeFile::Log, len: 3 },
             FileOp::Remove { dir: "h-2".into() },
+            FileOp::Processed { lsn: 0x1_2345_6789 },
         ]
     }
 

@@ -168,6 +168,16 @@ impl ShapeLog {
     /// Reopens a log after a restart or crash: drops anything after the last whole unit and any
     /// boundary beyond it. `snapshot_complete` comes from the shape's metadata.
     pub fn recover(dir: &Path, chunk_bytes: u64, snapshot_complete: bool) -> io::Result<ShapeLog> {
+        Self::open_existing(dir, chunk_bytes, snapshot_complete, true)
+    }
+
+    /// Opens a cluster follower's copy of a log (see [`super::replica`]), whose snapshot is
+    /// complete, without cutting anything: the rest of a unit may still be on its way.
+    pub fn open_replica(dir: &Path, chunk_bytes: u64) -> io::Result<ShapeLog> {
+        Self::open_existing(dir, chunk_bytes, true, false)
+    }
+
+    fn open_existing(dir: &Path, chunk_bytes: u64, snapshot_complete: bool, truncate: bool) -> io::Result<ShapeLog> {
         let log = open_rw(&dir.join("log"), false)?;
         let chunks = open_rw(&dir.join("chunks"), false)?;
         let mut raw = Vec::new();
@@ -201,10 +211,12 @@ impl ShapeLog {
         let end_pos = start + good_end as u64;
         // Boundaries inside a unit that did not survive go with it.
         boundaries.retain(|b| b.pos <= end_pos);
-        log.set_len(end_pos)?;
-        log.sync_data()?;
-        chunks.set_len((boundaries.len() * BOUNDARY_SIZE) as u64)?;
-        chunks.sync_data()?;
+        if truncate {
+            log.set_len(end_pos)?;
+            log.sync_data()?;
+            chunks.set_len((boundaries.len() * BOUNDARY_SIZE) as u64)?;
+            chunks.sync_data()?;
+        }
         let mut end_offset = good_offset;
         if snapshot_complete && end_offset < LogOffset::SNAPSHOT_END {
             end_offset = LogOffset::SNAPSHOT_END;
@@ -482,6 +494,82 @@ impl ShapeLog {
         inner.snapshot_complete = inner.snapshot_complete_pending;
         inner.dirty = false;
         Ok(())
+    }
+
+    /// Takes in what the shape stream added to a follower's copy since the last call: the new
+    /// whole units of `log` and the boundaries of `chunks` up to them, which become visible to
+    /// readers (live ones are woken). A unit still partly on its way waits for its rest.
+    /// Returns whether anything became visible.
+    pub fn follow_replica(&self) -> io::Result<bool> {
+        let mut inner = self.inner.lock();
+        let known = inner.boundaries.len();
+        let records = (inner.chunks.metadata()?.len() as usize) / BOUNDARY_SIZE;
+        let mut fresh = vec![];
+        if records > known {
+            let mut raw = vec![0u8; (records - known) * BOUNDARY_SIZE];
+            inner.chunks.read_exact_at(&mut raw, (known * BOUNDARY_SIZE) as u64)?;
+            fresh = raw.chunks(BOUNDARY_SIZE).map_while(Boundary::decode).collect();
+        }
+        let file_len = self.log.metadata()?.len();
+        let (mut end_pos, mut end_offset) = (inner.end_pos, inner.end_offset);
+        if file_len > end_pos {
+            let mut buf = vec![0u8; (file_len - end_pos) as usize];
+            self.log.read_exact_at(&mut buf, end_pos)?;
+            let (mut pos, mut good_end) = (0usize, 0usize);
+            while let Some(r) = decode_record(&buf[pos..]) {
+                pos += r.len;
+                if r.flags & FLAG_COMMIT != 0 {
+                    good_end = pos;
+                    end_offset = end_offset.max(r.offset);
+                }
+            }
+            end_pos += good_end as u64;
+        }
+        let fresh: Vec<Boundary> = fresh.into_iter().take_while(|b| b.pos <= end_pos).collect();
+        if fresh.is_empty() && end_pos == inner.end_pos {
+            return Ok(false);
+        }
+        inner.boundaries.extend(fresh);
+        // The open chunk's body bytes, as the writer would count them.
+        let open_from = inner.boundaries.last().map_or(0, |b| b.pos);
+        let mut since = 0;
+        if end_pos > open_from {
+            let mut buf = vec![0u8; (end_pos - open_from) as usize];
+            self.log.read_exact_at(&mut buf, open_from)?;
+            let mut pos = 0;
+            while let Some(r) = decode_record(&buf[pos..]) {
+                pos += r.len;
+                since += r.json.len() as u64 + 1;
+            }
+        }
+        inner.bytes_since_boundary = since;
+        inner.end_pos = end_pos;
+        inner.durable_pos = end_pos;
+        inner.end_offset = end_offset;
+        inner.durable_offset = end_offset;
+        inner.published = Published { log_pos: end_pos, boundaries: inner.boundaries.len() };
+        inner.tail = None;
+        drop(inner);
+        self.durable_tx.send_replace(end_offset);
+        Ok(true)
+    }
+
+    /// Whether a read after `after` ends at a boundary already placed (a chunk that every node
+    /// answers the same), rather than at the open end, where a read pins a new one.
+    pub fn has_chunk_after(&self, after: LogOffset) -> bool {
+        let after = resume_point(after);
+        let inner = self.inner.lock();
+        inner.boundaries.last().is_some_and(|b| b.offset > after)
+    }
+
+    /// Cuts the files after the last whole unit and boundary taken in (a follower's copy that
+    /// becomes the leader's: a unit that never arrived whole is dropped, as recovery would).
+    pub fn cut_to_end(&self) -> io::Result<()> {
+        let inner = self.inner.lock();
+        self.log.set_len(inner.end_pos)?;
+        self.log.sync_data()?;
+        inner.chunks.set_len((inner.boundaries.len() * BOUNDARY_SIZE) as u64)?;
+        inner.chunks.sync_data()
     }
 
     /// Sends every later write of this log to `sink` before readers see it (a node taking over

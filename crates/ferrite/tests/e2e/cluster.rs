@@ -1,7 +1,8 @@
 //! Several `ferrite serve` processes of one database in a cluster over a real nats-server (with
 //! JetStream): one leads (follows the slot, publishes its shapes to the stream), the others apply
-//! the stream, pass shape reads to the leader and take over with the same shapes when it dies;
-//! writes go through any node; presence crosses nodes and leaves with a dead node.
+//! the stream, answer live reads from their copy, pass the other shape reads to the leader and
+//! take over with the same shapes when it dies; writes go through any node; presence crosses
+//! nodes and leaves with a dead node.
 
 use crate::common::*;
 use ferrite_harness::nats::LocalNats;
@@ -178,6 +179,12 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
     };
     assert!(forwarded(fb.clone()).await >= 1, "the follower counts what it passed on");
     assert_eq!(forwarded(lb.clone()).await, 0, "the leader passes nothing on");
+    // Once the stream has brought the shape to the follower, it answers live reads itself.
+    wait_until("the follower holds the shape", Duration::from_secs(10), || async {
+        health(&fb).await.is_some_and(|(_, h)| h["shapes"] == 1)
+    })
+    .await;
+    let passed_on = forwarded(fb.clone()).await;
     let live =
         tokio::spawn(reqwest::get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}&live=true")));
     // A write through the follower: applied in Postgres, seen live through it.
@@ -190,6 +197,12 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
     assert_eq!(live.status(), 200);
     let body: Vec<Value> = live.json().await.unwrap();
     assert_eq!(body[0]["value"], json!({"id": "2", "n": "2"}), "{body:?}");
+    assert_eq!(forwarded(fb.clone()).await, passed_on, "the live read was answered from the follower's copy");
+    // A catch-up at the open end places a boundary: the leader's to answer (then every node
+    // answers that URL the same).
+    let r = reqwest::get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(forwarded(fb.clone()).await, passed_on + 1, "passed to the leader");
 
     // A watch (one held request for several shapes) and an SSE stream through the follower are
     // the leader's too, woken and fed as changes come.
@@ -456,6 +469,41 @@ async fn a_dead_followers_readers_go_on_at_another_node_and_every_node_answers_t
         assert_eq!(r.ids, expected, "every number once, in order");
         assert_eq!(r.bases[r.at], nodes[other].base, "went on at the other follower");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shape_read_only_through_a_follower_does_not_expire_on_the_leader() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute("CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1);").await.unwrap();
+    let nats = LocalNats::start().expect("nats-server starts");
+    // Idle shapes expire after 2 s (checked every 5 s).
+    let ttl = [("FERRITE_SHAPE_TTL_SECS", "2")];
+    let nodes = [node(&db, &nats, "a", &ttl), node(&db, &nats, "b", &ttl)];
+    let leader = settled(&[&nodes[0], &nodes[1]]).await;
+    let fb = nodes[1 - leader].base.clone();
+    let (handle, mut offset, _) = shape_rows(&fb).await;
+    wait_until("the follower holds the shape", Duration::from_secs(10), || async {
+        health(&fb).await.is_some_and(|(_, h)| h["shapes"] == 1)
+    })
+    .await;
+    // Long-polls answered by the follower alone, for several expiry rounds: the follower tells
+    // the leader the shape is in use, so it stays (no 409), and changes keep coming.
+    let started = Instant::now();
+    let mut n = 1;
+    while started.elapsed() < Duration::from_secs(13) {
+        n += 1;
+        pg.execute("INSERT INTO items VALUES ($1)", &[&n]).await.unwrap();
+        let r =
+            reqwest::get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}&live=true")).await.unwrap();
+        assert_eq!(r.status(), 200, "after {:?}", started.elapsed());
+        offset = r.headers()["electric-offset"].to_str().unwrap().to_string();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r =
+        reqwest::get(format!("{}/v1/shape?table=items&handle={handle}&offset=-1", nodes[leader].base)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["electric-handle"], handle.as_str(), "the leader kept the shape");
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a node's process.
