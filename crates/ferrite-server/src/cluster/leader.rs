@@ -87,6 +87,14 @@ pub async fn run(state: Arc<AppState>, cluster: Arc<Cluster>) {
         cluster.set_leading(true);
         state.metrics.cluster_leader.store(1, Ordering::Relaxed);
         tracing::info!(node = %cluster.node, name = %cluster.name, shapes = opened, dropped_shapes = dropped, "this node leads the cluster");
+        // As at a start: relational shapes stopped in a move-in read its rows again, and those
+        // that read the clock wait for their next boundary.
+        for shape in state.registry.moving_in() {
+            tokio::spawn(crate::state::run_move_in(state.clone(), shape));
+        }
+        for shape in state.registry.following_clock() {
+            tokio::spawn(crate::state::follow_clock(state.clone(), shape));
+        }
         let replication = crate::replication::spawn(state.clone());
         // Alive means answering within HOLD_TIMEOUT: a connection that hangs (a network cut
         // without a reset) may already have lost the lock on the Postgres side.

@@ -254,7 +254,7 @@ fn apply(state: &Arc<AppState>, applier: &Applier, ops: &[FileOp]) -> io::Result
             FileOp::Processed { lsn } => {
                 state.global_lsn.fetch_max(*lsn, Ordering::Relaxed);
             }
-            FileOp::Meta { .. } => {}
+            FileOp::Meta { .. } | FileOp::Replace { .. } | FileOp::RemoveFile { .. } => {}
         }
     }
     for dir in grown {

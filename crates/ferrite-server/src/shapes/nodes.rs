@@ -37,6 +37,9 @@ pub const NODES_DIR: &str = "_nodes";
 pub struct NodeHub {
     dir: PathBuf,
     inner: Mutex<Hub>,
+    /// On a cluster's leader, where stored states go before they are written (see
+    /// [`crate::storage::replica`]).
+    sink: std::sync::OnceLock<std::sync::Arc<dyn crate::storage::replica::WriteSink>>,
 }
 
 #[derive(Default)]
@@ -107,7 +110,7 @@ impl NodeHub {
     pub fn new(shapes_dir: &Path) -> io::Result<NodeHub> {
         let dir = shapes_dir.join(NODES_DIR);
         std::fs::create_dir_all(&dir)?;
-        Ok(NodeHub { dir, inner: Mutex::new(Hub::default()) })
+        Ok(NodeHub { dir, inner: Mutex::new(Hub::default()), sink: std::sync::OnceLock::new() })
     }
 
     /// Takes a hold on the node of `query`, creating it (loading, its table's transactions
@@ -164,7 +167,12 @@ impl NodeHub {
         n.applied_through = processed.max(buffer.last().map_or(0, |t| t.commit_lsn));
         let image = image(key, n);
         drop(hub);
-        write_durably(&self.dir.join(file_name(key)), &image)?;
+        let bytes = serde_json::to_vec(&image).map_err(io::Error::other)?;
+        if let Some(sink) = self.sink.get() {
+            let (dir, name) = (NODES_DIR.to_string(), file_name(key));
+            sink.publish(vec![crate::storage::replica::FileOp::Replace { dir, name, bytes: bytes.clone() }])?;
+        }
+        write_durably(&self.dir.join(file_name(key)), &bytes)?;
         if let Some(n) = self.inner.lock().nodes.get(key) {
             n.live.send_replace(Some(true));
         }
@@ -183,7 +191,20 @@ impl NodeHub {
         n.live.send_replace(Some(false));
         remove_key(&mut hub.by_table, n.query.table.oid, key);
         drop(hub);
-        let _ = std::fs::remove_file(self.dir.join(file_name(key)));
+        self.forget_file(file_name(key));
+    }
+
+    /// Sends every later change of the stored states to `sink` first (a cluster's leader).
+    pub fn replicate_to(&self, sink: std::sync::Arc<dyn crate::storage::replica::WriteSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Removes a stored state (on a cluster's leader, on the other nodes too).
+    fn forget_file(&self, name: String) {
+        let _ = std::fs::remove_file(self.dir.join(&name));
+        if let Some(sink) = self.sink.get() {
+            sink.publish_later(vec![crate::storage::replica::FileOp::RemoveFile { dir: NODES_DIR.to_string(), name }]);
+        }
     }
 
     /// Gives up loading node `key` (its result could not be read): it goes, and those waiting
@@ -342,8 +363,25 @@ impl NodeHub {
                 })
                 .collect()
         };
-        for image in &images {
-            write_durably(&self.dir.join(file_name(&image.key)), image)?;
+        let encoded: Vec<(String, Vec<u8>)> = images
+            .iter()
+            .map(|image| Ok((file_name(&image.key), serde_json::to_vec(image).map_err(io::Error::other)?)))
+            .collect::<io::Result<_>>()?;
+        if let (Some(sink), false) = (self.sink.get(), encoded.is_empty()) {
+            let dir = NODES_DIR.to_string();
+            sink.publish(
+                encoded
+                    .iter()
+                    .map(|(name, bytes)| crate::storage::replica::FileOp::Replace {
+                        dir: dir.clone(),
+                        name: name.clone(),
+                        bytes: bytes.clone(),
+                    })
+                    .collect(),
+            )?;
+        }
+        for (name, bytes) in &encoded {
+            write_durably(&self.dir.join(name), bytes)?;
         }
         Ok(())
     }
@@ -362,7 +400,7 @@ impl NodeHub {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if !known.contains(&name) {
-                let _ = std::fs::remove_file(entry.path());
+                self.forget_file(name);
             }
         }
     }
@@ -385,10 +423,9 @@ fn image(key: &str, n: &Shared) -> NodeImage {
     }
 }
 
-fn write_durably(path: &Path, image: &NodeImage) -> io::Result<()> {
-    let bytes = serde_json::to_vec(image).map_err(io::Error::other)?;
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &bytes)?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     super::relational::sync_file_and_dir(path)

@@ -162,7 +162,13 @@ impl Registry {
             }
             let restored = if usable { super::relational::Links::restore(&shape)? } else { None };
             match restored {
-                Some(restored) => *links.lock() = restored,
+                Some(restored) => {
+                    let mut links = links.lock();
+                    *links = restored;
+                    if let Some(sink) = self.sink.get().filter(|_| !replica) {
+                        sink.publish(links.replicate_to(sink.clone(), shape.log.dir_name()))?;
+                    }
+                }
                 None => {
                     tracing::info!(handle = %shape.handle, "a shape with subqueries has no usable checkpoint");
                     for key in held {
@@ -285,13 +291,18 @@ impl Registry {
         };
         self.write_meta(&path, &meta).map_err(CreateError::Io)?;
         let log = ShapeLog::create(&path, self.chunk_bytes).map_err(CreateError::Io)?;
-        if let Some(sink) = self.sink.get() {
+        let sink = self.sink.get();
+        if let Some(sink) = sink {
             log.replicate_to(sink.clone());
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let phase = Phase::Snapshotting { buffer: vec![] };
         let shape =
             Arc::new(Shape::new(id, handle, def, filter, log, phase, self.clock.wall_secs()).with_tag_salt(tag_salt));
+        if let (Some(sink), Some(links)) = (sink, &shape.links) {
+            // (A new queue: nothing for the other nodes to cut.)
+            links.lock().replicate_to(sink.clone(), shape.log.dir_name());
+        }
         self.index(shape.clone());
         Ok(shape)
     }
@@ -322,13 +333,16 @@ impl Registry {
     }
 
     /// Makes this registry a cluster leader's: every change from now on goes to `sink` first,
-    /// and the shapes the shape stream brought into the data directory are opened (those that
-    /// cannot be — an unfinished snapshot, a shape with subqueries, whose state the stream does
-    /// not carry yet — are removed here and on the other nodes). Returns (opened, removed).
+    /// and the shapes the shape stream brought into the data directory are opened as after a
+    /// crash — a shape with subqueries from its checkpoint, queue and the shared nodes' stored
+    /// states, which the stream carries too. Those that cannot be (an unfinished snapshot, a
+    /// checkpoint the log does not reach) are removed, here and on the other nodes. Returns
+    /// (opened, removed).
     pub fn take_over(&self, sink: Arc<dyn WriteSink>) -> io::Result<(usize, usize)> {
         if self.sink.set(sink.clone()).is_err() {
             return Err(io::Error::other("this registry already leads"));
         }
+        self.nodes.replicate_to(sink.clone());
         let (mut opened, mut removed) = (0, 0);
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -358,6 +372,8 @@ impl Registry {
                 }
             }
         }
+        // Stored node states no shape restored (here and on the other nodes).
+        self.nodes.remove_orphans();
         Ok((opened, removed))
     }
 

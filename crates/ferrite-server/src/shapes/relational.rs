@@ -303,6 +303,9 @@ pub struct Links {
     /// Commit LSN of the transaction since which rows are owed (a move-in or a deep result's
     /// refresh pending): the log is complete only up to just before it ([`Links::complete_lsn`]).
     owed_since: Option<u64>,
+    /// On a cluster's leader, where the checkpoint goes before it is written (the queue has its
+    /// own: [`Links::replicate_to`]).
+    sink: Option<(std::sync::Arc<dyn crate::storage::replica::WriteSink>, String)>,
 }
 
 /// The subqueries' results as the shape's clients know them (`loaded`) and the shape's time,
@@ -408,6 +411,7 @@ impl Links {
             advance_to: None,
             wake: Default::default(),
             owed_since: None,
+            sink: None,
         })
     }
 
@@ -791,6 +795,19 @@ impl Links {
         }
     }
 
+    /// Sends every later checkpoint and queue change to `sink` before it is written or made
+    /// durable (a cluster's leader; `dir` is the shape directory's name), so a node taking over
+    /// restores the shape as this one would after a crash. Returns what the other nodes need to
+    /// cut their copy of the queue as this one is.
+    pub fn replicate_to(
+        &mut self,
+        sink: std::sync::Arc<dyn crate::storage::replica::WriteSink>,
+        dir: &str,
+    ) -> Vec<crate::storage::replica::FileOp> {
+        self.sink = Some((sink.clone(), dir.to_string()));
+        self.queue.replicate_to(sink, dir)
+    }
+
     /// Makes the queue's file durable (with the shape's log, before the slot is confirmed).
     pub fn sync_queue(&mut self) -> io::Result<()> {
         self.queue.sync()
@@ -872,6 +889,14 @@ impl Links {
             owed_since: self.owed_since,
         };
         let bytes = serde_json::to_vec(&checkpoint).map_err(io::Error::other)?;
+        if let Some((sink, dir)) = &self.sink {
+            let name = CHECKPOINT_FILE.to_string();
+            sink.publish(vec![crate::storage::replica::FileOp::Replace {
+                dir: dir.clone(),
+                name,
+                bytes: bytes.clone(),
+            }])?;
+        }
         let path = shape.log.dir().join(CHECKPOINT_FILE);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes)?;

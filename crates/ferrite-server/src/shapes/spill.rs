@@ -9,10 +9,12 @@
 //! and is cut off when the file is reopened.
 
 use super::relational::QueuedTxn;
+use crate::storage::replica::{FileOp, ShapeFile, WriteSink};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How many queued transactions are held in memory at most; the rest wait in the file.
 pub const MEMORY_WINDOW: usize = 256;
@@ -36,6 +38,13 @@ pub struct SpillQueue {
     ids: VecDeque<(u32, u64)>,
     /// Appended to since the last sync.
     dirty: bool,
+    /// On a cluster's leader: where the file's changes go before it is made durable, and the
+    /// shape directory's name (see [`crate::storage::replica`]).
+    sink: Option<(Arc<dyn WriteSink>, String)>,
+    /// Bytes of the file the sink has.
+    published: u64,
+    /// The file was emptied since the sink last got its changes.
+    cut: bool,
 }
 
 impl SpillQueue {
@@ -50,6 +59,9 @@ impl SpillQueue {
             loaded_end: 0,
             ids: VecDeque::new(),
             dirty: false,
+            sink: None,
+            published: 0,
+            cut: false,
         }
     }
 
@@ -148,6 +160,8 @@ impl SpillQueue {
             if let Some(f) = &self.file {
                 f.set_len(0)?;
             }
+            self.cut = true;
+            self.published = 0;
             self.start = 0;
             self.end = 0;
             self.loaded_end = 0;
@@ -156,8 +170,43 @@ impl SpillQueue {
         Ok(())
     }
 
-    /// Makes what was appended durable.
+    /// Sends every later change of the file to `sink` before it is made durable (a cluster's
+    /// leader; `dir` is the shape directory's name). Returns what the other nodes need to cut
+    /// their copy as this one is (a reopened queue drops a torn tail).
+    pub fn replicate_to(&mut self, sink: Arc<dyn WriteSink>, dir: &str) -> Vec<FileOp> {
+        self.sink = Some((sink, dir.to_string()));
+        self.published = self.end;
+        self.cut = false;
+        vec![FileOp::SetLen { dir: dir.to_string(), file: ShapeFile::Queue, len: self.end }]
+    }
+
+    /// The file's changes the sink does not have yet (see [`SpillQueue::replicate_to`]).
+    fn unpublished(&mut self, dir: &str) -> io::Result<Vec<FileOp>> {
+        let mut ops = Vec::new();
+        if self.cut {
+            ops.push(FileOp::SetLen { dir: dir.to_string(), file: ShapeFile::Queue, len: 0 });
+        }
+        if self.end > self.published {
+            let (from, end) = (self.published, self.end);
+            let mut bytes = vec![0u8; (end - from) as usize];
+            let file = self.file()?;
+            file.seek(SeekFrom::Start(from))?;
+            file.read_exact(&mut bytes)?;
+            ops.push(FileOp::Write { dir: dir.to_string(), file: ShapeFile::Queue, pos: from, bytes });
+        }
+        Ok(ops)
+    }
+
+    /// Makes what was appended durable (on a cluster's leader, sent to the other nodes first).
     pub fn sync(&mut self) -> io::Result<()> {
+        if let Some((sink, dir)) = self.sink.clone() {
+            let ops = self.unpublished(&dir)?;
+            if !ops.is_empty() {
+                sink.publish(ops)?;
+                self.published = self.end;
+                self.cut = false;
+            }
+        }
         if self.dirty {
             if let Some(f) = &self.file {
                 f.sync_data()?;

@@ -1,11 +1,14 @@
 //! The shape store's changes as data: what a cluster's leader sends and its followers apply, so
 //! that every node holds the same shape directories, byte for byte.
 //!
-//! Shape logs only ever grow (a log and its `chunks` file are appended to; recovery may cut a
-//! torn tail, which is sent as a [`FileOp::SetLen`]), a shape's `shape.json` is replaced whole,
-//! and a shape directory goes away whole. So four operations describe every change, and a
-//! follower that applies them in order ends with exactly the leader's files. Writes are
-//! positional: applying one twice (a message redelivered) changes nothing. A fifth,
+//! Shape logs only ever grow (a log, its `chunks` file and a relational shape's queue are
+//! appended to; recovery may cut a torn tail, and an emptied queue is cut to nothing: a
+//! [`FileOp::SetLen`]); a shape's `shape.json`, a relational shape's checkpoint and a shared
+//! node's stored state are replaced whole ([`FileOp::Meta`], [`FileOp::Replace`]); a shape
+//! directory, or a node's file, goes away whole. So a handful of operations describe every
+//! change, and a follower that applies them in order ends with exactly the leader's files — as a
+//! crash would have left them at that point, which is what a node taking over recovers from.
+//! Writes are positional: applying one twice (a message redelivered) changes nothing. One more,
 //! [`FileOp::Processed`], says how far the leader has processed the replication stream, which a
 //! follower serving reads reports in its `up-to-date` messages as the leader would.
 //!
@@ -30,6 +33,9 @@ pub enum ShapeFile {
     Log,
     /// The chunk boundaries (`chunks`).
     Chunks,
+    /// A shape with subqueries: the transactions waiting for a move-in (`queue.log`, see
+    /// [`crate::shapes::spill`]).
+    Queue,
 }
 
 impl ShapeFile {
@@ -37,6 +43,7 @@ impl ShapeFile {
         match self {
             ShapeFile::Log => "log",
             ShapeFile::Chunks => "chunks",
+            ShapeFile::Queue => "queue.log",
         }
     }
 
@@ -44,6 +51,7 @@ impl ShapeFile {
         match self {
             ShapeFile::Log => 0,
             ShapeFile::Chunks => 1,
+            ShapeFile::Queue => 2,
         }
     }
 
@@ -51,6 +59,7 @@ impl ShapeFile {
         match tag {
             0 => Some(ShapeFile::Log),
             1 => Some(ShapeFile::Chunks),
+            2 => Some(ShapeFile::Queue),
             _ => None,
         }
     }
@@ -67,6 +76,11 @@ pub enum FileOp {
     Meta { dir: String, bytes: Vec<u8> },
     /// A shape directory removed.
     Remove { dir: String },
+    /// A whole file replaced by `bytes`: a shape with subqueries' checkpoint, or (`dir` the
+    /// nodes' directory) the stored state of a shared dependency node.
+    Replace { dir: String, name: String, bytes: Vec<u8> },
+    /// A file of the nodes' directory removed (its node went with its last shape).
+    RemoveFile { dir: String, name: String },
     /// The leader has processed the replication stream up to this commit LSN (what its
     /// `up-to-date` messages report): a follower serving reads reports the same.
     Processed { lsn: u64 },
@@ -87,6 +101,8 @@ const TAG_SET_LEN: u8 = 2;
 const TAG_META: u8 = 3;
 const TAG_REMOVE: u8 = 4;
 const TAG_PROCESSED: u8 = 5;
+const TAG_REPLACE: u8 = 6;
+const TAG_REMOVE_FILE: u8 = 7;
 
 /// Bytes an op takes encoded, to split a batch into messages of bounded size.
 pub fn encoded_len(op: &FileOp) -> usize {
@@ -98,6 +114,8 @@ pub fn encoded_len(op: &FileOp) -> usize {
         FileOp::SetLen { dir, .. } => dir.len() + 1 + 8,
         FileOp::Meta { dir, bytes } => dir.len() + 4 + bytes.len(),
         FileOp::Remove { dir } => dir.len(),
+        FileOp::Replace { dir, name, bytes } => dir.len() + 2 + name.len() + 4 + bytes.len(),
+        FileOp::RemoveFile { dir, name } => dir.len() + 2 + name.len(),
         FileOp::Processed { .. } => unreachable!("counted above"),
     }
 }
@@ -128,6 +146,18 @@ pub fn encode(op: &FileOp, out: &mut Vec<u8>) {
             out.extend_from_slice(bytes);
         }
         FileOp::Remove { dir } => dir_of(out, TAG_REMOVE, dir),
+        FileOp::Replace { dir, name, bytes } => {
+            dir_of(out, TAG_REPLACE, dir);
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        FileOp::RemoveFile { dir, name } => {
+            dir_of(out, TAG_REMOVE_FILE, dir);
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
         FileOp::Processed { lsn } => {
             out.push(TAG_PROCESSED);
             out.extend_from_slice(&lsn.to_le_bytes());
@@ -167,7 +197,9 @@ pub fn decode(mut msg: &[u8]) -> Result<Vec<FileOp>, DecodeError> {
         }
         let dir_len = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
         let dir = std::str::from_utf8(take(dir_len)?).map_err(|_| err("directory name not UTF-8"))?.to_string();
-        if !plain_name(&dir) {
+        // Whole files may also be the nodes' (their directory); everything else is a shape's.
+        let nodes_ok = matches!(tag, TAG_REPLACE | TAG_REMOVE_FILE) && dir == crate::shapes::nodes::NODES_DIR;
+        if !plain_name(&dir) && !nodes_ok {
             return Err(err("not a shape directory name"));
         }
         let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
@@ -188,11 +220,27 @@ pub fn decode(mut msg: &[u8]) -> Result<Vec<FileOp>, DecodeError> {
                 FileOp::Meta { dir, bytes: take(n)?.to_vec() }
             }
             TAG_REMOVE => FileOp::Remove { dir },
+            TAG_REPLACE | TAG_REMOVE_FILE => {
+                let n = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+                let name = std::str::from_utf8(take(n)?).map_err(|_| err("file name not UTF-8"))?.to_string();
+                if !plain_name(&name) || RESERVED.contains(&name.as_str()) {
+                    return Err(err("not a file a whole-file operation may touch"));
+                }
+                if tag == TAG_REMOVE_FILE {
+                    FileOp::RemoveFile { dir, name }
+                } else {
+                    let n = u32_of(take(4)?);
+                    FileOp::Replace { dir, name, bytes: take(n)?.to_vec() }
+                }
+            }
             _ => return Err(err("unknown operation")),
         });
     }
     Ok(ops)
 }
+
+/// Files only their own operations change (positional writes, `Meta`).
+const RESERVED: [&str; 4] = ["log", "chunks", "queue.log", "shape.json"];
 
 fn plain_name(dir: &str) -> bool {
     !dir.is_empty()
@@ -240,6 +288,17 @@ impl Applier {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             },
+            FileOp::Replace { dir, name, bytes } => {
+                let dir = self.root.join(dir);
+                std::fs::create_dir_all(&dir)?;
+                let tmp = dir.join(format!(".{name}.tmp"));
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, dir.join(name))
+            }
+            FileOp::RemoveFile { dir, name } => match std::fs::remove_file(self.root.join(dir).join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
             // Not a file: the follower takes it itself.
             FileOp::Processed { .. } => Ok(()),
         }
@@ -258,6 +317,14 @@ mod tests {
             FileOp::SetLen { dir: "h-1".into(), file: ShapeFile::Log, len: 3 },
             FileOp::Remove { dir: "h-2".into() },
             FileOp::Processed { lsn: 0x1_2345_6789 },
+            FileOp::Write { dir: "h-1".into(), file: ShapeFile::Queue, pos: 0, bytes: b"q".to_vec() },
+            FileOp::Replace { dir: "h-1".into(), name: "links.json".into(), bytes: b"{\"a\":1}".to_vec() },
+            FileOp::Replace {
+                dir: crate::shapes::nodes::NODES_DIR.into(),
+                name: "ab.json".into(),
+                bytes: b"[]".to_vec(),
+            },
+            FileOp::RemoveFile { dir: crate::shapes::nodes::NODES_DIR.into(), name: "cd.json".into() },
         ]
     }
 
@@ -289,6 +356,12 @@ mod tests {
         bad[3 + 3 + 1 + 8] = 0xff;
         assert!(decode(&bad).is_err());
         assert!(decode(&[9, 1, 0, b'x']).is_err(), "unknown tag");
+        // Whole-file operations: only plain names, never the files that have their own.
+        for (dir, name) in [("h-1", "log"), ("h-1", "shape.json"), ("h-1", "../x"), ("h-1", ".."), ("..", "a.json")] {
+            let mut buf = Vec::new();
+            encode(&FileOp::Replace { dir: dir.into(), name: name.into(), bytes: vec![] }, &mut buf);
+            assert!(decode(&buf).is_err(), "{dir}/{name} accepted");
+        }
     }
 
     #[test]

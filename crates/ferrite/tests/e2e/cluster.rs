@@ -506,6 +506,74 @@ async fn a_shape_read_only_through_a_follower_does_not_expire_on_the_leader() {
     assert_eq!(r.headers()["electric-handle"], handle.as_str(), "the leader kept the shape");
 }
 
+/// Live reads of a shape through `base` from (`handle`, `offset`) until `done` holds for a
+/// message; every message read on the way, and where the reads stopped.
+async fn read_until(
+    base: &str,
+    query: &str,
+    handle: &str,
+    mut offset: String,
+    done: impl Fn(&Value) -> bool,
+) -> (Vec<Value>, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = vec![];
+    loop {
+        assert!(Instant::now() < deadline, "never came: {seen:?}");
+        let r =
+            reqwest::get(format!("{base}/v1/shape?{query}&handle={handle}&offset={offset}&live=true")).await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        offset = r.headers()["electric-offset"].to_str().unwrap().to_string();
+        let body: Vec<Value> = r.json().await.unwrap();
+        let found = body.iter().any(&done);
+        seen.extend(body);
+        if found {
+            return (seen, offset);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shape_with_a_subquery_goes_on_at_the_new_leader_with_its_moves() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute(
+        "CREATE TABLE members (user_id text, team_id int, PRIMARY KEY (user_id, team_id));
+         CREATE TABLE items (id int PRIMARY KEY, team_id int NOT NULL);
+         INSERT INTO members VALUES ('u1', 1); INSERT INTO items VALUES (1, 1), (2, 2), (3, 3);",
+    )
+    .await
+    .unwrap();
+    let nats = LocalNats::start().expect("nats-server starts");
+    let mut nodes = [node(&db, &nats, "a", &[]), node(&db, &nats, "b", &[])];
+    let leader = settled(&[&nodes[0], &nodes[1]]).await;
+    let fb = nodes[1 - leader].base.clone();
+    let query = form_urlencoded_serialize(&[
+        ("table".into(), "items".into()),
+        ("where".into(), "team_id IN (SELECT team_id FROM members WHERE user_id = 'u1')".into()),
+    ]);
+    let (handle, offset, rows) = read_to_head(&reqwest::Client::new(), &fb, &query, None).await;
+    assert_eq!(rows, vec![json!({"id": "1", "team_id": "1"})]);
+    let id_is = |id: &'static str| move |m: &Value| m["value"]["id"] == id;
+    // A move-in on the leader's watch.
+    pg.execute("INSERT INTO members VALUES ('u1', 2)", &[]).await.unwrap();
+    let (_, offset) = read_until(&fb, &query, &handle, offset, id_is("2")).await;
+
+    // The leader dies. The shape, its subquery's state and its queue came with the stream: the
+    // new leader goes on with the same handle (no 409), moves in and out as before.
+    nodes[leader].process.kill_9();
+    wait_until("the follower leads", Duration::from_secs(10), || async {
+        role(&fb).await.as_deref() == Some("leader")
+    })
+    .await;
+    pg.execute("INSERT INTO members VALUES ('u1', 3)", &[]).await.unwrap();
+    let (_, offset) = read_until(&fb, &query, &handle, offset, id_is("3")).await;
+    pg.execute("DELETE FROM members WHERE team_id = 1", &[]).await.unwrap();
+    let (_, offset) = read_until(&fb, &query, &handle, offset, |m| m["headers"]["event"] == "move-out").await;
+    pg.execute("INSERT INTO items VALUES (4, 2), (5, 1)", &[]).await.unwrap();
+    let (seen, _) = read_until(&fb, &query, &handle, offset, id_is("4")).await;
+    assert!(seen.iter().all(|m| m["value"]["id"] != "5"), "item 5's team moved out: {seen:?}");
+}
+
 /// Sends `signal` (`STOP`, `CONT`) to a node's process.
 fn signal(node: &Node, signal: &str) {
     let status =
