@@ -1,7 +1,8 @@
 //! `ferrite-bench cluster`: two `ferrite serve` nodes of one database over a real nats-server,
 //! nginx in front of both. Write → live client across nodes (a write posted to one node, the
 //! reader on the other, directly and through nginx), and how long a follower takes to lead after
-//! the leader is killed (`kill -9`) until it serves a shape read again.
+//! the leader is killed (`kill -9`) until it serves a read of the same shape (the handle the old
+//! leader made) again.
 
 use crate::writes::{live_until_txid, now_ms, post, LivePosition};
 use crate::{catch_up, env, median, percentile, serve_process};
@@ -21,11 +22,11 @@ pub async fn cluster(writes: usize, runs: usize) -> Result<()> {
     }
     let col = |i: usize| median(figures.iter().map(|f| f[i]).collect());
     println!(
-        "cluster: write posted to the follower → live client on the leader: p50 {:.2} ms, p99 {:.2} ms; posted to the leader → live client on the follower (passed to the leader): p50 {:.2} ms, p99 {:.2} ms; posted to the follower → live client through nginx in front of both: p50 {:.2} ms, p99 {:.2} ms (medians of {runs} runs of {writes} writes)",
+        "cluster: write posted to the follower → live client on the leader: p50 {:.2} ms, p99 {:.2} ms; posted to the leader → live client on the follower (answered from its copy, through the shape stream): p50 {:.2} ms, p99 {:.2} ms; posted to the follower → live client through nginx in front of both: p50 {:.2} ms, p99 {:.2} ms (medians of {runs} runs of {writes} writes)",
         col(0), col(1), col(2), col(3), col(4), col(5)
     );
     println!(
-        "cluster: leader killed (kill -9) → the follower leads and serves a shape read: median {:.0} ms (runs: {})",
+        "cluster: leader killed (kill -9) → the follower leads and serves the same shape (no 409): median {:.0} ms (runs: {})",
         median(failovers.clone()),
         failovers.iter().map(|f| format!("{f:.0}")).collect::<Vec<_>>().join(", ")
     );
@@ -123,14 +124,17 @@ async fn cluster_once(writes: usize) -> Result<([f64; 6], f64)> {
         p(&through_nginx, 0.99),
     ];
 
+    let (handle, offset, _) = catch_up(&http, &format!("{fb}/v1/shape"), "table=items").await?;
     let killed = Instant::now();
     nodes[leader].0 .0.kill()?;
     let deadline = killed + Duration::from_secs(30);
     loop {
         if role(&http, &fb).await.as_deref() == Some("leader") {
-            let r = http.get(format!("{fb}/v1/shape?table=items&offset=-1")).send().await?;
-            if r.status() == 200 {
-                break;
+            let r = http.get(format!("{fb}/v1/shape?table=items&handle={handle}&offset={offset}")).send().await?;
+            match r.status().as_u16() {
+                200 => break,
+                409 => return Err(anyhow!("the new leader does not have the shape (409)")),
+                _ => {}
             }
         }
         if Instant::now() > deadline {

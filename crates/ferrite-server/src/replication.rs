@@ -164,6 +164,11 @@ impl Driver {
             for shape in move_ins {
                 tokio::spawn(crate::state::run_move_in(self.state.clone(), shape.0));
             }
+            if let (Some(sink), Some(_)) = (self.state.registry.sink(), last) {
+                // A cluster's leader: what the batch handed over without waiting (relational
+                // checkpoints and queues) is in the stream before the position is confirmed.
+                tokio::task::block_in_place(|| sink.flush()).map_err(|e| format!("publishing the batch: {e}"))?;
+            }
             if let Some((commit, end)) = last {
                 let m = &self.state.metrics;
                 self.state.global_lsn.fetch_max(commit, Ordering::Relaxed);

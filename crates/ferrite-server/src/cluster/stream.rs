@@ -118,8 +118,10 @@ struct Job {
     done: Option<std::sync::mpsc::SyncSender<Result<(), String>>>,
 }
 
-/// The leader's [`WriteSink`]: hands ops to one publishing task (which keeps them in order) and
-/// waits for JetStream's acknowledgement.
+/// The leader's [`WriteSink`]: hands ops to one publisher (which keeps them in order) and waits
+/// for JetStream's acknowledgement. The publisher runs on a thread of its own, with a runtime and
+/// NATS connection of its own: callers wait for it holding locks that request handlers also
+/// take, so it must never need one of the server's busy worker threads to make progress.
 pub struct StreamSink {
     jobs: mpsc::UnboundedSender<Job>,
     fenced: Arc<AtomicBool>,
@@ -130,17 +132,7 @@ impl WriteSink for StreamSink {
         if ops.is_empty() {
             return Ok(());
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if self.fenced.load(Ordering::Acquire) || self.jobs.send(Job { ops, done: Some(tx) }).is_err() {
-            return Err(io::Error::other("this node no longer leads the cluster"));
-        }
-        // The publishing task needs a runtime worker; this thread may be one.
-        let answer = tokio::task::block_in_place(|| rx.recv());
-        match answer {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io::Error::other(e)),
-            Err(_) => Err(io::Error::other("the shape stream's publisher stopped")),
-        }
+        self.wait_for(ops)
     }
 
     fn publish_later(&self, ops: Vec<FileOp>) {
@@ -148,20 +140,68 @@ impl WriteSink for StreamSink {
             let _ = self.jobs.send(Job { ops, done: None });
         }
     }
+
+    fn flush(&self) -> io::Result<()> {
+        self.wait_for(Vec::new())
+    }
 }
 
-/// Starts the publishing task of a node that leads, appending after sequence `last`.
-fn start_sink(
+impl StreamSink {
+    /// Hands `ops` over (none: a barrier) and waits until they and everything before are stored.
+    fn wait_for(&self, ops: Vec<FileOp>) -> io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.fenced.load(Ordering::Acquire) || self.jobs.send(Job { ops, done: Some(tx) }).is_err() {
+            return Err(io::Error::other("this node no longer leads the cluster"));
+        }
+        // (On a runtime worker, the runtime hands its other tasks to another thread meanwhile.)
+        let answer = tokio::task::block_in_place(|| rx.recv());
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io::Error::other(e)),
+            Err(_) => Err(io::Error::other("the shape stream's publisher stopped")),
+        }
+    }
+}
+
+/// Starts the publisher of a node that leads, appending after sequence `last` (see
+/// [`StreamSink`] for why on a thread of its own).
+fn start_sink(state: Arc<AppState>, subject: String, node: String, last: u64) -> io::Result<Arc<StreamSink>> {
+    let (jobs, rx) = mpsc::unbounded_channel::<Job>();
+    let fenced = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(StreamSink { jobs, fenced: fenced.clone() });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("ferrite-stream".into()).spawn(move || {
+        runtime.block_on(async move {
+            let url = state.config.cluster.nats_url.clone().unwrap_or_default();
+            let connected = match super::server_addrs(&url) {
+                Ok(addrs) => async_nats::ConnectOptions::new()
+                    .name("ferrite shape stream")
+                    .retry_on_initial_connect()
+                    .connect(addrs)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok(client) => publish_jobs(state, jetstream::new(client), subject, node, last, rx, fenced).await,
+                Err(e) => state.halt(format!("connecting the shape stream's publisher to NATS: {e}")),
+            }
+        })
+    })?;
+    Ok(sink)
+}
+
+/// Publishes the jobs in order; halts the node when another one appended to the stream.
+async fn publish_jobs(
     state: Arc<AppState>,
     js: jetstream::Context,
     subject: String,
     node: String,
     last: u64,
-) -> Arc<StreamSink> {
-    let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
-    let fenced = Arc::new(AtomicBool::new(false));
-    let sink = Arc::new(StreamSink { jobs, fenced: fenced.clone() });
-    tokio::spawn(async move {
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    fenced: Arc<AtomicBool>,
+) {
+    {
         let mut last = last;
         let mut n = 0u64;
         while let Some(job) = rx.recv().await {
@@ -190,8 +230,7 @@ fn start_sink(
                 return;
             }
         }
-    });
-    sink
+    }
 }
 
 /// A follower's copy of the stream: applies every message, in order, to the data directory.
@@ -360,7 +399,8 @@ pub async fn take_over(
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("syncing the replicated shapes: {e}"))?;
                 tracing::info!(seq = ack.sequence, "took over the shape stream");
-                return Ok(start_sink(state.clone(), js.clone(), subject, cluster.node.clone(), ack.sequence));
+                return start_sink(state.clone(), subject, cluster.node.clone(), ack.sequence)
+                    .map_err(|e| format!("starting the shape stream's publisher: {e}"));
             }
             // The deposed leader got a message in first: apply it too, then try again.
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => continue,

@@ -166,6 +166,7 @@ impl Registry {
                     let mut links = links.lock();
                     *links = restored;
                     if let Some(sink) = self.sink.get().filter(|_| !replica) {
+                        // (Nothing reads the shape yet: not indexed.)
                         sink.publish(links.replicate_to(sink.clone(), shape.log.dir_name()))?;
                     }
                 }

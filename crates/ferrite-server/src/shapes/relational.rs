@@ -890,12 +890,14 @@ impl Links {
         };
         let bytes = serde_json::to_vec(&checkpoint).map_err(io::Error::other)?;
         if let Some((sink, dir)) = &self.sink {
+            // Not waited for here (the shape is locked, and readers take the lock): the log
+            // units it names go after it, and are waited for before anyone reads them.
             let name = CHECKPOINT_FILE.to_string();
-            sink.publish(vec![crate::storage::replica::FileOp::Replace {
+            sink.publish_later(vec![crate::storage::replica::FileOp::Replace {
                 dir: dir.clone(),
                 name,
                 bytes: bytes.clone(),
-            }])?;
+            }]);
         }
         let path = shape.log.dir().join(CHECKPOINT_FILE);
         let tmp = path.with_extension("tmp");

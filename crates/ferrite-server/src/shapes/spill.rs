@@ -200,9 +200,11 @@ impl SpillQueue {
     /// Makes what was appended durable (on a cluster's leader, sent to the other nodes first).
     pub fn sync(&mut self) -> io::Result<()> {
         if let Some((sink, dir)) = self.sink.clone() {
+            // Not waited for (its shape is locked): ahead of the checkpoint and the log units
+            // that follow it in the stream, which are waited for.
             let ops = self.unpublished(&dir)?;
             if !ops.is_empty() {
-                sink.publish(ops)?;
+                sink.publish_later(ops);
                 self.published = self.end;
                 self.cut = false;
             }

@@ -91,9 +91,15 @@ pub trait WriteSink: Send + Sync {
     /// Sends `ops` and returns once they are safely stored (acknowledged by the stream); an
     /// error means they may not be, and the caller must not let readers see them.
     fn publish(&self, ops: Vec<FileOp>) -> io::Result<()>;
-    /// Sends `ops` after everything handed over before, without waiting: for removals, which
-    /// nothing visible waits on but which must not be overtaken by later changes.
+    /// Sends `ops` after everything handed over before, without waiting: for what nothing
+    /// visible waits on yet but which must not be overtaken by later changes (removals, pinned
+    /// boundaries), and for what is written under a lock that readers take (a relational
+    /// shape's checkpoint and queue) — a later [`WriteSink::publish`] or [`WriteSink::flush`]
+    /// returns only once these are stored too.
     fn publish_later(&self, ops: Vec<FileOp>);
+    /// Returns once everything handed over before is stored (the replication driver, before it
+    /// confirms a position to Postgres).
+    fn flush(&self) -> io::Result<()>;
 }
 
 const TAG_WRITE: u8 = 1;

@@ -455,6 +455,24 @@ impl ShapeLog {
     /// Makes everything written so far durable and visible to readers.
     /// `fsync_files = false` is for callers that already synced the whole filesystem.
     pub fn sync(&self, fsync_files: bool) -> io::Result<()> {
+        if let Some(sink) = self.sink.get() {
+            // To the other nodes first, without holding the log (readers take it): the sync
+            // below finds nothing left to send unless a writer slipped in meanwhile.
+            loop {
+                let (ops, upto) = {
+                    let inner = self.inner.lock();
+                    if !inner.dirty {
+                        return Ok(());
+                    }
+                    self.unpublished_locked(&inner)?
+                };
+                if ops.is_empty() {
+                    break;
+                }
+                sink.publish(ops)?;
+                self.mark_published(upto);
+            }
+        }
         let mut inner = self.inner.lock();
         if !inner.dirty {
             return Ok(());
@@ -468,8 +486,9 @@ impl ShapeLog {
 
     fn sync_locked(&self, inner: &mut Inner, fsync_files: bool) -> io::Result<()> {
         if let Some(sink) = self.sink.get() {
-            // What readers are about to see goes to the other nodes first (on the replication
-            // driver's path it went already, many logs at once: see `unpublished`).
+            // What readers are about to see goes to the other nodes first. (It went already on
+            // every path — the driver's, many logs at once, see `unpublished`; `sync`'s — but
+            // for what a writer added since, sent here holding the log.)
             let (ops, upto) = self.unpublished_locked(inner)?;
             if !ops.is_empty() {
                 sink.publish(ops)?;
@@ -713,9 +732,13 @@ impl ShapeLog {
                     inner.boundaries.push(b);
                     inner.bytes_since_boundary = 0;
                     if let Some(sink) = self.sink.get() {
-                        // Every node answers this request with the same entries.
+                        // The other nodes place it too, so every node answers this request
+                        // the same. Not waited for: the entries are in the stream already,
+                        // and a new leader that lacks the boundary still serves what follows
+                        // its offset (it places its own); the stream keeps it ahead of every
+                        // later boundary.
                         let (ops, upto) = self.unpublished_locked(&inner)?;
-                        sink.publish(ops)?;
+                        sink.publish_later(ops);
                         inner.published = upto;
                     }
                 }

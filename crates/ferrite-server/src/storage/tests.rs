@@ -447,6 +447,9 @@ impl super::replica::WriteSink for RecordingSink {
     fn publish_later(&self, ops: Vec<super::replica::FileOp>) {
         self.ops.lock().extend(ops);
     }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[test]

@@ -165,6 +165,8 @@ async fn one_node_leads_followers_pass_reads_to_it_and_take_over_when_it_dies() 
         text.lines().any(|l| l.starts_with(["a", "b"][follower]) && l.contains("follower") && l.contains("this node")),
         "{text}"
     );
+    // A follower's lag is its distance behind the leader in the shape stream.
+    assert!(text.lines().any(|l| l.contains("follower") && l.contains(" msgs")), "{text}");
 
     // Reads through the follower are the leader's: same handle, same rows, live changes.
     let (handle, offset, rows) = shape_rows(&fb).await;
