@@ -518,11 +518,12 @@ async fn read_until(
     done: impl Fn(&Value) -> bool,
 ) -> (Vec<Value>, String) {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let mut seen = vec![];
     loop {
         assert!(Instant::now() < deadline, "never came: {seen:?}");
-        let r =
-            reqwest::get(format!("{base}/v1/shape?{query}&handle={handle}&offset={offset}&live=true")).await.unwrap();
+        let url = format!("{base}/v1/shape?{query}&handle={handle}&offset={offset}&live=true");
+        let r = http.get(url).send().await.expect("the node answers");
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
         offset = r.headers()["electric-offset"].to_str().unwrap().to_string();
         let body: Vec<Value> = r.json().await.unwrap();
