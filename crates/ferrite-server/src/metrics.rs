@@ -25,6 +25,11 @@ pub struct Metrics {
     pub server_wal_lsn: AtomicU64,
     /// WAL retained by the slot (bytes), at the last check.
     pub retained_wal_bytes: AtomicU64,
+    /// WAL that may still be written before Postgres may invalidate the slot (bytes; -1 when
+    /// `max_slot_wal_keep_size` is unlimited), at the last check.
+    pub slot_safe_wal_bytes: AtomicI64,
+    /// Times the slot was found invalidated and made anew (every shape started over).
+    pub slot_invalidations: AtomicU64,
     /// Replication (re)connections.
     pub replication_connects: AtomicU64,
     /// 1 while the replication stream is connected.
@@ -181,6 +186,18 @@ impl Metrics {
             "WAL retained by Ferrite's slot.",
             "gauge",
             g(&self.retained_wal_bytes),
+        );
+        counter(
+            "replication_slot_safe_wal_bytes",
+            "WAL that may still be written before Postgres may invalidate Ferrite's slot (max_slot_wal_keep_size); -1 when unlimited.",
+            "gauge",
+            self.slot_safe_wal_bytes.load(Ordering::Relaxed) as i128,
+        );
+        counter(
+            "replication_slot_invalidations_total",
+            "Times Ferrite found its slot invalidated by Postgres and made a new one (every shape started over).",
+            "counter",
+            g(&self.slot_invalidations),
         );
         counter("replication_connects_total", "Replication (re)connections.", "counter", g(&self.replication_connects));
         counter(

@@ -80,6 +80,20 @@ type Stream = tokio::sync::mpsc::Receiver<Result<Transaction, ferrite_pg::replic
 async fn connect(state: &AppState, flushed: Arc<AtomicU64>) -> Result<(Stream, tokio::task::JoinHandle<()>), String> {
     let cfg = &state.config;
     let client = ferrite_pg::connect::connect(&cfg.database_url).await.map_err(|e| e.to_string())?;
+    if ferrite_pg::replication::drop_slot_if_lost(&client, &cfg.slot_name).await.map_err(|e| e.to_string())? {
+        // Ferrite fell further behind than `max_slot_wal_keep_size` (down, or too slow) and
+        // Postgres removed WAL the slot still needed: the changes in between are gone. A new
+        // slot starts at the current end of the WAL, so every shape starts over (clients get
+        // 409 and read it afresh) before anything is streamed from it — never a log with a gap.
+        let rotated = state.registry.rotate_all();
+        state.metrics.slot_invalidations.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            slot = %cfg.slot_name,
+            shapes = rotated,
+            "Postgres invalidated the replication slot (it retained more WAL than max_slot_wal_keep_size): \
+             made a new slot; every shape starts over"
+        );
+    }
     ferrite_pg::replication::ensure_slot_and_publication(&client, &cfg.slot_name, &cfg.publication)
         .await
         .map_err(|e| e.to_string())?;

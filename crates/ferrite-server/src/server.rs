@@ -252,6 +252,7 @@ async fn refresh_replication_metrics(state: Arc<AppState>) {
             }
             if let Some(s) = slot {
                 state.metrics.retained_wal_bytes.store(s.retained_wal_bytes, Ordering::Relaxed);
+                state.metrics.slot_safe_wal_bytes.store(s.safe_wal_bytes.unwrap_or(-1), Ordering::Relaxed);
             }
         }
     }

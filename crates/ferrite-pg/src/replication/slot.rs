@@ -19,6 +19,11 @@ pub struct SlotStatus {
     /// WAL bytes kept on the server because of this slot (`pg_current_wal_lsn() - restart_lsn`);
     /// grows without bound if the consumer stops confirming.
     pub retained_wal_bytes: u64,
+    /// WAL that may still be written before the slot is in danger of being invalidated
+    /// (`safe_wal_size`: what `max_slot_wal_keep_size` leaves); `None` when that is unlimited.
+    pub safe_wal_bytes: Option<i64>,
+    /// Postgres invalidated the slot (`wal_status = 'lost'`): the WAL it needed is gone.
+    pub lost: bool,
 }
 
 /// Slot names are restricted by Postgres to lower-case letters, digits and underscores (at most
@@ -160,7 +165,8 @@ pub async fn slot_status(client: &Client, slot: &str) -> Result<Option<SlotStatu
     let row = client
         .query_opt(
             "SELECT confirmed_flush_lsn::text, restart_lsn::text, \
-                    COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn), 0)::int8 \
+                    COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn), 0)::int8, \
+                    safe_wal_size, wal_status = 'lost' \
              FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
@@ -177,7 +183,26 @@ pub async fn slot_status(client: &Client, slot: &str) -> Result<Option<SlotStatu
         confirmed_flush_lsn: lsn(row.try_get(0)?)?,
         restart_lsn: lsn(row.try_get(1)?)?,
         retained_wal_bytes: retained.max(0) as u64,
+        safe_wal_bytes: row.try_get(3)?,
+        lost: row.try_get::<_, Option<bool>>(4)?.unwrap_or(false),
     }))
+}
+
+/// Drops the slot if Postgres invalidated it (it retained more WAL than
+/// `max_slot_wal_keep_size` allows, and the WAL it needed was removed): it can never stream
+/// again, and [`ensure_slot_and_publication`] then makes a new one, which starts at the current
+/// end of the WAL. Returns whether it was dropped — the caller must then treat everything it
+/// derived from the old slot as having a gap.
+pub async fn drop_slot_if_lost(client: &Client, slot: &str) -> Result<bool, PgError> {
+    let lost = client
+        .query_opt("SELECT wal_status = 'lost' FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await?
+        .and_then(|r| r.get::<_, Option<bool>>(0))
+        .unwrap_or(false);
+    if lost {
+        client.query_one("SELECT pg_catalog.pg_drop_replication_slot($1)", &[&slot]).await?;
+    }
+    Ok(lost)
 }
 
 /// The server's current WAL insert position (`pg_current_wal_lsn()`), to compare with the slot's

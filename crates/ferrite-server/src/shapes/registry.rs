@@ -433,6 +433,16 @@ impl Registry {
         handles.len()
     }
 
+    /// Removes every shape (rotated: clients get 409 and start over), as when the replication
+    /// slot was lost and what follows would have a gap; returns how many.
+    pub fn rotate_all(&self) -> usize {
+        let handles: Vec<String> = self.inner.read().by_handle.keys().cloned().collect();
+        for h in &handles {
+            self.remove(h, Removal::Rotated);
+        }
+        handles.len()
+    }
+
     /// Where changes go before readers see them, on a cluster's leader.
     pub fn sink(&self) -> Option<&Arc<dyn WriteSink>> {
         self.sink.get()

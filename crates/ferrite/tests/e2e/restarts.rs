@@ -1,5 +1,7 @@
 //! Durability across crashes: `kill -9` of the server mid-stream and a Postgres restart
 //! mid-stream. Afterwards every shape equals the SQL oracle, with no duplicates and no refetch.
+//! And the one case where a refetch is right: Postgres invalidated the slot while the server was
+//! down (`max_slot_wal_keep_size`).
 
 use crate::common::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,4 +157,170 @@ async fn postgres_restart_mid_stream() {
     let expected = oracle(&c, "w", COLS, "").await;
     r.live_until(Duration::from_secs(40), |r| r.sorted_rows() == expected).await;
     assert_eq!(r.refetches, 0);
+}
+
+/// `max_slot_wal_keep_size` honoured: while the server is down, Postgres removes WAL its slot
+/// still needs and invalidates the slot. Back up, the server notices, makes a new slot and starts
+/// every shape over — its readers get a 409 and read the shape afresh — rather than serve a log
+/// with a gap, and says so in `/metrics`; changes flow through the new slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_invalidated_while_down_is_made_anew_and_every_shape_starts_over() {
+    let db = TestDb::new().await;
+    let c = seed(&db).await;
+    c.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'").await.unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn_server(&db.url, dir.path(), port);
+    wait_healthy(&base).await;
+    let mut reader = ShapeReader::new(&base, &[("table", "w")]);
+    reader.catch_up().await;
+    server.kill_9();
+
+    // Changes while it is down, then enough WAL, switched and checkpointed, that Postgres
+    // gives up the WAL the slot needs.
+    c.execute("UPDATE w SET n = n + 1000 WHERE id <= 10", &[]).await.unwrap();
+    let lost = || async {
+        let row = c
+            .query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'ferrite_slot'", &[])
+            .await
+            .unwrap();
+        row.get::<_, Option<String>>(0).as_deref() == Some("lost")
+    };
+    for i in 0..20 {
+        if lost().await {
+            break;
+        }
+        let from = 10_000 + i * 1000;
+        c.execute("INSERT INTO w SELECT g, 'pad', g FROM generate_series($1::int, $1::int + 999) g", &[&from])
+            .await
+            .unwrap();
+        c.batch_execute("SELECT pg_switch_wal()").await.unwrap();
+        c.batch_execute("CHECKPOINT").await.unwrap();
+    }
+    assert!(lost().await, "Postgres invalidated the slot");
+
+    server = spawn_server(&db.url, dir.path(), port);
+    wait_healthy(&base).await;
+    let expected = oracle(&c, "w", COLS, "").await;
+    reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
+    assert_eq!(reader.refetches, 1, "the shape started over once");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "ferrite_replication_slot_invalidations_total 1"), "{metrics}");
+    // The alert rules and the dashboard in deploy/monitoring name only metrics the server has.
+    for file in ["ferrite-alerts.yml", "grafana-dashboard.json"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/monitoring").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        if file.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&text).expect("the dashboard is JSON");
+        }
+        let names: std::collections::BTreeSet<&str> = text
+            .match_indices("ferrite_")
+            .map(|(i, _)| {
+                let rest = &text[i..];
+                &rest[..rest.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(rest.len())]
+            })
+            .collect();
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            let exported = metrics
+                .lines()
+                .any(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')));
+            assert!(exported, "{file} names {name}, which /metrics does not have");
+        }
+    }
+    let status: String = c
+        .query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'ferrite_slot'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(status, "lost", "a new slot");
+    // The new slot streams.
+    c.execute("UPDATE w SET n = -1 WHERE id = 1", &[]).await.unwrap();
+    let expected = oracle(&c, "w", COLS, "").await;
+    reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
+    drop(server);
+}
+
+/// Postgres ends every session of Ferrite's (`pg_terminate_backend`: the replication stream, the
+/// write connections, the snapshot and presence pools) three times while a client writes
+/// numbered transactions and a reader follows live: writes are refused with 503 and
+/// `retry-after` at worst, and applied exactly once when retried; the reader sees every row
+/// exactly once, without a refetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_terminated_by_postgres_is_recovered_without_loss_or_duplicates() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE items (id int PRIMARY KEY)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = spawn_server(&db.url, dir.path(), port);
+    wait_healthy(&base).await;
+    let mut reader = ShapeReader::new(&base, &[("table", "items")]);
+    reader.catch_up().await;
+    const WRITES: i64 = 60;
+    let (mut refused, mut terminated) = (0, 0);
+    for n in 1..=WRITES {
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let tx = serde_json::json!({"id": n, "hlc": format!("{now_ms}-0"), "mutations": [{"op": "insert", "table": "items", "value": {"id": n}}]});
+        let body = serde_json::json!({"client_id": "numbered-writer", "transactions": [tx]});
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = post_tx(&base, None, body.clone()).await;
+            if r.status == 200 {
+                assert_eq!(r.body["results"][0]["status"], "applied", "{}", r.text);
+                break;
+            }
+            assert_eq!(r.status, 503, "at worst 503: {}", r.text);
+            assert!(r.header("retry-after").is_some(), "with retry-after");
+            assert!(std::time::Instant::now() < deadline, "write {n} never went through");
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if n % 20 == 10 {
+            // (Each time once the replication stream is back from the last time.)
+            let streaming = || async {
+                c.query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                    == 1
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !streaming().await {
+                assert!(std::time::Instant::now() < deadline, "the replication stream never came back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let ended: i64 = c
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE pid <> pg_backend_pid() AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(ended >= 2, "the replication stream and at least one pool connection ({ended})");
+            terminated += ended;
+        }
+    }
+    let expected: Vec<serde_json::Value> = (1..=WRITES).map(|n| serde_json::json!({"id": n.to_string()})).collect();
+    let mut expected = expected;
+    expected.sort_by_key(|a| a.to_string());
+    reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
+    assert_eq!(reader.refetches, 0, "no refetch");
+    let mut ops = reader.seen_ops.clone();
+    let all = ops.len();
+    ops.sort();
+    ops.dedup();
+    assert_eq!(ops.len(), all, "no change seen twice");
+    let count: i64 = c.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
+    assert_eq!(count, WRITES, "each write applied once");
+    println!("{terminated} sessions ended; {refused} writes refused and retried");
+    drop(server);
 }
