@@ -49,6 +49,9 @@ pub async fn run(state: Arc<AppState>) {
     let mut driver =
         Driver { state: state.clone(), relational: HashMap::new(), relations: HashMap::new(), candidates: vec![] };
     loop {
+        if *state.draining.borrow() {
+            return;
+        }
         match connect(&state, flushed.clone()).await {
             Ok((mut rx, task)) => {
                 let task = AbortOnDrop(task);
@@ -57,6 +60,16 @@ pub async fn run(state: Arc<AppState>) {
                 state.replication_ready.store(true, Ordering::Relaxed);
                 tracing::info!("replication stream connected");
                 let result = driver.stream(&mut rx, &flushed).await;
+                if result.is_ok() && *state.draining.borrow() {
+                    // Shutting down: the driver stopped between batches; Postgres is told how
+                    // far it got (a restart resumes there) before the stream goes.
+                    confirm_before_stopping(&state, &flushed).await;
+                    state.metrics.replication_connected.store(0, Ordering::Relaxed);
+                    drop(task);
+                    state.replication_stopped.send_replace(true);
+                    tracing::info!("replication stopped for shutdown; the slot is confirmed");
+                    return;
+                }
                 state.metrics.replication_connected.store(0, Ordering::Relaxed);
                 drop(task);
                 match result {
@@ -123,9 +136,15 @@ struct Driver {
 }
 
 impl Driver {
+    /// Routes batches until the stream ends (or fails), or the server shuts down — then it
+    /// returns between batches, everything it took durable and marked in `flushed`.
     async fn stream(&mut self, rx: &mut Stream, flushed: &AtomicU64) -> Result<(), String> {
         loop {
-            let Some(first) = rx.recv().await else { return Ok(()) };
+            let first = tokio::select! {
+                first = rx.recv() => first,
+                _ = self.state.drained() => return Ok(()),
+            };
+            let Some(first) = first else { return Ok(()) };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -495,6 +514,18 @@ impl Driver {
             m.log_syncs.fetch_add(dirty.len() as u64, Ordering::Relaxed);
             Ok(())
         })
+    }
+}
+
+/// Has the stream task report `flushed` to Postgres now, and waits (up to 2 s) until it has.
+async fn confirm_before_stopping(state: &AppState, flushed: &AtomicU64) {
+    let progress = state.stream.lock().clone();
+    let target = flushed.load(Ordering::Acquire);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while progress.reported.load(Ordering::Acquire) < target && std::time::Instant::now() < deadline {
+        progress.wanted.store(true, Ordering::Release);
+        progress.nudge.notify_one();
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -50,12 +50,21 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Stops accepting requests and background work.
+    /// Held live requests are answered at once (long-polls as at their timeout; streams end),
+    /// so clients get a clean end and reconnect; in-flight requests get up to 5 s; the
+    /// replication driver stops between batches and the slot is confirmed to where it stopped
+    /// (up to 5 s more), so a restart resumes there without replaying.
     pub async fn shutdown(self) {
+        self.state.draining.send_replace(true);
         let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        if self.state.metrics.replication_connected.load(Ordering::Relaxed) == 1 {
+            let mut stopped = self.state.replication_stopped.subscribe();
+            let _ = tokio::time::timeout(Duration::from_secs(5), stopped.wait_for(|s| *s)).await;
+        }
         for t in &self.tasks {
             t.abort();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
     }
 
     /// Resolves when the server must stop by itself, with why (a deposed cluster leader: its

@@ -94,6 +94,12 @@ pub struct AppState {
     /// Why this server must stop by itself (a cluster leader deposed: what it holds may differ
     /// from the stream, so it starts again as a follower); see [`AppState::halt`].
     pub halted: tokio::sync::watch::Sender<Option<String>>,
+    /// True once the server is shutting down: held live requests answer at once, as at their
+    /// timeout (long-polls, `/v1/watch`), and streams end (SSE), so every client gets a clean
+    /// end and reconnects — to this server restarted, or another node.
+    pub draining: tokio::sync::watch::Sender<bool>,
+    /// Set by the replication driver once it stopped for a shutdown with the slot confirmed.
+    pub replication_stopped: tokio::sync::watch::Sender<bool>,
     create_lock: Mutex<()>,
     db: Mutex<Option<tokio_postgres::Client>>,
     published: parking_lot::Mutex<HashSet<u32>>,
@@ -103,6 +109,18 @@ pub struct AppState {
 const COMPRESSED_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 impl AppState {
+    /// Resolves once the server is shutting down (see [`AppState::draining`]): what a held
+    /// request waits on beside its own news and deadline.
+    pub async fn drained(&self) {
+        let mut rx = self.draining.subscribe();
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Asks the process to stop: [`crate::RunningServer::halted`] resolves with `why`. Used when
     /// this node can no longer be trusted to serve (a deposed cluster leader).
     pub fn halt(&self, why: String) {
@@ -156,6 +174,8 @@ impl AppState {
             stream: parking_lot::Mutex::new(Arc::new(Default::default())),
             cluster: std::sync::OnceLock::new(),
             halted: tokio::sync::watch::channel(None).0,
+            draining: tokio::sync::watch::channel(false).0,
+            replication_stopped: tokio::sync::watch::channel(false).0,
             create_lock: Mutex::new(()),
             db: Mutex::new(None),
             published: parking_lot::Mutex::new(HashSet::new()),

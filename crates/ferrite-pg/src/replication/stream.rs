@@ -151,6 +151,9 @@ pub struct StreamProgress {
     pub wanted: std::sync::atomic::AtomicBool,
     /// Wakes the stream task when `wanted` is set.
     pub nudge: tokio::sync::Notify,
+    /// The last position reported to Postgres as flushed (what the slot has confirmed, once the
+    /// server takes it): a consumer stopping waits for it to reach what it made durable.
+    pub reported: AtomicU64,
 }
 
 impl StreamProgress {
@@ -377,7 +380,9 @@ impl Stream {
         msg.extend_from_slice(&ack.to_be_bytes());
         msg.extend_from_slice(&now.to_be_bytes());
         msg.push(u8::from(reply));
-        self.conn.send_copy_data(&msg).await
+        self.conn.send_copy_data(&msg).await?;
+        self.progress.reported.fetch_max(ack, Ordering::AcqRel);
+        Ok(())
     }
 }
 

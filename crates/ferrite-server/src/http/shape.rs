@@ -533,6 +533,8 @@ async fn live(
     let deadline = Instant::now() + if out_of_bounds { timeout / 2 } else { timeout };
     let mut changes = shape.log.subscribe();
     let mut removal = shape.removal();
+    // (Boxed: the wait stays small, see `a_waiting_long_poll_stays_small`.)
+    let mut drained = Box::pin(state.drained());
     loop {
         if let Some(why) = shape.removed() {
             return Box::pin(removed_response(state, shape, why)).await;
@@ -562,18 +564,33 @@ async fn live(
             Ok(_) => {}
             Err(e) => return resp::internal("reading shape log", &e),
         }
-        tokio::select! {
-            _ = changes.changed() => {}
-            _ = removal.changed() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                if out_of_bounds && beyond(o) {
-                    return resp::invalid_field("offset", "out of bounds for this shape");
-                }
-                let complete = shape.complete_lsn();
-                let lsn = state.global_lsn.load(Ordering::Relaxed).max(o.tx);
-                return Box::pin(shape_response(state, shape, req, headers, None, o, Some(lsn), complete, CACHE_LIVE, true))
-                    .await;
+        // Woken by a change, or ended: at the deadline, or when the server shuts down (the
+        // client is answered as at its timeout and asks again).
+        let ended = tokio::select! {
+            _ = changes.changed() => false,
+            _ = removal.changed() => false,
+            _ = &mut drained => true,
+            _ = tokio::time::sleep_until(deadline.into()) => true,
+        };
+        if ended {
+            if out_of_bounds && beyond(o) && !*state.draining.borrow() {
+                return resp::invalid_field("offset", "out of bounds for this shape");
             }
+            let complete = shape.complete_lsn();
+            let lsn = state.global_lsn.load(Ordering::Relaxed).max(o.tx);
+            return Box::pin(shape_response(
+                state,
+                shape,
+                req,
+                headers,
+                None,
+                o,
+                Some(lsn),
+                complete,
+                CACHE_LIVE,
+                true,
+            ))
+            .await;
         }
     }
 }

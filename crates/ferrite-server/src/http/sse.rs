@@ -157,6 +157,8 @@ async fn pump(
         tokio::select! {
             _ = changes.changed() => {}
             _ = removal.changed() => return,
+            // The server shuts down: the stream ends, the client resumes at its last offset.
+            _ = state.drained() => return,
             // The client went away (its response body was dropped): end now, freeing the
             // stream's admission place, rather than at the next keep-alive.
             _ = out.tx.closed() => return,

@@ -166,6 +166,8 @@ async fn wait(state: &Arc<AppState>, watched: &[Option<(Arc<Shape>, LogOffset)>]
         let changes = logs.iter_mut().flat_map(|(log, removal)| [log.changed().boxed(), removal.changed().boxed()]);
         tokio::select! {
             _ = select_all(changes) => {}
+            // The server shuts down: answered as at the timeout.
+            _ = state.drained() => return Answer { changed, complete },
             _ = tokio::time::sleep_until(deadline.into()) => return Answer { changed, complete },
         }
     }

@@ -171,7 +171,11 @@ pub async fn get(
         // Nothing new for this reader yet: wait for a change or the long-poll timeout.
         let wait = Duration::from_millis(state.config.long_poll_timeout_ms);
         let _waiting = crate::metrics::Held::new(&state.metrics.presence_waiting);
-        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        // (A server shutting down answers at once, as at the timeout.)
+        tokio::select! {
+            _ = tokio::time::timeout(wait, rx.changed()) => {}
+            _ = state.drained() => {}
+        }
     }
     drop(rx);
     let (_, body) = snapshot_body(&state, &room);
@@ -210,6 +214,8 @@ fn stream(
                     changed = wait => changed,
                     // The client went away: end now, freeing the stream's admission place.
                     _ = tx.closed() => return,
+                    // The server shuts down: the stream ends; the client reconnects.
+                    _ = state.drained() => return,
                 };
                 match changed {
                     Ok(Ok(())) => break,

@@ -324,3 +324,80 @@ async fn every_session_terminated_by_postgres_is_recovered_without_loss_or_dupli
     println!("{terminated} sessions ended; {refused} writes refused and retried");
     drop(server);
 }
+
+/// SIGTERM: held long-polls are answered at once (as at their timeout) and SSE streams end
+/// cleanly — not cut —, the process exits 0 within seconds with the slot confirmed through what
+/// its readers were shown, and a restart resumes the readers where they were without a refetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_live_readers_cleanly_confirms_the_slot_and_a_restart_resumes() {
+    let db = TestDb::new().await;
+    let c = seed(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let slow = [("FERRITE_LONG_POLL_TIMEOUT_MS", "20000"), ("FERRITE_SSE_TIMEOUT_SECS", "60")];
+    let mut server = spawn_server_with_env(&db.url, dir.path(), port, &slow);
+    wait_healthy(&base).await;
+    let mut reader = ShapeReader::new(&base, &[("table", "w")]);
+    reader.catch_up().await;
+    let before: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    c.execute("UPDATE w SET n = -5 WHERE id = 5", &[]).await.unwrap();
+    let expected = oracle(&c, "w", COLS, "").await;
+    reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
+
+    // A long-poll and an SSE stream held, then SIGTERM.
+    let url = format!("{base}/v1/shape?table=w&handle={}&offset={}", reader.handle.clone().unwrap(), reader.offset);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let long_poll = tokio::spawn(http.get(format!("{url}&live=true")).send());
+    let sse = http.get(format!("{url}&live=true&live_sse=true")).send().await.unwrap();
+    assert_eq!(sse.status(), 200);
+    wait_until("both held", Duration::from_secs(10), || async {
+        let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        m.lines().any(|l| l == "ferrite_live_requests_waiting 2")
+    })
+    .await;
+    let signalled = std::time::Instant::now();
+    let status = std::process::Command::new("kill").arg("-TERM").arg(server.0.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let answered = long_poll.await.unwrap().expect("the long-poll is answered, not cut");
+    assert_eq!(answered.status(), 200);
+    assert!(answered.headers().contains_key("electric-up-to-date"), "answered as at its timeout");
+    let long_poll_took = signalled.elapsed();
+    let mut events = sse.bytes_stream();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut events))
+        .await
+        .expect("the SSE stream ends")
+    {
+        chunk.expect("ended cleanly, not cut");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(long_poll_took < Duration::from_secs(3), "at once, not at the 20 s timeout: {long_poll_took:?}");
+    // What the reader was shown is confirmed to Postgres.
+    let confirmed: String = c
+        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'ferrite_slot'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let lsn = |t: &str| {
+        let (hi, lo) = t.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    assert!(lsn(&confirmed) > lsn(&before), "confirmed {confirmed}, the update was after {before}");
+
+    // Restarted, the reader goes on where it was.
+    server = spawn_server_with_env(&db.url, dir.path(), port, &slow);
+    wait_healthy(&base).await;
+    c.execute("UPDATE w SET n = -6 WHERE id = 6", &[]).await.unwrap();
+    let expected = oracle(&c, "w", COLS, "").await;
+    reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
+    assert_eq!(reader.refetches, 0);
+    drop(server);
+}
