@@ -10,6 +10,7 @@ mod client;
 mod cluster;
 mod floor;
 mod relational;
+mod restart;
 mod web_stores;
 mod workspace;
 mod writes;
@@ -129,6 +130,12 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         writes: usize,
     },
+    /// A server with many shapes on disk: SIGTERM until it has exited (draining a held
+    /// long-poll), and a start until it serves an old shape again.
+    Restart {
+        #[arg(long, default_value_t = 10_000)]
+        shapes: usize,
+    },
     /// The fan-out yardstick alone: a bare server answering held long-polls with one prebuilt
     /// body per change (what the machine can do at best; see floor.rs).
     Floor {
@@ -172,6 +179,7 @@ fn main() -> Result<()> {
             Bench::FloorServer => floor::serve().await,
             Bench::Cdn { clients, writes, cache } => cdn::cdn(clients, writes, cli.runs, cache).await,
             Bench::Cluster { writes } => cluster::cluster(writes, cli.runs).await,
+            Bench::Restart { shapes } => restart::restart(shapes, cli.runs).await,
             Bench::Floor { clients } => {
                 let (p50, p99) = floor::fan_out_floor(clients, 200, Duration::from_millis(100), cli.runs).await?;
                 println!("floor: one change answered to {clients} held long-polls with one prebuilt body, trigger → response handed to HTTP: p50 {p50:.2} ms, p99 {p99:.2} ms (medians of {})", cli.runs);
@@ -191,6 +199,7 @@ fn main() -> Result<()> {
                 cdn::cdn(10_000, 10, cli.runs, cdn::CacheKind::Nginx).await?;
                 cdn::cdn(10_000, 10, cli.runs, cdn::CacheKind::Varnish).await?;
                 cluster::cluster(200, cli.runs).await?;
+                restart::restart(restart::shapes_that_fit().min(10_000), cli.runs).await?;
                 rss(10_000).await
             }
         }

@@ -143,9 +143,24 @@ pub async fn start_with_clock(config: ServerConfig, clock: Clock) -> Result<Runn
     launch(config, None, clock).await
 }
 
-async fn launch(config: ServerConfig, extra: Option<axum::Router>, clock: Clock) -> Result<RunningServer, StartError> {
+async fn launch(
+    mut config: ServerConfig,
+    extra: Option<axum::Router>,
+    clock: Clock,
+) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
-    raise_fd_limit();
+    let fd_limit = raise_fd_limit();
+    if let Some(shapes) = shapes_within(fd_limit, config.max_shapes) {
+        // Each open shape holds two files; past the limit, requests would fail with EMFILE.
+        tracing::warn!(
+            fd_limit,
+            max_shapes = config.max_shapes,
+            kept = shapes,
+            "the open-file limit allows fewer shapes than max_shapes (two files each, and connections): \
+             keeping at most {shapes}; raise the limit (e.g. LimitNOFILE in systemd) to keep more"
+        );
+        config.max_shapes = shapes;
+    }
     if config.cluster.nats_url.is_some() {
         // A node of a cluster holds only what the shape stream gives it (cluster::stream).
         let cleared = crate::cluster::stream::clear_data_dir(&config.data_dir)
@@ -268,13 +283,40 @@ async fn refresh_replication_metrics(state: Arc<AppState>) {
 }
 
 /// Shapes keep their log files open; allow as many descriptors as the hard limit permits.
-fn raise_fd_limit() {
+/// Returns the limit in force.
+fn raise_fd_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return u64::MAX;
         }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+        lim.rlim_cur
+    }
+}
+
+/// How many shapes fit the open-file limit when `max_shapes` do not: two files each, within
+/// half of the limit (the other half for connections, held long-polls and Postgres). `None`
+/// when `max_shapes` fit.
+fn shapes_within(fd_limit: u64, max_shapes: usize) -> Option<usize> {
+    let fit = (fd_limit / 4).max(16) as usize;
+    (max_shapes > fit).then_some(fit)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shapes_are_kept_within_the_open_file_limit() {
+        // Two files a shape, within half the limit.
+        assert_eq!(super::shapes_within(20_000, 10_000), Some(5_000));
+        assert_eq!(super::shapes_within(1_048_576, 10_000), None);
+        assert_eq!(super::shapes_within(u64::MAX, 10_000), None);
+        assert_eq!(super::shapes_within(20, 100), Some(16), "a floor, however low the limit");
     }
 }

@@ -85,6 +85,10 @@ impl Registry {
                     tracing::info!(dir = %path.display(), "dropping shape whose snapshot did not finish");
                     let _ = std::fs::remove_dir_all(&path);
                 }
+                // Out of file descriptors: the shape is fine, this process cannot hold it.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    tracing::warn!(dir = %path.display(), error = %e, "open-file limit reached: shape left on disk, not opened");
+                }
                 Err(e) => {
                     tracing::warn!(dir = %path.display(), error = %e, "dropping unreadable shape");
                     let _ = std::fs::remove_dir_all(&path);
