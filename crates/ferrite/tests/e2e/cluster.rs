@@ -383,6 +383,38 @@ impl Follower {
     }
 }
 
+/// Runs each reader in a task of its own until it has `expected` ids (or a minute passed);
+/// with how many ids each has so far.
+fn run_readers(
+    readers: Vec<Follower>,
+    expected: usize,
+    http: &reqwest::Client,
+) -> (Vec<tokio::task::JoinHandle<Follower>>, Vec<Arc<AtomicUsize>>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let progress: Vec<Arc<AtomicUsize>> = (0..readers.len()).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let mut tasks = vec![];
+    for (mut r, seen) in readers.into_iter().zip(progress.clone()) {
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            while r.ids.len() < expected && Instant::now() < deadline {
+                r.step(&http).await;
+                seen.store(r.ids.len(), Ordering::Relaxed);
+            }
+            r
+        }));
+    }
+    (tasks, progress)
+}
+
+/// Waits until the slowest reader of [`run_readers`] has `n` ids.
+async fn slowest_reader_has(progress: &[Arc<AtomicUsize>], n: usize) {
+    wait_until("every reader far enough", Duration::from_secs(30), || {
+        let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(0);
+        async move { slowest >= n }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_followers_readers_go_on_at_another_node_and_every_node_answers_the_same_bytes() {
     let db = TestDb::new().await;
@@ -438,26 +470,9 @@ async fn a_dead_followers_readers_go_on_at_another_node_and_every_node_answers_t
         }
     });
     let expected: Vec<i64> = (1..22 + WRITES).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // How many ids the slowest reader has, for killing the follower half way through the writes.
-    let progress: Vec<Arc<AtomicUsize>> = (0..readers.len()).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-    let mut tasks = vec![];
-    for (mut r, seen) in readers.into_iter().zip(progress.clone()) {
-        let http = http.clone();
-        let expected_len = expected.len();
-        tasks.push(tokio::spawn(async move {
-            while r.ids.len() < expected_len && Instant::now() < deadline {
-                r.step(&http).await;
-                seen.store(r.ids.len(), Ordering::Relaxed);
-            }
-            r
-        }));
-    }
-    wait_until("every reader past a third of the writes", Duration::from_secs(30), || {
-        let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(0);
-        async move { slowest as i64 >= 21 + WRITES / 3 }
-    })
-    .await;
+    let (tasks, progress) = run_readers(readers, expected.len(), &http);
+    // The follower is killed half way through the writes.
+    slowest_reader_has(&progress, (21 + WRITES / 3) as usize).await;
     nodes[doomed].process.kill_9();
     let killed = true;
     let mut readers = vec![];
@@ -730,25 +745,8 @@ async fn a_dead_leaders_readers_go_on_at_the_new_leader_with_every_number_once()
         }
     });
     let expected: Vec<i64> = (1..21 + WRITES).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let progress: Vec<Arc<AtomicUsize>> = (0..readers.len()).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-    let mut tasks = vec![];
-    for (mut r, seen) in readers.into_iter().zip(progress.clone()) {
-        let http = http.clone();
-        let expected_len = expected.len();
-        tasks.push(tokio::spawn(async move {
-            while r.ids.len() < expected_len && Instant::now() < deadline {
-                r.step(&http).await;
-                seen.store(r.ids.len(), Ordering::Relaxed);
-            }
-            r
-        }));
-    }
-    wait_until("every reader past a third of the writes", Duration::from_secs(30), || {
-        let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(0);
-        async move { slowest as i64 >= 20 + WRITES / 3 }
-    })
-    .await;
+    let (tasks, progress) = run_readers(readers, expected.len(), &http);
+    slowest_reader_has(&progress, (20 + WRITES / 3) as usize).await;
     // The leader dies half way; another node leads within 10 s.
     let killed = Instant::now();
     nodes[leader].process.kill_9();
