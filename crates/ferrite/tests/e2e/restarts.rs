@@ -1,5 +1,7 @@
-//! Durability across crashes: `kill -9` of the server mid-stream and a Postgres restart
-//! mid-stream. Afterwards every shape equals the SQL oracle, with no duplicates and no refetch.
+//! Durability across crashes and faults: `kill -9` of the server mid-stream, a torn record left
+//! at a log's end, a Postgres restart mid-stream, every Postgres session of the server
+//! terminated, SIGTERM. Afterwards every shape equals the SQL oracle, with no duplicates and no
+//! refetch.
 //! And the one case where a refetch is right: Postgres invalidated the slot while the server was
 //! down (`max_slot_wal_keep_size`).
 
@@ -399,5 +401,55 @@ async fn sigterm_ends_live_readers_cleanly_confirms_the_slot_and_a_restart_resum
     let expected = oracle(&c, "w", COLS, "").await;
     reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
     assert_eq!(reader.refetches, 0);
+    drop(server);
+}
+
+/// A crash mid-write leaves a torn record at the end of a shape's log: garbage after the last
+/// whole transaction (here written on purpose while the server is down). The server cuts it
+/// when it starts, serves the shape unchanged — no garbage, no refetch — and appends after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_left_by_a_crash_is_cut_at_start() {
+    let db = TestDb::new().await;
+    let c = seed(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn_server(&db.url, dir.path(), port);
+    wait_healthy(&base).await;
+    let mut reader = ShapeReader::new(&base, &[("table", "w")]);
+    reader.catch_up().await;
+    c.execute("UPDATE w SET n = -1 WHERE id = 1", &[]).await.unwrap();
+    let expected = oracle(&c, "w", COLS, "").await;
+    reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
+    server.kill_9();
+
+    // Garbage after the last whole record of the shape's log: a record header promising more
+    // bytes than follow, then noise.
+    let shape_dir = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("shape.json").is_file())
+        .expect("the shape's directory");
+    let log = shape_dir.join("log");
+    let before = std::fs::metadata(&log).unwrap().len();
+    let mut torn = 4096u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[0xAB; 1000]);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(&torn).unwrap();
+    }
+
+    server = spawn_server(&db.url, dir.path(), port);
+    wait_healthy(&base).await;
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), before, "the torn tail was cut");
+    c.execute("UPDATE w SET n = -2 WHERE id = 2", &[]).await.unwrap();
+    let expected = oracle(&c, "w", COLS, "").await;
+    reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
+    assert_eq!(reader.refetches, 0);
+    // A new reader of the whole shape gets the same rows: nothing of the garbage.
+    let mut fresh = ShapeReader::new(&base, &[("table", "w")]);
+    fresh.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
+    assert_eq!(fresh.refetches, 0);
     drop(server);
 }
