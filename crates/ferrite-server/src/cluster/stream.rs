@@ -197,38 +197,34 @@ async fn publish_jobs(
     js: jetstream::Context,
     subject: String,
     node: String,
-    last: u64,
+    mut last: u64,
     mut rx: mpsc::UnboundedReceiver<Job>,
     fenced: Arc<AtomicBool>,
 ) {
-    {
-        let mut last = last;
-        let mut n = 0u64;
-        while let Some(job) = rx.recv().await {
-            let mut result = Ok(());
-            for payload in messages(job.ops) {
-                n += 1;
-                match publish_one(&js, &subject, &format!("{node}-{n}"), last, payload).await {
-                    Ok(seq) => {
-                        last = seq;
-                        state.metrics.cluster_stream_seq.store(seq, Ordering::Relaxed);
-                        state.metrics.cluster_stream_published.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(Failure::Fenced) => {
-                        fenced.store(true, Ordering::Release);
-                        result =
-                            Err("another node appended to the shape stream: this node no longer leads".to_string());
-                        break;
-                    }
+    let mut n = 0u64;
+    while let Some(job) = rx.recv().await {
+        let mut result = Ok(());
+        for payload in messages(job.ops) {
+            n += 1;
+            match publish_one(&js, &subject, &format!("{node}-{n}"), last, payload).await {
+                Ok(seq) => {
+                    last = seq;
+                    state.metrics.cluster_stream_seq.store(seq, Ordering::Relaxed);
+                    state.metrics.cluster_stream_published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Failure::Fenced) => {
+                    fenced.store(true, Ordering::Release);
+                    result = Err("another node appended to the shape stream: this node no longer leads".to_string());
+                    break;
                 }
             }
-            if let Some(done) = job.done {
-                let _ = done.send(result.clone());
-            }
-            if let Err(why) = result {
-                state.halt(why);
-                return;
-            }
+        }
+        if let Some(done) = job.done {
+            let _ = done.send(result.clone());
+        }
+        if let Err(why) = result {
+            state.halt(why);
+            return;
         }
     }
 }

@@ -644,10 +644,14 @@ async fn a_leader_that_lost_its_lock_while_frozen_stops_and_the_new_leader_keeps
     assert_eq!((h, rows.len()), (handle, 2));
 }
 
-/// `X/Y` (how Postgres prints an LSN) as a number.
-fn lsn(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').unwrap();
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+/// Postgres's WAL position now.
+async fn wal_lsn(pg: &tokio_postgres::Client) -> u64 {
+    ferrite_pg::replication::current_wal_lsn(pg).await.unwrap()
+}
+
+/// The position Ferrite's slot has confirmed (0 while it has none).
+async fn slot_confirmed(pg: &tokio_postgres::Client) -> Option<u64> {
+    ferrite_pg::replication::slot_status(pg, "ferrite_slot").await.unwrap().map(|s| s.confirmed_flush_lsn)
 }
 
 /// The ids of `items` rows in the shape stream's messages from `from` to its current end (the
@@ -701,8 +705,8 @@ async fn a_dead_leaders_readers_go_on_at_the_new_leader_with_every_number_once()
         async move {
             for id in 21..21 + WRITES {
                 pg.execute("INSERT INTO items VALUES ($1)", &[&id]).await.unwrap();
-                let at: String = pg.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
-                committed.lock().unwrap().push((id, lsn(&at)));
+                let at = wal_lsn(&pg).await;
+                committed.lock().unwrap().push((id, at));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -721,16 +725,7 @@ async fn a_dead_leaders_readers_go_on_at_the_new_leader_with_every_number_once()
             let stream = js.get_stream("FERRITE_ferrite_slot").await.unwrap();
             let (mut next, mut ids, mut checks) = (1, std::collections::HashSet::new(), 0);
             while committed.lock().unwrap().len() < WRITES as usize {
-                let row = pg
-                    .query_opt(
-                        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'ferrite_slot'",
-                        &[],
-                    )
-                    .await
-                    .unwrap();
-                let Some(confirmed) = row.and_then(|r| r.get::<_, Option<String>>(0)).map(|t| lsn(&t)) else {
-                    continue;
-                };
+                let Some(confirmed) = slot_confirmed(&pg).await else { continue };
                 let done: Vec<(i64, u64)> = committed.lock().unwrap().clone();
                 next = ids_in_stream(&stream, next, &mut ids).await;
                 for (id, at) in done {
@@ -810,21 +805,14 @@ async fn without_nats_the_nodes_go_on_and_presence_comes_back_with_it() {
     // A change made now waits for the stream: nothing is served, nor confirmed to Postgres,
     // that the other nodes could not take over. (Watched for a second: the slot stays before it.)
     let pg = db.client().await;
-    let before: String = pg.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let before = wal_lsn(&pg).await;
     pg.execute("INSERT INTO items VALUES (2)", &[]).await.unwrap();
     let watched = Instant::now();
     while watched.elapsed() < Duration::from_secs(1) {
-        let confirmed: String = pg
-            .query_one(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'ferrite_slot'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let confirmed = slot_confirmed(&pg).await.expect("the slot");
         assert!(
-            lsn(&confirmed) <= lsn(&before),
-            "the slot confirmed {confirmed}, past the insert (after {before}), without the stream"
+            confirmed <= before,
+            "the slot confirmed {confirmed:X}, past the insert (after {before:X}), without the stream"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -12,6 +12,11 @@ use std::time::Duration;
 
 const COLS: &[&str] = &["id", "grp", "n"];
 
+/// The state of Ferrite's replication slot (which the test's server made).
+async fn slot(c: &tokio_postgres::Client) -> ferrite_pg::replication::SlotStatus {
+    ferrite_pg::replication::slot_status(c, "ferrite_slot").await.unwrap().expect("the slot")
+}
+
 /// A writer committing small transactions until `stop`, reconnecting when Postgres goes away;
 /// `committed` counts its commits. Returns how many it made.
 fn start_writer(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>) -> tokio::task::JoinHandle<u64> {
@@ -183,15 +188,8 @@ async fn a_slot_invalidated_while_down_is_made_anew_and_every_shape_starts_over(
     // Changes while it is down, then enough WAL, switched and checkpointed, that Postgres
     // gives up the WAL the slot needs.
     c.execute("UPDATE w SET n = n + 1000 WHERE id <= 10", &[]).await.unwrap();
-    let lost = || async {
-        let row = c
-            .query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'ferrite_slot'", &[])
-            .await
-            .unwrap();
-        row.get::<_, Option<String>>(0).as_deref() == Some("lost")
-    };
     for i in 0..20 {
-        if lost().await {
+        if slot(&c).await.lost {
             break;
         }
         let from = 10_000 + i * 1000;
@@ -201,7 +199,7 @@ async fn a_slot_invalidated_while_down_is_made_anew_and_every_shape_starts_over(
         c.batch_execute("SELECT pg_switch_wal()").await.unwrap();
         c.batch_execute("CHECKPOINT").await.unwrap();
     }
-    assert!(lost().await, "Postgres invalidated the slot");
+    assert!(slot(&c).await.lost, "Postgres invalidated the slot");
 
     server = spawn_server(&db.url, dir.path(), port);
     wait_healthy(&base).await;
@@ -232,12 +230,7 @@ async fn a_slot_invalidated_while_down_is_made_anew_and_every_shape_starts_over(
             assert!(exported, "{file} names {name}, which /metrics does not have");
         }
     }
-    let status: String = c
-        .query_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'ferrite_slot'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_ne!(status, "lost", "a new slot");
+    assert!(!slot(&c).await.lost, "a new slot");
     // The new slot streams.
     c.execute("UPDATE w SET n = -1 WHERE id = 1", &[]).await.unwrap();
     let expected = oracle(&c, "w", COLS, "").await;
@@ -342,7 +335,7 @@ async fn sigterm_ends_live_readers_cleanly_confirms_the_slot_and_a_restart_resum
     wait_healthy(&base).await;
     let mut reader = ShapeReader::new(&base, &[("table", "w")]);
     reader.catch_up().await;
-    let before: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let before = ferrite_pg::replication::current_wal_lsn(&c).await.unwrap();
     c.execute("UPDATE w SET n = -5 WHERE id = 5", &[]).await.unwrap();
     let expected = oracle(&c, "w", COLS, "").await;
     reader.live_until(Duration::from_secs(30), |r| r.sorted_rows() == expected).await;
@@ -383,16 +376,8 @@ async fn sigterm_ends_live_readers_cleanly_confirms_the_slot_and_a_restart_resum
     assert!(exit.success(), "{exit:?}");
     assert!(long_poll_took < Duration::from_secs(3), "at once, not at the 20 s timeout: {long_poll_took:?}");
     // What the reader was shown is confirmed to Postgres.
-    let confirmed: String = c
-        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'ferrite_slot'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let lsn = |t: &str| {
-        let (hi, lo) = t.split_once('/').unwrap();
-        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-    };
-    assert!(lsn(&confirmed) > lsn(&before), "confirmed {confirmed}, the update was after {before}");
+    let confirmed = slot(&c).await.confirmed_flush_lsn;
+    assert!(confirmed > before, "confirmed {confirmed:X}, the update was after {before:X}");
 
     // Restarted, the reader goes on where it was.
     server = spawn_server_with_env(&db.url, dir.path(), port, &slow);
