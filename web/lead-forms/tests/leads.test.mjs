@@ -147,6 +147,9 @@ test('a device out of storage refuses a new lead with a message and keeps the qu
   const kept = lead('kept')
   await submit(page, kept)
   await page.locator('[data-testid=lead-confirmation][data-state=saved]').waitFor()
+  // Listed as waiting only once the outbox holds it on disk: the quota shrinks after that, not
+  // while the first lead is still being written (the confirmation alone can come first).
+  await page.locator('[data-testid=queued-lead]').waitFor()
   const cdp = await context.newCDPSession(page)
   const origin = new URL(SITES_URL).origin
   await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1024 })
