@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checksum;
 pub mod outbox;
 mod shape;
 pub mod store;
@@ -29,6 +30,7 @@ mod sync;
 pub mod tags;
 pub mod tree;
 
+pub use checksum::Verification;
 /// The wire protocol the client speaks (shared with the server).
 pub use ferrite_protocol as protocol;
 pub use ferrite_protocol::write_protocol::{Rejection, RejectionCode, TransactionResult};
@@ -170,6 +172,10 @@ pub(crate) struct Inner {
     pub(crate) push_lock: tokio::sync::Mutex<()>,
     /// Where the time comes from: HLC stamps, when shapes last synced, retention.
     pub(crate) clock: Clock,
+    /// How often shapes are compared with the server's digest ([`Client::set_checksum_interval`]).
+    pub(crate) checksum_interval: Mutex<Option<std::time::Duration>>,
+    /// Per local table: when it was last compared, and whether it is being repaired.
+    pub(crate) checks: Mutex<std::collections::HashMap<String, CheckState>>,
 }
 
 /// Totals since the client was opened.
@@ -180,7 +186,24 @@ pub(crate) struct Counters {
     pub(crate) applied: std::sync::atomic::AtomicU64,
     pub(crate) merged: std::sync::atomic::AtomicU64,
     pub(crate) rejected: std::sync::atomic::AtomicU64,
+    pub(crate) checksums_verified: std::sync::atomic::AtomicU64,
+    pub(crate) checksum_mismatches: std::sync::atomic::AtomicU64,
+    pub(crate) checksum_repairs: std::sync::atomic::AtomicU64,
+    pub(crate) checksum_unrepaired: std::sync::atomic::AtomicU64,
 }
+
+/// When a shape was last checked against the server's digest ([`checksum`]).
+pub(crate) struct CheckState {
+    pub(crate) last: std::time::Instant,
+    /// Started over after a mismatch: checked again at its next up-to-date.
+    pub(crate) repairing: bool,
+    /// Still differed after being fetched afresh: not started over again.
+    pub(crate) gave_up: bool,
+}
+
+/// How often a shape is compared with the server's digest unless
+/// [`Client::set_checksum_interval`] says otherwise.
+pub const DEFAULT_CHECKSUM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What an app can show about syncing (see [`Client::metrics`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -202,6 +225,14 @@ pub struct Metrics {
     pub merged: u64,
     /// … answered `rejected` (rolled back locally).
     pub rejected: u64,
+    /// Shapes compared with the server's digest ([`Client::verify`]), since opening.
+    pub checksums_verified: u64,
+    /// … found to differ from the server's rows.
+    pub checksum_mismatches: u64,
+    /// … started over (fetched afresh) because they differed.
+    pub checksum_repairs: u64,
+    /// … that still differed after being fetched afresh (logged as errors; not retried).
+    pub checksum_unrepaired: u64,
 }
 
 /// A local replica: one SQLite file synced from one Ferrite server.
@@ -252,6 +283,8 @@ impl Client {
                 durability: Mutex::new(Durability::default()),
                 outbox_changed: tokio::sync::watch::Sender::new(0),
                 push_lock: tokio::sync::Mutex::new(()),
+                checksum_interval: Mutex::new(Some(DEFAULT_CHECKSUM_INTERVAL)),
+                checks: Mutex::new(std::collections::HashMap::new()),
                 clock,
             }),
         })
@@ -280,6 +313,14 @@ impl Client {
                 .collect()
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How often a synced shape is compared with the server's convergence digest
+    /// ([`checksum`]): at its first up-to-date once `interval` has passed since the last check
+    /// (or since the client started), default [`DEFAULT_CHECKSUM_INTERVAL`]. A check reads the
+    /// whole local table; `Duration::ZERO` checks at every up-to-date, `None` never.
+    pub fn set_checksum_interval(&self, interval: Option<std::time::Duration>) {
+        *self.inner.checksum_interval.lock().unwrap_or_else(|p| p.into_inner()) = interval;
     }
 
     /// Sets `max_offline_queue` (default 1,000) and `sync_batch_size` (default 100); the server
@@ -374,6 +415,10 @@ impl Client {
             applied: c.applied.load(Relaxed),
             merged: c.merged.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
+            checksums_verified: c.checksums_verified.load(Relaxed),
+            checksum_mismatches: c.checksum_mismatches.load(Relaxed),
+            checksum_repairs: c.checksum_repairs.load(Relaxed),
+            checksum_unrepaired: c.checksum_unrepaired.load(Relaxed),
         })
     }
 

@@ -5,6 +5,7 @@
 
 use crate::shape::ShapeDef;
 use crate::ClientError;
+use ferrite_protocol::digest::ColumnKind;
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{Map, Value};
 
@@ -49,7 +50,11 @@ impl Affinity {
         let Some(text) = v else { return V::Null };
         match self {
             Affinity::Integer => text.parse::<i64>().map(V::Integer).unwrap_or_else(|_| V::Text(text.into())),
-            Affinity::Real => text.parse::<f64>().map(V::Real).unwrap_or_else(|_| V::Text(text.into())),
+            // SQLite turns a NaN real into NULL: NaN stays text.
+            Affinity::Real => match text.parse::<f64>() {
+                Ok(f) if !f.is_nan() => V::Real(f),
+                _ => V::Text(text.into()),
+            },
             Affinity::Boolean => match text {
                 "t" | "true" => V::Integer(1),
                 "f" | "false" => V::Integer(0),
@@ -67,6 +72,8 @@ pub struct LocalColumn {
     pub name: String,
     /// How it is stored.
     pub affinity: Affinity,
+    /// How its values enter the convergence digest ([`crate::checksum`]).
+    pub kind: ColumnKind,
     /// Position in the primary key.
     pub pk_index: Option<u64>,
 }
@@ -79,6 +86,7 @@ pub fn parse_schema(header: &str) -> Result<Vec<LocalColumn>, ClientError> {
         .map(|(name, info)| LocalColumn {
             name: name.clone(),
             affinity: Affinity::of(info["type"].as_str().unwrap_or("text"), info["dims"].as_u64().unwrap_or(0)),
+            kind: ColumnKind::of(info["type"].as_str().unwrap_or("text"), info["dims"].as_u64().unwrap_or(0)),
             pk_index: info["pk_index"].as_u64(),
         })
         .collect())
@@ -141,6 +149,10 @@ pub fn init(db: &Connection) -> Result<(), ClientError> {
     )?;
     if !has_column(db, "_ferrite_shapes", "last_lsn")? {
         db.execute_batch("ALTER TABLE _ferrite_shapes ADD COLUMN last_lsn INTEGER")?;
+    }
+    // The server's convergence digest after the last change applied (crate::checksum).
+    if !has_column(db, "_ferrite_shapes", "digest")? {
+        db.execute_batch("ALTER TABLE _ferrite_shapes ADD COLUMN digest TEXT")?;
     }
     Ok(())
 }
@@ -280,7 +292,10 @@ pub fn apply_in(
             ensure_table(tx, &local, &parse_schema(s)?)?;
             // A new table for a new shape: rows with pending local writes start from them alone
             // (their server versions come back with the snapshot).
-            tx.execute("UPDATE _ferrite_shapes SET schema = ?2 WHERE local_table = ?1", params![local, s])?;
+            tx.execute(
+                "UPDATE _ferrite_shapes SET schema = ?2, digest = NULL WHERE local_table = ?1",
+                params![local, s],
+            )?;
             crate::outbox::restart_table(tx, &local)?;
             s.to_string()
         }
@@ -297,7 +312,13 @@ pub fn apply_in(
     let mut sql_cache = SqlCache::default();
     let num = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().and_then(|x| x.parse::<i64>().ok());
     let mut last_lsn: Option<i64> = None;
+    // The server's digest after the last message that carries one (a transaction's last, or
+    // `snapshot-end`).
+    let mut digest: Option<&str> = None;
     for m in &messages {
+        if let Some(d) = m.headers.ferrite_digest.as_deref() {
+            digest = Some(d);
+        }
         if m.headers.control.as_deref() == Some("up-to-date") {
             last_lsn = last_lsn.max(num(&m.headers.global_last_seen_lsn));
         }
@@ -374,6 +395,9 @@ pub fn apply_in(
         )?;
     }
     crate::outbox::retire_covered(tx)?;
+    if digest.is_some() {
+        crate::checksum::store_server_digest(tx, &local, digest)?;
+    }
     tx.execute(
         "UPDATE _ferrite_shapes SET handle = ?2, offset = ?3, cursor = ?4, schema = ?5, up_to_date = ?6, last_sync_ms = ?7
          WHERE local_table = ?1",
@@ -490,7 +514,8 @@ pub fn reset(db: &mut Connection, def: &ShapeDef, new_handle: Option<&str>) -> R
     let local = def.local_table();
     let tx = db.transaction()?;
     tx.execute(
-        "UPDATE _ferrite_shapes SET handle = ?2, offset = '-1', cursor = NULL, schema = NULL, up_to_date = 0, last_lsn = NULL WHERE local_table = ?1",
+        "UPDATE _ferrite_shapes SET handle = ?2, offset = '-1', cursor = NULL, schema = NULL, up_to_date = 0, last_lsn = NULL, digest = NULL
+         WHERE local_table = ?1",
         params![local, new_handle],
     )?;
     tx.commit()?;

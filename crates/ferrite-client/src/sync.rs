@@ -106,10 +106,16 @@ impl Client {
                 Fetched::Data(data) => {
                     pos = data.next.clone();
                     let done = pos.up_to_date;
-                    let (client, def) = (self.clone(), def.clone());
-                    applying = Some(tokio::spawn(async move { client.apply_fetched(&def, data).await }));
+                    let (client, shape) = (self.clone(), def.clone());
+                    applying = Some(tokio::spawn(async move { client.apply_fetched(&shape, data).await }));
                     if done {
                         report.changes += finish(applying.take()).await?;
+                        // Due a convergence check, and the replica differs: fetched afresh.
+                        if self.check_convergence(def).await? {
+                            report.refetches += 1;
+                            pos = self.position(def)?;
+                            continue;
+                        }
                         return Ok(report);
                     }
                 }
@@ -230,6 +236,9 @@ impl Client {
             Fetched::Data(data) => {
                 let up_to_date = data.next.up_to_date;
                 self.apply_fetched(def, data).await?;
+                if up_to_date && self.check_convergence(def).await? {
+                    return Ok(Step::Refetch);
+                }
                 Ok(Step::Applied { up_to_date })
             }
         }

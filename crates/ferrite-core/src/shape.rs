@@ -5,6 +5,7 @@
 //! where clause become inserts or deletes, primary-key changes become a delete + insert pair, and
 //! `replica=default` sends only the primary key and changed columns of an update.
 
+use ferrite_protocol::digest::{ColumnKind, Digest, DigestDelta, RowHasher};
 use ferrite_protocol::key::row_key;
 use ferrite_protocol::relation::{split_identifiers, QualifiedName};
 use ferrite_protocol::schema::TableSchema;
@@ -130,6 +131,10 @@ pub struct ShapeFilter {
     pub time_terms: Vec<TimeTerm>,
     pub(crate) key_columns: Vec<usize>,
     relation_json: String,
+    /// Hashes the selected columns of a row for the shape's convergence digest
+    /// ([`ferrite_protocol::digest`]); `None` for a relational shape, whose rows also leave
+    /// through move-out events that name no row (its clients are not checked).
+    digest: Option<RowHasher>,
 }
 
 /// The tables a shape's subqueries read, as the server found them in Postgres, with the read
@@ -213,6 +218,10 @@ pub(crate) struct Standing {
 pub struct PendingMessage {
     /// `op` part of the log offset (2 × change index, +1 for the insert half of a key change).
     pub op: u64,
+    /// What the change does to the shape's convergence digest (zero for a relational shape).
+    pub digest: DigestDelta,
+    /// `insert`, `update` or `delete`.
+    operation: &'static str,
     head: String,
     tail: String,
 }
@@ -220,11 +229,20 @@ pub struct PendingMessage {
 impl PendingMessage {
     /// Final JSON text; `last` marks the transaction's last message for this shape.
     pub fn finish(&self, last: bool) -> String {
-        let mut s = String::with_capacity(self.head.len() + self.tail.len() + 16);
+        self.finish_with(last, None)
+    }
+
+    /// [`PendingMessage::finish`], with the shape's digest after the transaction in the last
+    /// message's `ferrite_digest` header.
+    pub fn finish_with(&self, last: bool, digest: Option<&Digest>) -> String {
+        let mut s = String::with_capacity(self.head.len() + self.tail.len() + 64);
         s.push_str(&self.head);
         s.push_str(&self.tail);
         if last {
             s.push_str(",\"last\":true");
+            if let Some(d) = digest {
+                let _ = write!(s, ",\"ferrite_digest\":\"{d}\"");
+            }
         }
         s.push_str("}}");
         s
@@ -323,7 +341,14 @@ impl ShapeFilter {
             None => (None, Vec::new()),
         };
         let relation_json = format!("[{},{}]", json_str(&table.name.schema), json_str(&table.name.name));
+        let digest = conditions.is_none().then(|| {
+            RowHasher::new(selected.iter().map(|&i| {
+                let c = &table.columns[i];
+                (c.name.as_str(), ColumnKind::of(&c.type_name, c.dims as u64))
+            }))
+        });
         Ok(ShapeFilter {
+            digest,
             table,
             where_clause,
             selected,
@@ -374,7 +399,31 @@ impl ShapeFilter {
     /// Converts change number `index` of a transaction into 0, 1 or 2 messages for this shape.
     pub fn convert(&self, change: RowChange<'_>, index: usize, lsn: u64, xid: u32) -> Vec<PendingMessage> {
         let judge = |row: &[Option<String>]| Standing { holds: self.row_matches(row), ..Standing::default() };
-        self.convert_judged(change, index, lsn, xid, judge, |_, _| String::new())
+        let mut messages = self.convert_judged(change, index, lsn, xid, judge, |_, _| String::new());
+        // What the change does to the digest, on its first message: the messages say whether
+        // the row entered (insert), left (delete), or changed in place or key (update, or a
+        // delete and an insert).
+        if let (Some(hasher), Some(first)) = (&self.digest, messages.first()) {
+            let hash =
+                |row: &[Option<String>]| hasher.hash_texts(|i| row.get(self.selected[i]).and_then(|v| v.as_deref()));
+            let mut delta = DigestDelta::default();
+            match change {
+                RowChange::Insert { new } => delta.add(hash(new)),
+                RowChange::Delete { old } => delta.remove(hash(old)),
+                RowChange::Update { old, new } => {
+                    if messages.len() == 2 || first.operation == "update" {
+                        delta.remove(hash(old));
+                        delta.add(hash(new));
+                    } else if first.operation == "delete" {
+                        delta.remove(hash(old));
+                    } else {
+                        delta.add(hash(new));
+                    }
+                }
+            }
+            messages[0].digest = delta;
+        }
+        messages
     }
 
     /// [`ShapeFilter::convert`], with whether a row is in the shape (and why) decided by `judge`,
@@ -477,7 +526,7 @@ impl ShapeFilter {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn message(
         &self,
-        operation: &str,
+        operation: &'static str,
         op: u64,
         lsn: u64,
         xid: u32,
@@ -506,7 +555,7 @@ impl ShapeFilter {
             let _ = write!(tail, ",\"{name}\":{}", json_str(key));
         }
         tail.push_str(extra_headers);
-        PendingMessage { op, head, tail }
+        PendingMessage { op, digest: DigestDelta::default(), operation, head, tail }
     }
 
     /// An insert message without a transaction (`lsn`, `txids`): a snapshot row or a row of a
@@ -615,8 +664,27 @@ pub fn json_str(s: &str) -> String {
 
 /// Marks the last message of a transaction and renders all of them.
 pub fn finish_transaction(messages: &[PendingMessage]) -> Vec<(u64, String)> {
+    finish_transaction_with(messages, None)
+}
+
+/// [`finish_transaction`], with `digest` (the shape's digest after the transaction) on the last
+/// message.
+pub fn finish_transaction_with(messages: &[PendingMessage], digest: Option<&Digest>) -> Vec<(u64, String)> {
     let n = messages.len();
-    messages.iter().enumerate().map(|(i, m)| (m.op, m.finish(i + 1 == n))).collect()
+    messages.iter().enumerate().map(|(i, m)| (m.op, m.finish_with(i + 1 == n, digest))).collect()
+}
+
+impl ShapeFilter {
+    /// Whether the shape keeps a convergence digest (a plain shape: no subqueries, no time).
+    pub fn has_digest(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    /// The digest hash of a row message's `value` (column name → text), for the initial
+    /// snapshot's digest; `None` for a shape without a digest.
+    pub fn row_hash<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> Option<ferrite_protocol::digest::RowHash> {
+        Some(self.digest.as_ref()?.hash_named(value))
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! - [`relation`], [`schema`], [`key`]: table names as `?table=` spells them, the columns a shape
 //!   describes (`electric-schema`), and row keys as messages carry them;
 //! - [`messages`]: the row changes and control messages of a shape response;
+//! - [`digest`]: the convergence digest of a shape's rows, computed alike by the server and the
+//!   clients to notice a replica that drifted;
 //! - [`snapshot_info`]: snapshot visibility (`snapshot-end`), to tell whether a transaction is in
 //!   a snapshot;
 //! - [`hlc`]: hybrid logical clocks that stamp client transactions, and [`clock`]: where the
@@ -21,6 +23,7 @@
 pub mod client_config;
 pub mod clock;
 pub mod cursor;
+pub mod digest;
 pub mod hlc;
 pub mod key;
 pub mod messages;

@@ -134,6 +134,10 @@ pub struct Headers<'a> {
     /// A row read by a move-in (an insert of a row already held is an update).
     #[serde(default)]
     pub is_move_in: Option<bool>,
+    /// The shape's convergence digest after this message ([`crate::digest`]): on a
+    /// transaction's last message and on `snapshot-end`, for plain shapes.
+    #[serde(borrow, default)]
+    pub ferrite_digest: Option<Cow<'a, str>>,
 }
 
 /// One pattern of a `move-out` / `move-in` event: rows whose tags hold `value` at position `pos`.
@@ -161,11 +165,13 @@ pub fn up_to_date(lsn: u64) -> String {
     format!(r#"{{"headers":{{"control":"up-to-date","global_last_seen_lsn":"{lsn}"}}}}"#)
 }
 
-/// The `snapshot-end` control message closing a shape's initial snapshot.
-pub fn snapshot_end(info: &SnapshotInfo) -> String {
+/// The `snapshot-end` control message closing a shape's initial snapshot; `digest` (the
+/// snapshot's rows' [`crate::digest::Digest`]) goes in its `ferrite_digest` header, last.
+pub fn snapshot_end(info: &SnapshotInfo, digest: Option<&crate::digest::Digest>) -> String {
     let xip: Vec<String> = info.xip.iter().map(|x| format!("\"{x}\"")).collect();
+    let digest = digest.map(|d| format!(r#","ferrite_digest":"{d}""#)).unwrap_or_default();
     format!(
-        r#"{{"headers":{{"control":"snapshot-end","xmin":"{}","xmax":"{}","xip_list":[{}]}}}}"#,
+        r#"{{"headers":{{"control":"snapshot-end","xmin":"{}","xmax":"{}","xip_list":[{}]{digest}}}}}"#,
         info.xmin,
         info.xmax,
         xip.join(",")
@@ -182,7 +188,7 @@ mod tests {
     #[test]
     fn control_messages_parse_back() {
         let info = SnapshotInfo { xmin: 100, xmax: 105, xip: vec![101, 103], wal_lsn: 7 };
-        let text = snapshot_end(&info);
+        let text = snapshot_end(&info, None);
         let m: ShapeMessage<'_> = serde_json::from_str(&text).unwrap();
         assert_eq!(m.headers.control.as_deref(), Some("snapshot-end"));
         let back = m.headers.snapshot().unwrap();

@@ -750,7 +750,7 @@ impl Links {
                     moved.push(row);
                 }
             }
-            block.push(ferrite_protocol::messages::snapshot_end(info));
+            block.push(ferrite_protocol::messages::snapshot_end(info, None));
             self.push_block(shape, lsn, block);
             // Rows the stream never showed the shape (routed by value): their boundaries too.
             self.lower_due_for(shape, &moved);

@@ -2,7 +2,8 @@
 
 use super::relational::Links;
 use crate::storage::ShapeLog;
-use ferrite_core::shape::{finish_transaction, PendingMessage, ShapeDefinition, ShapeFilter};
+use ferrite_core::shape::{finish_transaction_with, PendingMessage, ShapeDefinition, ShapeFilter};
+use ferrite_protocol::digest::Digest;
 use ferrite_protocol::offset::LogOffset;
 use ferrite_protocol::schema::TableSchema;
 use ferrite_protocol::snapshot_info::SnapshotInfo;
@@ -101,6 +102,20 @@ pub struct Shape {
     /// subqueries read (see [`Shape::follows_rows_of`]).
     deep_reads: Vec<u32>,
     removed: watch::Sender<Option<Removal>>,
+    /// The convergence digest of the shape's rows at the log's end (see [`DigestState`]).
+    digest: Mutex<DigestState>,
+}
+
+/// Where a shape's convergence digest ([`ferrite_protocol::digest`]) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DigestState {
+    /// Not read back from the log yet (a shape reopened after a restart): read at the next
+    /// transaction.
+    Unread,
+    /// The digest after the last transaction appended.
+    Known(Digest),
+    /// The shape keeps none: relational, changes-only, or logged before digests existed.
+    None,
 }
 
 impl Shape {
@@ -137,6 +152,7 @@ impl Shape {
             last_used: AtomicU64::new(now_secs),
             use_order: AtomicU64::new(next_use()),
             removed,
+            digest: Mutex::new(DigestState::Unread),
         }
     }
 
@@ -232,6 +248,35 @@ impl Shape {
         self.removed.send_replace(Some(why));
     }
 
+    /// Whether the shape keeps a convergence digest: a plain shape (no subqueries, no time) whose
+    /// log holds its rows (not changes only).
+    pub fn keeps_digest(&self) -> bool {
+        self.filter.has_digest() && self.definition.log == ferrite_core::shape::LogMode::Full
+    }
+
+    /// Sets the digest a new shape's snapshot ended with (`None`: it keeps none).
+    pub fn start_digest(&self, digest: Option<Digest>) {
+        *self.digest.lock() = match digest {
+            Some(d) if self.keeps_digest() => DigestState::Known(d),
+            _ => DigestState::None,
+        };
+    }
+
+    /// The digest at the log's end, read back from the log the first time after a restart.
+    fn current_digest(&self) -> io::Result<Option<Digest>> {
+        let mut state = self.digest.lock();
+        if *state == DigestState::Unread {
+            *state = match self.keeps_digest() {
+                true => self.log.last_digest()?.map_or(DigestState::None, DigestState::Known),
+                false => DigestState::None,
+            };
+        }
+        Ok(match *state {
+            DigestState::Known(d) => Some(d),
+            _ => None,
+        })
+    }
+
     /// Applies one stream transaction's messages. Returns true if the log was written.
     pub fn apply_transaction(&self, xid: u32, commit_lsn: u64, messages: Vec<PendingMessage>) -> io::Result<bool> {
         let mut phase = self.phase.lock();
@@ -267,10 +312,22 @@ impl Shape {
     }
 
     fn append(&self, commit_lsn: u64, messages: &[PendingMessage]) -> io::Result<()> {
-        let rendered = finish_transaction(messages);
+        // The digest after the transaction rides on its last message; it is kept only once the
+        // log took the transaction.
+        let after = self.current_digest()?.map(|mut d| {
+            for m in messages {
+                d.apply(m.digest);
+            }
+            d
+        });
+        let rendered = finish_transaction_with(messages, after.as_ref());
         let entries: Vec<(LogOffset, &[u8])> =
             rendered.iter().map(|(op, json)| (LogOffset::new(commit_lsn, *op), json.as_bytes())).collect();
-        self.log.append(&entries)
+        self.log.append(&entries)?;
+        if let Some(d) = after {
+            *self.digest.lock() = DigestState::Known(d);
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ use ferrite_core::tags::Tagger;
 use ferrite_pg::row_query::RowQuery;
 use ferrite_pg::snapshot::Snapshot;
 use ferrite_pg::PgError;
+use ferrite_protocol::digest::Digest;
 use ferrite_protocol::snapshot_info::SnapshotInfo;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_postgres::Client;
@@ -42,14 +43,24 @@ pub async fn take_initial_snapshot(
     let snapshot = Snapshot::begin(client, None).await?;
     let info = snapshot.info().clone();
     let mut batches = Batches::new(shape, chunk_bytes, max_shape_bytes, rows_written);
+    // The snapshot's convergence digest, row by row as Postgres renders them.
+    let mut digest = shape.keeps_digest().then(Digest::default);
     if shape.definition.log == LogMode::Full {
         let mut rows = snapshot.rows(&RowQuery::shape(&shape.filter)).await?;
         while let Some(json) = rows.next().await? {
+            if let Some(d) = digest.as_mut() {
+                match row_hash(shape, &json) {
+                    Some(h) => d.add(h),
+                    // (Never: Postgres renders every row as a message.)
+                    None => digest = None,
+                }
+            }
             batches.push(json)?;
         }
     }
     snapshot.commit().await?;
-    batches.finish(&info)?;
+    batches.finish(&info, digest.as_ref())?;
+    shape.start_digest(digest);
     shape.finish_snapshot(info.clone())?;
     shape.log.sync(true)?;
     Ok(info)
@@ -110,7 +121,7 @@ pub async fn take_relational_snapshot(
         links.lock().set_due(due);
     }
     snapshot.commit().await?;
-    batches.finish(&info)?;
+    batches.finish(&info, None)?;
     Ok(info)
 }
 
@@ -190,13 +201,21 @@ impl<'a> Batches<'a> {
         Ok(())
     }
 
-    /// Writes the last rows with the `snapshot-end` message and closes the snapshot's chunk.
-    fn finish(mut self, info: &SnapshotInfo) -> std::io::Result<()> {
+    /// Writes the last rows with the `snapshot-end` message (carrying the snapshot's `digest`)
+    /// and closes the snapshot's chunk.
+    fn finish(mut self, info: &SnapshotInfo, digest: Option<&Digest>) -> std::io::Result<()> {
         self.written.fetch_add(self.rows.len() as u64, Ordering::Relaxed);
-        self.rows.push(ferrite_protocol::messages::snapshot_end(info));
+        self.rows.push(ferrite_protocol::messages::snapshot_end(info, digest));
         write_rows(self.shape, &self.rows)?;
         self.shape.log.close_snapshot_chunk()
     }
+}
+
+/// The digest hash of a snapshot row message (`{"key":…,"value":{column: text…},…}`).
+fn row_hash(shape: &Shape, json: &str) -> Option<ferrite_protocol::digest::RowHash> {
+    let message: ferrite_protocol::messages::ShapeMessage<'_> = serde_json::from_str(json).ok()?;
+    let value = message.value?;
+    shape.filter.row_hash(|name| value.get(name).and_then(|v| v.as_deref()))
 }
 
 /// Appends snapshot rows; when that closed a chunk, makes it durable so readers can have it.

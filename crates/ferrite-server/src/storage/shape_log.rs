@@ -297,6 +297,48 @@ impl ShapeLog {
         self.inner.lock().end_pos
     }
 
+    /// The convergence digest the log's last message carrying one holds (`ferrite_digest`: a
+    /// transaction's last message, or `snapshot-end`), read back from the file chunk by chunk
+    /// from its end; `None` when no message has one (a shape logged before digests existed).
+    pub fn last_digest(&self) -> io::Result<Option<ferrite_protocol::digest::Digest>> {
+        const HEADER: &[u8] = b"\"ferrite_digest\":\"";
+        let (mut end, starts): (u64, Vec<u64>) = {
+            let inner = self.inner.lock();
+            let mut starts: Vec<u64> = inner.boundaries.iter().map(|b| b.pos).filter(|&p| p < inner.end_pos).collect();
+            starts.insert(0, 0);
+            starts.dedup();
+            (inner.end_pos, starts)
+        };
+        for &start in starts.iter().rev() {
+            if start >= end {
+                continue;
+            }
+            let mut buf = vec![0u8; (end - start) as usize];
+            self.log.read_exact_at(&mut buf, start)?;
+            let mut pos = 0usize;
+            let mut found = None;
+            while let Some(r) = decode_record(&buf[pos..]) {
+                pos += r.len;
+                // The header is always the message's last (right before the closing `}}`), so a
+                // column of that name in a row's value is never taken for it.
+                if let Some(at) = r.json.windows(HEADER.len()).rposition(|w| w == HEADER) {
+                    let rest = &r.json[at + HEADER.len()..];
+                    let text = rest
+                        .iter()
+                        .position(|&b| b == b'"')
+                        .filter(|&n| &rest[n..] == b"\"}}")
+                        .and_then(|n| std::str::from_utf8(&rest[..n]).ok());
+                    found = text.and_then(ferrite_protocol::digest::Digest::parse).or(found);
+                }
+            }
+            if found.is_some() {
+                return Ok(found);
+            }
+            end = start;
+        }
+        Ok(None)
+    }
+
     /// Watch the durable offset: live readers wait on it.
     pub fn subscribe(&self) -> watch::Receiver<LogOffset> {
         self.durable_tx.subscribe()

@@ -7,6 +7,7 @@ mod common;
 mod abuse;
 mod auth;
 mod cdn;
+mod checksums;
 mod client;
 mod client_convergence;
 mod cluster;

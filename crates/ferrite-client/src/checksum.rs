@@ -1,0 +1,208 @@
+//! Convergence checks: the replica's own digest of a shape's synced rows, compared with the
+//! digest the server sent with the last transaction applied ([`ferrite_protocol::digest`]).
+//!
+//! The server's digest is stored with the shape's position (`_ferrite_shapes.digest`) in the
+//! SQLite transaction that applies the rows it describes. The local digest is computed from what
+//! SQLite holds: the shape's table, except rows with pending local writes, whose server version
+//! (`_ferrite_shadow`) counts instead — so a pending write never looks like drift. A mismatch
+//! means the replica no longer holds what the server sent (a damaged file, an edit behind the
+//! client's back, a bug): the caller starts the shape over, fetching it afresh
+//! ([`crate::Client`] does it in `sync` and in subscriptions, see [`Client::verify`]).
+
+use crate::store::{self, parse_schema, quote, LocalColumn};
+use crate::{Client, ClientError, ShapeDef};
+use ferrite_protocol::digest::{Canonical, ColumnKind, Digest, RowHasher, ValueKind};
+use rusqlite::types::Value as Sql;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+/// The result of comparing a shape's replica with the server's digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The replica holds exactly what the server sent.
+    Match(Digest),
+    /// The replica differs from what the server sent.
+    Mismatch {
+        /// The digest of the replica's rows.
+        local: Digest,
+        /// The digest the server sent.
+        server: Digest,
+    },
+    /// Nothing to compare with: the shape has not synced yet, or the server keeps no digest for
+    /// it (a shape with subqueries, or a changes-only log).
+    Unknown,
+}
+
+/// Stores the digest of the last message that carried one (inside the apply transaction).
+pub(crate) fn store_server_digest(tx: &Connection, local: &str, digest: Option<&str>) -> Result<(), ClientError> {
+    tx.execute("UPDATE _ferrite_shapes SET digest = ?2 WHERE local_table = ?1", params![local, digest])?;
+    Ok(())
+}
+
+/// Compares the replica of `def` with the server's last digest.
+pub fn verify(db: &Connection, def: &ShapeDef) -> Result<Verification, ClientError> {
+    let local = def.local_table();
+    let stored: Option<(Option<String>, Option<String>)> = db
+        .query_row("SELECT digest, schema FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((Some(server), Some(schema))) = stored else { return Ok(Verification::Unknown) };
+    let Some(server) = Digest::parse(&server) else { return Ok(Verification::Unknown) };
+    let columns = parse_schema(&schema)?;
+    let local_digest = local_digest(db, &local, &columns)?;
+    Ok(if local_digest == server {
+        Verification::Match(server)
+    } else {
+        Verification::Mismatch { local: local_digest, server }
+    })
+}
+
+/// The digest of the synced rows of `local`: its table, with rows that have pending writes
+/// counted as the server last sent them.
+fn local_digest(db: &Connection, local: &str, columns: &[LocalColumn]) -> Result<Digest, ClientError> {
+    let hasher = RowHasher::new(columns.iter().map(|c| (c.name.as_str(), c.kind)));
+    let mut digest = Digest::default();
+    let mut shadows = db.prepare("SELECT key, row FROM _ferrite_shadow WHERE local_table = ?1")?;
+    let shadowed: Vec<(String, Option<String>)> =
+        shadows.query_map([local], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let shadowed_keys: HashSet<&str> = shadowed.iter().map(|(k, _)| k.as_str()).collect();
+    let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
+    let mut rows = db.prepare(&format!("SELECT {} FROM {}", names.join(", "), quote(local)))?;
+    let mut cursor = rows.query([])?;
+    while let Some(row) = cursor.next()? {
+        let values: Vec<Sql> = (0..columns.len()).map(|i| row.get::<_, Sql>(i)).collect::<Result<_, _>>()?;
+        if !shadowed_keys.is_empty() {
+            let key_values: Map<String, Value> = store::key_columns(columns)
+                .into_iter()
+                .map(|c| {
+                    let i = columns.iter().position(|x| x.name == c.name).unwrap_or(0);
+                    (c.name.clone(), text_of(&values[i]).map_or(Value::Null, Value::String))
+                })
+                .collect();
+            if crate::outbox::server_key(columns, &key_values).is_some_and(|k| shadowed_keys.contains(k.as_str())) {
+                continue;
+            }
+        }
+        digest.add(hasher.hash_canonical(|i, kind| canonical(kind, &values[i])));
+    }
+    for (_, row) in shadowed {
+        let Some(row) = row else { continue };
+        let Ok(value) = serde_json::from_str::<Map<String, Value>>(&row) else { continue };
+        digest.add(hasher.hash_named(|name| value.get(name).and_then(Value::as_str)));
+    }
+    Ok(digest)
+}
+
+/// The Postgres text of a stored value (for key lookups).
+fn text_of(v: &Sql) -> Option<String> {
+    match v {
+        Sql::Null => None,
+        Sql::Integer(i) => Some(i.to_string()),
+        Sql::Real(f) => Some(f.to_string()),
+        Sql::Text(s) => Some(s.clone()),
+        Sql::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+    }
+}
+
+/// The canonical form of a stored value of a column of `kind` (see [`crate::store::Affinity`]
+/// for how each was stored).
+fn canonical(kind: ColumnKind, v: &Sql) -> Canonical<'_> {
+    match v {
+        Sql::Null => Canonical::Null,
+        Sql::Integer(i) if !kind.array => match kind.value {
+            ValueKind::Number => Canonical::Number(*i as f64),
+            ValueKind::BigInt => Canonical::BigInt(i.to_string().into()),
+            ValueKind::Bool => Canonical::Bool(*i != 0),
+            _ => Canonical::Text(i.to_string().into()),
+        },
+        Sql::Real(f) if !kind.array && kind.value == ValueKind::Number => Canonical::Number(*f),
+        Sql::Real(f) => Canonical::Text(f.to_string().into()),
+        Sql::Integer(i) => Canonical::Text(i.to_string().into()),
+        Sql::Text(s) => Canonical::from_text(kind, Some(s)),
+        Sql::Blob(b) => Canonical::Text(String::from_utf8_lossy(b).into_owned().into()),
+    }
+}
+
+impl Client {
+    /// Compares the replica of `def` with the digest the server sent with the last change
+    /// applied (see [`crate::checksum`]); counted in [`crate::Metrics`]. Subscriptions and
+    /// [`Client::sync`] call it themselves every [`Client::set_checksum_interval`] and start a
+    /// shape that differs over.
+    pub fn verify(&self, def: &ShapeDef) -> Result<Verification, ClientError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let result = {
+            let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
+            verify(&db, def)?
+        };
+        let c = &self.inner.counters;
+        match result {
+            Verification::Match(_) => {
+                c.checksums_verified.fetch_add(1, Relaxed);
+            }
+            Verification::Mismatch { local, server } => {
+                c.checksums_verified.fetch_add(1, Relaxed);
+                c.checksum_mismatches.fetch_add(1, Relaxed);
+                tracing::warn!(table = %def.table, %local, %server, "the replica differs from the server's rows");
+            }
+            Verification::Unknown => {}
+        }
+        Ok(result)
+    }
+
+    /// When `def` is due a check (see [`Client::set_checksum_interval`]), verifies it; on a
+    /// mismatch starts it over and returns true (the caller fetches it afresh). A shape that
+    /// still differs right after being fetched afresh is not started over again (that would
+    /// loop): it is logged and counted in [`crate::Metrics::checksum_unrepaired`].
+    pub(crate) async fn check_convergence(&self, def: &ShapeDef) -> Result<bool, ClientError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let local = def.local_table();
+        let now = std::time::Instant::now();
+        {
+            let interval = *self.inner.checksum_interval.lock().unwrap_or_else(|p| p.into_inner());
+            let mut checks = self.inner.checks.lock().unwrap_or_else(|p| p.into_inner());
+            let state = checks.entry(local.clone()).or_insert(crate::CheckState {
+                last: now,
+                repairing: false,
+                gave_up: false,
+            });
+            let Some(interval) = interval else { return Ok(false) };
+            if !state.repairing && now.duration_since(state.last) < interval {
+                return Ok(false);
+            }
+            state.last = now;
+        }
+        let (client, d) = (self.clone(), def.clone());
+        let result = crate::sync::blocking(move || client.verify(&d)).await?;
+        let repair = {
+            let mut checks = self.inner.checks.lock().unwrap_or_else(|p| p.into_inner());
+            let state = checks.get_mut(&local).expect("inserted above");
+            match result {
+                Verification::Mismatch { local: l, server } if state.repairing || state.gave_up => {
+                    if !state.gave_up {
+                        self.inner.counters.checksum_unrepaired.fetch_add(1, Relaxed);
+                        tracing::error!(table = %def.table, local = %l, %server,
+                            "the replica still differs from the server after fetching the shape afresh; not retrying");
+                    }
+                    state.repairing = false;
+                    state.gave_up = true;
+                    false
+                }
+                Verification::Mismatch { .. } => {
+                    state.repairing = true;
+                    true
+                }
+                Verification::Match(_) | Verification::Unknown => {
+                    state.repairing = false;
+                    false
+                }
+            }
+        };
+        if repair {
+            self.inner.counters.checksum_repairs.fetch_add(1, Relaxed);
+            self.reset(def, None).await?;
+        }
+        Ok(repair)
+    }
+}
