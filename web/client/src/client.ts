@@ -22,7 +22,7 @@ import { Emitter } from './emitter.js'
 import { formatHlc, nextHlc, parseHlc, type Stamp } from './hlc.js'
 import { isCovered, overlay, touchedShapes, visibleInSnapshot, type Mutation, type PendingTransaction } from './outbox.js'
 import { PresenceRoom } from './presence.js'
-import { ShapeSync, type ShapeBatch, type ShapeOptions } from './shape.js'
+import { ShapeSync, type ChecksumOutcome, type ShapeBatch, type ShapeOptions } from './shape.js'
 import { Store, type LocalStore, type ShapeRecord, type StoreFactory } from './storage.js'
 import type { TagState } from './tags.js'
 import { TreeSync, compileTree, type ForeignKey, type TreeOptions } from './tree.js'
@@ -69,7 +69,30 @@ export interface FerriteClientOptions {
    * server without the extension, or behind HTTP/2 where connections are not scarce).
    */
   liveRequests?: 'watch' | 'long-poll'
+  /**
+   * How often a shape's rows are compared with the server's convergence digest, at an
+   * up-to-date (default 10 minutes; 0: at every up-to-date; null: never). A shape read back from
+   * storage is compared at its first up-to-date. One that differs (storage damaged or edited
+   * behind the client's back) is fetched afresh; see {@link FerriteClient.checksums}. Include
+   * trees' members and shapes with subqueries are not compared (the server keeps no digest).
+   */
+  checksumIntervalMs?: number | null
 }
+
+/** Comparisons of shapes with the server's digest since the client opened. */
+export interface ChecksumStats {
+  /** Comparisons made. */
+  verified: number
+  /** … that found the rows differing from the server's. */
+  mismatches: number
+  /** Shapes fetched afresh because they differed. */
+  repairs: number
+  /** Shapes that still differed right after being fetched afresh (not retried). */
+  unrepaired: number
+}
+
+/** How often shapes are compared with the server's digest unless the options say otherwise. */
+export const DEFAULT_CHECKSUM_INTERVAL_MS = 10 * 60 * 1000
 
 /** What the sync indicator shows. */
 export type SyncStatus =
@@ -130,6 +153,8 @@ export interface ClientEvents extends Record<string, unknown> {
   rejected: Rejection
   /** A transaction was merged: some of the user's columns lost to newer edits (or a delete). */
   merged: Merge
+  /** A shape's rows were compared with the server's digest (see {@link FerriteClientOptions.checksumIntervalMs}). */
+  checksum: { shape: string } & ChecksumOutcome
 }
 
 /** Thrown by {@link FerriteClient.transaction} when `max_offline_queue` writes are already waiting. */
@@ -200,6 +225,7 @@ export class FerriteClient {
   #cleanup: (() => void)[] = []
   /** The one held request live shapes wait on (unless `liveRequests: 'long-poll'`). */
   #watcher: Watcher | undefined
+  #checksums: ChecksumStats = { verified: 0, mismatches: 0, repairs: 0, unrepaired: 0 }
 
   private constructor(readonly options: FerriteClientOptions, store: LocalStore, clientId: string, loaded: Awaited<ReturnType<LocalStore['load']>>) {
     this.#store = store
@@ -220,6 +246,15 @@ export class FerriteClient {
       },
       pollIntervalMs: options.pollIntervalMs ?? 10_000,
       watcher: this.#watcher,
+      checksumIntervalMs: options.checksumIntervalMs === undefined ? DEFAULT_CHECKSUM_INTERVAL_MS : options.checksumIntervalMs,
+      checked: (shape: string, outcome: ChecksumOutcome) => {
+        const c = this.#checksums
+        c.verified++
+        if (!outcome.ok) c.mismatches++
+        if (outcome.action === 'refetch') c.repairs++
+        if (outcome.action === 'gave-up') c.unrepaired++
+        this.events.emit('checksum', { shape, ...outcome })
+      },
     }
     for (const [name, o] of Object.entries(options.shapes)) {
       this.#shapes.set(name, new ShapeSync(name, o, loaded.shapes.get(name), loaded.rows.get(name), host, loaded.tags.get(name)))
@@ -453,6 +488,11 @@ export class FerriteClient {
   /** Writes not yet confirmed by the server (queued or waiting for their txid). */
   get pending(): number {
     return this.#outbox.length
+  }
+
+  /** Comparisons of shapes with the server's convergence digest since the client opened. */
+  get checksums(): Readonly<ChecksumStats> {
+    return { ...this.#checksums }
   }
 
   /** The pending transactions, oldest first. */

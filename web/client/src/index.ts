@@ -19,9 +19,11 @@
  * See {@link FerriteClient} for what is synced, stored and retried, and how.
  */
 
-export { FerriteClient, NoRowError, QueueFullError } from './client.js'
-export type { ClientEvents, FerriteClientOptions, LostChange, Merge, Rejection, SyncStatus, TransactionWriter } from './client.js'
-export type { ShapeOptions } from './shape.js'
+export { FerriteClient, NoRowError, QueueFullError, DEFAULT_CHECKSUM_INTERVAL_MS } from './client.js'
+export type { ChecksumStats, ClientEvents, FerriteClientOptions, LostChange, Merge, Rejection, SyncStatus, TransactionWriter } from './client.js'
+export type { ChecksumOutcome, ShapeOptions } from './shape.js'
+export { digestOf, formatDigest, parseDigest, murmur3 } from './digest.js'
+export type { Digest } from './digest.js'
 export type { LocalStore, Loaded, ShapeRecord, StoreFactory, WriteBatch } from './storage.js'
 export { pgliteStore, encodeStored, decodeStored } from './pglite-store.js'
 export type { PGliteLike, PGliteStoreOptions, PGliteTx } from './pglite-store.js'

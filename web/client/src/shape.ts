@@ -18,6 +18,7 @@ import type { ShapeRecord } from './storage.js'
 import type { Transport } from './transport.js'
 import { TagIndex, type TagState } from './tags.js'
 import { keyOf, type Row } from './values.js'
+import { digestOf, formatDigest, parseDigest } from './digest.js'
 import { nextQuery, type Watcher } from './watch.js'
 
 /** What to sync, and how. */
@@ -99,6 +100,25 @@ export interface ShapeHost {
    * its position is unchanged. Include trees use it to reach a common point.
    */
   advanced?(shape: string, completeLsn: string): void
+  /**
+   * How often (ms) the shape's rows are compared with the server's digest at an up-to-date;
+   * undefined or null: never (see `digest.ts`). A shape resumed from storage is checked at its
+   * first up-to-date, then every interval.
+   */
+  checksumIntervalMs?: number | null
+  /** The outcome of each comparison with the server's digest. */
+  checked?(shape: string, outcome: ChecksumOutcome): void
+}
+
+/** One comparison of a shape's rows with the server's digest. */
+export interface ChecksumOutcome {
+  /** The rows are what the server sent. */
+  ok: boolean
+  /** The digests, in the header form. */
+  local: string
+  server: string
+  /** What the client did: nothing, fetch the shape afresh, or give up (it still differed right after a refetch). */
+  action: 'none' | 'refetch' | 'gave-up'
 }
 
 /** The definition part of a shape (what makes two shapes the same), as stored. */
@@ -118,9 +138,13 @@ export class ShapeSync {
   upToDate = false
   /** The stored position. */
   record: ShapeRecord
-  #staging:
-    | { rows: Map<string, Row>; tags: TagIndex; snapshots: SnapshotBounds[]; txids: { txid: string; lsn?: string }[] }
-    | undefined
+  #staging: Staging | undefined
+  /** When the rows were last compared with the server's digest (ms; -Infinity: due at once). */
+  #checkedAt: number
+  /** Fetched afresh after a mismatch: compared again at its next up-to-date. */
+  #repairing = false
+  /** Still differed after a refetch: not fetched afresh again (that would loop). */
+  #gaveUp = false
   #abort: AbortController | undefined
   #timer: ReturnType<typeof setTimeout> | undefined
   #errors = 0
@@ -150,8 +174,10 @@ export class ShapeSync {
       this.record = { name, definition: this.definition, offset: '-1' }
       this.rows = new Map()
       this.tags = new TagIndex()
-      this.#staging = { rows: new Map(), tags: new TagIndex(), snapshots: [], txids: [] }
+      this.#staging = newStaging()
     }
+    // Rows read back from storage are checked at once; rows fetched now, after an interval.
+    this.#checkedAt = this.#staging ? Date.now() : -Infinity
   }
 
   /** Whether a stored state was found (the app can show rows before any request). */
@@ -242,10 +268,50 @@ export class ShapeSync {
     if (this.#running && (this.#watching || (!this.live && this.#timer))) this.start()
   }
 
+  /**
+   * When due, compares the rows with the server's digest (see `digest.ts`); on a mismatch
+   * starts the shape over (rebuilt aside, swapped in whole) and returns true. Rows with pending
+   * local writes need no exception: the app's overlay is not in `rows`.
+   */
+  #verify(): boolean {
+    const interval = this.host.checksumIntervalMs
+    const server = this.record.digest !== undefined ? parseDigest(this.record.digest) : undefined
+    if (interval === undefined || interval === null || server === undefined) return false
+    if (!this.#repairing && Date.now() - this.#checkedAt < interval) return false
+    this.#checkedAt = Date.now()
+    const local = digestOf(this.rows.values())
+    const ok = local.count === server.count && local.hi === server.hi && local.lo === server.lo
+    const outcome = (action: ChecksumOutcome['action']) =>
+      this.host.checked?.(this.name, { ok, local: formatDigest(local), server: this.record.digest!, action })
+    if (ok) {
+      this.#repairing = false
+      outcome('none')
+      return false
+    }
+    if (this.#repairing || this.#gaveUp) {
+      if (!this.#gaveUp) console.error(`[ferrite] shape ${this.name}: still differs from the server after fetching it afresh; not retrying`)
+      this.#repairing = false
+      this.#gaveUp = true
+      outcome('gave-up')
+      return false
+    }
+    console.warn(`[ferrite] shape ${this.name}: the local rows differ from the server's (${formatDigest(local)} ≠ ${this.record.digest}); fetching it afresh`)
+    this.#repairing = true
+    outcome('refetch')
+    this.#staging = newStaging()
+    this.upToDate = false
+    this.start()
+    return true
+  }
+
   async #onMessages(messages: Message<Row>[], stream: ShapeStream<ElectricRow>): Promise<void> {
     const batch: ShapeBatch = { shape: this.name, upserts: new Map(), tags: new Map(), deletes: new Set(), txids: [], snapshots: [], upToDate: false }
     let upToDateLsn: string | undefined
+    // The server's digest after the last message carrying one.
+    let digest: string | undefined
     for (const m of messages) {
+      const d = (m.headers as { ferrite_digest?: string }).ferrite_digest
+      if (d !== undefined) digest = d
       const event = m.headers as { event?: string; patterns?: { pos: number; value: string }[] }
       if (event.event === 'move-out' || event.event === 'move-in') {
         // A subquery's value left (or entered) its result: the rows it names lose (or regain)
@@ -312,7 +378,8 @@ export class ShapeSync {
       } else if (isControlMessage(m)) {
         const h = m.headers as { control: string; global_last_seen_lsn?: string; xmin?: string; xmax?: string; xip_list?: string[] }
         if (h.control === 'must-refetch') {
-          this.#staging = { rows: new Map(), tags: new TagIndex(), snapshots: [], txids: [] }
+          this.#staging = newStaging()
+          digest = undefined
           this.upToDate = false
           batch.upserts.clear()
           batch.tags.clear()
@@ -326,8 +393,11 @@ export class ShapeSync {
         }
       }
     }
+    if (this.#staging && digest !== undefined) this.#staging.digest = digest
+    let serverDigest = digest ?? this.record.digest
     if (batch.upToDate && this.#staging) {
       // The rebuild is complete: swap it in whole.
+      serverDigest = this.#staging.digest
       this.rows = this.#staging.rows
       this.tags = this.#staging.tags
       batch.replaced = this.rows
@@ -344,6 +414,7 @@ export class ShapeSync {
         offset: stream.lastOffset,
         lastLsn: maxLsn(this.record.lastLsn, upToDateLsn),
       }
+      if (serverDigest !== undefined) this.record.digest = serverDigest
       batch.position = this.record
     }
     batch.end = stream.lastOffset
@@ -357,6 +428,7 @@ export class ShapeSync {
       this.host.shapeError(this.name, undefined)
     }
     await this.host.applyBatch(batch)
+    if (batch.upToDate && !this.#staging && this.#verify()) return
     const watcher = this.host.watcher
     if (batch.upToDate && this.live && watcher && this.#running && this.#abort && this.#nextQuery) {
       // Watched: wait with the client's other shapes on one request, then catch up.
@@ -373,6 +445,20 @@ export class ShapeSync {
       this.#timer = setTimeout(() => this.#running && this.start(), this.host.pollIntervalMs)
     }
   }
+}
+
+function newStaging(): Staging {
+  return { rows: new Map(), tags: new TagIndex(), snapshots: [], txids: [] }
+}
+
+/** A shape being rebuilt from its snapshot, swapped in at its first up-to-date. */
+interface Staging {
+  rows: Map<string, Row>
+  tags: TagIndex
+  snapshots: SnapshotBounds[]
+  txids: { txid: string; lsn?: string }[]
+  /** The digest the server sent with the rebuild's last change. */
+  digest?: string
 }
 
 /**

@@ -24,6 +24,8 @@ export interface ShapeRecord {
   offset: string
   /** `global_last_seen_lsn` of the last up-to-date. */
   lastLsn?: string
+  /** The server's convergence digest after the last change applied (`ferrite_digest`, see `digest.ts`). */
+  digest?: string
 }
 
 /** Everything stored, as loaded at open. */
