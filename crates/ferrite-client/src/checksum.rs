@@ -162,16 +162,12 @@ impl Client {
         {
             let interval = *self.inner.checksum_interval.lock().unwrap_or_else(|p| p.into_inner());
             let mut checks = self.inner.checks.lock().unwrap_or_else(|p| p.into_inner());
-            let state = checks.entry(local.clone()).or_insert(crate::CheckState {
-                last: now,
-                repairing: false,
-                gave_up: false,
-            });
+            let state = checks.entry(local.clone()).or_insert(crate::CheckState::fresh(now));
             let Some(interval) = interval else { return Ok(false) };
-            if !state.repairing && now.duration_since(state.last) < interval {
+            if !state.repairing && state.last.is_some_and(|last| now.duration_since(last) < interval) {
                 return Ok(false);
             }
-            state.last = now;
+            state.last = Some(now);
         }
         let (client, d) = (self.clone(), def.clone());
         let result = crate::sync::blocking(move || client.verify(&d)).await?;

@@ -194,11 +194,20 @@ pub(crate) struct Counters {
 
 /// When a shape was last checked against the server's digest ([`checksum`]).
 pub(crate) struct CheckState {
-    pub(crate) last: std::time::Instant,
+    /// `None`: due at the next up-to-date (a shape read back from storage).
+    pub(crate) last: Option<std::time::Instant>,
     /// Started over after a mismatch: checked again at its next up-to-date.
     pub(crate) repairing: bool,
     /// Still differed after being fetched afresh: not started over again.
     pub(crate) gave_up: bool,
+}
+
+impl CheckState {
+    /// A shape first synced by this client now: its rows were just fetched, so its first check
+    /// is an interval away.
+    pub(crate) fn fresh(now: std::time::Instant) -> CheckState {
+        CheckState { last: Some(now), repairing: false, gave_up: false }
+    }
 }
 
 /// How often a shape is compared with the server's digest unless
@@ -433,7 +442,15 @@ impl Client {
     /// Where a shape's sync stands locally (registering it on first use).
     pub fn position(&self, def: &ShapeDef) -> Result<store::ShapePosition, ClientError> {
         let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
-        store::position(&db, def)
+        let position = store::position(&db, def)?;
+        // The first time this client touches a shape: rows read back from storage are compared
+        // with the server's digest at their first up-to-date.
+        let mut checks = self.inner.checks.lock().unwrap_or_else(|p| p.into_inner());
+        checks.entry(def.local_table()).or_insert_with(|| match position.offset.as_str() {
+            "-1" => CheckState::fresh(std::time::Instant::now()),
+            _ => CheckState { last: None, repairing: false, gave_up: false },
+        });
+        Ok(position)
     }
 }
 

@@ -142,6 +142,21 @@ async fn server_and_client_digests_agree_and_a_damaged_replica_is_repaired() {
         .map(|r| vec![serde_json::json!(r.get::<_, Option<String>>(0))])
         .collect();
     assert_eq!(local, expected, "the replica holds Postgres' rows again");
+
+    // Damage while the app is closed: a reopened replica (default interval) is compared at its
+    // first up-to-date, since its rows were read back from storage.
+    drop(client);
+    rusqlite::Connection::open(&path).unwrap().execute("UPDATE items SET x = -1 WHERE id = 60", []).unwrap();
+    let client = Client::open(&path, &base, TokenSource::None).unwrap();
+    let report = client.sync(&all).await.unwrap();
+    assert_eq!(report.refetches, 1, "{report:?}");
+    assert_eq!(client.metrics().unwrap().checksum_repairs, 1);
+    let x: f64 = pg.query_one("SELECT x FROM items WHERE id = 60", &[]).await.unwrap().get(0);
+    assert_eq!(client.query("SELECT x FROM items WHERE id = 60", &[]).unwrap(), vec![vec![serde_json::json!(x)]]);
+    // A fresh replica is not compared right after its first sync (its rows were just fetched).
+    let fresh = Client::open(dir.path().join("fresh.db"), &base, TokenSource::None).unwrap();
+    fresh.sync(&all).await.unwrap();
+    assert_eq!(fresh.metrics().unwrap().checksums_verified, 0);
     server.kill_9();
 }
 
