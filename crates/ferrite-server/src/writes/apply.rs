@@ -804,6 +804,9 @@ impl Writer {
             Written::Committed(result) => return Ok(RowOutcome::Committed { xid: read.xid, result }),
             Written::Row(after) => after,
         };
+        // The new values as Postgres stored them (its text of a json or numeric value may differ
+        // from what the client sent): a value equal to the old one once stored is no change.
+        let entry = entry.map(|e| stored_changes(e, &read, after.as_deref()));
         // `sent` is held until the bookkeeping is saved too: the next mutation may be on the
         // same row and must read it.
         self.record(c, m, &read, change, after, entry).await
@@ -1365,6 +1368,21 @@ struct Tail<'a> {
 fn actor<'a>(client_key: &'a str, who: Option<&'a Identity>, id: i64) -> AuditActor<'a> {
     let client_id = client_key.split_once('@').map_or(client_key, |(id, _)| id);
     AuditActor { subject: who.map(|w| w.subject.as_str()), client_id, txn_id: id }
+}
+
+/// `entry` with its changes' new values taken from `after`, the row as Postgres stored it (when
+/// it is live), and the columns whose stored value equals the old one dropped.
+fn stored_changes(mut entry: AuditEntry, read: &RowRead, after: Option<&[Option<String>]>) -> AuditEntry {
+    let (Some(after), Value::Object(changes)) = (after, &mut entry.changes) else { return entry };
+    let stored = aligned_map(&read.table, after);
+    changes.retain(|col, change| {
+        let Some(new) = stored.get(col) else { return true };
+        let new = new.as_ref().map_or(Value::Null, |v| Value::String(v.clone()));
+        let same = change.get("old").is_some_and(|old| *old == new);
+        change["new"] = new;
+        !same
+    });
+    entry
 }
 
 /// A mutation's kind, as the audit trail's `op` names it.
