@@ -17,13 +17,15 @@
 //! - [`error`]: [`PgError`], which keeps Postgres's message and SQLSTATE.
 //! - [`write_store`] and [`write_table`]: the write path's bookkeeping tables (exactly-once
 //!   markers, recorded results, column clocks) and the row-level SQL that applies mutations,
-//!   over [`prepared`] connections that prepare each statement once.
+//!   over [`prepared`] connections that prepare each statement once; [`audit`]: the audit
+//!   trail of client transactions kept next to them.
 //!
 //! - [`tls`]: TLS (rustls) for both connection kinds, chosen by the URL's libpq-style `sslmode`,
 //!   `sslrootcert`, `sslcert` and `sslkey` parameters.
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod cluster;
 pub mod connect;
 pub mod error;

@@ -11,6 +11,7 @@
 //!   values Ferrite last wrote (to notice writes made directly in Postgres since), the stamp of
 //!   the insert that created it, and for deleted rows the tombstone (last values and the
 //!   delete's stamp).
+//! - `ferrite.audit`: the audit trail of client transactions ([`crate::audit`]).
 //!
 //! Concurrency: a request holds its client's session-level advisory lock from its first client
 //! transaction to its last, so the requests of one client (say, a retry racing the original)
@@ -35,7 +36,7 @@ use tokio_postgres::Client;
 /// so no retry is applied twice across the upgrade.
 pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
     client
-        .batch_execute(
+        .batch_execute(&format!(
             "BEGIN;
              SELECT pg_advisory_xact_lock(4991073711594410497);
              CREATE SCHEMA IF NOT EXISTS ferrite;
@@ -52,6 +53,7 @@ pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
                  deleted text,
                  born text,
                  PRIMARY KEY (tbl, key));
+             {}
              DO $$ BEGIN
                IF to_regclass('ferrite.clients') IS NOT NULL THEN
                  UPDATE ferrite.client_results r SET client_id = r.client_id || '@' || c.subject
@@ -61,7 +63,8 @@ pub async fn ensure_write_store(client: &Client) -> Result<(), PgError> {
                END IF;
              END $$;
              COMMIT;",
-        )
+            crate::audit::CREATE_SQL
+        ))
         .await?;
     Ok(())
 }

@@ -47,6 +47,13 @@ impl QualifiedName {
         s == "ferrite" || s == "information_schema" || s.starts_with("pg_")
     }
 
+    /// Whether this is `ferrite.audit`, the audit trail of client transactions: the one table of
+    /// Ferrite's own schema clients may read as a shape (under its read rule in jwt mode; not in
+    /// a subquery, and no client may write it).
+    pub fn is_audit_trail(&self) -> bool {
+        self.schema == "ferrite" && self.name == "audit"
+    }
+
     /// The SQL spelling with both parts quoted: `"public"."items"`.
     pub fn quoted(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
@@ -158,6 +165,9 @@ mod tests {
         for t in ["items", "public.ferrite", "\"Ferrite\".x", "app.pg"] {
             assert!(!QualifiedName::parse(t).unwrap().is_reserved(), "{t}");
         }
+        assert!(QualifiedName::parse("ferrite.audit").unwrap().is_audit_trail());
+        assert!(!QualifiedName::parse("public.audit").unwrap().is_audit_trail());
+        assert!(!QualifiedName::parse("ferrite.row_clocks").unwrap().is_audit_trail());
     }
 
     #[test]

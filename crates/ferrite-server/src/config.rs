@@ -102,10 +102,100 @@ pub struct ServerConfig {
     pub presence_max_members: usize,
     /// Most presence rooms held at once (with members or watchers); beyond it, 503.
     pub presence_max_rooms: usize,
+    /// How long the audit trail (`ferrite.audit`: every client transaction's outcome, who sent
+    /// it and what it changed) keeps its rows: `"30d"` (default), `"12h"`, `"90m"`, `"45s"` or
+    /// plain seconds; `"off"` or `0` records nothing. Older rows are deleted in the background,
+    /// in bounded batches.
+    pub audit_retention: AuditRetention,
     /// Per-table settings (`[tables.<name>]`): conflict policy, row existence rule, access rules.
     pub tables: BTreeMap<String, TableConfig>,
     /// `[cluster]`: several Ferrite nodes of one database, talking over NATS.
     pub cluster: ClusterConfig,
+}
+
+/// How long audit rows are kept (`audit_retention`), or `None`: no audit trail at all. Written
+/// as a number and a unit (`s`, `m`, `h`, `d`), plain seconds, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditRetention(pub Option<std::time::Duration>);
+
+impl Default for AuditRetention {
+    /// Thirty days: long enough to answer "who changed this last month", short enough that the
+    /// table stays small for a busy write path.
+    fn default() -> Self {
+        AuditRetention(Some(std::time::Duration::from_secs(30 * 24 * 3600)))
+    }
+}
+
+impl AuditRetention {
+    /// Whether client transactions are recorded at all.
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// How often the background sweep looks for expired rows: a quarter of the retention,
+    /// between one second and five minutes (so a row outlives its retention by at most that).
+    pub fn sweep_interval(&self) -> Option<std::time::Duration> {
+        let r = self.0?;
+        Some((r / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(300)))
+    }
+}
+
+impl std::str::FromStr for AuditRetention {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("off") {
+            return Ok(AuditRetention(None));
+        }
+        let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("audit_retention must be a number with a unit (s, m, h, d), or \"off\" (got {s:?})")
+        })?;
+        let scale = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 24 * 3600,
+            other => return Err(format!("audit_retention: unknown unit {other:?} (use s, m, h or d)")),
+        };
+        let secs = n.checked_mul(scale).ok_or_else(|| format!("audit_retention is too long (got {s:?})"))?;
+        Ok(AuditRetention((secs > 0).then(|| std::time::Duration::from_secs(secs))))
+    }
+}
+
+impl std::fmt::Display for AuditRetention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("off"),
+            Some(d) if d.as_secs() % (24 * 3600) == 0 => write!(f, "{}d", d.as_secs() / (24 * 3600)),
+            Some(d) if d.as_secs() % 3600 == 0 => write!(f, "{}h", d.as_secs() / 3600),
+            Some(d) if d.as_secs() % 60 == 0 => write!(f, "{}m", d.as_secs() / 60),
+            Some(d) => write!(f, "{}s", d.as_secs()),
+        }
+    }
+}
+
+impl Serialize for AuditRetention {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditRetention {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Text with a unit, or plain seconds as a number.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(AuditRetention((n > 0).then(|| std::time::Duration::from_secs(n)))),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// `[cluster]`: what a node needs to work with the other nodes of its cluster (every node of one
@@ -237,6 +327,7 @@ impl Default for ServerConfig {
             presence_ttl_secs: 30,
             presence_max_members: 100,
             presence_max_rooms: 100_000,
+            audit_retention: AuditRetention::default(),
             tables: BTreeMap::new(),
             cluster: ClusterConfig::default(),
         }
@@ -309,5 +400,32 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn audit_retention_reads_units_and_off() {
+        let r = |s: &str| s.parse::<AuditRetention>();
+        assert_eq!(r("30d").unwrap().0, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(r("12h").unwrap().0, Some(Duration::from_secs(43_200)));
+        assert_eq!(r("90m").unwrap().0, Some(Duration::from_secs(5_400)));
+        assert_eq!(r("45").unwrap().0, Some(Duration::from_secs(45)));
+        assert_eq!(r("off").unwrap(), AuditRetention(None));
+        assert_eq!(r("0").unwrap(), AuditRetention(None));
+        assert!(r("3w").unwrap_err().contains("unit"));
+        assert!(r("soon").is_err());
+        assert_eq!(AuditRetention::default().to_string(), "30d");
+        assert_eq!(r("2s").unwrap().sweep_interval(), Some(Duration::from_secs(1)));
+        assert_eq!(AuditRetention::default().sweep_interval(), Some(Duration::from_secs(300)));
+        // As configured: text, or plain seconds as a number.
+        let cfg: ServerConfig = serde_json::from_value(serde_json::json!({"audit_retention": "7d"})).unwrap();
+        assert_eq!(cfg.audit_retention.0, Some(Duration::from_secs(7 * 86_400)));
+        let cfg: ServerConfig = serde_json::from_value(serde_json::json!({"audit_retention": 0})).unwrap();
+        assert!(!cfg.audit_retention.enabled());
     }
 }

@@ -190,6 +190,7 @@ async fn launch(
         tokio::spawn(expire_shapes(state.clone())),
         tokio::spawn(refresh_replication_metrics(state.clone())),
         tokio::spawn(expire_presence(state.clone())),
+        tokio::spawn(sweep_audit(state.clone())),
     ];
     match Cluster::join(&state.config, addr.port()).await.map_err(StartError::Cluster)? {
         // One node of a cluster follows the slot at a time: the one holding the lock.
@@ -237,6 +238,28 @@ async fn expire_presence(state: Arc<AppState>) {
         state.presence.expire();
     })
     .await
+}
+
+/// Keeps the audit trail to its retention (`audit_retention`): creates `ferrite.audit` at start
+/// (so it can be read as a shape before the first write), then deletes expired rows in bounded
+/// batches every [`AuditRetention::sweep_interval`](crate::config::AuditRetention::sweep_interval).
+/// Postgres being unreachable only delays the next sweep.
+async fn sweep_audit(state: Arc<AppState>) {
+    let (Some(retention), Some(period)) =
+        (state.config.audit_retention.0, state.config.audit_retention.sweep_interval())
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.writer.sweep_audit(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted audit rows past their retention"),
+            Err(e) => tracing::debug!(error = %e, "audit retention sweep failed; trying again later"),
+        }
+    }
 }
 
 /// Expires idle shapes (checked every 5 s).

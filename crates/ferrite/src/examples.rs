@@ -124,7 +124,11 @@ pub const EXAMPLES: &[Example] = &[
         LEFT JOIN team_members m ON m.user_id = u.id
         LEFT JOIN teams t ON t.id = m.team_id
        GROUP BY u.id) u",
-            user: "SELECT u.name, '{}'::text FROM users u WHERE u.id = $1::text::uuid",
+            // Owners of a team administer the workspace: their tokens carry `role: "admin"`,
+            // which the audit trail's read rule asks for (see the example's ferrite.toml).
+            user: "SELECT u.name, json_build_object('role', CASE WHEN EXISTS (
+                     SELECT 1 FROM team_members m WHERE m.user_id = u.id AND m.role = 'owner') THEN 'admin' ELSE 'member' END)::text
+                     FROM users u WHERE u.id = $1::text::uuid",
             avatar: "SELECT name, color FROM users WHERE avatar_url = $1 LIMIT 1",
         },
         banner_user: "00000000-0000-4000-8000-0000000000a1",

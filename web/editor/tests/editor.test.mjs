@@ -653,3 +653,32 @@ test('two tabs and the pipeline list stay live at once, and a write is confirmed
     await list.close()
   }
 })
+
+test('a step\'s history shows who changed what, old → new and the outcome, live — to a team owner (admin) only', async () => {
+  // Ada owns the Platform team, so her dev token says `role: "admin"`: the audit trail's read
+  // rule lets her read it. The test before renamed Test as Grace.
+  await select(ada.page, STEP.test)
+  const history = ada.page.locator('[data-testid=history]')
+  await history.locator('[data-testid=history-button]').click()
+  const entries = history.locator('[data-testid=history-entry]')
+  await eventually('Grace\'s rename in the history', async () => {
+    const texts = await entries.allInnerTexts()
+    return texts.some((t) => t.includes('Grace Hopper') && t.includes('changed it') && /name: “[^”]*” → “Test \(fast\)”/.test(t)) || texts
+  })
+  // Ada renames it: her change comes first, live, with the old and new name, applied.
+  await rename(ada.page, STEP.test, 'Test (audited)')
+  await eventually('Ada\'s rename at the top of the history', async () => {
+    const first = await entries.first().innerText()
+    return (first.includes('Ada Lovelace') && first.includes('name: “Test (fast)” → “Test (audited)”') && first.includes('applied')) || first
+  })
+  assert.equal(await entries.first().getAttribute('data-outcome'), 'applied')
+  await screenshot(ada.page, 'step-history')
+  // Grace edits the team's pipelines but owns no team: the server refuses her the trail, in words.
+  await select(grace.page, STEP.test)
+  await grace.page.locator('[data-testid=history-button]').click()
+  await eventually('the refusal', async () => {
+    const text = await grace.page.locator('[data-testid=history-status]').innerText()
+    return text.includes('Only administrators') || text
+  })
+  assert.equal(await grace.page.locator('[data-testid=history-entry]').count(), 0)
+})

@@ -86,7 +86,7 @@ pub fn parse_shape_request(
             None
         }
         Some(t) => match QualifiedName::parse(t) {
-            Ok(q) if q.is_reserved() => {
+            Ok(q) if q.is_reserved() && !q.is_audit_trail() => {
                 push(
                     &mut errors,
                     "table",

@@ -16,10 +16,18 @@
 //! right behind it (so a transaction of n rows costs n + 1 round trips, not 2n), and a
 //! transaction's last row write records the result in the same statement and carries COMMIT
 //! along.
+//!
+//! The audit trail ([`ferrite_pg::audit`]): each mutation's outcome — the row's key, what
+//! changed (old values from the row as read under its lock), merged or not — is collected as
+//! it is applied, and the transaction's audit rows go out in one statement pipelined between
+//! its last write and COMMIT, so they commit with it. A rejected transaction's rows are recorded
+//! with its rejection, in one statement after the rollback; a retry answered from its recorded
+//! result adds none.
 
 use crate::auth::{Auth, Identity, WriteKind};
 use crate::pool::Pool;
 use ferrite_core::merge::{self, Action, ColumnOrder, Current, Decision, Incoming, StoredRow, TablePolicy};
+use ferrite_pg::audit::{self, AuditActor, AuditEntry};
 use ferrite_pg::prepared::PreparedClient;
 use ferrite_pg::write_store::{self, ClientProgress, StoredClocks};
 use ferrite_pg::write_table::{self, ClockSave, RecordResult, WriteTable};
@@ -66,6 +74,8 @@ pub struct Writer {
     store_ready: tokio::sync::OnceCell<()>,
     auth: Arc<Auth>,
     max_mutations: usize,
+    /// Whether client transactions are recorded in `ferrite.audit` (`audit_retention` not off).
+    audit: bool,
 }
 
 /// Why one mutation stops its transaction.
@@ -163,7 +173,35 @@ impl Writer {
             store_ready: tokio::sync::OnceCell::new(),
             auth,
             max_mutations: config.max_mutations_per_transaction,
+            audit: config.audit_retention.enabled(),
         })
+    }
+
+    /// Creates Ferrite's bookkeeping tables (the audit trail among them) if they do not exist,
+    /// once per server; the server calls it at start so `ferrite.audit` can be read as a shape
+    /// before the first write.
+    pub async fn ensure_store(&self) -> Result<(), WriteError> {
+        if self.store_ready.initialized() {
+            return Ok(());
+        }
+        let conn = self.pool.get().await.map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        self.store_ready
+            .get_or_try_init(|| async { write_store::ensure_write_store(conn.client().client()).await })
+            .await
+            .map_err(|e| WriteError::Unavailable(format!("creating the ferrite schema: {e}")))?;
+        conn.release();
+        Ok(())
+    }
+
+    /// Deletes audit rows older than `retention`, in bounded batches ([`audit::sweep`]);
+    /// returns how many went.
+    pub async fn sweep_audit(&self, retention: std::time::Duration) -> Result<u64, WriteError> {
+        self.ensure_store().await?;
+        let conn = self.pool.get().await.map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        let deleted =
+            audit::sweep(conn.client(), retention, std::time::Duration::from_millis(50)).await.map_err(unavailable)?;
+        conn.release();
+        Ok(deleted)
     }
 
     /// Applies a request's transactions in order and returns one result per transaction.
@@ -229,9 +267,8 @@ impl Writer {
             if txn.mutations.len() > self.max_mutations {
                 let message =
                     format!("at most {} mutations per transaction (got {})", self.max_mutations, txn.mutations.len());
-                results.push(
-                    self.record_rejection(c, client_id, rejected(txn.id, RejectionCode::Invalid, message)).await?,
-                );
+                let result = rejected(txn.id, RejectionCode::Invalid, message);
+                results.push(self.record_rejection(c, client_id, who, txn, result).await?);
                 last_id = id;
                 continue;
             }
@@ -271,20 +308,22 @@ impl Writer {
         let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
         let stamp = match self.stamp(client_id, txn.hlc) {
             Ok(s) => s,
-            Err((code, message)) => return self.record_rejection(c, client_id, rejected(txn.id, code, message)).await,
+            Err((code, message)) => {
+                return self.record_rejection(c, client_id, who, txn, rejected(txn.id, code, message)).await
+            }
         };
         // BEGIN goes out in the same round trip as the first mutation's reads.
         let begin = async { c.client().batch_execute("BEGIN").await.map_err(|e| Stop::Unavailable(e.to_string())) };
         let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who, client_id))
             .map(|(_, applied)| applied);
-        let MutationsOutcome { overridden, xid, changed, committed } = match applied {
+        let MutationsOutcome { overridden, xid, changed, committed, audit } = match applied {
             Ok(done) => done,
             Err(stop) => {
                 c.client().batch_execute("ROLLBACK").await.map_err(|e| unavailable(e.into()))?;
                 return match stop {
                     Stop::Rejected(rejection) => {
                         let result = rejection_result(txn.id, rejection);
-                        self.record_rejection(c, client_id, result).await
+                        self.record_rejection(c, client_id, who, txn, result).await
                     }
                     Stop::Aborted(m) => Err(WriteError::Aborted(m)),
                     Stop::Unavailable(m) => Err(WriteError::Unavailable(m)),
@@ -299,13 +338,14 @@ impl Writer {
             return Ok(result);
         }
         let result = applied_result(txn.id, xid, overridden, changed);
-        if let Err(e) = record_and_commit(c, client_id, id, &result).await {
+        let actor = actor(client_id, who, id);
+        if let Err(e) = record_and_commit(c, client_id, id, &result, actor, &audit).await {
             // A deferred constraint fails at COMMIT: a rejection like any other constraint.
             return match classify(e, None, None, !self.auth.enabled()) {
                 Stop::Rejected(rejection) => {
                     let _ = c.client().batch_execute("ROLLBACK").await;
                     let result = rejection_result(txn.id, rejection);
-                    self.record_rejection(c, client_id, result).await
+                    self.record_rejection(c, client_id, who, txn, result).await
                 }
                 Stop::Aborted(m) => Err(WriteError::Aborted(m)),
                 Stop::Unavailable(m) => Err(WriteError::Unavailable(m)),
@@ -317,17 +357,126 @@ impl Writer {
         Ok(result)
     }
 
-    /// Records a rejected transaction's result on its own (its effects were rolled back).
+    /// Records a rejected transaction's result on its own (its effects were rolled back), with
+    /// its audit rows in the same statement.
     async fn record_rejection(
         &self,
         c: &PreparedClient,
         client_id: &str,
+        who: Option<&Identity>,
+        txn: &ClientTransaction,
         result: TransactionResult,
     ) -> Result<TransactionResult, WriteError> {
         let id = i64::try_from(result.id).unwrap_or(i64::MAX);
         let recorded = serde_json::to_value(&result).unwrap_or(Value::Null);
-        write_store::record_result(c, client_id, id, &recorded).await.map_err(unavailable)?;
+        let entries = if self.audit { self.rejected_entries(txn, result.error.as_ref()) } else { vec![] };
+        audit::record_rejection(c, client_id, &recorded, actor(client_id, who, id), &entries)
+            .await
+            .map_err(unavailable)?;
         Ok(result)
+    }
+
+    /// The audit rows of a rejected transaction: one per mutation, with what it asked for.
+    /// Its row key is known when the table's definition is cached (it is once a mutation of it
+    /// was read) or the mutation names it (`key` of an update or delete).
+    fn rejected_entries(&self, txn: &ClientTransaction, rejection: Option<&Rejection>) -> Vec<AuditEntry> {
+        let why = rejection.map_or_else(|| "rejected".to_string(), |r| format!("{}: {}", r.code.as_str(), r.message));
+        txn.mutations
+            .iter()
+            .map(|m| {
+                let name = QualifiedName::parse(m.table()).ok();
+                let table = name.as_ref().and_then(|n| self.tables.lock().get(n).cloned());
+                let source = m.key_source();
+                let key: Option<Values> = match &table {
+                    Some(t) => t
+                        .schema
+                        .key_columns()
+                        .into_iter()
+                        .map(|i| {
+                            let col = &t.schema.columns[i].name;
+                            source.get(col).cloned().flatten().map(|v| (col.clone(), Some(v)))
+                        })
+                        .collect(),
+                    None if !matches!(m, Mutation::Insert { .. }) => Some(source.clone()),
+                    None => None,
+                };
+                let key_text = match (&table, &key) {
+                    (Some(t), Some(k)) => Some(row_key(&t.schema, &aligned_vec(t, k))),
+                    _ => None,
+                };
+                // The row the rejection names, or another row of the same transaction.
+                let named = rejection.is_some_and(|r| {
+                    r.table.as_deref() == Some(m.table())
+                        && r.key.as_ref().is_none_or(|k| k.iter().all(|(c, v)| source.get(c) == Some(v)))
+                });
+                let changes: Map<String, Value> = m
+                    .written()
+                    .map(|w| w.iter().map(|(c, v)| (c.clone(), serde_json::json!({ "new": v }))).collect())
+                    .unwrap_or_default();
+                AuditEntry {
+                    tbl: name.map_or_else(|| m.table().to_string(), |n| n.quoted()),
+                    row_key: key.as_ref().map(values_json),
+                    key: key_text,
+                    op: op_name(m),
+                    outcome: "rejected",
+                    reason: Some(if named || rejection.and_then(|r| r.table.as_ref()).is_none() {
+                        why.clone()
+                    } else {
+                        format!("rejected with its transaction ({why})")
+                    }),
+                    changes: Value::Object(changes),
+                }
+            })
+            .collect()
+    }
+
+    /// The audit row of one applied mutation: what changed on the row (old values from the row
+    /// as read under its lock, new ones as written), and whether the policy kept some current
+    /// values. `None` when the audit trail is off.
+    fn applied_entry(
+        &self,
+        m: &Mutation,
+        read: &RowRead,
+        action: Option<&Action>,
+        overridden: &[String],
+    ) -> Option<AuditEntry> {
+        if !self.audit {
+            return None;
+        }
+        let old: Option<Values> = read.row.as_ref().map(|(v, _)| aligned_map(&read.table, v));
+        let before = |col: &str| old.as_ref().and_then(|o| o.get(col)).cloned().flatten();
+        let mut changes = Map::new();
+        match action {
+            Some(Action::Insert { values, .. }) | Some(Action::Update { set: values, .. }) => {
+                for (col, new) in values {
+                    let was = before(col);
+                    if old.is_none() || was != *new {
+                        changes.insert(col.clone(), serde_json::json!({ "old": was, "new": new }));
+                    }
+                }
+            }
+            Some(Action::Delete { .. }) => {
+                for (col, was) in old.iter().flatten() {
+                    changes.insert(col.clone(), serde_json::json!({ "old": was, "new": null }));
+                }
+            }
+            _ => {}
+        }
+        let merged = !overridden.is_empty();
+        Some(AuditEntry {
+            tbl: read.table_text.clone(),
+            row_key: Some(values_json(&read.key)),
+            key: Some(read.key_text.clone()),
+            op: op_name(m),
+            outcome: if merged { "merged" } else { "applied" },
+            reason: merged.then(|| {
+                format!(
+                    "kept the current value of {} under the table's conflict policy (the incoming value lost to a newer or winning write)",
+                    overridden.join(", ")
+                )
+            }),
+            changes: Value::Object(changes),
+        })
     }
 
     /// Checks the transaction's HLC against the server clock.
@@ -346,16 +495,24 @@ impl Writer {
         client_id: &str,
     ) -> Result<MutationsOutcome, Stop> {
         let mut overridden = vec![];
+        let mut audit = vec![];
         let mut xid = None;
         let mut changed = false;
         let n = txn.mutations.len();
+        let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
         let mut read = match txn.mutations.first() {
             Some(m) => Some(self.read_row(c, m, who, None).await?),
             None => None,
         };
         for (i, m) in txn.mutations.iter().enumerate() {
             let Some(row) = read.take() else { break };
-            let tail = (i + 1 == n).then(|| Tail { client_id, txn_id: txn.id, overridden: &overridden });
+            let tail = (i + 1 == n).then(|| Tail {
+                client_id,
+                txn_id: txn.id,
+                overridden: &overridden,
+                actor: actor(client_id, who, id),
+                audit: &audit,
+            });
             // The next row's lock and read go out right behind this row's write, in the same
             // round trip; a failure of this row's write is the one reported.
             let (sent, after) = sent_signal();
@@ -371,10 +528,17 @@ impl Writer {
             read = next.transpose()?;
             match written {
                 RowOutcome::Committed { xid, result } => {
-                    return Ok(MutationsOutcome { overridden: vec![], xid, changed: true, committed: Some(result) });
+                    return Ok(MutationsOutcome {
+                        overridden: vec![],
+                        xid,
+                        changed: true,
+                        committed: Some(result),
+                        audit: vec![],
+                    });
                 }
-                RowOutcome::Applied { overridden: o, xid: x, wrote } => {
+                RowOutcome::Applied { overridden: o, xid: x, wrote, audit: entry } => {
                     overridden.extend(o);
+                    audit.extend(entry);
                     xid = Some(x);
                     changed |= wrote;
                 }
@@ -384,7 +548,7 @@ impl Writer {
             Some(x) => x,
             None => c.query_one("SELECT (txid_current() % 4294967296)::bigint", &[]).await?.get::<_, i64>(0) as u32,
         };
-        Ok(MutationsOutcome { overridden, xid, changed, committed: None })
+        Ok(MutationsOutcome { overridden, xid, changed, committed: None, audit })
     }
 
     /// The write-side definition of `table` (columns, key, statements), from the cache or, when
@@ -627,6 +791,7 @@ impl Writer {
         let change = match self.decide(c, m, stamp, &read).await? {
             Decided::Unchanged { overridden } => {
                 return Ok(RowOutcome::Applied {
+                    audit: self.applied_entry(m, &read, None, &overridden),
                     overridden: overridden_of(m, &read.key, overridden),
                     xid: read.xid,
                     wrote: false,
@@ -634,13 +799,17 @@ impl Writer {
             }
             Decided::Change(change) => change,
         };
-        let after = match self.write(c, m, &read, &change, tail, &mut sent).await? {
+        let entry = self.applied_entry(m, &read, Some(&change.action), &change.overridden);
+        let after = match self.write(c, m, &read, &change, tail, entry.as_ref(), &mut sent).await? {
             Written::Committed(result) => return Ok(RowOutcome::Committed { xid: read.xid, result }),
             Written::Row(after) => after,
         };
+        // The new values as Postgres stored them (its text of a json or numeric value may differ
+        // from what the client sent): a value equal to the old one once stored is no change.
+        let entry = entry.map(|e| stored_changes(e, &read, after.as_deref()));
         // `sent` is held until the bookkeeping is saved too: the next mutation may be on the
         // same row and must read it.
-        self.record(c, m, &read, change, after).await
+        self.record(c, m, &read, change, after, entry).await
     }
 
     /// The decide step: the row as the merge policy sees it, the caller's write rule checked on
@@ -730,8 +899,12 @@ impl Writer {
     /// The write step: the decided change made to the caller's table, each row write saving
     /// the row's new clocks in the same statement. The last mutation's row write, when no write
     /// rule must be checked afterwards, also records the transaction's result and carries
-    /// COMMIT in its round trip: if the write fails, Postgres answers COMMIT with a rollback,
+    /// COMMIT in its round trip, with the transaction's audit rows (`entry` is this
+    /// mutation's) between them: if the write fails, Postgres answers COMMIT with a rollback,
     /// and the (biased) join reports the write's own error.
+    // Each argument is a distinct part of the mutation's state; bundling them would only move
+    // them into a struct built for this one call.
+    #[allow(clippy::too_many_arguments)]
     async fn write(
         &self,
         c: &PreparedClient,
@@ -739,6 +912,7 @@ impl Writer {
         read: &RowRead,
         change: &Change,
         tail: Option<Tail<'_>>,
+        entry: Option<&AuditEntry>,
         sent: &mut Sent,
     ) -> Result<Written, Stop> {
         let RowRead { name, table, key, key_text, table_text, rule, xid, .. } = read;
@@ -777,8 +951,10 @@ impl Writer {
                     Some(k) => table.update(c, k, values, &save).await.map(|_| ()),
                 }
             };
+            let entries: Vec<AuditEntry> = tail.audit.iter().chain(entry).cloned().collect();
+            let audit = audit::record(c, tail.actor, &entries);
             let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
-            tokio::try_join!(biased; write, commit).map_err(reject_here)?;
+            tokio::try_join!(biased; write, audit, commit).map_err(reject_here)?;
             return Ok(Written::Committed(result));
         }
         // The row as Postgres stored it, when it is live afterwards.
@@ -812,6 +988,7 @@ impl Writer {
         read: &RowRead,
         change: Change,
         after: Option<Vec<Option<String>>>,
+        entry: Option<AuditEntry>,
     ) -> Result<RowOutcome, Stop> {
         let RowRead { name, table, key, key_text, table_text, xid, .. } = read;
         let reject_here = |e: PgError| self.reject(c, name, m, key, e);
@@ -854,7 +1031,7 @@ impl Writer {
             Action::Update { set, .. } => !set.is_empty(),
             _ => false,
         };
-        Ok(RowOutcome::Applied { overridden: overridden_of(m, key, change.overridden), xid: *xid, wrote })
+        Ok(RowOutcome::Applied { overridden: overridden_of(m, key, change.overridden), xid: *xid, wrote, audit: entry })
     }
 
     /// The row as the merge policy sees it. Columns whose value differs from what Ferrite last
@@ -946,6 +1123,8 @@ struct MutationsOutcome {
     changed: bool,
     /// The result, when the last mutation's row write also recorded it and committed ([`Tail`]).
     committed: Option<TransactionResult>,
+    /// The audit rows of the mutations, to record with the result (empty when committed).
+    audit: Vec<AuditEntry>,
 }
 
 /// A mutation checked and its row read under its key lock, ready to be decided and written.
@@ -1101,6 +1280,8 @@ enum RowOutcome {
         /// Whether a row of the caller's table changed: a transaction that changed none has no
         /// txid to wait for in a shape (the result's `unchanged`).
         wrote: bool,
+        /// The mutation's audit row (`None` when the audit trail is off).
+        audit: Option<AuditEntry>,
     },
     /// The last mutation's row write recorded the transaction's result and committed it.
     Committed {
@@ -1176,6 +1357,41 @@ struct Tail<'a> {
     txn_id: u64,
     /// Columns kept by the policy in the transaction's earlier mutations.
     overridden: &'a [Overridden],
+    /// Who sent the transaction, for its audit rows.
+    actor: AuditActor<'a>,
+    /// The audit rows of the transaction's earlier mutations.
+    audit: &'a [AuditEntry],
+}
+
+/// Who sent client transaction `id`: the client key's subject part is the token's, the rest
+/// the client id as sent (client ids cannot contain `@`, see [`write_store::client_key`]).
+fn actor<'a>(client_key: &'a str, who: Option<&'a Identity>, id: i64) -> AuditActor<'a> {
+    let client_id = client_key.split_once('@').map_or(client_key, |(id, _)| id);
+    AuditActor { subject: who.map(|w| w.subject.as_str()), client_id, txn_id: id }
+}
+
+/// `entry` with its changes' new values taken from `after`, the row as Postgres stored it (when
+/// it is live), and the columns whose stored value equals the old one dropped.
+fn stored_changes(mut entry: AuditEntry, read: &RowRead, after: Option<&[Option<String>]>) -> AuditEntry {
+    let (Some(after), Value::Object(changes)) = (after, &mut entry.changes) else { return entry };
+    let stored = aligned_map(&read.table, after);
+    changes.retain(|col, change| {
+        let Some(new) = stored.get(col) else { return true };
+        let new = new.as_ref().map_or(Value::Null, |v| Value::String(v.clone()));
+        let same = change.get("old").is_some_and(|old| *old == new);
+        change["new"] = new;
+        !same
+    });
+    entry
+}
+
+/// A mutation's kind, as the audit trail's `op` names it.
+fn op_name(m: &Mutation) -> &'static str {
+    match m {
+        Mutation::Insert { .. } => "insert",
+        Mutation::Update { .. } => "update",
+        Mutation::Delete { .. } => "delete",
+    }
 }
 
 /// The result of a committed client transaction.
@@ -1190,18 +1406,22 @@ fn applied_result(id: u64, xid: u32, overridden: Vec<Overridden>, changed: bool)
     }
 }
 
-/// Records `result` and commits, in one round trip (`biased`: a failed INSERT is the error
-/// seen; Postgres then answers COMMIT with a rollback rather than an error).
+/// Records `result` and the transaction's audit rows and commits, in one round trip (`biased`:
+/// a failed INSERT is the error seen; Postgres then answers COMMIT with a rollback rather than
+/// an error).
 async fn record_and_commit(
     c: &PreparedClient,
     client_id: &str,
     id: i64,
     result: &TransactionResult,
+    actor: AuditActor<'_>,
+    entries: &[AuditEntry],
 ) -> Result<(), PgError> {
     let recorded = serde_json::to_value(result).unwrap_or(Value::Null);
     let record = write_store::record_result(c, client_id, id, &recorded);
+    let audit = audit::record(c, actor, entries);
     let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
-    tokio::try_join!(biased; record, commit).map(|_| ())
+    tokio::try_join!(biased; record, audit, commit).map(|_| ())
 }
 
 fn rejected(id: u64, code: RejectionCode, message: String) -> TransactionResult {

@@ -7,9 +7,10 @@
 //! - `POST /dev/token` `{"user_id": "<uuid>"}` → `{"token", "expires_at"}` (Unix seconds): an
 //!   HS256 JWT signed with the server's `auth.secret`, with `sub` = the user's id, `name`, and
 //!   the claims the example adds (the agents console's `role`, which its workflows rule reads;
-//!   the lead forms' staff `role` and `tenant_id`). Nothing of the pipeline editor's team
-//!   structure is in it: its rules read `team_members` live, so adding or removing a membership
-//!   takes effect at once, with the same token.
+//!   the lead forms' staff `role` and `tenant_id`; the pipeline editor's `role`, `admin` for the
+//!   owner of a team, which only the audit trail's read rule reads). Nothing else of the
+//!   pipeline editor's team structure is in it: its data rules read `team_members` live, so
+//!   adding or removing a membership takes effect at once, with the same token.
 //!
 //! Any web page a developer visits could try to mint tokens from `localhost`: these routes send
 //! no CORS headers (a cross-origin page cannot read their answers), refuse a request whose

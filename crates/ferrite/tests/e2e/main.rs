@@ -5,6 +5,7 @@
 mod common;
 
 mod abuse;
+mod audit;
 mod auth;
 mod cdn;
 mod checksums;

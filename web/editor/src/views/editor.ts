@@ -5,6 +5,7 @@ import { h, replaceChildren } from '../dom.js'
 import type { Actions, Data, Pipeline } from '../data.js'
 import type { SignedIn } from '../session.js'
 import { Canvas, type RemotePerson } from './canvas.js'
+import { HistoryPanel } from './history.js'
 import { Inspector } from './inspector.js'
 import { MembersPanel } from './members.js'
 import { CommentsPanel, VersionsPanel } from './panels.js'
@@ -15,6 +16,7 @@ export class EditorView {
   #selectedConnection: string | null = null
   #canvas: Canvas
   #inspector: Inspector
+  #history: HistoryPanel
   #comments: CommentsPanel
   #versions: VersionsPanel
   #members: MembersPanel
@@ -60,6 +62,7 @@ export class EditorView {
       cursor: (at) => this.#room?.update({ cursor: at }),
     })
     this.#inspector = new Inspector(actions, () => this.#select(null))
+    this.#history = new HistoryPanel(data)
     this.#comments = new CommentsPanel(data, actions, () => this.#select(null))
     this.#versions = new VersionsPanel(data, actions)
     this.#members = new MembersPanel(data, actions, () => me.id)
@@ -147,7 +150,7 @@ export class EditorView {
   }
 
   #side(): HTMLElement {
-    return h('aside', { class: 'side' }, this.#inspector.el, this.#comments.el, this.#versions.el, this.#members.el)
+    return h('aside', { class: 'side' }, this.#inspector.el, this.#history.el, this.#comments.el, this.#versions.el, this.#members.el)
   }
 
   render(): void {
@@ -189,6 +192,7 @@ export class EditorView {
     this.#canvas.update(steps, connections, { step: this.#selected, connection: this.#selectedConnection }, others, this.data.commentCount(p.id))
     const step = steps.find((s) => s.id === this.#selected)
     this.#inspector.update(p, step, steps, connections, !this.#canEdit)
+    this.#history.update(step)
     this.#comments.update(p, step, !this.#canEdit)
     this.#versions.update(p, !this.#canEdit)
     this.#members.update(p)
@@ -207,6 +211,7 @@ export class EditorView {
     document.removeEventListener('keydown', this.#onKey)
     window.removeEventListener('pagehide', this.#onPageHide)
     window.removeEventListener('pageshow', this.#onPageShow)
+    this.#history.destroy()
     this.#leaveRoom()
   }
 }
