@@ -49,7 +49,7 @@ pub async fn take_initial_snapshot(
         let mut rows = snapshot.rows(&RowQuery::shape(&shape.filter)).await?;
         while let Some(json) = rows.next().await? {
             if let Some(d) = digest.as_mut() {
-                match row_hash(shape, &json) {
+                match shape.filter.snapshot_row_hash(&json) {
                     Some(h) => d.add(h),
                     // (Never: Postgres renders every row as a message.)
                     None => digest = None,
@@ -209,13 +209,6 @@ impl<'a> Batches<'a> {
         write_rows(self.shape, &self.rows)?;
         self.shape.log.close_snapshot_chunk()
     }
-}
-
-/// The digest hash of a snapshot row message (`{"key":…,"value":{column: text…},…}`).
-fn row_hash(shape: &Shape, json: &str) -> Option<ferrite_protocol::digest::RowHash> {
-    let message: ferrite_protocol::messages::ShapeMessage<'_> = serde_json::from_str(json).ok()?;
-    let value = message.value?;
-    shape.filter.row_hash(|name| value.get(name).and_then(|v| v.as_deref()))
 }
 
 /// Appends snapshot rows; when that closed a chunk, makes it durable so readers can have it.
