@@ -302,19 +302,26 @@ fn count(hay: &[u8], needle: &[u8]) -> u64 {
 
 async fn routing(changes: u64, runs: usize) -> Result<()> {
     for shapes in [1u64, 1000] {
-        let mut rates = vec![];
+        let (mut rates, mut decodes) = (vec![], vec![]);
         for _ in 0..runs {
-            rates.push(routing_once(shapes, changes).await?);
+            let (rate, decode) = routing_once(shapes, changes).await?;
+            rates.push(rate);
+            decodes.push(decode);
         }
+        let (rate, decode) = (median(rates.clone()), median(decodes));
         println!(
-            "routing: {shapes:>5} equality shape(s): {:>9.0} matching changes/s into shape logs (median of {runs}; {changes} changes per run)",
-            median(rates)
+            "routing: {shapes:>5} equality shape(s): {rate:>9.0} matching changes/s into shape logs (median of {runs}; {changes} changes per run; runs {})\n             \x20 yardstick, Postgres decoding the same backlog in the backend (pg_logical_slot_peek_binary_changes, pgoutput): {decode:>9.0} changes/s; Ferrite / yardstick {:.2}",
+            rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+            rate / decode
         );
     }
     Ok(())
 }
 
-async fn routing_once(shapes: u64, changes: u64) -> Result<f64> {
+/// One routing run: (Ferrite's matching changes/s into shape logs, Postgres' own decoding of
+/// the same backlog in changes/s), the yardstick timed on the same slot just before Ferrite
+/// streams it.
+async fn routing_once(shapes: u64, changes: u64) -> Result<(f64, f64)> {
     let env = env().await?;
     let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
     pg.batch_execute("CREATE TABLE ev (id bigint PRIMARY KEY, tenant int NOT NULL, payload text)").await?;
@@ -348,6 +355,21 @@ async fn routing_once(shapes: u64, changes: u64) -> Result<f64> {
         .await?;
         start = end + 1;
     }
+    // The yardstick: Postgres decodes the backlog through pgoutput in the backend (peek: the
+    // slot stays where it is for Ferrite), with no network, parsing or routing.
+    let t0 = Instant::now();
+    let decoded: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)",
+            &[&cfg.slot_name, &cfg.publication],
+        )
+        .await?
+        .get(0);
+    let decode_secs = t0.elapsed().as_secs_f64();
+    // (Each inserted row is one message; the rest are BEGIN/COMMIT and relation messages.)
+    if (decoded as u64) < changes {
+        return Err(anyhow!("Postgres decoded {decoded} messages from a backlog of {changes} changes"));
+    }
     let server = ferrite_server::start(cfg).await?;
     let t0 = Instant::now();
     let observer = server.observer();
@@ -362,7 +384,7 @@ async fn routing_once(shapes: u64, changes: u64) -> Result<f64> {
     let secs = t0.elapsed().as_secs_f64();
     server.shutdown().await;
     drop(env);
-    Ok(changes as f64 / secs)
+    Ok((changes as f64 / secs, changes as f64 / decode_secs))
 }
 
 async fn latency(clients: usize, rooms: usize, writes: usize, runs: usize) -> Result<()> {

@@ -55,18 +55,32 @@ pub async fn writes(
 ) -> Result<()> {
     for rows_per_txn in [1, 10] {
         let load = Load { clients, batches, rows_per_txn, connections, rule: None };
-        let mut rates = vec![];
+        let (mut rates, mut references) = (vec![], vec![]);
         for _ in 0..runs {
             rates.push(throughput_once(load).await?);
+            // The yardstick in alternation with Ferrite, so both see the same machine.
+            if rows_per_txn == 1 {
+                references.push(reference_once(load).await?);
+            }
         }
-        let txns = median(rates);
+        let txns = median(rates.clone());
         println!(
             "writes: {rows_per_txn:>2}-row transactions, {BATCH} per request, {clients} clients, {connections} write connections: \
-             {txns:>7.0} client transactions/s ({:.0} rows/s) (median of {runs}; {} transactions per run){}",
+             {txns:>7.0} client transactions/s ({:.0} rows/s) (median of {runs}: {}; {} transactions per run){}",
             txns * rows_per_txn as f64,
+            rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
             clients * batches * BATCH,
             if rows_per_txn == 1 { "  target ≥ 5,000/s" } else { "" }
         );
+        if rows_per_txn == 1 {
+            let reference = median(references.clone());
+            println!(
+                "  yardstick, the same transactions straight into Postgres (INSERT + the client's progress-row upsert, prepared, \
+                 {connections} connections, what pgbench would run): {reference:>7.0}/s (runs {}); Ferrite / yardstick {:.2}  target ≥ 0.8",
+                references.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+                txns / reference
+            );
+        }
     }
     // What write rules cost (jwt mode): one that reads only the row, and one that follows
     // membership through a subquery (a query per check, inside the write's transaction).
@@ -286,6 +300,61 @@ async fn throughput_once(load: Load) -> Result<f64> {
         return Err(anyhow!("{rows} rows in Postgres, {} sent", txns * load.rows_per_txn));
     }
     server.shutdown().await;
+    Ok(txns as f64 / secs)
+}
+
+/// The write path's yardstick on a fresh Postgres: what Ferrite's single-row client
+/// transactions do at the least — insert the row and move the client's progress marker — sent
+/// straight to Postgres as pgbench would (each transaction `BEGIN`, two prepared statements,
+/// `COMMIT`, one at a time per connection), on `load.connections` connections with the clients
+/// shared among them. Returns transactions/s; the rows are counted afterwards.
+async fn reference_once(load: Load) -> Result<f64> {
+    let env = env().await?;
+    let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
+    pg.batch_execute(
+        "CREATE TABLE items (id bigint PRIMARY KEY, body text NOT NULL, n int NOT NULL, team_id int NOT NULL DEFAULT 0);
+         CREATE TABLE progress (client_id text PRIMARY KEY, last_id bigint NOT NULL);",
+    )
+    .await?;
+    let per_client = load.batches * BATCH;
+    let mut tasks = vec![];
+    let t0 = Instant::now();
+    for conn in 0..load.connections {
+        let url = env.url.clone();
+        // Client c runs on connection c % connections, so no two connections update one
+        // progress row at once (as Ferrite serialises a client's transactions).
+        let clients: Vec<usize> = (0..load.clients).filter(|c| c % load.connections == conn).collect();
+        tasks.push(tokio::spawn(async move {
+            let c = ferrite_pg::connect::connect(&url).await.map_err(|e| anyhow!("{e}"))?;
+            let insert = c.prepare("INSERT INTO items (id, body, n) VALUES ($1, $2, $3)").await?;
+            let upsert = c
+                .prepare(
+                    "INSERT INTO progress (client_id, last_id) VALUES ($1, $2)
+                     ON CONFLICT (client_id) DO UPDATE SET last_id = excluded.last_id",
+                )
+                .await?;
+            for i in 0..per_client {
+                for &client in &clients {
+                    let id = (client * 1_000_000_000 + i + 1) as i64;
+                    let name = format!("bench-{client}");
+                    c.batch_execute("BEGIN").await?;
+                    c.execute(&insert, &[&id, &format!("item {id}"), &((id % 100) as i32)]).await?;
+                    c.execute(&upsert, &[&name, &id]).await?;
+                    c.batch_execute("COMMIT").await?;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let txns = load.clients * per_client;
+    let rows: i64 = pg.query_one("SELECT count(*) FROM items", &[]).await?.get(0);
+    if rows as usize != txns {
+        return Err(anyhow!("{rows} rows in Postgres, {txns} sent"));
+    }
     Ok(txns as f64 / secs)
 }
 
