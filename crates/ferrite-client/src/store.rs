@@ -44,6 +44,27 @@ impl Affinity {
         }
     }
 
+    /// [`Affinity::value`] to bind, borrowing the text instead of copying it (a snapshot binds
+    /// millions of values).
+    pub(crate) fn bind(self, v: Option<&str>) -> rusqlite::types::ToSqlOutput<'_> {
+        use rusqlite::types::{ToSqlOutput as Out, Value as V, ValueRef};
+        let Some(text) = v else { return Out::Owned(V::Null) };
+        let borrowed = Out::Borrowed(ValueRef::Text(text.as_bytes()));
+        match self {
+            Affinity::Integer => text.parse::<i64>().map_or(borrowed, |i| Out::Owned(V::Integer(i))),
+            Affinity::Real => match text.parse::<f64>() {
+                Ok(f) if !f.is_nan() => Out::Owned(V::Real(f)),
+                _ => borrowed,
+            },
+            Affinity::Boolean => match text {
+                "t" | "true" => Out::Owned(V::Integer(1)),
+                "f" | "false" => Out::Owned(V::Integer(0)),
+                _ => borrowed,
+            },
+            Affinity::Text => borrowed,
+        }
+    }
+
     /// The SQLite value for a Postgres text value (as the shape API sends it; `None` = NULL).
     pub(crate) fn value(self, v: Option<&str>) -> rusqlite::types::Value {
         use rusqlite::types::Value as V;
@@ -414,41 +435,43 @@ pub fn apply_in(
     Ok(applied)
 }
 
-/// The insert statement for the last column list seen, so a snapshot's rows (all with the same
-/// columns) build their SQL once.
+/// The insert statement for the last column list seen, prepared: a snapshot's rows (all with
+/// the same columns) build and look up their SQL once, and bind their values one by one.
 #[derive(Default)]
-struct SqlCache {
+struct SqlCache<'t> {
     names: Vec<String>,
     affinities: Vec<Affinity>,
-    insert: String,
+    insert: Option<rusqlite::CachedStatement<'t>>,
 }
 
-fn apply_change(
-    tx: &rusqlite::Transaction<'_>,
+fn apply_change<'t>(
+    tx: &'t rusqlite::Transaction<'_>,
     local: &str,
     columns: &[LocalColumn],
     op: &str,
     value: &Row<'_>,
-    cache: &mut SqlCache,
+    cache: &mut SqlCache<'t>,
 ) -> Result<(), ClientError> {
     let affinity = |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.affinity).unwrap_or(Affinity::Text);
     // Inserts (every row of a snapshot) come first and cheap: the statement and the columns'
     // affinities are worked out once per column list.
     if op == "insert" {
-        if cache.insert.is_empty() || !value.keys().map(|k| k.as_ref()).eq(cache.names.iter().map(String::as_str)) {
+        if cache.insert.is_none() || !value.keys().map(|k| k.as_ref()).eq(cache.names.iter().map(String::as_str)) {
+            cache.insert = None;
             cache.names = value.keys().map(|k| k.to_string()).collect();
             cache.affinities = cache.names.iter().map(|n| affinity(n)).collect();
-            cache.insert = format!(
+            cache.insert = Some(tx.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
                 quote(local),
                 cache.names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
                 (1..=cache.names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
-            );
+            ))?);
         }
-        let vals: Vec<rusqlite::types::Value> =
-            value.values().zip(&cache.affinities).map(|(v, a)| a.value(v.as_deref())).collect();
-        let refs: Vec<&dyn ToSql> = vals.iter().map(|v| v as &dyn ToSql).collect();
-        tx.prepare_cached(&cache.insert)?.execute(refs.as_slice())?;
+        let insert = cache.insert.as_mut().expect("prepared above");
+        for (i, (v, a)) in value.values().zip(&cache.affinities).enumerate() {
+            insert.raw_bind_parameter(i + 1, a.bind(v.as_deref()))?;
+        }
+        insert.raw_execute()?;
         return Ok(());
     }
     let pk = key_columns(columns);
