@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod checksum;
+mod fast_rows;
 pub mod outbox;
 mod shape;
 pub mod store;

@@ -298,10 +298,23 @@ pub fn apply_in(
     batch: Batch<'_>,
 ) -> Result<usize, ClientError> {
     let local = def.local_table();
-    let messages: Vec<ShapeMessage<'_>> = if batch.body.is_empty() {
+    let bad_body = |e: serde_json::Error| ClientError::Protocol(format!("response body: {e}"));
+    // The body's messages as texts: plain row inserts are read in place ([`crate::fast_rows`]),
+    // the rest parsed one by one.
+    let body = std::str::from_utf8(batch.body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?;
+    let items: Vec<&str> = if body.is_empty() {
         vec![]
     } else {
-        serde_json::from_slice(batch.body).map_err(|e| ClientError::Protocol(format!("response body: {e}")))?
+        match crate::fast_rows::split_array(body) {
+            Some(items) => items,
+            // Not an array: the parser says what is wrong.
+            None => {
+                return Err(bad_body(serde_json::from_str::<Vec<ShapeMessage<'_>>>(body).err().map_or_else(
+                    || serde_json::Error::io(std::io::Error::other("not a JSON array of messages")),
+                    |e| e,
+                )))
+            }
+        }
     };
     let stored: Option<String> = tx
         .query_row("SELECT schema FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| r.get(0))
@@ -321,7 +334,13 @@ pub fn apply_in(
             s.to_string()
         }
         (None, Some(old)) => old.clone(),
-        (None, None) if messages.iter().all(|m| m.headers.operation.is_none()) => String::new(),
+        (None, None)
+            if items
+                .iter()
+                .all(|t| serde_json::from_str::<ShapeMessage<'_>>(t).is_ok_and(|m| m.headers.operation.is_none())) =>
+        {
+            String::new()
+        }
         (None, None) => return Err(ClientError::Protocol("changes arrived before the shape's schema".into())),
     };
     let columns = if schema_text.is_empty() { vec![] } else { parse_schema(&schema_text)? };
@@ -335,10 +354,19 @@ pub fn apply_in(
     let mut last_lsn: Option<i64> = None;
     // The server's digest after the last message that carries one (a transaction's last, or
     // `snapshot-end`).
-    let mut digest: Option<&str> = None;
-    for m in &messages {
+    let mut digest: Option<String> = None;
+    for item in items {
+        if !any_shadow {
+            if let Some(insert) = crate::fast_rows::plain_insert(item) {
+                insert_row(tx, &local, &columns, &insert.pairs, &mut sql_cache)?;
+                applied += 1;
+                continue;
+            }
+        }
+        let m: ShapeMessage<'_> = serde_json::from_str(item).map_err(bad_body)?;
+        let m = &m;
         if let Some(d) = m.headers.ferrite_digest.as_deref() {
-            digest = Some(d);
+            digest = Some(d.to_string());
         }
         if m.headers.control.as_deref() == Some("up-to-date") {
             last_lsn = last_lsn.max(num(&m.headers.global_last_seen_lsn));
@@ -417,7 +445,7 @@ pub fn apply_in(
     }
     crate::outbox::retire_covered(tx)?;
     if digest.is_some() {
-        crate::checksum::store_server_digest(tx, &local, digest)?;
+        crate::checksum::store_server_digest(tx, &local, digest.as_deref())?;
     }
     tx.execute(
         "UPDATE _ferrite_shapes SET handle = ?2, offset = ?3, cursor = ?4, schema = ?5, up_to_date = ?6, last_sync_ms = ?7
@@ -444,6 +472,35 @@ struct SqlCache<'t> {
     insert: Option<rusqlite::CachedStatement<'t>>,
 }
 
+/// Inserts (or replaces) a row given as (column, text) pairs through the cached statement.
+fn insert_row<'t, K: AsRef<str>, V: AsRef<str>>(
+    tx: &'t rusqlite::Transaction<'_>,
+    local: &str,
+    columns: &[LocalColumn],
+    pairs: &[(K, Option<V>)],
+    cache: &mut SqlCache<'t>,
+) -> Result<(), ClientError> {
+    if cache.insert.is_none() || !pairs.iter().map(|(k, _)| k.as_ref()).eq(cache.names.iter().map(String::as_str)) {
+        let affinity =
+            |name: &str| columns.iter().find(|c| c.name == name).map(|c| c.affinity).unwrap_or(Affinity::Text);
+        cache.insert = None;
+        cache.names = pairs.iter().map(|(k, _)| k.as_ref().to_string()).collect();
+        cache.affinities = cache.names.iter().map(|n| affinity(n)).collect();
+        cache.insert = Some(tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
+            quote(local),
+            cache.names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
+            (1..=cache.names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+        ))?);
+    }
+    let insert = cache.insert.as_mut().expect("prepared above");
+    for (i, ((_, v), a)) in pairs.iter().zip(&cache.affinities).enumerate() {
+        insert.raw_bind_parameter(i + 1, a.bind(v.as_ref().map(AsRef::as_ref)))?;
+    }
+    insert.raw_execute()?;
+    Ok(())
+}
+
 fn apply_change<'t>(
     tx: &'t rusqlite::Transaction<'_>,
     local: &str,
@@ -456,23 +513,8 @@ fn apply_change<'t>(
     // Inserts (every row of a snapshot) come first and cheap: the statement and the columns'
     // affinities are worked out once per column list.
     if op == "insert" {
-        if cache.insert.is_none() || !value.keys().map(|k| k.as_ref()).eq(cache.names.iter().map(String::as_str)) {
-            cache.insert = None;
-            cache.names = value.keys().map(|k| k.to_string()).collect();
-            cache.affinities = cache.names.iter().map(|n| affinity(n)).collect();
-            cache.insert = Some(tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
-                quote(local),
-                cache.names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
-                (1..=cache.names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
-            ))?);
-        }
-        let insert = cache.insert.as_mut().expect("prepared above");
-        for (i, (v, a)) in value.values().zip(&cache.affinities).enumerate() {
-            insert.raw_bind_parameter(i + 1, a.bind(v.as_deref()))?;
-        }
-        insert.raw_execute()?;
-        return Ok(());
+        let pairs: Vec<(&str, Option<&str>)> = value.iter().map(|(k, v)| (k.as_ref(), v.as_deref())).collect();
+        return insert_row(tx, local, columns, &pairs, cache);
     }
     let pk = key_columns(columns);
     let key_values = || -> Vec<rusqlite::types::Value> {
