@@ -309,10 +309,10 @@ pub fn apply_in(
             Some(items) => items,
             // Not an array: the parser says what is wrong.
             None => {
-                return Err(bad_body(serde_json::from_str::<Vec<ShapeMessage<'_>>>(body).err().map_or_else(
-                    || serde_json::Error::io(std::io::Error::other("not a JSON array of messages")),
-                    |e| e,
-                )))
+                let why = serde_json::from_str::<Vec<ShapeMessage<'_>>>(body)
+                    .err()
+                    .unwrap_or_else(|| serde_json::Error::io(std::io::Error::other("not a JSON array of messages")));
+                return Err(bad_body(why));
             }
         }
     };
