@@ -40,6 +40,10 @@ pub enum ShapeRequestError {
     /// retry goes to the leader).
     #[error("this node of the cluster does not make shapes; retry")]
     NotLeader,
+    /// The data directory is full (`ENOSPC`), so a new shape cannot be stored: 503 +
+    /// retry-after (existing shapes are still served).
+    #[error("the data directory is full: {0}")]
+    StorageFull(String),
     /// Anything else: 500 without details beyond the message.
     #[error("{0}")]
     Internal(String),
@@ -265,7 +269,16 @@ impl AppState {
         let holds = self.hold_nodes(&filter).await?;
         let shape = self.registry.create(def.clone(), table, &tables).map_err(|e| match e {
             CreateError::Shape(e) => e.into(),
-            CreateError::Io(e) => ShapeRequestError::Internal(format!("shape storage error: {e}")),
+            CreateError::Io(e) => {
+                self.metrics.storage_write_errors.fetch_add(1, Ordering::Relaxed);
+                if crate::storage::is_out_of_space(&e) {
+                    tracing::error!(data_dir = %self.config.data_dir.display(), error = %e,
+                        "the data directory is full (ENOSPC): a new shape could not be stored");
+                    ShapeRequestError::StorageFull(e.to_string())
+                } else {
+                    ShapeRequestError::Internal(format!("shape storage error: {e}"))
+                }
+            }
         })?;
         // The shape holds them now (released when it is removed).
         holds.keep();
@@ -439,6 +452,17 @@ impl AppState {
             }
             .map_err(|e| match e {
                 e @ crate::shapes::snapshot::SnapshotError::TooLarge { .. } => Removal::TooLarge(e.to_string()),
+                crate::shapes::snapshot::SnapshotError::Io(e) => {
+                    self.metrics.storage_write_errors.fetch_add(1, Ordering::Relaxed);
+                    if crate::storage::is_out_of_space(&e) {
+                        tracing::error!(data_dir = %cfg.data_dir.display(), handle = %shape.handle, error = %e,
+                            "the data directory is full (ENOSPC): the shape's snapshot could not be written; \
+                             the shape is dropped and its request answered 503");
+                        Removal::StorageFull(e.to_string())
+                    } else {
+                        Removal::SnapshotFailed(format!("writing the snapshot failed: {e}"))
+                    }
+                }
                 e => Removal::SnapshotFailed(e.to_string()),
             })?;
             // Its transaction committed: the connection is clean.

@@ -11,6 +11,7 @@ mod client;
 mod client_convergence;
 mod cluster;
 mod dev_command;
+mod disk_full;
 mod electric_client;
 mod examples;
 mod http_protocol;
