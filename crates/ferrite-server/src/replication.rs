@@ -109,6 +109,8 @@ async fn connect(state: &AppState, flushed: Arc<AtomicU64>) -> Result<(Stream, t
         // Postgres removed WAL the slot still needed: the changes in between are gone. A new
         // slot starts at the current end of the WAL, so every shape starts over (clients get
         // 409 and read it afresh) before anything is streamed from it — never a log with a gap.
+        // New shapes wait for the new slot (their snapshots must come after its start).
+        state.slot_ready.send_replace(false);
         let rotated = state.registry.rotate_all();
         state.metrics.slot_invalidations.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
@@ -118,9 +120,23 @@ async fn connect(state: &AppState, flushed: Arc<AtomicU64>) -> Result<(Stream, t
              made a new slot; every shape starts over"
         );
     }
-    ferrite_pg::replication::ensure_slot_and_publication(&client, &cfg.slot_name, &cfg.publication)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ensure = ferrite_pg::replication::ensure_slot_and_publication(&client, &cfg.slot_name, &cfg.publication);
+    tokio::pin!(ensure);
+    let made = tokio::select! {
+        made = &mut ensure => made,
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {
+            // Creating a logical slot waits until every transaction open at that moment has
+            // ended: say why nothing happens, and go on waiting.
+            tracing::warn!(
+                slot = %cfg.slot_name,
+                "creating the replication slot waits for transactions open on Postgres to end; \
+                 new shapes are answered 503 + retry-after until then (existing ones are served)"
+            );
+            ensure.await
+        }
+    };
+    made.map_err(|e| e.to_string())?;
+    state.slot_ready.send_replace(true);
     // Everything up to the slot's confirmed position is in the shape logs: clients that resume
     // at a `global_last_seen_lsn` from before a restart are not out of bounds.
     if let Ok(Some(slot)) = ferrite_pg::replication::slot_status(&client, &cfg.slot_name).await {

@@ -60,6 +60,9 @@ pub fn request_error(e: ShapeRequestError) -> Response<Body> {
             &serde_json::json!({"code": "no_leader", "message": "this node of the cluster does not make shapes; retry"}),
         ),
         ShapeRequestError::StorageFull(m) => storage_full(&m),
+        ShapeRequestError::NotYet { code, message } => {
+            resp::unavailable(5, &serde_json::json!({"code": code, "message": message}))
+        }
         ShapeRequestError::Internal(m) => resp::internal("shape request failed", &m),
     }
 }

@@ -17,6 +17,7 @@ mod examples;
 mod http_protocol;
 mod include_trees;
 mod lifecycle;
+mod long_transactions;
 mod membership_rules;
 mod presence;
 mod property_sync;
