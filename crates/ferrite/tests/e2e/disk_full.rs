@@ -86,7 +86,9 @@ async fn a_full_data_directory_pauses_replication_keeps_serving_and_resumes_with
     let c = db.client().await;
     c.batch_execute(
         "CREATE TABLE items (id int PRIMARY KEY, pad text NOT NULL);
-         INSERT INTO items SELECT g, 'seed' FROM generate_series(1, 50) g;",
+         INSERT INTO items SELECT g, 'seed' FROM generate_series(1, 50) g;
+         CREATE TABLE tiny (id int PRIMARY KEY);
+         INSERT INTO tiny VALUES (1);",
     )
     .await
     .unwrap();
@@ -105,6 +107,9 @@ async fn a_full_data_directory_pauses_replication_keeps_serving_and_resumes_with
     // A change that went through before the disk filled.
     c.execute("UPDATE items SET pad = 'before' WHERE id = 1", &[]).await.unwrap();
     live.live_until(Duration::from_secs(20), |r| r.rows["\"public\".\"items\"/\"1\""]["pad"] == "before").await;
+    // A second shape whose log has room left in its last page for one small row.
+    let mut small = ShapeReader::new(&base, &[("table", "tiny")]);
+    small.catch_up().await;
     let before_full = entries(&data);
 
     fill(&tmpfs.path().join("filler"));
@@ -114,9 +119,21 @@ async fn a_full_data_directory_pauses_replication_keeps_serving_and_resumes_with
     let mut after_first = 0;
     for t in 0..10 {
         let from = 51 + t * 10;
-        c.execute("INSERT INTO items SELECT g, $2 FROM generate_series($1::int, $1::int + 9) g", &[&from, &pad])
+        if t == 0 {
+            // The first transaction also reaches the small shape, whose log can take it while
+            // the other's cannot: whichever log the driver writes first, the small one's write
+            // must become durable and visible once the rest of the transaction is written.
+            c.batch_execute(&format!(
+                "BEGIN; INSERT INTO tiny VALUES (2); \
+                 INSERT INTO items SELECT g, '{pad}' FROM generate_series({from}, {from} + 9) g; COMMIT"
+            ))
             .await
             .unwrap();
+        } else {
+            c.execute("INSERT INTO items SELECT g, $2 FROM generate_series($1::int, $1::int + 9) g", &[&from, &pad])
+                .await
+                .unwrap();
+        }
         if t == 0 {
             after_first = ferrite_pg::replication::current_wal_lsn(&c).await.unwrap();
         }
@@ -185,6 +202,10 @@ async fn a_full_data_directory_pauses_replication_keeps_serving_and_resumes_with
         .filter(|id| *id > 50)
         .collect();
     assert_eq!(inserted, (51..=150).collect::<Vec<i64>>(), "every row once, in order");
+    let tiny = oracle(&c, "tiny", &["id"], "").await;
+    assert_eq!(tiny.len(), 2);
+    small.live_until(Duration::from_secs(20), |r| r.sorted_rows() == tiny).await;
+    assert_eq!(small.refetches, 0);
     let t = metrics(&base).await;
     assert_eq!(metric(&t, "ferrite_storage_full"), Some(0.0), "the gauge is back to 0");
     // The slot moves on, and a new shape can be made again.
