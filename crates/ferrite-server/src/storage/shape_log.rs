@@ -754,13 +754,25 @@ impl ShapeLog {
                     lsn: head_lsn,
                     flags: BOUNDARY_UP_TO_DATE,
                 };
-                if pin {
-                    let at = (inner.boundaries.len() * BOUNDARY_SIZE) as u64;
-                    if let Err(e) = inner.chunks.write_all_at(&b.encode(), at) {
-                        let _ = inner.chunks.set_len(at);
-                        return Err(e);
-                    }
-                    inner.chunks.sync_data()?;
+                let at = (inner.boundaries.len() * BOUNDARY_SIZE) as u64;
+                let pinned = match pin {
+                    false => false,
+                    true => match inner.chunks.write_all_at(&b.encode(), at).and_then(|()| inner.chunks.sync_data()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            let _ = inner.chunks.set_len(at);
+                            if !super::is_out_of_space(&e) {
+                                return Err(e);
+                            }
+                            // The disk is full: what is durable is still served, without a
+                            // boundary (a later read at the same offset may then reach further).
+                            tracing::warn!(dir = %self.dir.display(), error = %e,
+                                "the data directory is full: a catch-up response is served without pinning its end");
+                            false
+                        }
+                    },
+                };
+                if pinned {
                     inner.boundaries.push(b);
                     inner.bytes_since_boundary = 0;
                     if let Some(sink) = self.sink.get() {

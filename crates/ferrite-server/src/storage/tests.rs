@@ -589,3 +589,36 @@ fn an_append_that_fails_half_way_on_a_full_disk_leaves_the_log_as_it_was() {
         "the first transaction once"
     );
 }
+
+#[test]
+fn a_catch_up_read_at_the_head_is_served_without_a_pin_when_the_disk_is_full() {
+    let fs = Tmpfs::mount(1024 * 1024);
+    let dir = fs.0.path().join("shape");
+    std::fs::create_dir(&dir).unwrap();
+    let log = snapshot_log(&dir, 1 << 20);
+    // Pinned boundaries until the next one would need a new page of `chunks` (40-byte records:
+    // 102 fill 4,080 bytes of the first page).
+    let mut at = LogOffset::SNAPSHOT_END;
+    let mut tx = 100;
+    while std::fs::metadata(dir.join("chunks")).unwrap().len() < 102 * 40 {
+        append(&log, &[(LogOffset::new(tx, 0), message(tx, 60))]);
+        log.sync(true).unwrap();
+        at = slice(log.read(Some(at), true, tx).unwrap()).end;
+        tx += 1;
+    }
+    assert_eq!(std::fs::metadata(dir.join("chunks")).unwrap().len(), 102 * 40);
+    append(&log, &[(LogOffset::new(tx, 0), message(tx, 60))]);
+    log.sync(true).unwrap();
+    fill_leaving(&fs.0.path().join("filler"), 0);
+    let chunks = std::fs::read(dir.join("chunks")).unwrap();
+    // The durable transaction is served all the same, up to date.
+    let head = slice(log.read(Some(at), true, tx).unwrap());
+    assert_eq!(head.body, message(tx, 60));
+    assert_eq!(head.end, LogOffset::new(tx, 0));
+    assert!(head.up_to_date);
+    assert_eq!(std::fs::read(dir.join("chunks")).unwrap(), chunks, "nothing half written");
+    // With space again, the same read pins its end as usual.
+    std::fs::remove_file(fs.0.path().join("filler")).unwrap();
+    assert_eq!(slice(log.read(Some(at), true, tx).unwrap()), head);
+    assert_eq!(std::fs::metadata(dir.join("chunks")).unwrap().len(), 103 * 40);
+}
