@@ -88,7 +88,9 @@ async fn a_full_data_directory_pauses_replication_keeps_serving_and_resumes_with
         "CREATE TABLE items (id int PRIMARY KEY, pad text NOT NULL);
          INSERT INTO items SELECT g, 'seed' FROM generate_series(1, 50) g;
          CREATE TABLE tiny (id int PRIMARY KEY);
-         INSERT INTO tiny VALUES (1);",
+         INSERT INTO tiny VALUES (1);
+         CREATE TABLE wide (id int PRIMARY KEY, pad text NOT NULL);
+         INSERT INTO wide SELECT g, repeat('w', 1000) FROM generate_series(1, 100) g;",
     )
     .await
     .unwrap();
@@ -115,7 +117,7 @@ async fn a_full_data_directory_pauses_replication_keeps_serving_and_resumes_with
     fill(&tmpfs.path().join("filler"));
     // Each transaction is larger than the free rest of any page a log already has, so none can
     // be written while the filler is there.
-    let pad = "x".repeat(1000);
+    let pad = "x".repeat(2000);
     let mut after_first = 0;
     for t in 0..10 {
         let from = 51 + t * 10;
@@ -184,6 +186,24 @@ async fn a_full_data_directory_pauses_replication_keeps_serving_and_resumes_with
         async move { entries(&d) == e }
     })
     .await;
+    // Two pages free: a new shape's files fit, its 100 KB snapshot does not (or, when a retry
+    // of the stream holds those pages at that moment, its files do not): 503 + retry-after all
+    // the same, and nothing of it left.
+    {
+        // (Closed at once: an open file keeps its space after it is deleted.)
+        let filler = std::fs::OpenOptions::new().write(true).open(tmpfs.path().join("filler")).unwrap();
+        filler.set_len(filler.metadata().unwrap().len() - 8192).unwrap();
+    }
+    let r = get(&format!("{base}/v1/shape?table=wide&offset=-1")).await;
+    assert_eq!(r.status, 503, "a new shape whose snapshot does not fit: {}", r.text);
+    assert!(r.header("retry-after").is_some(), "with retry-after");
+    assert_eq!(r.body["code"], "storage_full", "{}", r.text);
+    let (d, e) = (data.clone(), before_full.clone());
+    wait_until("no directory of the refused shape left", Duration::from_secs(10), || {
+        let (d, e) = (d.clone(), e.clone());
+        async move { entries(&d) == e }
+    })
+    .await;
     let slot = ferrite_pg::replication::slot_status(&c, "ferrite_slot").await.unwrap().expect("the slot");
     assert!(slot.confirmed_flush_lsn < after_first, "still not confirmed");
 
@@ -218,6 +238,9 @@ async fn a_full_data_directory_pauses_replication_keeps_serving_and_resumes_with
     let mut narrow = ShapeReader::new(&base, &[("table", "items"), ("where", "id > 75")]);
     narrow.catch_up().await;
     assert_eq!(narrow.rows.len(), 75);
+    let mut wide = ShapeReader::new(&base, &[("table", "wide")]);
+    wide.catch_up().await;
+    assert_eq!(wide.rows.len(), 100);
     // A fresh reader of the first shape sees the same rows.
     let mut again = ShapeReader::new(&base, &[("table", "items")]);
     again.catch_up().await;
