@@ -246,6 +246,8 @@ impl Driver {
             }
             // Logs left written but not durable by a failed batch go with this one.
             let mut dirty: HashMap<u64, ShapeRef> = std::mem::take(&mut self.unsynced);
+            let carried: Vec<u64> = dirty.keys().copied().collect();
+            let logged_before = self.state.metrics.log_messages.load(Ordering::Relaxed);
             let mut move_ins: Vec<ShapeRef> = Vec::new();
             let mut last: Option<(u64, u64)> = None;
             let mut failure = None;
@@ -279,7 +281,10 @@ impl Driver {
                 self.unsynced.extend(dirty);
                 return Err(self.storage_failure(what, e));
             }
-            let wrote = !dirty.is_empty();
+            // Whether this batch's own transactions were written (not only logs carried over
+            // from a failed batch): only that says the disk takes appends again.
+            let wrote = self.state.metrics.log_messages.load(Ordering::Relaxed) > logged_before
+                || dirty.keys().any(|id| !carried.contains(id));
             if let Err(e) = self.sync(&dirty, last.map(|(commit, _)| commit)) {
                 self.unsynced.extend(dirty);
                 return Err(self.storage_failure("syncing shape logs", e));
