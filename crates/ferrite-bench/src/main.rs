@@ -11,6 +11,7 @@ mod cluster;
 mod floor;
 mod relational;
 mod restart;
+mod soak;
 mod web_stores;
 mod workspace;
 mod writes;
@@ -142,7 +143,28 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         clients: usize,
     },
-    /// Everything above with default sizes.
+    /// Soak: live long-poll clients and a steady write load for a fixed time; a line of figures
+    /// (server RSS, open fds, open shapes, write → client latency p50/p95/p99, deliveries,
+    /// errors) every interval, then RSS growth and a check that every client received every
+    /// write of its shape once, in order. Not part of `all` (it runs for half an hour).
+    Soak {
+        /// Live clients: 80% on room shapes, 10% on one shared shape, 10% reconnecting.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// How long the write load runs (`30m`, `90s`, `1h`).
+        #[arg(long, default_value = "30m", value_parser = soak::parse_duration)]
+        duration: Duration,
+        /// How often a line of figures is printed.
+        #[arg(long, default_value = "60s", value_parser = soak::parse_duration)]
+        interval: Duration,
+        /// Rows inserted per second (each in one room).
+        #[arg(long, default_value_t = 20)]
+        writes_per_sec: u32,
+        /// Room shapes the clients are spread over.
+        #[arg(long, default_value_t = 200)]
+        shapes: usize,
+    },
+    /// Everything above with default sizes (but the soak).
     All,
     /// The fan-out yardstick's server (see floor.rs); started by the benchmarks themselves.
     #[command(hide = true)]
@@ -180,6 +202,9 @@ fn main() -> Result<()> {
             Bench::Cdn { clients, writes, cache } => cdn::cdn(clients, writes, cli.runs, cache).await,
             Bench::Cluster { writes } => cluster::cluster(writes, cli.runs).await,
             Bench::Restart { shapes } => restart::restart(shapes, cli.runs).await,
+            Bench::Soak { clients, duration, interval, writes_per_sec, shapes } => {
+                soak::soak(soak::Options { clients, duration, interval, writes_per_sec, shapes }).await
+            }
             Bench::Floor { clients } => {
                 let (p50, p99) = floor::fan_out_floor(clients, 200, Duration::from_millis(100), cli.runs).await?;
                 println!("floor: one change answered to {clients} held long-polls with one prebuilt body, trigger → response handed to HTTP: p50 {p50:.2} ms, p99 {p99:.2} ms (medians of {})", cli.runs);

@@ -79,6 +79,12 @@ impl PgError {
         }
     }
 
+    /// True when a statement gave up waiting for a lock (`lock_timeout`, SQLSTATE `55P03`): a
+    /// transaction holding a conflicting lock is open; retrying once it ends succeeds.
+    pub fn is_lock_timeout(&self) -> bool {
+        self.code() == Some("55P03")
+    }
+
     /// True when retrying on a fresh connection may help: the connection broke or the server is
     /// shutting down / starting up / overloaded (SQLSTATE classes 08, 53, 57P0x).
     pub fn is_transient(&self) -> bool {

@@ -14,6 +14,9 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
+/// How long a snapshot's queries wait for a lock on a table they read (see [`Snapshot::begin`]).
+pub const SNAPSHOT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An open read-only REPEATABLE READ transaction and its snapshot's visibility.
 ///
 /// End it with [`Snapshot::commit`]. Dropped any other way, the transaction stays open on the
@@ -78,7 +81,13 @@ impl<'c> Snapshot<'c> {
     /// statement within it (`None`: the session's setting), so a query that could run long (a
     /// subset over a big table) cannot hold Postgres for ever; it ends with the transaction.
     pub async fn begin(client: &'c Client, statement_timeout: Option<Duration>) -> Result<Snapshot<'c>, PgError> {
-        let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string();
+        // A bounded wait for locks: a transaction holding an exclusive lock on a table read (an
+        // open migration) fails the snapshot after SNAPSHOT_LOCK_TIMEOUT — the server answers
+        // 503 + retry-after — instead of holding the request and a pooled connection for ever.
+        let mut begin = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL lock_timeout = {}",
+            SNAPSHOT_LOCK_TIMEOUT.as_millis()
+        );
         if let Some(t) = statement_timeout {
             begin.push_str(&format!("; SET LOCAL statement_timeout = {}", t.as_millis()));
         }

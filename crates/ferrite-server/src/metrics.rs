@@ -30,6 +30,12 @@ pub struct Metrics {
     pub slot_safe_wal_bytes: AtomicI64,
     /// Times the slot was found invalidated and made anew (every shape started over).
     pub slot_invalidations: AtomicU64,
+    /// Writes to the data directory that failed (shape logs, their chunk files, the storage
+    /// journal, new shapes' files), whatever the reason.
+    pub storage_write_errors: AtomicU64,
+    /// 1 while writes fail because the data directory's filesystem is full (`ENOSPC`): the
+    /// replication stream is paused, not confirmed, and retried every second until space returns.
+    pub storage_full: AtomicI64,
     /// Replication (re)connections.
     pub replication_connects: AtomicU64,
     /// 1 while the replication stream is connected.
@@ -198,6 +204,18 @@ impl Metrics {
             "Times Ferrite found its slot invalidated by Postgres and made a new one (every shape started over).",
             "counter",
             g(&self.slot_invalidations),
+        );
+        counter(
+            "storage_write_errors_total",
+            "Writes to the data directory that failed (shape logs, the storage journal, new shapes' files).",
+            "counter",
+            g(&self.storage_write_errors),
+        );
+        counter(
+            "storage_full",
+            "1 while writes to the data directory fail for lack of space: replication is paused (not confirmed) until space returns.",
+            "gauge",
+            self.storage_full.load(Ordering::Relaxed) as i128,
         );
         counter("replication_connects_total", "Replication (re)connections.", "counter", g(&self.replication_connects));
         counter(

@@ -43,11 +43,22 @@ pub fn spawn(state: Arc<AppState>) -> AbortOnDrop {
 }
 
 /// Runs forever: connect, stream, route; on failure wait (1, 2, 5, 10, 30 s) and reconnect.
+///
+/// A stream that was running and failed is retried after 1 s — among others when the data
+/// directory is full: the batch that could not be written is dropped unconfirmed, and every
+/// second the stream is started again from the slot's confirmed position, so replication
+/// resumes about a second after space returns (see [`Driver::storage_failure`]).
 pub async fn run(state: Arc<AppState>) {
     let flushed = Arc::new(AtomicU64::new(0));
     let mut failures = 0usize;
-    let mut driver =
-        Driver { state: state.clone(), relational: HashMap::new(), relations: HashMap::new(), candidates: vec![] };
+    let mut driver = Driver {
+        state: state.clone(),
+        relational: HashMap::new(),
+        relations: HashMap::new(),
+        candidates: vec![],
+        unsynced: HashMap::new(),
+        full_since: None,
+    };
     loop {
         if *state.draining.borrow() {
             return;
@@ -98,6 +109,8 @@ async fn connect(state: &AppState, flushed: Arc<AtomicU64>) -> Result<(Stream, t
         // Postgres removed WAL the slot still needed: the changes in between are gone. A new
         // slot starts at the current end of the WAL, so every shape starts over (clients get
         // 409 and read it afresh) before anything is streamed from it — never a log with a gap.
+        // New shapes wait for the new slot (their snapshots must come after its start).
+        state.slot_ready.send_replace(false);
         let rotated = state.registry.rotate_all();
         state.metrics.slot_invalidations.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
@@ -107,9 +120,23 @@ async fn connect(state: &AppState, flushed: Arc<AtomicU64>) -> Result<(Stream, t
              made a new slot; every shape starts over"
         );
     }
-    ferrite_pg::replication::ensure_slot_and_publication(&client, &cfg.slot_name, &cfg.publication)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ensure = ferrite_pg::replication::ensure_slot_and_publication(&client, &cfg.slot_name, &cfg.publication);
+    tokio::pin!(ensure);
+    let made = tokio::select! {
+        made = &mut ensure => made,
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {
+            // Creating a logical slot waits until every transaction open at that moment has
+            // ended: say why nothing happens, and go on waiting.
+            tracing::warn!(
+                slot = %cfg.slot_name,
+                "creating the replication slot waits for transactions open on Postgres to end; \
+                 new shapes are answered 503 + retry-after until then (existing ones are served)"
+            );
+            ensure.await
+        }
+    };
+    made.map_err(|e| e.to_string())?;
+    state.slot_ready.send_replace(true);
     // Everything up to the slot's confirmed position is in the shape logs: clients that resume
     // at a `global_last_seen_lsn` from before a restart are not out of bounds.
     if let Ok(Some(slot)) = ferrite_pg::replication::slot_status(&client, &cfg.slot_name).await {
@@ -133,9 +160,64 @@ struct Driver {
     /// Last relation seen per table oid, to notice schema changes once per change of relation.
     relations: HashMap<u32, Arc<Relation>>,
     candidates: Vec<ShapeRef>,
+    /// Shapes whose logs took transactions of a batch that then failed (another shape's log
+    /// could not be written, or the sync failed): written but not durable. The replay after
+    /// the reconnect skips those transactions for them (their logs hold them), so they are
+    /// made durable with the next batch, before anything past them is confirmed.
+    unsynced: HashMap<u64, ShapeRef>,
+    /// Since when writes fail for lack of space (the `storage_full` gauge is 1), and when that
+    /// was last logged.
+    full_since: Option<(std::time::Instant, std::time::Instant)>,
 }
 
 impl Driver {
+    /// Counts and reports a failed write of the batch (`what` failed with `e`); the driver then
+    /// returns the error, the stream is dropped without confirming the batch, and it starts
+    /// again from the slot's confirmed position after 1 s. A full disk (`ENOSPC`) sets the
+    /// `storage_full` gauge and is logged as such, naming the data directory — at once, then
+    /// once a minute while it lasts — rather than as a replication fault.
+    fn storage_failure(&mut self, what: &str, e: std::io::Error) -> String {
+        let m = &self.state.metrics;
+        m.storage_write_errors.fetch_add(1, Ordering::Relaxed);
+        if !crate::storage::is_out_of_space(&e) {
+            return format!("{what}: {e}");
+        }
+        m.storage_full.store(1, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let due = match self.full_since {
+            None => true,
+            Some((_, logged)) => now.duration_since(logged) >= Duration::from_secs(60),
+        };
+        let since = self.full_since.map_or(now, |(since, _)| since);
+        if due {
+            self.full_since = Some((since, now));
+            tracing::error!(
+                data_dir = %self.state.config.data_dir.display(),
+                error = %e,
+                full_for_secs = now.duration_since(since).as_secs(),
+                "the data directory is full (ENOSPC): shape logs cannot be written. Replication is paused \
+                 (nothing past the last durable transaction is confirmed to Postgres) and retried every \
+                 second; shapes are still served. Free space on that filesystem to resume."
+            );
+        } else {
+            self.full_since = Some((since, self.full_since.map_or(now, |(_, l)| l)));
+        }
+        format!("{what}: the data directory is full: {e}")
+    }
+
+    /// A batch was written and made durable: if writes had been failing for lack of space,
+    /// they no longer do.
+    fn storage_ok(&mut self) {
+        if let Some((since, _)) = self.full_since.take() {
+            self.state.metrics.storage_full.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                data_dir = %self.state.config.data_dir.display(),
+                full_for_secs = since.elapsed().as_secs(),
+                "the data directory has space again: replication resumed"
+            );
+        }
+    }
+
     /// Routes batches until the stream ends (or fails), or the server shuts down — then it
     /// returns between batches, everything it took durable and marked in `flushed`.
     async fn stream(&mut self, rx: &mut Stream, flushed: &AtomicU64) -> Result<(), String> {
@@ -162,7 +244,10 @@ impl Driver {
                     receipts.push_back((t.commit_lsn, now));
                 }
             }
-            let mut dirty: HashMap<u64, ShapeRef> = HashMap::new();
+            // Logs left written but not durable by a failed batch go with this one.
+            let mut dirty: HashMap<u64, ShapeRef> = std::mem::take(&mut self.unsynced);
+            let carried: Vec<u64> = dirty.keys().copied().collect();
+            let logged_before = self.state.metrics.log_messages.load(Ordering::Relaxed);
             let mut move_ins: Vec<ShapeRef> = Vec::new();
             let mut last: Option<(u64, u64)> = None;
             let mut failure = None;
@@ -170,12 +255,11 @@ impl Driver {
             // writes logs: CPU and file work, done off the async workers' hands so HTTP requests
             // keep being served meanwhile.
             let progress = self.state.stream.lock().clone();
-            tokio::task::block_in_place(|| {
+            let routed = tokio::task::block_in_place(|| {
                 for item in batch {
                     match item {
                         Ok(txn) => {
-                            self.process(&txn, &mut dirty, &mut move_ins)
-                                .map_err(|e| format!("writing shape logs: {e}"))?;
+                            self.process(&txn, &mut dirty, &mut move_ins).map_err(|e| ("writing shape logs", e))?;
                             // Offered to every shape it concerns (a move-in waits for that).
                             progress.processed_commit.fetch_max(txn.commit_lsn, Ordering::AcqRel);
                             progress.processed.fetch_add(1, Ordering::AcqRel);
@@ -187,13 +271,31 @@ impl Driver {
                         }
                     }
                 }
-                self.flush_relational(&mut dirty).map_err(|e| format!("writing relational shapes: {e}"))?;
-                Ok::<_, String>(())
-            })?;
-            self.sync(dirty, last.map(|(commit, _)| commit)).map_err(|e| format!("syncing shape logs: {e}"))?;
+                self.flush_relational(&mut dirty).map_err(|e| ("writing relational shapes", e))?;
+                Ok::<_, (&str, std::io::Error)>(())
+            });
+            if let Err((what, e)) = routed {
+                // The transaction that failed left no trace in the log that failed (see
+                // `ShapeLog::write_locked`); those before it, and its writes to other logs,
+                // are made durable with the next batch (the replay skips them there).
+                self.unsynced.extend(dirty);
+                return Err(self.storage_failure(what, e));
+            }
+            // Whether this batch's own transactions were written (not only logs carried over
+            // from a failed batch): only that says the disk takes appends again.
+            let wrote = self.state.metrics.log_messages.load(Ordering::Relaxed) > logged_before
+                || dirty.keys().any(|id| !carried.contains(id));
+            if let Err(e) = self.sync(&dirty, last.map(|(commit, _)| commit)) {
+                self.unsynced.extend(dirty);
+                return Err(self.storage_failure("syncing shape logs", e));
+            }
+            if wrote {
+                self.storage_ok();
+            }
             // The shared nodes' states, now that what the shapes took from them is durable.
-            tokio::task::block_in_place(|| self.state.registry.nodes.checkpoint())
-                .map_err(|e| format!("writing dependency nodes: {e}"))?;
+            if let Err(e) = tokio::task::block_in_place(|| self.state.registry.nodes.checkpoint()) {
+                return Err(self.storage_failure("writing dependency nodes", e));
+            }
             for shape in move_ins {
                 tokio::spawn(crate::state::run_move_in(self.state.clone(), shape.0));
             }
@@ -443,7 +545,7 @@ impl Driver {
     /// many).
     /// `processed`: the batch's last commit, which a cluster's followers report as the leader's
     /// position (see [`crate::storage::replica::FileOp::Processed`]).
-    fn sync(&self, dirty: HashMap<u64, ShapeRef>, processed: Option<u64>) -> std::io::Result<()> {
+    fn sync(&self, dirty: &HashMap<u64, ShapeRef>, processed: Option<u64>) -> std::io::Result<()> {
         let progress = processed.map(|lsn| crate::storage::replica::FileOp::Processed { lsn });
         if dirty.is_empty() {
             if let (Some(sink), Some(op)) = (self.state.registry.sink(), progress) {

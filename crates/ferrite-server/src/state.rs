@@ -17,6 +17,9 @@ const PRESENCE_CONNECTIONS: usize = 2;
 
 /// How many recent transaction arrival times are kept.
 pub const RECEIPTS: usize = 8192;
+/// How long a request for a new shape waits for the replication slot to exist before it is
+/// answered 503 + retry-after (see [`AppState::wait_for_slot`]).
+pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a shape request could not get a shape.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,20 @@ pub enum ShapeRequestError {
     /// retry goes to the leader).
     #[error("this node of the cluster does not make shapes; retry")]
     NotLeader,
+    /// Postgres cannot give what a new shape needs yet, because of a transaction that stays
+    /// open (the replication slot is still being created, or a lock on the table is held):
+    /// 503 + retry-after, with `code` and `message` in the body. Nothing of the shape is kept.
+    #[error("{message}")]
+    NotYet {
+        /// Machine-readable reason (`replication_slot_not_ready`, `table_locked`).
+        code: &'static str,
+        /// What is waited for, for the client and the log.
+        message: String,
+    },
+    /// The data directory is full (`ENOSPC`), so a new shape cannot be stored: 503 +
+    /// retry-after (existing shapes are still served).
+    #[error("the data directory is full: {0}")]
+    StorageFull(String),
     /// Anything else: 500 without details beyond the message.
     #[error("{0}")]
     Internal(String),
@@ -66,6 +83,10 @@ pub struct AppState {
     pub global_lsn: Arc<AtomicU64>,
     /// True once the replication stream has connected (health reports `active`).
     pub replication_ready: Arc<AtomicBool>,
+    /// True once the replication slot exists (made, or found, by the replication driver); false
+    /// again while an invalidated slot is being made anew. New shapes wait for it
+    /// ([`AppState::wait_for_slot`]).
+    pub slot_ready: tokio::sync::watch::Sender<bool>,
     /// When recent transactions arrived from Postgres (commit LSN, instant), newest last; lets
     /// benchmarks split latency into replication delay and engine-added time. Bounded.
     pub receipts: parking_lot::Mutex<std::collections::VecDeque<(u64, std::time::Instant)>>,
@@ -170,6 +191,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             global_lsn: Arc::new(AtomicU64::new(0)),
             replication_ready: Arc::new(AtomicBool::new(false)),
+            slot_ready: tokio::sync::watch::channel(false).0,
             receipts: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(RECEIPTS)),
             stream: parking_lot::Mutex::new(Arc::new(Default::default())),
             cluster: std::sync::OnceLock::new(),
@@ -215,6 +237,29 @@ impl AppState {
         }
     }
 
+    /// Waits (at most [`SLOT_WAIT`]) until the replication slot exists. A new shape's snapshot
+    /// must be taken after the slot was created: a transaction that commits before the slot's
+    /// starting point is never streamed, so one the snapshot missed (open while it was taken)
+    /// would be lost. At the first start Postgres creates the slot only once every transaction
+    /// open at that moment has ended — with a long one open, new shapes are refused with
+    /// 503 + retry-after until then, while existing shapes are served.
+    async fn wait_for_slot(&self) -> Result<(), ShapeRequestError> {
+        if *self.slot_ready.borrow() {
+            return Ok(());
+        }
+        let mut ready = self.slot_ready.subscribe();
+        let made = matches!(tokio::time::timeout(SLOT_WAIT, ready.wait_for(|r| *r)).await, Ok(Ok(_)));
+        match made {
+            true => Ok(()),
+            false => Err(ShapeRequestError::NotYet {
+                code: "replication_slot_not_ready",
+                message: "The replication slot is not ready: Postgres creates it once the transactions open \
+                          on it have ended (a long-running transaction holds it back). Retry later."
+                    .into(),
+            }),
+        }
+    }
+
     /// The shape for `def`, created (and its snapshot started) if there is none.
     pub async fn get_or_create(self: &Arc<Self>, def: &ShapeDefinition) -> Result<Arc<Shape>, ShapeRequestError> {
         if let Some(s) = self.registry.find(def) {
@@ -224,6 +269,7 @@ impl AppState {
             // (A follower serves the leader's shapes it holds; new ones are the leader's.)
             return Err(ShapeRequestError::NotLeader);
         }
+        self.wait_for_slot().await?;
         let _guard = self.create_lock.lock().await;
         if let Some(s) = self.registry.find(def) {
             return Ok(s);
@@ -257,7 +303,19 @@ impl AppState {
                 Box::pin(async move { ferrite_pg::replication::add_table_to_publication(c, &publication, &n).await })
             })
             .await?
-            .map_err(|e| ShapeRequestError::Internal(format!("could not add {name} to the publication: {e}")))?;
+            .map_err(|e| {
+                if e.is_lock_timeout() {
+                    let message = format!(
+                        "Postgres did not give the lock needed to replicate {name} within {} s: a transaction \
+                         that wrote to the table is still open. Retry once it has ended.",
+                        ferrite_pg::replication::DDL_LOCK_TIMEOUT.as_secs()
+                    );
+                    tracing::warn!(table = %name, "{message}");
+                    ShapeRequestError::NotYet { code: "table_locked", message }
+                } else {
+                    ShapeRequestError::Internal(format!("could not add {name} to the publication: {e}"))
+                }
+            })?;
             self.published.lock().insert(oid);
         }
         self.registry.evict_to(self.config.max_shapes);
@@ -265,7 +323,16 @@ impl AppState {
         let holds = self.hold_nodes(&filter).await?;
         let shape = self.registry.create(def.clone(), table, &tables).map_err(|e| match e {
             CreateError::Shape(e) => e.into(),
-            CreateError::Io(e) => ShapeRequestError::Internal(format!("shape storage error: {e}")),
+            CreateError::Io(e) => {
+                self.metrics.storage_write_errors.fetch_add(1, Ordering::Relaxed);
+                if crate::storage::is_out_of_space(&e) {
+                    tracing::error!(data_dir = %self.config.data_dir.display(), error = %e,
+                        "the data directory is full (ENOSPC): a new shape could not be stored");
+                    ShapeRequestError::StorageFull(e.to_string())
+                } else {
+                    ShapeRequestError::Internal(format!("shape storage error: {e}"))
+                }
+            }
         })?;
         // The shape holds them now (released when it is removed).
         holds.keep();
@@ -439,6 +506,17 @@ impl AppState {
             }
             .map_err(|e| match e {
                 e @ crate::shapes::snapshot::SnapshotError::TooLarge { .. } => Removal::TooLarge(e.to_string()),
+                crate::shapes::snapshot::SnapshotError::Io(e) => {
+                    self.metrics.storage_write_errors.fetch_add(1, Ordering::Relaxed);
+                    if crate::storage::is_out_of_space(&e) {
+                        tracing::error!(data_dir = %cfg.data_dir.display(), handle = %shape.handle, error = %e,
+                            "the data directory is full (ENOSPC): the shape's snapshot could not be written; \
+                             the shape is dropped and its request answered 503");
+                        Removal::StorageFull(e.to_string())
+                    } else {
+                        Removal::SnapshotFailed(format!("writing the snapshot failed: {e}"))
+                    }
+                }
                 e => Removal::SnapshotFailed(e.to_string()),
             })?;
             // Its transaction committed: the connection is clean.

@@ -20,6 +20,7 @@ pub use error::ReplicationError;
 pub use lsn::{format_lsn, parse_lsn};
 pub use slot::{
     add_table_to_publication, current_wal_lsn, drop_slot_if_lost, ensure_slot_and_publication, slot_status, SlotStatus,
+    DDL_LOCK_TIMEOUT,
 };
 pub use stream::{
     start_replication, start_replication_with, Change, Relation, RelationColumn, ReplicationConfig, StreamProgress,

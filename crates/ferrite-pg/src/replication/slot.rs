@@ -105,6 +105,24 @@ pub async fn ensure_slot_and_publication(client: &Client, slot: &str, publicatio
     }
 }
 
+/// How long the statements that set a table up for replication (`ALTER TABLE … REPLICA
+/// IDENTITY FULL`, which needs an exclusive lock, and `ALTER PUBLICATION … ADD TABLE`) wait for
+/// their lock. A transaction that wrote to the table and stays open holds a lock they conflict
+/// with: without a bound the shape request would wait for it for ever — and, queued for the
+/// exclusive lock, the ALTER would hold up every other reader and writer of the table behind it.
+/// Past the bound the statement fails with SQLSTATE `55P03` ([`PgError::is_lock_timeout`]) and
+/// the caller answers 503 + retry-after.
+pub const DDL_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `sql` (one DDL statement, outside a transaction) with `lock_timeout` at
+/// [`DDL_LOCK_TIMEOUT`], and the session's setting back afterwards however it ended.
+async fn ddl_with_lock_timeout(client: &Client, sql: &str) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(&format!("SET lock_timeout = {}", DDL_LOCK_TIMEOUT.as_millis())).await?;
+    let result = client.batch_execute(sql).await;
+    client.batch_execute("RESET lock_timeout").await?;
+    result
+}
+
 /// Adds a table to the publication and makes sure it has `REPLICA IDENTITY FULL` (which Ferrite
 /// needs for old rows in updates/deletes and for filling unchanged TOASTed values).
 ///
@@ -141,7 +159,7 @@ pub async fn add_table_to_publication(
     for r in not_full {
         let name = QualifiedName::new(r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?);
         tracing::info!(table = %name, "setting REPLICA IDENTITY FULL");
-        client.batch_execute(&format!("ALTER TABLE {} REPLICA IDENTITY FULL", name.quoted())).await?;
+        ddl_with_lock_timeout(client, &format!("ALTER TABLE {} REPLICA IDENTITY FULL", name.quoted())).await?;
     }
 
     let member = client
@@ -154,7 +172,7 @@ pub async fn add_table_to_publication(
     if !member {
         tracing::info!(table = %table, publication, "adding table to publication");
         let sql = format!("ALTER PUBLICATION {} ADD TABLE {}", quote_ident(publication), table.quoted());
-        ignore_duplicate(client.batch_execute(&sql).await)?;
+        ignore_duplicate(ddl_with_lock_timeout(client, &sql).await)?;
     }
     Ok(())
 }

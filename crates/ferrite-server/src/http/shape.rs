@@ -59,8 +59,22 @@ pub fn request_error(e: ShapeRequestError) -> Response<Body> {
             1,
             &serde_json::json!({"code": "no_leader", "message": "this node of the cluster does not make shapes; retry"}),
         ),
+        ShapeRequestError::StorageFull(m) => storage_full(&m),
+        ShapeRequestError::NotYet { code, message } => {
+            resp::unavailable(5, &serde_json::json!({"code": code, "message": message}))
+        }
         ShapeRequestError::Internal(m) => resp::internal("shape request failed", &m),
     }
+}
+
+/// 503 + `retry-after` for a new shape that could not be stored because the data directory is
+/// full: existing shapes are still served, a new one can be made once space returns.
+fn storage_full(detail: &str) -> Response<Body> {
+    resp::unavailable(
+        10,
+        &serde_json::json!({"code": "storage_full",
+            "message": format!("The server's shape storage is full; the shape could not be created. Retry later. ({detail})")}),
+    )
 }
 
 /// `GET` and `HEAD /v1/shape`: shape reads, with subset parameters in the query if any.
@@ -242,6 +256,7 @@ async fn removed_response(state: &Arc<AppState>, shape: &Shape, why: Removal) ->
         Removal::TooLarge(m) => {
             resp::error(StatusCode::BAD_REQUEST, &serde_json::json!({"code": "shape_too_large", "message": m}))
         }
+        Removal::StorageFull(e) => storage_full(&e),
         Removal::SnapshotFailed(e) => resp::unavailable(
             10,
             &serde_json::json!({"code": "snapshot_failed", "message": format!("Failed to create the shape's snapshot: {e}")}),

@@ -279,6 +279,11 @@ impl Registry {
         let handle = self.new_handle(&def);
         let path = self.dir.join(&handle);
         std::fs::create_dir_all(&path).map_err(CreateError::Io)?;
+        // A shape whose files could not all be written (a full disk) leaves nothing behind.
+        let cleanup = |e: io::Error| {
+            let _ = std::fs::remove_dir_all(&path);
+            CreateError::Io(e)
+        };
         let (inner_tables, tag_salt) = if filter.is_relational() {
             let inner: Vec<TableSchema> = filter.tables_read().iter().map(|t| (**t).clone()).collect();
             (inner, new_salt())
@@ -294,8 +299,8 @@ impl Registry {
             inner_tables,
             tag_salt: tag_salt.clone(),
         };
-        self.write_meta(&path, &meta).map_err(CreateError::Io)?;
-        let log = ShapeLog::create(&path, self.chunk_bytes).map_err(CreateError::Io)?;
+        self.write_meta(&path, &meta).map_err(cleanup)?;
+        let log = ShapeLog::create(&path, self.chunk_bytes).map_err(cleanup)?;
         let sink = self.sink.get();
         if let Some(sink) = sink {
             log.replicate_to(sink.clone());

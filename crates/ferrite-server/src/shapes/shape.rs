@@ -68,6 +68,9 @@ pub enum Removal {
     SnapshotFailed(String),
     /// The initial snapshot exceeded `max_shape_size` (the client must ask for less).
     TooLarge(String),
+    /// The initial snapshot could not be written: the data directory is full (`ENOSPC`). The
+    /// client is told to retry (503 + `retry-after`); nothing of the shape is kept.
+    StorageFull(String),
 }
 
 /// One shape. Shared by the router (writer) and HTTP handlers (readers).

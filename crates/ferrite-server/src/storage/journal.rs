@@ -80,7 +80,12 @@ impl Journal {
         if buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all_at(&buf, self.len)?;
+        if let Err(e) = self.file.write_all_at(&buf, self.len) {
+            // A record half written (the disk is full) goes: the next write starts where this
+            // one did, with nothing of it left after its end.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
         self.file.sync_data()?;
         self.len += buf.len() as u64;
         Ok(())

@@ -406,10 +406,11 @@ impl ShapeLog {
         }
         let k = (inner.boundaries.len() + inner.pending.len()) as u64;
         let b = Boundary { offset: LogOffset::snapshot_chunk(k), pos: inner.end_pos, lsn: 0, flags: 0 };
+        Self::write_boundaries(&mut inner, &[b])?;
         inner.end_offset = inner.end_offset.max(b.offset);
         inner.dirty = true;
         inner.recent.no_tail = true;
-        Self::write_boundaries(&mut inner, &[b])
+        Ok(())
     }
 
     /// Writes one unit's records, closing a chunk after a record when it is allowed to
@@ -439,11 +440,24 @@ impl ShapeLog {
     }
 
     /// Writes `buf` at the end of the log, then the boundaries placed inside it.
+    ///
+    /// All or nothing: when a write fails half way (the disk is full: `ENOSPC`), both files are
+    /// cut back to where they ended before and nothing in memory moves, so the log is exactly
+    /// as before the unit and the same unit can be written again later (the replication driver
+    /// replays it from the slot's confirmed position). Without the cut, a partial unit would lie
+    /// past the log's end, for a later shorter write to leave its rest behind.
     fn write_locked(&self, inner: &mut Inner, buf: &[u8], since: u64, closed: &[Boundary]) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
-        self.log.write_all_at(buf, inner.end_pos)?;
+        if let Err(e) = self.log.write_all_at(buf, inner.end_pos) {
+            self.cut_back(inner);
+            return Err(e);
+        }
+        if let Err(e) = Self::write_boundaries(inner, closed) {
+            self.cut_back(inner);
+            return Err(e);
+        }
         inner.end_pos += buf.len() as u64;
         inner.dirty = true;
         let recent = &mut inner.recent;
@@ -453,9 +467,20 @@ impl ShapeLog {
             recent.overflowed = true;
             recent.log = Vec::new();
         }
-        Self::write_boundaries(inner, closed)?;
         inner.bytes_since_boundary = since;
         Ok(())
+    }
+
+    /// Cuts `log` and `chunks` back to the ends `inner` records, after a write that failed half
+    /// way. Cutting frees space rather than taking it, so it works on a full disk; should it fail
+    /// anyway, recovery cuts the torn rest on the next start (it ends at the last whole unit).
+    fn cut_back(&self, inner: &Inner) {
+        let chunks = ((inner.boundaries.len() + inner.pending.len()) * BOUNDARY_SIZE) as u64;
+        let log = self.log.set_len(inner.end_pos);
+        let chunks = inner.chunks.set_len(chunks);
+        if let Err(e) = log.and(chunks) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "could not cut a shape log back after a failed write");
+        }
     }
 
     /// Marks the initial snapshot finished: after the next sync the open end of the log is
@@ -478,7 +503,11 @@ impl ShapeLog {
         }
         let at = ((inner.boundaries.len() + inner.pending.len()) * BOUNDARY_SIZE) as u64;
         let raw: Vec<u8> = bs.iter().flat_map(|b| b.encode()).collect();
-        inner.chunks.write_all_at(&raw, at)?;
+        if let Err(e) = inner.chunks.write_all_at(&raw, at) {
+            // Nothing half written stays behind (see `write_locked`).
+            let _ = inner.chunks.set_len(at);
+            return Err(e);
+        }
         inner.pending.extend_from_slice(bs);
         inner.bytes_since_boundary = 0;
         let recent = &mut inner.recent;
@@ -767,10 +796,25 @@ impl ShapeLog {
                     lsn: head_lsn,
                     flags: BOUNDARY_UP_TO_DATE,
                 };
-                if pin {
-                    let at = (inner.boundaries.len() * BOUNDARY_SIZE) as u64;
-                    inner.chunks.write_all_at(&b.encode(), at)?;
-                    inner.chunks.sync_data()?;
+                let at = (inner.boundaries.len() * BOUNDARY_SIZE) as u64;
+                let pinned = match pin {
+                    false => false,
+                    true => match inner.chunks.write_all_at(&b.encode(), at).and_then(|()| inner.chunks.sync_data()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            let _ = inner.chunks.set_len(at);
+                            if !super::is_out_of_space(&e) {
+                                return Err(e);
+                            }
+                            // The disk is full: what is durable is still served, without a
+                            // boundary (a later read at the same offset may then reach further).
+                            tracing::warn!(dir = %self.dir.display(), error = %e,
+                                "the data directory is full: a catch-up response is served without pinning its end");
+                            false
+                        }
+                    },
+                };
+                if pinned {
                     inner.boundaries.push(b);
                     inner.bytes_since_boundary = 0;
                     if let Some(sink) = self.sink.get() {
