@@ -30,7 +30,6 @@ mod request_checks;
 mod restarts;
 mod security;
 mod slow_clients;
-mod soak;
 mod sync_correctness;
 mod tidy;
 mod time_windows;

@@ -1,18 +1,20 @@
 //! The soak benchmark's short mode: `ferrite-bench soak` with 100 live clients for 20 s against
-//! a real server process. Every client must receive every write of its shape once, in order,
-//! and the report must have its periodic lines and its verdict.
+//! a real server process (the `ferrite` binary beside this one, which a workspace test run
+//! builds). Every client must receive every write of its shape once, in order, and the report
+//! must have its periodic lines and its verdict.
 
-use crate::common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
 fn a_short_soak_delivers_every_write_once_and_reports_at_each_interval() {
-    let bench = ferrite_bin().with_file_name("ferrite-bench");
+    // Cargo builds this package's binary for its integration tests.
+    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_ferrite-bench"));
+    let server = bench.with_file_name("ferrite");
     assert!(
-        bench.exists(),
-        "{} is missing: build it with `cargo build -p ferrite-bench` (a workspace test run builds it)",
-        bench.display()
+        server.exists(),
+        "{} is missing: build it with `cargo build -p ferrite` (a workspace test run builds it)",
+        server.display()
     );
     let started = Instant::now();
     let out = Command::new(&bench)
