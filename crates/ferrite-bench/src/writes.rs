@@ -26,6 +26,8 @@ pub struct Load {
     /// jwt mode with this write rule on the table (each client its own user, member of a team);
     /// `None`: auth off.
     pub rule: Option<&'static str>,
+    /// Whether the audit trail records each transaction (the server's default).
+    pub audit: bool,
 }
 
 /// A write rule reading only the row and the token.
@@ -54,7 +56,7 @@ pub async fn writes(
     runs: usize,
 ) -> Result<()> {
     for rows_per_txn in [1, 10] {
-        let load = Load { clients, batches, rows_per_txn, connections, rule: None };
+        let load = Load { clients, batches, rows_per_txn, connections, rule: None, audit: true };
         let (mut rates, mut references) = (vec![], vec![]);
         for _ in 0..runs {
             rates.push(throughput_once(load).await?);
@@ -82,11 +84,22 @@ pub async fn writes(
             );
         }
     }
+    // What the audit trail costs: the same single-row load with `audit_retention = "off"`.
+    let load = Load { clients, batches, rows_per_txn: 1, connections, rule: None, audit: false };
+    let mut rates = vec![];
+    for _ in 0..runs {
+        rates.push(throughput_once(load).await?);
+    }
+    println!(
+        "writes:  1-row transactions, same load, audit trail off: {:>7.0}/s (median of {runs}: {})",
+        median(rates.clone()),
+        rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+    );
     // What write rules cost (jwt mode): one that reads only the row, and one that follows
     // membership through a subquery (a query per check, inside the write's transaction).
     let mut figures = vec![];
     for rule in [PLAIN_RULE, MEMBERSHIP_RULE] {
-        let load = Load { clients, batches, rows_per_txn: 1, connections, rule: Some(rule) };
+        let load = Load { clients, batches, rows_per_txn: 1, connections, rule: Some(rule), audit: true };
         let mut rates = vec![];
         for _ in 0..runs {
             rates.push(throughput_once(load).await?);
@@ -207,6 +220,9 @@ async fn throughput_once(load: Load) -> Result<f64> {
     .await?;
     let mut cfg = config(&env, "shapes");
     cfg.write_connections = load.connections;
+    if !load.audit {
+        cfg.audit_retention = ferrite_server::config::AuditRetention(None);
+    }
     // With a rule: client c is user `u<c>`, an editor of team c % TEAMS (and a viewer of the
     // next one, so the membership table is not trivially small per user).
     let team = |c: usize| c % TEAMS;
