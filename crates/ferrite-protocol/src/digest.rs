@@ -165,7 +165,27 @@ impl Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{:08x}{:08x}", self.count, self.hi, self.lo)
+        // By hand: written once per transaction per shape on the replication path.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut sums = [0u8; 16];
+        for (i, b) in sums.iter_mut().enumerate() {
+            let word = if i < 8 { self.hi } else { self.lo };
+            *b = HEX[((word >> (28 - 4 * (i % 8))) & 0xf) as usize];
+        }
+        let mut count = [0u8; 20];
+        let mut n = self.count;
+        let mut at = count.len();
+        loop {
+            at -= 1;
+            count[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        f.write_str(std::str::from_utf8(&count[at..]).map_err(|_| fmt::Error)?)?;
+        f.write_str(":")?;
+        f.write_str(std::str::from_utf8(&sums).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -407,33 +427,54 @@ impl RowHasher {
 
     /// Hashes a row of texts (`None` = NULL) through `value(i)`, the text of column `i`.
     pub fn hash_texts<'a>(&self, value: impl Fn(usize) -> Option<&'a str>) -> RowHash {
-        let mut bytes = Vec::with_capacity(128);
-        for (i, name, kind) in &self.columns {
-            encode_str(&mut bytes, b's', name);
-            Canonical::from_text(*kind, value(*i)).encode(&mut bytes);
-        }
-        RowHash { hi: murmur3_32(&bytes, SEEDS.0), lo: murmur3_32(&bytes, SEEDS.1) }
+        with_buffer(|bytes| {
+            for (i, name, kind) in &self.columns {
+                encode_str(bytes, b's', name);
+                Canonical::from_text(*kind, value(*i)).encode(bytes);
+            }
+        })
     }
 
     /// Hashes a row of texts found by column name (`None` = NULL or absent).
     pub fn hash_named<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> RowHash {
-        let mut bytes = Vec::with_capacity(128);
-        for (_, name, kind) in &self.columns {
-            encode_str(&mut bytes, b's', name);
-            Canonical::from_text(*kind, value(name)).encode(&mut bytes);
-        }
-        RowHash { hi: murmur3_32(&bytes, SEEDS.0), lo: murmur3_32(&bytes, SEEDS.1) }
+        with_buffer(|bytes| {
+            for (_, name, kind) in &self.columns {
+                encode_str(bytes, b's', name);
+                Canonical::from_text(*kind, value(name)).encode(bytes);
+            }
+        })
     }
 
     /// Hashes a row of canonical values through `value(i)`.
     pub fn hash_canonical<'a>(&self, value: impl Fn(usize, ColumnKind) -> Canonical<'a>) -> RowHash {
-        let mut bytes = Vec::with_capacity(128);
-        for (i, name, kind) in &self.columns {
-            encode_str(&mut bytes, b's', name);
-            value(*i, *kind).encode(&mut bytes);
-        }
-        RowHash { hi: murmur3_32(&bytes, SEEDS.0), lo: murmur3_32(&bytes, SEEDS.1) }
+        with_buffer(|bytes| {
+            for (i, name, kind) in &self.columns {
+                encode_str(bytes, b's', name);
+                value(*i, *kind).encode(bytes);
+            }
+        })
     }
+}
+
+/// Encodes a row with `encode` into a buffer reused by the thread (rows are hashed one per
+/// change on the replication path: no allocation each), and hashes the bytes.
+fn with_buffer(encode: impl FnOnce(&mut Vec<u8>)) -> RowHash {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bytes) => {
+            bytes.clear();
+            encode(&mut bytes);
+            RowHash { hi: murmur3_32(&bytes, SEEDS.0), lo: murmur3_32(&bytes, SEEDS.1) }
+        }
+        // (Only if `encode` hashed a row itself.)
+        Err(_) => {
+            let mut bytes = Vec::with_capacity(128);
+            encode(&mut bytes);
+            RowHash { hi: murmur3_32(&bytes, SEEDS.0), lo: murmur3_32(&bytes, SEEDS.1) }
+        }
+    })
 }
 
 /// MurmurHash3, x86 32-bit variant (public domain algorithm by Austin Appleby): small, fast and
@@ -499,6 +540,8 @@ mod tests {
         c.add(h("3"));
         assert_eq!(a, c);
         assert_eq!(Digest::parse(&a.to_string()), Some(a));
+        assert_eq!(Digest { count: 1_234_567, hi: 0xdead_beef, lo: 1 }.to_string(), "1234567:deadbeef00000001");
+        assert_eq!(Digest { count: 0, hi: 0, lo: u32::MAX }.to_string(), "0:00000000ffffffff");
         assert_eq!(Digest::parse("1:xyz"), None);
         assert_eq!(Digest::parse("x:0000000000000000"), None);
     }
