@@ -320,12 +320,22 @@ fn parse_array(text: &str, kind: ValueKind) -> Option<Canonical<'_>> {
     // A literal with explicit bounds (`[0:1]={…}`) starts at its brace.
     let start = text.find('{')?;
     let bytes = text.as_bytes();
-    let (value, end) = parse_array_at(text, bytes, start, kind)?;
+    let (value, end) = parse_array_at(text, bytes, start, kind, 1)?;
     (text[end..].trim().is_empty()).then_some(value)
 }
 
-fn parse_array_at<'a>(text: &'a str, b: &[u8], mut i: usize, kind: ValueKind) -> Option<(Canonical<'a>, usize)> {
-    if b.get(i) != Some(&b'{') {
+/// Postgres arrays have at most this many dimensions (`MAXDIM`); deeper text (a damaged replica)
+/// is not an array literal, and the recursion stays shallow whatever the text.
+const MAX_ARRAY_DEPTH: usize = 6;
+
+fn parse_array_at<'a>(
+    text: &'a str,
+    b: &[u8],
+    mut i: usize,
+    kind: ValueKind,
+    depth: usize,
+) -> Option<(Canonical<'a>, usize)> {
+    if b.get(i) != Some(&b'{') || depth > MAX_ARRAY_DEPTH {
         return None;
     }
     i += 1;
@@ -336,7 +346,7 @@ fn parse_array_at<'a>(text: &'a str, b: &[u8], mut i: usize, kind: ValueKind) ->
     loop {
         match b.get(i)? {
             b'{' => {
-                let (inner, next) = parse_array_at(text, b, i, kind)?;
+                let (inner, next) = parse_array_at(text, b, i, kind, depth + 1)?;
                 items.push(inner);
                 i = next;
             }
@@ -583,8 +593,11 @@ mod tests {
                 Canonical::Array(vec![Canonical::Number(3.0), Canonical::Null]),
             ])
         );
-        // Not an array literal: hashed as text.
+        // Not an array literal: hashed as text. Nor is one nested deeper than Postgres allows
+        // (a damaged replica's text must not recurse without bound).
         assert_eq!(Canonical::from_text(arr, Some("{a,b")), Canonical::Text("{a,b".into()));
+        let deep = format!("{}{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(Canonical::from_text(arr, Some(&deep)), Canonical::Text(deep.as_str().into()));
         assert_eq!(enc(Canonical::Number(-0.0)), enc(Canonical::Number(0.0)));
     }
 
