@@ -62,6 +62,69 @@ pub enum WriteError {
 /// conflict (mutations of several rows locked in different orders by concurrent clients).
 const ATTEMPTS: usize = 4;
 
+/// Client transactions that share one Postgres transaction at most (see
+/// [`Writer::apply_locked`]). Each one that writes gets a subtransaction id, and Postgres keeps
+/// up to 64 of a transaction's in its shared cache: past that every other session's snapshot
+/// checks get slower, so a group stays well below.
+const GROUP_TRANSACTIONS: usize = 48;
+/// Mutations of one group at most: its row locks are held until the group commits, so a large
+/// group would keep other clients' writes of the same rows waiting longer.
+const GROUP_MUTATIONS: usize = 500;
+
+/// Splits a request's transactions into the groups applied together: runs of consecutive
+/// transactions within [`GROUP_TRANSACTIONS`] and [`GROUP_MUTATIONS`] (a transaction larger
+/// than that is a group of its own).
+fn groups(txns: &[ClientTransaction]) -> Vec<&[ClientTransaction]> {
+    let mut out = vec![];
+    let (mut start, mut mutations) = (0, 0);
+    for (i, t) in txns.iter().enumerate() {
+        let n = t.mutations.len();
+        if i > start && (i - start == GROUP_TRANSACTIONS || mutations + n > GROUP_MUTATIONS) {
+            out.push(&txns[start..i]);
+            (start, mutations) = (i, 0);
+        }
+        mutations += n;
+    }
+    if start < txns.len() {
+        out.push(&txns[start..]);
+    }
+    out
+}
+
+/// How a client transaction's Postgres work is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// Its own Postgres transaction: BEGIN … COMMIT.
+    Own,
+    /// A savepoint inside its group's transaction (see [`Writer::apply_locked`]).
+    Nested,
+}
+
+impl Frame {
+    fn begin(self) -> &'static str {
+        match self {
+            Frame::Own => "BEGIN",
+            Frame::Nested => "SAVEPOINT ferrite_txn",
+        }
+    }
+
+    /// Ends it applied (in a group, the group's COMMIT makes it durable).
+    fn end(self) -> &'static str {
+        match self {
+            Frame::Own => "COMMIT",
+            Frame::Nested => "RELEASE SAVEPOINT ferrite_txn",
+        }
+    }
+
+    /// Undoes all of it (and nothing of the group's other transactions).
+    fn undo(self) -> &'static str {
+        match self {
+            Frame::Own => "ROLLBACK",
+            Frame::Nested => "ROLLBACK TO SAVEPOINT ferrite_txn; RELEASE SAVEPOINT ferrite_txn",
+        }
+    }
+}
+
 /// Applies client transactions; shared by all requests.
 pub struct Writer {
     pool: Pool<PreparedClient>,
@@ -240,6 +303,15 @@ impl Writer {
     }
 
     /// `client_id` is the client key (id scoped by subject, see [`write_store::client_key`]).
+    ///
+    /// Consecutive transactions are applied in groups ([`groups`]): a group's client
+    /// transactions share one Postgres transaction, each in its own savepoint, so a request of
+    /// many pays for one commit per group instead of one per client transaction. Each still
+    /// commits with its recorded result (the group commits them together), and a rejected one
+    /// is rolled back to its savepoint alone, its rejection recorded in the group. A group that
+    /// cannot commit as a whole — Postgres aborted it (deadlock, serialization), or a deferred
+    /// constraint failed at COMMIT — left nothing behind and is applied again one client
+    /// transaction per Postgres transaction, as a lone transaction always is.
     async fn apply_locked(
         &self,
         c: &PreparedClient,
@@ -250,50 +322,114 @@ impl Writer {
     ) -> Result<Vec<TransactionResult>, WriteError> {
         let mut last_id = progress.last_id;
         let mut results = Vec::with_capacity(req.transactions.len());
-        for txn in &req.transactions {
-            let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
-            if id <= last_id {
-                // A retry: answer what happened the first time.
-                let recorded = write_store::recorded_result(c, client_id, id).await.map_err(unavailable)?;
-                results.push(match recorded.and_then(|v| serde_json::from_value(v).ok()) {
-                    Some(r) => r,
-                    None => rejected(txn.id, RejectionCode::Invalid, format!(
-                        "transaction {} is at or below the last one applied for this client ({last_id}) and no result is recorded for it",
-                        txn.id
-                    )),
-                });
-                continue;
-            }
-            if txn.mutations.len() > self.max_mutations {
-                let message =
-                    format!("at most {} mutations per transaction (got {})", self.max_mutations, txn.mutations.len());
-                let result = rejected(txn.id, RejectionCode::Invalid, message);
-                results.push(self.record_rejection(c, client_id, who, txn, result).await?);
-                last_id = id;
-                continue;
-            }
-            let mut attempt = 1;
-            let result = loop {
-                match self.apply_one(c, client_id, who, txn).await {
-                    Err(WriteError::Aborted(m)) if attempt < ATTEMPTS => {
-                        tracing::debug!(client_id, id = txn.id, attempt, reason = %m, "retrying an aborted client transaction");
-                        attempt += 1;
-                    }
-                    Err(WriteError::Aborted(m)) => {
-                        break Err(WriteError::Unavailable(format!("transaction aborted by Postgres: {m}")))
-                    }
-                    other => break other,
+        for group in groups(&req.transactions) {
+            if group.len() > 1 {
+                if let Some((applied, last)) = self.apply_group(c, client_id, who, group, last_id).await? {
+                    results.extend(applied);
+                    last_id = last;
+                    continue;
                 }
-            }?;
-            // Old results are pruned each time the ids cross a multiple of 1,000 (a client's ids
-            // may skip any given value).
-            if id / 1000 != last_id.max(0) / 1000 {
-                write_store::prune_results(c, client_id, id).await.map_err(unavailable)?;
             }
-            last_id = id;
-            results.push(result);
+            for txn in group {
+                results.push(self.apply_next(c, client_id, who, txn, &mut last_id, Frame::Own).await?);
+            }
         }
         Ok(results)
+    }
+
+    /// Applies `group` in one Postgres transaction ([`Frame::Nested`]); `None` when it was
+    /// rolled back as a whole and must be applied again one by one (see [`Self::apply_locked`]).
+    async fn apply_group(
+        &self,
+        c: &PreparedClient,
+        client_id: &str,
+        who: Option<&Identity>,
+        group: &[ClientTransaction],
+        mut last_id: i64,
+    ) -> Result<Option<(Vec<TransactionResult>, i64)>, WriteError> {
+        c.client().batch_execute("BEGIN").await.map_err(|e| unavailable(e.into()))?;
+        let mut results = Vec::with_capacity(group.len());
+        for txn in group {
+            match self.apply_next(c, client_id, who, txn, &mut last_id, Frame::Nested).await {
+                Ok(result) => results.push(result),
+                Err(WriteError::Aborted(m)) => {
+                    tracing::debug!(client_id, reason = %m, "a group of client transactions was aborted; applying them one by one");
+                    c.client().batch_execute("ROLLBACK").await.map_err(|e| unavailable(e.into()))?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match c.client().batch_execute("COMMIT").await.map_err(PgError::from) {
+            Ok(()) => {}
+            // A deferred constraint (or a serialization failure) at COMMIT: the transaction is
+            // over and nothing of it kept; applied one by one, the failure is its own
+            // transaction's rejection.
+            Err(e) if e.db().is_some() => {
+                tracing::debug!(client_id, error = %e, "a group of client transactions failed at COMMIT; applying them one by one");
+                return Ok(None);
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+        if crash_after_commit() {
+            std::process::abort();
+        }
+        Ok(Some((results, last_id)))
+    }
+
+    /// Applies (or answers a retry of) the client's next transaction in `frame`, moving
+    /// `last_id`, the client's marker, past it.
+    async fn apply_next(
+        &self,
+        c: &PreparedClient,
+        client_id: &str,
+        who: Option<&Identity>,
+        txn: &ClientTransaction,
+        last_id: &mut i64,
+        frame: Frame,
+    ) -> Result<TransactionResult, WriteError> {
+        let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
+        if id <= *last_id {
+            // A retry: answer what happened the first time.
+            let recorded = write_store::recorded_result(c, client_id, id).await.map_err(unavailable)?;
+            return Ok(match recorded.and_then(|v| serde_json::from_value(v).ok()) {
+                Some(r) => r,
+                None => rejected(txn.id, RejectionCode::Invalid, format!(
+                    "transaction {} is at or below the last one applied for this client ({last_id}) and no result is recorded for it",
+                    txn.id
+                )),
+            });
+        }
+        if txn.mutations.len() > self.max_mutations {
+            let message =
+                format!("at most {} mutations per transaction (got {})", self.max_mutations, txn.mutations.len());
+            let result = rejected(txn.id, RejectionCode::Invalid, message);
+            let result = self.record_rejection(c, client_id, who, txn, result).await?;
+            *last_id = id;
+            return Ok(result);
+        }
+        let mut attempt = 1;
+        let result = loop {
+            match self.apply_one(c, client_id, who, txn, frame).await {
+                // In a group, the whole group starts over (its other transactions' locks may be
+                // what the deadlock was about).
+                Err(WriteError::Aborted(m)) if frame == Frame::Own && attempt < ATTEMPTS => {
+                    tracing::debug!(client_id, id = txn.id, attempt, reason = %m, "retrying an aborted client transaction");
+                    attempt += 1;
+                }
+                Err(WriteError::Aborted(m)) if frame == Frame::Own => {
+                    break Err(WriteError::Unavailable(format!("transaction aborted by Postgres: {m}")))
+                }
+                other => break other,
+            }
+        }?;
+        // Old results are pruned each time the ids cross a multiple of 1,000 (a client's ids
+        // may skip any given value).
+        if id / 1000 != (*last_id).max(0) / 1000 {
+            write_store::prune_results(c, client_id, id).await.map_err(unavailable)?;
+        }
+        *last_id = id;
+        Ok(result)
     }
 
     /// One client transaction in one Postgres transaction, recorded with its result; or, when
@@ -304,6 +440,7 @@ impl Writer {
         client_id: &str,
         who: Option<&Identity>,
         txn: &ClientTransaction,
+        frame: Frame,
     ) -> Result<TransactionResult, WriteError> {
         let id = i64::try_from(txn.id).unwrap_or(i64::MAX);
         let stamp = match self.stamp(client_id, txn.hlc) {
@@ -313,13 +450,14 @@ impl Writer {
             }
         };
         // BEGIN goes out in the same round trip as the first mutation's reads.
-        let begin = async { c.client().batch_execute("BEGIN").await.map_err(|e| Stop::Unavailable(e.to_string())) };
-        let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who, client_id))
+        let begin =
+            async { c.client().batch_execute(frame.begin()).await.map_err(|e| Stop::Unavailable(e.to_string())) };
+        let applied = tokio::try_join!(biased; begin, self.apply_mutations(c, txn, &stamp, who, client_id, frame))
             .map(|(_, applied)| applied);
         let MutationsOutcome { overridden, xid, changed, committed, audit } = match applied {
             Ok(done) => done,
             Err(stop) => {
-                c.client().batch_execute("ROLLBACK").await.map_err(|e| unavailable(e.into()))?;
+                c.client().batch_execute(frame.undo()).await.map_err(|e| unavailable(e.into()))?;
                 return match stop {
                     Stop::Rejected(rejection) => {
                         let result = rejection_result(txn.id, rejection);
@@ -332,18 +470,18 @@ impl Writer {
         };
         if let Some(result) = committed {
             // The last row write carried the result record and COMMIT.
-            if crash_after_commit() {
+            if frame == Frame::Own && crash_after_commit() {
                 std::process::abort();
             }
             return Ok(result);
         }
         let result = applied_result(txn.id, xid, overridden, changed);
         let actor = actor(client_id, who, id);
-        if let Err(e) = record_and_commit(c, client_id, id, &result, actor, &audit).await {
+        if let Err(e) = record_and_commit(c, client_id, id, &result, actor, &audit, frame).await {
             // A deferred constraint fails at COMMIT: a rejection like any other constraint.
             return match classify(e, None, None, !self.auth.enabled()) {
                 Stop::Rejected(rejection) => {
-                    let _ = c.client().batch_execute("ROLLBACK").await;
+                    let _ = c.client().batch_execute(frame.undo()).await;
                     let result = rejection_result(txn.id, rejection);
                     self.record_rejection(c, client_id, who, txn, result).await
                 }
@@ -351,7 +489,7 @@ impl Writer {
                 Stop::Unavailable(m) => Err(WriteError::Unavailable(m)),
             };
         }
-        if crash_after_commit() {
+        if frame == Frame::Own && crash_after_commit() {
             std::process::abort();
         }
         Ok(result)
@@ -493,6 +631,7 @@ impl Writer {
         stamp: &Stamp,
         who: Option<&Identity>,
         client_id: &str,
+        frame: Frame,
     ) -> Result<MutationsOutcome, Stop> {
         let mut overridden = vec![];
         let mut audit = vec![];
@@ -512,6 +651,7 @@ impl Writer {
                 overridden: &overridden,
                 actor: actor(client_id, who, id),
                 audit: &audit,
+                frame,
             });
             // The next row's lock and read go out right behind this row's write, in the same
             // round trip; a failure of this row's write is the one reported.
@@ -953,7 +1093,7 @@ impl Writer {
             };
             let entries: Vec<AuditEntry> = tail.audit.iter().chain(entry).cloned().collect();
             let audit = audit::record(c, tail.actor, &entries);
-            let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
+            let commit = async { c.client().batch_execute(tail.frame.end()).await.map_err(PgError::from) };
             tokio::try_join!(biased; write, audit, commit).map_err(reject_here)?;
             return Ok(Written::Committed(result));
         }
@@ -1361,6 +1501,8 @@ struct Tail<'a> {
     actor: AuditActor<'a>,
     /// The audit rows of the transaction's earlier mutations.
     audit: &'a [AuditEntry],
+    /// How the transaction ends (COMMIT, or releasing its savepoint in a group).
+    frame: Frame,
 }
 
 /// Who sent client transaction `id`: the client key's subject part is the token's, the rest
@@ -1416,11 +1558,12 @@ async fn record_and_commit(
     result: &TransactionResult,
     actor: AuditActor<'_>,
     entries: &[AuditEntry],
+    frame: Frame,
 ) -> Result<(), PgError> {
     let recorded = serde_json::to_value(result).unwrap_or(Value::Null);
     let record = write_store::record_result(c, client_id, id, &recorded);
     let audit = audit::record(c, actor, entries);
-    let commit = async { c.client().batch_execute("COMMIT").await.map_err(PgError::from) };
+    let commit = async { c.client().batch_execute(frame.end()).await.map_err(PgError::from) };
     tokio::try_join!(biased; record, audit, commit).map(|_| ())
 }
 
