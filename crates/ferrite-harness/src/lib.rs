@@ -5,6 +5,7 @@
 
 pub mod nats;
 pub mod nginx;
+pub mod tmpfs;
 pub mod varnish;
 
 use std::process::Child;

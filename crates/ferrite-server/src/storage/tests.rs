@@ -508,32 +508,7 @@ fn a_replicated_log_sends_every_byte_before_readers_see_it_and_a_copy_applied_fr
     );
 }
 
-/// A tmpfs of `bytes` mounted on a temporary directory, unmounted when dropped (also on a
-/// panic). Needs root (CAP_SYS_ADMIN): without it the test fails saying so.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount(8)");
-        assert!(
-            out.status.success(),
-            "this test fills a small tmpfs and needs root (CAP_SYS_ADMIN) to mount it: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
+use ferrite_harness::tmpfs::Tmpfs;
 
 /// Fills the filesystem of `path` (a file written until ENOSPC), then gives `free` bytes back.
 fn fill_leaving(path: &std::path::Path, free: u64) {
@@ -554,7 +529,7 @@ fn files(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn an_append_that_fails_half_way_on_a_full_disk_leaves_the_log_as_it_was() {
     let fs = Tmpfs::mount(1024 * 1024);
-    let dir = fs.0.path().join("shape");
+    let dir = fs.path().join("shape");
     std::fs::create_dir(&dir).unwrap();
     let log = snapshot_log(&dir, 4096);
     append(&log, &[(LogOffset::new(100, 0), message(1, 100))]);
@@ -562,7 +537,7 @@ fn an_append_that_fails_half_way_on_a_full_disk_leaves_the_log_as_it_was() {
     let before = files(&dir);
     let end = log.end_offset();
     // Two pages free: the first part of a 64 KiB transaction is written, then ENOSPC.
-    fill_leaving(&fs.0.path().join("filler"), 8192);
+    fill_leaving(&fs.path().join("filler"), 8192);
     let big: Vec<(LogOffset, Vec<u8>)> = (0..64).map(|i| (LogOffset::new(200, i * 2), message(i, 1000))).collect();
     let entries: Vec<(LogOffset, &[u8])> = big.iter().map(|(o, m)| (*o, m.as_slice())).collect();
     let err = log.append(&entries).unwrap_err();
@@ -574,7 +549,7 @@ fn an_append_that_fails_half_way_on_a_full_disk_leaves_the_log_as_it_was() {
     append(&log, &[(LogOffset::new(150, 0), message(2, 50))]);
     log.sync(true).unwrap();
     // Space returns: the failed transaction goes in whole, and the log reopens as written.
-    std::fs::remove_file(fs.0.path().join("filler")).unwrap();
+    std::fs::remove_file(fs.path().join("filler")).unwrap();
     log.append(&entries).unwrap();
     log.sync(true).unwrap();
     let expected = read_all(&log, None);
@@ -593,7 +568,7 @@ fn an_append_that_fails_half_way_on_a_full_disk_leaves_the_log_as_it_was() {
 #[test]
 fn a_catch_up_read_at_the_head_is_served_without_a_pin_when_the_disk_is_full() {
     let fs = Tmpfs::mount(1024 * 1024);
-    let dir = fs.0.path().join("shape");
+    let dir = fs.path().join("shape");
     std::fs::create_dir(&dir).unwrap();
     let log = snapshot_log(&dir, 1 << 20);
     // Pinned boundaries until the next one would need a new page of `chunks` (40-byte records:
@@ -609,7 +584,7 @@ fn a_catch_up_read_at_the_head_is_served_without_a_pin_when_the_disk_is_full() {
     assert_eq!(std::fs::metadata(dir.join("chunks")).unwrap().len(), 102 * 40);
     append(&log, &[(LogOffset::new(tx, 0), message(tx, 60))]);
     log.sync(true).unwrap();
-    fill_leaving(&fs.0.path().join("filler"), 0);
+    fill_leaving(&fs.path().join("filler"), 0);
     let chunks = std::fs::read(dir.join("chunks")).unwrap();
     // The durable transaction is served all the same, up to date.
     let head = slice(log.read(Some(at), true, tx).unwrap());
@@ -618,7 +593,7 @@ fn a_catch_up_read_at_the_head_is_served_without_a_pin_when_the_disk_is_full() {
     assert!(head.up_to_date);
     assert_eq!(std::fs::read(dir.join("chunks")).unwrap(), chunks, "nothing half written");
     // With space again, the same read pins its end as usual.
-    std::fs::remove_file(fs.0.path().join("filler")).unwrap();
+    std::fs::remove_file(fs.path().join("filler")).unwrap();
     assert_eq!(slice(log.read(Some(at), true, tx).unwrap()), head);
     assert_eq!(std::fs::metadata(dir.join("chunks")).unwrap().len(), 103 * 40);
 }

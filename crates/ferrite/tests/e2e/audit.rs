@@ -6,7 +6,6 @@
 use crate::common::*;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SCHEMA: &str = "CREATE TABLE steps (id uuid PRIMARY KEY, name text NOT NULL, x int NOT NULL DEFAULT 0,
@@ -35,21 +34,8 @@ fn serve_jwt(db: &TestDb, dir: &Path, port: u16, env: &[(&str, &str)]) -> Server
         ),
     )
     .unwrap();
-    ServerProcess(
-        Command::new(ferrite_bin())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--port", &port.to_string(), "--data-dir"])
-            .arg(dir.join("shapes"))
-            .env("DATABASE_URL", &db.url)
-            .env("FERRITE_LONG_POLL_TIMEOUT_MS", "1000")
-            .env("FERRITE_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ferrite serve"),
-    )
+    let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+    spawn_server_with_args(&db.url, &dir.join("shapes"), port, &args, env)
 }
 
 /// The audit rows as Postgres has them, oldest first, as JSON objects.

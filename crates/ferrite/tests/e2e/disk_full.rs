@@ -7,44 +7,9 @@
 use crate::common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-/// A tmpfs of a fixed size mounted on a temporary directory, unmounted when dropped (also when
-/// the test panics). Mounting needs root (CAP_SYS_ADMIN): without it the test fails and says so,
-/// rather than passing without having tested anything.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount(8)");
-        assert!(
-            out.status.success(),
-            "this test mounts a small tmpfs as the server's data directory and needs root (CAP_SYS_ADMIN); \
-             `mount -t tmpfs` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: a server still holding files there cannot keep it mounted.
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
+use ferrite_harness::tmpfs::Tmpfs;
 
 /// Writes zeros to `path` until the filesystem is full; the write must fail with ENOSPC.
 fn fill(path: &Path) {

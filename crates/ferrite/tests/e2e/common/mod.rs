@@ -493,10 +493,22 @@ pub fn spawn_server_with_env(
     port: u16,
     env: &[(&str, &str)],
 ) -> ServerProcess {
+    spawn_server_with_args(db_url, data_dir, port, &[], env)
+}
+
+/// [`spawn_server_with_env`] with further `ferrite serve` arguments (say, `--config <file>`).
+pub fn spawn_server_with_args(
+    db_url: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> ServerProcess {
     ServerProcess(
         Command::new(ferrite_bin())
             .args(["serve", "--port", &port.to_string(), "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("DATABASE_URL", db_url)
             .env("FERRITE_CHUNK_BYTES", "10000")
             .env("FERRITE_LONG_POLL_TIMEOUT_MS", "1000")
