@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
-/// The most shapes a server started from here can hold open: two files each within half the
+/// The most shapes a server started from here can hold open: one file each within half the
 /// open-file limit it inherits (as the server itself keeps them, see its `max_shapes`).
 pub fn shapes_that_fit() -> usize {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -15,7 +15,7 @@ pub fn shapes_that_fit() -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return usize::MAX;
     }
-    (lim.rlim_max / 4) as usize
+    (lim.rlim_max / 2) as usize
 }
 
 pub async fn restart(shapes: usize, runs: usize) -> Result<()> {
@@ -23,7 +23,7 @@ pub async fn restart(shapes: usize, runs: usize) -> Result<()> {
     if shapes > fit {
         return Err(anyhow!(
             "{shapes} shapes need an open-file limit of at least {} (this machine's hard limit allows {fit} shapes): raise it, or run with --shapes {fit}",
-            shapes * 4
+            shapes * 2
         ));
     }
     let env = env().await?;

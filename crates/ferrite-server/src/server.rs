@@ -151,12 +151,12 @@ async fn launch(
     config.validate().map_err(StartError::Config)?;
     let fd_limit = raise_fd_limit();
     if let Some(shapes) = shapes_within(fd_limit, config.max_shapes) {
-        // Each open shape holds two files; past the limit, requests would fail with EMFILE.
+        // Each open shape holds a file (its log); past the limit, requests would fail with EMFILE.
         tracing::warn!(
             fd_limit,
             max_shapes = config.max_shapes,
             kept = shapes,
-            "the open-file limit allows fewer shapes than max_shapes (two files each, and connections): \
+            "the open-file limit allows fewer shapes than max_shapes (one file each, and connections): \
              keeping at most {shapes}; raise the limit (e.g. LimitNOFILE in systemd) to keep more"
         );
         config.max_shapes = shapes;
@@ -324,11 +324,12 @@ fn raise_fd_limit() -> u64 {
     }
 }
 
-/// How many shapes fit the open-file limit when `max_shapes` do not: two files each, within
-/// half of the limit (the other half for connections, held long-polls and Postgres). `None`
+/// How many shapes fit the open-file limit when `max_shapes` do not: one file each (its
+/// `log`; see `storage::shape_log`), within half of the limit (the other half for
+/// connections, held long-polls, Postgres, and the files a shape opens for a moment). `None`
 /// when `max_shapes` fit.
 fn shapes_within(fd_limit: u64, max_shapes: usize) -> Option<usize> {
-    let fit = (fd_limit / 4).max(16) as usize;
+    let fit = (fd_limit / 2).max(16) as usize;
     (max_shapes > fit).then_some(fit)
 }
 
@@ -336,8 +337,10 @@ fn shapes_within(fd_limit: u64, max_shapes: usize) -> Option<usize> {
 mod tests {
     #[test]
     fn shapes_are_kept_within_the_open_file_limit() {
-        // Two files a shape, within half the limit.
-        assert_eq!(super::shapes_within(20_000, 10_000), Some(5_000));
+        // One file a shape, within half the limit.
+        assert_eq!(super::shapes_within(20_000, 10_000), None, "this sandbox's limit holds 10,000");
+        assert_eq!(super::shapes_within(20_000, 20_000), Some(10_000));
+        assert_eq!(super::shapes_within(8_192, 10_000), Some(4_096));
         assert_eq!(super::shapes_within(1_048_576, 10_000), None);
         assert_eq!(super::shapes_within(u64::MAX, 10_000), None);
         assert_eq!(super::shapes_within(20, 100), Some(16), "a floor, however low the limit");

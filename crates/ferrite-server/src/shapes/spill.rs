@@ -25,6 +25,8 @@ const QUEUE_FILE: &str = "queue.log";
 /// A file-backed FIFO of transactions (see the module documentation).
 pub struct SpillQueue {
     path: PathBuf,
+    /// Open while transactions are queued or unsynced; closed when the queue is empty and
+    /// durable (most of a relational shape's life), so an idle shape holds only its log open.
     file: Option<File>,
     /// Byte offset of the first transaction not yet taken.
     start: u64,
@@ -78,7 +80,6 @@ impl SpillQueue {
         let len = file.metadata()?.len();
         if start >= len {
             file.set_len(0)?;
-            q.file = Some(file);
             return Ok(q);
         }
         let mut pos = start;
@@ -94,7 +95,16 @@ impl SpillQueue {
         q.end = pos;
         q.loaded_end = start;
         q.file = Some(file);
+        q.release_if_idle();
         Ok(q)
+    }
+
+    /// Closes the file when nothing is queued and nothing unsynced: it is opened again on the
+    /// next push (or read of what a sink still lacks).
+    fn release_if_idle(&mut self) {
+        if self.ids.is_empty() && !self.dirty {
+            self.file = None;
+        }
     }
 
     /// Appends a transaction.
@@ -157,8 +167,14 @@ impl SpillQueue {
     /// Empties the file once nothing is queued (call after a checkpoint recorded that).
     pub fn reset_if_empty(&mut self) -> io::Result<()> {
         if self.is_empty() && self.end > 0 {
-            if let Some(f) = &self.file {
-                f.set_len(0)?;
+            match &self.file {
+                Some(f) => f.set_len(0)?,
+                None => match OpenOptions::new().write(true).open(&self.path) {
+                    Ok(f) => f.set_len(0)?,
+                    // The shape's directory went (the shape was removed): nothing to cut.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
             }
             self.cut = true;
             self.published = 0;
@@ -167,6 +183,7 @@ impl SpillQueue {
             self.loaded_end = 0;
             self.window.clear();
         }
+        self.release_if_idle();
         Ok(())
     }
 
@@ -215,6 +232,7 @@ impl SpillQueue {
             }
             self.dirty = false;
         }
+        self.release_if_idle();
         Ok(())
     }
 
@@ -329,8 +347,17 @@ mod tests {
         assert!(q.pop().unwrap().is_none());
         q.reset_if_empty().unwrap();
         assert_eq!(std::fs::metadata(dir.path().join(QUEUE_FILE)).unwrap().len(), 0);
+        assert!(q.file.is_none(), "an empty, durable queue holds no file open");
         // Appending again after emptying, and a checkpoint start beyond the file: empty.
         q.push(txn(1)).unwrap();
         assert!(SpillQueue::reopen(dir.path(), 1 << 20).unwrap().is_empty());
+        // Taken and synced: closed again, and still cut when emptied.
+        assert_eq!(q.pop().unwrap().unwrap().xid, 1);
+        q.sync().unwrap();
+        assert!(q.file.is_none());
+        q.reset_if_empty().unwrap();
+        assert_eq!(std::fs::metadata(dir.path().join(QUEUE_FILE)).unwrap().len(), 0);
+        q.push(txn(2)).unwrap();
+        assert_eq!(SpillQueue::reopen(dir.path(), 0).unwrap().len(), 1);
     }
 }

@@ -2,7 +2,11 @@
 //! immutable.
 //!
 //! Files in the shape's directory: `log` (framed entries, see [`super::record`]) and `chunks`
-//! (boundary records). Writers append and call [`ShapeLog::sync`]; readers only ever see data that
+//! (boundary records). Only `log` stays open while the log lives: the boundaries are also held
+//! in memory, and a boundary is written once per chunk of the log (or when a catch-up read pins
+//! one), so `chunks` is opened for each such write, fsync or cut and closed again. A server
+//! then needs one descriptor a shape, not two, and holds twice as many shapes within the same
+//! open-file limit. Writers append and call [`ShapeLog::sync`]; readers only ever see data that
 //! `sync` has made durable, so a response can never show something a crash could take back.
 //! What was written since the last sync is also kept in memory while it is small, so that the
 //! replication driver can make many logs durable with one write to the storage journal (see
@@ -64,7 +68,6 @@ pub enum ReadOutcome {
 }
 
 struct Inner {
-    chunks: File,
     /// Bytes written to `log` (durable or not).
     end_pos: u64,
     /// Offset of the last written entry.
@@ -143,7 +146,7 @@ pub struct JournalEntry {
     pub chunks_bytes: Vec<u8>,
 }
 
-/// A shape's log. Cheap when idle: two file handles and the boundary list.
+/// A shape's log. Cheap when idle: one file handle (`log`) and the boundary list.
 pub struct ShapeLog {
     dir: PathBuf,
     chunk_bytes: u64,
@@ -161,8 +164,9 @@ impl ShapeLog {
     /// Creates an empty log in `dir` (which must exist).
     pub fn create(dir: &Path, chunk_bytes: u64) -> io::Result<ShapeLog> {
         let log = open_rw(&dir.join("log"), true)?;
-        let chunks = open_rw(&dir.join("chunks"), true)?;
-        Ok(Self::from_parts(dir, chunk_bytes, log, chunks, 0, LogOffset::default(), vec![], 0, false))
+        // Created empty now (recovery and the journal's replay expect it), then closed.
+        drop(open_rw(&dir.join(CHUNKS_FILE), true)?);
+        Ok(Self::from_parts(dir, chunk_bytes, log, 0, LogOffset::default(), vec![], 0, false))
     }
 
     /// Reopens a log after a restart or crash: drops anything after the last whole unit and any
@@ -179,7 +183,8 @@ impl ShapeLog {
 
     fn open_existing(dir: &Path, chunk_bytes: u64, snapshot_complete: bool, truncate: bool) -> io::Result<ShapeLog> {
         let log = open_rw(&dir.join("log"), false)?;
-        let chunks = open_rw(&dir.join("chunks"), false)?;
+        // Open only while recovering: dropped at the end of this function.
+        let chunks = open_rw(&dir.join(CHUNKS_FILE), false)?;
         let mut raw = Vec::new();
         {
             let len = chunks.metadata()?.len();
@@ -212,9 +217,18 @@ impl ShapeLog {
         // Boundaries inside a unit that did not survive go with it.
         boundaries.retain(|b| b.pos <= end_pos);
         if truncate {
-            log.set_len(end_pos)?;
+            // Cut only what is to be cut: a cut to the same length still dirties the inode (its
+            // times), which made each start's fsyncs several times slower. The fsyncs stay:
+            // what survived may not have been durable yet (a crash after a write, before its
+            // sync) and is served from now on.
+            if file_len != end_pos {
+                log.set_len(end_pos)?;
+            }
             log.sync_data()?;
-            chunks.set_len((boundaries.len() * BOUNDARY_SIZE) as u64)?;
+            let chunks_len = (boundaries.len() * BOUNDARY_SIZE) as u64;
+            if raw.len() as u64 != chunks_len {
+                chunks.set_len(chunks_len)?;
+            }
             chunks.sync_data()?;
         }
         let mut end_offset = good_offset;
@@ -223,7 +237,8 @@ impl ShapeLog {
         }
         let open_from = boundaries.last().map_or(0, |b| b.pos);
         let since = records.iter().filter(|&&(e, _)| e > open_from && e <= end_pos).map(|&(_, n)| n).sum();
-        Ok(Self::from_parts(dir, chunk_bytes, log, chunks, end_pos, end_offset, boundaries, since, snapshot_complete))
+        drop(chunks);
+        Ok(Self::from_parts(dir, chunk_bytes, log, end_pos, end_offset, boundaries, since, snapshot_complete))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -231,7 +246,6 @@ impl ShapeLog {
         dir: &Path,
         chunk_bytes: u64,
         log: File,
-        chunks: File,
         end_pos: u64,
         end_offset: LogOffset,
         boundaries: Vec<Boundary>,
@@ -246,7 +260,6 @@ impl ShapeLog {
             chunk_bytes: chunk_bytes.max(1),
             log,
             inner: Mutex::new(Inner {
-                chunks,
                 end_pos,
                 end_offset,
                 durable_pos: end_pos,
@@ -406,7 +419,7 @@ impl ShapeLog {
         }
         let k = (inner.boundaries.len() + inner.pending.len()) as u64;
         let b = Boundary { offset: LogOffset::snapshot_chunk(k), pos: inner.end_pos, lsn: 0, flags: 0 };
-        Self::write_boundaries(&mut inner, &[b])?;
+        self.write_boundaries(&mut inner, &[b])?;
         inner.end_offset = inner.end_offset.max(b.offset);
         inner.dirty = true;
         inner.recent.no_tail = true;
@@ -454,7 +467,7 @@ impl ShapeLog {
             self.cut_back(inner);
             return Err(e);
         }
-        if let Err(e) = Self::write_boundaries(inner, closed) {
+        if let Err(e) = self.write_boundaries(inner, closed) {
             self.cut_back(inner);
             return Err(e);
         }
@@ -477,7 +490,7 @@ impl ShapeLog {
     fn cut_back(&self, inner: &Inner) {
         let chunks = ((inner.boundaries.len() + inner.pending.len()) * BOUNDARY_SIZE) as u64;
         let log = self.log.set_len(inner.end_pos);
-        let chunks = inner.chunks.set_len(chunks);
+        let chunks = self.open_chunks().and_then(|f| f.map_or(Ok(()), |f| f.set_len(chunks)));
         if let Err(e) = log.and(chunks) {
             tracing::error!(dir = %self.dir.display(), error = %e, "could not cut a shape log back after a failed write");
         }
@@ -496,17 +509,21 @@ impl ShapeLog {
     }
 
     /// Writes boundaries (in log order) to the `chunks` file; they become visible to readers
-    /// with the next sync, together with the entries before them.
-    fn write_boundaries(inner: &mut Inner, bs: &[Boundary]) -> io::Result<()> {
+    /// with the next sync, together with the entries before them. The file is closed again
+    /// right after: the sync that makes them durable opens it once more (see
+    /// [`ShapeLog::open_chunks`]).
+    fn write_boundaries(&self, inner: &mut Inner, bs: &[Boundary]) -> io::Result<()> {
         if bs.is_empty() {
             return Ok(());
         }
         let at = ((inner.boundaries.len() + inner.pending.len()) * BOUNDARY_SIZE) as u64;
         let raw: Vec<u8> = bs.iter().flat_map(|b| b.encode()).collect();
-        if let Err(e) = inner.chunks.write_all_at(&raw, at) {
-            // Nothing half written stays behind (see `write_locked`).
-            let _ = inner.chunks.set_len(at);
-            return Err(e);
+        if let Some(chunks) = self.open_chunks()? {
+            if let Err(e) = chunks.write_all_at(&raw, at) {
+                // Nothing half written stays behind (see `write_locked`).
+                let _ = chunks.set_len(at);
+                return Err(e);
+            }
         }
         inner.pending.extend_from_slice(bs);
         inner.bytes_since_boundary = 0;
@@ -569,7 +586,9 @@ impl ShapeLog {
         if fsync_files {
             self.log.sync_data()?;
             if !inner.pending.is_empty() {
-                inner.chunks.sync_data()?;
+                if let Some(chunks) = self.open_chunks()? {
+                    chunks.sync_data()?;
+                }
             }
         }
         let pending = std::mem::take(&mut inner.pending);
@@ -593,11 +612,17 @@ impl ShapeLog {
     pub fn follow_replica(&self) -> io::Result<bool> {
         let mut inner = self.inner.lock();
         let known = inner.boundaries.len();
-        let records = (inner.chunks.metadata()?.len() as usize) / BOUNDARY_SIZE;
+        // A `stat` of the file first: it is opened only when the stream brought boundaries.
+        let records = match std::fs::metadata(self.dir.join(CHUNKS_FILE)) {
+            Ok(m) => m.len() as usize / BOUNDARY_SIZE,
+            // The shape was removed meanwhile: nothing more to take in.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.dir.exists() => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let mut fresh = vec![];
-        if records > known {
+        if let Some(chunks) = self.open_chunks()?.filter(|_| records > known) {
             let mut raw = vec![0u8; (records - known) * BOUNDARY_SIZE];
-            inner.chunks.read_exact_at(&mut raw, (known * BOUNDARY_SIZE) as u64)?;
+            chunks.read_exact_at(&mut raw, (known * BOUNDARY_SIZE) as u64)?;
             fresh = raw.chunks(BOUNDARY_SIZE).map_while(Boundary::decode).collect();
         }
         let file_len = self.log.metadata()?.len();
@@ -658,8 +683,13 @@ impl ShapeLog {
         let inner = self.inner.lock();
         self.log.set_len(inner.end_pos)?;
         self.log.sync_data()?;
-        inner.chunks.set_len((inner.boundaries.len() * BOUNDARY_SIZE) as u64)?;
-        inner.chunks.sync_data()
+        match self.open_chunks()? {
+            Some(chunks) => {
+                chunks.set_len((inner.boundaries.len() * BOUNDARY_SIZE) as u64)?;
+                chunks.sync_data()
+            }
+            None => Ok(()),
+        }
     }
 
     /// Sends every later write of this log to `sink` before readers see it (a node taking over
@@ -706,9 +736,12 @@ impl ShapeLog {
             ops.push(FileOp::Write { dir: self.dir_name.clone(), file: ShapeFile::Log, pos: from.log_pos, bytes });
         }
         if upto.boundaries > from.boundaries {
+            // The records as `chunks` holds them, from memory (where they are kept in file
+            // order, the durable ones then those written since the sync): no need to open it.
             let pos = (from.boundaries * BOUNDARY_SIZE) as u64;
-            let mut bytes = vec![0u8; (upto.boundaries - from.boundaries) * BOUNDARY_SIZE];
-            inner.chunks.read_exact_at(&mut bytes, pos)?;
+            let bytes: Vec<u8> =
+                inner.boundaries.iter().chain(&inner.pending).skip(from.boundaries).flat_map(|b| b.encode()).collect();
+            debug_assert_eq!(bytes.len(), (upto.boundaries - from.boundaries) * BOUNDARY_SIZE);
             ops.push(FileOp::Write { dir: self.dir_name.clone(), file: ShapeFile::Chunks, pos, bytes });
         }
         Ok((ops, upto))
@@ -745,6 +778,27 @@ impl ShapeLog {
         drop(inner);
         self.durable_tx.send_replace(offset);
         Ok(())
+    }
+
+    /// Opens the `chunks` file for one write, fsync, cut or read; the caller drops it right
+    /// after, so an idle log holds only `log` open.
+    ///
+    /// An fsync through this new descriptor makes durable what one opened earlier wrote (both
+    /// are the same file's pages), and a write-back error that nobody has seen yet is reported
+    /// to a descriptor opened after it (Linux 4.16 on), so boundaries are as durable as when
+    /// one descriptor was kept open for all of it.
+    ///
+    /// `None` when the shape's directory is gone: the shape was removed (its files are deleted
+    /// on another thread) while a writer or reader still held it. A descriptor kept open
+    /// would have written into the deleted file without complaint; so the boundary is kept in
+    /// memory only, rather than failing the writer (the replication driver would retry the
+    /// batch forever).
+    fn open_chunks(&self) -> io::Result<Option<File>> {
+        match open_rw(&self.dir.join(CHUNKS_FILE), false) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.dir.exists() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Raw fd of the log file, for `syncfs` batching.
@@ -799,10 +853,17 @@ impl ShapeLog {
                 let at = (inner.boundaries.len() * BOUNDARY_SIZE) as u64;
                 let pinned = match pin {
                     false => false,
-                    true => match inner.chunks.write_all_at(&b.encode(), at).and_then(|()| inner.chunks.sync_data()) {
+                    true => match self.open_chunks().and_then(|chunks| match chunks {
+                        Some(chunks) => {
+                            chunks.write_all_at(&b.encode(), at).and_then(|()| chunks.sync_data()).inspect_err(|_| {
+                                let _ = chunks.set_len(at);
+                            })
+                        }
+                        // The shape was removed: its readers are told so next.
+                        None => Ok(()),
+                    }) {
                         Ok(()) => true,
                         Err(e) => {
-                            let _ = inner.chunks.set_len(at);
                             if !super::is_out_of_space(&e) {
                                 return Err(e);
                             }
@@ -1006,6 +1067,9 @@ impl Span {
         self.end - self.start
     }
 }
+
+/// The boundary records' file in a shape's directory.
+const CHUNKS_FILE: &str = "chunks";
 
 fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();

@@ -597,3 +597,108 @@ fn a_catch_up_read_at_the_head_is_served_without_a_pin_when_the_disk_is_full() {
     assert_eq!(slice(log.read(Some(at), true, tx).unwrap()), head);
     assert_eq!(std::fs::metadata(dir.join("chunks")).unwrap().len(), 103 * 40);
 }
+
+/// Open descriptors of this process on files under `dir` (`/proc/self/fd`; other tests'
+/// files lie in their own temporary directories, so running alongside them does not count).
+fn open_files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&dir))
+        .collect()
+}
+
+/// One descriptor a shape (its `log`), however the log is used: creating it, writing snapshot
+/// chunks and transactions that close chunks, syncing (fsync or journal), pinning a boundary,
+/// recovering it, replicating it. The `chunks` file is opened only for a moment. A server
+/// keeps twice as many shapes within the open-file limit for it (see `shapes_within`).
+#[test]
+fn a_log_holds_one_open_file_however_it_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let only_log = |what: &str| {
+        let open = open_files_under(dir.path());
+        assert_eq!(open, vec![dir.path().canonicalize().unwrap().join("log")], "after {what}");
+    };
+    let log = ShapeLog::create(dir.path(), 20).unwrap();
+    only_log("create");
+    log.append_snapshot(&[message(1, 30).as_slice(), message(2, 30).as_slice()]).unwrap();
+    log.close_snapshot_chunk().unwrap();
+    log.complete_snapshot();
+    log.sync(true).unwrap();
+    only_log("a snapshot of chunks, fsynced");
+    append(&log, &[(LogOffset::new(100, 0), message(3, 30)), (LogOffset::new(100, 1), message(4, 30))]);
+    only_log("a transaction closing chunks");
+    log.sync(true).unwrap();
+    only_log("its fsync");
+    append(&log, &[(LogOffset::new(200, 1), message(5, 30))]);
+    let (entry, end) = log.journal_entry().unwrap();
+    assert!(!entry.chunks_bytes.is_empty(), "the entry carries a boundary");
+    log.sync_journaled(end).unwrap();
+    only_log("a sync through the journal");
+    append(&log, &[(LogOffset::new(300, 1), b"{}".to_vec())]);
+    log.sync(true).unwrap();
+    let pinned = slice(log.read(Some(LogOffset::new(200, 1)), true, 300).unwrap());
+    assert_eq!(pinned.end, LogOffset::new(300, 1));
+    only_log("a catch-up read pinning a boundary");
+    // What a sink would be sent (all of it: this log never had one): the boundary records
+    // come from memory, the same bytes as the file's.
+    let (ops, _) = log.unpublished().unwrap();
+    let sent: Vec<u8> = ops
+        .iter()
+        .filter_map(|op| match op {
+            super::replica::FileOp::Write { file: super::replica::ShapeFile::Chunks, pos: 0, bytes, .. } => {
+                Some(bytes.clone())
+            }
+            _ => None,
+        })
+        .next()
+        .unwrap();
+    assert_eq!(sent, std::fs::read(dir.path().join("chunks")).unwrap());
+    only_log("taking what a sink would be sent");
+    drop(log);
+    assert!(open_files_under(dir.path()).is_empty(), "a dropped log holds nothing");
+
+    // A torn write at the end: half a record.
+    let log_len = std::fs::metadata(dir.path().join("log")).unwrap().len();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join("log")).unwrap();
+        f.write_all(&[42, 0, 0, 0, 1, 2]).unwrap();
+    }
+    let log = ShapeLog::recover(dir.path(), 20, true).unwrap();
+    only_log("recovery of a torn tail");
+    assert_eq!(log.durable_offset(), LogOffset::new(300, 1));
+    assert_eq!(std::fs::metadata(dir.path().join("log")).unwrap().len(), log_len, "the torn rest is cut");
+    let sink = std::sync::Arc::new(RecordingSink::default());
+    log.replicate_to(sink.clone());
+    append(&log, &[(LogOffset::new(400, 1), message(6, 30))]);
+    log.sync(true).unwrap();
+    only_log("a replicated sync");
+    assert!(
+        sink.ops
+            .lock()
+            .iter()
+            .any(|op| matches!(op, super::replica::FileOp::Write { file: super::replica::ShapeFile::Chunks, .. })),
+        "the boundary went to the other nodes"
+    );
+    log.cut_to_end().unwrap();
+    only_log("a cut to the end");
+}
+
+/// A shape removed while a writer still holds its log (its directory is deleted on another
+/// thread): writes and syncs go on without failing, as they did into the deleted files when
+/// both were kept open, rather than failing the replication driver's batch again and again.
+#[test]
+fn a_log_whose_directory_was_removed_still_takes_writes() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("h-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = snapshot_log(&dir, 20);
+    std::fs::remove_dir_all(&dir).unwrap();
+    append(&log, &[(LogOffset::new(100, 0), message(1, 30)), (LogOffset::new(100, 1), message(2, 30))]);
+    log.sync(true).unwrap();
+    assert_eq!(log.durable_offset(), LogOffset::new(100, 1));
+    assert!(matches!(log.read(Some(LogOffset::SNAPSHOT_END), true, 100).unwrap(), ReadOutcome::Data(_)));
+    assert!(!log.follow_replica().unwrap());
+}
