@@ -47,6 +47,19 @@ pub struct Registry {
     sink: std::sync::OnceLock<Arc<dyn WriteSink>>,
 }
 
+/// Why a shape on disk is being opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// At start, before anything is served: recovered without an fsync each, the whole data
+    /// directory made durable once at the end ([`Registry::open`]).
+    Start,
+    /// At a cluster takeover, while readers are being served: recovered and made durable one by
+    /// one.
+    TakeOver,
+    /// A cluster follower's copy, opened for reading as the stream brings it.
+    Replica,
+}
+
 /// Metadata file name inside a shape directory.
 const META_FILE: &str = "shape.json";
 
@@ -79,7 +92,7 @@ impl Registry {
             if !path.is_dir() || path.file_name().is_some_and(|n| n == super::nodes::NODES_DIR) {
                 continue;
             }
-            match reg.reopen(&path) {
+            match reg.open_shape(&path, Opening::Start) {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(dir = %path.display(), "dropping shape whose snapshot did not finish");
@@ -96,11 +109,13 @@ impl Registry {
             }
         }
         reg.nodes.remove_orphans();
+        // What recovery kept (and cut) made durable at once, before anything reads it.
+        let root = std::fs::File::open(dir)?;
+        // SAFETY: syncfs only reads the descriptor, which `root` keeps open.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(reg)
-    }
-
-    fn reopen(&self, path: &Path) -> io::Result<bool> {
-        self.open_shape(path, false)
     }
 
     /// Opens a shape the shape stream brought to a cluster follower's data directory, for
@@ -108,7 +123,7 @@ impl Registry {
     /// subqueries, whose state the stream does not carry: the leader serves those). It grows as
     /// the stream does ([`Registry::follow_replica`]); at a takeover it becomes this node's own.
     pub fn open_replica(&self, path: &Path) -> io::Result<bool> {
-        self.open_shape(path, true)
+        self.open_shape(path, Opening::Replica)
     }
 
     /// Takes in what the stream added to the follower's copy of shape `dir` (see
@@ -120,7 +135,8 @@ impl Registry {
         }
     }
 
-    fn open_shape(&self, path: &Path, replica: bool) -> io::Result<bool> {
+    fn open_shape(&self, path: &Path, opening: Opening) -> io::Result<bool> {
+        let replica = opening == Opening::Replica;
         let meta: ShapeMeta = serde_json::from_slice(&std::fs::read(path.join(META_FILE))?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let (true, Some(info)) = (meta.complete, meta.snapshot.clone()) else {
@@ -135,10 +151,10 @@ impl Registry {
         if replica && filter.is_relational() {
             return Ok(false);
         }
-        let log = if replica {
-            ShapeLog::open_replica(path, self.chunk_bytes)?
-        } else {
-            ShapeLog::recover(path, self.chunk_bytes, true)?
+        let log = match opening {
+            Opening::Replica => ShapeLog::open_replica(path, self.chunk_bytes)?,
+            Opening::Start => ShapeLog::recover_unsynced(path, self.chunk_bytes, true)?,
+            Opening::TakeOver => ShapeLog::recover(path, self.chunk_bytes, true)?,
         };
         if let Some(sink) = self.sink.get() {
             // What recovery cut, the other nodes cut too; what follows goes to them first.
@@ -373,7 +389,7 @@ impl Registry {
                 opened += 1;
                 continue;
             }
-            match self.reopen(&path) {
+            match self.open_shape(&path, Opening::TakeOver) {
                 Ok(true) => opened += 1,
                 Ok(false) | Err(_) => {
                     sink.publish(vec![FileOp::Remove { dir: name }])?;

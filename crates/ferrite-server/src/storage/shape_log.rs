@@ -172,16 +172,34 @@ impl ShapeLog {
     /// Reopens a log after a restart or crash: drops anything after the last whole unit and any
     /// boundary beyond it. `snapshot_complete` comes from the shape's metadata.
     pub fn recover(dir: &Path, chunk_bytes: u64, snapshot_complete: bool) -> io::Result<ShapeLog> {
-        Self::open_existing(dir, chunk_bytes, snapshot_complete, true)
+        let log = Self::open_existing(dir, chunk_bytes, snapshot_complete, Recovery::Cut)?;
+        log.log.sync_data()?;
+        if let Some(chunks) = log.open_chunks()? {
+            chunks.sync_data()?;
+        }
+        Ok(log)
+    }
+
+    /// [`ShapeLog::recover`] without making the log durable: for a caller that recovers many
+    /// logs and then makes the whole data directory durable at once (one `syncfs`, see
+    /// `Registry::open`) before anything reads them. Two fsyncs per shape were most of a start
+    /// with thousands of shapes.
+    pub fn recover_unsynced(dir: &Path, chunk_bytes: u64, snapshot_complete: bool) -> io::Result<ShapeLog> {
+        Self::open_existing(dir, chunk_bytes, snapshot_complete, Recovery::Cut)
     }
 
     /// Opens a cluster follower's copy of a log (see [`super::replica`]), whose snapshot is
     /// complete, without cutting anything: the rest of a unit may still be on its way.
     pub fn open_replica(dir: &Path, chunk_bytes: u64) -> io::Result<ShapeLog> {
-        Self::open_existing(dir, chunk_bytes, true, false)
+        Self::open_existing(dir, chunk_bytes, true, Recovery::Keep)
     }
 
-    fn open_existing(dir: &Path, chunk_bytes: u64, snapshot_complete: bool, truncate: bool) -> io::Result<ShapeLog> {
+    fn open_existing(
+        dir: &Path,
+        chunk_bytes: u64,
+        snapshot_complete: bool,
+        recovery: Recovery,
+    ) -> io::Result<ShapeLog> {
         let log = open_rw(&dir.join("log"), false)?;
         // Open only while recovering: dropped at the end of this function.
         let chunks = open_rw(&dir.join(CHUNKS_FILE), false)?;
@@ -216,20 +234,18 @@ impl ShapeLog {
         let end_pos = start + good_end as u64;
         // Boundaries inside a unit that did not survive go with it.
         boundaries.retain(|b| b.pos <= end_pos);
-        if truncate {
+        if recovery == Recovery::Cut {
             // Cut only what is to be cut: a cut to the same length still dirties the inode (its
-            // times), which made each start's fsyncs several times slower. The fsyncs stay:
-            // what survived may not have been durable yet (a crash after a write, before its
-            // sync) and is served from now on.
+            // times), which made each start's fsyncs several times slower. (What survived may
+            // not have been durable yet — a crash after a write, before its sync — and is
+            // served from now on: the caller makes it durable, see `recover`.)
             if file_len != end_pos {
                 log.set_len(end_pos)?;
             }
-            log.sync_data()?;
             let chunks_len = (boundaries.len() * BOUNDARY_SIZE) as u64;
             if raw.len() as u64 != chunks_len {
                 chunks.set_len(chunks_len)?;
             }
-            chunks.sync_data()?;
         }
         let mut end_offset = good_offset;
         if snapshot_complete && end_offset < LogOffset::SNAPSHOT_END {
@@ -1070,6 +1086,15 @@ impl Span {
 
 /// The boundary records' file in a shape's directory.
 const CHUNKS_FILE: &str = "chunks";
+
+/// What opening an existing log does with a torn tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// Cut it (after a restart or crash: it can never be completed).
+    Cut,
+    /// Keep it (a follower's copy, whose unit's rest may still arrive).
+    Keep,
+}
 
 fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
