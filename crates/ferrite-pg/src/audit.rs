@@ -124,6 +124,41 @@ pub async fn record(c: &PreparedClient, actor: AuditActor<'_>, entries: &[AuditE
     Ok(())
 }
 
+/// Records the audit rows of several client transactions of one client (a group applied in one
+/// Postgres transaction), in one statement: `actor`'s subject and client id, each transaction's
+/// id with its rows (nothing is sent for none). Rows keep the order given.
+pub async fn record_group(
+    c: &PreparedClient,
+    actor: AuditActor<'_>,
+    transactions: &[(i64, Vec<AuditEntry>)],
+) -> Result<(), PgError> {
+    if transactions.iter().all(|(_, e)| e.is_empty()) {
+        return Ok(());
+    }
+    let rows = Value::Array(
+        transactions
+            .iter()
+            .flat_map(|(txn_id, entries)| {
+                entries.iter().map(move |e| {
+                    let mut row = e.to_json();
+                    row["txn_id"] = Value::from(*txn_id);
+                    row
+                })
+            })
+            .collect(),
+    );
+    let params: [Param<'_>; 3] = [(&actor.subject, Type::TEXT), (&actor.client_id, Type::TEXT), (&rows, Type::JSONB)];
+    c.execute(
+        "INSERT INTO ferrite.audit (subject, client_id, txn_id, tbl, row_key, key, op, outcome, reason, changes)
+         SELECT $1::text, $2::text, r.txn_id, r.tbl, r.row_key, r.key, r.op, r.outcome, r.reason, coalesce(r.changes, '{}')
+           FROM jsonb_to_recordset($3::jsonb)
+             AS r(txn_id bigint, tbl text, row_key jsonb, key text, op text, outcome text, reason text, changes jsonb)",
+        &params,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records a rejected transaction's result (`ferrite.client_results`) and its audit rows in one
 /// statement, so both are kept or neither (its effects were rolled back before).
 pub async fn record_rejection(
