@@ -899,7 +899,6 @@ mod tests {
         assert_eq!(get(json, 7, "0_inf.").tag, "tag4", "the tag repeats the offset as sent");
         assert_eq!(get(BodyKind::Sse, 7, "").tag, "tag5");
         assert_eq!(get(json, 7, "0_inf").tag, "tag1", "still kept");
-        drop(get);
         assert_eq!(builds, 5);
         assert_eq!(metrics.live_bodies_built.load(Relaxed), 5);
         assert_eq!(metrics.live_bodies_shared.load(Relaxed), 100);
