@@ -48,9 +48,13 @@ enum Bench {
         /// Default: two figures, with 1,000 and with 10 shapes.
         #[arg(long)]
         shapes: Option<usize>,
-        /// Measured writes, one every 20 ms (after 50 unmeasured warm-up writes).
+        /// Measured writes, one every `--interval-ms` (after 50 unmeasured warm-up writes).
         #[arg(long, default_value_t = 1000)]
         writes: usize,
+        /// Milliseconds between writes (raise it with many clients per shape, so that one
+        /// change has reached every client before the next: e.g. 500 for 10,000 on one shape).
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
     },
     /// Initial snapshot and catch-up serving rates for a large shape.
     Snapshot {
@@ -182,9 +186,9 @@ fn main() -> Result<()> {
         println!("machine: {} cores, {}", num_cpus(), mem_total());
         match cli.bench.clone() {
             Bench::Routing { changes } => routing(changes, cli.runs).await,
-            Bench::Latency { clients, writes, shapes } => {
+            Bench::Latency { clients, writes, shapes, interval_ms } => {
                 for rooms in shapes.map(|s| vec![s]).unwrap_or(vec![1000, 10]) {
-                    latency(clients, rooms, writes, cli.runs).await?;
+                    latency(clients, rooms, writes, interval_ms, cli.runs).await?;
                 }
                 Ok(())
             }
@@ -212,8 +216,8 @@ fn main() -> Result<()> {
             }
             Bench::All => {
                 routing(200_000, cli.runs).await?;
-                latency(1000, 1000, 1000, cli.runs).await?;
-                latency(1000, 10, 1000, cli.runs).await?;
+                latency(1000, 1000, 1000, 20, cli.runs).await?;
+                latency(1000, 10, 1000, 20, cli.runs).await?;
                 snapshot(1_000_000, cli.runs).await?;
                 compression(1_000_000, cli.runs).await?;
                 writes::writes(16, 20, 8, 200, cli.runs).await?;
@@ -412,25 +416,38 @@ async fn routing_once(shapes: u64, changes: u64) -> Result<(f64, f64)> {
     Ok((changes as f64 / secs, changes as f64 / decode_secs))
 }
 
-async fn latency(clients: usize, rooms: usize, writes: usize, runs: usize) -> Result<()> {
+async fn latency(clients: usize, rooms: usize, writes: usize, interval_ms: u64, runs: usize) -> Result<()> {
     let (mut server_p50, mut server_p99, mut recv_p50, mut recv_p99, mut total_p50, mut total_p99) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..runs {
-        let run = latency_once(clients, rooms, writes).await?;
+    let (mut last_p50, mut last_p99) = (vec![], vec![]);
+    for run_no in 1..=runs {
+        let run = latency_once(clients, rooms, writes, interval_ms).await?;
+        // Each run's own figures too: the machine is noisy, the spread says how much.
+        println!(
+            "  run {run_no}: engine-added p50 {:.2} ms, p99 {:.2} ms; arrival → last client of a change p50 {:.2} ms, p99 {:.2} ms",
+            run.server_p50,
+            run.server_p99,
+            percentile(&run.last_client, 0.5),
+            percentile(&run.last_client, 0.99)
+        );
         server_p50.push(run.server_p50);
         server_p99.push(run.server_p99);
         recv_p50.push(percentile(&run.received, 0.5));
         recv_p99.push(percentile(&run.received, 0.99));
         total_p50.push(percentile(&run.total, 0.5));
         total_p99.push(percentile(&run.total, 0.99));
+        last_p50.push(percentile(&run.last_client, 0.5));
+        last_p99.push(percentile(&run.last_client, 0.99));
     }
     println!(
-        "latency: {clients} live long-poll clients on {rooms} shapes ({} per write), {writes} single-row writes (medians of {runs}):\n\
+        "latency: {clients} live long-poll clients on {rooms} shapes ({} per write), {writes} single-row writes {interval_ms} ms apart (medians of {runs}):\n\
          \x20 engine-added (arrival from Postgres → response handed to HTTP)  p50 {:.2} ms, p99 {:.2} ms\n\
          \x20 arrival from Postgres → parsed by the client (same machine)     p50 {:.2} ms, p99 {:.2} ms\n\
-         \x20 total, INSERT sent → parsed by the client                       p50 {:.2} ms, p99 {:.2} ms",
+         \x20 total, INSERT sent → parsed by the client                       p50 {:.2} ms, p99 {:.2} ms\n\
+         \x20 arrival from Postgres → parsed by the last of its clients, per change  p50 {:.2} ms, p99 {:.2} ms",
         clients / rooms,
-        median(server_p50), median(server_p99), median(recv_p50), median(recv_p99), median(total_p50), median(total_p99)
+        median(server_p50), median(server_p99), median(recv_p50), median(recv_p99), median(total_p50), median(total_p99),
+        median(last_p50), median(last_p99)
     );
     Ok(())
 }
@@ -444,9 +461,11 @@ struct LatencyRun {
     received: Vec<f64>,
     /// Per delivery, sorted: INSERT sent → parsed by the client.
     total: Vec<f64>,
+    /// Per change, sorted: arrival at the server → parsed by the last of the clients that got it.
+    last_client: Vec<f64>,
 }
 
-async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<LatencyRun> {
+async fn latency_once(clients: usize, rooms: usize, writes: usize, interval_ms: u64) -> Result<LatencyRun> {
     let env = env().await?;
     let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
     pg.batch_execute("CREATE TABLE lat (id bigint PRIMARY KEY, room int NOT NULL)").await?;
@@ -455,7 +474,8 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
     let shape_url = format!("{}/v1/shape", server.url());
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 16).build()?;
     let sent: Arc<sent_times::SentTimes> = Arc::new(sent_times::SentTimes::default());
-    let samples = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+    let samples =
+        Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new(), std::collections::HashMap::<u64, f64>::new())));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut handles = vec![];
     let mut starts = vec![];
@@ -506,6 +526,8 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
                         s.1.push(total);
                         if let Some(e) = engine {
                             s.0.push(e);
+                            let last = s.2.entry(id).or_insert(e);
+                            *last = last.max(e);
                         }
                     }
                 }
@@ -527,7 +549,7 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
             sent.put(id, Instant::now());
         }
         pg.execute("INSERT INTO lat VALUES ($1, $2)", &[&(id as i64), &((i % rooms) as i32)]).await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
     }
     let expected = writes * clients / rooms;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -535,7 +557,9 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let (mut engine, mut total) = std::mem::take(&mut *samples.lock().unwrap());
+    let (mut engine, mut total, last) = std::mem::take(&mut *samples.lock().unwrap());
+    let mut last_client: Vec<f64> = last.into_values().collect();
+    last_client.sort_by(|a, b| a.total_cmp(b));
     if total.len() < expected {
         eprintln!("warning: only {} of {expected} deliveries observed", total.len());
     }
@@ -548,7 +572,7 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize) -> Result<Lat
     server.shutdown().await;
     engine.sort_by(|a, b| a.total_cmp(b));
     total.sort_by(|a, b| a.total_cmp(b));
-    Ok(LatencyRun { server_p50, server_p99, received: engine, total })
+    Ok(LatencyRun { server_p50, server_p99, received: engine, total, last_client })
 }
 
 /// The parts of a live message the latency benchmark reads.

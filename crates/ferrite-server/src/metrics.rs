@@ -50,6 +50,12 @@ pub struct Metrics {
     pub requests_rejected: AtomicU64,
     /// Live requests currently waiting.
     pub live_waiting: AtomicI64,
+    /// Live response bodies built from a shape log's tail (the messages of one sync): once per
+    /// change and kind of body, however many readers were waiting for it.
+    pub live_bodies_built: AtomicU64,
+    /// Live responses answered with a body built before for another reader of the same change
+    /// (what building once per change saves; with `live_bodies_built`, the sharing ratio).
+    pub live_bodies_shared: AtomicU64,
     /// Presence long-polls currently waiting for a room to change.
     pub presence_waiting: AtomicI64,
     /// Shapes created.
@@ -248,6 +254,18 @@ impl Metrics {
             "Live requests currently held open.",
             "gauge",
             self.live_waiting.load(Ordering::Relaxed) as i128,
+        );
+        counter(
+            "live_response_bodies_built_total",
+            "Live response bodies built from the messages of one shape-log sync (once per change and kind of body).",
+            "counter",
+            g(&self.live_bodies_built),
+        );
+        counter(
+            "live_response_bodies_shared_total",
+            "Live responses answered with a body already built for another reader of the same change.",
+            "counter",
+            g(&self.live_bodies_shared),
         );
         counter(
             "presence_requests_waiting",

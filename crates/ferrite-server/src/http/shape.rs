@@ -8,7 +8,7 @@ use crate::admission::Route;
 use crate::shapes::shape::Removal;
 use crate::shapes::Shape;
 use crate::state::{AppState, ShapeRequestError};
-use crate::storage::{LiveSpan, LogSlice, ReadOutcome};
+use crate::storage::{LiveSpan, LogSlice, ReadOutcome, Tail};
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -357,35 +357,225 @@ async fn shape_response(
                 }
             }
         };
-        let mut r = Response::new(Body::from(body));
-        set(&mut r, "content-type", "application/json; charset=utf-8");
-        if let Some(v) = encoding.header_value() {
-            r.headers_mut().insert(header::CONTENT_ENCODING, v);
-        }
-        r
+        json_response(body, encoding)
     };
+    let named = Named {
+        handle: HeaderValue::from_str(&shape.handle).ok(),
+        offset: HeaderValue::from_str(&offset.to_string()).ok(),
+        etag: HeaderValue::from_str(&tag).ok(),
+    };
+    let has_data = slice.is_some_and(|s| s.count > 0);
+    finish_shape_response(&mut r, state, shape, req, &named, cache_control, has_data, up_to_date_lsn, complete_lsn);
+    r
+}
+
+/// A 200 response with a shape body (JSON, in `encoding`).
+fn json_response(body: Bytes, encoding: Encoding) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    if let Some(v) = encoding.header_value() {
+        r.headers_mut().insert(header::CONTENT_ENCODING, v);
+    }
+    r
+}
+
+/// The header values naming a shape response: built per response, or once for every reader
+/// of a change (see [`LiveBodies`]). `None`: not valid header text, left out.
+#[derive(Clone, Default)]
+pub(super) struct Named {
+    handle: Option<HeaderValue>,
+    offset: Option<HeaderValue>,
+    etag: Option<HeaderValue>,
+}
+
+/// The headers of a 200/304 shape response after its body's own (`content-type`,
+/// `content-encoding`), the same for a response built for one reader and one shared.
+#[allow(clippy::too_many_arguments)]
+fn finish_shape_response(
+    r: &mut Response<Body>,
+    state: &AppState,
+    shape: &Shape,
+    req: &ShapeRequest,
+    named: &Named,
+    cache_control: &str,
+    has_data: bool,
+    up_to_date_lsn: Option<u64>,
+    complete_lsn: Option<u64>,
+) {
     r.extensions_mut().insert(compression::Negotiated);
-    r.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    set(&mut r, "electric-handle", &shape.handle);
-    set(&mut r, "electric-offset", &offset.to_string());
-    set(&mut r, "etag", &tag);
-    set(&mut r, "cache-control", cache_control);
-    set(&mut r, "electric-has-data", if slice.is_some_and(|s| s.count > 0) { "true" } else { "false" });
+    let h = r.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    for (name, value) in [("electric-handle", &named.handle), ("electric-offset", &named.offset), ("etag", &named.etag)]
+    {
+        if let Some(v) = value {
+            h.insert(name, v.clone());
+        }
+    }
+    let cache_control = match cache_control {
+        CACHE_LIVE => Some(HeaderValue::from_static(CACHE_LIVE)),
+        other => HeaderValue::from_str(other).ok(),
+    };
+    if let Some(v) = cache_control {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    h.insert("electric-has-data", HeaderValue::from_static(if has_data { "true" } else { "false" }));
     if let Some(lsn) = up_to_date_lsn {
-        set(&mut r, "electric-up-to-date", "");
+        h.insert("electric-up-to-date", HeaderValue::from_static(""));
         // A relational shape whose move-in is still to come is complete only up to an earlier
         // point than the up-to-date says (a Ferrite extension; include trees wait for it).
         if let Some(complete) = complete_lsn.filter(|c| *c < lsn) {
-            set(&mut r, "ferrite-complete-lsn", &complete.to_string());
+            set(r, "ferrite-complete-lsn", &complete.to_string());
         }
     }
     if req.live {
         let cursor = next_cursor(state, req.cursor);
-        set(&mut r, "electric-cursor", &cursor.to_string());
+        set(r, "electric-cursor", &cursor.to_string());
     } else {
-        set(&mut r, "electric-schema", &shape.schema_header);
+        set(r, "electric-schema", &shape.schema_header);
     }
+}
+
+/// The live long-poll response for a reader woken at a shape log's tail (the messages of the
+/// sync that woke it), `up-to-date` with `lsn`.
+///
+/// Every reader waiting at the same offset is woken by that sync: the first builds the body
+/// (compressed if it asks for a coding) and the headers naming it, and keeps them on the tail;
+/// the others are answered with the same bytes (see [`LiveBodies`]). The bytes are those
+/// [`shape_response`] builds for the same read.
+#[allow(clippy::too_many_arguments)]
+fn tail_response(
+    state: &AppState,
+    shape: &Shape,
+    req: &ShapeRequest,
+    headers: &HeaderMap,
+    tail: &Tail,
+    lsn: u64,
+    complete_lsn: Option<u64>,
+) -> Response<Body> {
+    let slice = tail.slice();
+    let encoding =
+        if slice.body.len() >= compression::MIN_BYTES { Encoding::negotiate(headers) } else { Encoding::Identity };
+    let Some(bodies) = tail.shared::<LiveBodies>() else {
+        // (Never: only this module keeps anything on a tail.)
+        return resp::internal("answering a live request", &"the tail holds something else");
+    };
+    let built = bodies.get_or_build(&state.metrics, BodyKind::Json(encoding), lsn, &req.offset_raw, || {
+        // As `shape_response` builds it (a tail is small: compressed in place).
+        let end = format!("{}:u", slice.end);
+        let tag = etag(state, &shape.handle, &req.offset_raw, &format!("{end}{}", encoding.etag_suffix()), false);
+        let body = json_array(Some(slice), Some(lsn));
+        let body = match encoding {
+            Encoding::Identity => Bytes::from(body),
+            e => {
+                let key = format!("{tag}/{lsn}");
+                match state.compressed.get(&key) {
+                    Some(bytes) => bytes,
+                    None => {
+                        let compressed = Bytes::from(compression::compress(e, &body));
+                        state.compressed.insert(key, compressed.clone());
+                        compressed
+                    }
+                }
+            }
+        };
+        let named = Named {
+            handle: HeaderValue::from_str(&shape.handle).ok(),
+            offset: HeaderValue::from_str(&slice.end.to_string()).ok(),
+            etag: HeaderValue::from_str(&tag).ok(),
+        };
+        (tag, named, body)
+    });
+    let mut r = if if_none_match(headers, &built.tag) {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        json_response(built.body.clone(), encoding)
+    };
+    finish_shape_response(
+        &mut r,
+        state,
+        shape,
+        req,
+        &built.named,
+        CACHE_LIVE,
+        slice.count > 0,
+        Some(lsn),
+        complete_lsn,
+    );
+    bodies.observe_delivery(state, slice.end.tx);
     r
+}
+
+/// What a body built from a tail is for: a long-poll response (in a coding) or an SSE batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyKind {
+    Json(Encoding),
+    Sse,
+}
+
+/// A response body built from a tail, with what names it.
+pub(super) struct LiveBody {
+    kind: BodyKind,
+    /// The `global_last_seen_lsn` of its `up-to-date`.
+    lsn: u64,
+    /// The offset the reader sent, as sent (the tag repeats it; empty for SSE).
+    offset_raw: Box<str>,
+    /// The tag (empty for SSE), and the header values naming the response.
+    tag: String,
+    named: Named,
+    /// The body's bytes, shared by every reader answered with it.
+    pub(super) body: Bytes,
+}
+
+/// Bodies kept per tail: readers of one change differ at most in the `up-to-date` LSN (when the
+/// server processed more while answering them), the coding and the spelling of their offset.
+const LIVE_BODIES_KEPT: usize = 8;
+
+/// What the live readers of one tail share (kept on it: [`Tail::shared`]): the bodies built for
+/// them, and when the change arrived from Postgres.
+#[derive(Default)]
+pub(super) struct LiveBodies {
+    /// Newest last. Built under the lock, so that readers woken together wait for the one
+    /// build rather than each making its own.
+    built: parking_lot::Mutex<Vec<Arc<LiveBody>>>,
+    /// Arrival of the tail's last transaction, looked up once (`None` inside: forgotten).
+    arrival: std::sync::OnceLock<Option<Instant>>,
+}
+
+impl LiveBodies {
+    /// The body of `kind` with `up-to-date` at `lsn` for a reader that sent `offset_raw`:
+    /// the one built before, or one `build` makes (tag, names, body) and that is kept.
+    pub(super) fn get_or_build(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        kind: BodyKind,
+        lsn: u64,
+        offset_raw: &str,
+        build: impl FnOnce() -> (String, Named, Bytes),
+    ) -> Arc<LiveBody> {
+        let mut built = self.built.lock();
+        if let Some(b) = built.iter().find(|b| b.kind == kind && b.lsn == lsn && *b.offset_raw == *offset_raw) {
+            metrics.live_bodies_shared.fetch_add(1, Ordering::Relaxed);
+            return b.clone();
+        }
+        let (tag, named, body) = build();
+        let b = Arc::new(LiveBody { kind, lsn, offset_raw: offset_raw.into(), tag, named, body });
+        metrics.live_bodies_built.fetch_add(1, Ordering::Relaxed);
+        if built.len() >= LIVE_BODIES_KEPT {
+            built.remove(0);
+        }
+        built.push(b.clone());
+        b
+    }
+
+    /// Records the engine-added latency of one more delivery of the tail whose last
+    /// transaction committed at `commit_lsn` (its arrival looked up once for all readers).
+    pub(super) fn observe_delivery(&self, state: &AppState, commit_lsn: u64) {
+        if let Some(t) = *self.arrival.get_or_init(|| state.receipt_of(commit_lsn)) {
+            state.metrics.live_delivery.observe(t.elapsed());
+        }
+    }
 }
 
 /// `[` the slice's messages, then `up-to-date` if given `]`.
@@ -557,7 +747,16 @@ async fn live(
         // Processed LSN first, then the log (see `sse::pump`).
         let processed = state.global_lsn.load(Ordering::Relaxed);
         let complete = shape.complete_lsn();
-        match read_live(shape, o).await {
+        let span = match shape.log.live_span(o) {
+            LiveSpan::Tail(tail) => {
+                // Woken by the sync that left this tail, with every other reader at `o`: the
+                // response is built once and shared (see `tail_response`).
+                let lsn = tail.slice().end.tx.max(processed);
+                return tail_response(state, shape, req, headers, &tail, lsn, complete);
+            }
+            span => span,
+        };
+        match read_span(shape, span).await {
             Ok(ReadOutcome::Data(slice)) => {
                 let lsn = slice.up_to_date.then(|| slice.end.tx.max(processed));
                 let response = Box::pin(shape_response(
@@ -615,12 +814,14 @@ async fn live(
 /// (a reader far behind) go to a blocking thread.
 const INLINE_READ_BYTES: u64 = 64 * 1024;
 
-/// The live read of `shape` after `o` (see [`crate::storage::ShapeLog::read_live`]).
-pub(super) async fn read_live(shape: &Arc<Shape>, o: LogOffset) -> std::io::Result<ReadOutcome> {
-    match shape.log.live_span(o) {
+/// Reads what a live read of `shape` planned as `span` covers (see
+/// [`crate::storage::ShapeLog::live_span`]); a tail is copied (callers that can share it take
+/// [`LiveSpan::Tail`] themselves).
+pub(super) async fn read_span(shape: &Arc<Shape>, span: LiveSpan) -> std::io::Result<ReadOutcome> {
+    match span {
         LiveSpan::NotReady => Ok(ReadOutcome::NotReady),
         LiveSpan::AtHead => Ok(ReadOutcome::AtHead),
-        LiveSpan::Tail(slice) => Ok(ReadOutcome::Data(LogSlice::clone(&slice))),
+        LiveSpan::Tail(tail) => Ok(ReadOutcome::Data(tail.slice().clone())),
         LiveSpan::Bytes(span) if span.len() <= INLINE_READ_BYTES => shape.log.read_span(span),
         LiveSpan::Bytes(span) => {
             let shape = shape.clone();
@@ -671,6 +872,36 @@ mod tests {
         ) -> Fut,
     {
         std::mem::size_of::<Fut>()
+    }
+
+    /// The readers of one change at one offset get one body: built for the first, the same
+    /// bytes (not a copy) for the rest; a different `up-to-date` LSN, coding, offset spelling or
+    /// kind of body is built once more.
+    #[test]
+    fn readers_of_one_tail_share_one_built_body() {
+        use super::{BodyKind, Encoding, LiveBodies};
+        use std::sync::atomic::Ordering::Relaxed;
+        let metrics = crate::metrics::Metrics::default();
+        let bodies = LiveBodies::default();
+        let mut builds = 0;
+        let mut get = |kind, lsn, offset: &str| {
+            bodies.get_or_build(&metrics, kind, lsn, offset, || {
+                builds += 1;
+                (format!("tag{builds}"), Default::default(), axum::body::Bytes::from(format!("[body {builds}]")))
+            })
+        };
+        let json = BodyKind::Json(Encoding::Identity);
+        let got: Vec<_> = (0..100).map(|_| get(json, 7, "0_inf")).collect();
+        assert!(got.iter().all(|b| b.body.as_ptr() == got[0].body.as_ptr() && b.tag == "tag1"), "one body, shared");
+        assert_eq!(&got[0].body[..], b"[body 1]");
+        assert_eq!(get(json, 8, "0_inf").tag, "tag2", "another up-to-date LSN: another body");
+        assert_eq!(get(BodyKind::Json(Encoding::Gzip), 7, "0_inf").tag, "tag3");
+        assert_eq!(get(json, 7, "0_inf.").tag, "tag4", "the tag repeats the offset as sent");
+        assert_eq!(get(BodyKind::Sse, 7, "").tag, "tag5");
+        assert_eq!(get(json, 7, "0_inf").tag, "tag1", "still kept");
+        assert_eq!(builds, 5);
+        assert_eq!(metrics.live_bodies_built.load(Relaxed), 5);
+        assert_eq!(metrics.live_bodies_shared.load(Relaxed), 100);
     }
 
     /// What a held long-poll keeps while it waits is its `live` future (the handler's own is

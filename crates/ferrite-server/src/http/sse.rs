@@ -7,9 +7,10 @@ use super::compression::{Encoding, GzipEvents, Negotiated};
 use super::params::ShapeRequest;
 use super::response::{self as resp, set};
 use super::shape::next_cursor;
+use super::shape::{BodyKind, LiveBodies};
 use crate::shapes::Shape;
 use crate::state::AppState;
-use crate::storage::ReadOutcome;
+use crate::storage::{LiveSpan, LogSlice, ReadOutcome};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, Response};
 use ferrite_protocol::offset::LogOffset;
@@ -88,6 +89,22 @@ pub async fn stream(
     r
 }
 
+/// One batch's events: each message as `data: <json>`, then `up-to-date` with `lsn` if given.
+fn events(slice: &LogSlice, up_to_date_lsn: Option<u64>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(slice.body.len() + slice.count * 8 + 96);
+    let mut start = 0;
+    for &e in &slice.item_ends {
+        bytes.extend_from_slice(b"data: ");
+        bytes.extend_from_slice(&slice.body[start..e]);
+        bytes.extend_from_slice(b"\n\n");
+        start = e + 1;
+    }
+    if let Some(lsn) = up_to_date_lsn {
+        bytes.extend_from_slice(format!("data: {}\n\n", ferrite_protocol::messages::up_to_date(lsn)).as_bytes());
+    }
+    bytes
+}
+
 /// Batches bigger than this are gzipped on a blocking thread.
 const BLOCKING_PIECE_BYTES: usize = 64 * 1024;
 
@@ -124,24 +141,32 @@ async fn pump(
         // Read the processed LSN before the log: everything of this shape up to it is then in
         // the slice, so a client resuming at `<lsn>_0` misses nothing.
         let processed = state.global_lsn.load(Ordering::Relaxed);
-        match super::shape::read_live(&shape, at).await {
-            Ok(ReadOutcome::Data(slice)) => {
-                let mut bytes = Vec::with_capacity(slice.body.len() + slice.count * 8 + 96);
-                let mut start = 0;
-                for &e in &slice.item_ends {
-                    bytes.extend_from_slice(b"data: ");
-                    bytes.extend_from_slice(&slice.body[start..e]);
-                    bytes.extend_from_slice(b"\n\n");
-                    start = e + 1;
-                }
-                if slice.up_to_date {
-                    let lsn = slice.end.tx.max(processed);
-                    bytes.extend_from_slice(
-                        format!("data: {}\n\n", ferrite_protocol::messages::up_to_date(lsn)).as_bytes(),
-                    );
-                }
+        let span = match shape.log.live_span(at) {
+            LiveSpan::Tail(tail) => {
+                // Every stream at `at` was woken by the sync that left this tail: one batch is
+                // built for all of them (see `super::shape::LiveBodies`).
+                let slice = tail.slice();
+                let lsn = slice.end.tx.max(processed);
+                let Some(bodies) = tail.shared::<LiveBodies>() else {
+                    return;
+                };
+                let built = bodies.get_or_build(&state.metrics, BodyKind::Sse, lsn, "", || {
+                    (String::new(), Default::default(), Bytes::from(events(slice, Some(lsn))))
+                });
                 at = slice.end;
-                if !out.send(Bytes::from(bytes)).await {
+                if !out.send(built.body.clone()).await {
+                    return;
+                }
+                bodies.observe_delivery(&state, slice.end.tx);
+                continue;
+            }
+            span => span,
+        };
+        match super::shape::read_span(&shape, span).await {
+            Ok(ReadOutcome::Data(slice)) => {
+                let lsn = slice.up_to_date.then(|| slice.end.tx.max(processed));
+                at = slice.end;
+                if !out.send(Bytes::from(events(&slice, lsn))).await {
                     return;
                 }
                 state.observe_live_delivery(slice.end.tx);

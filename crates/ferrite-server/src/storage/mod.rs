@@ -6,7 +6,7 @@ pub mod replica;
 pub mod shape_log;
 
 pub use journal::Journal;
-pub use shape_log::{JournalEntry, LiveSpan, LogSlice, ReadOutcome, ShapeLog};
+pub use shape_log::{JournalEntry, LiveSpan, LogSlice, ReadOutcome, ShapeLog, Tail};
 
 #[cfg(test)]
 mod tests;

@@ -30,7 +30,7 @@
 use super::record::*;
 use super::replica::{FileOp, ShapeFile, WriteSink};
 use ferrite_protocol::offset::LogOffset;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -88,8 +88,6 @@ struct Inner {
     snapshot_complete_pending: bool,
     /// What was written since the last sync, while small (see [`Recent`]).
     recent: Recent,
-    /// The messages the last sync made durable, for live readers at the head before it.
-    tail: Option<Arc<Tail>>,
     /// How much of `log` and how many boundary records of `chunks` the replication sink has
     /// (a cluster's leader: see [`super::replica`]); unused without a sink.
     published: Published,
@@ -128,10 +126,36 @@ const RECENT_MAX_BYTES: usize = 64 * 1024;
 const TAIL_MAX_BYTES: usize = 4 * 1024;
 
 /// The messages of one sync, kept for live readers: what a read after `after` would return.
-#[derive(Debug)]
-struct Tail {
+///
+/// Every live reader waiting at `after` is woken by that sync and answered from the same tail,
+/// so what they are answered with is built once and kept here too (see [`Tail::shared`]): the
+/// hundredth reader of a change gets bytes the first one built.
+pub struct Tail {
     after: LogOffset,
-    slice: Arc<LogSlice>,
+    slice: LogSlice,
+    /// What the HTTP layer builds from this tail for its readers (its own type; see
+    /// [`Tail::shared`]).
+    shared: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tail").field("after", &self.after).field("slice", &self.slice).finish_non_exhaustive()
+    }
+}
+
+impl Tail {
+    /// The messages: what a live read after the tail's offset returns.
+    pub fn slice(&self) -> &LogSlice {
+        &self.slice
+    }
+
+    /// A value of type `T` kept with this tail, made on first use: the HTTP layer keeps the
+    /// responses it built from the tail there, for the other readers woken by the same sync.
+    /// (One type per tail: `None` when another type took the place first.)
+    pub fn shared<T: std::any::Any + Send + Sync + Default>(&self) -> Option<&T> {
+        self.shared.get_or_init(|| Box::new(T::default())).downcast_ref()
+    }
 }
 
 /// What makes a log's unsynced writes durable through the storage journal: the bytes and where
@@ -153,6 +177,11 @@ pub struct ShapeLog {
     /// The entries file. Positioned reads and writes need no lock; `inner` orders them.
     log: File,
     inner: Mutex<Inner>,
+    /// The messages the last sync made durable, for live readers at the head before it; always
+    /// the tail of the current durable offset, or none (changed only with `inner` held, when the
+    /// durable offset moves). Outside `inner` so that the many readers a sync wakes at once
+    /// take a shared lock of their own rather than queueing for the log's.
+    tail: RwLock<Option<Arc<Tail>>>,
     durable_tx: watch::Sender<LogOffset>,
     /// The directory's name, what the storage journal records for this log.
     dir_name: String,
@@ -287,9 +316,9 @@ impl ShapeLog {
                 snapshot_complete,
                 snapshot_complete_pending: snapshot_complete,
                 recent: Recent::default(),
-                tail: None,
                 published: Published { log_pos: end_pos, boundaries: boundaries_len },
             }),
+            tail: RwLock::new(None),
             durable_tx,
             sink: std::sync::OnceLock::new(),
         }
@@ -610,7 +639,7 @@ impl ShapeLog {
         let pending = std::mem::take(&mut inner.pending);
         inner.boundaries.extend(pending);
         let recent = std::mem::take(&mut inner.recent);
-        inner.tail = (inner.snapshot_complete && inner.snapshot_complete_pending)
+        *self.tail.write() = (inner.snapshot_complete && inner.snapshot_complete_pending)
             .then(|| Tail::of(recent, inner.durable_offset, inner.end_offset))
             .flatten()
             .map(Arc::new);
@@ -679,7 +708,7 @@ impl ShapeLog {
         inner.end_offset = end_offset;
         inner.durable_offset = end_offset;
         inner.published = Published { log_pos: end_pos, boundaries: inner.boundaries.len() };
-        inner.tail = None;
+        *self.tail.write() = None;
         drop(inner);
         self.durable_tx.send_replace(end_offset);
         Ok(true)
@@ -926,7 +955,7 @@ impl ShapeLog {
     pub fn read_live(&self, after: LogOffset) -> io::Result<ReadOutcome> {
         match self.live_span(after) {
             LiveSpan::Bytes(span) => self.read_span(span),
-            LiveSpan::Tail(slice) => Ok(ReadOutcome::Data(LogSlice::clone(&slice))),
+            LiveSpan::Tail(tail) => Ok(ReadOutcome::Data(tail.slice.clone())),
             LiveSpan::NotReady => Ok(ReadOutcome::NotReady),
             LiveSpan::AtHead => Ok(ReadOutcome::AtHead),
         }
@@ -936,15 +965,17 @@ impl ShapeLog {
     /// spans (a reader at the head) in place and hand big ones to a blocking thread.
     pub fn live_span(&self, after: LogOffset) -> LiveSpan {
         let after = resume_point(after);
+        // The readers a sync wakes at the head it left: served from the tail, without the log's
+        // lock (a tail is only ever the current durable offset's, see `tail`).
+        if let Some(tail) = self.tail.read().as_ref().filter(|t| t.after == after) {
+            return LiveSpan::Tail(tail.clone());
+        }
         let inner = self.inner.lock();
         if !inner.snapshot_complete {
             return LiveSpan::NotReady;
         }
         if inner.durable_offset <= after {
             return LiveSpan::AtHead;
-        }
-        if let Some(tail) = inner.tail.as_ref().filter(|t| t.after == after && t.slice.end == inner.durable_offset) {
-            return LiveSpan::Tail(tail.slice.clone());
         }
         let idx = inner.boundaries.partition_point(|b| b.offset <= after);
         let start = if idx == 0 { 0 } else { inner.boundaries[idx - 1].pos };
@@ -1033,7 +1064,11 @@ impl Tail {
             return None;
         }
         let count = item_ends.len();
-        Some(Tail { after, slice: Arc::new(LogSlice { body, count, item_ends, end, up_to_date: true, lsn: 0 }) })
+        Some(Tail {
+            after,
+            slice: LogSlice { body, count, item_ends, end, up_to_date: true, lsn: 0 },
+            shared: std::sync::OnceLock::new(),
+        })
     }
 }
 
@@ -1059,8 +1094,9 @@ pub fn resume_point(o: LogOffset) -> LogOffset {
 pub enum LiveSpan {
     /// These bytes of the log.
     Bytes(Span),
-    /// The messages the last sync made durable, kept in memory (nothing to read).
-    Tail(Arc<LogSlice>),
+    /// The messages the last sync made durable, kept in memory (nothing to read), with what
+    /// was built from them for the readers before.
+    Tail(Arc<Tail>),
     /// The snapshot has not finished.
     NotReady,
     /// Nothing after the offset yet.

@@ -702,3 +702,34 @@ fn a_log_whose_directory_was_removed_still_takes_writes() {
     assert!(matches!(log.read(Some(LogOffset::SNAPSHOT_END), true, 100).unwrap(), ReadOutcome::Data(_)));
     assert!(!log.follow_replica().unwrap());
 }
+
+/// Every live reader a sync wakes at the same offset is handed the same tail (not a copy), and
+/// what one of them keeps on it ([`Tail::shared`]) is there for the others: the HTTP layer
+/// builds a change's response once for all its readers that way.
+#[test]
+fn live_readers_at_one_offset_share_one_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = snapshot_log(dir.path(), 1 << 20);
+    log.append(&[(LogOffset::new(100, 0), b"{\"a\":1}".as_slice())]).unwrap();
+    log.sync(true).unwrap();
+    let tail = |log: &ShapeLog| match log.live_span(LogOffset::SNAPSHOT_END) {
+        LiveSpan::Tail(t) => t,
+        other => panic!("expected the tail, got {other:?}"),
+    };
+    let (a, b) = (tail(&log), tail(&log));
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "one tail for every reader");
+    let kept = a.shared::<std::sync::atomic::AtomicUsize>().unwrap();
+    kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(b.shared::<std::sync::atomic::AtomicUsize>().unwrap().load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(b.shared::<String>().is_none(), "one type per tail");
+    // The same messages a read of the file gives.
+    assert_eq!(a.slice(), &slice(log.read(Some(LogOffset::SNAPSHOT_END), false, 0).unwrap()));
+    // The next sync leaves a new tail, for the readers after it; the old offset reads the file.
+    log.append(&[(LogOffset::new(200, 0), b"{\"b\":1}".as_slice())]).unwrap();
+    log.sync(true).unwrap();
+    assert!(matches!(log.live_span(LogOffset::SNAPSHOT_END), LiveSpan::Bytes(_)));
+    match log.live_span(LogOffset::new(100, 0)) {
+        LiveSpan::Tail(t) => assert_eq!(t.slice().body, b"{\"b\":1}"),
+        other => panic!("expected the new tail, got {other:?}"),
+    }
+}

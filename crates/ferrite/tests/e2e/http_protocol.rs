@@ -442,3 +442,59 @@ async fn sse_streams_are_gzipped_event_by_event() {
         text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
     assert_eq!(events.iter().filter(|e| e["headers"]["operation"] == "insert").count(), 52);
 }
+
+/// One change fanned out to many long-polls waiting at the same offset: its body is built once
+/// per coding and the same bytes, tag and offset go to every reader — byte for byte what a
+/// fresh (catch-up) read of that offset is answered with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_change_is_built_once_for_all_its_live_readers() {
+    const READERS: usize = 24;
+    let (_db, s, c) = setup().await;
+    let url = s.shape_url();
+    let handle = get(&format!("{url}?table=items&offset=-1")).await.header("electric-handle").unwrap();
+    let head = get(&format!("{url}?table=items&offset=0_0&handle={handle}")).await;
+    let offset = head.header("electric-offset").unwrap();
+    let live_url = format!("{url}?table=items&offset={offset}&handle={handle}&live=true&cursor=1");
+    let observer = s.server.observer();
+    let counts = || {
+        let m = observer.metrics();
+        (
+            m.live_bodies_built.load(std::sync::atomic::Ordering::Relaxed),
+            m.live_bodies_shared.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    let before = counts();
+    // Half ask for gzip: the change is over a kilobyte, so they get their own (compressed) body.
+    let waiters: Vec<_> = (0..READERS)
+        .map(|i| {
+            let u = live_url.clone();
+            tokio::spawn(async move { raw(&u, (i % 2 == 1).then_some("gzip"), None).await })
+        })
+        .collect();
+    s.wait_live_waiting(READERS as i64).await;
+    c.execute("INSERT INTO items VALUES (6, $1, 0)", &[&"a long title ".repeat(120)]).await.unwrap();
+    let mut got = vec![];
+    for w in waiters {
+        got.push(w.await.unwrap());
+    }
+    let (plain, zipped) = (&got[0], &got[1]);
+    for (i, (status, headers, body)) in got.iter().enumerate() {
+        assert_eq!(*status, 200);
+        let same = if i % 2 == 1 { zipped } else { plain };
+        assert_eq!(body, &same.2, "reader {i}: the same bytes as every reader of its coding");
+        for name in ["etag", "electric-offset", "content-encoding", "electric-up-to-date", "cache-control"] {
+            assert_eq!(h(headers, name), h(&same.1, name), "reader {i}: {name}");
+        }
+    }
+    assert_eq!(h(&zipped.1, "content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(decode(Some("gzip"), &zipped.2), decode(None, &plain.2));
+    let after = counts();
+    assert_eq!(after.0 - before.0, 2, "one body built per coding");
+    assert_eq!(after.1 - before.1, READERS as u64 - 2, "the other readers were handed those");
+    // A fresh read of the same offset, built for its own request: the same body and tag.
+    let fresh = raw(&format!("{url}?table=items&offset={offset}&handle={handle}"), None, None).await;
+    assert_eq!(fresh.0, 200);
+    assert_eq!(String::from_utf8(fresh.2).unwrap(), String::from_utf8(plain.2.clone()).unwrap());
+    assert_eq!(h(&fresh.1, "etag"), h(&plain.1, "etag"));
+    assert_eq!(h(&fresh.1, "electric-offset"), h(&plain.1, "electric-offset"));
+}
