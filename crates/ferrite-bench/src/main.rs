@@ -55,6 +55,13 @@ enum Bench {
         /// change has reached every client before the next: e.g. 500 for 10,000 on one shape).
         #[arg(long, default_value_t = 20)]
         interval_ms: u64,
+        /// Run the server as its own `ferrite serve` process (as a deployment does, and as the
+        /// `floor` yardstick runs) rather than inside the benchmark's runtime, where the clients'
+        /// parsing competes with the server's work in one scheduler. Engine-added figures come
+        /// from its `/metrics` histogram; per-client arrival figures are not available then. Also
+        /// what lets 10,000 clients fit an open-file limit of 20,000.
+        #[arg(long)]
+        server_process: bool,
     },
     /// Initial snapshot and catch-up serving rates for a large shape.
     Snapshot {
@@ -186,9 +193,9 @@ fn main() -> Result<()> {
         println!("machine: {} cores, {}", num_cpus(), mem_total());
         match cli.bench.clone() {
             Bench::Routing { changes } => routing(changes, cli.runs).await,
-            Bench::Latency { clients, writes, shapes, interval_ms } => {
+            Bench::Latency { clients, writes, shapes, interval_ms, server_process } => {
                 for rooms in shapes.map(|s| vec![s]).unwrap_or(vec![1000, 10]) {
-                    latency(clients, rooms, writes, interval_ms, cli.runs).await?;
+                    latency(clients, rooms, writes, interval_ms, server_process, cli.runs).await?;
                 }
                 Ok(())
             }
@@ -216,8 +223,9 @@ fn main() -> Result<()> {
             }
             Bench::All => {
                 routing(200_000, cli.runs).await?;
-                latency(1000, 1000, 1000, 20, cli.runs).await?;
-                latency(1000, 10, 1000, 20, cli.runs).await?;
+                latency(1000, 1000, 1000, 20, false, cli.runs).await?;
+                latency(1000, 10, 1000, 20, false, cli.runs).await?;
+                latency(1000, 10, 1000, 20, true, cli.runs).await?;
                 snapshot(1_000_000, cli.runs).await?;
                 compression(1_000_000, cli.runs).await?;
                 writes::writes(16, 20, 8, 200, cli.runs).await?;
@@ -416,15 +424,25 @@ async fn routing_once(shapes: u64, changes: u64) -> Result<(f64, f64)> {
     Ok((changes as f64 / secs, changes as f64 / decode_secs))
 }
 
-async fn latency(clients: usize, rooms: usize, writes: usize, interval_ms: u64, runs: usize) -> Result<()> {
+async fn latency(
+    clients: usize,
+    rooms: usize,
+    writes: usize,
+    interval_ms: u64,
+    server_process: bool,
+    runs: usize,
+) -> Result<()> {
     let (mut server_p50, mut server_p99, mut recv_p50, mut recv_p99, mut total_p50, mut total_p99) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut last_p50, mut last_p99) = (vec![], vec![]);
+    // Out of process, the server's arrival instants are not the benchmark's to read: per-change
+    // figures then start at the INSERT.
+    let last_from = if server_process { "INSERT sent" } else { "arrival" };
     for run_no in 1..=runs {
-        let run = latency_once(clients, rooms, writes, interval_ms).await?;
+        let run = latency_once(clients, rooms, writes, interval_ms, server_process).await?;
         // Each run's own figures too: the machine is noisy, the spread says how much.
         println!(
-            "  run {run_no}: engine-added p50 {:.2} ms, p99 {:.2} ms; arrival → last client of a change p50 {:.2} ms, p99 {:.2} ms",
+            "  run {run_no}: engine-added p50 {:.2} ms, p99 {:.2} ms; {last_from} → last client of a change p50 {:.2} ms, p99 {:.2} ms",
             run.server_p50,
             run.server_p99,
             percentile(&run.last_client, 0.5),
@@ -439,15 +457,28 @@ async fn latency(clients: usize, rooms: usize, writes: usize, interval_ms: u64, 
         last_p50.push(percentile(&run.last_client, 0.5));
         last_p99.push(percentile(&run.last_client, 0.99));
     }
+    let server = if server_process { "server in its own process" } else { "server in the benchmark's process" };
     println!(
-        "latency: {clients} live long-poll clients on {rooms} shapes ({} per write), {writes} single-row writes {interval_ms} ms apart (medians of {runs}):\n\
-         \x20 engine-added (arrival from Postgres → response handed to HTTP)  p50 {:.2} ms, p99 {:.2} ms\n\
-         \x20 arrival from Postgres → parsed by the client (same machine)     p50 {:.2} ms, p99 {:.2} ms\n\
-         \x20 total, INSERT sent → parsed by the client                       p50 {:.2} ms, p99 {:.2} ms\n\
-         \x20 arrival from Postgres → parsed by the last of its clients, per change  p50 {:.2} ms, p99 {:.2} ms",
+        "latency: {clients} live long-poll clients on {rooms} shapes ({} per write), {writes} single-row writes {interval_ms} ms apart, {server} (medians of {runs}):\n\
+         \x20 engine-added (arrival from Postgres → response handed to HTTP)  p50 {:.2} ms, p99 {:.2} ms",
         clients / rooms,
-        median(server_p50), median(server_p99), median(recv_p50), median(recv_p99), median(total_p50), median(total_p99),
-        median(last_p50), median(last_p99)
+        median(server_p50),
+        median(server_p99)
+    );
+    if !server_process {
+        println!(
+            "  arrival from Postgres → parsed by the client (same machine)     p50 {:.2} ms, p99 {:.2} ms",
+            median(recv_p50),
+            median(recv_p99)
+        );
+    }
+    println!(
+        "  total, INSERT sent → parsed by the client                       p50 {:.2} ms, p99 {:.2} ms\n\
+         \x20 {last_from} → parsed by the last of its clients, per change  p50 {:.2} ms, p99 {:.2} ms",
+        median(total_p50),
+        median(total_p99),
+        median(last_p50),
+        median(last_p99)
     );
     Ok(())
 }
@@ -465,12 +496,24 @@ struct LatencyRun {
     last_client: Vec<f64>,
 }
 
-async fn latency_once(clients: usize, rooms: usize, writes: usize, interval_ms: u64) -> Result<LatencyRun> {
+async fn latency_once(
+    clients: usize,
+    rooms: usize,
+    writes: usize,
+    interval_ms: u64,
+    server_process: bool,
+) -> Result<LatencyRun> {
     let env = env().await?;
     let pg = ferrite_pg::connect::connect(&env.url).await.map_err(|e| anyhow!("{e}"))?;
     pg.batch_execute("CREATE TABLE lat (id bigint PRIMARY KEY, room int NOT NULL)").await?;
-    let server = ferrite_server::start(config(&env, "shapes")).await?;
-    wait_healthy(&server.url()).await?;
+    let server = if server_process {
+        let (child, base) = serve_process(&env, "shapes", &[], &[]).await?;
+        LatencyServer::Process(child, base)
+    } else {
+        let server = ferrite_server::start(config(&env, "shapes")).await?;
+        wait_healthy(&server.url()).await?;
+        LatencyServer::InProcess(server)
+    };
     let shape_url = format!("{}/v1/shape", server.url());
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients + 16).build()?;
     let sent: Arc<sent_times::SentTimes> = Arc::new(sent_times::SentTimes::default());
@@ -505,7 +548,11 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize, interval_ms: 
                     ready.fetch_add(1, Ordering::Relaxed);
                     first = false;
                 }
-                let Ok(r) = http.get(&url).send().await else { continue };
+                let Ok(r) = http.get(&url).send().await else {
+                    // Not a busy loop when connections fail (say, out of descriptors).
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 let got = Instant::now();
                 let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
                 if let Some(o) = h("electric-offset") {
@@ -521,13 +568,19 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize, interval_ms: 
                     let (Ok(id), Ok(lsn)) = (id.parse::<u64>(), lsn.parse::<u64>()) else { continue };
                     if let Some(t0) = sent.get(id) {
                         let total = got.duration_since(t0).as_secs_f64() * 1000.0;
-                        let engine = state.arrival_of(lsn).map(|t| got.duration_since(t).as_secs_f64() * 1000.0);
+                        let engine = state
+                            .as_ref()
+                            .and_then(|state| state.arrival_of(lsn))
+                            .map(|t| got.duration_since(t).as_secs_f64() * 1000.0);
                         let mut s = samples.lock().unwrap();
                         s.1.push(total);
+                        // The last client of a change: from its arrival at the server when
+                        // known (in process), else from the INSERT.
+                        let since = engine.unwrap_or(total);
+                        let last = s.2.entry(id).or_insert(since);
+                        *last = last.max(since);
                         if let Some(e) = engine {
                             s.0.push(e);
-                            let last = s.2.entry(id).or_insert(e);
-                            *last = last.max(e);
                         }
                     }
                 }
@@ -540,10 +593,14 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize, interval_ms: 
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The first writes warm caches and connections and are not measured.
     const WARMUP: usize = 50;
+    let mut histogram_before = vec![];
     for i in 0..WARMUP + writes {
         let id = i as u64 + 1;
         if i == WARMUP {
-            server.observer().metrics().live_delivery.reset();
+            match &server {
+                LatencyServer::InProcess(s) => s.observer().metrics().live_delivery.reset(),
+                LatencyServer::Process(_, base) => histogram_before = relational::delivery_histogram(base).await?,
+            }
         }
         if i >= WARMUP {
             sent.put(id, Instant::now());
@@ -566,13 +623,48 @@ async fn latency_once(clients: usize, rooms: usize, writes: usize, interval_ms: 
     for h in handles {
         h.abort();
     }
-    let observer = server.observer();
-    let delivery = &observer.metrics().live_delivery;
-    let (server_p50, server_p99) = (delivery.quantile(0.5) * 1000.0, delivery.quantile(0.99) * 1000.0);
-    server.shutdown().await;
+    let (server_p50, server_p99) = match server {
+        LatencyServer::InProcess(server) => {
+            let observer = server.observer();
+            let delivery = &observer.metrics().live_delivery;
+            let quantiles = (delivery.quantile(0.5) * 1000.0, delivery.quantile(0.99) * 1000.0);
+            server.shutdown().await;
+            quantiles
+        }
+        LatencyServer::Process(_child, base) => {
+            let after = relational::delivery_histogram(&base).await?;
+            let q = |p| relational::interpolated_quantile(&histogram_before, &after, p) * 1000.0;
+            (q(0.5), q(0.99))
+        }
+    };
     engine.sort_by(|a, b| a.total_cmp(b));
     total.sort_by(|a, b| a.total_cmp(b));
     Ok(LatencyRun { server_p50, server_p99, received: engine, total, last_client })
+}
+
+/// The server a latency run measures.
+enum LatencyServer {
+    /// Inside the benchmark's runtime (its state readable directly).
+    InProcess(ferrite_server::RunningServer),
+    /// A `ferrite serve` process and its base URL.
+    Process(KillOnDrop, String),
+}
+
+impl LatencyServer {
+    fn url(&self) -> String {
+        match self {
+            LatencyServer::InProcess(s) => s.url(),
+            LatencyServer::Process(_, base) => base.clone(),
+        }
+    }
+
+    /// The in-process server's state (arrival times of changes), when it is in process.
+    fn observer(&self) -> Option<ferrite_server::Observer> {
+        match self {
+            LatencyServer::InProcess(s) => Some(s.observer()),
+            LatencyServer::Process(..) => None,
+        }
+    }
 }
 
 /// The parts of a live message the latency benchmark reads.

@@ -306,7 +306,7 @@ fn bench_token(sub: &str) -> String {
 }
 
 /// The server's `ferrite_live_delivery_seconds` buckets: (upper bound, cumulative count).
-async fn delivery_histogram(base: &str) -> Result<Vec<(f64, u64)>> {
+pub(crate) async fn delivery_histogram(base: &str) -> Result<Vec<(f64, u64)>> {
     let m = reqwest::get(format!("{base}/metrics")).await?.text().await?;
     Ok(m.lines()
         .filter_map(|l| l.strip_prefix("ferrite_live_delivery_seconds_bucket{le=\""))
@@ -316,6 +316,29 @@ async fn delivery_histogram(base: &str) -> Result<Vec<(f64, u64)>> {
             Some((le, count.trim().parse().ok()?))
         })
         .collect())
+}
+
+/// The `p` quantile (seconds) of the observations made between two readings of the histogram,
+/// interpolated within its bucket as the server's own [`ferrite_server::Histogram::quantile`]
+/// does (NaN when nothing was observed).
+pub(crate) fn interpolated_quantile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> f64 {
+    let cumulative: Vec<(f64, u64)> =
+        after.iter().enumerate().map(|(i, (le, c))| (*le, c - before.get(i).map_or(0, |b| b.1))).collect();
+    let total = cumulative.last().map_or(0, |c| c.1);
+    if total == 0 {
+        return f64::NAN;
+    }
+    let rank = p.clamp(0.0, 1.0) * total as f64;
+    let (mut lo, mut seen) = (0.0, 0u64);
+    for &(le, c) in &cumulative {
+        let in_bucket = c - seen;
+        if in_bucket > 0 && c as f64 >= rank {
+            let hi = if le.is_finite() { le } else { lo * 1.25 };
+            return lo + (hi - lo) * ((rank - seen as f64) / in_bucket as f64).clamp(0.0, 1.0);
+        }
+        (lo, seen) = (le, c);
+    }
+    lo
 }
 
 /// p50 and p99 (seconds) of the observations made between two readings of the histogram.
