@@ -436,9 +436,9 @@ async fn concurrent_inserts_of_one_key_merge_instead_of_failing() {
     assert!(names.iter().all(|n| n == "from 7"), "the newest insert wins: {names:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transactions_that_deadlock_with_each_other_are_retried_not_failed() {
-    let (_db, s, c) = setup(|_| {}).await;
+/// A server with steps A and B inserted (at `t0`, returned), for the deadlock tests.
+async fn steps_a_and_b() -> (TestDb, TestServer, tokio_postgres::Client, u64) {
+    let (db, s, c) = setup(|_| {}).await;
     let t0 = now_ms();
     let r = post(
         &s.base,
@@ -448,6 +448,12 @@ async fn transactions_that_deadlock_with_each_other_are_retried_not_failed() {
     )
     .await;
     assert_eq!(r.body["results"][0]["status"], "applied");
+    (db, s, c, t0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_deadlock_with_each_other_are_retried_not_failed() {
+    let (_db, s, c, t0) = steps_a_and_b().await;
     // Two clients touch the same two rows in opposite orders, at the same time, several times:
     // Postgres aborts one side of each deadlock, and the server runs it again.
     for round in 1..=6u64 {
@@ -678,16 +684,7 @@ async fn a_deferred_constraint_failing_at_a_groups_commit_rejects_only_its_own_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_that_deadlock_with_each_other_are_applied_again_not_failed() {
-    let (_db, s, c) = setup(|_| {}).await;
-    let t0 = now_ms();
-    let r = post(
-        &s.base,
-        &json!({"client_id": "setup", "transactions": [txn(1, t0, json!([
-        {"op": "insert", "table": "steps", "value": {"id": A, "name": "a"}},
-        {"op": "insert", "table": "steps", "value": {"id": B, "name": "b"}}]))]}),
-    )
-    .await;
-    assert_eq!(r.body["results"][0]["status"], "applied");
+    let (_db, s, c, t0) = steps_a_and_b().await;
     // Each request is one group of two single-row transactions; the two clients lock the rows in
     // opposite orders and hold them until their group commits (Postgres reported 5 deadlocks
     // in the 6 rounds when this test was written: without applying an aborted group again,
