@@ -273,10 +273,12 @@ async fn sync_tree(client: &Client, tree: ferrite_client::Tree, follow: bool, db
 /// Prints a live subscription's status as it changes, until Ctrl-C.
 async fn follow_until_interrupted(sub: ferrite_client::Subscription) -> Result<()> {
     let mut status = sub.status();
+    let stop = crate::StopSignals::catch().wait();
+    tokio::pin!(stop);
     println!("following; Ctrl-C to stop");
     loop {
         tokio::select! {
-            _ = crate::wait_for_ctrl_c() => return Ok(()),
+            _ = &mut stop => return Ok(()),
             changed = status.changed() => {
                 if changed.is_err() { return Ok(()); }
                 println!("status: {:?}", *status.borrow_and_update());

@@ -85,6 +85,8 @@ pub async fn run(example: &'static Example, dir: &Path, port: u16, pg_port: u16)
     let dir = dir.canonicalize()?;
     // Held until this function returns, after Postgres is stopped.
     let _lock = lock_dir(&dir)?;
+    // Caught from here on: a Ctrl-C during the start stops it cleanly once it is up.
+    let stop = crate::StopSignals::catch();
     let pg_dir = dir.join("postgres");
     println!("Starting Postgres in {} …", pg_dir.display());
     // 0: any free port.
@@ -160,7 +162,7 @@ pub async fn run(example: &'static Example, dir: &Path, port: u16, pg_port: u16)
     }
     println!();
     println!("Press Ctrl-C to stop (Postgres is shut down cleanly; data is kept for the next run).");
-    crate::wait_for_ctrl_c().await;
+    stop.wait().await;
     println!("Stopping …");
     if let Some((stop, task)) = runner {
         let _ = stop.send(());

@@ -128,10 +128,11 @@ fn main() -> Result<()> {
                     cfg.validate().map_err(|e| anyhow!("--cluster: {e}"))?;
                 }
                 check_database_url(&cfg.database_url)?;
+                let stop = StopSignals::catch();
                 let server = ferrite_server::start(cfg).await?;
                 println!("Ferrite is serving shapes at {}/v1/shape", server.url());
                 let halted = tokio::select! {
-                    _ = wait_for_ctrl_c() => None,
+                    _ = stop.wait() => None,
                     why = server.halted() => Some(why),
                 };
                 println!("shutting down");
@@ -169,11 +170,35 @@ fn check_database_url(url: &str) -> Result<()> {
     })
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn wait_for_ctrl_c() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+/// Ctrl-C and SIGTERM, caught from the moment this is made: made before a command prints the
+/// line that says it is ready, a signal sent as soon as that line is read (a supervisor, a test,
+/// an impatient user) stops it cleanly instead of killing it before its handler exists.
+pub struct StopSignals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Starts catching both signals (if a handler cannot be installed, that signal keeps its
+    /// default action).
+    pub fn catch() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals { interrupt: signal(SignalKind::interrupt()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+    }
+
+    /// Waits for either (at once if one came since [`StopSignals::catch`]).
+    pub async fn wait(mut self) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.interrupt) => {}
+            _ = next(&mut self.terminate) => {}
+        }
     }
 }
