@@ -38,6 +38,17 @@ async fn step_row(c: &tokio_postgres::Client, id: &str) -> Option<(String, i32, 
         .map(|r| (r.get(0), r.get(1), r.get(2)))
 }
 
+/// What Postgres's own `test_decoding` slot `oracle` decoded since it was last read: the
+/// oracle for which transaction committed what.
+async fn oracle_changes(c: &tokio_postgres::Client) -> Vec<String> {
+    c.query("SELECT data FROM pg_logical_slot_get_changes('oracle', NULL, NULL)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 const A: &str = "00000000-0000-0000-0000-00000000000a";
 const B: &str = "00000000-0000-0000-0000-00000000000b";
 
@@ -161,13 +172,7 @@ async fn a_crash_between_commit_and_response_is_answered_by_the_retry() {
     let status = doomed.0.wait().unwrap();
     assert!(!status.success(), "aborted");
     // Postgres committed it; the client never heard. It retries against a fresh server.
-    let decoded: Vec<String> = c
-        .query("SELECT data FROM pg_logical_slot_get_changes('oracle', NULL, NULL)", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let decoded = oracle_changes(&c).await;
     let insert =
         decoded.iter().position(|d| d.starts_with("table public.steps: INSERT")).expect("the insert committed");
     let begin = decoded[..insert].iter().rev().find(|d| d.starts_with("BEGIN ")).unwrap();
@@ -617,13 +622,7 @@ async fn a_request_of_many_transactions_commits_in_groups_and_a_rejection_undoes
     assert!((48..96).all(|i| i == 69 || txid(i) == txid(48)));
     assert!((96..100).all(|i| txid(i) == txid(96)));
     // Postgres's own decoding agrees: the rows committed in three transactions, with those xids.
-    let decoded: Vec<String> = c
-        .query("SELECT data FROM pg_logical_slot_get_changes('oracle', NULL, NULL)", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let decoded = oracle_changes(&c).await;
     let mut committed: Vec<String> = vec![];
     let mut current = String::new();
     for line in &decoded {
