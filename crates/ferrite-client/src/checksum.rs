@@ -1,13 +1,18 @@
 //! Convergence checks: the replica's own digest of a shape's synced rows, compared with the
-//! digest the server sent with the last transaction applied ([`ferrite_protocol::digest`]).
+//! server's digest of the same rows ([`ferrite_protocol::digest`]).
 //!
-//! The server's digest is stored with the shape's position (`_ferrite_shapes.digest`) in the
-//! SQLite transaction that applies the rows it describes. The local digest is computed from what
-//! SQLite holds: the shape's table, except rows with pending local writes, whose server version
-//! (`_ferrite_shadow`) counts instead — so a pending write never looks like drift. A mismatch
-//! means the replica no longer holds what the server sent (a damaged file, an edit behind the
-//! client's back, a bug): the caller starts the shape over, fetching it afresh
-//! ([`crate::Client`] does it in `sync` and in subscriptions, see [`Client::verify`]).
+//! For a plain shape the server sends its digest with every transaction; it is stored with the
+//! shape's position (`_ferrite_shapes.digest`) in the SQLite transaction that applies the rows it
+//! describes. A relational shape (and so every include-tree member) or one with a time window
+//! carries none — its rows also leave through move-out events that name no row — so the client
+//! asks the server for the digest at the offset its replica stands at (`GET /v1/shape/digest`,
+//! which replays the shape's log), only when a check is due. The local digest is computed from
+//! what SQLite holds: the shape's table, except rows with pending local writes, whose server
+//! version (`_ferrite_shadow`) counts instead — so a pending write never looks like drift. A
+//! mismatch means the replica no longer holds what the server sent (a damaged file, an edit
+//! behind the client's back, a bug): the caller starts the shape over, fetching it afresh
+//! ([`crate::Client`] does it in `sync`, `sync_tree` and in subscriptions, see
+//! [`Client::verify`]).
 
 use crate::store::{self, parse_schema, quote, LocalColumn};
 use crate::{Client, ClientError, ShapeDef};
@@ -29,8 +34,8 @@ pub enum Verification {
         /// The digest the server sent.
         server: Digest,
     },
-    /// Nothing to compare with: the shape has not synced yet, or the server keeps no digest for
-    /// it (a shape with subqueries, or a changes-only log).
+    /// Nothing to compare with: the shape has not synced yet, the server keeps no digest for it
+    /// (a changes-only log, one too large to replay), or could not be asked now.
     Unknown,
 }
 
@@ -40,23 +45,50 @@ pub(crate) fn store_server_digest(tx: &Connection, local: &str, digest: Option<&
     Ok(())
 }
 
-/// Compares the replica of `def` with the server's last digest.
-pub fn verify(db: &Connection, def: &ShapeDef) -> Result<Verification, ClientError> {
+/// A replica's digest, with what it is to be compared to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaDigest {
+    /// The digest of the replica's synced rows.
+    pub local: Digest,
+    /// The server's digest sent with the last change applied (plain shapes).
+    pub server: Option<Digest>,
+    /// The handle and offset the replica stands at, to ask the server when it sent none.
+    pub position: Option<(String, String)>,
+}
+
+/// The digest of `def`'s replica; `None` before its first response.
+pub fn replica_digest(db: &Connection, def: &ShapeDef) -> Result<Option<ReplicaDigest>, ClientError> {
     let local = def.local_table();
-    let stored: Option<(Option<String>, Option<String>)> = db
-        .query_row("SELECT digest, schema FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+    type Stored = (Option<String>, Option<String>, Option<String>, String);
+    let stored: Option<Stored> = db
+        .query_row("SELECT digest, schema, handle, offset FROM _ferrite_shapes WHERE local_table = ?1", [&local], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
-    let Some((Some(server), Some(schema))) = stored else { return Ok(Verification::Unknown) };
-    let Some(server) = Digest::parse(&server) else { return Ok(Verification::Unknown) };
+    let Some((server, Some(schema), handle, offset)) = stored else { return Ok(None) };
     let columns = parse_schema(&schema)?;
-    let local_digest = local_digest(db, &local, &columns)?;
-    Ok(if local_digest == server {
+    Ok(Some(ReplicaDigest {
+        local: local_digest(db, &local, &columns)?,
+        server: server.as_deref().and_then(Digest::parse),
+        position: handle.filter(|_| offset != "-1").map(|h| (h, offset)),
+    }))
+}
+
+/// Compares the replica of `def` with the server's digest sent with the last change applied
+/// (plain shapes; `Unknown` for the others, which [`Client::verify`] asks the server about).
+pub fn verify(db: &Connection, def: &ShapeDef) -> Result<Verification, ClientError> {
+    Ok(match replica_digest(db, def)? {
+        Some(ReplicaDigest { local, server: Some(server), .. }) => compare(local, server),
+        _ => Verification::Unknown,
+    })
+}
+
+fn compare(local: Digest, server: Digest) -> Verification {
+    if local == server {
         Verification::Match(server)
     } else {
-        Verification::Mismatch { local: local_digest, server }
-    })
+        Verification::Mismatch { local, server }
+    }
 }
 
 /// The digest of the synced rows of `local`: its table, with rows that have pending writes
@@ -126,15 +158,29 @@ fn canonical(kind: ColumnKind, v: &Sql) -> Canonical<'_> {
 }
 
 impl Client {
-    /// Compares the replica of `def` with the digest the server sent with the last change
-    /// applied (see [`crate::checksum`]); counted in [`crate::Metrics`]. Subscriptions and
+    /// Compares the replica of `def` with the server's digest of the same rows — sent with the
+    /// last change applied, or asked for (see [`crate::checksum`]); counted in
+    /// [`crate::Metrics`]. Subscriptions and
     /// [`Client::sync`] call it themselves every [`Client::set_checksum_interval`] and start a
     /// shape that differs over.
-    pub fn verify(&self, def: &ShapeDef) -> Result<Verification, ClientError> {
+    pub async fn verify(&self, def: &ShapeDef) -> Result<Verification, ClientError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let result = {
-            let db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
-            verify(&db, def)?
+        let (inner, d) = (self.inner.clone(), def.clone());
+        let replica = crate::sync::blocking(move || {
+            let db = inner.db.lock().unwrap_or_else(|p| p.into_inner());
+            replica_digest(&db, &d)
+        })
+        .await?;
+        let result = match replica {
+            None => Verification::Unknown,
+            Some(ReplicaDigest { local, server: Some(server), .. }) => compare(local, server),
+            Some(ReplicaDigest { local, server: None, position: Some((handle, offset)) }) => {
+                match self.server_digest(def, &handle, &offset).await {
+                    Some(server) => compare(local, server),
+                    None => Verification::Unknown,
+                }
+            }
+            Some(ReplicaDigest { position: None, .. }) => Verification::Unknown,
         };
         let c = &self.inner.counters;
         match result {
@@ -149,6 +195,36 @@ impl Client {
             Verification::Unknown => {}
         }
         Ok(result)
+    }
+
+    /// Asks the server for the digest of `def`'s rows at `offset` of `handle`
+    /// (`GET /v1/shape/digest`). `None` when it cannot tell (a changes-only log, one too large
+    /// to replay), the handle is not the shape's any more (the next read gets the 409), or it
+    /// cannot be asked now (unreachable, busy): the check waits for the next one.
+    async fn server_digest(&self, def: &ShapeDef, handle: &str, offset: &str) -> Option<Digest> {
+        let mut q = def.query();
+        q.push(("handle".into(), handle.to_string()));
+        q.push(("offset".into(), offset.to_string()));
+        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&q).finish();
+        let asked = self.send(self.inner.http.get(format!("{}/v1/shape/digest?{query}", self.inner.base))).await;
+        let body = match asked {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+            Ok(r) => {
+                tracing::debug!(table = %def.table, status = r.status().as_u16(), "the server gave no digest");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(table = %def.table, error = %e, "the server could not be asked for a digest");
+                None
+            }
+        }?;
+        match body.get("digest").and_then(Value::as_str) {
+            Some(d) => Digest::parse(d),
+            None => {
+                tracing::debug!(table = %def.table, reason = %body["reason"], "the server keeps no digest for the shape");
+                None
+            }
+        }
     }
 
     /// When `def` is due a check (see [`Client::set_checksum_interval`]), verifies it; on a
@@ -169,8 +245,7 @@ impl Client {
             }
             state.last = Some(now);
         }
-        let (client, d) = (self.clone(), def.clone());
-        let result = crate::sync::blocking(move || client.verify(&d)).await?;
+        let result = self.verify(def).await?;
         let repair = {
             let mut checks = self.inner.checks.lock().unwrap_or_else(|p| p.into_inner());
             let state = checks.get_mut(&local).expect("inserted above");

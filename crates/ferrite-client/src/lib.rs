@@ -328,7 +328,9 @@ impl Client {
     /// How often a synced shape is compared with the server's convergence digest
     /// ([`checksum`]): at its first up-to-date once `interval` has passed since the last check
     /// (or since the client started), default [`DEFAULT_CHECKSUM_INTERVAL`]. A check reads the
-    /// whole local table; `Duration::ZERO` checks at every up-to-date, `None` never.
+    /// whole local table, and for a relational shape (an include tree's members) asks the
+    /// server, which replays the shape's log; `Duration::ZERO` checks at every up-to-date,
+    /// `None` never.
     pub fn set_checksum_interval(&self, interval: Option<std::time::Duration>) {
         *self.inner.checksum_interval.lock().unwrap_or_else(|p| p.into_inner()) = interval;
     }

@@ -135,6 +135,9 @@ pub struct TreeReport {
     pub rounds: usize,
     /// The common log position the tree was applied at.
     pub lsn: u64,
+    /// Members found to differ from the server's rows and fetched afresh
+    /// ([`Client::set_checksum_interval`]).
+    pub repaired: usize,
 }
 
 /// How long [`Client::sync_tree`] keeps catching up before giving up: the tree's tables kept
@@ -347,8 +350,26 @@ impl Client {
             let common = least.filter(|l| ends.iter().all(|e| *e <= l + 1));
             if let Some(lsn) = common {
                 report.lsn = lsn;
-                report.changes = self.apply_tree(&defs, std::mem::take(&mut buffers), views).await?;
-                return Ok(report);
+                report.changes += self.apply_tree(&defs, std::mem::take(&mut buffers), views.clone()).await?;
+                // Members due a convergence check are compared with the server's digest; one that
+                // differs starts over, and the tree goes on until it too stands at a common point
+                // (its old rows stay until then).
+                let mut repaired = Vec::new();
+                for (i, def) in defs.iter().enumerate() {
+                    if self.check_convergence(def).await? {
+                        repaired.push(i);
+                    }
+                }
+                if repaired.is_empty() {
+                    return Ok(report);
+                }
+                report.repaired += repaired.len();
+                for i in repaired {
+                    positions[i] = self.position(&defs[i])?;
+                    ends[i] = offset_tx(&positions[i].offset);
+                    complete[i] = None;
+                }
+                buffers = defs.iter().map(|_| Vec::new()).collect();
             }
         }
         Err(ClientError::Protocol(format!(

@@ -341,12 +341,7 @@ impl ShapeFilter {
             None => (None, Vec::new()),
         };
         let relation_json = format!("[{},{}]", json_str(&table.name.schema), json_str(&table.name.name));
-        let digest = conditions.is_none().then(|| {
-            RowHasher::new(selected.iter().map(|&i| {
-                let c = &table.columns[i];
-                (c.name.as_str(), ColumnKind::of(&c.type_name, c.dims as u64))
-            }))
-        });
+        let digest = conditions.is_none().then(|| row_hasher(&table, &selected));
         Ok(ShapeFilter {
             digest,
             table,
@@ -735,10 +730,26 @@ fn json_string(json: &str, i: usize) -> Option<(std::borrow::Cow<'_, str>, usize
     Some((text.into(), end + 1))
 }
 
+/// Hashes rows of the `selected` columns of `table`, in that order, for convergence digests.
+fn row_hasher(table: &TableSchema, selected: &[usize]) -> RowHasher {
+    RowHasher::new(selected.iter().map(|&i| {
+        let c = &table.columns[i];
+        (c.name.as_str(), ColumnKind::of(&c.type_name, c.dims as u64))
+    }))
+}
+
 impl ShapeFilter {
     /// Whether the shape keeps a convergence digest (a plain shape: no subqueries, no time).
     pub fn has_digest(&self) -> bool {
         self.digest.is_some()
+    }
+
+    /// An empty replica of the shape and the hasher of its rows, to compute the digest of a
+    /// shape that keeps none as it goes (a relational shape's rows also leave through move-out
+    /// events) by replaying its log ([`ferrite_protocol::replay`]).
+    pub fn replay(&self) -> (ferrite_protocol::replay::Replay, RowHasher) {
+        let names = self.selected.iter().map(|&i| self.table.columns[i].name.clone()).collect();
+        (ferrite_protocol::replay::Replay::new(names), row_hasher(&self.table, &self.selected))
     }
 
     /// The digest hash of a snapshot row message as Postgres renders it for this shape

@@ -7,7 +7,8 @@
 //!   describes (`electric-schema`), and row keys as messages carry them;
 //! - [`messages`]: the row changes and control messages of a shape response;
 //! - [`digest`]: the convergence digest of a shape's rows, computed alike by the server and the
-//!   clients to notice a replica that drifted;
+//!   clients to notice a replica that drifted, and [`replay`]: what a replica holds after a
+//!   shape's messages, for shapes whose digest the server computes on demand;
 //! - [`snapshot_info`]: snapshot visibility (`snapshot-end`), to tell whether a transaction is in
 //!   a snapshot;
 //! - [`hlc`]: hybrid logical clocks that stamp client transactions, and [`clock`]: where the
@@ -29,6 +30,7 @@ pub mod key;
 pub mod messages;
 pub mod offset;
 pub mod relation;
+pub mod replay;
 pub mod schema;
 pub mod snapshot_info;
 pub mod tags;

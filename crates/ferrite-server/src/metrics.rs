@@ -56,6 +56,11 @@ pub struct Metrics {
     /// Live responses answered with a body built before for another reader of the same change
     /// (what building once per change saves; with `live_bodies_built`, the sharing ratio).
     pub live_bodies_shared: AtomicU64,
+    /// Shape logs replayed to answer `GET /v1/shape/digest` (see
+    /// [`crate::shapes::replayed_digest`]).
+    pub digest_replays: AtomicU64,
+    /// `GET /v1/shape/digest` answers served from the kept answers of earlier replays.
+    pub digest_replays_cached: AtomicU64,
     /// Presence long-polls currently waiting for a room to change.
     pub presence_waiting: AtomicI64,
     /// Shapes created.
@@ -266,6 +271,18 @@ impl Metrics {
             "Live responses answered with a body already built for another reader of the same change.",
             "counter",
             g(&self.live_bodies_shared),
+        );
+        counter(
+            "digest_replays_total",
+            "Shape logs replayed to compute a convergence digest on demand (GET /v1/shape/digest).",
+            "counter",
+            g(&self.digest_replays),
+        );
+        counter(
+            "digest_replays_cached_total",
+            "GET /v1/shape/digest answers served from an earlier replay at the same handle and offset.",
+            "counter",
+            g(&self.digest_replays_cached),
         );
         counter(
             "presence_requests_waiting",

@@ -104,6 +104,8 @@ pub struct AppState {
     pub snapshot_pool: crate::pool::Pool<tokio_postgres::Client>,
     /// Compressed shape responses, made once and served many times.
     pub compressed: crate::http::compression::Cache,
+    /// Digests of relational shapes, computed on demand by replaying their logs.
+    pub replayed_digests: crate::shapes::replayed_digest::ReplayedDigests,
     /// Where the server reads the time (see [`ferrite_protocol::clock`]); the registry,
     /// presence and the writer hold clones of it.
     pub clock: ferrite_protocol::clock::Clock,
@@ -185,6 +187,7 @@ impl AppState {
             }),
             snapshot_pool: crate::pool::Pool::new(&config.database_url, config.snapshot_concurrency),
             compressed: crate::http::compression::Cache::new(COMPRESSED_CACHE_BYTES),
+            replayed_digests: Default::default(),
             clock,
             config,
             registry,

@@ -22,7 +22,7 @@ const FORWARDED: &str = "ferrite-forwarded";
 
 /// Whether a request to `path` is the leader's to answer (unless [`serves_here`]).
 pub fn is_leaders(path: &str) -> bool {
-    path == "/v1/shape" || path == "/v1/watch"
+    path == "/v1/shape" || path == "/v1/watch" || path == "/v1/shape/digest"
 }
 
 /// Whether this follower answers a shape read from its own copy: a `GET` (or `HEAD`) of a

@@ -1,6 +1,7 @@
 //! The HTTP API: Electric v1 shape endpoints, writes, presence, health, metrics; CORS on the API routes.
 
 pub mod compression;
+pub mod digest;
 pub mod extract;
 pub mod foreign_keys;
 pub mod listener;
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>, extra: Option<Router>) -> Router {
         get(shape::get).post(shape::post).delete(delete_shape).options(preflight);
     let api = Router::new()
         .route("/v1/shape", shape_route)
+        .route("/v1/shape/digest", get(digest::get).options(preflight))
         .route("/v1/health", get(health).options(preflight))
         .route("/v1/config", get(client_config).options(preflight))
         .route("/v1/foreign-keys", get(foreign_keys::get).options(preflight))
@@ -154,7 +156,7 @@ fn cors_methods(path: &str) -> Option<&'static str> {
         "/v1/shape" => "GET, POST, HEAD, DELETE, OPTIONS",
         "/v1/transactions" | "/v1/watch" => "POST, OPTIONS",
         "/v1/presence" => "GET, POST, OPTIONS",
-        "/v1/health" | "/v1/config" | "/v1/foreign-keys" | "/metrics" => "GET, HEAD",
+        "/v1/health" | "/v1/config" | "/v1/foreign-keys" | "/v1/shape/digest" | "/metrics" => "GET, HEAD",
         _ => return None,
     })
 }

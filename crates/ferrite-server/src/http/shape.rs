@@ -221,7 +221,7 @@ pub(super) fn parse_request(
     Ok(req)
 }
 
-enum Resolved {
+pub(super) enum Resolved {
     Shape(Arc<Shape>),
     /// 409, towards the current shape of the definition when this node knows it.
     Refetch(Option<String>),
@@ -230,7 +230,7 @@ enum Resolved {
 /// The shape a request reads: the handle's, or 409 towards the current shape of the definition
 /// (on a cluster follower that does not hold it, a plain 409: the client's fresh start goes to
 /// the leader).
-async fn resolve(state: &Arc<AppState>, req: &ShapeRequest) -> Result<Resolved, ShapeRequestError> {
+pub(super) async fn resolve(state: &Arc<AppState>, req: &ShapeRequest) -> Result<Resolved, ShapeRequestError> {
     if let Some(h) = &req.handle {
         if let Some(s) = state.registry.get(h) {
             if s.definition == req.definition {

@@ -3,6 +3,7 @@
 pub mod nodes;
 pub mod registry;
 pub mod relational;
+pub mod replayed_digest;
 pub mod shape;
 pub mod snapshot;
 pub mod spill;

@@ -1006,6 +1006,44 @@ impl ShapeLog {
 impl ShapeLog {
     /// Reads the records in `start..end` (whole records, durable) and joins the JSON of those
     /// after `after` with `,`: the body, the message count and each message's end in the body.
+    /// Hands the durable messages up to `upto` (as a read after `upto` would resume, see
+    /// [`resume_point`]) to `each`, in log order, reading the file in pieces of about
+    /// [`SCAN_PIECE_BYTES`] — the replay behind a relational shape's on-demand digest. An
+    /// offset past the durable end (a reader at the head is given the head's position, e.g.
+    /// `<lsn>_0`) covers everything durable. Stops early, without an error, when `each` returns
+    /// `false`; an error when the bytes are damaged.
+    pub fn scan(&self, upto: LogOffset, mut each: impl FnMut(LogOffset, &[u8]) -> io::Result<bool>) -> io::Result<()> {
+        let upto = resume_point(upto);
+        let end = self.inner.lock().durable_pos;
+        let damaged = || io::Error::new(io::ErrorKind::InvalidData, "shape log is damaged");
+        let (mut buf, mut start, mut pos) = (Vec::new(), 0usize, 0u64);
+        loop {
+            while let Some(r) = decode_record(&buf[start..]) {
+                if r.offset > upto || !each(r.offset, r.json)? {
+                    return Ok(());
+                }
+                start += r.len;
+            }
+            let pending = buf.len() - start;
+            // The bytes the next record needs (its header says how many, once read).
+            let needed = match buf.get(start..start + RECORD_HEADER) {
+                Some(header) => RECORD_HEADER + u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize,
+                None => RECORD_HEADER,
+            };
+            if pending >= needed || pos >= end {
+                // A whole record that does not decode, or a torn one at the durable end.
+                return if pending == 0 { Ok(()) } else { Err(damaged()) };
+            }
+            buf.drain(..start);
+            start = 0;
+            let want = (SCAN_PIECE_BYTES.max(needed - pending) as u64).min(end - pos) as usize;
+            let at = buf.len();
+            buf.resize(at + want, 0);
+            self.log.read_exact_at(&mut buf[at..], pos)?;
+            pos += want as u64;
+        }
+    }
+
     fn read_messages(
         &self,
         start: u64,
@@ -1119,6 +1157,9 @@ impl Span {
         self.end - self.start
     }
 }
+
+/// How much of the log [`ShapeLog::scan`] reads at a time.
+const SCAN_PIECE_BYTES: usize = 1 << 20;
 
 /// The boundary records' file in a shape's directory.
 const CHUNKS_FILE: &str = "chunks";

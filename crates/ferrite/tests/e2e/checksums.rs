@@ -2,10 +2,13 @@
 //! server keeps per shape (snapshot, then change by change, read back from the log after a
 //! restart) equals the one the client computes over SQLite for every column type; a pending
 //! local write does not look like drift; a replica damaged behind the client's back is noticed,
-//! counted and repaired by fetching the shape afresh.
+//! counted and repaired by fetching the shape afresh. Relational shapes and include-tree members,
+//! whose messages carry no digest, are compared with the digest the server computes on demand
+//! (`GET /v1/shape/digest`, a replay of the shape's log), checked here against Postgres' rows.
 
 use crate::common::*;
-use ferrite_client::{Change, Client, ShapeDef, TokenSource, Verification};
+use ferrite_client::{Change, Client, Include, ShapeDef, TokenSource, Tree, Verification};
+use ferrite_protocol::digest::{ColumnKind, Digest, RowHasher};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -39,8 +42,7 @@ async fn sync_to(client: &Client, def: &ShapeDef, pg: &tokio_postgres::Client, f
 }
 
 async fn verified(client: &Client, def: &ShapeDef) -> Verification {
-    let (c, d) = (client.clone(), def.clone());
-    tokio::task::spawn_blocking(move || c.verify(&d)).await.unwrap().unwrap()
+    client.verify(def).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,4 +199,257 @@ async fn a_subscription_repairs_a_damaged_replica() {
     })
     .await;
     assert!(matches!(verified(&client, &notes).await, Verification::Match(_)));
+}
+
+const TEAMS: &str = "
+    CREATE TABLE members (user_id text, team_id int, PRIMARY KEY (user_id, team_id));
+    CREATE TABLE tasks (id int PRIMARY KEY, team_id int NOT NULL, title text, n int);
+    INSERT INTO members VALUES ('ann', 1), ('ann', 2), ('bob', 3);
+    INSERT INTO tasks SELECT i, 1 + i % 4, 'task ' || i, i % 5 FROM generate_series(1, 80) i;";
+
+/// Ann's tasks: a relational shape, whose rows move in and out with her memberships.
+const ANNS: &str = "team_id IN (SELECT team_id FROM members WHERE user_id = 'ann')";
+
+/// The digest of Postgres' rows of `tasks WHERE <ANNS>` as the protocol defines it — an oracle
+/// that reads neither the server's log nor a replica.
+async fn postgres_digest(pg: &tokio_postgres::Client) -> Digest {
+    let hasher = RowHasher::new([
+        ("id", ColumnKind::of("int4", 0)),
+        ("team_id", ColumnKind::of("int4", 0)),
+        ("title", ColumnKind::of("text", 0)),
+        ("n", ColumnKind::of("int4", 0)),
+    ]);
+    let rows = pg
+        .query(&format!("SELECT id::text, team_id::text, title, n::text FROM tasks WHERE {ANNS}"), &[])
+        .await
+        .unwrap();
+    let mut digest = Digest::default();
+    for r in rows {
+        let values: Vec<Option<String>> = (0..4).map(|i| r.get(i)).collect();
+        digest.add(hasher.hash_texts(|i| values[i].as_deref()));
+    }
+    digest
+}
+
+/// Syncs `def` until the replica's digest, as the server computes it, is Postgres' (a sync ends
+/// at the server's up-to-date, which may come before a commit has been replicated).
+async fn sync_to_postgres(client: &Client, def: &ShapeDef, pg: &tokio_postgres::Client) -> Digest {
+    let want = postgres_digest(pg).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        client.sync(def).await.unwrap();
+        let got = verified(client, def).await;
+        if got == Verification::Match(want) {
+            return want;
+        }
+        assert!(std::time::Instant::now() < deadline, "the replica never reached Postgres' rows {want}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relational_shape_is_compared_with_the_servers_replayed_digest_and_repaired() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute(TEAMS).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = spawn_server(&db.url, data.path(), port);
+    wait_healthy(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.db");
+    let client = Client::open(&path, &base, TokenSource::None).unwrap();
+    client.set_checksum_interval(Some(Duration::ZERO));
+    let anns = ShapeDef::table("tasks").filter(ANNS);
+    let first = sync_to_postgres(&client, &anns, &pg).await;
+    assert_eq!(first.count, 40, "teams 1 and 2");
+
+    // Changes of the shape's rows, and of the subquery's: a move-in (a new membership), a
+    // move-out (a membership removed: an event naming a tag value, not rows), a row leaving
+    // through its own change, a key change.
+    pg.batch_execute(
+        "UPDATE tasks SET title = 'renamed' WHERE id IN (1, 2, 3);
+         INSERT INTO members VALUES ('ann', 3);
+         INSERT INTO tasks VALUES (1000, 3, 'new in 3', 1);",
+    )
+    .await
+    .unwrap();
+    sync_to_postgres(&client, &anns, &pg).await;
+    pg.batch_execute(
+        "DELETE FROM members WHERE user_id = 'ann' AND team_id = 1;
+         UPDATE tasks SET team_id = 4 WHERE id = 6;
+         UPDATE tasks SET id = 2000, n = NULL WHERE id = 7;
+         UPDATE tasks SET title = NULL WHERE id = 10;",
+    )
+    .await
+    .unwrap();
+    let now = sync_to_postgres(&client, &anns, &pg).await;
+    let expected: i64 = pg.query_one(&format!("SELECT count(*) FROM tasks WHERE {ANNS}"), &[]).await.unwrap().get(0);
+    assert_eq!(now.count, expected as u64);
+    let m = client.metrics().unwrap();
+    assert_eq!((m.checksum_mismatches, m.checksum_repairs), (0, 0), "{m:?}");
+
+    // Damage behind the client's back: a value changed, a row deleted, a row of a team Ann
+    // left kept.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "UPDATE tasks SET title = 'tampered' WHERE id = 1;
+             DELETE FROM tasks WHERE id = 2;
+             INSERT INTO tasks (id, team_id, title, n) VALUES (8, 1, 'task 8', 3);",
+        )
+        .unwrap();
+    assert!(matches!(verified(&client, &anns).await, Verification::Mismatch { .. }), "the damage is seen");
+    let report = client.sync(&anns).await.unwrap();
+    assert!(report.refetches >= 1, "{report:?}");
+    assert_eq!(verified(&client, &anns).await, Verification::Match(postgres_digest(&pg).await), "repaired");
+    let m = client.metrics().unwrap();
+    assert!(m.checksum_mismatches >= 1 && m.checksum_repairs == 1 && m.checksum_unrepaired == 0, "{m:?}");
+    let rows = client.query("SELECT id, title FROM tasks WHERE id IN (1, 2, 8) ORDER BY id", &[]).unwrap();
+    let expected = vec![
+        vec![serde_json::json!(1), serde_json::json!("renamed")],
+        vec![serde_json::json!(2), serde_json::json!("renamed")],
+    ];
+    assert_eq!(rows, expected, "row 8 is team 1's, which Ann left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_member_that_differs_is_fetched_afresh_and_applied_at_a_common_point() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute(
+        "CREATE TABLE pipelines (id int PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE steps (id int PRIMARY KEY, pipeline_id int NOT NULL REFERENCES pipelines (id), name text);
+         INSERT INTO pipelines VALUES (1, 'build'), (2, 'deploy');
+         INSERT INTO steps SELECT i, 1 + i % 2, 'step ' || i FROM generate_series(1, 30) i;",
+    )
+    .await
+    .unwrap();
+    let s = TestServer::start(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.db");
+    let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
+    client.set_checksum_interval(Some(Duration::ZERO));
+    let mut root = ShapeDef::table("pipelines").filter("id = $1");
+    root.params.insert("1".into(), "1".into());
+    let tree = Tree::new(root).with("steps", Include::rows());
+    let report = client.sync_tree(&tree).await.unwrap();
+    assert_eq!(report.repaired, 0);
+    let members = client.tree_shapes(&tree).await.unwrap();
+    for def in &members {
+        assert!(matches!(verified(&client, def).await, Verification::Match(_)), "{}", def.table);
+    }
+    let steps = members.iter().find(|d| d.local_table() == "steps").expect("the steps member");
+    assert!(steps.where_sql.as_deref().unwrap_or("").contains("SELECT"), "a relational member: {steps:?}");
+
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE steps SET name = 'tampered' WHERE id = 4; DELETE FROM steps WHERE id = 6;")
+        .unwrap();
+    assert!(matches!(verified(&client, steps).await, Verification::Mismatch { .. }), "the damage is seen");
+    pg.batch_execute("INSERT INTO steps VALUES (100, 1, 'new')").await.unwrap();
+    let mut repaired = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        repaired += client.sync_tree(&tree).await.unwrap().repaired;
+        if client.query("SELECT count(*) FROM steps WHERE id = 100", &[]).unwrap() == vec![vec![serde_json::json!(1)]] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the tree never held the new step");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(repaired, 1);
+    let local = client.query("SELECT id, name FROM steps ORDER BY id", &[]).unwrap();
+    let expected: Vec<Vec<serde_json::Value>> = pg
+        .query("SELECT id, name FROM steps WHERE pipeline_id = 1 ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| vec![serde_json::json!(r.get::<_, i32>(0)), serde_json::json!(r.get::<_, Option<String>>(1))])
+        .collect();
+    assert_eq!(local, expected, "the member holds Postgres' rows again");
+    assert!(matches!(verified(&client, steps).await, Verification::Match(_)));
+    assert_eq!(client.metrics().unwrap().checksum_repairs, 1);
+}
+
+/// `GET /v1/shape/digest` itself: its answer is the digest of Postgres' rows, computed once per
+/// handle and offset; bad requests are refused with nothing computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_endpoint_answers_from_the_log_and_refuses_what_it_cannot_answer() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute(TEAMS).await.unwrap();
+    pg.batch_execute("DELETE FROM members WHERE team_id = 2; UPDATE tasks SET title = NULL WHERE id = 4;")
+        .await
+        .unwrap();
+    let s = TestServer::start(&db).await;
+    let http = reqwest::Client::new();
+    let shape = form_urlencoded_serialize(&[("table".into(), "tasks".into()), ("where".into(), ANNS.into())]);
+    let (handle, offset, _) = read_to_head(&http, &s.base, &shape, None).await;
+    let digest_url = |q: &str| format!("{}/v1/shape/digest?{q}", s.base);
+    let at = |h: &str, o: &str| digest_url(&format!("{shape}&handle={h}&offset={o}"));
+    let observer = s.server.observer();
+    let replays = || observer.metrics().digest_replays.load(std::sync::atomic::Ordering::Relaxed);
+
+    let r = get(&at(&handle, &offset)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["digest"], postgres_digest(&pg).await.to_string());
+    assert_eq!(replays(), 1);
+    // Asked again (another client at the same place): the kept answer.
+    assert_eq!(get(&at(&handle, &offset)).await.body, r.body);
+    assert_eq!(replays(), 1);
+
+    // At the offset a later read reaches, after a move-in: the rows then.
+    pg.batch_execute("INSERT INTO members VALUES ('ann', 2)").await.unwrap();
+    let want = postgres_digest(&pg).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (mut later, mut moved_in) = (offset.clone(), false);
+    loop {
+        let url = format!("{}/v1/shape?{shape}&handle={handle}&offset={later}", s.base);
+        let r = http.get(&url).send().await.unwrap();
+        later = r.headers()["electric-offset"].to_str().unwrap().to_string();
+        let up_to_date = r.headers().contains_key("electric-up-to-date");
+        let body: Vec<serde_json::Value> = r.json().await.unwrap();
+        moved_in |= body.iter().any(|m| m["headers"]["control"] == "snapshot-end");
+        if moved_in && up_to_date {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the move-in was never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The move-in's rows are in the log at `later`; the digest there is Postgres'.
+    let r = get(&at(&handle, &later)).await;
+    assert_eq!((r.status, r.body["digest"].as_str()), (200, Some(want.to_string().as_str())), "{}", r.text);
+    // The earlier offset's answer has not changed.
+    assert_eq!(get(&at(&handle, &offset)).await.body, get(&at(&handle, &offset)).await.body);
+
+    // A position past the log's last entry (what a reader at the head is given): all of it.
+    let r = get(&at(&handle, "999999999999_0")).await;
+    assert_eq!((r.status, r.body["digest"].as_str()), (200, Some(want.to_string().as_str())), "{}", r.text);
+
+    // Refused: no handle, offset -1 or now, a malformed offset, a subset; another
+    // handle is a 409 towards the shape's.
+    for (q, field) in [
+        (format!("{shape}&offset={offset}"), "handle"),
+        (format!("{shape}&handle={handle}&offset=-1"), "offset"),
+        (format!("{shape}&handle={handle}&offset=now"), "offset"),
+        (format!("{shape}&handle={handle}&offset=12_x"), "offset"),
+        (format!("{shape}&handle={handle}&offset={offset}&subset__limit=1"), "subset"),
+    ] {
+        let r = get(&digest_url(&q)).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text);
+        assert!(r.text.contains(field), "{q}: {}", r.text);
+    }
+    let r = get(&at("12345-67890", &offset)).await;
+    assert_eq!((r.status, r.header("electric-handle")), (409, Some(handle.clone())), "{}", r.text);
+    let r = get(&digest_url(&format!("table=no_such_table&handle={handle}&offset={offset}"))).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // A changes-only shape's log does not hold its rows: no digest, and why.
+    let changes = form_urlencoded_serialize(&[("table".into(), "tasks".into()), ("log".into(), "changes_only".into())]);
+    let (h, o, _) = read_to_head(&http, &s.base, &changes, None).await;
+    let r = get(&digest_url(&format!("{changes}&handle={h}&offset={o}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body["digest"].is_null() && r.body["reason"].as_str().unwrap().contains("changes_only"), "{}", r.text);
 }
