@@ -453,3 +453,107 @@ async fn the_digest_endpoint_answers_from_the_log_and_refuses_what_it_cannot_ans
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.body["digest"].is_null() && r.body["reason"].as_str().unwrap().contains("changes_only"), "{}", r.text);
 }
+
+/// A shape with a time window: rows leave as the server's clock passes them (changes the clock
+/// makes, not Postgres), so it carries no digest either; the server's replay follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_window_shape_is_compared_as_its_rows_age_out() {
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    let clock = ferrite_server::ManualClock::new();
+    let t0 = clock.clock().wall();
+    let secs = t0.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Row i ages out of the last day i hours from now.
+    pg.batch_execute(&format!(
+        "CREATE TABLE events (id int PRIMARY KEY, at timestamptz NOT NULL, body text);
+         INSERT INTO events SELECT i, to_timestamp({secs}) - interval '1 day' + i * interval '1 hour', 'event ' || i
+         FROM generate_series(1, 30) i;"
+    ))
+    .await
+    .unwrap();
+    let s = TestServer::start_on(&db, clock.clock(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.db");
+    let client = Client::open(&path, &s.base, TokenSource::None).unwrap();
+    client.set_checksum_interval(Some(Duration::ZERO));
+    let recent = ShapeDef::table("events").filter("at > now() - interval '1 day'");
+    let in_window = |hours: u64| {
+        let t = secs + hours * 3600;
+        format!("SELECT count(*) FROM events WHERE at > to_timestamp({t}) - interval '1 day'")
+    };
+    let synced_to = |want: u64| {
+        let (client, recent) = (client.clone(), recent.clone());
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                client.sync(&recent).await.unwrap();
+                let v = client.verify(&recent).await.unwrap();
+                if matches!(v, Verification::Match(d) if d.count == want) {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "never matched with {want} rows: {v:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    synced_to(pg_count(&pg, &in_window(0)).await).await;
+    // Five hours pass: rows 1-5 age out (deletes the clock made), and one is updated.
+    clock.advance(Duration::from_secs(5 * 3600 + 60));
+    pg.batch_execute("UPDATE events SET body = 'edited' WHERE id = 20").await.unwrap();
+    let want = pg_count(&pg, &in_window(5)).await;
+    assert_eq!(want, 25);
+    synced_to(want).await;
+
+    rusqlite::Connection::open(&path).unwrap().execute("UPDATE events SET body = 'tampered' WHERE id = 21", []).unwrap();
+    let report = client.sync(&recent).await.unwrap();
+    assert_eq!(report.refetches, 1, "{report:?}");
+    assert!(matches!(client.verify(&recent).await.unwrap(), Verification::Match(d) if d.count == want));
+    assert_eq!(client.metrics().unwrap().checksum_repairs, 1);
+    assert_eq!(client.query("SELECT body FROM events WHERE id = 21", &[]).unwrap(), vec![vec![serde_json::json!("event 21")]]);
+}
+
+async fn pg_count(pg: &tokio_postgres::Client, sql: &str) -> u64 {
+    pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64
+}
+
+/// In jwt mode a digest is the caller's: the read rules make the shape, so a handle of someone
+/// else's shape is a 409 towards the caller's own, never the other's digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_is_only_ever_of_the_callers_own_rows() {
+    use ferrite_server::config::{AuthMode, TableConfig};
+    const SECRET: &str = "digest-secret-0123456789abcdef-0123456789";
+    let db = TestDb::new().await;
+    let pg = db.client().await;
+    pg.batch_execute(TEAMS).await.unwrap();
+    let s = TestServer::start_with(&db, |c| {
+        c.auth.mode = AuthMode::Jwt;
+        c.auth.secret = Some(SECRET.into());
+        let rule = "team_id IN (SELECT team_id FROM members WHERE user_id = claims.sub)";
+        c.tables.insert("tasks".into(), TableConfig { read: Some(rule.into()), ..Default::default() });
+        c.tables.insert("members".into(), TableConfig { read: Some("user_id = claims.sub".into()), ..Default::default() });
+    })
+    .await;
+    let token = |user: &str| hs256_token(SECRET, serde_json::json!({ "sub": user }));
+    let http = reqwest::Client::new();
+    let (ann, bob) = (token("ann"), token("bob"));
+    let (handle, offset, rows) = read_to_head(&http, &s.base, "table=tasks", Some(&ann)).await;
+    assert_eq!(rows.len(), 40);
+    let url = format!("{}/v1/shape/digest?table=tasks&handle={handle}&offset={offset}", s.base);
+    let r = send(http.get(&url).bearer_auth(&ann)).await;
+    assert_eq!((r.status, r.body["digest"].as_str()), (200, Some(postgres_digest(&pg).await.to_string().as_str())));
+    assert!(r.header("cache-control").unwrap().starts_with("private"), "{:?}", r.headers);
+
+    let r = send(http.get(&url).bearer_auth(&bob)).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_ne!(r.header("electric-handle").as_deref(), Some(handle.as_str()));
+    assert!(r.body.get("digest").is_none(), "{}", r.text);
+    assert_eq!(send(http.get(&url)).await.status, 401);
+    // A subquery may not read a table the caller may not read (one no rule opens: a 403, as
+    // reading it directly would be).
+    let sneaky = format!(
+        "{}/v1/shape/digest?table=tasks&where={}&handle={handle}&offset={offset}",
+        s.base,
+        pct("team_id IN (SELECT team_id FROM secrets)")
+    );
+    assert_eq!(send(http.get(&sneaky).bearer_auth(&ann)).await.status, 403);
+}
