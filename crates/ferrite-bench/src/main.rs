@@ -8,6 +8,7 @@
 mod cdn;
 mod client;
 mod cluster;
+mod digest;
 mod floor;
 mod relational;
 mod restart;
@@ -111,6 +112,13 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         moves: usize,
     },
+    /// What an on-demand convergence digest of a relational shape costs (the server replays its
+    /// log), against reading the shape from the start.
+    Digest {
+        /// Rows of the shape.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+    },
     /// Opening a pipeline workspace (one include tree) from empty, in the Rust client and in
     /// the editor in Chromium, through `ferrite dev`.
     Workspace {
@@ -208,6 +216,7 @@ fn main() -> Result<()> {
                 writes::writes(clients, batches, write_connections, latency_writes, cli.runs).await
             }
             Bench::Workspace { steps } => workspace::workspace(steps, cli.runs).await,
+            Bench::Digest { rows } => digest::digest(rows, cli.runs).await,
             Bench::WebStores { rows } => web_stores::web_stores(rows, cli.runs).await,
             Bench::FloorServer => floor::serve().await,
             Bench::Cdn { clients, writes, cache } => cdn::cdn(clients, writes, cli.runs, cache).await,
@@ -231,6 +240,7 @@ fn main() -> Result<()> {
                 writes::writes(16, 20, 8, 200, cli.runs).await?;
                 client::client(1_000_000, cli.runs).await?;
                 relational::relational(1000, 1000, 30, cli.runs).await?;
+                digest::digest(100_000, cli.runs).await?;
                 workspace::workspace(500, cli.runs).await?;
                 web_stores::web_stores(10_000, cli.runs).await?;
                 cdn::cdn(10_000, 10, cli.runs, cdn::CacheKind::Nginx).await?;

@@ -111,3 +111,22 @@ pub fn apply_event(
     }
     Ok(leaving)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Recording a row's tags replaces its slots, found by row: a scan of every slot of the
+    /// table instead made a relational shape's first sync quadratic (10,000 rows: 4.4 s).
+    #[test]
+    fn a_rows_slots_are_found_by_its_key_not_by_a_scan() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        crate::store::init(&db).unwrap();
+        let plan: Vec<String> = db
+            .prepare("EXPLAIN QUERY PLAN DELETE FROM _ferrite_tag_slots WHERE local_table = ?1 AND row_key = ?2")
+            .unwrap()
+            .query_map(["t", "k"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("USING INDEX _ferrite_tag_slots_by_row")), "{plan:?}");
+    }
+}
