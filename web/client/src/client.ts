@@ -22,10 +22,10 @@ import { Emitter } from './emitter.js'
 import { formatHlc, nextHlc, parseHlc, type Stamp } from './hlc.js'
 import { isCovered, overlay, touchedShapes, visibleInSnapshot, type Mutation, type PendingTransaction } from './outbox.js'
 import { PresenceRoom } from './presence.js'
-import { ShapeSync, type ChecksumOutcome, type ShapeBatch, type ShapeOptions } from './shape.js'
+import { ShapeSync, type ChecksumOutcome, type ShapeBatch, type ShapeHost, type ShapeOptions } from './shape.js'
 import { Store, type LocalStore, type ShapeRecord, type StoreFactory } from './storage.js'
 import type { TagState } from './tags.js'
-import { TreeSync, compileTree, type ForeignKey, type TreeOptions } from './tree.js'
+import { TreeSync, compileTree, type ForeignKey, type TreeHost, type TreeOptions } from './tree.js'
 import { AbortedError, Transport, describe, type ConnectionState, type TokenSource } from './transport.js'
 import { Watcher } from './watch.js'
 import type { ClientConfig, ClientTransaction, Overridden, TransactionResult, TransactionsResponse } from './protocol.js'
@@ -73,8 +73,10 @@ export interface FerriteClientOptions {
    * How often a shape's rows are compared with the server's convergence digest, at an
    * up-to-date (default 10 minutes; 0: at every up-to-date; null: never). A shape read back from
    * storage is compared at its first up-to-date. One that differs (storage damaged or edited
-   * behind the client's back) is fetched afresh; see {@link FerriteClient.checksums}. Include
-   * trees' members and shapes with subqueries are not compared (the server keeps no digest).
+   * behind the client's back) is fetched afresh (a tree's member too, shown again at a common
+   * point); see {@link FerriteClient.checksums}. Shapes with subqueries or time windows, and so
+   * include trees' members, carry no digest: the server is asked for one (`GET
+   * /v1/shape/digest`, a replay of the shape's log on its side) when their check is due.
    */
   checksumIntervalMs?: number | null
 }
@@ -235,27 +237,7 @@ export class FerriteClient {
     this.#lastHlc = parseHlc(loaded.meta.get('hlc') as string | undefined)
     this.#recent = new Map((loaded.meta.get('recent_txids') as [string, { lsn?: string; shapes: string[] }][] | undefined) ?? [])
     if ((options.liveRequests ?? 'watch') === 'watch') this.#watcher = new Watcher(options.url.replace(/\/$/, ''), this.transport, this.#closed.signal)
-    const host = {
-      url: options.url.replace(/\/$/, ''),
-      transport: this.transport,
-      applyBatch: (b: ShapeBatch) => this.#applyBatch(b),
-      shapeError: (shape: string, reason: string | undefined) => {
-        if (reason) this.#shapeErrors.set(shape, reason)
-        else this.#shapeErrors.delete(shape)
-        this.#emitStatus()
-      },
-      pollIntervalMs: options.pollIntervalMs ?? 10_000,
-      watcher: this.#watcher,
-      checksumIntervalMs: options.checksumIntervalMs === undefined ? DEFAULT_CHECKSUM_INTERVAL_MS : options.checksumIntervalMs,
-      checked: (shape: string, outcome: ChecksumOutcome) => {
-        const c = this.#checksums
-        c.verified++
-        if (!outcome.ok) c.mismatches++
-        if (outcome.action === 'refetch') c.repairs++
-        if (outcome.action === 'gave-up') c.unrepaired++
-        this.events.emit('checksum', { shape, ...outcome })
-      },
-    }
+    const host: ShapeHost = { ...this.#host(), applyBatch: (b) => this.#applyBatch(b) }
     for (const [name, o] of Object.entries(options.shapes)) {
       this.#shapes.set(name, new ShapeSync(name, o, loaded.shapes.get(name), loaded.rows.get(name), host, loaded.tags.get(name)))
     }
@@ -273,20 +255,34 @@ export class FerriteClient {
     }
   }
 
-  /** The tree host: its batches go to storage together, then become visible. */
-  #treeHost() {
+  /** What every shape gets from the client, trees' members too (they are compared alike). */
+  #host(): Omit<ShapeHost, 'applyBatch'> {
+    const checksumIntervalMs = this.options.checksumIntervalMs
     return {
       url: this.#url,
       transport: this.transport,
-      applyBatches: (bs: ShapeBatch[], makeVisible: () => void) => this.#applyBatches(bs, makeVisible),
-      shapeError: (shape: string, reason: string | undefined) => {
+      shapeError: (shape, reason) => {
         if (reason) this.#shapeErrors.set(shape, reason)
         else this.#shapeErrors.delete(shape)
         this.#emitStatus()
       },
       pollIntervalMs: this.options.pollIntervalMs ?? 10_000,
       watcher: this.#watcher,
+      checksumIntervalMs: checksumIntervalMs === undefined ? DEFAULT_CHECKSUM_INTERVAL_MS : checksumIntervalMs,
+      checked: (shape, outcome) => {
+        const c = this.#checksums
+        c.verified++
+        if (!outcome.ok) c.mismatches++
+        if (outcome.action === 'refetch') c.repairs++
+        if (outcome.action === 'gave-up') c.unrepaired++
+        this.events.emit('checksum', { shape, ...outcome })
+      },
     }
+  }
+
+  /** The tree host: its batches go to storage together, then become visible. */
+  #treeHost(): TreeHost {
+    return { ...this.#host(), applyBatches: (bs, makeVisible) => this.#applyBatches(bs, makeVisible) }
   }
 
   /** Builds (or rebuilds, when its compiled form changed) tree `name` from its member shapes. */

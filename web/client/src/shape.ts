@@ -11,6 +11,10 @@
  * A transaction larger than the server's chunk size arrives over several responses; its pieces
  * are held back and applied together with the response that ends it, so readers never see part
  * of a transaction either.
+ *
+ * From time to time, at an up-to-date, the rows are compared with the server's convergence
+ * digest (see `digest.ts`); a shape that differs (storage damaged or edited behind the client's
+ * back) starts over the same way.
  */
 
 import { ShapeStream, isChangeMessage, isControlMessage, type Message, type Row as ElectricRow } from '@electric-sql/client'
@@ -18,7 +22,7 @@ import type { ShapeRecord } from './storage.js'
 import type { Transport } from './transport.js'
 import { TagIndex, type TagState } from './tags.js'
 import { keyOf, type Row } from './values.js'
-import { digestOf, formatDigest, parseDigest } from './digest.js'
+import { digestOf, formatDigest, parseDigest, type Digest } from './digest.js'
 import { nextQuery, type Watcher } from './watch.js'
 
 /** What to sync, and how. */
@@ -103,7 +107,9 @@ export interface ShapeHost {
   /**
    * How often (ms) the shape's rows are compared with the server's digest at an up-to-date;
    * undefined or null: never (see `digest.ts`). A shape resumed from storage is checked at its
-   * first up-to-date, then every interval.
+   * first up-to-date, then every interval. The digest is the one the last change carried
+   * (`ferrite_digest`) or, for shapes without one (subqueries, time windows, include trees'
+   * members), the one `GET /v1/shape/digest` computes for the same handle and offset.
    */
   checksumIntervalMs?: number | null
   /** The outcome of each comparison with the server's digest. */
@@ -141,6 +147,10 @@ export class ShapeSync {
   #staging: Staging | undefined
   /** When the rows were last compared with the server's digest (ms; -Infinity: due at once). */
   #checkedAt: number
+  /** The request for the server's digest of a shape without `ferrite_digest`, while one is out. */
+  #asking: AbortController | undefined
+  /** A check fell due while that request was out: it is made when the request is done. */
+  #missed = false
   /** Fetched afresh after a mismatch: compared again at its next up-to-date. */
   #repairing = false
   /** Still differed after a refetch: not fetched afresh again (that would loop). */
@@ -191,7 +201,7 @@ export class ShapeSync {
 
   /** Starts (or restarts) syncing from the stored position (never, for a write-only shape). */
   start(): void {
-    this.stop()
+    this.#halt()
     if (this.options.writeOnly) {
       this.upToDate = true
       return
@@ -249,12 +259,18 @@ export class ShapeSync {
         return
       }
       held = []
-      await this.#onMessages(all, stream)
+      await this.#onMessages(all, stream, abort.signal)
     })
   }
 
-  /** Stops syncing (rows and position stay). */
+  /** Stops syncing (rows and position stay); a comparison still waiting for the server is dropped. */
   stop(): void {
+    this.#halt()
+    this.#asking?.abort()
+  }
+
+  /** Ends the stream (restarting keeps a comparison that is out: it is of rows still held). */
+  #halt(): void {
     this.#running = false
     this.#watching = false
     this.#abort?.abort()
@@ -269,20 +285,76 @@ export class ShapeSync {
   }
 
   /**
-   * When due, compares the rows with the server's digest (see `digest.ts`); on a mismatch
-   * starts the shape over (rebuilt aside, swapped in whole) and returns true. Rows with pending
-   * local writes need no exception: the app's overlay is not in `rows`.
+   * When due, compares the rows with the server's digest (see `digest.ts`): the one the last
+   * change carried, or — for a shape without one — the server's answer for the same point of
+   * the log, asked in the background (`#askServer`). Returns true when a mismatch started
+   * the shape over now. Rows with pending local writes need no exception: the app's overlay is
+   * not in `rows`.
    */
   #verify(): boolean {
     const interval = this.host.checksumIntervalMs
-    const server = this.record.digest !== undefined ? parseDigest(this.record.digest) : undefined
-    if (interval === undefined || interval === null || server === undefined) return false
+    if (interval === undefined || interval === null) return false
     if (!this.#repairing && Date.now() - this.#checkedAt < interval) return false
+    if (this.record.digest === undefined) {
+      if (this.#asking) this.#missed = true
+      else void this.#askServer()
+      return false
+    }
     this.#checkedAt = Date.now()
+    return this.#judge(digestOf(this.rows.values()), this.record.digest)
+  }
+
+  /**
+   * Compares the rows as they stand with the digest `GET /v1/shape/digest` computes for the
+   * same handle and offset. That costs the server a replay of the shape's log, so it is asked
+   * only when a check is due, and the stream goes on meanwhile. The answer is dropped when the
+   * shape was stopped or started over in between; none at all (the server cannot tell, the
+   * handle is gone, it is busy or unreachable) makes no outcome: the next due check asks again.
+   * Between batches the rows always stand at the stored offset, so a check that fell due
+   * meanwhile can be made at once.
+   */
+  async #askServer(): Promise<void> {
+    const handle = this.record.handle
+    // The definition exactly as the stream sends it (params, quoted columns), at this point.
+    if (!handle || !this.#nextQuery) return
+    this.#checkedAt = Date.now()
+    this.#missed = false
+    const query = nextQuery(`?${this.#nextQuery}`, handle, this.record.offset)
     const local = digestOf(this.rows.values())
-    const ok = local.count === server.count && local.hi === server.hi && local.lo === server.lo
-    const outcome = (action: ChecksumOutcome['action']) =>
-      this.host.checked?.(this.name, { ok, local: formatDigest(local), server: this.record.digest!, action })
+    const rows = this.rows
+    const asking = new AbortController()
+    this.#asking = asking
+    let server: unknown
+    try {
+      const r = await this.host.transport.fetch(`${this.host.url}/v1/shape/digest?${query}`, { signal: asking.signal }, { once: true })
+      if (r.ok) {
+        const body = (await r.json()) as { digest?: unknown; reason?: unknown }
+        server = body.digest
+        if (typeof server !== 'string') console.debug(`[ferrite] shape ${this.name}: not compared, the server cannot tell (${String(body.reason)})`)
+      } else {
+        await r.body?.cancel()
+        console.debug(`[ferrite] shape ${this.name}: not compared, the server's digest answered ${r.status}`)
+      }
+    } catch (e) {
+      if (!asking.signal.aborted) console.debug(`[ferrite] shape ${this.name}: not compared: ${(e as Error).message}`)
+    } finally {
+      if (this.#asking === asking) this.#asking = undefined
+    }
+    if (asking.signal.aborted || this.#staging) return
+    if (typeof server === 'string' && this.rows === rows && this.#judge(local, server)) return
+    if (this.#missed) this.#verify()
+  }
+
+  /**
+   * Reports one comparison; on a mismatch starts the shape over (rebuilt aside, swapped in
+   * whole) and returns true — unless it still differs right after doing so: then it is given up
+   * on, as fetching it afresh again would loop.
+   */
+  #judge(local: Digest, server: string): boolean {
+    const theirs = parseDigest(server)
+    if (theirs === undefined) return false
+    const ok = local.count === theirs.count && local.hi === theirs.hi && local.lo === theirs.lo
+    const outcome = (action: ChecksumOutcome['action']) => this.host.checked?.(this.name, { ok, local: formatDigest(local), server, action })
     if (ok) {
       this.#repairing = false
       outcome('none')
@@ -295,7 +367,7 @@ export class ShapeSync {
       outcome('gave-up')
       return false
     }
-    console.warn(`[ferrite] shape ${this.name}: the local rows differ from the server's (${formatDigest(local)} ≠ ${this.record.digest}); fetching it afresh`)
+    console.warn(`[ferrite] shape ${this.name}: the local rows differ from the server's (${formatDigest(local)} ≠ ${server}); fetching it afresh`)
     this.#repairing = true
     outcome('refetch')
     this.#staging = newStaging()
@@ -304,7 +376,7 @@ export class ShapeSync {
     return true
   }
 
-  async #onMessages(messages: Message<Row>[], stream: ShapeStream<ElectricRow>): Promise<void> {
+  async #onMessages(messages: Message<Row>[], stream: ShapeStream<ElectricRow>, signal: AbortSignal): Promise<void> {
     const batch: ShapeBatch = { shape: this.name, upserts: new Map(), tags: new Map(), deletes: new Set(), txids: [], snapshots: [], upToDate: false }
     let upToDateLsn: string | undefined
     // The server's digest after the last message carrying one.
@@ -428,6 +500,8 @@ export class ShapeSync {
       this.host.shapeError(this.name, undefined)
     }
     await this.host.applyBatch(batch)
+    // Restarted meanwhile (e.g. a mismatch found in the background): the new stream goes on.
+    if (signal.aborted) return
     if (batch.upToDate && !this.#staging && this.#verify()) return
     const watcher = this.host.watcher
     if (batch.upToDate && this.live && watcher && this.#running && this.#abort && this.#nextQuery) {

@@ -205,9 +205,11 @@ export class Transport {
   /**
    * `fetch` with auth and retries (see the module docs). Resolves with the first response that
    * is neither 429 nor 5xx (a 401 only after a fresh token was refused too); rejects only with
-   * {@link AbortedError}.
+   * {@link AbortedError}. With `once`, for a request worth making only now (a comparison with
+   * the server's digest, due again later anyway): a 429 or 5xx is answered as it is and a
+   * network failure rejects, neither retried nor reported as the client's error.
    */
-  async fetch(url: string | URL, init: RequestInit = {}): Promise<Response> {
+  async fetch(url: string | URL, init: RequestInit = {}, { once = false }: { once?: boolean } = {}): Promise<Response> {
     const signal = init.signal ?? undefined
     const source = new URL(url, 'http://x').pathname
     let attempt = 0
@@ -223,6 +225,7 @@ export class Transport {
         response = await this.#fetch(url, { ...init, headers, cache: 'no-store' })
       } catch (e) {
         if (signal?.aborted) throw new AbortedError()
+        if (once) throw e
         if (isNetworkError(e)) {
           // Being offline supersedes whatever failed before.
           this.#setError(undefined, undefined)
@@ -242,7 +245,7 @@ export class Transport {
         await response.body?.cancel()
         continue
       }
-      if (response.status === 429 || response.status >= 500) {
+      if ((response.status === 429 || response.status >= 500) && !once) {
         const wait = backoffDelay(attempt++, parseRetryAfter(response.headers.get('retry-after')))
         this.#setError(source, { reason: await describe(response), retryAt: Date.now() + wait })
         await this.#sleep(wait, signal)
