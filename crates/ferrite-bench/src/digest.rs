@@ -59,14 +59,21 @@ pub async fn digest(rows: u64, runs: usize) -> Result<()> {
         let t = Instant::now();
         catch_up(&http, &shape_url, query).await?;
         read.push(t.elapsed().as_secs_f64() * 1000.0);
-        let client = ferrite_client::Client::open(replicas.path().join(format!("r{run}.db")), &base, ferrite_client::TokenSource::None)?;
+        let client = ferrite_client::Client::open(
+            replicas.path().join(format!("r{run}.db")),
+            &base,
+            ferrite_client::TokenSource::None,
+        )?;
         let t = Instant::now();
         client.sync(&def).await?;
         refetched.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let peak = peak_rss_kib(server.0.id())?;
     let expected: i64 = pg
-        .query_one("SELECT count(*) FROM steps WHERE team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann')", &[])
+        .query_one(
+            "SELECT count(*) FROM steps WHERE team_id IN (SELECT team_id FROM team_members WHERE user_id = 'ann')",
+            &[],
+        )
         .await?
         .get(0);
     if last_rows != expected as u64 {

@@ -315,9 +315,8 @@ impl Client {
         let (defs, views) = self.compile(tree, &mut cache, &mut report.requests).await?;
         let mut positions: Vec<ShapePosition> = defs.iter().map(|d| self.position(d)).collect::<Result<_, _>>()?;
         let mut buffers: Vec<Vec<Data>> = defs.iter().map(|_| Vec::new()).collect();
-        // Per shape: the position its content ends at, and the one it is complete up to.
-        let mut ends: Vec<u64> = positions.iter().map(|p| offset_tx(&p.offset)).collect();
-        let mut complete: Vec<Option<u64>> = vec![None; defs.len()];
+        let mut standing: Vec<Standing> =
+            positions.iter().map(|p| Standing { end: offset_tx(&p.offset), ..Standing::default() }).collect();
         let deadline = std::time::Instant::now() + max_wait;
         let mut pause = std::time::Duration::from_millis(1);
         for round in 1.. {
@@ -338,17 +337,18 @@ impl Client {
                     // The server replaced the shape: what was fetched of the old one is void.
                     buffers[i].clear();
                 }
-                ends[i] = offset_tx(&caught.position.offset);
+                let s = &mut standing[i];
+                if caught.restarted || positions[i].offset == "-1" {
+                    // A snapshot was fetched: its rows are as of some point up to the up-to-date
+                    // that ended it, which its offsets (`0_*`) do not tell.
+                    s.snapshot_at = caught.complete.unwrap_or(0);
+                }
+                s.end = offset_tx(&caught.position.offset);
+                s.complete = caught.complete;
                 positions[i] = caught.position;
-                complete[i] = caught.complete;
                 buffers[i].extend(caught.data);
             }
-            // Consistent at L = the least complete position, when no shape holds anything after
-            // it. (Move-ins and clock changes sit at `lsn + 1` of the transaction before them; no
-            // commit is one byte after another, so `+ 1` cannot admit a later transaction.)
-            let least = complete.iter().copied().collect::<Option<Vec<u64>>>().and_then(|c| c.into_iter().min());
-            let common = least.filter(|l| ends.iter().all(|e| *e <= l + 1));
-            if let Some(lsn) = common {
+            if let Some(lsn) = common_point(&standing) {
                 report.lsn = lsn;
                 report.changes += self.apply_tree(&defs, std::mem::take(&mut buffers), views.clone()).await?;
                 // Members due a convergence check are compared with the server's digest; one that
@@ -366,8 +366,7 @@ impl Client {
                 report.repaired += repaired.len();
                 for i in repaired {
                     positions[i] = self.position(&defs[i])?;
-                    ends[i] = offset_tx(&positions[i].offset);
-                    complete[i] = None;
+                    standing[i] = Standing { end: offset_tx(&positions[i].offset), ..Standing::default() };
                 }
                 buffers = defs.iter().map(|_| Vec::new()).collect();
             }
@@ -638,6 +637,27 @@ pub fn shift_params(sql: &str, by: usize) -> String {
 }
 
 /// The transaction part of an offset (`<tx>_<op>`; 0 for `-1` and the snapshot's).
+/// Where one shape of a tree stands in the server's log, by what was fetched of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Standing {
+    /// The position its last entry is at (`0` for a snapshot's rows).
+    end: u64,
+    /// The position it is complete up to (its up-to-date, or an earlier `ferrite-complete-lsn`).
+    complete: Option<u64>,
+    /// When a snapshot of it was fetched since the tree was last applied: the up-to-date that
+    /// ended it, the latest its rows may be as of.
+    snapshot_at: u64,
+}
+
+/// The common point the shapes of a tree can be applied at: `L`, the least position they are
+/// all complete up to, when none holds anything after it — no entry, and no snapshot that may
+/// be newer. (Move-ins and clock changes sit at `lsn + 1` of the transaction before them; no
+/// commit is one byte after another, so `+ 1` cannot admit a later transaction.)
+fn common_point(shapes: &[Standing]) -> Option<u64> {
+    let least = shapes.iter().map(|s| s.complete).collect::<Option<Vec<u64>>>()?.into_iter().min()?;
+    shapes.iter().all(|s| s.end.max(s.snapshot_at) <= least + 1).then_some(least)
+}
+
 fn offset_tx(offset: &str) -> u64 {
     offset.split('_').next().and_then(|t| t.parse().ok()).unwrap_or(0)
 }
@@ -655,6 +675,21 @@ fn up_to_date_lsn(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_waits_for_every_shape_to_reach_a_snapshot_fetched_later() {
+        let at = |end, complete, snapshot_at| Standing { end, complete: Some(complete), snapshot_at };
+        // Steps complete up to 100, connections' entries end at 90: applied at 100.
+        assert_eq!(common_point(&[at(95, 100, 0), at(90, 120, 0)]), Some(100));
+        // Connections fetched afresh (its snapshot ended by an up-to-date at 200) while steps
+        // stood at 100: a connection whose step was added at 150 could be in that snapshot, so
+        // not applied until steps is complete up to 200 too.
+        assert_eq!(common_point(&[at(95, 100, 0), at(0, 200, 200)]), None);
+        assert_eq!(common_point(&[at(160, 200, 0), at(0, 200, 200)]), Some(200));
+        // An entry after the least complete position, or a shape not complete: not yet.
+        assert_eq!(common_point(&[at(95, 100, 0), at(150, 200, 0)]), None);
+        assert_eq!(common_point(&[at(95, 100, 0), Standing { end: 0, complete: None, snapshot_at: 0 }]), None);
+    }
 
     #[test]
     fn params_are_renumbered_outside_literals_identifiers_and_comments() {

@@ -308,6 +308,36 @@ export interface TreeHost extends Omit<ShapeHost, 'applyBatch'> {
   applyBatches(batches: ShapeBatch[], makeVisible: () => void): Promise<void>
 }
 
+/** Where one member of a tree stands in the server's log, by what it has fetched. */
+export interface Standing {
+  /** The position its last entry is at (0 for a snapshot's rows). */
+  end: bigint
+  /** The position it is complete up to (undefined: not known, or not up to date). */
+  complete?: bigint
+  /** When it was rebuilt: the up-to-date that ended its snapshot, the latest its rows may be as of. */
+  snapshotAt?: bigint
+}
+
+/** How far a member's rows may reach: its last entry, or a snapshot that may be newer. */
+function reach(at: Standing): bigint {
+  return at.snapshotAt !== undefined && at.snapshotAt > at.end ? at.snapshotAt : at.end
+}
+
+/**
+ * The common point a tree's members can be shown at: `L`, the least position they are all
+ * complete up to, when none holds anything after it — no entry, and no snapshot that may be
+ * newer. (Move-ins sit one byte after the transaction before them; no commit is that close.)
+ */
+export function commonPoint(members: readonly Standing[]): bigint | undefined {
+  let least: bigint | undefined
+  for (const at of members) {
+    if (at.complete === undefined) return undefined
+    if (least === undefined || at.complete < least) least = at.complete
+  }
+  if (least === undefined) return undefined
+  return members.every((at) => reach(at) <= least + 1n) ? least : undefined
+}
+
 /** The transaction part of an offset (`<tx>_<op>`; 0 for `-1` and the snapshot's). */
 function offsetTx(offset: string | undefined): bigint {
   const tx = offset?.split('_')[0]
@@ -335,7 +365,7 @@ export class TreeSync {
   /** Called after held batches were applied, with the members they changed. */
   onApplied: ((members: Set<string>) => void) | undefined
   #held = new Map<string, ShapeBatch[]>()
-  #at = new Map<string, { end: bigint; complete?: bigint }>()
+  #at = new Map<string, Standing>()
   #timer: ReturnType<typeof setTimeout> | undefined
   #pause = 20
   /** The furthest end among the members when the pending ask was scheduled. */
@@ -386,6 +416,9 @@ export class TreeSync {
     held.push(batch)
     const at = this.#at.get(member)!
     if (batch.end !== undefined) at.end = offsetTx(batch.end)
+    // A rebuilt member's snapshot is as of some point up to the up-to-date that ended it, which
+    // its offsets (`0_*`) do not tell.
+    if (batch.replaced && batch.completeLsn !== undefined) at.snapshotAt = BigInt(batch.completeLsn)
     if (batch.upToDate && batch.completeLsn !== undefined) at.complete = BigInt(batch.completeLsn)
     else if (batch.replaced || batch.upserts.size > 0 || batch.deletes.size > 0) at.complete = undefined
     this.#check()
@@ -406,19 +439,9 @@ export class TreeSync {
 
   /** Applies the held batches when the members stand at a common point; else asks the ones behind. */
   #check(): void {
-    let least: bigint | undefined
-    let greatest = 0n
-    for (const [member, at] of this.#at) {
-      if (at.complete === undefined || !this.members.get(member)!.upToDate) {
-        least = undefined
-        greatest = -1n
-        break
-      }
-      least = least === undefined || at.complete < least ? at.complete : least
-      greatest = at.end > greatest ? at.end : greatest
-    }
-    // Move-ins sit one byte after the transaction before them; no commit is that close.
-    if (least !== undefined && greatest >= 0n && greatest <= least + 1n) {
+    const standing = [...this.#at].map(([member, at]) => (this.members.get(member)!.upToDate ? at : { ...at, complete: undefined }))
+    const greatest = standing.reduce((g, at) => (reach(at) > g ? reach(at) : g), 0n)
+    if (commonPoint(standing) !== undefined) {
       this.#pause = 20
       const batches: ShapeBatch[] = []
       for (const member of this.members.keys()) batches.push(...(this.#held.get(member) ?? []))
@@ -450,7 +473,7 @@ export class TreeSync {
   /** Restarts the members behind the others (their long-poll becomes a catch-up request). */
   #askLagging(): void {
     let greatest = 0n
-    for (const at of this.#at.values()) if (at.end > greatest) greatest = at.end
+    for (const at of this.#at.values()) if (reach(at) > greatest) greatest = reach(at)
     for (const [member, at] of this.#at) {
       const sync = this.members.get(member)!
       if (at.complete === undefined || at.complete + 1n < greatest) {

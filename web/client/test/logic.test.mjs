@@ -154,6 +154,19 @@ test('include trees: params renumbered outside literals, links through foreign k
   assert.throws(() => linkWhere(comments, ['public', 'teams'], [], undefined, 'teams'), /no foreign key links/)
 })
 
+test('include trees: shown only where every member is complete, a rebuilt snapshot included', async () => {
+  const { commonPoint } = await import('../dist/tree.js')
+  const at = (end, complete, snapshotAt) => ({ end, complete, snapshotAt })
+  assert.equal(commonPoint([at(95n, 100n), at(90n, 120n)]), 100n)
+  // A member rebuilt from a snapshot ended by an up-to-date at 200 may hold a card whose board
+  // came at 150: not shown beside a member complete only up to 100.
+  assert.equal(commonPoint([at(95n, 100n), at(0n, 200n, 200n)]), undefined)
+  assert.equal(commonPoint([at(160n, 200n), at(0n, 200n, 200n)]), 200n)
+  assert.equal(commonPoint([at(95n, 100n), at(150n, 200n)]), undefined)
+  assert.equal(commonPoint([at(95n, 100n), at(0n, undefined)]), undefined)
+  assert.equal(commonPoint([]), undefined)
+})
+
 test('include trees: the top rows per parent, NULLs last', async () => {
   const { topRows } = await import('../dist/tree.js')
   const rows = new Map([

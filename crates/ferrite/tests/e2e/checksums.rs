@@ -504,12 +504,18 @@ async fn a_time_window_shape_is_compared_as_its_rows_age_out() {
     assert_eq!(want, 25);
     synced_to(want).await;
 
-    rusqlite::Connection::open(&path).unwrap().execute("UPDATE events SET body = 'tampered' WHERE id = 21", []).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE events SET body = 'tampered' WHERE id = 21", [])
+        .unwrap();
     let report = client.sync(&recent).await.unwrap();
     assert_eq!(report.refetches, 1, "{report:?}");
     assert!(matches!(client.verify(&recent).await.unwrap(), Verification::Match(d) if d.count == want));
     assert_eq!(client.metrics().unwrap().checksum_repairs, 1);
-    assert_eq!(client.query("SELECT body FROM events WHERE id = 21", &[]).unwrap(), vec![vec![serde_json::json!("event 21")]]);
+    assert_eq!(
+        client.query("SELECT body FROM events WHERE id = 21", &[]).unwrap(),
+        vec![vec![serde_json::json!("event 21")]]
+    );
 }
 
 async fn pg_count(pg: &tokio_postgres::Client, sql: &str) -> u64 {
@@ -530,7 +536,8 @@ async fn a_digest_is_only_ever_of_the_callers_own_rows() {
         c.auth.secret = Some(SECRET.into());
         let rule = "team_id IN (SELECT team_id FROM members WHERE user_id = claims.sub)";
         c.tables.insert("tasks".into(), TableConfig { read: Some(rule.into()), ..Default::default() });
-        c.tables.insert("members".into(), TableConfig { read: Some("user_id = claims.sub".into()), ..Default::default() });
+        c.tables
+            .insert("members".into(), TableConfig { read: Some("user_id = claims.sub".into()), ..Default::default() });
     })
     .await;
     let token = |user: &str| hs256_token(SECRET, serde_json::json!({ "sub": user }));
