@@ -47,17 +47,17 @@ pub(crate) fn store_server_digest(tx: &Connection, local: &str, digest: Option<&
 
 /// A replica's digest, with what it is to be compared to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaDigest {
+struct ReplicaDigest {
     /// The digest of the replica's synced rows.
-    pub local: Digest,
+    local: Digest,
     /// The server's digest sent with the last change applied (plain shapes).
-    pub server: Option<Digest>,
+    server: Option<Digest>,
     /// The handle and offset the replica stands at, to ask the server when it sent none.
-    pub position: Option<(String, String)>,
+    position: Option<(String, String)>,
 }
 
 /// The digest of `def`'s replica; `None` before its first response.
-pub fn replica_digest(db: &Connection, def: &ShapeDef) -> Result<Option<ReplicaDigest>, ClientError> {
+fn replica_digest(db: &Connection, def: &ShapeDef) -> Result<Option<ReplicaDigest>, ClientError> {
     let local = def.local_table();
     type Stored = (Option<String>, Option<String>, Option<String>, String);
     let stored: Option<Stored> = db
@@ -72,15 +72,6 @@ pub fn replica_digest(db: &Connection, def: &ShapeDef) -> Result<Option<ReplicaD
         server: server.as_deref().and_then(Digest::parse),
         position: handle.filter(|_| offset != "-1").map(|h| (h, offset)),
     }))
-}
-
-/// Compares the replica of `def` with the server's digest sent with the last change applied
-/// (plain shapes; `Unknown` for the others, which [`Client::verify`] asks the server about).
-pub fn verify(db: &Connection, def: &ShapeDef) -> Result<Verification, ClientError> {
-    Ok(match replica_digest(db, def)? {
-        Some(ReplicaDigest { local, server: Some(server), .. }) => compare(local, server),
-        _ => Verification::Unknown,
-    })
 }
 
 fn compare(local: Digest, server: Digest) -> Verification {
@@ -160,9 +151,8 @@ fn canonical(kind: ColumnKind, v: &Sql) -> Canonical<'_> {
 impl Client {
     /// Compares the replica of `def` with the server's digest of the same rows — sent with the
     /// last change applied, or asked for (see [`crate::checksum`]); counted in
-    /// [`crate::Metrics`]. Subscriptions and
-    /// [`Client::sync`] call it themselves every [`Client::set_checksum_interval`] and start a
-    /// shape that differs over.
+    /// [`crate::Metrics`]. Subscriptions, [`Client::sync`] and [`Client::sync_tree`] call it
+    /// themselves every [`Client::set_checksum_interval`] and start a shape that differs over.
     pub async fn verify(&self, def: &ShapeDef) -> Result<Verification, ClientError> {
         use std::sync::atomic::Ordering::Relaxed;
         let (inner, d) = (self.inner.clone(), def.clone());

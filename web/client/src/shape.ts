@@ -472,7 +472,9 @@ export class ShapeSync {
       serverDigest = this.#staging.digest
       this.rows = this.#staging.rows
       this.tags = this.#staging.tags
-      batch.replaced = this.rows
+      // A copy: the rows go on changing with later batches, while a tree may hold this one
+      // (and show it, as of its own point) until its other members catch up.
+      batch.replaced = new Map(this.rows)
       for (const [key, state] of this.tags.states) batch.tags.set(key, state)
       batch.txids.push(...this.#staging.txids)
       batch.snapshots.push(...this.#staging.snapshots)

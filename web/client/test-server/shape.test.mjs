@@ -235,6 +235,60 @@ for (const mode of ['long-poll', 'watch']) test(`an include tree is shown only a
   }
 })
 
+// A member rebuilt from a snapshot (here: found to differ from the server's digest) is held until
+// the others reach a common point; what is then shown of it is its rows as of that point, not
+// rows that reached it while the tree waited.
+test("a rebuilt tree member is shown as of the tree's common point", async () => {
+  const { TreeSync, compileTree } = await import(new URL('tree.js', dist))
+  await db.query(`
+    CREATE TABLE rb_boards (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE rb_cards (id int PRIMARY KEY, board_id int NOT NULL REFERENCES rb_boards (id), title text);
+    INSERT INTO rb_boards VALUES (1, 'one');
+    INSERT INTO rb_cards SELECT i, 1, 'card ' || i FROM generate_series(1, 10) i;`)
+  const transport = new Transport({})
+  const members = await compileTree('board', { table: 'rb_boards', where: 'id = $1', params: ['1'], include: { cards: { table: 'rb_cards' } } }, foreignKeysOf(transport))
+  // The apply that shows the rebuilt member waits at this gate until the test opens it.
+  let open
+  const gate = new Promise((r) => { open = r })
+  let gated = false
+  const outcomes = []
+  const host = {
+    url: BASE, transport, pollIntervalMs: 1000, checksumIntervalMs: 0,
+    checked: (shape, outcome) => outcomes.push({ shape, ...outcome }),
+    applyBatches: async (batches, makeVisible) => {
+      if (batches.some((b) => b.replaced && b.shape === 'cards') && outcomes.some((o) => !o.ok)) {
+        gated = true
+        await gate
+      }
+      makeVisible()
+    },
+    shapeError: (_shape, reason) => { if (reason) throw new Error(reason) },
+  }
+  const tree = new TreeSync('board', members, { records: new Map(), rows: new Map(), tags: new Map() }, host)
+  const cards = () => [...tree.visible.get('cards').values()].map((r) => Number(r.id)).sort((a, b) => a - b)
+  let firstAfterRepair
+  tree.onApplied = () => { if (gated && firstAfterRepair === undefined) firstAfterRepair = cards() }
+  tree.start()
+  try {
+    await waitFor('the tree', () => tree.upToDate && cards().length === 10)
+    // The member's rows damaged in memory: its next check finds it and fetches it afresh.
+    const member = tree.members.get('cards')
+    member.rows.delete([...member.rows.keys()][0])
+    await db.query(`INSERT INTO rb_cards VALUES (11, 1, 'eleven')`)
+    await waitFor('the rebuilt member to wait at the gate', () => gated)
+    // Reaches the member while the tree waits: after the common point being shown.
+    await db.query(`INSERT INTO rb_cards VALUES (12, 1, 'twelve')`)
+    await waitFor('the member to hold card 12', () => [...member.rows.values()].some((r) => Number(r.id) === 12))
+    open()
+    await waitFor('the repaired tree to show card 12', () => cards().includes(12))
+    assert.ok(!firstAfterRepair.includes(12), `the point shown after the repair holds a later card: ${firstAfterRepair}`)
+    for (let i = 1; i <= 10; i++) assert.ok(firstAfterRepair.includes(i), `card ${i} repaired: ${firstAfterRepair}`)
+    assert.ok(outcomes.some((o) => o.shape === 'cards' && o.action === 'refetch'), JSON.stringify(outcomes))
+  } finally {
+    tree.stop()
+  }
+})
+
 test('a tree include with a limit shows the top rows per parent, exactly', async () => {
   const { TreeSync, compileTree } = await import(new URL('tree.js', dist))
   await db.query(`
