@@ -575,6 +575,16 @@ async fn a_shape_with_a_subquery_goes_on_at_the_new_leader_with_its_moves() {
     // A move-in on the leader's watch.
     pg.execute("INSERT INTO members VALUES ('u1', 2)", &[]).await.unwrap();
     let (_, offset) = read_until(&fb, &query, &handle, offset, id_is("2")).await;
+    // Its digest, asked of the follower, is the leader's replay (the follower passes it on).
+    let digest = |offset: String| {
+        let url = format!("{fb}/v1/shape/digest?{query}&handle={handle}&offset={offset}");
+        async move {
+            let r = get(&url).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.body["digest"].as_str().unwrap().split(':').next().unwrap().to_string()
+        }
+    };
+    assert_eq!(digest(offset.clone()).await, "2", "items 1 and 2");
 
     // The leader dies. The shape, its subquery's state and its queue came with the stream: the
     // new leader goes on with the same handle (no 409), moves in and out as before.
@@ -588,8 +598,9 @@ async fn a_shape_with_a_subquery_goes_on_at_the_new_leader_with_its_moves() {
     pg.execute("DELETE FROM members WHERE team_id = 1", &[]).await.unwrap();
     let (_, offset) = read_until(&fb, &query, &handle, offset, |m| m["headers"]["event"] == "move-out").await;
     pg.execute("INSERT INTO items VALUES (4, 2), (5, 1)", &[]).await.unwrap();
-    let (seen, _) = read_until(&fb, &query, &handle, offset, id_is("4")).await;
+    let (seen, offset) = read_until(&fb, &query, &handle, offset, id_is("4")).await;
     assert!(seen.iter().all(|m| m["value"]["id"] != "5"), "item 5's team moved out: {seen:?}");
+    assert_eq!(digest(offset).await, "3", "items 2, 3 and 4, replayed by the new leader");
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a node's process.
