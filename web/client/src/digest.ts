@@ -49,6 +49,27 @@ export function digestOf(rows: Iterable<Row>): Digest {
   return d
 }
 
+/** Rows hashed between two yields of {@link digestInSlices}: a few milliseconds of work. */
+const SLICE_ROWS = 1000
+
+/**
+ * {@link digestOf} in slices, yielding to the event loop between them, so a large shape's check
+ * never holds the page for long. `rows` must not change meanwhile (pass a copy of the list: the
+ * rows themselves are replaced, not changed, when they change). Rejects when `signal` aborts.
+ */
+export async function digestInSlices(rows: readonly Row[], signal?: AbortSignal): Promise<Digest> {
+  const d: Digest = { count: 0, hi: 0, lo: 0 }
+  for (let start = 0; start < rows.length; start += SLICE_ROWS) {
+    if (start > 0) await new Promise((r) => setTimeout(r, 0))
+    signal?.throwIfAborted()
+    const part = digestOf(rows.slice(start, start + SLICE_ROWS))
+    d.count += part.count
+    d.hi = (d.hi + part.hi) >>> 0
+    d.lo = (d.lo + part.lo) >>> 0
+  }
+  return d
+}
+
 /** Code-point order (what Rust's byte order of UTF-8 is), not UTF-16 unit order. */
 function byCodePoint(a: string, b: string): number {
   const ia = a[Symbol.iterator]()

@@ -22,7 +22,7 @@ import type { ShapeRecord } from './storage.js'
 import type { Transport } from './transport.js'
 import { TagIndex, type TagState } from './tags.js'
 import { keyOf, type Row } from './values.js'
-import { digestOf, formatDigest, parseDigest, type Digest } from './digest.js'
+import { digestInSlices, formatDigest, parseDigest, type Digest } from './digest.js'
 import { nextQuery, type Watcher } from './watch.js'
 
 /** What to sync, and how. */
@@ -147,9 +147,9 @@ export class ShapeSync {
   #staging: Staging | undefined
   /** When the rows were last compared with the server's digest (ms; -Infinity: due at once). */
   #checkedAt: number
-  /** The request for the server's digest of a shape without `ferrite_digest`, while one is out. */
-  #asking: AbortController | undefined
-  /** A check fell due while that request was out: it is made when the request is done. */
+  /** A comparison with the server's digest in progress (`#compare`). */
+  #comparing: AbortController | undefined
+  /** A check fell due while one was in progress: it is made when that one is done. */
   #missed = false
   /** Fetched afresh after a mismatch: compared again at its next up-to-date. */
   #repairing = false
@@ -266,7 +266,7 @@ export class ShapeSync {
   /** Stops syncing (rows and position stay); a comparison still waiting for the server is dropped. */
   stop(): void {
     this.#halt()
-    this.#asking?.abort()
+    this.#comparing?.abort()
   }
 
   /** Ends the stream (restarting keeps a comparison that is out: it is of rows still held). */
@@ -285,64 +285,66 @@ export class ShapeSync {
   }
 
   /**
-   * When due, compares the rows with the server's digest (see `digest.ts`): the one the last
-   * change carried, or — for a shape without one — the server's answer for the same point of
-   * the log, asked in the background (`#askServer`). Returns true when a mismatch started
-   * the shape over now. Rows with pending local writes need no exception: the app's overlay is
-   * not in `rows`.
+   * When due, compares the rows with the server's digest (see `digest.ts`), in the background
+   * (`#compare`): the stream goes on meanwhile. Rows with pending local writes need no
+   * exception: the app's overlay is not in `rows`.
    */
-  #verify(): boolean {
+  #verify(): void {
     const interval = this.host.checksumIntervalMs
-    if (interval === undefined || interval === null) return false
-    if (!this.#repairing && Date.now() - this.#checkedAt < interval) return false
-    if (this.record.digest === undefined) {
-      if (this.#asking) this.#missed = true
-      else void this.#askServer()
-      return false
-    }
-    this.#checkedAt = Date.now()
-    return this.#judge(digestOf(this.rows.values()), this.record.digest)
+    if (interval === undefined || interval === null) return
+    if (!this.#repairing && Date.now() - this.#checkedAt < interval) return
+    if (this.#comparing) this.#missed = true
+    else void this.#compare()
   }
 
   /**
-   * Compares the rows as they stand with the digest `GET /v1/shape/digest` computes for the
-   * same handle and offset. That costs the server a replay of the shape's log, so it is asked
-   * only when a check is due, and the stream goes on meanwhile. The answer is dropped when the
-   * shape was stopped or started over in between; none at all (the server cannot tell, the
-   * handle is gone, it is busy or unreachable) makes no outcome: the next due check asks again.
-   * Between batches the rows always stand at the stored offset, so a check that fell due
-   * meanwhile can be made at once.
+   * Compares the rows as they stand now — at the stored offset: a check is made between batches
+   * — with the server's digest of the same point: the one the last change carried, or, for a
+   * shape without one (subqueries, time windows, include trees' members), the one
+   * `GET /v1/shape/digest` computes for the same handle and offset. That costs the server a
+   * replay of the shape's log, so it is asked only when a check is due. The rows are digested in
+   * slices, so a large shape never holds the page for long. The result is dropped when the shape
+   * was stopped or started over in between; no answer at all (the server cannot tell, the handle
+   * is gone, it is busy or unreachable) makes no outcome: the next due check asks again. A check
+   * that fell due meanwhile is made as soon as this one is done.
    */
-  async #askServer(): Promise<void> {
-    const handle = this.record.handle
+  async #compare(): Promise<void> {
+    const { handle, offset, digest: carried } = this.record
     // The definition exactly as the stream sends it (params, quoted columns), at this point.
-    if (!handle || !this.#nextQuery) return
+    if (carried === undefined && (!handle || !this.#nextQuery)) return
     this.#checkedAt = Date.now()
     this.#missed = false
-    const query = nextQuery(`?${this.#nextQuery}`, handle, this.record.offset)
-    const local = digestOf(this.rows.values())
     const rows = this.rows
-    const asking = new AbortController()
-    this.#asking = asking
-    let server: unknown
+    const snapshot = [...rows.values()]
+    const comparing = new AbortController()
+    this.#comparing = comparing
+    let judged: { local: Digest; server: unknown } | undefined
     try {
-      const r = await this.host.transport.fetch(`${this.host.url}/v1/shape/digest?${query}`, { signal: asking.signal }, { once: true })
-      if (r.ok) {
-        const body = (await r.json()) as { digest?: unknown; reason?: unknown }
-        server = body.digest
-        if (typeof server !== 'string') console.debug(`[ferrite] shape ${this.name}: not compared, the server cannot tell (${String(body.reason)})`)
-      } else {
-        await r.body?.cancel()
-        console.debug(`[ferrite] shape ${this.name}: not compared, the server's digest answered ${r.status}`)
-      }
+      const server = carried ?? this.#askServer(nextQuery(`?${this.#nextQuery}`, handle!, offset), comparing.signal)
+      const [local, theirs] = await Promise.all([digestInSlices(snapshot, comparing.signal), server])
+      judged = { local, server: theirs }
     } catch (e) {
-      if (!asking.signal.aborted) console.debug(`[ferrite] shape ${this.name}: not compared: ${(e as Error).message}`)
+      if (!comparing.signal.aborted) console.debug(`[ferrite] shape ${this.name}: not compared: ${(e as Error).message}`)
     } finally {
-      if (this.#asking === asking) this.#asking = undefined
+      if (this.#comparing === comparing) this.#comparing = undefined
     }
-    if (asking.signal.aborted || this.#staging) return
-    if (typeof server === 'string' && this.rows === rows && this.#judge(local, server)) return
+    if (comparing.signal.aborted || this.#staging || !judged) return
+    if (typeof judged.server === 'string' && this.rows === rows && this.#judge(judged.local, judged.server)) return
     if (this.#missed) this.#verify()
+  }
+
+  /** The server's digest at the point `query` names (a digest, or undefined: it gave none). */
+  async #askServer(query: string, signal: AbortSignal): Promise<string | undefined> {
+    const r = await this.host.transport.fetch(`${this.host.url}/v1/shape/digest?${query}`, { signal }, { once: true })
+    if (!r.ok) {
+      await r.body?.cancel()
+      console.debug(`[ferrite] shape ${this.name}: not compared, the server's digest answered ${r.status}`)
+      return undefined
+    }
+    const body = (await r.json()) as { digest?: unknown; reason?: unknown }
+    if (typeof body.digest === 'string') return body.digest
+    console.debug(`[ferrite] shape ${this.name}: not compared, the server cannot tell (${String(body.reason)})`)
+    return undefined
   }
 
   /**
@@ -504,7 +506,7 @@ export class ShapeSync {
     await this.host.applyBatch(batch)
     // Restarted meanwhile (e.g. a mismatch found in the background): the new stream goes on.
     if (signal.aborted) return
-    if (batch.upToDate && !this.#staging && this.#verify()) return
+    if (batch.upToDate && !this.#staging) this.#verify()
     const watcher = this.host.watcher
     if (batch.upToDate && this.live && watcher && this.#running && this.#abort && this.#nextQuery) {
       // Watched: wait with the client's other shapes on one request, then catch up.

@@ -44,3 +44,14 @@ test('digests are order-independent sums and parse back', () => {
   // Astral characters sort by code point, as UTF-8 bytes do in Rust.
   assert.notDeepEqual(digestOf([{ '\u{1F600}': 1, '\uFFFF': 2 }]), digestOf([{ a: 1 }]))
 })
+
+test('a digest taken in slices, yielding between them, is the digest of the rows', async () => {
+  const { digestOf, digestInSlices } = await import('../dist/digest.js')
+  const rows = Array.from({ length: 2500 }, (_, i) => ({ id: i, title: `row ${i}`, big: BigInt(i) * 1000000007n, done: i % 3 === 0, meta: { i } }))
+  assert.deepEqual(await digestInSlices(rows), digestOf(rows))
+  assert.deepEqual(await digestInSlices([]), { count: 0, hi: 0, lo: 0 })
+  const stop = new AbortController()
+  const taking = digestInSlices(rows, stop.signal)
+  stop.abort()
+  await assert.rejects(taking)
+})
