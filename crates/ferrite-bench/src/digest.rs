@@ -125,13 +125,3 @@ async fn wait_for_head(
         }
     }
 }
-
-/// The process's peak resident memory so far (KiB).
-fn peak_rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .ok_or_else(|| anyhow!("no VmHWM for {pid}"))
-}

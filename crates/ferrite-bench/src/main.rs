@@ -980,13 +980,24 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A process's resident memory now (KiB).
 fn rss_kib(pid: u32) -> Result<u64> {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// A process's peak resident memory so far (KiB).
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    proc_status_kib(pid, "VmHWM")
+}
+
+/// A KiB figure of `/proc/<pid>/status`.
+fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow!("no {field} for {pid}"))
 }
 
 fn num_cpus() -> usize {

@@ -41,6 +41,32 @@ async fn sync_to(client: &Client, def: &ShapeDef, pg: &tokio_postgres::Client, f
     .await;
 }
 
+/// A `ferrite serve` process and a Rust client replica compared at every up-to-date. Bind every
+/// field: the directories go when dropped.
+struct Replicated {
+    server: ServerProcess,
+    port: u16,
+    base: String,
+    data: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// The replica's SQLite file, to damage behind the client's back.
+    path: std::path::PathBuf,
+    client: Client,
+}
+
+async fn serve_and_replicate(db: &TestDb) -> Replicated {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = spawn_server(&db.url, data.path(), port);
+    wait_healthy(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.db");
+    let client = Client::open(&path, &base, TokenSource::None).unwrap();
+    client.set_checksum_interval(Some(Duration::ZERO));
+    Replicated { server, port, base, data, dir, path, client }
+}
+
 async fn verified(client: &Client, def: &ShapeDef) -> Verification {
     client.verify(def).await.unwrap()
 }
@@ -50,16 +76,7 @@ async fn server_and_client_digests_agree_and_a_damaged_replica_is_repaired() {
     let db = TestDb::new().await;
     let pg = db.client().await;
     pg.batch_execute(SCHEMA).await.unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = spawn_server(&db.url, data.path(), port);
-    wait_healthy(&base).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("replica.db");
-    let client = Client::open(&path, &base, TokenSource::None).unwrap();
-    client.set_checksum_interval(Some(Duration::ZERO));
+    let Replicated { mut server, port, base, data, dir, path, client } = serve_and_replicate(&db).await;
     let all = ShapeDef::table("items");
     let some = ShapeDef::table("items").filter("n = 3").columns(&["id", "title", "meta", "tags"]).into_table("some");
     for def in [&all, &some] {
@@ -170,15 +187,7 @@ async fn a_subscription_repairs_a_damaged_replica() {
     pg.batch_execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 50) i;")
         .await
         .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = spawn_server(&db.url, data.path(), port);
-    wait_healthy(&base).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("replica.db");
-    let client = Client::open(&path, &base, TokenSource::None).unwrap();
-    client.set_checksum_interval(Some(Duration::ZERO));
+    let Replicated { server: _server, data: _data, dir: _dir, path, client, .. } = serve_and_replicate(&db).await;
     let notes = ShapeDef::table("notes");
     client.sync(&notes).await.unwrap();
     let _sub = client.subscribe(notes.clone());
@@ -252,15 +261,7 @@ async fn a_relational_shape_is_compared_with_the_servers_replayed_digest_and_rep
     let db = TestDb::new().await;
     let pg = db.client().await;
     pg.batch_execute(TEAMS).await.unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = spawn_server(&db.url, data.path(), port);
-    wait_healthy(&base).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("replica.db");
-    let client = Client::open(&path, &base, TokenSource::None).unwrap();
-    client.set_checksum_interval(Some(Duration::ZERO));
+    let Replicated { server: _server, data: _data, dir: _dir, path, client, .. } = serve_and_replicate(&db).await;
     let anns = ShapeDef::table("tasks").filter(ANNS);
     let first = sync_to_postgres(&client, &anns, &pg).await;
     assert_eq!(first.count, 40, "teams 1 and 2");
