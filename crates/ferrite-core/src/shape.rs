@@ -131,9 +131,10 @@ pub struct ShapeFilter {
     pub time_terms: Vec<TimeTerm>,
     pub(crate) key_columns: Vec<usize>,
     relation_json: String,
-    /// Hashes the selected columns of a row for the shape's convergence digest
-    /// ([`ferrite_protocol::digest`]); `None` for a relational shape, whose rows also leave
-    /// through move-out events that name no row (its clients are not checked).
+    /// Hashes the selected columns of a row for the shape's convergence digest, kept change by
+    /// change ([`ferrite_protocol::digest`]); `None` for a relational shape, whose rows also
+    /// leave through move-out events that name no row (its digest is computed on demand, see
+    /// [`ShapeFilter::replay`]).
     digest: Option<RowHasher>,
 }
 
