@@ -339,8 +339,8 @@ impl Client {
                 }
                 let s = &mut standing[i];
                 if caught.restarted || positions[i].offset == "-1" {
-                    // A snapshot was fetched: its rows are as of some point up to the up-to-date
-                    // that ended it, which its offsets (`0_*`) do not tell.
+                    // A snapshot was fetched: its rows are as of some point up to where the shape
+                    // was complete when it ended, which its offsets (`0_*`) do not tell.
                     s.snapshot_at = caught.complete.unwrap_or(0);
                 }
                 s.end = offset_tx(&caught.position.offset);
@@ -644,8 +644,8 @@ struct Standing {
     end: u64,
     /// The position it is complete up to (its up-to-date, or an earlier `ferrite-complete-lsn`).
     complete: Option<u64>,
-    /// When a snapshot of it was fetched since the tree was last applied: the up-to-date that
-    /// ended it, the latest its rows may be as of.
+    /// When a snapshot of it was fetched since the tree was last applied: the position it was
+    /// complete up to when the snapshot ended (its rows are no newer).
     snapshot_at: u64,
 }
 

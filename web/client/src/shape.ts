@@ -318,7 +318,7 @@ export class ShapeSync {
     const snapshot = [...rows.values()]
     const comparing = new AbortController()
     this.#comparing = comparing
-    let judged: { local: Digest; server: unknown } | undefined
+    let judged: { local: Digest; server: string | undefined } | undefined
     try {
       const server = carried ?? this.#askServer(nextQuery(`?${this.#nextQuery}`, handle!, offset), comparing.signal)
       const [local, theirs] = await Promise.all([digestInSlices(snapshot, comparing.signal), server])
@@ -329,7 +329,7 @@ export class ShapeSync {
       if (this.#comparing === comparing) this.#comparing = undefined
     }
     if (comparing.signal.aborted || this.#staging || !judged) return
-    if (typeof judged.server === 'string' && this.rows === rows && this.#judge(judged.local, judged.server)) return
+    if (judged.server !== undefined && this.rows === rows && this.#judge(judged.local, judged.server)) return
     if (this.#missed) this.#verify()
   }
 

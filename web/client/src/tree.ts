@@ -314,13 +314,21 @@ export interface Standing {
   end: bigint
   /** The position it is complete up to (undefined: not known, or not up to date). */
   complete?: bigint
-  /** When it was rebuilt: the up-to-date that ended its snapshot, the latest its rows may be as of. */
+  /** When it was rebuilt: the position it was complete up to when its snapshot ended (its rows
+   * are no newer). */
   snapshotAt?: bigint
 }
 
 /** How far a member's rows may reach: its last entry, or a snapshot that may be newer. */
 function reach(at: Standing): bigint {
   return at.snapshotAt !== undefined && at.snapshotAt > at.end ? at.snapshotAt : at.end
+}
+
+/** The furthest any member reaches (what the ones behind must catch up to). */
+function furthest(members: Iterable<Standing>): bigint {
+  let greatest = 0n
+  for (const at of members) if (reach(at) > greatest) greatest = reach(at)
+  return greatest
 }
 
 /**
@@ -416,8 +424,8 @@ export class TreeSync {
     held.push(batch)
     const at = this.#at.get(member)!
     if (batch.end !== undefined) at.end = offsetTx(batch.end)
-    // A rebuilt member's snapshot is as of some point up to the up-to-date that ended it, which
-    // its offsets (`0_*`) do not tell.
+    // A rebuilt member's snapshot is as of some point up to where the member was complete when
+    // the snapshot ended, which its offsets (`0_*`) do not tell.
     if (batch.replaced && batch.completeLsn !== undefined) at.snapshotAt = BigInt(batch.completeLsn)
     if (batch.upToDate && batch.completeLsn !== undefined) at.complete = BigInt(batch.completeLsn)
     else if (batch.replaced || batch.upserts.size > 0 || batch.deletes.size > 0) at.complete = undefined
@@ -440,7 +448,7 @@ export class TreeSync {
   /** Applies the held batches when the members stand at a common point; else asks the ones behind. */
   #check(): void {
     const standing = [...this.#at].map(([member, at]) => (this.members.get(member)!.upToDate ? at : { ...at, complete: undefined }))
-    const greatest = standing.reduce((g, at) => (reach(at) > g ? reach(at) : g), 0n)
+    const greatest = furthest(standing)
     if (commonPoint(standing) !== undefined) {
       this.#pause = 20
       const batches: ShapeBatch[] = []
@@ -472,8 +480,7 @@ export class TreeSync {
 
   /** Restarts the members behind the others (their long-poll becomes a catch-up request). */
   #askLagging(): void {
-    let greatest = 0n
-    for (const at of this.#at.values()) if (reach(at) > greatest) greatest = reach(at)
+    const greatest = furthest(this.#at.values())
     for (const [member, at] of this.#at) {
       const sync = this.members.get(member)!
       if (at.complete === undefined || at.complete + 1n < greatest) {

@@ -77,8 +77,7 @@ impl ReplayedDigests {
             return Ok(Answer::Unknown("the shape's log holds changes only (log=changes_only), not its rows"));
         }
         let key = (shape.handle.clone(), offset);
-        if let Some(answer) = self.cached(&key) {
-            metrics.digest_replays_cached.fetch_add(1, Ordering::Relaxed);
+        if let Some(answer) = self.cached(&key, metrics) {
             return Ok(answer);
         }
         let _turn = tokio::time::timeout(PERMIT_WAIT, self.turn.acquire())
@@ -86,8 +85,7 @@ impl ReplayedDigests {
             .map_err(|_| ReplayError::Busy)?
             .expect("never closed");
         // Another request may have computed it while this one waited.
-        if let Some(answer) = self.cached(&key) {
-            metrics.digest_replays_cached.fetch_add(1, Ordering::Relaxed);
+        if let Some(answer) = self.cached(&key, metrics) {
             return Ok(answer);
         }
         let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
@@ -107,8 +105,11 @@ impl ReplayedDigests {
         Ok(answer)
     }
 
-    fn cached(&self, key: &(String, LogOffset)) -> Option<Answer> {
-        self.answers.lock().iter().rev().find(|(k, _)| k == key).map(|(_, a)| a.clone())
+    /// The kept answer for `key`, counted as served from there.
+    fn cached(&self, key: &(String, LogOffset), metrics: &Metrics) -> Option<Answer> {
+        let answer = self.answers.lock().iter().rev().find(|(k, _)| k == key).map(|(_, a)| a.clone())?;
+        metrics.digest_replays_cached.fetch_add(1, Ordering::Relaxed);
+        Some(answer)
     }
 }
 
@@ -127,31 +128,22 @@ fn replay(shape: &Shape, offset: LogOffset, stop: &AtomicBool) -> Result<Answer,
     let (mut replica, hasher) = shape.filter.replay();
     let mut read = 0u64;
     let mut too_large = false;
-    let mut bad: Option<String> = None;
-    let scanned = shape.log.scan(offset, |_, json| {
-        read += json.len() as u64;
-        if read > MAX_REPLAY_BYTES {
-            too_large = true;
-            return Ok(false);
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other("the request went away"));
-        }
-        let applied = serde_json::from_slice::<ShapeMessage<'_>>(json)
-            .map_err(|e| e.to_string())
-            .and_then(|m| replica.apply(&m).map_err(|e| e.to_string()));
-        match applied {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                bad = Some(e);
-                Ok(false)
+    shape
+        .log
+        .scan(offset, |_, json| {
+            read += json.len() as u64;
+            if read > MAX_REPLAY_BYTES {
+                too_large = true;
+                return Ok(false);
             }
-        }
-    });
-    scanned.map_err(|e| ReplayError::Failed(e.to_string()))?;
-    if let Some(e) = bad {
-        return Err(ReplayError::Failed(e));
-    }
+            if stop.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("the request went away"));
+            }
+            let m = serde_json::from_slice::<ShapeMessage<'_>>(json).map_err(std::io::Error::other)?;
+            replica.apply(&m).map_err(std::io::Error::other)?;
+            Ok(true)
+        })
+        .map_err(|e| ReplayError::Failed(e.to_string()))?;
     if too_large {
         return Ok(Answer::Unknown("the shape's log is too large to replay for a digest"));
     }
